@@ -1,0 +1,91 @@
+//! Transactions: what a member signs and submits.
+
+use crate::bytes::{Bytes, fixed_bytes};
+use crate::codec::encode;
+use crate::crypto::{KeyPair, PublicKey, Signature, SignatureError};
+use crate::hash::{Domain, Hash};
+use serde::{Deserialize, Serialize};
+
+fixed_bytes!(
+    /// A contract's address: derived from deployer, code hash and salt.
+    Address,
+    32
+);
+
+impl Address {
+    pub fn derive(deployer: &PublicKey, code_hash: &Hash, salt: &Hash) -> Address {
+        let mut h = Domain::ContractAddress.hasher();
+        h.update(&deployer.0);
+        h.update(&code_hash.0);
+        h.update(&salt.0);
+        Address(*h.finalize().as_bytes())
+    }
+}
+
+/// The unsigned body of a transaction. Its hash is its id and what is signed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Transaction {
+    /// Must equal the chain's id: a transaction signed for one chain is void on every other.
+    pub chain_id: String,
+    /// The signing account; must belong to a member organisation.
+    pub sender: PublicKey,
+    /// The sender's next sequence number; each value is usable once.
+    pub nonce: u64,
+    /// Unix milliseconds; the transaction is void in any block stamped at or after this.
+    pub expires_at_ms: u64,
+    pub payload: Payload,
+}
+
+/// What a transaction does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Payload {
+    /// Call `method` of the contract at `contract` with canonically encoded `args`.
+    Call { contract: Address, method: String, args: Bytes },
+    /// Deploy WASM `code`; the address is [`Address::derive`] of sender, code hash and salt.
+    Deploy { code: Bytes, salt: Hash },
+    /// An operation the node executes natively.
+    System(SystemOp),
+}
+
+/// Built-in operations, executed natively by the node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SystemOp {
+    /// An organisation admin adds an account key to its own organisation.
+    AddKey { key: PublicKey, org_admin: bool },
+    /// An organisation admin removes an account key of its own organisation.
+    RemoveKey { key: PublicKey },
+    /// Records `data` on chain and changes nothing else (notes, liveness probes, load tests).
+    Remark { data: Bytes },
+}
+
+impl Transaction {
+    /// The transaction's id: the domain hash of its canonical encoding.
+    pub fn hash(&self) -> Hash {
+        Domain::Transaction.hash(&encode(self))
+    }
+
+    pub fn sign(self, key: &KeyPair) -> SignedTransaction {
+        let signature = key.sign(&self.hash());
+        SignedTransaction { tx: self, signature }
+    }
+}
+
+/// A transaction with the sender's signature over its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SignedTransaction {
+    pub tx: Transaction,
+    pub signature: Signature,
+}
+
+impl SignedTransaction {
+    pub fn hash(&self) -> Hash {
+        self.tx.hash()
+    }
+
+    /// Strict single verification; hot paths use [`crate::crypto::verify_batch`].
+    pub fn verify(&self) -> Result<(), SignatureError> {
+        self.tx.sender.verify(&self.hash(), &self.signature)
+    }
+}
