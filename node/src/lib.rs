@@ -1,0 +1,14 @@
+//! The Trellis node. A transaction flows through these modules in order:
+//!
+//! - [`api`]: HTTP API; decodes and hands transactions to the mempool, serves queries.
+//! - [`mempool`]: admission (signature, chain id, membership, nonce, expiry, size, capacity).
+//! - [`consensus`]: sans-IO Tendermint state machine deciding blocks.
+//! - [`execution`]: runs a block's transactions against state, producing receipts and writes.
+//! - [`state`]: authenticated state (Jellyfish Merkle tree) over [`storage`].
+//! - [`storage`]: sled; blocks, receipts, state and metadata, one atomic batch per block.
+//!
+//! [`node`] is the driver that wires them to clocks, disk and the network.
+
+pub mod config;
+pub mod state;
+pub mod storage;
