@@ -1,0 +1,18 @@
+//! Trellis genesis: the first state every node of a chain agrees on.
+//!
+//! - [`format`]: the [`Genesis`] document (JSON on disk), its validation and its hash.
+//! - [`network`]: [`build`], which derives a whole dev/test network (genesis and
+//!   every node's keys) deterministically from a seed, and [`dev_account`].
+//!
+//! [`Genesis::dev`] (one validator) and [`Genesis::local`] (four validators) are
+//! embedded in the crate. Both use **insecure, publicly derivable keys**: they
+//! exist for development and tests and must never guard anything of value.
+
+pub mod format;
+pub mod network;
+
+pub use format::{
+    Genesis, GenesisAccount, GenesisContract, GenesisError, GenesisObserver, GenesisOrganisation,
+    GenesisValidator,
+};
+pub use network::{DEV_GENESIS_TIME_MS, NetworkSpec, NodeKeys, build, dev_account, dev_params};

@@ -10,5 +10,10 @@
 //! [`node`] is the driver that wires them to clocks, disk and the network.
 
 pub mod config;
+pub mod chain;
+pub mod consensus;
+pub mod execution;
+pub mod generate;
+pub mod mempool;
 pub mod state;
 pub mod storage;

@@ -38,7 +38,9 @@ impl PublicKey {
     /// Parses the key and checks it is canonical and not of small order.
     pub fn verifying_key(&self) -> Result<VerifyingKey, SignatureError> {
         let key = VerifyingKey::from_bytes(&self.0).map_err(|_| SignatureError::MalformedKey)?;
-        if key.to_bytes() != self.0 {
+        // VerifyingKey keeps the bytes it was given: re-compress the point to
+        // catch a second (non-canonical) encoding of the same key.
+        if key.to_edwards().compress().to_bytes() != self.0 {
             return Err(SignatureError::MalformedKey);
         }
         if key.is_weak() {
@@ -109,7 +111,8 @@ pub fn verify_batch(items: &[(PublicKey, Hash, Signature)]) -> Vec<Result<(), Si
 /// which batch and strict verification agree.
 fn r_is_acceptable(sig: &[u8; 64]) -> bool {
     let r: [u8; 32] = sig[..32].try_into().expect("64-byte signature has a 32-byte R");
-    VerifyingKey::from_bytes(&r).is_ok_and(|p| !p.is_weak() && p.to_bytes() == r)
+    VerifyingKey::from_bytes(&r)
+        .is_ok_and(|p| !p.is_weak() && p.to_edwards().compress().to_bytes() == r)
 }
 
 /// A signing key with its public key. Holds secret material: keep it out of logs.
@@ -183,6 +186,24 @@ mod tests {
         assert_eq!(PublicKey(id).verify(&m, &sig), Err(SignatureError::WeakKey));
         let r = verify_batch(&[(PublicKey(id), m, sig)]);
         assert_eq!(r, vec![Err(SignatureError::WeakKey)]);
+    }
+
+    #[test]
+    fn non_canonical_key_encoding_is_refused() {
+        // y = p + 1 (p = 2^255 - 19) is the non-canonical encoding of y = 1, the identity.
+        // y = p + 2 encodes y = 2 non-canonically; decoding it succeeds only if a point exists,
+        // so search upward from p for a non-canonical y that decodes.
+        let mut found = false;
+        for extra in 0u8..19 {
+            let mut bytes = [0xffu8; 32];
+            bytes[0] = 0xed + extra; // p = 0x7fff..ffed; p + extra for small extra
+            bytes[31] = 0x7f;
+            if VerifyingKey::from_bytes(&bytes).is_ok() {
+                assert_eq!(PublicKey(bytes).verifying_key().unwrap_err(), SignatureError::MalformedKey);
+                found = true;
+            }
+        }
+        assert!(found, "no non-canonical encoding decoded; the test needs another candidate");
     }
 
     #[test]

@@ -18,8 +18,8 @@ impl Hash {
 pub enum Domain {
     Transaction,
     Header,
+    Proposal,
     Vote,
-    Timeout,
     TxRoot,
     ReceiptRoot,
     Receipt,
@@ -27,6 +27,7 @@ pub enum Domain {
     StateKey,
     StateTree,
     Genesis,
+    SafetyRecord,
 }
 
 impl Domain {
@@ -35,7 +36,8 @@ impl Domain {
             Domain::Transaction => "trellis v1 transaction",
             Domain::Header => "trellis v1 block header",
             Domain::Vote => "trellis v1 vote",
-            Domain::Timeout => "trellis v1 timeout",
+            Domain::SafetyRecord => "trellis v1 safety record",
+            Domain::Proposal => "trellis v1 proposal",
             Domain::TxRoot => "trellis v1 transactions root",
             Domain::ReceiptRoot => "trellis v1 receipts root",
             Domain::Receipt => "trellis v1 receipt",

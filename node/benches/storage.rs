@@ -1,0 +1,168 @@
+//! Storage and state-tree costs of one block.
+//!
+//! - `commit_block/1000_txs`: prepare the state update for ~2,000 touched keys
+//!   (a nonce and a value per transaction) and commit a 1,000-transaction block
+//!   with its receipts to sled (one batch + flush). Reported per block.
+//! - `prepare_state/1000_keys_on_100k`: compute the next root for 1,000 touched
+//!   keys on top of a committed state of 100,000 keys (writes nothing).
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use std::hint::black_box;
+use std::time::Duration;
+use trellis_node::state::Writes;
+use trellis_node::storage::Storage;
+use trellis_types::block::{receipts_root, tx_root};
+use trellis_types::{
+    Block, Hash, Header, KeyPair, Payload, QuorumCertificate, Receipt, ReceiptStatus,
+    SignedTransaction, SystemOp, Transaction,
+};
+
+const TXS_PER_BLOCK: usize = 1_000;
+
+fn remark(key: &KeyPair, nonce: u64) -> SignedTransaction {
+    Transaction {
+        chain_id: "bench".into(),
+        sender: key.public(),
+        nonce,
+        expires_at_ms: u64::MAX,
+        payload: Payload::System(SystemOp::Remark {
+            data: vec![0xab; 100].into(),
+        }),
+    }
+    .sign(key)
+}
+
+/// The writes of a block of remarks: each sender's nonce and one value per transaction.
+fn block_writes(txs: &[SignedTransaction], height: u64) -> Writes {
+    let mut writes = Writes::new();
+    for (i, tx) in txs.iter().enumerate() {
+        let mut nonce_key = b"nonce/".to_vec();
+        nonce_key.extend_from_slice(&tx.tx.sender.0);
+        nonce_key.extend_from_slice(&tx.tx.nonce.to_be_bytes());
+        writes.insert(nonce_key, Some((tx.tx.nonce + 1).to_be_bytes().to_vec()));
+        writes.insert(
+            format!("value/{height}/{i}").into_bytes(),
+            Some(vec![0x5a; 64]),
+        );
+    }
+    writes
+}
+
+/// Prepares and commits the next block carrying `txs` and `writes`.
+fn commit_next(storage: &Storage, txs: Vec<SignedTransaction>, writes: Writes, proposer: &KeyPair) {
+    let head = storage.head();
+    let height = head.map_or(0, |h| h.height + 1);
+    let update = storage
+        .prepare_state(height, writes)
+        .expect("prepare_state");
+    let receipts: Vec<Receipt> = txs
+        .iter()
+        .map(|tx| Receipt {
+            tx: tx.hash(),
+            status: ReceiptStatus::Success,
+            error: None,
+            fuel_used: 1_000,
+            events: vec![],
+        })
+        .collect();
+    let block = Block {
+        header: Header {
+            chain_id: "bench".into(),
+            height,
+            round: 0,
+            parent: head.map_or(Hash::ZERO, |h| h.block_hash),
+            tx_root: tx_root(&txs),
+            receipts_root: receipts_root(&receipts),
+            state_root: update.root,
+            timestamp_ms: 1_700_000_000_000 + height,
+            proposer: proposer.public(),
+        },
+        parent_commit: QuorumCertificate::genesis(Hash::ZERO),
+        txs,
+    };
+    let qc = QuorumCertificate {
+        height,
+        round: 0,
+        block: block.hash(),
+        votes: vec![],
+    };
+    storage
+        .commit_block(&block, &qc, &receipts, update)
+        .expect("commit_block");
+}
+
+fn bench_commit_block(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let storage = Storage::open(dir.path()).expect("open");
+    let proposer = KeyPair::insecure_from_label("proposer");
+    let senders: Vec<KeyPair> = (0..100)
+        .map(|i| KeyPair::insecure_from_label(&format!("sender-{i}")))
+        .collect();
+    commit_next(&storage, vec![], Writes::new(), &proposer);
+    let mut nonce = 0u64;
+
+    let mut group = c.benchmark_group("commit_block");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20));
+    group.bench_function("1000_txs", |b| {
+        b.iter_batched(
+            || {
+                // Signing is the client's cost, not storage's: done outside the measurement.
+                let txs: Vec<SignedTransaction> = (0..TXS_PER_BLOCK)
+                    .map(|i| {
+                        let tx = remark(&senders[i % senders.len()], nonce);
+                        nonce += 1;
+                        tx
+                    })
+                    .collect();
+                let height = storage.head().map_or(0, |h| h.height + 1);
+                let writes = block_writes(&txs, height);
+                (txs, writes)
+            },
+            |(txs, writes)| commit_next(&storage, txs, writes, &proposer),
+            BatchSize::PerIteration,
+        );
+    });
+    group.finish();
+}
+
+fn bench_prepare_state(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let storage = Storage::open(dir.path()).expect("open");
+    let proposer = KeyPair::insecure_from_label("proposer");
+    let key = |i: u64| format!("account/{i:08}").into_bytes();
+    for chunk in 0..10u64 {
+        let writes: Writes = (chunk * 10_000..(chunk + 1) * 10_000)
+            .map(|i| (key(i), Some(vec![7; 32])))
+            .collect();
+        commit_next(&storage, vec![], writes, &proposer);
+    }
+    let next = storage.head().expect("head").height + 1;
+    // Half updates of existing keys, half new keys.
+    let writes: Writes = (0..1_000u64)
+        .map(|i| {
+            if i % 2 == 0 {
+                (key(i * 97), Some(vec![9; 32]))
+            } else {
+                (key(1_000_000 + i), Some(vec![9; 32]))
+            }
+        })
+        .collect();
+
+    let mut group = c.benchmark_group("prepare_state");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10));
+    group.bench_function("1000_keys_on_100k", |b| {
+        b.iter_batched(
+            || writes.clone(),
+            |w| black_box(storage.prepare_state(next, w).expect("prepare_state").root),
+            BatchSize::SmallInput,
+        );
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_commit_block, bench_prepare_state);
+criterion_main!(benches);

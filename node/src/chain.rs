@@ -1,0 +1,299 @@
+//! The chain as consensus sees it: genesis, and building, validating and
+//! committing the next block on top of the committed head.
+//!
+//! Everything here is deterministic given the committed state and the block,
+//! except two local judgements that only affect how this node votes: the
+//! proposer's choice of timestamp and the check that a proposed timestamp is
+//! not too far ahead of our clock. A block is executed once per node: the
+//! result of building or validating it is kept until it commits or the height
+//! moves on, and committing writes exactly that result.
+
+use crate::consensus::ValidatorSet;
+use crate::execution::{self, BlockContext, BlockOutput};
+use crate::mempool::Mempool;
+use crate::state::{StateUpdate, Writes};
+use crate::storage::{ChainHead, Storage, StorageError};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use trellis_genesis::Genesis;
+use trellis_types::block::{receipts_root, tx_root};
+use trellis_types::codec::encode;
+use trellis_types::crypto::verify_batch;
+use trellis_types::{
+    Block, ChainParams, Hash, Header, KeyPair, PublicKey, QuorumCertificate, Receipt,
+    SignedTransaction,
+};
+
+/// How far ahead of our clock a proposed block's timestamp may be.
+pub const MAX_CLOCK_DRIFT_MS: u64 = 5_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    #[error("storage holds chain {stored}, the genesis given is {given}")]
+    GenesisMismatch { stored: String, given: String },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Writes the genesis state and block 0 into empty storage; on storage that
+/// already holds a chain, checks that it is this genesis's chain.
+pub fn initialise(storage: &Storage, genesis: &Genesis) -> Result<ChainHead, ChainError> {
+    let genesis_hash = genesis.hash();
+    if let Some(head) = storage.head() {
+        let stored = crate::state::StateRead::get(storage, execution::keys::GENESIS)?;
+        return if stored.as_deref() == Some(genesis_hash.0.as_slice()) {
+            Ok(head)
+        } else {
+            Err(ChainError::GenesisMismatch {
+                stored: stored.map(hex::encode).unwrap_or_else(|| "none".into()),
+                given: genesis_hash.to_hex(),
+            })
+        };
+    }
+    let update = storage.prepare_state(0, genesis_writes(genesis))?;
+    let block = Block {
+        header: Header {
+            chain_id: genesis.chain_id.clone(),
+            height: 0,
+            round: 0,
+            parent: genesis_hash,
+            tx_root: tx_root(&[]),
+            receipts_root: receipts_root(&[]),
+            state_root: update.root,
+            timestamp_ms: genesis.genesis_time_ms,
+            proposer: PublicKey([0; 32]),
+        },
+        parent_commit: QuorumCertificate::genesis(genesis_hash),
+        txs: Vec::new(),
+    };
+    let certificate = QuorumCertificate::genesis(block.hash());
+    storage.commit_block(&block, &certificate, &[], update)?;
+    storage.head().ok_or_else(|| StorageError::Corrupt { what: "no head after writing genesis".into() }.into())
+}
+
+/// The state genesis starts from: parameters, organisations and accounts.
+pub fn genesis_writes(genesis: &Genesis) -> Writes {
+    let mut writes = Writes::new();
+    writes.insert(execution::keys::PARAMS.to_vec(), Some(encode(&genesis.params)));
+    writes.insert(execution::keys::GENESIS.to_vec(), Some(genesis.hash().0.to_vec()));
+    for org in genesis.organisations() {
+        writes.insert(execution::keys::organisation(&org.id), Some(encode(&org)));
+    }
+    for account in genesis.accounts() {
+        let record = execution::AccountRecord { org: account.org, org_admin: account.org_admin, nonce: 0 };
+        writes.insert(execution::keys::account(&account.key), Some(encode(&record)));
+    }
+    writes
+}
+
+/// Why a proposed block is not valid. The node prevotes nil for it.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidBlock {
+    #[error("{0}")]
+    Header(String),
+    #[error("parent commit: {0}")]
+    ParentCommit(String),
+    #[error("transaction {index} has a bad signature")]
+    Signature { index: usize },
+    #[error(transparent)]
+    Execution(#[from] execution::BlockError),
+    #[error("{what} root mismatch: header {header}, computed {computed}")]
+    Root { what: &'static str, header: Hash, computed: Hash },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+struct Executed {
+    receipts: Vec<Receipt>,
+    update: StateUpdate,
+}
+
+pub struct Chain {
+    storage: Storage,
+    chain_id: String,
+    params: ChainParams,
+    validators: ValidatorSet,
+    mempool: Arc<Mempool>,
+    /// Blocks executed at the current height, by hash.
+    executed: BTreeMap<Hash, Executed>,
+}
+
+impl Chain {
+    pub fn new(storage: Storage, genesis: &Genesis, mempool: Arc<Mempool>) -> Self {
+        Chain {
+            storage,
+            chain_id: genesis.chain_id.clone(),
+            params: genesis.params.clone(),
+            validators: ValidatorSet::new(genesis.validator_keys()),
+            mempool,
+            executed: BTreeMap::new(),
+        }
+    }
+
+    pub fn head(&self) -> Result<ChainHead, StorageError> {
+        self.storage.head().ok_or_else(|| StorageError::Corrupt { what: "chain has no genesis".into() })
+    }
+
+    pub fn validators(&self) -> &ValidatorSet {
+        &self.validators
+    }
+
+    pub fn params(&self) -> &ChainParams {
+        &self.params
+    }
+
+    /// Builds the block for (head + 1, `round`) from waiting transactions.
+    pub fn build(&mut self, round: u64, proposer: &KeyPair, now_ms: u64) -> Result<Block, StorageError> {
+        let head = self.head()?;
+        let height = head.height + 1;
+        let ctx = BlockContext {
+            chain_id: self.chain_id.clone(),
+            height,
+            timestamp_ms: now_ms.max(head.timestamp_ms + 1),
+        };
+        let candidates = self.mempool.candidates(
+            &self.storage,
+            self.params.max_block_txs as usize,
+            self.params.max_block_bytes,
+        )?;
+        let (txs, output) = execution::execute_candidates(&self.storage, &ctx, candidates)?;
+        let parent_commit = self.storage.commit_certificate(head.height)?.ok_or_else(|| {
+            StorageError::Corrupt { what: format!("no commit certificate for height {}", head.height) }
+        })?;
+        let (header, executed) = self.seal(&ctx, round, head.block_hash, proposer.public(), &txs, output)?;
+        let block = Block { header, parent_commit, txs };
+        self.executed.insert(block.hash(), executed);
+        Ok(block)
+    }
+
+    fn seal(
+        &self,
+        ctx: &BlockContext,
+        round: u64,
+        parent: Hash,
+        proposer: PublicKey,
+        txs: &[SignedTransaction],
+        output: BlockOutput,
+    ) -> Result<(Header, Executed), StorageError> {
+        let update = self.storage.prepare_state(ctx.height, output.writes)?;
+        let header = Header {
+            chain_id: ctx.chain_id.clone(),
+            height: ctx.height,
+            round,
+            parent,
+            tx_root: tx_root(txs),
+            receipts_root: receipts_root(&output.receipts),
+            state_root: update.root,
+            timestamp_ms: ctx.timestamp_ms,
+            proposer,
+        };
+        Ok((header, Executed { receipts: output.receipts, update }))
+    }
+
+    /// Checks a block proposed by another validator and executes it.
+    pub fn validate(&mut self, block: &Block, now_ms: u64) -> Result<(), InvalidBlock> {
+        if self.executed.contains_key(&block.hash()) {
+            return Ok(());
+        }
+        let head = self.head()?;
+        let h = &block.header;
+        let bad = |m: String| Err(InvalidBlock::Header(m));
+        if h.chain_id != self.chain_id {
+            return bad(format!("chain id {}", h.chain_id));
+        }
+        if h.height != head.height + 1 {
+            return bad(format!("height {} on head {}", h.height, head.height));
+        }
+        if h.parent != head.block_hash {
+            return bad(format!("parent {} is not the head {}", h.parent, head.block_hash));
+        }
+        if h.timestamp_ms <= head.timestamp_ms {
+            return bad(format!("timestamp {} not after the parent's {}", h.timestamp_ms, head.timestamp_ms));
+        }
+        if h.timestamp_ms > now_ms + MAX_CLOCK_DRIFT_MS {
+            return bad(format!("timestamp {} is ahead of our clock {now_ms}", h.timestamp_ms));
+        }
+        if block.txs.len() > self.params.max_block_txs as usize {
+            return bad(format!("{} transactions, limit {}", block.txs.len(), self.params.max_block_txs));
+        }
+        let bytes: u64 = block.txs.iter().map(|t| encode(t).len() as u64).sum();
+        if bytes > self.params.max_block_bytes {
+            return bad(format!("{bytes} bytes of transactions, limit {}", self.params.max_block_bytes));
+        }
+        self.check_parent_commit(block, &head)?;
+        let root = tx_root(&block.txs);
+        if root != h.tx_root {
+            return Err(InvalidBlock::Root { what: "transactions", header: h.tx_root, computed: root });
+        }
+        self.verify_signatures(&block.txs)?;
+
+        let ctx = BlockContext { chain_id: self.chain_id.clone(), height: h.height, timestamp_ms: h.timestamp_ms };
+        let output = execution::execute_block(&self.storage, &ctx, &block.txs)?;
+        let (computed, executed) = self.seal(&ctx, h.round, h.parent, h.proposer, &block.txs, output)?;
+        for (what, header, computed) in [
+            ("receipts", h.receipts_root, computed.receipts_root),
+            ("state", h.state_root, computed.state_root),
+        ] {
+            if header != computed {
+                return Err(InvalidBlock::Root { what, header, computed });
+            }
+        }
+        self.executed.insert(block.hash(), executed);
+        Ok(())
+    }
+
+    fn check_parent_commit(&self, block: &Block, head: &ChainHead) -> Result<(), InvalidBlock> {
+        let qc = &block.parent_commit;
+        if qc.block != head.block_hash || qc.height != head.height {
+            return Err(InvalidBlock::ParentCommit(format!(
+                "certifies {} at height {}, the head is {} at {}",
+                qc.block, qc.height, head.block_hash, head.height
+            )));
+        }
+        if head.height == 0 {
+            return if *qc == QuorumCertificate::genesis(head.block_hash) {
+                Ok(())
+            } else {
+                Err(InvalidBlock::ParentCommit("not the genesis certificate".into()))
+            };
+        }
+        self.validators
+            .verify_certificate(&self.chain_id, qc)
+            .map_err(|e| InvalidBlock::ParentCommit(e.to_string()))
+    }
+
+    /// Verifies, in one batch, the signatures this node has not already verified at admission.
+    fn verify_signatures(&self, txs: &[SignedTransaction]) -> Result<(), InvalidBlock> {
+        let unseen: Vec<(usize, (PublicKey, Hash, trellis_types::Signature))> = txs
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (i, (t.tx.sender, t.hash(), t.signature)))
+            .filter(|(_, (_, hash, sig))| !self.mempool.verified(hash, sig))
+            .collect();
+        let triples: Vec<_> = unseen.iter().map(|(_, t)| *t).collect();
+        match verify_batch(&triples).iter().position(Result::is_err) {
+            Some(k) => Err(InvalidBlock::Signature { index: unseen[k].0 }),
+            None => Ok(()),
+        }
+    }
+
+    /// Persists a decided block with the result of executing it here.
+    pub fn commit(&mut self, block: &Block, certificate: &QuorumCertificate, now_ms: u64) -> Result<(), StorageError> {
+        let executed = match self.executed.remove(&block.hash()) {
+            Some(e) => e,
+            None => {
+                // Decided by a quorum without our having judged it (e.g. we
+                // timed out first): validate now; a quorum vouches for it.
+                self.validate(block, now_ms).map_err(|e| StorageError::InvalidBlock {
+                    height: block.header.height,
+                    reason: format!("a quorum committed a block this node finds invalid: {e}"),
+                })?;
+                self.executed.remove(&block.hash()).expect("validate stores the executed block")
+            }
+        };
+        self.storage.commit_block(block, certificate, &executed.receipts, executed.update)?;
+        self.executed.clear();
+        self.mempool.prune(&self.storage, now_ms)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,710 @@
+//! Tendermint consensus as a sans-IO state machine.
+//!
+//! Inputs are messages, timer expiries and the driver's answers (a block it
+//! built, whether a proposed block is valid); outputs are [`Action`]s. There
+//! are no sockets, clocks or disk in here, so the same code runs in the node
+//! and in a deterministic simulator. The rules are those of Algorithm 1 in
+//! "The latest gossip on BFT consensus" (Buchman, Kwon, Milosevic, 2018); the
+//! numbered comments below refer to its lines. Safety needs fewer than a third
+//! of the validators faulty and holds with any message delay; liveness needs
+//! eventual synchrony, which growing per-round timeouts provide.
+//!
+//! The driver must execute [`Action::PersistSafety`] durably before any later
+//! action of the same batch leaves the node: that is what keeps a restarted
+//! validator from signing two different votes for one step.
+
+use std::collections::BTreeMap;
+use trellis_types::block::VoteKind;
+use trellis_types::codec::encode;
+use trellis_types::{
+    Block, Domain, Hash, KeyPair, PublicKey, QuorumCertificate, Signature, Vote, VoteData,
+};
+
+/// The validators of a chain, sorted by key, with equal voting power.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidatorSet {
+    validators: Vec<PublicKey>,
+}
+
+impl ValidatorSet {
+    pub fn new(mut validators: Vec<PublicKey>) -> Self {
+        validators.sort();
+        validators.dedup();
+        assert!(!validators.is_empty(), "a validator set needs at least one validator");
+        ValidatorSet { validators }
+    }
+
+    pub fn len(&self) -> usize {
+        self.validators.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.validators.is_empty()
+    }
+
+    pub fn contains(&self, key: &PublicKey) -> bool {
+        self.validators.binary_search(key).is_ok()
+    }
+
+    pub fn keys(&self) -> &[PublicKey] {
+        &self.validators
+    }
+
+    /// Votes needed for a quorum: more than two thirds (2f+1 of n = 3f+1).
+    pub fn quorum(&self) -> usize {
+        self.len() * 2 / 3 + 1
+    }
+
+    /// Votes that include at least one honest validator: more than a third (f+1).
+    pub fn one_third_plus(&self) -> usize {
+        self.len() / 3 + 1
+    }
+
+    /// The round's proposer: rotates with height and round so that a silent
+    /// validator delays at most its own turns.
+    pub fn proposer(&self, height: u64, round: u64) -> PublicKey {
+        let n = self.len() as u64;
+        self.validators[(height.wrapping_add(round) % n) as usize]
+    }
+
+    /// Checks that `qc` carries valid precommits of a quorum for its block.
+    pub fn verify_certificate(
+        &self,
+        chain_id: &str,
+        qc: &QuorumCertificate,
+    ) -> Result<(), CertificateError> {
+        let message = qc.vote_data(chain_id).signing_hash();
+        let mut previous: Option<&PublicKey> = None;
+        for (voter, signature) in &qc.votes {
+            if previous.is_some_and(|p| p >= voter) {
+                return Err(CertificateError::Unsorted);
+            }
+            previous = Some(voter);
+            if !self.contains(voter) {
+                return Err(CertificateError::UnknownVoter(*voter));
+            }
+            voter
+                .verify(&message, signature)
+                .map_err(|_| CertificateError::BadSignature(*voter))?;
+        }
+        if qc.votes.len() < self.quorum() {
+            return Err(CertificateError::NoQuorum { votes: qc.votes.len(), needed: self.quorum() });
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CertificateError {
+    #[error("certificate signers are not sorted and unique")]
+    Unsorted,
+    #[error("certificate signed by {0}, who is not a validator")]
+    UnknownVoter(PublicKey),
+    #[error("certificate signature of {0} does not verify")]
+    BadSignature(PublicKey),
+    #[error("certificate has {votes} votes, {needed} needed")]
+    NoQuorum { votes: usize, needed: usize },
+}
+
+/// What a proposer signs: the block and the round whose prevotes justify re-proposing it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProposalData {
+    pub chain_id: String,
+    pub height: u64,
+    pub round: u64,
+    pub pol_round: Option<u64>,
+    pub block: Hash,
+}
+
+impl ProposalData {
+    pub fn signing_hash(&self) -> Hash {
+        Domain::Proposal.hash(&encode(self))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Proposal {
+    pub block: Block,
+    pub round: u64,
+    /// The round in which a quorum prevoted this block, if it is re-proposed.
+    pub pol_round: Option<u64>,
+    pub signature: Signature,
+}
+
+impl Proposal {
+    fn data(&self, chain_id: &str) -> ProposalData {
+        ProposalData {
+            chain_id: chain_id.to_owned(),
+            height: self.block.header.height,
+            round: self.round,
+            pol_round: self.pol_round,
+            block: self.block.hash(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Message {
+    Proposal(Proposal),
+    Vote(Vote),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Step {
+    Propose,
+    Prevote,
+    Precommit,
+}
+
+/// What a validator must remember across a crash to never sign conflicting votes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SafetyState {
+    pub height: u64,
+    /// The last vote this validator signed at `height`: (round, kind, block).
+    pub last_vote: Option<(u64, VoteKind, Option<Hash>)>,
+    /// The block this validator is locked on at `height`, and the round it locked in.
+    pub locked: Option<(u64, Hash)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send to every other validator (and observers).
+    Broadcast(Message),
+    /// Write durably before executing any later action.
+    PersistSafety(SafetyState),
+    /// Build a block for `height` on top of the committed head, then call
+    /// [`Consensus::on_block_built`]. The driver chooses when (it waits for
+    /// transactions or the idle heartbeat).
+    BuildBlock { height: u64, round: u64 },
+    /// Decide whether `block` is valid (execute it), then call [`Consensus::on_block_validated`].
+    ValidateBlock(Block),
+    /// Call [`Consensus::on_timeout`] with these arguments after `after_ms`.
+    ScheduleTimeout { height: u64, round: u64, step: Step, after_ms: u64 },
+    /// `block` is decided; persist it. Consensus has moved on to the next height.
+    Commit { block: Block, certificate: QuorumCertificate },
+}
+
+/// Why a message was not accepted. The driver logs it and counts it; a peer
+/// that keeps sending such messages is one to disconnect.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    #[error("message for chain {0}")]
+    WrongChain(String),
+    #[error("message for height {got}, at height {current}")]
+    WrongHeight { got: u64, current: u64 },
+    #[error("sender {0} is not a validator")]
+    NotValidator(PublicKey),
+    #[error("proposal from {got}, the round's proposer is {expected}")]
+    WrongProposer { got: PublicKey, expected: PublicKey },
+    #[error("bad signature")]
+    BadSignature,
+    #[error("block header says round {header}, proposal says {proposal}")]
+    RoundMismatch { header: u64, proposal: u64 },
+    #[error("pol_round {pol_round} is not below round {round}")]
+    BadPolRound { pol_round: u64, round: u64 },
+    #[error("round {0} is too far ahead")]
+    RoundTooFar(u64),
+    #[error("duplicate")]
+    Duplicate,
+    #[error("equivocation by {0}: two different votes for one step")]
+    Equivocation(PublicKey),
+}
+
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    pub propose_ms: u64,
+    pub prevote_ms: u64,
+    pub precommit_ms: u64,
+    /// Added to each timeout per round, so that rounds lengthen until the network keeps up.
+    pub delta_ms: u64,
+    /// Extra wait for the first proposal of a height, while the proposer waits for transactions.
+    pub idle_block_ms: u64,
+}
+
+/// Rounds beyond the current one that we still keep votes for.
+const MAX_ROUND_AHEAD: u64 = 64;
+
+#[derive(Default)]
+struct RoundVotes {
+    /// voter → (block or nil, signature); one vote per voter and kind.
+    prevotes: BTreeMap<PublicKey, (Option<Hash>, Signature)>,
+    precommits: BTreeMap<PublicKey, (Option<Hash>, Signature)>,
+    proposal: Option<Proposal>,
+}
+
+impl RoundVotes {
+    fn of(&self, kind: VoteKind) -> &BTreeMap<PublicKey, (Option<Hash>, Signature)> {
+        match kind {
+            VoteKind::Prevote => &self.prevotes,
+            VoteKind::Precommit => &self.precommits,
+        }
+    }
+
+    fn count(&self, kind: VoteKind, block: Option<Hash>) -> usize {
+        self.of(kind).values().filter(|(b, _)| *b == block).count()
+    }
+
+    fn senders(&self) -> impl Iterator<Item = &PublicKey> {
+        self.prevotes.keys().chain(self.precommits.keys())
+    }
+}
+
+pub struct Consensus {
+    chain_id: String,
+    validators: ValidatorSet,
+    /// None for an observer: it follows votes but never signs.
+    key: Option<KeyPair>,
+    timeouts: Timeouts,
+
+    height: u64,
+    round: u64,
+    step: Step,
+    locked: Option<(u64, Block)>,
+    valid: Option<(u64, Block)>,
+    safety: SafetyState,
+    rounds: BTreeMap<u64, RoundVotes>,
+    /// Blocks the driver judged, by hash.
+    validity: BTreeMap<Hash, bool>,
+    /// One-shot rules already fired this round (lines 34, 36, 47).
+    prevote_timeout_armed: bool,
+    precommit_timeout_armed: bool,
+    polka_seen: bool,
+    /// A block the driver was asked to build for (height, round) and has not delivered.
+    building: Option<u64>,
+}
+
+impl Consensus {
+    /// Starts consensus at `height` (the committed head + 1). `safety` is what was
+    /// persisted before a restart; votes it records are never contradicted.
+    pub fn new(
+        chain_id: String,
+        validators: ValidatorSet,
+        key: Option<KeyPair>,
+        timeouts: Timeouts,
+        height: u64,
+        safety: SafetyState,
+    ) -> Self {
+        let key = key.filter(|k| validators.contains(&k.public()));
+        let safety = if safety.height == height {
+            safety
+        } else {
+            SafetyState { height, last_vote: None, locked: None }
+        };
+        Consensus {
+            chain_id,
+            validators,
+            key,
+            timeouts,
+            height,
+            round: 0,
+            step: Step::Propose,
+            locked: None,
+            valid: None,
+            safety,
+            rounds: BTreeMap::new(),
+            validity: BTreeMap::new(),
+            prevote_timeout_armed: false,
+            precommit_timeout_armed: false,
+            polka_seen: false,
+            building: None,
+        }
+    }
+
+    pub fn height(&self) -> u64 {
+        self.height
+    }
+
+    pub fn round(&self) -> u64 {
+        self.round
+    }
+
+    pub fn step(&self) -> Step {
+        self.step
+    }
+
+    pub fn validators(&self) -> &ValidatorSet {
+        &self.validators
+    }
+
+    pub fn is_validator(&self) -> bool {
+        self.key.is_some()
+    }
+
+    /// Enters the first round of the current height. Call once after [`Consensus::new`].
+    pub fn start(&mut self) -> Vec<Action> {
+        // After a crash, resume in the round of our last vote, so we neither
+        // re-vote differently in it nor rush ahead of the others.
+        let round = match self.safety.last_vote {
+            Some((round, _, _)) => round,
+            None => 0,
+        };
+        let mut out = Vec::new();
+        self.start_round(round, &mut out);
+        self.recheck(&mut out);
+        out
+    }
+
+    /// Line 11: StartRound.
+    fn start_round(&mut self, round: u64, out: &mut Vec<Action>) {
+        self.round = round;
+        self.step = Step::Propose;
+        self.prevote_timeout_armed = false;
+        self.precommit_timeout_armed = false;
+        self.polka_seen = false;
+        self.building = None;
+        let me = self.key.as_ref().map(KeyPair::public);
+        if me.is_some() && me == Some(self.validators.proposer(self.height, round)) {
+            match self.valid.clone() {
+                Some((valid_round, block)) => self.propose(block, Some(valid_round), out),
+                None => {
+                    self.building = Some(round);
+                    out.push(Action::BuildBlock { height: self.height, round });
+                }
+            }
+        }
+        let idle = if round == 0 { self.timeouts.idle_block_ms } else { 0 };
+        out.push(self.timeout(Step::Propose, self.timeouts.propose_ms + idle));
+    }
+
+    fn timeout(&self, step: Step, base_ms: u64) -> Action {
+        Action::ScheduleTimeout {
+            height: self.height,
+            round: self.round,
+            step,
+            after_ms: base_ms + self.timeouts.delta_ms * self.round,
+        }
+    }
+
+    /// The driver's answer to [`Action::BuildBlock`].
+    pub fn on_block_built(&mut self, block: Block) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.building != Some(self.round)
+            || block.header.height != self.height
+            || block.header.round != self.round
+            || self.step != Step::Propose
+        {
+            return out;
+        }
+        self.building = None;
+        // We built it on committed state and executed it: it is valid.
+        self.validity.insert(block.hash(), true);
+        self.propose(block, None, &mut out);
+        self.recheck(&mut out);
+        out
+    }
+
+    fn propose(&mut self, block: Block, pol_round: Option<u64>, out: &mut Vec<Action>) {
+        let Some(key) = &self.key else { return };
+        let mut proposal = Proposal { block, round: self.round, pol_round, signature: Signature([0; 64]) };
+        proposal.signature = key.sign(&proposal.data(&self.chain_id).signing_hash());
+        out.push(Action::Broadcast(Message::Proposal(proposal.clone())));
+        let _ = self.accept_proposal(proposal, out);
+    }
+
+    /// A message from the network.
+    pub fn on_message(&mut self, message: Message) -> (Vec<Action>, Result<(), Rejected>) {
+        let mut out = Vec::new();
+        let result = match message {
+            Message::Proposal(p) => self.accept_proposal(p, &mut out),
+            Message::Vote(v) => self.accept_vote(v),
+        };
+        if result.is_ok() {
+            self.recheck(&mut out);
+        }
+        (out, result)
+    }
+
+    fn accept_proposal(&mut self, p: Proposal, out: &mut Vec<Action>) -> Result<(), Rejected> {
+        let header = &p.block.header;
+        if header.chain_id != self.chain_id {
+            return Err(Rejected::WrongChain(header.chain_id.clone()));
+        }
+        if header.height != self.height {
+            return Err(Rejected::WrongHeight { got: header.height, current: self.height });
+        }
+        if header.round != p.round {
+            return Err(Rejected::RoundMismatch { header: header.round, proposal: p.round });
+        }
+        if p.round > self.round + MAX_ROUND_AHEAD {
+            return Err(Rejected::RoundTooFar(p.round));
+        }
+        let expected = self.validators.proposer(self.height, p.round);
+        if header.proposer != expected {
+            return Err(Rejected::WrongProposer { got: header.proposer, expected });
+        }
+        if let Some(pol) = p.pol_round {
+            if pol >= p.round {
+                return Err(Rejected::BadPolRound { pol_round: pol, round: p.round });
+            }
+        }
+        let round = self.rounds.entry(p.round).or_default();
+        if round.proposal.is_some() {
+            return Err(Rejected::Duplicate);
+        }
+        expected
+            .verify(&p.data(&self.chain_id).signing_hash(), &p.signature)
+            .map_err(|_| Rejected::BadSignature)?;
+        let hash = p.block.hash();
+        let needs_validation = !self.validity.contains_key(&hash);
+        let block = p.block.clone();
+        let round = p.round;
+        self.rounds.entry(round).or_default().proposal = Some(p);
+        if needs_validation {
+            out.push(Action::ValidateBlock(block));
+        }
+        Ok(())
+    }
+
+    /// The driver's answer to [`Action::ValidateBlock`].
+    pub fn on_block_validated(&mut self, block: Hash, valid: bool) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.validity.insert(block, valid);
+        self.recheck(&mut out);
+        out
+    }
+
+    /// Records a vote; the caller re-evaluates the rules afterwards.
+    fn accept_vote(&mut self, vote: Vote) -> Result<(), Rejected> {
+        let d = &vote.data;
+        if d.chain_id != self.chain_id {
+            return Err(Rejected::WrongChain(d.chain_id.clone()));
+        }
+        if d.height != self.height {
+            return Err(Rejected::WrongHeight { got: d.height, current: self.height });
+        }
+        if d.round > self.round + MAX_ROUND_AHEAD {
+            return Err(Rejected::RoundTooFar(d.round));
+        }
+        if !self.validators.contains(&vote.voter) {
+            return Err(Rejected::NotValidator(vote.voter));
+        }
+        if let Some((existing, _)) = self.rounds.get(&d.round).and_then(|r| r.of(d.kind).get(&vote.voter)) {
+            return if *existing == d.block {
+                Err(Rejected::Duplicate)
+            } else {
+                Err(Rejected::Equivocation(vote.voter))
+            };
+        }
+        vote.voter
+            .verify(&d.signing_hash(), &vote.signature)
+            .map_err(|_| Rejected::BadSignature)?;
+        let round = self.rounds.entry(d.round).or_default();
+        let votes = match d.kind {
+            VoteKind::Prevote => &mut round.prevotes,
+            VoteKind::Precommit => &mut round.precommits,
+        };
+        votes.insert(vote.voter, (d.block, vote.signature));
+        Ok(())
+    }
+
+    /// A timer set by [`Action::ScheduleTimeout`] fired.
+    pub fn on_timeout(&mut self, height: u64, round: u64, step: Step) -> Vec<Action> {
+        let mut out = Vec::new();
+        if height != self.height || round != self.round {
+            return out;
+        }
+        match step {
+            // Line 57.
+            Step::Propose if self.step == Step::Propose => {
+                self.building = None;
+                self.vote(VoteKind::Prevote, None, &mut out);
+                self.step = Step::Prevote;
+            }
+            // Line 61.
+            Step::Prevote if self.step == Step::Prevote => {
+                self.vote(VoteKind::Precommit, None, &mut out);
+                self.step = Step::Precommit;
+            }
+            // Line 65.
+            Step::Precommit => self.start_round(round + 1, &mut out),
+            _ => {}
+        }
+        self.recheck(&mut out);
+        out
+    }
+
+    /// Signs, records and broadcasts our vote, persisting it first. Refuses to
+    /// sign anything that contradicts the persisted last vote.
+    fn vote(&mut self, kind: VoteKind, block: Option<Hash>, out: &mut Vec<Action>) {
+        let Some(key) = self.key.clone() else { return };
+        if let Some((r, k, b)) = self.safety.last_vote {
+            if (r, k) > (self.round, kind) || ((r, k) == (self.round, kind) && b != block) {
+                return;
+            }
+        }
+        self.safety.last_vote = Some((self.round, kind, block));
+        self.safety.locked = self.locked.as_ref().map(|(r, b)| (*r, b.hash()));
+        out.push(Action::PersistSafety(self.safety.clone()));
+        let data = VoteData {
+            chain_id: self.chain_id.clone(),
+            height: self.height,
+            round: self.round,
+            kind,
+            block,
+        };
+        let vote = Vote { signature: key.sign(&data.signing_hash()), voter: key.public(), data };
+        out.push(Action::Broadcast(Message::Vote(vote.clone())));
+        // Our own freshly signed vote cannot be a duplicate or equivocation:
+        // the check against `last_vote` above rules both out.
+        let _ = self.accept_vote(vote);
+    }
+
+    fn is_valid(&self, block: &Block) -> Option<bool> {
+        self.validity.get(&block.hash()).copied()
+    }
+
+    /// May the lock let us prevote for `hash`, given a proof of lock from `pol_round`?
+    fn lock_allows(&self, hash: Hash, pol_round: Option<u64>) -> bool {
+        let persisted = self.safety.locked;
+        match (self.locked.as_ref().map(|(r, b)| (*r, b.hash())).or(persisted), pol_round) {
+            (None, _) => true,
+            (Some((_, locked)), _) if locked == hash => true,
+            (Some((locked_round, _)), Some(pol)) => locked_round <= pol,
+            (Some(_), None) => false,
+        }
+    }
+
+    /// Applies every rule whose condition now holds, until none does. Each rule
+    /// changes the height, round or step or arms a one-shot flag, so this ends.
+    fn recheck(&mut self, out: &mut Vec<Action>) {
+        loop {
+            let before = (self.height, self.round, self.step, self.prevote_timeout_armed, self.precommit_timeout_armed, self.polka_seen);
+            self.apply_rules(out);
+            let after = (self.height, self.round, self.step, self.prevote_timeout_armed, self.precommit_timeout_armed, self.polka_seen);
+            if before == after {
+                return;
+            }
+        }
+    }
+
+    fn apply_rules(&mut self, out: &mut Vec<Action>) {
+        let quorum = self.validators.quorum();
+
+        // Line 49: a proposal with a quorum of precommits in any round decides.
+        let decided = self.rounds.iter().find_map(|(&r, votes)| {
+            let p = votes.proposal.as_ref()?;
+            let hash = p.block.hash();
+            (votes.count(VoteKind::Precommit, Some(hash)) >= quorum).then(|| (r, p.block.clone()))
+        });
+        if let Some((r, block)) = decided {
+            if self.is_valid(&block) == Some(true) {
+                self.decide(r, block, out);
+                return;
+            }
+        }
+
+        // Line 55: more than a third of the validators are in a later round: join it.
+        let ahead = self.rounds.iter().rev().find_map(|(&r, votes)| {
+            let mut senders: Vec<&PublicKey> = votes.senders().collect();
+            if let Some(p) = &votes.proposal {
+                senders.push(&p.block.header.proposer);
+            }
+            senders.sort();
+            senders.dedup();
+            (r > self.round && senders.len() >= self.validators.one_third_plus()).then_some(r)
+        });
+        if let Some(r) = ahead {
+            self.start_round(r, out);
+            return;
+        }
+
+        let round = self.round;
+        let Some(current) = self.rounds.get(&round) else { return };
+        let proposal = current.proposal.clone();
+
+        if self.step == Step::Propose {
+            if let Some(p) = &proposal {
+                let hash = p.block.hash();
+                match p.pol_round {
+                    // Line 22.
+                    None => {
+                        if let Some(valid) = self.is_valid(&p.block) {
+                            let ok = valid && self.lock_allows(hash, None);
+                            self.vote(VoteKind::Prevote, ok.then_some(hash), out);
+                            self.step = Step::Prevote;
+                        }
+                    }
+                    // Line 28.
+                    Some(pol) => {
+                        let polka = self
+                            .rounds
+                            .get(&pol)
+                            .is_some_and(|v| v.count(VoteKind::Prevote, Some(hash)) >= quorum);
+                        if polka {
+                            if let Some(valid) = self.is_valid(&p.block) {
+                                let ok = valid && self.lock_allows(hash, Some(pol));
+                                self.vote(VoteKind::Prevote, ok.then_some(hash), out);
+                                self.step = Step::Prevote;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        let Some(current) = self.rounds.get(&round) else { return };
+        // Line 34: any quorum of prevotes arms the prevote timeout once.
+        if self.step == Step::Prevote && !self.prevote_timeout_armed && current.prevotes.len() >= quorum {
+            self.prevote_timeout_armed = true;
+            out.push(self.timeout(Step::Prevote, self.timeouts.prevote_ms));
+        }
+
+        // Line 36: a valid proposal with a quorum of prevotes: lock and precommit.
+        if let Some(p) = &proposal {
+            let hash = p.block.hash();
+            if self.step >= Step::Prevote
+                && !self.polka_seen
+                && current.count(VoteKind::Prevote, Some(hash)) >= quorum
+                && self.is_valid(&p.block) == Some(true)
+            {
+                self.polka_seen = true;
+                if self.step == Step::Prevote {
+                    self.locked = Some((round, p.block.clone()));
+                    self.vote(VoteKind::Precommit, Some(hash), out);
+                    self.step = Step::Precommit;
+                }
+                self.valid = Some((round, p.block.clone()));
+            }
+        }
+
+        let Some(current) = self.rounds.get(&round) else { return };
+        // Line 44: a quorum of nil prevotes.
+        if self.step == Step::Prevote && current.count(VoteKind::Prevote, None) >= quorum {
+            self.vote(VoteKind::Precommit, None, out);
+            self.step = Step::Precommit;
+        }
+
+        let Some(current) = self.rounds.get(&round) else { return };
+        // Line 47: any quorum of precommits arms the precommit timeout once.
+        if !self.precommit_timeout_armed && current.precommits.len() >= quorum {
+            self.precommit_timeout_armed = true;
+            out.push(self.timeout(Step::Precommit, self.timeouts.precommit_ms));
+        }
+    }
+
+    fn decide(&mut self, round: u64, block: Block, out: &mut Vec<Action>) {
+        let hash = block.hash();
+        let votes = &self.rounds[&round].precommits;
+        let certificate = QuorumCertificate {
+            height: self.height,
+            round,
+            block: hash,
+            votes: votes
+                .iter()
+                .filter(|(_, (b, _))| *b == Some(hash))
+                .map(|(k, (_, s))| (*k, *s))
+                .collect(),
+        };
+        out.push(Action::Commit { block, certificate });
+        self.height += 1;
+        self.locked = None;
+        self.valid = None;
+        self.rounds.clear();
+        self.validity.clear();
+        self.safety = SafetyState { height: self.height, last_vote: None, locked: None };
+        self.start_round(0, out);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,321 @@
+//! The state machine under a small deterministic network: every message is
+//! delivered in order, timers fire in time order, blocks carry no transactions.
+
+use super::*;
+use std::collections::VecDeque;
+use trellis_types::Header;
+
+const CHAIN: &str = "test-chain";
+
+fn timeouts() -> Timeouts {
+    Timeouts { propose_ms: 100, prevote_ms: 50, precommit_ms: 50, delta_ms: 10, idle_block_ms: 0 }
+}
+
+fn keys(n: usize) -> Vec<KeyPair> {
+    (0..n).map(|i| KeyPair::insecure_from_label(&format!("validator-{i}"))).collect()
+}
+
+fn block(height: u64, round: u64, proposer: PublicKey, salt: u8) -> Block {
+    Block {
+        header: Header {
+            chain_id: CHAIN.into(),
+            height,
+            round,
+            parent: Hash([salt; 32]),
+            tx_root: Hash::ZERO,
+            receipts_root: Hash::ZERO,
+            state_root: Hash::ZERO,
+            timestamp_ms: height,
+            proposer,
+        },
+        parent_commit: QuorumCertificate::genesis(Hash::ZERO),
+        txs: vec![],
+    }
+}
+
+struct Net {
+    nodes: Vec<Consensus>,
+    /// Nodes that receive and send nothing.
+    silent: Vec<bool>,
+    /// (deliver to, message)
+    inbox: VecDeque<(usize, Message)>,
+    /// (node, height, round) blocks requested by BuildBlock, built on the next step.
+    builds: VecDeque<(usize, u64, u64)>,
+    /// (fire at, sequence, node, height, round, step)
+    timers: Vec<(u64, u64, usize, u64, u64, Step)>,
+    now: u64,
+    seq: u64,
+    commits: Vec<Vec<(Block, QuorumCertificate)>>,
+    persisted: Vec<Vec<SafetyState>>,
+    /// Blocks a node's driver judges invalid.
+    invalid: Vec<Hash>,
+}
+
+impl Net {
+    fn new(n: usize) -> Self {
+        let keys = keys(n);
+        let set = ValidatorSet::new(keys.iter().map(KeyPair::public).collect());
+        let nodes = keys
+            .into_iter()
+            .map(|k| Consensus::new(CHAIN.into(), set.clone(), Some(k), timeouts(), 1, SafetyState::default()))
+            .collect();
+        Net {
+            nodes,
+            silent: vec![false; n],
+            inbox: VecDeque::new(),
+            builds: VecDeque::new(),
+            timers: vec![],
+            now: 0,
+            seq: 0,
+            commits: vec![vec![]; n],
+            persisted: vec![vec![]; n],
+            invalid: vec![],
+        }
+    }
+
+    fn start(&mut self) {
+        for i in 0..self.nodes.len() {
+            if !self.silent[i] {
+                let actions = self.nodes[i].start();
+                self.apply(i, actions);
+            }
+        }
+    }
+
+    fn apply(&mut self, i: usize, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Broadcast(m) => {
+                    for j in 0..self.nodes.len() {
+                        if j != i {
+                            self.inbox.push_back((j, m.clone()));
+                        }
+                    }
+                }
+                Action::PersistSafety(s) => self.persisted[i].push(s),
+                Action::BuildBlock { height, round } => self.builds.push_back((i, height, round)),
+                Action::ValidateBlock(b) => {
+                    let ok = !self.invalid.contains(&b.hash());
+                    let more = self.nodes[i].on_block_validated(b.hash(), ok);
+                    self.apply(i, more);
+                }
+                Action::ScheduleTimeout { height, round, step, after_ms } => {
+                    self.seq += 1;
+                    self.timers.push((self.now + after_ms, self.seq, i, height, round, step));
+                }
+                Action::Commit { block, certificate } => self.commits[i].push((block, certificate)),
+            }
+        }
+    }
+
+    /// Runs until every live node committed `height`, or `max_ms` of simulated time passed.
+    fn run_until(&mut self, height: usize, max_ms: u64) {
+        while self.now <= max_ms {
+            let live_done = (0..self.nodes.len())
+                .filter(|&i| !self.silent[i])
+                .all(|i| self.commits[i].len() >= height);
+            if live_done {
+                return;
+            }
+            if let Some((i, height, round)) = self.builds.pop_front() {
+                let me = self.nodes[i].key.as_ref().unwrap().public();
+                let actions = self.nodes[i].on_block_built(block(height, round, me, i as u8));
+                self.apply(i, actions);
+                continue;
+            }
+            if let Some((to, m)) = self.inbox.pop_front() {
+                if !self.silent[to] {
+                    let (actions, _) = self.nodes[to].on_message(m);
+                    self.apply(to, actions);
+                }
+                continue;
+            }
+            self.timers.sort();
+            if self.timers.is_empty() {
+                return;
+            }
+            let (at, _, i, h, r, step) = self.timers.remove(0);
+            self.now = at;
+            if !self.silent[i] {
+                let actions = self.nodes[i].on_timeout(h, r, step);
+                self.apply(i, actions);
+            }
+        }
+    }
+
+    fn assert_agreement(&self) {
+        let longest = self.commits.iter().map(Vec::len).max().unwrap_or(0);
+        for h in 0..longest {
+            let hashes: Vec<Hash> =
+                self.commits.iter().filter_map(|c| c.get(h)).map(|(b, _)| b.hash()).collect();
+            assert!(hashes.windows(2).all(|w| w[0] == w[1]), "fork at height {}", h + 1);
+        }
+    }
+}
+
+#[test]
+fn a_single_validator_commits_a_chain_of_certified_blocks() {
+    let mut net = Net::new(1);
+    net.start();
+    net.run_until(5, 10_000);
+    assert_eq!(net.commits[0].len(), 5);
+    for (i, (block, qc)) in net.commits[0].iter().enumerate() {
+        assert_eq!(block.header.height, i as u64 + 1);
+        assert_eq!(qc.block, block.hash());
+        net.nodes[0].validators().verify_certificate(CHAIN, qc).unwrap();
+    }
+}
+
+#[test]
+fn four_honest_validators_commit_the_same_blocks_in_round_zero() {
+    let mut net = Net::new(4);
+    net.start();
+    net.run_until(8, 10_000);
+    for c in &net.commits {
+        assert_eq!(c.len(), 8);
+        assert!(c.iter().all(|(b, _)| b.header.round == 0));
+    }
+    net.assert_agreement();
+}
+
+#[test]
+fn one_silent_validator_of_four_only_slows_its_own_turns() {
+    let mut net = Net::new(4);
+    net.silent[2] = true;
+    net.start();
+    net.run_until(8, 60_000);
+    for i in [0, 1, 3] {
+        assert_eq!(net.commits[i].len(), 8, "node {i}");
+    }
+    net.assert_agreement();
+    let later_rounds = net.commits[0].iter().filter(|(b, _)| b.header.round > 0).count();
+    assert!(later_rounds > 0, "the silent proposer's heights need a second round");
+}
+
+#[test]
+fn two_silent_validators_of_four_stop_all_commits() {
+    let mut net = Net::new(4);
+    net.silent[1] = true;
+    net.silent[3] = true;
+    net.start();
+    net.run_until(1, 5_000);
+    assert!(net.commits.iter().all(Vec::is_empty));
+}
+
+#[test]
+fn an_invalid_proposal_is_refused_and_the_next_round_commits() {
+    let mut net = Net::new(4);
+    // Height 1, round 0 is proposed by validator (1 + 0) % 4 of the sorted set.
+    let proposer = net.nodes[0].validators().proposer(1, 0);
+    let idx = (0..4).find(|&i| net.nodes[i].key.as_ref().unwrap().public() == proposer).unwrap();
+    net.invalid.push(block(1, 0, proposer, idx as u8).hash());
+    net.start();
+    net.run_until(1, 10_000);
+    net.assert_agreement();
+    for c in &net.commits {
+        assert_eq!(c[0].0.header.round, 1);
+    }
+}
+
+#[test]
+fn every_vote_is_persisted_before_it_is_broadcast() {
+    let mut node = Consensus::new(
+        CHAIN.into(),
+        ValidatorSet::new(keys(4).iter().map(KeyPair::public).collect()),
+        Some(keys(4).remove(0)),
+        timeouts(),
+        1,
+        SafetyState::default(),
+    );
+    let mut actions = node.start();
+    // Force a nil prevote by timing out the propose step.
+    actions.extend(node.on_timeout(1, 0, Step::Propose));
+    let persist = actions.iter().position(|a| matches!(a, Action::PersistSafety(_)));
+    let vote = actions.iter().position(|a| matches!(a, Action::Broadcast(Message::Vote(_))));
+    assert!(persist.unwrap() < vote.unwrap());
+}
+
+#[test]
+fn restarted_validator_never_votes_twice_in_a_round() {
+    let set = ValidatorSet::new(keys(4).iter().map(KeyPair::public).collect());
+    let key = keys(4).remove(0);
+    let mut node = Consensus::new(CHAIN.into(), set.clone(), Some(key.clone()), timeouts(), 1, SafetyState::default());
+    node.start();
+    let actions = node.on_timeout(1, 0, Step::Propose);
+    let Some(Action::PersistSafety(saved)) = actions.iter().find(|a| matches!(a, Action::PersistSafety(_))).cloned() else {
+        panic!("no persisted safety state")
+    };
+    assert_eq!(saved.last_vote, Some((0, VoteKind::Prevote, None)));
+
+    // After a crash the node restarts from what it persisted; a proposal for
+    // round 0 now arrives. Prevoting for it would contradict the nil prevote.
+    let mut restarted = Consensus::new(CHAIN.into(), set.clone(), Some(key), timeouts(), 1, saved);
+    restarted.start();
+    let proposer_key = keys(4).into_iter().find(|k| k.public() == set.proposer(1, 0)).unwrap();
+    let b = block(1, 0, proposer_key.public(), 9);
+    let mut p = Proposal { block: b.clone(), round: 0, pol_round: None, signature: Signature([0; 64]) };
+    p.signature = proposer_key.sign(&p.data(CHAIN).signing_hash());
+    let (mut actions, result) = restarted.on_message(Message::Proposal(p));
+    assert_eq!(result, Ok(()));
+    actions.extend(restarted.on_block_validated(b.hash(), true));
+    let signed: Vec<_> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Broadcast(Message::Vote(v)) => Some(v.data.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        signed.iter().all(|d| !(d.round == 0 && d.kind == VoteKind::Prevote && d.block.is_some())),
+        "restarted validator signed a conflicting prevote: {signed:?}"
+    );
+}
+
+#[test]
+fn conflicting_votes_from_one_validator_are_flagged_as_equivocation() {
+    let ks = keys(4);
+    let set = ValidatorSet::new(ks.iter().map(KeyPair::public).collect());
+    let mut node = Consensus::new(CHAIN.into(), set, Some(ks[0].clone()), timeouts(), 1, SafetyState::default());
+    node.start();
+    let vote = |block: Option<Hash>| {
+        let data = VoteData { chain_id: CHAIN.into(), height: 1, round: 0, kind: VoteKind::Prevote, block };
+        Vote { signature: ks[1].sign(&data.signing_hash()), voter: ks[1].public(), data }
+    };
+    assert_eq!(node.on_message(Message::Vote(vote(None))).1, Ok(()));
+    assert_eq!(node.on_message(Message::Vote(vote(None))).1, Err(Rejected::Duplicate));
+    assert_eq!(
+        node.on_message(Message::Vote(vote(Some(Hash([1; 32]))))).1,
+        Err(Rejected::Equivocation(ks[1].public()))
+    );
+}
+
+#[test]
+fn votes_with_bad_signatures_or_from_strangers_are_rejected() {
+    let ks = keys(4);
+    let set = ValidatorSet::new(ks.iter().map(KeyPair::public).collect());
+    let mut node = Consensus::new(CHAIN.into(), set, Some(ks[0].clone()), timeouts(), 1, SafetyState::default());
+    node.start();
+    let data = VoteData { chain_id: CHAIN.into(), height: 1, round: 0, kind: VoteKind::Prevote, block: None };
+    let stranger = KeyPair::insecure_from_label("stranger");
+    let from_stranger = Vote { signature: stranger.sign(&data.signing_hash()), voter: stranger.public(), data: data.clone() };
+    assert_eq!(node.on_message(Message::Vote(from_stranger)).1, Err(Rejected::NotValidator(stranger.public())));
+    let forged = Vote { signature: ks[2].sign(&data.signing_hash()), voter: ks[1].public(), data };
+    assert_eq!(node.on_message(Message::Vote(forged)).1, Err(Rejected::BadSignature));
+}
+
+#[test]
+fn a_certificate_without_a_quorum_or_with_a_forged_vote_does_not_verify() {
+    let mut net = Net::new(4);
+    net.start();
+    net.run_until(1, 10_000);
+    let set = net.nodes[0].validators().clone();
+    let (_, qc) = net.commits[0][0].clone();
+    set.verify_certificate(CHAIN, &qc).unwrap();
+    let mut short = qc.clone();
+    short.votes.truncate(2);
+    assert!(matches!(set.verify_certificate(CHAIN, &short), Err(CertificateError::NoQuorum { .. })));
+    let mut forged = qc.clone();
+    forged.votes[0].1 .0[0] ^= 1;
+    assert!(matches!(set.verify_certificate(CHAIN, &forged), Err(CertificateError::BadSignature(_))));
+    assert!(set.verify_certificate("other-chain", &qc).is_err());
+}

@@ -1,0 +1,316 @@
+//! Admission and the pool of transactions waiting for a block.
+//!
+//! [`Mempool::admit`] applies every check a transaction must pass before it
+//! may take space here, cheapest first, and answers with a specific
+//! [`AdmissionError`]: size, canonical decoding, chain id, expiry, membership
+//! of the sender, nonce (no replay, bounded gap), duplicates, capacity (total
+//! and per sender) and, last, the strict signature. Admission reads only
+//! committed state. Its decisions are local: what makes a block valid is
+//! decided again, deterministically, by execution.
+
+use crate::execution;
+use crate::state::StateRead;
+use crate::storage::StorageError;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use trellis_types::codec::{CodecError, decode};
+use trellis_types::crypto::{SignatureError, verify_batch};
+use trellis_types::{ChainParams, Hash, PublicKey, Signature, SignedTransaction};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdmissionError {
+    #[error("transaction is {size} bytes, the limit is {max}")]
+    Oversized { size: usize, max: usize },
+    #[error("transaction does not decode: {0}")]
+    Malformed(CodecError),
+    #[error("transaction is for chain {got}, this is {expected}")]
+    WrongChain { expected: String, got: String },
+    #[error("transaction expired at {expires_at_ms} (now {now_ms})")]
+    Expired { expires_at_ms: u64, now_ms: u64 },
+    #[error("expiry {expires_at_ms} is more than {max_ms} ms ahead")]
+    ExpiryTooFar { expires_at_ms: u64, max_ms: u64 },
+    #[error("sender {0} is not an account of any member")]
+    UnknownSender(PublicKey),
+    #[error("nonce {got} was already used; the next nonce is {expected}")]
+    NonceReplayed { expected: u64, got: u64 },
+    #[error("nonce {got} is too far ahead: the next nonce is {expected}, at most {max_gap} ahead")]
+    NonceTooFarAhead { expected: u64, got: u64, max_gap: u64 },
+    #[error("transaction {0} is already waiting")]
+    AlreadyKnown(Hash),
+    #[error("another transaction with nonce {0} from this sender is already waiting")]
+    NonceTaken(u64),
+    #[error("sender's public key is weak or malformed")]
+    WeakKey,
+    #[error("signature does not verify")]
+    BadSignature,
+    #[error("mempool is full ({capacity} transactions)")]
+    MempoolFull { capacity: usize },
+    #[error("sender has {limit} transactions waiting, the most allowed")]
+    SenderQueueFull { limit: usize },
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+}
+
+impl AdmissionError {
+    /// Stable machine-readable code, used by the API and the SDK.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AdmissionError::Oversized { .. } => "oversized",
+            AdmissionError::Malformed(CodecError::NonCanonical) => "non_canonical",
+            AdmissionError::Malformed(_) => "malformed",
+            AdmissionError::WrongChain { .. } => "wrong_chain",
+            AdmissionError::Expired { .. } => "expired",
+            AdmissionError::ExpiryTooFar { .. } => "expiry_too_far",
+            AdmissionError::UnknownSender(_) => "unknown_sender",
+            AdmissionError::NonceReplayed { .. } => "nonce_replayed",
+            AdmissionError::NonceTooFarAhead { .. } => "nonce_too_far_ahead",
+            AdmissionError::AlreadyKnown(_) => "already_known",
+            AdmissionError::NonceTaken(_) => "nonce_taken",
+            AdmissionError::WeakKey => "weak_key",
+            AdmissionError::BadSignature => "bad_signature",
+            AdmissionError::MempoolFull { .. } => "mempool_full",
+            AdmissionError::SenderQueueFull { .. } => "sender_queue_full",
+            AdmissionError::Storage(_) => "internal",
+        }
+    }
+}
+
+struct Entry {
+    tx: SignedTransaction,
+    hash: Hash,
+    size: usize,
+}
+
+#[derive(Default)]
+struct Pool {
+    /// sender → nonce → transaction. Ordered, so block building is deterministic.
+    senders: BTreeMap<PublicKey, BTreeMap<u64, Entry>>,
+    /// For lookups only; never iterated.
+    by_hash: HashMap<Hash, (PublicKey, u64)>,
+}
+
+impl Pool {
+    fn len(&self) -> usize {
+        self.by_hash.len()
+    }
+
+    fn remove(&mut self, sender: &PublicKey, nonce: u64) {
+        if let Some(queue) = self.senders.get_mut(sender) {
+            if let Some(entry) = queue.remove(&nonce) {
+                self.by_hash.remove(&entry.hash);
+            }
+            if queue.is_empty() {
+                self.senders.remove(sender);
+            }
+        }
+    }
+}
+
+pub struct Mempool {
+    chain_id: String,
+    params: ChainParams,
+    pool: Mutex<Pool>,
+    arrived: tokio::sync::Notify,
+}
+
+/// A transaction that passed the checks that need no signature.
+struct Checked {
+    tx: SignedTransaction,
+    hash: Hash,
+    size: usize,
+}
+
+impl Mempool {
+    pub fn new(chain_id: String, params: ChainParams) -> Self {
+        Mempool { chain_id, params, pool: Mutex::new(Pool::default()), arrived: tokio::sync::Notify::new() }
+    }
+
+    fn pool(&self) -> std::sync::MutexGuard<'_, Pool> {
+        // A panic while holding the lock leaves the pool consistent (every
+        // mutation is a single insert or remove), so poisoning is ignored.
+        self.pool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn len(&self) -> usize {
+        self.pool().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn contains(&self, hash: &Hash) -> bool {
+        self.pool().by_hash.contains_key(hash)
+    }
+
+    /// Resolves when a transaction was admitted since the last call.
+    pub async fn arrived(&self) {
+        self.arrived.notified().await
+    }
+
+    /// Admits one encoded signed transaction.
+    pub fn admit(&self, bytes: &[u8], state: &dyn StateRead, now_ms: u64) -> Result<Hash, AdmissionError> {
+        self.admit_batch(&[bytes], state, now_ms).pop().expect("one result per input")
+    }
+
+    /// Admits many; signatures are verified as one batch.
+    pub fn admit_batch(
+        &self,
+        items: &[&[u8]],
+        state: &dyn StateRead,
+        now_ms: u64,
+    ) -> Vec<Result<Hash, AdmissionError>> {
+        let checked: Vec<Result<Checked, AdmissionError>> =
+            items.iter().map(|bytes| self.check(bytes, state, now_ms)).collect();
+        let triples: Vec<_> = checked
+            .iter()
+            .filter_map(|c| c.as_ref().ok())
+            .map(|c| (c.tx.tx.sender, c.hash, c.tx.signature))
+            .collect();
+        let mut verdicts = verify_batch(&triples).into_iter();
+        let mut results = Vec::with_capacity(items.len());
+        for c in checked {
+            results.push(c.and_then(|c| {
+                match verdicts.next().expect("one verdict per checked transaction") {
+                    Ok(()) => self.insert(c),
+                    Err(SignatureError::MalformedKey | SignatureError::WeakKey) => Err(AdmissionError::WeakKey),
+                    Err(_) => Err(AdmissionError::BadSignature),
+                }
+            }));
+        }
+        if results.iter().any(Result::is_ok) {
+            self.arrived.notify_one();
+        }
+        results
+    }
+
+    fn check(&self, bytes: &[u8], state: &dyn StateRead, now_ms: u64) -> Result<Checked, AdmissionError> {
+        let max = self.params.max_tx_bytes as usize;
+        if bytes.len() > max {
+            return Err(AdmissionError::Oversized { size: bytes.len(), max });
+        }
+        let stx: SignedTransaction = decode(bytes).map_err(AdmissionError::Malformed)?;
+        let tx = &stx.tx;
+        if tx.chain_id != self.chain_id {
+            return Err(AdmissionError::WrongChain { expected: self.chain_id.clone(), got: tx.chain_id.clone() });
+        }
+        if tx.expires_at_ms <= now_ms {
+            return Err(AdmissionError::Expired { expires_at_ms: tx.expires_at_ms, now_ms });
+        }
+        if tx.expires_at_ms - now_ms > self.params.max_expiry_ms {
+            return Err(AdmissionError::ExpiryTooFar { expires_at_ms: tx.expires_at_ms, max_ms: self.params.max_expiry_ms });
+        }
+        let account = execution::account(state, &tx.sender)?.ok_or(AdmissionError::UnknownSender(tx.sender))?;
+        if tx.nonce < account.nonce {
+            return Err(AdmissionError::NonceReplayed { expected: account.nonce, got: tx.nonce });
+        }
+        if tx.nonce - account.nonce >= self.params.max_nonce_gap {
+            return Err(AdmissionError::NonceTooFarAhead {
+                expected: account.nonce,
+                got: tx.nonce,
+                max_gap: self.params.max_nonce_gap,
+            });
+        }
+        let hash = stx.hash();
+        self.check_room(&self.pool(), &stx, hash)?;
+        Ok(Checked { tx: stx, hash, size: bytes.len() })
+    }
+
+    fn check_room(&self, pool: &Pool, stx: &SignedTransaction, hash: Hash) -> Result<(), AdmissionError> {
+        if pool.by_hash.contains_key(&hash) {
+            return Err(AdmissionError::AlreadyKnown(hash));
+        }
+        let queue = pool.senders.get(&stx.tx.sender);
+        if queue.is_some_and(|q| q.contains_key(&stx.tx.nonce)) {
+            return Err(AdmissionError::NonceTaken(stx.tx.nonce));
+        }
+        let capacity = self.params.mempool_capacity as usize;
+        if pool.len() >= capacity {
+            return Err(AdmissionError::MempoolFull { capacity });
+        }
+        let limit = self.params.mempool_per_sender as usize;
+        if queue.is_some_and(|q| q.len() >= limit) {
+            return Err(AdmissionError::SenderQueueFull { limit });
+        }
+        Ok(())
+    }
+
+    fn insert(&self, c: Checked) -> Result<Hash, AdmissionError> {
+        let mut pool = self.pool();
+        // Re-check under the lock: another request may have taken the room or the nonce.
+        self.check_room(&pool, &c.tx, c.hash)?;
+        let (sender, nonce) = (c.tx.tx.sender, c.tx.tx.nonce);
+        pool.by_hash.insert(c.hash, (sender, nonce));
+        pool.senders.entry(sender).or_default().insert(nonce, Entry { tx: c.tx, hash: c.hash, size: c.size });
+        Ok(c.hash)
+    }
+
+    /// True when this exact transaction and signature passed admission here,
+    /// so block validation need not verify the signature again.
+    pub fn verified(&self, hash: &Hash, signature: &Signature) -> bool {
+        let pool = self.pool();
+        pool.by_hash
+            .get(hash)
+            .and_then(|(sender, nonce)| pool.senders.get(sender)?.get(nonce))
+            .is_some_and(|e| e.tx.signature == *signature)
+    }
+
+    /// Transactions for the next block: for each sender, the run of consecutive
+    /// nonces starting at its committed nonce, taken one per sender per pass so
+    /// that a busy sender cannot starve the others.
+    pub fn candidates(&self, state: &dyn StateRead, max_txs: usize, max_bytes: u64) -> Result<Vec<SignedTransaction>, StorageError> {
+        let pool = self.pool();
+        // Per sender: its waiting transactions from the committed nonce on, and the nonce due next.
+        let mut runs: Vec<(std::collections::VecDeque<&Entry>, u64)> = Vec::new();
+        for (sender, queue) in &pool.senders {
+            if let Some(account) = execution::account(state, sender)? {
+                runs.push((queue.range(account.nonce..).map(|(_, e)| e).collect(), account.nonce));
+            }
+        }
+        let mut out = Vec::new();
+        let mut bytes = 0u64;
+        loop {
+            let mut progressed = false;
+            for (run, next) in &mut runs {
+                if out.len() >= max_txs {
+                    return Ok(out);
+                }
+                let Some(entry) = run.front().filter(|e| e.tx.tx.nonce == *next) else { continue };
+                if bytes + entry.size as u64 > max_bytes {
+                    return Ok(out);
+                }
+                bytes += entry.size as u64;
+                *next += 1;
+                out.push(entry.tx.clone());
+                run.pop_front();
+                progressed = true;
+            }
+            if !progressed {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// After a commit: drops the committed transactions, any whose nonce is now
+    /// used, and any that expired.
+    pub fn prune(&self, state: &dyn StateRead, now_ms: u64) -> Result<(), StorageError> {
+        let mut pool = self.pool();
+        let mut stale: Vec<(PublicKey, u64)> = Vec::new();
+        for (sender, queue) in &pool.senders {
+            let next = execution::account(state, sender)?.map(|a| a.nonce);
+            for (nonce, entry) in queue {
+                let used = next.is_none_or(|next| *nonce < next);
+                if used || entry.tx.tx.expires_at_ms <= now_ms {
+                    stale.push((*sender, *nonce));
+                }
+            }
+        }
+        for (sender, nonce) in stale {
+            pool.remove(&sender, nonce);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,158 @@
+//! The node's Prometheus metrics, in one registry, every name prefixed `trellis_`.
+//!
+//! Components hold an `Arc<Metrics>` and update the public fields directly;
+//! [`Metrics::encode`] renders the OpenMetrics text served at `GET /metrics`.
+//! Values that can be read off a component (the mempool's size) are set at
+//! scrape time by whoever serves the scrape, so they are never stale.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+/// The content type of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabels {
+    /// The matched route template, e.g. `/v1/blocks/{height}`, or `unmatched`.
+    pub route: String,
+    /// The HTTP status code.
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabels {
+    /// A stable error code, e.g. `bad_signature`.
+    pub code: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    /// Height of the latest committed block.
+    pub height: Gauge,
+    pub committed_txs: Counter,
+    /// Set from the mempool at scrape time.
+    pub mempool_size: Gauge,
+    pub block_interval_seconds: Histogram,
+    pub block_txs: Histogram,
+    pub api_requests: Family<ApiLabels, Counter>,
+    pub api_latency_seconds: Family<RouteLabels, Histogram>,
+    pub admission_rejected: Family<CodeLabels, Counter>,
+    /// Rounds beyond round 0: each one is a height that needed another try.
+    pub consensus_rounds: Counter,
+    pub consensus_rejected_messages: Family<CodeLabels, Counter>,
+}
+
+fn api_latency_histogram() -> Histogram {
+    // 0.5 ms .. ~16 s.
+    Histogram::new(exponential_buckets(0.000_5, 2.0, 16))
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("trellis");
+        let metrics = Metrics {
+            height: Gauge::default(),
+            committed_txs: Counter::default(),
+            mempool_size: Gauge::default(),
+            block_interval_seconds: Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0]),
+            // 1 .. 16384 transactions.
+            block_txs: Histogram::new(exponential_buckets(1.0, 2.0, 15)),
+            api_requests: Family::default(),
+            api_latency_seconds: Family::new_with_constructor(api_latency_histogram),
+            admission_rejected: Family::default(),
+            consensus_rounds: Counter::default(),
+            consensus_rejected_messages: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register("height", "Height of the latest committed block", metrics.height.clone());
+        registry.register("committed_txs", "Transactions committed in blocks", metrics.committed_txs.clone());
+        registry.register("mempool_size", "Transactions waiting in the mempool", metrics.mempool_size.clone());
+        registry.register_with_unit(
+            "block_interval",
+            "Time between the timestamps of consecutive committed blocks",
+            Unit::Seconds,
+            metrics.block_interval_seconds.clone(),
+        );
+        registry.register("block_txs", "Transactions per committed block", metrics.block_txs.clone());
+        registry.register("api_requests", "HTTP API requests by route and status", metrics.api_requests.clone());
+        registry.register_with_unit(
+            "api_latency",
+            "HTTP API request latency by route",
+            Unit::Seconds,
+            metrics.api_latency_seconds.clone(),
+        );
+        registry.register(
+            "admission_rejected",
+            "Transactions refused by mempool admission, by error code",
+            metrics.admission_rejected.clone(),
+        );
+        registry.register(
+            "consensus_rounds",
+            "Consensus rounds beyond round 0 (each is a failed attempt at a height)",
+            metrics.consensus_rounds.clone(),
+        );
+        registry.register(
+            "consensus_rejected_messages",
+            "Consensus messages rejected, by reason code",
+            metrics.consensus_rejected_messages.clone(),
+        );
+        Metrics { registry, ..metrics }
+    }
+
+    /// The OpenMetrics text exposition of every metric (see [`CONTENT_TYPE`]).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoding_names_every_metric_with_the_trellis_prefix() {
+        let metrics = Metrics::new();
+        metrics.height.set(7);
+        metrics.api_requests.get_or_create(&ApiLabels { route: "/health".into(), status: "200".into() }).inc();
+        metrics.api_latency_seconds.get_or_create(&RouteLabels { route: "/health".into() }).observe(0.001);
+        metrics.admission_rejected.get_or_create(&CodeLabels { code: "bad_signature".into() }).inc();
+        let text = metrics.encode();
+        for name in [
+            "trellis_height 7",
+            "trellis_committed_txs_total",
+            "trellis_mempool_size",
+            "trellis_block_interval_seconds",
+            "trellis_block_txs",
+            "trellis_api_requests_total{route=\"/health\",status=\"200\"} 1",
+            "trellis_api_latency_seconds_bucket{route=\"/health\",le=",
+            "trellis_admission_rejected_total{code=\"bad_signature\"} 1",
+            "trellis_consensus_rounds_total",
+        ] {
+            assert!(text.contains(name), "{name} missing from:\n{text}");
+        }
+    }
+}

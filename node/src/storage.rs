@@ -1,0 +1,922 @@
+//! Durable chain data in one sled tree: blocks, commit certificates, receipts,
+//! the transaction index, the latest state, the state tree and the chain head.
+//!
+//! Guarantees: all a block implies (block, certificate, receipts, indexes, state
+//! writes, tree nodes, new head) is one atomic sled batch, flushed before
+//! [`Storage::commit_block`] returns, so a reopened store holds all of a block or
+//! none of it. [`Storage::open`] re-derives the head block's roots from what is
+//! stored; records are checksummed; any mismatch is [`StorageError::Corrupt`].
+//! Assumes: blocks come in height order on top of the head (one writer at a time
+//! is enforced); sled's flush is trusted for chain data, which peers can resend.
+
+use crate::state::StateUpdate;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use trellis_types::block::{receipts_root, tx_root};
+use trellis_types::{Block, Hash, QuorumCertificate, Receipt, codec};
+
+/// One-byte prefixes of the single sled tree. Heights and versions are
+/// big-endian so that sled's byte order is numeric order.
+pub(crate) mod prefix {
+    /// `BLOCK ‖ height` → sealed `encode(Block)` (see [`seal`](super::seal)).
+    pub const BLOCK: u8 = 0x01;
+    /// `BLOCK_HASH ‖ hash` → height.
+    pub const BLOCK_HASH: u8 = 0x02;
+    /// `COMMIT ‖ height` → sealed `encode(QuorumCertificate)`.
+    pub const COMMIT: u8 = 0x03;
+    /// `RECEIPT ‖ height ‖ index (u32)` → sealed `encode(Receipt)`.
+    pub const RECEIPT: u8 = 0x04;
+    /// `TX ‖ tx hash` → `height ‖ index (u32)`.
+    pub const TX: u8 = 0x05;
+    /// `STATE ‖ raw key` → value: the latest committed state.
+    pub const STATE: u8 = 0x06;
+    /// `TREE_NODE ‖ version ‖ borsh(nibble path)` → `borsh(jmt Node)`.
+    pub const TREE_NODE: u8 = 0x07;
+    /// `TREE_VALUE ‖ key hash ‖ version` → `0` (deleted) or `1 ‖ value`.
+    pub const TREE_VALUE: u8 = 0x08;
+    /// `TREE_STALE ‖ stale since version ‖ version ‖ borsh(nibble path)` → empty: what pruning may drop.
+    pub const TREE_STALE: u8 = 0x09;
+
+    /// Chain metadata sits under prefix `0x00`: the sealed [`ChainHead`](super::ChainHead) ...
+    pub const HEAD: &[u8] = b"\x00head";
+    /// ... and the layout version, written with genesis.
+    pub const SCHEMA: &[u8] = b"\x00schema";
+}
+
+/// Layout version written with genesis; a store with another version is refused.
+const SCHEMA_VERSION: u8 = 1;
+
+fn height_key(prefix: u8, height: u64) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = prefix;
+    key[1..].copy_from_slice(&height.to_be_bytes());
+    key
+}
+
+fn hash_key(prefix: u8, hash: &Hash) -> [u8; 33] {
+    let mut key = [0u8; 33];
+    key[0] = prefix;
+    key[1..].copy_from_slice(&hash.0);
+    key
+}
+
+fn receipt_key(height: u64, index: u32) -> [u8; 13] {
+    let mut key = [0u8; 13];
+    key[0] = prefix::RECEIPT;
+    key[1..9].copy_from_slice(&height.to_be_bytes());
+    key[9..].copy_from_slice(&index.to_be_bytes());
+    key
+}
+
+pub(crate) fn state_key(key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + key.len());
+    out.push(prefix::STATE);
+    out.extend_from_slice(key);
+    out
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("storage I/O failed: {0}")]
+    Io(#[from] sled::Error),
+    #[error("stored data is corrupt: {what}")]
+    Corrupt { what: String },
+    #[error("the chain has no genesis block yet")]
+    NotInitialised,
+    #[error("the chain already has a genesis block")]
+    AlreadyInitialised,
+    #[error("expected height {expected}, got {got}")]
+    UnexpectedHeight { expected: u64, got: u64 },
+    #[error("block's parent {got} is not the head block {expected}")]
+    ParentMismatch { expected: Hash, got: Hash },
+    #[error("block {height} does not match its parts: {reason}")]
+    InvalidBlock { height: u64, reason: String },
+    #[error("block {height} commits to state root {header} but its state update gives {computed}")]
+    StateRootMismatch {
+        height: u64,
+        header: Hash,
+        computed: Hash,
+    },
+    #[error("state update for version {version} no longer applies: {reason}")]
+    StaleStateUpdate { version: u64, reason: String },
+    #[error("version {version} is not committed (head: {head:?})")]
+    VersionNotCommitted { version: u64, head: Option<u64> },
+}
+
+pub(crate) fn corrupt(what: impl Into<String>) -> StorageError {
+    StorageError::Corrupt { what: what.into() }
+}
+
+/// The latest committed block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainHead {
+    pub height: u64,
+    pub block_hash: Hash,
+    pub state_root: Hash,
+    pub timestamp_ms: u64,
+}
+
+/// Where a committed transaction is, and what executing it did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxLocation {
+    pub height: u64,
+    pub index: u32,
+    pub receipt: Receipt,
+}
+
+/// Handle on the node's store; clones share the same database.
+#[derive(Clone)]
+pub struct Storage {
+    pub(crate) db: sled::Db,
+    head: Arc<RwLock<Option<ChainHead>>>,
+    /// Serialises `commit_block`: the head check and the batch must not interleave.
+    commit_lock: Arc<Mutex<()>>,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage")
+            .field("head", &self.head())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Records (head, blocks, certificates, receipts) are stored as
+/// `blake3(encoding) ‖ encoding`: signatures and votes are covered by no root,
+/// so without the checksum a flipped bit in them would still decode and pass.
+fn seal<T: Serialize>(value: &T) -> Vec<u8> {
+    let encoded = codec::encode(value);
+    let mut out = Vec::with_capacity(CHECKSUM_LEN + encoded.len());
+    out.extend_from_slice(blake3::hash(&encoded).as_bytes());
+    out.extend_from_slice(&encoded);
+    out
+}
+
+const CHECKSUM_LEN: usize = 32;
+
+fn unseal<T: Serialize + serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    what: impl FnOnce() -> String,
+) -> Result<T, StorageError> {
+    if bytes.len() < CHECKSUM_LEN
+        || blake3::hash(&bytes[CHECKSUM_LEN..]).as_bytes()[..] != bytes[..CHECKSUM_LEN]
+    {
+        return Err(corrupt(format!("{}: checksum mismatch", what())));
+    }
+    codec::decode(&bytes[CHECKSUM_LEN..]).map_err(|e| corrupt(format!("{}: {e}", what())))
+}
+
+fn be_u64(bytes: &[u8], what: impl FnOnce() -> String) -> Result<u64, StorageError> {
+    let array: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| corrupt(format!("{}: not 8 bytes", what())))?;
+    Ok(u64::from_be_bytes(array))
+}
+
+impl Storage {
+    /// Opens (or creates) the store at `path` and checks the head block's integrity.
+    pub fn open(path: &Path) -> Result<Storage, StorageError> {
+        let db = sled::Config::new().path(path).open()?;
+        let head = Self::check_integrity(&db)?;
+        Ok(Storage {
+            db,
+            head: Arc::new(RwLock::new(head)),
+            commit_lock: Arc::new(Mutex::new(())),
+        })
+    }
+
+    /// The latest committed block; `None` before genesis.
+    pub fn head(&self) -> Option<ChainHead> {
+        *self.head.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Persists a committed block, its certificate, receipts (one per transaction, in
+    /// block order) and the state update prepared for it, atomically and durably.
+    pub fn commit_block(
+        &self,
+        block: &Block,
+        commit: &QuorumCertificate,
+        receipts: &[Receipt],
+        update: StateUpdate,
+    ) -> Result<(), StorageError> {
+        let _writer = self
+            .commit_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let head = self.head();
+        let header = &block.header;
+        let height = header.height;
+        match head {
+            None if height != 0 => return Err(StorageError::NotInitialised),
+            Some(_) if height == 0 => return Err(StorageError::AlreadyInitialised),
+            Some(h) if height != h.height + 1 => {
+                return Err(StorageError::UnexpectedHeight {
+                    expected: h.height + 1,
+                    got: height,
+                });
+            }
+            Some(h) if header.parent != h.block_hash => {
+                return Err(StorageError::ParentMismatch {
+                    expected: h.block_hash,
+                    got: header.parent,
+                });
+            }
+            _ => {}
+        }
+        let block_hash = block.hash();
+        let invalid = |reason: String| StorageError::InvalidBlock { height, reason };
+        if commit.block != block_hash || commit.height != height {
+            return Err(invalid(format!(
+                "commit certificate is for block {} at height {}, not {block_hash}",
+                commit.block, commit.height
+            )));
+        }
+        if tx_root(&block.txs) != header.tx_root {
+            return Err(invalid("tx_root does not match the transactions".into()));
+        }
+        if receipts.len() != block.txs.len() {
+            return Err(invalid(format!(
+                "{} receipts for {} transactions",
+                receipts.len(),
+                block.txs.len()
+            )));
+        }
+        let tx_hashes: Vec<Hash> = block.txs.iter().map(|tx| tx.hash()).collect();
+        if let Some(i) = tx_hashes
+            .iter()
+            .zip(receipts)
+            .position(|(tx, r)| *tx != r.tx)
+        {
+            return Err(invalid(format!("receipt {i} is not for transaction {i}")));
+        }
+        if receipts_root(receipts) != header.receipts_root {
+            return Err(invalid("receipts_root does not match the receipts".into()));
+        }
+        if update.version != height {
+            return Err(StorageError::StaleStateUpdate {
+                version: update.version,
+                reason: format!("prepared for version {}, block is {height}", update.version),
+            });
+        }
+        if update.base_root != head.map(|h| h.state_root) {
+            return Err(StorageError::StaleStateUpdate {
+                version: update.version,
+                reason: "prepared on a state other than the head's".into(),
+            });
+        }
+        if update.root != header.state_root {
+            return Err(StorageError::StateRootMismatch {
+                height,
+                header: header.state_root,
+                computed: update.root,
+            });
+        }
+
+        let mut batch = sled::Batch::default();
+        batch.insert(&height_key(prefix::BLOCK, height)[..], seal(block));
+        batch.insert(
+            &hash_key(prefix::BLOCK_HASH, &block_hash)[..],
+            &height.to_be_bytes()[..],
+        );
+        batch.insert(&height_key(prefix::COMMIT, height)[..], seal(commit));
+        let mut indexed = std::collections::HashSet::with_capacity(tx_hashes.len());
+        for (index, (tx, receipt)) in tx_hashes.iter().zip(receipts).enumerate() {
+            let index =
+                u32::try_from(index).map_err(|_| invalid("more than 2^32 transactions".into()))?;
+            batch.insert(&receipt_key(height, index)[..], seal(receipt));
+            // A transaction hash is indexed at its first execution only: a replay
+            // included later (and failed by execution) must not hide the original.
+            let key = hash_key(prefix::TX, tx);
+            if indexed.insert(*tx) && !self.db.contains_key(key)? {
+                let mut location = [0u8; 12];
+                location[..8].copy_from_slice(&height.to_be_bytes());
+                location[8..].copy_from_slice(&index.to_be_bytes());
+                batch.insert(&key[..], &location[..]);
+            }
+        }
+        crate::state::write_update(&mut batch, &update);
+        let new_head = ChainHead {
+            height,
+            block_hash,
+            state_root: header.state_root,
+            timestamp_ms: header.timestamp_ms,
+        };
+        batch.insert(prefix::HEAD, seal(&new_head));
+        if height == 0 {
+            batch.insert(prefix::SCHEMA, &[SCHEMA_VERSION]);
+        }
+        self.db.apply_batch(batch)?;
+        // Readers already see the block; the cached head follows sled, not the disk. A flush
+        // error then means the block may not survive a crash: callers should treat it as fatal.
+        *self.head.write().unwrap_or_else(PoisonError::into_inner) = Some(new_head);
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The committed block at `height`, or `None` above the head.
+    pub fn block(&self, height: u64) -> Result<Option<Block>, StorageError> {
+        Self::read_block(&self.db, height, self.head().map(|h| h.height))
+    }
+
+    pub fn block_by_hash(&self, hash: &Hash) -> Result<Option<Block>, StorageError> {
+        match self.db.get(hash_key(prefix::BLOCK_HASH, hash))? {
+            None => Ok(None),
+            Some(bytes) => {
+                let height = be_u64(&bytes, || format!("height of block {hash}"))?;
+                let block = self.block(height)?.ok_or_else(|| {
+                    corrupt(format!("block {hash} indexed at missing height {height}"))
+                })?;
+                if block.hash() != *hash {
+                    return Err(corrupt(format!(
+                        "block {hash} indexed at height {height}, which holds another block"
+                    )));
+                }
+                Ok(Some(block))
+            }
+        }
+    }
+
+    /// The certificate that committed the block at `height`.
+    pub fn commit_certificate(
+        &self,
+        height: u64,
+    ) -> Result<Option<QuorumCertificate>, StorageError> {
+        Self::read_commit(&self.db, height, self.head().map(|h| h.height))
+    }
+
+    /// The receipts of the block at `height`, in transaction order; `None` above the head.
+    pub fn receipts(&self, height: u64) -> Result<Option<Vec<Receipt>>, StorageError> {
+        match self.head() {
+            Some(head) if height <= head.height => Self::read_receipts(&self.db, height).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// Where transaction `tx` was committed, with its receipt.
+    pub fn tx_location(&self, tx: &Hash) -> Result<Option<TxLocation>, StorageError> {
+        let Some(bytes) = self.db.get(hash_key(prefix::TX, tx))? else {
+            return Ok(None);
+        };
+        if bytes.len() != 12 {
+            return Err(corrupt(format!(
+                "location of transaction {tx}: not 12 bytes"
+            )));
+        }
+        let height = be_u64(&bytes[..8], || format!("location of transaction {tx}"))?;
+        let mut index = [0u8; 4];
+        index.copy_from_slice(&bytes[8..]);
+        let index = u32::from_be_bytes(index);
+        let receipt_bytes = self.db.get(receipt_key(height, index))?.ok_or_else(|| {
+            corrupt(format!(
+                "receipt {index} of block {height} (transaction {tx}) is missing"
+            ))
+        })?;
+        let receipt: Receipt = unseal(&receipt_bytes, || {
+            format!("receipt {index} of block {height}")
+        })?;
+        if receipt.tx != *tx {
+            return Err(corrupt(format!(
+                "receipt {index} of block {height} is not for transaction {tx}"
+            )));
+        }
+        Ok(Some(TxLocation {
+            height,
+            index,
+            receipt,
+        }))
+    }
+
+    fn read_block(
+        db: &sled::Db,
+        height: u64,
+        head: Option<u64>,
+    ) -> Result<Option<Block>, StorageError> {
+        match db.get(height_key(prefix::BLOCK, height))? {
+            Some(bytes) => unseal(&bytes, || format!("block {height}")).map(Some),
+            None if head.is_some_and(|h| height <= h) => {
+                Err(corrupt(format!("block {height} is missing")))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn read_commit(
+        db: &sled::Db,
+        height: u64,
+        head: Option<u64>,
+    ) -> Result<Option<QuorumCertificate>, StorageError> {
+        match db.get(height_key(prefix::COMMIT, height))? {
+            Some(bytes) => {
+                unseal(&bytes, || format!("commit certificate of block {height}")).map(Some)
+            }
+            None if head.is_some_and(|h| height <= h) => Err(corrupt(format!(
+                "commit certificate of block {height} is missing"
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    fn read_receipts(db: &sled::Db, height: u64) -> Result<Vec<Receipt>, StorageError> {
+        let mut receipts = Vec::new();
+        for entry in db.scan_prefix(height_key(prefix::RECEIPT, height)) {
+            let (key, bytes) = entry?;
+            let expected = receipt_key(height, receipts.len() as u32);
+            if *key != expected[..] {
+                return Err(corrupt(format!(
+                    "receipt {} of block {height} is missing",
+                    receipts.len()
+                )));
+            }
+            receipts.push(unseal(&bytes, || {
+                format!("receipt {} of block {height}", receipts.len())
+            })?);
+        }
+        Ok(receipts)
+    }
+
+    /// Re-checks the head block against everything stored for it.
+    fn check_integrity(db: &sled::Db) -> Result<Option<ChainHead>, StorageError> {
+        let Some(head_bytes) = db.get(prefix::HEAD)? else {
+            if db.is_empty() {
+                return Ok(None);
+            }
+            return Err(corrupt("data present but no chain head"));
+        };
+        let head: ChainHead = unseal(&head_bytes, || "chain head".into())?;
+        match db.get(prefix::SCHEMA)? {
+            Some(v) if *v == [SCHEMA_VERSION] => {}
+            other => {
+                return Err(corrupt(format!(
+                    "storage layout version {other:?}, expected [{SCHEMA_VERSION}]"
+                )));
+            }
+        }
+        let h = head.height;
+        let block = Self::read_block(db, h, Some(h))?
+            .ok_or_else(|| corrupt(format!("head block {h} is missing")))?;
+        let header = &block.header;
+        let block_hash = block.hash();
+        if header.height != h || block_hash != head.block_hash {
+            return Err(corrupt(format!(
+                "head records block {} at height {h}, stored block is {block_hash} at height {}",
+                head.block_hash, header.height
+            )));
+        }
+        if header.state_root != head.state_root || header.timestamp_ms != head.timestamp_ms {
+            return Err(corrupt(format!(
+                "head block {h} disagrees with the recorded head"
+            )));
+        }
+        match db.get(hash_key(prefix::BLOCK_HASH, &block_hash))? {
+            Some(v) if *v == h.to_be_bytes() => {}
+            _ => {
+                return Err(corrupt(format!(
+                    "hash index of head block {h} is missing or wrong"
+                )));
+            }
+        }
+        if tx_root(&block.txs) != header.tx_root {
+            return Err(corrupt(format!(
+                "transactions of head block {h} do not match its tx_root"
+            )));
+        }
+        let receipts = Self::read_receipts(db, h)?;
+        if receipts.len() != block.txs.len() || receipts_root(&receipts) != header.receipts_root {
+            return Err(corrupt(format!(
+                "receipts of head block {h} do not match its receipts_root"
+            )));
+        }
+        let state_root = crate::state::tree_root(db, h)?
+            .ok_or_else(|| corrupt(format!("state tree has no root at version {h}")))?;
+        if state_root != header.state_root {
+            return Err(corrupt(format!(
+                "state tree root {state_root} at version {h} differs from the head block's {}",
+                header.state_root
+            )));
+        }
+        let commit = Self::read_commit(db, h, Some(h))?
+            .ok_or_else(|| corrupt(format!("commit certificate of head block {h} is missing")))?;
+        if commit.block != block_hash || commit.height != h {
+            return Err(corrupt(format!(
+                "commit certificate of head block {h} is for another block"
+            )));
+        }
+        if db.contains_key(height_key(prefix::BLOCK, h + 1))? {
+            return Err(corrupt(format!("block {} is stored above the head", h + 1)));
+        }
+        Ok(Some(head))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::state::Writes;
+    use trellis_types::{
+        KeyPair, Payload, ReceiptStatus, SignedTransaction, SystemOp, Transaction,
+    };
+
+    pub(crate) fn signed_remark(key: &KeyPair, nonce: u64) -> SignedTransaction {
+        Transaction {
+            chain_id: "test".into(),
+            sender: key.public(),
+            nonce,
+            expires_at_ms: u64::MAX,
+            payload: Payload::System(SystemOp::Remark {
+                data: format!("remark {nonce}").into_bytes().into(),
+            }),
+        }
+        .sign(key)
+    }
+
+    pub(crate) fn success(tx: &SignedTransaction) -> Receipt {
+        Receipt {
+            tx: tx.hash(),
+            status: ReceiptStatus::Success,
+            error: None,
+            fuel_used: 1,
+            events: Vec::new(),
+        }
+    }
+
+    /// Prepares `writes` on top of the head and commits a consistent block carrying `txs`.
+    pub(crate) fn commit(storage: &Storage, txs: Vec<SignedTransaction>, writes: Writes) -> Block {
+        let head = storage.head();
+        let height = head.map_or(0, |h| h.height + 1);
+        let update = storage
+            .prepare_state(height, writes)
+            .expect("prepare_state");
+        let receipts: Vec<Receipt> = txs.iter().map(success).collect();
+        let block = Block {
+            header: trellis_types::Header {
+                chain_id: "test".into(),
+                height,
+                round: 0,
+                parent: head.map_or(Hash::ZERO, |h| h.block_hash),
+                tx_root: tx_root(&txs),
+                receipts_root: receipts_root(&receipts),
+                state_root: update.root,
+                timestamp_ms: 1_000 + height,
+                proposer: KeyPair::insecure_from_label("proposer").public(),
+            },
+            parent_commit: QuorumCertificate::genesis(Hash::ZERO),
+            txs,
+        };
+        let qc = QuorumCertificate {
+            height,
+            round: 0,
+            block: block.hash(),
+            votes: Vec::new(),
+        };
+        storage
+            .commit_block(&block, &qc, &receipts, update)
+            .expect("commit_block");
+        block
+    }
+
+    pub(crate) fn writes(pairs: &[(&str, Option<&str>)]) -> Writes {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.map(|v| v.as_bytes().to_vec())))
+            .collect()
+    }
+
+    fn open(dir: &tempfile::TempDir) -> Result<Storage, StorageError> {
+        Storage::open(dir.path())
+    }
+
+    #[test]
+    fn fresh_store_has_no_head_and_no_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(&dir).unwrap();
+        assert_eq!(storage.head(), None);
+        assert!(storage.block(0).unwrap().is_none());
+        assert!(storage.receipts(0).unwrap().is_none());
+    }
+
+    #[test]
+    fn committed_blocks_are_found_by_height_hash_and_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(&dir).unwrap();
+        let key = KeyPair::insecure_from_label("alice");
+        let genesis = commit(&storage, vec![], writes(&[("a", Some("1"))]));
+        let txs = vec![signed_remark(&key, 0), signed_remark(&key, 1)];
+        let b1 = commit(&storage, txs.clone(), writes(&[("b", Some("2"))]));
+
+        let head = storage.head().unwrap();
+        assert_eq!(
+            (head.height, head.block_hash, head.state_root),
+            (1, b1.hash(), b1.header.state_root)
+        );
+        assert_eq!(storage.block(0).unwrap(), Some(genesis.clone()));
+        assert_eq!(storage.block(1).unwrap(), Some(b1.clone()));
+        assert_eq!(storage.block(2).unwrap(), None);
+        assert_eq!(storage.block_by_hash(&b1.hash()).unwrap(), Some(b1.clone()));
+        assert_eq!(storage.block_by_hash(&Hash::ZERO).unwrap(), None);
+        assert_eq!(
+            storage.commit_certificate(1).unwrap().unwrap().block,
+            b1.hash()
+        );
+        assert_eq!(storage.receipts(0).unwrap(), Some(vec![]));
+        assert_eq!(storage.receipts(1).unwrap().unwrap().len(), 2);
+        let location = storage.tx_location(&txs[1].hash()).unwrap().unwrap();
+        assert_eq!(
+            (location.height, location.index, location.receipt.tx),
+            (1, 1, txs[1].hash())
+        );
+        assert_eq!(storage.tx_location(&Hash::ZERO).unwrap(), None);
+    }
+
+    #[test]
+    fn commit_block_rejects_blocks_that_do_not_extend_the_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(&dir).unwrap();
+        let genesis = commit(&storage, vec![], writes(&[("a", Some("1"))]));
+        let update = storage.prepare_state(1, Writes::new()).unwrap();
+        let mut block = genesis.clone();
+        block.header.height = 1;
+        block.header.parent = Hash::ZERO;
+        block.header.state_root = update.root;
+        let qc = QuorumCertificate {
+            height: 1,
+            round: 0,
+            block: block.hash(),
+            votes: vec![],
+        };
+        let err = storage
+            .commit_block(&block, &qc, &[], update.clone())
+            .unwrap_err();
+        assert!(matches!(err, StorageError::ParentMismatch { .. }), "{err}");
+
+        block.header.parent = genesis.hash();
+        let wrong_qc = QuorumCertificate {
+            height: 1,
+            round: 0,
+            block: genesis.hash(),
+            votes: vec![],
+        };
+        let err = storage
+            .commit_block(&block, &wrong_qc, &[], update.clone())
+            .unwrap_err();
+        assert!(matches!(err, StorageError::InvalidBlock { .. }), "{err}");
+
+        let mut genesis_again = genesis.clone();
+        genesis_again.header.timestamp_ms += 1;
+        let err = storage
+            .commit_block(
+                &genesis_again,
+                &QuorumCertificate::genesis(genesis_again.hash()),
+                &[],
+                update.clone(),
+            )
+            .unwrap_err();
+        assert!(matches!(err, StorageError::AlreadyInitialised), "{err}");
+
+        let mut wrong_root = block.clone();
+        wrong_root.header.state_root = Hash::ZERO;
+        let qc = QuorumCertificate {
+            height: 1,
+            round: 0,
+            block: wrong_root.hash(),
+            votes: vec![],
+        };
+        let err = storage
+            .commit_block(&wrong_root, &qc, &[], update.clone())
+            .unwrap_err();
+        assert!(
+            matches!(err, StorageError::StateRootMismatch { .. }),
+            "{err}"
+        );
+
+        let qc = QuorumCertificate {
+            height: 1,
+            round: 0,
+            block: block.hash(),
+            votes: vec![],
+        };
+        storage
+            .commit_block(&block, &qc, &[], update.clone())
+            .unwrap();
+        assert_eq!(storage.head().unwrap().height, 1);
+    }
+
+    #[test]
+    fn commit_block_rejects_receipts_that_do_not_match_the_transactions() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(&dir).unwrap();
+        let key = KeyPair::insecure_from_label("alice");
+        let txs = vec![signed_remark(&key, 0)];
+        let update = storage.prepare_state(0, Writes::new()).unwrap();
+        let receipts: Vec<Receipt> = txs.iter().map(success).collect();
+        let mut block = Block {
+            header: trellis_types::Header {
+                chain_id: "test".into(),
+                height: 0,
+                round: 0,
+                parent: Hash::ZERO,
+                tx_root: tx_root(&txs),
+                receipts_root: receipts_root(&receipts),
+                state_root: update.root,
+                timestamp_ms: 1,
+                proposer: key.public(),
+            },
+            parent_commit: QuorumCertificate::genesis(Hash::ZERO),
+            txs,
+        };
+        let qc = QuorumCertificate::genesis(block.hash());
+        let err = storage
+            .commit_block(&block, &qc, &[], update.clone())
+            .unwrap_err();
+        assert!(matches!(err, StorageError::InvalidBlock { .. }), "{err}");
+        block.header.receipts_root = Hash::ZERO;
+        let qc = QuorumCertificate::genesis(block.hash());
+        let err = storage
+            .commit_block(&block, &qc, &receipts, update)
+            .unwrap_err();
+        assert!(matches!(err, StorageError::InvalidBlock { .. }), "{err}");
+        assert_eq!(storage.head(), None);
+    }
+
+    #[test]
+    fn reopened_store_has_the_same_head_root_blocks_and_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = KeyPair::insecure_from_label("alice");
+        let (head, tx) = {
+            let storage = open(&dir).unwrap();
+            commit(
+                &storage,
+                vec![],
+                writes(&[("a", Some("1")), ("b", Some("2"))]),
+            );
+            let tx = signed_remark(&key, 0);
+            commit(
+                &storage,
+                vec![tx.clone()],
+                writes(&[("a", None), ("c", Some("3"))]),
+            );
+            commit(&storage, vec![], Writes::new());
+            (storage.head().unwrap(), tx)
+        };
+        let storage = open(&dir).unwrap();
+        assert_eq!(storage.head(), Some(head));
+        assert_eq!(storage.state_root(2).unwrap(), Some(head.state_root));
+        use crate::state::StateRead;
+        assert_eq!(storage.get(b"a").unwrap(), None);
+        assert_eq!(storage.get(b"b").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(storage.get(b"c").unwrap(), Some(b"3".to_vec()));
+        assert_eq!(storage.tx_location(&tx.hash()).unwrap().unwrap().height, 1);
+        commit(&storage, vec![], writes(&[("d", Some("4"))]));
+        assert_eq!(storage.head().unwrap().height, 3);
+    }
+
+    fn store_with_two_blocks(dir: &tempfile::TempDir) {
+        let storage = open(dir).unwrap();
+        let key = KeyPair::insecure_from_label("alice");
+        commit(&storage, vec![], writes(&[("a", Some("1"))]));
+        commit(
+            &storage,
+            vec![signed_remark(&key, 0)],
+            writes(&[("b", Some("2"))]),
+        );
+    }
+
+    /// Changes the raw bytes under `key` with `f`, as a disk fault or a torn write would.
+    fn tamper(
+        dir: &tempfile::TempDir,
+        key: &[u8],
+        f: impl FnOnce(Option<Vec<u8>>) -> Option<Vec<u8>>,
+    ) {
+        let db = sled::open(dir.path()).unwrap();
+        let old = db.get(key).unwrap().map(|v| v.to_vec());
+        match f(old) {
+            Some(new) => db.insert(key, new).unwrap(),
+            None => db.remove(key).unwrap(),
+        };
+        db.flush().unwrap();
+    }
+
+    fn assert_corrupt(dir: &tempfile::TempDir) {
+        match open(dir) {
+            Err(StorageError::Corrupt { what }) => assert!(!what.is_empty()),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn open_reports_a_corrupted_last_block() {
+        // Flip one bit in the checksum, the header, the middle and the last byte (the last
+        // transaction's signature, which no root covers).
+        for position in [0, CHECKSUM_LEN + 3, usize::MAX / 2, usize::MAX] {
+            let dir = tempfile::tempdir().unwrap();
+            store_with_two_blocks(&dir);
+            tamper(&dir, &height_key(prefix::BLOCK, 1), |bytes| {
+                let mut bytes = bytes.unwrap();
+                let i = match position {
+                    usize::MAX => bytes.len() - 1,
+                    p if p == usize::MAX / 2 => bytes.len() / 2,
+                    p => p,
+                };
+                bytes[i] ^= 0x01;
+                Some(bytes)
+            });
+            assert_corrupt(&dir);
+        }
+    }
+
+    #[test]
+    fn reading_a_corrupted_older_block_or_receipt_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let tx = signed_remark(&KeyPair::insecure_from_label("alice"), 0);
+        {
+            let storage = open(&dir).unwrap();
+            commit(&storage, vec![], writes(&[("a", Some("1"))]));
+            commit(&storage, vec![tx.clone()], Writes::new());
+            commit(&storage, vec![], Writes::new());
+        }
+        tamper(&dir, &height_key(prefix::BLOCK, 0), |bytes| {
+            let mut bytes = bytes.unwrap();
+            let last = bytes.len() - 1;
+            bytes[last] ^= 0x80;
+            Some(bytes)
+        });
+        tamper(&dir, &receipt_key(1, 0), |bytes| {
+            bytes.map(|b| b[..b.len() - 1].to_vec())
+        });
+        // Open checks the head block only; older records are checked when read.
+        let storage = open(&dir).unwrap();
+        assert!(matches!(
+            storage.block(0),
+            Err(StorageError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            storage.receipts(1),
+            Err(StorageError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            storage.tx_location(&tx.hash()),
+            Err(StorageError::Corrupt { .. })
+        ));
+        assert!(storage.block(1).unwrap().is_some());
+    }
+
+    #[test]
+    fn open_reports_a_truncated_last_block() {
+        let dir = tempfile::tempdir().unwrap();
+        store_with_two_blocks(&dir);
+        tamper(&dir, &height_key(prefix::BLOCK, 1), |bytes| {
+            let bytes = bytes.unwrap();
+            Some(bytes[..bytes.len() / 2].to_vec())
+        });
+        assert_corrupt(&dir);
+    }
+
+    #[test]
+    fn open_reports_a_missing_last_block() {
+        let dir = tempfile::tempdir().unwrap();
+        store_with_two_blocks(&dir);
+        tamper(&dir, &height_key(prefix::BLOCK, 1), |_| None);
+        assert_corrupt(&dir);
+    }
+
+    #[test]
+    fn open_reports_a_missing_receipt_commit_certificate_or_state_root() {
+        for key in [
+            receipt_key(1, 0).to_vec(),
+            height_key(prefix::COMMIT, 1).to_vec(),
+            crate::state::tree_node_key_for_root(1),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            store_with_two_blocks(&dir);
+            tamper(&dir, &key, |_| None);
+            assert_corrupt(&dir);
+        }
+    }
+
+    #[test]
+    fn open_reports_a_state_tree_root_that_differs_from_the_head_block() {
+        let dir = tempfile::tempdir().unwrap();
+        store_with_two_blocks(&dir);
+        // Overwrite the head version's root node with the genesis root: the roots differ.
+        let genesis_root = sled::open(dir.path())
+            .map(|db| {
+                db.get(crate::state::tree_node_key_for_root(0))
+                    .unwrap()
+                    .unwrap()
+                    .to_vec()
+            })
+            .unwrap();
+        tamper(&dir, &crate::state::tree_node_key_for_root(1), |_| {
+            Some(genesis_root)
+        });
+        assert_corrupt(&dir);
+    }
+
+    #[test]
+    fn open_reports_data_without_a_head() {
+        let dir = tempfile::tempdir().unwrap();
+        store_with_two_blocks(&dir);
+        tamper(&dir, prefix::HEAD, |_| None);
+        assert_corrupt(&dir);
+    }
+}
