@@ -9,11 +9,15 @@
 //!
 //! [`node`] is the driver that wires them to clocks, disk and the network.
 
+pub mod api;
 pub mod config;
 pub mod chain;
 pub mod consensus;
 pub mod execution;
 pub mod generate;
 pub mod mempool;
+pub mod metrics;
+pub mod node;
+pub mod safety;
 pub mod state;
 pub mod storage;

@@ -1,1 +1,199 @@
-fn main() {}
+//! `trellis-node`: runs a Trellis node, and the operator's helper commands.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use trellis_genesis::{Genesis, NetworkSpec};
+use trellis_node::config::{self, LogFormat, NodeConfig};
+use trellis_types::{Bytes, Payload, SystemOp, Transaction};
+
+#[derive(Parser)]
+#[command(name = "trellis-node", version, about = "Run a Trellis node", long_about = None)]
+#[command(after_help = "Examples:\n  trellis-node --dev                       single validator on the embedded dev genesis\n  trellis-node --config node0/config.toml   a node of a generated network\n  trellis-node genesis generate --validators 4 --out localnet")]
+struct Cli {
+    /// Run a single validator on the embedded dev genesis (insecure keys), data in ./trellis-dev-data.
+    #[arg(long, conflicts_with = "config")]
+    dev: bool,
+    /// The node's TOML configuration file.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Override the data directory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Override the API listen address, e.g. 127.0.0.1:8080.
+    #[arg(long)]
+    api_listen: Option<std::net::SocketAddr>,
+    /// Log as JSON lines.
+    #[arg(long)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Genesis files and node directories.
+    #[command(subcommand)]
+    Genesis(GenesisCommand),
+    /// Sign a dev-chain transaction with an insecure dev key and print it as the
+    /// JSON body of `POST /v1/transactions`.
+    DevTx {
+        #[command(subcommand)]
+        op: DevOp,
+        /// Dev account label, e.g. core-acme/ops.
+        #[arg(long, default_value = "core-acme/ops", global = true)]
+        account: String,
+        /// The account's next nonce (GET /v1/state/... shows it; starts at 0).
+        #[arg(long, default_value_t = 0, global = true)]
+        nonce: u64,
+        /// Chain id to sign for.
+        #[arg(long, default_value = "trellis-dev", global = true)]
+        chain_id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum GenesisCommand {
+    /// Write a genesis and one directory per node (keys, config) for N validators on this host.
+    Generate {
+        #[arg(long, default_value_t = 4)]
+        validators: usize,
+        #[arg(long, default_value_t = 0)]
+        observers: usize,
+        /// Keys are derived from this seed: same seed, same files. Insecure: for local networks.
+        #[arg(long, default_value = "trellis-local")]
+        seed: String,
+        #[arg(long, default_value = "trellis-local")]
+        chain_id: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 8080)]
+        base_api_port: u16,
+        #[arg(long, default_value_t = 26656)]
+        base_p2p_port: u16,
+        /// Overwrite files in a non-empty output directory.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the embedded dev genesis as JSON.
+    Dev,
+}
+
+#[derive(Subcommand)]
+enum DevOp {
+    /// Record a note on chain.
+    Remark { text: String },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Genesis(cmd)) => genesis_command(cmd),
+        Some(Command::DevTx { op, account, nonce, chain_id }) => {
+            let key = trellis_genesis::dev_account(&account);
+            let payload = match op {
+                DevOp::Remark { text } => Payload::System(SystemOp::Remark { data: Bytes(text.into_bytes()) }),
+            };
+            let tx = Transaction {
+                chain_id,
+                sender: key.public(),
+                nonce,
+                expires_at_ms: trellis_node::node::now_ms() + 10 * 60 * 1000,
+                payload,
+            }
+            .sign(&key);
+            println!("{{\"signed_tx\":\"{}\"}}", hex::encode(trellis_types::encode(&tx)));
+            Ok(())
+        }
+        None => run_node(cli),
+    }
+}
+
+fn genesis_command(cmd: GenesisCommand) -> anyhow::Result<()> {
+    match cmd {
+        GenesisCommand::Generate { validators, observers, seed, chain_id, out, base_api_port, base_p2p_port, force } => {
+            let spec = NetworkSpec {
+                chain_id,
+                seed,
+                validators,
+                observers,
+                genesis_time_ms: trellis_genesis::DEV_GENESIS_TIME_MS,
+            };
+            let configs = trellis_node::generate::write_network(&spec, &out, base_api_port, base_p2p_port, force)?;
+            for c in configs {
+                println!("{}", c.display());
+            }
+            Ok(())
+        }
+        GenesisCommand::Dev => {
+            print!("{}", Genesis::dev().to_json_pretty());
+            Ok(())
+        }
+    }
+}
+
+fn run_node(cli: Cli) -> anyhow::Result<()> {
+    let (mut config, genesis, validator_key) = if cli.dev {
+        let (genesis, nodes) = trellis_genesis::build(&NetworkSpec::dev())?;
+        let key = nodes.into_iter().find_map(|n| n.consensus);
+        let config = NodeConfig { data_dir: PathBuf::from("trellis-dev-data"), ..NodeConfig::default() };
+        (config, genesis, key)
+    } else {
+        let path = cli.config.clone().context("give --dev or --config <file> (see --help)")?;
+        let config = NodeConfig::load(&path)?;
+        let genesis = match &config.genesis {
+            Some(p) => Genesis::load(p)?,
+            None => Genesis::dev(),
+        };
+        let key = config.validator_key.as_deref().map(config::read_key_file).transpose()?;
+        (config, genesis, key)
+    };
+    if let Some(dir) = cli.data_dir {
+        config.data_dir = dir;
+    }
+    if let Some(addr) = cli.api_listen {
+        config.api.listen = addr;
+    }
+    if cli.log_json {
+        config.log.format = LogFormat::Json;
+    }
+    init_logging(&config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(trellis_node::node::run(config, genesis, validator_key, shutdown_signal()))
+}
+
+fn init_logging(config: &NodeConfig) -> anyhow::Result<()> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directive) => tracing_subscriber::EnvFilter::try_new(directive)?,
+        Err(_) => tracing_subscriber::EnvFilter::try_new(&config.log.level)?,
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,538 @@
+//! The API over real HTTP: a sled store in a temp dir holding the dev genesis,
+//! a real mempool, the server on 127.0.0.1:0 and reqwest as the client.
+
+use super::*;
+use crate::execution::{self, AccountRecord};
+use crate::state::Writes;
+use reqwest::header::CONTENT_TYPE;
+use serde_json::{Value, json};
+use trellis_genesis::{Genesis, dev_account};
+use trellis_types::{ChainParams, KeyPair, Payload, PublicKey, SignedTransaction, SystemOp, Transaction, encode};
+
+const MAX_BODY_BYTES: usize = 4096;
+
+struct TestNode {
+    url: String,
+    client: reqwest::Client,
+    chain_id: String,
+    storage: Storage,
+    mempool: Arc<Mempool>,
+    _status: tokio::sync::watch::Sender<ChainStatus>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+impl TestNode {
+    async fn start() -> TestNode {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A node on the dev genesis whose mempool uses the genesis parameters as changed by `adjust`.
+    async fn start_with(adjust: impl FnOnce(&mut ChainParams)) -> TestNode {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let storage = Storage::open(dir.path()).expect("open storage");
+        let genesis = Genesis::dev();
+        let head = crate::chain::initialise(&storage, &genesis).expect("initialise the dev chain");
+        let mut params = genesis.params.clone();
+        adjust(&mut params);
+        let mempool = Arc::new(Mempool::new(genesis.chain_id.clone(), params));
+        let (status_tx, status_rx) = tokio::sync::watch::channel(ChainStatus {
+            height: head.height,
+            block_hash: head.block_hash,
+            state_root: head.state_root,
+            last_block_time_ms: head.timestamp_ms,
+            validator: true,
+            ..ChainStatus::default()
+        });
+        let state = Arc::new(ApiState {
+            chain_id: genesis.chain_id.clone(),
+            genesis_hash: genesis.hash(),
+            storage: storage.clone(),
+            mempool: mempool.clone(),
+            status: status_rx,
+            metrics: Arc::new(Metrics::new()),
+            max_body_bytes: MAX_BODY_BYTES,
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("local addr"));
+        let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(serve(listener, state, async move {
+            let _ = shutdown_rx.await;
+        }));
+        TestNode {
+            url,
+            client: reqwest::Client::new(),
+            chain_id: genesis.chain_id,
+            storage,
+            mempool,
+            _status: status_tx,
+            shutdown: Some(shutdown_tx),
+            _dir: dir,
+        }
+    }
+
+    fn tx(&self, key: &KeyPair, nonce: u64) -> SignedTransaction {
+        self.tx_with(key, |tx| tx.nonce = nonce)
+    }
+
+    /// A remark from `key` with nonce 0, valid for a minute, as changed by `adjust`, signed by `key`.
+    fn tx_with(&self, key: &KeyPair, adjust: impl FnOnce(&mut Transaction)) -> SignedTransaction {
+        let mut tx = Transaction {
+            chain_id: self.chain_id.clone(),
+            sender: key.public(),
+            nonce: 0,
+            expires_at_ms: wall_clock_ms() + 60_000,
+            payload: Payload::System(SystemOp::Remark { data: b"api test".to_vec().into() }),
+        };
+        adjust(&mut tx);
+        tx.sign(key)
+    }
+
+    async fn post(&self, content_type: &str, body: Vec<u8>) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(format!("{}/v1/transactions", self.url))
+            .header(CONTENT_TYPE, content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("POST /v1/transactions");
+        let status = StatusCode::from_u16(response.status().as_u16()).expect("valid status");
+        (status, response.json().await.expect("JSON response body"))
+    }
+
+    async fn submit(&self, tx: &SignedTransaction) -> (StatusCode, Value) {
+        self.post("application/octet-stream", encode(tx)).await
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let response = self.client.get(format!("{}{path}", self.url)).send().await.expect("GET");
+        let status = StatusCode::from_u16(response.status().as_u16()).expect("valid status");
+        (status, response.json().await.expect("JSON response body"))
+    }
+
+    /// Posts `body` and asserts it is refused with `status` and `code`, leaving the mempool as it was.
+    async fn assert_refused(&self, content_type: &str, body: Vec<u8>, status: StatusCode, code: &str) {
+        let before = self.mempool.len();
+        let (got_status, got) = self.post(content_type, body).await;
+        assert_eq!((got_status, got["code"].as_str()), (status, Some(code)), "response: {got}");
+        assert!(got["message"].as_str().is_some_and(|m| !m.is_empty()), "no message in {got}");
+        assert_eq!(self.mempool.len(), before, "a refused transaction entered the mempool");
+    }
+
+    async fn assert_tx_refused(&self, tx: &SignedTransaction, status: StatusCode, code: &str) {
+        self.assert_refused("application/octet-stream", encode(tx), status, code).await;
+    }
+
+    /// Commits a block straight to storage (no consensus) carrying `txs` and `writes`.
+    fn commit(&self, txs: Vec<SignedTransaction>, writes: Writes) {
+        crate::storage::tests::commit(&self.storage, txs, writes);
+    }
+
+    /// Writes an account record, e.g. to move an account's nonce on.
+    fn account_write(key: &PublicKey, record: &AccountRecord) -> Writes {
+        Writes::from([(execution::keys::account(key), Some(encode(record)))])
+    }
+
+    fn account(&self, key: &PublicKey) -> AccountRecord {
+        execution::account(&self.storage, key).expect("read account").expect("account exists")
+    }
+}
+
+fn acme() -> KeyPair {
+    dev_account("core-acme/ops")
+}
+
+// ---------------------------------------------------------------------------
+// Submission: accepted
+
+#[tokio::test]
+async fn a_good_transaction_is_accepted_and_then_pending() {
+    let node = TestNode::start().await;
+    let tx = node.tx(&acme(), 0);
+    let (status, body) = node.submit(&tx).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body, json!({ "tx_hash": tx.hash().to_hex() }));
+    assert_eq!(node.mempool.len(), 1);
+
+    let (status, body) = node.get(&format!("/v1/transactions/{}", tx.hash())).await;
+    assert_eq!((status, body), (StatusCode::OK, json!({ "status": "pending" })));
+}
+
+#[tokio::test]
+async fn a_transaction_is_accepted_as_hex_in_json() {
+    let node = TestNode::start().await;
+    let tx = node.tx(&acme(), 0);
+    let body = serde_json::to_vec(&json!({ "signed_tx": format!("0x{}", hex::encode(encode(&tx))) })).unwrap();
+    let (status, body) = node.post("application/json; charset=utf-8", body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["tx_hash"], tx.hash().to_hex());
+    assert!(node.mempool.contains(&tx.hash()));
+}
+
+#[tokio::test]
+async fn a_committed_transaction_reports_its_height_index_and_receipt() {
+    let node = TestNode::start().await;
+    let key = acme();
+    let tx = node.tx(&key, 0);
+    let record = AccountRecord { nonce: 1, ..node.account(&key.public()) };
+    node.commit(vec![tx.clone()], TestNode::account_write(&key.public(), &record));
+
+    let (status, body) = node.get(&format!("/v1/transactions/{}", tx.hash())).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "committed");
+    assert_eq!(body["height"], 1);
+    assert_eq!(body["index"], 0);
+    assert_eq!(body["receipt"]["tx"], tx.hash().to_hex());
+}
+
+#[tokio::test]
+async fn an_unknown_transaction_is_not_found_and_a_bad_hash_is_malformed() {
+    let node = TestNode::start().await;
+    let (status, body) = node.get(&format!("/v1/transactions/{}", Hash([7; 32]))).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+    let (status, body) = node.get("/v1/transactions/not-hex").await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("malformed")));
+}
+
+// ---------------------------------------------------------------------------
+// Submission: every class of refusal, and nothing enters the mempool
+
+#[tokio::test]
+async fn a_body_that_does_not_decode_is_malformed() {
+    let node = TestNode::start().await;
+    node.assert_refused("application/octet-stream", vec![1, 2, 3], StatusCode::BAD_REQUEST, "malformed").await;
+    node.assert_refused("application/octet-stream", Vec::new(), StatusCode::BAD_REQUEST, "malformed").await;
+    // Trailing bytes after a valid transaction.
+    let mut bytes = encode(&node.tx(&acme(), 0));
+    bytes.push(0);
+    node.assert_refused("application/octet-stream", bytes, StatusCode::BAD_REQUEST, "malformed").await;
+    // An unknown encoding version.
+    let mut bytes = encode(&node.tx(&acme(), 0));
+    bytes[0] ^= 0xff;
+    node.assert_refused("application/octet-stream", bytes, StatusCode::BAD_REQUEST, "malformed").await;
+}
+
+#[tokio::test]
+async fn malformed_json_or_hex_is_malformed() {
+    let node = TestNode::start().await;
+    for body in [
+        &b"not json"[..],
+        br#"{"signed_tx": "zz"}"#,
+        br#"{"signed_tx": 5}"#,
+        br#"{"tx": "00"}"#,
+        br#"{"signed_tx": "0102"}"#,
+    ] {
+        node.assert_refused("application/json", body.to_vec(), StatusCode::BAD_REQUEST, "malformed").await;
+    }
+}
+
+#[tokio::test]
+async fn another_content_type_is_unsupported() {
+    let node = TestNode::start().await;
+    let bytes = encode(&node.tx(&acme(), 0));
+    for content_type in ["text/plain", "application/x-www-form-urlencoded", "application/jsonx"] {
+        node.assert_refused(content_type, bytes.clone(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_content_type")
+            .await;
+    }
+    // No Content-Type at all.
+    let response = node.client.post(format!("{}/v1/transactions", node.url)).body(bytes).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 415);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "unsupported_content_type");
+    assert_eq!(node.mempool.len(), 0);
+}
+
+#[tokio::test]
+async fn a_bad_signature_is_unauthorised() {
+    let node = TestNode::start().await;
+    let mut bytes = encode(&node.tx(&acme(), 0));
+    // The signature is the last 64 bytes; corrupt its R half.
+    let at = bytes.len() - 64;
+    bytes[at] ^= 0x01;
+    node.assert_refused("application/octet-stream", bytes, StatusCode::UNAUTHORIZED, "bad_signature").await;
+    // Signed by another key than the sender's.
+    let mut tx = node.tx(&acme(), 0);
+    tx.signature = node.tx(&dev_account("supplier-t1/ops"), 0).signature;
+    node.assert_tx_refused(&tx, StatusCode::UNAUTHORIZED, "bad_signature").await;
+}
+
+/// A real non-canonical encoding: the nonce's varint written in two bytes
+/// (`0x80 0x00`) instead of one (`0x00`). It decodes to the very same,
+/// correctly signed transaction, and must still be refused.
+#[tokio::test]
+async fn an_overlong_varint_is_non_canonical() {
+    let node = TestNode::start().await;
+    let tx = node.tx(&acme(), 0);
+    let mut bytes = encode(&tx);
+    // version ‖ chain id (varint length < 128, then bytes) ‖ sender (32) ‖ nonce varint ‖ ...
+    let at = 1 + 1 + node.chain_id.len() + 32;
+    assert_eq!(bytes[at], 0x00, "the nonce 0 is one byte at {at}");
+    bytes.splice(at..=at, [0x80, 0x00]);
+    node.assert_refused("application/octet-stream", bytes, StatusCode::BAD_REQUEST, "non_canonical").await;
+}
+
+/// The sender is the identity point, a small-order key. Admission checks
+/// membership before the signature, so the key is first made an account.
+#[tokio::test]
+async fn a_weak_sender_key_is_refused() {
+    let node = TestNode::start().await;
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    let weak = PublicKey(identity);
+    let record = AccountRecord { org: "core-acme".into(), org_admin: false, nonce: 0 };
+    node.commit(Vec::new(), TestNode::account_write(&weak, &record));
+    let tx = node.tx_with(&acme(), |tx| tx.sender = weak);
+    node.assert_tx_refused(&tx, StatusCode::BAD_REQUEST, "weak_key").await;
+}
+
+#[tokio::test]
+async fn a_transaction_for_another_chain_is_refused() {
+    let node = TestNode::start().await;
+    let tx = node.tx_with(&acme(), |tx| tx.chain_id = "trellis-other".into());
+    node.assert_tx_refused(&tx, StatusCode::BAD_REQUEST, "wrong_chain").await;
+}
+
+#[tokio::test]
+async fn expired_and_far_future_expiries_are_refused() {
+    let node = TestNode::start().await;
+    let tx = node.tx_with(&acme(), |tx| tx.expires_at_ms = wall_clock_ms() - 1_000);
+    node.assert_tx_refused(&tx, StatusCode::BAD_REQUEST, "expired").await;
+    let max = Genesis::dev().params.max_expiry_ms;
+    let tx = node.tx_with(&acme(), |tx| tx.expires_at_ms = wall_clock_ms() + max + 60_000);
+    node.assert_tx_refused(&tx, StatusCode::BAD_REQUEST, "expiry_too_far").await;
+}
+
+#[tokio::test]
+async fn an_unknown_sender_is_forbidden() {
+    let node = TestNode::start().await;
+    let tx = node.tx(&KeyPair::insecure_from_label("not a member"), 0);
+    node.assert_tx_refused(&tx, StatusCode::FORBIDDEN, "unknown_sender").await;
+}
+
+/// The account's committed nonce is moved to 1 by a block written straight to storage.
+#[tokio::test]
+async fn a_used_nonce_is_a_replay() {
+    let node = TestNode::start().await;
+    let key = acme();
+    let record = AccountRecord { nonce: 1, ..node.account(&key.public()) };
+    node.commit(Vec::new(), TestNode::account_write(&key.public(), &record));
+    node.assert_tx_refused(&node.tx(&key, 0), StatusCode::CONFLICT, "nonce_replayed").await;
+    let (status, body) = node.submit(&node.tx(&key, 1)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+}
+
+#[tokio::test]
+async fn a_second_submission_is_already_known_and_a_second_use_of_a_nonce_is_taken() {
+    let node = TestNode::start().await;
+    let tx = node.tx(&acme(), 0);
+    assert_eq!(node.submit(&tx).await.0, StatusCode::ACCEPTED);
+    node.assert_tx_refused(&tx, StatusCode::CONFLICT, "already_known").await;
+    let other = node.tx_with(&acme(), |tx| tx.payload = Payload::System(SystemOp::Remark { data: b"other".to_vec().into() }));
+    node.assert_tx_refused(&other, StatusCode::CONFLICT, "nonce_taken").await;
+    assert_eq!(node.mempool.len(), 1);
+}
+
+#[tokio::test]
+async fn a_nonce_too_far_ahead_is_unprocessable() {
+    let node = TestNode::start().await;
+    let gap = Genesis::dev().params.max_nonce_gap;
+    node.assert_tx_refused(&node.tx(&acme(), gap), StatusCode::UNPROCESSABLE_ENTITY, "nonce_too_far_ahead").await;
+    let (status, body) = node.submit(&node.tx(&acme(), gap - 1)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_oversized() {
+    let node = TestNode::start().await;
+    let big = vec![0u8; MAX_BODY_BYTES + 1];
+    node.assert_refused("application/octet-stream", big, StatusCode::PAYLOAD_TOO_LARGE, "oversized").await;
+    let json = serde_json::to_vec(&json!({ "signed_tx": "00".repeat(MAX_BODY_BYTES) })).unwrap();
+    node.assert_refused("application/json", json, StatusCode::PAYLOAD_TOO_LARGE, "oversized").await;
+}
+
+#[tokio::test]
+async fn a_transaction_over_max_tx_bytes_is_oversized() {
+    let node = TestNode::start_with(|p| p.max_tx_bytes = 200).await;
+    let tx = node.tx_with(&acme(), |tx| tx.payload = Payload::System(SystemOp::Remark { data: vec![7; 300].into() }));
+    node.assert_tx_refused(&tx, StatusCode::PAYLOAD_TOO_LARGE, "oversized").await;
+}
+
+#[tokio::test]
+async fn a_full_mempool_is_too_many_requests() {
+    let node = TestNode::start_with(|p| p.mempool_capacity = 1).await;
+    assert_eq!(node.submit(&node.tx(&acme(), 0)).await.0, StatusCode::ACCEPTED);
+    let tx = node.tx(&dev_account("supplier-t1/ops"), 0);
+    node.assert_tx_refused(&tx, StatusCode::TOO_MANY_REQUESTS, "mempool_full").await;
+}
+
+#[tokio::test]
+async fn a_full_sender_queue_is_too_many_requests() {
+    let node = TestNode::start_with(|p| p.mempool_per_sender = 1).await;
+    assert_eq!(node.submit(&node.tx(&acme(), 0)).await.0, StatusCode::ACCEPTED);
+    node.assert_tx_refused(&node.tx(&acme(), 1), StatusCode::TOO_MANY_REQUESTS, "sender_queue_full").await;
+}
+
+// ---------------------------------------------------------------------------
+// Queries
+
+#[tokio::test]
+async fn block_zero_is_the_genesis_block_by_height_hash_and_as_latest() {
+    let node = TestNode::start().await;
+    let genesis = node.storage.block(0).unwrap().unwrap();
+    let (status, body) = node.get("/v1/blocks/0").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let by_height: BlockResponse = serde_json::from_value(body).expect("a BlockResponse");
+    assert_eq!(by_height.block, genesis);
+    assert_eq!(by_height.hash, genesis.hash());
+    assert_eq!(by_height.commit.block, genesis.hash());
+    assert!(by_height.receipts.is_empty());
+    assert_eq!(by_height.block.header.chain_id, node.chain_id);
+
+    let (_, latest) = node.get("/v1/blocks/latest").await;
+    assert_eq!(serde_json::from_value::<BlockResponse>(latest).unwrap(), by_height);
+    let (_, by_hash) = node.get(&format!("/v1/blocks/by-hash/{}", genesis.hash())).await;
+    assert_eq!(serde_json::from_value::<BlockResponse>(by_hash).unwrap(), by_height);
+}
+
+#[tokio::test]
+async fn missing_or_malformed_blocks_are_errors() {
+    let node = TestNode::start().await;
+    for (path, status, code) in [
+        ("/v1/blocks/1".to_owned(), StatusCode::NOT_FOUND, "not_found"),
+        ("/v1/blocks/-1".to_owned(), StatusCode::BAD_REQUEST, "malformed"),
+        ("/v1/blocks/99999999999999999999999".to_owned(), StatusCode::BAD_REQUEST, "malformed"),
+        (format!("/v1/blocks/by-hash/{}", Hash([3; 32])), StatusCode::NOT_FOUND, "not_found"),
+        ("/v1/blocks/by-hash/abcd".to_owned(), StatusCode::BAD_REQUEST, "malformed"),
+        ("/v2/nothing".to_owned(), StatusCode::NOT_FOUND, "not_found"),
+    ] {
+        let (got, body) = node.get(&path).await;
+        assert_eq!((got, body["code"].as_str()), (status, Some(code)), "{path}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn state_reads_come_with_a_proof_that_verifies_against_the_root() {
+    let node = TestNode::start().await;
+    let key = execution::keys::PARAMS;
+    let (status, body) = node.get(&format!("/v1/state/{}?proof=true", hex::encode(key))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let read: StateResponse = serde_json::from_value(body).expect("a StateResponse");
+    let head = node.storage.head().unwrap();
+    assert_eq!((read.height, read.state_root), (head.height, head.state_root));
+    let value = read.value.clone().expect("sys/params is set");
+    assert_eq!(value.0, encode(&Genesis::dev().params));
+    let proof = read.proof.expect("asked for a proof");
+    trellis_types::verify_state_proof(&read.state_root, key, Some(&value), &proof.proof).expect("proof verifies");
+
+    let mut altered = value.0.clone();
+    altered[0] ^= 1;
+    assert!(trellis_types::verify_state_proof(&read.state_root, key, Some(&altered), &proof.proof).is_err());
+    assert!(trellis_types::verify_state_proof(&read.state_root, key, None, &proof.proof).is_err());
+}
+
+#[tokio::test]
+async fn state_reads_prove_absence_default_to_no_proof_and_read_old_heights() {
+    let node = TestNode::start().await;
+    let (status, body) = node.get(&format!("/v1/state/{}?proof=true", hex::encode(b"no/such/key"))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let read: StateResponse = serde_json::from_value(body).unwrap();
+    assert_eq!(read.value, None);
+    let proof = read.proof.unwrap();
+    trellis_types::verify_state_proof(&read.state_root, b"no/such/key", None, &proof.proof).unwrap();
+
+    node.commit(Vec::new(), Writes::from([(b"test/key".to_vec(), Some(b"v1".to_vec()))]));
+    let (_, body) = node.get(&format!("/v1/state/{}", hex::encode(b"test/key"))).await;
+    assert_eq!(body["value"], hex::encode(b"v1"));
+    assert_eq!(body["height"], 1);
+    assert_eq!(body["proof"], Value::Null);
+    let (_, body) = node.get(&format!("/v1/state/{}?height=0", hex::encode(b"test/key"))).await;
+    assert_eq!((body["value"].clone(), body["height"].clone()), (Value::Null, json!(0)));
+
+    for (path, status, code) in [
+        (format!("/v1/state/{}?height=5", hex::encode(b"test/key")), StatusCode::NOT_FOUND, "not_found"),
+        ("/v1/state/xyz".to_owned(), StatusCode::BAD_REQUEST, "malformed"),
+        (format!("/v1/state/{}?proof=maybe", hex::encode(b"k")), StatusCode::BAD_REQUEST, "malformed"),
+    ] {
+        let (got, body) = node.get(&path).await;
+        assert_eq!((got, body["code"].as_str()), (status, Some(code)), "{path}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn status_and_health_answer() {
+    let node = TestNode::start().await;
+    let (status, body) = node.get("/status").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["chain_id"], node.chain_id);
+    assert_eq!(body["genesis_hash"], Genesis::dev().hash().to_hex());
+    assert_eq!(body["height"], 0);
+    assert_eq!(body["block_hash"], node.storage.head().unwrap().block_hash.to_hex());
+    assert_eq!(body["validator"], true);
+    assert_eq!(node.get("/health").await, (StatusCode::OK, json!({ "status": "ok" })));
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route() {
+    let node = TestNode::start().await;
+    let (status, doc) = node.get("/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+    for (path, method) in [
+        ("/v1/transactions", "post"),
+        ("/v1/transactions/{hash}", "get"),
+        ("/v1/blocks/latest", "get"),
+        ("/v1/blocks/{height}", "get"),
+        ("/v1/blocks/by-hash/{hash}", "get"),
+        ("/v1/state/{key}", "get"),
+        ("/status", "get"),
+        ("/health", "get"),
+        ("/metrics", "get"),
+        ("/openapi.json", "get"),
+    ] {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path} missing from the OpenAPI document");
+    }
+    let submit = &doc["paths"]["/v1/transactions"]["post"];
+    assert!(submit["requestBody"]["content"]["application/octet-stream"].is_object());
+    assert!(submit["requestBody"]["content"]["application/json"].is_object());
+    for status in ["202", "400", "401", "403", "409", "413", "415", "422", "429", "500"] {
+        assert!(submit["responses"][status].is_object(), "submit response {status} undocumented");
+    }
+    for schema in ["ErrorBody", "BlockResponse", "StateResponse", "TxStatus", "ChainStatus", "SignedTransaction"] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "schema {schema} missing");
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_report_the_mempool() {
+    let node = TestNode::start().await;
+    node.get("/health").await;
+    node.get(&format!("/v1/blocks/by-hash/{}", Hash([3; 32]))).await;
+    node.submit(&node.tx(&acme(), 0)).await;
+    node.assert_tx_refused(&node.tx(&acme(), 0), StatusCode::CONFLICT, "already_known").await;
+
+    let response = node.client.get(format!("{}/metrics", node.url)).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let content_type = response.headers()[CONTENT_TYPE].to_str().unwrap().to_owned();
+    assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
+    let text = response.text().await.unwrap();
+    for line in [
+        "trellis_height",
+        "trellis_mempool_size 1",
+        r#"trellis_api_requests_total{route="/health",status="200"} 1"#,
+        r#"trellis_api_requests_total{route="/v1/blocks/by-hash/{hash}",status="404"} 1"#,
+        r#"trellis_api_requests_total{route="/v1/transactions",status="202"} 1"#,
+        r#"trellis_admission_rejected_total{code="already_known"} 1"#,
+        r#"trellis_api_latency_seconds_count{route="/health"} 1"#,
+    ] {
+        assert!(text.contains(line), "`{line}` missing from:\n{text}");
+    }
+}

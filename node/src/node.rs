@@ -1,0 +1,270 @@
+//! The driver: wires consensus to clocks, disk, the mempool and the API.
+//!
+//! One task owns the consensus state machine and the chain and executes the
+//! actions consensus returns, in order: the safety record is fsync'ed before
+//! the vote that follows it is sent; a block is built only when consensus asks
+//! for one, as soon as transactions wait (but no sooner than the block
+//! interval after the last commit) or at the idle heartbeat; timers are a
+//! sorted map of deadlines. A single validator (`--dev`) runs this same path
+//! with a validator set of one.
+
+use crate::api::{self, ApiState, ChainStatus};
+use crate::chain::{self, Chain};
+use crate::config::NodeConfig;
+use crate::consensus::{Action, Consensus, Message, SafetyState, Step, Timeouts};
+use crate::mempool::Mempool;
+use crate::metrics::Metrics;
+use crate::safety::SafetyStore;
+use crate::storage::Storage;
+use anyhow::Context;
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+use trellis_genesis::Genesis;
+use trellis_types::KeyPair;
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Runs a node until `shutdown` resolves. `validator_key` is None for an observer.
+pub async fn run(
+    config: NodeConfig,
+    genesis: Genesis,
+    validator_key: Option<KeyPair>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    if genesis.insecure_dev_keys {
+        warn!("this chain's genesis uses INSECURE public dev keys: never let it guard anything of value");
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let storage = Storage::open(&config.data_dir.join("chain")).context("opening the chain database")?;
+    let head = chain::initialise(&storage, &genesis)?;
+    info!(chain_id = %genesis.chain_id, height = head.height, state_root = %head.state_root, "chain opened");
+
+    let mempool = Arc::new(Mempool::new(genesis.chain_id.clone(), genesis.params.clone()));
+    let metrics = Arc::new(Metrics::new());
+    metrics.height.set(head.height as i64);
+
+    // A validator whose safety record cannot be trusted follows the chain without voting.
+    let (safety, safety_state, validator_key) = match SafetyStore::open(&config.data_dir.join("safety")) {
+        Ok((store, state)) => (Some(store), state, validator_key),
+        Err(e) => {
+            error!(error = %e, "not voting");
+            (None, SafetyState::default(), None)
+        }
+    };
+    let chain = Chain::new(storage.clone(), &genesis, mempool.clone());
+    let is_validator = validator_key.as_ref().is_some_and(|k| chain.validators().contains(&k.public()));
+    if validator_key.is_some() && !is_validator {
+        warn!("the configured validator key is not in the genesis validator set: running as an observer");
+    }
+    let (status_tx, status_rx) = watch::channel(ChainStatus {
+        height: head.height,
+        block_hash: head.block_hash,
+        state_root: head.state_root,
+        last_block_time_ms: head.timestamp_ms,
+        syncing: false,
+        peers: 0,
+        validator: is_validator,
+        round: 0,
+    });
+
+    let listener = tokio::net::TcpListener::bind(config.api.listen)
+        .await
+        .with_context(|| format!("binding the API to {}", config.api.listen))?;
+    info!(addr = %listener.local_addr()?, "API listening");
+    let api_state = Arc::new(ApiState {
+        chain_id: genesis.chain_id.clone(),
+        genesis_hash: genesis.hash(),
+        storage: storage.clone(),
+        mempool: mempool.clone(),
+        status: status_rx,
+        metrics: metrics.clone(),
+        max_body_bytes: config.api.max_body_bytes,
+    });
+    let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
+    let api = tokio::spawn(api::serve(listener, api_state, async {
+        let _ = api_stopped.await;
+    }));
+
+    let c = &config.consensus;
+    let timeouts = Timeouts {
+        propose_ms: c.timeout_propose_ms,
+        prevote_ms: c.timeout_prevote_ms,
+        precommit_ms: c.timeout_precommit_ms,
+        delta_ms: c.timeout_delta_ms,
+        idle_block_ms: genesis.params.idle_block_interval_ms,
+    };
+    let consensus = Consensus::new(
+        genesis.chain_id.clone(),
+        chain.validators().clone(),
+        validator_key.clone(),
+        timeouts,
+        head.height + 1,
+        safety_state,
+    );
+    let mut driver = Driver {
+        consensus,
+        chain,
+        key: validator_key,
+        safety,
+        mempool,
+        metrics,
+        status: status_tx,
+        timers: BTreeMap::new(),
+        timer_seq: 0,
+        pending_build: None,
+        last_commit: Instant::now(),
+    };
+    let result = driver.run(shutdown).await;
+    let _ = stop_api.send(());
+    api.await.context("API task")?.context("API server")?;
+    info!("stopped");
+    result
+}
+
+struct Driver {
+    consensus: Consensus,
+    chain: Chain,
+    key: Option<KeyPair>,
+    safety: Option<SafetyStore>,
+    mempool: Arc<Mempool>,
+    metrics: Arc<Metrics>,
+    status: watch::Sender<ChainStatus>,
+    /// (deadline, sequence) → (height, round, step)
+    timers: BTreeMap<(Instant, u64), (u64, u64, Step)>,
+    timer_seq: u64,
+    /// The round consensus asked us to build a block for.
+    pending_build: Option<u64>,
+    last_commit: Instant,
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Driver {
+    async fn run(&mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let start = self.consensus.start();
+        self.process(start)?;
+        tokio::pin!(shutdown);
+        loop {
+            let next_timer = self.timers.first_key_value().map(|(k, _)| k.0);
+            let build_at = self.pending_build.map(|_| self.build_deadline());
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                _ = sleep_until(next_timer) => self.fire_timers()?,
+                _ = sleep_until(build_at) => self.build()?,
+                _ = self.mempool.arrived(), if self.pending_build.is_some() => {}
+            }
+        }
+    }
+
+    /// When to build: the block interval after the last commit if transactions
+    /// wait, else at the idle heartbeat.
+    fn build_deadline(&self) -> Instant {
+        let params = self.chain.params();
+        let wait = if self.mempool.is_empty() { params.idle_block_interval_ms } else { params.block_interval_ms };
+        self.last_commit + Duration::from_millis(wait)
+    }
+
+    fn fire_timers(&mut self) -> anyhow::Result<()> {
+        let now = Instant::now();
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let (height, round, step) = entry.remove();
+            let actions = self.consensus.on_timeout(height, round, step);
+            self.process(actions)?;
+        }
+        Ok(())
+    }
+
+    fn build(&mut self) -> anyhow::Result<()> {
+        let (Some(round), Some(key)) = (self.pending_build.take(), self.key.clone()) else {
+            return Ok(());
+        };
+        if round != self.consensus.round() {
+            return Ok(());
+        }
+        let block = tokio::task::block_in_place(|| self.chain.build(round, &key, now_ms()))?;
+        debug!(height = block.header.height, round, txs = block.txs.len(), "proposing");
+        let actions = self.consensus.on_block_built(block);
+        self.process(actions)
+    }
+
+    fn process(&mut self, actions: Vec<Action>) -> anyhow::Result<()> {
+        let mut queue = VecDeque::from(actions);
+        while let Some(action) = queue.pop_front() {
+            match action {
+                Action::PersistSafety(state) => {
+                    // Nothing after this may leave the node unless it is on disk.
+                    let store = self.safety.as_ref().context("voting without a safety record")?;
+                    tokio::task::block_in_place(|| store.save(&state))?;
+                }
+                Action::Broadcast(message) => self.broadcast(message),
+                Action::BuildBlock { round, .. } => self.pending_build = Some(round),
+                Action::ValidateBlock(block) => {
+                    let hash = block.hash();
+                    let verdict = tokio::task::block_in_place(|| self.chain.validate(&block, now_ms()));
+                    if let Err(e) = &verdict {
+                        warn!(height = block.header.height, block = %hash, error = %e, "invalid proposal");
+                    }
+                    queue.extend(self.consensus.on_block_validated(hash, verdict.is_ok()));
+                }
+                Action::ScheduleTimeout { height, round, step, after_ms } => {
+                    self.timer_seq += 1;
+                    let at = Instant::now() + Duration::from_millis(after_ms);
+                    self.timers.insert((at, self.timer_seq), (height, round, step));
+                }
+                Action::Commit { block, certificate } => {
+                    let now = now_ms();
+                    tokio::task::block_in_place(|| self.chain.commit(&block, &certificate, now))?;
+                    self.on_committed(&block);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn broadcast(&self, message: Message) {
+        // A validator set of one has no one to tell; the peer-to-peer layer
+        // delivers to the others once it exists.
+        if self.consensus.validators().len() > 1 {
+            debug!(?message, "no peer-to-peer transport: message not sent");
+        }
+    }
+
+    fn on_committed(&mut self, block: &trellis_types::Block) {
+        let header = &block.header;
+        let now = Instant::now();
+        self.metrics.height.set(header.height as i64);
+        self.metrics.committed_txs.inc_by(block.txs.len() as u64);
+        self.metrics.block_txs.observe(block.txs.len() as f64);
+        self.metrics.block_interval_seconds.observe((now - self.last_commit).as_secs_f64());
+        if header.round > 0 {
+            self.metrics.consensus_rounds.inc_by(header.round);
+        }
+        self.last_commit = now;
+        let height = self.consensus.height();
+        self.timers.retain(|_, (h, _, _)| *h >= height);
+        self.status.send_modify(|s| {
+            s.height = header.height;
+            s.block_hash = block.hash();
+            s.state_root = header.state_root;
+            s.last_block_time_ms = header.timestamp_ms;
+            s.round = header.round;
+        });
+        info!(height = header.height, round = header.round, txs = block.txs.len(), hash = %block.hash(), "committed");
+    }
+}
