@@ -122,7 +122,11 @@ pub enum TxStatus {
     /// Admitted to this node's mempool, not yet committed.
     Pending,
     /// Committed at `height`, as the block's `index`-th transaction.
-    Committed { height: u64, index: u32, receipt: Receipt },
+    Committed {
+        height: u64,
+        index: u32,
+        receipt: Receipt,
+    },
 }
 
 /// A committed block with the certificate that committed it and its receipts.
@@ -184,7 +188,11 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 
     fn malformed(message: impl Into<String>) -> Self {
@@ -198,7 +206,11 @@ impl ApiError {
     /// Logs the detail; the client learns only that it was our fault.
     fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error serving an API request");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; the node's log has the details")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; the node's log has the details",
+        )
     }
 }
 
@@ -210,7 +222,14 @@ impl From<StorageError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(ErrorBody { code: self.code.to_owned(), message: self.message })).into_response()
+        (
+            self.status,
+            Json(ErrorBody {
+                code: self.code.to_owned(),
+                message: self.message,
+            }),
+        )
+            .into_response()
     }
 }
 
@@ -218,9 +237,8 @@ impl IntoResponse for ApiError {
 pub fn admission_status(code: &str) -> StatusCode {
     match code {
         "oversized" => StatusCode::PAYLOAD_TOO_LARGE,
-        "malformed" | "non_canonical" | "wrong_chain" | "expired" | "expiry_too_far" | "weak_key" => {
-            StatusCode::BAD_REQUEST
-        }
+        "malformed" | "non_canonical" | "wrong_chain" | "expired" | "expiry_too_far"
+        | "weak_key" => StatusCode::BAD_REQUEST,
         "bad_signature" => StatusCode::UNAUTHORIZED,
         "unknown_sender" => StatusCode::FORBIDDEN,
         "nonce_replayed" | "already_known" | "nonce_taken" => StatusCode::CONFLICT,
@@ -244,15 +262,19 @@ impl From<AdmissionError> for ApiError {
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(work).await.map_err(|e| ApiError::internal(format!("API task failed: {e}")))?
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::internal(format!("API task failed: {e}")))?
 }
 
 fn parse_hash(s: &str) -> Result<Hash, ApiError> {
-    Hash::from_hex(s).map_err(|e| ApiError::malformed(format!("`{s}` is not a 32-byte hex hash: {e}")))
+    Hash::from_hex(s)
+        .map_err(|e| ApiError::malformed(format!("`{s}` is not a 32-byte hex hash: {e}")))
 }
 
 fn path_param(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
-    path.map(|Path(p)| p).map_err(|e| ApiError::malformed(e.body_text()))
+    path.map(|Path(p)| p)
+        .map_err(|e| ApiError::malformed(e.body_text()))
 }
 
 // ---------------------------------------------------------------------------
@@ -273,7 +295,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
-        .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), observe))
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            observe,
+        ))
         .with_state(state)
 }
 
@@ -286,21 +311,42 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "API listening");
     }
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Counts and times every request by route template and status, in a span of its own.
 async fn observe(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
     // The template, not the path: label values must stay few.
-    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
     let span = tracing::info_span!("api", method = %request.method(), route = %route);
     let started = Instant::now();
     let response = next.run(request).instrument(span.clone()).await;
     let elapsed = started.elapsed();
     let status = response.status();
-    metrics.api_requests.get_or_create(&ApiLabels { route: route.clone(), status: status.as_u16().to_string() }).inc();
-    metrics.api_latency_seconds.get_or_create(&RouteLabels { route }).observe(elapsed.as_secs_f64());
-    span.in_scope(|| tracing::info!(status = status.as_u16(), latency_us = elapsed.as_micros() as u64, "request"));
+    metrics
+        .api_requests
+        .get_or_create(&ApiLabels {
+            route: route.clone(),
+            status: status.as_u16().to_string(),
+        })
+        .inc();
+    metrics
+        .api_latency_seconds
+        .get_or_create(&RouteLabels { route })
+        .observe(elapsed.as_secs_f64());
+    span.in_scope(|| {
+        tracing::info!(
+            status = status.as_u16(),
+            latency_us = elapsed.as_micros() as u64,
+            "request"
+        )
+    });
     response
 }
 
@@ -309,7 +355,11 @@ async fn unknown_route() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
 }
 
 // ---------------------------------------------------------------------------
@@ -333,7 +383,9 @@ fn body_format(headers: &HeaderMap) -> Option<BodyFormat> {
 }
 
 fn wall_clock_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Submit a signed transaction to the mempool.
@@ -368,12 +420,22 @@ async fn submit_transaction(
 ) -> Result<(StatusCode, Json<TxSubmitted>), ApiError> {
     let result = submit(&state, &headers, body).await;
     if let Err(e) = &result {
-        state.metrics.admission_rejected.get_or_create(&CodeLabels { code: e.code.to_owned() }).inc();
+        state
+            .metrics
+            .admission_rejected
+            .get_or_create(&CodeLabels {
+                code: e.code.to_owned(),
+            })
+            .inc();
     }
     result.map(|tx_hash| (StatusCode::ACCEPTED, Json(TxSubmitted { tx_hash })))
 }
 
-async fn submit(state: &Arc<ApiState>, headers: &HeaderMap, body: Result<Body, BytesRejection>) -> Result<Hash, ApiError> {
+async fn submit(
+    state: &Arc<ApiState>,
+    headers: &HeaderMap,
+    body: Result<Body, BytesRejection>,
+) -> Result<Hash, ApiError> {
     let format = body_format(headers).ok_or_else(|| {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -382,22 +444,37 @@ async fn submit(state: &Arc<ApiState>, headers: &HeaderMap, body: Result<Body, B
         )
     })?;
     let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "oversized", format!("request body is over {} bytes", state.max_body_bytes))
-        }
-        _ => ApiError::malformed(format!("could not read the request body: {}", e.body_text())),
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "oversized",
+            format!("request body is over {} bytes", state.max_body_bytes),
+        ),
+        _ => ApiError::malformed(format!(
+            "could not read the request body: {}",
+            e.body_text()
+        )),
     })?;
     let bytes = match format {
         BodyFormat::Binary => body.to_vec(),
         BodyFormat::Json => {
-            let request: SubmitTransaction = serde_json::from_slice(&body)
-                .map_err(|e| ApiError::malformed(format!("body is not {{\"signed_tx\": \"<hex>\"}}: {e}")))?;
-            let hex_str = request.signed_tx.strip_prefix("0x").unwrap_or(&request.signed_tx);
-            hex::decode(hex_str).map_err(|e| ApiError::malformed(format!("signed_tx is not hex: {e}")))?
+            let request: SubmitTransaction = serde_json::from_slice(&body).map_err(|e| {
+                ApiError::malformed(format!("body is not {{\"signed_tx\": \"<hex>\"}}: {e}"))
+            })?;
+            let hex_str = request
+                .signed_tx
+                .strip_prefix("0x")
+                .unwrap_or(&request.signed_tx);
+            hex::decode(hex_str)
+                .map_err(|e| ApiError::malformed(format!("signed_tx is not hex: {e}")))?
         }
     };
     let state = state.clone();
-    blocking(move || Ok(state.mempool.admit(&bytes, &state.storage, wall_clock_ms())?)).await
+    blocking(move || {
+        Ok(state
+            .mempool
+            .admit(&bytes, &state.storage, wall_clock_ms())?)
+    })
+    .await
 }
 
 /// Where a transaction is: pending in this node's mempool or committed.
@@ -417,7 +494,10 @@ async fn get_transaction(
     hash: Result<Path<String>, PathRejection>,
 ) -> Result<Json<TxStatus>, ApiError> {
     let hash = parse_hash(&path_param(hash)?)?;
-    // Committed first: a transaction stays in the mempool until pruned after its commit.
+    // Look in the mempool before storage: a transaction leaves the mempool only
+    // after its block is stored, so one of the two looks always finds it.
+    // Storage wins when both do (it stays in the mempool until pruned).
+    let pending = state.mempool.contains(&hash);
     let location = {
         let state = state.clone();
         blocking(move || Ok(state.storage.tx_location(&hash)?)).await?
@@ -429,21 +509,32 @@ async fn get_transaction(
             receipt: location.receipt,
         }));
     }
-    if state.mempool.contains(&hash) {
+    if pending {
         return Ok(Json(TxStatus::Pending));
     }
-    Err(ApiError::not_found(format!("transaction {hash} is neither pending here nor committed")))
+    Err(ApiError::not_found(format!(
+        "transaction {hash} is neither pending here nor committed"
+    )))
 }
 
 fn load_block(storage: &Storage, height: u64) -> Result<Option<BlockResponse>, ApiError> {
-    let Some(block) = storage.block(height)? else { return Ok(None) };
-    let commit = storage
-        .commit_certificate(height)?
-        .ok_or_else(|| ApiError::internal(format!("block {height} is stored without its commit certificate")))?;
-    let receipts = storage
-        .receipts(height)?
-        .ok_or_else(|| ApiError::internal(format!("block {height} is stored without its receipts")))?;
-    Ok(Some(BlockResponse { hash: block.hash(), block, commit, receipts }))
+    let Some(block) = storage.block(height)? else {
+        return Ok(None);
+    };
+    let commit = storage.commit_certificate(height)?.ok_or_else(|| {
+        ApiError::internal(format!(
+            "block {height} is stored without its commit certificate"
+        ))
+    })?;
+    let receipts = storage.receipts(height)?.ok_or_else(|| {
+        ApiError::internal(format!("block {height} is stored without its receipts"))
+    })?;
+    Ok(Some(BlockResponse {
+        hash: block.hash(),
+        block,
+        commit,
+        receipts,
+    }))
 }
 
 /// The latest committed block.
@@ -455,7 +546,10 @@ fn load_block(storage: &Storage, height: u64) -> Result<Option<BlockResponse>, A
 )]
 async fn latest_block(State(state): State<Arc<ApiState>>) -> Result<Json<BlockResponse>, ApiError> {
     blocking(move || {
-        let head = state.storage.head().ok_or_else(|| ApiError::not_found("the chain has no block yet"))?;
+        let head = state
+            .storage
+            .head()
+            .ok_or_else(|| ApiError::not_found("the chain has no block yet"))?;
         load_block(&state.storage, head.height)?
             .map(Json)
             .ok_or_else(|| ApiError::internal(format!("head block {} is missing", head.height)))
@@ -480,8 +574,9 @@ async fn block_by_height(
     height: Result<Path<String>, PathRejection>,
 ) -> Result<Json<BlockResponse>, ApiError> {
     let height = path_param(height)?;
-    let height: u64 =
-        height.parse().map_err(|_| ApiError::malformed(format!("`{height}` is not a block height")))?;
+    let height: u64 = height
+        .parse()
+        .map_err(|_| ApiError::malformed(format!("`{height}` is not a block height")))?;
     blocking(move || {
         load_block(&state.storage, height)?
             .map(Json)
@@ -508,11 +603,18 @@ async fn block_by_hash(
 ) -> Result<Json<BlockResponse>, ApiError> {
     let hash = parse_hash(&path_param(hash)?)?;
     blocking(move || {
-        let block = state.storage.block_by_hash(&hash)?.ok_or_else(|| ApiError::not_found(format!("no block {hash}")))?;
+        let block = state
+            .storage
+            .block_by_hash(&hash)?
+            .ok_or_else(|| ApiError::not_found(format!("no block {hash}")))?;
         let height = block.header.height;
         load_block(&state.storage, height)?
             .map(Json)
-            .ok_or_else(|| ApiError::internal(format!("block {hash} is indexed at missing height {height}")))
+            .ok_or_else(|| {
+                ApiError::internal(format!(
+                    "block {hash} is indexed at missing height {height}"
+                ))
+            })
     })
     .await
 }
@@ -539,16 +641,24 @@ async fn get_state(
         .map_err(|e| ApiError::malformed(format!("state key is not hex: {e}")))?;
     let Query(query) = query.map_err(|e| ApiError::malformed(e.body_text()))?;
     blocking(move || {
-        let head = state.storage.head().ok_or_else(|| ApiError::not_found("the chain has no block yet"))?;
+        let head = state
+            .storage
+            .head()
+            .ok_or_else(|| ApiError::not_found("the chain has no block yet"))?;
         let height = query.height.unwrap_or(head.height);
         if height > head.height {
-            return Err(ApiError::not_found(format!("height {height} is not committed (head: {})", head.height)));
+            return Err(ApiError::not_found(format!(
+                "height {height} is not committed (head: {})",
+                head.height
+            )));
         }
         // Read through the tree even without a proof, so value and root are of the same height.
         let proof = match state.storage.get_with_proof(&key, height) {
             Ok(proof) => proof,
             Err(StorageError::VersionNotCommitted { version, .. }) => {
-                return Err(ApiError::not_found(format!("height {version} is not committed")));
+                return Err(ApiError::not_found(format!(
+                    "height {version} is not committed"
+                )));
             }
             Err(e) => return Err(e.into()),
         };
@@ -566,17 +676,27 @@ async fn get_state(
 /// The chain as this node sees it.
 #[utoipa::path(get, path = "/status", tag = "node", responses((status = 200, body = StatusResponse)))]
 async fn status(State(state): State<Arc<ApiState>>) -> Json<StatusResponse> {
+    let mut status = state.status.borrow().clone();
+    // The head comes from storage, so /status never lags what queries already show.
+    if let Some(head) = state.storage.head() {
+        status.height = head.height;
+        status.block_hash = head.block_hash;
+        status.state_root = head.state_root;
+        status.last_block_time_ms = head.timestamp_ms;
+    }
     Json(StatusResponse {
         chain_id: state.chain_id.clone(),
         genesis_hash: state.genesis_hash,
-        status: state.status.borrow().clone(),
+        status,
     })
 }
 
 /// Liveness: answers while the HTTP server runs.
 #[utoipa::path(get, path = "/health", tag = "node", responses((status = 200, body = Health)))]
 async fn health() -> Json<Health> {
-    Json(Health { status: "ok".into() })
+    Json(Health {
+        status: "ok".into(),
+    })
 }
 
 /// Prometheus metrics (OpenMetrics text).
@@ -587,17 +707,37 @@ async fn health() -> Json<Health> {
     responses((status = 200, body = String, content_type = "application/openmetrics-text"))
 )]
 async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
-    state.metrics.mempool_size.set(i64::try_from(state.mempool.len()).unwrap_or(i64::MAX));
+    state
+        .metrics
+        .mempool_size
+        .set(i64::try_from(state.mempool.len()).unwrap_or(i64::MAX));
     let text = state.metrics.encode();
-    ([(header::CONTENT_TYPE, HeaderValue::from_static(crate::metrics::CONTENT_TYPE))], text).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+        )],
+        text,
+    )
+        .into_response()
 }
 
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "node", responses((status = 200, description = "OpenAPI 3.1 document")))]
 async fn openapi() -> Response {
-    static DOC: LazyLock<String> =
-        LazyLock::new(|| ApiDoc::openapi().to_json().expect("the generated OpenAPI document serialises"));
-    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], DOC.as_str()).into_response()
+    static DOC: LazyLock<String> = LazyLock::new(|| {
+        ApiDoc::openapi()
+            .to_json()
+            .expect("the generated OpenAPI document serialises")
+    });
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        DOC.as_str(),
+    )
+        .into_response()
 }
 
 #[derive(OpenApi)]

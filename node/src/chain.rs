@@ -29,7 +29,9 @@ pub const MAX_CLOCK_DRIFT_MS: u64 = 5_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChainError {
-    #[error("storage holds chain {stored}, the genesis given is {given}")]
+    #[error(
+        "the data directory holds a chain whose genesis hash is {stored}, but the genesis given hashes to {given}: use another data directory or the matching genesis"
+    )]
     GenesisMismatch { stored: String, given: String },
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -68,20 +70,38 @@ pub fn initialise(storage: &Storage, genesis: &Genesis) -> Result<ChainHead, Cha
     };
     let certificate = QuorumCertificate::genesis(block.hash());
     storage.commit_block(&block, &certificate, &[], update)?;
-    storage.head().ok_or_else(|| StorageError::Corrupt { what: "no head after writing genesis".into() }.into())
+    storage.head().ok_or_else(|| {
+        StorageError::Corrupt {
+            what: "no head after writing genesis".into(),
+        }
+        .into()
+    })
 }
 
 /// The state genesis starts from: parameters, organisations and accounts.
 pub fn genesis_writes(genesis: &Genesis) -> Writes {
     let mut writes = Writes::new();
-    writes.insert(execution::keys::PARAMS.to_vec(), Some(encode(&genesis.params)));
-    writes.insert(execution::keys::GENESIS.to_vec(), Some(genesis.hash().0.to_vec()));
+    writes.insert(
+        execution::keys::PARAMS.to_vec(),
+        Some(encode(&genesis.params)),
+    );
+    writes.insert(
+        execution::keys::GENESIS.to_vec(),
+        Some(genesis.hash().0.to_vec()),
+    );
     for org in genesis.organisations() {
         writes.insert(execution::keys::organisation(&org.id), Some(encode(&org)));
     }
     for account in genesis.accounts() {
-        let record = execution::AccountRecord { org: account.org, org_admin: account.org_admin, nonce: 0 };
-        writes.insert(execution::keys::account(&account.key), Some(encode(&record)));
+        let record = execution::AccountRecord {
+            org: account.org,
+            org_admin: account.org_admin,
+            nonce: 0,
+        };
+        writes.insert(
+            execution::keys::account(&account.key),
+            Some(encode(&record)),
+        );
     }
     writes
 }
@@ -98,7 +118,11 @@ pub enum InvalidBlock {
     #[error(transparent)]
     Execution(#[from] execution::BlockError),
     #[error("{what} root mismatch: header {header}, computed {computed}")]
-    Root { what: &'static str, header: Hash, computed: Hash },
+    Root {
+        what: &'static str,
+        header: Hash,
+        computed: Hash,
+    },
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -131,7 +155,9 @@ impl Chain {
     }
 
     pub fn head(&self) -> Result<ChainHead, StorageError> {
-        self.storage.head().ok_or_else(|| StorageError::Corrupt { what: "chain has no genesis".into() })
+        self.storage.head().ok_or_else(|| StorageError::Corrupt {
+            what: "chain has no genesis".into(),
+        })
     }
 
     pub fn validators(&self) -> &ValidatorSet {
@@ -143,13 +169,19 @@ impl Chain {
     }
 
     /// Builds the block for (head + 1, `round`) from waiting transactions.
-    pub fn build(&mut self, round: u64, proposer: &KeyPair, now_ms: u64) -> Result<Block, StorageError> {
+    pub fn build(
+        &mut self,
+        round: u64,
+        proposer: &KeyPair,
+        now_ms: u64,
+    ) -> Result<Block, StorageError> {
         let head = self.head()?;
         let height = head.height + 1;
         let ctx = BlockContext {
             chain_id: self.chain_id.clone(),
             height,
             timestamp_ms: now_ms.max(head.timestamp_ms + 1),
+            max_expiry_ms: self.params.max_expiry_ms,
         };
         let candidates = self.mempool.candidates(
             &self.storage,
@@ -157,11 +189,25 @@ impl Chain {
             self.params.max_block_bytes,
         )?;
         let (txs, output) = execution::execute_candidates(&self.storage, &ctx, candidates)?;
-        let parent_commit = self.storage.commit_certificate(head.height)?.ok_or_else(|| {
-            StorageError::Corrupt { what: format!("no commit certificate for height {}", head.height) }
-        })?;
-        let (header, executed) = self.seal(&ctx, round, head.block_hash, proposer.public(), &txs, output)?;
-        let block = Block { header, parent_commit, txs };
+        let parent_commit = self
+            .storage
+            .commit_certificate(head.height)?
+            .ok_or_else(|| StorageError::Corrupt {
+                what: format!("no commit certificate for height {}", head.height),
+            })?;
+        let (header, executed) = self.seal(
+            &ctx,
+            round,
+            head.block_hash,
+            proposer.public(),
+            &txs,
+            output,
+        )?;
+        let block = Block {
+            header,
+            parent_commit,
+            txs,
+        };
         self.executed.insert(block.hash(), executed);
         Ok(block)
     }
@@ -187,7 +233,13 @@ impl Chain {
             timestamp_ms: ctx.timestamp_ms,
             proposer,
         };
-        Ok((header, Executed { receipts: output.receipts, update }))
+        Ok((
+            header,
+            Executed {
+                receipts: output.receipts,
+                update,
+            },
+        ))
     }
 
     /// Checks a block proposed by another validator and executes it.
@@ -205,37 +257,67 @@ impl Chain {
             return bad(format!("height {} on head {}", h.height, head.height));
         }
         if h.parent != head.block_hash {
-            return bad(format!("parent {} is not the head {}", h.parent, head.block_hash));
+            return bad(format!(
+                "parent {} is not the head {}",
+                h.parent, head.block_hash
+            ));
         }
         if h.timestamp_ms <= head.timestamp_ms {
-            return bad(format!("timestamp {} not after the parent's {}", h.timestamp_ms, head.timestamp_ms));
+            return bad(format!(
+                "timestamp {} not after the parent's {}",
+                h.timestamp_ms, head.timestamp_ms
+            ));
         }
         if h.timestamp_ms > now_ms + MAX_CLOCK_DRIFT_MS {
-            return bad(format!("timestamp {} is ahead of our clock {now_ms}", h.timestamp_ms));
+            return bad(format!(
+                "timestamp {} is ahead of our clock {now_ms}",
+                h.timestamp_ms
+            ));
         }
         if block.txs.len() > self.params.max_block_txs as usize {
-            return bad(format!("{} transactions, limit {}", block.txs.len(), self.params.max_block_txs));
+            return bad(format!(
+                "{} transactions, limit {}",
+                block.txs.len(),
+                self.params.max_block_txs
+            ));
         }
         let bytes: u64 = block.txs.iter().map(|t| encode(t).len() as u64).sum();
         if bytes > self.params.max_block_bytes {
-            return bad(format!("{bytes} bytes of transactions, limit {}", self.params.max_block_bytes));
+            return bad(format!(
+                "{bytes} bytes of transactions, limit {}",
+                self.params.max_block_bytes
+            ));
         }
         self.check_parent_commit(block, &head)?;
         let root = tx_root(&block.txs);
         if root != h.tx_root {
-            return Err(InvalidBlock::Root { what: "transactions", header: h.tx_root, computed: root });
+            return Err(InvalidBlock::Root {
+                what: "transactions",
+                header: h.tx_root,
+                computed: root,
+            });
         }
         self.verify_signatures(&block.txs)?;
 
-        let ctx = BlockContext { chain_id: self.chain_id.clone(), height: h.height, timestamp_ms: h.timestamp_ms };
+        let ctx = BlockContext {
+            chain_id: self.chain_id.clone(),
+            height: h.height,
+            timestamp_ms: h.timestamp_ms,
+            max_expiry_ms: self.params.max_expiry_ms,
+        };
         let output = execution::execute_block(&self.storage, &ctx, &block.txs)?;
-        let (computed, executed) = self.seal(&ctx, h.round, h.parent, h.proposer, &block.txs, output)?;
+        let (computed, executed) =
+            self.seal(&ctx, h.round, h.parent, h.proposer, &block.txs, output)?;
         for (what, header, computed) in [
             ("receipts", h.receipts_root, computed.receipts_root),
             ("state", h.state_root, computed.state_root),
         ] {
             if header != computed {
-                return Err(InvalidBlock::Root { what, header, computed });
+                return Err(InvalidBlock::Root {
+                    what,
+                    header,
+                    computed,
+                });
             }
         }
         self.executed.insert(block.hash(), executed);
@@ -254,7 +336,9 @@ impl Chain {
             return if *qc == QuorumCertificate::genesis(head.block_hash) {
                 Ok(())
             } else {
-                Err(InvalidBlock::ParentCommit("not the genesis certificate".into()))
+                Err(InvalidBlock::ParentCommit(
+                    "not the genesis certificate".into(),
+                ))
             };
         }
         self.validators
@@ -278,20 +362,29 @@ impl Chain {
     }
 
     /// Persists a decided block with the result of executing it here.
-    pub fn commit(&mut self, block: &Block, certificate: &QuorumCertificate, now_ms: u64) -> Result<(), StorageError> {
+    pub fn commit(
+        &mut self,
+        block: &Block,
+        certificate: &QuorumCertificate,
+        now_ms: u64,
+    ) -> Result<(), StorageError> {
         let executed = match self.executed.remove(&block.hash()) {
             Some(e) => e,
             None => {
                 // Decided by a quorum without our having judged it (e.g. we
                 // timed out first): validate now; a quorum vouches for it.
-                self.validate(block, now_ms).map_err(|e| StorageError::InvalidBlock {
-                    height: block.header.height,
-                    reason: format!("a quorum committed a block this node finds invalid: {e}"),
-                })?;
-                self.executed.remove(&block.hash()).expect("validate stores the executed block")
+                self.validate(block, now_ms)
+                    .map_err(|e| StorageError::InvalidBlock {
+                        height: block.header.height,
+                        reason: format!("a quorum committed a block this node finds invalid: {e}"),
+                    })?;
+                self.executed
+                    .remove(&block.hash())
+                    .expect("validate stores the executed block")
             }
         };
-        self.storage.commit_block(block, certificate, &executed.receipts, executed.update)?;
+        self.storage
+            .commit_block(block, certificate, &executed.receipts, executed.update)?;
         self.executed.clear();
         self.mempool.prune(&self.storage, now_ms)?;
         Ok(())

@@ -30,7 +30,10 @@ impl ValidatorSet {
     pub fn new(mut validators: Vec<PublicKey>) -> Self {
         validators.sort();
         validators.dedup();
-        assert!(!validators.is_empty(), "a validator set needs at least one validator");
+        assert!(
+            !validators.is_empty(),
+            "a validator set needs at least one validator"
+        );
         ValidatorSet { validators }
     }
 
@@ -88,7 +91,10 @@ impl ValidatorSet {
                 .map_err(|_| CertificateError::BadSignature(*voter))?;
         }
         if qc.votes.len() < self.quorum() {
-            return Err(CertificateError::NoQuorum { votes: qc.votes.len(), needed: self.quorum() });
+            return Err(CertificateError::NoQuorum {
+                votes: qc.votes.len(),
+                needed: self.quorum(),
+            });
         }
         Ok(())
     }
@@ -145,7 +151,7 @@ impl Proposal {
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Message {
-    Proposal(Proposal),
+    Proposal(Box<Proposal>),
     Vote(Vote),
 }
 
@@ -179,9 +185,17 @@ pub enum Action {
     /// Decide whether `block` is valid (execute it), then call [`Consensus::on_block_validated`].
     ValidateBlock(Block),
     /// Call [`Consensus::on_timeout`] with these arguments after `after_ms`.
-    ScheduleTimeout { height: u64, round: u64, step: Step, after_ms: u64 },
+    ScheduleTimeout {
+        height: u64,
+        round: u64,
+        step: Step,
+        after_ms: u64,
+    },
     /// `block` is decided; persist it. Consensus has moved on to the next height.
-    Commit { block: Block, certificate: QuorumCertificate },
+    Commit {
+        block: Block,
+        certificate: QuorumCertificate,
+    },
 }
 
 /// Why a message was not accepted. The driver logs it and counts it; a peer
@@ -288,7 +302,11 @@ impl Consensus {
         let safety = if safety.height == height {
             safety
         } else {
-            SafetyState { height, last_vote: None, locked: None }
+            SafetyState {
+                height,
+                last_vote: None,
+                locked: None,
+            }
         };
         Consensus {
             chain_id,
@@ -358,11 +376,18 @@ impl Consensus {
                 Some((valid_round, block)) => self.propose(block, Some(valid_round), out),
                 None => {
                     self.building = Some(round);
-                    out.push(Action::BuildBlock { height: self.height, round });
+                    out.push(Action::BuildBlock {
+                        height: self.height,
+                        round,
+                    });
                 }
             }
         }
-        let idle = if round == 0 { self.timeouts.idle_block_ms } else { 0 };
+        let idle = if round == 0 {
+            self.timeouts.idle_block_ms
+        } else {
+            0
+        };
         out.push(self.timeout(Step::Propose, self.timeouts.propose_ms + idle));
     }
 
@@ -395,9 +420,16 @@ impl Consensus {
 
     fn propose(&mut self, block: Block, pol_round: Option<u64>, out: &mut Vec<Action>) {
         let Some(key) = &self.key else { return };
-        let mut proposal = Proposal { block, round: self.round, pol_round, signature: Signature([0; 64]) };
+        let mut proposal = Proposal {
+            block,
+            round: self.round,
+            pol_round,
+            signature: Signature([0; 64]),
+        };
         proposal.signature = key.sign(&proposal.data(&self.chain_id).signing_hash());
-        out.push(Action::Broadcast(Message::Proposal(proposal.clone())));
+        out.push(Action::Broadcast(Message::Proposal(Box::new(
+            proposal.clone(),
+        ))));
         let _ = self.accept_proposal(proposal, out);
     }
 
@@ -405,7 +437,7 @@ impl Consensus {
     pub fn on_message(&mut self, message: Message) -> (Vec<Action>, Result<(), Rejected>) {
         let mut out = Vec::new();
         let result = match message {
-            Message::Proposal(p) => self.accept_proposal(p, &mut out),
+            Message::Proposal(p) => self.accept_proposal(*p, &mut out),
             Message::Vote(v) => self.accept_vote(v),
         };
         if result.is_ok() {
@@ -420,22 +452,34 @@ impl Consensus {
             return Err(Rejected::WrongChain(header.chain_id.clone()));
         }
         if header.height != self.height {
-            return Err(Rejected::WrongHeight { got: header.height, current: self.height });
+            return Err(Rejected::WrongHeight {
+                got: header.height,
+                current: self.height,
+            });
         }
         if header.round != p.round {
-            return Err(Rejected::RoundMismatch { header: header.round, proposal: p.round });
+            return Err(Rejected::RoundMismatch {
+                header: header.round,
+                proposal: p.round,
+            });
         }
         if p.round > self.round + MAX_ROUND_AHEAD {
             return Err(Rejected::RoundTooFar(p.round));
         }
         let expected = self.validators.proposer(self.height, p.round);
         if header.proposer != expected {
-            return Err(Rejected::WrongProposer { got: header.proposer, expected });
+            return Err(Rejected::WrongProposer {
+                got: header.proposer,
+                expected,
+            });
         }
-        if let Some(pol) = p.pol_round {
-            if pol >= p.round {
-                return Err(Rejected::BadPolRound { pol_round: pol, round: p.round });
-            }
+        if let Some(pol) = p.pol_round
+            && pol >= p.round
+        {
+            return Err(Rejected::BadPolRound {
+                pol_round: pol,
+                round: p.round,
+            });
         }
         let round = self.rounds.entry(p.round).or_default();
         if round.proposal.is_some() {
@@ -470,7 +514,10 @@ impl Consensus {
             return Err(Rejected::WrongChain(d.chain_id.clone()));
         }
         if d.height != self.height {
-            return Err(Rejected::WrongHeight { got: d.height, current: self.height });
+            return Err(Rejected::WrongHeight {
+                got: d.height,
+                current: self.height,
+            });
         }
         if d.round > self.round + MAX_ROUND_AHEAD {
             return Err(Rejected::RoundTooFar(d.round));
@@ -478,7 +525,11 @@ impl Consensus {
         if !self.validators.contains(&vote.voter) {
             return Err(Rejected::NotValidator(vote.voter));
         }
-        if let Some((existing, _)) = self.rounds.get(&d.round).and_then(|r| r.of(d.kind).get(&vote.voter)) {
+        if let Some((existing, _)) = self
+            .rounds
+            .get(&d.round)
+            .and_then(|r| r.of(d.kind).get(&vote.voter))
+        {
             return if *existing == d.block {
                 Err(Rejected::Duplicate)
             } else {
@@ -527,10 +578,10 @@ impl Consensus {
     /// sign anything that contradicts the persisted last vote.
     fn vote(&mut self, kind: VoteKind, block: Option<Hash>, out: &mut Vec<Action>) {
         let Some(key) = self.key.clone() else { return };
-        if let Some((r, k, b)) = self.safety.last_vote {
-            if (r, k) > (self.round, kind) || ((r, k) == (self.round, kind) && b != block) {
-                return;
-            }
+        if let Some((r, k, b)) = self.safety.last_vote
+            && ((r, k) > (self.round, kind) || ((r, k) == (self.round, kind) && b != block))
+        {
+            return;
         }
         self.safety.last_vote = Some((self.round, kind, block));
         self.safety.locked = self.locked.as_ref().map(|(r, b)| (*r, b.hash()));
@@ -542,7 +593,11 @@ impl Consensus {
             kind,
             block,
         };
-        let vote = Vote { signature: key.sign(&data.signing_hash()), voter: key.public(), data };
+        let vote = Vote {
+            signature: key.sign(&data.signing_hash()),
+            voter: key.public(),
+            data,
+        };
         out.push(Action::Broadcast(Message::Vote(vote.clone())));
         // Our own freshly signed vote cannot be a duplicate or equivocation:
         // the check against `last_vote` above rules both out.
@@ -556,7 +611,13 @@ impl Consensus {
     /// May the lock let us prevote for `hash`, given a proof of lock from `pol_round`?
     fn lock_allows(&self, hash: Hash, pol_round: Option<u64>) -> bool {
         let persisted = self.safety.locked;
-        match (self.locked.as_ref().map(|(r, b)| (*r, b.hash())).or(persisted), pol_round) {
+        match (
+            self.locked
+                .as_ref()
+                .map(|(r, b)| (*r, b.hash()))
+                .or(persisted),
+            pol_round,
+        ) {
             (None, _) => true,
             (Some((_, locked)), _) if locked == hash => true,
             (Some((locked_round, _)), Some(pol)) => locked_round <= pol,
@@ -568,9 +629,23 @@ impl Consensus {
     /// changes the height, round or step or arms a one-shot flag, so this ends.
     fn recheck(&mut self, out: &mut Vec<Action>) {
         loop {
-            let before = (self.height, self.round, self.step, self.prevote_timeout_armed, self.precommit_timeout_armed, self.polka_seen);
+            let before = (
+                self.height,
+                self.round,
+                self.step,
+                self.prevote_timeout_armed,
+                self.precommit_timeout_armed,
+                self.polka_seen,
+            );
             self.apply_rules(out);
-            let after = (self.height, self.round, self.step, self.prevote_timeout_armed, self.precommit_timeout_armed, self.polka_seen);
+            let after = (
+                self.height,
+                self.round,
+                self.step,
+                self.prevote_timeout_armed,
+                self.precommit_timeout_armed,
+                self.polka_seen,
+            );
             if before == after {
                 return;
             }
@@ -586,11 +661,11 @@ impl Consensus {
             let hash = p.block.hash();
             (votes.count(VoteKind::Precommit, Some(hash)) >= quorum).then(|| (r, p.block.clone()))
         });
-        if let Some((r, block)) = decided {
-            if self.is_valid(&block) == Some(true) {
-                self.decide(r, block, out);
-                return;
-            }
+        if let Some((r, block)) = decided
+            && self.is_valid(&block) == Some(true)
+        {
+            self.decide(r, block, out);
+            return;
         }
 
         // Line 55: more than a third of the validators are in a later round: join it.
@@ -609,42 +684,40 @@ impl Consensus {
         }
 
         let round = self.round;
-        let Some(current) = self.rounds.get(&round) else { return };
+        let Some(current) = self.rounds.get(&round) else {
+            return;
+        };
         let proposal = current.proposal.clone();
 
-        if self.step == Step::Propose {
-            if let Some(p) = &proposal {
-                let hash = p.block.hash();
-                match p.pol_round {
-                    // Line 22.
-                    None => {
-                        if let Some(valid) = self.is_valid(&p.block) {
-                            let ok = valid && self.lock_allows(hash, None);
-                            self.vote(VoteKind::Prevote, ok.then_some(hash), out);
-                            self.step = Step::Prevote;
-                        }
-                    }
-                    // Line 28.
-                    Some(pol) => {
-                        let polka = self
-                            .rounds
-                            .get(&pol)
-                            .is_some_and(|v| v.count(VoteKind::Prevote, Some(hash)) >= quorum);
-                        if polka {
-                            if let Some(valid) = self.is_valid(&p.block) {
-                                let ok = valid && self.lock_allows(hash, Some(pol));
-                                self.vote(VoteKind::Prevote, ok.then_some(hash), out);
-                                self.step = Step::Prevote;
-                            }
-                        }
-                    }
-                }
+        // Line 22 (a fresh proposal) and line 28 (a re-proposal with a quorum
+        // of prevotes from its proof-of-lock round).
+        if self.step == Step::Propose
+            && let Some(p) = &proposal
+            && let Some(valid) = self.is_valid(&p.block)
+        {
+            let hash = p.block.hash();
+            let justified = match p.pol_round {
+                None => true,
+                Some(pol) => self
+                    .rounds
+                    .get(&pol)
+                    .is_some_and(|v| v.count(VoteKind::Prevote, Some(hash)) >= quorum),
+            };
+            if justified {
+                let ok = valid && self.lock_allows(hash, p.pol_round);
+                self.vote(VoteKind::Prevote, ok.then_some(hash), out);
+                self.step = Step::Prevote;
             }
         }
 
-        let Some(current) = self.rounds.get(&round) else { return };
+        let Some(current) = self.rounds.get(&round) else {
+            return;
+        };
         // Line 34: any quorum of prevotes arms the prevote timeout once.
-        if self.step == Step::Prevote && !self.prevote_timeout_armed && current.prevotes.len() >= quorum {
+        if self.step == Step::Prevote
+            && !self.prevote_timeout_armed
+            && current.prevotes.len() >= quorum
+        {
             self.prevote_timeout_armed = true;
             out.push(self.timeout(Step::Prevote, self.timeouts.prevote_ms));
         }
@@ -667,14 +740,18 @@ impl Consensus {
             }
         }
 
-        let Some(current) = self.rounds.get(&round) else { return };
+        let Some(current) = self.rounds.get(&round) else {
+            return;
+        };
         // Line 44: a quorum of nil prevotes.
         if self.step == Step::Prevote && current.count(VoteKind::Prevote, None) >= quorum {
             self.vote(VoteKind::Precommit, None, out);
             self.step = Step::Precommit;
         }
 
-        let Some(current) = self.rounds.get(&round) else { return };
+        let Some(current) = self.rounds.get(&round) else {
+            return;
+        };
         // Line 47: any quorum of precommits arms the precommit timeout once.
         if !self.precommit_timeout_armed && current.precommits.len() >= quorum {
             self.precommit_timeout_armed = true;
@@ -701,7 +778,11 @@ impl Consensus {
         self.valid = None;
         self.rounds.clear();
         self.validity.clear();
-        self.safety = SafetyState { height: self.height, last_vote: None, locked: None };
+        self.safety = SafetyState {
+            height: self.height,
+            last_vote: None,
+            locked: None,
+        };
         self.start_round(0, out);
     }
 }

@@ -29,6 +29,12 @@ pub mod keys {
         [b"sys/account/".as_slice(), &key.0].concat()
     }
 
+    /// The next nonce of a removed key, kept so that a key added again
+    /// continues from it and what it signed before can never run twice.
+    pub fn removed_account_nonce(key: &PublicKey) -> Vec<u8> {
+        [b"sys/removed-account-nonce/".as_slice(), &key.0].concat()
+    }
+
     pub fn organisation(id: &str) -> Vec<u8> {
         [b"sys/org/".as_slice(), id.as_bytes()].concat()
     }
@@ -57,7 +63,10 @@ fn read<T: Serialize + serde::de::DeserializeOwned>(
     }
 }
 
-pub fn account(state: &dyn StateRead, key: &PublicKey) -> Result<Option<AccountRecord>, StorageError> {
+pub fn account(
+    state: &dyn StateRead,
+    key: &PublicKey,
+) -> Result<Option<AccountRecord>, StorageError> {
     read(state, &keys::account(key))
 }
 
@@ -66,7 +75,9 @@ pub fn organisation(state: &dyn StateRead, id: &str) -> Result<Option<Organisati
 }
 
 pub fn params(state: &dyn StateRead) -> Result<ChainParams, StorageError> {
-    read(state, keys::PARAMS)?.ok_or_else(|| StorageError::Corrupt { what: "chain parameters missing from state".into() })
+    read(state, keys::PARAMS)?.ok_or_else(|| StorageError::Corrupt {
+        what: "chain parameters missing from state".into(),
+    })
 }
 
 /// The block a transaction is executed in.
@@ -75,6 +86,9 @@ pub struct BlockContext {
     pub chain_id: String,
     pub height: u64,
     pub timestamp_ms: u64,
+    /// A transaction may expire at most this long after the block's timestamp
+    /// (bounds how long a signed transaction stays usable).
+    pub max_expiry_ms: u64,
 }
 
 /// Why a transaction may not be in a block at this point of the chain.
@@ -84,6 +98,14 @@ pub enum Inadmissible {
     WrongChain(String),
     #[error("transaction expired at {expires_at_ms}, block time is {block_ms}")]
     Expired { expires_at_ms: u64, block_ms: u64 },
+    #[error(
+        "transaction expires at {expires_at_ms}, more than {max_ms} ms after block time {block_ms}"
+    )]
+    ExpiryTooFar {
+        expires_at_ms: u64,
+        block_ms: u64,
+        max_ms: u64,
+    },
     #[error("sender {0} is not an account of any member")]
     UnknownSender(PublicKey),
     #[error("nonce {got}, the sender's next nonce is {expected}")]
@@ -124,7 +146,10 @@ pub fn execute_block(
     ctx: &BlockContext,
     txs: &[SignedTransaction],
 ) -> Result<BlockOutput, BlockError> {
-    let mut overlay = Overlay { base, writes: Writes::new() };
+    let mut overlay = Overlay {
+        base,
+        writes: Writes::new(),
+    };
     let mut receipts = Vec::with_capacity(txs.len());
     for (index, tx) in txs.iter().enumerate() {
         match execute_tx(&mut overlay, ctx, tx)? {
@@ -132,7 +157,10 @@ pub fn execute_block(
             Err(reason) => return Err(BlockError::Inadmissible { index, reason }),
         }
     }
-    Ok(BlockOutput { receipts, writes: overlay.writes })
+    Ok(BlockOutput {
+        receipts,
+        writes: overlay.writes,
+    })
 }
 
 /// Executes candidate transactions for a block we propose, leaving out those
@@ -142,7 +170,10 @@ pub fn execute_candidates(
     ctx: &BlockContext,
     candidates: Vec<SignedTransaction>,
 ) -> Result<(Vec<SignedTransaction>, BlockOutput), StorageError> {
-    let mut overlay = Overlay { base, writes: Writes::new() };
+    let mut overlay = Overlay {
+        base,
+        writes: Writes::new(),
+    };
     let mut included = Vec::with_capacity(candidates.len());
     let mut receipts = Vec::with_capacity(candidates.len());
     for tx in candidates {
@@ -151,7 +182,13 @@ pub fn execute_candidates(
             included.push(tx);
         }
     }
-    Ok((included, BlockOutput { receipts, writes: overlay.writes }))
+    Ok((
+        included,
+        BlockOutput {
+            receipts,
+            writes: overlay.writes,
+        },
+    ))
 }
 
 /// Checks admissibility, then runs the payload. Inadmissible: nothing written.
@@ -165,17 +202,33 @@ fn execute_tx(
         return Ok(Err(Inadmissible::WrongChain(tx.chain_id.clone())));
     }
     if ctx.timestamp_ms >= tx.expires_at_ms {
-        return Ok(Err(Inadmissible::Expired { expires_at_ms: tx.expires_at_ms, block_ms: ctx.timestamp_ms }));
+        return Ok(Err(Inadmissible::Expired {
+            expires_at_ms: tx.expires_at_ms,
+            block_ms: ctx.timestamp_ms,
+        }));
+    }
+    if tx.expires_at_ms - ctx.timestamp_ms > ctx.max_expiry_ms {
+        return Ok(Err(Inadmissible::ExpiryTooFar {
+            expires_at_ms: tx.expires_at_ms,
+            block_ms: ctx.timestamp_ms,
+            max_ms: ctx.max_expiry_ms,
+        }));
     }
     let Some(mut sender) = account(overlay, &tx.sender)? else {
         return Ok(Err(Inadmissible::UnknownSender(tx.sender)));
     };
     if tx.nonce != sender.nonce {
-        return Ok(Err(Inadmissible::BadNonce { expected: sender.nonce, got: tx.nonce }));
+        return Ok(Err(Inadmissible::BadNonce {
+            expected: sender.nonce,
+            got: tx.nonce,
+        }));
     }
 
     let mut run = TxRun {
-        view: Overlay { base: &*overlay, writes: Writes::new() },
+        view: Overlay {
+            base: &*overlay,
+            writes: Writes::new(),
+        },
         sender: &sender,
         sender_key: tx.sender,
         events: Vec::new(),
@@ -195,8 +248,16 @@ fn execute_tx(
     };
     // The nonce is consumed whatever the outcome.
     sender.nonce += 1;
-    overlay.writes.insert(keys::account(&tx.sender), Some(encode(&sender)));
-    Ok(Ok(Receipt { tx: stx.hash(), status, error, fuel_used: 0, events }))
+    overlay
+        .writes
+        .insert(keys::account(&tx.sender), Some(encode(&sender)));
+    Ok(Ok(Receipt {
+        tx: stx.hash(),
+        status,
+        error,
+        fuel_used: 0,
+        events,
+    }))
 }
 
 /// One transaction's payload, writing into its own overlay.
@@ -208,7 +269,10 @@ struct TxRun<'a> {
 }
 
 fn fail(code: &str, message: impl Into<String>) -> ExecError {
-    ExecError { code: code.to_owned(), message: message.into() }
+    ExecError {
+        code: code.to_owned(),
+        message: message.into(),
+    }
 }
 
 impl TxRun<'_> {
@@ -233,16 +297,39 @@ impl TxRun<'_> {
             }
             SystemOp::AddKey { key, org_admin } => {
                 if !self.sender.org_admin {
-                    return Ok(Err(fail("not_org_admin", "only an organisation admin may add keys")));
+                    return Ok(Err(fail(
+                        "not_org_admin",
+                        "only an organisation admin may add keys",
+                    )));
                 }
                 if key.verifying_key().is_err() {
-                    return Ok(Err(fail("invalid_key", format!("{key} is not a usable ed25519 public key"))));
+                    return Ok(Err(fail(
+                        "invalid_key",
+                        format!("{key} is not a usable ed25519 public key"),
+                    )));
                 }
                 if account(&self.view, key)?.is_some() {
-                    return Ok(Err(fail("key_exists", format!("{key} is already an account"))));
+                    return Ok(Err(fail(
+                        "key_exists",
+                        format!("{key} is already an account"),
+                    )));
                 }
-                let record = AccountRecord { org: self.sender.org.clone(), org_admin: *org_admin, nonce: 0 };
-                self.view.writes.insert(keys::account(key), Some(encode(&record)));
+                let tombstone = keys::removed_account_nonce(key);
+                let nonce = match read::<u64>(&self.view, &tombstone)? {
+                    Some(nonce) => {
+                        self.view.writes.insert(tombstone, None);
+                        nonce
+                    }
+                    None => 0,
+                };
+                let record = AccountRecord {
+                    org: self.sender.org.clone(),
+                    org_admin: *org_admin,
+                    nonce,
+                };
+                self.view
+                    .writes
+                    .insert(keys::account(key), Some(encode(&record)));
                 self.event(
                     "account_added",
                     vec![
@@ -254,14 +341,24 @@ impl TxRun<'_> {
             }
             SystemOp::RemoveKey { key } => {
                 if !self.sender.org_admin {
-                    return Ok(Err(fail("not_org_admin", "only an organisation admin may remove keys")));
+                    return Ok(Err(fail(
+                        "not_org_admin",
+                        "only an organisation admin may remove keys",
+                    )));
                 }
                 if *key == self.sender_key {
-                    return Ok(Err(fail("self_removal", "an admin cannot remove its own key")));
+                    return Ok(Err(fail(
+                        "self_removal",
+                        "an admin cannot remove its own key",
+                    )));
                 }
                 match account(&self.view, key)? {
                     Some(record) if record.org == self.sender.org => {
                         self.view.writes.insert(keys::account(key), None);
+                        self.view.writes.insert(
+                            keys::removed_account_nonce(key),
+                            Some(encode(&record.nonce)),
+                        );
                         self.event(
                             "account_removed",
                             vec![("org".into(), record.org), ("key".into(), key.to_hex())],
@@ -280,7 +377,11 @@ impl TxRun<'_> {
     }
 
     fn event(&mut self, kind: &str, attributes: Vec<(String, String)>) {
-        self.events.push(Event { source: EventSource::System, kind: kind.to_owned(), attributes });
+        self.events.push(Event {
+            source: EventSource::System,
+            kind: kind.to_owned(),
+            attributes,
+        });
     }
 }
 

@@ -10,8 +10,8 @@
 //! [`node`] is the driver that wires them to clocks, disk and the network.
 
 pub mod api;
-pub mod config;
 pub mod chain;
+pub mod config;
 pub mod consensus;
 pub mod execution;
 pub mod generate;

@@ -9,7 +9,9 @@ use trellis_types::{Bytes, Payload, SystemOp, Transaction};
 
 #[derive(Parser)]
 #[command(name = "trellis-node", version, about = "Run a Trellis node", long_about = None)]
-#[command(after_help = "Examples:\n  trellis-node --dev                       single validator on the embedded dev genesis\n  trellis-node --config node0/config.toml   a node of a generated network\n  trellis-node genesis generate --validators 4 --out localnet")]
+#[command(
+    after_help = "Examples:\n  trellis-node --dev                       single validator on the embedded dev genesis\n  trellis-node --config node0/config.toml   a node of a generated network\n  trellis-node genesis generate --validators 4 --out localnet"
+)]
 struct Cli {
     /// Run a single validator on the embedded dev genesis (insecure keys), data in ./trellis-dev-data.
     #[arg(long, conflicts_with = "config")]
@@ -89,10 +91,17 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Genesis(cmd)) => genesis_command(cmd),
-        Some(Command::DevTx { op, account, nonce, chain_id }) => {
+        Some(Command::DevTx {
+            op,
+            account,
+            nonce,
+            chain_id,
+        }) => {
             let key = trellis_genesis::dev_account(&account);
             let payload = match op {
-                DevOp::Remark { text } => Payload::System(SystemOp::Remark { data: Bytes(text.into_bytes()) }),
+                DevOp::Remark { text } => Payload::System(SystemOp::Remark {
+                    data: Bytes(text.into_bytes()),
+                }),
             };
             let tx = Transaction {
                 chain_id,
@@ -102,7 +111,10 @@ fn main() -> anyhow::Result<()> {
                 payload,
             }
             .sign(&key);
-            println!("{{\"signed_tx\":\"{}\"}}", hex::encode(trellis_types::encode(&tx)));
+            println!(
+                "{{\"signed_tx\":\"{}\"}}",
+                hex::encode(trellis_types::encode(&tx))
+            );
             Ok(())
         }
         None => run_node(cli),
@@ -111,7 +123,16 @@ fn main() -> anyhow::Result<()> {
 
 fn genesis_command(cmd: GenesisCommand) -> anyhow::Result<()> {
     match cmd {
-        GenesisCommand::Generate { validators, observers, seed, chain_id, out, base_api_port, base_p2p_port, force } => {
+        GenesisCommand::Generate {
+            validators,
+            observers,
+            seed,
+            chain_id,
+            out,
+            base_api_port,
+            base_p2p_port,
+            force,
+        } => {
             let spec = NetworkSpec {
                 chain_id,
                 seed,
@@ -119,7 +140,13 @@ fn genesis_command(cmd: GenesisCommand) -> anyhow::Result<()> {
                 observers,
                 genesis_time_ms: trellis_genesis::DEV_GENESIS_TIME_MS,
             };
-            let configs = trellis_node::generate::write_network(&spec, &out, base_api_port, base_p2p_port, force)?;
+            let configs = trellis_node::generate::write_network(
+                &spec,
+                &out,
+                base_api_port,
+                base_p2p_port,
+                force,
+            )?;
             for c in configs {
                 println!("{}", c.display());
             }
@@ -136,16 +163,26 @@ fn run_node(cli: Cli) -> anyhow::Result<()> {
     let (mut config, genesis, validator_key) = if cli.dev {
         let (genesis, nodes) = trellis_genesis::build(&NetworkSpec::dev())?;
         let key = nodes.into_iter().find_map(|n| n.consensus);
-        let config = NodeConfig { data_dir: PathBuf::from("trellis-dev-data"), ..NodeConfig::default() };
+        let config = NodeConfig {
+            data_dir: PathBuf::from("trellis-dev-data"),
+            ..NodeConfig::default()
+        };
         (config, genesis, key)
     } else {
-        let path = cli.config.clone().context("give --dev or --config <file> (see --help)")?;
+        let path = cli
+            .config
+            .clone()
+            .context("give --dev or --config <file> (see --help)")?;
         let config = NodeConfig::load(&path)?;
         let genesis = match &config.genesis {
             Some(p) => Genesis::load(p)?,
             None => Genesis::dev(),
         };
-        let key = config.validator_key.as_deref().map(config::read_key_file).transpose()?;
+        let key = config
+            .validator_key
+            .as_deref()
+            .map(config::read_key_file)
+            .transpose()?;
         (config, genesis, key)
     };
     if let Some(dir) = cli.data_dir {
@@ -158,8 +195,15 @@ fn run_node(cli: Cli) -> anyhow::Result<()> {
         config.log.format = LogFormat::Json;
     }
     init_logging(&config)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(trellis_node::node::run(config, genesis, validator_key, shutdown_signal()))
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(trellis_node::node::run(
+        config,
+        genesis,
+        validator_key,
+        shutdown_signal(),
+    ))
 }
 
 fn init_logging(config: &NodeConfig) -> anyhow::Result<()> {
@@ -167,7 +211,9 @@ fn init_logging(config: &NodeConfig) -> anyhow::Result<()> {
         Ok(directive) => tracing_subscriber::EnvFilter::try_new(directive)?,
         Err(_) => tracing_subscriber::EnvFilter::try_new(&config.log.level)?,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

@@ -34,7 +34,11 @@ pub enum AdmissionError {
     #[error("nonce {got} was already used; the next nonce is {expected}")]
     NonceReplayed { expected: u64, got: u64 },
     #[error("nonce {got} is too far ahead: the next nonce is {expected}, at most {max_gap} ahead")]
-    NonceTooFarAhead { expected: u64, got: u64, max_gap: u64 },
+    NonceTooFarAhead {
+        expected: u64,
+        got: u64,
+        max_gap: u64,
+    },
     #[error("transaction {0} is already waiting")]
     AlreadyKnown(Hash),
     #[error("another transaction with nonce {0} from this sender is already waiting")]
@@ -122,7 +126,12 @@ struct Checked {
 
 impl Mempool {
     pub fn new(chain_id: String, params: ChainParams) -> Self {
-        Mempool { chain_id, params, pool: Mutex::new(Pool::default()), arrived: tokio::sync::Notify::new() }
+        Mempool {
+            chain_id,
+            params,
+            pool: Mutex::new(Pool::default()),
+            arrived: tokio::sync::Notify::new(),
+        }
     }
 
     fn pool(&self) -> std::sync::MutexGuard<'_, Pool> {
@@ -149,8 +158,15 @@ impl Mempool {
     }
 
     /// Admits one encoded signed transaction.
-    pub fn admit(&self, bytes: &[u8], state: &dyn StateRead, now_ms: u64) -> Result<Hash, AdmissionError> {
-        self.admit_batch(&[bytes], state, now_ms).pop().expect("one result per input")
+    pub fn admit(
+        &self,
+        bytes: &[u8],
+        state: &dyn StateRead,
+        now_ms: u64,
+    ) -> Result<Hash, AdmissionError> {
+        self.admit_batch(&[bytes], state, now_ms)
+            .pop()
+            .expect("one result per input")
     }
 
     /// Admits many; signatures are verified as one batch.
@@ -160,8 +176,10 @@ impl Mempool {
         state: &dyn StateRead,
         now_ms: u64,
     ) -> Vec<Result<Hash, AdmissionError>> {
-        let checked: Vec<Result<Checked, AdmissionError>> =
-            items.iter().map(|bytes| self.check(bytes, state, now_ms)).collect();
+        let checked: Vec<Result<Checked, AdmissionError>> = items
+            .iter()
+            .map(|bytes| self.check(bytes, state, now_ms))
+            .collect();
         let triples: Vec<_> = checked
             .iter()
             .filter_map(|c| c.as_ref().ok())
@@ -171,9 +189,17 @@ impl Mempool {
         let mut results = Vec::with_capacity(items.len());
         for c in checked {
             results.push(c.and_then(|c| {
-                match verdicts.next().expect("one verdict per checked transaction") {
+                let verdict = verdicts
+                    .next()
+                    .expect("one verdict per checked transaction");
+                // Room first, as one-by-one admission would see it after the
+                // batch's earlier inserts; the signature is the last check.
+                self.check_room(&self.pool(), &c.tx, c.hash)?;
+                match verdict {
                     Ok(()) => self.insert(c),
-                    Err(SignatureError::MalformedKey | SignatureError::WeakKey) => Err(AdmissionError::WeakKey),
+                    Err(SignatureError::MalformedKey | SignatureError::WeakKey) => {
+                        Err(AdmissionError::WeakKey)
+                    }
                     Err(_) => Err(AdmissionError::BadSignature),
                 }
             }));
@@ -184,25 +210,46 @@ impl Mempool {
         results
     }
 
-    fn check(&self, bytes: &[u8], state: &dyn StateRead, now_ms: u64) -> Result<Checked, AdmissionError> {
+    fn check(
+        &self,
+        bytes: &[u8],
+        state: &dyn StateRead,
+        now_ms: u64,
+    ) -> Result<Checked, AdmissionError> {
         let max = self.params.max_tx_bytes as usize;
         if bytes.len() > max {
-            return Err(AdmissionError::Oversized { size: bytes.len(), max });
+            return Err(AdmissionError::Oversized {
+                size: bytes.len(),
+                max,
+            });
         }
         let stx: SignedTransaction = decode(bytes).map_err(AdmissionError::Malformed)?;
         let tx = &stx.tx;
         if tx.chain_id != self.chain_id {
-            return Err(AdmissionError::WrongChain { expected: self.chain_id.clone(), got: tx.chain_id.clone() });
+            return Err(AdmissionError::WrongChain {
+                expected: self.chain_id.clone(),
+                got: tx.chain_id.clone(),
+            });
         }
         if tx.expires_at_ms <= now_ms {
-            return Err(AdmissionError::Expired { expires_at_ms: tx.expires_at_ms, now_ms });
+            return Err(AdmissionError::Expired {
+                expires_at_ms: tx.expires_at_ms,
+                now_ms,
+            });
         }
         if tx.expires_at_ms - now_ms > self.params.max_expiry_ms {
-            return Err(AdmissionError::ExpiryTooFar { expires_at_ms: tx.expires_at_ms, max_ms: self.params.max_expiry_ms });
+            return Err(AdmissionError::ExpiryTooFar {
+                expires_at_ms: tx.expires_at_ms,
+                max_ms: self.params.max_expiry_ms,
+            });
         }
-        let account = execution::account(state, &tx.sender)?.ok_or(AdmissionError::UnknownSender(tx.sender))?;
+        let account = execution::account(state, &tx.sender)?
+            .ok_or(AdmissionError::UnknownSender(tx.sender))?;
         if tx.nonce < account.nonce {
-            return Err(AdmissionError::NonceReplayed { expected: account.nonce, got: tx.nonce });
+            return Err(AdmissionError::NonceReplayed {
+                expected: account.nonce,
+                got: tx.nonce,
+            });
         }
         if tx.nonce - account.nonce >= self.params.max_nonce_gap {
             return Err(AdmissionError::NonceTooFarAhead {
@@ -213,10 +260,19 @@ impl Mempool {
         }
         let hash = stx.hash();
         self.check_room(&self.pool(), &stx, hash)?;
-        Ok(Checked { tx: stx, hash, size: bytes.len() })
+        Ok(Checked {
+            tx: stx,
+            hash,
+            size: bytes.len(),
+        })
     }
 
-    fn check_room(&self, pool: &Pool, stx: &SignedTransaction, hash: Hash) -> Result<(), AdmissionError> {
+    fn check_room(
+        &self,
+        pool: &Pool,
+        stx: &SignedTransaction,
+        hash: Hash,
+    ) -> Result<(), AdmissionError> {
         if pool.by_hash.contains_key(&hash) {
             return Err(AdmissionError::AlreadyKnown(hash));
         }
@@ -241,7 +297,14 @@ impl Mempool {
         self.check_room(&pool, &c.tx, c.hash)?;
         let (sender, nonce) = (c.tx.tx.sender, c.tx.tx.nonce);
         pool.by_hash.insert(c.hash, (sender, nonce));
-        pool.senders.entry(sender).or_default().insert(nonce, Entry { tx: c.tx, hash: c.hash, size: c.size });
+        pool.senders.entry(sender).or_default().insert(
+            nonce,
+            Entry {
+                tx: c.tx,
+                hash: c.hash,
+                size: c.size,
+            },
+        );
         Ok(c.hash)
     }
 
@@ -258,13 +321,21 @@ impl Mempool {
     /// Transactions for the next block: for each sender, the run of consecutive
     /// nonces starting at its committed nonce, taken one per sender per pass so
     /// that a busy sender cannot starve the others.
-    pub fn candidates(&self, state: &dyn StateRead, max_txs: usize, max_bytes: u64) -> Result<Vec<SignedTransaction>, StorageError> {
+    pub fn candidates(
+        &self,
+        state: &dyn StateRead,
+        max_txs: usize,
+        max_bytes: u64,
+    ) -> Result<Vec<SignedTransaction>, StorageError> {
         let pool = self.pool();
         // Per sender: its waiting transactions from the committed nonce on, and the nonce due next.
         let mut runs: Vec<(std::collections::VecDeque<&Entry>, u64)> = Vec::new();
         for (sender, queue) in &pool.senders {
             if let Some(account) = execution::account(state, sender)? {
-                runs.push((queue.range(account.nonce..).map(|(_, e)| e).collect(), account.nonce));
+                runs.push((
+                    queue.range(account.nonce..).map(|(_, e)| e).collect(),
+                    account.nonce,
+                ));
             }
         }
         let mut out = Vec::new();
@@ -275,7 +346,9 @@ impl Mempool {
                 if out.len() >= max_txs {
                     return Ok(out);
                 }
-                let Some(entry) = run.front().filter(|e| e.tx.tx.nonce == *next) else { continue };
+                let Some(entry) = run.front().filter(|e| e.tx.tx.nonce == *next) else {
+                    continue;
+                };
                 if bytes + entry.size as u64 > max_bytes {
                     return Ok(out);
                 }

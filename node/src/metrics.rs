@@ -63,7 +63,9 @@ impl Metrics {
             height: Gauge::default(),
             committed_txs: Counter::default(),
             mempool_size: Gauge::default(),
-            block_interval_seconds: Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0]),
+            block_interval_seconds: Histogram::new([
+                0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0,
+            ]),
             // 1 .. 16384 transactions.
             block_txs: Histogram::new(exponential_buckets(1.0, 2.0, 15)),
             api_requests: Family::default(),
@@ -73,17 +75,37 @@ impl Metrics {
             consensus_rejected_messages: Family::default(),
             registry: Registry::default(),
         };
-        registry.register("height", "Height of the latest committed block", metrics.height.clone());
-        registry.register("committed_txs", "Transactions committed in blocks", metrics.committed_txs.clone());
-        registry.register("mempool_size", "Transactions waiting in the mempool", metrics.mempool_size.clone());
+        registry.register(
+            "height",
+            "Height of the latest committed block",
+            metrics.height.clone(),
+        );
+        registry.register(
+            "committed_txs",
+            "Transactions committed in blocks",
+            metrics.committed_txs.clone(),
+        );
+        registry.register(
+            "mempool_size",
+            "Transactions waiting in the mempool",
+            metrics.mempool_size.clone(),
+        );
         registry.register_with_unit(
             "block_interval",
             "Time between the timestamps of consecutive committed blocks",
             Unit::Seconds,
             metrics.block_interval_seconds.clone(),
         );
-        registry.register("block_txs", "Transactions per committed block", metrics.block_txs.clone());
-        registry.register("api_requests", "HTTP API requests by route and status", metrics.api_requests.clone());
+        registry.register(
+            "block_txs",
+            "Transactions per committed block",
+            metrics.block_txs.clone(),
+        );
+        registry.register(
+            "api_requests",
+            "HTTP API requests by route and status",
+            metrics.api_requests.clone(),
+        );
         registry.register_with_unit(
             "api_latency",
             "HTTP API request latency by route",
@@ -105,7 +127,10 @@ impl Metrics {
             "Consensus messages rejected, by reason code",
             metrics.consensus_rejected_messages.clone(),
         );
-        Metrics { registry, ..metrics }
+        Metrics {
+            registry,
+            ..metrics
+        }
     }
 
     /// The OpenMetrics text exposition of every metric (see [`CONTENT_TYPE`]).
@@ -137,9 +162,25 @@ mod tests {
     fn encoding_names_every_metric_with_the_trellis_prefix() {
         let metrics = Metrics::new();
         metrics.height.set(7);
-        metrics.api_requests.get_or_create(&ApiLabels { route: "/health".into(), status: "200".into() }).inc();
-        metrics.api_latency_seconds.get_or_create(&RouteLabels { route: "/health".into() }).observe(0.001);
-        metrics.admission_rejected.get_or_create(&CodeLabels { code: "bad_signature".into() }).inc();
+        metrics
+            .api_requests
+            .get_or_create(&ApiLabels {
+                route: "/health".into(),
+                status: "200".into(),
+            })
+            .inc();
+        metrics
+            .api_latency_seconds
+            .get_or_create(&RouteLabels {
+                route: "/health".into(),
+            })
+            .observe(0.001);
+        metrics
+            .admission_rejected
+            .get_or_create(&CodeLabels {
+                code: "bad_signature".into(),
+            })
+            .inc();
         let text = metrics.encode();
         for name in [
             "trellis_height 7",
@@ -148,7 +189,7 @@ mod tests {
             "trellis_block_interval_seconds",
             "trellis_block_txs",
             "trellis_api_requests_total{route=\"/health\",status=\"200\"} 1",
-            "trellis_api_latency_seconds_bucket{route=\"/health\",le=",
+            "trellis_api_latency_seconds_count{route=\"/health\"} 1",
             "trellis_admission_rejected_total{code=\"bad_signature\"} 1",
             "trellis_consensus_rounds_total",
         ] {

@@ -28,7 +28,10 @@ use trellis_genesis::Genesis;
 use trellis_types::KeyPair;
 
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Runs a node until `shutdown` resolves. `validator_key` is None for an observer.
@@ -39,30 +42,41 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     if genesis.insecure_dev_keys {
-        warn!("this chain's genesis uses INSECURE public dev keys: never let it guard anything of value");
+        warn!(
+            "this chain's genesis uses INSECURE public dev keys: never let it guard anything of value"
+        );
     }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let storage = Storage::open(&config.data_dir.join("chain")).context("opening the chain database")?;
+    let storage =
+        Storage::open(&config.data_dir.join("chain")).context("opening the chain database")?;
     let head = chain::initialise(&storage, &genesis)?;
     info!(chain_id = %genesis.chain_id, height = head.height, state_root = %head.state_root, "chain opened");
 
-    let mempool = Arc::new(Mempool::new(genesis.chain_id.clone(), genesis.params.clone()));
+    let mempool = Arc::new(Mempool::new(
+        genesis.chain_id.clone(),
+        genesis.params.clone(),
+    ));
     let metrics = Arc::new(Metrics::new());
     metrics.height.set(head.height as i64);
 
     // A validator whose safety record cannot be trusted follows the chain without voting.
-    let (safety, safety_state, validator_key) = match SafetyStore::open(&config.data_dir.join("safety")) {
-        Ok((store, state)) => (Some(store), state, validator_key),
-        Err(e) => {
-            error!(error = %e, "not voting");
-            (None, SafetyState::default(), None)
-        }
-    };
+    let (safety, safety_state, validator_key) =
+        match SafetyStore::open(&config.data_dir.join("safety")) {
+            Ok((store, state)) => (Some(store), state, validator_key),
+            Err(e) => {
+                error!(error = %e, "not voting");
+                (None, SafetyState::default(), None)
+            }
+        };
     let chain = Chain::new(storage.clone(), &genesis, mempool.clone());
-    let is_validator = validator_key.as_ref().is_some_and(|k| chain.validators().contains(&k.public()));
+    let is_validator = validator_key
+        .as_ref()
+        .is_some_and(|k| chain.validators().contains(&k.public()));
     if validator_key.is_some() && !is_validator {
-        warn!("the configured validator key is not in the genesis validator set: running as an observer");
+        warn!(
+            "the configured validator key is not in the genesis validator set: running as an observer"
+        );
     }
     let (status_tx, status_rx) = watch::channel(ChainStatus {
         height: head.height,
@@ -173,7 +187,11 @@ impl Driver {
     /// wait, else at the idle heartbeat.
     fn build_deadline(&self) -> Instant {
         let params = self.chain.params();
-        let wait = if self.mempool.is_empty() { params.idle_block_interval_ms } else { params.block_interval_ms };
+        let wait = if self.mempool.is_empty() {
+            params.idle_block_interval_ms
+        } else {
+            params.block_interval_ms
+        };
         self.last_commit + Duration::from_millis(wait)
     }
 
@@ -198,7 +216,12 @@ impl Driver {
             return Ok(());
         }
         let block = tokio::task::block_in_place(|| self.chain.build(round, &key, now_ms()))?;
-        debug!(height = block.header.height, round, txs = block.txs.len(), "proposing");
+        debug!(
+            height = block.header.height,
+            round,
+            txs = block.txs.len(),
+            "proposing"
+        );
         let actions = self.consensus.on_block_built(block);
         self.process(actions)
     }
@@ -209,23 +232,33 @@ impl Driver {
             match action {
                 Action::PersistSafety(state) => {
                     // Nothing after this may leave the node unless it is on disk.
-                    let store = self.safety.as_ref().context("voting without a safety record")?;
+                    let store = self
+                        .safety
+                        .as_ref()
+                        .context("voting without a safety record")?;
                     tokio::task::block_in_place(|| store.save(&state))?;
                 }
                 Action::Broadcast(message) => self.broadcast(message),
                 Action::BuildBlock { round, .. } => self.pending_build = Some(round),
                 Action::ValidateBlock(block) => {
                     let hash = block.hash();
-                    let verdict = tokio::task::block_in_place(|| self.chain.validate(&block, now_ms()));
+                    let verdict =
+                        tokio::task::block_in_place(|| self.chain.validate(&block, now_ms()));
                     if let Err(e) = &verdict {
                         warn!(height = block.header.height, block = %hash, error = %e, "invalid proposal");
                     }
                     queue.extend(self.consensus.on_block_validated(hash, verdict.is_ok()));
                 }
-                Action::ScheduleTimeout { height, round, step, after_ms } => {
+                Action::ScheduleTimeout {
+                    height,
+                    round,
+                    step,
+                    after_ms,
+                } => {
                     self.timer_seq += 1;
                     let at = Instant::now() + Duration::from_millis(after_ms);
-                    self.timers.insert((at, self.timer_seq), (height, round, step));
+                    self.timers
+                        .insert((at, self.timer_seq), (height, round, step));
                 }
                 Action::Commit { block, certificate } => {
                     let now = now_ms();
@@ -251,7 +284,9 @@ impl Driver {
         self.metrics.height.set(header.height as i64);
         self.metrics.committed_txs.inc_by(block.txs.len() as u64);
         self.metrics.block_txs.observe(block.txs.len() as f64);
-        self.metrics.block_interval_seconds.observe((now - self.last_commit).as_secs_f64());
+        self.metrics
+            .block_interval_seconds
+            .observe((now - self.last_commit).as_secs_f64());
         if header.round > 0 {
             self.metrics.consensus_rounds.inc_by(header.round);
         }

@@ -16,7 +16,10 @@ use trellis_types::codec::{decode, encode};
 #[derive(Debug, thiserror::Error)]
 pub enum SafetyError {
     #[error("safety record {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("safety record {path} is corrupt ({reason}); refusing to vote")]
     Corrupt { path: PathBuf, reason: String },
 }
@@ -30,17 +33,27 @@ const CHECKSUM_LEN: usize = 32;
 impl SafetyStore {
     /// Opens the record at `path`; a missing file is a fresh validator.
     pub fn open(path: &Path) -> Result<(SafetyStore, SafetyState), SafetyError> {
-        let store = SafetyStore { path: path.to_owned() };
+        let store = SafetyStore {
+            path: path.to_owned(),
+        };
         let state = match fs::read(path) {
             Ok(bytes) => store.parse(&bytes)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => SafetyState::default(),
-            Err(source) => return Err(SafetyError::Io { path: path.to_owned(), source }),
+            Err(source) => {
+                return Err(SafetyError::Io {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
         };
         Ok((store, state))
     }
 
     fn parse(&self, bytes: &[u8]) -> Result<SafetyState, SafetyError> {
-        let corrupt = |reason: String| SafetyError::Corrupt { path: self.path.clone(), reason };
+        let corrupt = |reason: String| SafetyError::Corrupt {
+            path: self.path.clone(),
+            reason,
+        };
         if bytes.len() < CHECKSUM_LEN {
             return Err(corrupt(format!("{} bytes is too short", bytes.len())));
         }
@@ -53,7 +66,10 @@ impl SafetyStore {
 
     /// Durably replaces the record. Returns only once it is on disk.
     pub fn save(&self, state: &SafetyState) -> Result<(), SafetyError> {
-        let io = |source| SafetyError::Io { path: self.path.clone(), source };
+        let io = |source| SafetyError::Io {
+            path: self.path.clone(),
+            source,
+        };
         let body = encode(state);
         let checksum = Domain::SafetyRecord.hash(&body);
         let tmp = self.path.with_extension("tmp");
@@ -75,7 +91,11 @@ mod tests {
     use trellis_types::block::VoteKind;
 
     fn sample() -> SafetyState {
-        SafetyState { height: 7, last_vote: Some((2, VoteKind::Precommit, None)), locked: None }
+        SafetyState {
+            height: 7,
+            last_vote: Some((2, VoteKind::Precommit, None)),
+            locked: None,
+        }
     }
 
     #[test]
@@ -95,7 +115,10 @@ mod tests {
         SafetyStore::open(&path).unwrap().0.save(&sample()).unwrap();
         let bytes = fs::read(&path).unwrap();
         fs::write(&path, &bytes[..bytes.len() - 5]).unwrap();
-        assert!(matches!(SafetyStore::open(&path), Err(SafetyError::Corrupt { .. })));
+        assert!(matches!(
+            SafetyStore::open(&path),
+            Err(SafetyError::Corrupt { .. })
+        ));
     }
 
     #[test]
@@ -106,6 +129,9 @@ mod tests {
         let mut bytes = fs::read(&path).unwrap();
         bytes[3] ^= 0x10;
         fs::write(&path, &bytes).unwrap();
-        assert!(matches!(SafetyStore::open(&path), Err(SafetyError::Corrupt { .. })));
+        assert!(matches!(
+            SafetyStore::open(&path),
+            Err(SafetyError::Corrupt { .. })
+        ));
     }
 }

@@ -154,14 +154,22 @@ pub(crate) fn write_update(batch: &mut sled::Batch, update: &StateUpdate) {
         };
         batch.insert(&value_key_bytes(*key, *version)[..], stored);
     }
-    // Recorded so that old versions can be pruned later without walking the tree.
-    for stale in &update.tree.stale_node_index_batch {
-        let node_key = node_key_bytes(&stale.node_key);
-        let mut key = Vec::with_capacity(9 + node_key.len() - 1);
-        key.push(prefix::TREE_STALE);
-        key.extend_from_slice(&stale.stale_since_version.to_be_bytes());
-        key.extend_from_slice(&node_key[1..]);
-        batch.insert(key, &[]);
+    // One record per version (not one key per node: sled pays per key) listing the nodes
+    // this version made stale, so old versions can be pruned later without walking the tree.
+    if !update.tree.stale_node_index_batch.is_empty() {
+        let stale: Vec<&NodeKey> = update
+            .tree
+            .stale_node_index_batch
+            .iter()
+            .map(|s| &s.node_key)
+            .collect();
+        let mut key = [0u8; 9];
+        key[0] = prefix::TREE_STALE;
+        key[1..].copy_from_slice(&update.version.to_be_bytes());
+        batch.insert(
+            &key[..],
+            borsh::to_vec(&stale).expect("writing to a Vec cannot fail"),
+        );
     }
 }
 

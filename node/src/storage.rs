@@ -35,7 +35,7 @@ pub(crate) mod prefix {
     pub const TREE_NODE: u8 = 0x07;
     /// `TREE_VALUE ‖ key hash ‖ version` → `0` (deleted) or `1 ‖ value`.
     pub const TREE_VALUE: u8 = 0x08;
-    /// `TREE_STALE ‖ stale since version ‖ version ‖ borsh(nibble path)` → empty: what pruning may drop.
+    /// `TREE_STALE ‖ version` → `borsh(Vec<NodeKey>)`: the nodes that version made stale, for pruning.
     pub const TREE_STALE: u8 = 0x09;
 
     /// Chain metadata sits under prefix `0x00`: the sealed [`ChainHead`](super::ChainHead) ...
@@ -177,7 +177,11 @@ fn be_u64(bytes: &[u8], what: impl FnOnce() -> String) -> Result<u64, StorageErr
 impl Storage {
     /// Opens (or creates) the store at `path` and checks the head block's integrity.
     pub fn open(path: &Path) -> Result<Storage, StorageError> {
-        let db = sled::Config::new().path(path).open()?;
+        // Blocks are write-heavy (thousands of keys per batch): trade disk space for write speed.
+        let db = sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
         let head = Self::check_integrity(&db)?;
         Ok(Storage {
             db,
@@ -582,8 +586,26 @@ pub(crate) mod tests {
             .collect()
     }
 
+    /// sled releases its file lock from a background thread after the last handle is
+    /// dropped, so a reopen right after a drop may briefly find the lock still held.
+    fn retry_while_locked<T>(
+        mut f: impl FnMut() -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        for _ in 0..100 {
+            match f() {
+                Err(StorageError::Io(sled::Error::Io(e)))
+                    if e.to_string().contains("could not acquire lock") =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+        f()
+    }
+
     fn open(dir: &tempfile::TempDir) -> Result<Storage, StorageError> {
-        Storage::open(dir.path())
+        retry_while_locked(|| Storage::open(dir.path()))
     }
 
     #[test]
@@ -787,7 +809,7 @@ pub(crate) mod tests {
         key: &[u8],
         f: impl FnOnce(Option<Vec<u8>>) -> Option<Vec<u8>>,
     ) {
-        let db = sled::open(dir.path()).unwrap();
+        let db = retry_while_locked(|| Ok(sled::open(dir.path())?)).unwrap();
         let old = db.get(key).unwrap().map(|v| v.to_vec());
         match f(old) {
             Some(new) => db.insert(key, new).unwrap(),
@@ -898,7 +920,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         store_with_two_blocks(&dir);
         // Overwrite the head version's root node with the genesis root: the roots differ.
-        let genesis_root = sled::open(dir.path())
+        let genesis_root = retry_while_locked(|| Ok(sled::open(dir.path())?))
             .map(|db| {
                 db.get(crate::state::tree_node_key_for_root(0))
                     .unwrap()

@@ -7,7 +7,9 @@ use crate::state::Writes;
 use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
 use trellis_genesis::{Genesis, dev_account};
-use trellis_types::{ChainParams, KeyPair, Payload, PublicKey, SignedTransaction, SystemOp, Transaction, encode};
+use trellis_types::{
+    ChainParams, KeyPair, Payload, PublicKey, SignedTransaction, SystemOp, Transaction, encode,
+};
 
 const MAX_BODY_BYTES: usize = 4096;
 
@@ -61,7 +63,9 @@ impl TestNode {
             metrics: Arc::new(Metrics::new()),
             max_body_bytes: MAX_BODY_BYTES,
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("local addr"));
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(serve(listener, state, async move {
@@ -90,7 +94,9 @@ impl TestNode {
             sender: key.public(),
             nonce: 0,
             expires_at_ms: wall_clock_ms() + 60_000,
-            payload: Payload::System(SystemOp::Remark { data: b"api test".to_vec().into() }),
+            payload: Payload::System(SystemOp::Remark {
+                data: b"api test".to_vec().into(),
+            }),
         };
         adjust(&mut tx);
         tx.sign(key)
@@ -114,22 +120,45 @@ impl TestNode {
     }
 
     async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let response = self.client.get(format!("{}{path}", self.url)).send().await.expect("GET");
+        let response = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("GET");
         let status = StatusCode::from_u16(response.status().as_u16()).expect("valid status");
         (status, response.json().await.expect("JSON response body"))
     }
 
     /// Posts `body` and asserts it is refused with `status` and `code`, leaving the mempool as it was.
-    async fn assert_refused(&self, content_type: &str, body: Vec<u8>, status: StatusCode, code: &str) {
+    async fn assert_refused(
+        &self,
+        content_type: &str,
+        body: Vec<u8>,
+        status: StatusCode,
+        code: &str,
+    ) {
         let before = self.mempool.len();
         let (got_status, got) = self.post(content_type, body).await;
-        assert_eq!((got_status, got["code"].as_str()), (status, Some(code)), "response: {got}");
-        assert!(got["message"].as_str().is_some_and(|m| !m.is_empty()), "no message in {got}");
-        assert_eq!(self.mempool.len(), before, "a refused transaction entered the mempool");
+        assert_eq!(
+            (got_status, got["code"].as_str()),
+            (status, Some(code)),
+            "response: {got}"
+        );
+        assert!(
+            got["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "no message in {got}"
+        );
+        assert_eq!(
+            self.mempool.len(),
+            before,
+            "a refused transaction entered the mempool"
+        );
     }
 
     async fn assert_tx_refused(&self, tx: &SignedTransaction, status: StatusCode, code: &str) {
-        self.assert_refused("application/octet-stream", encode(tx), status, code).await;
+        self.assert_refused("application/octet-stream", encode(tx), status, code)
+            .await;
     }
 
     /// Commits a block straight to storage (no consensus) carrying `txs` and `writes`.
@@ -143,7 +172,9 @@ impl TestNode {
     }
 
     fn account(&self, key: &PublicKey) -> AccountRecord {
-        execution::account(&self.storage, key).expect("read account").expect("account exists")
+        execution::account(&self.storage, key)
+            .expect("read account")
+            .expect("account exists")
     }
 }
 
@@ -164,14 +195,19 @@ async fn a_good_transaction_is_accepted_and_then_pending() {
     assert_eq!(node.mempool.len(), 1);
 
     let (status, body) = node.get(&format!("/v1/transactions/{}", tx.hash())).await;
-    assert_eq!((status, body), (StatusCode::OK, json!({ "status": "pending" })));
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, json!({ "status": "pending" }))
+    );
 }
 
 #[tokio::test]
 async fn a_transaction_is_accepted_as_hex_in_json() {
     let node = TestNode::start().await;
     let tx = node.tx(&acme(), 0);
-    let body = serde_json::to_vec(&json!({ "signed_tx": format!("0x{}", hex::encode(encode(&tx))) })).unwrap();
+    let body =
+        serde_json::to_vec(&json!({ "signed_tx": format!("0x{}", hex::encode(encode(&tx))) }))
+            .unwrap();
     let (status, body) = node.post("application/json; charset=utf-8", body).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(body["tx_hash"], tx.hash().to_hex());
@@ -183,8 +219,14 @@ async fn a_committed_transaction_reports_its_height_index_and_receipt() {
     let node = TestNode::start().await;
     let key = acme();
     let tx = node.tx(&key, 0);
-    let record = AccountRecord { nonce: 1, ..node.account(&key.public()) };
-    node.commit(vec![tx.clone()], TestNode::account_write(&key.public(), &record));
+    let record = AccountRecord {
+        nonce: 1,
+        ..node.account(&key.public())
+    };
+    node.commit(
+        vec![tx.clone()],
+        TestNode::account_write(&key.public(), &record),
+    );
 
     let (status, body) = node.get(&format!("/v1/transactions/{}", tx.hash())).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -197,10 +239,18 @@ async fn a_committed_transaction_reports_its_height_index_and_receipt() {
 #[tokio::test]
 async fn an_unknown_transaction_is_not_found_and_a_bad_hash_is_malformed() {
     let node = TestNode::start().await;
-    let (status, body) = node.get(&format!("/v1/transactions/{}", Hash([7; 32]))).await;
-    assert_eq!((status, body["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+    let (status, body) = node
+        .get(&format!("/v1/transactions/{}", Hash([7; 32])))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
     let (status, body) = node.get("/v1/transactions/not-hex").await;
-    assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("malformed")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("malformed"))
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -209,16 +259,40 @@ async fn an_unknown_transaction_is_not_found_and_a_bad_hash_is_malformed() {
 #[tokio::test]
 async fn a_body_that_does_not_decode_is_malformed() {
     let node = TestNode::start().await;
-    node.assert_refused("application/octet-stream", vec![1, 2, 3], StatusCode::BAD_REQUEST, "malformed").await;
-    node.assert_refused("application/octet-stream", Vec::new(), StatusCode::BAD_REQUEST, "malformed").await;
+    node.assert_refused(
+        "application/octet-stream",
+        vec![1, 2, 3],
+        StatusCode::BAD_REQUEST,
+        "malformed",
+    )
+    .await;
+    node.assert_refused(
+        "application/octet-stream",
+        Vec::new(),
+        StatusCode::BAD_REQUEST,
+        "malformed",
+    )
+    .await;
     // Trailing bytes after a valid transaction.
     let mut bytes = encode(&node.tx(&acme(), 0));
     bytes.push(0);
-    node.assert_refused("application/octet-stream", bytes, StatusCode::BAD_REQUEST, "malformed").await;
+    node.assert_refused(
+        "application/octet-stream",
+        bytes,
+        StatusCode::BAD_REQUEST,
+        "malformed",
+    )
+    .await;
     // An unknown encoding version.
     let mut bytes = encode(&node.tx(&acme(), 0));
     bytes[0] ^= 0xff;
-    node.assert_refused("application/octet-stream", bytes, StatusCode::BAD_REQUEST, "malformed").await;
+    node.assert_refused(
+        "application/octet-stream",
+        bytes,
+        StatusCode::BAD_REQUEST,
+        "malformed",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -231,7 +305,13 @@ async fn malformed_json_or_hex_is_malformed() {
         br#"{"tx": "00"}"#,
         br#"{"signed_tx": "0102"}"#,
     ] {
-        node.assert_refused("application/json", body.to_vec(), StatusCode::BAD_REQUEST, "malformed").await;
+        node.assert_refused(
+            "application/json",
+            body.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "malformed",
+        )
+        .await;
     }
 }
 
@@ -239,12 +319,27 @@ async fn malformed_json_or_hex_is_malformed() {
 async fn another_content_type_is_unsupported() {
     let node = TestNode::start().await;
     let bytes = encode(&node.tx(&acme(), 0));
-    for content_type in ["text/plain", "application/x-www-form-urlencoded", "application/jsonx"] {
-        node.assert_refused(content_type, bytes.clone(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_content_type")
-            .await;
+    for content_type in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "application/jsonx",
+    ] {
+        node.assert_refused(
+            content_type,
+            bytes.clone(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_content_type",
+        )
+        .await;
     }
     // No Content-Type at all.
-    let response = node.client.post(format!("{}/v1/transactions", node.url)).body(bytes).send().await.unwrap();
+    let response = node
+        .client
+        .post(format!("{}/v1/transactions", node.url))
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status().as_u16(), 415);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["code"], "unsupported_content_type");
@@ -258,11 +353,18 @@ async fn a_bad_signature_is_unauthorised() {
     // The signature is the last 64 bytes; corrupt its R half.
     let at = bytes.len() - 64;
     bytes[at] ^= 0x01;
-    node.assert_refused("application/octet-stream", bytes, StatusCode::UNAUTHORIZED, "bad_signature").await;
+    node.assert_refused(
+        "application/octet-stream",
+        bytes,
+        StatusCode::UNAUTHORIZED,
+        "bad_signature",
+    )
+    .await;
     // Signed by another key than the sender's.
     let mut tx = node.tx(&acme(), 0);
     tx.signature = node.tx(&dev_account("supplier-t1/ops"), 0).signature;
-    node.assert_tx_refused(&tx, StatusCode::UNAUTHORIZED, "bad_signature").await;
+    node.assert_tx_refused(&tx, StatusCode::UNAUTHORIZED, "bad_signature")
+        .await;
 }
 
 /// A real non-canonical encoding: the nonce's varint written in two bytes
@@ -277,7 +379,13 @@ async fn an_overlong_varint_is_non_canonical() {
     let at = 1 + 1 + node.chain_id.len() + 32;
     assert_eq!(bytes[at], 0x00, "the nonce 0 is one byte at {at}");
     bytes.splice(at..=at, [0x80, 0x00]);
-    node.assert_refused("application/octet-stream", bytes, StatusCode::BAD_REQUEST, "non_canonical").await;
+    node.assert_refused(
+        "application/octet-stream",
+        bytes,
+        StatusCode::BAD_REQUEST,
+        "non_canonical",
+    )
+    .await;
 }
 
 /// The sender is the identity point, a small-order key. Admission checks
@@ -288,34 +396,45 @@ async fn a_weak_sender_key_is_refused() {
     let mut identity = [0u8; 32];
     identity[0] = 1;
     let weak = PublicKey(identity);
-    let record = AccountRecord { org: "core-acme".into(), org_admin: false, nonce: 0 };
+    let record = AccountRecord {
+        org: "core-acme".into(),
+        org_admin: false,
+        nonce: 0,
+    };
     node.commit(Vec::new(), TestNode::account_write(&weak, &record));
     let tx = node.tx_with(&acme(), |tx| tx.sender = weak);
-    node.assert_tx_refused(&tx, StatusCode::BAD_REQUEST, "weak_key").await;
+    node.assert_tx_refused(&tx, StatusCode::BAD_REQUEST, "weak_key")
+        .await;
 }
 
 #[tokio::test]
 async fn a_transaction_for_another_chain_is_refused() {
     let node = TestNode::start().await;
     let tx = node.tx_with(&acme(), |tx| tx.chain_id = "trellis-other".into());
-    node.assert_tx_refused(&tx, StatusCode::BAD_REQUEST, "wrong_chain").await;
+    node.assert_tx_refused(&tx, StatusCode::BAD_REQUEST, "wrong_chain")
+        .await;
 }
 
 #[tokio::test]
 async fn expired_and_far_future_expiries_are_refused() {
     let node = TestNode::start().await;
     let tx = node.tx_with(&acme(), |tx| tx.expires_at_ms = wall_clock_ms() - 1_000);
-    node.assert_tx_refused(&tx, StatusCode::BAD_REQUEST, "expired").await;
+    node.assert_tx_refused(&tx, StatusCode::BAD_REQUEST, "expired")
+        .await;
     let max = Genesis::dev().params.max_expiry_ms;
-    let tx = node.tx_with(&acme(), |tx| tx.expires_at_ms = wall_clock_ms() + max + 60_000);
-    node.assert_tx_refused(&tx, StatusCode::BAD_REQUEST, "expiry_too_far").await;
+    let tx = node.tx_with(&acme(), |tx| {
+        tx.expires_at_ms = wall_clock_ms() + max + 60_000
+    });
+    node.assert_tx_refused(&tx, StatusCode::BAD_REQUEST, "expiry_too_far")
+        .await;
 }
 
 #[tokio::test]
 async fn an_unknown_sender_is_forbidden() {
     let node = TestNode::start().await;
     let tx = node.tx(&KeyPair::insecure_from_label("not a member"), 0);
-    node.assert_tx_refused(&tx, StatusCode::FORBIDDEN, "unknown_sender").await;
+    node.assert_tx_refused(&tx, StatusCode::FORBIDDEN, "unknown_sender")
+        .await;
 }
 
 /// The account's committed nonce is moved to 1 by a block written straight to storage.
@@ -323,9 +442,13 @@ async fn an_unknown_sender_is_forbidden() {
 async fn a_used_nonce_is_a_replay() {
     let node = TestNode::start().await;
     let key = acme();
-    let record = AccountRecord { nonce: 1, ..node.account(&key.public()) };
+    let record = AccountRecord {
+        nonce: 1,
+        ..node.account(&key.public())
+    };
     node.commit(Vec::new(), TestNode::account_write(&key.public(), &record));
-    node.assert_tx_refused(&node.tx(&key, 0), StatusCode::CONFLICT, "nonce_replayed").await;
+    node.assert_tx_refused(&node.tx(&key, 0), StatusCode::CONFLICT, "nonce_replayed")
+        .await;
     let (status, body) = node.submit(&node.tx(&key, 1)).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
 }
@@ -335,9 +458,15 @@ async fn a_second_submission_is_already_known_and_a_second_use_of_a_nonce_is_tak
     let node = TestNode::start().await;
     let tx = node.tx(&acme(), 0);
     assert_eq!(node.submit(&tx).await.0, StatusCode::ACCEPTED);
-    node.assert_tx_refused(&tx, StatusCode::CONFLICT, "already_known").await;
-    let other = node.tx_with(&acme(), |tx| tx.payload = Payload::System(SystemOp::Remark { data: b"other".to_vec().into() }));
-    node.assert_tx_refused(&other, StatusCode::CONFLICT, "nonce_taken").await;
+    node.assert_tx_refused(&tx, StatusCode::CONFLICT, "already_known")
+        .await;
+    let other = node.tx_with(&acme(), |tx| {
+        tx.payload = Payload::System(SystemOp::Remark {
+            data: b"other".to_vec().into(),
+        })
+    });
+    node.assert_tx_refused(&other, StatusCode::CONFLICT, "nonce_taken")
+        .await;
     assert_eq!(node.mempool.len(), 1);
 }
 
@@ -345,7 +474,12 @@ async fn a_second_submission_is_already_known_and_a_second_use_of_a_nonce_is_tak
 async fn a_nonce_too_far_ahead_is_unprocessable() {
     let node = TestNode::start().await;
     let gap = Genesis::dev().params.max_nonce_gap;
-    node.assert_tx_refused(&node.tx(&acme(), gap), StatusCode::UNPROCESSABLE_ENTITY, "nonce_too_far_ahead").await;
+    node.assert_tx_refused(
+        &node.tx(&acme(), gap),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "nonce_too_far_ahead",
+    )
+    .await;
     let (status, body) = node.submit(&node.tx(&acme(), gap - 1)).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
 }
@@ -354,31 +488,60 @@ async fn a_nonce_too_far_ahead_is_unprocessable() {
 async fn a_body_over_the_limit_is_oversized() {
     let node = TestNode::start().await;
     let big = vec![0u8; MAX_BODY_BYTES + 1];
-    node.assert_refused("application/octet-stream", big, StatusCode::PAYLOAD_TOO_LARGE, "oversized").await;
+    node.assert_refused(
+        "application/octet-stream",
+        big,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "oversized",
+    )
+    .await;
     let json = serde_json::to_vec(&json!({ "signed_tx": "00".repeat(MAX_BODY_BYTES) })).unwrap();
-    node.assert_refused("application/json", json, StatusCode::PAYLOAD_TOO_LARGE, "oversized").await;
+    node.assert_refused(
+        "application/json",
+        json,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "oversized",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn a_transaction_over_max_tx_bytes_is_oversized() {
     let node = TestNode::start_with(|p| p.max_tx_bytes = 200).await;
-    let tx = node.tx_with(&acme(), |tx| tx.payload = Payload::System(SystemOp::Remark { data: vec![7; 300].into() }));
-    node.assert_tx_refused(&tx, StatusCode::PAYLOAD_TOO_LARGE, "oversized").await;
+    let tx = node.tx_with(&acme(), |tx| {
+        tx.payload = Payload::System(SystemOp::Remark {
+            data: vec![7; 300].into(),
+        })
+    });
+    node.assert_tx_refused(&tx, StatusCode::PAYLOAD_TOO_LARGE, "oversized")
+        .await;
 }
 
 #[tokio::test]
 async fn a_full_mempool_is_too_many_requests() {
     let node = TestNode::start_with(|p| p.mempool_capacity = 1).await;
-    assert_eq!(node.submit(&node.tx(&acme(), 0)).await.0, StatusCode::ACCEPTED);
+    assert_eq!(
+        node.submit(&node.tx(&acme(), 0)).await.0,
+        StatusCode::ACCEPTED
+    );
     let tx = node.tx(&dev_account("supplier-t1/ops"), 0);
-    node.assert_tx_refused(&tx, StatusCode::TOO_MANY_REQUESTS, "mempool_full").await;
+    node.assert_tx_refused(&tx, StatusCode::TOO_MANY_REQUESTS, "mempool_full")
+        .await;
 }
 
 #[tokio::test]
 async fn a_full_sender_queue_is_too_many_requests() {
     let node = TestNode::start_with(|p| p.mempool_per_sender = 1).await;
-    assert_eq!(node.submit(&node.tx(&acme(), 0)).await.0, StatusCode::ACCEPTED);
-    node.assert_tx_refused(&node.tx(&acme(), 1), StatusCode::TOO_MANY_REQUESTS, "sender_queue_full").await;
+    assert_eq!(
+        node.submit(&node.tx(&acme(), 0)).await.0,
+        StatusCode::ACCEPTED
+    );
+    node.assert_tx_refused(
+        &node.tx(&acme(), 1),
+        StatusCode::TOO_MANY_REQUESTS,
+        "sender_queue_full",
+    )
+    .await;
 }
 
 // ---------------------------------------------------------------------------
@@ -398,72 +561,159 @@ async fn block_zero_is_the_genesis_block_by_height_hash_and_as_latest() {
     assert_eq!(by_height.block.header.chain_id, node.chain_id);
 
     let (_, latest) = node.get("/v1/blocks/latest").await;
-    assert_eq!(serde_json::from_value::<BlockResponse>(latest).unwrap(), by_height);
-    let (_, by_hash) = node.get(&format!("/v1/blocks/by-hash/{}", genesis.hash())).await;
-    assert_eq!(serde_json::from_value::<BlockResponse>(by_hash).unwrap(), by_height);
+    assert_eq!(
+        serde_json::from_value::<BlockResponse>(latest).unwrap(),
+        by_height
+    );
+    let (_, by_hash) = node
+        .get(&format!("/v1/blocks/by-hash/{}", genesis.hash()))
+        .await;
+    assert_eq!(
+        serde_json::from_value::<BlockResponse>(by_hash).unwrap(),
+        by_height
+    );
 }
 
 #[tokio::test]
 async fn missing_or_malformed_blocks_are_errors() {
     let node = TestNode::start().await;
     for (path, status, code) in [
-        ("/v1/blocks/1".to_owned(), StatusCode::NOT_FOUND, "not_found"),
-        ("/v1/blocks/-1".to_owned(), StatusCode::BAD_REQUEST, "malformed"),
-        ("/v1/blocks/99999999999999999999999".to_owned(), StatusCode::BAD_REQUEST, "malformed"),
-        (format!("/v1/blocks/by-hash/{}", Hash([3; 32])), StatusCode::NOT_FOUND, "not_found"),
-        ("/v1/blocks/by-hash/abcd".to_owned(), StatusCode::BAD_REQUEST, "malformed"),
+        (
+            "/v1/blocks/1".to_owned(),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "/v1/blocks/-1".to_owned(),
+            StatusCode::BAD_REQUEST,
+            "malformed",
+        ),
+        (
+            "/v1/blocks/99999999999999999999999".to_owned(),
+            StatusCode::BAD_REQUEST,
+            "malformed",
+        ),
+        (
+            format!("/v1/blocks/by-hash/{}", Hash([3; 32])),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "/v1/blocks/by-hash/abcd".to_owned(),
+            StatusCode::BAD_REQUEST,
+            "malformed",
+        ),
         ("/v2/nothing".to_owned(), StatusCode::NOT_FOUND, "not_found"),
     ] {
         let (got, body) = node.get(&path).await;
-        assert_eq!((got, body["code"].as_str()), (status, Some(code)), "{path}: {body}");
+        assert_eq!(
+            (got, body["code"].as_str()),
+            (status, Some(code)),
+            "{path}: {body}"
+        );
     }
+}
+
+#[tokio::test]
+async fn a_wrong_method_is_a_json_error() {
+    let node = TestNode::start().await;
+    let response = node
+        .client
+        .delete(format!("{}/health", node.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 405);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "method_not_allowed");
 }
 
 #[tokio::test]
 async fn state_reads_come_with_a_proof_that_verifies_against_the_root() {
     let node = TestNode::start().await;
     let key = execution::keys::PARAMS;
-    let (status, body) = node.get(&format!("/v1/state/{}?proof=true", hex::encode(key))).await;
+    let (status, body) = node
+        .get(&format!("/v1/state/{}?proof=true", hex::encode(key)))
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let read: StateResponse = serde_json::from_value(body).expect("a StateResponse");
     let head = node.storage.head().unwrap();
-    assert_eq!((read.height, read.state_root), (head.height, head.state_root));
+    assert_eq!(
+        (read.height, read.state_root),
+        (head.height, head.state_root)
+    );
     let value = read.value.clone().expect("sys/params is set");
     assert_eq!(value.0, encode(&Genesis::dev().params));
     let proof = read.proof.expect("asked for a proof");
-    trellis_types::verify_state_proof(&read.state_root, key, Some(&value), &proof.proof).expect("proof verifies");
+    trellis_types::verify_state_proof(&read.state_root, key, Some(&value), &proof.proof)
+        .expect("proof verifies");
 
     let mut altered = value.0.clone();
     altered[0] ^= 1;
-    assert!(trellis_types::verify_state_proof(&read.state_root, key, Some(&altered), &proof.proof).is_err());
+    assert!(
+        trellis_types::verify_state_proof(&read.state_root, key, Some(&altered), &proof.proof)
+            .is_err()
+    );
     assert!(trellis_types::verify_state_proof(&read.state_root, key, None, &proof.proof).is_err());
 }
 
 #[tokio::test]
 async fn state_reads_prove_absence_default_to_no_proof_and_read_old_heights() {
     let node = TestNode::start().await;
-    let (status, body) = node.get(&format!("/v1/state/{}?proof=true", hex::encode(b"no/such/key"))).await;
+    let (status, body) = node
+        .get(&format!(
+            "/v1/state/{}?proof=true",
+            hex::encode(b"no/such/key")
+        ))
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let read: StateResponse = serde_json::from_value(body).unwrap();
     assert_eq!(read.value, None);
     let proof = read.proof.unwrap();
-    trellis_types::verify_state_proof(&read.state_root, b"no/such/key", None, &proof.proof).unwrap();
+    trellis_types::verify_state_proof(&read.state_root, b"no/such/key", None, &proof.proof)
+        .unwrap();
 
-    node.commit(Vec::new(), Writes::from([(b"test/key".to_vec(), Some(b"v1".to_vec()))]));
-    let (_, body) = node.get(&format!("/v1/state/{}", hex::encode(b"test/key"))).await;
+    node.commit(
+        Vec::new(),
+        Writes::from([(b"test/key".to_vec(), Some(b"v1".to_vec()))]),
+    );
+    let (_, body) = node
+        .get(&format!("/v1/state/{}", hex::encode(b"test/key")))
+        .await;
     assert_eq!(body["value"], hex::encode(b"v1"));
     assert_eq!(body["height"], 1);
     assert_eq!(body["proof"], Value::Null);
-    let (_, body) = node.get(&format!("/v1/state/{}?height=0", hex::encode(b"test/key"))).await;
-    assert_eq!((body["value"].clone(), body["height"].clone()), (Value::Null, json!(0)));
+    let (_, body) = node
+        .get(&format!("/v1/state/{}?height=0", hex::encode(b"test/key")))
+        .await;
+    assert_eq!(
+        (body["value"].clone(), body["height"].clone()),
+        (Value::Null, json!(0))
+    );
 
     for (path, status, code) in [
-        (format!("/v1/state/{}?height=5", hex::encode(b"test/key")), StatusCode::NOT_FOUND, "not_found"),
-        ("/v1/state/xyz".to_owned(), StatusCode::BAD_REQUEST, "malformed"),
-        (format!("/v1/state/{}?proof=maybe", hex::encode(b"k")), StatusCode::BAD_REQUEST, "malformed"),
+        (
+            format!("/v1/state/{}?height=5", hex::encode(b"test/key")),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "/v1/state/xyz".to_owned(),
+            StatusCode::BAD_REQUEST,
+            "malformed",
+        ),
+        (
+            format!("/v1/state/{}?proof=maybe", hex::encode(b"k")),
+            StatusCode::BAD_REQUEST,
+            "malformed",
+        ),
     ] {
         let (got, body) = node.get(&path).await;
-        assert_eq!((got, body["code"].as_str()), (status, Some(code)), "{path}: {body}");
+        assert_eq!(
+            (got, body["code"].as_str()),
+            (status, Some(code)),
+            "{path}: {body}"
+        );
     }
 }
 
@@ -475,9 +725,15 @@ async fn status_and_health_answer() {
     assert_eq!(body["chain_id"], node.chain_id);
     assert_eq!(body["genesis_hash"], Genesis::dev().hash().to_hex());
     assert_eq!(body["height"], 0);
-    assert_eq!(body["block_hash"], node.storage.head().unwrap().block_hash.to_hex());
+    assert_eq!(
+        body["block_hash"],
+        node.storage.head().unwrap().block_hash.to_hex()
+    );
     assert_eq!(body["validator"], true);
-    assert_eq!(node.get("/health").await, (StatusCode::OK, json!({ "status": "ok" })));
+    assert_eq!(
+        node.get("/health").await,
+        (StatusCode::OK, json!({ "status": "ok" }))
+    );
 }
 
 #[tokio::test]
@@ -498,16 +754,34 @@ async fn the_openapi_document_lists_every_route() {
         ("/metrics", "get"),
         ("/openapi.json", "get"),
     ] {
-        assert!(doc["paths"][path][method].is_object(), "{method} {path} missing from the OpenAPI document");
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} missing from the OpenAPI document"
+        );
     }
     let submit = &doc["paths"]["/v1/transactions"]["post"];
     assert!(submit["requestBody"]["content"]["application/octet-stream"].is_object());
     assert!(submit["requestBody"]["content"]["application/json"].is_object());
-    for status in ["202", "400", "401", "403", "409", "413", "415", "422", "429", "500"] {
-        assert!(submit["responses"][status].is_object(), "submit response {status} undocumented");
+    for status in [
+        "202", "400", "401", "403", "409", "413", "415", "422", "429", "500",
+    ] {
+        assert!(
+            submit["responses"][status].is_object(),
+            "submit response {status} undocumented"
+        );
     }
-    for schema in ["ErrorBody", "BlockResponse", "StateResponse", "TxStatus", "ChainStatus", "SignedTransaction"] {
-        assert!(doc["components"]["schemas"][schema].is_object(), "schema {schema} missing");
+    for schema in [
+        "ErrorBody",
+        "BlockResponse",
+        "StateResponse",
+        "TxStatus",
+        "ChainStatus",
+        "SignedTransaction",
+    ] {
+        assert!(
+            doc["components"]["schemas"][schema].is_object(),
+            "schema {schema} missing"
+        );
     }
 }
 
@@ -515,14 +789,28 @@ async fn the_openapi_document_lists_every_route() {
 async fn metrics_count_requests_by_route_and_report_the_mempool() {
     let node = TestNode::start().await;
     node.get("/health").await;
-    node.get(&format!("/v1/blocks/by-hash/{}", Hash([3; 32]))).await;
-    node.submit(&node.tx(&acme(), 0)).await;
-    node.assert_tx_refused(&node.tx(&acme(), 0), StatusCode::CONFLICT, "already_known").await;
+    node.get(&format!("/v1/blocks/by-hash/{}", Hash([3; 32])))
+        .await;
+    let tx = node.tx(&acme(), 0);
+    node.submit(&tx).await;
+    node.assert_tx_refused(&tx, StatusCode::CONFLICT, "already_known")
+        .await;
 
-    let response = node.client.get(format!("{}/metrics", node.url)).send().await.unwrap();
+    let response = node
+        .client
+        .get(format!("{}/metrics", node.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status().as_u16(), 200);
-    let content_type = response.headers()[CONTENT_TYPE].to_str().unwrap().to_owned();
-    assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
+    let content_type = response.headers()[CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
     let text = response.text().await.unwrap();
     for line in [
         "trellis_height",

@@ -8,11 +8,19 @@ use trellis_types::Header;
 const CHAIN: &str = "test-chain";
 
 fn timeouts() -> Timeouts {
-    Timeouts { propose_ms: 100, prevote_ms: 50, precommit_ms: 50, delta_ms: 10, idle_block_ms: 0 }
+    Timeouts {
+        propose_ms: 100,
+        prevote_ms: 50,
+        precommit_ms: 50,
+        delta_ms: 10,
+        idle_block_ms: 0,
+    }
 }
 
 fn keys(n: usize) -> Vec<KeyPair> {
-    (0..n).map(|i| KeyPair::insecure_from_label(&format!("validator-{i}"))).collect()
+    (0..n)
+        .map(|i| KeyPair::insecure_from_label(&format!("validator-{i}")))
+        .collect()
 }
 
 fn block(height: u64, round: u64, proposer: PublicKey, salt: u8) -> Block {
@@ -57,7 +65,16 @@ impl Net {
         let set = ValidatorSet::new(keys.iter().map(KeyPair::public).collect());
         let nodes = keys
             .into_iter()
-            .map(|k| Consensus::new(CHAIN.into(), set.clone(), Some(k), timeouts(), 1, SafetyState::default()))
+            .map(|k| {
+                Consensus::new(
+                    CHAIN.into(),
+                    set.clone(),
+                    Some(k),
+                    timeouts(),
+                    1,
+                    SafetyState::default(),
+                )
+            })
             .collect();
         Net {
             nodes,
@@ -99,9 +116,15 @@ impl Net {
                     let more = self.nodes[i].on_block_validated(b.hash(), ok);
                     self.apply(i, more);
                 }
-                Action::ScheduleTimeout { height, round, step, after_ms } => {
+                Action::ScheduleTimeout {
+                    height,
+                    round,
+                    step,
+                    after_ms,
+                } => {
                     self.seq += 1;
-                    self.timers.push((self.now + after_ms, self.seq, i, height, round, step));
+                    self.timers
+                        .push((self.now + after_ms, self.seq, i, height, round, step));
                 }
                 Action::Commit { block, certificate } => self.commits[i].push((block, certificate)),
             }
@@ -146,9 +169,17 @@ impl Net {
     fn assert_agreement(&self) {
         let longest = self.commits.iter().map(Vec::len).max().unwrap_or(0);
         for h in 0..longest {
-            let hashes: Vec<Hash> =
-                self.commits.iter().filter_map(|c| c.get(h)).map(|(b, _)| b.hash()).collect();
-            assert!(hashes.windows(2).all(|w| w[0] == w[1]), "fork at height {}", h + 1);
+            let hashes: Vec<Hash> = self
+                .commits
+                .iter()
+                .filter_map(|c| c.get(h))
+                .map(|(b, _)| b.hash())
+                .collect();
+            assert!(
+                hashes.windows(2).all(|w| w[0] == w[1]),
+                "fork at height {}",
+                h + 1
+            );
         }
     }
 }
@@ -162,7 +193,10 @@ fn a_single_validator_commits_a_chain_of_certified_blocks() {
     for (i, (block, qc)) in net.commits[0].iter().enumerate() {
         assert_eq!(block.header.height, i as u64 + 1);
         assert_eq!(qc.block, block.hash());
-        net.nodes[0].validators().verify_certificate(CHAIN, qc).unwrap();
+        net.nodes[0]
+            .validators()
+            .verify_certificate(CHAIN, qc)
+            .unwrap();
     }
 }
 
@@ -188,8 +222,14 @@ fn one_silent_validator_of_four_only_slows_its_own_turns() {
         assert_eq!(net.commits[i].len(), 8, "node {i}");
     }
     net.assert_agreement();
-    let later_rounds = net.commits[0].iter().filter(|(b, _)| b.header.round > 0).count();
-    assert!(later_rounds > 0, "the silent proposer's heights need a second round");
+    let later_rounds = net.commits[0]
+        .iter()
+        .filter(|(b, _)| b.header.round > 0)
+        .count();
+    assert!(
+        later_rounds > 0,
+        "the silent proposer's heights need a second round"
+    );
 }
 
 #[test]
@@ -207,7 +247,9 @@ fn an_invalid_proposal_is_refused_and_the_next_round_commits() {
     let mut net = Net::new(4);
     // Height 1, round 0 is proposed by validator (1 + 0) % 4 of the sorted set.
     let proposer = net.nodes[0].validators().proposer(1, 0);
-    let idx = (0..4).find(|&i| net.nodes[i].key.as_ref().unwrap().public() == proposer).unwrap();
+    let idx = (0..4)
+        .find(|&i| net.nodes[i].key.as_ref().unwrap().public() == proposer)
+        .unwrap();
     net.invalid.push(block(1, 0, proposer, idx as u8).hash());
     net.start();
     net.run_until(1, 10_000);
@@ -230,8 +272,12 @@ fn every_vote_is_persisted_before_it_is_broadcast() {
     let mut actions = node.start();
     // Force a nil prevote by timing out the propose step.
     actions.extend(node.on_timeout(1, 0, Step::Propose));
-    let persist = actions.iter().position(|a| matches!(a, Action::PersistSafety(_)));
-    let vote = actions.iter().position(|a| matches!(a, Action::Broadcast(Message::Vote(_))));
+    let persist = actions
+        .iter()
+        .position(|a| matches!(a, Action::PersistSafety(_)));
+    let vote = actions
+        .iter()
+        .position(|a| matches!(a, Action::Broadcast(Message::Vote(_))));
     assert!(persist.unwrap() < vote.unwrap());
 }
 
@@ -239,10 +285,21 @@ fn every_vote_is_persisted_before_it_is_broadcast() {
 fn restarted_validator_never_votes_twice_in_a_round() {
     let set = ValidatorSet::new(keys(4).iter().map(KeyPair::public).collect());
     let key = keys(4).remove(0);
-    let mut node = Consensus::new(CHAIN.into(), set.clone(), Some(key.clone()), timeouts(), 1, SafetyState::default());
+    let mut node = Consensus::new(
+        CHAIN.into(),
+        set.clone(),
+        Some(key.clone()),
+        timeouts(),
+        1,
+        SafetyState::default(),
+    );
     node.start();
     let actions = node.on_timeout(1, 0, Step::Propose);
-    let Some(Action::PersistSafety(saved)) = actions.iter().find(|a| matches!(a, Action::PersistSafety(_))).cloned() else {
+    let Some(Action::PersistSafety(saved)) = actions
+        .iter()
+        .find(|a| matches!(a, Action::PersistSafety(_)))
+        .cloned()
+    else {
         panic!("no persisted safety state")
     };
     assert_eq!(saved.last_vote, Some((0, VoteKind::Prevote, None)));
@@ -251,11 +308,19 @@ fn restarted_validator_never_votes_twice_in_a_round() {
     // round 0 now arrives. Prevoting for it would contradict the nil prevote.
     let mut restarted = Consensus::new(CHAIN.into(), set.clone(), Some(key), timeouts(), 1, saved);
     restarted.start();
-    let proposer_key = keys(4).into_iter().find(|k| k.public() == set.proposer(1, 0)).unwrap();
+    let proposer_key = keys(4)
+        .into_iter()
+        .find(|k| k.public() == set.proposer(1, 0))
+        .unwrap();
     let b = block(1, 0, proposer_key.public(), 9);
-    let mut p = Proposal { block: b.clone(), round: 0, pol_round: None, signature: Signature([0; 64]) };
+    let mut p = Proposal {
+        block: b.clone(),
+        round: 0,
+        pol_round: None,
+        signature: Signature([0; 64]),
+    };
     p.signature = proposer_key.sign(&p.data(CHAIN).signing_hash());
-    let (mut actions, result) = restarted.on_message(Message::Proposal(p));
+    let (mut actions, result) = restarted.on_message(Message::Proposal(Box::new(p)));
     assert_eq!(result, Ok(()));
     actions.extend(restarted.on_block_validated(b.hash(), true));
     let signed: Vec<_> = actions
@@ -266,7 +331,9 @@ fn restarted_validator_never_votes_twice_in_a_round() {
         })
         .collect();
     assert!(
-        signed.iter().all(|d| !(d.round == 0 && d.kind == VoteKind::Prevote && d.block.is_some())),
+        signed
+            .iter()
+            .all(|d| !(d.round == 0 && d.kind == VoteKind::Prevote && d.block.is_some())),
         "restarted validator signed a conflicting prevote: {signed:?}"
     );
 }
@@ -275,14 +342,34 @@ fn restarted_validator_never_votes_twice_in_a_round() {
 fn conflicting_votes_from_one_validator_are_flagged_as_equivocation() {
     let ks = keys(4);
     let set = ValidatorSet::new(ks.iter().map(KeyPair::public).collect());
-    let mut node = Consensus::new(CHAIN.into(), set, Some(ks[0].clone()), timeouts(), 1, SafetyState::default());
+    let mut node = Consensus::new(
+        CHAIN.into(),
+        set,
+        Some(ks[0].clone()),
+        timeouts(),
+        1,
+        SafetyState::default(),
+    );
     node.start();
     let vote = |block: Option<Hash>| {
-        let data = VoteData { chain_id: CHAIN.into(), height: 1, round: 0, kind: VoteKind::Prevote, block };
-        Vote { signature: ks[1].sign(&data.signing_hash()), voter: ks[1].public(), data }
+        let data = VoteData {
+            chain_id: CHAIN.into(),
+            height: 1,
+            round: 0,
+            kind: VoteKind::Prevote,
+            block,
+        };
+        Vote {
+            signature: ks[1].sign(&data.signing_hash()),
+            voter: ks[1].public(),
+            data,
+        }
     };
     assert_eq!(node.on_message(Message::Vote(vote(None))).1, Ok(()));
-    assert_eq!(node.on_message(Message::Vote(vote(None))).1, Err(Rejected::Duplicate));
+    assert_eq!(
+        node.on_message(Message::Vote(vote(None))).1,
+        Err(Rejected::Duplicate)
+    );
     assert_eq!(
         node.on_message(Message::Vote(vote(Some(Hash([1; 32]))))).1,
         Err(Rejected::Equivocation(ks[1].public()))
@@ -293,14 +380,41 @@ fn conflicting_votes_from_one_validator_are_flagged_as_equivocation() {
 fn votes_with_bad_signatures_or_from_strangers_are_rejected() {
     let ks = keys(4);
     let set = ValidatorSet::new(ks.iter().map(KeyPair::public).collect());
-    let mut node = Consensus::new(CHAIN.into(), set, Some(ks[0].clone()), timeouts(), 1, SafetyState::default());
+    let mut node = Consensus::new(
+        CHAIN.into(),
+        set,
+        Some(ks[0].clone()),
+        timeouts(),
+        1,
+        SafetyState::default(),
+    );
     node.start();
-    let data = VoteData { chain_id: CHAIN.into(), height: 1, round: 0, kind: VoteKind::Prevote, block: None };
+    let data = VoteData {
+        chain_id: CHAIN.into(),
+        height: 1,
+        round: 0,
+        kind: VoteKind::Prevote,
+        block: None,
+    };
     let stranger = KeyPair::insecure_from_label("stranger");
-    let from_stranger = Vote { signature: stranger.sign(&data.signing_hash()), voter: stranger.public(), data: data.clone() };
-    assert_eq!(node.on_message(Message::Vote(from_stranger)).1, Err(Rejected::NotValidator(stranger.public())));
-    let forged = Vote { signature: ks[2].sign(&data.signing_hash()), voter: ks[1].public(), data };
-    assert_eq!(node.on_message(Message::Vote(forged)).1, Err(Rejected::BadSignature));
+    let from_stranger = Vote {
+        signature: stranger.sign(&data.signing_hash()),
+        voter: stranger.public(),
+        data: data.clone(),
+    };
+    assert_eq!(
+        node.on_message(Message::Vote(from_stranger)).1,
+        Err(Rejected::NotValidator(stranger.public()))
+    );
+    let forged = Vote {
+        signature: ks[2].sign(&data.signing_hash()),
+        voter: ks[1].public(),
+        data,
+    };
+    assert_eq!(
+        node.on_message(Message::Vote(forged)).1,
+        Err(Rejected::BadSignature)
+    );
 }
 
 #[test]
@@ -313,9 +427,15 @@ fn a_certificate_without_a_quorum_or_with_a_forged_vote_does_not_verify() {
     set.verify_certificate(CHAIN, &qc).unwrap();
     let mut short = qc.clone();
     short.votes.truncate(2);
-    assert!(matches!(set.verify_certificate(CHAIN, &short), Err(CertificateError::NoQuorum { .. })));
+    assert!(matches!(
+        set.verify_certificate(CHAIN, &short),
+        Err(CertificateError::NoQuorum { .. })
+    ));
     let mut forged = qc.clone();
-    forged.votes[0].1 .0[0] ^= 1;
-    assert!(matches!(set.verify_certificate(CHAIN, &forged), Err(CertificateError::BadSignature(_))));
+    forged.votes[0].1.0[0] ^= 1;
+    assert!(matches!(
+        set.verify_certificate(CHAIN, &forged),
+        Err(CertificateError::BadSignature(_))
+    ));
     assert!(set.verify_certificate("other-chain", &qc).is_err());
 }

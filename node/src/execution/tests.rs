@@ -1,0 +1,568 @@
+//! Execution against real sled storage holding the dev genesis state. Blocks
+//! that later tests build on are committed through `prepare_state` and
+//! `commit_block`, exactly as the chain does.
+
+use super::*;
+use crate::chain;
+use crate::storage::Storage;
+use tempfile::TempDir;
+use trellis_genesis::{DEV_GENESIS_TIME_MS, Genesis, dev_account};
+use trellis_types::block::{receipts_root, tx_root};
+use trellis_types::{Address, Block, Bytes, Hash, Header, KeyPair, QuorumCertificate, Transaction};
+
+const CHAIN_ID: &str = "trellis-dev";
+const ACME: &str = "core-acme/ops";
+const T1: &str = "supplier-t1/ops";
+const BANK: &str = "bank-first/ops";
+
+struct Env {
+    _dir: TempDir,
+    storage: Storage,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let storage = Storage::open(dir.path()).expect("open storage");
+        chain::initialise(&storage, &Genesis::dev()).expect("write genesis");
+        Env { _dir: dir, storage }
+    }
+
+    /// The context of the next block, a second after the head.
+    fn next(&self) -> BlockContext {
+        let head = self.storage.head().expect("initialised");
+        BlockContext {
+            chain_id: CHAIN_ID.into(),
+            height: head.height + 1,
+            timestamp_ms: head.timestamp_ms + 1_000,
+            max_expiry_ms: trellis_genesis::Genesis::dev().params.max_expiry_ms,
+        }
+    }
+
+    fn execute(&self, txs: &[SignedTransaction]) -> BlockOutput {
+        match execute_block(&self.storage, &self.next(), txs) {
+            Ok(output) => output,
+            Err(e) => panic!("the block should execute: {e}"),
+        }
+    }
+
+    /// Executes `txs` as the next block and commits it.
+    fn commit(&self, txs: &[SignedTransaction]) -> Vec<Receipt> {
+        let ctx = self.next();
+        let head = self.storage.head().expect("initialised");
+        let output = self.execute(txs);
+        let update = self
+            .storage
+            .prepare_state(ctx.height, output.writes)
+            .expect("prepare_state");
+        let block = Block {
+            header: Header {
+                chain_id: CHAIN_ID.into(),
+                height: ctx.height,
+                round: 0,
+                parent: head.block_hash,
+                tx_root: tx_root(txs),
+                receipts_root: receipts_root(&output.receipts),
+                state_root: update.root,
+                timestamp_ms: ctx.timestamp_ms,
+                proposer: KeyPair::insecure_from_label("proposer").public(),
+            },
+            parent_commit: QuorumCertificate::genesis(head.block_hash),
+            txs: txs.to_vec(),
+        };
+        // Storage takes the certificate as given; consensus is what checks its votes.
+        let qc = QuorumCertificate {
+            height: ctx.height,
+            round: 0,
+            block: block.hash(),
+            votes: Vec::new(),
+        };
+        self.storage
+            .commit_block(&block, &qc, &output.receipts, update)
+            .expect("commit_block");
+        output.receipts
+    }
+
+    fn account(&self, key: &PublicKey) -> Option<AccountRecord> {
+        account(&self.storage, key).expect("readable state")
+    }
+}
+
+fn expiry() -> u64 {
+    DEV_GENESIS_TIME_MS + 3_600_000
+}
+
+fn tx_by(key: &KeyPair, nonce: u64, payload: Payload) -> SignedTransaction {
+    Transaction {
+        chain_id: CHAIN_ID.into(),
+        sender: key.public(),
+        nonce,
+        expires_at_ms: expiry(),
+        payload,
+    }
+    .sign(key)
+}
+
+fn tx(label: &str, nonce: u64, payload: Payload) -> SignedTransaction {
+    tx_by(&dev_account(label), nonce, payload)
+}
+
+fn remark(data: &[u8]) -> Payload {
+    Payload::System(SystemOp::Remark {
+        data: Bytes::from(data),
+    })
+}
+
+fn add_key(key: PublicKey, org_admin: bool) -> Payload {
+    Payload::System(SystemOp::AddKey { key, org_admin })
+}
+
+fn remove_key(key: PublicKey) -> Payload {
+    Payload::System(SystemOp::RemoveKey { key })
+}
+
+fn pk(label: &str) -> PublicKey {
+    dev_account(label).public()
+}
+
+fn record(org: &str, org_admin: bool, nonce: u64) -> Option<Vec<u8>> {
+    Some(encode(&AccountRecord {
+        org: org.into(),
+        org_admin,
+        nonce,
+    }))
+}
+
+fn failure_code(receipt: &Receipt) -> &str {
+    assert_eq!(receipt.status, ReceiptStatus::Failed, "{receipt:?}");
+    assert!(
+        receipt.events.is_empty(),
+        "a failed transaction emits nothing: {receipt:?}"
+    );
+    &receipt
+        .error
+        .as_ref()
+        .expect("a failed receipt says why")
+        .code
+}
+
+fn assert_success(receipt: &Receipt) {
+    assert_eq!(receipt.status, ReceiptStatus::Success, "{receipt:?}");
+    assert_eq!(receipt.error, None);
+}
+
+/// The only write of a transaction that failed: its sender's nonce.
+fn only_nonce_bumped(org: &str, sender: &PublicKey, org_admin: bool, nonce: u64) -> Writes {
+    Writes::from([(keys::account(sender), record(org, org_admin, nonce))])
+}
+
+#[test]
+fn a_remark_succeeds_emits_its_size_and_only_bumps_the_senders_nonce() {
+    let env = Env::new();
+    let stx = tx(ACME, 0, remark(b"hello"));
+    let out = env.execute(std::slice::from_ref(&stx));
+
+    assert_eq!(
+        out.receipts,
+        vec![Receipt {
+            tx: stx.hash(),
+            status: ReceiptStatus::Success,
+            error: None,
+            fuel_used: 0,
+            events: vec![Event {
+                source: EventSource::System,
+                kind: "remark".into(),
+                attributes: vec![("bytes".into(), "5".into())],
+            }],
+        }]
+    );
+    assert_eq!(
+        out.writes,
+        only_nonce_bumped("core-acme", &pk(ACME), true, 1)
+    );
+
+    env.commit(&[stx]);
+    assert_eq!(env.account(&pk(ACME)).unwrap().nonce, 1);
+}
+
+#[test]
+fn consecutive_nonces_of_one_sender_execute_in_one_block() {
+    let env = Env::new();
+    let txs: Vec<_> = (0..3).map(|n| tx(ACME, n, remark(&[n as u8]))).collect();
+    let receipts = env.commit(&txs);
+    receipts.iter().for_each(assert_success);
+    assert_eq!(env.account(&pk(ACME)).unwrap().nonce, 3);
+}
+
+#[test]
+fn add_key_by_an_org_admin_adds_an_account_to_the_senders_org() {
+    let env = Env::new();
+    let new = KeyPair::insecure_from_label("acme/clerk");
+    let out = env.execute(&[tx(ACME, 0, add_key(new.public(), false))]);
+
+    assert_success(&out.receipts[0]);
+    assert_eq!(
+        out.receipts[0].events,
+        vec![Event {
+            source: EventSource::System,
+            kind: "account_added".into(),
+            attributes: vec![
+                ("org".into(), "core-acme".into()),
+                ("key".into(), new.public().to_hex()),
+                ("org_admin".into(), "false".into()),
+            ],
+        }]
+    );
+    let mut expected = only_nonce_bumped("core-acme", &pk(ACME), true, 1);
+    expected.insert(keys::account(&new.public()), record("core-acme", false, 0));
+    assert_eq!(out.writes, expected);
+
+    env.commit(&[tx(ACME, 0, add_key(new.public(), false))]);
+    assert_eq!(
+        env.account(&new.public()),
+        Some(AccountRecord {
+            org: "core-acme".into(),
+            org_admin: false,
+            nonce: 0
+        })
+    );
+    let receipts = env.commit(&[tx_by(&new, 0, remark(b"first words"))]);
+    assert_success(&receipts[0]);
+}
+
+#[test]
+fn an_account_added_earlier_in_a_block_can_send_later_in_it() {
+    let env = Env::new();
+    let new = KeyPair::insecure_from_label("acme/clerk");
+    let receipts = env.commit(&[
+        tx(ACME, 0, add_key(new.public(), false)),
+        tx_by(&new, 0, remark(b"already here")),
+    ]);
+    receipts.iter().for_each(assert_success);
+    assert_eq!(env.account(&new.public()).unwrap().nonce, 1);
+}
+
+#[test]
+fn add_key_by_a_non_admin_fails_with_not_org_admin_and_only_consumes_its_nonce() {
+    let env = Env::new();
+    let clerk = KeyPair::insecure_from_label("acme/clerk");
+    env.commit(&[tx(ACME, 0, add_key(clerk.public(), false))]);
+
+    let outsider = KeyPair::insecure_from_label("acme/would-be");
+    let out = env.execute(&[tx_by(&clerk, 0, add_key(outsider.public(), true))]);
+    assert_eq!(failure_code(&out.receipts[0]), "not_org_admin");
+    assert_eq!(
+        out.writes,
+        only_nonce_bumped("core-acme", &clerk.public(), false, 1)
+    );
+
+    let out = env.execute(&[tx_by(&clerk, 0, remove_key(pk(ACME)))]);
+    assert_eq!(failure_code(&out.receipts[0]), "not_org_admin");
+    assert_eq!(
+        out.writes,
+        only_nonce_bumped("core-acme", &clerk.public(), false, 1)
+    );
+
+    let root_before = env.storage.head().unwrap().state_root;
+    env.commit(&[tx_by(&clerk, 0, add_key(outsider.public(), true))]);
+    assert_eq!(env.account(&outsider.public()), None);
+    assert_eq!(env.account(&clerk.public()).unwrap().nonce, 1);
+    assert_ne!(
+        env.storage.head().unwrap().state_root,
+        root_before,
+        "the nonce did change"
+    );
+}
+
+#[test]
+fn add_key_of_an_existing_account_fails_with_key_exists() {
+    let env = Env::new();
+    // Another org's account, and the sender's own.
+    for key in [pk(T1), pk(ACME)] {
+        let out = env.execute(&[tx(ACME, 0, add_key(key, true))]);
+        assert_eq!(failure_code(&out.receipts[0]), "key_exists", "adding {key}");
+    }
+    let out = env.execute(&[tx(ACME, 0, add_key(pk(T1), false))]);
+    assert_eq!(
+        out.writes,
+        only_nonce_bumped("core-acme", &pk(ACME), true, 1)
+    );
+    assert_eq!(
+        env.account(&pk(T1)).unwrap().org,
+        "supplier-t1",
+        "the other org's key is untouched"
+    );
+}
+
+#[test]
+fn add_key_of_a_weak_key_fails_with_invalid_key() {
+    let env = Env::new();
+    let mut weak = [0u8; 32];
+    weak[0] = 1;
+    let out = env.execute(&[tx(ACME, 0, add_key(PublicKey(weak), false))]);
+    assert_eq!(failure_code(&out.receipts[0]), "invalid_key");
+    assert_eq!(
+        out.writes,
+        only_nonce_bumped("core-acme", &pk(ACME), true, 1)
+    );
+}
+
+#[test]
+fn remove_key_of_the_senders_own_key_fails_with_self_removal() {
+    let env = Env::new();
+    let out = env.execute(&[tx(ACME, 0, remove_key(pk(ACME)))]);
+    assert_eq!(failure_code(&out.receipts[0]), "self_removal");
+    assert_eq!(
+        out.writes,
+        only_nonce_bumped("core-acme", &pk(ACME), true, 1)
+    );
+}
+
+#[test]
+fn remove_key_of_another_orgs_or_an_unknown_key_fails_with_not_in_org() {
+    let env = Env::new();
+    let stranger = KeyPair::insecure_from_label("stranger").public();
+    for key in [pk(BANK), stranger] {
+        let out = env.execute(&[tx(ACME, 0, remove_key(key))]);
+        assert_eq!(
+            failure_code(&out.receipts[0]),
+            "not_in_org",
+            "removing {key}"
+        );
+        assert_eq!(
+            out.writes,
+            only_nonce_bumped("core-acme", &pk(ACME), true, 1)
+        );
+    }
+    assert!(env.account(&pk(BANK)).is_some());
+}
+
+#[test]
+fn remove_key_deletes_an_account_of_the_senders_org_which_then_cannot_send() {
+    let env = Env::new();
+    let clerk = KeyPair::insecure_from_label("acme/clerk");
+    env.commit(&[tx(ACME, 0, add_key(clerk.public(), false))]);
+    let out = env.execute(&[tx(ACME, 1, remove_key(clerk.public()))]);
+    assert_success(&out.receipts[0]);
+    assert_eq!(out.receipts[0].events[0].kind, "account_removed");
+    assert_eq!(out.writes.get(&keys::account(&clerk.public())), Some(&None));
+
+    let late = tx_by(&clerk, 0, remark(b"too late"));
+    let removed_then_sent = [tx(ACME, 1, remove_key(clerk.public())), late];
+    assert!(matches!(
+        execute_block(&env.storage, &env.next(), &removed_then_sent),
+        Err(BlockError::Inadmissible { index: 1, reason: Inadmissible::UnknownSender(k) }) if k == clerk.public()
+    ));
+    env.commit(&removed_then_sent[..1]);
+    assert_eq!(env.account(&clerk.public()), None);
+}
+
+#[test]
+fn a_contract_call_gets_a_failed_receipt_contract_not_found() {
+    let env = Env::new();
+    let call = Payload::Call {
+        contract: Address([9; 32]),
+        method: "transfer".into(),
+        args: Bytes::from(&b"{}"[..]),
+    };
+    let out = env.execute(&[tx(ACME, 0, call)]);
+    assert_eq!(failure_code(&out.receipts[0]), "contract_not_found");
+    assert_eq!(out.receipts[0].fuel_used, 0);
+    assert_eq!(
+        out.writes,
+        only_nonce_bumped("core-acme", &pk(ACME), true, 1)
+    );
+
+    let deploy = Payload::Deploy {
+        code: Bytes::from(&b"\0asm"[..]),
+        salt: Hash::ZERO,
+    };
+    let out = env.execute(&[tx(ACME, 0, deploy)]);
+    assert_eq!(failure_code(&out.receipts[0]), "contracts_unavailable");
+}
+
+/// Puts `bad` between two good transactions: `execute_block` must refuse the
+/// block at index 1, `execute_candidates` must leave `bad` out and give what
+/// the block of the two good ones gives.
+fn assert_inadmissible(bad: SignedTransaction, reason: Inadmissible) {
+    let env = Env::new();
+    let good = [tx(ACME, 0, remark(b"before")), tx(T1, 0, remark(b"after"))];
+    let block = [good[0].clone(), bad.clone(), good[1].clone()];
+
+    match execute_block(&env.storage, &env.next(), &block) {
+        Err(BlockError::Inadmissible { index, reason: got }) => {
+            assert_eq!((index, got), (1, reason));
+        }
+        Err(e) => panic!("expected an inadmissible transaction, got {e}"),
+        Ok(_) => panic!("a block carrying {bad:?} was accepted"),
+    }
+
+    let (included, output) = execute_candidates(&env.storage, &env.next(), block.to_vec()).unwrap();
+    assert_eq!(included, good);
+    let clean = env.execute(&good);
+    assert_eq!(output.receipts, clean.receipts);
+    assert_eq!(output.writes, clean.writes);
+}
+
+#[test]
+fn a_nonce_out_of_sequence_makes_the_block_inadmissible_and_is_left_out_of_candidates() {
+    assert_inadmissible(
+        tx(ACME, 5, remark(b"ahead")),
+        Inadmissible::BadNonce {
+            expected: 1,
+            got: 5,
+        },
+    );
+    assert_inadmissible(
+        tx(ACME, 0, remark(b"before")),
+        Inadmissible::BadNonce {
+            expected: 1,
+            got: 0,
+        },
+    );
+}
+
+#[test]
+fn a_transaction_for_another_chain_makes_the_block_inadmissible_and_is_left_out_of_candidates() {
+    let bank = dev_account(BANK);
+    let other = Transaction {
+        chain_id: "trellis-local".into(),
+        sender: bank.public(),
+        nonce: 0,
+        expires_at_ms: expiry(),
+        payload: remark(b"x"),
+    }
+    .sign(&bank);
+    assert_inadmissible(other, Inadmissible::WrongChain("trellis-local".into()));
+}
+
+#[test]
+fn a_transaction_expired_at_block_time_makes_the_block_inadmissible_and_is_left_out_of_candidates()
+{
+    let block_ms = Env::new().next().timestamp_ms;
+    let bank = dev_account(BANK);
+    let expired = Transaction {
+        chain_id: CHAIN_ID.into(),
+        sender: bank.public(),
+        nonce: 0,
+        expires_at_ms: block_ms,
+        payload: remark(b"x"),
+    }
+    .sign(&bank);
+    assert_inadmissible(
+        expired,
+        Inadmissible::Expired {
+            expires_at_ms: block_ms,
+            block_ms,
+        },
+    );
+}
+
+#[test]
+fn a_transaction_expiring_beyond_the_expiry_horizon_makes_the_block_inadmissible() {
+    let ctx = Env::new().next();
+    let bank = dev_account(BANK);
+    let far = ctx.timestamp_ms + ctx.max_expiry_ms + 1;
+    let too_far = Transaction {
+        chain_id: CHAIN_ID.into(),
+        sender: bank.public(),
+        nonce: 0,
+        expires_at_ms: far,
+        payload: remark(b"x"),
+    }
+    .sign(&bank);
+    assert_inadmissible(
+        too_far,
+        Inadmissible::ExpiryTooFar {
+            expires_at_ms: far,
+            block_ms: ctx.timestamp_ms,
+            max_ms: ctx.max_expiry_ms,
+        },
+    );
+}
+
+#[test]
+fn a_transaction_from_an_unknown_sender_makes_the_block_inadmissible_and_is_left_out_of_candidates()
+{
+    let stranger = KeyPair::insecure_from_label("stranger");
+    assert_inadmissible(
+        tx_by(&stranger, 0, remark(b"x")),
+        Inadmissible::UnknownSender(stranger.public()),
+    );
+}
+
+#[test]
+fn the_same_block_on_two_fresh_stores_gives_identical_receipts_writes_and_root() {
+    let clerk = KeyPair::insecure_from_label("acme/clerk");
+    let block = [
+        tx(ACME, 0, add_key(clerk.public(), false)),
+        tx(T1, 0, remark(b"note")),
+        tx_by(&clerk, 0, add_key(pk(BANK), false)),
+        tx(ACME, 1, remove_key(clerk.public())),
+        tx(
+            BANK,
+            0,
+            Payload::Call {
+                contract: Address([1; 32]),
+                method: "m".into(),
+                args: Bytes::default(),
+            },
+        ),
+        tx(ACME, 2, remark(&[0; 300])),
+    ];
+    let run = || {
+        let env = Env::new();
+        let out = env.execute(&block);
+        let root = env
+            .storage
+            .prepare_state(env.next().height, out.writes.clone())
+            .unwrap()
+            .root;
+        (out.receipts, out.writes, root)
+    };
+    let (first, second) = (run(), run());
+    assert_eq!(first, second);
+    let codes: Vec<Option<&str>> = first
+        .0
+        .iter()
+        .map(|r| r.error.as_ref().map(|e| e.code.as_str()))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            None,
+            None,
+            Some("not_org_admin"),
+            None,
+            Some("contract_not_found"),
+            None
+        ]
+    );
+}
+
+/// A nonce is usable once (`Transaction::nonce`). Re-adding a removed key
+/// starts its record again at nonce 0, so every transaction the key signed
+/// before its removal and that has not expired executes a second time.
+#[test]
+fn a_removed_key_added_again_cannot_replay_what_it_signed_before() {
+    let env = Env::new();
+    let clerk = KeyPair::insecure_from_label("acme/clerk");
+    env.commit(&[tx(ACME, 0, add_key(clerk.public(), false))]);
+    let signed_before = tx_by(&clerk, 0, remark(b"pay supplier-t1 once"));
+    assert_success(&env.commit(std::slice::from_ref(&signed_before))[0]);
+    env.commit(&[tx(ACME, 1, remove_key(clerk.public()))]);
+    env.commit(&[tx(ACME, 2, add_key(clerk.public(), false))]);
+
+    match execute_block(
+        &env.storage,
+        &env.next(),
+        std::slice::from_ref(&signed_before),
+    ) {
+        Err(BlockError::Inadmissible {
+            index: 0,
+            reason: Inadmissible::BadNonce { .. },
+        }) => {}
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok(out) => panic!("the old transaction executed again: {:?}", out.receipts),
+    }
+}

@@ -1,0 +1,776 @@
+//! Admission verdicts, block candidates and pruning, against real sled storage
+//! initialised with the dev genesis. Where a test needs a committed nonce above
+//! zero it commits a block through the real chain (build, certify, commit).
+
+use super::*;
+use crate::chain::{self, Chain};
+use crate::storage::Storage;
+use std::sync::Arc;
+use tempfile::TempDir;
+use trellis_genesis::{DEV_GENESIS_TIME_MS, Genesis, GenesisAccount, NetworkSpec, dev_account};
+use trellis_types::codec::encode;
+use trellis_types::{Block, Bytes, KeyPair, Payload, QuorumCertificate, SystemOp, Transaction};
+
+const CHAIN_ID: &str = "trellis-dev";
+/// A minute after the dev genesis: the clock of every test unless it says otherwise.
+const NOW: u64 = DEV_GENESIS_TIME_MS + 60_000;
+/// Default expiry of test transactions: a minute from `NOW`, well inside `max_expiry_ms`.
+const EXPIRES: u64 = NOW + 60_000;
+
+const ACME: &str = "core-acme/ops";
+const T1: &str = "supplier-t1/ops";
+const T2: &str = "supplier-t2/ops";
+const BANK: &str = "bank-first/ops";
+
+/// An identity-point key: small order, so it would accept forged signatures.
+const WEAK: PublicKey = {
+    let mut key = [0u8; 32];
+    key[0] = 1;
+    PublicKey(key)
+};
+
+struct Env {
+    _dir: TempDir,
+    storage: Storage,
+    mempool: Mempool,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env::with(Genesis::dev(), trellis_genesis::dev_params())
+    }
+
+    fn with_params(params: ChainParams) -> Env {
+        Env::with(Genesis::dev(), params)
+    }
+
+    fn with_weak_account() -> Env {
+        Env::with(genesis_with_weak_account(), trellis_genesis::dev_params())
+    }
+
+    fn with(genesis: Genesis, params: ChainParams) -> Env {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let storage = Storage::open(dir.path()).expect("open storage");
+        chain::initialise(&storage, &genesis).expect("write genesis");
+        Env {
+            _dir: dir,
+            storage,
+            mempool: Mempool::new(CHAIN_ID.into(), params),
+        }
+    }
+
+    fn admit(&self, stx: &SignedTransaction) -> Result<Hash, AdmissionError> {
+        self.mempool.admit(&encode(stx), &self.storage, NOW)
+    }
+
+    fn refused(&self, bytes: &[u8]) -> AdmissionError {
+        self.mempool
+            .admit(bytes, &self.storage, NOW)
+            .expect_err("the transaction should be refused")
+    }
+
+    fn candidates(&self, max_txs: usize, max_bytes: u64) -> Vec<SignedTransaction> {
+        self.mempool
+            .candidates(&self.storage, max_txs, max_bytes)
+            .expect("candidates")
+    }
+
+    /// Commits `txs` in a block built, certified and committed by the real chain
+    /// with its own mempool, so the mempool under test sees only the new state.
+    fn commit(&self, txs: &[SignedTransaction], now_ms: u64) {
+        let genesis = Genesis::dev();
+        let pool = Arc::new(Mempool::new(CHAIN_ID.into(), genesis.params.clone()));
+        for tx in txs {
+            pool.admit(&encode(tx), &self.storage, now_ms)
+                .expect("the chain's mempool admits every transaction to commit");
+        }
+        let mut chain = Chain::new(self.storage.clone(), &genesis, pool);
+        let validator = validator_key();
+        let block = chain.build(0, &validator, now_ms).expect("build");
+        let mut included: Vec<Hash> = block.txs.iter().map(SignedTransaction::hash).collect();
+        let mut wanted: Vec<Hash> = txs.iter().map(SignedTransaction::hash).collect();
+        included.sort();
+        wanted.sort();
+        assert_eq!(
+            included, wanted,
+            "the block carries exactly the transactions given"
+        );
+        let qc = certificate(&block, &validator);
+        chain
+            .validators()
+            .verify_certificate(CHAIN_ID, &qc)
+            .expect("a real certificate");
+        chain.commit(&block, &qc, now_ms).expect("commit");
+    }
+
+    fn nonce(&self, label: &str) -> u64 {
+        execution::account(&self.storage, &dev_account(label).public())
+            .unwrap()
+            .expect("a dev account")
+            .nonce
+    }
+}
+
+/// The dev genesis with one more account whose key is weak. A valid genesis
+/// refuses such a key; written straight into state, it lets us reach the
+/// admission check that is the last line of defence against it.
+fn genesis_with_weak_account() -> Genesis {
+    let mut genesis = Genesis::dev();
+    let org = genesis
+        .organisations
+        .iter_mut()
+        .find(|o| o.id == "supplier-t3")
+        .expect("dev genesis has supplier-t3");
+    org.accounts.push(GenesisAccount {
+        key: WEAK,
+        org_admin: false,
+        label: "weak".into(),
+    });
+    genesis
+}
+
+fn validator_key() -> KeyPair {
+    let (_, nodes) = trellis_genesis::build(&NetworkSpec::dev()).expect("dev network builds");
+    nodes[0]
+        .consensus
+        .clone()
+        .expect("validator-0 has a consensus key")
+}
+
+/// The single dev validator's precommit for `block`: a quorum of one.
+fn certificate(block: &Block, validator: &KeyPair) -> QuorumCertificate {
+    let mut qc = QuorumCertificate {
+        height: block.header.height,
+        round: block.header.round,
+        block: block.hash(),
+        votes: Vec::new(),
+    };
+    let signature = validator.sign(&qc.vote_data(CHAIN_ID).signing_hash());
+    qc.votes.push((validator.public(), signature));
+    qc
+}
+
+fn remark(label: &str, nonce: u64) -> Transaction {
+    Transaction {
+        chain_id: CHAIN_ID.into(),
+        sender: dev_account(label).public(),
+        nonce,
+        expires_at_ms: EXPIRES,
+        payload: Payload::System(SystemOp::Remark {
+            data: Bytes::from(format!("{label} #{nonce}").into_bytes()),
+        }),
+    }
+}
+
+fn signed(label: &str, nonce: u64) -> SignedTransaction {
+    remark(label, nonce).sign(&dev_account(label))
+}
+
+fn with_data(label: &str, nonce: u64, data: &[u8]) -> SignedTransaction {
+    let mut tx = remark(label, nonce);
+    tx.payload = Payload::System(SystemOp::Remark { data: data.into() });
+    tx.sign(&dev_account(label))
+}
+
+fn hashes(txs: &[SignedTransaction]) -> Vec<Hash> {
+    txs.iter().map(SignedTransaction::hash).collect()
+}
+
+// ---- admission: one test per verdict ----
+
+#[test]
+fn a_valid_transaction_is_admitted_under_its_hash() {
+    let env = Env::new();
+    let stx = signed(ACME, 0);
+    assert_eq!(env.admit(&stx).unwrap(), stx.hash());
+    assert_eq!(env.mempool.len(), 1);
+    assert!(env.mempool.contains(&stx.hash()));
+}
+
+#[test]
+fn admission_refuses_a_transaction_larger_than_max_tx_bytes() {
+    let env = Env::with_params(ChainParams {
+        max_tx_bytes: 200,
+        ..trellis_genesis::dev_params()
+    });
+    let fits = with_data(ACME, 0, &[7; 50]);
+    let bytes = encode(&with_data(ACME, 0, &[7; 150]));
+    assert!(encode(&fits).len() <= 200);
+    let err = env.refused(&bytes);
+    assert!(
+        matches!(err, AdmissionError::Oversized { size, max: 200 } if size == bytes.len()),
+        "{err:?}"
+    );
+    assert_eq!(err.code(), "oversized");
+    env.admit(&fits)
+        .expect("a transaction under the limit is admitted");
+}
+
+#[test]
+fn admission_refuses_bytes_that_do_not_decode() {
+    let env = Env::new();
+    let bytes = encode(&signed(ACME, 0));
+    let err = env.refused(&bytes[..bytes.len() - 1]);
+    assert!(
+        matches!(err, AdmissionError::Malformed(CodecError::Malformed(_))),
+        "{err:?}"
+    );
+    assert_eq!(err.code(), "malformed");
+
+    let mut other_version = bytes.clone();
+    other_version[0] = 2;
+    let err = env.refused(&other_version);
+    assert!(
+        matches!(
+            err,
+            AdmissionError::Malformed(CodecError::Version { found: 2 })
+        ),
+        "{err:?}"
+    );
+    assert!(matches!(
+        env.refused(&[]),
+        AdmissionError::Malformed(CodecError::Empty)
+    ));
+    assert!(env.mempool.is_empty());
+}
+
+#[test]
+fn admission_refuses_a_nonce_written_as_an_over_long_varint() {
+    let env = Env::new();
+    let stx = signed(ACME, 5);
+    let canonical = encode(&stx);
+    // version, chain id length, chain id, sender: then the nonce, one varint byte for 5.
+    let at = 1 + 1 + CHAIN_ID.len() + PublicKey::LEN;
+    assert_eq!(
+        canonical[at], 5,
+        "layout assumption: the nonce is the byte at {at}"
+    );
+    let mut over_long = canonical[..at].to_vec();
+    over_long.extend([0x85, 0x00]); // 5 with a redundant zero continuation group
+    over_long.extend(&canonical[at + 1..]);
+
+    let err = env.refused(&over_long);
+    assert!(
+        matches!(err, AdmissionError::Malformed(CodecError::NonCanonical)),
+        "{err:?}"
+    );
+    assert_eq!(err.code(), "non_canonical");
+    env.admit(&stx)
+        .expect("the canonical form of the same transaction is admitted");
+}
+
+#[test]
+fn admission_refuses_bytes_trailing_the_transaction() {
+    let env = Env::new();
+    let mut bytes = encode(&signed(ACME, 0));
+    bytes.extend([0, 0, 0]);
+    let err = env.refused(&bytes);
+    assert!(
+        matches!(err, AdmissionError::Malformed(CodecError::TrailingBytes(3))),
+        "{err:?}"
+    );
+    assert_eq!(err.code(), "malformed");
+}
+
+#[test]
+fn admission_refuses_a_transaction_signed_for_another_chain() {
+    let env = Env::new();
+    let mut tx = remark(ACME, 0);
+    tx.chain_id = "trellis-local".into();
+    let err = env.refused(&encode(&tx.sign(&dev_account(ACME))));
+    assert!(
+        matches!(&err, AdmissionError::WrongChain { expected, got } if expected == CHAIN_ID && got == "trellis-local"),
+        "{err:?}"
+    );
+    assert_eq!(err.code(), "wrong_chain");
+}
+
+#[test]
+fn admission_refuses_a_transaction_expiring_now_or_earlier() {
+    let env = Env::new();
+    for expires_at_ms in [NOW, NOW - 1, 0] {
+        let mut tx = remark(ACME, 0);
+        tx.expires_at_ms = expires_at_ms;
+        let err = env.refused(&encode(&tx.sign(&dev_account(ACME))));
+        assert!(
+            matches!(err, AdmissionError::Expired { expires_at_ms: e, now_ms: NOW } if e == expires_at_ms),
+            "{err:?}"
+        );
+        assert_eq!(err.code(), "expired");
+    }
+    let mut tx = remark(ACME, 0);
+    tx.expires_at_ms = NOW + 1;
+    env.admit(&tx.sign(&dev_account(ACME)))
+        .expect("a millisecond of life left is enough");
+}
+
+#[test]
+fn admission_refuses_an_expiry_further_ahead_than_max_expiry_ms() {
+    let env = Env::new();
+    let max = trellis_genesis::dev_params().max_expiry_ms;
+    let mut tx = remark(ACME, 0);
+    tx.expires_at_ms = NOW + max + 1;
+    let err = env.refused(&encode(&tx.clone().sign(&dev_account(ACME))));
+    assert!(
+        matches!(err, AdmissionError::ExpiryTooFar { expires_at_ms, max_ms } if expires_at_ms == NOW + max + 1 && max_ms == max),
+        "{err:?}"
+    );
+    assert_eq!(err.code(), "expiry_too_far");
+
+    tx.expires_at_ms = NOW + max;
+    env.admit(&tx.sign(&dev_account(ACME)))
+        .expect("exactly max_expiry_ms ahead is allowed");
+}
+
+#[test]
+fn admission_refuses_a_sender_that_is_no_members_account() {
+    let env = Env::new();
+    let stranger = KeyPair::insecure_from_label("stranger");
+    let mut tx = remark(ACME, 0);
+    tx.sender = stranger.public();
+    let err = env.refused(&encode(&tx.sign(&stranger)));
+    assert!(
+        matches!(err, AdmissionError::UnknownSender(k) if k == stranger.public()),
+        "{err:?}"
+    );
+    assert_eq!(err.code(), "unknown_sender");
+}
+
+#[test]
+fn admission_refuses_a_nonce_the_chain_has_already_used() {
+    let env = Env::new();
+    let first = signed(ACME, 0);
+    env.commit(std::slice::from_ref(&first), NOW);
+    assert_eq!(env.nonce(ACME), 1);
+
+    let err = env.refused(&encode(&first));
+    assert!(
+        matches!(
+            err,
+            AdmissionError::NonceReplayed {
+                expected: 1,
+                got: 0
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.code(), "nonce_replayed");
+    let other_payload = with_data(ACME, 0, b"a different transaction, same used nonce");
+    assert!(matches!(
+        env.refused(&encode(&other_payload)),
+        AdmissionError::NonceReplayed {
+            expected: 1,
+            got: 0
+        }
+    ));
+    env.admit(&signed(ACME, 1))
+        .expect("the next nonce is admitted");
+}
+
+#[test]
+fn admission_refuses_a_nonce_max_nonce_gap_or_more_ahead() {
+    let env = Env::new();
+    let gap = trellis_genesis::dev_params().max_nonce_gap;
+    let err = env.refused(&encode(&signed(ACME, gap)));
+    assert!(
+        matches!(err, AdmissionError::NonceTooFarAhead { expected: 0, got, max_gap } if got == gap && max_gap == gap),
+        "{err:?}"
+    );
+    assert_eq!(err.code(), "nonce_too_far_ahead");
+    env.admit(&signed(ACME, gap - 1))
+        .expect("the furthest nonce inside the gap is admitted");
+}
+
+#[test]
+fn admission_refuses_a_transaction_already_waiting() {
+    let env = Env::new();
+    let stx = signed(ACME, 0);
+    env.admit(&stx).unwrap();
+    let err = env.refused(&encode(&stx));
+    assert!(
+        matches!(err, AdmissionError::AlreadyKnown(h) if h == stx.hash()),
+        "{err:?}"
+    );
+    assert_eq!(err.code(), "already_known");
+    assert_eq!(env.mempool.len(), 1);
+}
+
+#[test]
+fn admission_refuses_a_second_transaction_with_a_waiting_nonce() {
+    let env = Env::new();
+    let first = signed(ACME, 3);
+    env.admit(&first).unwrap();
+    let rival = with_data(ACME, 3, b"same sender, same nonce, other payload");
+    let err = env.refused(&encode(&rival));
+    assert!(matches!(err, AdmissionError::NonceTaken(3)), "{err:?}");
+    assert_eq!(err.code(), "nonce_taken");
+    assert!(env.mempool.contains(&first.hash()) && !env.mempool.contains(&rival.hash()));
+}
+
+#[test]
+fn admission_refuses_an_account_with_a_weak_key_before_trusting_its_signature() {
+    let env = Env::with_weak_account();
+    assert!(
+        execution::account(&env.storage, &WEAK).unwrap().is_some(),
+        "the weak key is a member account"
+    );
+    let mut tx = remark(ACME, 0);
+    tx.sender = WEAK;
+    // Under the identity key s·B = R forges anything, so the key itself must be refused, whatever the signature.
+    let stx = SignedTransaction {
+        signature: dev_account(ACME).sign(&tx.hash()),
+        tx,
+    };
+    let err = env.refused(&encode(&stx));
+    assert!(matches!(err, AdmissionError::WeakKey), "{err:?}");
+    assert_eq!(err.code(), "weak_key");
+    assert!(env.mempool.is_empty());
+}
+
+#[test]
+fn admission_refuses_a_signature_that_does_not_verify() {
+    let env = Env::new();
+    let tx = remark(ACME, 0);
+    let by_someone_else = SignedTransaction {
+        signature: dev_account(T1).sign(&tx.hash()),
+        tx: tx.clone(),
+    };
+    let err = env.refused(&encode(&by_someone_else));
+    assert!(matches!(err, AdmissionError::BadSignature), "{err:?}");
+    assert_eq!(err.code(), "bad_signature");
+
+    let mut flipped = tx.sign(&dev_account(ACME));
+    flipped.signature.0[0] ^= 1;
+    assert!(matches!(
+        env.refused(&encode(&flipped)),
+        AdmissionError::BadSignature
+    ));
+    assert!(env.mempool.is_empty());
+}
+
+#[test]
+fn admission_refuses_anything_once_mempool_capacity_is_reached() {
+    let env = Env::with_params(ChainParams {
+        mempool_capacity: 2,
+        ..trellis_genesis::dev_params()
+    });
+    env.admit(&signed(ACME, 0)).unwrap();
+    env.admit(&signed(T1, 0)).unwrap();
+    let err = env.refused(&encode(&signed(T2, 0)));
+    assert!(
+        matches!(err, AdmissionError::MempoolFull { capacity: 2 }),
+        "{err:?}"
+    );
+    assert_eq!(err.code(), "mempool_full");
+    assert_eq!(env.mempool.len(), 2);
+}
+
+#[test]
+fn admission_refuses_a_sender_with_mempool_per_sender_transactions_waiting() {
+    let env = Env::with_params(ChainParams {
+        mempool_per_sender: 2,
+        ..trellis_genesis::dev_params()
+    });
+    env.admit(&signed(ACME, 0)).unwrap();
+    env.admit(&signed(ACME, 1)).unwrap();
+    let err = env.refused(&encode(&signed(ACME, 2)));
+    assert!(
+        matches!(err, AdmissionError::SenderQueueFull { limit: 2 }),
+        "{err:?}"
+    );
+    assert_eq!(err.code(), "sender_queue_full");
+    env.admit(&signed(T1, 0))
+        .expect("another sender still has room");
+}
+
+// ---- batches ----
+
+/// A mix of every verdict a batch can give, including ones that depend on an
+/// earlier item of the same batch (duplicates, nonce clashes, queue limits).
+fn mixed_batch() -> Vec<Vec<u8>> {
+    let mut wrong_chain = remark(T1, 0);
+    wrong_chain.chain_id = "elsewhere".into();
+    let mut expired = remark(T1, 0);
+    expired.expires_at_ms = NOW;
+    let stranger = KeyPair::insecure_from_label("stranger");
+    let mut unknown = remark(T1, 0);
+    unknown.sender = stranger.public();
+    let mut weak = remark(T1, 0);
+    weak.sender = WEAK;
+    let bank = remark(BANK, 0);
+    let bad_signature = SignedTransaction {
+        signature: dev_account(T2).sign(&bank.hash()),
+        tx: bank.clone(),
+    };
+    let mut truncated = encode(&signed(T2, 9));
+    truncated.pop();
+
+    let txs = [
+        encode(&signed(ACME, 0)),
+        encode(&signed(ACME, 0)),              // duplicate of a batch-mate
+        encode(&with_data(ACME, 0, b"rival")), // nonce taken by a batch-mate
+        encode(&signed(ACME, 1)),
+        encode(&signed(ACME, 2)), // sender queue full (limit 2)
+        encode(&wrong_chain.sign(&dev_account(T1))),
+        encode(&expired.sign(&dev_account(T1))),
+        encode(&unknown.sign(&stranger)),
+        encode(&SignedTransaction {
+            signature: stranger.sign(&weak.hash()),
+            tx: weak,
+        }),
+        encode(&bad_signature),
+        encode(&bank.sign(&dev_account(BANK))), // same hash as the bad one, good signature
+        encode(&signed(T1, 1_000)),             // nonce too far ahead
+        truncated,
+        encode(&signed(T2, 0)),
+        encode(&signed(T1, 0)), // mempool full (capacity 4)
+    ];
+    txs.to_vec()
+}
+
+fn verdicts(results: Vec<Result<Hash, AdmissionError>>) -> Vec<Result<Hash, String>> {
+    results
+        .into_iter()
+        .map(|r| r.map_err(|e| format!("{e:?}")))
+        .collect()
+}
+
+#[test]
+fn batch_admission_gives_the_same_verdicts_as_one_by_one() {
+    let params = ChainParams {
+        mempool_capacity: 4,
+        mempool_per_sender: 2,
+        ..trellis_genesis::dev_params()
+    };
+    let items = mixed_batch();
+    let refs: Vec<&[u8]> = items.iter().map(Vec::as_slice).collect();
+
+    let one_by_one = Env::with(genesis_with_weak_account(), params.clone());
+    let singly = verdicts(
+        refs.iter()
+            .map(|b| one_by_one.mempool.admit(b, &one_by_one.storage, NOW))
+            .collect(),
+    );
+    let batched = Env::with(genesis_with_weak_account(), params);
+    let together = verdicts(batched.mempool.admit_batch(&refs, &batched.storage, NOW));
+
+    assert_eq!(together, singly);
+    let admitted = singly.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(admitted, 4);
+    assert_eq!(batched.mempool.len(), 4);
+    for hash in singly.iter().flatten() {
+        assert!(batched.mempool.contains(hash) && one_by_one.mempool.contains(hash));
+    }
+    let expected_errors: Vec<&str> = together
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .map(|e| e.split([' ', '(', '{']).next().unwrap())
+        .collect();
+    assert_eq!(
+        expected_errors,
+        [
+            "AlreadyKnown",
+            "NonceTaken",
+            "SenderQueueFull",
+            "WrongChain",
+            "Expired",
+            "UnknownSender",
+            "WeakKey",
+            "BadSignature",
+            "NonceTooFarAhead",
+            "Malformed",
+            "MempoolFull",
+        ]
+    );
+}
+
+/// Admission promises to check the signature last. A batch checks every item's
+/// room against the pool as it was before the batch, so a duplicate of an earlier
+/// batch-mate that also carries a bad signature is reported as `BadSignature`,
+/// where admitting the same bytes one by one reports `AlreadyKnown`.
+#[test]
+fn batch_admission_reports_a_waiting_duplicate_with_a_bad_signature_as_already_known() {
+    let good = signed(ACME, 0);
+    let mut forged = good.clone();
+    forged.signature.0[0] ^= 1;
+    let items = [encode(&good), encode(&forged)];
+    let refs: Vec<&[u8]> = items.iter().map(Vec::as_slice).collect();
+
+    let one_by_one = Env::new();
+    let singly = verdicts(
+        refs.iter()
+            .map(|b| one_by_one.mempool.admit(b, &one_by_one.storage, NOW))
+            .collect(),
+    );
+    let batched = Env::new();
+    let together = verdicts(batched.mempool.admit_batch(&refs, &batched.storage, NOW));
+    assert_eq!(together, singly);
+}
+
+// ---- candidates ----
+
+#[test]
+fn candidates_take_only_the_consecutive_run_from_each_senders_committed_nonce() {
+    let env = Env::new();
+    for stx in [
+        signed(ACME, 0),
+        signed(ACME, 1),
+        signed(ACME, 3),
+        signed(T1, 1),
+        signed(T1, 2),
+    ] {
+        env.admit(&stx).unwrap();
+    }
+    let picked = env.candidates(usize::MAX, u64::MAX);
+    // ACME stops at the gap before 3; T1 has nothing because its nonce 0 is missing.
+    assert_eq!(hashes(&picked), hashes(&[signed(ACME, 0), signed(ACME, 1)]));
+}
+
+#[test]
+fn candidates_start_at_the_committed_nonce_and_skip_used_ones_still_waiting() {
+    let env = Env::new();
+    for n in 0..3 {
+        env.admit(&signed(ACME, n)).unwrap();
+    }
+    env.commit(&[signed(ACME, 0)], NOW);
+    assert_eq!(env.mempool.len(), 3, "not pruned yet");
+    let picked = env.candidates(usize::MAX, u64::MAX);
+    assert_eq!(hashes(&picked), hashes(&[signed(ACME, 1), signed(ACME, 2)]));
+}
+
+#[test]
+fn candidates_take_one_transaction_per_sender_per_pass() {
+    let env = Env::new();
+    let senders = [ACME, T1, T2];
+    for label in senders {
+        for n in 0..3 {
+            env.admit(&signed(label, n)).unwrap();
+        }
+    }
+    // Passes visit senders in key order.
+    let mut order: Vec<&str> = senders.to_vec();
+    order.sort_by_key(|l| dev_account(l).public());
+    let expected: Vec<SignedTransaction> = (0..3)
+        .flat_map(|n| order.iter().map(move |l| signed(l, n)))
+        .collect();
+    assert_eq!(
+        hashes(&env.candidates(usize::MAX, u64::MAX)),
+        hashes(&expected)
+    );
+
+    // A block with room for three gets one from each sender, however busy the first is.
+    let three = env.candidates(3, u64::MAX);
+    let mut from: Vec<PublicKey> = three.iter().map(|t| t.tx.sender).collect();
+    from.sort();
+    from.dedup();
+    assert_eq!(from.len(), 3, "{three:?}");
+    assert!(three.iter().all(|t| t.tx.nonce == 0));
+}
+
+#[test]
+fn candidates_respect_the_count_limit() {
+    let env = Env::new();
+    for n in 0..5 {
+        env.admit(&signed(ACME, n)).unwrap();
+    }
+    for limit in [0, 1, 4, 5, 6] {
+        assert_eq!(
+            env.candidates(limit, u64::MAX).len(),
+            limit.min(5),
+            "max_txs {limit}"
+        );
+    }
+}
+
+#[test]
+fn candidates_respect_the_byte_limit() {
+    let env = Env::new();
+    let txs: Vec<SignedTransaction> = (0..4).map(|n| with_data(ACME, n, &[0xab; 100])).collect();
+    for stx in &txs {
+        env.admit(stx).unwrap();
+    }
+    let size = encode(&txs[0]).len() as u64;
+    assert!(txs.iter().all(|t| encode(t).len() as u64 == size));
+    assert_eq!(env.candidates(usize::MAX, 3 * size - 1).len(), 2);
+    assert_eq!(env.candidates(usize::MAX, 3 * size).len(), 3);
+    assert!(env.candidates(usize::MAX, size - 1).is_empty());
+    let picked = env.candidates(usize::MAX, 2 * size + size / 2);
+    let bytes: u64 = picked.iter().map(|t| encode(t).len() as u64).sum();
+    assert!(bytes <= 2 * size + size / 2);
+}
+
+// ---- prune ----
+
+#[test]
+fn prune_drops_committed_and_used_nonces_and_keeps_the_rest() {
+    let env = Env::new();
+    let waiting = [
+        signed(ACME, 0),
+        signed(ACME, 1),
+        signed(ACME, 2),
+        signed(T1, 0),
+    ];
+    for stx in &waiting {
+        env.admit(stx).unwrap();
+    }
+    // Nonce 1 is used on chain by another transaction than the one waiting here.
+    let rival = with_data(ACME, 1, b"committed elsewhere");
+    env.commit(&[signed(ACME, 0), rival], NOW);
+    env.mempool.prune(&env.storage, NOW).unwrap();
+
+    assert_eq!(env.mempool.len(), 2);
+    assert!(!env.mempool.contains(&waiting[0].hash()));
+    assert!(!env.mempool.contains(&waiting[1].hash()));
+    assert!(env.mempool.contains(&waiting[2].hash()));
+    assert!(env.mempool.contains(&waiting[3].hash()));
+    assert_eq!(hashes(&env.candidates(usize::MAX, u64::MAX)).len(), 2);
+}
+
+#[test]
+fn prune_drops_transactions_that_expired() {
+    let env = Env::new();
+    let mut soon = remark(ACME, 0);
+    soon.expires_at_ms = NOW + 10;
+    let soon = soon.sign(&dev_account(ACME));
+    let later = signed(T1, 0);
+    env.admit(&soon).unwrap();
+    env.admit(&later).unwrap();
+
+    env.mempool.prune(&env.storage, NOW + 9).unwrap();
+    assert_eq!(env.mempool.len(), 2, "not expired yet");
+    env.mempool.prune(&env.storage, NOW + 10).unwrap();
+    assert!(!env.mempool.contains(&soon.hash()));
+    assert!(env.mempool.contains(&later.hash()));
+    // The freed nonce can be taken again.
+    env.admit(&with_data(ACME, 0, b"again"))
+        .expect("nonce 0 is free after the expired one left");
+}
+
+// ---- verified ----
+
+#[test]
+fn verified_holds_only_for_the_exact_signature_admitted() {
+    let env = Env::new();
+    let stx = signed(ACME, 0);
+    assert!(
+        !env.mempool.verified(&stx.hash(), &stx.signature),
+        "not admitted yet"
+    );
+    env.admit(&stx).unwrap();
+    assert!(env.mempool.verified(&stx.hash(), &stx.signature));
+
+    let mut other = stx.signature;
+    other.0[63] ^= 1;
+    assert!(!env.mempool.verified(&stx.hash(), &other));
+    let by_other_key = dev_account(T1).sign(&stx.hash());
+    assert!(!env.mempool.verified(&stx.hash(), &by_other_key));
+    let unrelated = signed(ACME, 1);
+    assert!(!env.mempool.verified(&unrelated.hash(), &stx.signature));
+
+    env.commit(std::slice::from_ref(&stx), NOW);
+    env.mempool.prune(&env.storage, NOW).unwrap();
+    assert!(
+        !env.mempool.verified(&stx.hash(), &stx.signature),
+        "forgotten once pruned"
+    );
+}

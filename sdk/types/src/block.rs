@@ -59,7 +59,9 @@ pub fn receipts_root(receipts: &[Receipt]) -> Hash {
 }
 
 /// The two voting steps of a consensus round.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum VoteKind {
     Prevote,
@@ -103,7 +105,12 @@ pub struct QuorumCertificate {
 impl QuorumCertificate {
     /// The certificate of the genesis block: it carries no votes and is valid by definition.
     pub fn genesis(genesis_block: Hash) -> Self {
-        QuorumCertificate { height: 0, round: 0, block: genesis_block, votes: Vec::new() }
+        QuorumCertificate {
+            height: 0,
+            round: 0,
+            block: genesis_block,
+            votes: Vec::new(),
+        }
     }
 
     /// The precommit each signature in this certificate signed.

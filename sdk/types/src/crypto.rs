@@ -110,7 +110,9 @@ pub fn verify_batch(items: &[(PublicKey, Hash, Signature)]) -> Vec<Result<(), Si
 /// True when R decodes to a point that is not of small order, the case in
 /// which batch and strict verification agree.
 fn r_is_acceptable(sig: &[u8; 64]) -> bool {
-    let r: [u8; 32] = sig[..32].try_into().expect("64-byte signature has a 32-byte R");
+    let r: [u8; 32] = sig[..32]
+        .try_into()
+        .expect("64-byte signature has a 32-byte R");
     VerifyingKey::from_bytes(&r)
         .is_ok_and(|p| !p.is_weak() && p.to_edwards().compress().to_bytes() == r)
 }
@@ -129,13 +131,18 @@ impl std::fmt::Debug for KeyPair {
 
 impl KeyPair {
     pub fn from_seed(seed: [u8; 32]) -> Self {
-        KeyPair { signing: SigningKey::from_bytes(&seed) }
+        KeyPair {
+            signing: SigningKey::from_bytes(&seed),
+        }
     }
 
     /// Derives a key deterministically from a label. For dev and test chains only:
     /// anyone who knows the label knows the key.
     pub fn insecure_from_label(label: &str) -> Self {
-        Self::from_seed(blake3::derive_key("trellis v1 INSECURE dev key", label.as_bytes()))
+        Self::from_seed(blake3::derive_key(
+            "trellis v1 INSECURE dev key",
+            label.as_bytes(),
+        ))
     }
 
     pub fn seed(&self) -> [u8; 32] {
@@ -199,11 +206,17 @@ mod tests {
             bytes[0] = 0xed + extra; // p = 0x7fff..ffed; p + extra for small extra
             bytes[31] = 0x7f;
             if VerifyingKey::from_bytes(&bytes).is_ok() {
-                assert_eq!(PublicKey(bytes).verifying_key().unwrap_err(), SignatureError::MalformedKey);
+                assert_eq!(
+                    PublicKey(bytes).verifying_key().unwrap_err(),
+                    SignatureError::MalformedKey
+                );
                 found = true;
             }
         }
-        assert!(found, "no non-canonical encoding decoded; the test needs another candidate");
+        assert!(
+            found,
+            "no non-canonical encoding decoded; the test needs another candidate"
+        );
     }
 
     #[test]
@@ -215,9 +228,9 @@ mod tests {
             0xde, 0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
         ];
         let mut carry = 0u16;
-        for i in 0..32 {
-            let v = sig.0[32 + i] as u16 + L[i] as u16 + carry;
-            sig.0[32 + i] = v as u8;
+        for (s_byte, l_byte) in sig.0[32..].iter_mut().zip(L) {
+            let v = *s_byte as u16 + l_byte as u16 + carry;
+            *s_byte = v as u8;
             carry = v >> 8;
         }
         assert!(pk.verify(&m, &sig).is_err());
@@ -226,8 +239,10 @@ mod tests {
 
     #[test]
     fn batch_pinpoints_the_bad_signature() {
-        let mut items: Vec<_> = (0..8).map(|i| triple(&format!("k{i}"), &[i as u8])).collect();
-        items[5].2 .0[3] ^= 0x80;
+        let mut items: Vec<_> = (0..8)
+            .map(|i| triple(&format!("k{i}"), &[i as u8]))
+            .collect();
+        items[5].2.0[3] ^= 0x80;
         let r = verify_batch(&items);
         for (i, res) in r.iter().enumerate() {
             assert_eq!(res.is_ok(), i != 5, "item {i}");

@@ -8,7 +8,17 @@ pub type OrgId = String;
 
 /// What an organisation may do on the chain.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
@@ -25,8 +35,13 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 5] =
-        [Role::CoreEnterprise, Role::Supplier, Role::Bank, Role::Regulator, Role::Admin];
+    pub const ALL: [Role; 5] = [
+        Role::CoreEnterprise,
+        Role::Supplier,
+        Role::Bank,
+        Role::Regulator,
+        Role::Admin,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {

@@ -69,6 +69,11 @@ impl StateProof {
     /// Verifies this proof against its own `state_root`; the caller must also
     /// check that root against a header it trusts.
     pub fn verify(&self) -> Result<(), ProofError> {
-        verify_state_proof(&self.state_root, &self.key, self.value.as_deref(), &self.proof)
+        verify_state_proof(
+            &self.state_root,
+            &self.key,
+            self.value.as_deref(),
+            &self.proof,
+        )
     }
 }

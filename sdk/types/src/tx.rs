@@ -41,7 +41,11 @@ pub struct Transaction {
 #[serde(rename_all = "snake_case")]
 pub enum Payload {
     /// Call `method` of the contract at `contract` with canonically encoded `args`.
-    Call { contract: Address, method: String, args: Bytes },
+    Call {
+        contract: Address,
+        method: String,
+        args: Bytes,
+    },
     /// Deploy WASM `code`; the address is [`Address::derive`] of sender, code hash and salt.
     Deploy { code: Bytes, salt: Hash },
     /// An operation the node executes natively.
@@ -68,7 +72,10 @@ impl Transaction {
 
     pub fn sign(self, key: &KeyPair) -> SignedTransaction {
         let signature = key.sign(&self.hash());
-        SignedTransaction { tx: self, signature }
+        SignedTransaction {
+            tx: self,
+            signature,
+        }
     }
 }
 

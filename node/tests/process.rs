@@ -1,0 +1,339 @@
+//! The `trellis-node` binary as an operator runs it: real processes, loopback
+//! ports, signals. Every child is killed on drop if it is still running, and
+//! every wait has a deadline.
+
+use std::fs::File;
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+use trellis_genesis::Genesis;
+use trellis_node::config::{self, NodeConfig};
+
+const BIN: &str = env!("CARGO_BIN_EXE_trellis-node");
+const DEADLINE: Duration = Duration::from_secs(30);
+const START_ATTEMPTS: usize = 5;
+
+/// A child process, killed and reaped on drop unless it has exited.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    /// Runs `trellis-node args` in `dir`, its stdout and stderr to `dir/<name>.{out,err}`.
+    fn spawn(dir: &Path, name: &str, args: &[&str]) -> Proc {
+        let out = File::create(dir.join(format!("{name}.out"))).unwrap();
+        let log = dir.join(format!("{name}.err"));
+        let child = Command::new(BIN)
+            .args(args)
+            .current_dir(dir)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .expect("trellis-node starts");
+        Proc { child, log }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn stdout(&self) -> String {
+        std::fs::read_to_string(self.log.with_extension("out")).unwrap_or_default()
+    }
+
+    fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("the child can be waited for")
+    }
+
+    /// Waits (bounded) for the process to exit by itself.
+    async fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.exited() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running after {DEADLINE:?}; stderr:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} failed");
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs a helper command of `trellis-node` to completion (bounded).
+async fn run_to_exit(dir: &Path, name: &str, args: &[&str]) -> (ExitStatus, String, String) {
+    let mut proc = Proc::spawn(dir, name, args);
+    let status = proc.wait_exit().await;
+    (status, proc.stdout(), proc.stderr())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("the OS gives a free loopback port")
+}
+
+/// A `trellis-node --dev` process and its API address.
+struct DevProcess {
+    proc: Proc,
+    base: String,
+    client: reqwest::Client,
+}
+
+impl DevProcess {
+    /// Starts a dev node on `data_dir` and waits until its API answers; a port
+    /// taken between our probe and its bind means another try.
+    async fn start(dir: &Path, name: &str, data_dir: &Path) -> DevProcess {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        for attempt in 1..=START_ATTEMPTS {
+            let listen = format!("127.0.0.1:{}", free_port());
+            let data = data_dir.to_str().unwrap();
+            let mut proc = Proc::spawn(
+                dir,
+                name,
+                &["--dev", "--data-dir", data, "--api-listen", &listen],
+            );
+            let base = format!("http://{listen}");
+            let deadline = Instant::now() + DEADLINE;
+            loop {
+                if let Some(status) = proc.exited() {
+                    let stderr = proc.stderr();
+                    if attempt < START_ATTEMPTS && stderr.contains("binding the API") {
+                        break;
+                    }
+                    panic!(
+                        "the node exited with {status} before its API answered; stderr:\n{stderr}"
+                    );
+                }
+                if let Ok(r) = client.get(format!("{base}/health")).send().await
+                    && r.status().is_success()
+                {
+                    return DevProcess { proc, base, client };
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "no /health within {DEADLINE:?}; stderr:\n{}",
+                    proc.stderr()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    async fn height(&self) -> u64 {
+        let (status, body) = self.get("/status").await;
+        assert_eq!(status, 200, "{body}");
+        body["height"].as_u64().expect("/status has a height")
+    }
+
+    /// Polls /status until its height is at least `min`; returns it.
+    async fn wait_height(&self, min: u64) -> u64 {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let height = self.height().await;
+            if height >= min {
+                return height;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/status stayed at {height}, below {min}, for {DEADLINE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Polls the transaction until it is committed; returns its height.
+    async fn wait_committed(&self, hash: &str) -> u64 {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let (status, body) = self.get(&format!("/v1/transactions/{hash}")).await;
+            if status == 200 && body["status"] == "committed" {
+                assert_eq!(body["receipt"]["status"], "success", "{body}");
+                return body["height"]
+                    .as_u64()
+                    .expect("a committed transaction has a height");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{hash} not committed within {DEADLINE:?}: {status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn dev_node_process_commits_and_stops_cleanly_on_sigint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    let mut node = DevProcess::start(tmp.path(), "first", &data_dir).await;
+
+    let (status, signed, stderr) = run_to_exit(
+        tmp.path(),
+        "dev-tx",
+        &["dev-tx", "remark", "over a real socket", "--nonce", "0"],
+    )
+    .await;
+    assert!(status.success(), "dev-tx failed: {stderr}");
+    let response = node
+        .client
+        .post(format!("{}/v1/transactions", node.base))
+        .header("content-type", "application/json")
+        .body(signed.trim().to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    let body: serde_json::Value = response.json().await.unwrap();
+    let hash = body["tx_hash"]
+        .as_str()
+        .expect("202 carries the tx hash")
+        .to_owned();
+    let committed_at = node.wait_committed(&hash).await;
+    // /status is published after storage commits (and after the mempool is
+    // pruned), so it may briefly lag the transaction's height.
+    let height = node.wait_height(committed_at).await;
+
+    node.proc.signal("-INT");
+    let exit = node.proc.wait_exit().await;
+    assert!(
+        exit.success(),
+        "SIGINT ended the node with {exit}; stderr:\n{}",
+        node.proc.stderr()
+    );
+
+    let node = DevProcess::start(tmp.path(), "second", &data_dir).await;
+    let resumed = node.height().await;
+    assert!(
+        resumed >= height,
+        "resumed at {resumed}, below {height} before the restart"
+    );
+    assert_eq!(
+        node.wait_committed(&hash).await,
+        committed_at,
+        "the transaction stays where it was committed"
+    );
+
+    let mut proc = node.proc;
+    proc.signal("-TERM");
+    let exit = proc.wait_exit().await;
+    assert!(
+        exit.success(),
+        "SIGTERM ended the node with {exit}; stderr:\n{}",
+        proc.stderr()
+    );
+}
+
+#[tokio::test]
+async fn unknown_config_keys_are_refused_with_their_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("config.toml");
+    std::fs::write(&config, "[api]\nlistn = \"127.0.0.1:1\"\n").unwrap();
+    let (status, _, stderr) =
+        run_to_exit(tmp.path(), "node", &["--config", config.to_str().unwrap()]).await;
+    assert!(
+        !status.success(),
+        "a config with an unknown key was accepted; stderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("listn"),
+        "the error does not name the unknown key: {stderr}"
+    );
+    assert!(
+        !tmp.path().join("data").exists(),
+        "a refused config still created the data directory"
+    );
+}
+
+#[tokio::test]
+async fn genesis_generate_writes_a_network_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("net");
+    let (status, stdout, stderr) = run_to_exit(
+        tmp.path(),
+        "generate",
+        &[
+            "genesis",
+            "generate",
+            "--validators",
+            "4",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(status.success(), "genesis generate failed: {stderr}");
+
+    let genesis = Genesis::load(&out.join("genesis.json")).expect("genesis.json parses");
+    assert_eq!(genesis.validator_keys().len(), 4);
+    let mut api_ports = Vec::new();
+    for i in 0..4 {
+        let path = out.join(format!("validator-{i}")).join("config.toml");
+        assert!(
+            stdout.contains(path.to_str().unwrap()),
+            "{} is not listed in:\n{stdout}",
+            path.display()
+        );
+        let config = NodeConfig::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let genesis_path = config
+            .genesis
+            .as_deref()
+            .expect("a generated config names its genesis");
+        assert_eq!(Genesis::load(genesis_path).unwrap().hash(), genesis.hash());
+        let key = config::read_key_file(
+            config
+                .validator_key
+                .as_deref()
+                .expect("a validator has a key"),
+        )
+        .unwrap();
+        assert_eq!(
+            key.public(),
+            genesis.validator_keys()[i],
+            "validator-{i}'s key is its genesis key"
+        );
+        assert!(config.api.listen.ip().is_loopback());
+        api_ports.push(config.api.listen.port());
+    }
+    api_ports.dedup();
+    assert_eq!(api_ports.len(), 4, "each node has its own API port");
+}

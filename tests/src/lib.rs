@@ -1,0 +1,406 @@
+//! Helpers for end-to-end tests of real in-process nodes over the HTTP API.
+//!
+//! [`DevNode`] runs `trellis_node::node::run` on the dev genesis, on a thread
+//! and runtime of its own, with its API on a free loopback port and its data in
+//! a temporary directory. Dropping it always stops the node (bounded wait), even
+//! when a test fails; [`DevNode::stop`] stops it and reports how `run` ended,
+//! and [`DevNode::resume`] starts it again on the same data. Waiting is always
+//! polling with a deadline ([`poll`]), never a sleep that assumes a speed.
+
+use anyhow::{Context, anyhow, bail};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+use trellis_genesis::{Genesis, NetworkSpec};
+use trellis_node::api::{BlockResponse, ErrorBody, StateResponse, TxStatus};
+use trellis_node::config::{ApiConfig, NodeConfig};
+use trellis_types::{
+    Bytes, Hash, KeyPair, Payload, PublicKey, Receipt, SignedTransaction, SystemOp, Transaction,
+};
+
+pub const DEV_CHAIN_ID: &str = "trellis-dev";
+/// How long a node may take to start, to stop, or to commit a transaction.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+const START_ATTEMPTS: usize = 5;
+
+/// Logs of the nodes under test, at `RUST_LOG` (default `warn`), in the test's output.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
+/// A loopback port that was free a moment ago; callers retry if it is taken meanwhile.
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("the OS gives a free loopback port")
+}
+
+/// Calls `check` until it returns `Some`, or fails after `timeout` with `what`
+/// and the last error seen.
+pub async fn poll<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last = String::from("no answer yet");
+    loop {
+        match check().await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            Err(e) => last = format!("{e:#}"),
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}; last error: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A dev remark from the genesis account `account` (e.g. `core-acme/ops`).
+pub fn remark(account: &str, nonce: u64, text: &str) -> SignedTransaction {
+    let key = trellis_genesis::dev_account(account);
+    Transaction {
+        chain_id: DEV_CHAIN_ID.into(),
+        sender: key.public(),
+        nonce,
+        expires_at_ms: trellis_node::node::now_ms() + 60_000,
+        payload: Payload::System(SystemOp::Remark {
+            data: Bytes(text.as_bytes().to_vec()),
+        }),
+    }
+    .sign(&key)
+}
+
+/// The state key of an account record.
+pub fn account_key(account: &PublicKey) -> Vec<u8> {
+    trellis_node::execution::keys::account(account)
+}
+
+/// The dev genesis and its single validator's key.
+pub fn dev_chain() -> (Genesis, KeyPair) {
+    let (genesis, nodes) =
+        trellis_genesis::build(&NetworkSpec::dev()).expect("the dev spec builds");
+    let key = nodes
+        .into_iter()
+        .find_map(|n| n.consensus)
+        .expect("the dev chain has a validator");
+    (genesis, key)
+}
+
+/// `GET /status`, the fields the tests look at.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Status {
+    pub chain_id: String,
+    pub genesis_hash: Hash,
+    pub height: u64,
+    pub block_hash: Hash,
+    pub state_root: Hash,
+}
+
+/// A transaction's place in the chain, from `GET /v1/transactions/{hash}`.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub height: u64,
+    pub index: u32,
+    pub receipt: Receipt,
+}
+
+/// An error answer of the API.
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+}
+
+struct Running {
+    /// Dropping or sending on it resolves the node's shutdown future.
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    fn spawn(config: NodeConfig, genesis: Genesis, key: KeyPair) -> anyhow::Result<Running> {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("dev-node".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(trellis_node::node::run(config, genesis, Some(key), async {
+                    let _ = stopped.await;
+                }))
+            })?;
+        Ok(Running { stop, thread })
+    }
+
+    /// Signals shutdown and waits (bounded) for `run` to return.
+    fn finish_blocking(self, timeout: Duration) -> Option<anyhow::Result<()>> {
+        let _ = self.stop.send(());
+        let deadline = Instant::now() + timeout;
+        while !self.thread.is_finished() {
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(join(self.thread))
+    }
+}
+
+fn join(thread: JoinHandle<anyhow::Result<()>>) -> anyhow::Result<()> {
+    thread
+        .join()
+        .map_err(|_| anyhow!("the node thread panicked"))?
+}
+
+/// An in-process dev validator (n = 1) with its API on a loopback port.
+pub struct DevNode {
+    data_dir: PathBuf,
+    addr: SocketAddr,
+    running: Option<Running>,
+    client: reqwest::Client,
+    /// Kept last: the directory is removed after the node has stopped.
+    _temp: Option<TempDir>,
+}
+
+impl DevNode {
+    /// Starts a dev node on a fresh temporary data directory.
+    pub async fn start() -> anyhow::Result<DevNode> {
+        let temp = tempfile::Builder::new().prefix("trellis-node-").tempdir()?;
+        let mut node = DevNode::new(temp.path().join("data"));
+        node._temp = Some(temp);
+        node.resume().await?;
+        Ok(node)
+    }
+
+    /// Starts a dev node on `data_dir`, which the caller owns.
+    pub async fn start_in(data_dir: &Path) -> anyhow::Result<DevNode> {
+        let mut node = DevNode::new(data_dir.to_owned());
+        node.resume().await?;
+        Ok(node)
+    }
+
+    fn new(data_dir: PathBuf) -> DevNode {
+        init_logging();
+        DevNode {
+            data_dir,
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            running: None,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("a plain HTTP client builds"),
+            _temp: None,
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Starts the (stopped) node again on its data directory, on a new port,
+    /// and returns once its API answers.
+    pub async fn resume(&mut self) -> anyhow::Result<()> {
+        assert!(self.running.is_none(), "the node is already running");
+        let (genesis, key) = dev_chain();
+        for attempt in 1..=START_ATTEMPTS {
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+            let config = NodeConfig {
+                data_dir: self.data_dir.clone(),
+                api: ApiConfig {
+                    listen: addr,
+                    ..ApiConfig::default()
+                },
+                ..NodeConfig::default()
+            };
+            self.addr = addr;
+            self.running = Some(Running::spawn(config, genesis.clone(), key.clone())?);
+            match self.wait_healthy().await {
+                Ok(()) => return Ok(()),
+                // Someone took the port between our probe and the node's bind.
+                Err(e)
+                    if attempt < START_ATTEMPTS && format!("{e:#}").contains("binding the API") =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    async fn wait_healthy(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let running = self
+                .running
+                .as_ref()
+                .expect("wait_healthy is called on a started node");
+            if running.thread.is_finished() {
+                let running = self.running.take().expect("checked above");
+                return match join(running.thread) {
+                    Ok(()) => Err(anyhow!("the node stopped before its API answered")),
+                    Err(e) => Err(e.context("the node failed to start")),
+                };
+            }
+            if let Ok(response) = self.client.get(self.url("/health")).send().await
+                && response.status().is_success()
+            {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("the node's API did not answer /health within {DEADLINE:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Resolves the node's shutdown future and returns what `run` returned.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        let running = self.running.take().context("the node is not running")?;
+        let _ = running.stop.send(());
+        let thread = running.thread;
+        poll("the node to stop", DEADLINE, || {
+            let finished = thread.is_finished();
+            async move { Ok(finished.then_some(())) }
+        })
+        .await?;
+        join(thread)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// `POST /v1/transactions` with the canonical bytes: the tx hash, or the API's refusal.
+    pub async fn submit(&self, tx: &SignedTransaction) -> anyhow::Result<Result<Hash, Rejection>> {
+        let response = self
+            .client
+            .post(self.url("/v1/transactions"))
+            .header("content-type", "application/octet-stream")
+            .body(trellis_types::encode(tx))
+            .send()
+            .await?;
+        let status = response.status();
+        if status.as_u16() == 202 {
+            #[derive(Deserialize)]
+            struct Submitted {
+                tx_hash: Hash,
+            }
+            let submitted: Submitted = response.json().await.context("decoding the 202 body")?;
+            return Ok(Ok(submitted.tx_hash));
+        }
+        let body: ErrorBody = response
+            .json()
+            .await
+            .with_context(|| format!("decoding the {status} body"))?;
+        Ok(Err(Rejection {
+            status: status.as_u16(),
+            code: body.code,
+            message: body.message,
+        }))
+    }
+
+    /// Submits a transaction the node must admit; checks the hash it answers with.
+    pub async fn submit_ok(&self, tx: &SignedTransaction) -> anyhow::Result<Hash> {
+        match self.submit(tx).await? {
+            Ok(hash) if hash == tx.hash() => Ok(hash),
+            Ok(hash) => bail!(
+                "the node answered tx hash {hash}, the transaction's is {}",
+                tx.hash()
+            ),
+            Err(r) => bail!(
+                "transaction refused: {} {}: {}",
+                r.status,
+                r.code,
+                r.message
+            ),
+        }
+    }
+
+    /// `GET path`, which must answer 200 with JSON of type `T`.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let response = self.client.get(self.url(path)).send().await?;
+        let status = response.status();
+        let text = response.text().await?;
+        if !status.is_success() {
+            bail!("GET {path}: {status}: {text}");
+        }
+        serde_json::from_str(&text).with_context(|| format!("GET {path}: decoding {text}"))
+    }
+
+    pub async fn status(&self) -> anyhow::Result<Status> {
+        self.get("/status").await
+    }
+
+    pub async fn block(&self, height: u64) -> anyhow::Result<BlockResponse> {
+        self.get(&format!("/v1/blocks/{height}")).await
+    }
+
+    pub async fn transaction(&self, hash: &Hash) -> anyhow::Result<TxStatus> {
+        self.get(&format!("/v1/transactions/{hash}")).await
+    }
+
+    /// `GET /v1/state/{key}?proof=true`, at `height` or the latest.
+    pub async fn state_with_proof(
+        &self,
+        key: &[u8],
+        height: Option<u64>,
+    ) -> anyhow::Result<StateResponse> {
+        let at = height.map(|h| format!("&height={h}")).unwrap_or_default();
+        self.get(&format!("/v1/state/{}?proof=true{at}", hex::encode(key)))
+            .await
+    }
+
+    /// Polls `GET /v1/transactions/{hash}` until the transaction is committed.
+    pub async fn wait_committed(&self, hash: &Hash) -> anyhow::Result<Committed> {
+        poll(
+            &format!("transaction {hash} to commit"),
+            DEADLINE,
+            || async {
+                Ok(match self.transaction(hash).await? {
+                    TxStatus::Committed {
+                        height,
+                        index,
+                        receipt,
+                    } => Some(Committed {
+                        height,
+                        index,
+                        receipt,
+                    }),
+                    TxStatus::Pending => None,
+                })
+            },
+        )
+        .await
+    }
+}
+
+impl Drop for DevNode {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            match running.finish_blocking(DEADLINE) {
+                Some(Ok(())) => {}
+                Some(Err(e)) => eprintln!("dev node stopped with an error: {e:#}"),
+                None => eprintln!(
+                    "dev node did not stop within {DEADLINE:?}; leaving its thread behind"
+                ),
+            }
+        }
+    }
+}
