@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use trellis_types::{
-    Account, Address, ChainParams, Domain, Hash, OrgId, Organisation, PublicKey, Role,
+    Account, Address, Bytes, ChainParams, Domain, Hash, OrgId, Organisation, PublicKey, Role,
     SignatureError, codec,
 };
 
@@ -40,8 +40,7 @@ pub struct Genesis {
     pub validators: Vec<GenesisValidator>,
     /// Non-voting nodes allowed to connect and follow the chain.
     pub observers: Vec<GenesisObserver>,
-    /// Contracts deployed at genesis. A placeholder shape until the contract
-    /// runtime defines how their code is shipped; empty in every embedded genesis.
+    /// Contracts deployed at genesis, in order, at height 0.
     pub contracts: Vec<GenesisContract>,
 }
 
@@ -96,7 +95,8 @@ pub struct GenesisObserver {
     pub node_key: PublicKey,
 }
 
-/// A contract deployed at genesis (placeholder shape, see [`Genesis::contracts`]).
+/// A contract deployed at genesis. Its code is not in the document: the node
+/// ships it and checks it hashes (plain blake3 of the module) to `code_hash`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GenesisContract {
@@ -106,6 +106,10 @@ pub struct GenesisContract {
     pub salt: Hash,
     /// A genesis account; with `code_hash` and `salt` it fixes the address.
     pub deployer: PublicKey,
+    /// When present (hex), the contract's `init` method runs at genesis with
+    /// these canonically encoded arguments, called by `deployer`.
+    #[serde(default)]
+    pub init_args: Option<Bytes>,
 }
 
 impl GenesisContract {
@@ -806,6 +810,7 @@ mod tests {
             code_hash: Domain::Genesis.hash(b"code"),
             salt: Hash::ZERO,
             deployer,
+            init_args: None,
         };
         let admin = dev_account("consortium/ops").public();
         let mut g = sample();

@@ -4,12 +4,23 @@
 //! - [`network`]: [`build`], which derives a whole dev/test network (genesis and
 //!   every node's keys) deterministically from a seed, and [`dev_account`].
 //!
+//! [`contract_code`] gives the contract modules genesis can deploy.
+//!
 //! [`Genesis::dev`] (one validator) and [`Genesis::local`] (four validators) are
 //! embedded in the crate. Both use **insecure, publicly derivable keys**: they
 //! exist for development and tests and must never guard anything of value.
 
 pub mod format;
 pub mod network;
+
+/// The code of a genesis contract this build ships, by name: the module
+/// `contracts/build.sh` wrote to `genesis/contracts/<name>.wasm`.
+pub fn contract_code(name: &str) -> Option<&'static [u8]> {
+    match name {
+        "counter" => Some(include_bytes!("../contracts/counter.wasm")),
+        _ => None,
+    }
+}
 
 pub use format::{
     Genesis, GenesisAccount, GenesisContract, GenesisError, GenesisObserver, GenesisOrganisation,

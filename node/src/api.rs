@@ -7,13 +7,16 @@
 //! unknown route), is JSON `{"code", "message"}`. Queries read committed
 //! storage only. Handlers never panic on input; storage errors are logged and
 //! answered with 500 `internal`. The OpenAPI document is generated from the
-//! handlers ([`ApiDoc`]) and served at `GET /openapi.json`.
+//! handlers ([`ApiDoc`]) and served at `GET /openapi.json`. Contract queries
+//! run read-only in the [`Vm`] against the latest committed state.
 
+use crate::execution::{self, ContractRecord};
 use crate::mempool::{AdmissionError, Mempool};
 use crate::metrics::{ApiLabels, CodeLabels, Metrics, RouteLabels};
 use crate::storage::{Storage, StorageError};
+use crate::vm::{self, CallEnv, Entry, Invocation, Limits, StateView, Vm};
 use axum::body::Bytes as Body;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
@@ -21,11 +24,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::future::Future;
 use std::sync::{Arc, LazyLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tracing::Instrument;
-use trellis_types::{Block, Bytes, Hash, QuorumCertificate, Receipt, StateProof};
+use trellis_types::{Address, Block, Bytes, Hash, QuorumCertificate, Receipt, StateProof};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 /// What the handlers share.
@@ -34,6 +38,8 @@ pub struct ApiState {
     pub genesis_hash: Hash,
     pub storage: Storage,
     pub mempool: Arc<Mempool>,
+    /// Runs contract queries.
+    pub vm: Arc<Vm>,
     /// Published by the consensus driver.
     pub status: tokio::sync::watch::Receiver<ChainStatus>,
     pub metrics: Arc<Metrics>,
@@ -169,6 +175,27 @@ pub struct StatusResponse {
     pub status: ChainStatus,
 }
 
+/// `POST /v1/contracts/{address}/query`.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ContractQuery {
+    /// The contract's query method.
+    pub method: String,
+    /// Hex of the canonically encoded arguments (optional `0x` prefix; empty by default).
+    #[serde(default)]
+    pub args: String,
+}
+
+/// What a contract query returned.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct ContractQueryResult {
+    /// The contract's output (canonically encoded, as hex).
+    pub result: Bytes,
+    /// The committed height whose state the query read.
+    pub height: u64,
+    pub fuel_used: u64,
+}
+
 #[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
 pub struct Health {
     /// Always `ok`.
@@ -182,15 +209,19 @@ pub struct Health {
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    code: &'static str,
+    code: Cow<'static, str>,
     message: String,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    fn new(
+        status: StatusCode,
+        code: impl Into<Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> Self {
         ApiError {
             status,
-            code,
+            code: code.into(),
             message: message.into(),
         }
     }
@@ -225,7 +256,7 @@ impl IntoResponse for ApiError {
         (
             self.status,
             Json(ErrorBody {
-                code: self.code.to_owned(),
+                code: self.code.into_owned(),
                 message: self.message,
             }),
         )
@@ -288,6 +319,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/blocks/{height}", get(block_by_height))
         .route("/v1/blocks/by-hash/{hash}", get(block_by_hash))
         .route("/v1/state/{key}", get(get_state))
+        .route("/v1/contracts/{address}", get(get_contract))
+        .route("/v1/contracts/{address}/query", post(query_contract))
         .route("/status", get(status))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
@@ -424,7 +457,7 @@ async fn submit_transaction(
             .metrics
             .admission_rejected
             .get_or_create(&CodeLabels {
-                code: e.code.to_owned(),
+                code: e.code.to_string(),
             })
             .inc();
     }
@@ -673,6 +706,122 @@ async fn get_state(
     .await
 }
 
+fn parse_address(s: &str) -> Result<Address, ApiError> {
+    Address::from_hex(s)
+        .map_err(|e| ApiError::malformed(format!("`{s}` is not a 32-byte hex address: {e}")))
+}
+
+fn contract_not_found(address: &Address) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "contract_not_found",
+        format!("no contract is deployed at {address}"),
+    )
+}
+
+/// A deployed contract's record in the latest committed state.
+#[utoipa::path(
+    get,
+    path = "/v1/contracts/{address}",
+    tag = "contracts",
+    params(("address" = String, Path, description = "Contract address, hex")),
+    responses(
+        (status = 200, body = ContractRecord),
+        (status = 400, description = "malformed address", body = ErrorBody),
+        (status = 404, description = "contract_not_found", body = ErrorBody),
+    )
+)]
+async fn get_contract(
+    State(state): State<Arc<ApiState>>,
+    address: Result<Path<String>, PathRejection>,
+) -> Result<Json<ContractRecord>, ApiError> {
+    let address = parse_address(&path_param(address)?)?;
+    blocking(move || {
+        execution::contract(&state.storage, &address)?
+            .map(Json)
+            .ok_or_else(|| contract_not_found(&address))
+    })
+    .await
+}
+
+/// Runs a contract's `query` export, read-only, against the latest committed
+/// state, as a caller with no account, organisation or roles, within the
+/// chain's fuel and memory limits for one call.
+#[utoipa::path(
+    post,
+    path = "/v1/contracts/{address}/query",
+    tag = "contracts",
+    params(("address" = String, Path, description = "Contract address, hex")),
+    request_body(content = ContractQuery, content_type = "application/json"),
+    responses(
+        (status = 200, body = ContractQueryResult),
+        (status = 400, description = "malformed address or body", body = ErrorBody),
+        (status = 404, description = "contract_not_found", body = ErrorBody),
+        (status = 422, description = "the contract refused (its own code, e.g. `not_found`, `bad_args`) or stopped: `trap`, `out_of_fuel`, `out_of_memory`", body = ErrorBody),
+        (status = 500, description = "internal (including stored code that no longer compiles)", body = ErrorBody),
+    )
+)]
+async fn query_contract(
+    State(state): State<Arc<ApiState>>,
+    address: Result<Path<String>, PathRejection>,
+    body: Result<Json<ContractQuery>, JsonRejection>,
+) -> Result<Json<ContractQueryResult>, ApiError> {
+    let address = parse_address(&path_param(address)?)?;
+    let Json(query) = body.map_err(|e| {
+        ApiError::malformed(format!(
+            "body is not {{\"method\": \"...\", \"args\": \"<hex>\"}}: {}",
+            e.body_text()
+        ))
+    })?;
+    let args = hex::decode(query.args.strip_prefix("0x").unwrap_or(&query.args))
+        .map_err(|e| ApiError::malformed(format!("args is not hex: {e}")))?;
+    blocking(move || {
+        let storage = &state.storage;
+        let head = storage
+            .head()
+            .ok_or_else(|| ApiError::not_found("the chain has no block yet"))?;
+        let record =
+            execution::contract(storage, &address)?.ok_or_else(|| contract_not_found(&address))?;
+        let params = execution::params(storage)?;
+        let env = CallEnv {
+            contract: address,
+            caller: vm::Caller::nobody(),
+            block: vm::BlockInfo {
+                chain_id: state.chain_id.clone(),
+                height: head.height,
+                timestamp_ms: head.timestamp_ms,
+            },
+            limits: Limits::from_params(&params),
+        };
+        let invocation = Invocation {
+            method: query.method,
+            args,
+        };
+        let mut view = StateView::new(storage.clone(), Default::default());
+        let outcome = state.vm.run(
+            &record.code_hash,
+            Entry::Query,
+            &invocation,
+            &env,
+            &mut view,
+        )?;
+        match outcome.result {
+            Ok(result) => Ok(Json(ContractQueryResult {
+                result: result.into(),
+                height: head.height,
+                fuel_used: outcome.fuel_used,
+            })),
+            Err(e) if e.code == vm::codes::INVALID_MODULE => Err(ApiError::internal(e.message)),
+            Err(e) => Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                e.code,
+                e.message,
+            )),
+        }
+    })
+    .await
+}
+
 /// The chain as this node sees it.
 #[utoipa::path(get, path = "/status", tag = "node", responses((status = 200, body = StatusResponse)))]
 async fn status(State(state): State<Arc<ApiState>>) -> Json<StatusResponse> {
@@ -750,6 +899,8 @@ async fn openapi() -> Response {
         block_by_height,
         block_by_hash,
         get_state,
+        get_contract,
+        query_contract,
         status,
         health,
         metrics,
@@ -760,6 +911,7 @@ async fn openapi() -> Response {
         (name = "transactions", description = "Submission and lookup"),
         (name = "blocks", description = "Committed blocks with certificates and receipts"),
         (name = "state", description = "Authenticated state reads"),
+        (name = "contracts", description = "Deployed contracts and read-only contract queries"),
         (name = "node", description = "Status, health, metrics"),
     )
 )]

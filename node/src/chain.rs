@@ -13,9 +13,10 @@ use crate::execution::{self, BlockContext, BlockOutput};
 use crate::mempool::Mempool;
 use crate::state::{StateUpdate, Writes};
 use crate::storage::{ChainHead, Storage, StorageError};
+use crate::vm::{self, Limits, StateView, Vm};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use trellis_genesis::Genesis;
+use trellis_genesis::{Genesis, GenesisContract};
 use trellis_types::block::{receipts_root, tx_root};
 use trellis_types::codec::encode;
 use trellis_types::crypto::verify_batch;
@@ -33,13 +34,32 @@ pub enum ChainError {
         "the data directory holds a chain whose genesis hash is {stored}, but the genesis given hashes to {given}: use another data directory or the matching genesis"
     )]
     GenesisMismatch { stored: String, given: String },
+    #[error("genesis contract {name:?} cannot be deployed: {reason}")]
+    GenesisContract { name: String, reason: String },
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
 
+/// The code of a genesis contract as this build ships it: the modules embedded
+/// in `trellis-genesis` ([`trellis_genesis::contract_code`]), by name.
+pub fn embedded_contract_code(contract: &GenesisContract) -> Option<Vec<u8>> {
+    trellis_genesis::contract_code(&contract.name).map(<[u8]>::to_vec)
+}
+
 /// Writes the genesis state and block 0 into empty storage; on storage that
-/// already holds a chain, checks that it is this genesis's chain.
-pub fn initialise(storage: &Storage, genesis: &Genesis) -> Result<ChainHead, ChainError> {
+/// already holds a chain, checks that it is this genesis's chain. Genesis
+/// contracts get their code from [`embedded_contract_code`].
+pub fn initialise(storage: &Storage, genesis: &Genesis, vm: &Vm) -> Result<ChainHead, ChainError> {
+    initialise_with(storage, genesis, vm, embedded_contract_code)
+}
+
+/// [`initialise`], with genesis contracts' code from `code_for`.
+pub fn initialise_with(
+    storage: &Storage,
+    genesis: &Genesis,
+    vm: &Vm,
+    code_for: impl Fn(&GenesisContract) -> Option<Vec<u8>>,
+) -> Result<ChainHead, ChainError> {
     let genesis_hash = genesis.hash();
     if let Some(head) = storage.head() {
         let stored = crate::state::StateRead::get(storage, execution::keys::GENESIS)?;
@@ -52,7 +72,8 @@ pub fn initialise(storage: &Storage, genesis: &Genesis) -> Result<ChainHead, Cha
             })
         };
     }
-    let update = storage.prepare_state(0, genesis_writes(genesis))?;
+    let writes = genesis_state(storage, genesis, vm, code_for)?;
+    let update = storage.prepare_state(0, writes)?;
     let block = Block {
         header: Header {
             chain_id: genesis.chain_id.clone(),
@@ -106,6 +127,55 @@ pub fn genesis_writes(genesis: &Genesis) -> Writes {
     writes
 }
 
+/// Genesis state: [`genesis_writes`], then each genesis contract deployed (and
+/// initialised when it has `init_args`) in listed order at height 0. `storage`
+/// is empty: it only gives the contracts' state view a base.
+fn genesis_state(
+    storage: &Storage,
+    genesis: &Genesis,
+    vm: &Vm,
+    code_for: impl Fn(&GenesisContract) -> Option<Vec<u8>>,
+) -> Result<Writes, ChainError> {
+    let mut state = StateView::new(storage.clone(), genesis_writes(genesis));
+    let ctx = BlockContext {
+        chain_id: genesis.chain_id.clone(),
+        height: 0,
+        timestamp_ms: genesis.genesis_time_ms,
+        max_expiry_ms: genesis.params.max_expiry_ms,
+        limits: Limits::from_params(&genesis.params),
+    };
+    for contract in &genesis.contracts {
+        let refused = |reason: String| ChainError::GenesisContract {
+            name: contract.name.clone(),
+            reason,
+        };
+        let code =
+            code_for(contract).ok_or_else(|| refused("this build has no code for it".into()))?;
+        let hash = vm::code_hash(&code);
+        if hash != contract.code_hash {
+            return Err(refused(format!(
+                "its code hashes to {hash}, the genesis says {}",
+                contract.code_hash
+            )));
+        }
+        let address = execution::deploy_genesis_contract(
+            vm,
+            &mut state,
+            &ctx,
+            contract.deployer,
+            &code,
+            &contract.salt,
+            contract.init_args.as_deref(),
+        )
+        .map_err(|e| match e {
+            execution::GenesisContractError::Storage(e) => ChainError::Storage(e),
+            execution::GenesisContractError::Refused(reason) => refused(reason),
+        })?;
+        debug_assert_eq!(address, contract.address());
+    }
+    Ok(state.into_pending())
+}
+
 /// Why a proposed block is not valid. The node prevotes nil for it.
 #[derive(Debug, thiserror::Error)]
 pub enum InvalidBlock {
@@ -134,6 +204,7 @@ struct Executed {
 
 pub struct Chain {
     storage: Storage,
+    vm: Arc<Vm>,
     chain_id: String,
     params: ChainParams,
     validators: ValidatorSet,
@@ -143,9 +214,10 @@ pub struct Chain {
 }
 
 impl Chain {
-    pub fn new(storage: Storage, genesis: &Genesis, mempool: Arc<Mempool>) -> Self {
+    pub fn new(storage: Storage, genesis: &Genesis, mempool: Arc<Mempool>, vm: Arc<Vm>) -> Self {
         Chain {
             storage,
+            vm,
             chain_id: genesis.chain_id.clone(),
             params: genesis.params.clone(),
             validators: ValidatorSet::new(genesis.validator_keys()),
@@ -182,13 +254,15 @@ impl Chain {
             height,
             timestamp_ms: now_ms.max(head.timestamp_ms + 1),
             max_expiry_ms: self.params.max_expiry_ms,
+            limits: Limits::from_params(&self.params),
         };
         let candidates = self.mempool.candidates(
             &self.storage,
             self.params.max_block_txs as usize,
             self.params.max_block_bytes,
         )?;
-        let (txs, output) = execution::execute_candidates(&self.storage, &ctx, candidates)?;
+        let (txs, output) =
+            execution::execute_candidates(&self.vm, &self.storage, &ctx, candidates)?;
         let parent_commit = self
             .storage
             .commit_certificate(head.height)?
@@ -304,8 +378,9 @@ impl Chain {
             height: h.height,
             timestamp_ms: h.timestamp_ms,
             max_expiry_ms: self.params.max_expiry_ms,
+            limits: Limits::from_params(&self.params),
         };
-        let output = execution::execute_block(&self.storage, &ctx, &block.txs)?;
+        let output = execution::execute_block(&self.vm, &self.storage, &ctx, &block.txs)?;
         let (computed, executed) =
             self.seal(&ctx, h.round, h.parent, h.proposer, &block.txs, output)?;
         for (what, header, computed) in [

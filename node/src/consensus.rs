@@ -155,6 +155,15 @@ pub enum Message {
     Vote(Vote),
 }
 
+impl Message {
+    pub fn height(&self) -> u64 {
+        match self {
+            Message::Proposal(p) => p.block.header.height,
+            Message::Vote(v) => v.data.height,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Step {
     Propose,
@@ -237,6 +246,9 @@ pub struct Timeouts {
 
 /// Rounds beyond the current one that we still keep votes for.
 const MAX_ROUND_AHEAD: u64 = 64;
+/// Messages for the next height kept until we get there (others may decide a
+/// moment before us).
+const MAX_FUTURE_MESSAGES: usize = 4_096;
 
 #[derive(Default)]
 struct RoundVotes {
@@ -285,6 +297,8 @@ pub struct Consensus {
     polka_seen: bool,
     /// A block the driver was asked to build for (height, round) and has not delivered.
     building: Option<u64>,
+    /// Messages for `height + 1`, replayed on entering it.
+    future: Vec<Message>,
 }
 
 impl Consensus {
@@ -325,6 +339,7 @@ impl Consensus {
             precommit_timeout_armed: false,
             polka_seen: false,
             building: None,
+            future: Vec::new(),
         }
     }
 
@@ -350,16 +365,54 @@ impl Consensus {
 
     /// Enters the first round of the current height. Call once after [`Consensus::new`].
     pub fn start(&mut self) -> Vec<Action> {
-        // After a crash, resume in the round of our last vote, so we neither
-        // re-vote differently in it nor rush ahead of the others.
-        let round = match self.safety.last_vote {
-            Some((round, _, _)) => round,
-            None => 0,
-        };
         let mut out = Vec::new();
-        self.start_round(round, &mut out);
+        match self.safety.last_vote {
+            // After a crash, resume in the round of our last vote and send that
+            // vote again (the same vote, so no equivocation): the others may
+            // never have received it, and without it the round may not reach
+            // a quorum.
+            Some((round, kind, block)) => {
+                self.start_round(round, &mut out);
+                if let Some(key) = self.key.clone() {
+                    let data = VoteData {
+                        chain_id: self.chain_id.clone(),
+                        height: self.height,
+                        round,
+                        kind,
+                        block,
+                    };
+                    let vote = Vote { signature: key.sign(&data.signing_hash()), voter: key.public(), data };
+                    out.push(Action::Broadcast(Message::Vote(vote.clone())));
+                    let _ = self.accept_vote(vote);
+                }
+                self.enter_step(
+                    match kind {
+                        VoteKind::Prevote => Step::Prevote,
+                        VoteKind::Precommit => Step::Precommit,
+                    },
+                    &mut out,
+                );
+            }
+            None => self.start_round(0, &mut out),
+        }
         self.recheck(&mut out);
         out
+    }
+
+    /// Moves to the prevote or precommit step and arms that step's timeout.
+    ///
+    /// The paper arms these timeouts only once a quorum of votes of any kind
+    /// arrived (lines 34 and 47). Arming them on entering the step as well is
+    /// safe (a timeout only ever yields a nil vote or a later round) and keeps
+    /// a round from stalling when votes were lost, for instance while a peer
+    /// was disconnected or restarting.
+    fn enter_step(&mut self, step: Step, out: &mut Vec<Action>) {
+        self.step = step;
+        match step {
+            Step::Propose => {}
+            Step::Prevote => out.push(self.timeout(Step::Prevote, self.timeouts.prevote_ms)),
+            Step::Precommit => out.push(self.timeout(Step::Precommit, self.timeouts.precommit_ms)),
+        }
     }
 
     /// Line 11: StartRound.
@@ -436,6 +489,12 @@ impl Consensus {
     /// A message from the network.
     pub fn on_message(&mut self, message: Message) -> (Vec<Action>, Result<(), Rejected>) {
         let mut out = Vec::new();
+        let height = message.height();
+        if height == self.height + 1 && self.future.len() < MAX_FUTURE_MESSAGES {
+            self.future.push(message);
+            // Still reported, so the driver can check whether it fell behind.
+            return (out, Err(Rejected::WrongHeight { got: height, current: self.height }));
+        }
         let result = match message {
             Message::Proposal(p) => self.accept_proposal(*p, &mut out),
             Message::Vote(v) => self.accept_vote(v),
@@ -559,12 +618,12 @@ impl Consensus {
             Step::Propose if self.step == Step::Propose => {
                 self.building = None;
                 self.vote(VoteKind::Prevote, None, &mut out);
-                self.step = Step::Prevote;
+                self.enter_step(Step::Prevote, &mut out);
             }
             // Line 61.
             Step::Prevote if self.step == Step::Prevote => {
                 self.vote(VoteKind::Precommit, None, &mut out);
-                self.step = Step::Precommit;
+                self.enter_step(Step::Precommit, &mut out);
             }
             // Line 65.
             Step::Precommit => self.start_round(round + 1, &mut out),
@@ -706,7 +765,7 @@ impl Consensus {
             if justified {
                 let ok = valid && self.lock_allows(hash, p.pol_round);
                 self.vote(VoteKind::Prevote, ok.then_some(hash), out);
-                self.step = Step::Prevote;
+                self.enter_step(Step::Prevote, out);
             }
         }
 
@@ -734,7 +793,7 @@ impl Consensus {
                 if self.step == Step::Prevote {
                     self.locked = Some((round, p.block.clone()));
                     self.vote(VoteKind::Precommit, Some(hash), out);
-                    self.step = Step::Precommit;
+                    self.enter_step(Step::Precommit, out);
                 }
                 self.valid = Some((round, p.block.clone()));
             }
@@ -746,7 +805,7 @@ impl Consensus {
         // Line 44: a quorum of nil prevotes.
         if self.step == Step::Prevote && current.count(VoteKind::Prevote, None) >= quorum {
             self.vote(VoteKind::Precommit, None, out);
-            self.step = Step::Precommit;
+            self.enter_step(Step::Precommit, out);
         }
 
         let Some(current) = self.rounds.get(&round) else {
@@ -773,17 +832,42 @@ impl Consensus {
                 .collect(),
         };
         out.push(Action::Commit { block, certificate });
-        self.height += 1;
+        self.enter_height(self.height + 1, out);
+    }
+
+    /// Drops the state of the current height and starts round 0 of `height`.
+    fn enter_height(&mut self, height: u64, out: &mut Vec<Action>) {
+        self.height = height;
         self.locked = None;
         self.valid = None;
         self.rounds.clear();
         self.validity.clear();
         self.safety = SafetyState {
-            height: self.height,
+            height,
             last_vote: None,
             locked: None,
         };
         self.start_round(0, out);
+        for message in std::mem::take(&mut self.future) {
+            if message.height() == height {
+                // Replayed as if it arrived now; what fails to apply is dropped.
+                let _ = match message {
+                    Message::Proposal(p) => self.accept_proposal(*p, out),
+                    Message::Vote(v) => self.accept_vote(v),
+                };
+            }
+        }
+    }
+
+    /// Moves to `height` after the driver committed the blocks below it by
+    /// block sync. Never moves backwards.
+    pub fn catch_up(&mut self, height: u64) -> Vec<Action> {
+        let mut out = Vec::new();
+        if height > self.height {
+            self.enter_height(height, &mut out);
+            self.recheck(&mut out);
+        }
+        out
     }
 }
 

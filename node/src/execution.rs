@@ -8,19 +8,22 @@
 //! makes the whole block invalid; a transaction that fails while executing
 //! gets a failed receipt, its writes are dropped and its nonce is consumed.
 //! Signatures are checked before execution (see `node::verify_block_signatures`).
+//! Contracts run in the [`Vm`]; deploy, upgrade and call are here, the host ABI
+//! and its limits in [`crate::vm`].
 
 use crate::state::{StateRead, Writes};
-use crate::storage::StorageError;
+use crate::storage::{Storage, StorageError};
+use crate::vm::{self, CallEnv, Entry, Invocation, Limits, StateView, Vm};
 use serde::{Deserialize, Serialize};
 use trellis_types::codec::{decode, encode};
 use trellis_types::{
-    ChainParams, Event, EventSource, ExecError, OrgId, Organisation, Payload, PublicKey, Receipt,
-    ReceiptStatus, SignedTransaction, SystemOp,
+    Address, ChainParams, Event, EventSource, ExecError, Hash, OrgId, Organisation, Payload,
+    PublicKey, Receipt, ReceiptStatus, Role, SignedTransaction, SystemOp,
 };
 
 /// Where the node keeps its own records in the state tree.
 pub mod keys {
-    use trellis_types::PublicKey;
+    use trellis_types::{Address, Hash, PublicKey};
 
     pub const PARAMS: &[u8] = b"sys/params";
     pub const GENESIS: &[u8] = b"sys/genesis";
@@ -38,6 +41,33 @@ pub mod keys {
     pub fn organisation(id: &str) -> Vec<u8> {
         [b"sys/org/".as_slice(), id.as_bytes()].concat()
     }
+
+    /// A contract module's bytes, by [`crate::vm::code_hash`].
+    pub fn code(hash: &Hash) -> Vec<u8> {
+        [b"sys/code/".as_slice(), &hash.0].concat()
+    }
+
+    /// A contract's [`super::ContractRecord`].
+    pub fn contract(address: &Address) -> Vec<u8> {
+        [b"sys/contract/".as_slice(), &address.0].concat()
+    }
+
+    /// The prefix of a contract's own keys: `c/<32-byte address>/`.
+    pub fn contract_data(address: &Address) -> Vec<u8> {
+        [b"c/".as_slice(), &address.0, b"/"].concat()
+    }
+}
+
+/// A deployed contract as the state records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ContractRecord {
+    /// What runs: `sys/code/<code_hash>` holds the module.
+    pub code_hash: Hash,
+    /// The account that deployed it (part of the address).
+    pub deployer: PublicKey,
+    pub deployed_at_height: u64,
+    /// Height of the latest upgrade, if it was ever upgraded.
+    pub upgraded_at_height: Option<u64>,
 }
 
 /// An account as the state records it.
@@ -74,6 +104,13 @@ pub fn organisation(state: &dyn StateRead, id: &str) -> Result<Option<Organisati
     read(state, &keys::organisation(id))
 }
 
+pub fn contract(
+    state: &dyn StateRead,
+    address: &Address,
+) -> Result<Option<ContractRecord>, StorageError> {
+    read(state, &keys::contract(address))
+}
+
 pub fn params(state: &dyn StateRead) -> Result<ChainParams, StorageError> {
     read(state, keys::PARAMS)?.ok_or_else(|| StorageError::Corrupt {
         what: "chain parameters missing from state".into(),
@@ -89,6 +126,18 @@ pub struct BlockContext {
     /// A transaction may expire at most this long after the block's timestamp
     /// (bounds how long a signed transaction stays usable).
     pub max_expiry_ms: u64,
+    /// What one contract call may use.
+    pub limits: Limits,
+}
+
+impl BlockContext {
+    fn block_info(&self) -> vm::BlockInfo {
+        vm::BlockInfo {
+            chain_id: self.chain_id.clone(),
+            height: self.height,
+            timestamp_ms: self.timestamp_ms,
+        }
+    }
 }
 
 /// Why a transaction may not be in a block at this point of the chain.
@@ -125,7 +174,7 @@ pub struct BlockOutput {
     pub writes: Writes,
 }
 
-/// State as seen in the middle of a block: the block's writes so far over the committed state.
+/// A transaction's writes so far over the block's state.
 struct Overlay<'a> {
     base: &'a dyn StateRead,
     writes: Writes,
@@ -142,42 +191,38 @@ impl StateRead for Overlay<'_> {
 
 /// Executes a block proposed by someone else: every transaction must be admissible.
 pub fn execute_block(
-    base: &dyn StateRead,
+    vm: &Vm,
+    base: &Storage,
     ctx: &BlockContext,
     txs: &[SignedTransaction],
 ) -> Result<BlockOutput, BlockError> {
-    let mut overlay = Overlay {
-        base,
-        writes: Writes::new(),
-    };
+    let mut block = StateView::new(base.clone(), Writes::new());
     let mut receipts = Vec::with_capacity(txs.len());
     for (index, tx) in txs.iter().enumerate() {
-        match execute_tx(&mut overlay, ctx, tx)? {
+        match execute_tx(vm, &mut block, ctx, tx)? {
             Ok(receipt) => receipts.push(receipt),
             Err(reason) => return Err(BlockError::Inadmissible { index, reason }),
         }
     }
     Ok(BlockOutput {
         receipts,
-        writes: overlay.writes,
+        writes: block.into_pending(),
     })
 }
 
 /// Executes candidate transactions for a block we propose, leaving out those
 /// that are not admissible at this point. Returns what was included.
 pub fn execute_candidates(
-    base: &dyn StateRead,
+    vm: &Vm,
+    base: &Storage,
     ctx: &BlockContext,
     candidates: Vec<SignedTransaction>,
 ) -> Result<(Vec<SignedTransaction>, BlockOutput), StorageError> {
-    let mut overlay = Overlay {
-        base,
-        writes: Writes::new(),
-    };
+    let mut block = StateView::new(base.clone(), Writes::new());
     let mut included = Vec::with_capacity(candidates.len());
     let mut receipts = Vec::with_capacity(candidates.len());
     for tx in candidates {
-        if let Ok(receipt) = execute_tx(&mut overlay, ctx, &tx)? {
+        if let Ok(receipt) = execute_tx(vm, &mut block, ctx, &tx)? {
             receipts.push(receipt);
             included.push(tx);
         }
@@ -186,14 +231,24 @@ pub fn execute_candidates(
         included,
         BlockOutput {
             receipts,
-            writes: overlay.writes,
+            writes: block.into_pending(),
         },
     ))
 }
 
+/// What a payload did, before the nonce is consumed.
+struct Effects {
+    outcome: Result<(), ExecError>,
+    /// Kept only on success.
+    writes: Writes,
+    events: Vec<Event>,
+    fuel_used: u64,
+}
+
 /// Checks admissibility, then runs the payload. Inadmissible: nothing written.
 fn execute_tx(
-    overlay: &mut Overlay<'_>,
+    vm: &Vm,
+    block: &mut StateView,
     ctx: &BlockContext,
     stx: &SignedTransaction,
 ) -> Result<Result<Receipt, Inadmissible>, StorageError> {
@@ -214,7 +269,7 @@ fn execute_tx(
             max_ms: ctx.max_expiry_ms,
         }));
     }
-    let Some(mut sender) = account(overlay, &tx.sender)? else {
+    let Some(mut sender) = account(block, &tx.sender)? else {
         return Ok(Err(Inadmissible::UnknownSender(tx.sender)));
     };
     if tx.nonce != sender.nonce {
@@ -224,45 +279,191 @@ fn execute_tx(
         }));
     }
 
-    let mut run = TxRun {
-        view: Overlay {
-            base: &*overlay,
-            writes: Writes::new(),
-        },
-        sender: &sender,
-        sender_key: tx.sender,
-        events: Vec::new(),
+    let effects = match &tx.payload {
+        Payload::Call {
+            contract,
+            method,
+            args,
+        } => {
+            let invocation = Invocation {
+                method: method.clone(),
+                args: args.to_vec(),
+            };
+            call(vm, block, ctx, tx.sender, &sender, contract, &invocation)?
+        }
+        payload => {
+            let mut run = TxRun {
+                view: Overlay {
+                    base: &*block,
+                    writes: Writes::new(),
+                },
+                vm,
+                ctx,
+                sender: &sender,
+                sender_key: tx.sender,
+                events: Vec::new(),
+            };
+            let outcome = run.payload(payload)?;
+            Effects {
+                outcome,
+                writes: run.view.writes,
+                events: run.events,
+                fuel_used: 0,
+            }
+        }
     };
-    let outcome = run.payload(&tx.payload)?;
-    let TxRun { view, events, .. } = run;
-    let (status, error, events) = match outcome {
+    let (status, error, events) = match effects.outcome {
         Ok(()) => {
-            let mut tx_writes = view.writes;
-            // No system operation touches its sender's own record (no self-removal,
-            // no re-adding an existing key), so the nonce update below cannot clobber it.
-            debug_assert!(!tx_writes.contains_key(&keys::account(&tx.sender)));
-            overlay.writes.append(&mut tx_writes);
-            (ReceiptStatus::Success, None, events)
+            // No payload touches its sender's own record (no self-removal, no
+            // re-adding an existing key, contracts write only under `c/`), so
+            // the nonce update below cannot clobber it.
+            debug_assert!(!effects.writes.contains_key(&keys::account(&tx.sender)));
+            block.apply(effects.writes);
+            (ReceiptStatus::Success, None, effects.events)
         }
         Err(e) => (ReceiptStatus::Failed, Some(e), Vec::new()),
     };
     // The nonce is consumed whatever the outcome.
     sender.nonce += 1;
-    overlay
-        .writes
-        .insert(keys::account(&tx.sender), Some(encode(&sender)));
+    let mut nonce = Writes::new();
+    nonce.insert(keys::account(&tx.sender), Some(encode(&sender)));
+    block.apply(nonce);
     Ok(Ok(Receipt {
         tx: stx.hash(),
         status,
         error,
-        fuel_used: 0,
+        fuel_used: effects.fuel_used,
         events,
     }))
 }
 
-/// One transaction's payload, writing into its own overlay.
+/// The `caller` a contract sees for an account of `org`.
+fn contract_caller(
+    state: &dyn StateRead,
+    key: PublicKey,
+    org: &str,
+) -> Result<vm::Caller, StorageError> {
+    Ok(vm::Caller {
+        account: key.0,
+        org: org.to_owned(),
+        roles: organisation(state, org)?
+            .map(|o| o.roles)
+            .unwrap_or_default(),
+    })
+}
+
+/// Runs `call` of the contract at `address` as `sender_key`.
+fn call(
+    vm: &Vm,
+    block: &mut StateView,
+    ctx: &BlockContext,
+    sender_key: PublicKey,
+    sender: &AccountRecord,
+    address: &Address,
+    invocation: &Invocation,
+) -> Result<Effects, StorageError> {
+    let Some(record) = contract(block, address)? else {
+        return Ok(Effects {
+            outcome: Err(fail(
+                "contract_not_found",
+                format!("no contract is deployed at {address}"),
+            )),
+            writes: Writes::new(),
+            events: Vec::new(),
+            fuel_used: 0,
+        });
+    };
+    let env = CallEnv {
+        contract: *address,
+        caller: contract_caller(block, sender_key, &sender.org)?,
+        block: ctx.block_info(),
+        limits: ctx.limits,
+    };
+    let outcome = vm.run(&record.code_hash, Entry::Call, invocation, &env, block)?;
+    Ok(Effects {
+        outcome: outcome.result.map(|_output| ()),
+        writes: outcome.writes,
+        events: outcome.events,
+        fuel_used: outcome.fuel_used,
+    })
+}
+
+/// Stores `code` (already validated, hashing to `code_hash`) and a new record
+/// for the contract at `address`.
+fn install(
+    writes: &mut Writes,
+    address: &Address,
+    code: &[u8],
+    code_hash: Hash,
+    deployer: PublicKey,
+    height: u64,
+) {
+    writes.insert(keys::code(&code_hash), Some(code.to_vec()));
+    let record = ContractRecord {
+        code_hash,
+        deployer,
+        deployed_at_height: height,
+        upgraded_at_height: None,
+    };
+    writes.insert(keys::contract(address), Some(encode(&record)));
+}
+
+/// Why a genesis contract could not be deployed.
+#[derive(Debug, thiserror::Error)]
+pub enum GenesisContractError {
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Deploys a genesis contract into `state` (the genesis writes over empty
+/// storage) at height 0, then, with `init_args`, runs its `init` method as the
+/// deployer. Its events are not kept: genesis has no receipts.
+pub fn deploy_genesis_contract(
+    vm: &Vm,
+    state: &mut StateView,
+    ctx: &BlockContext,
+    deployer: PublicKey,
+    code: &[u8],
+    salt: &Hash,
+    init_args: Option<&[u8]>,
+) -> Result<Address, GenesisContractError> {
+    let refused = |m: String| GenesisContractError::Refused(m);
+    let code_hash = vm
+        .validate(code, ctx.limits)
+        .map_err(|e| refused(format!("invalid module: {e}")))?;
+    let address = Address::derive(&deployer, &code_hash, salt);
+    if contract(state, &address)?.is_some() {
+        return Err(refused(format!("a contract already exists at {address}")));
+    }
+    let mut writes = Writes::new();
+    install(&mut writes, &address, code, code_hash, deployer, ctx.height);
+    state.apply(writes);
+    if let Some(args) = init_args {
+        let Some(account) = account(state, &deployer)? else {
+            return Err(refused(format!("deployer {deployer} is not an account")));
+        };
+        let invocation = Invocation {
+            method: "init".into(),
+            args: args.to_vec(),
+        };
+        let effects = call(vm, state, ctx, deployer, &account, &address, &invocation)?;
+        match effects.outcome {
+            Ok(()) => state.apply(effects.writes),
+            Err(e) => {
+                return Err(refused(format!("init failed: {} ({})", e.message, e.code)));
+            }
+        }
+    }
+    Ok(address)
+}
+
+/// One transaction's payload (all but contract calls), writing into its own overlay.
 struct TxRun<'a> {
     view: Overlay<'a>,
+    vm: &'a Vm,
+    ctx: &'a BlockContext,
     sender: &'a AccountRecord,
     sender_key: PublicKey,
     events: Vec<Event>,
@@ -279,15 +480,97 @@ impl TxRun<'_> {
     fn payload(&mut self, payload: &Payload) -> Result<Result<(), ExecError>, StorageError> {
         match payload {
             Payload::System(op) => self.system(op),
-            Payload::Call { contract, .. } => Ok(Err(fail(
-                "contract_not_found",
-                format!("no contract is deployed at {contract}"),
-            ))),
-            Payload::Deploy { .. } => Ok(Err(fail(
-                "contracts_unavailable",
-                "this chain version has no contract runtime",
-            ))),
+            Payload::Deploy { code, salt } => self.deploy(code, salt),
+            Payload::Call { .. } => unreachable!("execute_tx runs contract calls itself"),
         }
+    }
+
+    /// Admins only: consortium administration is what deploys and upgrades contracts.
+    fn require_admin(&self, what: &str) -> Result<Result<(), ExecError>, StorageError> {
+        let admin =
+            organisation(&self.view, &self.sender.org)?.is_some_and(|o| o.has_role(Role::Admin));
+        Ok(if admin {
+            Ok(())
+        } else {
+            Err(fail(
+                "not_admin",
+                format!(
+                    "only an organisation with the admin role may {what}; {} does not have it",
+                    self.sender.org
+                ),
+            ))
+        })
+    }
+
+    fn deploy(&mut self, code: &[u8], salt: &Hash) -> Result<Result<(), ExecError>, StorageError> {
+        if let Err(e) = self.require_admin("deploy contracts")? {
+            return Ok(Err(e));
+        }
+        let code_hash = match self.vm.validate(code, self.ctx.limits) {
+            Ok(hash) => hash,
+            Err(e) => return Ok(Err(fail(vm::codes::INVALID_MODULE, e.to_string()))),
+        };
+        let address = Address::derive(&self.sender_key, &code_hash, salt);
+        if contract(&self.view, &address)?.is_some() {
+            return Ok(Err(fail(
+                "contract_exists",
+                format!("a contract is already deployed at {address}"),
+            )));
+        }
+        install(
+            &mut self.view.writes,
+            &address,
+            code,
+            code_hash,
+            self.sender_key,
+            self.ctx.height,
+        );
+        self.event(
+            "contract_deployed",
+            vec![
+                ("address".into(), address.to_hex()),
+                ("code_hash".into(), code_hash.to_hex()),
+            ],
+        );
+        Ok(Ok(()))
+    }
+
+    fn upgrade(
+        &mut self,
+        address: &Address,
+        code: &[u8],
+    ) -> Result<Result<(), ExecError>, StorageError> {
+        if let Err(e) = self.require_admin("upgrade contracts")? {
+            return Ok(Err(e));
+        }
+        let Some(mut record) = contract(&self.view, address)? else {
+            return Ok(Err(fail(
+                "contract_not_found",
+                format!("no contract is deployed at {address}"),
+            )));
+        };
+        let code_hash = match self.vm.validate(code, self.ctx.limits) {
+            Ok(hash) => hash,
+            Err(e) => return Ok(Err(fail(vm::codes::INVALID_MODULE, e.to_string()))),
+        };
+        let previous = record.code_hash;
+        record.code_hash = code_hash;
+        record.upgraded_at_height = Some(self.ctx.height);
+        self.view
+            .writes
+            .insert(keys::code(&code_hash), Some(code.to_vec()));
+        self.view
+            .writes
+            .insert(keys::contract(address), Some(encode(&record)));
+        self.event(
+            "contract_upgraded",
+            vec![
+                ("address".into(), address.to_hex()),
+                ("previous_code_hash".into(), previous.to_hex()),
+                ("code_hash".into(), code_hash.to_hex()),
+            ],
+        );
+        Ok(Ok(()))
     }
 
     fn system(&mut self, op: &SystemOp) -> Result<Result<(), ExecError>, StorageError> {
@@ -295,6 +578,7 @@ impl TxRun<'_> {
             SystemOp::Remark { data } => {
                 self.event("remark", vec![("bytes".into(), data.len().to_string())]);
             }
+            SystemOp::UpgradeContract { contract, code } => return self.upgrade(contract, code),
             SystemOp::AddKey { key, org_admin } => {
                 if !self.sender.org_admin {
                     return Ok(Err(fail(

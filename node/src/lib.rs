@@ -4,6 +4,7 @@
 //! - [`mempool`]: admission (signature, chain id, membership, nonce, expiry, size, capacity).
 //! - [`consensus`]: sans-IO Tendermint state machine deciding blocks.
 //! - [`execution`]: runs a block's transactions against state, producing receipts and writes.
+//! - [`vm`]: the WASM contract runtime (wasmtime, fuel-metered, host ABI `trellis_v1`).
 //! - [`state`]: authenticated state (Jellyfish Merkle tree) over [`storage`].
 //! - [`storage`]: sled; blocks, receipts, state and metadata, one atomic batch per block.
 //!
@@ -15,9 +16,12 @@ pub mod config;
 pub mod consensus;
 pub mod execution;
 pub mod generate;
+pub mod localnet;
 pub mod mempool;
 pub mod metrics;
+pub mod network;
 pub mod node;
 pub mod safety;
 pub mod state;
 pub mod storage;
+pub mod vm;

@@ -10,7 +10,7 @@ use trellis_types::{Bytes, Payload, SystemOp, Transaction};
 #[derive(Parser)]
 #[command(name = "trellis-node", version, about = "Run a Trellis node", long_about = None)]
 #[command(
-    after_help = "Examples:\n  trellis-node --dev                       single validator on the embedded dev genesis\n  trellis-node --config node0/config.toml   a node of a generated network\n  trellis-node genesis generate --validators 4 --out localnet"
+    after_help = "Examples:\n  trellis-node --dev                       single validator on the embedded dev genesis\n  trellis-node localnet --validators 4      four validators on this host; Ctrl-C stops all\n  trellis-node --config node0/config.toml   a node of a generated network\n  trellis-node genesis generate --validators 4 --out localnet"
 )]
 struct Cli {
     /// Run a single validator on the embedded dev genesis (insecure keys), data in ./trellis-dev-data.
@@ -34,6 +34,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a validator network on this host: generate it (or reuse it) and start every node.
+    Localnet {
+        #[arg(long, default_value_t = 4)]
+        validators: usize,
+        /// Where the genesis and node directories live (created if missing).
+        #[arg(long, default_value = "localnet")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 8080)]
+        base_api_port: u16,
+        #[arg(long, default_value_t = 26656)]
+        base_p2p_port: u16,
+    },
     /// Genesis files and node directories.
     #[command(subcommand)]
     Genesis(GenesisCommand),
@@ -91,6 +103,17 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Genesis(cmd)) => genesis_command(cmd),
+        Some(Command::Localnet { validators, dir, base_api_port, base_p2p_port }) => {
+            let options = trellis_node::localnet::LocalnetOptions {
+                exe: std::env::current_exe().context("locating the trellis-node executable")?,
+                dir,
+                validators,
+                base_api_port,
+                base_p2p_port,
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(trellis_node::localnet::run(options, shutdown_signal()))
+        }
         Some(Command::DevTx {
             op,
             account,

@@ -115,6 +115,9 @@ pub struct Mempool {
     params: ChainParams,
     pool: Mutex<Pool>,
     arrived: tokio::sync::Notify,
+    /// Encoded transactions admitted here (not from peers), waiting to be
+    /// forwarded to the other members; `None` on a node without peers.
+    outbox: Option<Mutex<Vec<Vec<u8>>>>,
 }
 
 /// A transaction that passed the checks that need no signature.
@@ -131,6 +134,21 @@ impl Mempool {
             params,
             pool: Mutex::new(Pool::default()),
             arrived: tokio::sync::Notify::new(),
+            outbox: None,
+        }
+    }
+
+    /// Keeps what is admitted locally for [`Mempool::take_outbox`], to forward to peers.
+    pub fn with_forwarding(mut self) -> Self {
+        self.outbox = Some(Mutex::new(Vec::new()));
+        self
+    }
+
+    /// Transactions admitted locally since the last call, to forward to peers.
+    pub fn take_outbox(&self) -> Vec<Vec<u8>> {
+        match &self.outbox {
+            Some(outbox) => std::mem::take(&mut *outbox.lock().unwrap_or_else(|e| e.into_inner())),
+            None => Vec::new(),
         }
     }
 
@@ -169,8 +187,27 @@ impl Mempool {
             .expect("one result per input")
     }
 
-    /// Admits many; signatures are verified as one batch.
+    /// Admits many submitted here; signatures are verified as one batch.
     pub fn admit_batch(
+        &self,
+        items: &[&[u8]],
+        state: &dyn StateRead,
+        now_ms: u64,
+    ) -> Vec<Result<Hash, AdmissionError>> {
+        let results = self.admit_batch_from_peer(items, state, now_ms);
+        if let Some(outbox) = &self.outbox {
+            let mut outbox = outbox.lock().unwrap_or_else(|e| e.into_inner());
+            for (bytes, result) in items.iter().zip(&results) {
+                if result.is_ok() {
+                    outbox.push(bytes.to_vec());
+                }
+            }
+        }
+        results
+    }
+
+    /// Admits many forwarded by a peer: the same checks, but not forwarded again.
+    pub fn admit_batch_from_peer(
         &self,
         items: &[&[u8]],
         state: &dyn StateRead,

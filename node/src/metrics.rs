@@ -49,6 +49,13 @@ pub struct Metrics {
     /// Rounds beyond round 0: each one is a height that needed another try.
     pub consensus_rounds: Counter,
     pub consensus_rejected_messages: Family<CodeLabels, Counter>,
+    /// Connected member peers.
+    pub peers: Gauge,
+    /// Refused messages counted against peers (malformed, mis-signed, over the rate).
+    pub network_strikes: Counter,
+    pub network_rate_limited: Counter,
+    /// 1 while catching up with the network by block sync.
+    pub syncing: Gauge,
 }
 
 fn api_latency_histogram() -> Histogram {
@@ -73,6 +80,10 @@ impl Metrics {
             admission_rejected: Family::default(),
             consensus_rounds: Counter::default(),
             consensus_rejected_messages: Family::default(),
+            peers: Gauge::default(),
+            network_strikes: Counter::default(),
+            network_rate_limited: Counter::default(),
+            syncing: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -126,6 +137,22 @@ impl Metrics {
             "consensus_rejected_messages",
             "Consensus messages rejected, by reason code",
             metrics.consensus_rejected_messages.clone(),
+        );
+        registry.register("peers", "Connected member peers", metrics.peers.clone());
+        registry.register(
+            "network_strikes",
+            "Refused peer messages (malformed, mis-signed, stale, over the rate limit)",
+            metrics.network_strikes.clone(),
+        );
+        registry.register(
+            "network_rate_limited",
+            "Peer requests dropped by the per-peer rate limit",
+            metrics.network_rate_limited.clone(),
+        );
+        registry.register(
+            "syncing",
+            "1 while the node catches up by block sync",
+            metrics.syncing.clone(),
         );
         Metrics {
             registry,

@@ -11,11 +11,13 @@
 use crate::api::{self, ApiState, ChainStatus};
 use crate::chain::{self, Chain};
 use crate::config::NodeConfig;
-use crate::consensus::{Action, Consensus, Message, SafetyState, Step, Timeouts};
+use crate::consensus::{Action, Consensus, Message, Rejected, SafetyState, Step, Timeouts};
 use crate::mempool::Mempool;
 use crate::metrics::Metrics;
+use crate::network::{self, Inbound, NetworkConfig, NetworkHandle, Outbound};
 use crate::safety::SafetyStore;
 use crate::storage::Storage;
+use crate::vm::Vm;
 use anyhow::Context;
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
@@ -25,7 +27,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 use trellis_genesis::Genesis;
-use trellis_types::KeyPair;
+use trellis_types::{Block, KeyPair, QuorumCertificate};
 
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -50,14 +52,37 @@ pub async fn run(
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let storage =
         Storage::open(&config.data_dir.join("chain")).context("opening the chain database")?;
-    let head = chain::initialise(&storage, &genesis)?;
+    let vm = Arc::new(Vm::new());
+    let head = chain::initialise(&storage, &genesis, &vm)?;
     info!(chain_id = %genesis.chain_id, height = head.height, state_root = %head.state_root, "chain opened");
 
-    let mempool = Arc::new(Mempool::new(
-        genesis.chain_id.clone(),
-        genesis.params.clone(),
-    ));
     let metrics = Arc::new(Metrics::new());
+    // Other member nodes in the genesis mean a network to join; a lone dev validator has none.
+    let node_key = config.load_or_generate_node_key()?;
+    let has_peers = genesis.node_keys().iter().any(|k| *k != node_key.public());
+    let mut mempool = Mempool::new(genesis.chain_id.clone(), genesis.params.clone());
+    if has_peers {
+        mempool = mempool.with_forwarding();
+    }
+    let mempool = Arc::new(mempool);
+    let (network, inbound) = if has_peers {
+        let config = NetworkConfig {
+            listen: config.p2p.listen.parse().context("[p2p] listen is not a multiaddr")?,
+            dial: config
+                .p2p
+                .peers
+                .iter()
+                .map(|p| p.parse().with_context(|| format!("[p2p] peers: {p} is not a multiaddr")))
+                .collect::<anyhow::Result<_>>()?,
+            identity: network::identity_from_seed(node_key.seed()),
+            members: genesis.node_keys(),
+            max_frame_bytes: genesis.params.max_block_bytes as usize + (1 << 20),
+        };
+        let (handle, inbound) = network::spawn(config, storage.clone(), mempool.clone(), metrics.clone())?;
+        (Some(handle), Some(inbound))
+    } else {
+        (None, None)
+    };
     metrics.height.set(head.height as i64);
 
     // A validator whose safety record cannot be trusted follows the chain without voting.
@@ -69,7 +94,7 @@ pub async fn run(
                 (None, SafetyState::default(), None)
             }
         };
-    let chain = Chain::new(storage.clone(), &genesis, mempool.clone());
+    let chain = Chain::new(storage.clone(), &genesis, mempool.clone(), vm.clone());
     let is_validator = validator_key
         .as_ref()
         .is_some_and(|k| chain.validators().contains(&k.public()));
@@ -98,6 +123,7 @@ pub async fn run(
         genesis_hash: genesis.hash(),
         storage: storage.clone(),
         mempool: mempool.clone(),
+        vm,
         status: status_rx,
         metrics: metrics.clone(),
         max_body_bytes: config.api.max_body_bytes,
@@ -126,6 +152,9 @@ pub async fn run(
     let mut driver = Driver {
         consensus,
         chain,
+        network,
+        inbound,
+        last_sync_request: None,
         key: validator_key,
         safety,
         mempool,
@@ -146,6 +175,10 @@ pub async fn run(
 struct Driver {
     consensus: Consensus,
     chain: Chain,
+    network: Option<NetworkHandle>,
+    inbound: Option<tokio::sync::mpsc::Receiver<Inbound>>,
+    /// When we last asked a peer for blocks (at most one request in flight per interval).
+    last_sync_request: Option<Instant>,
     key: Option<KeyPair>,
     safety: Option<SafetyStore>,
     mempool: Arc<Mempool>,
@@ -157,6 +190,16 @@ struct Driver {
     /// The round consensus asked us to build a block for.
     pending_build: Option<u64>,
     last_commit: Instant,
+}
+
+/// How long to wait for an answer to a sync request before asking again.
+const SYNC_RETRY: Duration = Duration::from_millis(500);
+
+async fn next_inbound(inbound: &mut Option<tokio::sync::mpsc::Receiver<Inbound>>) -> Option<Inbound> {
+    match inbound {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -179,6 +222,10 @@ impl Driver {
                 _ = sleep_until(next_timer) => self.fire_timers()?,
                 _ = sleep_until(build_at) => self.build()?,
                 _ = self.mempool.arrived(), if self.pending_build.is_some() => {}
+                message = next_inbound(&mut self.inbound) => match message {
+                    Some(message) => self.on_inbound(message)?,
+                    None => anyhow::bail!("the peer-to-peer transport stopped"),
+                },
             }
         }
     }
@@ -261,6 +308,10 @@ impl Driver {
                         .insert((at, self.timer_seq), (height, round, step));
                 }
                 Action::Commit { block, certificate } => {
+                    if block.header.height <= self.chain.head()?.height {
+                        // Already committed by block sync.
+                        continue;
+                    }
                     let now = now_ms();
                     tokio::task::block_in_place(|| self.chain.commit(&block, &certificate, now))?;
                     self.on_committed(&block);
@@ -271,11 +322,113 @@ impl Driver {
     }
 
     fn broadcast(&self, message: Message) {
-        // A validator set of one has no one to tell; the peer-to-peer layer
-        // delivers to the others once it exists.
-        if self.consensus.validators().len() > 1 {
-            debug!(?message, "no peer-to-peer transport: message not sent");
+        if let Some(network) = &self.network
+            && network.outbound.try_send(Outbound::Broadcast(message)).is_err()
+        {
+            warn!("peer-to-peer outbox full: a consensus message was dropped");
         }
+    }
+
+    fn strike(&self, peer: libp2p::PeerId) {
+        if let Some(network) = &self.network {
+            let _ = network.outbound.try_send(Outbound::Strike(peer));
+        }
+    }
+
+    fn on_inbound(&mut self, inbound: Inbound) -> anyhow::Result<()> {
+        match inbound {
+            Inbound::Consensus { from, message } => {
+                let (actions, result) = self.consensus.on_message(message);
+                match result {
+                    Ok(()) | Err(Rejected::Duplicate) => {}
+                    Err(Rejected::WrongHeight { got, current }) if got > current => {
+                        self.request_sync(Some(from))
+                    }
+                    // Stale messages are normal around a commit.
+                    Err(Rejected::WrongHeight { .. } | Rejected::RoundTooFar(_)) => {}
+                    Err(e) => {
+                        debug!(peer = %from, error = %e, "consensus message refused");
+                        let code = crate::metrics::CodeLabels { code: rejection_code(&e).into() };
+                        self.metrics.consensus_rejected_messages.get_or_create(&code).inc();
+                        self.strike(from);
+                    }
+                }
+                self.process(actions)
+            }
+            Inbound::Blocks { from, blocks } => self.apply_synced(from, blocks),
+            Inbound::Peers(peers) => {
+                self.status.send_modify(|s| s.peers = peers);
+                Ok(())
+            }
+        }
+    }
+
+    /// Asks a peer for the blocks after our head, unless a request is already pending.
+    fn request_sync(&mut self, peer: Option<libp2p::PeerId>) {
+        let now = Instant::now();
+        if self.last_sync_request.is_some_and(|at| now - at < SYNC_RETRY) {
+            return;
+        }
+        let Some(network) = &self.network else { return };
+        let Ok(head) = self.chain.head() else { return };
+        if network.outbound.try_send(Outbound::Sync { peer, from: head.height + 1 }).is_ok() {
+            self.last_sync_request = Some(now);
+        }
+    }
+
+    /// Checks one block a peer sent against our head: the next height, with a
+    /// valid commit certificate for exactly this block, and valid itself.
+    fn check_synced(&mut self, block: &Block, certificate: &QuorumCertificate) -> Result<(), String> {
+        let head = self.chain.head().map_err(|e| e.to_string())?;
+        if block.header.height != head.height + 1
+            || certificate.block != block.hash()
+            || certificate.height != block.header.height
+        {
+            return Err("not the certified next block".into());
+        }
+        self.chain
+            .validators()
+            .verify_certificate(&block.header.chain_id, certificate)
+            .map_err(|e| e.to_string())?;
+        tokio::task::block_in_place(|| self.chain.validate(block, now_ms())).map_err(|e| e.to_string())
+    }
+
+    /// Verifies and commits blocks a peer sent, in order, then moves consensus past them.
+    fn apply_synced(&mut self, from: libp2p::PeerId, blocks: Vec<(Block, QuorumCertificate)>) -> anyhow::Result<()> {
+        self.last_sync_request = None;
+        let received = blocks.len();
+        let mut applied = 0;
+        for (block, certificate) in blocks {
+            if block.header.height <= self.chain.head()?.height {
+                continue;
+            }
+            if let Err(reason) = self.check_synced(&block, &certificate) {
+                warn!(peer = %from, height = block.header.height, %reason, "synced block refused");
+                self.strike(from);
+                break;
+            }
+            tokio::task::block_in_place(|| self.chain.commit(&block, &certificate, now_ms()))?;
+            self.on_committed(&block);
+            applied += 1;
+        }
+        let more = received as u32 >= network::SYNC_BATCH;
+        self.set_syncing(more);
+        if applied > 0 {
+            let height = self.chain.head()?.height;
+            info!(applied, height, "caught up by block sync");
+            self.pending_build = None;
+            let actions = self.consensus.catch_up(height + 1);
+            self.process(actions)?;
+        }
+        if more {
+            self.request_sync(Some(from));
+        }
+        Ok(())
+    }
+
+    fn set_syncing(&mut self, syncing: bool) {
+        self.metrics.syncing.set(syncing as i64);
+        self.status.send_modify(|s| s.syncing = syncing);
     }
 
     fn on_committed(&mut self, block: &trellis_types::Block) {
@@ -301,5 +454,20 @@ impl Driver {
             s.round = header.round;
         });
         info!(height = header.height, round = header.round, txs = block.txs.len(), hash = %block.hash(), "committed");
+    }
+}
+
+fn rejection_code(e: &Rejected) -> &'static str {
+    match e {
+        Rejected::WrongChain(_) => "wrong_chain",
+        Rejected::WrongHeight { .. } => "wrong_height",
+        Rejected::NotValidator(_) => "not_validator",
+        Rejected::WrongProposer { .. } => "wrong_proposer",
+        Rejected::BadSignature => "bad_signature",
+        Rejected::RoundMismatch { .. } => "round_mismatch",
+        Rejected::BadPolRound { .. } => "bad_pol_round",
+        Rejected::RoundTooFar(_) => "round_too_far",
+        Rejected::Duplicate => "duplicate",
+        Rejected::Equivocation(_) => "equivocation",
     }
 }

@@ -7,6 +7,8 @@
 //! and [`DevNode::resume`] starts it again on the same data. Waiting is always
 //! polling with a deadline ([`poll`]), never a sleep that assumes a speed.
 
+pub mod sim;
+
 use anyhow::{Context, anyhow, bail};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;

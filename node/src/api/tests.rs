@@ -39,10 +39,20 @@ impl TestNode {
 
     /// A node on the dev genesis whose mempool uses the genesis parameters as changed by `adjust`.
     async fn start_with(adjust: impl FnOnce(&mut ChainParams)) -> TestNode {
+        Self::start_on(Genesis::dev(), None, adjust).await
+    }
+
+    /// A node on `genesis`, whose contracts all get `code`.
+    async fn start_on(
+        genesis: Genesis,
+        code: Option<Vec<u8>>,
+        adjust: impl FnOnce(&mut ChainParams),
+    ) -> TestNode {
         let dir = tempfile::tempdir().expect("temp dir");
         let storage = Storage::open(dir.path()).expect("open storage");
-        let genesis = Genesis::dev();
-        let head = crate::chain::initialise(&storage, &genesis).expect("initialise the dev chain");
+        let vm = Arc::new(Vm::new());
+        let head = crate::chain::initialise_with(&storage, &genesis, &vm, |_| code.clone())
+            .expect("initialise the chain");
         let mut params = genesis.params.clone();
         adjust(&mut params);
         let mempool = Arc::new(Mempool::new(genesis.chain_id.clone(), params));
@@ -59,6 +69,7 @@ impl TestNode {
             genesis_hash: genesis.hash(),
             storage: storage.clone(),
             mempool: mempool.clone(),
+            vm,
             status: status_rx,
             metrics: Arc::new(Metrics::new()),
             max_body_bytes: MAX_BODY_BYTES,
@@ -749,6 +760,8 @@ async fn the_openapi_document_lists_every_route() {
         ("/v1/blocks/{height}", "get"),
         ("/v1/blocks/by-hash/{hash}", "get"),
         ("/v1/state/{key}", "get"),
+        ("/v1/contracts/{address}", "get"),
+        ("/v1/contracts/{address}/query", "post"),
         ("/status", "get"),
         ("/health", "get"),
         ("/metrics", "get"),
@@ -823,4 +836,131 @@ async fn metrics_count_requests_by_route_and_report_the_mempool() {
     ] {
         assert!(text.contains(line), "`{line}` missing from:\n{text}");
     }
+}
+
+// ---------------------------------------------------------------------------
+// Contracts
+
+/// A node whose genesis deploys the WAT counter (step 5) and initialises it to 5.
+async fn node_with_counter() -> (TestNode, trellis_types::Address) {
+    let code = crate::vm::tests::counter_module(5);
+    let mut genesis = Genesis::dev();
+    genesis.contracts.push(trellis_genesis::GenesisContract {
+        name: "counter".into(),
+        code_hash: crate::vm::code_hash(&code),
+        salt: Hash::ZERO,
+        deployer: dev_account("consortium/ops").public(),
+        init_args: Some(Bytes::default()),
+    });
+    let address = genesis.contracts[0].address();
+    (
+        TestNode::start_on(genesis, Some(code), |_| {}).await,
+        address,
+    )
+}
+
+impl TestNode {
+    async fn query(&self, address: &str, body: Value) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(format!("{}/v1/contracts/{address}/query", self.url))
+            .json(&body)
+            .send()
+            .await
+            .expect("POST query");
+        let status = StatusCode::from_u16(response.status().as_u16()).expect("valid status");
+        (status, response.json().await.expect("JSON response body"))
+    }
+}
+
+#[tokio::test]
+async fn a_deployed_contract_has_its_record_served() {
+    let (node, address) = node_with_counter().await;
+    let (status, body) = node.get(&format!("/v1/contracts/{address}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let code = crate::vm::tests::counter_module(5);
+    assert_eq!(
+        body,
+        json!({
+            "code_hash": crate::vm::code_hash(&code).to_hex(),
+            "deployer": dev_account("consortium/ops").public().to_hex(),
+            "deployed_at_height": 0,
+            "upgraded_at_height": null,
+        })
+    );
+    let (status, body) = node
+        .get(&format!("/v1/contracts/{}", "ab".repeat(32)))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("contract_not_found"))
+    );
+    let (status, body) = node.get("/v1/contracts/xyz").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("malformed"))
+    );
+}
+
+#[tokio::test]
+async fn a_contract_query_reads_committed_state() {
+    let (node, address) = node_with_counter().await;
+    let (status, body) = node
+        .query(&address.to_hex(), json!({ "method": "get", "args": "" }))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["result"], hex::encode(5u64.to_le_bytes()));
+    assert_eq!(body["height"], 0);
+    assert!(body["fuel_used"].as_u64().is_some_and(|f| f > 0));
+    // `args` may be left out.
+    let (status, _) = node
+        .query(&address.to_hex(), json!({ "method": "get" }))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn contract_queries_refuse_writes_and_bad_requests_with_codes() {
+    let (node, address) = node_with_counter().await;
+    let address = address.to_hex();
+    for (body, status, code) in [
+        (
+            json!({ "method": "write" }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "trap",
+        ),
+        (
+            json!({ "method": "nothing" }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "trap",
+        ),
+        (
+            json!({ "method": "get", "args": "zz" }),
+            StatusCode::BAD_REQUEST,
+            "malformed",
+        ),
+        (
+            json!({ "method": "get", "extra": 1 }),
+            StatusCode::BAD_REQUEST,
+            "malformed",
+        ),
+        (json!({ "args": "" }), StatusCode::BAD_REQUEST, "malformed"),
+    ] {
+        let (got_status, got) = node.query(&address, body.clone()).await;
+        assert_eq!(
+            (got_status, got["code"].as_str()),
+            (status, Some(code)),
+            "{body}: {got}"
+        );
+    }
+    let (status, body) = node
+        .query(&"cd".repeat(32), json!({ "method": "get" }))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("contract_not_found"))
+    );
+    // The refused write left the state as it was.
+    let (_, body) = node.query(&address, json!({ "method": "get" })).await;
+    assert_eq!(body["result"], hex::encode(5u64.to_le_bytes()));
 }

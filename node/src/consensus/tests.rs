@@ -57,6 +57,8 @@ struct Net {
     persisted: Vec<Vec<SafetyState>>,
     /// Blocks a node's driver judges invalid.
     invalid: Vec<Hash>,
+    /// Votes are lost in transit while set.
+    drop_votes: bool,
 }
 
 impl Net {
@@ -87,7 +89,23 @@ impl Net {
             commits: vec![vec![]; n],
             persisted: vec![vec![]; n],
             invalid: vec![],
+            drop_votes: false,
         }
+    }
+
+    /// Crashes every node and restarts it from its last persisted safety record.
+    fn restart_all(&mut self) {
+        let keys = keys(self.nodes.len());
+        let set = self.nodes[0].validators().clone();
+        for (i, key) in keys.into_iter().enumerate() {
+            let safety = self.persisted[i].last().cloned().unwrap_or_default();
+            let height = self.commits[i].len() as u64 + 1;
+            self.nodes[i] = Consensus::new(CHAIN.into(), set.clone(), Some(key), timeouts(), height, safety);
+        }
+        self.inbox.clear();
+        self.builds.clear();
+        self.timers.clear();
+        self.start();
     }
 
     fn start(&mut self) {
@@ -147,7 +165,8 @@ impl Net {
                 continue;
             }
             if let Some((to, m)) = self.inbox.pop_front() {
-                if !self.silent[to] {
+                let lost = self.drop_votes && matches!(m, Message::Vote(_));
+                if !self.silent[to] && !lost {
                     let (actions, _) = self.nodes[to].on_message(m);
                     self.apply(to, actions);
                 }
@@ -438,4 +457,25 @@ fn a_certificate_without_a_quorum_or_with_a_forged_vote_does_not_verify() {
         Err(CertificateError::BadSignature(_))
     ));
     assert!(set.verify_certificate("other-chain", &qc).is_err());
+}
+
+#[test]
+fn validators_that_all_restart_after_prevoting_into_the_void_still_commit() {
+    let mut net = Net::new(4);
+    net.drop_votes = true;
+    net.start();
+    // Every node sees the proposal and prevotes for it, but no vote arrives anywhere.
+    net.run_until(1, 50);
+    assert!(net.commits.iter().all(Vec::is_empty));
+    assert!(
+        net.persisted.iter().all(|p| p.iter().any(|s| matches!(s.last_vote, Some((0, VoteKind::Prevote, Some(_)))))),
+        "every node persisted a prevote for the round-0 block"
+    );
+    net.drop_votes = false;
+    net.restart_all();
+    net.run_until(3, 60_000);
+    for c in &net.commits {
+        assert_eq!(c.len(), 3);
+    }
+    net.assert_agreement();
 }

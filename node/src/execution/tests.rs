@@ -18,14 +18,20 @@ const BANK: &str = "bank-first/ops";
 struct Env {
     _dir: TempDir,
     storage: Storage,
+    vm: Vm,
 }
 
 impl Env {
     fn new() -> Env {
         let dir = tempfile::tempdir().expect("temp dir");
         let storage = Storage::open(dir.path()).expect("open storage");
-        chain::initialise(&storage, &Genesis::dev()).expect("write genesis");
-        Env { _dir: dir, storage }
+        let vm = Vm::new();
+        chain::initialise(&storage, &Genesis::dev(), &vm).expect("write genesis");
+        Env {
+            _dir: dir,
+            storage,
+            vm,
+        }
     }
 
     /// The context of the next block, a second after the head.
@@ -36,11 +42,12 @@ impl Env {
             height: head.height + 1,
             timestamp_ms: head.timestamp_ms + 1_000,
             max_expiry_ms: trellis_genesis::Genesis::dev().params.max_expiry_ms,
+            limits: Limits::from_params(&trellis_genesis::Genesis::dev().params),
         }
     }
 
     fn execute(&self, txs: &[SignedTransaction]) -> BlockOutput {
-        match execute_block(&self.storage, &self.next(), txs) {
+        match execute_block(&self.vm, &self.storage, &self.next(), txs) {
             Ok(output) => output,
             Err(e) => panic!("the block should execute: {e}"),
         }
@@ -350,7 +357,7 @@ fn remove_key_deletes_an_account_of_the_senders_org_which_then_cannot_send() {
     let late = tx_by(&clerk, 0, remark(b"too late"));
     let removed_then_sent = [tx(ACME, 1, remove_key(clerk.public())), late];
     assert!(matches!(
-        execute_block(&env.storage, &env.next(), &removed_then_sent),
+        execute_block(&env.vm, &env.storage, &env.next(), &removed_then_sent),
         Err(BlockError::Inadmissible { index: 1, reason: Inadmissible::UnknownSender(k) }) if k == clerk.public()
     ));
     env.commit(&removed_then_sent[..1]);
@@ -358,7 +365,7 @@ fn remove_key_deletes_an_account_of_the_senders_org_which_then_cannot_send() {
 }
 
 #[test]
-fn a_contract_call_gets_a_failed_receipt_contract_not_found() {
+fn a_call_to_no_contract_fails_and_only_admins_may_deploy() {
     let env = Env::new();
     let call = Payload::Call {
         contract: Address([9; 32]),
@@ -378,7 +385,7 @@ fn a_contract_call_gets_a_failed_receipt_contract_not_found() {
         salt: Hash::ZERO,
     };
     let out = env.execute(&[tx(ACME, 0, deploy)]);
-    assert_eq!(failure_code(&out.receipts[0]), "contracts_unavailable");
+    assert_eq!(failure_code(&out.receipts[0]), "not_admin");
 }
 
 /// Puts `bad` between two good transactions: `execute_block` must refuse the
@@ -389,7 +396,7 @@ fn assert_inadmissible(bad: SignedTransaction, reason: Inadmissible) {
     let good = [tx(ACME, 0, remark(b"before")), tx(T1, 0, remark(b"after"))];
     let block = [good[0].clone(), bad.clone(), good[1].clone()];
 
-    match execute_block(&env.storage, &env.next(), &block) {
+    match execute_block(&env.vm, &env.storage, &env.next(), &block) {
         Err(BlockError::Inadmissible { index, reason: got }) => {
             assert_eq!((index, got), (1, reason));
         }
@@ -397,7 +404,8 @@ fn assert_inadmissible(bad: SignedTransaction, reason: Inadmissible) {
         Ok(_) => panic!("a block carrying {bad:?} was accepted"),
     }
 
-    let (included, output) = execute_candidates(&env.storage, &env.next(), block.to_vec()).unwrap();
+    let (included, output) =
+        execute_candidates(&env.vm, &env.storage, &env.next(), block.to_vec()).unwrap();
     assert_eq!(included, good);
     let clean = env.execute(&good);
     assert_eq!(output.receipts, clean.receipts);
@@ -554,6 +562,7 @@ fn a_removed_key_added_again_cannot_replay_what_it_signed_before() {
     env.commit(&[tx(ACME, 2, add_key(clerk.public(), false))]);
 
     match execute_block(
+        &env.vm,
         &env.storage,
         &env.next(),
         std::slice::from_ref(&signed_before),
@@ -565,4 +574,392 @@ fn a_removed_key_added_again_cannot_replay_what_it_signed_before() {
         Err(e) => panic!("refused for another reason: {e}"),
         Ok(out) => panic!("the old transaction executed again: {:?}", out.receipts),
     }
+}
+
+// ---------------------------------------------------------------------------
+// Contracts (the WAT counter of `vm::tests::counter_module`)
+
+const ADMIN: &str = "consortium/ops";
+
+fn deploy(code: &[u8], salt: Hash) -> Payload {
+    Payload::Deploy {
+        code: Bytes::from(code),
+        salt,
+    }
+}
+
+fn call_method(contract: Address, method: &str) -> Payload {
+    Payload::Call {
+        contract,
+        method: method.into(),
+        args: Bytes::default(),
+    }
+}
+
+fn upgrade(contract: Address, code: &[u8]) -> Payload {
+    Payload::System(SystemOp::UpgradeContract {
+        contract,
+        code: Bytes::from(code),
+    })
+}
+
+/// The counter's code and the address the admin's deploy with `salt` gives it.
+fn counter(step: u64, salt: Hash) -> (Vec<u8>, Address) {
+    let code = crate::vm::tests::counter_module(step);
+    let address = Address::derive(&pk(ADMIN), &vm::code_hash(&code), &salt);
+    (code, address)
+}
+
+fn count(storage: &dyn StateRead, contract: &Address) -> Option<u64> {
+    let key = [keys::contract_data(contract), b"count".to_vec()].concat();
+    storage
+        .get(&key)
+        .unwrap()
+        .map(|v| u64::from_le_bytes(v.try_into().expect("an 8-byte count")))
+}
+
+#[test]
+fn an_admin_deploys_a_contract_that_members_then_call() {
+    let env = Env::new();
+    let (code, address) = counter(1, Hash::ZERO);
+    let receipts = env.commit(&[tx(ADMIN, 0, deploy(&code, Hash::ZERO))]);
+    assert_success(&receipts[0]);
+    assert_eq!(receipts[0].events[0].kind, "contract_deployed");
+    assert_eq!(
+        receipts[0].events[0].attributes[0],
+        ("address".to_string(), address.to_hex())
+    );
+    assert_eq!(
+        contract(&env.storage, &address).unwrap(),
+        Some(ContractRecord {
+            code_hash: vm::code_hash(&code),
+            deployer: pk(ADMIN),
+            deployed_at_height: 1,
+            upgraded_at_height: None,
+        })
+    );
+    assert_eq!(
+        env.storage.get(&keys::code(&vm::code_hash(&code))).unwrap(),
+        Some(code.clone())
+    );
+
+    // The second call of the block sees the first one's write.
+    let receipts = env.commit(&[
+        tx(ACME, 0, call_method(address, "inc")),
+        tx(T1, 0, call_method(address, "inc")),
+    ]);
+    for receipt in &receipts {
+        assert_success(receipt);
+        assert!(receipt.fuel_used > 0);
+        assert_eq!(receipt.events.len(), 1);
+        assert_eq!(receipt.events[0].source, EventSource::Contract(address));
+        assert_eq!(receipt.events[0].kind, "incremented");
+    }
+    // The second reads a stored count (a result_read more), so it burns a little more.
+    assert!(receipts[1].fuel_used > receipts[0].fuel_used);
+    assert_eq!(count(&env.storage, &address), Some(2));
+    assert_eq!(env.account(&pk(T1)).unwrap().nonce, 1);
+}
+
+#[test]
+fn deploys_fail_for_non_admins_invalid_modules_and_taken_addresses() {
+    let env = Env::new();
+    let (code, _) = counter(1, Hash::ZERO);
+    let out = env.execute(&[
+        tx(BANK, 0, deploy(&code, Hash::ZERO)),
+        tx(ADMIN, 0, deploy(b"\0asm\x01\0\0\0\x01", Hash::ZERO)),
+        tx(ADMIN, 1, deploy(&code, Hash::ZERO)),
+        tx(ADMIN, 2, deploy(&code, Hash::ZERO)),
+        tx(ADMIN, 3, deploy(&code, Hash([1; 32]))),
+    ]);
+    let codes: Vec<Option<&str>> = out
+        .receipts
+        .iter()
+        .map(|r| r.error.as_ref().map(|e| e.code.as_str()))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            Some("not_admin"),
+            Some("invalid_module"),
+            None,
+            Some("contract_exists"),
+            None
+        ]
+    );
+}
+
+#[test]
+fn a_failed_call_keeps_only_the_nonce_and_later_transactions_still_run() {
+    let env = Env::new();
+    let (code, address) = counter(1, Hash::ZERO);
+    env.commit(&[tx(ADMIN, 0, deploy(&code, Hash::ZERO))]);
+    let out = env.execute(&[
+        tx(ACME, 0, call_method(address, "inc")),
+        tx(T1, 0, call_method(address, "fail")),
+        tx(BANK, 0, call_method(address, "inc")),
+        tx(ACME, 1, call_method(address, "loop")),
+        tx(ACME, 2, call_method(address, "unknown")),
+        tx(BANK, 1, remark(b"still here")),
+    ]);
+    let r = &out.receipts;
+    assert_success(&r[0]);
+    assert_eq!(failure_code(&r[1]), "refused");
+    assert_eq!(r[1].error.as_ref().unwrap().message, "the counter refuses");
+    assert!(r[1].fuel_used > 0);
+    // The refused call's write was dropped: the bank's call counts from 1.
+    assert_success(&r[2]);
+    assert_eq!(failure_code(&r[3]), "out_of_fuel");
+    assert_eq!(r[3].fuel_used, Genesis::dev().params.fuel_per_call);
+    assert_eq!(failure_code(&r[4]), "trap");
+    assert_success(&r[5]);
+    let after = StateView::new(env.storage.clone(), out.writes.clone());
+    assert_eq!(count(&after, &address), Some(2));
+    assert_eq!(account(&after, &pk(T1)).unwrap().unwrap().nonce, 1);
+    assert_eq!(account(&after, &pk(ACME)).unwrap().unwrap().nonce, 3);
+}
+
+#[test]
+fn the_same_contract_block_on_two_fresh_stores_gives_identical_receipts_and_root() {
+    let (code, address) = counter(3, Hash::ZERO);
+    let block = [
+        tx(ADMIN, 0, deploy(&code, Hash::ZERO)),
+        tx(ACME, 0, call_method(address, "inc")),
+        tx(T1, 0, call_method(address, "fail")),
+        tx(BANK, 0, call_method(address, "inc")),
+        tx(ACME, 1, call_method(address, "loop")),
+    ];
+    let run = || {
+        let env = Env::new();
+        let out = env.execute(&block);
+        let root = env
+            .storage
+            .prepare_state(env.next().height, out.writes.clone())
+            .unwrap()
+            .root;
+        (out.receipts, out.writes, root)
+    };
+    let (first, second) = (run(), run());
+    assert_eq!(first, second);
+    assert!(first.0.iter().all(|r| r.tx != Hash::ZERO));
+}
+
+#[test]
+fn an_admin_upgrade_replaces_the_code_and_keeps_the_state() {
+    let env = Env::new();
+    let (code, address) = counter(1, Hash::ZERO);
+    let (new_code, _) = counter(10, Hash::ZERO);
+    env.commit(&[tx(ADMIN, 0, deploy(&code, Hash::ZERO))]);
+    env.commit(&[tx(ACME, 0, call_method(address, "inc"))]);
+
+    let receipts = env.commit(&[
+        tx(ACME, 1, upgrade(address, &new_code)),
+        tx(ADMIN, 1, upgrade(Address([5; 32]), &new_code)),
+        tx(ADMIN, 2, upgrade(address, b"not wasm")),
+        tx(ADMIN, 3, upgrade(address, &new_code)),
+    ]);
+    assert_eq!(failure_code(&receipts[0]), "not_admin");
+    assert_eq!(failure_code(&receipts[1]), "contract_not_found");
+    assert_eq!(failure_code(&receipts[2]), "invalid_module");
+    assert_success(&receipts[3]);
+    assert_eq!(receipts[3].events[0].kind, "contract_upgraded");
+    let record = contract(&env.storage, &address).unwrap().unwrap();
+    assert_eq!(record.code_hash, vm::code_hash(&new_code));
+    assert_eq!(record.deployed_at_height, 1);
+    assert_eq!(record.upgraded_at_height, Some(3));
+
+    env.commit(&[tx(ACME, 2, call_method(address, "inc"))]);
+    assert_eq!(count(&env.storage, &address), Some(11));
+}
+
+/// The dev genesis with the counter deployed by the admin, initialised when `init` is set.
+fn genesis_with_counter(code: &[u8], init: bool) -> Genesis {
+    let mut genesis = Genesis::dev();
+    genesis.contracts.push(trellis_genesis::GenesisContract {
+        // Not a name the genesis crate embeds code for.
+        name: "wat-counter".into(),
+        code_hash: vm::code_hash(code),
+        salt: Hash([2; 32]),
+        deployer: pk(ADMIN),
+        init_args: init.then(Bytes::default),
+    });
+    genesis.validate().expect("a valid genesis");
+    genesis
+}
+
+#[test]
+fn genesis_contracts_are_deployed_at_height_zero_and_initialised() {
+    let code = crate::vm::tests::counter_module(5);
+    let genesis = genesis_with_counter(&code, true);
+    let address = genesis.contracts[0].address();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(dir.path()).unwrap();
+    let vm = Vm::new();
+    chain::initialise_with(&storage, &genesis, &vm, |c| {
+        (c.name == "wat-counter").then(|| code.clone())
+    })
+    .expect("genesis with a contract");
+    let record = contract(&storage, &address).unwrap().unwrap();
+    assert_eq!(record.deployed_at_height, 0);
+    assert_eq!(record.deployer, pk(ADMIN));
+    // `init` starts with `i`, which the counter takes for `inc`.
+    assert_eq!(count(&storage, &address), Some(5));
+
+    // The same genesis elsewhere gives the same state root.
+    let dir2 = tempfile::tempdir().unwrap();
+    let storage2 = Storage::open(dir2.path()).unwrap();
+    let head2 =
+        chain::initialise_with(&storage2, &genesis, &Vm::new(), |_| Some(code.clone())).unwrap();
+    assert_eq!(head2.state_root, storage.head().unwrap().state_root);
+}
+
+#[test]
+fn genesis_refuses_contracts_without_code_with_other_code_or_whose_init_fails() {
+    let code = crate::vm::tests::counter_module(5);
+    let open = || {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        (dir, storage)
+    };
+    let vm = Vm::new();
+    let genesis = genesis_with_counter(&code, false);
+    let (_d, storage) = open();
+    let err = chain::initialise(&storage, &genesis, &vm).unwrap_err();
+    assert!(err.to_string().contains("no code"), "{err}");
+    let (_d, storage) = open();
+    let other = crate::vm::tests::counter_module(6);
+    let err = chain::initialise_with(&storage, &genesis, &vm, |_| Some(other.clone())).unwrap_err();
+    assert!(err.to_string().contains("hashes to"), "{err}");
+
+    // A module whose `call` always traps cannot be initialised.
+    let trapping = wat::parse_str(
+        r#"(module (memory (export "memory") 1)
+           (func (export "call") (result i32) (unreachable))
+           (func (export "query") (result i32) (i32.const 0)))"#,
+    )
+    .unwrap();
+    let genesis = genesis_with_counter(&trapping, true);
+    let (_d, storage) = open();
+    let err =
+        chain::initialise_with(&storage, &genesis, &vm, |_| Some(trapping.clone())).unwrap_err();
+    assert!(err.to_string().contains("init failed"), "{err}");
+    assert!(storage.head().is_none());
+}
+
+// ---------------------------------------------------------------------------
+// The Rust-built counter of `contracts/counter`, as embedded in trellis-genesis
+
+fn rust_counter() -> &'static [u8] {
+    trellis_genesis::contract_code("counter").expect("genesis/contracts/counter.wasm is embedded")
+}
+
+fn call_with(contract: Address, method: &str, args: Vec<u8>) -> Payload {
+    Payload::Call {
+        contract,
+        method: method.into(),
+        args: Bytes::from(args),
+    }
+}
+
+#[test]
+fn the_rust_built_counter_deploys_counts_refuses_and_answers_queries() {
+    let env = Env::new();
+    let code = rust_counter();
+    let address = Address::derive(&pk(ADMIN), &vm::code_hash(code), &Hash::ZERO);
+    assert_success(&env.commit(&[tx(ADMIN, 0, deploy(code, Hash::ZERO))])[0]);
+
+    let receipts = env.commit(&[
+        tx(ACME, 0, call_with(address, "increment", encode(&2u64))),
+        tx(T1, 0, call_with(address, "increment", encode(&3u64))),
+        tx(BANK, 0, call_with(address, "increment", encode(&0u64))),
+        tx(ACME, 1, call_with(address, "decrement", encode(&1u64))),
+        tx(T1, 1, call_with(address, "increment", vec![0xff])),
+    ]);
+    assert_success(&receipts[0]);
+    assert_eq!(
+        receipts[0].events,
+        vec![Event {
+            source: EventSource::Contract(address),
+            kind: "incremented".into(),
+            attributes: vec![
+                ("org".into(), "core-acme".into()),
+                ("by".into(), "2".into()),
+                ("count".into(), "2".into()),
+            ],
+        }]
+    );
+    assert_success(&receipts[1]);
+    assert_eq!(failure_code(&receipts[2]), "zero_increment");
+    assert_eq!(failure_code(&receipts[3]), "unknown_method");
+    assert_eq!(failure_code(&receipts[4]), "bad_args");
+    assert!(receipts.iter().all(|r| r.fuel_used > 0));
+
+    let head = env.storage.head().unwrap();
+    let record = contract(&env.storage, &address).unwrap().unwrap();
+    let mut view = StateView::new(env.storage.clone(), Writes::new());
+    let outcome = env
+        .vm
+        .run(
+            &record.code_hash,
+            Entry::Query,
+            &Invocation {
+                method: "get".into(),
+                args: encode(&()),
+            },
+            &CallEnv {
+                contract: address,
+                caller: vm::Caller::nobody(),
+                block: vm::BlockInfo {
+                    chain_id: CHAIN_ID.into(),
+                    height: head.height,
+                    timestamp_ms: head.timestamp_ms,
+                },
+                limits: env.next().limits,
+            },
+            &mut view,
+        )
+        .unwrap();
+    assert_eq!(outcome.result, Ok(encode(&5u64)));
+}
+
+#[test]
+fn the_rust_built_counter_runs_identically_on_two_fresh_stores() {
+    let code = rust_counter();
+    let address = Address::derive(&pk(ADMIN), &vm::code_hash(code), &Hash::ZERO);
+    let block = [
+        tx(ADMIN, 0, deploy(code, Hash::ZERO)),
+        tx(ACME, 0, call_with(address, "increment", encode(&7u64))),
+        tx(BANK, 0, call_with(address, "increment", encode(&0u64))),
+    ];
+    let run = || {
+        let env = Env::new();
+        let out = env.execute(&block);
+        let root = env
+            .storage
+            .prepare_state(env.next().height, out.writes.clone())
+            .unwrap()
+            .root;
+        (out.receipts, root)
+    };
+    assert_eq!(run(), run());
+}
+
+#[test]
+fn a_genesis_deploys_the_embedded_rust_counter() {
+    let code = rust_counter();
+    let mut genesis = Genesis::dev();
+    genesis.contracts.push(trellis_genesis::GenesisContract {
+        name: "counter".into(),
+        code_hash: vm::code_hash(code),
+        salt: Hash::ZERO,
+        deployer: pk(ADMIN),
+        init_args: None,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(dir.path()).unwrap();
+    chain::initialise(&storage, &genesis, &Vm::new()).expect("the embedded code deploys");
+    let record = contract(&storage, &genesis.contracts[0].address())
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.code_hash, vm::code_hash(code));
 }

@@ -51,7 +51,7 @@ impl Env {
     fn with(genesis: Genesis, params: ChainParams) -> Env {
         let dir = tempfile::tempdir().expect("temp dir");
         let storage = Storage::open(dir.path()).expect("open storage");
-        chain::initialise(&storage, &genesis).expect("write genesis");
+        chain::initialise(&storage, &genesis, &crate::vm::Vm::new()).expect("write genesis");
         Env {
             _dir: dir,
             storage,
@@ -84,7 +84,12 @@ impl Env {
             pool.admit(&encode(tx), &self.storage, now_ms)
                 .expect("the chain's mempool admits every transaction to commit");
         }
-        let mut chain = Chain::new(self.storage.clone(), &genesis, pool);
+        let mut chain = Chain::new(
+            self.storage.clone(),
+            &genesis,
+            pool,
+            std::sync::Arc::new(crate::vm::Vm::new()),
+        );
         let validator = validator_key();
         let block = chain.build(0, &validator, now_ms).expect("build");
         let mut included: Vec<Hash> = block.txs.iter().map(SignedTransaction::hash).collect();

@@ -62,6 +62,9 @@ pub enum SystemOp {
     RemoveKey { key: PublicKey },
     /// Records `data` on chain and changes nothing else (notes, liveness probes, load tests).
     Remark { data: Bytes },
+    /// A consortium admin replaces the code of the contract at `contract`; its
+    /// address and stored state stay.
+    UpgradeContract { contract: Address, code: Bytes },
 }
 
 impl Transaction {

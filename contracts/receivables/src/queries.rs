@@ -1,0 +1,102 @@
+//! Read-only requests. They never write; statuses are reported as of the
+//! latest block (see [`PieceView`]).
+
+use alloc::vec::Vec;
+use trellis_contract::Host;
+
+use crate::error::{Error, Result};
+use crate::state;
+use crate::types::*;
+
+/// The status a piece has at `now`, counting what no one has recorded yet.
+pub fn effective_status(p: &Piece, acceptance_deadline_ms: u64, params: &Params, now: u64) -> Status {
+    match p.status {
+        Status::PendingAcceptance if now >= acceptance_deadline_ms => Status::Returned,
+        Status::Active | Status::Financed if now >= p.maturity_ms.saturating_add(params.grace_period_ms) => {
+            Status::Overdue
+        }
+        s => s,
+    }
+}
+
+fn view(host: &dyn Host, p: Piece, params: &Params, now: u64) -> Result<PieceView> {
+    let deadline = if p.status == Status::PendingAcceptance {
+        state::root(host, p.root)?.acceptance_deadline_ms
+    } else {
+        u64::MAX
+    };
+    let status = effective_status(&p, deadline, params, now);
+    Ok(PieceView { piece: p, status })
+}
+
+fn now(host: &dyn Host) -> u64 {
+    host.block().timestamp_ms
+}
+
+pub(crate) fn piece(host: &dyn Host, a: IdRef) -> Result<PieceView> {
+    let p = state::piece(host, a.id)?;
+    view(host, p, &state::params(host), now(host))
+}
+
+pub(crate) fn root(host: &dyn Host, a: IdRef) -> Result<Root> {
+    state::root(host, a.id)
+}
+
+pub(crate) fn pieces_by_holder(host: &dyn Host, a: ByHolder) -> Result<Vec<PieceView>> {
+    let limit = a.limit.unwrap_or(MAX_PAGE).min(MAX_PAGE) as usize;
+    if a.org.len() > usize::from(u16::MAX) {
+        return Err(Error::BadArgs("organisation id too long".into()));
+    }
+    let prefix = state::holder_prefix(&a.org);
+    let mut after = a.after.map(|id| state::holder_key(&a.org, id));
+    let (params, now) = (state::params(host), now(host));
+    let mut out = Vec::new();
+    while out.len() < limit {
+        let Some((k, _)) = host.next(&prefix, after.as_deref()) else { break };
+        let p = state::piece(host, state::trailing_id(&k))?;
+        out.push(view(host, p, &params, now)?);
+        after = Some(k);
+    }
+    Ok(out)
+}
+
+pub(crate) fn lineage(host: &dyn Host, a: IdRef) -> Result<Lineage> {
+    let (params, now) = (state::params(host), now(host));
+    let mut p = state::piece(host, a.id)?;
+    let root = state::root(host, p.root)?;
+    let mut path = Vec::with_capacity(usize::from(p.depth) + 1);
+    loop {
+        let parent = p.parent;
+        path.push(view(host, p, &params, now)?);
+        match parent {
+            Some(id) => p = state::piece(host, id)?,
+            None => break,
+        }
+    }
+    Ok(Lineage { issuer: root.issuer.clone(), root, path })
+}
+
+pub(crate) fn tree(host: &dyn Host, a: RootRef) -> Result<Vec<PieceView>> {
+    let (params, now) = (state::params(host), now(host));
+    state::root(host, a.root)?;
+    state::tree_ids(host, a.root)
+        .into_iter()
+        .map(|id| view(host, state::piece(host, id)?, &params, now))
+        .collect()
+}
+
+pub(crate) fn outstanding(host: &dyn Host, a: IssuerRef) -> Result<u128> {
+    Ok(state::outstanding(host, &a.issuer))
+}
+
+pub(crate) fn credit_limit(host: &dyn Host, a: IssuerRef) -> Result<u128> {
+    Ok(state::credit_limit(host, &a.issuer))
+}
+
+pub(crate) fn by_invoice(host: &dyn Host, a: InvoiceRef) -> Result<Option<Root>> {
+    state::invoice_root(host, &a.hash).map(|id| state::root(host, id)).transpose()
+}
+
+pub(crate) fn params(host: &dyn Host) -> Result<Params> {
+    Ok(state::params(host))
+}

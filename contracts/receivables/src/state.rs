@@ -1,0 +1,164 @@
+//! Storage layout: every key the contract writes, and typed access to it.
+//!
+//! | key | value |
+//! | --- | --- |
+//! | `cfg` | [`Params`] (absent: defaults) |
+//! | `ctr` | `u64`, the next piece id (absent: 1) |
+//! | `p/<id:u64 be>` | [`Piece`] |
+//! | `r/<root:u64 be>` | [`Root`] |
+//! | `t/<root:u64 be><id:u64 be>` | `()`: the pieces of a root |
+//! | `h/<len:u16 be><org><id:u64 be>` | `()`: the pieces an org holds (every piece not split) |
+//! | `i/<invoice hash:32>` | `u64`, the root the invoice backs (never removed) |
+//! | `o/<org>` | `u128`, the issuer's outstanding: sum of its live pieces |
+//! | `l/<org>` | `u128`, the issuer's credit limit (absent: 0) |
+//!
+//! Ids are big-endian so byte order is id order in prefix scans.
+
+use alloc::vec::Vec;
+use trellis_contract::{Host, store};
+
+use crate::error::{Error, Result};
+use crate::types::{Params, Piece, PieceId, Root};
+
+pub(crate) const PARAMS: &[u8] = b"cfg";
+pub(crate) const COUNTER: &[u8] = b"ctr";
+pub(crate) const PIECE: &[u8] = b"p/";
+pub(crate) const ROOT: &[u8] = b"r/";
+pub(crate) const TREE: &[u8] = b"t/";
+pub(crate) const HOLDER: &[u8] = b"h/";
+pub(crate) const INVOICE: &[u8] = b"i/";
+pub(crate) const OUTSTANDING: &[u8] = b"o/";
+pub(crate) const LIMIT: &[u8] = b"l/";
+
+fn key(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + parts.iter().map(|p| p.len()).sum::<usize>());
+    k.extend_from_slice(prefix);
+    for p in parts {
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+pub(crate) fn piece_key(id: PieceId) -> Vec<u8> {
+    key(PIECE, &[&id.to_be_bytes()])
+}
+
+pub(crate) fn root_key(id: PieceId) -> Vec<u8> {
+    key(ROOT, &[&id.to_be_bytes()])
+}
+
+pub(crate) fn tree_prefix(root: PieceId) -> Vec<u8> {
+    key(TREE, &[&root.to_be_bytes()])
+}
+
+pub(crate) fn tree_key(root: PieceId, id: PieceId) -> Vec<u8> {
+    key(TREE, &[&root.to_be_bytes(), &id.to_be_bytes()])
+}
+
+/// Length-prefixed so that no org's keys are a prefix of another's.
+pub(crate) fn holder_prefix(org: &str) -> Vec<u8> {
+    let len = u16::try_from(org.len()).expect("org ids are shorter than 64 KiB (checked at the door)");
+    key(HOLDER, &[&len.to_be_bytes(), org.as_bytes()])
+}
+
+pub(crate) fn holder_key(org: &str, id: PieceId) -> Vec<u8> {
+    let mut k = holder_prefix(org);
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+pub(crate) fn invoice_key(hash: &[u8; 32]) -> Vec<u8> {
+    key(INVOICE, &[hash])
+}
+
+pub(crate) fn outstanding_key(org: &str) -> Vec<u8> {
+    key(OUTSTANDING, &[org.as_bytes()])
+}
+
+pub(crate) fn limit_key(org: &str) -> Vec<u8> {
+    key(LIMIT, &[org.as_bytes()])
+}
+
+/// The trailing big-endian id of an index key.
+pub(crate) fn trailing_id(key: &[u8]) -> PieceId {
+    let tail: [u8; 8] = key[key.len() - 8..].try_into().expect("index keys end in an 8-byte id");
+    PieceId::from_be_bytes(tail)
+}
+
+pub(crate) fn params(host: &dyn Host) -> Params {
+    store::get(host, PARAMS).unwrap_or_default()
+}
+
+pub(crate) fn params_set(host: &dyn Host) -> bool {
+    host.get(PARAMS).is_some()
+}
+
+pub(crate) fn next_id(host: &mut dyn Host) -> PieceId {
+    let id: PieceId = store::get(host, COUNTER).unwrap_or(1);
+    store::set(host, COUNTER, &(id + 1));
+    id
+}
+
+pub(crate) fn piece(host: &dyn Host, id: PieceId) -> Result<Piece> {
+    store::get(host, &piece_key(id)).ok_or(Error::NotFound(id))
+}
+
+pub(crate) fn root(host: &dyn Host, id: PieceId) -> Result<Root> {
+    store::get(host, &root_key(id)).ok_or(Error::NotFound(id))
+}
+
+pub(crate) fn put_root(host: &mut dyn Host, root: &Root) {
+    store::set(host, &root_key(root.id), root);
+}
+
+/// Writes a piece that already exists (holder unchanged).
+pub(crate) fn put_piece(host: &mut dyn Host, piece: &Piece) {
+    store::set(host, &piece_key(piece.id), piece);
+}
+
+/// Writes a new piece and indexes it under its root and holder.
+pub(crate) fn insert_piece(host: &mut dyn Host, piece: &Piece) {
+    put_piece(host, piece);
+    store::set(host, &tree_key(piece.root, piece.id), &());
+    store::set(host, &holder_key(&piece.holder, piece.id), &());
+}
+
+/// Moves a piece to a new holder, keeping the holder index in step.
+pub(crate) fn set_holder(host: &mut dyn Host, piece: &mut Piece, to: &str) {
+    host.remove(&holder_key(&piece.holder, piece.id));
+    piece.holder = to.into();
+    store::set(host, &holder_key(&piece.holder, piece.id), &());
+}
+
+/// Takes a piece out of the holder index (it was split: its children replace it).
+pub(crate) fn unindex_holder(host: &mut dyn Host, piece: &Piece) {
+    host.remove(&holder_key(&piece.holder, piece.id));
+}
+
+/// The ids of a root's pieces, in id order.
+pub(crate) fn tree_ids(host: &dyn Host, root: PieceId) -> Vec<PieceId> {
+    store::scan(host, &tree_prefix(root)).into_iter().map(|(k, _)| trailing_id(&k)).collect()
+}
+
+pub(crate) fn invoice_root(host: &dyn Host, hash: &[u8; 32]) -> Option<PieceId> {
+    store::get(host, &invoice_key(hash))
+}
+
+pub(crate) fn outstanding(host: &dyn Host, issuer: &str) -> u128 {
+    store::get(host, &outstanding_key(issuer)).unwrap_or(0)
+}
+
+pub(crate) fn set_outstanding(host: &mut dyn Host, issuer: &str, value: u128) {
+    store::set(host, &outstanding_key(issuer), &value);
+}
+
+pub(crate) fn credit_limit(host: &dyn Host, issuer: &str) -> u128 {
+    store::get(host, &limit_key(issuer)).unwrap_or(0)
+}
+
+/// Releases `amount` of an issuer's outstanding (settled or returned paper).
+pub(crate) fn release(host: &mut dyn Host, issuer: &str, amount: u128) {
+    let before = outstanding(host, issuer);
+    debug_assert!(before >= amount, "outstanding {before} covers what is released ({amount})");
+    set_outstanding(host, issuer, before.saturating_sub(amount));
+}

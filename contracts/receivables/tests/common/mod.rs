@@ -1,0 +1,170 @@
+//! A consortium on the kit's `TestHost`, with typed calls and queries.
+#![allow(dead_code)]
+
+use serde::{Serialize, de::DeserializeOwned};
+use trellis_contract::testing::TestHost;
+use trellis_contract::{ContractError, Host, Role, codec, store};
+use trellis_receivables::*;
+
+pub const DAY: u64 = MS_PER_DAY;
+/// 2023-11-14, so times look like real ones.
+pub const T0: u64 = 1_700_000_000_000;
+/// Minor units per currency unit (two decimals).
+pub const UNIT: u128 = 100;
+
+pub const ADMIN: &str = "consortium";
+pub const CORE: &str = "core-motors";
+pub const CORE2: &str = "core-steel";
+pub const T1: &str = "tier1-parts";
+pub const T2: &str = "tier2-castings";
+pub const T3: &str = "tier3-bolts";
+pub const BANK: &str = "first-bank";
+pub const BANK2: &str = "second-bank";
+pub const REGULATOR: &str = "regulator";
+pub const OUTSIDER: &str = "not-a-member";
+
+pub fn invoice(name: &str) -> [u8; 32] {
+    *blake3::hash(name.as_bytes()).as_bytes()
+}
+
+pub struct Chain {
+    pub host: TestHost,
+}
+
+impl Default for Chain {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Chain {
+    /// The members above, default params, time [`T0`], no credit limits.
+    pub fn new() -> Self {
+        let mut host = TestHost::new();
+        host.add_member(ADMIN, &[Role::Admin])
+            .add_member(CORE, &[Role::CoreEnterprise])
+            .add_member(CORE2, &[Role::CoreEnterprise])
+            .add_member(T1, &[Role::Supplier])
+            .add_member(T2, &[Role::Supplier])
+            .add_member(T3, &[Role::Supplier])
+            .add_member(BANK, &[Role::Bank])
+            .add_member(BANK2, &[Role::Bank])
+            .add_member(REGULATOR, &[Role::Regulator])
+            .set_block(1, T0);
+        Chain { host }
+    }
+
+    pub fn now(&self) -> u64 {
+        self.host.block().timestamp_ms
+    }
+
+    pub fn advance(&mut self, ms: u64) {
+        self.host.advance(ms);
+    }
+
+    pub fn try_call<A: Serialize, R: Serialize + DeserializeOwned>(
+        &mut self,
+        org: &str,
+        method: &str,
+        args: &A,
+    ) -> Result<R, ContractError> {
+        self.host.act_as(org);
+        let out = self.host.call::<Receivables>(method, &codec::encode(args))?;
+        Ok(codec::decode(&out).expect("results decode"))
+    }
+
+    /// A call that must succeed; the invariants must hold after it.
+    #[track_caller]
+    pub fn call<A: Serialize, R: Serialize + DeserializeOwned>(&mut self, org: &str, method: &str, args: &A) -> R {
+        let out = self.try_call(org, method, args).unwrap_or_else(|e| panic!("{org} {method} failed: {e:?}"));
+        self.check();
+        out
+    }
+
+    /// A call that must fail with `code` and leave storage and events as they were.
+    #[track_caller]
+    pub fn refuse<A: Serialize>(&mut self, org: &str, method: &str, args: &A, code: &str) {
+        let storage = self.host.storage().clone();
+        let events = self.host.events().len();
+        match self.try_call::<A, ()>(org, method, args).map(|_| ()) {
+            Ok(()) => panic!("{org} {method} succeeded; expected {code}"),
+            Err(e) => assert_eq!(e.code, code, "{org} {method}: {}", e.message),
+        }
+        assert!(self.host.storage() == &storage, "a refused call changed storage");
+        assert_eq!(self.host.events().len(), events, "a refused call emitted events");
+    }
+
+    #[track_caller]
+    pub fn query<A: Serialize, R: Serialize + DeserializeOwned>(&self, method: &str, args: &A) -> R {
+        let out = self.host.query::<Receivables>(method, &codec::encode(args)).unwrap_or_else(|e| panic!("{method}: {e:?}"));
+        codec::decode(&out).expect("query results decode")
+    }
+
+    #[track_caller]
+    pub fn check(&self) {
+        if let Err(e) = self.host.read(|h| Ok(check_invariants(h))).expect("the checker does not trap") {
+            panic!("invariant violated: {e}");
+        }
+    }
+
+    pub fn piece(&self, id: PieceId) -> PieceView {
+        self.query("piece", &IdRef { id })
+    }
+
+    pub fn outstanding(&self, issuer: &str) -> u128 {
+        self.query("outstanding", &IssuerRef { issuer: issuer.into() })
+    }
+
+    /// Every stored record, for before/after comparisons.
+    pub fn dump(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.host.read(|h: &dyn Host| Ok(store::scan(h, b""))).expect("scan")
+    }
+
+    // ---- shorthands for the usual moves ----
+
+    pub fn limit(&mut self, issuer: &str, limit: u128) {
+        self.call::<_, ()>(ADMIN, "set_credit_limit", &SetCreditLimit { issuer: issuer.into(), limit });
+    }
+
+    pub fn issue_args(&self, to: &str, amount: u128, inv: &str) -> Issue {
+        Issue {
+            to: to.into(),
+            amount,
+            currency: "CNY".into(),
+            maturity_ms: self.now() + 180 * DAY,
+            invoice_hash: invoice(inv),
+            terms: "net 180, goods received".into(),
+        }
+    }
+
+    pub fn issue(&mut self, to: &str, amount: u128, inv: &str) -> PieceId {
+        let a = self.issue_args(to, amount, inv);
+        self.call(CORE, "issue", &a)
+    }
+
+    /// Issued by [`CORE`] to `to` and accepted; sets a generous limit first.
+    pub fn active(&mut self, to: &str, amount: u128, inv: &str) -> PieceId {
+        let limit = self.outstanding(CORE) + amount;
+        self.limit(CORE, limit.max(self.query("credit_limit", &IssuerRef { issuer: CORE.into() })));
+        let id = self.issue(to, amount, inv);
+        self.call::<_, ()>(to, "accept", &PieceRef { piece: id });
+        id
+    }
+
+    pub fn split(&mut self, org: &str, piece: PieceId, parts: &[(&str, u128)]) -> Vec<PieceId> {
+        let parts = parts.iter().map(|(o, a)| ((*o).to_string(), *a)).collect();
+        self.call(org, "split", &Split { piece, parts })
+    }
+
+    pub fn transfer(&mut self, org: &str, piece: PieceId, to: &str) {
+        self.call::<_, ()>(org, "transfer", &Transfer { piece, to: to.into() });
+    }
+
+    pub fn rate_terms(&self, bps: u32, valid_ms: u64) -> Terms {
+        Terms { price: None, annual_rate_bps: Some(bps), expires_ms: self.now() + valid_ms }
+    }
+
+    pub fn price_terms(&self, price: u128, valid_ms: u64) -> Terms {
+        Terms { price: Some(price), annual_rate_bps: None, expires_ms: self.now() + valid_ms }
+    }
+}

@@ -1,0 +1,134 @@
+//! `trellis-node localnet`: a whole validator network on this host in one command.
+//!
+//! Generates the genesis and node directories (or reuses them when they are
+//! already there for the same number of validators), starts one node process
+//! per validator on loopback ports, and stops them all on Ctrl-C or SIGTERM.
+//! If a node exits on its own, the others are stopped too and the command
+//! fails, pointing at that node's log.
+
+use anyhow::{Context, bail};
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::process::{Child, Command};
+use trellis_genesis::{Genesis, NetworkSpec};
+
+pub struct LocalnetOptions {
+    /// The `trellis-node` executable to start for each node.
+    pub exe: PathBuf,
+    pub dir: PathBuf,
+    pub validators: usize,
+    pub base_api_port: u16,
+    pub base_p2p_port: u16,
+}
+
+/// Writes the network into `dir` unless it already holds one with this many validators.
+pub fn prepare(options: &LocalnetOptions) -> anyhow::Result<Vec<PathBuf>> {
+    let genesis_path = options.dir.join("genesis.json");
+    if genesis_path.exists() {
+        let genesis = Genesis::load(&genesis_path)?;
+        if genesis.validators.len() != options.validators {
+            bail!(
+                "{} holds a network of {} validators, not {}: remove it or pick another --dir",
+                options.dir.display(),
+                genesis.validators.len(),
+                options.validators
+            );
+        }
+        return Ok(genesis
+            .validators
+            .iter()
+            .map(|v| options.dir.join(&v.name).join("config.toml"))
+            .collect());
+    }
+    let spec = NetworkSpec {
+        chain_id: "trellis-local".into(),
+        seed: "trellis-local".into(),
+        validators: options.validators,
+        observers: 0,
+        genesis_time_ms: trellis_genesis::DEV_GENESIS_TIME_MS,
+    };
+    Ok(crate::generate::write_network(
+        &spec,
+        &options.dir,
+        options.base_api_port,
+        options.base_p2p_port,
+        false,
+    )?)
+}
+
+/// Runs the network until `shutdown` resolves or a node exits.
+pub async fn run(
+    options: LocalnetOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let configs = prepare(&options)?;
+    let mut children = Vec::new();
+    for (i, config) in configs.iter().enumerate() {
+        let dir = config.parent().context("config file has a directory")?;
+        let log = dir.join("node.log");
+        let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let child = Command::new(&options.exe)
+            .arg("--config")
+            .arg(config)
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", options.exe.display()))?;
+        println!(
+            "validator-{i}: API http://127.0.0.1:{}  log {}",
+            options.base_api_port as usize + i,
+            log.display()
+        );
+        children.push((dir.to_path_buf(), child));
+    }
+    println!("{} validators running; Ctrl-C stops them all.", children.len());
+
+    let exited = wait_any(&mut children);
+    tokio::pin!(shutdown);
+    let failure = tokio::select! {
+        _ = &mut shutdown => None,
+        (dir, status) = exited => Some((dir, status)),
+    };
+    stop_all(&mut children).await;
+    match failure {
+        None => Ok(()),
+        Some((dir, status)) => bail!(
+            "a node exited ({status}); see {}",
+            dir.join("node.log").display()
+        ),
+    }
+}
+
+/// Resolves when any child exits, with its directory and exit status.
+async fn wait_any(children: &mut [(PathBuf, Child)]) -> (PathBuf, String) {
+    loop {
+        for (dir, child) in children.iter_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                return (dir.clone(), status.to_string());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Asks every node to stop (SIGTERM), waits a while, then kills what is left.
+async fn stop_all(children: &mut [(PathBuf, Child)]) {
+    for (_, child) in children.iter() {
+        if let Some(pid) = child.id() {
+            terminate(pid);
+        }
+    }
+    for (_, child) in children.iter_mut() {
+        if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
+            let _ = child.kill().await;
+        }
+    }
+}
+
+fn terminate(pid: u32) {
+    // std offers only SIGKILL; nodes shut down cleanly on SIGTERM.
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+}

@@ -1,0 +1,470 @@
+//! Peer-to-peer transport between member nodes: libp2p over TCP, noise, yamux.
+//!
+//! Only peers whose identity key is listed in the genesis (validators and
+//! observers) may connect; others are refused at the connection layer. All
+//! traffic is request-response on one protocol, sent directly to each peer (no
+//! gossip mesh): consensus messages, batches of transactions on their way to
+//! the proposer, and block sync. Every frame is length-prefixed and capped;
+//! each peer has a rate limit; a peer that keeps sending what is refused is
+//! disconnected and kept out for a while. Sync requests are answered here from
+//! storage; everything else goes to the driver, and transactions straight to
+//! the mempool.
+
+use crate::consensus::Message;
+use crate::mempool::Mempool;
+use crate::metrics::Metrics;
+use crate::storage::Storage;
+use libp2p::futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, allow_block_list, identity, noise, tcp, yamux};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+use trellis_types::codec::{decode, encode};
+use trellis_types::{Block, Bytes, PublicKey, QuorumCertificate};
+
+const PROTOCOL: StreamProtocol = StreamProtocol::new("/trellis/1");
+/// Blocks per sync response at most.
+pub const SYNC_BATCH: u32 = 64;
+/// Requests a peer may send per second on average, and in a burst.
+const RATE_PER_SEC: f64 = 5_000.0;
+const RATE_BURST: f64 = 20_000.0;
+/// Refusals (malformed, mis-signed, over the rate) before a peer is disconnected.
+const STRIKES: u32 = 100;
+/// How long a disconnected offender is kept out.
+const BAN: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Request {
+    Consensus(Message),
+    Transactions(Vec<Bytes>),
+    /// Committed blocks from `from` on, at most `max`.
+    Sync { from: u64, max: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Response {
+    Ack,
+    Blocks(Vec<(Block, QuorumCertificate)>),
+    Refused(String),
+}
+
+/// What the network hands the driver.
+#[derive(Debug)]
+pub enum Inbound {
+    Consensus { from: PeerId, message: Message },
+    Blocks { from: PeerId, blocks: Vec<(Block, QuorumCertificate)> },
+    Peers(usize),
+}
+
+/// What the driver asks of the network.
+#[derive(Debug)]
+pub enum Outbound {
+    Broadcast(Message),
+    /// Ask `peer` (or any connected peer) for blocks from `from` on.
+    Sync { peer: Option<PeerId>, from: u64 },
+    /// `peer` sent something consensus refused.
+    Strike(PeerId),
+}
+
+pub struct NetworkConfig {
+    pub listen: Multiaddr,
+    pub dial: Vec<Multiaddr>,
+    /// This node's identity (the ed25519 node key).
+    pub identity: identity::Keypair,
+    /// Node keys of every member node in the genesis, validators and observers.
+    pub members: Vec<PublicKey>,
+    /// Largest frame accepted, in bytes.
+    pub max_frame_bytes: usize,
+}
+
+/// The libp2p peer id of an ed25519 node key.
+pub fn peer_id(key: &PublicKey) -> Option<PeerId> {
+    let key = identity::ed25519::PublicKey::try_from_bytes(&key.0).ok()?;
+    Some(identity::PublicKey::from(key).to_peer_id())
+}
+
+/// The libp2p identity of a node key seed.
+pub fn identity_from_seed(seed: [u8; 32]) -> identity::Keypair {
+    let mut seed = seed;
+    identity::Keypair::ed25519_from_bytes(&mut seed).expect("any 32 bytes are an ed25519 secret key")
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    allowed: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
+    rpc: request_response::Behaviour<Codec>,
+}
+
+/// Length-prefixed canonical encoding, capped at `max` bytes a frame.
+#[derive(Clone)]
+struct Codec {
+    max: usize,
+}
+
+impl Codec {
+    async fn read<T, V>(&self, io: &mut T) -> io::Result<V>
+    where
+        T: libp2p::futures::AsyncRead + Unpin + Send,
+        V: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        let mut len = [0u8; 4];
+        io.read_exact(&mut len).await?;
+        let len = u32::from_be_bytes(len) as usize;
+        if len > self.max {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("frame of {len} bytes exceeds {}", self.max)));
+        }
+        let mut buf = vec![0u8; len];
+        io.read_exact(&mut buf).await?;
+        decode(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+    }
+
+    async fn write<T, V>(&self, io: &mut T, value: &V) -> io::Result<()>
+    where
+        T: libp2p::futures::AsyncWrite + Unpin + Send,
+        V: serde::Serialize,
+    {
+        let bytes = encode(value);
+        if bytes.len() > self.max {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "frame too large to send"));
+        }
+        io.write_all(&(bytes.len() as u32).to_be_bytes()).await?;
+        io.write_all(&bytes).await?;
+        io.flush().await
+    }
+}
+
+impl request_response::Codec for Codec {
+    type Protocol = StreamProtocol;
+    type Request = Request;
+    type Response = Response;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Request>
+    where
+        T: libp2p::futures::AsyncRead + Unpin + Send,
+    {
+        self.read(io).await
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Response>
+    where
+        T: libp2p::futures::AsyncRead + Unpin + Send,
+    {
+        self.read(io).await
+    }
+
+    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: Request) -> io::Result<()>
+    where
+        T: libp2p::futures::AsyncWrite + Unpin + Send,
+    {
+        self.write(io, &req).await
+    }
+
+    async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, res: Response) -> io::Result<()>
+    where
+        T: libp2p::futures::AsyncWrite + Unpin + Send,
+    {
+        self.write(io, &res).await
+    }
+}
+
+/// A token bucket per peer, plus its count of refused messages.
+struct PeerBudget {
+    tokens: f64,
+    last: Instant,
+    strikes: u32,
+}
+
+impl PeerBudget {
+    fn new() -> Self {
+        PeerBudget { tokens: RATE_BURST, last: Instant::now(), strikes: 0 }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + (now - self.last).as_secs_f64() * RATE_PER_SEC).min(RATE_BURST);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+pub struct NetworkHandle {
+    pub outbound: mpsc::Sender<Outbound>,
+    pub local_peer_id: PeerId,
+}
+
+/// Starts the network task. Returns the handle for the driver and the stream of what arrives.
+pub fn spawn(
+    config: NetworkConfig,
+    storage: Storage,
+    mempool: Arc<Mempool>,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<(NetworkHandle, mpsc::Receiver<Inbound>)> {
+    let local_peer_id = config.identity.public().to_peer_id();
+    let mut allowed = allow_block_list::Behaviour::<allow_block_list::AllowedPeers>::default();
+    let mut members = BTreeSet::new();
+    for key in &config.members {
+        if let Some(peer) = peer_id(key).filter(|p| *p != local_peer_id) {
+            allowed.allow_peer(peer);
+            members.insert(peer);
+        }
+    }
+    let max_frame_bytes = config.max_frame_bytes;
+    let codec = Codec { max: max_frame_bytes };
+    let rpc = request_response::Behaviour::with_codec(
+        codec,
+        [(PROTOCOL, ProtocolSupport::Full)],
+        request_response::Config::default()
+            .with_request_timeout(Duration::from_secs(30))
+            .with_max_concurrent_streams(1_000),
+    );
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(config.identity)
+        .with_tokio()
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)?
+        .with_behaviour(|_| Behaviour { allowed, rpc })?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+        .build();
+    swarm.listen_on(config.listen.clone())?;
+    info!(peer_id = %local_peer_id, listen = %config.listen, members = members.len(), "peer-to-peer transport up");
+
+    let (out_tx, out_rx) = mpsc::channel(10_000);
+    let (in_tx, in_rx) = mpsc::channel(10_000);
+    let task = NetworkTask {
+        swarm,
+        dial: config.dial,
+        members,
+        connected: BTreeSet::new(),
+        budgets: BTreeMap::new(),
+        banned: BTreeMap::new(),
+        storage,
+        mempool,
+        metrics,
+        inbound: in_tx,
+        max_frame_bytes,
+    };
+    tokio::spawn(task.run(out_rx));
+    Ok((NetworkHandle { outbound: out_tx, local_peer_id }, in_rx))
+}
+
+struct NetworkTask {
+    swarm: libp2p::Swarm<Behaviour>,
+    dial: Vec<Multiaddr>,
+    members: BTreeSet<PeerId>,
+    connected: BTreeSet<PeerId>,
+    budgets: BTreeMap<PeerId, PeerBudget>,
+    banned: BTreeMap<PeerId, Instant>,
+    storage: Storage,
+    mempool: Arc<Mempool>,
+    metrics: Arc<Metrics>,
+    inbound: mpsc::Sender<Inbound>,
+    max_frame_bytes: usize,
+}
+
+impl NetworkTask {
+    async fn run(mut self, mut outbound: mpsc::Receiver<Outbound>) {
+        let mut redial = tokio::time::interval(Duration::from_secs(2));
+        let mut forward = tokio::time::interval(Duration::from_millis(20));
+        loop {
+            tokio::select! {
+                command = outbound.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    // The driver is gone: the node is stopping.
+                    None => return,
+                },
+                event = self.swarm.select_next_some() => self.on_event(event).await,
+                _ = redial.tick() => self.redial(),
+                _ = forward.tick() => self.forward_transactions(),
+            }
+        }
+    }
+
+    fn redial(&mut self) {
+        if self.connected.len() >= self.members.len() {
+            return;
+        }
+        for addr in self.dial.clone() {
+            if let Err(e) = self.swarm.dial(addr.clone()) {
+                debug!(%addr, error = %e, "dial failed");
+            }
+        }
+    }
+
+    /// Sends transactions admitted here by the API to every other member, so
+    /// that whichever validator proposes next has them.
+    fn forward_transactions(&mut self) {
+        let txs = self.mempool.take_outbox();
+        if txs.is_empty() {
+            return;
+        }
+        let request = Request::Transactions(txs.into_iter().map(Bytes).collect());
+        for peer in self.connected.clone() {
+            self.swarm.behaviour_mut().rpc.send_request(&peer, request.clone());
+        }
+    }
+
+    fn on_command(&mut self, command: Outbound) {
+        match command {
+            Outbound::Broadcast(message) => {
+                let request = Request::Consensus(message);
+                for peer in self.connected.clone() {
+                    self.swarm.behaviour_mut().rpc.send_request(&peer, request.clone());
+                }
+            }
+            Outbound::Sync { peer, from } => {
+                if let Some(peer) = peer.filter(|p| self.connected.contains(p)).or_else(|| self.connected.first().copied()) {
+                    self.swarm.behaviour_mut().rpc.send_request(&peer, Request::Sync { from, max: SYNC_BATCH });
+                }
+            }
+            Outbound::Strike(peer) => self.strike(peer, "refused by consensus"),
+        }
+    }
+
+    fn strike(&mut self, peer: PeerId, why: &str) {
+        self.metrics.network_strikes.inc();
+        let budget = self.budgets.entry(peer).or_insert_with(PeerBudget::new);
+        budget.strikes += 1;
+        if budget.strikes >= STRIKES {
+            warn!(%peer, why, "disconnecting a peer that keeps sending refused messages");
+            self.banned.insert(peer, Instant::now() + BAN);
+            self.budgets.remove(&peer);
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+    }
+
+    fn is_banned(&mut self, peer: &PeerId) -> bool {
+        match self.banned.get(peer) {
+            Some(until) if *until > Instant::now() => true,
+            Some(_) => {
+                self.banned.remove(peer);
+                false
+            }
+            None => false,
+        }
+    }
+
+    async fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                if self.is_banned(&peer_id) {
+                    let _ = self.swarm.disconnect_peer_id(peer_id);
+                    return;
+                }
+                if self.connected.insert(peer_id) {
+                    info!(peer = %peer_id, "peer connected");
+                    self.report_peers().await;
+                }
+            }
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                if self.connected.remove(&peer_id) {
+                    info!(peer = %peer_id, "peer disconnected");
+                    self.report_peers().await;
+                }
+            }
+            SwarmEvent::IncomingConnectionError { error, send_back_addr, .. } => {
+                debug!(from = %send_back_addr, %error, "incoming connection refused");
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Rpc(event)) => self.on_rpc(event).await,
+            _ => {}
+        }
+    }
+
+    async fn report_peers(&mut self) {
+        self.metrics.peers.set(self.connected.len() as i64);
+        let _ = self.inbound.send(Inbound::Peers(self.connected.len())).await;
+    }
+
+    async fn on_rpc(&mut self, event: request_response::Event<Request, Response>) {
+        use request_response::{Event, Message as Rpc};
+        match event {
+            Event::Message { peer, message: Rpc::Request { request, channel, .. }, .. } => {
+                let within_budget = self.budgets.entry(peer).or_insert_with(PeerBudget::new).take();
+                if !within_budget {
+                    self.metrics.network_rate_limited.inc();
+                    self.strike(peer, "over its rate limit");
+                    let _ = self.swarm.behaviour_mut().rpc.send_response(channel, Response::Refused("rate limited".into()));
+                    return;
+                }
+                let response = self.on_request(peer, request).await;
+                let _ = self.swarm.behaviour_mut().rpc.send_response(channel, response);
+            }
+            Event::Message { peer, message: Rpc::Response { response: Response::Blocks(blocks), .. }, .. } => {
+                let _ = self.inbound.send(Inbound::Blocks { from: peer, blocks }).await;
+            }
+            Event::Message { message: Rpc::Response { .. }, .. } => {}
+            Event::InboundFailure { peer, error, .. } => {
+                debug!(%peer, %error, "inbound request failed");
+                if matches!(error, request_response::InboundFailure::Io(_)) {
+                    self.strike(peer, "malformed or oversized frame");
+                }
+            }
+            Event::OutboundFailure { peer, error, .. } => debug!(%peer, %error, "request to peer failed"),
+            Event::ResponseSent { .. } => {}
+        }
+    }
+
+    async fn on_request(&mut self, peer: PeerId, request: Request) -> Response {
+        match request {
+            Request::Consensus(message) => {
+                let _ = self.inbound.send(Inbound::Consensus { from: peer, message }).await;
+                Response::Ack
+            }
+            Request::Transactions(txs) => {
+                let mempool = self.mempool.clone();
+                let storage = self.storage.clone();
+                // Signature checks are CPU work: keep them off the network task.
+                tokio::task::spawn_blocking(move || {
+                    let items: Vec<&[u8]> = txs.iter().map(|t| t.0.as_slice()).collect();
+                    mempool.admit_batch_from_peer(&items, &storage, crate::node::now_ms());
+                });
+                Response::Ack
+            }
+            Request::Sync { from, max } => {
+                let storage = self.storage.clone();
+                let max = max.min(SYNC_BATCH);
+                let budget = self.max_frame_bytes / 2;
+                let blocks = tokio::task::spawn_blocking(move || read_blocks(&storage, from, max, budget)).await;
+                match blocks {
+                    Ok(Ok(blocks)) => Response::Blocks(blocks),
+                    Ok(Err(e)) => {
+                        warn!(error = %e, "cannot serve sync request");
+                        Response::Refused("storage error".into())
+                    }
+                    Err(_) => Response::Refused("internal error".into()),
+                }
+            }
+        }
+    }
+}
+
+/// Up to `max` committed blocks from `from` on, stopping before their encoding
+/// passes `budget` bytes (but always at least one, which fits a frame by construction).
+fn read_blocks(
+    storage: &Storage,
+    from: u64,
+    max: u32,
+    budget: usize,
+) -> Result<Vec<(Block, QuorumCertificate)>, crate::storage::StorageError> {
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    for height in from..from.saturating_add(max as u64) {
+        let (Some(block), Some(qc)) = (storage.block(height)?, storage.commit_certificate(height)?) else {
+            break;
+        };
+        bytes += encode(&block).len() + encode(&qc).len();
+        if !out.is_empty() && bytes > budget {
+            break;
+        }
+        out.push((block, qc));
+    }
+    Ok(out)
+}

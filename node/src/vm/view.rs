@@ -1,0 +1,145 @@
+//! State as a contract call sees it: committed storage, then the writes of the
+//! block so far (`pending`), then the call's own writes, each layer hiding the
+//! one below, deletions included.
+//!
+//! [`StateView::next`] is the ordered "first live key after" over the three
+//! layers: committed keys come from sled's ordered range, the layers above from
+//! `BTreeMap` ranges; a key deleted by an upper layer is skipped, so a scan
+//! costs one lookup per layer per key returned or deleted key passed over.
+
+use crate::state::{StateRead, Writes};
+use crate::storage::{Storage, StorageError, state_key};
+use std::ops::Bound;
+
+/// A key and its value.
+pub(crate) type Entry = (Vec<u8>, Vec<u8>);
+
+/// Committed storage under the block's writes so far. Owns what it holds (a
+/// `Storage` handle is a cheap clone), so a call can keep it in its store.
+#[derive(Clone)]
+pub struct StateView {
+    committed: Storage,
+    pending: Writes,
+}
+
+impl StateView {
+    pub fn new(committed: Storage, pending: Writes) -> StateView {
+        StateView { committed, pending }
+    }
+
+    /// The writes made over committed storage.
+    pub fn pending(&self) -> &Writes {
+        &self.pending
+    }
+
+    pub fn into_pending(self) -> Writes {
+        self.pending
+    }
+
+    /// Adds `writes` on top of the pending ones.
+    pub fn apply(&mut self, mut writes: Writes) {
+        self.pending.append(&mut writes);
+    }
+
+    /// The committed storage this view reads through to.
+    pub fn committed(&self) -> &Storage {
+        &self.committed
+    }
+
+    /// A value as seen with `top` (a call's writes) over this view.
+    pub(crate) fn get_under(
+        &self,
+        top: &Writes,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        match top.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => self.get(key),
+        }
+    }
+
+    /// The first live entry, with `top` over this view, whose key starts with
+    /// `prefix` and is greater than `after` (at or after `prefix` when `None`).
+    pub(crate) fn next_under(
+        &self,
+        top: &Writes,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+    ) -> Result<Option<Entry>, StorageError> {
+        // Start from the larger of `after` and `prefix`: an `after` below the prefix
+        // must not stop the scan at a key between the two.
+        let mut lower: Bound<Vec<u8>> = match after {
+            Some(after) if after >= prefix => Bound::Excluded(after.to_vec()),
+            _ => Bound::Included(prefix.to_vec()),
+        };
+        loop {
+            let from = as_slice(&lower);
+            let candidates = [
+                first_in(top, prefix, from),
+                first_in(&self.pending, prefix, from),
+                self.first_committed(prefix, from)?,
+            ];
+            let Some(key) = candidates.into_iter().flatten().min() else {
+                return Ok(None);
+            };
+            match self.get_under(top, &key)? {
+                Some(value) => return Ok(Some((key, value))),
+                None => lower = Bound::Excluded(key),
+            }
+        }
+    }
+
+    fn first_committed(
+        &self,
+        prefix: &[u8],
+        from: Bound<&[u8]>,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        let from = match from {
+            Bound::Included(k) => Bound::Included(state_key(k)),
+            Bound::Excluded(k) => Bound::Excluded(state_key(k)),
+            Bound::Unbounded => Bound::Included(state_key(prefix)),
+        };
+        let full_prefix = state_key(prefix);
+        match self
+            .committed
+            .db
+            .range::<Vec<u8>, _>((from, Bound::Unbounded))
+            .next()
+        {
+            Some(entry) => {
+                let (key, _) = entry?;
+                Ok(key.starts_with(&full_prefix).then(|| key[1..].to_vec()))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+fn as_slice(bound: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match bound {
+        Bound::Included(k) => Bound::Included(k.as_slice()),
+        Bound::Excluded(k) => Bound::Excluded(k.as_slice()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+/// The first key of `writes` (live or deleted) at `from` or above, if it has `prefix`.
+/// Keys with a prefix are contiguous in byte order and `from` is at or above the
+/// prefix, so the first key past it either has the prefix or none later does.
+fn first_in(writes: &Writes, prefix: &[u8], from: Bound<&[u8]>) -> Option<Vec<u8>> {
+    writes
+        .range::<[u8], _>((from, Bound::Unbounded))
+        .next()
+        .map(|(k, _)| k)
+        .filter(|k| k.starts_with(prefix))
+        .cloned()
+}
+
+impl StateRead for StateView {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        match self.pending.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => self.committed.get(key),
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! The canonical byte encoding of everything hashed, signed, stored or sent.
+//!
+//! An encoding is one version byte followed by the postcard serialisation of
+//! the value. Decoding accepts exactly what [`encode`] produces: the version
+//! must match, nothing may trail the value, and the bytes must re-encode to
+//! themselves, which rules out over-long varints and any other second form of
+//! the same value. Types that go through here use no floats and no hash maps.
+
+#![no_std]
+
+extern crate alloc;
+
+use alloc::string::{String, ToString};
+use alloc::vec;
+use alloc::vec::Vec;
+use core::fmt;
+use serde::{Serialize, de::DeserializeOwned};
+
+/// Version byte in front of every encoding; bumped when any encoded type changes shape.
+pub const ENCODING_VERSION: u8 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodecError {
+    Empty,
+    Version { found: u8 },
+    Malformed(String),
+    TrailingBytes(usize),
+    NonCanonical,
+}
+
+impl fmt::Display for CodecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CodecError::Empty => f.write_str("empty input"),
+            CodecError::Version { found } => {
+                write!(f, "unsupported encoding version {found} (expected {ENCODING_VERSION})")
+            }
+            CodecError::Malformed(m) => write!(f, "malformed encoding: {m}"),
+            CodecError::TrailingBytes(n) => write!(f, "{n} trailing bytes after the value"),
+            CodecError::NonCanonical => f.write_str("non-canonical encoding"),
+        }
+    }
+}
+
+impl core::error::Error for CodecError {}
+
+/// Encodes `value` canonically.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    let mut out = vec![ENCODING_VERSION];
+    // Writing into a Vec cannot fail, and our types contain nothing postcard refuses
+    // (no unsized sequences, no floats), so an error here is a programming bug.
+    let body = postcard::to_allocvec(value).expect("canonical types always serialise");
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Decodes bytes produced by [`encode`], rejecting every other form.
+pub fn decode<T: Serialize + DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
+    if version != ENCODING_VERSION {
+        return Err(CodecError::Version { found: version });
+    }
+    let (value, rest): (T, &[u8]) =
+        postcard::take_from_bytes(body).map_err(|e| CodecError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(CodecError::TrailingBytes(rest.len()));
+    }
+    if postcard::to_allocvec(&value).map_err(|e| CodecError::Malformed(e.to_string()))? != body {
+        return Err(CodecError::NonCanonical);
+    }
+    Ok(value)
+}
