@@ -381,7 +381,11 @@ impl Consensus {
                         kind,
                         block,
                     };
-                    let vote = Vote { signature: key.sign(&data.signing_hash()), voter: key.public(), data };
+                    let vote = Vote {
+                        signature: key.sign(&data.signing_hash()),
+                        voter: key.public(),
+                        data,
+                    };
                     out.push(Action::Broadcast(Message::Vote(vote.clone())));
                     let _ = self.accept_vote(vote);
                 }
@@ -493,7 +497,13 @@ impl Consensus {
         if height == self.height + 1 && self.future.len() < MAX_FUTURE_MESSAGES {
             self.future.push(message);
             // Still reported, so the driver can check whether it fell behind.
-            return (out, Err(Rejected::WrongHeight { got: height, current: self.height }));
+            return (
+                out,
+                Err(Rejected::WrongHeight {
+                    got: height,
+                    current: self.height,
+                }),
+            );
         }
         let result = match message {
             Message::Proposal(p) => self.accept_proposal(*p, &mut out),

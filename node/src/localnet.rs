@@ -66,7 +66,8 @@ pub async fn run(
     for (i, config) in configs.iter().enumerate() {
         let dir = config.parent().context("config file has a directory")?;
         let log = dir.join("node.log");
-        let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let out =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let child = Command::new(&options.exe)
             .arg("--config")
             .arg(config)
@@ -82,7 +83,10 @@ pub async fn run(
         );
         children.push((dir.to_path_buf(), child));
     }
-    println!("{} validators running; Ctrl-C stops them all.", children.len());
+    println!(
+        "{} validators running; Ctrl-C stops them all.",
+        children.len()
+    );
 
     let exited = wait_any(&mut children);
     tokio::pin!(shutdown);
@@ -120,7 +124,10 @@ async fn stop_all(children: &mut [(PathBuf, Child)]) {
         }
     }
     for (_, child) in children.iter_mut() {
-        if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .is_err()
+        {
             let _ = child.kill().await;
         }
     }

@@ -103,7 +103,12 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Genesis(cmd)) => genesis_command(cmd),
-        Some(Command::Localnet { validators, dir, base_api_port, base_p2p_port }) => {
+        Some(Command::Localnet {
+            validators,
+            dir,
+            base_api_port,
+            base_p2p_port,
+        }) => {
             let options = trellis_node::localnet::LocalnetOptions {
                 exe: std::env::current_exe().context("locating the trellis-node executable")?,
                 dir,
@@ -111,7 +116,9 @@ fn main() -> anyhow::Result<()> {
                 base_api_port,
                 base_p2p_port,
             };
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             runtime.block_on(trellis_node::localnet::run(options, shutdown_signal()))
         }
         Some(Command::DevTx {

@@ -44,7 +44,10 @@ pub enum Request {
     Consensus(Message),
     Transactions(Vec<Bytes>),
     /// Committed blocks from `from` on, at most `max`.
-    Sync { from: u64, max: u32 },
+    Sync {
+        from: u64,
+        max: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -57,8 +60,14 @@ pub enum Response {
 /// What the network hands the driver.
 #[derive(Debug)]
 pub enum Inbound {
-    Consensus { from: PeerId, message: Message },
-    Blocks { from: PeerId, blocks: Vec<(Block, QuorumCertificate)> },
+    Consensus {
+        from: PeerId,
+        message: Message,
+    },
+    Blocks {
+        from: PeerId,
+        blocks: Vec<(Block, QuorumCertificate)>,
+    },
     Peers(usize),
 }
 
@@ -67,7 +76,10 @@ pub enum Inbound {
 pub enum Outbound {
     Broadcast(Message),
     /// Ask `peer` (or any connected peer) for blocks from `from` on.
-    Sync { peer: Option<PeerId>, from: u64 },
+    Sync {
+        peer: Option<PeerId>,
+        from: u64,
+    },
     /// `peer` sent something consensus refused.
     Strike(PeerId),
 }
@@ -92,7 +104,8 @@ pub fn peer_id(key: &PublicKey) -> Option<PeerId> {
 /// The libp2p identity of a node key seed.
 pub fn identity_from_seed(seed: [u8; 32]) -> identity::Keypair {
     let mut seed = seed;
-    identity::Keypair::ed25519_from_bytes(&mut seed).expect("any 32 bytes are an ed25519 secret key")
+    identity::Keypair::ed25519_from_bytes(&mut seed)
+        .expect("any 32 bytes are an ed25519 secret key")
 }
 
 #[derive(NetworkBehaviour)]
@@ -101,6 +114,11 @@ struct Behaviour {
     rpc: request_response::Behaviour<Codec>,
 }
 
+/// A message as read off the wire: decoded, or why it was refused. A refusal
+/// is a value rather than an I/O error because libp2p drops failed reads
+/// silently, and the node must count them against the peer.
+type Received<T> = Result<T, String>;
+
 /// Length-prefixed canonical encoding, capped at `max` bytes a frame.
 #[derive(Clone)]
 struct Codec {
@@ -108,7 +126,7 @@ struct Codec {
 }
 
 impl Codec {
-    async fn read<T, V>(&self, io: &mut T) -> io::Result<V>
+    async fn read<T, V>(&self, io: &mut T) -> io::Result<Received<V>>
     where
         T: libp2p::futures::AsyncRead + Unpin + Send,
         V: serde::Serialize + serde::de::DeserializeOwned,
@@ -117,21 +135,31 @@ impl Codec {
         io.read_exact(&mut len).await?;
         let len = u32::from_be_bytes(len) as usize;
         if len > self.max {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("frame of {len} bytes exceeds {}", self.max)));
+            // Refused on the length alone: the body is never read.
+            return Ok(Err(format!("frame of {len} bytes exceeds {}", self.max)));
         }
         let mut buf = vec![0u8; len];
         io.read_exact(&mut buf).await?;
-        decode(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+        Ok(decode(&buf).map_err(|e| format!("malformed frame: {e}")))
     }
 
-    async fn write<T, V>(&self, io: &mut T, value: &V) -> io::Result<()>
+    async fn write<T, V>(&self, io: &mut T, value: &Received<V>) -> io::Result<()>
     where
         T: libp2p::futures::AsyncWrite + Unpin + Send,
         V: serde::Serialize,
     {
+        let Ok(value) = value else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a refusal is never sent",
+            ));
+        };
         let bytes = encode(value);
         if bytes.len() > self.max {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "frame too large to send"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "frame too large to send",
+            ));
         }
         io.write_all(&(bytes.len() as u32).to_be_bytes()).await?;
         io.write_all(&bytes).await?;
@@ -141,31 +169,49 @@ impl Codec {
 
 impl request_response::Codec for Codec {
     type Protocol = StreamProtocol;
-    type Request = Request;
-    type Response = Response;
+    type Request = Received<Request>;
+    type Response = Received<Response>;
 
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Request>
+    async fn read_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Received<Request>>
     where
         T: libp2p::futures::AsyncRead + Unpin + Send,
     {
         self.read(io).await
     }
 
-    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Response>
+    async fn read_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Received<Response>>
     where
         T: libp2p::futures::AsyncRead + Unpin + Send,
     {
         self.read(io).await
     }
 
-    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: Request) -> io::Result<()>
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Received<Request>,
+    ) -> io::Result<()>
     where
         T: libp2p::futures::AsyncWrite + Unpin + Send,
     {
         self.write(io, &req).await
     }
 
-    async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, res: Response) -> io::Result<()>
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Received<Response>,
+    ) -> io::Result<()>
     where
         T: libp2p::futures::AsyncWrite + Unpin + Send,
     {
@@ -182,12 +228,17 @@ struct PeerBudget {
 
 impl PeerBudget {
     fn new() -> Self {
-        PeerBudget { tokens: RATE_BURST, last: Instant::now(), strikes: 0 }
+        PeerBudget {
+            tokens: RATE_BURST,
+            last: Instant::now(),
+            strikes: 0,
+        }
     }
 
     fn take(&mut self) -> bool {
         let now = Instant::now();
-        self.tokens = (self.tokens + (now - self.last).as_secs_f64() * RATE_PER_SEC).min(RATE_BURST);
+        self.tokens =
+            (self.tokens + (now - self.last).as_secs_f64() * RATE_PER_SEC).min(RATE_BURST);
         self.last = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -220,7 +271,9 @@ pub fn spawn(
         }
     }
     let max_frame_bytes = config.max_frame_bytes;
-    let codec = Codec { max: max_frame_bytes };
+    let codec = Codec {
+        max: max_frame_bytes,
+    };
     let rpc = request_response::Behaviour::with_codec(
         codec,
         [(PROTOCOL, ProtocolSupport::Full)],
@@ -230,7 +283,11 @@ pub fn spawn(
     );
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(config.identity)
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)?
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )?
         .with_behaviour(|_| Behaviour { allowed, rpc })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
         .build();
@@ -253,7 +310,13 @@ pub fn spawn(
         max_frame_bytes,
     };
     tokio::spawn(task.run(out_rx));
-    Ok((NetworkHandle { outbound: out_tx, local_peer_id }, in_rx))
+    Ok((
+        NetworkHandle {
+            outbound: out_tx,
+            local_peer_id,
+        },
+        in_rx,
+    ))
 }
 
 struct NetworkTask {
@@ -308,7 +371,10 @@ impl NetworkTask {
         }
         let request = Request::Transactions(txs.into_iter().map(Bytes).collect());
         for peer in self.connected.clone() {
-            self.swarm.behaviour_mut().rpc.send_request(&peer, request.clone());
+            self.swarm
+                .behaviour_mut()
+                .rpc
+                .send_request(&peer, Ok(request.clone()));
         }
     }
 
@@ -317,12 +383,24 @@ impl NetworkTask {
             Outbound::Broadcast(message) => {
                 let request = Request::Consensus(message);
                 for peer in self.connected.clone() {
-                    self.swarm.behaviour_mut().rpc.send_request(&peer, request.clone());
+                    self.swarm
+                        .behaviour_mut()
+                        .rpc
+                        .send_request(&peer, Ok(request.clone()));
                 }
             }
             Outbound::Sync { peer, from } => {
-                if let Some(peer) = peer.filter(|p| self.connected.contains(p)).or_else(|| self.connected.first().copied()) {
-                    self.swarm.behaviour_mut().rpc.send_request(&peer, Request::Sync { from, max: SYNC_BATCH });
+                if let Some(peer) = peer
+                    .filter(|p| self.connected.contains(p))
+                    .or_else(|| self.connected.first().copied())
+                {
+                    self.swarm.behaviour_mut().rpc.send_request(
+                        &peer,
+                        Ok(Request::Sync {
+                            from,
+                            max: SYNC_BATCH,
+                        }),
+                    );
                 }
             }
             Outbound::Strike(peer) => self.strike(peer, "refused by consensus"),
@@ -364,13 +442,21 @@ impl NetworkTask {
                     self.report_peers().await;
                 }
             }
-            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
                 if self.connected.remove(&peer_id) {
                     info!(peer = %peer_id, "peer disconnected");
                     self.report_peers().await;
                 }
             }
-            SwarmEvent::IncomingConnectionError { error, send_back_addr, .. } => {
+            SwarmEvent::IncomingConnectionError {
+                error,
+                send_back_addr,
+                ..
+            } => {
                 debug!(from = %send_back_addr, %error, "incoming connection refused");
             }
             SwarmEvent::Behaviour(BehaviourEvent::Rpc(event)) => self.on_rpc(event).await,
@@ -380,34 +466,70 @@ impl NetworkTask {
 
     async fn report_peers(&mut self) {
         self.metrics.peers.set(self.connected.len() as i64);
-        let _ = self.inbound.send(Inbound::Peers(self.connected.len())).await;
+        let _ = self
+            .inbound
+            .send(Inbound::Peers(self.connected.len()))
+            .await;
     }
 
-    async fn on_rpc(&mut self, event: request_response::Event<Request, Response>) {
+    async fn on_rpc(
+        &mut self,
+        event: request_response::Event<Received<Request>, Received<Response>>,
+    ) {
         use request_response::{Event, Message as Rpc};
         match event {
-            Event::Message { peer, message: Rpc::Request { request, channel, .. }, .. } => {
-                let within_budget = self.budgets.entry(peer).or_insert_with(PeerBudget::new).take();
-                if !within_budget {
+            Event::Message {
+                peer,
+                message: Rpc::Request {
+                    request, channel, ..
+                },
+                ..
+            } => {
+                let response = if !self
+                    .budgets
+                    .entry(peer)
+                    .or_insert_with(PeerBudget::new)
+                    .take()
+                {
                     self.metrics.network_rate_limited.inc();
                     self.strike(peer, "over its rate limit");
-                    let _ = self.swarm.behaviour_mut().rpc.send_response(channel, Response::Refused("rate limited".into()));
-                    return;
+                    Response::Refused("rate limited".into())
+                } else {
+                    match request {
+                        Ok(request) => self.on_request(peer, request).await,
+                        Err(why) => {
+                            self.strike(peer, &why);
+                            Response::Refused(why)
+                        }
+                    }
+                };
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .rpc
+                    .send_response(channel, Ok(response));
+            }
+            Event::Message {
+                peer,
+                message: Rpc::Response { response, .. },
+                ..
+            } => match response {
+                Ok(Response::Blocks(blocks)) => {
+                    let _ = self
+                        .inbound
+                        .send(Inbound::Blocks { from: peer, blocks })
+                        .await;
                 }
-                let response = self.on_request(peer, request).await;
-                let _ = self.swarm.behaviour_mut().rpc.send_response(channel, response);
-            }
-            Event::Message { peer, message: Rpc::Response { response: Response::Blocks(blocks), .. }, .. } => {
-                let _ = self.inbound.send(Inbound::Blocks { from: peer, blocks }).await;
-            }
-            Event::Message { message: Rpc::Response { .. }, .. } => {}
+                Ok(Response::Ack) => {}
+                Ok(Response::Refused(why)) => debug!(%peer, %why, "peer refused our request"),
+                Err(why) => self.strike(peer, &why),
+            },
             Event::InboundFailure { peer, error, .. } => {
-                debug!(%peer, %error, "inbound request failed");
-                if matches!(error, request_response::InboundFailure::Io(_)) {
-                    self.strike(peer, "malformed or oversized frame");
-                }
+                debug!(%peer, %error, "inbound request failed")
             }
-            Event::OutboundFailure { peer, error, .. } => debug!(%peer, %error, "request to peer failed"),
+            Event::OutboundFailure { peer, error, .. } => {
+                debug!(%peer, %error, "request to peer failed")
+            }
             Event::ResponseSent { .. } => {}
         }
     }
@@ -415,7 +537,13 @@ impl NetworkTask {
     async fn on_request(&mut self, peer: PeerId, request: Request) -> Response {
         match request {
             Request::Consensus(message) => {
-                let _ = self.inbound.send(Inbound::Consensus { from: peer, message }).await;
+                let _ = self
+                    .inbound
+                    .send(Inbound::Consensus {
+                        from: peer,
+                        message,
+                    })
+                    .await;
                 Response::Ack
             }
             Request::Transactions(txs) => {
@@ -432,7 +560,9 @@ impl NetworkTask {
                 let storage = self.storage.clone();
                 let max = max.min(SYNC_BATCH);
                 let budget = self.max_frame_bytes / 2;
-                let blocks = tokio::task::spawn_blocking(move || read_blocks(&storage, from, max, budget)).await;
+                let blocks =
+                    tokio::task::spawn_blocking(move || read_blocks(&storage, from, max, budget))
+                        .await;
                 match blocks {
                     Ok(Ok(blocks)) => Response::Blocks(blocks),
                     Ok(Err(e)) => {
@@ -457,7 +587,8 @@ fn read_blocks(
     let mut out = Vec::new();
     let mut bytes = 0;
     for height in from..from.saturating_add(max as u64) {
-        let (Some(block), Some(qc)) = (storage.block(height)?, storage.commit_certificate(height)?) else {
+        let (Some(block), Some(qc)) = (storage.block(height)?, storage.commit_certificate(height)?)
+        else {
             break;
         };
         bytes += encode(&block).len() + encode(&qc).len();
@@ -468,3 +599,6 @@ fn read_blocks(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests;

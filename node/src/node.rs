@@ -67,18 +67,26 @@ pub async fn run(
     let mempool = Arc::new(mempool);
     let (network, inbound) = if has_peers {
         let config = NetworkConfig {
-            listen: config.p2p.listen.parse().context("[p2p] listen is not a multiaddr")?,
+            listen: config
+                .p2p
+                .listen
+                .parse()
+                .context("[p2p] listen is not a multiaddr")?,
             dial: config
                 .p2p
                 .peers
                 .iter()
-                .map(|p| p.parse().with_context(|| format!("[p2p] peers: {p} is not a multiaddr")))
+                .map(|p| {
+                    p.parse()
+                        .with_context(|| format!("[p2p] peers: {p} is not a multiaddr"))
+                })
                 .collect::<anyhow::Result<_>>()?,
             identity: network::identity_from_seed(node_key.seed()),
             members: genesis.node_keys(),
             max_frame_bytes: genesis.params.max_block_bytes as usize + (1 << 20),
         };
-        let (handle, inbound) = network::spawn(config, storage.clone(), mempool.clone(), metrics.clone())?;
+        let (handle, inbound) =
+            network::spawn(config, storage.clone(), mempool.clone(), metrics.clone())?;
         (Some(handle), Some(inbound))
     } else {
         (None, None)
@@ -195,7 +203,9 @@ struct Driver {
 /// How long to wait for an answer to a sync request before asking again.
 const SYNC_RETRY: Duration = Duration::from_millis(500);
 
-async fn next_inbound(inbound: &mut Option<tokio::sync::mpsc::Receiver<Inbound>>) -> Option<Inbound> {
+async fn next_inbound(
+    inbound: &mut Option<tokio::sync::mpsc::Receiver<Inbound>>,
+) -> Option<Inbound> {
     match inbound {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
@@ -323,7 +333,10 @@ impl Driver {
 
     fn broadcast(&self, message: Message) {
         if let Some(network) = &self.network
-            && network.outbound.try_send(Outbound::Broadcast(message)).is_err()
+            && network
+                .outbound
+                .try_send(Outbound::Broadcast(message))
+                .is_err()
         {
             warn!("peer-to-peer outbox full: a consensus message was dropped");
         }
@@ -348,8 +361,13 @@ impl Driver {
                     Err(Rejected::WrongHeight { .. } | Rejected::RoundTooFar(_)) => {}
                     Err(e) => {
                         debug!(peer = %from, error = %e, "consensus message refused");
-                        let code = crate::metrics::CodeLabels { code: rejection_code(&e).into() };
-                        self.metrics.consensus_rejected_messages.get_or_create(&code).inc();
+                        let code = crate::metrics::CodeLabels {
+                            code: rejection_code(&e).into(),
+                        };
+                        self.metrics
+                            .consensus_rejected_messages
+                            .get_or_create(&code)
+                            .inc();
                         self.strike(from);
                     }
                 }
@@ -366,19 +384,33 @@ impl Driver {
     /// Asks a peer for the blocks after our head, unless a request is already pending.
     fn request_sync(&mut self, peer: Option<libp2p::PeerId>) {
         let now = Instant::now();
-        if self.last_sync_request.is_some_and(|at| now - at < SYNC_RETRY) {
+        if self
+            .last_sync_request
+            .is_some_and(|at| now - at < SYNC_RETRY)
+        {
             return;
         }
         let Some(network) = &self.network else { return };
         let Ok(head) = self.chain.head() else { return };
-        if network.outbound.try_send(Outbound::Sync { peer, from: head.height + 1 }).is_ok() {
+        if network
+            .outbound
+            .try_send(Outbound::Sync {
+                peer,
+                from: head.height + 1,
+            })
+            .is_ok()
+        {
             self.last_sync_request = Some(now);
         }
     }
 
     /// Checks one block a peer sent against our head: the next height, with a
     /// valid commit certificate for exactly this block, and valid itself.
-    fn check_synced(&mut self, block: &Block, certificate: &QuorumCertificate) -> Result<(), String> {
+    fn check_synced(
+        &mut self,
+        block: &Block,
+        certificate: &QuorumCertificate,
+    ) -> Result<(), String> {
         let head = self.chain.head().map_err(|e| e.to_string())?;
         if block.header.height != head.height + 1
             || certificate.block != block.hash()
@@ -390,11 +422,16 @@ impl Driver {
             .validators()
             .verify_certificate(&block.header.chain_id, certificate)
             .map_err(|e| e.to_string())?;
-        tokio::task::block_in_place(|| self.chain.validate(block, now_ms())).map_err(|e| e.to_string())
+        tokio::task::block_in_place(|| self.chain.validate(block, now_ms()))
+            .map_err(|e| e.to_string())
     }
 
     /// Verifies and commits blocks a peer sent, in order, then moves consensus past them.
-    fn apply_synced(&mut self, from: libp2p::PeerId, blocks: Vec<(Block, QuorumCertificate)>) -> anyhow::Result<()> {
+    fn apply_synced(
+        &mut self,
+        from: libp2p::PeerId,
+        blocks: Vec<(Block, QuorumCertificate)>,
+    ) -> anyhow::Result<()> {
         self.last_sync_request = None;
         let received = blocks.len();
         let mut applied = 0;

@@ -262,12 +262,36 @@ pub struct Outcome {
 
 #[derive(Debug)]
 enum Event {
-    Deliver { to: usize, from: usize, message: Message },
-    Txs { to: usize, txs: Vec<Vec<u8>> },
-    SyncRequest { server: usize, client: usize, start: u64 },
-    SyncResponse { client: usize, server: usize, blocks: Vec<(Block, QuorumCertificate)> },
-    Timer { node: usize, incarnation: u64, height: u64, round: u64, step: Step },
-    Build { node: usize, incarnation: u64 },
+    Deliver {
+        to: usize,
+        from: usize,
+        message: Message,
+    },
+    Txs {
+        to: usize,
+        txs: Vec<Vec<u8>>,
+    },
+    SyncRequest {
+        server: usize,
+        client: usize,
+        start: u64,
+    },
+    SyncResponse {
+        client: usize,
+        server: usize,
+        blocks: Vec<(Block, QuorumCertificate)>,
+    },
+    Timer {
+        node: usize,
+        incarnation: u64,
+        height: u64,
+        round: u64,
+        step: Step,
+    },
+    Build {
+        node: usize,
+        incarnation: u64,
+    },
     Workload,
     Crash(usize),
     ForceCrash(usize),
@@ -427,7 +451,10 @@ fn open_storage(path: &Path) -> Storage {
 impl Sim {
     pub fn new(cfg: Config, seed: u64) -> Sim {
         assert!(cfg.validators >= 1);
-        assert!(cfg.byzantine.len() < cfg.validators, "at least one honest validator");
+        assert!(
+            cfg.byzantine.len() < cfg.validators,
+            "at least one honest validator"
+        );
         let mut rng = Rng::new(seed);
         let (mut genesis, keys) = trellis_genesis::build(&NetworkSpec {
             chain_id: "trellis-sim".into(),
@@ -455,7 +482,9 @@ impl Sim {
         for (b, &i) in cfg.byzantine.iter().zip(&order) {
             behaviours[i] = b.clone();
         }
-        let honest: Vec<usize> = (0..cfg.validators).filter(|&i| behaviours[i].is_empty()).collect();
+        let honest: Vec<usize> = (0..cfg.validators)
+            .filter(|&i| behaviours[i].is_empty())
+            .collect();
         let nodes = keys
             .into_iter()
             .enumerate()
@@ -608,9 +637,8 @@ impl Sim {
         let vm = Arc::new(Vm::new());
         let head = chain::initialise(&storage, &self.genesis, &vm)
             .expect("a node's own storage holds this genesis's chain");
-        let mempool = Arc::new(
-            Mempool::new(chain_id.clone(), self.genesis.params.clone()).with_forwarding(),
-        );
+        let mempool =
+            Arc::new(Mempool::new(chain_id.clone(), self.genesis.params.clone()).with_forwarding());
         let chain = Chain::new(storage.clone(), &self.genesis, mempool.clone(), vm);
         let consensus = Consensus::new(
             chain_id,
@@ -696,7 +724,10 @@ impl Sim {
                     let clock = self.clock(i);
                     let live = self.live(i).expect("checked");
                     let verdict = live.chain.validate(&block, clock);
-                    queue.extend(live.consensus.on_block_validated(block.hash(), verdict.is_ok()));
+                    queue.extend(
+                        live.consensus
+                            .on_block_validated(block.hash(), verdict.is_ok()),
+                    );
                 }
                 Action::ScheduleTimeout {
                     height,
@@ -739,12 +770,20 @@ impl Sim {
     fn schedule_build(&mut self, i: usize) {
         if let Some(at) = self.build_deadline(i) {
             let incarnation = self.nodes[i].incarnation;
-            self.push(at, Event::Build { node: i, incarnation });
+            self.push(
+                at,
+                Event::Build {
+                    node: i,
+                    incarnation,
+                },
+            );
         }
     }
 
     fn on_build(&mut self, i: usize) {
-        let Some(deadline) = self.build_deadline(i) else { return };
+        let Some(deadline) = self.build_deadline(i) else {
+            return;
+        };
         if deadline > self.now {
             // The pool emptied since this was scheduled: wait for the heartbeat.
             self.schedule_build(i);
@@ -753,7 +792,9 @@ impl Sim {
         let clock = self.clock(i);
         let key = self.nodes[i].key.clone();
         let live = self.live(i).expect("deadline implies live");
-        let Some(round) = live.pending_build.take() else { return };
+        let Some(round) = live.pending_build.take() else {
+            return;
+        };
         if round != live.consensus.round() {
             return;
         }
@@ -777,7 +818,10 @@ impl Sim {
         self.out.commit_wall += started.elapsed();
         match result {
             Ok(()) => self.on_committed(i, block),
-            Err(e) => self.node_failed(i, format!("cannot commit height {}: {e}", block.header.height)),
+            Err(e) => self.node_failed(
+                i,
+                format!("cannot commit height {}: {e}", block.header.height),
+            ),
         }
     }
 
@@ -805,7 +849,10 @@ impl Sim {
             state_root: head.state_root,
         };
         if head.block_hash != hash || head.height != block.header.height {
-            let what = format!("node {i} committed {hash} but its head is {}", head.block_hash);
+            let what = format!(
+                "node {i} committed {hash} but its head is {}",
+                head.block_hash
+            );
             self.violation(what);
         }
         if block.header.round > 0 {
@@ -845,7 +892,10 @@ impl Sim {
     fn request_sync(&mut self, i: usize, peer: usize) {
         let now = self.now;
         let Some(live) = self.live(i) else { return };
-        if live.last_sync_request.is_some_and(|at| now - at < SYNC_RETRY_MS) {
+        if live
+            .last_sync_request
+            .is_some_and(|at| now - at < SYNC_RETRY_MS)
+        {
             return;
         }
         let start = live.chain.head().expect("a head").height + 1;
@@ -866,7 +916,9 @@ impl Sim {
         if self.nodes[server].has(Behaviour::Silent) {
             return;
         }
-        let Some(live) = self.live(server) else { return };
+        let Some(live) = self.live(server) else {
+            return;
+        };
         let mut blocks = Vec::new();
         for height in start..start + SYNC_BATCH {
             let (Ok(Some(block)), Ok(Some(qc))) = (
@@ -896,7 +948,9 @@ impl Sim {
         let received = blocks.len() as u64;
         let mut applied = 0;
         for (block, certificate) in blocks {
-            let live = self.live(i).expect("checked above; a commit failure returns");
+            let live = self
+                .live(i)
+                .expect("checked above; a commit failure returns");
             let head = live.chain.head().expect("a head");
             if block.header.height <= head.height {
                 continue;
@@ -911,7 +965,11 @@ impl Sim {
                     .validators()
                     .verify_certificate(&block.header.chain_id, &certificate)
                     .map_err(|e| e.to_string())
-                    .and_then(|()| live.chain.validate(&block, clock).map_err(|e| e.to_string()))
+                    .and_then(|()| {
+                        live.chain
+                            .validate(&block, clock)
+                            .map_err(|e| e.to_string())
+                    })
             };
             if let Err(reason) = checked {
                 *self.out.rejected.entry("sync_refused").or_default() += 1;
@@ -951,7 +1009,14 @@ impl Sim {
         if !outbox.is_empty() {
             for j in 0..self.nodes.len() {
                 if j != i {
-                    self.send(i, j, Event::Txs { to: j, txs: outbox.clone() });
+                    self.send(
+                        i,
+                        j,
+                        Event::Txs {
+                            to: j,
+                            txs: outbox.clone(),
+                        },
+                    );
                 }
             }
             self.schedule_build(i);
@@ -962,7 +1027,9 @@ impl Sim {
         let clock = self.clock(i);
         let Some(live) = self.live(i) else { return };
         let items: Vec<&[u8]> = txs.iter().map(Vec::as_slice).collect();
-        let results = live.mempool.admit_batch_from_peer(&items, &live.storage, clock);
+        let results = live
+            .mempool
+            .admit_batch_from_peer(&items, &live.storage, clock);
         if results.iter().any(Result::is_ok) {
             self.schedule_build(i);
         }
@@ -1019,8 +1086,10 @@ impl Sim {
             && p.pol_round.is_none()
             && let Some(other) = self.equivocate(i, p.round, &p.block)
         {
-            self.split
-                .insert((p.block.header.height, p.round), [p.block.hash(), other.block.hash()]);
+            self.split.insert(
+                (p.block.header.height, p.round),
+                [p.block.hash(), other.block.hash()],
+            );
             versions[1] = Message::Proposal(Box::new(other));
         }
         if self.nodes[i].has(Behaviour::DoubleVote)
@@ -1166,7 +1235,8 @@ impl Sim {
             .retain(|(hash, _)| !committed.contains(hash));
         let account = &self.accounts[a];
         // Clients retry: what was lost with a crashed mempool or the network comes back.
-        let bytes = if account.outstanding.len() >= OUTSTANDING_PER_ACCOUNT || self.rng.chance(200) {
+        let bytes = if account.outstanding.len() >= OUTSTANDING_PER_ACCOUNT || self.rng.chance(200)
+        {
             match account.outstanding.front() {
                 Some((_, bytes)) => bytes.clone(),
                 None => return,
@@ -1287,8 +1357,16 @@ impl Sim {
         match event {
             Event::Deliver { to, from, message } => self.on_message(to, from, message),
             Event::Txs { to, txs } => self.on_txs(to, txs),
-            Event::SyncRequest { server, client, start } => self.serve_sync(server, client, start),
-            Event::SyncResponse { client, server, blocks } => self.apply_synced(client, server, blocks),
+            Event::SyncRequest {
+                server,
+                client,
+                start,
+            } => self.serve_sync(server, client, start),
+            Event::SyncResponse {
+                client,
+                server,
+                blocks,
+            } => self.apply_synced(client, server, blocks),
             Event::Timer {
                 node,
                 incarnation,
@@ -1373,7 +1451,11 @@ impl Sim {
                 ),
             },
             Event::Txs { to, txs } => format!("txs {} -> {to}", txs.len()),
-            Event::SyncResponse { client, server, blocks } => {
+            Event::SyncResponse {
+                client,
+                server,
+                blocks,
+            } => {
                 format!("sync {server} -> {client}: {} blocks", blocks.len())
             }
             other => format!("{other:?}"),
@@ -1383,7 +1465,11 @@ impl Sim {
 
     /// Runs until simulated time `until`.
     pub fn run_until(&mut self, until: u64) {
-        while self.queue.first_key_value().is_some_and(|((at, _), _)| *at <= until) {
+        while self
+            .queue
+            .first_key_value()
+            .is_some_and(|((at, _), _)| *at <= until)
+        {
             self.step();
         }
     }
@@ -1438,7 +1524,9 @@ impl Sim {
                 None => 0,
             };
             if lost > 0 {
-                self.violation(format!("node {i} cannot find {lost} committed transactions"));
+                self.violation(format!(
+                    "node {i} cannot find {lost} committed transactions"
+                ));
             }
         }
         let heights: Vec<u64> = self.honest_heights().collect();

@@ -108,11 +108,13 @@ fn four_honest_validators_agree_through_loss_partitions_and_crashes() {
 
 #[test]
 fn four_validators_tolerate_one_byzantine() {
-    scenario("four_validators_tolerate_one_byzantine", 50, |seed| Config {
-        byzantine: sim::random_behaviours(seed, 1),
-        max_crashes: 1,
-        max_partitions: 1,
-        ..Config::new(4)
+    scenario("four_validators_tolerate_one_byzantine", 50, |seed| {
+        Config {
+            byzantine: sim::random_behaviours(seed, 1),
+            max_crashes: 1,
+            max_partitions: 1,
+            ..Config::new(4)
+        }
     });
 }
 
@@ -130,16 +132,21 @@ fn four_validators_survive_an_equivocating_double_voting_leader() {
         .iter()
         .map(|o| o.rejected.get("equivocation").copied().unwrap_or(0))
         .sum();
-    assert!(refused > 0, "no double vote was ever noticed: the byzantine behaviour did nothing");
+    assert!(
+        refused > 0,
+        "no double vote was ever noticed: the byzantine behaviour did nothing"
+    );
 }
 
 #[test]
 fn seven_validators_tolerate_two_byzantine() {
-    scenario("seven_validators_tolerate_two_byzantine", 25, |seed| Config {
-        byzantine: sim::random_behaviours(seed, 2),
-        max_crashes: 2,
-        max_partitions: 1,
-        ..Config::new(7)
+    scenario("seven_validators_tolerate_two_byzantine", 25, |seed| {
+        Config {
+            byzantine: sim::random_behaviours(seed, 2),
+            max_crashes: 2,
+            max_partitions: 1,
+            ..Config::new(7)
+        }
     });
 }
 
@@ -159,7 +166,10 @@ fn more_than_f_byzantine_validators_may_fork_but_nothing_panics() {
         },
     );
     let forked = outcomes.iter().filter(|o| !o.violations.is_empty()).count();
-    eprintln!("with 2 of 4 validators byzantine, {forked} of {} seeds forked", outcomes.len());
+    eprintln!(
+        "with 2 of 4 validators byzantine, {forked} of {} seeds forked",
+        outcomes.len()
+    );
     if let Some(o) = outcomes.iter().find(|o| !o.violations.is_empty()) {
         eprintln!("e.g. {}", o.violations[0]);
     }

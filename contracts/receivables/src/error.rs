@@ -27,17 +27,37 @@ pub enum Error {
     NotParty,
     SameParty,
     InvoiceUsed(PieceId),
-    CreditLimitExceeded { outstanding: u128, amount: u128, limit: u128 },
-    LimitBelowOutstanding { outstanding: u128 },
+    CreditLimitExceeded {
+        outstanding: u128,
+        amount: u128,
+        limit: u128,
+    },
+    LimitBelowOutstanding {
+        outstanding: u128,
+    },
     MaturityInPast,
-    MaturityTooSoon { acceptance_deadline_ms: u64 },
-    NotMatured { maturity_ms: u64 },
+    MaturityTooSoon {
+        acceptance_deadline_ms: u64,
+    },
+    NotMatured {
+        maturity_ms: u64,
+    },
     Matured,
     ZeroAmount,
-    BelowMinimum { amount: u128, min: u128 },
-    AmountsExceedPiece { sum: u128, amount: u128 },
-    TooDeep { max_depth: u8 },
-    TooManyParts { max: usize },
+    BelowMinimum {
+        amount: u128,
+        min: u128,
+    },
+    AmountsExceedPiece {
+        sum: u128,
+        amount: u128,
+    },
+    TooDeep {
+        max_depth: u8,
+    },
+    TooManyParts {
+        max: usize,
+    },
     OfferOpen,
     NoOffer,
     OfferExpired,
@@ -49,8 +69,12 @@ pub enum Error {
     NotActive(&'static str),
     NotPending,
     AcceptanceExpired,
-    NotExpired { acceptance_deadline_ms: u64 },
-    NotOverdue { overdue_from_ms: u64 },
+    NotExpired {
+        acceptance_deadline_ms: u64,
+    },
+    NotOverdue {
+        overdue_from_ms: u64,
+    },
     NothingToDo,
 }
 
@@ -106,7 +130,9 @@ impl Error {
             Error::UnknownMethod(m) => format!("no method named {m:?}"),
             Error::NotFound(id) => format!("no piece or root {id}"),
             Error::NotAdmin => "only a consortium admin may do this".into(),
-            Error::AlreadyInitialized => "the contract is already initialised; use set_params".into(),
+            Error::AlreadyInitialized => {
+                "the contract is already initialised; use set_params".into()
+            }
             Error::WrongRole(why) => (*why).into(),
             Error::NotMember(org) => format!("{org:?} is not a member organisation"),
             Error::NotHolder => "only the piece's holder may do this".into(),
@@ -114,22 +140,36 @@ impl Error {
             Error::NotBank(org) => format!("{org:?} does not have the bank role"),
             Error::NotParty => "only a party to the financing offer may do this".into(),
             Error::SameParty => "the counterparty is the caller or the holder itself".into(),
-            Error::InvoiceUsed(root) => format!("this invoice hash already backs receivable {root}"),
-            Error::CreditLimitExceeded { outstanding, amount, limit } => {
+            Error::InvoiceUsed(root) => {
+                format!("this invoice hash already backs receivable {root}")
+            }
+            Error::CreditLimitExceeded {
+                outstanding,
+                amount,
+                limit,
+            } => {
                 format!("outstanding {outstanding} plus {amount} exceeds the credit limit {limit}")
             }
             Error::LimitBelowOutstanding { outstanding } => {
                 format!("the limit is below what is outstanding now ({outstanding})")
             }
             Error::MaturityInPast => "maturity must be in the future".into(),
-            Error::MaturityTooSoon { acceptance_deadline_ms } => {
-                format!("maturity must come after the acceptance deadline ({acceptance_deadline_ms} ms)")
+            Error::MaturityTooSoon {
+                acceptance_deadline_ms,
+            } => {
+                format!(
+                    "maturity must come after the acceptance deadline ({acceptance_deadline_ms} ms)"
+                )
             }
             Error::NotMatured { maturity_ms } => format!("not matured before {maturity_ms} ms"),
             Error::Matured => "the piece has matured: it can only be settled".into(),
             Error::ZeroAmount => "amounts must be greater than zero".into(),
-            Error::BelowMinimum { amount, min } => format!("{amount} is below the minimum piece amount {min}"),
-            Error::AmountsExceedPiece { sum, amount } => format!("parts sum to {sum}, more than the piece's {amount}"),
+            Error::BelowMinimum { amount, min } => {
+                format!("{amount} is below the minimum piece amount {min}")
+            }
+            Error::AmountsExceedPiece { sum, amount } => {
+                format!("parts sum to {sum}, more than the piece's {amount}")
+            }
             Error::TooDeep { max_depth } => format!("pieces may not be deeper than {max_depth}"),
             Error::TooManyParts { max } => format!("a split may create at most {max} pieces"),
             Error::OfferOpen => "the piece has an open financing offer".into(),
@@ -137,16 +177,24 @@ impl Error {
             Error::OfferExpired => "the financing offer has expired".into(),
             Error::TermsMismatch => "the terms differ from the open offer's".into(),
             Error::BadTerms(why) => (*why).into(),
-            Error::AlreadyFinanced => "the piece is financed: it cannot be split or financed again".into(),
+            Error::AlreadyFinanced => {
+                "the piece is financed: it cannot be split or financed again".into()
+            }
             Error::Frozen => "the piece is frozen".into(),
             Error::NotFrozen => "the piece is not frozen".into(),
             Error::NotActive(why) => (*why).into(),
             Error::NotPending => "the piece is not a root waiting for acceptance".into(),
-            Error::AcceptanceExpired => "the acceptance deadline has passed; the receivable is returned".into(),
-            Error::NotExpired { acceptance_deadline_ms } => {
+            Error::AcceptanceExpired => {
+                "the acceptance deadline has passed; the receivable is returned".into()
+            }
+            Error::NotExpired {
+                acceptance_deadline_ms,
+            } => {
                 format!("the acceptance deadline ({acceptance_deadline_ms} ms) has not passed")
             }
-            Error::NotOverdue { overdue_from_ms } => format!("not overdue before {overdue_from_ms} ms"),
+            Error::NotOverdue { overdue_from_ms } => {
+                format!("not overdue before {overdue_from_ms} ms")
+            }
             Error::NothingToDo => "nothing to do: no piece is in a state this applies to".into(),
         }
     }

@@ -21,13 +21,20 @@ struct Ctx {
 }
 
 fn ctx(host: &dyn Host) -> Ctx {
-    Ctx { caller: host.caller(), now: host.block().timestamp_ms, params: state::params(host) }
+    Ctx {
+        caller: host.caller(),
+        now: host.block().timestamp_ms,
+        params: state::params(host),
+    }
 }
 
 fn emit(host: &mut dyn Host, kind: &str, attributes: &[(&str, String)]) {
     host.emit(ContractEvent {
         kind: kind.into(),
-        attributes: attributes.iter().map(|(k, v)| ((*k).into(), v.clone())).collect(),
+        attributes: attributes
+            .iter()
+            .map(|(k, v)| ((*k).into(), v.clone()))
+            .collect(),
     });
 }
 
@@ -44,12 +51,19 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 // ---- checks shared by several methods ----
 
 fn require_admin(cx: &Ctx) -> Result<()> {
-    if cx.caller.has_role(Role::Admin) { Ok(()) } else { Err(Error::NotAdmin) }
+    if cx.caller.has_role(Role::Admin) {
+        Ok(())
+    } else {
+        Err(Error::NotAdmin)
+    }
 }
 
 fn check_text(what: &str, s: &str, max: usize, allow_empty: bool) -> Result<()> {
     if (!allow_empty && s.is_empty()) || s.len() > max {
-        return Err(Error::BadArgs(format!("{what} must be {}at most {max} bytes", if allow_empty { "" } else { "1 to " })));
+        return Err(Error::BadArgs(format!(
+            "{what} must be {}at most {max} bytes",
+            if allow_empty { "" } else { "1 to " }
+        )));
     }
     Ok(())
 }
@@ -59,31 +73,48 @@ fn check_org_id(org: &str) -> Result<()> {
 }
 
 fn check_currency(c: &str) -> Result<()> {
-    let ok = (3..=12).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
-    if ok { Ok(()) } else { Err(Error::BadArgs("currency must be 3 to 12 upper-case letters or digits".into())) }
+    let ok = (3..=12).contains(&c.len())
+        && c.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::BadArgs(
+            "currency must be 3 to 12 upper-case letters or digits".into(),
+        ))
+    }
 }
 
 /// Roles that may hold receivables; a regulator or a bare admin may not.
 fn can_hold(roles: &[Role]) -> bool {
-    roles.iter().any(|r| matches!(r, Role::Supplier | Role::Bank | Role::CoreEnterprise))
+    roles
+        .iter()
+        .any(|r| matches!(r, Role::Supplier | Role::Bank | Role::CoreEnterprise))
 }
 
 /// The roles of `org`, which must be a member.
 fn member(host: &dyn Host, org: &str) -> Result<Vec<Role>> {
     check_org_id(org)?;
-    host.member_roles(org).ok_or_else(|| Error::NotMember(org.into()))
+    host.member_roles(org)
+        .ok_or_else(|| Error::NotMember(org.into()))
 }
 
 fn require_holder_capable(host: &dyn Host, org: &str) -> Result<Vec<Role>> {
     let roles = member(host, org)?;
     if !can_hold(&roles) {
-        return Err(Error::WrongRole("the recipient must be a supplier, bank or core enterprise"));
+        return Err(Error::WrongRole(
+            "the recipient must be a supplier, bank or core enterprise",
+        ));
     }
     Ok(roles)
 }
 
 fn require_holder(cx: &Ctx, p: &Piece) -> Result<()> {
-    if cx.caller.org == p.holder { Ok(()) } else { Err(Error::NotHolder) }
+    if cx.caller.org == p.holder {
+        Ok(())
+    } else {
+        Err(Error::NotHolder)
+    }
 }
 
 fn not_active(status: Status) -> Error {
@@ -129,13 +160,20 @@ fn require_active_unencumbered(cx: &Ctx, p: &Piece) -> Result<()> {
 /// rounded down, so rounding never costs the seller more than it owes
 /// (at most one minor unit in the seller's favour). `None` when the discount
 /// would swallow the whole amount.
-pub fn discounted_price(amount: u128, rate_bps: u32, maturity_ms: u64, now_ms: u64) -> Option<u128> {
+pub fn discounted_price(
+    amount: u128,
+    rate_bps: u32,
+    maturity_ms: u64,
+    now_ms: u64,
+) -> Option<u128> {
     const D: u128 = 365 * 10_000;
     let days = u128::from(maturity_ms.saturating_sub(now_ms).div_ceil(MS_PER_DAY));
     let rd = u128::from(rate_bps) * days;
     // amount = q*D + r, so floor(amount*rd/D) = q*rd + floor(r*rd/D) exactly,
     // without the overflow of amount*rd.
-    let discount = (amount / D).checked_mul(rd)?.checked_add((amount % D) * rd / D)?;
+    let discount = (amount / D)
+        .checked_mul(rd)?
+        .checked_add((amount % D) * rd / D)?;
     amount.checked_sub(discount).filter(|&price| price > 0)
 }
 
@@ -144,7 +182,9 @@ fn price_of(terms: &Terms, p: &Piece, now: u64) -> Result<u128> {
         (Some(price), None) => Ok(price),
         (None, Some(rate)) => discounted_price(p.amount, rate, p.maturity_ms, now)
             .ok_or(Error::BadTerms("the discount would take the whole amount")),
-        _ => Err(Error::BadTerms("give exactly one of a price or an annual rate")),
+        _ => Err(Error::BadTerms(
+            "give exactly one of a price or an annual rate",
+        )),
     }
 }
 
@@ -156,10 +196,14 @@ fn check_terms(cx: &Ctx, terms: &Terms, p: &Piece) -> Result<()> {
     }
     let price = price_of(terms, p, cx.now)?;
     if price == 0 || price > p.amount {
-        return Err(Error::BadTerms("the price must be more than zero and at most the piece's amount"));
+        return Err(Error::BadTerms(
+            "the price must be more than zero and at most the piece's amount",
+        ));
     }
     if terms.expires_ms <= cx.now || terms.expires_ms >= p.maturity_ms {
-        return Err(Error::BadTerms("the offer must expire in the future and before maturity"));
+        return Err(Error::BadTerms(
+            "the offer must expire in the future and before maturity",
+        ));
     }
     Ok(())
 }
@@ -171,13 +215,19 @@ fn check_params(p: &Params) -> Result<()> {
         return Err(Error::BadArgs("min_piece_amount must be at least 1".into()));
     }
     if p.max_depth == 0 || p.max_depth > MAX_DEPTH_CAP {
-        return Err(Error::BadArgs(format!("max_depth must be 1 to {MAX_DEPTH_CAP}")));
+        return Err(Error::BadArgs(format!(
+            "max_depth must be 1 to {MAX_DEPTH_CAP}"
+        )));
     }
     if p.acceptance_window_ms == 0 || p.acceptance_window_ms > MAX_WINDOW_MS {
-        return Err(Error::BadArgs("acceptance_window_ms must be 1 ms to 366 days".into()));
+        return Err(Error::BadArgs(
+            "acceptance_window_ms must be 1 ms to 366 days".into(),
+        ));
     }
     if p.grace_period_ms > MAX_WINDOW_MS {
-        return Err(Error::BadArgs("grace_period_ms must be at most 366 days".into()));
+        return Err(Error::BadArgs(
+            "grace_period_ms must be at most 366 days".into(),
+        ));
     }
     Ok(())
 }
@@ -226,7 +276,11 @@ pub(crate) fn set_credit_limit(host: &mut dyn Host, a: SetCreditLimit) -> Result
         return Err(Error::LimitBelowOutstanding { outstanding });
     }
     store::set(host, &state::limit_key(&a.issuer), &a.limit);
-    emit(host, "credit_limit_set", &[("issuer", a.issuer), ("limit", a.limit.to_string())]);
+    emit(
+        host,
+        "credit_limit_set",
+        &[("issuer", a.issuer), ("limit", a.limit.to_string())],
+    );
     Ok(())
 }
 
@@ -235,7 +289,9 @@ pub(crate) fn set_credit_limit(host: &mut dyn Host, a: SetCreditLimit) -> Result
 pub(crate) fn issue(host: &mut dyn Host, a: Issue) -> Result<PieceId> {
     let cx = ctx(host);
     if !cx.caller.has_role(Role::CoreEnterprise) {
-        return Err(Error::WrongRole("only a core enterprise may issue receivables"));
+        return Err(Error::WrongRole(
+            "only a core enterprise may issue receivables",
+        ));
     }
     check_currency(&a.currency)?;
     check_text("terms", &a.terms, MAX_TERMS_LEN, true)?;
@@ -250,14 +306,19 @@ pub(crate) fn issue(host: &mut dyn Host, a: Issue) -> Result<PieceId> {
         return Err(Error::ZeroAmount);
     }
     if a.amount < cx.params.min_piece_amount {
-        return Err(Error::BelowMinimum { amount: a.amount, min: cx.params.min_piece_amount });
+        return Err(Error::BelowMinimum {
+            amount: a.amount,
+            min: cx.params.min_piece_amount,
+        });
     }
     if a.maturity_ms <= cx.now {
         return Err(Error::MaturityInPast);
     }
     let acceptance_deadline_ms = cx.now.saturating_add(cx.params.acceptance_window_ms);
     if a.maturity_ms <= acceptance_deadline_ms {
-        return Err(Error::MaturityTooSoon { acceptance_deadline_ms });
+        return Err(Error::MaturityTooSoon {
+            acceptance_deadline_ms,
+        });
     }
     if let Some(root) = state::invoice_root(host, &a.invoice_hash) {
         return Err(Error::InvoiceUsed(root));
@@ -265,9 +326,15 @@ pub(crate) fn issue(host: &mut dyn Host, a: Issue) -> Result<PieceId> {
     let issuer = cx.caller.org.clone();
     let outstanding = state::outstanding(host, &issuer);
     let limit = state::credit_limit(host, &issuer);
-    let after = outstanding.checked_add(a.amount).filter(|&after| after <= limit);
+    let after = outstanding
+        .checked_add(a.amount)
+        .filter(|&after| after <= limit);
     let Some(after) = after else {
-        return Err(Error::CreditLimitExceeded { outstanding, amount: a.amount, limit });
+        return Err(Error::CreditLimitExceeded {
+            outstanding,
+            amount: a.amount,
+            limit,
+        });
     };
 
     let id = state::next_id(host);
@@ -349,7 +416,11 @@ pub(crate) fn accept(host: &mut dyn Host, a: PieceRef) -> Result<()> {
     r.accepted_ms = Some(cx.now);
     state::put_piece(host, &p);
     state::put_root(host, &r);
-    emit(host, "accepted", &[("piece", p.id.to_string()), ("holder", p.holder)]);
+    emit(
+        host,
+        "accepted",
+        &[("piece", p.id.to_string()), ("holder", p.holder)],
+    );
     Ok(())
 }
 
@@ -365,7 +436,15 @@ fn return_root(host: &mut dyn Host, now: u64, mut p: Piece, mut r: Root, reason:
     state::release(host, &issuer, p.amount);
     state::put_piece(host, &p);
     state::put_root(host, &r);
-    emit(host, "returned", &[("piece", p.id.to_string()), ("from", from), ("reason", reason.into())]);
+    emit(
+        host,
+        "returned",
+        &[
+            ("piece", p.id.to_string()),
+            ("from", from),
+            ("reason", reason.into()),
+        ],
+    );
 }
 
 pub(crate) fn reject(host: &mut dyn Host, a: PieceRef) -> Result<()> {
@@ -375,7 +454,11 @@ pub(crate) fn reject(host: &mut dyn Host, a: PieceRef) -> Result<()> {
     if p.frozen.is_some() {
         return Err(Error::Frozen);
     }
-    let reason = if cx.now >= r.acceptance_deadline_ms { "expired" } else { "rejected" };
+    let reason = if cx.now >= r.acceptance_deadline_ms {
+        "expired"
+    } else {
+        "rejected"
+    };
     return_root(host, cx.now, p, r, reason);
     Ok(())
 }
@@ -384,7 +467,9 @@ pub(crate) fn expire(host: &mut dyn Host, a: PieceRef) -> Result<()> {
     let cx = ctx(host);
     let (p, r) = pending_root(host, a.piece)?;
     if cx.now < r.acceptance_deadline_ms {
-        return Err(Error::NotExpired { acceptance_deadline_ms: r.acceptance_deadline_ms });
+        return Err(Error::NotExpired {
+            acceptance_deadline_ms: r.acceptance_deadline_ms,
+        });
     }
     if p.frozen.is_some() {
         return Err(Error::Frozen);
@@ -419,13 +504,19 @@ pub(crate) fn transfer(host: &mut dyn Host, a: Transfer) -> Result<()> {
     // (refinancing, securitisation) but never back into the supply chain,
     // where it could be financed a second time.
     if p.status == Status::Financed && !roles.contains(&Role::Bank) {
-        return Err(Error::WrongRole("a financed piece may only be transferred to a bank"));
+        return Err(Error::WrongRole(
+            "a financed piece may only be transferred to a bank",
+        ));
     }
     let from = p.holder.clone();
     p.offer = None;
     state::set_holder(host, &mut p, &a.to);
     state::put_piece(host, &p);
-    emit(host, "transferred", &[("piece", p.id.to_string()), ("from", from), ("to", a.to)]);
+    emit(
+        host,
+        "transferred",
+        &[("piece", p.id.to_string()), ("from", from), ("to", a.to)],
+    );
     Ok(())
 }
 
@@ -443,7 +534,9 @@ pub(crate) fn split(host: &mut dyn Host, a: Split) -> Result<Vec<PieceId>> {
     }
     let depth = p.depth + 1;
     if depth > cx.params.max_depth {
-        return Err(Error::TooDeep { max_depth: cx.params.max_depth });
+        return Err(Error::TooDeep {
+            max_depth: cx.params.max_depth,
+        });
     }
     let min = cx.params.min_piece_amount;
     let mut sum: u128 = 0;
@@ -452,24 +545,38 @@ pub(crate) fn split(host: &mut dyn Host, a: Split) -> Result<Vec<PieceId>> {
             return Err(Error::ZeroAmount);
         }
         if *amount < min {
-            return Err(Error::BelowMinimum { amount: *amount, min });
+            return Err(Error::BelowMinimum {
+                amount: *amount,
+                min,
+            });
         }
         require_holder_capable(host, org)?;
-        sum = sum.checked_add(*amount).ok_or(Error::AmountsExceedPiece { sum: u128::MAX, amount: p.amount })?;
+        sum = sum.checked_add(*amount).ok_or(Error::AmountsExceedPiece {
+            sum: u128::MAX,
+            amount: p.amount,
+        })?;
     }
     if sum > p.amount {
-        return Err(Error::AmountsExceedPiece { sum, amount: p.amount });
+        return Err(Error::AmountsExceedPiece {
+            sum,
+            amount: p.amount,
+        });
     }
     let remainder = p.amount - sum;
     if remainder > 0 && remainder < min {
-        return Err(Error::BelowMinimum { amount: remainder, min });
+        return Err(Error::BelowMinimum {
+            amount: remainder,
+            min,
+        });
     }
     let children = a.parts.len() + usize::from(remainder > 0);
     if children > MAX_PARTS {
         return Err(Error::TooManyParts { max: MAX_PARTS });
     }
     if children < 2 {
-        return Err(Error::BadArgs("a split must create at least two pieces; use transfer to move a whole piece".into()));
+        return Err(Error::BadArgs(
+            "a split must create at least two pieces; use transfer to move a whole piece".into(),
+        ));
     }
 
     let mut outs: Vec<(Org, u128)> = a.parts;
@@ -560,7 +667,10 @@ pub(crate) fn offer_financing(host: &mut dyn Host, a: OfferFinancing) -> Result<
 }
 
 fn offer_attributes(p: &Piece) -> Vec<(&'static str, String)> {
-    let o = p.offer.as_ref().expect("called right after an offer is recorded");
+    let o = p
+        .offer
+        .as_ref()
+        .expect("called right after an offer is recorded");
     let mut attrs = alloc::vec![
         ("piece", p.id.to_string()),
         ("holder", o.holder.clone()),
@@ -623,7 +733,10 @@ pub(crate) fn accept_financing(host: &mut dyn Host, a: AcceptFinancing) -> Resul
         return Err(Error::NotBank(offer.bank));
     }
     let price = price_of(&offer.terms, &p, cx.now)?;
-    debug_assert!(price > 0 && price <= p.amount, "a financing price is within (0, amount]");
+    debug_assert!(
+        price > 0 && price <= p.amount,
+        "a financing price is within (0, amount]"
+    );
 
     let seller = p.holder.clone();
     let financing = Financing {
@@ -668,29 +781,61 @@ pub(crate) fn cancel_financing(host: &mut dyn Host, a: PieceRef) -> Result<()> {
     emit(
         host,
         "financing_cancelled",
-        &[("piece", p.id.to_string()), ("by", cx.caller.org), ("bank", offer.bank)],
+        &[
+            ("piece", p.id.to_string()),
+            ("by", cx.caller.org),
+            ("bank", offer.bank),
+        ],
     );
     Ok(())
 }
 
 // ---- settlement and default ----
 
-fn settle_one(host: &mut dyn Host, now: u64, p: &mut Piece, r: &mut Root, payment_ref: &str) -> Payout {
-    debug_assert!(matches!(p.status, Status::Active | Status::Financed | Status::Overdue));
-    let payout = Payout { piece: p.id, to: p.holder.clone(), amount: p.amount };
+fn settle_one(
+    host: &mut dyn Host,
+    now: u64,
+    p: &mut Piece,
+    r: &mut Root,
+    payment_ref: &str,
+) -> Payout {
+    debug_assert!(matches!(
+        p.status,
+        Status::Active | Status::Financed | Status::Overdue
+    ));
+    let payout = Payout {
+        piece: p.id,
+        to: p.holder.clone(),
+        amount: p.amount,
+    };
     p.status = Status::Settled;
     p.offer = None;
-    p.settlement =
-        Some(Settlement { payment_ref: payment_ref.into(), paid_to: p.holder.clone(), amount: p.amount, settled_ms: now });
-    r.settled = r.settled.checked_add(p.amount).expect("settled never exceeds the face value");
-    debug_assert!(r.settled <= r.face_value, "settled {} exceeds face value {}", r.settled, r.face_value);
+    p.settlement = Some(Settlement {
+        payment_ref: payment_ref.into(),
+        paid_to: p.holder.clone(),
+        amount: p.amount,
+        settled_ms: now,
+    });
+    r.settled = r
+        .settled
+        .checked_add(p.amount)
+        .expect("settled never exceeds the face value");
+    debug_assert!(
+        r.settled <= r.face_value,
+        "settled {} exceeds face value {}",
+        r.settled,
+        r.face_value
+    );
     state::release(host, &p.issuer, p.amount);
     state::put_piece(host, p);
     payout
 }
 
 fn emit_settled(host: &mut dyn Host, root: PieceId, payment_ref: &str, payouts: &[Payout]) {
-    let mut attrs = alloc::vec![("root", root.to_string()), ("payment_ref", payment_ref.into())];
+    let mut attrs = alloc::vec![
+        ("root", root.to_string()),
+        ("payment_ref", payment_ref.into())
+    ];
     for pay in payouts {
         attrs.push(("payout", format!("{}:{}:{}", pay.piece, pay.to, pay.amount)));
     }
@@ -702,7 +847,9 @@ fn require_settleable(cx: &Ctx, r: &Root) -> Result<()> {
         return Err(Error::NotIssuer);
     }
     if cx.now < r.maturity_ms {
-        return Err(Error::NotMatured { maturity_ms: r.maturity_ms });
+        return Err(Error::NotMatured {
+            maturity_ms: r.maturity_ms,
+        });
     }
     Ok(())
 }
@@ -732,7 +879,10 @@ pub(crate) fn settle(host: &mut dyn Host, a: Settle) -> Result<Vec<Payout>> {
     if due.is_empty() {
         return Err(Error::NothingToDo);
     }
-    let payouts: Vec<Payout> = due.iter_mut().map(|p| settle_one(host, cx.now, p, &mut r, &a.payment_ref)).collect();
+    let payouts: Vec<Payout> = due
+        .iter_mut()
+        .map(|p| settle_one(host, cx.now, p, &mut r, &a.payment_ref))
+        .collect();
     state::put_root(host, &r);
     emit_settled(host, r.id, &a.payment_ref, &payouts);
     Ok(payouts)
@@ -747,7 +897,10 @@ pub(crate) fn settle_piece(host: &mut dyn Host, a: SettlePiece) -> Result<Payout
     if p.frozen.is_some() {
         return Err(Error::Frozen);
     }
-    if !matches!(p.status, Status::Active | Status::Financed | Status::Overdue) {
+    if !matches!(
+        p.status,
+        Status::Active | Status::Financed | Status::Overdue
+    ) {
         return Err(not_active(p.status));
     }
     let payout = settle_one(host, cx.now, &mut p, &mut r, &a.payment_ref);
@@ -804,9 +957,21 @@ pub(crate) fn freeze(host: &mut dyn Host, a: FreezePiece) -> Result<()> {
     if !p.status.is_live() {
         return Err(not_active(p.status));
     }
-    p.frozen = Some(Freeze { reason: a.reason.clone(), by: cx.caller.org.clone(), frozen_ms: cx.now });
+    p.frozen = Some(Freeze {
+        reason: a.reason.clone(),
+        by: cx.caller.org.clone(),
+        frozen_ms: cx.now,
+    });
     state::put_piece(host, &p);
-    emit(host, "frozen", &[("piece", p.id.to_string()), ("by", cx.caller.org), ("reason", a.reason)]);
+    emit(
+        host,
+        "frozen",
+        &[
+            ("piece", p.id.to_string()),
+            ("by", cx.caller.org),
+            ("reason", a.reason),
+        ],
+    );
     Ok(())
 }
 
@@ -818,6 +983,10 @@ pub(crate) fn unfreeze(host: &mut dyn Host, a: PieceRef) -> Result<()> {
         return Err(Error::NotFrozen);
     }
     state::put_piece(host, &p);
-    emit(host, "unfrozen", &[("piece", p.id.to_string()), ("by", cx.caller.org)]);
+    emit(
+        host,
+        "unfrozen",
+        &[("piece", p.id.to_string()), ("by", cx.caller.org)],
+    );
     Ok(())
 }

@@ -9,10 +9,17 @@ use crate::state;
 use crate::types::*;
 
 /// The status a piece has at `now`, counting what no one has recorded yet.
-pub fn effective_status(p: &Piece, acceptance_deadline_ms: u64, params: &Params, now: u64) -> Status {
+pub fn effective_status(
+    p: &Piece,
+    acceptance_deadline_ms: u64,
+    params: &Params,
+    now: u64,
+) -> Status {
     match p.status {
         Status::PendingAcceptance if now >= acceptance_deadline_ms => Status::Returned,
-        Status::Active | Status::Financed if now >= p.maturity_ms.saturating_add(params.grace_period_ms) => {
+        Status::Active | Status::Financed
+            if now >= p.maturity_ms.saturating_add(params.grace_period_ms) =>
+        {
             Status::Overdue
         }
         s => s,
@@ -52,7 +59,9 @@ pub(crate) fn pieces_by_holder(host: &dyn Host, a: ByHolder) -> Result<Vec<Piece
     let (params, now) = (state::params(host), now(host));
     let mut out = Vec::new();
     while out.len() < limit {
-        let Some((k, _)) = host.next(&prefix, after.as_deref()) else { break };
+        let Some((k, _)) = host.next(&prefix, after.as_deref()) else {
+            break;
+        };
         let p = state::piece(host, state::trailing_id(&k))?;
         out.push(view(host, p, &params, now)?);
         after = Some(k);
@@ -73,7 +82,11 @@ pub(crate) fn lineage(host: &dyn Host, a: IdRef) -> Result<Lineage> {
             None => break,
         }
     }
-    Ok(Lineage { issuer: root.issuer.clone(), root, path })
+    Ok(Lineage {
+        issuer: root.issuer.clone(),
+        root,
+        path,
+    })
 }
 
 pub(crate) fn tree(host: &dyn Host, a: RootRef) -> Result<Vec<PieceView>> {
@@ -94,7 +107,9 @@ pub(crate) fn credit_limit(host: &dyn Host, a: IssuerRef) -> Result<u128> {
 }
 
 pub(crate) fn by_invoice(host: &dyn Host, a: InvoiceRef) -> Result<Option<Root>> {
-    state::invoice_root(host, &a.hash).map(|id| state::root(host, id)).transpose()
+    state::invoice_root(host, &a.hash)
+        .map(|id| state::root(host, id))
+        .transpose()
 }
 
 pub(crate) fn params(host: &dyn Host) -> Result<Params> {

@@ -57,7 +57,8 @@ pub(crate) fn tree_key(root: PieceId, id: PieceId) -> Vec<u8> {
 
 /// Length-prefixed so that no org's keys are a prefix of another's.
 pub(crate) fn holder_prefix(org: &str) -> Vec<u8> {
-    let len = u16::try_from(org.len()).expect("org ids are shorter than 64 KiB (checked at the door)");
+    let len =
+        u16::try_from(org.len()).expect("org ids are shorter than 64 KiB (checked at the door)");
     key(HOLDER, &[&len.to_be_bytes(), org.as_bytes()])
 }
 
@@ -81,7 +82,9 @@ pub(crate) fn limit_key(org: &str) -> Vec<u8> {
 
 /// The trailing big-endian id of an index key.
 pub(crate) fn trailing_id(key: &[u8]) -> PieceId {
-    let tail: [u8; 8] = key[key.len() - 8..].try_into().expect("index keys end in an 8-byte id");
+    let tail: [u8; 8] = key[key.len() - 8..]
+        .try_into()
+        .expect("index keys end in an 8-byte id");
     PieceId::from_be_bytes(tail)
 }
 
@@ -137,7 +140,10 @@ pub(crate) fn unindex_holder(host: &mut dyn Host, piece: &Piece) {
 
 /// The ids of a root's pieces, in id order.
 pub(crate) fn tree_ids(host: &dyn Host, root: PieceId) -> Vec<PieceId> {
-    store::scan(host, &tree_prefix(root)).into_iter().map(|(k, _)| trailing_id(&k)).collect()
+    store::scan(host, &tree_prefix(root))
+        .into_iter()
+        .map(|(k, _)| trailing_id(&k))
+        .collect()
 }
 
 pub(crate) fn invoice_root(host: &dyn Host, hash: &[u8; 32]) -> Option<PieceId> {
@@ -159,6 +165,9 @@ pub(crate) fn credit_limit(host: &dyn Host, issuer: &str) -> u128 {
 /// Releases `amount` of an issuer's outstanding (settled or returned paper).
 pub(crate) fn release(host: &mut dyn Host, issuer: &str, amount: u128) {
     let before = outstanding(host, issuer);
-    debug_assert!(before >= amount, "outstanding {before} covers what is released ({amount})");
+    debug_assert!(
+        before >= amount,
+        "outstanding {before} covers what is released ({amount})"
+    );
     set_outstanding(host, issuer, before.saturating_sub(amount));
 }

@@ -77,7 +77,10 @@ impl Status {
     /// Live pieces are the issuer's current obligations: they count towards
     /// its outstanding amount and towards a root's conservation sum.
     pub fn is_live(self) -> bool {
-        matches!(self, Status::PendingAcceptance | Status::Active | Status::Financed | Status::Overdue)
+        matches!(
+            self,
+            Status::PendingAcceptance | Status::Active | Status::Financed | Status::Overdue
+        )
     }
 }
 

@@ -15,13 +15,37 @@ fn split_refuses_more_parts_than_the_gas_bound() {
     let mut c = Chain::new();
     let root = c.active(T1, 10_000 * UNIT, "INV-A");
     let seventeen = parts(&[(T2, 100 * UNIT); 17]);
-    c.refuse(T1, "split", &Split { piece: root, parts: seventeen }, "too_many_parts");
+    c.refuse(
+        T1,
+        "split",
+        &Split {
+            piece: root,
+            parts: seventeen,
+        },
+        "too_many_parts",
+    );
     // Sixteen parts plus a remainder would be seventeen pieces too.
     let sixteen_and_rest = parts(&[(T2, 100 * UNIT); 16]);
-    c.refuse(T1, "split", &Split { piece: root, parts: sixteen_and_rest }, "too_many_parts");
+    c.refuse(
+        T1,
+        "split",
+        &Split {
+            piece: root,
+            parts: sixteen_and_rest,
+        },
+        "too_many_parts",
+    );
     // A huge list is refused before any part is looked at.
     let huge = parts(&vec![(T2, 0); 10_000]);
-    c.refuse(T1, "split", &Split { piece: root, parts: huge }, "too_many_parts");
+    c.refuse(
+        T1,
+        "split",
+        &Split {
+            piece: root,
+            parts: huge,
+        },
+        "too_many_parts",
+    );
     let kids = c.split(T1, root, &[(T2, 100 * UNIT); 15]);
     assert_eq!(kids.len(), 16);
     assert_eq!(c.piece(kids[15]).piece.amount, 8_500 * UNIT);
@@ -30,13 +54,23 @@ fn split_refuses_more_parts_than_the_gas_bound() {
 #[test]
 fn split_refuses_to_go_deeper_than_max_depth() {
     let mut c = Chain::new();
-    c.call::<_, ()>(ADMIN, "init", &Params { max_depth: 3, ..Params::default() });
+    c.call::<_, ()>(
+        ADMIN,
+        "init",
+        &Params {
+            max_depth: 3,
+            ..Params::default()
+        },
+    );
     let mut piece = c.active(T1, 1_000 * UNIT, "INV-A");
     for _ in 0..3 {
         piece = c.split(T1, piece, &[(T1, 100 * UNIT)])[1];
     }
     assert_eq!(c.piece(piece).piece.depth, 3);
-    let more = Split { piece, parts: parts(&[(T2, 100 * UNIT)]) };
+    let more = Split {
+        piece,
+        parts: parts(&[(T2, 100 * UNIT)]),
+    };
     c.refuse(T1, "split", &more, "too_deep");
 }
 
@@ -44,16 +78,80 @@ fn split_refuses_to_go_deeper_than_max_depth() {
 fn split_refuses_zero_amount_and_dust_parts() {
     let mut c = Chain::new();
     let root = c.active(T1, 1_000 * UNIT, "INV-A");
-    c.refuse(T1, "split", &Split { piece: root, parts: parts(&[(T2, 0)]) }, "zero_amount");
-    c.refuse(T1, "split", &Split { piece: root, parts: parts(&[(T2, 500 * UNIT), (T3, 0)]) }, "zero_amount");
-    c.refuse(T1, "split", &Split { piece: root, parts: parts(&[(T2, 1)]) }, "below_minimum");
+    c.refuse(
+        T1,
+        "split",
+        &Split {
+            piece: root,
+            parts: parts(&[(T2, 0)]),
+        },
+        "zero_amount",
+    );
+    c.refuse(
+        T1,
+        "split",
+        &Split {
+            piece: root,
+            parts: parts(&[(T2, 500 * UNIT), (T3, 0)]),
+        },
+        "zero_amount",
+    );
+    c.refuse(
+        T1,
+        "split",
+        &Split {
+            piece: root,
+            parts: parts(&[(T2, 1)]),
+        },
+        "below_minimum",
+    );
     // A remainder below the minimum would be dust too.
-    c.refuse(T1, "split", &Split { piece: root, parts: parts(&[(T2, 1_000 * UNIT - 1)]) }, "below_minimum");
-    c.refuse(T1, "split", &Split { piece: root, parts: parts(&[(T2, 600 * UNIT), (T3, 600 * UNIT)]) }, "amounts_exceed_piece");
-    c.refuse(T1, "split", &Split { piece: root, parts: parts(&[(T2, u128::MAX), (T3, u128::MAX)]) }, "amounts_exceed_piece");
-    c.refuse(T1, "split", &Split { piece: root, parts: vec![] }, "bad_args");
+    c.refuse(
+        T1,
+        "split",
+        &Split {
+            piece: root,
+            parts: parts(&[(T2, 1_000 * UNIT - 1)]),
+        },
+        "below_minimum",
+    );
+    c.refuse(
+        T1,
+        "split",
+        &Split {
+            piece: root,
+            parts: parts(&[(T2, 600 * UNIT), (T3, 600 * UNIT)]),
+        },
+        "amounts_exceed_piece",
+    );
+    c.refuse(
+        T1,
+        "split",
+        &Split {
+            piece: root,
+            parts: parts(&[(T2, u128::MAX), (T3, u128::MAX)]),
+        },
+        "amounts_exceed_piece",
+    );
+    c.refuse(
+        T1,
+        "split",
+        &Split {
+            piece: root,
+            parts: vec![],
+        },
+        "bad_args",
+    );
     // One part for the whole amount is a transfer, not a split.
-    c.refuse(T1, "split", &Split { piece: root, parts: parts(&[(T2, 1_000 * UNIT)]) }, "bad_args");
+    c.refuse(
+        T1,
+        "split",
+        &Split {
+            piece: root,
+            parts: parts(&[(T2, 1_000 * UNIT)]),
+        },
+        "bad_args",
+    );
 }
 
 #[test]
@@ -62,22 +160,67 @@ fn a_stale_offer_cannot_be_accepted_after_the_piece_changes_hands() {
     let piece = c.active(T1, 1_000 * UNIT, "INV-A");
     // The bank offers to tier 1; the offer lapses; tier 1 pays tier 2 with the piece.
     let terms = c.price_terms(990 * UNIT, DAY);
-    c.call::<_, ()>(BANK, "offer_financing", &OfferFinancing { piece, terms: terms.clone() });
-    c.refuse(T1, "transfer", &Transfer { piece, to: T2.into() }, "offer_open");
+    c.call::<_, ()>(
+        BANK,
+        "offer_financing",
+        &OfferFinancing {
+            piece,
+            terms: terms.clone(),
+        },
+    );
+    c.refuse(
+        T1,
+        "transfer",
+        &Transfer {
+            piece,
+            to: T2.into(),
+        },
+        "offer_open",
+    );
     c.advance(DAY);
     c.transfer(T1, piece, T2);
     // Neither the new holder nor the old one can take the bank's old offer.
-    let accept = AcceptFinancing { piece, terms: terms.clone(), payment_ref: "P-1".into() };
+    let accept = AcceptFinancing {
+        piece,
+        terms: terms.clone(),
+        payment_ref: "P-1".into(),
+    };
     c.refuse(T2, "accept_financing", &accept, "no_offer");
     c.refuse(T1, "accept_financing", &accept, "no_offer");
 
     // The same with a request: tier 2 asks the bank, it lapses, tier 2 transfers.
     let terms = c.price_terms(990 * UNIT, DAY);
-    c.call::<_, ()>(T2, "request_financing", &RequestFinancing { piece, bank: BANK.into(), terms: terms.clone() });
+    c.call::<_, ()>(
+        T2,
+        "request_financing",
+        &RequestFinancing {
+            piece,
+            bank: BANK.into(),
+            terms: terms.clone(),
+        },
+    );
     c.advance(DAY);
-    c.refuse(BANK, "accept_financing", &AcceptFinancing { piece, terms: terms.clone(), payment_ref: "P-2".into() }, "offer_expired");
+    c.refuse(
+        BANK,
+        "accept_financing",
+        &AcceptFinancing {
+            piece,
+            terms: terms.clone(),
+            payment_ref: "P-2".into(),
+        },
+        "offer_expired",
+    );
     c.transfer(T2, piece, T3);
-    c.refuse(BANK, "accept_financing", &AcceptFinancing { piece, terms, payment_ref: "P-2".into() }, "no_offer");
+    c.refuse(
+        BANK,
+        "accept_financing",
+        &AcceptFinancing {
+            piece,
+            terms,
+            payment_ref: "P-2".into(),
+        },
+        "no_offer",
+    );
     assert_eq!(c.piece(piece).piece.holder, T3);
 }
 
@@ -86,12 +229,61 @@ fn a_piece_under_a_financing_offer_cannot_be_split_so_the_bank_never_buys_a_dead
     let mut c = Chain::new();
     let piece = c.active(T1, 1_000 * UNIT, "INV-A");
     let terms = c.rate_terms(400, 5 * DAY);
-    c.call::<_, ()>(T1, "request_financing", &RequestFinancing { piece, bank: BANK.into(), terms: terms.clone() });
-    c.refuse(T1, "split", &Split { piece, parts: parts(&[(T2, 300 * UNIT)]) }, "offer_open");
-    c.refuse(T1, "transfer", &Transfer { piece, to: T2.into() }, "offer_open");
-    c.refuse(BANK2, "offer_financing", &OfferFinancing { piece, terms: terms.clone() }, "offer_open");
-    c.refuse(T1, "request_financing", &RequestFinancing { piece, bank: BANK2.into(), terms: terms.clone() }, "offer_open");
-    let f: Financing = c.call(BANK, "accept_financing", &AcceptFinancing { piece, terms, payment_ref: "P-1".into() });
+    c.call::<_, ()>(
+        T1,
+        "request_financing",
+        &RequestFinancing {
+            piece,
+            bank: BANK.into(),
+            terms: terms.clone(),
+        },
+    );
+    c.refuse(
+        T1,
+        "split",
+        &Split {
+            piece,
+            parts: parts(&[(T2, 300 * UNIT)]),
+        },
+        "offer_open",
+    );
+    c.refuse(
+        T1,
+        "transfer",
+        &Transfer {
+            piece,
+            to: T2.into(),
+        },
+        "offer_open",
+    );
+    c.refuse(
+        BANK2,
+        "offer_financing",
+        &OfferFinancing {
+            piece,
+            terms: terms.clone(),
+        },
+        "offer_open",
+    );
+    c.refuse(
+        T1,
+        "request_financing",
+        &RequestFinancing {
+            piece,
+            bank: BANK2.into(),
+            terms: terms.clone(),
+        },
+        "offer_open",
+    );
+    let f: Financing = c.call(
+        BANK,
+        "accept_financing",
+        &AcceptFinancing {
+            piece,
+            terms,
+            payment_ref: "P-1".into(),
+        },
+    );
     assert_eq!(c.piece(piece).status, Status::Financed);
     assert_eq!(f.bank, BANK);
 }
@@ -101,17 +293,73 @@ fn a_financed_piece_cannot_be_financed_again_even_after_moving_between_banks() {
     let mut c = Chain::new();
     let piece = c.active(T1, 1_000 * UNIT, "INV-A");
     let terms = c.price_terms(980 * UNIT, 5 * DAY);
-    c.call::<_, ()>(BANK, "offer_financing", &OfferFinancing { piece, terms: terms.clone() });
-    c.call::<_, Financing>(T1, "accept_financing", &AcceptFinancing { piece, terms: terms.clone(), payment_ref: "P-1".into() });
-    c.refuse(BANK2, "offer_financing", &OfferFinancing { piece, terms: terms.clone() }, "already_financed");
-    c.refuse(BANK, "request_financing", &RequestFinancing { piece, bank: BANK2.into(), terms: terms.clone() }, "already_financed");
-    c.refuse(BANK, "split", &Split { piece, parts: parts(&[(BANK2, 100 * UNIT)]) }, "already_financed");
+    c.call::<_, ()>(
+        BANK,
+        "offer_financing",
+        &OfferFinancing {
+            piece,
+            terms: terms.clone(),
+        },
+    );
+    c.call::<_, Financing>(
+        T1,
+        "accept_financing",
+        &AcceptFinancing {
+            piece,
+            terms: terms.clone(),
+            payment_ref: "P-1".into(),
+        },
+    );
+    c.refuse(
+        BANK2,
+        "offer_financing",
+        &OfferFinancing {
+            piece,
+            terms: terms.clone(),
+        },
+        "already_financed",
+    );
+    c.refuse(
+        BANK,
+        "request_financing",
+        &RequestFinancing {
+            piece,
+            bank: BANK2.into(),
+            terms: terms.clone(),
+        },
+        "already_financed",
+    );
+    c.refuse(
+        BANK,
+        "split",
+        &Split {
+            piece,
+            parts: parts(&[(BANK2, 100 * UNIT)]),
+        },
+        "already_financed",
+    );
     // Back into the supply chain, where it could be discounted twice: no.
-    c.refuse(BANK, "transfer", &Transfer { piece, to: T1.into() }, "wrong_role");
+    c.refuse(
+        BANK,
+        "transfer",
+        &Transfer {
+            piece,
+            to: T1.into(),
+        },
+        "wrong_role",
+    );
     c.transfer(BANK, piece, BANK2);
-    c.refuse(BANK, "offer_financing", &OfferFinancing { piece, terms }, "already_financed");
+    c.refuse(
+        BANK,
+        "offer_financing",
+        &OfferFinancing { piece, terms },
+        "already_financed",
+    );
     let v = c.piece(piece);
-    assert_eq!((v.status, v.piece.holder.as_str()), (Status::Financed, BANK2));
+    assert_eq!(
+        (v.status, v.piece.holder.as_str()),
+        (Status::Financed, BANK2)
+    );
     assert_eq!(v.piece.financing.map(|f| f.bank), Some(BANK.to_string()));
 }
 
@@ -122,13 +370,58 @@ fn only_the_issuer_can_settle() {
     let kids = c.split(T1, root, &[(T2, 400 * UNIT)]);
     c.advance(181 * DAY);
     for org in [T1, T2, BANK, ADMIN, CORE2, REGULATOR] {
-        c.refuse(org, "settle", &Settle { root, payment_ref: "X".into() }, "not_issuer");
-        c.refuse(org, "settle_piece", &SettlePiece { piece: kids[0], payment_ref: "X".into() }, "not_issuer");
+        c.refuse(
+            org,
+            "settle",
+            &Settle {
+                root,
+                payment_ref: "X".into(),
+            },
+            "not_issuer",
+        );
+        c.refuse(
+            org,
+            "settle_piece",
+            &SettlePiece {
+                piece: kids[0],
+                payment_ref: "X".into(),
+            },
+            "not_issuer",
+        );
     }
-    c.call::<_, Payout>(CORE, "settle_piece", &SettlePiece { piece: kids[0], payment_ref: "PAY-1".into() });
-    let rest: Vec<Payout> = c.call(CORE, "settle", &Settle { root, payment_ref: "PAY-2".into() });
-    assert_eq!(rest, vec![Payout { piece: kids[1], to: T1.into(), amount: 600 * UNIT }]);
-    c.refuse(CORE, "settle", &Settle { root, payment_ref: "PAY-3".into() }, "nothing_to_do");
+    c.call::<_, Payout>(
+        CORE,
+        "settle_piece",
+        &SettlePiece {
+            piece: kids[0],
+            payment_ref: "PAY-1".into(),
+        },
+    );
+    let rest: Vec<Payout> = c.call(
+        CORE,
+        "settle",
+        &Settle {
+            root,
+            payment_ref: "PAY-2".into(),
+        },
+    );
+    assert_eq!(
+        rest,
+        vec![Payout {
+            piece: kids[1],
+            to: T1.into(),
+            amount: 600 * UNIT
+        }]
+    );
+    c.refuse(
+        CORE,
+        "settle",
+        &Settle {
+            root,
+            payment_ref: "PAY-3".into(),
+        },
+        "nothing_to_do",
+    );
 }
 
 #[test]
@@ -137,10 +430,33 @@ fn settlement_before_maturity_is_refused() {
     let root = c.active(T1, 1_000 * UNIT, "INV-A");
     let maturity = c.piece(root).piece.maturity_ms;
     c.host.set_block(2, maturity - 1);
-    c.refuse(CORE, "settle", &Settle { root, payment_ref: "X".into() }, "not_matured");
-    c.refuse(CORE, "settle_piece", &SettlePiece { piece: root, payment_ref: "X".into() }, "not_matured");
+    c.refuse(
+        CORE,
+        "settle",
+        &Settle {
+            root,
+            payment_ref: "X".into(),
+        },
+        "not_matured",
+    );
+    c.refuse(
+        CORE,
+        "settle_piece",
+        &SettlePiece {
+            piece: root,
+            payment_ref: "X".into(),
+        },
+        "not_matured",
+    );
     c.host.set_block(3, maturity);
-    c.call::<_, Vec<Payout>>(CORE, "settle", &Settle { root, payment_ref: "X".into() });
+    c.call::<_, Vec<Payout>>(
+        CORE,
+        "settle",
+        &Settle {
+            root,
+            payment_ref: "X".into(),
+        },
+    );
 }
 
 #[test]
@@ -159,7 +475,11 @@ fn an_invoice_hash_cannot_be_reused_after_rejection_or_expiry() {
     c.refuse(OUTSIDER, "expire", &PieceRef { piece: b }, "not_expired");
     c.advance(Params::default().acceptance_window_ms);
     c.refuse(T1, "accept", &PieceRef { piece: b }, "acceptance_expired");
-    assert_eq!(c.piece(b).status, Status::Returned, "queries already treat it as returned");
+    assert_eq!(
+        c.piece(b).status,
+        Status::Returned,
+        "queries already treat it as returned"
+    );
     c.call::<_, ()>(OUTSIDER, "expire", &PieceRef { piece: b });
     let reissue = c.issue_args(T1, 1_000 * UNIT, "INV-B");
     c.refuse(CORE, "issue", &reissue, "invoice_used");
@@ -182,7 +502,15 @@ fn many_small_issues_cannot_bypass_the_credit_limit() {
     c.call::<_, ()>(T1, "reject", &PieceRef { piece: 2 });
     c.call::<_, PieceId>(CORE, "issue", &one_more);
     // A limit cannot be cut below what is out, and overflow does not wrap.
-    c.refuse(ADMIN, "set_credit_limit", &SetCreditLimit { issuer: CORE.into(), limit: 0 }, "limit_below_outstanding");
+    c.refuse(
+        ADMIN,
+        "set_credit_limit",
+        &SetCreditLimit {
+            issuer: CORE.into(),
+            limit: 0,
+        },
+        "limit_below_outstanding",
+    );
     c.limit(CORE, u128::MAX);
     let huge = c.issue_args(T2, u128::MAX, "INV-11");
     c.refuse(CORE, "issue", &huge, "credit_limit_exceeded");

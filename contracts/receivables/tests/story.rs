@@ -21,44 +21,87 @@ fn a_receivable_travels_three_tiers_is_financed_and_settled_to_every_holder() {
 
     // Tier 1 pays tier 2 with 400,000.00 of it; keeps 600,000.00.
     let t1_split = c.split(T1, root, &[(T2, 400_000 * UNIT)]);
-    let [to_t2, t1_keeps] = t1_split[..] else { panic!("two children") };
+    let [to_t2, t1_keeps] = t1_split[..] else {
+        panic!("two children")
+    };
     assert_eq!(c.piece(t1_keeps).piece.amount, 600_000 * UNIT);
 
     // Tier 2 pays tier 3 with 150,000.00; keeps 250,000.00.
     let t2_split = c.split(T2, to_t2, &[(T3, 150_000 * UNIT)]);
-    let [to_t3, t2_keeps] = t2_split[..] else { panic!("two children") };
+    let [to_t3, t2_keeps] = t2_split[..] else {
+        panic!("two children")
+    };
     assert_eq!(c.piece(to_t3).piece.depth, 2);
 
     // Thirty days on, tier 3 discounts its piece at a bank at 3.5 % a year.
     c.advance(30 * DAY);
     let terms = c.rate_terms(350, 2 * DAY);
-    c.call::<_, ()>(T3, "request_financing", &RequestFinancing { piece: to_t3, bank: BANK.into(), terms: terms.clone() });
+    c.call::<_, ()>(
+        T3,
+        "request_financing",
+        &RequestFinancing {
+            piece: to_t3,
+            bank: BANK.into(),
+            terms: terms.clone(),
+        },
+    );
     let financing: Financing = c.call(
         BANK,
         "accept_financing",
-        &AcceptFinancing { piece: to_t3, terms, payment_ref: "FB-2023-000417".into() },
+        &AcceptFinancing {
+            piece: to_t3,
+            terms,
+            payment_ref: "FB-2023-000417".into(),
+        },
     );
     // 150 days to maturity: discount = floor(15,000,000 * 350 * 150 / 3,650,000) = 215,753.
     assert_eq!(financing.price, 15_000_000 - 215_753);
     assert_eq!(financing.seller, T3);
     let financed = c.piece(to_t3);
-    assert_eq!((financed.status, financed.piece.holder.as_str()), (Status::Financed, BANK));
+    assert_eq!(
+        (financed.status, financed.piece.holder.as_str()),
+        (Status::Financed, BANK)
+    );
 
     // The same invoice cannot back a second receivable.
     let again = c.issue_args(T2, 10_000 * UNIT, "INV-001");
     c.refuse(CORE, "issue", &again, "invoice_used");
-    let found: Option<Root> = c.query("by_invoice", &InvoiceRef { hash: invoice("INV-001") });
+    let found: Option<Root> = c.query(
+        "by_invoice",
+        &InvoiceRef {
+            hash: invoice("INV-001"),
+        },
+    );
     assert_eq!(found.map(|r| r.id), Some(root));
 
     // Too early to settle; at maturity the core firm pays every holder.
-    c.refuse(CORE, "settle", &Settle { root, payment_ref: "CM-PAY-1".into() }, "not_matured");
+    c.refuse(
+        CORE,
+        "settle",
+        &Settle {
+            root,
+            payment_ref: "CM-PAY-1".into(),
+        },
+        "not_matured",
+    );
     c.host.set_block(c.host.block().height + 1, maturity);
-    let payouts: Vec<Payout> = c.call(CORE, "settle", &Settle { root, payment_ref: "CM-PAY-1".into() });
+    let payouts: Vec<Payout> = c.call(
+        CORE,
+        "settle",
+        &Settle {
+            root,
+            payment_ref: "CM-PAY-1".into(),
+        },
+    );
     let mut paid: Vec<(String, u128)> = payouts.iter().map(|p| (p.to.clone(), p.amount)).collect();
     paid.sort();
     assert_eq!(
         paid,
-        vec![(BANK.into(), 150_000 * UNIT), (T1.into(), 600_000 * UNIT), (T2.into(), 250_000 * UNIT)]
+        vec![
+            (BANK.into(), 150_000 * UNIT),
+            (T1.into(), 600_000 * UNIT),
+            (T2.into(), 250_000 * UNIT)
+        ]
     );
     assert_eq!(c.outstanding(CORE), 0);
     let r: Root = c.query("root", &IdRef { id: root });
@@ -81,13 +124,40 @@ fn a_receivable_travels_three_tiers_is_financed_and_settled_to_every_holder() {
     for id in [t1_keeps, t2_keeps, to_t3] {
         assert_eq!(c.piece(id).status, Status::Settled);
     }
-    let bank_holds: Vec<PieceView> = c.query("pieces_by_holder", &ByHolder { org: BANK.into(), after: None, limit: None });
-    assert_eq!(bank_holds.iter().map(|v| v.piece.id).collect::<Vec<_>>(), vec![to_t3]);
-    assert_eq!(bank_holds[0].piece.settlement.as_ref().map(|s| s.payment_ref.as_str()), Some("CM-PAY-1"));
+    let bank_holds: Vec<PieceView> = c.query(
+        "pieces_by_holder",
+        &ByHolder {
+            org: BANK.into(),
+            after: None,
+            limit: None,
+        },
+    );
+    assert_eq!(
+        bank_holds.iter().map(|v| v.piece.id).collect::<Vec<_>>(),
+        vec![to_t3]
+    );
+    assert_eq!(
+        bank_holds[0]
+            .piece
+            .settlement
+            .as_ref()
+            .map(|s| s.payment_ref.as_str()),
+        Some("CM-PAY-1")
+    );
 
     let kinds: Vec<&str> = c.host.events().iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(
         kinds,
-        ["initialized", "credit_limit_set", "issued", "accepted", "split", "split", "financing_requested", "financed", "settled"]
+        [
+            "initialized",
+            "credit_limit_set",
+            "issued",
+            "accepted",
+            "split",
+            "split",
+            "financing_requested",
+            "financed",
+            "settled"
+        ]
     );
 }

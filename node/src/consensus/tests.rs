@@ -100,7 +100,14 @@ impl Net {
         for (i, key) in keys.into_iter().enumerate() {
             let safety = self.persisted[i].last().cloned().unwrap_or_default();
             let height = self.commits[i].len() as u64 + 1;
-            self.nodes[i] = Consensus::new(CHAIN.into(), set.clone(), Some(key), timeouts(), height, safety);
+            self.nodes[i] = Consensus::new(
+                CHAIN.into(),
+                set.clone(),
+                Some(key),
+                timeouts(),
+                height,
+                safety,
+            );
         }
         self.inbox.clear();
         self.builds.clear();
@@ -468,7 +475,9 @@ fn validators_that_all_restart_after_prevoting_into_the_void_still_commit() {
     net.run_until(1, 50);
     assert!(net.commits.iter().all(Vec::is_empty));
     assert!(
-        net.persisted.iter().all(|p| p.iter().any(|s| matches!(s.last_vote, Some((0, VoteKind::Prevote, Some(_)))))),
+        net.persisted.iter().all(|p| p
+            .iter()
+            .any(|s| matches!(s.last_vote, Some((0, VoteKind::Prevote, Some(_)))))),
         "every node persisted a prevote for the round-0 block"
     );
     net.drop_votes = false;

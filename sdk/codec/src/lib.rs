@@ -33,7 +33,10 @@ impl fmt::Display for CodecError {
         match self {
             CodecError::Empty => f.write_str("empty input"),
             CodecError::Version { found } => {
-                write!(f, "unsupported encoding version {found} (expected {ENCODING_VERSION})")
+                write!(
+                    f,
+                    "unsupported encoding version {found} (expected {ENCODING_VERSION})"
+                )
             }
             CodecError::Malformed(m) => write!(f, "malformed encoding: {m}"),
             CodecError::TrailingBytes(n) => write!(f, "{n} trailing bytes after the value"),

@@ -69,14 +69,23 @@ impl Chain {
         args: &A,
     ) -> Result<R, ContractError> {
         self.host.act_as(org);
-        let out = self.host.call::<Receivables>(method, &codec::encode(args))?;
+        let out = self
+            .host
+            .call::<Receivables>(method, &codec::encode(args))?;
         Ok(codec::decode(&out).expect("results decode"))
     }
 
     /// A call that must succeed; the invariants must hold after it.
     #[track_caller]
-    pub fn call<A: Serialize, R: Serialize + DeserializeOwned>(&mut self, org: &str, method: &str, args: &A) -> R {
-        let out = self.try_call(org, method, args).unwrap_or_else(|e| panic!("{org} {method} failed: {e:?}"));
+    pub fn call<A: Serialize, R: Serialize + DeserializeOwned>(
+        &mut self,
+        org: &str,
+        method: &str,
+        args: &A,
+    ) -> R {
+        let out = self
+            .try_call(org, method, args)
+            .unwrap_or_else(|e| panic!("{org} {method} failed: {e:?}"));
         self.check();
         out
     }
@@ -90,19 +99,37 @@ impl Chain {
             Ok(()) => panic!("{org} {method} succeeded; expected {code}"),
             Err(e) => assert_eq!(e.code, code, "{org} {method}: {}", e.message),
         }
-        assert!(self.host.storage() == &storage, "a refused call changed storage");
-        assert_eq!(self.host.events().len(), events, "a refused call emitted events");
+        assert!(
+            self.host.storage() == &storage,
+            "a refused call changed storage"
+        );
+        assert_eq!(
+            self.host.events().len(),
+            events,
+            "a refused call emitted events"
+        );
     }
 
     #[track_caller]
-    pub fn query<A: Serialize, R: Serialize + DeserializeOwned>(&self, method: &str, args: &A) -> R {
-        let out = self.host.query::<Receivables>(method, &codec::encode(args)).unwrap_or_else(|e| panic!("{method}: {e:?}"));
+    pub fn query<A: Serialize, R: Serialize + DeserializeOwned>(
+        &self,
+        method: &str,
+        args: &A,
+    ) -> R {
+        let out = self
+            .host
+            .query::<Receivables>(method, &codec::encode(args))
+            .unwrap_or_else(|e| panic!("{method}: {e:?}"));
         codec::decode(&out).expect("query results decode")
     }
 
     #[track_caller]
     pub fn check(&self) {
-        if let Err(e) = self.host.read(|h| Ok(check_invariants(h))).expect("the checker does not trap") {
+        if let Err(e) = self
+            .host
+            .read(|h| Ok(check_invariants(h)))
+            .expect("the checker does not trap")
+        {
             panic!("invariant violated: {e}");
         }
     }
@@ -112,18 +139,32 @@ impl Chain {
     }
 
     pub fn outstanding(&self, issuer: &str) -> u128 {
-        self.query("outstanding", &IssuerRef { issuer: issuer.into() })
+        self.query(
+            "outstanding",
+            &IssuerRef {
+                issuer: issuer.into(),
+            },
+        )
     }
 
     /// Every stored record, for before/after comparisons.
     pub fn dump(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
-        self.host.read(|h: &dyn Host| Ok(store::scan(h, b""))).expect("scan")
+        self.host
+            .read(|h: &dyn Host| Ok(store::scan(h, b"")))
+            .expect("scan")
     }
 
     // ---- shorthands for the usual moves ----
 
     pub fn limit(&mut self, issuer: &str, limit: u128) {
-        self.call::<_, ()>(ADMIN, "set_credit_limit", &SetCreditLimit { issuer: issuer.into(), limit });
+        self.call::<_, ()>(
+            ADMIN,
+            "set_credit_limit",
+            &SetCreditLimit {
+                issuer: issuer.into(),
+                limit,
+            },
+        );
     }
 
     pub fn issue_args(&self, to: &str, amount: u128, inv: &str) -> Issue {
@@ -145,7 +186,15 @@ impl Chain {
     /// Issued by [`CORE`] to `to` and accepted; sets a generous limit first.
     pub fn active(&mut self, to: &str, amount: u128, inv: &str) -> PieceId {
         let limit = self.outstanding(CORE) + amount;
-        self.limit(CORE, limit.max(self.query("credit_limit", &IssuerRef { issuer: CORE.into() })));
+        self.limit(
+            CORE,
+            limit.max(self.query(
+                "credit_limit",
+                &IssuerRef {
+                    issuer: CORE.into(),
+                },
+            )),
+        );
         let id = self.issue(to, amount, inv);
         self.call::<_, ()>(to, "accept", &PieceRef { piece: id });
         id
@@ -157,14 +206,29 @@ impl Chain {
     }
 
     pub fn transfer(&mut self, org: &str, piece: PieceId, to: &str) {
-        self.call::<_, ()>(org, "transfer", &Transfer { piece, to: to.into() });
+        self.call::<_, ()>(
+            org,
+            "transfer",
+            &Transfer {
+                piece,
+                to: to.into(),
+            },
+        );
     }
 
     pub fn rate_terms(&self, bps: u32, valid_ms: u64) -> Terms {
-        Terms { price: None, annual_rate_bps: Some(bps), expires_ms: self.now() + valid_ms }
+        Terms {
+            price: None,
+            annual_rate_bps: Some(bps),
+            expires_ms: self.now() + valid_ms,
+        }
     }
 
     pub fn price_terms(&self, price: u128, valid_ms: u64) -> Terms {
-        Terms { price: Some(price), annual_rate_bps: None, expires_ms: self.now() + valid_ms }
+        Terms {
+            price: Some(price),
+            annual_rate_bps: None,
+            expires_ms: self.now() + valid_ms,
+        }
     }
 }

@@ -1,0 +1,322 @@
+//! The transport over real libp2p on loopback: who may connect, what a bad
+//! peer gets, and that good traffic reaches the driver.
+
+use super::*;
+use crate::chain;
+use crate::vm::Vm;
+use libp2p::swarm::Swarm;
+use trellis_genesis::{Genesis, NetworkSpec, NodeKeys};
+use trellis_types::block::VoteKind;
+use trellis_types::{Vote, VoteData};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+struct Node {
+    _dir: tempfile::TempDir,
+    handle: NetworkHandle,
+    inbound: mpsc::Receiver<Inbound>,
+    metrics: Arc<Metrics>,
+    addr: Multiaddr,
+}
+
+fn network() -> (Genesis, Vec<NodeKeys>) {
+    trellis_genesis::build(&NetworkSpec {
+        chain_id: "trellis-net-test".into(),
+        seed: "net-test".into(),
+        validators: 2,
+        observers: 0,
+        genesis_time_ms: trellis_genesis::DEV_GENESIS_TIME_MS,
+    })
+    .expect("a valid two-validator network")
+}
+
+fn free_addr() -> Multiaddr {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap()
+}
+
+/// Node 0 of the network, listening on loopback, with a chain at genesis.
+async fn start_node(genesis: &Genesis, keys: &NodeKeys, max_frame_bytes: usize) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(&dir.path().join("chain")).unwrap();
+    chain::initialise(&storage, genesis, &Vm::new()).unwrap();
+    let mempool = Arc::new(Mempool::new(
+        genesis.chain_id.clone(),
+        genesis.params.clone(),
+    ));
+    let metrics = Arc::new(Metrics::new());
+    let addr = free_addr();
+    let config = NetworkConfig {
+        listen: addr.clone(),
+        dial: vec![],
+        identity: identity_from_seed(keys.node.seed()),
+        members: genesis.node_keys(),
+        max_frame_bytes,
+    };
+    let (handle, inbound) = spawn(config, storage, mempool, metrics.clone()).unwrap();
+    Node {
+        _dir: dir,
+        handle,
+        inbound,
+        metrics,
+        addr,
+    }
+}
+
+/// A bare client speaking raw frames on the Trellis protocol, with any identity.
+#[derive(Clone)]
+struct RawCodec;
+
+impl request_response::Codec for RawCodec {
+    type Protocol = StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = Vec<u8>;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, _: &mut T) -> io::Result<Vec<u8>>
+    where
+        T: libp2p::futures::AsyncRead + Unpin + Send,
+    {
+        Err(io::Error::other("the test client serves nothing"))
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
+    where
+        T: libp2p::futures::AsyncRead + Unpin + Send,
+    {
+        let mut out = Vec::new();
+        io.read_to_end(&mut out).await?;
+        Ok(out)
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> io::Result<()>
+    where
+        T: libp2p::futures::AsyncWrite + Unpin + Send,
+    {
+        io.write_all(&req).await?;
+        io.close().await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        _: &mut T,
+        _: Vec<u8>,
+    ) -> io::Result<()>
+    where
+        T: libp2p::futures::AsyncWrite + Unpin + Send,
+    {
+        Ok(())
+    }
+}
+
+fn client(identity: identity::Keypair) -> Swarm<request_response::Behaviour<RawCodec>> {
+    libp2p::SwarmBuilder::with_existing_identity(identity)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| {
+            request_response::Behaviour::with_codec(
+                RawCodec,
+                [(PROTOCOL, ProtocolSupport::Outbound)],
+                request_response::Config::default().with_request_timeout(Duration::from_secs(5)),
+            )
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build()
+}
+
+fn frame(bytes: &[u8]) -> Vec<u8> {
+    let mut out = (bytes.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// Drives the client until `done` says so for an event, or the deadline passes.
+async fn until<F>(swarm: &mut Swarm<request_response::Behaviour<RawCodec>>, mut done: F) -> bool
+where
+    F: FnMut(&SwarmEvent<request_response::Event<Vec<u8>, Vec<u8>>>) -> bool,
+{
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            let event = swarm.select_next_some().await;
+            if done(&event) {
+                return;
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+fn vote(genesis: &Genesis, keys: &NodeKeys) -> Message {
+    let key = keys.consensus.clone().expect("a validator");
+    let data = VoteData {
+        chain_id: genesis.chain_id.clone(),
+        height: 1,
+        round: 0,
+        kind: VoteKind::Prevote,
+        block: None,
+    };
+    Message::Vote(Vote {
+        signature: key.sign(&data.signing_hash()),
+        voter: key.public(),
+        data,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_reaches_the_driver_and_can_sync_blocks() {
+    let (genesis, keys) = network();
+    let mut node = start_node(&genesis, &keys[0], 1 << 20).await;
+    let mut peer = client(identity_from_seed(keys[1].node.seed()));
+    peer.dial(node.addr.clone()).unwrap();
+    let target = node.handle.local_peer_id;
+    assert!(
+        until(&mut peer, |e| matches!(
+            e,
+            SwarmEvent::ConnectionEstablished { .. }
+        ))
+        .await
+    );
+
+    let message = vote(&genesis, &keys[1]);
+    peer.behaviour_mut().send_request(
+        &target,
+        frame(&encode(&Request::Consensus(message.clone()))),
+    );
+    let got = tokio::time::timeout(DEADLINE, async {
+        loop {
+            tokio::select! {
+                inbound = node.inbound.recv() => if let Some(Inbound::Consensus { message, .. }) = inbound { return message },
+                _ = peer.select_next_some() => {}
+            }
+        }
+    })
+    .await
+    .expect("the vote reaches the driver");
+    assert_eq!(got, message);
+
+    peer.behaviour_mut()
+        .send_request(&target, frame(&encode(&Request::Sync { from: 0, max: 10 })));
+    let mut blocks = None;
+    assert!(
+        until(&mut peer, |e| match e {
+            SwarmEvent::Behaviour(request_response::Event::Message {
+                message: request_response::Message::Response { response, .. },
+                ..
+            }) => match decode::<Response>(&response[4..]) {
+                Ok(Response::Blocks(b)) => {
+                    blocks = Some(b);
+                    true
+                }
+                _ => false,
+            },
+            _ => false,
+        })
+        .await
+    );
+    let blocks = blocks.expect("a sync response");
+    assert_eq!(blocks.len(), 1, "only the genesis block is committed");
+    assert_eq!(blocks[0].0.header.height, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_outside_the_genesis_cannot_connect() {
+    let (genesis, keys) = network();
+    let mut node = start_node(&genesis, &keys[0], 1 << 20).await;
+    let mut stranger = client(identity::Keypair::generate_ed25519());
+    stranger.dial(node.addr.clone()).unwrap();
+    let target = node.handle.local_peer_id;
+    stranger.behaviour_mut().send_request(
+        &target,
+        frame(&encode(&Request::Consensus(vote(&genesis, &keys[1])))),
+    );
+    let failed = until(&mut stranger, |e| {
+        matches!(
+            e,
+            SwarmEvent::Behaviour(request_response::Event::OutboundFailure { .. })
+                | SwarmEvent::OutgoingConnectionError { .. }
+        )
+    })
+    .await;
+    assert!(failed, "the stranger's request must fail");
+    assert!(
+        node.inbound.try_recv().is_err(),
+        "nothing from a stranger reaches the driver"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_keeps_sending_garbage_is_disconnected() {
+    let (genesis, keys) = network();
+    let node = start_node(&genesis, &keys[0], 1 << 20).await;
+    let mut peer = client(identity_from_seed(keys[1].node.seed()));
+    peer.dial(node.addr.clone()).unwrap();
+    let target = node.handle.local_peer_id;
+    assert!(
+        until(&mut peer, |e| matches!(
+            e,
+            SwarmEvent::ConnectionEstablished { .. }
+        ))
+        .await
+    );
+    for i in 0..(STRIKES + 10) {
+        peer.behaviour_mut()
+            .send_request(&target, frame(&[0xde, 0xad, i as u8]));
+    }
+    let closed = until(&mut peer, |e| {
+        matches!(
+            e,
+            SwarmEvent::ConnectionClosed {
+                num_established: 0,
+                ..
+            }
+        )
+    })
+    .await;
+    assert!(closed, "the node disconnects a peer past {STRIKES} strikes");
+    assert!(node.metrics.network_strikes.get() >= u64::from(STRIKES));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_frame_is_refused_without_reading_it() {
+    let (genesis, keys) = network();
+    let node = start_node(&genesis, &keys[0], 4096).await;
+    let mut peer = client(identity_from_seed(keys[1].node.seed()));
+    peer.dial(node.addr.clone()).unwrap();
+    let target = node.handle.local_peer_id;
+    assert!(
+        until(&mut peer, |e| matches!(
+            e,
+            SwarmEvent::ConnectionEstablished { .. }
+        ))
+        .await
+    );
+    // Claims 1 GiB; the node must refuse on the length alone.
+    let mut request = (1u32 << 30).to_be_bytes().to_vec();
+    request.extend_from_slice(&[0; 64]);
+    peer.behaviour_mut().send_request(&target, request);
+    let deadline = Instant::now() + DEADLINE;
+    while node.metrics.network_strikes.get() == 0 && Instant::now() < deadline {
+        let _ = tokio::time::timeout(Duration::from_millis(100), peer.select_next_some()).await;
+    }
+    assert_eq!(
+        node.metrics.network_strikes.get(),
+        1,
+        "the oversized frame counts against the peer"
+    );
+}
