@@ -13,7 +13,8 @@ set -euo pipefail
 
 # The contracts built into genesis. One crate per line.
 CONTRACTS=(
-    trellis-counter
+  trellis-receivables
+  trellis-counter
 )
 
 TARGET=wasm32-unknown-unknown

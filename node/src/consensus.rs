@@ -13,7 +13,7 @@
 //! action of the same batch leaves the node: that is what keeps a restarted
 //! validator from signing two different votes for one step.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use trellis_types::block::VoteKind;
 use trellis_types::codec::encode;
 use trellis_types::{
@@ -134,6 +134,10 @@ pub struct Proposal {
     pub round: u64,
     /// The round in which a quorum prevoted this block, if it is re-proposed.
     pub pol_round: Option<u64>,
+    /// Those prevotes (validator, signature over the prevote for this block
+    /// in `pol_round`), so a receiver that missed them can still check the
+    /// proof of lock. Each is verified like any vote.
+    pub pol_votes: Vec<(PublicKey, Signature)>,
     pub signature: Signature,
 }
 
@@ -177,8 +181,10 @@ pub struct SafetyState {
     pub height: u64,
     /// The last vote this validator signed at `height`: (round, kind, block).
     pub last_vote: Option<(u64, VoteKind, Option<Hash>)>,
-    /// The block this validator is locked on at `height`, and the round it locked in.
-    pub locked: Option<(u64, Hash)>,
+    /// The block this validator is locked on at `height`, and the round it
+    /// locked in. The whole block, so a restarted validator can still
+    /// re-propose it and release others' locks.
+    pub locked: Option<(u64, Block)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -299,6 +305,9 @@ pub struct Consensus {
     building: Option<u64>,
     /// Messages for `height + 1`, replayed on entering it.
     future: Vec<Message>,
+    /// (round, block) pairs with a quorum of prevotes proven by a proposal's
+    /// carried signatures, which count even where a signer equivocated.
+    proven_polkas: BTreeSet<(u64, Hash)>,
 }
 
 impl Consensus {
@@ -330,8 +339,8 @@ impl Consensus {
             height,
             round: 0,
             step: Step::Propose,
-            locked: None,
-            valid: None,
+            locked: safety.locked.clone(),
+            valid: safety.locked.clone(),
             safety,
             rounds: BTreeMap::new(),
             validity: BTreeMap::new(),
@@ -340,6 +349,7 @@ impl Consensus {
             polka_seen: false,
             building: None,
             future: Vec::new(),
+            proven_polkas: BTreeSet::new(),
         }
     }
 
@@ -477,10 +487,23 @@ impl Consensus {
 
     fn propose(&mut self, block: Block, pol_round: Option<u64>, out: &mut Vec<Action>) {
         let Some(key) = &self.key else { return };
+        let hash = block.hash();
+        let pol_votes = pol_round
+            .and_then(|r| self.rounds.get(&r))
+            .map(|votes| {
+                votes
+                    .prevotes
+                    .iter()
+                    .filter(|(_, (b, _))| *b == Some(hash))
+                    .map(|(k, (_, s))| (*k, *s))
+                    .collect()
+            })
+            .unwrap_or_default();
         let mut proposal = Proposal {
             block,
             round: self.round,
             pol_round,
+            pol_votes,
             signature: Signature([0; 64]),
         };
         proposal.signature = key.sign(&proposal.data(&self.chain_id).signing_hash());
@@ -526,21 +549,8 @@ impl Consensus {
                 current: self.height,
             });
         }
-        if header.round != p.round {
-            return Err(Rejected::RoundMismatch {
-                header: header.round,
-                proposal: p.round,
-            });
-        }
         if p.round > self.round + MAX_ROUND_AHEAD {
             return Err(Rejected::RoundTooFar(p.round));
-        }
-        let expected = self.validators.proposer(self.height, p.round);
-        if header.proposer != expected {
-            return Err(Rejected::WrongProposer {
-                got: header.proposer,
-                expected,
-            });
         }
         if let Some(pol) = p.pol_round
             && pol >= p.round
@@ -550,6 +560,39 @@ impl Consensus {
                 round: p.round,
             });
         }
+        // A fresh block was built in this round by this round's proposer; a
+        // re-proposed one keeps the header it was built with, in its
+        // proof-of-lock round or earlier, by that round's proposer.
+        let built_by_round = match p.pol_round {
+            None if header.round != p.round => {
+                return Err(Rejected::RoundMismatch {
+                    header: header.round,
+                    proposal: p.round,
+                });
+            }
+            None => p.round,
+            Some(pol) if header.round > pol => {
+                return Err(Rejected::RoundMismatch {
+                    header: header.round,
+                    proposal: p.round,
+                });
+            }
+            Some(_) => header.round,
+        };
+        let builder = self.validators.proposer(self.height, built_by_round);
+        if header.proposer != builder {
+            return Err(Rejected::WrongProposer {
+                got: header.proposer,
+                expected: builder,
+            });
+        }
+        if p.pol_votes.len() > self.validators.len() {
+            return Err(Rejected::BadPolRound {
+                pol_round: p.pol_round.unwrap_or(0),
+                round: p.round,
+            });
+        }
+        let expected = self.validators.proposer(self.height, p.round);
         let round = self.rounds.entry(p.round).or_default();
         if round.proposal.is_some() {
             return Err(Rejected::Duplicate);
@@ -558,6 +601,11 @@ impl Consensus {
             .verify(&p.data(&self.chain_id).signing_hash(), &p.signature)
             .map_err(|_| Rejected::BadSignature)?;
         let hash = p.block.hash();
+        if let Some(pol) = p.pol_round
+            && self.proves_polka(pol, hash, &p.pol_votes)
+        {
+            self.proven_polkas.insert((pol, hash));
+        }
         let needs_validation = !self.validity.contains_key(&hash);
         let block = p.block.clone();
         let round = p.round;
@@ -574,6 +622,29 @@ impl Consensus {
         self.validity.insert(block, valid);
         self.recheck(&mut out);
         out
+    }
+
+    /// True when `votes` holds valid prevotes of a quorum of distinct
+    /// validators for `block` in `round`: a proof of lock on its own. A
+    /// validator that also voted otherwise (equivocated) still counts here,
+    /// as its signature for this block is real.
+    fn proves_polka(&self, round: u64, block: Hash, votes: &[(PublicKey, Signature)]) -> bool {
+        let message = VoteData {
+            chain_id: self.chain_id.clone(),
+            height: self.height,
+            round,
+            kind: VoteKind::Prevote,
+            block: Some(block),
+        }
+        .signing_hash();
+        let signers: BTreeSet<&PublicKey> = votes
+            .iter()
+            .filter(|(voter, signature)| {
+                self.validators.contains(voter) && voter.verify(&message, signature).is_ok()
+            })
+            .map(|(voter, _)| voter)
+            .collect();
+        signers.len() >= self.validators.quorum()
     }
 
     /// Records a vote; the caller re-evaluates the rules afterwards.
@@ -623,6 +694,7 @@ impl Consensus {
         if height != self.height || round != self.round {
             return out;
         }
+        self.resend_own(&mut out);
         match step {
             // Line 57.
             Step::Propose if self.step == Step::Propose => {
@@ -643,6 +715,41 @@ impl Consensus {
         out
     }
 
+    /// Sends again what we said in the current round. Messages can be lost,
+    /// and a round whose votes never arrive cannot end; receivers drop
+    /// duplicates.
+    fn resend_own(&self, out: &mut Vec<Action>) {
+        let Some(key) = &self.key else { return };
+        let me = key.public();
+        let Some(votes) = self.rounds.get(&self.round) else {
+            return;
+        };
+        if let Some(p) = &votes.proposal
+            && self.validators.proposer(self.height, self.round) == me
+        {
+            out.push(Action::Broadcast(Message::Proposal(Box::new(p.clone()))));
+        }
+        for (kind, map) in [
+            (VoteKind::Prevote, &votes.prevotes),
+            (VoteKind::Precommit, &votes.precommits),
+        ] {
+            if let Some((block, signature)) = map.get(&me) {
+                let data = VoteData {
+                    chain_id: self.chain_id.clone(),
+                    height: self.height,
+                    round: self.round,
+                    kind,
+                    block: *block,
+                };
+                out.push(Action::Broadcast(Message::Vote(Vote {
+                    data,
+                    voter: me,
+                    signature: *signature,
+                })));
+            }
+        }
+    }
+
     /// Signs, records and broadcasts our vote, persisting it first. Refuses to
     /// sign anything that contradicts the persisted last vote.
     fn vote(&mut self, kind: VoteKind, block: Option<Hash>, out: &mut Vec<Action>) {
@@ -653,7 +760,7 @@ impl Consensus {
             return;
         }
         self.safety.last_vote = Some((self.round, kind, block));
-        self.safety.locked = self.locked.as_ref().map(|(r, b)| (*r, b.hash()));
+        self.safety.locked = self.locked.clone();
         out.push(Action::PersistSafety(self.safety.clone()));
         let data = VoteData {
             chain_id: self.chain_id.clone(),
@@ -679,14 +786,7 @@ impl Consensus {
 
     /// May the lock let us prevote for `hash`, given a proof of lock from `pol_round`?
     fn lock_allows(&self, hash: Hash, pol_round: Option<u64>) -> bool {
-        let persisted = self.safety.locked;
-        match (
-            self.locked
-                .as_ref()
-                .map(|(r, b)| (*r, b.hash()))
-                .or(persisted),
-            pol_round,
-        ) {
+        match (self.locked.as_ref().map(|(r, b)| (*r, b.hash())), pol_round) {
             (None, _) => true,
             (Some((_, locked)), _) if locked == hash => true,
             (Some((locked_round, _)), Some(pol)) => locked_round <= pol,
@@ -767,10 +867,13 @@ impl Consensus {
             let hash = p.block.hash();
             let justified = match p.pol_round {
                 None => true,
-                Some(pol) => self
-                    .rounds
-                    .get(&pol)
-                    .is_some_and(|v| v.count(VoteKind::Prevote, Some(hash)) >= quorum),
+                Some(pol) => {
+                    self.proven_polkas.contains(&(pol, hash))
+                        || self
+                            .rounds
+                            .get(&pol)
+                            .is_some_and(|v| v.count(VoteKind::Prevote, Some(hash)) >= quorum)
+                }
             };
             if justified {
                 let ok = valid && self.lock_allows(hash, p.pol_round);
@@ -852,6 +955,7 @@ impl Consensus {
         self.valid = None;
         self.rounds.clear();
         self.validity.clear();
+        self.proven_polkas.clear();
         self.safety = SafetyState {
             height,
             last_vote: None,

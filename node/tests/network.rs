@@ -23,8 +23,9 @@ const DEADLINE: Duration = Duration::from_secs(90);
 const POLL: Duration = Duration::from_millis(100);
 /// Tries at starting a network whose freshly probed ports were taken meanwhile.
 const START_ATTEMPTS: usize = 3;
-/// Node logs without a line per API request (the tests poll a lot).
-const RUST_LOG: &str = "info,trellis_node::api=warn";
+/// Node logs without a line per API request (the tests poll a lot), with the
+/// driver at debug: what was proposed and which messages were refused.
+const RUST_LOG: &str = "info,trellis_node::api=warn,trellis_node::node=debug";
 const CHAIN_ID: &str = "trellis-local";
 
 // ---------------------------------------------------------------------------
@@ -48,6 +49,7 @@ impl Proc {
             .args(args)
             .current_dir(cwd)
             .env("RUST_LOG", RUST_LOG)
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
@@ -163,6 +165,29 @@ fn free_ports(count: u16) -> u16 {
     panic!("no {count} consecutive free loopback ports in {low}..{high}");
 }
 
+/// A temporary directory, kept (and named on stderr) if the test fails, for its logs.
+struct Scratch(Option<tempfile::TempDir>);
+
+impl Scratch {
+    fn new() -> Scratch {
+        Scratch(Some(tempfile::tempdir().unwrap()))
+    }
+
+    fn path(&self) -> &Path {
+        self.0.as_ref().expect("kept until drop").path()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Some(dir) = self.0.take()
+        {
+            eprintln!("logs and data kept in {}", dir.keep().display());
+        }
+    }
+}
+
 /// A node that exited at start because one of its ports was taken meanwhile.
 fn lost_a_port_race(log: &Path) -> bool {
     let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -244,8 +269,8 @@ impl Node {
 struct Network {
     nodes: Vec<Node>,
     client: reqwest::Client,
-    // Last: the processes stop before their directories go.
-    tmp: tempfile::TempDir,
+    /// Held for its drop, last: the processes stop before their directory goes.
+    _tmp: Scratch,
 }
 
 impl Network {
@@ -253,7 +278,7 @@ impl Network {
     /// returns once every API answers.
     async fn start() -> Network {
         for attempt in 1..=START_ATTEMPTS {
-            let tmp = tempfile::tempdir().unwrap();
+            let tmp = Scratch::new();
             let (api_base, p2p_base) =
                 (free_ports(VALIDATORS as u16), free_ports(VALIDATORS as u16));
             let out = tmp.path().join("net");
@@ -285,7 +310,7 @@ impl Network {
             let mut net = Network {
                 nodes,
                 client: client(),
-                tmp,
+                _tmp: tmp,
             };
             for i in 0..VALIDATORS {
                 net.start_node(i);
@@ -465,18 +490,6 @@ impl Network {
     }
 }
 
-impl Drop for Network {
-    fn drop(&mut self) {
-        for node in &mut self.nodes {
-            drop(node.proc.take());
-        }
-        if std::thread::panicking() {
-            let kept = std::mem::replace(&mut self.tmp, tempfile::tempdir().unwrap()).keep();
-            eprintln!("node directories and logs kept in {}", kept.display());
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Load: remark transactions from a few accounts, to random live nodes
 
@@ -503,7 +516,7 @@ struct Account {
 /// What the load did.
 #[derive(Debug, Default)]
 struct LoadReport {
-    /// Hashes of every transaction made, in order per account.
+    /// Hashes of every transaction made, in the order made.
     made: Vec<String>,
     /// Made but not seen committed by the end of the drain.
     undrained: Vec<String>,
@@ -913,7 +926,7 @@ async fn localnet_starts_the_network_and_stops_it_on_sigterm() {
     let mut attempt = 0;
     let (tmp, dir, ports, apis, mut localnet) = loop {
         attempt += 1;
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = Scratch::new();
         let dir = tmp.path().join("localnet");
         let (api_base, p2p_base) = (free_ports(VALIDATORS as u16), free_ports(VALIDATORS as u16));
         let apis: Vec<String> = (0..VALIDATORS)

@@ -175,6 +175,10 @@ pub struct Config {
     pub duplicate_per_mille: u64,
     /// Message delay before GST, uniform in this range.
     pub delay_ms: (u64, u64),
+    /// Messages lost or cut by a partition before GST arrive after GST instead:
+    /// the reliable channels of the paper's model, which a real transport gets
+    /// only by retransmitting (Trellis's does not).
+    pub retransmit: bool,
     /// Message delay after GST: the Δ of partial synchrony.
     pub stable_delay_ms: (u64, u64),
     /// Largest clock skew of a node (each node draws its own in `0..=`).
@@ -207,6 +211,7 @@ impl Config {
             loss_per_mille: 50,
             duplicate_per_mille: 20,
             delay_ms: (1, 60),
+            retransmit: false,
             stable_delay_ms: (1, 25),
             max_skew_ms: 50,
             gst_ms: 3_000,
@@ -1039,15 +1044,19 @@ impl Sim {
 
     /// Schedules `event` from `from` to `to` through the faulty network.
     fn send(&mut self, from: usize, to: usize, event: Event) {
-        if self.groups[from] != self.groups[to] {
+        let lost = self.groups[from] != self.groups[to]
+            || (!self.gst && self.rng.chance(self.cfg.loss_per_mille));
+        if lost {
+            if self.cfg.retransmit && !self.gst {
+                let (lo, hi) = self.cfg.stable_delay_ms;
+                let at = self.cfg.gst_ms + self.rng.range(lo, hi);
+                self.push(at, event);
+            }
             return;
         }
         let (lo, hi) = if self.gst {
             self.cfg.stable_delay_ms
         } else {
-            if self.rng.chance(self.cfg.loss_per_mille) {
-                return;
-            }
             self.cfg.delay_ms
         };
         let delay = self.rng.range(lo, hi);
@@ -1108,9 +1117,14 @@ impl Sim {
                 }
             }
         }
+        let double_dealing = versions[0] != versions[1];
         for j in others {
             let side = self.nodes[j].side;
             let version = versions[side].clone();
+            // Now and then both versions reach one node, which must refuse the second.
+            if double_dealing && self.rng.chance(250) {
+                self.send_message(i, j, versions[1 - side].clone());
+            }
             if self.nodes[i].has(Behaviour::BadSignatures) {
                 let mut bad = version.clone();
                 self.corrupt(&mut bad);
@@ -1151,6 +1165,7 @@ impl Sim {
             block,
             round,
             pol_round: None,
+            pol_votes: vec![],
         })
     }
 

@@ -59,6 +59,8 @@ struct Net {
     invalid: Vec<Hash>,
     /// Votes are lost in transit while set.
     drop_votes: bool,
+    /// Precommits of this round are lost in transit.
+    drop_precommits_of_round: Option<u64>,
 }
 
 impl Net {
@@ -90,6 +92,7 @@ impl Net {
             persisted: vec![vec![]; n],
             invalid: vec![],
             drop_votes: false,
+            drop_precommits_of_round: None,
         }
     }
 
@@ -172,10 +175,22 @@ impl Net {
                 continue;
             }
             if let Some((to, m)) = self.inbox.pop_front() {
-                let lost = self.drop_votes && matches!(m, Message::Vote(_));
+                let lost = match &m {
+                    Message::Vote(v) => {
+                        self.drop_votes
+                            || (v.data.kind == VoteKind::Precommit
+                                && self.drop_precommits_of_round == Some(v.data.round))
+                    }
+                    Message::Proposal(_) => false,
+                };
                 if !self.silent[to] && !lost {
-                    let (actions, _) = self.nodes[to].on_message(m);
+                    let (actions, result) = self.nodes[to].on_message(m);
                     self.apply(to, actions);
+                    if let Err(Rejected::WrongHeight { got, current }) = result
+                        && got > current
+                    {
+                        self.sync(to);
+                    }
                 }
                 continue;
             }
@@ -190,6 +205,23 @@ impl Net {
                 self.apply(i, actions);
             }
         }
+    }
+
+    /// Block sync as the driver does it: copy the committed blocks `to` lacks
+    /// from a node that has them, then move its consensus past them.
+    fn sync(&mut self, to: usize) {
+        let have = self.commits[to].len();
+        let Some(source) = (0..self.nodes.len()).max_by_key(|&i| self.commits[i].len()) else {
+            return;
+        };
+        if self.commits[source].len() <= have {
+            return;
+        }
+        let missing = self.commits[source][have..].to_vec();
+        self.commits[to].extend(missing);
+        let height = self.commits[to].len() as u64 + 1;
+        let actions = self.nodes[to].catch_up(height);
+        self.apply(to, actions);
     }
 
     fn assert_agreement(&self) {
@@ -343,6 +375,7 @@ fn restarted_validator_never_votes_twice_in_a_round() {
         block: b.clone(),
         round: 0,
         pol_round: None,
+        pol_votes: vec![],
         signature: Signature([0; 64]),
     };
     p.signature = proposer_key.sign(&p.data(CHAIN).signing_hash());
@@ -485,6 +518,40 @@ fn validators_that_all_restart_after_prevoting_into_the_void_still_commit() {
     net.run_until(3, 60_000);
     for c in &net.commits {
         assert_eq!(c.len(), 3);
+    }
+    net.assert_agreement();
+}
+
+#[test]
+fn a_locked_block_is_re_proposed_by_the_next_proposer_and_committed() {
+    let mut net = Net::new(4);
+    // Round 0: everyone sees the proposal and the prevotes, so everyone locks
+    // on its block and precommits it, but no precommit of round 0 ever arrives.
+    net.drop_precommits_of_round = Some(0);
+    net.start();
+    // Stop before the precommit timeout (50 ms) moves anyone to round 1.
+    net.run_until(1, 40);
+    assert!(net.commits.iter().all(Vec::is_empty));
+    assert!(
+        net.nodes
+            .iter()
+            .all(|n| n.locked.as_ref().is_some_and(|(r, _)| *r == 0)),
+        "every node locked in round 0"
+    );
+    let locked = net.nodes[0].locked.as_ref().unwrap().1.hash();
+    net.run_until(1, 60_000);
+    for c in &net.commits {
+        let (block, qc) = &c[0];
+        assert_eq!(
+            block.hash(),
+            locked,
+            "the locked block is the one committed"
+        );
+        assert_eq!(
+            block.header.round, 0,
+            "a re-proposed block keeps its header"
+        );
+        assert!(qc.round >= 1, "committed in a later round");
     }
     net.assert_agreement();
 }
