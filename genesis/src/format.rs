@@ -106,10 +106,19 @@ pub struct GenesisContract {
     pub salt: Hash,
     /// A genesis account; with `code_hash` and `salt` it fixes the address.
     pub deployer: PublicKey,
-    /// When present (hex), the contract's `init` method runs at genesis with
-    /// these canonically encoded arguments, called by `deployer`.
+    /// Calls made right after deployment, in order, by `deployer` at height 0
+    /// (e.g. `init`, then setting credit limits). Any failure refuses the genesis.
     #[serde(default)]
-    pub init_args: Option<Bytes>,
+    pub calls: Vec<GenesisCall>,
+}
+
+/// One contract call made at genesis: a method and its canonically encoded arguments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisCall {
+    pub method: String,
+    /// Hex in JSON.
+    pub args: Bytes,
 }
 
 impl GenesisContract {
@@ -810,7 +819,7 @@ mod tests {
             code_hash: Domain::Genesis.hash(b"code"),
             salt: Hash::ZERO,
             deployer,
-            init_args: None,
+            calls: vec![],
         };
         let admin = dev_account("consortium/ops").public();
         let mut g = sample();

@@ -18,12 +18,15 @@ pub mod network;
 pub fn contract_code(name: &str) -> Option<&'static [u8]> {
     match name {
         "counter" => Some(include_bytes!("../contracts/counter.wasm")),
+        "receivables" => Some(include_bytes!("../contracts/receivables.wasm")),
         _ => None,
     }
 }
 
 pub use format::{
-    Genesis, GenesisAccount, GenesisContract, GenesisError, GenesisObserver, GenesisOrganisation,
-    GenesisValidator,
+    Genesis, GenesisAccount, GenesisCall, GenesisContract, GenesisError, GenesisObserver,
+    GenesisOrganisation, GenesisValidator,
 };
-pub use network::{DEV_GENESIS_TIME_MS, NetworkSpec, NodeKeys, build, dev_account, dev_params};
+pub use network::{
+    DEV_CREDIT_LIMIT, DEV_GENESIS_TIME_MS, NetworkSpec, NodeKeys, build, dev_account, dev_params,
+};

@@ -11,9 +11,10 @@
 //! - observer `i` (named `observer-{i}`): `{seed}/observer-{i}/node`.
 
 use crate::format::{
-    Genesis, GenesisAccount, GenesisError, GenesisObserver, GenesisOrganisation, GenesisValidator,
+    Genesis, GenesisAccount, GenesisCall, GenesisContract, GenesisError, GenesisObserver,
+    GenesisOrganisation, GenesisValidator,
 };
-use trellis_types::{ChainParams, KeyPair, Role};
+use trellis_types::{Bytes, ChainParams, Hash, KeyPair, Role, encode};
 
 /// 2026-01-01T00:00:00Z in unix milliseconds: block 0 of the embedded genesis files.
 pub const DEV_GENESIS_TIME_MS: u64 = 1_767_225_600_000;
@@ -171,10 +172,47 @@ pub fn build(spec: &NetworkSpec) -> Result<(Genesis, Vec<NodeKeys>), GenesisErro
         organisations,
         validators,
         observers,
-        contracts: Vec::new(),
+        contracts: vec![receivables_contract()],
     };
     genesis.validate()?;
     Ok((genesis, nodes))
+}
+
+/// Credit limit of `core-acme` on dev and local chains: 50,000,000.00 in minor units.
+pub const DEV_CREDIT_LIMIT: u128 = 5_000_000_000;
+
+/// The receivables contract every dev and local chain starts with, deployed
+/// by `consortium/ops` and set up for demos: a 10 s acceptance window and a
+/// 60 s grace period (so a receivable can mature minutes after issue), and a
+/// credit limit for `core-acme`.
+fn receivables_contract() -> GenesisContract {
+    let code = crate::contract_code("receivables")
+        .expect("the receivables module is built into this crate");
+    let params = trellis_receivables::Params {
+        acceptance_window_ms: 10_000,
+        grace_period_ms: 60_000,
+        ..trellis_receivables::Params::default()
+    };
+    let limit = trellis_receivables::SetCreditLimit {
+        issuer: "core-acme".into(),
+        limit: DEV_CREDIT_LIMIT,
+    };
+    GenesisContract {
+        name: "receivables".into(),
+        code_hash: Hash(*blake3::hash(code).as_bytes()),
+        salt: Hash::ZERO,
+        deployer: dev_account("consortium/ops").public(),
+        calls: vec![
+            GenesisCall {
+                method: "init".into(),
+                args: Bytes(encode(&params)),
+            },
+            GenesisCall {
+                method: "set_credit_limit".into(),
+                args: Bytes(encode(&limit)),
+            },
+        ],
+    }
 }
 
 #[cfg(test)]

@@ -128,7 +128,7 @@ pub fn genesis_writes(genesis: &Genesis) -> Writes {
 }
 
 /// Genesis state: [`genesis_writes`], then each genesis contract deployed (and
-/// initialised when it has `init_args`) in listed order at height 0. `storage`
+/// followed by its genesis `calls`) in listed order at height 0. `storage`
 /// is empty: it only gives the contracts' state view a base.
 fn genesis_state(
     storage: &Storage,
@@ -165,7 +165,7 @@ fn genesis_state(
             contract.deployer,
             &code,
             &contract.salt,
-            contract.init_args.as_deref(),
+            &contract.calls,
         )
         .map_err(|e| match e {
             execution::GenesisContractError::Storage(e) => ChainError::Storage(e),

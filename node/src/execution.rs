@@ -418,7 +418,7 @@ pub enum GenesisContractError {
 }
 
 /// Deploys a genesis contract into `state` (the genesis writes over empty
-/// storage) at height 0, then, with `init_args`, runs its `init` method as the
+/// storage) at height 0, then makes the genesis `calls` in order as the
 /// deployer. Its events are not kept: genesis has no receipts.
 pub fn deploy_genesis_contract(
     vm: &Vm,
@@ -427,7 +427,7 @@ pub fn deploy_genesis_contract(
     deployer: PublicKey,
     code: &[u8],
     salt: &Hash,
-    init_args: Option<&[u8]>,
+    calls: &[trellis_genesis::GenesisCall],
 ) -> Result<Address, GenesisContractError> {
     let refused = |m: String| GenesisContractError::Refused(m);
     let code_hash = vm
@@ -440,19 +440,22 @@ pub fn deploy_genesis_contract(
     let mut writes = Writes::new();
     install(&mut writes, &address, code, code_hash, deployer, ctx.height);
     state.apply(writes);
-    if let Some(args) = init_args {
+    for genesis_call in calls {
         let Some(account) = account(state, &deployer)? else {
             return Err(refused(format!("deployer {deployer} is not an account")));
         };
         let invocation = Invocation {
-            method: "init".into(),
-            args: args.to_vec(),
+            method: genesis_call.method.clone(),
+            args: genesis_call.args.to_vec(),
         };
         let effects = call(vm, state, ctx, deployer, &account, &address, &invocation)?;
         match effects.outcome {
             Ok(()) => state.apply(effects.writes),
             Err(e) => {
-                return Err(refused(format!("init failed: {} ({})", e.message, e.code)));
+                return Err(refused(format!(
+                    "{} failed: {} ({})",
+                    genesis_call.method, e.message, e.code
+                )));
             }
         }
     }

@@ -850,7 +850,10 @@ async fn node_with_counter() -> (TestNode, trellis_types::Address) {
         code_hash: crate::vm::code_hash(&code),
         salt: Hash::ZERO,
         deployer: dev_account("consortium/ops").public(),
-        init_args: Some(Bytes::default()),
+        calls: vec![trellis_genesis::GenesisCall {
+            method: "init".into(),
+            args: Bytes::default(),
+        }],
     });
     let address = genesis.contracts[0].address();
     (

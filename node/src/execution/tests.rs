@@ -781,7 +781,14 @@ fn genesis_with_counter(code: &[u8], init: bool) -> Genesis {
         code_hash: vm::code_hash(code),
         salt: Hash([2; 32]),
         deployer: pk(ADMIN),
-        init_args: init.then(Bytes::default),
+        calls: if init {
+            vec![trellis_genesis::GenesisCall {
+                method: "init".into(),
+                args: Bytes::default(),
+            }]
+        } else {
+            vec![]
+        },
     });
     genesis.validate().expect("a valid genesis");
     genesis
@@ -953,7 +960,7 @@ fn a_genesis_deploys_the_embedded_rust_counter() {
         code_hash: vm::code_hash(code),
         salt: Hash::ZERO,
         deployer: pk(ADMIN),
-        init_args: None,
+        calls: vec![],
     });
     let dir = tempfile::tempdir().unwrap();
     let storage = Storage::open(dir.path()).unwrap();
