@@ -446,11 +446,9 @@ impl NetworkTask {
                 peer_id,
                 num_established: 0,
                 ..
-            } => {
-                if self.connected.remove(&peer_id) {
-                    info!(peer = %peer_id, "peer disconnected");
-                    self.report_peers().await;
-                }
+            } if self.connected.remove(&peer_id) => {
+                info!(peer = %peer_id, "peer disconnected");
+                self.report_peers().await;
             }
             SwarmEvent::IncomingConnectionError {
                 error,
