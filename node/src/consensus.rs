@@ -239,6 +239,24 @@ pub enum Rejected {
     Equivocation(PublicKey),
 }
 
+impl Rejected {
+    /// Stable label for metrics and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejected::WrongChain(_) => "wrong_chain",
+            Rejected::WrongHeight { .. } => "wrong_height",
+            Rejected::NotValidator(_) => "not_validator",
+            Rejected::WrongProposer { .. } => "wrong_proposer",
+            Rejected::BadSignature => "bad_signature",
+            Rejected::RoundMismatch { .. } => "round_mismatch",
+            Rejected::BadPolRound { .. } => "bad_pol_round",
+            Rejected::RoundTooFar(_) => "round_too_far",
+            Rejected::Duplicate => "duplicate",
+            Rejected::Equivocation(_) => "equivocation",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Timeouts {
     pub propose_ms: u64,
@@ -538,20 +556,26 @@ impl Consensus {
         (out, result)
     }
 
-    fn accept_proposal(&mut self, p: Proposal, out: &mut Vec<Action>) -> Result<(), Rejected> {
-        let header = &p.block.header;
-        if header.chain_id != self.chain_id {
-            return Err(Rejected::WrongChain(header.chain_id.clone()));
+    /// Refuses a message for another chain, another height or a round too far ahead.
+    fn check_envelope(&self, chain_id: &str, height: u64, round: u64) -> Result<(), Rejected> {
+        if chain_id != self.chain_id {
+            return Err(Rejected::WrongChain(chain_id.to_owned()));
         }
-        if header.height != self.height {
+        if height != self.height {
             return Err(Rejected::WrongHeight {
-                got: header.height,
+                got: height,
                 current: self.height,
             });
         }
-        if p.round > self.round + MAX_ROUND_AHEAD {
-            return Err(Rejected::RoundTooFar(p.round));
+        if round > self.round + MAX_ROUND_AHEAD {
+            return Err(Rejected::RoundTooFar(round));
         }
+        Ok(())
+    }
+
+    fn accept_proposal(&mut self, p: Proposal, out: &mut Vec<Action>) -> Result<(), Rejected> {
+        let header = &p.block.header;
+        self.check_envelope(&header.chain_id, header.height, p.round)?;
         if let Some(pol) = p.pol_round
             && pol >= p.round
         {
@@ -650,18 +674,7 @@ impl Consensus {
     /// Records a vote; the caller re-evaluates the rules afterwards.
     fn accept_vote(&mut self, vote: Vote) -> Result<(), Rejected> {
         let d = &vote.data;
-        if d.chain_id != self.chain_id {
-            return Err(Rejected::WrongChain(d.chain_id.clone()));
-        }
-        if d.height != self.height {
-            return Err(Rejected::WrongHeight {
-                got: d.height,
-                current: self.height,
-            });
-        }
-        if d.round > self.round + MAX_ROUND_AHEAD {
-            return Err(Rejected::RoundTooFar(d.round));
-        }
+        self.check_envelope(&d.chain_id, d.height, d.round)?;
         if !self.validators.contains(&vote.voter) {
             return Err(Rejected::NotValidator(vote.voter));
         }

@@ -362,7 +362,7 @@ impl Driver {
                     Err(e) => {
                         debug!(peer = %from, error = %e, "consensus message refused");
                         let code = crate::metrics::CodeLabels {
-                            code: rejection_code(&e).into(),
+                            code: e.code().into(),
                         };
                         self.metrics
                             .consensus_rejected_messages
@@ -491,20 +491,5 @@ impl Driver {
             s.round = header.round;
         });
         info!(height = header.height, round = header.round, txs = block.txs.len(), hash = %block.hash(), "committed");
-    }
-}
-
-fn rejection_code(e: &Rejected) -> &'static str {
-    match e {
-        Rejected::WrongChain(_) => "wrong_chain",
-        Rejected::WrongHeight { .. } => "wrong_height",
-        Rejected::NotValidator(_) => "not_validator",
-        Rejected::WrongProposer { .. } => "wrong_proposer",
-        Rejected::BadSignature => "bad_signature",
-        Rejected::RoundMismatch { .. } => "round_mismatch",
-        Rejected::BadPolRound { .. } => "bad_pol_round",
-        Rejected::RoundTooFar(_) => "round_too_far",
-        Rejected::Duplicate => "duplicate",
-        Rejected::Equivocation(_) => "equivocation",
     }
 }

@@ -886,7 +886,7 @@ impl Sim {
                 self.request_sync(i, from)
             }
             Err(e) => {
-                let code = rejection_code(&e);
+                let code = e.code();
                 *self.out.rejected.entry(code).or_default() += 1;
                 self.mix(code.len() as u64);
             }
@@ -1570,21 +1570,6 @@ fn duplicate(event: &Event) -> Option<Event> {
             txs: txs.clone(),
         }),
         _ => None,
-    }
-}
-
-fn rejection_code(e: &Rejected) -> &'static str {
-    match e {
-        Rejected::WrongChain(_) => "wrong_chain",
-        Rejected::WrongHeight { .. } => "wrong_height",
-        Rejected::NotValidator(_) => "not_validator",
-        Rejected::WrongProposer { .. } => "wrong_proposer",
-        Rejected::BadSignature => "bad_signature",
-        Rejected::RoundMismatch { .. } => "round_mismatch",
-        Rejected::BadPolRound { .. } => "bad_pol_round",
-        Rejected::RoundTooFar(_) => "round_too_far",
-        Rejected::Duplicate => "duplicate",
-        Rejected::Equivocation(_) => "equivocation",
     }
 }
 
