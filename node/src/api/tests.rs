@@ -42,7 +42,8 @@ impl TestNode {
         Self::start_on(Genesis::dev(), None, adjust).await
     }
 
-    /// A node on `genesis`, whose contracts all get `code`.
+    /// A node on `genesis`; a genesis contract gets `code` if that is the code
+    /// it names, else the code this build embeds.
     async fn start_on(
         genesis: Genesis,
         code: Option<Vec<u8>>,
@@ -51,7 +52,12 @@ impl TestNode {
         let dir = tempfile::tempdir().expect("temp dir");
         let storage = Storage::open(dir.path()).expect("open storage");
         let vm = Arc::new(Vm::new());
-        let head = crate::chain::initialise_with(&storage, &genesis, &vm, |_| code.clone())
+        let code_for = |contract: &trellis_genesis::GenesisContract| {
+            code.clone()
+                .filter(|code| crate::vm::code_hash(code) == contract.code_hash)
+                .or_else(|| crate::chain::embedded_contract_code(contract))
+        };
+        let head = crate::chain::initialise_with(&storage, &genesis, &vm, code_for)
             .expect("initialise the chain");
         let mut params = genesis.params.clone();
         adjust(&mut params);
@@ -855,7 +861,7 @@ async fn node_with_counter() -> (TestNode, trellis_types::Address) {
             args: Bytes::default(),
         }],
     });
-    let address = genesis.contracts[0].address();
+    let address = genesis.contracts.last().expect("just pushed").address();
     (
         TestNode::start_on(genesis, Some(code), |_| {}).await,
         address,
