@@ -23,13 +23,13 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::borrow::Cow;
 use std::future::Future;
 use std::sync::{Arc, LazyLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tracing::Instrument;
-use trellis_types::{Address, Block, Bytes, Hash, QuorumCertificate, Receipt, StateProof};
+use trellis_types::{Address, Hash};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 /// What the handlers share.
@@ -47,51 +47,13 @@ pub struct ApiState {
     pub max_body_bytes: usize,
 }
 
-/// The node's view of the chain, as the consensus driver last published it.
-#[derive(Serialize, ToSchema, Clone, Debug)]
-pub struct ChainStatus {
-    /// Height of the latest committed block.
-    pub height: u64,
-    pub block_hash: Hash,
-    pub state_root: Hash,
-    /// Timestamp of the latest committed block (unix ms).
-    pub last_block_time_ms: u64,
-    /// True while the node is catching up with its peers.
-    pub syncing: bool,
-    /// Connected peers.
-    pub peers: usize,
-    /// True if this node votes.
-    pub validator: bool,
-    /// Consensus round at the height being decided.
-    pub round: u64,
-}
-
-impl Default for ChainStatus {
-    fn default() -> Self {
-        ChainStatus {
-            height: 0,
-            block_hash: Hash::ZERO,
-            state_root: Hash::ZERO,
-            last_block_time_ms: 0,
-            syncing: false,
-            peers: 0,
-            validator: false,
-            round: 0,
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------
-// Wire shapes
+// Wire shapes (the shared ones live in `trellis_types::api`)
 
-/// Every error response.
-#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
-pub struct ErrorBody {
-    /// Stable machine-readable code, e.g. `bad_signature`.
-    pub code: String,
-    /// What went wrong, for a person.
-    pub message: String,
-}
+pub use trellis_types::api::{
+    BlockResponse, ChainStatus, ContractQuery, ContractQueryResult, ErrorBody, Health,
+    StateResponse, StatusResponse, TxStatus, TxSubmitted,
+};
 
 /// `POST /v1/transactions` with `Content-Type: application/json`.
 #[derive(Deserialize, ToSchema, Debug)]
@@ -116,35 +78,6 @@ impl utoipa::PartialSchema for RawSignedTransaction {
 }
 impl ToSchema for RawSignedTransaction {}
 
-#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
-pub struct TxSubmitted {
-    pub tx_hash: Hash,
-}
-
-/// Where a transaction is.
-#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
-#[serde(tag = "status", rename_all = "snake_case")]
-pub enum TxStatus {
-    /// Admitted to this node's mempool, not yet committed.
-    Pending,
-    /// Committed at `height`, as the block's `index`-th transaction.
-    Committed {
-        height: u64,
-        index: u32,
-        receipt: Receipt,
-    },
-}
-
-/// A committed block with the certificate that committed it and its receipts.
-#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
-pub struct BlockResponse {
-    pub hash: Hash,
-    pub block: Block,
-    pub commit: QuorumCertificate,
-    /// One per transaction, in block order.
-    pub receipts: Vec<Receipt>,
-}
-
 #[derive(Deserialize, IntoParams, Debug)]
 #[into_params(parameter_in = Query)]
 pub struct StateQuery {
@@ -153,53 +86,6 @@ pub struct StateQuery {
     pub proof: bool,
     /// Committed height to read at; the latest by default.
     pub height: Option<u64>,
-}
-
-/// A state value (`null` when absent) at a committed height.
-#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
-pub struct StateResponse {
-    pub key: Bytes,
-    pub value: Option<Bytes>,
-    pub height: u64,
-    /// The state root in the header of the block at `height`.
-    pub state_root: Hash,
-    /// Present when asked for with `proof=true`.
-    pub proof: Option<StateProof>,
-}
-
-#[derive(Serialize, ToSchema, Debug, Clone)]
-pub struct StatusResponse {
-    pub chain_id: String,
-    pub genesis_hash: Hash,
-    #[serde(flatten)]
-    pub status: ChainStatus,
-}
-
-/// `POST /v1/contracts/{address}/query`.
-#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct ContractQuery {
-    /// The contract's query method.
-    pub method: String,
-    /// Hex of the canonically encoded arguments (optional `0x` prefix; empty by default).
-    #[serde(default)]
-    pub args: String,
-}
-
-/// What a contract query returned.
-#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
-pub struct ContractQueryResult {
-    /// The contract's output (canonically encoded, as hex).
-    pub result: Bytes,
-    /// The committed height whose state the query read.
-    pub height: u64,
-    pub fuel_used: u64,
-}
-
-#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
-pub struct Health {
-    /// Always `ok`.
-    pub status: String,
 }
 
 // ---------------------------------------------------------------------------

@@ -8,7 +8,8 @@ use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
 use trellis_genesis::{Genesis, dev_account};
 use trellis_types::{
-    ChainParams, KeyPair, Payload, PublicKey, SignedTransaction, SystemOp, Transaction, encode,
+    Bytes, ChainParams, KeyPair, Payload, PublicKey, SignedTransaction, SystemOp, Transaction,
+    encode,
 };
 
 const MAX_BODY_BYTES: usize = 4096;

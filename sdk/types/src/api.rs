@@ -1,0 +1,268 @@
+//! The HTTP API's JSON shapes, shared by the node (which serves them and
+//! documents them in its OpenAPI document) and the SDK (which reads them).
+//!
+//! One definition per shape: the node derives its schemas from these types, so
+//! what the SDK decodes is what the node's `/openapi.json` describes. Hashes,
+//! keys and byte strings are hex in JSON.
+
+use crate::bytes::Bytes;
+use crate::crypto::PublicKey;
+use crate::hash::Hash;
+use crate::proof::StateProof;
+use crate::receipt::{Event, ExecError, Receipt, ReceiptStatus};
+use crate::{Block, QuorumCertificate};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Every error response.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct ErrorBody {
+    /// Stable machine-readable code, e.g. `bad_signature`.
+    pub code: String,
+    /// What went wrong, for a person.
+    pub message: String,
+}
+
+// The answer to an admitted `POST /v1/transactions` (status 202). (No doc
+// comment: it would become the schema's description in the OpenAPI document.)
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct TxSubmitted {
+    pub tx_hash: Hash,
+}
+
+/// Where a transaction is.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum TxStatus {
+    /// Admitted to this node's mempool, not yet committed.
+    Pending,
+    /// Committed at `height`, as the block's `index`-th transaction.
+    Committed {
+        height: u64,
+        index: u32,
+        receipt: Receipt,
+    },
+}
+
+/// A committed block with the certificate that committed it and its receipts.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct BlockResponse {
+    pub hash: Hash,
+    pub block: Block,
+    pub commit: QuorumCertificate,
+    /// One per transaction, in block order.
+    pub receipts: Vec<Receipt>,
+}
+
+/// A state value (`null` when absent) at a committed height.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct StateResponse {
+    pub key: Bytes,
+    pub value: Option<Bytes>,
+    pub height: u64,
+    /// The state root in the header of the block at `height`.
+    pub state_root: Hash,
+    /// Present when asked for with `proof=true`.
+    pub proof: Option<StateProof>,
+}
+
+/// The node's view of the chain, as the consensus driver last published it.
+#[derive(Serialize, Deserialize, ToSchema, Clone, Debug, PartialEq, Eq)]
+pub struct ChainStatus {
+    /// Height of the latest committed block.
+    pub height: u64,
+    pub block_hash: Hash,
+    pub state_root: Hash,
+    /// Timestamp of the latest committed block (unix ms).
+    pub last_block_time_ms: u64,
+    /// True while the node is catching up with its peers.
+    pub syncing: bool,
+    /// Connected peers.
+    pub peers: usize,
+    /// True if this node votes.
+    pub validator: bool,
+    /// Consensus round at the height being decided.
+    pub round: u64,
+}
+
+impl Default for ChainStatus {
+    fn default() -> Self {
+        ChainStatus {
+            height: 0,
+            block_hash: Hash::ZERO,
+            state_root: Hash::ZERO,
+            last_block_time_ms: 0,
+            syncing: false,
+            peers: 0,
+            validator: false,
+            round: 0,
+        }
+    }
+}
+
+// `GET /status`: the chain's identity and the node's view of it.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct StatusResponse {
+    pub chain_id: String,
+    pub genesis_hash: Hash,
+    #[serde(flatten)]
+    pub status: ChainStatus,
+}
+
+/// `POST /v1/contracts/{address}/query`.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ContractQuery {
+    /// The contract's query method.
+    pub method: String,
+    /// Hex of the canonically encoded arguments (optional `0x` prefix; empty by default).
+    #[serde(default)]
+    pub args: String,
+}
+
+/// What a contract query returned.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct ContractQueryResult {
+    /// The contract's output (canonically encoded, as hex).
+    pub result: Bytes,
+    /// The committed height whose state the query read.
+    pub height: u64,
+    pub fuel_used: u64,
+}
+
+// `GET /health`.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: String,
+}
+
+// ---------------------------------------------------------------------------
+// The event stream (`GET /v1/events`)
+
+/// Where a committed transaction sits: its block's height and its index in
+/// the block. The event stream's SSE `id` is this, written `height:index`;
+/// positions are totally ordered, which is what makes a stream resumable.
+///
+/// ```
+/// use trellis_types::api::TxPosition;
+/// let at: TxPosition = "12:3".parse().unwrap();
+/// assert_eq!(at, TxPosition { height: 12, index: 3 });
+/// assert_eq!(at.to_string(), "12:3");
+/// assert!(at < TxPosition { height: 13, index: 0 });
+/// assert!("12".parse::<TxPosition>().is_err());
+/// ```
+#[derive(
+    Serialize, Deserialize, ToSchema, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash,
+)]
+pub struct TxPosition {
+    pub height: u64,
+    pub index: u32,
+}
+
+impl std::fmt::Display for TxPosition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.height, self.index)
+    }
+}
+
+/// Why a string is not a [`TxPosition`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a transaction position `<height>:<index>`")]
+pub struct BadPosition(pub String);
+
+impl std::str::FromStr for TxPosition {
+    type Err = BadPosition;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || BadPosition(s.chars().take(64).collect());
+        let (height, index) = s.trim().split_once(':').ok_or_else(bad)?;
+        Ok(TxPosition {
+            height: height.parse().map_err(|_| bad())?,
+            index: index.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// One committed transaction as `GET /v1/events` delivers it: one SSE
+/// message each, in chain order, with SSE `id` [`CommittedTx::position`].
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct CommittedTx {
+    /// Height of the block that committed it.
+    pub height: u64,
+    /// Its index in that block.
+    pub index: u32,
+    pub tx_hash: Hash,
+    /// The signing account.
+    pub sender: PublicKey,
+    pub status: ReceiptStatus,
+    /// Why execution failed, when `status` is `failed`.
+    pub error: Option<ExecError>,
+    /// What it did (empty when it failed).
+    pub events: Vec<Event>,
+    /// The block's timestamp (unix ms).
+    pub block_time_ms: u64,
+}
+
+impl CommittedTx {
+    /// The SSE id of this message.
+    pub fn position(&self) -> TxPosition {
+        TxPosition {
+            height: self.height,
+            index: self.index,
+        }
+    }
+
+    /// The receipt this message was made from (`fuel_used` is not streamed and reads 0).
+    pub fn receipt(&self) -> Receipt {
+        Receipt {
+            tx: self.tx_hash,
+            status: self.status,
+            error: self.error.clone(),
+            fuel_used: 0,
+            events: self.events.clone(),
+        }
+    }
+}
+
+/// Which transactions an event stream delivers. Within one field any value
+/// matches ("any of"); across fields all must match; an empty field matches
+/// everything. As query parameters each field is repeatable or a comma list:
+/// `kind=issued,split&party=supplier-t2`.
+///
+/// ```
+/// use trellis_types::api::EventFilter;
+/// let filter = EventFilter { kinds: vec!["issued".into(), "split".into()], ..EventFilter::default() };
+/// assert_eq!(filter.to_query(), vec![("kind", "issued,split".to_string())]);
+/// ```
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// Only transactions with an event of one of these kinds (`kind`).
+    pub kinds: Vec<String>,
+    /// Only transactions that concern one of these parties (`party`): an
+    /// organisation id or an account key (hex). A transaction concerns a
+    /// party when it sent it (the key, or any key of the organisation) or when
+    /// an event attribute names it (the whole value, or one of its
+    /// `:`-separated fields, as in a split's `child` = `id:org:amount`).
+    pub parties: Vec<String>,
+    /// Only transactions signed by one of these account keys (`sender`).
+    pub senders: Vec<PublicKey>,
+}
+
+impl EventFilter {
+    /// The filter as `GET /v1/events` query parameters (empty fields omitted).
+    pub fn to_query(&self) -> Vec<(&'static str, String)> {
+        let mut query = Vec::new();
+        if !self.kinds.is_empty() {
+            query.push(("kind", self.kinds.join(",")));
+        }
+        if !self.parties.is_empty() {
+            query.push(("party", self.parties.join(",")));
+        }
+        if !self.senders.is_empty() {
+            let senders: Vec<String> = self.senders.iter().map(PublicKey::to_hex).collect();
+            query.push(("sender", senders.join(",")));
+        }
+        query
+    }
+}
