@@ -9,27 +9,38 @@
 //! answered with 500 `internal`. The OpenAPI document is generated from the
 //! handlers ([`ApiDoc`]) and served at `GET /openapi.json`. Contract queries
 //! run read-only in the [`Vm`] against the latest committed state.
+//!
+//! `GET /v1/events` streams committed transactions as Server-Sent Events (see
+//! [`events`]): it reads committed blocks from storage from its start
+//! position, then follows new commits, woken by the driver's status channel.
+//! A stream's position is its SSE id `height:index`, so a client that
+//! reconnects with `Last-Event-ID` continues with no gap and no duplicate.
 
 use crate::execution::{self, ContractRecord};
 use crate::mempool::{AdmissionError, Mempool};
 use crate::metrics::{ApiLabels, CodeLabels, Metrics, RouteLabels};
 use crate::storage::{Storage, StorageError};
 use crate::vm::{self, CallEnv, Entry, Invocation, Limits, StateView, Vm};
+use axum::Extension;
 use axum::body::Bytes as Body;
 use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, LazyLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::Instrument;
-use trellis_types::{Address, Hash};
+use trellis_types::api::{CommittedTx, EventFilter, TxPosition};
+use trellis_types::{Address, Hash, PublicKey};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 /// What the handlers share.
@@ -197,8 +208,53 @@ fn path_param(path: Result<Path<String>, PathRejection>) -> Result<String, ApiEr
 // ---------------------------------------------------------------------------
 // Router
 
+/// Limits and timings of `GET /v1/events`.
+#[derive(Debug, Clone)]
+pub struct EventStreamConfig {
+    /// Streams open at once; one more is refused with 429 `too_many_streams`.
+    pub max_streams: usize,
+    /// How often an idle stream sends an SSE comment, so proxies keep it open.
+    pub keep_alive: Duration,
+    /// How often a stream looks at the head even without a status change.
+    pub poll_interval: Duration,
+}
+
+impl Default for EventStreamConfig {
+    fn default() -> Self {
+        EventStreamConfig {
+            max_streams: 256,
+            keep_alive: Duration::from_secs(15),
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What the event stream handler shares: the stream limit and the signal
+/// that the server is shutting down (open streams end then, so a graceful
+/// shutdown does not wait on them forever).
+#[derive(Clone)]
+struct EventStreams {
+    config: EventStreamConfig,
+    permits: Arc<Semaphore>,
+    closing: Option<watch::Receiver<bool>>,
+}
+
 pub fn router(state: Arc<ApiState>) -> Router {
+    build_router(state, EventStreamConfig::default(), None)
+}
+
+fn build_router(
+    state: Arc<ApiState>,
+    config: EventStreamConfig,
+    closing: Option<watch::Receiver<bool>>,
+) -> Router {
+    let streams = EventStreams {
+        permits: Arc::new(Semaphore::new(config.max_streams)),
+        config,
+        closing,
+    };
     Router::new()
+        .route("/v1/events", get(events))
         .route("/v1/transactions", post(submit_transaction))
         .route("/v1/transactions/{hash}", get(get_transaction))
         .route("/v1/blocks/latest", get(latest_block))
@@ -213,6 +269,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/openapi.json", get(openapi))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(Extension(streams))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(
             state.metrics.clone(),
@@ -221,16 +278,32 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .with_state(state)
 }
 
-/// Serves the API on `listener` until `shutdown` resolves, then finishes the requests in flight.
+/// Serves the API on `listener` until `shutdown` resolves, then ends the
+/// open event streams and finishes the requests in flight.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<ApiState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with(listener, state, EventStreamConfig::default(), shutdown).await
+}
+
+/// [`serve`] with event stream settings of its own.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    state: Arc<ApiState>,
+    config: EventStreamConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "API listening");
     }
-    axum::serve(listener, router(state))
+    let (closing_tx, closing_rx) = watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = closing_tx.send(true);
+    };
+    axum::serve(listener, build_router(state, config, Some(closing_rx)))
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -708,6 +781,389 @@ async fn query_contract(
     .await
 }
 
+// ---------------------------------------------------------------------------
+// The event stream
+
+/// The query parameters of `GET /v1/events`. Parsed by hand (repeated keys
+/// and comma lists); this type only documents them.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct EventsParams {
+    /// First block height to deliver; by default the next block to commit.
+    from_height: Option<u64>,
+    /// Continue strictly after this transaction, `height:index` (an earlier
+    /// message's SSE id). The `Last-Event-ID` header does the same and wins.
+    after: Option<String>,
+    /// Only transactions with an event of one of these kinds. Repeatable or a comma list.
+    kind: Option<Vec<String>>,
+    /// Only transactions concerning one of these parties: an organisation id or
+    /// an account key (hex). A transaction concerns a party that sent it (the
+    /// key, or any key of the organisation) or that an event attribute names
+    /// (its whole value or one of its `:`-separated fields). Repeatable or a comma list.
+    party: Option<Vec<String>>,
+    /// Only transactions signed by one of these account keys (hex). Repeatable or a comma list.
+    sender: Option<Vec<String>>,
+}
+
+/// Where a stream starts and what it delivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StreamRequest {
+    /// First height to read and, at that height only, the first index to deliver.
+    start: TxPosition,
+    filter: EventFilter,
+}
+
+fn parse_list<'a>(values: impl Iterator<Item = &'a str>) -> Vec<String> {
+    values
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn parse_position(s: &str) -> Result<TxPosition, ApiError> {
+    s.parse().map_err(|e: trellis_types::api::BadPosition| {
+        ApiError::malformed(format!("{e}: resume after the SSE id of a message"))
+    })
+}
+
+/// The stream a request asks for; `head` is the latest committed height.
+fn stream_request(
+    params: &[(String, String)],
+    last_event_id: Option<&str>,
+    head: u64,
+) -> Result<StreamRequest, ApiError> {
+    const KNOWN: [&str; 5] = ["from_height", "after", "kind", "party", "sender"];
+    if let Some((key, _)) = params.iter().find(|(k, _)| !KNOWN.contains(&k.as_str())) {
+        return Err(ApiError::malformed(format!(
+            "unknown query parameter `{key}`; known: {}",
+            KNOWN.join(", ")
+        )));
+    }
+    let single = |name: &str| -> Result<Option<&str>, ApiError> {
+        let mut values = params.iter().filter(|(k, _)| k == name).map(|(_, v)| v);
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(ApiError::malformed(format!("`{name}` is given twice")));
+        }
+        Ok(first.map(String::as_str))
+    };
+    let list = |name: &str| {
+        parse_list(
+            params
+                .iter()
+                .filter(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str()),
+        )
+    };
+
+    let after = match last_event_id.map(str::trim).filter(|v| !v.is_empty()) {
+        Some(id) => Some(parse_position(id)?),
+        None => single("after")?.map(parse_position).transpose()?,
+    };
+    let from_height = single("from_height")?
+        .map(|h| {
+            h.parse::<u64>().map_err(|_| {
+                ApiError::malformed(format!("from_height `{h}` is not a block height"))
+            })
+        })
+        .transpose()?;
+    let start = match (after, from_height) {
+        (Some(after), _) => match after.index.checked_add(1) {
+            Some(index) => TxPosition {
+                height: after.height,
+                index,
+            },
+            None => TxPosition {
+                height: after.height.saturating_add(1),
+                index: 0,
+            },
+        },
+        (None, Some(height)) => TxPosition { height, index: 0 },
+        (None, None) => TxPosition {
+            height: head.saturating_add(1),
+            index: 0,
+        },
+    };
+    let senders = list("sender")
+        .iter()
+        .map(|s| {
+            PublicKey::from_hex(s).map_err(|e| {
+                ApiError::malformed(format!("sender `{s}` is not a 32-byte hex key: {e}"))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(StreamRequest {
+        start,
+        filter: EventFilter {
+            kinds: list("kind"),
+            parties: list("party"),
+            senders,
+        },
+    })
+}
+
+/// Decides which committed transactions a stream delivers. Remembers each
+/// sender's organisation, which the `party` filter needs.
+struct Matcher {
+    filter: EventFilter,
+    /// The parties that parse as account keys.
+    party_keys: Vec<PublicKey>,
+    orgs: HashMap<PublicKey, Option<String>>,
+}
+
+impl Matcher {
+    fn new(filter: EventFilter) -> Matcher {
+        let party_keys = filter
+            .parties
+            .iter()
+            .filter_map(|p| PublicKey::from_hex(p).ok())
+            .collect();
+        Matcher {
+            filter,
+            party_keys,
+            orgs: HashMap::new(),
+        }
+    }
+
+    fn sender_org(
+        &mut self,
+        storage: &Storage,
+        sender: &PublicKey,
+        height: u64,
+    ) -> Result<Option<String>, ApiError> {
+        if let Some(org) = self.orgs.get(sender) {
+            return Ok(org.clone());
+        }
+        let mut org = execution::account(storage, sender)?.map(|a| a.org);
+        if org.is_none() {
+            // A key removed since: its record as of the block.
+            let key = execution::keys::account(sender);
+            if let Some(bytes) = storage.get_with_proof(&key, height)?.value {
+                org = trellis_types::decode::<execution::AccountRecord>(&bytes)
+                    .ok()
+                    .map(|a| a.org);
+            }
+        }
+        self.orgs.insert(*sender, org.clone());
+        Ok(org)
+    }
+
+    fn matches(&mut self, storage: &Storage, tx: &CommittedTx) -> Result<bool, ApiError> {
+        let f = &self.filter;
+        if !f.senders.is_empty() && !f.senders.contains(&tx.sender) {
+            return Ok(false);
+        }
+        if !f.kinds.is_empty() && !tx.events.iter().any(|e| f.kinds.contains(&e.kind)) {
+            return Ok(false);
+        }
+        if f.parties.is_empty() || self.party_keys.contains(&tx.sender) {
+            return Ok(true);
+        }
+        let named = |value: &str| {
+            f.parties
+                .iter()
+                .any(|p| value == p || value.split(':').any(|field| field == p))
+        };
+        if tx
+            .events
+            .iter()
+            .flat_map(|e| &e.attributes)
+            .any(|(_, value)| named(value))
+        {
+            return Ok(true);
+        }
+        let org = self.sender_org(storage, &tx.sender, tx.height)?;
+        Ok(org.is_some_and(|org| self.filter.parties.contains(&org)))
+    }
+}
+
+/// The transactions of the block at `height` from index `from`, that `matcher`
+/// lets through; `None` when the height is not committed yet.
+fn committed_txs(
+    storage: &Storage,
+    matcher: &mut Matcher,
+    height: u64,
+    from: u32,
+) -> Result<Option<Vec<CommittedTx>>, ApiError> {
+    let Some(block) = storage.block(height)? else {
+        return Ok(None);
+    };
+    let receipts = storage.receipts(height)?.ok_or_else(|| {
+        ApiError::internal(format!("block {height} is stored without its receipts"))
+    })?;
+    let mut out = Vec::new();
+    for (index, (stx, receipt)) in block.txs.iter().zip(receipts).enumerate() {
+        let index = u32::try_from(index).map_err(|_| ApiError::internal("block index over u32"))?;
+        if index < from {
+            continue;
+        }
+        let tx = CommittedTx {
+            height,
+            index,
+            tx_hash: stx.hash(),
+            sender: stx.tx.sender,
+            status: receipt.status,
+            error: receipt.error,
+            events: receipt.events,
+            block_time_ms: block.header.timestamp_ms,
+        };
+        if matcher.matches(storage, &tx)? {
+            out.push(tx);
+        }
+    }
+    Ok(Some(out))
+}
+
+type SseItem = Result<SseEvent, std::convert::Infallible>;
+
+/// Feeds one stream: committed blocks from `next` on, then each new commit,
+/// until the client goes away or the server shuts down. Holds `_permit`
+/// (one of the open-stream slots) for as long as it runs.
+async fn feed_stream(
+    state: Arc<ApiState>,
+    streams: EventStreams,
+    request: StreamRequest,
+    out: mpsc::Sender<SseItem>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let mut status = state.status.clone();
+    let mut closing = streams.closing.clone();
+    let mut next = request.start;
+    let mut matcher = Some(Matcher::new(request.filter));
+    loop {
+        // Deliver every committed block from `next` up to the head.
+        while state
+            .storage
+            .head()
+            .is_some_and(|h| h.height >= next.height)
+        {
+            let storage = state.storage.clone();
+            let (mut m, at) = (
+                matcher
+                    .take()
+                    .expect("the matcher is put back after each block"),
+                next,
+            );
+            let read = tokio::task::spawn_blocking(move || {
+                let txs = committed_txs(&storage, &mut m, at.height, at.index);
+                (m, txs)
+            })
+            .await;
+            let txs = match read {
+                Ok((m, Ok(Some(txs)))) => {
+                    matcher = Some(m);
+                    txs
+                }
+                Ok((_, Ok(None))) => {
+                    tracing::error!(
+                        height = at.height,
+                        "a committed block is missing; ending the event stream"
+                    );
+                    return;
+                }
+                Ok((_, Err(e))) => {
+                    tracing::error!(height = at.height, error = ?e, "reading a block for an event stream failed");
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "event stream task failed");
+                    return;
+                }
+            };
+            for tx in txs {
+                let event = match SseEvent::default()
+                    .id(tx.position().to_string())
+                    .json_data(&tx)
+                {
+                    Ok(event) => event,
+                    Err(e) => {
+                        tracing::error!(error = %e, "encoding an event stream message failed");
+                        return;
+                    }
+                };
+                if out.send(Ok(event)).await.is_err() {
+                    return; // The client went away.
+                }
+            }
+            next = TxPosition {
+                height: at.height + 1,
+                index: 0,
+            };
+        }
+        tokio::select! {
+            changed = status.changed() => if changed.is_err() {
+                return; // The driver is gone: nothing will commit any more.
+            },
+            () = tokio::time::sleep(streams.config.poll_interval) => {}
+            () = out.closed() => return,
+            () = async {
+                match closing.as_mut() {
+                    Some(closing) => { let _ = closing.wait_for(|c| *c).await; }
+                    None => std::future::pending().await,
+                }
+            } => return,
+        }
+    }
+}
+
+/// Committed transactions as Server-Sent Events, in chain order, from
+/// `from_height` (default: the next block) or strictly after `Last-Event-ID`
+/// / `after` (`height:index`), filtered by `kind`, `party` and `sender`.
+///
+/// Each message is one [`CommittedTx`] as JSON, with SSE `id: height:index`.
+/// Idle streams get a keep-alive comment. A client that reconnects with the
+/// last id it saw continues exactly after it: no gap, no duplicate.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "events",
+    params(
+        EventsParams,
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume strictly after this `height:index`; wins over `after` and `from_height`"),
+    ),
+    responses(
+        (status = 200, description = "`text/event-stream`: one message per committed transaction, `id: height:index`, `data:` a CommittedTx", body = CommittedTx, content_type = "text/event-stream"),
+        (status = 400, description = "malformed: a parameter or Last-Event-ID does not parse", body = ErrorBody),
+        (status = 429, description = "too_many_streams: the node's limit of open streams is reached", body = ErrorBody),
+    )
+)]
+async fn events(
+    State(state): State<Arc<ApiState>>,
+    Extension(streams): Extension<EventStreams>,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) = query.map_err(|e| ApiError::malformed(e.body_text()))?;
+    let last_event_id = match headers.get("last-event-id") {
+        Some(value) => Some(
+            value
+                .to_str()
+                .map_err(|_| ApiError::malformed("Last-Event-ID is not text"))?,
+        ),
+        None => None,
+    };
+    let head = state.storage.head().map_or(0, |h| h.height);
+    let request = stream_request(&params, last_event_id, head)?;
+    let permit = streams.permits.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_streams",
+            format!(
+                "this node serves at most {} event streams at once; retry later",
+                streams.config.max_streams
+            ),
+        )
+    })?;
+    let (tx, mut rx) = mpsc::channel::<SseItem>(64);
+    let keep_alive = KeepAlive::new().interval(streams.config.keep_alive);
+    tokio::spawn(feed_stream(state, streams, request, tx, permit));
+    let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    Ok(Sse::new(stream).keep_alive(keep_alive).into_response())
+}
+
 /// The chain as this node sees it.
 #[utoipa::path(get, path = "/status", tag = "node", responses((status = 200, body = StatusResponse)))]
 async fn status(State(state): State<Arc<ApiState>>) -> Json<StatusResponse> {
@@ -791,13 +1247,15 @@ async fn openapi() -> Response {
         health,
         metrics,
         openapi,
+        events,
     ),
-    components(schemas(ErrorBody, ChainStatus)),
+    components(schemas(ErrorBody, ChainStatus, CommittedTx)),
     tags(
         (name = "transactions", description = "Submission and lookup"),
         (name = "blocks", description = "Committed blocks with certificates and receipts"),
         (name = "state", description = "Authenticated state reads"),
         (name = "contracts", description = "Deployed contracts and read-only contract queries"),
+        (name = "events", description = "Committed transactions as a resumable Server-Sent Events stream"),
         (name = "node", description = "Status, health, metrics"),
     )
 )]

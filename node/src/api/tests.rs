@@ -8,8 +8,8 @@ use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
 use trellis_genesis::{Genesis, dev_account};
 use trellis_types::{
-    Bytes, ChainParams, KeyPair, Payload, PublicKey, SignedTransaction, SystemOp, Transaction,
-    encode,
+    Bytes, ChainParams, KeyPair, Payload, PublicKey, Receipt, SignedTransaction, SystemOp,
+    Transaction, encode,
 };
 
 const MAX_BODY_BYTES: usize = 4096;
@@ -20,8 +20,9 @@ struct TestNode {
     chain_id: String,
     storage: Storage,
     mempool: Arc<Mempool>,
-    _status: tokio::sync::watch::Sender<ChainStatus>,
+    status: tokio::sync::watch::Sender<ChainStatus>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -43,12 +44,26 @@ impl TestNode {
         Self::start_on(Genesis::dev(), None, adjust).await
     }
 
+    /// A node on the dev genesis whose event streams use `config`.
+    async fn start_streaming(config: EventStreamConfig) -> TestNode {
+        Self::start_full(Genesis::dev(), None, |_| {}, config).await
+    }
+
     /// A node on `genesis`; a genesis contract gets `code` if that is the code
     /// it names, else the code this build embeds.
     async fn start_on(
         genesis: Genesis,
         code: Option<Vec<u8>>,
         adjust: impl FnOnce(&mut ChainParams),
+    ) -> TestNode {
+        Self::start_full(genesis, code, adjust, EventStreamConfig::default()).await
+    }
+
+    async fn start_full(
+        genesis: Genesis,
+        code: Option<Vec<u8>>,
+        adjust: impl FnOnce(&mut ChainParams),
+        streams: EventStreamConfig,
     ) -> TestNode {
         let dir = tempfile::tempdir().expect("temp dir");
         let storage = Storage::open(dir.path()).expect("open storage");
@@ -86,7 +101,7 @@ impl TestNode {
             .expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("local addr"));
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(serve(listener, state, async move {
+        let served = tokio::spawn(serve_with(listener, state, streams, async move {
             let _ = shutdown_rx.await;
         }));
         TestNode {
@@ -95,8 +110,9 @@ impl TestNode {
             chain_id: genesis.chain_id,
             storage,
             mempool,
-            _status: status_tx,
+            status: status_tx,
             shutdown: Some(shutdown_tx),
+            served: Some(served),
             _dir: dir,
         }
     }
@@ -773,6 +789,7 @@ async fn the_openapi_document_lists_every_route() {
         ("/health", "get"),
         ("/metrics", "get"),
         ("/openapi.json", "get"),
+        ("/v1/events", "get"),
     ] {
         assert!(
             doc["paths"][path][method].is_object(),
@@ -797,6 +814,7 @@ async fn the_openapi_document_lists_every_route() {
         "TxStatus",
         "ChainStatus",
         "SignedTransaction",
+        "CommittedTx",
     ] {
         assert!(
             doc["components"]["schemas"][schema].is_object(),
@@ -973,4 +991,352 @@ async fn contract_queries_refuse_writes_and_bad_requests_with_codes() {
     // The refused write left the state as it was.
     let (_, body) = node.query(&address, json!({ "method": "get" })).await;
     assert_eq!(body["result"], hex::encode(5u64.to_le_bytes()));
+}
+
+// ---------------------------------------------------------------------------
+// The event stream
+
+/// One SSE message: its id and its data, decoded.
+#[derive(Debug)]
+struct SseMessage {
+    id: String,
+    tx: CommittedTx,
+}
+
+/// Reads Server-Sent Events off a streaming response, one message at a time.
+struct SseReader {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl SseReader {
+    /// The next message, or `None` when the stream ends; fails after 10 s of silence.
+    async fn next(&mut self) -> Option<SseMessage> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let (mut id, mut data) = (None, String::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = Some(v.trim().to_owned());
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+                if data.is_empty() {
+                    continue; // a keep-alive comment
+                }
+                let tx = serde_json::from_str(&data).expect("a CommittedTx in data");
+                return Some(SseMessage {
+                    id: id.expect("every message has an id"),
+                    tx,
+                });
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), self.response.chunk())
+                .await
+                .expect("a message or the end of the stream within 10 s")
+                .expect("reading the stream");
+            self.buffer
+                .push_str(std::str::from_utf8(&chunk?).expect("UTF-8 stream"));
+        }
+    }
+
+    /// The next `n` messages' ids.
+    async fn ids(&mut self, n: usize) -> Vec<String> {
+        let mut ids = Vec::new();
+        for _ in 0..n {
+            ids.push(self.next().await.expect("another message").id);
+        }
+        ids
+    }
+}
+
+impl TestNode {
+    /// Opens `GET /v1/events{query}` with extra headers; the status and the stream.
+    async fn events_with(
+        &self,
+        query: &str,
+        last_event_id: Option<&str>,
+    ) -> (StatusCode, SseReader) {
+        let mut request = self.client.get(format!("{}/v1/events{query}", self.url));
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = request.send().await.expect("GET /v1/events");
+        let status = StatusCode::from_u16(response.status().as_u16()).expect("valid status");
+        (
+            status,
+            SseReader {
+                response,
+                buffer: String::new(),
+            },
+        )
+    }
+
+    async fn events(&self, query: &str) -> SseReader {
+        let (status, reader) = self.events_with(query, None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(reader.response.headers()[CONTENT_TYPE], "text/event-stream",);
+        reader
+    }
+
+    /// Commits a block carrying `txs` with `receipts`, and tells the API, as the driver does.
+    fn commit_receipts(&self, txs: Vec<SignedTransaction>, receipts: Vec<Receipt>) {
+        let head = self.storage.head().expect("initialised");
+        let height = head.height + 1;
+        let update = self
+            .storage
+            .prepare_state(height, Writes::new())
+            .expect("prepare_state");
+        let block = trellis_types::Block {
+            header: trellis_types::Header {
+                chain_id: self.chain_id.clone(),
+                height,
+                round: 0,
+                parent: head.block_hash,
+                tx_root: trellis_types::block::tx_root(&txs),
+                receipts_root: trellis_types::block::receipts_root(&receipts),
+                state_root: update.root,
+                timestamp_ms: head.timestamp_ms + 1,
+                proposer: KeyPair::insecure_from_label("proposer").public(),
+            },
+            parent_commit: trellis_types::QuorumCertificate::genesis(head.block_hash),
+            txs,
+        };
+        let qc = trellis_types::QuorumCertificate {
+            height,
+            round: 0,
+            block: block.hash(),
+            votes: Vec::new(),
+        };
+        self.storage
+            .commit_block(&block, &qc, &receipts, update)
+            .expect("commit_block");
+        self.status.send_modify(|s| s.height = height);
+    }
+
+    /// Commits a block of remarks from `key` starting at `nonce`, one per event list.
+    fn commit_remarks(
+        &self,
+        key: &KeyPair,
+        nonce: u64,
+        events: Vec<Vec<trellis_types::Event>>,
+    ) -> Vec<SignedTransaction> {
+        let txs: Vec<SignedTransaction> = (0..events.len() as u64)
+            .map(|i| self.tx(key, nonce + i))
+            .collect();
+        let receipts = txs
+            .iter()
+            .zip(events)
+            .map(|(tx, events)| Receipt {
+                tx: tx.hash(),
+                status: trellis_types::ReceiptStatus::Success,
+                error: None,
+                fuel_used: 1,
+                events,
+            })
+            .collect();
+        self.commit_receipts(txs.clone(), receipts);
+        txs
+    }
+}
+
+fn event(kind: &str, attributes: &[(&str, &str)]) -> trellis_types::Event {
+    trellis_types::Event {
+        source: trellis_types::EventSource::System,
+        kind: kind.into(),
+        attributes: attributes
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect(),
+    }
+}
+
+#[tokio::test]
+async fn the_event_stream_delivers_committed_transactions_from_a_height_in_order() {
+    let node = TestNode::start().await;
+    let key = acme();
+    let first = node.commit_remarks(&key, 0, vec![vec![event("noted", &[("n", "1")])], vec![]]);
+    let second = node.commit_remarks(&key, 2, vec![vec![]]);
+
+    let mut stream = node.events("?from_height=1").await;
+    let a = stream.next().await.unwrap();
+    assert_eq!(a.id, "1:0");
+    assert_eq!(a.tx.tx_hash, first[0].hash());
+    assert_eq!(a.tx.sender, key.public());
+    assert_eq!((a.tx.height, a.tx.index), (1, 0));
+    assert_eq!(a.tx.status, trellis_types::ReceiptStatus::Success);
+    assert_eq!(a.tx.events, vec![event("noted", &[("n", "1")])]);
+    assert_eq!(
+        a.tx.block_time_ms,
+        node.storage.block(1).unwrap().unwrap().header.timestamp_ms
+    );
+    let b = stream.next().await.unwrap();
+    assert_eq!((b.id.as_str(), b.tx.tx_hash), ("1:1", first[1].hash()));
+    let c = stream.next().await.unwrap();
+    assert_eq!((c.id.as_str(), c.tx.tx_hash), ("2:0", second[0].hash()));
+}
+
+#[tokio::test]
+async fn an_event_stream_without_a_start_follows_the_blocks_committed_after_it_opened() {
+    let node = TestNode::start().await;
+    let key = acme();
+    node.commit_remarks(&key, 0, vec![vec![]]);
+    let mut stream = node.events("").await;
+    let later = node.commit_remarks(&key, 1, vec![vec![], vec![]]);
+    let more = node.commit_remarks(&key, 3, vec![vec![]]);
+    let got: Vec<(String, Hash)> = [
+        stream.next().await.unwrap(),
+        stream.next().await.unwrap(),
+        stream.next().await.unwrap(),
+    ]
+    .into_iter()
+    .map(|m| (m.id, m.tx.tx_hash))
+    .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("2:0".to_string(), later[0].hash()),
+            ("2:1".to_string(), later[1].hash()),
+            ("3:0".to_string(), more[0].hash()),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn resuming_after_an_id_continues_with_no_gap_and_no_duplicate() {
+    let node = TestNode::start().await;
+    let key = acme();
+    node.commit_remarks(&key, 0, vec![vec![], vec![], vec![]]);
+    node.commit_remarks(&key, 3, vec![vec![]]);
+
+    let (status, mut stream) = node.events_with("", Some("1:0")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(stream.ids(3).await, ["1:1", "1:2", "2:0"]);
+    let mut stream = node.events("?after=1:2").await;
+    assert_eq!(stream.ids(1).await, ["2:0"]);
+    // The header wins over the parameters; the last index of a block goes on to the next.
+    let (_, mut stream) = node
+        .events_with("?after=0:0&from_height=1", Some("1:2"))
+        .await;
+    assert_eq!(stream.ids(1).await, ["2:0"]);
+    // Resuming after the head waits for the next commit.
+    let (_, mut stream) = node.events_with("", Some("2:0")).await;
+    node.commit_remarks(&key, 4, vec![vec![]]);
+    assert_eq!(stream.ids(1).await, ["3:0"]);
+}
+
+#[tokio::test]
+async fn event_streams_filter_by_kind_party_and_sender() {
+    let node = TestNode::start().await;
+    let (acme, t1) = (acme(), dev_account("supplier-t1/ops"));
+    node.commit_remarks(
+        &acme,
+        0,
+        vec![
+            vec![event("issued", &[("piece", "1"), ("to", "supplier-t1")])],
+            vec![event("split", &[("child", "2:supplier-t2:400")])],
+            vec![event("noted", &[])],
+        ],
+    );
+    node.commit_remarks(&t1, 0, vec![vec![event("accepted", &[("piece", "1")])]]);
+
+    let ids = |query: &'static str, n: usize| {
+        let node = &node;
+        async move { node.events(query).await.ids(n).await }
+    };
+    assert_eq!(
+        ids("?from_height=1&kind=split,accepted", 2).await,
+        ["1:1", "2:0"]
+    );
+    assert_eq!(
+        ids("?from_height=1&kind=split&kind=issued", 2).await,
+        ["1:0", "1:1"]
+    );
+    // An attribute value names the party, or one `:`-separated field of it does.
+    assert_eq!(ids("?from_height=1&party=supplier-t2", 1).await, ["1:1"]);
+    // supplier-t1 is named by the issue and sent the acceptance.
+    assert_eq!(
+        ids("?from_height=1&party=supplier-t1", 2).await,
+        ["1:0", "2:0"]
+    );
+    // A party as a key: what that key sent.
+    let by_key = format!("?from_height=1&party={}", t1.public());
+    assert_eq!(node.events(&by_key).await.ids(1).await, ["2:0"]);
+    // The organisation of the sender counts too.
+    assert_eq!(
+        ids("?from_height=1&party=core-acme&kind=noted", 1).await,
+        ["1:2"]
+    );
+    let by_sender = format!("?from_height=1&sender={}", acme.public());
+    let mut stream = node.events(&by_sender).await;
+    assert_eq!(stream.ids(3).await, ["1:0", "1:1", "1:2"]);
+    // Nothing else arrives for it: the next message is a later commit of acme's.
+    node.commit_remarks(&t1, 1, vec![vec![]]);
+    node.commit_remarks(&acme, 3, vec![vec![]]);
+    assert_eq!(stream.ids(1).await, ["4:0"]);
+}
+
+#[tokio::test]
+async fn bad_event_stream_parameters_are_malformed() {
+    let node = TestNode::start().await;
+    for (query, header) in [
+        ("?from_height=x", None),
+        ("?from_height=1&from_height=2", None),
+        ("?after=12", None),
+        ("?after=a:b", None),
+        ("?sender=not-a-key", None),
+        ("?colour=red", None),
+        ("", Some("yesterday")),
+    ] {
+        let (status, reader) = node.events_with(query, header).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query} {header:?}");
+        let body: Value = reader.response.json().await.expect("JSON error body");
+        assert_eq!(body["code"], "malformed", "{query} {header:?}: {body}");
+        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+}
+
+#[tokio::test]
+async fn one_stream_over_the_limit_is_refused_until_another_closes() {
+    let node = TestNode::start_streaming(EventStreamConfig {
+        max_streams: 2,
+        ..EventStreamConfig::default()
+    })
+    .await;
+    let first = node.events("").await;
+    let _second = node.events("").await;
+    let (status, reader) = node.events_with("", None).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    let body: Value = reader.response.json().await.unwrap();
+    assert_eq!(body["code"], "too_many_streams");
+
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _reader) = node.events_with("", None).await;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(
+            Instant::now() < deadline,
+            "the closed stream's slot never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn shutting_down_ends_open_event_streams_and_the_server() {
+    let mut node = TestNode::start().await;
+    let mut stream = node.events("").await;
+    let _ = node.shutdown.take().unwrap().send(());
+    assert!(stream.next().await.is_none(), "the stream ended");
+    let served = node.served.take().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), served)
+        .await
+        .expect("the server stops")
+        .expect("the server task")
+        .expect("the server stopped cleanly");
 }
