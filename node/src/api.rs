@@ -1008,6 +1008,7 @@ fn committed_txs(
             status: receipt.status,
             error: receipt.error,
             events: receipt.events,
+            fuel_used: receipt.fuel_used,
             block_time_ms: block.header.timestamp_ms,
         };
         if matcher.matches(storage, &tx)? {

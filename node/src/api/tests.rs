@@ -1167,6 +1167,7 @@ async fn the_event_stream_delivers_committed_transactions_from_a_height_in_order
     assert_eq!((a.tx.height, a.tx.index), (1, 0));
     assert_eq!(a.tx.status, trellis_types::ReceiptStatus::Success);
     assert_eq!(a.tx.events, vec![event("noted", &[("n", "1")])]);
+    assert_eq!(a.tx.fuel_used, 1);
     assert_eq!(
         a.tx.block_time_ms,
         node.storage.block(1).unwrap().unwrap().header.timestamp_ms

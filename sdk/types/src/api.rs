@@ -200,6 +200,8 @@ pub struct CommittedTx {
     pub error: Option<ExecError>,
     /// What it did (empty when it failed).
     pub events: Vec<Event>,
+    /// Fuel its execution used, as in its receipt.
+    pub fuel_used: u64,
     /// The block's timestamp (unix ms).
     pub block_time_ms: u64,
 }
@@ -213,13 +215,13 @@ impl CommittedTx {
         }
     }
 
-    /// The receipt this message was made from (`fuel_used` is not streamed and reads 0).
+    /// The receipt this message was made from.
     pub fn receipt(&self) -> Receipt {
         Receipt {
             tx: self.tx_hash,
             status: self.status,
             error: self.error.clone(),
-            fuel_used: 0,
+            fuel_used: self.fuel_used,
             events: self.events.clone(),
         }
     }
