@@ -406,3 +406,69 @@ impl Drop for DevNode {
         }
     }
 }
+
+/// A TCP proxy on a loopback port in front of `upstream`, whose open
+/// connections a test can cut at will (both sides see the connection drop),
+/// e.g. to break an event stream mid-way while the node keeps running.
+pub struct TcpProxy {
+    addr: SocketAddr,
+    connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl TcpProxy {
+    /// Starts forwarding `127.0.0.1:<free port>` to `upstream`.
+    pub async fn start(upstream: SocketAddr) -> anyhow::Result<TcpProxy> {
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let addr = listener.local_addr()?;
+        let connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> =
+            Default::default();
+        let tracked = connections.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let task = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                let mut open = tracked.lock().unwrap_or_else(|e| e.into_inner());
+                open.retain(|t| !t.is_finished());
+                open.push(task);
+            }
+        });
+        Ok(TcpProxy {
+            addr,
+            connections,
+            accept,
+        })
+    }
+
+    /// `http://<proxy address>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Drops every open connection; new ones are still accepted. Returns how many it cut.
+    pub fn cut(&self) -> usize {
+        let mut open = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+        let cut = open.iter().filter(|t| !t.is_finished()).count();
+        for task in open.drain(..) {
+            task.abort();
+        }
+        cut
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+impl DevNode {
+    /// The API's socket address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}

@@ -1,0 +1,902 @@
+//! The client: endpoints with failover, retries, reads, contract queries,
+//! verified state, and signed submissions with local nonce allocation.
+//!
+//! Every request goes to the current endpoint; a connection error, a 429 or
+//! a 5xx moves to the next endpoint and is retried after a deterministic
+//! exponential backoff, up to [`RetryPolicy::max_attempts`]. Any other 4xx
+//! is the node's final word and becomes [`Error::Rejected`] at once.
+
+use crate::error::{Error, Result};
+use crate::events::EventsBuilder;
+use crate::receivables::Receivables;
+use crate::submit::{Committed, PendingTx};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use trellis_types::api::{
+    BlockResponse, ContractQuery, ContractQueryResult, ErrorBody, Health, StateResponse,
+    StatusResponse, TxStatus, TxSubmitted,
+};
+use trellis_types::{
+    Address, Bytes, Hash, Header, KeyPair, Payload, PublicKey, SignedTransaction, Transaction,
+};
+
+/// How requests are retried: on connection errors, 429 and 5xx answers,
+/// with a backoff that doubles from `initial_backoff` up to `max_backoff`
+/// (no jitter: the bounds are exact). 4xx admission refusals are never retried.
+///
+/// ```
+/// use std::time::Duration;
+/// use trellis_sdk::RetryPolicy;
+/// let policy = RetryPolicy { max_attempts: 4, initial_backoff: Duration::from_millis(100), max_backoff: Duration::from_millis(250) };
+/// assert_eq!(policy.backoff(1), Duration::from_millis(100));
+/// assert_eq!(policy.backoff(2), Duration::from_millis(200));
+/// assert_eq!(policy.backoff(3), Duration::from_millis(250));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Tries per request, the first one included (at least 1).
+    pub max_attempts: u32,
+    /// Wait after the first failure.
+    pub initial_backoff: Duration,
+    /// Longest wait between two tries.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// 5 attempts, 100 ms doubling to at most 2 s (at most 1.5 s of waiting in all).
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 5,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// One attempt, no retries.
+    ///
+    /// ```
+    /// assert_eq!(trellis_sdk::RetryPolicy::none().max_attempts, 1);
+    /// ```
+    pub fn none() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 1,
+            ..RetryPolicy::default()
+        }
+    }
+
+    /// The wait after the `failures`-th consecutive failure (1-based):
+    /// `min(initial_backoff * 2^(failures-1), max_backoff)`.
+    pub fn backoff(&self, failures: u32) -> Duration {
+        let factor = 1u32
+            .checked_shl(failures.saturating_sub(1))
+            .unwrap_or(u32::MAX);
+        self.initial_backoff
+            .checked_mul(factor)
+            .unwrap_or(self.max_backoff)
+            .min(self.max_backoff)
+    }
+}
+
+/// An account's record on chain (state key `sys/account/<key>`): its
+/// organisation, whether it administers it, and the nonce its next
+/// transaction must carry.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub org: String,
+    pub org_admin: bool,
+    pub nonce: u64,
+}
+
+impl Account {
+    /// The state key of `key`'s account record.
+    ///
+    /// ```
+    /// let key = trellis_sdk::keys::generate().public();
+    /// assert!(trellis_sdk::Account::state_key(&key).starts_with(b"sys/account/"));
+    /// ```
+    pub fn state_key(key: &PublicKey) -> Vec<u8> {
+        [b"sys/account/".as_slice(), &key.0].concat()
+    }
+}
+
+/// A state value checked against the header of the committed block it was read at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedState {
+    pub key: Vec<u8>,
+    /// `None`: the key is proven absent.
+    pub value: Option<Vec<u8>>,
+    pub height: u64,
+    /// The state root of the block at `height`, which the proof checks against.
+    pub state_root: Hash,
+    /// The hash of that block's header.
+    pub block_hash: Hash,
+}
+
+impl VerifiedState {
+    /// The value decoded from its canonical encoding.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: trellis_sdk::Client, me: trellis_types::PublicKey) -> trellis_sdk::Result<()> {
+    /// let state = client.state_with_proof(&trellis_sdk::Account::state_key(&me)).await?;
+    /// let account: Option<trellis_sdk::Account> = state.decode()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn decode<T: Serialize + DeserializeOwned>(&self) -> Result<Option<T>> {
+        self.value
+            .as_deref()
+            .map(|v| {
+                trellis_types::decode(v).map_err(|e| Error::Decode(format!("state value: {e}")))
+            })
+            .transpose()
+    }
+}
+
+/// Checks a `GET /v1/state/{key}?proof=true` answer against `header`, a
+/// header of the block at the answer's height that the caller trusts.
+/// [`Client::state_with_proof`] does this with the header it fetches.
+///
+/// ```no_run
+/// # async fn demo(client: trellis_sdk::Client) -> trellis_sdk::Result<()> {
+/// let answer = client.state(b"sys/params", None, true).await?;
+/// let block = client.block(answer.height).await?;
+/// let verified = trellis_sdk::verify_state(&answer, &block.block.header)?;
+/// # Ok(()) }
+/// ```
+pub fn verify_state(answer: &StateResponse, header: &Header) -> Result<VerifiedState> {
+    let proof = answer
+        .proof
+        .as_ref()
+        .ok_or_else(|| Error::Proof("the answer carries no proof".into()))?;
+    if header.height != answer.height || proof.height != answer.height {
+        return Err(Error::Proof(format!(
+            "heights differ: answer {}, proof {}, header {}",
+            answer.height, proof.height, header.height
+        )));
+    }
+    if proof.key != answer.key || proof.value != answer.value {
+        return Err(Error::Proof("the proof is for another key or value".into()));
+    }
+    if header.state_root != proof.state_root || header.state_root != answer.state_root {
+        return Err(Error::Proof(format!(
+            "state root {} is not the committed header's {}",
+            proof.state_root, header.state_root
+        )));
+    }
+    trellis_types::verify_state_proof(
+        &header.state_root,
+        &answer.key,
+        answer.value.as_deref(),
+        &proof.proof,
+    )
+    .map_err(|e| Error::Proof(e.to_string()))?;
+    Ok(VerifiedState {
+        key: answer.key.0.clone(),
+        value: answer.value.as_ref().map(|v| v.0.clone()),
+        height: answer.height,
+        state_root: header.state_root,
+        block_hash: header.hash(),
+    })
+}
+
+/// Builds a [`Client`].
+///
+/// ```no_run
+/// use std::time::Duration;
+/// let client = trellis_sdk::Client::builder()
+///     .endpoint("http://127.0.0.1:8080")
+///     .endpoint("http://127.0.0.1:8081") // failover
+///     .signer(trellis_sdk::keys::load("ops.pem", None)?)
+///     .request_timeout(Duration::from_secs(5))
+///     .commit_timeout(Duration::from_secs(20))
+///     .build()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    endpoints: Vec<String>,
+    signer: Option<KeyPair>,
+    request_timeout: Duration,
+    commit_timeout: Duration,
+    tx_ttl: Duration,
+    retry: RetryPolicy,
+    chain_id: Option<String>,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        ClientBuilder {
+            endpoints: Vec::new(),
+            signer: None,
+            request_timeout: Duration::from_secs(10),
+            commit_timeout: Duration::from_secs(30),
+            tx_ttl: Duration::from_secs(120),
+            retry: RetryPolicy::default(),
+            chain_id: None,
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// Adds a node's API base URL, e.g. `http://127.0.0.1:8080`. The first is
+    /// used until it fails; then the next, in turn.
+    pub fn endpoint(mut self, url: impl Into<String>) -> Self {
+        self.endpoints.push(url.into());
+        self
+    }
+
+    /// Adds several endpoints.
+    pub fn endpoints<I: IntoIterator<Item = S>, S: Into<String>>(mut self, urls: I) -> Self {
+        self.endpoints.extend(urls.into_iter().map(Into::into));
+        self
+    }
+
+    /// The account key that signs submissions (needed only to submit).
+    pub fn signer(mut self, key: KeyPair) -> Self {
+        self.signer = Some(key);
+        self
+    }
+
+    /// Longest time for one HTTP request (default 10 s). Event streams have none.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// How long [`PendingTx::wait`] and the typed calls wait for a commit (default 30 s).
+    pub fn commit_timeout(mut self, timeout: Duration) -> Self {
+        self.commit_timeout = timeout;
+        self
+    }
+
+    /// How long a signed transaction stays valid (default 120 s; the chain caps it).
+    pub fn tx_ttl(mut self, ttl: Duration) -> Self {
+        self.tx_ttl = ttl;
+        self
+    }
+
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// The chain id to sign for; by default it is read once from `/status`.
+    pub fn chain_id(mut self, chain_id: impl Into<String>) -> Self {
+        self.chain_id = Some(chain_id.into());
+        self
+    }
+
+    pub fn build(self) -> Result<Client> {
+        if self.endpoints.is_empty() {
+            return Err(Error::Config(
+                "no endpoint: add one with .endpoint(url)".into(),
+            ));
+        }
+        let endpoints = self
+            .endpoints
+            .iter()
+            .map(|e| {
+                let url = reqwest::Url::parse(e)
+                    .map_err(|err| Error::Config(format!("endpoint `{e}` is not a URL: {err}")))?;
+                if !matches!(url.scheme(), "http" | "https") {
+                    return Err(Error::Config(format!("endpoint `{e}` is not http(s)")));
+                }
+                Ok(e.trim_end_matches('/').to_owned())
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(self.request_timeout)
+            .build()
+            .map_err(|e| Error::Config(format!("HTTP client: {e}")))?;
+        let chain_id = tokio::sync::OnceCell::new();
+        if let Some(id) = self.chain_id {
+            let _ = chain_id.set(id);
+        }
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http,
+                endpoints,
+                current: AtomicUsize::new(0),
+                retry: RetryPolicy {
+                    max_attempts: self.retry.max_attempts.max(1),
+                    ..self.retry
+                },
+                request_timeout: self.request_timeout,
+                commit_timeout: self.commit_timeout,
+                tx_ttl: self.tx_ttl,
+                signer: self.signer,
+                chain_id,
+                nonces: tokio::sync::Mutex::new(NonceState::default()),
+            }),
+        })
+    }
+}
+
+/// A Trellis node client. Cheap to clone (clones share connections and
+/// the signer's nonce sequence); safe to use from many tasks at once.
+///
+/// ```no_run
+/// # async fn demo() -> trellis_sdk::Result<()> {
+/// let client = trellis_sdk::Client::builder().endpoint("http://127.0.0.1:8080").build()?;
+/// let status = client.status().await?;
+/// println!("{} at height {}", status.chain_id, status.status.height);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Client {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) http: reqwest::Client,
+    endpoints: Vec<String>,
+    current: AtomicUsize,
+    pub(crate) retry: RetryPolicy,
+    request_timeout: Duration,
+    pub(crate) commit_timeout: Duration,
+    tx_ttl: Duration,
+    signer: Option<KeyPair>,
+    chain_id: tokio::sync::OnceCell<String>,
+    nonces: tokio::sync::Mutex<NonceState>,
+}
+
+/// The signer's nonces: read from the chain once, then handed out locally.
+#[derive(Debug, Default)]
+struct NonceState {
+    /// The next never-used nonce; `None` until read from the chain (again).
+    next: Option<u64>,
+    /// Nonces handed out whose transaction was refused: used first, so no gap stays.
+    released: BTreeSet<u64>,
+}
+
+pub(crate) enum RequestBody {
+    None,
+    Json(Vec<u8>),
+    Binary(Vec<u8>),
+}
+
+/// A successful (2xx) answer.
+pub(crate) struct Answer {
+    pub(crate) body: Vec<u8>,
+}
+
+/// How many times one submission may pick a new nonce after nonce conflicts.
+const MAX_NONCE_RETRIES: u32 = 64;
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The node's refusal as an [`Error`], from its status and `{"code", "message"}` body.
+pub(crate) fn refusal(status: u16, body: &[u8]) -> Error {
+    let (code, message) = match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(b) => (b.code, b.message),
+        Err(_) => (
+            format!("http_{status}"),
+            String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned(),
+        ),
+    };
+    if status >= 500 {
+        Error::Server {
+            status,
+            code,
+            message,
+        }
+    } else {
+        Error::Rejected {
+            status,
+            code,
+            message,
+        }
+    }
+}
+
+fn decode_json<T: DeserializeOwned>(what: &str, body: &[u8]) -> Result<T> {
+    serde_json::from_slice(body).map_err(|e| Error::Decode(format!("{what}: {e}")))
+}
+
+impl Client {
+    /// Starts a [`ClientBuilder`].
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// The signer's public key, if the client has a signer.
+    pub fn signer(&self) -> Option<PublicKey> {
+        self.inner.signer.as_ref().map(KeyPair::public)
+    }
+
+    /// The endpoint requests go to now.
+    pub fn endpoint(&self) -> &str {
+        let i = self.inner.current.load(Ordering::Relaxed) % self.inner.endpoints.len();
+        &self.inner.endpoints[i]
+    }
+
+    pub(crate) fn fail_over(&self) {
+        if self.inner.endpoints.len() > 1 {
+            self.inner.current.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// One request with retries and failover; 2xx answers only.
+    pub(crate) async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: RequestBody,
+    ) -> Result<Answer> {
+        let retry = &self.inner.retry;
+        let mut failures = 0;
+        loop {
+            let endpoint = self.endpoint().to_owned();
+            let mut request = self
+                .inner
+                .http
+                .request(method.clone(), format!("{endpoint}{path}"))
+                .timeout(self.inner.request_timeout)
+                .query(query);
+            request = match &body {
+                RequestBody::None => request,
+                RequestBody::Json(bytes) => request
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(bytes.clone()),
+                RequestBody::Binary(bytes) => request
+                    .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                    .body(bytes.clone()),
+            };
+            let outcome = match request.send().await {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    match response.bytes().await {
+                        Ok(bytes) => Ok((status, bytes.to_vec())),
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            let error = match outcome {
+                Ok((status, body)) if status < 300 => {
+                    return Ok(Answer { body });
+                }
+                Ok((status, body)) if status == 429 || status >= 500 => refusal(status, &body),
+                Ok((status, body)) => return Err(refusal(status, &body)),
+                Err(e) => Error::Transport {
+                    endpoint,
+                    message: transport_message(&e),
+                },
+            };
+            failures += 1;
+            if failures >= retry.max_attempts {
+                return Err(error);
+            }
+            self.fail_over();
+            tokio::time::sleep(retry.backoff(failures)).await;
+        }
+    }
+
+    async fn get_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<T> {
+        let answer = self
+            .request(reqwest::Method::GET, path, query, RequestBody::None)
+            .await?;
+        decode_json(path, &answer.body)
+    }
+
+    /// `GET /status`: chain id, genesis hash, height, head hash and root, and the node's own state.
+    pub async fn status(&self) -> Result<StatusResponse> {
+        self.get_json("/status", &[]).await
+    }
+
+    /// `GET /health`.
+    pub async fn health(&self) -> Result<Health> {
+        self.get_json("/health", &[]).await
+    }
+
+    /// The latest committed block with its commit certificate and receipts.
+    pub async fn latest_block(&self) -> Result<BlockResponse> {
+        self.get_json("/v1/blocks/latest", &[]).await
+    }
+
+    /// The committed block at `height` (a 404 `not_found` above the head).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: trellis_sdk::Client) -> trellis_sdk::Result<()> {
+    /// let genesis = client.block(0).await?;
+    /// println!("genesis block {}", genesis.hash);
+    /// # Ok(()) }
+    /// ```
+    pub async fn block(&self, height: u64) -> Result<BlockResponse> {
+        self.get_json(&format!("/v1/blocks/{height}"), &[]).await
+    }
+
+    /// The committed block with header hash `hash`.
+    pub async fn block_by_hash(&self, hash: &Hash) -> Result<BlockResponse> {
+        self.get_json(&format!("/v1/blocks/by-hash/{hash}"), &[])
+            .await
+    }
+
+    /// Where a transaction is: `None` when the node knows nothing of it.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: trellis_sdk::Client, hash: trellis_types::Hash) -> trellis_sdk::Result<()> {
+    /// use trellis_types::api::TxStatus;
+    /// match client.transaction(&hash).await? {
+    ///     Some(TxStatus::Committed { height, receipt, .. }) => println!("at {height}: {:?}", receipt.status),
+    ///     Some(TxStatus::Pending) => println!("waiting"),
+    ///     None => println!("unknown"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn transaction(&self, hash: &Hash) -> Result<Option<TxStatus>> {
+        match self
+            .get_json(&format!("/v1/transactions/{hash}"), &[])
+            .await
+        {
+            Ok(status) => Ok(Some(status)),
+            Err(Error::Rejected { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GET /v1/state/{key}`: the raw answer, at `height` (default latest),
+    /// with a proof when `proof` is set. Nothing is verified: see
+    /// [`Client::state_with_proof`].
+    pub async fn state(
+        &self,
+        key: &[u8],
+        height: Option<u64>,
+        proof: bool,
+    ) -> Result<StateResponse> {
+        let mut query = vec![("proof", proof.to_string())];
+        if let Some(h) = height {
+            query.push(("height", h.to_string()));
+        }
+        self.get_json(&format!("/v1/state/{}", hex::encode(key)), &query)
+            .await
+    }
+
+    /// A state value at the latest committed height, verified: its Merkle
+    /// proof must check against the state root in the header of the block at
+    /// that height, fetched separately. A proof that does not is an
+    /// [`Error::Proof`], never a value.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: trellis_sdk::Client) -> trellis_sdk::Result<()> {
+    /// let params = client.state_with_proof(b"sys/params").await?;
+    /// println!("{} bytes proven at height {}", params.value.map_or(0, |v| v.len()), params.height);
+    /// # Ok(()) }
+    /// ```
+    pub async fn state_with_proof(&self, key: &[u8]) -> Result<VerifiedState> {
+        self.verified_state(key, None).await
+    }
+
+    /// [`Client::state_with_proof`] at a given committed height.
+    pub async fn state_with_proof_at(&self, key: &[u8], height: u64) -> Result<VerifiedState> {
+        self.verified_state(key, Some(height)).await
+    }
+
+    async fn verified_state(&self, key: &[u8], height: Option<u64>) -> Result<VerifiedState> {
+        let answer = self.state(key, height, true).await?;
+        if answer.key.0 != key {
+            return Err(Error::Proof("the answer is for another key".into()));
+        }
+        let block = self.block(answer.height).await?;
+        if block.block.hash() != block.hash {
+            return Err(Error::Proof(
+                "the block's header does not hash to its hash".into(),
+            ));
+        }
+        verify_state(&answer, &block.block.header)
+    }
+
+    /// An account's record (unverified read of the latest state); `None` for unknown keys.
+    pub async fn account(&self, key: &PublicKey) -> Result<Option<Account>> {
+        let answer = self.state(&Account::state_key(key), None, false).await?;
+        answer
+            .value
+            .map(|v| {
+                trellis_types::decode(&v).map_err(|e| Error::Decode(format!("account record: {e}")))
+            })
+            .transpose()
+    }
+
+    /// Runs a contract's read-only query `method(args)` on the latest state
+    /// and decodes its result. A contract refusal is [`Error::Rejected`] with
+    /// status 422 and the contract's code.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: trellis_sdk::Client, contract: trellis_types::Address) -> trellis_sdk::Result<()> {
+    /// use trellis_receivables::IssuerRef;
+    /// let owed: u128 = client.query(&contract, "outstanding", &IssuerRef { issuer: "core-acme".into() }).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn query<A: Serialize, R: Serialize + DeserializeOwned>(
+        &self,
+        contract: &Address,
+        method: &str,
+        args: &A,
+    ) -> Result<R> {
+        let body = serde_json::to_vec(&ContractQuery {
+            method: method.into(),
+            args: hex::encode(trellis_types::encode(args)),
+        })
+        .map_err(|e| Error::Decode(format!("encoding the query: {e}")))?;
+        let answer = self
+            .request(
+                reqwest::Method::POST,
+                &format!("/v1/contracts/{contract}/query"),
+                &[],
+                RequestBody::Json(body),
+            )
+            .await?;
+        let result: ContractQueryResult = decode_json("contract query", &answer.body)?;
+        trellis_types::decode(&result.result)
+            .map_err(|e| Error::Decode(format!("result of query `{method}`: {e}")))
+    }
+
+    /// The chain id transactions are signed for (read from `/status` once, unless set on the builder).
+    pub async fn chain_id(&self) -> Result<String> {
+        self.inner
+            .chain_id
+            .get_or_try_init(|| async { Ok(self.status().await?.chain_id) })
+            .await
+            .cloned()
+    }
+
+    /// Follows committed transactions: see [`EventsBuilder`].
+    ///
+    /// ```no_run
+    /// # async fn demo(client: trellis_sdk::Client) -> trellis_sdk::Result<()> {
+    /// let mut stream = client.events().from_height(1).kind("issued").subscribe().await?;
+    /// while let Some(tx) = stream.next().await {
+    ///     let tx = tx?;
+    ///     println!("{} {}", tx.position(), tx.tx_hash);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn events(&self) -> EventsBuilder {
+        EventsBuilder::new(self.clone())
+    }
+
+    /// The receivables contract at `contract`, with typed calls and queries.
+    pub fn receivables(&self, contract: Address) -> Receivables {
+        Receivables::new(self.clone(), contract)
+    }
+
+    fn signing_key(&self) -> Result<&KeyPair> {
+        self.inner
+            .signer
+            .as_ref()
+            .ok_or_else(|| Error::Config("no signer: set one with .signer(key) to submit".into()))
+    }
+
+    /// Signs `payload` with the client's signer and a nonce it allocates,
+    /// submits it, and returns once the node admitted it. The commit watch
+    /// starts before the transaction is sent, so no commit is missed.
+    ///
+    /// Nonces: read from the chain once, then allocated locally, so many
+    /// tasks may submit from one client at once. A `nonce_replayed` re-reads
+    /// the chain and `nonce_taken` moves past the taken nonce (another client
+    /// uses the same key); both re-sign and resubmit. A refused transaction's
+    /// nonce is reused by the next submission.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: trellis_sdk::Client) -> trellis_sdk::Result<()> {
+    /// use trellis_types::{Bytes, Payload, SystemOp};
+    /// let pending = client.submit(Payload::System(SystemOp::Remark { data: Bytes(b"hello".to_vec()) })).await?;
+    /// let committed = pending.wait().await?;
+    /// println!("committed at {}:{}", committed.height, committed.index);
+    /// # Ok(()) }
+    /// ```
+    pub async fn submit(&self, payload: Payload) -> Result<PendingTx> {
+        let key = self.signing_key()?.clone();
+        let chain_id = self.chain_id().await?;
+        let watch = self.commit_watch(key.public()).await;
+        let mut conflicts = 0;
+        loop {
+            let nonce = self.allocate_nonce(&key.public()).await?;
+            let tx = Transaction {
+                chain_id: chain_id.clone(),
+                sender: key.public(),
+                nonce,
+                expires_at_ms: now_ms().saturating_add(
+                    u64::try_from(self.inner.tx_ttl.as_millis()).unwrap_or(u64::MAX),
+                ),
+                payload: payload.clone(),
+            }
+            .sign(&key);
+            match self.send_transaction(&tx).await {
+                Ok(hash) => return Ok(PendingTx::new(self.clone(), hash, Some(nonce), watch)),
+                Err(Error::Rejected { ref code, .. })
+                    if code == "nonce_replayed" && conflicts < MAX_NONCE_RETRIES =>
+                {
+                    conflicts += 1;
+                    self.resync_nonces().await;
+                }
+                Err(Error::Rejected { ref code, .. })
+                    if code == "nonce_taken" && conflicts < MAX_NONCE_RETRIES =>
+                {
+                    conflicts += 1;
+                    self.skip_nonce(nonce).await;
+                }
+                Err(e @ Error::Rejected { .. }) => {
+                    self.release_nonce(nonce).await;
+                    return Err(e);
+                }
+                Err(e) => {
+                    // We cannot tell whether it was admitted: read the chain again next time.
+                    self.resync_nonces().await;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Calls `method(args)` of the contract at `contract` (see [`Client::submit`]).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: trellis_sdk::Client, contract: trellis_types::Address) -> trellis_sdk::Result<()> {
+    /// let receipt = client.call(&contract, "accept", &trellis_receivables::PieceRef { piece: 1 }).await?.wait().await?.receipt;
+    /// # Ok(()) }
+    /// ```
+    pub async fn call<A: Serialize>(
+        &self,
+        contract: &Address,
+        method: &str,
+        args: &A,
+    ) -> Result<PendingTx> {
+        self.submit(Payload::Call {
+            contract: *contract,
+            method: method.into(),
+            args: Bytes(trellis_types::encode(args)),
+        })
+        .await
+    }
+
+    /// Submits a transaction signed elsewhere, as it is: no nonce
+    /// management, any refusal is returned. The commit watch starts first.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: trellis_sdk::Client, tx: trellis_types::SignedTransaction) -> trellis_sdk::Result<()> {
+    /// let committed = client.submit_signed(&tx).await?.wait().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn submit_signed(&self, tx: &SignedTransaction) -> Result<PendingTx> {
+        let watch = self.commit_watch(tx.tx.sender).await;
+        let hash = self.send_transaction(tx).await?;
+        Ok(PendingTx::new(self.clone(), hash, None, watch))
+    }
+
+    /// Opens the stream that will report the commit, before sending; on any
+    /// trouble the wait falls back to polling.
+    async fn commit_watch(&self, sender: PublicKey) -> Option<crate::events::EventStream> {
+        self.events().sender(sender).subscribe_once().await.ok()
+    }
+
+    /// `POST /v1/transactions` with retries. Resending the same bytes after
+    /// a lost answer is safe: the node knows the transaction by its hash.
+    async fn send_transaction(&self, tx: &SignedTransaction) -> Result<Hash> {
+        let bytes = trellis_types::encode(tx);
+        let mut failures = 0;
+        loop {
+            let result = self
+                .request(
+                    reqwest::Method::POST,
+                    "/v1/transactions",
+                    &[],
+                    RequestBody::Binary(bytes.clone()),
+                )
+                .await;
+            match result {
+                Ok(answer) => {
+                    let submitted: TxSubmitted = decode_json("submission answer", &answer.body)?;
+                    if submitted.tx_hash != tx.hash() {
+                        return Err(Error::Decode(format!(
+                            "the node admitted {} for transaction {}",
+                            submitted.tx_hash,
+                            tx.hash()
+                        )));
+                    }
+                    return Ok(submitted.tx_hash);
+                }
+                // Sent before (a retry, or resubmission of the same bytes): it is in.
+                Err(Error::Rejected { ref code, .. }) if code == "already_known" => {
+                    return Ok(tx.hash());
+                }
+                Err(e @ Error::Rejected { .. }) if e.code() == Some("nonce_replayed") => {
+                    // Ours may have committed while an answer was lost.
+                    if let Ok(Some(_)) = self.transaction(&tx.hash()).await {
+                        return Ok(tx.hash());
+                    }
+                    return Err(e);
+                }
+                // Our own earlier nonces are still on their way: wait like for a 429.
+                Err(e @ Error::Rejected { .. })
+                    if e.code() == Some("nonce_too_far_ahead")
+                        && failures + 1 < self.inner.retry.max_attempts =>
+                {
+                    failures += 1;
+                    tokio::time::sleep(self.inner.retry.backoff(failures)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn allocate_nonce(&self, sender: &PublicKey) -> Result<u64> {
+        let mut nonces = self.inner.nonces.lock().await;
+        if let Some(nonce) = nonces.released.pop_first() {
+            return Ok(nonce);
+        }
+        let next = match nonces.next {
+            Some(next) => next,
+            None => self.account(sender).await?.map_or(0, |a| a.nonce),
+        };
+        nonces.next = Some(next + 1);
+        Ok(next)
+    }
+
+    async fn release_nonce(&self, nonce: u64) {
+        let mut nonces = self.inner.nonces.lock().await;
+        if nonces.next.is_some_and(|next| nonce < next) {
+            nonces.released.insert(nonce);
+        }
+    }
+
+    async fn skip_nonce(&self, taken: u64) {
+        let mut nonces = self.inner.nonces.lock().await;
+        nonces.released.remove(&taken);
+        nonces.next = Some(nonces.next.map_or(taken + 1, |next| next.max(taken + 1)));
+    }
+
+    async fn resync_nonces(&self) {
+        let mut nonces = self.inner.nonces.lock().await;
+        nonces.next = None;
+        nonces.released.clear();
+    }
+
+    /// A committed transaction found by polling `GET /v1/transactions/{hash}`.
+    pub(crate) async fn committed(&self, hash: &Hash) -> Result<Option<Committed>> {
+        let Some(TxStatus::Committed {
+            height,
+            index,
+            receipt,
+        }) = self.transaction(hash).await?
+        else {
+            return Ok(None);
+        };
+        let block = self.block(height).await?;
+        Ok(Some(Committed {
+            value: (),
+            tx_hash: *hash,
+            height,
+            index,
+            block_time_ms: block.block.header.timestamp_ms,
+            receipt,
+        }))
+    }
+}
+
+pub(crate) fn transport_message(e: &reqwest::Error) -> String {
+    use std::error::Error as _;
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    message
+}

@@ -1,0 +1,359 @@
+//! Typed access to the receivables contract, with the contract crate's own
+//! argument and result types (a [`Piece`](trellis_receivables::Piece) is a
+//! piece everywhere).
+//!
+//! Each call signs, submits and waits for the commit (the client's commit
+//! timeout), and returns a [`Committed`] whose `value` is what the contract
+//! returned, read from the event the call emitted (receipts carry events, not
+//! return values). A contract refusal is [`Error::Failed`] with the
+//! contract's code (`not_holder`, `invoice_used`, `already_financed`, ...).
+
+use crate::client::Client;
+use crate::error::{Error, Result};
+use crate::submit::{Committed, PendingTx};
+use serde::Serialize;
+use trellis_receivables::{
+    AcceptFinancing, ByHolder, Financing, FreezePiece, IdRef, InvoiceRef, Issue, IssuerRef,
+    Lineage, MAX_PAGE, OfferFinancing, Params, Payout, PieceId, PieceRef, PieceView,
+    RequestFinancing, Root, RootRef, SetCreditLimit, Settle, SettlePiece, Split, Transfer,
+};
+use trellis_types::{Address, Event, EventSource};
+
+/// The hash that ties a receivable to its underlying document (invoice,
+/// purchase order): blake3 of the document's bytes. Only the hash goes on chain.
+///
+/// ```
+/// let hash = trellis_sdk::invoice_hash(b"INV-001");
+/// assert_eq!(hash, *blake3::hash(b"INV-001").as_bytes());
+/// ```
+pub fn invoice_hash(document: &[u8]) -> [u8; 32] {
+    *blake3::hash(document).as_bytes()
+}
+
+/// The receivables contract at one address, used through one [`Client`]
+/// (whose signer acts for its organisation).
+///
+/// ```no_run
+/// # async fn demo(client: trellis_sdk::Client, address: trellis_types::Address) -> trellis_sdk::Result<()> {
+/// use trellis_receivables::Issue;
+/// let receivables = client.receivables(address);
+/// let issued = receivables
+///     .issue(&Issue {
+///         to: "supplier-t1".into(),
+///         amount: 100_000_000, // 1,000,000.00 in minor units
+///         currency: "CNY".into(),
+///         maturity_ms: 1_900_000_000_000,
+///         invoice_hash: trellis_sdk::invoice_hash(b"INV-001"),
+///         terms: "net 180".into(),
+///     })
+///     .await?;
+/// println!("root piece {} at height {}", issued.value, issued.height);
+/// let piece = receivables.piece(issued.value).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Receivables {
+    client: Client,
+    contract: Address,
+}
+
+impl Receivables {
+    pub(crate) fn new(client: Client, contract: Address) -> Self {
+        Receivables { client, contract }
+    }
+
+    /// The contract's address.
+    pub fn address(&self) -> Address {
+        self.contract
+    }
+
+    /// Submits `method(args)` without waiting: for calls this type has no
+    /// method for, or to submit many and wait later.
+    pub async fn submit<A: Serialize>(&self, method: &str, args: &A) -> Result<PendingTx> {
+        self.client.call(&self.contract, method, args).await
+    }
+
+    async fn run<A: Serialize>(&self, method: &str, args: &A) -> Result<Committed> {
+        self.submit(method, args).await?.wait().await
+    }
+
+    /// The first event of `kind` this contract emitted in the commit.
+    fn event<'a, T>(&self, committed: &'a Committed<T>, kind: &str) -> Result<&'a Event> {
+        committed
+            .events()
+            .iter()
+            .find(|e| e.kind == kind && e.source == EventSource::Contract(self.contract))
+            .ok_or_else(|| {
+                Error::Decode(format!(
+                    "the receipt has no `{kind}` event from the contract"
+                ))
+            })
+    }
+
+    /// Issues a receivable (a root piece) to a supplier; the value is its [`PieceId`].
+    pub async fn issue(&self, issue: &Issue) -> Result<Committed<PieceId>> {
+        let committed = self.run("issue", issue).await?;
+        let piece = parse(attribute(self.event(&committed, "issued")?, "piece")?)?;
+        Ok(committed.map(|()| piece))
+    }
+
+    /// The first holder accepts an issued receivable.
+    pub async fn accept(&self, piece: PieceId) -> Result<Committed> {
+        self.run("accept", &PieceRef { piece }).await
+    }
+
+    /// The first holder rejects an issued receivable; it returns to its issuer.
+    pub async fn reject(&self, piece: PieceId) -> Result<Committed> {
+        self.run("reject", &PieceRef { piece }).await
+    }
+
+    /// Returns a receivable nobody accepted within the acceptance window.
+    pub async fn expire(&self, piece: PieceId) -> Result<Committed> {
+        self.run("expire", &PieceRef { piece }).await
+    }
+
+    /// The holder moves a whole piece to another organisation.
+    pub async fn transfer(&self, transfer: &Transfer) -> Result<Committed> {
+        self.run("transfer", transfer).await
+    }
+
+    /// The holder splits a piece; the value is the new pieces' ids: the
+    /// parts in order, then the remainder (kept by the holder) if any.
+    ///
+    /// ```no_run
+    /// # async fn demo(r: trellis_sdk::Receivables) -> trellis_sdk::Result<()> {
+    /// use trellis_receivables::Split;
+    /// let split = r.split(&Split { piece: 1, parts: vec![("supplier-t2".into(), 40_000_000)] }).await?;
+    /// let (to_t2, rest) = (split.value[0], split.value[1]);
+    /// # Ok(()) }
+    /// ```
+    pub async fn split(&self, split: &Split) -> Result<Committed<Vec<PieceId>>> {
+        let committed = self.run("split", split).await?;
+        let children = attributes(self.event(&committed, "split")?, "child")
+            .map(|child| parse(child.split(':').next().unwrap_or_default()))
+            .collect::<Result<Vec<PieceId>>>()?;
+        Ok(committed.map(|()| children))
+    }
+
+    /// The holder asks a bank to finance a piece on `terms`.
+    pub async fn request_financing(&self, request: &RequestFinancing) -> Result<Committed> {
+        self.run("request_financing", request).await
+    }
+
+    /// A bank offers to finance a piece.
+    pub async fn offer_financing(&self, offer: &OfferFinancing) -> Result<Committed> {
+        self.run("offer_financing", offer).await
+    }
+
+    /// The other side accepts an open financing offer (the bank funds); the
+    /// value is the recorded [`Financing`].
+    pub async fn accept_financing(&self, accept: &AcceptFinancing) -> Result<Committed<Financing>> {
+        let committed = self.run("accept_financing", accept).await?;
+        let event = self.event(&committed, "financed")?;
+        let financing = Financing {
+            bank: attribute(event, "bank")?.to_owned(),
+            seller: attribute(event, "seller")?.to_owned(),
+            price: parse(attribute(event, "price")?)?,
+            annual_rate_bps: attributes(event, "annual_rate_bps")
+                .next()
+                .map(parse)
+                .transpose()?,
+            payment_ref: attribute(event, "payment_ref")?.to_owned(),
+            financed_ms: committed.block_time_ms,
+        };
+        Ok(committed.map(|()| financing))
+    }
+
+    /// Withdraws or declines the open financing offer on a piece.
+    pub async fn cancel_financing(&self, piece: PieceId) -> Result<Committed> {
+        self.run("cancel_financing", &PieceRef { piece }).await
+    }
+
+    /// The issuer settles a receivable at maturity; the value is who was paid what.
+    pub async fn settle(&self, settle: &Settle) -> Result<Committed<Vec<Payout>>> {
+        let committed = self.run("settle", settle).await?;
+        let payouts = payouts(self.event(&committed, "settled")?)?;
+        Ok(committed.map(|()| payouts))
+    }
+
+    /// The issuer settles one piece at maturity.
+    pub async fn settle_piece(&self, settle: &SettlePiece) -> Result<Committed<Payout>> {
+        let committed = self.run("settle_piece", settle).await?;
+        let payout = payouts(self.event(&committed, "settled")?)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Decode("the `settled` event has no payout".into()))?;
+        Ok(committed.map(|()| payout))
+    }
+
+    /// Marks a receivable's unpaid pieces overdue; the value is the pieces marked.
+    pub async fn mark_overdue(&self, root: PieceId) -> Result<Committed<Vec<PieceId>>> {
+        let committed = self.run("mark_overdue", &RootRef { root }).await?;
+        let pieces = attributes(self.event(&committed, "overdue")?, "piece")
+            .map(parse)
+            .collect::<Result<Vec<PieceId>>>()?;
+        Ok(committed.map(|()| pieces))
+    }
+
+    /// A consortium admin freezes a piece.
+    pub async fn freeze(&self, freeze: &FreezePiece) -> Result<Committed> {
+        self.run("freeze", freeze).await
+    }
+
+    /// A consortium admin lifts a freeze.
+    pub async fn unfreeze(&self, piece: PieceId) -> Result<Committed> {
+        self.run("unfreeze", &PieceRef { piece }).await
+    }
+
+    /// A consortium admin sets a core enterprise's credit limit.
+    pub async fn set_credit_limit(&self, limit: &SetCreditLimit) -> Result<Committed> {
+        self.run("set_credit_limit", limit).await
+    }
+
+    // ---- queries (latest committed state) ----
+
+    async fn query<A: Serialize, R: Serialize + serde::de::DeserializeOwned>(
+        &self,
+        method: &str,
+        args: &A,
+    ) -> Result<R> {
+        self.client.query(&self.contract, method, args).await
+    }
+
+    /// A piece with its status as of the latest block.
+    ///
+    /// ```no_run
+    /// # async fn demo(r: trellis_sdk::Receivables) -> trellis_sdk::Result<()> {
+    /// let view = r.piece(1).await?;
+    /// println!("{} holds {} {} ({:?})", view.piece.holder, view.piece.amount, view.piece.currency, view.status);
+    /// # Ok(()) }
+    /// ```
+    pub async fn piece(&self, id: PieceId) -> Result<PieceView> {
+        self.query("piece", &IdRef { id }).await
+    }
+
+    /// What is recorded once per receivable (its root).
+    pub async fn root(&self, id: PieceId) -> Result<Root> {
+        self.query("root", &IdRef { id }).await
+    }
+
+    /// Every piece `org` holds, in id order (all pages).
+    pub async fn holdings(&self, org: &str) -> Result<Vec<PieceView>> {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .holdings_page(&ByHolder {
+                    org: org.into(),
+                    after,
+                    limit: Some(MAX_PAGE),
+                })
+                .await?;
+            let full = page.len() >= MAX_PAGE as usize;
+            after = page.last().map(|p| p.piece.id);
+            all.extend(page);
+            if !full || after.is_none() {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// One page of the pieces an organisation holds.
+    pub async fn holdings_page(&self, page: &ByHolder) -> Result<Vec<PieceView>> {
+        self.query("pieces_by_holder", page).await
+    }
+
+    /// A piece's ancestry back to its root and issuer.
+    ///
+    /// ```no_run
+    /// # async fn demo(r: trellis_sdk::Receivables) -> trellis_sdk::Result<()> {
+    /// let lineage = r.lineage(7).await?;
+    /// let chain: Vec<String> = lineage.path.iter().map(|v| v.piece.id.to_string()).collect();
+    /// println!("{} (issued by {})", chain.join(" <- "), lineage.issuer);
+    /// # Ok(()) }
+    /// ```
+    pub async fn lineage(&self, piece: PieceId) -> Result<Lineage> {
+        self.query("lineage", &IdRef { id: piece }).await
+    }
+
+    /// Every piece of a receivable, its root first.
+    pub async fn tree(&self, root: PieceId) -> Result<Vec<PieceView>> {
+        self.query("tree", &RootRef { root }).await
+    }
+
+    /// What `issuer` owes in live pieces.
+    pub async fn outstanding(&self, issuer: &str) -> Result<u128> {
+        self.query(
+            "outstanding",
+            &IssuerRef {
+                issuer: issuer.into(),
+            },
+        )
+        .await
+    }
+
+    /// The credit limit the consortium set for `issuer`.
+    pub async fn credit_limit(&self, issuer: &str) -> Result<u128> {
+        self.query(
+            "credit_limit",
+            &IssuerRef {
+                issuer: issuer.into(),
+            },
+        )
+        .await
+    }
+
+    /// The receivable an invoice hash backs, if any (see [`invoice_hash`]).
+    pub async fn by_invoice(&self, hash: [u8; 32]) -> Result<Option<Root>> {
+        self.query("by_invoice", &InvoiceRef { hash }).await
+    }
+
+    /// The contract's settings.
+    pub async fn params(&self) -> Result<Params> {
+        self.query("params", &()).await
+    }
+}
+
+fn attributes<'a>(event: &'a Event, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    event
+        .attributes
+        .iter()
+        .filter(move |(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+fn attribute<'a>(event: &'a Event, key: &'a str) -> Result<&'a str> {
+    attributes(event, key).next().ok_or_else(|| {
+        Error::Decode(format!(
+            "the `{}` event has no `{key}` attribute",
+            event.kind
+        ))
+    })
+}
+
+fn parse<T: std::str::FromStr>(value: &str) -> Result<T> {
+    value
+        .parse()
+        .map_err(|_| Error::Decode(format!("`{value}` is not a number in an event attribute")))
+}
+
+/// `payout` attributes: `piece:org:amount`.
+fn payouts(event: &Event) -> Result<Vec<Payout>> {
+    attributes(event, "payout")
+        .map(|p| {
+            let mut fields = p.splitn(3, ':');
+            let (Some(piece), Some(to), Some(amount)) =
+                (fields.next(), fields.next(), fields.next())
+            else {
+                return Err(Error::Decode(format!(
+                    "payout `{p}` is not piece:org:amount"
+                )));
+            };
+            Ok(Payout {
+                piece: parse(piece)?,
+                to: to.to_owned(),
+                amount: parse(amount)?,
+            })
+        })
+        .collect()
+}

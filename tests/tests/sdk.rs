@@ -1,0 +1,786 @@
+//! The SDK against real in-process dev nodes: the supply-chain story through
+//! typed calls, errors as the caller sees them, keys that OpenSSL makes and
+//! checks, the event stream across a dropped connection, concurrent
+//! submissions from one account, and verified state proofs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+use trellis_genesis::{Genesis, dev_account};
+use trellis_node::node::now_ms;
+use trellis_receivables as rcv;
+use trellis_sdk::api::{CommittedTx, TxPosition};
+use trellis_sdk::{Client, Error, RetryPolicy};
+use trellis_tests::{DEADLINE, DevNode, TcpProxy, poll};
+use trellis_types::{
+    Address, Bytes, KeyPair, Payload, ReceiptStatus, SystemOp, Transaction, decode, encode,
+};
+
+const CORE: &str = "core-acme";
+const T1: &str = "supplier-t1";
+const T2: &str = "supplier-t2";
+const T3: &str = "supplier-t3";
+const BANK: &str = "bank-first";
+
+fn receivables_address() -> Address {
+    Genesis::dev()
+        .contracts
+        .iter()
+        .find(|c| c.name == "receivables")
+        .expect("the dev genesis deploys the receivables contract")
+        .address()
+}
+
+/// A client on `url` signing as `key`.
+fn client_with(url: &str, key: KeyPair) -> Client {
+    Client::builder()
+        .endpoint(url)
+        .signer(key)
+        .commit_timeout(DEADLINE)
+        .build()
+        .expect("a client builds")
+}
+
+/// A client signing as the dev account of `org` (`<org>/ops`).
+fn member(node: &DevNode, org: &str) -> Client {
+    client_with(&node.url(""), dev_account(&format!("{org}/ops")))
+}
+
+fn remark(text: &str) -> Payload {
+    Payload::System(SystemOp::Remark {
+        data: Bytes(text.as_bytes().to_vec()),
+    })
+}
+
+fn failed_code(result: Result<impl std::fmt::Debug, Error>) -> String {
+    match result {
+        Err(Error::Failed {
+            code,
+            message,
+            receipt,
+        }) => {
+            assert_eq!(receipt.status, ReceiptStatus::Failed);
+            assert_eq!(receipt.error.as_ref().map(|e| &e.code), Some(&code));
+            assert!(!message.is_empty(), "the contract's message arrives");
+            code
+        }
+        other => panic!("expected a failed execution, got {other:?}"),
+    }
+}
+
+fn rejected(result: Result<impl std::fmt::Debug, Error>) -> (u16, String) {
+    match result {
+        Err(Error::Rejected {
+            status,
+            code,
+            message,
+        }) => {
+            assert!(!message.is_empty(), "the node's message arrives");
+            (status, code)
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_supply_chain_story_runs_through_the_sdk() {
+    let node = DevNode::start().await.expect("dev node");
+    let address = receivables_address();
+    let [core, t1, t2, t3, bank] =
+        [CORE, T1, T2, T3, BANK].map(|org| member(&node, org).receivables(address));
+
+    // 1,000,000.00 CNY to tier 1 against INV-001, maturing after the dev
+    // chain's 10 s acceptance window.
+    let invoice = trellis_sdk::invoice_hash(b"INV-001");
+    let maturity_ms = now_ms() + 20_000;
+    let issue = rcv::Issue {
+        to: T1.into(),
+        amount: 100_000_000,
+        currency: "CNY".into(),
+        maturity_ms,
+        invoice_hash: invoice,
+        terms: "net 180".into(),
+    };
+    let issued = core.issue(&issue).await.expect("issued");
+    let root = issued.value;
+    assert_eq!(issued.receipt.status, ReceiptStatus::Success);
+    assert_eq!(issued.events()[0].kind, "issued");
+    assert_eq!(core.by_invoice(invoice).await.unwrap().unwrap().id, root);
+
+    t1.accept(root).await.expect("accepted");
+    let split = t1
+        .split(&rcv::Split {
+            piece: root,
+            parts: vec![(T2.into(), 40_000_000)],
+        })
+        .await
+        .expect("split to tier 2");
+    let [t2_piece, t1_rest] = split.value[..] else {
+        panic!("two pieces: {:?}", split.value)
+    };
+    let split = t2
+        .split(&rcv::Split {
+            piece: t2_piece,
+            parts: vec![(T3.into(), 15_000_000)],
+        })
+        .await
+        .expect("split to tier 3");
+    let [t3_piece, t2_rest] = split.value[..] else {
+        panic!("two pieces: {:?}", split.value)
+    };
+    assert_eq!(t3.piece(t3_piece).await.unwrap().piece.holder, T3);
+    assert_eq!(t3.piece(t3_piece).await.unwrap().piece.amount, 15_000_000);
+
+    // A non-holder cannot move a piece: the contract's code reaches the caller.
+    let stolen = t2
+        .transfer(&rcv::Transfer {
+            piece: t1_rest,
+            to: T2.into(),
+        })
+        .await;
+    assert_eq!(failed_code(stolen), "not_holder");
+
+    // Tier 3 finances its piece at the bank at a 3.5 % annual discount.
+    let terms = rcv::Terms {
+        price: None,
+        annual_rate_bps: Some(350),
+        expires_ms: now_ms() + 15_000,
+    };
+    t3.request_financing(&rcv::RequestFinancing {
+        piece: t3_piece,
+        bank: BANK.into(),
+        terms: terms.clone(),
+    })
+    .await
+    .expect("financing requested");
+    let financed = bank
+        .accept_financing(&rcv::AcceptFinancing {
+            piece: t3_piece,
+            terms: terms.clone(),
+            payment_ref: "BANK-PAY-1".into(),
+        })
+        .await
+        .expect("financed");
+    assert_eq!(financed.value.bank, BANK);
+    assert_eq!(financed.value.seller, T3);
+    assert_eq!(financed.value.annual_rate_bps, Some(350));
+    assert!(financed.value.price < 15_000_000, "discounted");
+    let recorded = bank.piece(t3_piece).await.unwrap().piece;
+    assert_eq!(recorded.financing.as_ref(), Some(&financed.value));
+
+    // Financing a financed piece again is refused; so is a second issue on INV-001.
+    let again = bank
+        .request_financing(&rcv::RequestFinancing {
+            piece: t3_piece,
+            bank: BANK.into(),
+            terms,
+        })
+        .await;
+    assert_eq!(failed_code(again), "already_financed");
+    let twice = core
+        .issue(&rcv::Issue {
+            maturity_ms: now_ms() + 30_000,
+            ..issue
+        })
+        .await;
+    assert_eq!(failed_code(twice), "invoice_used");
+
+    // Holdings, tree, lineage and what the core firm owes.
+    let holdings: Vec<u64> = t2
+        .holdings(T2)
+        .await
+        .unwrap()
+        .iter()
+        .map(|v| v.piece.id)
+        .collect();
+    assert_eq!(holdings, vec![t2_rest]);
+    let tree: BTreeSet<u64> = core
+        .tree(root)
+        .await
+        .unwrap()
+        .iter()
+        .map(|v| v.piece.id)
+        .collect();
+    assert_eq!(
+        tree,
+        BTreeSet::from([root, t2_piece, t1_rest, t3_piece, t2_rest])
+    );
+    assert_eq!(core.outstanding(CORE).await.unwrap(), 100_000_000);
+
+    // At maturity the core firm settles: every holder is paid.
+    let early = core
+        .settle(&rcv::Settle {
+            root,
+            payment_ref: "EARLY".into(),
+        })
+        .await;
+    assert_eq!(failed_code(early), "not_matured");
+    poll(
+        "block time to pass maturity",
+        Duration::from_secs(60),
+        || async {
+            let block = core_client(&node).latest_block().await?;
+            Ok((block.block.header.timestamp_ms > maturity_ms).then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+    let settled = core
+        .settle(&rcv::Settle {
+            root,
+            payment_ref: "CORE-PAY-1".into(),
+        })
+        .await
+        .expect("settled");
+    let paid: BTreeMap<String, u128> = settled.value.iter().fold(BTreeMap::new(), |mut paid, p| {
+        *paid.entry(p.to.clone()).or_default() += p.amount;
+        paid
+    });
+    assert_eq!(
+        paid,
+        BTreeMap::from([
+            (T1.to_string(), 60_000_000),
+            (T2.to_string(), 25_000_000),
+            (BANK.to_string(), 15_000_000),
+        ])
+    );
+    for piece in [root, t1_rest, t2_piece, t2_rest, t3_piece] {
+        let lineage = core.lineage(piece).await.unwrap();
+        assert_eq!(lineage.issuer, CORE);
+        assert_eq!(lineage.path[0].piece.id, piece);
+        assert_eq!(lineage.path.last().unwrap().piece.id, root);
+    }
+    assert_eq!(core.outstanding(CORE).await.unwrap(), 0);
+}
+
+fn core_client(node: &DevNode) -> Client {
+    member(node, CORE)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_errors_reach_the_caller_with_the_nodes_code() {
+    let node = DevNode::start().await.expect("dev node");
+
+    // A key no member registered.
+    let stranger = client_with(&node.url(""), trellis_sdk::keys::generate());
+    let (status, code) = rejected(stranger.submit(remark("hello")).await);
+    assert_eq!((status, code.as_str()), (403, "unknown_sender"));
+
+    // A nonce already used, signed outside the SDK's nonce management.
+    let core = core_client(&node);
+    core.submit(remark("first"))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    let key = dev_account("core-acme/ops");
+    let replay = Transaction {
+        chain_id: core.chain_id().await.unwrap(),
+        sender: key.public(),
+        nonce: 0,
+        expires_at_ms: now_ms() + 60_000,
+        payload: remark("again"),
+    }
+    .sign(&key);
+    let (status, code) = rejected(core.submit_signed(&replay).await);
+    assert_eq!((status, code.as_str()), (409, "nonce_replayed"));
+
+    // A contract query's refusal carries the contract's code.
+    let missing = core.receivables(receivables_address()).piece(999).await;
+    assert_eq!(rejected(missing), (422, "not_found".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_that_cannot_commit_times_out_and_a_dead_endpoint_fails_over() {
+    let node = DevNode::start().await.expect("dev node");
+    // A dead endpoint first: requests move on to the live one.
+    let dead = format!("http://127.0.0.1:{}", trellis_tests::free_port());
+    let client = Client::builder()
+        .endpoint(&dead)
+        .endpoint(node.url(""))
+        .signer(dev_account("core-acme/ops"))
+        .retry(RetryPolicy {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(50),
+        })
+        .build()
+        .unwrap();
+    assert_eq!(client.status().await.unwrap().chain_id, "trellis-dev");
+    assert_eq!(client.endpoint(), node.url(""));
+
+    // Nonce 5 while 0 is next: admitted, but it can never be included.
+    let key = dev_account("core-acme/ops");
+    let gapped = Transaction {
+        chain_id: "trellis-dev".into(),
+        sender: key.public(),
+        nonce: 5,
+        expires_at_ms: now_ms() + 60_000,
+        payload: remark("waits forever"),
+    }
+    .sign(&key);
+    let pending = client.submit_signed(&gapped).await.expect("admitted");
+    match pending.wait_for_commit(Duration::from_secs(2)).await {
+        Err(Error::CommitTimeout { tx_hash }) => assert_eq!(tx_hash, gapped.hash()),
+        other => panic!("expected a commit timeout, got {other:?}"),
+    }
+
+    // Only dead endpoints: a transport error once the retries are spent.
+    let nowhere = Client::builder()
+        .endpoint(dead)
+        .retry(RetryPolicy {
+            max_attempts: 2,
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(10),
+        })
+        .build()
+        .unwrap();
+    assert!(matches!(
+        nowhere.status().await,
+        Err(Error::Transport { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_submissions_from_one_account_all_commit_with_distinct_nonces() {
+    let node = DevNode::start().await.expect("dev node");
+    let client = member(&node, T1);
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let pending = client.submit(remark(&format!("concurrent {i}"))).await?;
+                let nonce = pending.nonce().expect("the client allocated it");
+                pending.wait().await.map(|c| (nonce, c))
+            })
+        })
+        .collect();
+    let mut nonces = BTreeSet::new();
+    let mut hashes = BTreeSet::new();
+    for task in tasks {
+        let (nonce, committed) = task.await.unwrap().expect("committed");
+        assert_eq!(committed.receipt.status, ReceiptStatus::Success);
+        nonces.insert(nonce);
+        hashes.insert(committed.tx_hash);
+    }
+    assert_eq!(nonces, (0..16).collect::<BTreeSet<u64>>());
+    assert_eq!(hashes.len(), 16);
+    let account = client
+        .account(&dev_account("supplier-t1/ops").public())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(account.nonce, 16);
+
+    // Another client with the same key starts from the chain's nonce; the
+    // first one, now stale, resynchronises after `nonce_replayed`.
+    let other = member(&node, T1);
+    let c = other.submit(remark("other")).await.unwrap();
+    assert_eq!(c.nonce(), Some(16));
+    c.wait().await.unwrap();
+    let stale = client.submit(remark("stale")).await.unwrap();
+    assert_eq!(stale.nonce(), Some(17));
+    stale.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_proofs_are_verified_and_a_tampered_one_is_refused() {
+    let node = DevNode::start().await.expect("dev node");
+    let client = core_client(&node);
+    client
+        .submit(remark("move the nonce"))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    let me = dev_account("core-acme/ops").public();
+    let key = trellis_sdk::Account::state_key(&me);
+
+    let verified = client.state_with_proof(&key).await.expect("verified");
+    let account: trellis_sdk::Account = verified.decode().unwrap().expect("present");
+    assert_eq!(account.org, CORE);
+    assert_eq!(account.nonce, 1);
+    let header = client.block(verified.height).await.unwrap().block.header;
+    assert_eq!(verified.state_root, header.state_root);
+    assert_eq!(verified.block_hash, header.hash());
+    // The SDK's account record is the node's, byte for byte.
+    let stored: trellis_node::execution::AccountRecord =
+        decode(verified.value.as_ref().unwrap()).unwrap();
+    assert_eq!(encode(&stored), encode(&account));
+
+    // An absent key is proven absent; an old height is verified against its own header.
+    let absent = client.state_with_proof(b"sys/no-such-key").await.unwrap();
+    assert_eq!(absent.value, None);
+    let old = client.state_with_proof_at(&key, 0).await.unwrap();
+    assert_eq!(
+        old.decode::<trellis_sdk::Account>().unwrap().unwrap().nonce,
+        0
+    );
+
+    // Tampering with the value, the proof or the root is refused.
+    let answer = client
+        .state(&key, Some(verified.height), true)
+        .await
+        .unwrap();
+    assert!(trellis_sdk::verify_state(&answer, &header).is_ok());
+    let mut forged_value = answer.clone();
+    let mut record = account.clone();
+    record.nonce = 1_000;
+    forged_value.value = Some(Bytes(encode(&record)));
+    forged_value.proof.as_mut().unwrap().value = forged_value.value.clone();
+    let mut forged_proof = answer.clone();
+    let bytes = &mut forged_proof.proof.as_mut().unwrap().proof.0;
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    let older_header = client.block(0).await.unwrap().block.header;
+    let mut other_root = answer.clone();
+    other_root.height = 0;
+    other_root.state_root = older_header.state_root;
+    other_root.proof.as_mut().unwrap().height = 0;
+    other_root.proof.as_mut().unwrap().state_root = older_header.state_root;
+    for (what, answer, header) in [
+        ("a forged value", &forged_value, &header),
+        ("a damaged proof", &forged_proof, &header),
+        (
+            "a proof against another block's root",
+            &other_root,
+            &older_header,
+        ),
+    ] {
+        assert!(
+            matches!(
+                trellis_sdk::verify_state(answer, header),
+                Err(Error::Proof(_))
+            ),
+            "{what} was accepted"
+        );
+    }
+    let mut no_proof = answer.clone();
+    no_proof.proof = None;
+    assert!(matches!(
+        trellis_sdk::verify_state(&no_proof, &header),
+        Err(Error::Proof(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_resumes_after_a_dropped_connection_with_no_gap_and_no_duplicate() {
+    let node = DevNode::start().await.expect("dev node");
+    let proxy = TcpProxy::start(node.addr()).await.unwrap();
+    let t2 = dev_account("supplier-t2/ops");
+    let writer = member(&node, T2);
+    let reader = Client::builder()
+        .endpoint(proxy.url())
+        .retry(RetryPolicy {
+            max_attempts: 5,
+            initial_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(200),
+        })
+        .build()
+        .unwrap();
+    let mut stream = reader
+        .events()
+        .from_height(1)
+        .sender(t2.public())
+        .subscribe()
+        .await
+        .expect("subscribed through the proxy");
+
+    let mut sent = Vec::new();
+    let mut seen: Vec<CommittedTx> = Vec::new();
+    for round in 0..3 {
+        for i in 0..4 {
+            let committed = writer
+                .submit(remark(&format!("round {round} tx {i}")))
+                .await
+                .unwrap()
+                .wait()
+                .await
+                .unwrap();
+            sent.push(committed.tx_hash);
+        }
+        while seen.len() < sent.len() {
+            let tx = tokio::time::timeout(DEADLINE, stream.next())
+                .await
+                .expect("the stream delivers within the deadline")
+                .expect("the stream goes on")
+                .expect("no error item");
+            seen.push(tx);
+        }
+        // Cut the stream's connection mid-way; the next round arrives over a new one.
+        assert!(proxy.cut() >= 1, "the stream had a connection to cut");
+    }
+
+    let positions: Vec<TxPosition> = seen.iter().map(CommittedTx::position).collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "in chain order, no duplicate: {positions:?}"
+    );
+    let hashes: Vec<_> = seen.iter().map(|t| t.tx_hash).collect();
+    assert_eq!(hashes, sent, "exactly what was committed, in order");
+    assert!(seen.iter().all(|t| t.sender == t2.public()));
+
+    // Resuming after a saved position gives the rest, and nothing before it.
+    let mut resumed = reader
+        .events()
+        .after(positions[5])
+        .sender(t2.public())
+        .subscribe()
+        .await
+        .unwrap();
+    for expected in &hashes[6..] {
+        let tx = resumed.next().await.unwrap().unwrap();
+        assert_eq!(&tx.tx_hash, expected);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_filters_by_kind_and_party() {
+    let node = DevNode::start().await.expect("dev node");
+    let address = receivables_address();
+    let core = member(&node, CORE).receivables(address);
+    let t1 = member(&node, T1).receivables(address);
+    let watcher = core_client(&node);
+    let mut to_t2 = watcher.events().party(T2).subscribe().await.unwrap();
+    let mut splits = watcher.events().kind("split").subscribe().await.unwrap();
+
+    let root = core
+        .issue(&rcv::Issue {
+            to: T1.into(),
+            amount: 1_000_000,
+            currency: "CNY".into(),
+            maturity_ms: now_ms() + 3_600_000,
+            invoice_hash: trellis_sdk::invoice_hash(b"INV-STREAM"),
+            terms: String::new(),
+        })
+        .await
+        .unwrap()
+        .value;
+    t1.accept(root).await.unwrap();
+    let split = t1
+        .split(&rcv::Split {
+            piece: root,
+            parts: vec![(T2.into(), 400_000)],
+        })
+        .await
+        .unwrap();
+
+    let first = to_t2.next().await.unwrap().unwrap();
+    assert_eq!(
+        first.tx_hash, split.tx_hash,
+        "tier 2 first appears in the split"
+    );
+    let first = splits.next().await.unwrap().unwrap();
+    assert_eq!(first.tx_hash, split.tx_hash);
+    assert_eq!(first.events[0].kind, "split");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_openssl_key_signs_transactions_the_node_accepts_and_sdk_signatures_verify_with_openssl()
+{
+    let node = DevNode::start().await.expect("dev node");
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("openssl.pem");
+    openssl(&["genpkey", "-algorithm", "ed25519", "-out", path(&pem)]);
+    let key = trellis_sdk::keys::load(&pem, None).expect("OpenSSL's key loads");
+
+    // Its public key is the one OpenSSL derives.
+    let der = dir.path().join("openssl.pub.der");
+    openssl(&[
+        "pkey",
+        "-in",
+        path(&pem),
+        "-pubout",
+        "-outform",
+        "DER",
+        "-out",
+        path(&der),
+    ]);
+    let spki = std::fs::read(&der).unwrap();
+    assert_eq!(&spki[spki.len() - 32..], key.public().as_bytes());
+
+    // core-acme's admin registers the key; then it signs a transaction that commits.
+    let admin = core_client(&node);
+    admin
+        .submit(Payload::System(SystemOp::AddKey {
+            key: key.public(),
+            org_admin: false,
+        }))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .expect("key added");
+    let client = client_with(&node.url(""), key.clone());
+    let committed = client
+        .submit(remark("signed by an OpenSSL key"))
+        .await
+        .expect("admitted")
+        .wait()
+        .await
+        .expect("committed");
+    assert_eq!(committed.receipt.status, ReceiptStatus::Success);
+
+    // A signature the SDK makes verifies with OpenSSL over the transaction hash.
+    let sdk_key = trellis_sdk::keys::generate();
+    let pubkey = dir.path().join("sdk.pub.pem");
+    std::fs::write(
+        &pubkey,
+        trellis_sdk::keys::public_key_pem(&sdk_key.public()).unwrap(),
+    )
+    .unwrap();
+    let tx = Transaction {
+        chain_id: "trellis-dev".into(),
+        sender: sdk_key.public(),
+        nonce: 0,
+        expires_at_ms: now_ms() + 60_000,
+        payload: remark("checked by openssl"),
+    }
+    .sign(&sdk_key);
+    let (msg, sig) = (dir.path().join("msg.bin"), dir.path().join("sig.bin"));
+    std::fs::write(&msg, tx.hash().as_bytes()).unwrap();
+    std::fs::write(&sig, tx.signature.0).unwrap();
+    let verify = |signature: &Path| {
+        Command::new("openssl")
+            .args([
+                "pkeyutl",
+                "-verify",
+                "-pubin",
+                "-inkey",
+                path(&pubkey),
+                "-rawin",
+            ])
+            .args(["-in", path(&msg), "-sigfile", path(signature)])
+            .output()
+            .expect("openssl runs")
+    };
+    let out = verify(&sig);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut bad = tx.signature.0;
+    bad[10] ^= 1;
+    std::fs::write(&sig, bad).unwrap();
+    assert!(
+        !verify(&sig).status.success(),
+        "OpenSSL refuses a bad signature"
+    );
+
+    // A key the SDK saves is one OpenSSL reads, with the same public key.
+    let saved = dir.path().join("sdk.pem");
+    trellis_sdk::keys::save(&saved, &sdk_key, None).unwrap();
+    let der = dir.path().join("sdk.pub.der");
+    openssl(&[
+        "pkey",
+        "-in",
+        path(&saved),
+        "-pubout",
+        "-outform",
+        "DER",
+        "-out",
+        path(&der),
+    ]);
+    let spki = std::fs::read(&der).unwrap();
+    assert_eq!(&spki[spki.len() - 32..], sdk_key.public().as_bytes());
+}
+
+#[test]
+fn encrypted_key_files_round_trip_with_openssl_and_a_wrong_password_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = trellis_sdk::keys::generate();
+    let file = dir.path().join("locked.pem");
+    trellis_sdk::keys::save(&file, &key, Some(b"correct horse")).unwrap();
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "only the owner may read a key file");
+    }
+
+    let back = trellis_sdk::keys::load(&file, Some(b"correct horse")).unwrap();
+    assert_eq!(back.public(), key.public());
+    assert!(matches!(
+        trellis_sdk::keys::load(&file, Some(b"wrong")),
+        Err(trellis_sdk::keys::KeyError::WrongPassword)
+    ));
+    assert!(matches!(
+        trellis_sdk::keys::load(&file, None),
+        Err(trellis_sdk::keys::KeyError::PasswordNeeded)
+    ));
+    assert!(matches!(
+        trellis_sdk::keys::save(&file, &key, None),
+        Err(trellis_sdk::keys::KeyError::Exists(_))
+    ));
+    // No secret in what a key shows of itself.
+    let shown = format!("{key:?}");
+    assert!(!shown.contains(&hex::encode(key.seed())));
+
+    // OpenSSL reads the SDK's encrypted file, and the SDK reads OpenSSL's.
+    let der = dir.path().join("pub.der");
+    openssl(&[
+        "pkey",
+        "-in",
+        path(&file),
+        "-passin",
+        "pass:correct horse",
+        "-pubout",
+        "-outform",
+        "DER",
+        "-out",
+        path(&der),
+    ]);
+    let spki = std::fs::read(&der).unwrap();
+    assert_eq!(&spki[spki.len() - 32..], key.public().as_bytes());
+    let theirs = dir.path().join("theirs.pem");
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "ed25519",
+        "-aes-256-cbc",
+        "-pass",
+        "pass:s3cret",
+        "-out",
+        path(&theirs),
+    ]);
+    assert!(trellis_sdk::keys::load(&theirs, Some(b"s3cret")).is_ok());
+    assert!(matches!(
+        trellis_sdk::keys::load(&theirs, Some(b"nope")),
+        Err(trellis_sdk::keys::KeyError::WrongPassword)
+    ));
+
+    // Not a key, or a key of another algorithm.
+    assert!(matches!(
+        trellis_sdk::keys::from_pem("hello", None),
+        Err(trellis_sdk::keys::KeyError::Malformed(_))
+    ));
+    let x25519 = dir.path().join("x25519.pem");
+    openssl(&["genpkey", "-algorithm", "x25519", "-out", path(&x25519)]);
+    assert!(matches!(
+        trellis_sdk::keys::load(&x25519, None),
+        Err(trellis_sdk::keys::KeyError::NotEd25519(_))
+    ));
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("temp paths are UTF-8")
+}
+
+/// Runs `openssl` with `args`; it must succeed.
+fn openssl(args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
