@@ -88,8 +88,11 @@ impl RetryPolicy {
 /// transaction must carry.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Account {
+    /// The organisation the account acts for.
     pub org: String,
+    /// Whether it may add and remove its organisation's keys.
     pub org_admin: bool,
+    /// The nonce its next transaction must carry.
     pub nonce: u64,
 }
 
@@ -108,9 +111,11 @@ impl Account {
 /// A state value checked against the header of the committed block it was read at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedState {
+    /// The raw state key.
     pub key: Vec<u8>,
     /// `None`: the key is proven absent.
     pub value: Option<Vec<u8>>,
+    /// The committed height it was read at.
     pub height: u64,
     /// The state root of the block at `height`, which the proof checks against.
     pub state_root: Hash,
@@ -225,52 +230,94 @@ impl Default for ClientBuilder {
 impl ClientBuilder {
     /// Adds a node's API base URL, e.g. `http://127.0.0.1:8080`. The first is
     /// used until it fails; then the next, in turn.
+    ///
+    /// ```
+    /// let builder = trellis_sdk::Client::builder().endpoint("http://10.0.0.1:8080").endpoint("http://10.0.0.2:8080");
+    /// ```
     pub fn endpoint(mut self, url: impl Into<String>) -> Self {
         self.endpoints.push(url.into());
         self
     }
 
     /// Adds several endpoints.
+    ///
+    /// ```
+    /// let builder = trellis_sdk::Client::builder().endpoints(["http://10.0.0.1:8080", "http://10.0.0.2:8080"]);
+    /// ```
     pub fn endpoints<I: IntoIterator<Item = S>, S: Into<String>>(mut self, urls: I) -> Self {
         self.endpoints.extend(urls.into_iter().map(Into::into));
         self
     }
 
     /// The account key that signs submissions (needed only to submit).
+    ///
+    /// ```no_run
+    /// let builder = trellis_sdk::Client::builder().signer(trellis_sdk::keys::load("ops.pem", None)?);
+    /// # Ok::<(), trellis_sdk::keys::KeyError>(())
+    /// ```
     pub fn signer(mut self, key: KeyPair) -> Self {
         self.signer = Some(key);
         self
     }
 
     /// Longest time for one HTTP request (default 10 s). Event streams have none.
+    ///
+    /// ```
+    /// let builder = trellis_sdk::Client::builder().request_timeout(std::time::Duration::from_secs(3));
+    /// ```
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
         self
     }
 
     /// How long [`PendingTx::wait`] and the typed calls wait for a commit (default 30 s).
+    ///
+    /// ```
+    /// let builder = trellis_sdk::Client::builder().commit_timeout(std::time::Duration::from_secs(60));
+    /// ```
     pub fn commit_timeout(mut self, timeout: Duration) -> Self {
         self.commit_timeout = timeout;
         self
     }
 
     /// How long a signed transaction stays valid (default 120 s; the chain caps it).
+    ///
+    /// ```
+    /// let builder = trellis_sdk::Client::builder().tx_ttl(std::time::Duration::from_secs(300));
+    /// ```
     pub fn tx_ttl(mut self, ttl: Duration) -> Self {
         self.tx_ttl = ttl;
         self
     }
 
+    /// How failed requests are retried (see [`RetryPolicy`]).
+    ///
+    /// ```
+    /// let builder = trellis_sdk::Client::builder().retry(trellis_sdk::RetryPolicy::none());
+    /// ```
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = policy;
         self
     }
 
     /// The chain id to sign for; by default it is read once from `/status`.
+    ///
+    /// ```
+    /// let builder = trellis_sdk::Client::builder().chain_id("trellis-dev");
+    /// ```
     pub fn chain_id(mut self, chain_id: impl Into<String>) -> Self {
         self.chain_id = Some(chain_id.into());
         self
     }
 
+    /// The client; [`Error::Config`] without an endpoint or with a URL that is not http(s).
+    ///
+    /// ```
+    /// let client = trellis_sdk::Client::builder().endpoint("http://127.0.0.1:8080").build().unwrap();
+    /// assert_eq!(client.endpoint(), "http://127.0.0.1:8080");
+    /// assert!(trellis_sdk::Client::builder().build().is_err());
+    /// assert!(trellis_sdk::Client::builder().endpoint("ftp://x").build().is_err());
+    /// ```
     pub fn build(self) -> Result<Client> {
         if self.endpoints.is_empty() {
             return Err(Error::Config(
@@ -405,16 +452,31 @@ fn decode_json<T: DeserializeOwned>(what: &str, body: &[u8]) -> Result<T> {
 
 impl Client {
     /// Starts a [`ClientBuilder`].
+    ///
+    /// ```
+    /// let client = trellis_sdk::Client::builder().endpoint("http://127.0.0.1:8080").build().unwrap();
+    /// ```
     pub fn builder() -> ClientBuilder {
         ClientBuilder::default()
     }
 
     /// The signer's public key, if the client has a signer.
+    ///
+    /// ```
+    /// let key = trellis_sdk::keys::generate();
+    /// let client = trellis_sdk::Client::builder().endpoint("http://127.0.0.1:8080").signer(key.clone()).build().unwrap();
+    /// assert_eq!(client.signer(), Some(key.public()));
+    /// ```
     pub fn signer(&self) -> Option<PublicKey> {
         self.inner.signer.as_ref().map(KeyPair::public)
     }
 
-    /// The endpoint requests go to now.
+    /// The endpoint requests go to now (it moves on when one fails).
+    ///
+    /// ```
+    /// let client = trellis_sdk::Client::builder().endpoint("http://127.0.0.1:8080/").build().unwrap();
+    /// assert_eq!(client.endpoint(), "http://127.0.0.1:8080");
+    /// ```
     pub fn endpoint(&self) -> &str {
         let i = self.inner.current.load(Ordering::Relaxed) % self.inner.endpoints.len();
         &self.inner.endpoints[i]
@@ -495,16 +557,36 @@ impl Client {
     }
 
     /// `GET /status`: chain id, genesis hash, height, head hash and root, and the node's own state.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: trellis_sdk::Client) -> trellis_sdk::Result<()> {
+    /// let status = client.status().await?;
+    /// println!("{} at {} (syncing: {})", status.chain_id, status.status.height, status.status.syncing);
+    /// # Ok(()) }
+    /// ```
     pub async fn status(&self) -> Result<StatusResponse> {
         self.get_json("/status", &[]).await
     }
 
-    /// `GET /health`.
+    /// `GET /health`: answers while the node's API runs.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: trellis_sdk::Client) -> trellis_sdk::Result<()> {
+    /// assert_eq!(client.health().await?.status, "ok");
+    /// # Ok(()) }
+    /// ```
     pub async fn health(&self) -> Result<Health> {
         self.get_json("/health", &[]).await
     }
 
     /// The latest committed block with its commit certificate and receipts.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: trellis_sdk::Client) -> trellis_sdk::Result<()> {
+    /// let head = client.latest_block().await?;
+    /// println!("height {} with {} transactions", head.block.header.height, head.block.txs.len());
+    /// # Ok(()) }
+    /// ```
     pub async fn latest_block(&self) -> Result<BlockResponse> {
         self.get_json("/v1/blocks/latest", &[]).await
     }
@@ -522,6 +604,12 @@ impl Client {
     }
 
     /// The committed block with header hash `hash`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: trellis_sdk::Client, hash: trellis_types::Hash) -> trellis_sdk::Result<()> {
+    /// let block = client.block_by_hash(&hash).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn block_by_hash(&self, hash: &Hash) -> Result<BlockResponse> {
         self.get_json(&format!("/v1/blocks/by-hash/{hash}"), &[])
             .await
@@ -553,6 +641,12 @@ impl Client {
     /// `GET /v1/state/{key}`: the raw answer, at `height` (default latest),
     /// with a proof when `proof` is set. Nothing is verified: see
     /// [`Client::state_with_proof`].
+    ///
+    /// ```no_run
+    /// # async fn demo(client: trellis_sdk::Client) -> trellis_sdk::Result<()> {
+    /// let answer = client.state(b"sys/params", Some(10), false).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn state(
         &self,
         key: &[u8],
@@ -583,6 +677,12 @@ impl Client {
     }
 
     /// [`Client::state_with_proof`] at a given committed height.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: trellis_sdk::Client) -> trellis_sdk::Result<()> {
+    /// let then = client.state_with_proof_at(b"sys/params", 0).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn state_with_proof_at(&self, key: &[u8], height: u64) -> Result<VerifiedState> {
         self.verified_state(key, Some(height)).await
     }
@@ -602,6 +702,14 @@ impl Client {
     }
 
     /// An account's record (unverified read of the latest state); `None` for unknown keys.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: trellis_sdk::Client, key: trellis_types::PublicKey) -> trellis_sdk::Result<()> {
+    /// if let Some(account) = client.account(&key).await? {
+    ///     println!("{} acts for {}, next nonce {}", key, account.org, account.nonce);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn account(&self, key: &PublicKey) -> Result<Option<Account>> {
         let answer = self.state(&Account::state_key(key), None, false).await?;
         answer
@@ -647,6 +755,12 @@ impl Client {
     }
 
     /// The chain id transactions are signed for (read from `/status` once, unless set on the builder).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: trellis_sdk::Client) -> trellis_sdk::Result<()> {
+    /// println!("signing for {}", client.chain_id().await?);
+    /// # Ok(()) }
+    /// ```
     pub async fn chain_id(&self) -> Result<String> {
         self.inner
             .chain_id
@@ -671,6 +785,12 @@ impl Client {
     }
 
     /// The receivables contract at `contract`, with typed calls and queries.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: trellis_sdk::Client, address: trellis_types::Address) -> trellis_sdk::Result<()> {
+    /// let held = client.receivables(address).holdings("supplier-t1").await?;
+    /// # Ok(()) }
+    /// ```
     pub fn receivables(&self, contract: Address) -> Receivables {
         Receivables::new(self.clone(), contract)
     }

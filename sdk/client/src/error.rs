@@ -29,8 +29,11 @@ pub enum Error {
     /// `not_found` with status 422). Never retried, except 429.
     #[error("refused by the node ({status} {code}): {message}")]
     Rejected {
+        /// The HTTP status (400, 401, 403, 404, 409, 413, 415, 422, 429).
         status: u16,
+        /// The node's stable code.
         code: String,
+        /// The node's explanation, for people.
         message: String,
     },
     /// The transaction was committed but its execution failed: `code` and
@@ -38,23 +41,37 @@ pub enum Error {
     /// nonce is used; it changed nothing else.
     #[error("transaction failed in execution ({code}): {message}")]
     Failed {
+        /// The contract's (or the node's, for system operations) stable code.
         code: String,
+        /// Its explanation, for people.
         message: String,
+        /// The committed receipt.
         receipt: Box<Receipt>,
     },
     /// The transaction was admitted but not seen committed within the wait.
     /// It may still commit (until its expiry): look it up by hash.
     #[error("transaction {tx_hash} was not committed within the wait")]
-    CommitTimeout { tx_hash: Hash },
+    CommitTimeout {
+        /// The transaction waited for.
+        tx_hash: Hash,
+    },
     /// No usable answer from any endpoint: connection refused or reset,
     /// request timeout, after every retry.
     #[error("could not reach the node ({endpoint}): {message}")]
-    Transport { endpoint: String, message: String },
+    Transport {
+        /// The endpoint last tried.
+        endpoint: String,
+        /// What failed, with its causes.
+        message: String,
+    },
     /// The node answered 5xx after every retry.
     #[error("node error ({status} {code}): {message}")]
     Server {
+        /// The HTTP status (5xx).
         status: u16,
+        /// The node's code (`internal`), or `http_<status>` for a non-JSON answer.
         code: String,
+        /// The node's explanation.
         message: String,
     },
     /// An answer that does not decode as the API or the contract defines it.

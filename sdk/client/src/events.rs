@@ -178,6 +178,14 @@ pub struct EventStream {
 
 impl EventStream {
     /// The next committed transaction; `None` once the stream has ended.
+    ///
+    /// ```no_run
+    /// # async fn demo(mut stream: trellis_sdk::EventStream) -> trellis_sdk::Result<()> {
+    /// while let Some(tx) = stream.next().await {
+    ///     println!("{}", tx?.position());
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn next(&mut self) -> Option<Result<CommittedTx>> {
         self.rx.recv().await
     }

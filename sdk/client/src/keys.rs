@@ -18,9 +18,12 @@ use trellis_types::{KeyPair, PublicKey};
 /// What went wrong with a key or a key file.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
+    /// The file could not be read or written.
     #[error("key file {path}: {source}")]
     Io {
+        /// The key file.
         path: PathBuf,
+        /// What the operating system said.
         source: std::io::Error,
     },
     /// Saving would replace a file that exists.
@@ -38,6 +41,7 @@ pub enum KeyError {
     /// Decryption failed: the password is wrong or the file is damaged.
     #[error("wrong password, or the encrypted key file is damaged")]
     WrongPassword,
+    /// The key could not be encoded or encrypted.
     #[error("could not encode the key: {0}")]
     Encode(String),
 }

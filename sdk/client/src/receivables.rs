@@ -63,12 +63,25 @@ impl Receivables {
     }
 
     /// The contract's address.
+    ///
+    /// ```no_run
+    /// # fn demo(r: trellis_sdk::Receivables) {
+    /// let address = r.address();
+    /// # }
+    /// ```
     pub fn address(&self) -> Address {
         self.contract
     }
 
     /// Submits `method(args)` without waiting: for calls this type has no
     /// method for, or to submit many and wait later.
+    ///
+    /// ```no_run
+    /// # async fn demo(r: trellis_sdk::Receivables) -> trellis_sdk::Result<()> {
+    /// let pending = r.submit("accept", &trellis_receivables::PieceRef { piece: 1 }).await?;
+    /// let committed = pending.wait().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn submit<A: Serialize>(&self, method: &str, args: &A) -> Result<PendingTx> {
         self.client.call(&self.contract, method, args).await
     }
@@ -91,6 +104,13 @@ impl Receivables {
     }
 
     /// Issues a receivable (a root piece) to a supplier; the value is its [`PieceId`].
+    ///
+    /// ```no_run
+    /// # async fn demo(r: trellis_sdk::Receivables) -> trellis_sdk::Result<()> {
+    /// use trellis_receivables::Issue;
+    /// let root = r.issue(&Issue { to: "supplier-t1".into(), amount: 100_000_000, currency: "CNY".into(), maturity_ms: 1_900_000_000_000, invoice_hash: trellis_sdk::invoice_hash(b"INV-001"), terms: "net 180".into() }).await?.value;
+    /// # Ok(()) }
+    /// ```
     pub async fn issue(&self, issue: &Issue) -> Result<Committed<PieceId>> {
         let committed = self.run("issue", issue).await?;
         let piece = parse(attribute(self.event(&committed, "issued")?, "piece")?)?;
@@ -98,21 +118,45 @@ impl Receivables {
     }
 
     /// The first holder accepts an issued receivable.
+    ///
+    /// ```no_run
+    /// # async fn demo(r: trellis_sdk::Receivables) -> trellis_sdk::Result<()> {
+    /// r.accept(1).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn accept(&self, piece: PieceId) -> Result<Committed> {
         self.run("accept", &PieceRef { piece }).await
     }
 
     /// The first holder rejects an issued receivable; it returns to its issuer.
+    ///
+    /// ```no_run
+    /// # async fn demo(r: trellis_sdk::Receivables) -> trellis_sdk::Result<()> {
+    /// r.reject(1).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn reject(&self, piece: PieceId) -> Result<Committed> {
         self.run("reject", &PieceRef { piece }).await
     }
 
     /// Returns a receivable nobody accepted within the acceptance window.
+    ///
+    /// ```no_run
+    /// # async fn demo(r: trellis_sdk::Receivables) -> trellis_sdk::Result<()> {
+    /// r.expire(1).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn expire(&self, piece: PieceId) -> Result<Committed> {
         self.run("expire", &PieceRef { piece }).await
     }
 
     /// The holder moves a whole piece to another organisation.
+    ///
+    /// ```no_run
+    /// # async fn demo(r: trellis_sdk::Receivables) -> trellis_sdk::Result<()> {
+    /// r.transfer(&trellis_receivables::Transfer { piece: 3, to: "supplier-t3".into() }).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn transfer(&self, transfer: &Transfer) -> Result<Committed> {
         self.run("transfer", transfer).await
     }
@@ -136,17 +180,42 @@ impl Receivables {
     }
 
     /// The holder asks a bank to finance a piece on `terms`.
+    ///
+    /// ```no_run
+    /// # async fn demo(r: trellis_sdk::Receivables) -> trellis_sdk::Result<()> {
+    /// use trellis_receivables::{RequestFinancing, Terms};
+    /// let terms = Terms { price: None, annual_rate_bps: Some(350), expires_ms: 1_900_000_000_000 };
+    /// r.request_financing(&RequestFinancing { piece: 5, bank: "bank-first".into(), terms }).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn request_financing(&self, request: &RequestFinancing) -> Result<Committed> {
         self.run("request_financing", request).await
     }
 
     /// A bank offers to finance a piece.
+    ///
+    /// ```no_run
+    /// # async fn demo(r: trellis_sdk::Receivables) -> trellis_sdk::Result<()> {
+    /// use trellis_receivables::{OfferFinancing, Terms};
+    /// let terms = Terms { price: Some(14_800_000), annual_rate_bps: None, expires_ms: 1_900_000_000_000 };
+    /// r.offer_financing(&OfferFinancing { piece: 5, terms }).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn offer_financing(&self, offer: &OfferFinancing) -> Result<Committed> {
         self.run("offer_financing", offer).await
     }
 
     /// The other side accepts an open financing offer (the bank funds); the
     /// value is the recorded [`Financing`].
+    ///
+    /// ```no_run
+    /// # async fn demo(r: trellis_sdk::Receivables) -> trellis_sdk::Result<()> {
+    /// use trellis_receivables::{AcceptFinancing, Terms};
+    /// let terms = Terms { price: None, annual_rate_bps: Some(350), expires_ms: 1_900_000_000_000 };
+    /// let financing = r.accept_financing(&AcceptFinancing { piece: 5, terms, payment_ref: "PAY-1".into() }).await?.value;
+    /// println!("{} pays {} {}", financing.bank, financing.seller, financing.price);
+    /// # Ok(()) }
+    /// ```
     pub async fn accept_financing(&self, accept: &AcceptFinancing) -> Result<Committed<Financing>> {
         let committed = self.run("accept_financing", accept).await?;
         let event = self.event(&committed, "financed")?;
@@ -165,11 +234,26 @@ impl Receivables {
     }
 
     /// Withdraws or declines the open financing offer on a piece.
+    ///
+    /// ```no_run
+    /// # async fn demo(r: trellis_sdk::Receivables) -> trellis_sdk::Result<()> {
+    /// r.cancel_financing(5).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn cancel_financing(&self, piece: PieceId) -> Result<Committed> {
         self.run("cancel_financing", &PieceRef { piece }).await
     }
 
     /// The issuer settles a receivable at maturity; the value is who was paid what.
+    ///
+    /// ```no_run
+    /// # async fn demo(r: trellis_sdk::Receivables) -> trellis_sdk::Result<()> {
+    /// let payouts = r.settle(&trellis_receivables::Settle { root: 1, payment_ref: "CORE-PAY-1".into() }).await?.value;
+    /// for p in payouts {
+    ///     println!("piece {}: {} to {}", p.piece, p.amount, p.to);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn settle(&self, settle: &Settle) -> Result<Committed<Vec<Payout>>> {
         let committed = self.run("settle", settle).await?;
         let payouts = payouts(self.event(&committed, "settled")?)?;
@@ -177,6 +261,12 @@ impl Receivables {
     }
 
     /// The issuer settles one piece at maturity.
+    ///
+    /// ```no_run
+    /// # async fn demo(r: trellis_sdk::Receivables) -> trellis_sdk::Result<()> {
+    /// let payout = r.settle_piece(&trellis_receivables::SettlePiece { piece: 5, payment_ref: "PAY-5".into() }).await?.value;
+    /// # Ok(()) }
+    /// ```
     pub async fn settle_piece(&self, settle: &SettlePiece) -> Result<Committed<Payout>> {
         let committed = self.run("settle_piece", settle).await?;
         let payout = payouts(self.event(&committed, "settled")?)?
@@ -187,6 +277,12 @@ impl Receivables {
     }
 
     /// Marks a receivable's unpaid pieces overdue; the value is the pieces marked.
+    ///
+    /// ```no_run
+    /// # async fn demo(r: trellis_sdk::Receivables) -> trellis_sdk::Result<()> {
+    /// let marked = r.mark_overdue(1).await?.value;
+    /// # Ok(()) }
+    /// ```
     pub async fn mark_overdue(&self, root: PieceId) -> Result<Committed<Vec<PieceId>>> {
         let committed = self.run("mark_overdue", &RootRef { root }).await?;
         let pieces = attributes(self.event(&committed, "overdue")?, "piece")
@@ -196,16 +292,34 @@ impl Receivables {
     }
 
     /// A consortium admin freezes a piece.
+    ///
+    /// ```no_run
+    /// # async fn demo(r: trellis_sdk::Receivables) -> trellis_sdk::Result<()> {
+    /// r.freeze(&trellis_receivables::FreezePiece { piece: 5, reason: "court order 42".into() }).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn freeze(&self, freeze: &FreezePiece) -> Result<Committed> {
         self.run("freeze", freeze).await
     }
 
     /// A consortium admin lifts a freeze.
+    ///
+    /// ```no_run
+    /// # async fn demo(r: trellis_sdk::Receivables) -> trellis_sdk::Result<()> {
+    /// r.unfreeze(5).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn unfreeze(&self, piece: PieceId) -> Result<Committed> {
         self.run("unfreeze", &PieceRef { piece }).await
     }
 
     /// A consortium admin sets a core enterprise's credit limit.
+    ///
+    /// ```no_run
+    /// # async fn demo(r: trellis_sdk::Receivables) -> trellis_sdk::Result<()> {
+    /// r.set_credit_limit(&trellis_receivables::SetCreditLimit { issuer: "core-acme".into(), limit: 1_000_000_000 }).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn set_credit_limit(&self, limit: &SetCreditLimit) -> Result<Committed> {
         self.run("set_credit_limit", limit).await
     }
@@ -233,11 +347,26 @@ impl Receivables {
     }
 
     /// What is recorded once per receivable (its root).
+    ///
+    /// ```no_run
+    /// # async fn demo(r: trellis_sdk::Receivables) -> trellis_sdk::Result<()> {
+    /// let root = r.root(1).await?;
+    /// println!("{} owes {} {}, settled {}", root.issuer, root.face_value, root.currency, root.settled);
+    /// # Ok(()) }
+    /// ```
     pub async fn root(&self, id: PieceId) -> Result<Root> {
         self.query("root", &IdRef { id }).await
     }
 
     /// Every piece `org` holds, in id order (all pages).
+    ///
+    /// ```no_run
+    /// # async fn demo(r: trellis_sdk::Receivables) -> trellis_sdk::Result<()> {
+    /// for view in r.holdings("supplier-t2").await? {
+    ///     println!("{} {} {:?}", view.piece.id, view.piece.amount, view.status);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn holdings(&self, org: &str) -> Result<Vec<PieceView>> {
         let mut all = Vec::new();
         let mut after = None;
@@ -259,6 +388,12 @@ impl Receivables {
     }
 
     /// One page of the pieces an organisation holds.
+    ///
+    /// ```no_run
+    /// # async fn demo(r: trellis_sdk::Receivables) -> trellis_sdk::Result<()> {
+    /// let page = r.holdings_page(&trellis_receivables::ByHolder { org: "supplier-t2".into(), after: None, limit: Some(50) }).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn holdings_page(&self, page: &ByHolder) -> Result<Vec<PieceView>> {
         self.query("pieces_by_holder", page).await
     }
@@ -277,11 +412,23 @@ impl Receivables {
     }
 
     /// Every piece of a receivable, its root first.
+    ///
+    /// ```no_run
+    /// # async fn demo(r: trellis_sdk::Receivables) -> trellis_sdk::Result<()> {
+    /// let pieces = r.tree(1).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn tree(&self, root: PieceId) -> Result<Vec<PieceView>> {
         self.query("tree", &RootRef { root }).await
     }
 
     /// What `issuer` owes in live pieces.
+    ///
+    /// ```no_run
+    /// # async fn demo(r: trellis_sdk::Receivables) -> trellis_sdk::Result<()> {
+    /// let owed = r.outstanding("core-acme").await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn outstanding(&self, issuer: &str) -> Result<u128> {
         self.query(
             "outstanding",
@@ -293,6 +440,12 @@ impl Receivables {
     }
 
     /// The credit limit the consortium set for `issuer`.
+    ///
+    /// ```no_run
+    /// # async fn demo(r: trellis_sdk::Receivables) -> trellis_sdk::Result<()> {
+    /// let limit = r.credit_limit("core-acme").await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn credit_limit(&self, issuer: &str) -> Result<u128> {
         self.query(
             "credit_limit",
@@ -304,11 +457,25 @@ impl Receivables {
     }
 
     /// The receivable an invoice hash backs, if any (see [`invoice_hash`]).
+    ///
+    /// ```no_run
+    /// # async fn demo(r: trellis_sdk::Receivables) -> trellis_sdk::Result<()> {
+    /// if let Some(root) = r.by_invoice(trellis_sdk::invoice_hash(b"INV-001")).await? {
+    ///     println!("INV-001 already backs receivable {}", root.id);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn by_invoice(&self, hash: [u8; 32]) -> Result<Option<Root>> {
         self.query("by_invoice", &InvoiceRef { hash }).await
     }
 
     /// The contract's settings.
+    ///
+    /// ```no_run
+    /// # async fn demo(r: trellis_sdk::Receivables) -> trellis_sdk::Result<()> {
+    /// let params = r.params().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn params(&self) -> Result<Params> {
         self.query("params", &()).await
     }

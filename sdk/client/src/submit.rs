@@ -12,7 +12,9 @@ use trellis_types::{Event, Hash, Receipt, ReceiptStatus};
 /// for instance), `()` for plain submissions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Committed<T = ()> {
+    /// What the call produced (see the typed call's documentation).
     pub value: T,
+    /// The transaction's hash (its id).
     pub tx_hash: Hash,
     /// Height of the block that committed it.
     pub height: u64,
@@ -26,6 +28,14 @@ pub struct Committed<T = ()> {
 
 impl<T> Committed<T> {
     /// The receipt's events.
+    ///
+    /// ```no_run
+    /// # async fn demo(committed: trellis_sdk::Committed) {
+    /// for event in committed.events() {
+    ///     println!("{} {:?}", event.kind, event.attributes);
+    /// }
+    /// # }
+    /// ```
     pub fn events(&self) -> &[Event] {
         &self.receipt.events
     }
@@ -89,16 +99,35 @@ impl PendingTx {
         }
     }
 
+    /// The transaction's hash: look it up with [`Client::transaction`].
+    ///
+    /// ```no_run
+    /// # async fn demo(pending: trellis_sdk::PendingTx) {
+    /// println!("admitted {}", pending.tx_hash());
+    /// # }
+    /// ```
     pub fn tx_hash(&self) -> Hash {
         self.tx_hash
     }
 
     /// The nonce the client allocated (`None` for [`Client::submit_signed`]).
+    ///
+    /// ```no_run
+    /// # async fn demo(pending: trellis_sdk::PendingTx) {
+    /// println!("nonce {:?}", pending.nonce());
+    /// # }
+    /// ```
     pub fn nonce(&self) -> Option<u64> {
         self.nonce
     }
 
     /// Waits for the commit with the client's commit timeout.
+    ///
+    /// ```no_run
+    /// # async fn demo(pending: trellis_sdk::PendingTx) -> trellis_sdk::Result<()> {
+    /// let committed = pending.wait().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn wait(self) -> Result<Committed> {
         let timeout = self.client.inner.commit_timeout;
         self.wait_for_commit(timeout).await
