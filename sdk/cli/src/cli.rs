@@ -1,0 +1,548 @@
+//! The command line: every command, option and help text (with examples).
+//! Parsing only; [`crate::run`] does the work.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where the CLI looks for a node when neither --node nor TRELLIS_NODE says.
+pub const DEFAULT_NODE: &str = "http://127.0.0.1:8080";
+
+const MAIN_EXAMPLES: &str = "\
+Examples:
+  trellis status
+  trellis keys new --out ops.pem
+  trellis --key ops.pem receivable holdings
+  trellis --dev-account core-acme/ops receivable issue --to supplier-t1 \\
+      --amount '1,000,000.00 CNY' --maturity +90d --invoice INV-001
+  trellis --output json receivable show 1 | jq .status
+  trellis events --from 1 --follow --kind issued
+
+Exit codes: 0 ok, 1 other, 2 usage, 3 rejected by the node, 4 failed in execution
+(contract error), 5 commit timeout, 6 node unreachable, 7 key or file problem,
+8 not found, 130 interrupted. See docs/cli.md.
+
+Environment: TRELLIS_NODE, TRELLIS_KEY, TRELLIS_KEY_PASSWORD, TRELLIS_NEW_KEY_PASSWORD,
+TRELLIS_OUTPUT, TRELLIS_CONTRACT, RUST_LOG.";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "trellis",
+    version,
+    about = "Trellis from the command line: keys, receivables, blocks, transactions, events",
+    long_about = "Trellis from the command line, for people at core enterprises, suppliers and banks.\n\
+                  Talks to a Trellis node's HTTP API through trellis-sdk.\n\
+                  Results go to stdout (tables, or one JSON document with --output json);\n\
+                  progress, warnings and errors go to stderr.",
+    after_help = MAIN_EXAMPLES,
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// Node API URL; repeat or give a comma list for failover.
+    #[arg(
+        long = "node",
+        global = true,
+        env = "TRELLIS_NODE",
+        value_delimiter = ',',
+        default_value = DEFAULT_NODE,
+        value_name = "URL"
+    )]
+    pub nodes: Vec<String>,
+
+    /// Sign with this key file (PKCS#8 PEM, e.g. from `trellis keys new` or openssl).
+    #[arg(long, global = true, env = "TRELLIS_KEY", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+
+    /// Read the key file's password from FILE (first line). Or set TRELLIS_KEY_PASSWORD;
+    /// on a terminal the CLI asks. Never a plain flag.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+
+    /// Sign with the INSECURE public dev key of a dev/local chain account, e.g. core-acme/ops.
+    #[arg(long, global = true, value_name = "ORG/ops")]
+    pub dev_account: Option<String>,
+
+    /// How results are printed on stdout.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "TRELLIS_OUTPUT",
+        default_value_t = OutputFormat::Table
+    )]
+    pub output: OutputFormat,
+
+    /// How long to wait for a transaction to commit (30s, 2m, 500ms).
+    #[arg(long, global = true, value_name = "DURATION", default_value = "30s", value_parser = parse_duration_arg)]
+    pub timeout: Duration,
+
+    /// Address of the receivables contract (hex). Default: the one the dev and local genesis deploy.
+    #[arg(long, global = true, env = "TRELLIS_CONTRACT", value_name = "ADDRESS")]
+    pub contract: Option<trellis_types::Address>,
+
+    /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// Tables and sentences for people.
+    Table,
+    /// Exactly one JSON document on stdout (JSON Lines for `events --follow`).
+    Json,
+}
+
+fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+    crate::when::parse_duration(s).map_err(|e| e.to_string())
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Make, inspect and import account keys (ed25519, PKCS#8 PEM).
+    #[command(subcommand, after_help = KEYS_EXAMPLES)]
+    Keys(KeysCommand),
+
+    /// Issue, move, split, finance and settle receivables; look at pieces, lineage, trees, holdings.
+    #[command(subcommand, visible_alias = "rcv", after_help = RECEIVABLE_EXAMPLES)]
+    Receivable(ReceivableCommand),
+
+    /// A transaction's status and receipt.
+    #[command(
+        after_help = "Examples:\n  trellis tx 5f1c…e2\n  trellis --output json tx 5f1c…e2 | jq .receipt.events"
+    )]
+    Tx {
+        /// The transaction hash (hex).
+        hash: String,
+    },
+
+    /// A block: header, commit and transactions.
+    #[command(
+        after_help = "Examples:\n  trellis block\n  trellis block 42\n  trellis block 3f9a…c1        # by hash\n  trellis --output json block latest"
+    )]
+    Block {
+        /// `latest` (default), a height, or a block hash.
+        #[arg(default_value = "latest")]
+        which: String,
+    },
+
+    /// The node's view of the chain: chain id, height, last block, peers.
+    #[command(
+        after_help = "Examples:\n  trellis status\n  trellis --node http://10.0.0.5:8080 --output json status"
+    )]
+    Status,
+
+    /// Committed transactions and their events, filtered; --follow keeps streaming.
+    #[command(after_help = EVENTS_EXAMPLES)]
+    Events(EventsArgs),
+
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  trellis completions bash > ~/.local/share/bash-completion/completions/trellis\n  trellis completions zsh > ~/.zfunc/_trellis\n  trellis completions fish > ~/.config/fish/completions/trellis.fish"
+    )]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+const KEYS_EXAMPLES: &str = "\
+Examples:
+  trellis keys new --out ops.pem                       # unencrypted, mode 0600
+  trellis keys new --out ops.pem --encrypt             # asks for a password (or TRELLIS_NEW_KEY_PASSWORD)
+  trellis keys show ops.pem
+  trellis --key admin.pem keys add <public key hex>     # an org admin registers it
+  openssl genpkey -algorithm ed25519 -out hsm-export.pem
+  trellis keys import hsm-export.pem --out ops.pem --encrypt --new-password-file pw.txt";
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Generate a new key and write it to a new file (never overwrites).
+    #[command(
+        after_help = "Examples:\n  trellis keys new --out ops.pem\n  TRELLIS_NEW_KEY_PASSWORD=… trellis keys new --out ops.pem --encrypt"
+    )]
+    New {
+        /// The file to create (mode 0600).
+        #[arg(long, short, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        encryption: Encryption,
+    },
+    /// Print a key's public key (hex, the account id) and its PEM public key.
+    #[command(
+        after_help = "Examples:\n  trellis keys show ops.pem\n  trellis --key ops.pem keys show\n  trellis --dev-account supplier-t1/ops keys show\n  trellis --output json keys show ops.pem | jq -r .public_key"
+    )]
+    Show {
+        /// The key file (default: --key, or the --dev-account key).
+        file: Option<PathBuf>,
+    },
+    /// Organisation admin: register an account key for your organisation, so it can sign.
+    #[command(
+        after_help = "Examples:\n  trellis --key admin.pem keys add 7e2f6a12c7421c55dab78cc299e72e49d21d9086af98e13347b1c7c59ac31dc1\n  trellis --dev-account supplier-t1/ops keys add \"$(trellis --output json keys show new.pem | jq -r .public_key)\""
+    )]
+    Add {
+        /// The account key (hex), as `trellis keys show` prints it.
+        public_key: trellis_types::PublicKey,
+        /// Make it an admin of the organisation too (it may add and remove keys).
+        #[arg(long)]
+        org_admin: bool,
+    },
+    /// Organisation admin: remove an account key of your organisation.
+    #[command(
+        after_help = "Examples:\n  trellis --key admin.pem keys remove 7e2f6a12c7421c55dab78cc299e72e49d21d9086af98e13347b1c7c59ac31dc1"
+    )]
+    Remove {
+        /// The account key (hex).
+        public_key: trellis_types::PublicKey,
+    },
+    /// Check a key made elsewhere (openssl, an HSM export) and write it as a Trellis key file.
+    #[command(
+        after_help = "Examples:\n  openssl genpkey -algorithm ed25519 -out in.pem\n  trellis keys import in.pem --out ops.pem\n  trellis keys import in.der --out ops.pem --encrypt      # DER works too\n  trellis --password-file old.txt keys import locked.pem --out ops.pem"
+    )]
+    Import {
+        /// The key to import: PKCS#8 PEM (encrypted or not) or DER. Its password: --password-file or TRELLIS_KEY_PASSWORD.
+        input: PathBuf,
+        /// The file to create (mode 0600).
+        #[arg(long, short, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        encryption: Encryption,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Encryption {
+    /// Protect the new file with a password (PBES2, scrypt + AES-256-CBC; openssl reads it).
+    #[arg(long)]
+    pub encrypt: bool,
+    /// Read the new file's password from FILE (first line); or set TRELLIS_NEW_KEY_PASSWORD.
+    #[arg(long, value_name = "FILE", requires = "encrypt")]
+    pub new_password_file: Option<PathBuf>,
+}
+
+const RECEIVABLE_EXAMPLES: &str = "\
+Examples (dev chain; use --key FILE with your own account):
+  trellis --dev-account core-acme/ops rcv issue --to supplier-t1 --amount '1,000,000.00 CNY' \\
+      --maturity 2026-12-31 --invoice INV-001 --terms 'net 180'
+  trellis --dev-account supplier-t1/ops rcv accept 1
+  trellis --dev-account supplier-t1/ops rcv split 1 --part supplier-t2=400,000.00
+  trellis --dev-account supplier-t3/ops rcv finance request 5 --bank bank-first --rate 3.5%
+  trellis --dev-account bank-first/ops rcv finance accept 5 --payment-ref BANK-PAY-1
+  trellis --dev-account core-acme/ops rcv settle 1 --payment-ref ACME-PAY-1
+  trellis rcv lineage 5
+  trellis rcv holdings supplier-t2";
+
+#[derive(Subcommand, Debug)]
+pub enum ReceivableCommand {
+    /// Issue a receivable against an invoice (core enterprise).
+    #[command(
+        after_help = "Examples:\n  trellis --dev-account core-acme/ops receivable issue --to supplier-t1 \\\n      --amount '1,000,000.00 CNY' --maturity +90d --invoice INV-001\n  trellis --key acme.pem receivable issue --to supplier-t1 --amount 250000 --currency USD \\\n      --maturity 2026-09-30T00:00:00Z --invoice-file invoices/INV-7.pdf --terms 'net 90'"
+    )]
+    Issue(IssueArgs),
+
+    /// Accept a receivable issued to you (first holder), within the acceptance window.
+    #[command(
+        after_help = "Examples:\n  trellis --dev-account supplier-t1/ops receivable accept 1"
+    )]
+    Accept {
+        /// The root piece's id.
+        piece: u64,
+    },
+
+    /// Reject a receivable issued to you; it returns to its issuer.
+    #[command(
+        after_help = "Examples:\n  trellis --dev-account supplier-t1/ops receivable reject 1"
+    )]
+    Reject {
+        /// The root piece's id.
+        piece: u64,
+    },
+
+    /// Move a whole piece you hold to another organisation.
+    #[command(
+        after_help = "Examples:\n  trellis --dev-account supplier-t1/ops receivable transfer 3 --to supplier-t2"
+    )]
+    Transfer {
+        /// The piece's id.
+        piece: u64,
+        /// The organisation that receives it.
+        #[arg(long, value_name = "ORG")]
+        to: String,
+    },
+
+    /// Split a piece you hold: parts go to others, the remainder stays with you.
+    #[command(
+        after_help = "Examples:\n  trellis --dev-account supplier-t1/ops receivable split 1 --part supplier-t2=400,000.00\n  trellis --dev-account supplier-t2/ops receivable split 2 --part supplier-t3=100000 --part supplier-t3=50000"
+    )]
+    Split {
+        /// The piece's id.
+        piece: u64,
+        /// ORG=AMOUNT, in the piece's currency; repeat for several parts.
+        #[arg(long = "part", value_name = "ORG=AMOUNT", required = true)]
+        parts: Vec<String>,
+    },
+
+    /// Financing: a holder asks a bank, a bank offers, the other side accepts; or cancel.
+    #[command(subcommand, after_help = FINANCE_EXAMPLES)]
+    Finance(FinanceCommand),
+
+    /// Pay at maturity (issuer): every live piece of a receivable, or one piece.
+    #[command(
+        after_help = "Examples:\n  trellis --dev-account core-acme/ops receivable settle 1 --payment-ref ACME-2026-001\n  trellis --dev-account core-acme/ops receivable settle --piece 5 --payment-ref ACME-2026-002"
+    )]
+    Settle {
+        /// The receivable (root piece id) to settle whole.
+        #[arg(required_unless_present = "piece", conflicts_with = "piece")]
+        root: Option<u64>,
+        /// Settle only this piece.
+        #[arg(long, value_name = "PIECE")]
+        piece: Option<u64>,
+        /// Your payment's reference, recorded on chain.
+        #[arg(long, value_name = "REF")]
+        payment_ref: String,
+    },
+
+    /// A piece: holder, amount, maturity, status, financing, settlement.
+    #[command(
+        after_help = "Examples:\n  trellis receivable show 5\n  trellis --output json receivable show 5"
+    )]
+    Show {
+        /// The piece's id.
+        piece: u64,
+    },
+
+    /// A piece's ancestry back to the original receivable and its issuer.
+    #[command(after_help = "Examples:\n  trellis receivable lineage 5")]
+    Lineage {
+        /// The piece's id.
+        piece: u64,
+    },
+
+    /// Every piece of a receivable, as a tree.
+    #[command(after_help = "Examples:\n  trellis receivable tree 1")]
+    Tree {
+        /// The receivable (root piece id); any piece id of it works too.
+        root: u64,
+    },
+
+    /// The pieces an organisation holds (default: the signer's organisation).
+    #[command(
+        after_help = "Examples:\n  trellis receivable holdings supplier-t2\n  trellis --key ops.pem receivable holdings"
+    )]
+    Holdings {
+        /// The organisation id.
+        org: Option<String>,
+    },
+
+    /// Freeze a piece (consortium admin): it cannot move, be financed or settled.
+    #[command(
+        after_help = "Examples:\n  trellis --dev-account consortium/ops receivable freeze 5 --reason 'court order 42'"
+    )]
+    Freeze {
+        piece: u64,
+        /// Why, recorded on chain.
+        #[arg(long)]
+        reason: String,
+    },
+
+    /// Lift a freeze (consortium admin).
+    #[command(
+        after_help = "Examples:\n  trellis --dev-account consortium/ops receivable unfreeze 5"
+    )]
+    Unfreeze { piece: u64 },
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("document").required(true).args(["invoice", "invoice_file", "invoice_hash"])))]
+pub struct IssueArgs {
+    /// The supplier it is issued to.
+    #[arg(long, value_name = "ORG")]
+    pub to: String,
+    /// Face value: `1,000,000.00`, `1000000.5`, optionally with the currency (`1,000,000.00 CNY`).
+    #[arg(long, value_name = "AMOUNT")]
+    pub amount: String,
+    /// Currency code (CNY, USD, EUR, JPY, ...), unless written after the amount.
+    #[arg(long, value_name = "CODE")]
+    pub currency: Option<String>,
+    /// When it falls due: RFC 3339, a date (midnight UTC) or +DURATION (+90d).
+    #[arg(long, value_name = "WHEN")]
+    pub maturity: String,
+    /// The invoice number (or any text identifying the document); its blake3 hash goes on chain.
+    #[arg(long, value_name = "TEXT")]
+    pub invoice: Option<String>,
+    /// Hash this file (the invoice or purchase order) instead.
+    #[arg(long, value_name = "FILE")]
+    pub invoice_file: Option<PathBuf>,
+    /// Give the document's 32-byte hash (hex) directly.
+    #[arg(long, value_name = "HEX")]
+    pub invoice_hash: Option<String>,
+    /// Payment terms, free text recorded with the receivable.
+    #[arg(long, default_value = "")]
+    pub terms: String,
+}
+
+const FINANCE_EXAMPLES: &str = "\
+A holder asks a bank (request) and the bank accepts; or a bank offers and the holder
+accepts. Terms are an annual discount rate (--rate 3.5%: the contract computes the
+price, actual/365, whole days rounded up) or a fixed --price. An open offer blocks
+moves of the piece until it is accepted, cancelled or expires.
+
+Examples:
+  trellis --dev-account supplier-t3/ops receivable finance request 5 --bank bank-first --rate 3.5%
+  trellis --dev-account bank-first/ops receivable finance accept 5 --payment-ref BANK-PAY-1
+  trellis --dev-account bank-first/ops receivable finance offer 5 --price 149,000.00 --expires +2d
+  trellis --dev-account supplier-t3/ops receivable finance accept 5 --payment-ref n/a --price 149,000.00
+  trellis --dev-account supplier-t3/ops receivable finance cancel 5";
+
+#[derive(Subcommand, Debug)]
+pub enum FinanceCommand {
+    /// Holder: ask a bank to finance a piece you hold.
+    #[command(
+        after_help = "Examples:\n  trellis --dev-account supplier-t3/ops receivable finance request 5 --bank bank-first --rate 3.5%\n  trellis --key t3.pem receivable finance request 5 --bank bank-first --price 149,000.00 --expires +3d"
+    )]
+    Request {
+        piece: u64,
+        /// The bank asked.
+        #[arg(long, value_name = "ORG")]
+        bank: String,
+        #[command(flatten)]
+        terms: TermsArgs,
+    },
+    /// Bank: offer to finance a piece.
+    #[command(
+        after_help = "Examples:\n  trellis --dev-account bank-first/ops receivable finance offer 5 --rate 4%"
+    )]
+    Offer {
+        piece: u64,
+        #[command(flatten)]
+        terms: TermsArgs,
+    },
+    /// The other side accepts the open offer (a bank accepts a request and funds;
+    /// a holder accepts a bank's offer). Give --rate or --price to insist on the terms you expect.
+    #[command(
+        after_help = "Examples:\n  trellis --dev-account bank-first/ops receivable finance accept 5 --payment-ref BANK-PAY-1\n  trellis --dev-account supplier-t3/ops receivable finance accept 5 --payment-ref T3-1 --rate 4%"
+    )]
+    Accept {
+        piece: u64,
+        /// The bank's payment reference for the purchase price.
+        #[arg(long, value_name = "REF")]
+        payment_ref: String,
+        /// Refuse unless the open offer's rate is this.
+        #[arg(long, value_name = "PERCENT", conflicts_with = "price")]
+        rate: Option<String>,
+        /// Refuse unless the open offer's price is this.
+        #[arg(long, value_name = "AMOUNT")]
+        price: Option<String>,
+    },
+    /// Withdraw your offer or request, or decline the other side's.
+    #[command(
+        after_help = "Examples:\n  trellis --dev-account supplier-t3/ops receivable finance cancel 5"
+    )]
+    Cancel { piece: u64 },
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("terms").required(true).args(["rate", "price"])))]
+pub struct TermsArgs {
+    /// Annual discount rate: 3.5%, 3.5 or 350bps.
+    #[arg(long, value_name = "PERCENT")]
+    pub rate: Option<String>,
+    /// Fixed purchase price, in the piece's currency.
+    #[arg(long, value_name = "AMOUNT")]
+    pub price: Option<String>,
+    /// Until when the offer can be accepted (default: 7 days, or just before maturity if sooner).
+    #[arg(long, value_name = "WHEN")]
+    pub expires: Option<String>,
+}
+
+const EVENTS_EXAMPLES: &str = "\
+Without --follow: the matching transactions from --from up to the current head, then exit
+(a table, or one JSON array). With --follow: keeps streaming, resuming after dropped
+connections with no gap and no duplicate; with --output json it prints one JSON object per
+line (JSON Lines), the one exception to \"one JSON document\".
+
+Examples:
+  trellis events --from 1
+  trellis events --from 1 --follow --kind issued,split --party supplier-t2
+  trellis --output json events --follow --after 42:0 >> events.jsonl";
+
+#[derive(Args, Debug)]
+pub struct EventsArgs {
+    /// First block height to read (default: 1, or the next block with --follow).
+    #[arg(long, value_name = "HEIGHT", conflicts_with = "after")]
+    pub from: Option<u64>,
+    /// Continue strictly after this position HEIGHT:INDEX (as printed), e.g. to resume.
+    #[arg(long, value_name = "POSITION")]
+    pub after: Option<trellis_sdk::api::TxPosition>,
+    /// Keep following new commits until interrupted.
+    #[arg(long, short)]
+    pub follow: bool,
+    /// Only transactions with an event of this kind (issued, accepted, split, financed, settled, ...).
+    #[arg(long, value_name = "KIND", value_delimiter = ',')]
+    pub kind: Vec<String>,
+    /// Only transactions concerning this organisation id or account key (hex).
+    #[arg(long, value_name = "PARTY", value_delimiter = ',')]
+    pub party: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_has_examples_in_its_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", cmd.get_name());
+            let examples = cmd
+                .get_after_help()
+                .is_some_and(|h| h.to_string().contains("Examples"));
+            if !examples && cmd.get_name() != "help" {
+                missing.push(path.clone());
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "no examples in the help of: {missing:?}"
+        );
+    }
+
+    #[test]
+    fn global_options_parse_from_anywhere_on_the_line() {
+        let cli = Cli::try_parse_from([
+            "trellis",
+            "receivable",
+            "show",
+            "5",
+            "--node",
+            "http://a:1,http://b:2",
+            "--output",
+            "json",
+            "--timeout",
+            "2m",
+        ])
+        .expect("parses");
+        assert_eq!(cli.global.nodes, ["http://a:1", "http://b:2"]);
+        assert_eq!(cli.global.output, OutputFormat::Json);
+        assert_eq!(cli.global.timeout, Duration::from_secs(120));
+        assert!(Cli::try_parse_from(["trellis", "--timeout", "soon", "status"]).is_err());
+    }
+}

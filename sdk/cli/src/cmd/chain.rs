@@ -1,0 +1,195 @@
+//! `trellis status`, `trellis block`, `trellis tx`: reading the chain.
+
+use crate::context::Ctx;
+use crate::error::{Class, CliError, Result};
+use crate::output::{Report, record, table};
+use crate::when::format_ms;
+use serde_json::json;
+use trellis_sdk::api::{BlockResponse, TxStatus};
+use trellis_types::{Event, Hash, Payload, Receipt, ReceiptStatus, SystemOp};
+
+pub async fn status(ctx: &Ctx) -> Result<Report> {
+    let client = ctx.reader()?;
+    let s = client.status().await?;
+    let text = record([
+        ("node", client.endpoint().to_owned()),
+        ("chain", s.chain_id.clone()),
+        ("genesis", s.genesis_hash.to_hex()),
+        ("height", s.status.height.to_string()),
+        ("last block", s.status.block_hash.to_hex()),
+        ("block time", format_ms(s.status.last_block_time_ms)),
+        ("state root", s.status.state_root.to_hex()),
+        ("round", s.status.round.to_string()),
+        (
+            "validator",
+            if s.status.validator { "yes" } else { "no" }.into(),
+        ),
+        (
+            "syncing",
+            if s.status.syncing { "yes" } else { "no" }.into(),
+        ),
+        ("peers", s.status.peers.to_string()),
+    ]);
+    let mut value = serde_json::to_value(&s).map_err(|e| CliError::other(e.to_string()))?;
+    value["node"] = json!(client.endpoint());
+    Ok(Report::new(text, value))
+}
+
+fn parse_hash(what: &str, s: &str) -> Result<Hash> {
+    Hash::from_hex(s.trim())
+        .map_err(|_| CliError::usage(format!("`{s}` is not a {what} hash (64 hex digits)")))
+}
+
+pub async fn block(ctx: &Ctx, which: &str) -> Result<Report> {
+    let client = ctx.reader()?;
+    let block = if which == "latest" {
+        client.latest_block().await?
+    } else if let Ok(height) = which.parse::<u64>() {
+        client.block(height).await?
+    } else if which.len() >= 64 {
+        client.block_by_hash(&parse_hash("block", which)?).await?
+    } else {
+        return Err(CliError::usage(format!(
+            "`{which}` is not `latest`, a height or a block hash"
+        )));
+    };
+    Ok(Report::new(
+        block_text(&block),
+        serde_json::to_value(&block).map_err(|e| CliError::other(e.to_string()))?,
+    ))
+}
+
+fn block_text(b: &BlockResponse) -> String {
+    let h = &b.block.header;
+    let head = record([
+        ("height", h.height.to_string()),
+        ("hash", b.hash.to_hex()),
+        ("time", format_ms(h.timestamp_ms)),
+        ("parent", h.parent.to_hex()),
+        ("proposer", h.proposer.to_hex()),
+        ("round", h.round.to_string()),
+        ("state root", h.state_root.to_hex()),
+        ("transactions", b.block.txs.len().to_string()),
+        (
+            "commit",
+            format!(
+                "{} precommits (round {})",
+                b.commit.votes.len(),
+                b.commit.round
+            ),
+        ),
+    ]);
+    if b.block.txs.is_empty() {
+        return head;
+    }
+    let mut t = table(["#", "TRANSACTION", "SENDER", "NONCE", "WHAT", "RESULT"]);
+    for (i, tx) in b.block.txs.iter().enumerate() {
+        let receipt = b.receipts.get(i);
+        t.add_row(vec![
+            i.to_string(),
+            tx.hash().to_hex(),
+            short(&tx.tx.sender.to_hex()),
+            tx.tx.nonce.to_string(),
+            payload_text(&tx.tx.payload),
+            receipt.map_or_else(|| "?".into(), result_text),
+        ]);
+    }
+    format!("{head}\n\n{}", t.trim_fmt())
+}
+
+fn short(hex: &str) -> String {
+    format!("{}…", &hex[..hex.len().min(12)])
+}
+
+fn payload_text(p: &Payload) -> String {
+    match p {
+        Payload::Call {
+            contract, method, ..
+        } => format!("call {method} on {}", short(&contract.to_hex())),
+        Payload::Deploy { .. } => "deploy".into(),
+        Payload::System(op) => match op {
+            SystemOp::AddKey { key, .. } => format!("add key {}", short(&key.to_hex())),
+            SystemOp::RemoveKey { key } => format!("remove key {}", short(&key.to_hex())),
+            SystemOp::Remark { data } => format!("remark ({} bytes)", data.0.len()),
+            SystemOp::UpgradeContract { contract, .. } => {
+                format!("upgrade {}", short(&contract.to_hex()))
+            }
+        },
+    }
+}
+
+fn result_text(r: &Receipt) -> String {
+    match (&r.status, &r.error) {
+        (ReceiptStatus::Success, _) => {
+            let kinds: Vec<&str> = r.events.iter().map(|e| e.kind.as_str()).collect();
+            if kinds.is_empty() {
+                "ok".into()
+            } else {
+                format!("ok: {}", kinds.join(", "))
+            }
+        }
+        (ReceiptStatus::Failed, Some(e)) => format!("failed: {}", e.code),
+        (ReceiptStatus::Failed, None) => "failed".into(),
+    }
+}
+
+/// `kind key=value key=value`.
+pub fn event_text(e: &Event) -> String {
+    let attrs: Vec<String> = e
+        .attributes
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    format!("{} {}", e.kind, attrs.join(" "))
+}
+
+pub async fn tx(ctx: &Ctx, hash: &str) -> Result<Report> {
+    let hash = parse_hash("transaction", hash)?;
+    let client = ctx.reader()?;
+    let Some(status) = client.transaction(&hash).await? else {
+        return Err(CliError::new(
+            Class::NotFound,
+            format!("no transaction {hash} on this node (neither waiting nor committed)"),
+        )
+        .with_code("not_found"));
+    };
+    let mut value = serde_json::to_value(&status).map_err(|e| CliError::other(e.to_string()))?;
+    value["tx_hash"] = json!(hash.to_hex());
+    let text = match &status {
+        TxStatus::Pending => record([
+            ("transaction", hash.to_hex()),
+            ("status", "pending (admitted, not committed yet)".into()),
+        ]),
+        TxStatus::Committed {
+            height,
+            index,
+            receipt,
+        } => {
+            let mut rows = vec![
+                ("transaction", hash.to_hex()),
+                ("status", format!("committed at {height}:{index}")),
+                ("result", result_text(receipt)),
+                ("fuel used", receipt.fuel_used.to_string()),
+            ];
+            if let Some(e) = &receipt.error {
+                rows.push(("error", format!("{}: {}", e.code, e.message)));
+            }
+            let mut text = record(rows);
+            if !receipt.events.is_empty() {
+                let mut t = table(["EVENT", "ATTRIBUTES"]);
+                for e in &receipt.events {
+                    let attrs: Vec<String> = e
+                        .attributes
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
+                    t.add_row(vec![e.kind.clone(), attrs.join("\n")]);
+                }
+                text.push_str("\n\n");
+                text.push_str(&t.trim_fmt());
+            }
+            text
+        }
+    };
+    Ok(Report::new(text, value))
+}

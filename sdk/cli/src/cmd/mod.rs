@@ -1,0 +1,6 @@
+//! One module per command group.
+
+pub mod chain;
+pub mod events;
+pub mod keys;
+pub mod receivable;
