@@ -11,6 +11,7 @@ pub const DEFAULT_NODE: &str = "http://127.0.0.1:8080";
 const MAIN_EXAMPLES: &str = "\
 Examples:
   trellis status
+  trellis demo                                   # the whole supply-chain story on a dev chain
   trellis keys new --out ops.pem
   trellis --key ops.pem receivable holdings
   trellis --dev-account core-acme/ops receivable issue --to supplier-t1 \\
@@ -23,13 +24,13 @@ Exit codes: 0 ok, 1 other, 2 usage, 3 rejected by the node, 4 failed in executio
 8 not found, 130 interrupted. See docs/cli.md.
 
 Environment: TRELLIS_NODE, TRELLIS_KEY, TRELLIS_KEY_PASSWORD, TRELLIS_NEW_KEY_PASSWORD,
-TRELLIS_OUTPUT, TRELLIS_CONTRACT, RUST_LOG.";
+TRELLIS_OUTPUT, TRELLIS_CONTRACT, TRELLIS_NODE_BIN, RUST_LOG.";
 
 #[derive(Parser, Debug)]
 #[command(
     name = "trellis",
     version,
-    about = "Trellis from the command line: keys, receivables, blocks, transactions, events",
+    about = "Trellis from the command line: keys, receivables, blocks, transactions, events, and the demo",
     long_about = "Trellis from the command line, for people at core enterprises, suppliers and banks.\n\
                   Talks to a Trellis node's HTTP API through trellis-sdk.\n\
                   Results go to stdout (tables, or one JSON document with --output json);\n\
@@ -143,6 +144,10 @@ pub enum Command {
     /// Committed transactions and their events, filtered; --follow keeps streaming.
     #[command(after_help = EVENTS_EXAMPLES)]
     Events(EventsArgs),
+
+    /// Play the whole supply-chain story on a dev chain (starts one if none answers).
+    #[command(after_help = DEMO_EXAMPLES)]
+    Demo(DemoArgs),
 
     /// Print a shell completion script.
     #[command(
@@ -491,6 +496,40 @@ pub struct EventsArgs {
     /// Only transactions concerning this organisation id or account key (hex).
     #[arg(long, value_name = "PARTY", value_delimiter = ',')]
     pub party: Vec<String>,
+}
+
+const DEMO_EXAMPLES: &str = "\
+The story: core-acme issues 1,000,000.00 CNY to supplier-t1 against invoice INV-001;
+supplier-t1 accepts and splits 400,000.00 to supplier-t2; supplier-t2 splits 150,000.00
+to supplier-t3; supplier-t3 has bank-first finance its piece at a 3.5 % annual discount;
+a second issue against the same invoice is refused; at maturity core-acme settles, and
+the demo shows who was paid what and every piece's lineage. It signs with the public,
+INSECURE dev keys, so it needs a dev or local chain. Each run uses a fresh invoice
+number (INV-001-<run>), so it can run many times on one chain.
+
+Examples:
+  trellis demo                                   # node at 127.0.0.1:8080, or starts trellis-node --dev
+  trellis demo --no-start                        # never start a node
+  trellis --node http://127.0.0.1:8080,http://127.0.0.1:8081 demo   # a local network
+  trellis --output json demo | jq .payouts";
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Never start a node: fail if none answers.
+    #[arg(long, conflicts_with = "start")]
+    pub no_start: bool,
+    /// Always start a fresh `trellis-node --dev` on a free port (data in a temporary directory).
+    #[arg(long)]
+    pub start: bool,
+    /// The trellis-node binary to start (default: next to this program, then PATH).
+    #[arg(long, env = "TRELLIS_NODE_BIN", value_name = "FILE")]
+    pub node_bin: Option<PathBuf>,
+    /// How long after issue the receivable matures (must exceed the chain's acceptance window).
+    #[arg(long, default_value = "25s", value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub maturity_in: Duration,
+    /// The invoice number; a run suffix is added so runs do not collide.
+    #[arg(long, default_value = "INV-001", value_name = "TEXT")]
+    pub invoice: String,
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 //!
 //! - [`cli`]: commands, options and help texts (clap).
 //! - [`cmd`]: the commands: keys, receivables, chain reads, events.
+//! - [`demo`]: the supply-chain story in one command; [`devnode`] starts a
+//!   dev node for it when none answers.
 //! - [`amount`] and [`when`]: amounts (`1,000,000.00 CNY`), rates, times
 //!   and durations as people write them.
 //! - [`output`]: tables for people, one JSON document for programs.
@@ -13,6 +15,8 @@ pub mod amount;
 pub mod cli;
 pub mod cmd;
 pub mod context;
+pub mod demo;
+pub mod devnode;
 pub mod error;
 pub mod output;
 pub mod when;
@@ -50,6 +54,7 @@ where
         key_from_flag: matches.value_source("key") == Some(ValueSource::CommandLine),
         global: cli.global.clone(),
     };
+    let node_defaulted = matches.value_source("nodes") == Some(ValueSource::DefaultValue);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -62,7 +67,7 @@ where
     };
     let result = runtime.block_on(async {
         tokio::select! {
-            result = run(&ctx, &cli.command) => result,
+            result = run(&ctx, &cli.command, node_defaulted) => result,
             () = interrupted() => Err(CliError::new(Class::Interrupted, "interrupted")),
         }
     });
@@ -95,7 +100,7 @@ where
 }
 
 /// Runs one command; `None` when it printed its result itself (streams, completions).
-pub async fn run(ctx: &Ctx, command: &Command) -> Result<Option<Report>> {
+pub async fn run(ctx: &Ctx, command: &Command, node_defaulted: bool) -> Result<Option<Report>> {
     match command {
         Command::Keys(keys @ (cli::KeysCommand::Add { .. } | cli::KeysCommand::Remove { .. })) => {
             cmd::keys::account_op(ctx, keys).await.map(Some)
@@ -106,6 +111,7 @@ pub async fn run(ctx: &Ctx, command: &Command) -> Result<Option<Report>> {
         Command::Block { which } => cmd::chain::block(ctx, which).await.map(Some),
         Command::Status => cmd::chain::status(ctx).await.map(Some),
         Command::Events(args) => cmd::events::run(ctx, args).await,
+        Command::Demo(args) => demo::run(ctx, args, node_defaulted).await.map(Some),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(*shell, &mut Cli::command(), "trellis", &mut out);

@@ -1,18 +1,25 @@
-//! The `trellis` binary as people and scripts run it, against real
-//! in-process dev nodes (`trellis_tests::DevNode`). Every child process is
-//! killed on drop, every wait has a deadline, and nothing listens on or
-//! dials an address other than loopback ports picked free for the test.
+//! The `trellis` binary as people and scripts run it, against real nodes:
+//! in-process dev nodes (`trellis_tests::DevNode`), `trellis-node --dev`
+//! started by `trellis demo` itself, and a four-validator `trellis-node
+//! localnet`. Every child process is killed on drop, every wait has a
+//! deadline, and nothing listens on or dials an address other than loopback
+//! ports picked free for the test.
+//!
+//! The tests that need `trellis-node` processes take the binary next to
+//! `trellis` in the target directory: `cargo test --workspace` builds it (as
+//! does `cargo run -p trellis-node`).
 
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, TcpListener};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use trellis_tests::DevNode;
 
 const BIN: &str = env!("CARGO_BIN_EXE_trellis");
-/// Longest any one CLI run may take.
+/// Longest any one CLI run may take (the demo waits ~25 s for maturity).
 const RUN_DEADLINE: Duration = Duration::from_secs(180);
 /// Environment a developer may have set that would change what the CLI does.
 const TRELLIS_ENV: [&str; 7] = [
@@ -127,6 +134,244 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free loopback port")
+}
+
+/// The `trellis-node` built beside `trellis`.
+fn node_binary() -> PathBuf {
+    let path = Path::new(BIN).with_file_name("trellis-node");
+    assert!(
+        path.is_file(),
+        "{} is missing: build it with `cargo build -p trellis-node` (`cargo test --workspace` does)",
+        path.display()
+    );
+    path
+}
+
+/// Checks a demo's JSON result: the figures of the story and every lineage.
+fn assert_demo_story(demo: &Value) {
+    let pieces = &demo["pieces"];
+    let (root, t2, t1_kept, t3, t2_kept) = (
+        id(&pieces["root"]),
+        id(&pieces["supplier_t2"]),
+        id(&pieces["supplier_t1_kept"]),
+        id(&pieces["supplier_t3"]),
+        id(&pieces["supplier_t2_kept"]),
+    );
+    let payouts: BTreeMap<u64, (String, u128)> = demo["payouts"]
+        .as_array()
+        .expect("payouts")
+        .iter()
+        .map(|p| {
+            (
+                id(&p["piece"]),
+                (p["to"].as_str().unwrap().to_owned(), minor(&p["amount"])),
+            )
+        })
+        .collect();
+    assert_eq!(
+        payouts,
+        BTreeMap::from([
+            (t1_kept, ("supplier-t1".to_owned(), 60_000_000)),
+            (t3, ("bank-first".to_owned(), 15_000_000)),
+            (t2_kept, ("supplier-t2".to_owned(), 25_000_000)),
+        ]),
+        "who was paid what: {demo}"
+    );
+    assert_eq!(minor(&demo["total_paid"]), 100_000_000);
+
+    // 150,000.00 at 3.5 % a year for one day: 150,000.00 × 0.035 / 365 = 14.38 (rounded down).
+    let f = &demo["financing"];
+    assert_eq!(f["seller"], "supplier-t3");
+    assert_eq!(f["bank"], "bank-first");
+    assert_eq!(f["annual_rate_bps"], 350);
+    assert_eq!(f["days"], 1);
+    assert_eq!(minor(&f["price"]), 14_998_562);
+    assert_eq!(minor(&f["discount"]), 1_438);
+    assert_eq!(f["price"]["value"], "149985.62");
+
+    assert_eq!(demo["double_issue"]["refused"], true);
+    assert_eq!(demo["double_issue"]["code"], "invoice_used");
+
+    let lineage: BTreeMap<u64, &Value> = demo["lineage"]
+        .as_array()
+        .expect("lineage")
+        .iter()
+        .map(|l| (id(&l["piece"]), l))
+        .collect();
+    assert_eq!(
+        lineage.keys().copied().collect::<Vec<_>>(),
+        {
+            let mut all = vec![root, t2, t1_kept, t3, t2_kept];
+            all.sort();
+            all
+        },
+        "a lineage for every piece"
+    );
+    for (piece, l) in &lineage {
+        assert_eq!(l["issuer"], "core-acme", "piece {piece}");
+        let path = l["path"].as_array().expect("a path");
+        assert_eq!(id(&path[0]["id"]), *piece);
+        assert_eq!(
+            id(&path[path.len() - 1]["id"]),
+            root,
+            "piece {piece} leads to the root"
+        );
+    }
+    let t3_path: Vec<(u64, &str)> = lineage[&t3]["path"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (id(&p["id"]), p["holder"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        t3_path,
+        vec![
+            (t3, "bank-first"),
+            (t2, "supplier-t2"),
+            (root, "supplier-t1")
+        ],
+        "tier 3's piece, financed by the bank, back to the root"
+    );
+    assert_eq!(lineage[&t3]["path"][0]["status"], "settled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_plays_the_story_twice_at_once_on_one_dev_node() {
+    let node = DevNode::start().await.expect("dev node");
+    let url = node.url("");
+    // Two runs at once on one chain and the same accounts: each has its own
+    // invoice, and the SDK sorts out the shared nonces.
+    let json_args = [
+        "--node",
+        &url,
+        "--output",
+        "json",
+        "demo",
+        "--no-start",
+        "--maturity-in",
+        "25s",
+    ];
+    let table_args = ["--node", &url, "demo", "--no-start"];
+    let json_run = trellis(&json_args);
+    let table_run = trellis(&table_args);
+    let (json_run, table_run) = tokio::join!(json_run, table_run);
+    let demo = json_run.ok().json();
+    assert_eq!(demo["chain_id"], "trellis-dev");
+    assert_eq!(demo["started_node"], false);
+    assert_demo_story(&demo);
+
+    let table_run = table_run.ok();
+    for expected in [
+        "core-acme issues 1,000,000.00 CNY to supplier-t1 against invoice INV-001-",
+        "400,000.00 CNY to supplier-t2",
+        "150,000.00 CNY to supplier-t3",
+        "pays supplier-t3 149,985.62 CNY",
+        "refused by the contract with `invoice_used`",
+        "Who was paid what",
+        "at financing by bank-first",
+        "← issued by core-acme",
+    ] {
+        assert!(
+            table_run.stdout.contains(expected),
+            "missing {expected:?}:\n{table_run}"
+        );
+    }
+    assert!(
+        table_run.stderr.contains("waiting for maturity"),
+        "progress goes to stderr:\n{table_run}"
+    );
+    assert!(!table_run.stdout.contains(demo["invoice"].as_str().unwrap()));
+
+    // The chain agrees: tier 3's piece was paid to the bank.
+    let t3 = demo["pieces"]["supplier_t3"].to_string();
+    let piece = json_ok(&url, &["receivable", "show", &t3]).await;
+    assert_eq!(piece["status"], "settled");
+    assert_eq!(piece["settlement"]["paid_to"], "bank-first");
+    assert_eq!(piece["financing"]["seller"], "supplier-t3");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_starts_a_dev_node_when_told_and_stops_it_at_the_end() {
+    let binary = node_binary();
+    let run = trellis(&[
+        "--output",
+        "json",
+        "demo",
+        "--start",
+        "--node-bin",
+        binary.to_str().unwrap(),
+    ])
+    .await
+    .ok();
+    let demo = run.json();
+    assert_eq!(demo["started_node"], true);
+    assert_demo_story(&demo);
+    assert!(run.stderr.contains("stopped the dev node"), "{run}");
+    let url = demo["nodes"][0].as_str().expect("the node it used");
+    let after = trellis(&["--node", url, "status"]).await;
+    assert_eq!(after.code, 6, "the demo's node still answers:\n{after}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_demo_stops_the_node_it_started() {
+    let binary = node_binary();
+    let mut demo = command(
+        &["demo", "--start", "--node-bin", binary.to_str().unwrap()],
+        &[],
+    )
+    .spawn()
+    .expect("trellis starts");
+    let mut stderr = BufReader::new(demo.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = tokio::time::timeout(Duration::from_secs(60), stderr.next_line())
+            .await
+            .expect("the demo reports its node")
+            .expect("stderr reads")
+            .expect("the demo is still running");
+        if let Some(rest) = line.strip_prefix("dev node up at ") {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    trellis(&["--node", &url, "status"]).await.ok();
+    let pid = demo.id().expect("still running").to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success());
+    let status = tokio::time::timeout(Duration::from_secs(30), demo.wait())
+        .await
+        .expect("the demo stops on Ctrl-C")
+        .expect("it can be waited for");
+    assert_eq!(status.code(), Some(130));
+    let after = trellis(&["--node", &url, "status"]).await;
+    assert_eq!(after.code, 6, "the demo's node outlived it:\n{after}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_node_binary_the_demo_says_what_to_run() {
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let run = trellis(&[
+        "--node",
+        &nowhere,
+        "demo",
+        "--start",
+        "--node-bin",
+        "/nonexistent/trellis-node",
+    ])
+    .await
+    .expect_code(6);
+    assert!(
+        run.stderr.contains("cargo run -p trellis-node -- --dev"),
+        "{run}"
+    );
+    // An explicit --node that does not answer is an error, not a reason to start a node.
+    let run = trellis(&["--node", &nowhere, "demo"]).await.expect_code(6);
+    assert!(
+        run.stderr.contains("cargo run -p trellis-node -- --dev"),
+        "{run}"
+    );
+    assert!(!run.stderr.contains("starting"), "{run}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -796,4 +1041,173 @@ async fn keys_round_trip_with_openssl() {
         .await
         .expect_code(7);
     assert!(!Path::new(&at("f.pem")).exists() && !Path::new(&at("g.pem")).exists());
+}
+
+// ---------------------------------------------------------------------------
+// Four validators
+
+/// `trellis-node localnet` in a process group of its own: dropping it stops
+/// the group (SIGTERM, then SIGKILL for whatever is left), so no node outlives the test.
+struct Localnet {
+    child: std::process::Child,
+    apis: Vec<String>,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Localnet {
+    const VALIDATORS: u16 = 4;
+
+    async fn start(binary: &Path) -> Localnet {
+        for _ in 0..3 {
+            let dir = tempfile::tempdir().unwrap();
+            let (api, p2p) = (free_ports(Self::VALIDATORS), free_ports(Self::VALIDATORS));
+            let log = dir.path().join("localnet.log");
+            let out = std::fs::File::create(&log).unwrap();
+            let child = {
+                use std::os::unix::process::CommandExt;
+                std::process::Command::new(binary)
+                    .args([
+                        "localnet",
+                        "--validators",
+                        &Self::VALIDATORS.to_string(),
+                        "--dir",
+                    ])
+                    .arg(dir.path().join("net"))
+                    .args(["--base-api-port", &api.to_string()])
+                    .args(["--base-p2p-port", &p2p.to_string()])
+                    .env("RUST_LOG", "warn")
+                    .stdin(Stdio::null())
+                    .stdout(out.try_clone().unwrap())
+                    .stderr(out)
+                    .process_group(0)
+                    .spawn()
+                    .expect("trellis-node localnet starts")
+            };
+            let apis = (0..Self::VALIDATORS)
+                .map(|i| format!("http://127.0.0.1:{}", api + i))
+                .collect();
+            let mut net = Localnet {
+                child,
+                apis,
+                log,
+                _dir: dir,
+            };
+            if net.wait_committing().await {
+                return net;
+            }
+            // A port was taken between our probe and the nodes' binds: try others.
+        }
+        panic!("the local network did not start in three tries");
+    }
+
+    /// Waits until every node has committed a block; false if localnet exited.
+    async fn wait_committing(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        for api in self.apis.clone() {
+            loop {
+                if let Ok(Some(status)) = self.child.try_wait() {
+                    let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                    assert!(
+                        log.contains("in use") || log.contains("binding"),
+                        "localnet exited with {status}:\n{log}"
+                    );
+                    return false;
+                }
+                let run = trellis(&["--node", &api, "--output", "json", "status"]).await;
+                if run.code == 0 && run.json()["height"].as_u64().unwrap_or(0) >= 1 {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{api} did not commit a block in time:\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        true
+    }
+}
+
+impl Drop for Localnet {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        if let Ok(None) = self.child.try_wait() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", "--", &group])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        // Whatever is left of the group (localnet stops its nodes on SIGTERM; this is the backstop).
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The first of `count` consecutive loopback ports free now, below the
+/// ephemeral range (so no outgoing connection takes one before a node binds it).
+fn free_ports(count: u16) -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.saturating_sub(count).max(10_001));
+    for _ in 0..1_000 {
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let base = low + (random % u64::from(high - low)) as u16;
+        if (base..base + count).all(|p| TcpListener::bind((Ipv4Addr::LOCALHOST, p)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no {count} consecutive free loopback ports");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_runs_on_a_four_validator_local_network() {
+    let net = Localnet::start(&node_binary()).await;
+    let nodes = net.apis.join(",");
+    let demo = trellis(&[
+        "--node",
+        &nodes,
+        "--output",
+        "json",
+        "demo",
+        "--no-start",
+        "--maturity-in",
+        "30s",
+    ])
+    .await
+    .ok()
+    .json();
+    assert_eq!(demo["chain_id"], "trellis-local");
+    assert_demo_story(&demo);
+    // Every validator holds the same settled receivable.
+    let t3 = demo["pieces"]["supplier_t3"].to_string();
+    for api in &net.apis {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let piece =
+                trellis(&["--node", api, "--output", "json", "receivable", "show", &t3]).await;
+            if piece.code == 0 && piece.json()["status"] == "settled" {
+                assert_eq!(piece.json()["settlement"]["paid_to"], "bank-first");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{api} never saw the settlement:\n{piece}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 }
