@@ -46,6 +46,7 @@ pub struct Cli {
 }
 
 #[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Node API URL; repeat or give a comma list for failover.
     #[arg(
@@ -352,6 +353,7 @@ pub enum ReceivableCommand {
         after_help = "Examples:\n  trellis --dev-account consortium/ops receivable freeze 5 --reason 'court order 42'"
     )]
     Freeze {
+        /// The piece's id.
         piece: u64,
         /// Why, recorded on chain.
         #[arg(long)]
@@ -362,7 +364,10 @@ pub enum ReceivableCommand {
     #[command(
         after_help = "Examples:\n  trellis --dev-account consortium/ops receivable unfreeze 5"
     )]
-    Unfreeze { piece: u64 },
+    Unfreeze {
+        /// The piece's id.
+        piece: u64,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -414,6 +419,7 @@ pub enum FinanceCommand {
         after_help = "Examples:\n  trellis --dev-account supplier-t3/ops receivable finance request 5 --bank bank-first --rate 3.5%\n  trellis --key t3.pem receivable finance request 5 --bank bank-first --price 149,000.00 --expires +3d"
     )]
     Request {
+        /// The piece's id.
         piece: u64,
         /// The bank asked.
         #[arg(long, value_name = "ORG")]
@@ -426,6 +432,7 @@ pub enum FinanceCommand {
         after_help = "Examples:\n  trellis --dev-account bank-first/ops receivable finance offer 5 --rate 4%"
     )]
     Offer {
+        /// The piece's id.
         piece: u64,
         #[command(flatten)]
         terms: TermsArgs,
@@ -436,6 +443,7 @@ pub enum FinanceCommand {
         after_help = "Examples:\n  trellis --dev-account bank-first/ops receivable finance accept 5 --payment-ref BANK-PAY-1\n  trellis --dev-account supplier-t3/ops receivable finance accept 5 --payment-ref T3-1 --rate 4%"
     )]
     Accept {
+        /// The piece's id.
         piece: u64,
         /// The bank's payment reference for the purchase price.
         #[arg(long, value_name = "REF")]
@@ -451,7 +459,10 @@ pub enum FinanceCommand {
     #[command(
         after_help = "Examples:\n  trellis --dev-account supplier-t3/ops receivable finance cancel 5"
     )]
-    Cancel { piece: u64 },
+    Cancel {
+        /// The piece's id.
+        piece: u64,
+    },
 }
 
 #[derive(Args, Debug)]
