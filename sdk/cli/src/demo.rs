@@ -37,6 +37,8 @@ const TO_T3: u128 = 15_000_000; // 150,000.00
 const RATE_BPS: u32 = 350; // 3.5 % a year
 /// Slack between the acceptance deadline and maturity, for slow commits.
 const MIN_SLACK: Duration = Duration::from_secs(3);
+/// The demo waits for maturity: keep it within a coffee break.
+const MAX_MATURITY_IN: Duration = Duration::from_secs(3_600);
 /// How long past maturity the chain's clock may lag before the demo gives up.
 const MATURITY_GRACE: Duration = Duration::from_secs(60);
 
@@ -81,6 +83,13 @@ fn money(minor: u128) -> String {
 /// Runs the demo. `node_defaulted`: no --node or TRELLIS_NODE was given, so
 /// the demo may start its own node when nothing answers there.
 pub async fn run(ctx: &Ctx, args: &DemoArgs, node_defaulted: bool) -> Result<Report> {
+    if args.maturity_in > MAX_MATURITY_IN {
+        return Err(CliError::usage(format!(
+            "--maturity-in {} is too long for a demo: at most {}",
+            format_duration(args.maturity_in),
+            format_duration(MAX_MATURITY_IN)
+        )));
+    }
     let mut story = Story {
         json: ctx.json(),
         steps: Vec::new(),
@@ -179,7 +188,8 @@ pub async fn run(ctx: &Ctx, args: &DemoArgs, node_defaulted: bool) -> Result<Rep
     story.say("");
 
     // 1. Issue.
-    let maturity_ms = now_ms() + u64::try_from(args.maturity_in.as_millis()).unwrap_or(u64::MAX);
+    let maturity_ms =
+        now_ms().saturating_add(u64::try_from(args.maturity_in.as_millis()).unwrap_or(u64::MAX));
     let issue = rcv::Issue {
         to: T1.into(),
         amount: FACE_VALUE,
@@ -250,7 +260,7 @@ pub async fn run(ctx: &Ctx, args: &DemoArgs, node_defaulted: bool) -> Result<Rep
     let terms = rcv::Terms {
         price: None,
         annual_rate_bps: Some(RATE_BPS),
-        expires_ms: maturity_ms - 1_000,
+        expires_ms: maturity_ms.saturating_sub(1_000),
     };
     let requested = t3
         .request_financing(&rcv::RequestFinancing {
@@ -277,7 +287,7 @@ pub async fn run(ctx: &Ctx, args: &DemoArgs, node_defaulted: bool) -> Result<Rep
         })
         .await?;
     let financing = financed.value.clone();
-    let discount = TO_T3 - financing.price;
+    let discount = TO_T3.saturating_sub(financing.price);
     let days = maturity_ms
         .saturating_sub(financing.financed_ms)
         .div_ceil(rcv::MS_PER_DAY);
