@@ -316,8 +316,43 @@ impl Chain {
         ))
     }
 
-    /// Checks a block proposed by another validator and executes it.
-    pub fn validate(&mut self, block: &Block, now_ms: u64) -> Result<(), InvalidBlock> {
+    /// Checks a block proposed by another validator before voting for it: a
+    /// proposer's clock may not run ahead of ours by more than
+    /// `MAX_CLOCK_DRIFT_MS`, and then [`Chain::validate`].
+    pub fn validate_proposal(&mut self, block: &Block, now_ms: u64) -> Result<(), InvalidBlock> {
+        let timestamp = block.header.timestamp_ms;
+        if timestamp > now_ms.saturating_add(MAX_CLOCK_DRIFT_MS) {
+            return Err(InvalidBlock::Header(format!(
+                "timestamp {timestamp} is ahead of our clock {now_ms}"
+            )));
+        }
+        self.validate(block)
+    }
+
+    /// Checks a block a peer sent by block sync: the next height, with a
+    /// valid commit certificate for exactly this block, and valid itself.
+    pub fn validate_synced(
+        &mut self,
+        block: &Block,
+        certificate: &QuorumCertificate,
+    ) -> Result<(), InvalidBlock> {
+        let head = self.head()?;
+        if block.header.height != head.height + 1
+            || certificate.block != block.hash()
+            || certificate.height != block.header.height
+        {
+            return Err(InvalidBlock::Header("not the certified next block".into()));
+        }
+        self.validators
+            .verify_certificate(&self.chain_id, certificate)
+            .map_err(|e| InvalidBlock::Header(format!("commit certificate: {e}")))?;
+        self.validate(block)
+    }
+
+    /// Checks a block and executes it. Every check is deterministic, so all
+    /// honest nodes agree whatever their clocks say: this is what a block
+    /// certified by a quorum (decided or synced) must pass.
+    pub fn validate(&mut self, block: &Block) -> Result<(), InvalidBlock> {
         if self.executed.contains_key(&block.hash()) {
             return Ok(());
         }
@@ -340,12 +375,6 @@ impl Chain {
             return bad(format!(
                 "timestamp {} not after the parent's {}",
                 h.timestamp_ms, head.timestamp_ms
-            ));
-        }
-        if h.timestamp_ms > now_ms + MAX_CLOCK_DRIFT_MS {
-            return bad(format!(
-                "timestamp {} is ahead of our clock {now_ms}",
-                h.timestamp_ms
             ));
         }
         if block.txs.len() > self.params.max_block_txs as usize {
@@ -448,7 +477,7 @@ impl Chain {
             None => {
                 // Decided by a quorum without our having judged it (e.g. we
                 // timed out first): validate now; a quorum vouches for it.
-                self.validate(block, now_ms)
+                self.validate(block)
                     .map_err(|e| StorageError::InvalidBlock {
                         height: block.header.height,
                         reason: format!("a quorum committed a block this node finds invalid: {e}"),
@@ -465,3 +494,6 @@ impl Chain {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

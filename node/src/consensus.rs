@@ -187,6 +187,17 @@ pub struct SafetyState {
     pub locked: Option<(u64, Block)>,
 }
 
+impl SafetyState {
+    /// Nothing signed yet at `height`.
+    pub fn fresh(height: u64) -> Self {
+        SafetyState {
+            height,
+            last_vote: None,
+            locked: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Send to every other validator (and observers).
@@ -270,9 +281,10 @@ pub struct Timeouts {
 
 /// Rounds beyond the current one that we still keep votes for.
 const MAX_ROUND_AHEAD: u64 = 64;
-/// Messages for the next height kept until we get there (others may decide a
-/// moment before us).
-const MAX_FUTURE_MESSAGES: usize = 4_096;
+/// Messages for the next height are kept until we get there (others may
+/// decide a moment before us), but only for its first rounds and only signed
+/// ones, one per signer and step, so a peer cannot fill memory with them.
+const FUTURE_ROUNDS: u64 = 4;
 
 #[derive(Default)]
 struct RoundVotes {
@@ -326,6 +338,12 @@ pub struct Consensus {
     /// (round, block) pairs with a quorum of prevotes proven by a proposal's
     /// carried signatures, which count even where a signer equivocated.
     proven_polkas: BTreeSet<(u64, Hash)>,
+    /// A persisted record from a height above the one we started at: storage
+    /// lost blocks this validator had already voted past. Until consensus
+    /// reaches that height again it signs nothing (votes it cast at the lost
+    /// heights are not on record, so it cannot know what they were); there it
+    /// resumes from the record.
+    signed_ahead: Option<SafetyState>,
 }
 
 impl Consensus {
@@ -340,14 +358,10 @@ impl Consensus {
         safety: SafetyState,
     ) -> Self {
         let key = key.filter(|k| validators.contains(&k.public()));
-        let safety = if safety.height == height {
-            safety
-        } else {
-            SafetyState {
-                height,
-                last_vote: None,
-                locked: None,
-            }
+        let (safety, signed_ahead) = match safety.height.cmp(&height) {
+            std::cmp::Ordering::Equal => (safety, None),
+            std::cmp::Ordering::Greater => (SafetyState::fresh(height), Some(safety)),
+            std::cmp::Ordering::Less => (SafetyState::fresh(height), None),
         };
         Consensus {
             chain_id,
@@ -368,6 +382,7 @@ impl Consensus {
             building: None,
             future: Vec::new(),
             proven_polkas: BTreeSet::new(),
+            signed_ahead,
         }
     }
 
@@ -391,17 +406,42 @@ impl Consensus {
         self.key.is_some()
     }
 
+    /// The height of a persisted vote above the current height, if any: this
+    /// validator signs nothing until it gets there (see `signed_ahead`).
+    pub fn signing_suspended_until(&self) -> Option<u64> {
+        self.signed_ahead
+            .as_ref()
+            .map(|record| record.height)
+            .filter(|&h| h > self.height)
+    }
+
+    /// The key to sign with, unless this is an observer or signing is suspended.
+    fn signer(&self) -> Option<KeyPair> {
+        if self.signing_suspended_until().is_some() {
+            return None;
+        }
+        self.key.clone()
+    }
+
     /// Enters the first round of the current height. Call once after [`Consensus::new`].
     pub fn start(&mut self) -> Vec<Action> {
         let mut out = Vec::new();
+        self.resume(&mut out);
+        self.recheck(&mut out);
+        out
+    }
+
+    /// Starts the current height from the safety record: in round 0, or after
+    /// a restart in the round of its last vote.
+    fn resume(&mut self, out: &mut Vec<Action>) {
         match self.safety.last_vote {
             // After a crash, resume in the round of our last vote and send that
             // vote again (the same vote, so no equivocation): the others may
             // never have received it, and without it the round may not reach
             // a quorum.
             Some((round, kind, block)) => {
-                self.start_round(round, &mut out);
-                if let Some(key) = self.key.clone() {
+                self.start_round(round, out);
+                if let Some(key) = self.signer() {
                     let data = VoteData {
                         chain_id: self.chain_id.clone(),
                         height: self.height,
@@ -422,13 +462,11 @@ impl Consensus {
                         VoteKind::Prevote => Step::Prevote,
                         VoteKind::Precommit => Step::Precommit,
                     },
-                    &mut out,
+                    out,
                 );
             }
-            None => self.start_round(0, &mut out),
+            None => self.start_round(0, out),
         }
-        self.recheck(&mut out);
-        out
     }
 
     /// Moves to the prevote or precommit step and arms that step's timeout.
@@ -455,7 +493,7 @@ impl Consensus {
         self.precommit_timeout_armed = false;
         self.polka_seen = false;
         self.building = None;
-        let me = self.key.as_ref().map(KeyPair::public);
+        let me = self.signer().as_ref().map(KeyPair::public);
         if me.is_some() && me == Some(self.validators.proposer(self.height, round)) {
             match self.valid.clone() {
                 Some((valid_round, block)) => self.propose(block, Some(valid_round), out),
@@ -504,7 +542,7 @@ impl Consensus {
     }
 
     fn propose(&mut self, block: Block, pol_round: Option<u64>, out: &mut Vec<Action>) {
-        let Some(key) = &self.key else { return };
+        let Some(key) = self.signer() else { return };
         let hash = block.hash();
         let pol_votes = pol_round
             .and_then(|r| self.rounds.get(&r))
@@ -535,8 +573,8 @@ impl Consensus {
     pub fn on_message(&mut self, message: Message) -> (Vec<Action>, Result<(), Rejected>) {
         let mut out = Vec::new();
         let height = message.height();
-        if height == self.height + 1 && self.future.len() < MAX_FUTURE_MESSAGES {
-            self.future.push(message);
+        if height == self.height + 1 {
+            self.buffer_next_height(message);
             // Still reported, so the driver can check whether it fell behind.
             return (
                 out,
@@ -554,6 +592,35 @@ impl Consensus {
             self.recheck(&mut out);
         }
         (out, result)
+    }
+
+    /// Keeps a validly signed message of the next height's first rounds,
+    /// unless its signer already has one for that round and step.
+    fn buffer_next_height(&mut self, message: Message) {
+        let height = self.height + 1;
+        let slot = |m: &Message| match m {
+            Message::Proposal(p) => (p.round, None, None),
+            Message::Vote(v) => (v.data.round, Some(v.data.kind), Some(v.voter)),
+        };
+        let (round, kind, voter) = slot(&message);
+        if round >= FUTURE_ROUNDS || self.future.iter().any(|m| slot(m) == (round, kind, voter)) {
+            return;
+        }
+        let signed = match &message {
+            Message::Proposal(p) => self
+                .validators
+                .proposer(height, p.round)
+                .verify(&p.data(&self.chain_id).signing_hash(), &p.signature)
+                .is_ok(),
+            Message::Vote(v) => {
+                v.data.chain_id == self.chain_id
+                    && self.validators.contains(&v.voter)
+                    && v.voter.verify(&v.data.signing_hash(), &v.signature).is_ok()
+            }
+        };
+        if signed {
+            self.future.push(message);
+        }
     }
 
     /// Refuses a message for another chain, another height or a round too far ahead.
@@ -766,7 +833,7 @@ impl Consensus {
     /// Signs, records and broadcasts our vote, persisting it first. Refuses to
     /// sign anything that contradicts the persisted last vote.
     fn vote(&mut self, kind: VoteKind, block: Option<Hash>, out: &mut Vec<Action>) {
-        let Some(key) = self.key.clone() else { return };
+        let Some(key) = self.signer() else { return };
         if let Some((r, k, b)) = self.safety.last_vote
             && ((r, k) > (self.round, kind) || ((r, k) == (self.round, kind) && b != block))
         {
@@ -964,17 +1031,20 @@ impl Consensus {
     /// Drops the state of the current height and starts round 0 of `height`.
     fn enter_height(&mut self, height: u64, out: &mut Vec<Action>) {
         self.height = height;
-        self.locked = None;
-        self.valid = None;
         self.rounds.clear();
         self.validity.clear();
         self.proven_polkas.clear();
-        self.safety = SafetyState {
-            height,
-            last_vote: None,
-            locked: None,
+        self.safety = match self.signed_ahead.take() {
+            Some(record) if record.height == height => record,
+            Some(record) if record.height > height => {
+                self.signed_ahead = Some(record);
+                SafetyState::fresh(height)
+            }
+            _ => SafetyState::fresh(height),
         };
-        self.start_round(0, out);
+        self.locked = self.safety.locked.clone();
+        self.valid = self.safety.locked.clone();
+        self.resume(out);
         for message in std::mem::take(&mut self.future) {
             if message.height() == height {
                 // Replayed as if it arrived now; what fails to apply is dropped.

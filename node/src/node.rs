@@ -157,6 +157,14 @@ pub async fn run(
         head.height + 1,
         safety_state,
     );
+    if let Some(height) = consensus.signing_suspended_until() {
+        warn!(
+            height,
+            head = head.height,
+            "the safety record holds a vote above the stored chain (lost blocks?): \
+             following without signing until that height"
+        );
+    }
     let mut driver = Driver {
         consensus,
         chain,
@@ -299,8 +307,9 @@ impl Driver {
                 Action::BuildBlock { round, .. } => self.pending_build = Some(round),
                 Action::ValidateBlock(block) => {
                     let hash = block.hash();
-                    let verdict =
-                        tokio::task::block_in_place(|| self.chain.validate(&block, now_ms()));
+                    let verdict = tokio::task::block_in_place(|| {
+                        self.chain.validate_proposal(&block, now_ms())
+                    });
                     if let Err(e) = &verdict {
                         warn!(height = block.header.height, block = %hash, error = %e, "invalid proposal");
                     }
@@ -404,28 +413,6 @@ impl Driver {
         }
     }
 
-    /// Checks one block a peer sent against our head: the next height, with a
-    /// valid commit certificate for exactly this block, and valid itself.
-    fn check_synced(
-        &mut self,
-        block: &Block,
-        certificate: &QuorumCertificate,
-    ) -> Result<(), String> {
-        let head = self.chain.head().map_err(|e| e.to_string())?;
-        if block.header.height != head.height + 1
-            || certificate.block != block.hash()
-            || certificate.height != block.header.height
-        {
-            return Err("not the certified next block".into());
-        }
-        self.chain
-            .validators()
-            .verify_certificate(&block.header.chain_id, certificate)
-            .map_err(|e| e.to_string())?;
-        tokio::task::block_in_place(|| self.chain.validate(block, now_ms()))
-            .map_err(|e| e.to_string())
-    }
-
     /// Verifies and commits blocks a peer sent, in order, then moves consensus past them.
     fn apply_synced(
         &mut self,
@@ -439,7 +426,9 @@ impl Driver {
             if block.header.height <= self.chain.head()?.height {
                 continue;
             }
-            if let Err(reason) = self.check_synced(&block, &certificate) {
+            let checked =
+                tokio::task::block_in_place(|| self.chain.validate_synced(&block, &certificate));
+            if let Err(reason) = checked {
                 warn!(peer = %from, height = block.header.height, %reason, "synced block refused");
                 self.strike(from);
                 break;

@@ -728,7 +728,7 @@ impl Sim {
                 Action::ValidateBlock(block) => {
                     let clock = self.clock(i);
                     let live = self.live(i).expect("checked");
-                    let verdict = live.chain.validate(&block, clock);
+                    let verdict = live.chain.validate_proposal(&block, clock);
                     queue.extend(
                         live.consensus
                             .on_block_validated(block.hash(), verdict.is_ok()),
@@ -960,25 +960,8 @@ impl Sim {
             if block.header.height <= head.height {
                 continue;
             }
-            let checked = if block.header.height != head.height + 1
-                || certificate.block != block.hash()
-                || certificate.height != block.header.height
-            {
-                Err("not the certified next block".to_owned())
-            } else {
-                live.chain
-                    .validators()
-                    .verify_certificate(&block.header.chain_id, &certificate)
-                    .map_err(|e| e.to_string())
-                    .and_then(|()| {
-                        live.chain
-                            .validate(&block, clock)
-                            .map_err(|e| e.to_string())
-                    })
-            };
-            if let Err(reason) = checked {
+            if live.chain.validate_synced(&block, &certificate).is_err() {
                 *self.out.rejected.entry("sync_refused").or_default() += 1;
-                let _ = reason;
                 break;
             }
             let started = std::time::Instant::now();

@@ -477,6 +477,52 @@ fn votes_with_bad_signatures_or_from_strangers_are_rejected() {
 }
 
 #[test]
+fn only_signed_next_height_messages_of_its_first_rounds_are_kept_once_each() {
+    let ks = keys(4);
+    let set = ValidatorSet::new(ks.iter().map(KeyPair::public).collect());
+    let mut node = Consensus::new(
+        CHAIN.into(),
+        set,
+        Some(ks[0].clone()),
+        timeouts(),
+        1,
+        SafetyState::default(),
+    );
+    node.start();
+    let vote = |signer: &KeyPair, voter: PublicKey, round: u64| {
+        let data = VoteData {
+            chain_id: CHAIN.into(),
+            height: 2,
+            round,
+            kind: VoteKind::Prevote,
+            block: None,
+        };
+        Message::Vote(Vote {
+            signature: signer.sign(&data.signing_hash()),
+            voter,
+            data,
+        })
+    };
+    let stranger = KeyPair::insecure_from_label("stranger");
+    let kept = vote(&ks[1], ks[1].public(), 0);
+    for message in [
+        kept.clone(),
+        kept.clone(),
+        vote(&stranger, stranger.public(), 0),
+        vote(&ks[2], ks[1].public(), 1),
+        vote(&ks[1], ks[1].public(), FUTURE_ROUNDS),
+    ] {
+        let (_, result) = node.on_message(message);
+        assert_eq!(
+            result,
+            Err(Rejected::WrongHeight { got: 2, current: 1 }),
+            "still reported, so the driver can sync"
+        );
+    }
+    assert_eq!(node.future, vec![kept]);
+}
+
+#[test]
 fn a_certificate_without_a_quorum_or_with_a_forged_vote_does_not_verify() {
     let mut net = Net::new(4);
     net.start();
@@ -497,6 +543,98 @@ fn a_certificate_without_a_quorum_or_with_a_forged_vote_does_not_verify() {
         Err(CertificateError::BadSignature(_))
     ));
     assert!(set.verify_certificate("other-chain", &qc).is_err());
+}
+
+#[test]
+fn a_validator_whose_record_is_ahead_of_its_chain_signs_nothing_until_it_gets_there() {
+    let set = ValidatorSet::new(keys(4).iter().map(KeyPair::public).collect());
+    // The proposer of height 1, round 0, so that it would build and propose.
+    let key = keys(4)
+        .into_iter()
+        .find(|k| k.public() == set.proposer(1, 0))
+        .unwrap();
+    let x = Hash([9; 32]);
+    let record = SafetyState {
+        height: 3,
+        last_vote: Some((0, VoteKind::Prevote, Some(x))),
+        locked: None,
+    };
+    let mut node = Consensus::new(CHAIN.into(), set, Some(key), timeouts(), 1, record);
+    let signs = |actions: &[Action]| {
+        actions.iter().any(|a| {
+            matches!(
+                a,
+                Action::PersistSafety(_) | Action::Broadcast(_) | Action::BuildBlock { .. }
+            )
+        })
+    };
+    let mut actions = node.start();
+    for step in [Step::Propose, Step::Prevote, Step::Precommit] {
+        actions.extend(node.on_timeout(1, 0, step));
+    }
+    assert!(!signs(&actions), "signed at height 1: {actions:?}");
+
+    // Block sync brings it to height 3: it says again what it said there.
+    let actions = node.catch_up(3);
+    assert_eq!(node.signing_suspended_until(), None);
+    let votes: Vec<_> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Broadcast(Message::Vote(v)) => Some(&v.data),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(votes.len(), 1, "{actions:?}");
+    assert_eq!(
+        (
+            votes[0].height,
+            votes[0].round,
+            votes[0].kind,
+            votes[0].block
+        ),
+        (3, 0, VoteKind::Prevote, Some(x))
+    );
+}
+
+#[test]
+fn a_validator_whose_record_is_ahead_of_its_chain_catches_up_and_resumes_from_it() {
+    let mut net = Net::new(4);
+    net.start();
+    net.run_until(2, 10_000);
+    // Node 0 crashes and comes back with its blocks lost, but its safety
+    // record says it prevoted some block X in round 0 of height 3.
+    let x = Hash([9; 32]);
+    let record = SafetyState {
+        height: 3,
+        last_vote: Some((0, VoteKind::Prevote, Some(x))),
+        locked: None,
+    };
+    let key = keys(4).remove(0);
+    let set = net.nodes[0].validators().clone();
+    net.nodes[0] = Consensus::new(CHAIN.into(), set, Some(key), timeouts(), 1, record);
+    assert_eq!(net.nodes[0].signing_suspended_until(), Some(3));
+    net.commits[0].clear();
+    net.persisted[0].clear();
+    let actions = net.nodes[0].start();
+    net.apply(0, actions);
+    net.run_until(5, 60_000);
+
+    assert_eq!(net.commits[0].len(), 5, "node 0 caught up and went on");
+    net.assert_agreement();
+    assert!(
+        net.persisted[0].iter().all(|s| s.height >= 3),
+        "node 0 signed below its record: {:?}",
+        net.persisted[0]
+    );
+    for s in net.persisted[0].iter().filter(|s| s.height == 3) {
+        if let Some((0, VoteKind::Prevote, block)) = s.last_vote {
+            assert_eq!(block, Some(x), "a second round-0 prevote at height 3");
+        }
+    }
+    assert!(
+        net.persisted[0].iter().any(|s| s.height > 3),
+        "node 0 votes again above its record"
+    );
 }
 
 #[test]

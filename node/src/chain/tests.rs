@@ -1,0 +1,109 @@
+//! Block checks that depend on who asks: a proposal before a vote, or a block
+//! a quorum already certified.
+
+use super::*;
+use crate::vm::Vm;
+use tempfile::TempDir;
+use trellis_genesis::{DEV_GENESIS_TIME_MS, NetworkSpec};
+
+const NOW: u64 = DEV_GENESIS_TIME_MS + 60_000;
+
+struct Node {
+    _dir: TempDir,
+    chain: Chain,
+}
+
+fn node() -> Node {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let storage = Storage::open(dir.path()).expect("open storage");
+    let genesis = Genesis::dev();
+    let vm = Arc::new(Vm::new());
+    initialise(&storage, &genesis, &vm).expect("write genesis");
+    let mempool = Arc::new(Mempool::new(
+        genesis.chain_id.clone(),
+        genesis.params.clone(),
+    ));
+    Node {
+        _dir: dir,
+        chain: Chain::new(storage, &genesis, mempool, vm),
+    }
+}
+
+fn validator() -> KeyPair {
+    let (_, nodes) = trellis_genesis::build(&NetworkSpec::dev()).expect("dev network builds");
+    nodes[0]
+        .consensus
+        .clone()
+        .expect("the dev node is a validator")
+}
+
+fn certificate(block: &Block, validator: &KeyPair) -> QuorumCertificate {
+    let mut qc = QuorumCertificate {
+        height: block.header.height,
+        round: block.header.round,
+        block: block.hash(),
+        votes: Vec::new(),
+    };
+    let signature = validator.sign(&qc.vote_data(&block.header.chain_id).signing_hash());
+    qc.votes.push((validator.public(), signature));
+    qc
+}
+
+/// A block built by a proposer whose clock runs an hour ahead of ours.
+fn block_from_the_future() -> (Block, QuorumCertificate) {
+    let mut proposer = node();
+    let key = validator();
+    let block = proposer
+        .chain
+        .build(0, &key, NOW + 3_600_000)
+        .expect("build");
+    let qc = certificate(&block, &key);
+    (block, qc)
+}
+
+#[test]
+fn a_proposal_from_a_clock_far_ahead_is_refused_before_voting() {
+    let (block, _) = block_from_the_future();
+    let mut follower = node();
+    let err = follower
+        .chain
+        .validate_proposal(&block, NOW)
+        .expect_err("an hour ahead is past the allowed drift");
+    assert!(err.to_string().contains("ahead of our clock"), "{err}");
+    follower
+        .chain
+        .validate_proposal(&block, NOW + 3_600_000)
+        .expect("with our clock in step, the same block is valid");
+}
+
+#[test]
+fn a_certified_block_is_committed_whatever_our_clock_says() {
+    let (block, qc) = block_from_the_future();
+    let mut follower = node();
+    follower
+        .chain
+        .commit(&block, &qc, NOW)
+        .expect("a quorum decided it: our clock has no say");
+    assert_eq!(follower.chain.head().unwrap().block_hash, block.hash());
+
+    let mut syncing = node();
+    syncing
+        .chain
+        .validate_synced(&block, &qc)
+        .expect("block sync does not consult the clock either");
+}
+
+#[test]
+fn a_synced_block_needs_a_certificate_for_exactly_it() {
+    let (block, qc) = block_from_the_future();
+    let mut other = block.clone();
+    other.header.timestamp_ms += 1;
+    let mut syncing = node();
+    let err = syncing.chain.validate_synced(&other, &qc).unwrap_err();
+    assert!(err.to_string().contains("certified next block"), "{err}");
+
+    let mut forged = qc.clone();
+    forged.votes[0].1 = trellis_types::Signature([7; 64]);
+    let err = syncing.chain.validate_synced(&block, &forged).unwrap_err();
+    assert!(err.to_string().contains("commit certificate"), "{err}");
+}
