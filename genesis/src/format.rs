@@ -512,10 +512,11 @@ fn validate_params(p: &ChainParams) -> Result<(), GenesisError> {
         "must be at least 1",
     )?;
     check(
-        p.max_memory_bytes >= WASM_PAGE_BYTES,
+        (WASM_PAGE_BYTES..=trellis_types::params::MAX_CONTRACT_MEMORY_BYTES)
+            .contains(&p.max_memory_bytes),
         "max_memory_bytes",
         p.max_memory_bytes,
-        "must be at least one WASM page (65536)",
+        "must be between one WASM page (65536) and 268435456 (256 MiB)",
     )?;
     check(
         p.max_call_depth > 0,
@@ -783,7 +784,7 @@ mod tests {
     #[test]
     fn params_out_of_range_are_refused_by_name() {
         type Mutation = fn(&mut ChainParams);
-        let cases: [(&str, Mutation); 12] = [
+        let cases: [(&str, Mutation); 13] = [
             ("max_block_txs", |p| p.max_block_txs = 0),
             ("max_block_bytes", |p| p.max_block_bytes = 0),
             ("max_tx_bytes", |p| p.max_tx_bytes = 0),
@@ -801,6 +802,7 @@ mod tests {
             }),
             ("fuel_per_call", |p| p.fuel_per_call = 0),
             ("max_memory_bytes", |p| p.max_memory_bytes = 1024),
+            ("max_memory_bytes", |p| p.max_memory_bytes = 512 << 20),
             ("max_call_depth", |p| p.max_call_depth = 0),
         ];
         for (name, mutate) in cases {

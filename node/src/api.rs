@@ -17,7 +17,7 @@
 //! reconnects with `Last-Event-ID` continues with no gap and no duplicate.
 
 use crate::execution::{self, ContractRecord};
-use crate::mempool::{AdmissionError, Mempool};
+use crate::mempool::{AdmissionError, Batcher, Mempool, NotAdmitted};
 use crate::metrics::{ApiLabels, CodeLabels, Metrics, RouteLabels};
 use crate::storage::{Storage, StorageError};
 use crate::vm::{self, CallEnv, Entry, Invocation, Limits, StateView, Vm};
@@ -49,6 +49,8 @@ pub struct ApiState {
     pub genesis_hash: Hash,
     pub storage: Storage,
     pub mempool: Arc<Mempool>,
+    /// Admits submissions, concurrent ones in batches.
+    pub admission: Batcher,
     /// Runs contract queries.
     pub vm: Arc<Vm>,
     /// Published by the consensus driver.
@@ -144,7 +146,10 @@ impl ApiError {
 
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
-        ApiError::internal(e)
+        match e {
+            StorageError::Busy(why) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", why),
+            e => ApiError::internal(e),
+        }
     }
 }
 
@@ -374,7 +379,7 @@ fn body_format(headers: &HeaderMap) -> Option<BodyFormat> {
     }
 }
 
-fn wall_clock_ms() -> u64 {
+pub fn wall_clock_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -401,8 +406,9 @@ fn wall_clock_ms() -> u64 {
         (status = 413, description = "oversized", body = ErrorBody),
         (status = 415, description = "unsupported_content_type", body = ErrorBody),
         (status = 422, description = "nonce_too_far_ahead", body = ErrorBody),
-        (status = 429, description = "mempool_full, sender_queue_full", body = ErrorBody),
+        (status = 429, description = "mempool_full, sender_queue_full, admission_queue_full", body = ErrorBody),
         (status = 500, description = "internal", body = ErrorBody),
+        (status = 503, description = "shutting_down", body = ErrorBody),
     )
 )]
 async fn submit_transaction(
@@ -460,13 +466,19 @@ async fn submit(
                 .map_err(|e| ApiError::malformed(format!("signed_tx is not hex: {e}")))?
         }
     };
-    let state = state.clone();
-    blocking(move || {
-        Ok(state
-            .mempool
-            .admit(&bytes, &state.storage, wall_clock_ms())?)
-    })
-    .await
+    match state.admission.admit(bytes).await {
+        Ok(verdict) => Ok(verdict?),
+        Err(e @ NotAdmitted::QueueFull(_)) => Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "admission_queue_full",
+            e.to_string(),
+        )),
+        Err(e @ NotAdmitted::Stopped) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            e.to_string(),
+        )),
+    }
 }
 
 /// Where a transaction is: pending in this node's mempool or committed.

@@ -8,6 +8,10 @@
 //! committed state. Its decisions are local: what makes a block valid is
 //! decided again, deterministically, by execution.
 
+mod batcher;
+
+pub use batcher::{Batcher, MAX_BATCH, NotAdmitted};
+
 use crate::execution;
 use crate::state::StateRead;
 use crate::storage::StorageError;

@@ -12,7 +12,7 @@ use crate::api::{self, ApiState, ChainStatus};
 use crate::chain::{self, Chain};
 use crate::config::NodeConfig;
 use crate::consensus::{Action, Consensus, Message, Rejected, SafetyState, Step, Timeouts};
-use crate::mempool::Mempool;
+use crate::mempool::{Batcher, MAX_BATCH, Mempool};
 use crate::metrics::Metrics;
 use crate::network::{self, Inbound, NetworkConfig, NetworkHandle, Outbound};
 use crate::safety::SafetyStore;
@@ -35,6 +35,12 @@ pub fn now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+/// Submissions waiting for admission at most; more are answered 429.
+const ADMISSION_QUEUE: usize = 16 * MAX_BATCH;
+
+/// Contract queries the API runs at once; more are answered 503 `busy`.
+const QUERY_CONCURRENCY: u32 = 16;
 
 /// Runs a node until `shutdown` resolves. `validator_key` is None for an observer.
 pub async fn run(
@@ -131,7 +137,15 @@ pub async fn run(
         genesis_hash: genesis.hash(),
         storage: storage.clone(),
         mempool: mempool.clone(),
-        vm,
+        admission: Batcher::start(
+            mempool.clone(),
+            storage.clone(),
+            ADMISSION_QUEUE,
+            api::wall_clock_ms,
+        ),
+        // Queries get their own instance slots: however many arrive, block
+        // execution always finds one free.
+        vm: Arc::new(Vm::with_concurrent_calls(QUERY_CONCURRENCY)),
         status: status_rx,
         metrics: metrics.clone(),
         max_body_bytes: config.api.max_body_bytes,

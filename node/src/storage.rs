@@ -102,6 +102,10 @@ pub enum StorageError {
     StaleStateUpdate { version: u64, reason: String },
     #[error("version {version} is not committed (head: {head:?})")]
     VersionNotCommitted { version: u64, head: Option<u64> },
+    /// A limit of this node (not of the chain) was reached, e.g. all contract
+    /// instance slots in use; trying again later may succeed.
+    #[error("the node is busy: {0}")]
+    Busy(String),
 }
 
 pub(crate) fn corrupt(what: impl Into<String>) -> StorageError {
@@ -181,6 +185,8 @@ impl Storage {
         let db = sled::Config::new()
             .path(path)
             .mode(sled::Mode::HighThroughput)
+            // Every write is a block's batch, flushed by `commit_block` itself.
+            .flush_every_ms(None)
             .open()?;
         let head = Self::check_integrity(&db)?;
         Ok(Storage {

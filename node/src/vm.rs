@@ -21,10 +21,11 @@ use host::{Failure, HostState};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Mutex;
+use trellis_types::params::MAX_CONTRACT_MEMORY_BYTES;
 use trellis_types::{Address, ChainParams, Event, ExecError, Hash, Role};
 use wasmtime::{
-    Config, Engine, ExternType, InstancePre, Linker, Module, OptLevel, Store, Trap, ValType,
-    WasmFeatures,
+    Config, Engine, ExternType, InstanceAllocationStrategy, InstancePre, Linker, Module, OptLevel,
+    PoolConcurrencyLimitError, PoolingAllocationConfig, Store, Trap, ValType, WasmFeatures,
 };
 
 /// Native stack a call may use, in bytes: the bound on recursion. A call that
@@ -166,7 +167,13 @@ pub struct Outcome {
 #[error("{0}")]
 pub struct InvalidModule(pub String);
 
-/// One engine and linker for the node's life; compiled modules cached by code hash.
+/// Calls one [`Vm`] runs at the same time by default: execution is one
+/// thread; a nested call would be the second.
+const DEFAULT_CONCURRENT_CALLS: u32 = 2;
+
+/// One engine and linker for the node's life; compiled modules cached by code
+/// hash. Instances come from a pool of memory slots reserved up front and
+/// reset between calls, so a call maps no memory of its own.
 pub struct Vm {
     engine: Engine,
     linker: Linker<HostState>,
@@ -180,8 +187,15 @@ impl std::fmt::Debug for Vm {
 }
 
 impl Vm {
+    /// A VM for executing blocks (one call at a time).
     pub fn new() -> Vm {
-        let engine = Engine::new(&engine_config())
+        Vm::with_concurrent_calls(DEFAULT_CONCURRENT_CALLS)
+    }
+
+    /// A VM that runs up to `calls` contract calls at once (the API's read-only
+    /// queries); one more fails as [`StorageError::Busy`], never as a receipt.
+    pub fn with_concurrent_calls(calls: u32) -> Vm {
+        let engine = Engine::new(&engine_config(calls))
             .expect("the fixed engine configuration is valid for this wasmtime build");
         let linker = host::linker(&engine);
         Vm {
@@ -295,9 +309,20 @@ impl Default for Vm {
 /// `wasm32-unknown-unknown` output uses: MVP, mutable globals, sign extension,
 /// non-trapping float-to-int, multi-value, bulk memory and the reference-types
 /// encodings (no GC types: the `gc` crate feature is off).
-fn engine_config() -> Config {
+fn engine_config(concurrent_calls: u32) -> Config {
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_core_instances(concurrent_calls)
+        .total_memories(concurrent_calls)
+        .total_tables(concurrent_calls)
+        .max_memories_per_module(1)
+        .max_tables_per_module(1)
+        .table_elements(host::MAX_TABLE_ELEMENTS)
+        // Never below the chain's own cap, so the limiter, which turns growth
+        // past `max_memory_bytes` into `out_of_memory`, always decides first.
+        .max_memory_size(MAX_CONTRACT_MEMORY_BYTES as usize);
     let mut config = Config::new();
     config
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
         .consume_fuel(true)
         .cranelift_nan_canonicalization(true)
         .cranelift_opt_level(OptLevel::Speed)
@@ -424,7 +449,17 @@ fn run_in_store(
     store
         .set_fuel(limits.fuel)
         .expect("fuel is enabled in the engine configuration");
-    let result = pre.instantiate(&mut store).and_then(|instance| {
+    let instance = pre.instantiate(&mut store);
+    if let Err(e) = &instance
+        && e.downcast_ref::<PoolConcurrencyLimitError>().is_some()
+    {
+        // A limit of this node, not something the contract did: no receipt.
+        return (
+            Err(StorageError::Busy(root_message(e))),
+            store.into_data().view,
+        );
+    }
+    let result = instance.and_then(|instance| {
         let memory = instance.get_memory(&mut store, "memory");
         store.data_mut().memory = memory;
         let func = instance.get_typed_func::<(), i32>(&mut store, entry.export())?;

@@ -91,6 +91,12 @@ impl TestNode {
             genesis_hash: genesis.hash(),
             storage: storage.clone(),
             mempool: mempool.clone(),
+            admission: crate::mempool::Batcher::start(
+                mempool.clone(),
+                storage.clone(),
+                64,
+                crate::api::wall_clock_ms,
+            ),
             vm,
             status: status_rx,
             metrics: Arc::new(Metrics::new()),

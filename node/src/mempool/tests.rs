@@ -779,3 +779,41 @@ fn verified_holds_only_for_the_exact_signature_admitted() {
         "forgotten once pruned"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_submissions_through_the_batcher_get_each_their_own_verdict() {
+    let env = Env::new();
+    let mempool = Arc::new(env.mempool);
+    let batcher = Batcher::start(mempool.clone(), env.storage.clone(), 1_024, || NOW);
+    // Three senders, fifty nonces each, and every tenth signed by another key.
+    let mut submissions = Vec::new();
+    for label in [ACME, T1, BANK] {
+        for nonce in 0..50 {
+            let tx = remark(label, nonce);
+            let signer = if nonce % 10 == 9 { T2 } else { label };
+            let forged = signer != label;
+            let stx = SignedTransaction {
+                signature: dev_account(signer).sign(&tx.hash()),
+                tx,
+            };
+            let batcher = batcher.clone();
+            submissions.push(tokio::spawn(async move {
+                (stx.hash(), forged, batcher.admit(encode(&stx)).await)
+            }));
+        }
+    }
+    let mut admitted = 0;
+    for submission in submissions {
+        let (hash, forged, verdict) = submission.await.unwrap();
+        match verdict.expect("the worker answers every submission") {
+            Ok(admitted_hash) => {
+                assert!(!forged, "a forged signature was admitted");
+                assert_eq!(admitted_hash, hash);
+                admitted += 1;
+            }
+            Err(e) => assert!(forged && matches!(e, AdmissionError::BadSignature), "{e}"),
+        }
+    }
+    assert_eq!(admitted, 3 * 45);
+    assert_eq!(mempool.len(), 3 * 45);
+}

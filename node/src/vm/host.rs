@@ -17,7 +17,7 @@ use wasmtime::{Engine, Linker, Memory, ResourceLimiter};
 pub(crate) const WASM_PAGE_BYTES: u64 = 64 * 1024;
 
 /// Most elements a table may grow to (`table.grow` past it returns -1).
-const MAX_TABLE_ELEMENTS: usize = 100_000;
+pub(crate) const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 /// Longest abort or error message kept in a receipt, in bytes.
 pub(crate) const MAX_MESSAGE_BYTES: usize = 1024;

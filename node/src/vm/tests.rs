@@ -899,3 +899,36 @@ pub(crate) fn counter_module(step: u64) -> Vec<u8> {
         error = data(&error),
     ))
 }
+
+#[test]
+fn a_call_that_finds_every_instance_slot_taken_is_busy_and_gets_no_outcome() {
+    let mut fixture = Fixture::new();
+    fixture.vm = Vm::with_concurrent_calls(1);
+    let code = call_module("(i32.const 0)");
+    let hash = fixture.vm.validate(&code, LIMITS).unwrap();
+    // Hold the only slot with an instance of our own, as a concurrent call would.
+    let pre = fixture.vm.cached(&hash).unwrap();
+    let state = HostState::new(Entry::Call, &fixture.env(), Vec::new(), fixture.view());
+    let mut store = Store::new(&fixture.vm.engine, state);
+    let _held = pre.instantiate(&mut store).expect("the first slot is free");
+
+    let result = fixture.vm.run(
+        &hash,
+        Entry::Call,
+        &invocation(),
+        &fixture.env(),
+        &mut fixture.view(),
+    );
+    assert!(
+        matches!(result, Err(StorageError::Busy(_))),
+        "{:?}",
+        result.map(|o| o.result)
+    );
+    drop(store);
+    let outcome = fixture.call(&code);
+    assert_eq!(
+        outcome.result,
+        Ok(Vec::new()),
+        "the freed slot serves the next call"
+    );
+}

@@ -8,7 +8,10 @@
 
 use crate::bytes::fixed_bytes;
 use crate::hash::Hash;
+use curve25519_dalek::edwards::CompressedEdwardsY;
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex, PoisonError};
 
 fixed_bytes!(
     /// An ed25519 public key: an account, a validator or a node identity.
@@ -34,9 +37,32 @@ pub enum SignatureError {
     Invalid,
 }
 
+/// Keys that passed [`PublicKey::verifying_key`], decompressed. Signers are
+/// few and known (accounts, validators), and decompressing a point costs about
+/// as much as a batched signature check. A lookup table only: never iterated.
+static CHECKED_KEYS: LazyLock<Mutex<HashMap<PublicKey, VerifyingKey>>> =
+    LazyLock::new(Default::default);
+
+/// Keys kept in [`CHECKED_KEYS`]; past this it starts over.
+const CHECKED_KEYS_CAPACITY: usize = 65_536;
+
 impl PublicKey {
     /// Parses the key and checks it is canonical and not of small order.
     pub fn verifying_key(&self) -> Result<VerifyingKey, SignatureError> {
+        let cache = || CHECKED_KEYS.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(key) = cache().get(self) {
+            return Ok(*key);
+        }
+        let key = self.check_key()?;
+        let mut keys = cache();
+        if keys.len() >= CHECKED_KEYS_CAPACITY {
+            keys.clear();
+        }
+        keys.insert(*self, key);
+        Ok(key)
+    }
+
+    fn check_key(&self) -> Result<VerifyingKey, SignatureError> {
         let key = VerifyingKey::from_bytes(&self.0).map_err(|_| SignatureError::MalformedKey)?;
         // VerifyingKey keeps the bytes it was given: re-compress the point to
         // catch a second (non-canonical) encoding of the same key.
@@ -107,15 +133,42 @@ pub fn verify_batch(items: &[(PublicKey, Hash, Signature)]) -> Vec<Result<(), Si
     results
 }
 
-/// True when R decodes to a point that is not of small order, the case in
-/// which batch and strict verification agree.
+/// For an R the batch equation accepted (so a curve point): true when it is
+/// canonically encoded and not of small order, the case in which batch and
+/// strict verification agree. Byte comparisons only, no point arithmetic:
+/// the y coordinate must be below p, and R must not encode one of the eight
+/// small-order points ([`SMALL_ORDER_ENCODINGS`]).
 fn r_is_acceptable(sig: &[u8; 64]) -> bool {
     let r: [u8; 32] = sig[..32]
         .try_into()
         .expect("64-byte signature has a 32-byte R");
-    VerifyingKey::from_bytes(&r)
-        .is_ok_and(|p| !p.is_weak() && p.to_edwards().compress().to_bytes() == r)
+    y_below_p(&r) && !SMALL_ORDER_ENCODINGS.contains(&r)
 }
+
+/// The y coordinate (the low 255 bits, little-endian) is below p = 2^255 - 19.
+fn y_below_p(encoding: &[u8; 32]) -> bool {
+    let at_least_p = encoding[0] >= 0xed
+        && encoding[1..31].iter().all(|&b| b == 0xff)
+        && encoding[31] & 0x7f == 0x7f;
+    !at_least_p
+}
+
+/// Every encoding with y below p of the eight small-order points: each one's
+/// canonical encoding, and for the two with x = 0 (where the sign bit is
+/// meaningless) also the one with the sign bit set.
+static SMALL_ORDER_ENCODINGS: LazyLock<Vec<[u8; 32]>> = LazyLock::new(|| {
+    let mut encodings = Vec::new();
+    for point in curve25519_dalek::constants::EIGHT_TORSION {
+        let canonical = point.compress().to_bytes();
+        encodings.push(canonical);
+        let mut flipped = canonical;
+        flipped[31] ^= 0x80;
+        if CompressedEdwardsY(flipped).decompress() == Some(point) {
+            encodings.push(flipped);
+        }
+    }
+    encodings
+});
 
 /// A signing key with its public key. Holds secret material: keep it out of logs.
 #[derive(Clone)]
@@ -247,5 +300,51 @@ mod tests {
         for (i, res) in r.iter().enumerate() {
             assert_eq!(res.is_ok(), i != 5, "item {i}");
         }
+    }
+
+    /// The reference for `r_is_acceptable`, by point arithmetic: `None` for
+    /// bytes that are no curve point (the batch equation refuses those).
+    fn r_acceptable_by_point_arithmetic(r: &[u8; 32]) -> Option<bool> {
+        let point = CompressedEdwardsY(*r).decompress()?;
+        Some(!point.is_small_order() && point.compress().to_bytes() == *r)
+    }
+
+    #[test]
+    fn the_byte_check_of_r_agrees_with_point_arithmetic() {
+        let mut encodings: Vec<[u8; 32]> = Vec::new();
+        for i in 0..200 {
+            let (_, _, sig) = triple(&format!("signer {i}"), b"message");
+            encodings.push(sig.0[..32].try_into().unwrap());
+        }
+        for point in curve25519_dalek::constants::EIGHT_TORSION {
+            let canonical = point.compress().to_bytes();
+            let mut flipped = canonical;
+            flipped[31] ^= 0x80;
+            encodings.extend([canonical, flipped]);
+        }
+        // y + p for every y below 19, with either sign bit: non-canonical encodings.
+        for y in 0..19u8 {
+            let mut encoding = [0xff; 32];
+            encoding[0] = 0xed + y;
+            encoding[31] = 0x7f;
+            let mut signed = encoding;
+            signed[31] |= 0x80;
+            encodings.extend([encoding, signed]);
+        }
+        let mut bytes = [7u8; 32];
+        for _ in 0..2_000 {
+            bytes = *blake3::hash(&bytes).as_bytes();
+            encodings.push(bytes);
+        }
+        let mut points = 0;
+        for r in encodings {
+            if let Some(expected) = r_acceptable_by_point_arithmetic(&r) {
+                points += 1;
+                let mut sig = [0u8; 64];
+                sig[..32].copy_from_slice(&r);
+                assert_eq!(r_is_acceptable(&sig), expected, "R = {}", hex::encode(r));
+            }
+        }
+        assert!(points > 1_000, "only {points} encodings were curve points");
     }
 }

@@ -31,6 +31,10 @@ pub struct ChainParams {
     pub max_call_depth: u32,
 }
 
+/// The most linear memory a chain may let one contract call use: the node
+/// reserves a slot this large per concurrent call, so the cap is fixed.
+pub const MAX_CONTRACT_MEMORY_BYTES: u64 = 256 * 1024 * 1024;
+
 impl Default for ChainParams {
     fn default() -> Self {
         ChainParams {

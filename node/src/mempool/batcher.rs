@@ -1,0 +1,135 @@
+//! Admission of concurrent submissions in batches.
+//!
+//! API handlers hand their bytes to one worker thread, which takes whatever
+//! is waiting when it is free (up to [`MAX_BATCH`]) and admits it with one
+//! [`Mempool::admit_batch`] call, so signatures are verified as one batch.
+//! Under load batches grow by themselves; an idle node admits a lone
+//! transaction at once, with no timer in the way. Verdicts are exactly those
+//! of [`Mempool::admit`], in submission order.
+
+use super::{AdmissionError, Mempool};
+use crate::storage::Storage;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use tokio::sync::oneshot;
+use trellis_types::Hash;
+
+/// Most transactions admitted in one batch.
+pub const MAX_BATCH: usize = 1_024;
+
+type Verdict = Result<Hash, AdmissionError>;
+
+struct Request {
+    bytes: Vec<u8>,
+    reply: oneshot::Sender<Verdict>,
+}
+
+/// Why a submission got no verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NotAdmitted {
+    /// More submissions wait than the queue holds.
+    #[error("{0} submissions are already waiting for admission")]
+    QueueFull(usize),
+    /// The worker stopped (the node is shutting down).
+    #[error("admission has stopped")]
+    Stopped,
+}
+
+/// Hands submissions to the admission worker; cheap to share.
+#[derive(Clone)]
+pub struct Batcher {
+    queue: SyncSender<Request>,
+    capacity: usize,
+}
+
+impl Batcher {
+    /// Starts the worker thread; it stops once every `Batcher` is dropped.
+    /// `now_ms` is the clock admission checks expiries against.
+    pub fn start(
+        mempool: Arc<Mempool>,
+        storage: Storage,
+        capacity: usize,
+        now_ms: fn() -> u64,
+    ) -> Batcher {
+        let (batcher, requests) = Batcher::unstarted(capacity);
+        std::thread::Builder::new()
+            .name("admission".into())
+            .spawn(move || run(&mempool, &storage, &requests, now_ms))
+            .expect("spawning the admission thread");
+        batcher
+    }
+
+    /// The queue without its worker.
+    fn unstarted(capacity: usize) -> (Batcher, Receiver<Request>) {
+        let (queue, requests) = sync_channel(capacity);
+        (Batcher { queue, capacity }, requests)
+    }
+
+    /// Admits `bytes` together with whatever else is waiting.
+    pub async fn admit(&self, bytes: Vec<u8>) -> Result<Verdict, NotAdmitted> {
+        let (reply, verdict) = oneshot::channel();
+        self.queue
+            .try_send(Request { bytes, reply })
+            .map_err(|e| match e {
+                TrySendError::Full(_) => NotAdmitted::QueueFull(self.capacity),
+                TrySendError::Disconnected(_) => NotAdmitted::Stopped,
+            })?;
+        verdict.await.map_err(|_| NotAdmitted::Stopped)
+    }
+}
+
+fn run(mempool: &Mempool, storage: &Storage, requests: &Receiver<Request>, now_ms: fn() -> u64) {
+    while let Ok(first) = requests.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match requests.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        let items: Vec<&[u8]> = batch.iter().map(|r| r.bytes.as_slice()).collect();
+        let verdicts = mempool.admit_batch(&items, storage, now_ms());
+        for (request, verdict) in batch.into_iter().zip(verdicts) {
+            // The submitter may have gone away; its transaction is admitted all the same.
+            let _ = request.reply.send(verdict);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_at_once() {
+        let (batcher, _requests) = Batcher::unstarted(2);
+        for i in 0..2u8 {
+            let (reply, _) = oneshot::channel();
+            let bytes = vec![i];
+            batcher.queue.try_send(Request { bytes, reply }).unwrap();
+        }
+        assert_eq!(
+            batcher.admit(vec![3]).await.err(),
+            Some(NotAdmitted::QueueFull(2))
+        );
+    }
+
+    #[tokio::test]
+    async fn submissions_to_a_stopped_worker_get_stopped_not_a_hang() {
+        let (batcher, requests) = Batcher::unstarted(2);
+        let waiting = tokio::spawn({
+            let batcher = batcher.clone();
+            async move { batcher.admit(vec![1]).await }
+        });
+        // The worker takes the submission and dies without answering it.
+        let taken = tokio::task::spawn_blocking(move || requests.recv().map(drop))
+            .await
+            .unwrap();
+        assert!(taken.is_ok());
+        assert_eq!(waiting.await.unwrap().err(), Some(NotAdmitted::Stopped));
+        assert_eq!(
+            batcher.admit(vec![2]).await.err(),
+            Some(NotAdmitted::Stopped)
+        );
+    }
+}
