@@ -10,7 +10,7 @@
 
 mod batcher;
 
-pub use batcher::{Batcher, MAX_BATCH, NotAdmitted};
+pub use batcher::{Batcher, MAX_BATCH, NotAdmitted, Worker};
 
 use crate::execution;
 use crate::state::StateRead;

@@ -132,17 +132,18 @@ pub async fn run(
         .await
         .with_context(|| format!("binding the API to {}", config.api.listen))?;
     info!(addr = %listener.local_addr()?, "API listening");
+    let (admission, admission_worker) = Batcher::start(
+        mempool.clone(),
+        storage.clone(),
+        ADMISSION_QUEUE,
+        api::wall_clock_ms,
+    );
     let api_state = Arc::new(ApiState {
         chain_id: genesis.chain_id.clone(),
         genesis_hash: genesis.hash(),
         storage: storage.clone(),
         mempool: mempool.clone(),
-        admission: Batcher::start(
-            mempool.clone(),
-            storage.clone(),
-            ADMISSION_QUEUE,
-            api::wall_clock_ms,
-        ),
+        admission,
         // Queries get their own instance slots: however many arrive, block
         // execution always finds one free.
         vm: Arc::new(Vm::with_concurrent_calls(QUERY_CONCURRENCY)),
@@ -197,7 +198,10 @@ pub async fn run(
     };
     let result = driver.run(shutdown).await;
     let _ = stop_api.send(());
-    api.await.context("API task")?.context("API server")?;
+    let served = api.await.context("API task");
+    // Waits for the admission thread, so nothing holds the store once we return.
+    drop(admission_worker);
+    served?.context("API server")?;
     info!("stopped");
     result
 }

@@ -171,6 +171,9 @@ pub struct InvalidModule(pub String);
 /// thread; a nested call would be the second.
 const DEFAULT_CONCURRENT_CALLS: u32 = 2;
 
+/// Memory of each instance slot kept mapped between calls (see [`engine_config`]).
+const KEEP_RESIDENT_BYTES: usize = 1 << 20;
+
 /// One engine and linker for the node's life; compiled modules cached by code
 /// hash. Instances come from a pool of memory slots reserved up front and
 /// reset between calls, so a call maps no memory of its own.
@@ -319,7 +322,12 @@ fn engine_config(concurrent_calls: u32) -> Config {
         .table_elements(host::MAX_TABLE_ELEMENTS)
         // Never below the chain's own cap, so the limiter, which turns growth
         // past `max_memory_bytes` into `out_of_memory`, always decides first.
-        .max_memory_size(MAX_CONTRACT_MEMORY_BYTES as usize);
+        .max_memory_size(MAX_CONTRACT_MEMORY_BYTES as usize)
+        // A returned slot is reset by copying back only the pages the call
+        // dirtied (Linux's PAGEMAP_SCAN), up to this much, instead of unmapping
+        // it all and taking a page fault per page on the next call.
+        .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
+        .table_keep_resident(KEEP_RESIDENT_BYTES);
     let mut config = Config::new();
     config
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))

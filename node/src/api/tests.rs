@@ -23,6 +23,7 @@ struct TestNode {
     status: tokio::sync::watch::Sender<ChainStatus>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     served: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    _admission: crate::mempool::Worker,
     _dir: tempfile::TempDir,
 }
 
@@ -86,17 +87,18 @@ impl TestNode {
             validator: true,
             ..ChainStatus::default()
         });
+        let (admission, admission_worker) = crate::mempool::Batcher::start(
+            mempool.clone(),
+            storage.clone(),
+            64,
+            crate::api::wall_clock_ms,
+        );
         let state = Arc::new(ApiState {
             chain_id: genesis.chain_id.clone(),
             genesis_hash: genesis.hash(),
             storage: storage.clone(),
             mempool: mempool.clone(),
-            admission: crate::mempool::Batcher::start(
-                mempool.clone(),
-                storage.clone(),
-                64,
-                crate::api::wall_clock_ms,
-            ),
+            admission,
             vm,
             status: status_rx,
             metrics: Arc::new(Metrics::new()),
@@ -119,6 +121,7 @@ impl TestNode {
             status: status_tx,
             shutdown: Some(shutdown_tx),
             served: Some(served),
+            _admission: admission_worker,
             _dir: dir,
         }
     }

@@ -5,12 +5,14 @@
 //! [`Mempool::admit_batch`] call, so signatures are verified as one batch.
 //! Under load batches grow by themselves; an idle node admits a lone
 //! transaction at once, with no timer in the way. Verdicts are exactly those
-//! of [`Mempool::admit`], in submission order.
+//! of [`Mempool::admit`], in submission order. Dropping the [`Worker`] stops
+//! the thread and waits for it, so its storage handle is gone when the node is.
 
 use super::{AdmissionError, Mempool};
 use crate::storage::Storage;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::thread::JoinHandle;
 use tokio::sync::oneshot;
 use trellis_types::Hash;
 
@@ -22,6 +24,11 @@ type Verdict = Result<Hash, AdmissionError>;
 struct Request {
     bytes: Vec<u8>,
     reply: oneshot::Sender<Verdict>,
+}
+
+enum Message {
+    Submit(Request),
+    Stop,
 }
 
 /// Why a submission got no verdict.
@@ -38,29 +45,49 @@ pub enum NotAdmitted {
 /// Hands submissions to the admission worker; cheap to share.
 #[derive(Clone)]
 pub struct Batcher {
-    queue: SyncSender<Request>,
+    queue: SyncSender<Message>,
     capacity: usize,
 }
 
+/// The admission thread. Dropping it stops the thread and waits for it.
+pub struct Worker {
+    queue: SyncSender<Message>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // Behind whatever already waits: those submissions still get their verdicts.
+        let _ = self.queue.send(Message::Stop);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 impl Batcher {
-    /// Starts the worker thread; it stops once every `Batcher` is dropped.
-    /// `now_ms` is the clock admission checks expiries against.
+    /// Starts the worker thread. `now_ms` is the clock admission checks
+    /// expiries against.
     pub fn start(
         mempool: Arc<Mempool>,
         storage: Storage,
         capacity: usize,
         now_ms: fn() -> u64,
-    ) -> Batcher {
+    ) -> (Batcher, Worker) {
         let (batcher, requests) = Batcher::unstarted(capacity);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("admission".into())
             .spawn(move || run(&mempool, &storage, &requests, now_ms))
             .expect("spawning the admission thread");
-        batcher
+        let worker = Worker {
+            queue: batcher.queue.clone(),
+            thread: Some(thread),
+        };
+        (batcher, worker)
     }
 
     /// The queue without its worker.
-    fn unstarted(capacity: usize) -> (Batcher, Receiver<Request>) {
+    fn unstarted(capacity: usize) -> (Batcher, Receiver<Message>) {
         let (queue, requests) = sync_channel(capacity);
         (Batcher { queue, capacity }, requests)
     }
@@ -69,7 +96,7 @@ impl Batcher {
     pub async fn admit(&self, bytes: Vec<u8>) -> Result<Verdict, NotAdmitted> {
         let (reply, verdict) = oneshot::channel();
         self.queue
-            .try_send(Request { bytes, reply })
+            .try_send(Message::Submit(Request { bytes, reply }))
             .map_err(|e| match e {
                 TrySendError::Full(_) => NotAdmitted::QueueFull(self.capacity),
                 TrySendError::Disconnected(_) => NotAdmitted::Stopped,
@@ -78,12 +105,17 @@ impl Batcher {
     }
 }
 
-fn run(mempool: &Mempool, storage: &Storage, requests: &Receiver<Request>, now_ms: fn() -> u64) {
-    while let Ok(first) = requests.recv() {
+fn run(mempool: &Mempool, storage: &Storage, requests: &Receiver<Message>, now_ms: fn() -> u64) {
+    let mut stop = false;
+    while !stop && let Ok(Message::Submit(first)) = requests.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match requests.try_recv() {
-                Ok(request) => batch.push(request),
+                Ok(Message::Submit(request)) => batch.push(request),
+                Ok(Message::Stop) => {
+                    stop = true;
+                    break;
+                }
                 Err(_) => break,
             }
         }
@@ -106,7 +138,8 @@ mod tests {
         for i in 0..2u8 {
             let (reply, _) = oneshot::channel();
             let bytes = vec![i];
-            batcher.queue.try_send(Request { bytes, reply }).unwrap();
+            let request = Message::Submit(Request { bytes, reply });
+            batcher.queue.try_send(request).unwrap();
         }
         assert_eq!(
             batcher.admit(vec![3]).await.err(),

@@ -784,7 +784,7 @@ fn verified_holds_only_for_the_exact_signature_admitted() {
 async fn concurrent_submissions_through_the_batcher_get_each_their_own_verdict() {
     let env = Env::new();
     let mempool = Arc::new(env.mempool);
-    let batcher = Batcher::start(mempool.clone(), env.storage.clone(), 1_024, || NOW);
+    let (batcher, _worker) = Batcher::start(mempool.clone(), env.storage.clone(), 1_024, || NOW);
     // Three senders, fifty nonces each, and every tenth signed by another key.
     let mut submissions = Vec::new();
     for label in [ACME, T1, BANK] {
