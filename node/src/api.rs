@@ -530,9 +530,7 @@ fn load_block(storage: &Storage, height: u64) -> Result<Option<BlockResponse>, A
             "block {height} is stored without its commit certificate"
         ))
     })?;
-    let receipts = storage.receipts(height)?.ok_or_else(|| {
-        ApiError::internal(format!("block {height} is stored without its receipts"))
-    })?;
+    let receipts = storage.block_receipts(&block)?;
     Ok(Some(BlockResponse {
         hash: block.hash(),
         block,
@@ -1003,9 +1001,7 @@ fn committed_txs(
     let Some(block) = storage.block(height)? else {
         return Ok(None);
     };
-    let receipts = storage.receipts(height)?.ok_or_else(|| {
-        ApiError::internal(format!("block {height} is stored without its receipts"))
-    })?;
+    let receipts = storage.block_receipts(&block)?;
     let mut out = Vec::new();
     for (index, (stx, receipt)) in block.txs.iter().zip(receipts).enumerate() {
         let index = u32::try_from(index).map_err(|_| ApiError::internal("block index over u32"))?;

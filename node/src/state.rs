@@ -9,10 +9,12 @@
 //! Assumes single-level speculation: only version head+1 is ever prepared. The tree
 //! holds key hashes; raw keys live in storage's latest-state range, for reads and scans.
 
-use crate::storage::{Storage, StorageError, corrupt, prefix, state_key};
+use crate::cache::Cache;
+use crate::storage::{ReadCaches, Storage, StorageError, corrupt, lock, prefix, state_key};
 use jmt::storage::{LeafNode, Node, NodeKey, TreeReader, TreeUpdateBatch};
 use jmt::{JellyfishMerkleTree, KeyHash, OwnedValue, Version};
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 use trellis_types::proof::{StateHasher, key_hash};
 use trellis_types::{Hash, StateProof, codec};
 
@@ -37,8 +39,11 @@ pub struct StateUpdate {
 
 type Tree<'a> = JellyfishMerkleTree<'a, TreeStore<'a>, StateHasher>;
 
-/// jmt's view of the sled tree.
-struct TreeStore<'a>(&'a sled::Tree);
+/// jmt's view of the sled tree, through the node cache when there is one.
+struct TreeStore<'a> {
+    db: &'a sled::Tree,
+    nodes: Option<&'a Mutex<Cache<Vec<u8>, Node>>>,
+}
 
 fn node_key_bytes(node_key: &NodeKey) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + 8 + 8 + 4 + 32);
@@ -61,19 +66,22 @@ const VALUE_PRESENT: u8 = 1;
 
 impl TreeReader for TreeStore<'_> {
     fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
-        let Some(bytes) = self
-            .0
-            .get(node_key_bytes(node_key))
-            .map_err(StorageError::from)?
-        else {
+        let key = node_key_bytes(node_key);
+        if let Some(node) = self.nodes.and_then(|nodes| lock(nodes).get(&key)) {
+            return Ok(Some(node));
+        }
+        let Some(bytes) = self.db.get(&key).map_err(StorageError::from)? else {
             return Ok(None);
         };
-        let node = borsh::from_slice(&bytes).map_err(|e| {
+        let node: Node = borsh::from_slice(&bytes).map_err(|e| {
             corrupt(format!(
                 "state tree node at version {}: {e}",
                 node_key.version()
             ))
         })?;
+        if let Some(nodes) = self.nodes {
+            lock(nodes).insert(key, node.clone());
+        }
         Ok(Some(node))
     }
 
@@ -83,7 +91,7 @@ impl TreeReader for TreeStore<'_> {
         key: KeyHash,
     ) -> anyhow::Result<Option<OwnedValue>> {
         let range = value_key_bytes(key, 0)..=value_key_bytes(key, max_version);
-        let Some(entry) = self.0.range(range).next_back() else {
+        let Some(entry) = self.db.range(range).next_back() else {
             return Ok(None);
         };
         let (_, bytes) = entry.map_err(StorageError::from)?;
@@ -112,7 +120,10 @@ fn tree_error(e: anyhow::Error) -> StorageError {
 
 /// The tree's root at `version`, if that version exists on disk.
 pub(crate) fn tree_root(tree: &sled::Tree, version: u64) -> Result<Option<Hash>, StorageError> {
-    let store = TreeStore(tree);
+    let store = TreeStore {
+        db: tree,
+        nodes: None,
+    };
     let root = Tree::new(&store)
         .get_root_hash_option(version)
         .map_err(tree_error)?;
@@ -175,7 +186,46 @@ pub(crate) fn write_update(batch: &mut sled::Batch, update: &StateUpdate) {
 
 impl StateRead for Storage {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self.db.get(state_key(key))?.map(|v| v.to_vec()))
+        let commits = match self.cached(key) {
+            Ok(value) => return Ok(value),
+            Err(commits) => commits,
+        };
+        let value = self.db.get(state_key(key))?.map(|v| v.to_vec());
+        self.remember(key, &value, commits);
+        Ok(value)
+    }
+}
+
+impl Storage {
+    /// A cached latest value, or the number of commits so far, to hand to
+    /// [`Storage::remember`] with what sled says.
+    fn cached(&self, key: &[u8]) -> Result<Option<Vec<u8>>, u64> {
+        let mut cache = lock(&self.caches.state);
+        cache.values.get(key).ok_or(cache.commits)
+    }
+
+    /// Caches `value`, read from sled, unless a block was committed since
+    /// `commits`: the value may predate it.
+    fn remember(&self, key: &[u8], value: &Option<Vec<u8>>, commits: u64) {
+        let mut cache = lock(&self.caches.state);
+        if cache.commits == commits {
+            cache.values.insert(key.to_vec(), value.clone());
+        }
+    }
+}
+
+/// After a block's batch is applied: its writes become the cached latest
+/// values, and its tree nodes are cached for the next block's update.
+pub(crate) fn cache_update(caches: &ReadCaches, update: &StateUpdate) {
+    let mut state = lock(&caches.state);
+    state.commits += 1;
+    for (key, value) in &update.writes {
+        state.values.insert(key.clone(), value.clone());
+    }
+    drop(state);
+    let mut nodes = lock(&caches.nodes);
+    for (node_key, node) in update.tree.node_batch.nodes() {
+        nodes.insert(node_key_bytes(node_key), node.clone());
     }
 }
 
@@ -195,7 +245,10 @@ impl Storage {
             }
             _ => {}
         }
-        let store = TreeStore(&self.db);
+        let store = TreeStore {
+            db: &self.db,
+            nodes: Some(&self.caches.nodes),
+        };
         let value_set: Vec<(KeyHash, Option<OwnedValue>)> = writes
             .iter()
             .map(|(key, value)| (key_hash(key), value.clone()))
@@ -237,7 +290,10 @@ impl Storage {
                 head: Some(head.height),
             });
         }
-        let store = TreeStore(&self.db);
+        let store = TreeStore {
+            db: &self.db,
+            nodes: Some(&self.caches.nodes),
+        };
         let tree = Tree::new(&store);
         let (value, proof) = tree
             .get_with_proof(key_hash(key), version)
@@ -586,5 +642,39 @@ mod tests {
             ]
         );
         assert_eq!(storage.scan_prefix(b"").count(), 4);
+    }
+
+    #[test]
+    fn latest_reads_follow_commits_and_deletions() {
+        let (_dir, storage) = store();
+        commit(&storage, vec![], writes(&[("a", Some("1"))]));
+        assert_eq!(storage.get(b"a").unwrap().as_deref(), Some(&b"1"[..]));
+        assert_eq!(storage.get(b"b").unwrap(), None);
+        commit(
+            &storage,
+            vec![],
+            writes(&[("a", Some("2")), ("b", Some("3"))]),
+        );
+        assert_eq!(storage.get(b"a").unwrap().as_deref(), Some(&b"2"[..]));
+        assert_eq!(storage.get(b"b").unwrap().as_deref(), Some(&b"3"[..]));
+        commit(&storage, vec![], writes(&[("a", None)]));
+        assert_eq!(storage.get(b"a").unwrap(), None);
+    }
+
+    /// A read that missed the cache, read sled, and lost the race to a commit
+    /// must not put its older value in the cache.
+    #[test]
+    fn a_read_overtaken_by_a_commit_does_not_cache_its_older_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open_with_cache(dir.path(), 1).unwrap();
+        commit(&storage, vec![], writes(&[("n", Some("0"))]));
+        // Two other reads push "n" out of the one-entry cache's two generations.
+        storage.get(b"x").unwrap();
+        storage.get(b"y").unwrap();
+        let commits = storage.cached(b"n").expect_err("n is not cached");
+        let old = storage.db.get(state_key(b"n")).unwrap().map(|v| v.to_vec());
+        commit(&storage, vec![], writes(&[("n", Some("1"))]));
+        storage.remember(b"n", &old, commits);
+        assert_eq!(storage.get(b"n").unwrap().as_deref(), Some(&b"1"[..]));
     }
 }

@@ -9,6 +9,7 @@
 //! Assumes: blocks come in height order on top of the head (one writer at a time
 //! is enforced); sled's flush is trusted for chain data, which peers can resend.
 
+use crate::cache::Cache;
 use crate::state::StateUpdate;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -25,9 +26,8 @@ pub(crate) mod prefix {
     pub const BLOCK_HASH: u8 = 0x02;
     /// `COMMIT ‖ height` → sealed `encode(QuorumCertificate)`.
     pub const COMMIT: u8 = 0x03;
-    /// `RECEIPT ‖ height ‖ index (u32)` → sealed `encode(Receipt)`.
-    pub const RECEIPT: u8 = 0x04;
-    /// `TX ‖ tx hash` → `height ‖ index (u32)`.
+    /// `TX ‖ tx hash` → `height ‖ index (u32) ‖ sealed encode(Receipt)`: where a
+    /// transaction is and what it did, in one record (one write per transaction).
     pub const TX: u8 = 0x05;
     /// `STATE ‖ raw key` → value: the latest committed state.
     pub const STATE: u8 = 0x06;
@@ -45,7 +45,8 @@ pub(crate) mod prefix {
 }
 
 /// Layout version written with genesis; a store with another version is refused.
-const SCHEMA_VERSION: u8 = 1;
+/// 2: receipts live in the transaction records.
+const SCHEMA_VERSION: u8 = 2;
 
 fn height_key(prefix: u8, height: u64) -> [u8; 9] {
     let mut key = [0u8; 9];
@@ -58,14 +59,6 @@ fn hash_key(prefix: u8, hash: &Hash) -> [u8; 33] {
     let mut key = [0u8; 33];
     key[0] = prefix;
     key[1..].copy_from_slice(&hash.0);
-    key
-}
-
-fn receipt_key(height: u64, index: u32) -> [u8; 13] {
-    let mut key = [0u8; 13];
-    key[0] = prefix::RECEIPT;
-    key[1..9].copy_from_slice(&height.to_be_bytes());
-    key[9..].copy_from_slice(&index.to_be_bytes());
     key
 }
 
@@ -136,6 +129,44 @@ pub struct Storage {
     head: Arc<RwLock<Option<ChainHead>>>,
     /// Serialises `commit_block`: the head check and the batch must not interleave.
     commit_lock: Arc<Mutex<()>>,
+    pub(crate) caches: Arc<ReadCaches>,
+}
+
+/// Entries each read cache keeps at least (and at most twice that).
+const READ_CACHE_ENTRIES: usize = 32_768;
+
+/// What reads of committed data keep in memory, so execution and admission
+/// rarely reach sled. Only committed data is ever cached.
+pub(crate) struct ReadCaches {
+    pub(crate) state: Mutex<StateCache>,
+    /// Decoded state-tree nodes by storage key (a node never changes once written).
+    pub(crate) nodes: Mutex<Cache<Vec<u8>, jmt::storage::Node>>,
+}
+
+/// Latest committed value (or absence) by state key.
+pub(crate) struct StateCache {
+    /// Blocks committed so far: a read that began before a commit must not
+    /// put its older value back after the commit updated the entry.
+    pub(crate) commits: u64,
+    pub(crate) values: Cache<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl ReadCaches {
+    fn new(entries: usize) -> Self {
+        ReadCaches {
+            state: Mutex::new(StateCache {
+                commits: 0,
+                values: Cache::new(entries),
+            }),
+            nodes: Mutex::new(Cache::new(entries)),
+        }
+    }
+}
+
+/// Locks a cache; a panic while holding one leaves it consistent (each change
+/// is one insert or remove), so poisoning is ignored.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl std::fmt::Debug for Storage {
@@ -144,6 +175,15 @@ impl std::fmt::Debug for Storage {
             .field("head", &self.head())
             .finish_non_exhaustive()
     }
+}
+
+/// A transaction's record: `height ‖ index ‖ sealed receipt`.
+fn tx_record(height: u64, index: u32, receipt: &Receipt) -> Vec<u8> {
+    let mut record = Vec::with_capacity(12 + 256);
+    record.extend_from_slice(&height.to_be_bytes());
+    record.extend_from_slice(&index.to_be_bytes());
+    record.extend_from_slice(&seal(receipt));
+    record
 }
 
 /// Records (head, blocks, certificates, receipts) are stored as
@@ -181,6 +221,11 @@ fn be_u64(bytes: &[u8], what: impl FnOnce() -> String) -> Result<u64, StorageErr
 impl Storage {
     /// Opens (or creates) the store at `path` and checks the head block's integrity.
     pub fn open(path: &Path) -> Result<Storage, StorageError> {
+        Self::open_with_cache(path, READ_CACHE_ENTRIES)
+    }
+
+    /// [`Storage::open`] with read caches of `entries` entries.
+    pub(crate) fn open_with_cache(path: &Path, entries: usize) -> Result<Storage, StorageError> {
         // Blocks are write-heavy (thousands of keys per batch): trade disk space for write speed.
         let db = sled::Config::new()
             .path(path)
@@ -193,6 +238,7 @@ impl Storage {
             db,
             head: Arc::new(RwLock::new(head)),
             commit_lock: Arc::new(Mutex::new(())),
+            caches: Arc::new(ReadCaches::new(entries)),
         })
     }
 
@@ -253,6 +299,8 @@ impl Storage {
             )));
         }
         let tx_hashes: Vec<Hash> = block.txs.iter().map(|tx| tx.hash()).collect();
+        // Execution refuses a nonce used before, so a transaction commits at
+        // most once and its record is never overwritten.
         if let Some(i) = tx_hashes
             .iter()
             .zip(receipts)
@@ -290,20 +338,13 @@ impl Storage {
             &height.to_be_bytes()[..],
         );
         batch.insert(&height_key(prefix::COMMIT, height)[..], seal(commit));
-        let mut indexed = std::collections::HashSet::with_capacity(tx_hashes.len());
         for (index, (tx, receipt)) in tx_hashes.iter().zip(receipts).enumerate() {
             let index =
                 u32::try_from(index).map_err(|_| invalid("more than 2^32 transactions".into()))?;
-            batch.insert(&receipt_key(height, index)[..], seal(receipt));
-            // A transaction hash is indexed at its first execution only: a replay
-            // included later (and failed by execution) must not hide the original.
-            let key = hash_key(prefix::TX, tx);
-            if indexed.insert(*tx) && !self.db.contains_key(key)? {
-                let mut location = [0u8; 12];
-                location[..8].copy_from_slice(&height.to_be_bytes());
-                location[8..].copy_from_slice(&index.to_be_bytes());
-                batch.insert(&key[..], &location[..]);
-            }
+            batch.insert(
+                &hash_key(prefix::TX, tx)[..],
+                tx_record(height, index, receipt),
+            );
         }
         crate::state::write_update(&mut batch, &update);
         let new_head = ChainHead {
@@ -317,6 +358,7 @@ impl Storage {
             batch.insert(prefix::SCHEMA, &[SCHEMA_VERSION]);
         }
         self.db.apply_batch(batch)?;
+        crate::state::cache_update(&self.caches, &update);
         // Readers already see the block; the cached head follows sled, not the disk. A flush
         // error then means the block may not survive a crash: callers should treat it as fatal.
         *self.head.write().unwrap_or_else(PoisonError::into_inner) = Some(new_head);
@@ -357,42 +399,44 @@ impl Storage {
 
     /// The receipts of the block at `height`, in transaction order; `None` above the head.
     pub fn receipts(&self, height: u64) -> Result<Option<Vec<Receipt>>, StorageError> {
-        match self.head() {
-            Some(head) if height <= head.height => Self::read_receipts(&self.db, height).map(Some),
-            _ => Ok(None),
+        match self.block(height)? {
+            Some(block) => self.block_receipts(&block).map(Some),
+            None => Ok(None),
         }
+    }
+
+    /// The receipts of a committed `block`'s transactions, in order.
+    pub fn block_receipts(&self, block: &Block) -> Result<Vec<Receipt>, StorageError> {
+        Self::read_receipts(&self.db, block)
     }
 
     /// Where transaction `tx` was committed, with its receipt.
     pub fn tx_location(&self, tx: &Hash) -> Result<Option<TxLocation>, StorageError> {
-        let Some(bytes) = self.db.get(hash_key(prefix::TX, tx))? else {
+        Self::read_tx(&self.db, tx)
+    }
+
+    fn read_tx(db: &sled::Db, tx: &Hash) -> Result<Option<TxLocation>, StorageError> {
+        let Some(bytes) = db.get(hash_key(prefix::TX, tx))? else {
             return Ok(None);
         };
-        if bytes.len() != 12 {
-            return Err(corrupt(format!(
-                "location of transaction {tx}: not 12 bytes"
-            )));
+        let what = || format!("record of transaction {tx}");
+        if bytes.len() < 12 {
+            return Err(corrupt(format!("{}: truncated", what())));
         }
-        let height = be_u64(&bytes[..8], || format!("location of transaction {tx}"))?;
+        let height = be_u64(&bytes[..8], what)?;
         let mut index = [0u8; 4];
-        index.copy_from_slice(&bytes[8..]);
-        let index = u32::from_be_bytes(index);
-        let receipt_bytes = self.db.get(receipt_key(height, index))?.ok_or_else(|| {
-            corrupt(format!(
-                "receipt {index} of block {height} (transaction {tx}) is missing"
-            ))
-        })?;
-        let receipt: Receipt = unseal(&receipt_bytes, || {
-            format!("receipt {index} of block {height}")
-        })?;
+        index.copy_from_slice(&bytes[8..12]);
+        let receipt: Receipt = unseal(&bytes[12..], what)?;
         if receipt.tx != *tx {
             return Err(corrupt(format!(
-                "receipt {index} of block {height} is not for transaction {tx}"
+                "{}: its receipt is for {}",
+                what(),
+                receipt.tx
             )));
         }
         Ok(Some(TxLocation {
             height,
-            index,
+            index: u32::from_be_bytes(index),
             receipt,
         }))
     }
@@ -427,20 +471,24 @@ impl Storage {
         }
     }
 
-    fn read_receipts(db: &sled::Db, height: u64) -> Result<Vec<Receipt>, StorageError> {
-        let mut receipts = Vec::new();
-        for entry in db.scan_prefix(height_key(prefix::RECEIPT, height)) {
-            let (key, bytes) = entry?;
-            let expected = receipt_key(height, receipts.len() as u32);
-            if *key != expected[..] {
+    /// The receipts of `block`'s transactions, from their records.
+    fn read_receipts(db: &sled::Db, block: &Block) -> Result<Vec<Receipt>, StorageError> {
+        let height = block.header.height;
+        let mut receipts = Vec::with_capacity(block.txs.len());
+        for (index, tx) in block.txs.iter().enumerate() {
+            let tx = tx.hash();
+            let location = Self::read_tx(db, &tx)?.ok_or_else(|| {
+                corrupt(format!(
+                    "receipt {index} of block {height} ({tx}) is missing"
+                ))
+            })?;
+            if (location.height, location.index as usize) != (height, index) {
                 return Err(corrupt(format!(
-                    "receipt {} of block {height} is missing",
-                    receipts.len()
+                    "transaction {tx} of block {height} is recorded at {}:{}",
+                    location.height, location.index
                 )));
             }
-            receipts.push(unseal(&bytes, || {
-                format!("receipt {} of block {height}", receipts.len())
-            })?);
+            receipts.push(location.receipt);
         }
         Ok(receipts)
     }
@@ -491,7 +539,7 @@ impl Storage {
                 "transactions of head block {h} do not match its tx_root"
             )));
         }
-        let receipts = Self::read_receipts(db, h)?;
+        let receipts = Self::read_receipts(db, &block)?;
         if receipts.len() != block.txs.len() || receipts_root(&receipts) != header.receipts_root {
             return Err(corrupt(format!(
                 "receipts of head block {h} do not match its receipts_root"
@@ -868,7 +916,7 @@ pub(crate) mod tests {
             bytes[last] ^= 0x80;
             Some(bytes)
         });
-        tamper(&dir, &receipt_key(1, 0), |bytes| {
+        tamper(&dir, &hash_key(prefix::TX, &tx.hash()), |bytes| {
             bytes.map(|b| b[..b.len() - 1].to_vec())
         });
         // Open checks the head block only; older records are checked when read.
@@ -909,8 +957,9 @@ pub(crate) mod tests {
 
     #[test]
     fn open_reports_a_missing_receipt_commit_certificate_or_state_root() {
+        let tx = signed_remark(&KeyPair::insecure_from_label("alice"), 0);
         for key in [
-            receipt_key(1, 0).to_vec(),
+            hash_key(prefix::TX, &tx.hash()).to_vec(),
             height_key(prefix::COMMIT, 1).to_vec(),
             crate::state::tree_node_key_for_root(1),
         ] {
