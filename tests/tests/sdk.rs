@@ -293,6 +293,60 @@ async fn admission_errors_reach_the_caller_with_the_nodes_code() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_sent_without_a_commit_watch_are_admitted_and_commit_in_nonce_order() {
+    let node = DevNode::start().await.expect("dev node");
+    let key = dev_account("supplier-t3/ops");
+    let client = client_with(&node.url(""), key.clone());
+    let chain_id = client.chain_id().await.unwrap();
+    let first = client.account(&key.public()).await.unwrap().unwrap().nonce;
+    let mut stream = client
+        .events()
+        .sender(key.public())
+        .subscribe()
+        .await
+        .unwrap();
+    let signed: Vec<_> = (0..3)
+        .map(|i| {
+            Transaction {
+                chain_id: chain_id.clone(),
+                sender: key.public(),
+                nonce: first + i,
+                expires_at_ms: now_ms() + 60_000,
+                payload: remark(&format!("sent {i}")),
+            }
+            .sign(&key)
+        })
+        .collect();
+    // Last nonce first: the node holds it until the gap before it fills.
+    for tx in signed.iter().rev() {
+        assert_eq!(client.send_signed(tx).await.unwrap(), tx.hash());
+    }
+    // Sending the same bytes again is harmless.
+    assert_eq!(
+        client.send_signed(&signed[1]).await.unwrap(),
+        signed[1].hash()
+    );
+    let mut committed = Vec::new();
+    while committed.len() < signed.len() {
+        let tx = tokio::time::timeout(DEADLINE, stream.next())
+            .await
+            .expect("commits arrive")
+            .expect("the stream continues")
+            .unwrap();
+        committed.push(tx.tx_hash);
+    }
+    assert_eq!(
+        committed,
+        signed.iter().map(|t| t.hash()).collect::<Vec<_>>()
+    );
+    // A refusal is the node's final word, with its code.
+    let mut forged = signed[0].clone();
+    forged.tx.nonce = first + 10;
+    let (status, code) = rejected(client.send_signed(&forged).await);
+    assert_eq!((status, code.as_str()), (401, "bad_signature"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_that_cannot_commit_times_out_and_a_dead_endpoint_fails_over() {
     let node = DevNode::start().await.expect("dev node");
     // A dead endpoint first: requests move on to the live one.

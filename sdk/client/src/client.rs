@@ -899,6 +899,23 @@ impl Client {
         Ok(PendingTx::new(self.clone(), hash, None, watch))
     }
 
+    /// Sends a transaction signed elsewhere, as it is, and returns its hash
+    /// once the node admitted it, without watching for its commit: for
+    /// callers that follow commits themselves on one event stream, such as a
+    /// load generator, where a watch per transaction would cost more than the
+    /// transaction. Retries follow the client's [`RetryPolicy`]; resending the
+    /// same bytes is safe (`already_known` counts as admitted).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: trellis_sdk::Client, tx: trellis_types::SignedTransaction) -> trellis_sdk::Result<()> {
+    /// let hash = client.send_signed(&tx).await?;
+    /// assert_eq!(hash, tx.hash());
+    /// # Ok(()) }
+    /// ```
+    pub async fn send_signed(&self, tx: &SignedTransaction) -> Result<Hash> {
+        self.send_transaction(tx).await
+    }
+
     /// Opens the stream that will report the commit, before sending; on any
     /// trouble the wait falls back to polling.
     async fn commit_watch(&self, sender: PublicKey) -> Option<crate::events::EventStream> {
