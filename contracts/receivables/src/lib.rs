@@ -52,6 +52,7 @@ pub use types::*;
 /// | `settle` | [`Settle`] | `Vec<Payout>` |
 /// | `settle_piece` | [`SettlePiece`] | [`Payout`] |
 /// | `mark_overdue` | [`RootRef`] | `Vec<PieceId>` (pieces marked) |
+/// | `mark_overdue_piece` | [`PieceRef`] | `()` |
 /// | `freeze` | [`FreezePiece`] | `()` |
 /// | `unfreeze` | [`PieceRef`] | `()` |
 ///
@@ -64,6 +65,7 @@ pub use types::*;
 /// | `pieces_by_holder` | [`ByHolder`] | `Vec<PieceView>` |
 /// | `lineage` | [`IdRef`] | [`Lineage`] |
 /// | `tree` | [`RootRef`] | `Vec<PieceView>` |
+/// | `tree_page` | [`TreePage`] | `Vec<PieceView>` (at most [`MAX_PAGE`]) |
 /// | `outstanding` | [`IssuerRef`] | `u128` |
 /// | `credit_limit` | [`IssuerRef`] | `u128` |
 /// | `by_invoice` | [`InvoiceRef`] | `Option<Root>` |
@@ -89,6 +91,7 @@ impl Contract for Receivables {
             "settle" => ret(&ops::settle(host, args(a)?)?)?,
             "settle_piece" => ret(&ops::settle_piece(host, args(a)?)?)?,
             "mark_overdue" => ret(&ops::mark_overdue(host, args(a)?)?)?,
+            "mark_overdue_piece" => ret(&ops::mark_overdue_piece(host, args(a)?)?)?,
             "freeze" => ret(&ops::freeze(host, args(a)?)?)?,
             "unfreeze" => ret(&ops::unfreeze(host, args(a)?)?)?,
             other => return Err(Error::UnknownMethod(other.into()).into()),
@@ -102,6 +105,7 @@ impl Contract for Receivables {
             "pieces_by_holder" => ret(&queries::pieces_by_holder(host, args(a)?)?)?,
             "lineage" => ret(&queries::lineage(host, args(a)?)?)?,
             "tree" => ret(&queries::tree(host, args(a)?)?)?,
+            "tree_page" => ret(&queries::tree_page(host, args(a)?)?)?,
             "outstanding" => ret(&queries::outstanding(host, args(a)?)?)?,
             "credit_limit" => ret(&queries::credit_limit(host, args(a)?)?)?,
             "by_invoice" => ret(&queries::by_invoice(host, args(a)?)?)?,

@@ -944,6 +944,31 @@ pub(crate) fn mark_overdue(host: &mut dyn Host, a: RootRef) -> Result<Vec<PieceI
     Ok(marked)
 }
 
+/// [`mark_overdue`] for one piece, for trees too large to mark in one call.
+pub(crate) fn mark_overdue_piece(host: &mut dyn Host, a: PieceRef) -> Result<()> {
+    let cx = ctx(host);
+    let mut p = state::piece(host, a.piece)?;
+    let mut r = state::root(host, p.root)?;
+    let overdue_from_ms = r.maturity_ms.saturating_add(cx.params.grace_period_ms);
+    if cx.now < overdue_from_ms {
+        return Err(Error::NotOverdue { overdue_from_ms });
+    }
+    if !matches!(p.status, Status::Active | Status::Financed) {
+        return Err(not_active(p.status));
+    }
+    p.status = Status::Overdue;
+    p.offer = None;
+    state::put_piece(host, &p);
+    r.recourse = true;
+    state::put_root(host, &r);
+    emit(
+        host,
+        "overdue",
+        &[("root", r.id.to_string()), ("piece", p.id.to_string())],
+    );
+    Ok(())
+}
+
 // ---- holds ----
 
 pub(crate) fn freeze(host: &mut dyn Host, a: FreezePiece) -> Result<()> {

@@ -50,16 +50,26 @@ pub(crate) fn root(host: &dyn Host, a: IdRef) -> Result<Root> {
 }
 
 pub(crate) fn pieces_by_holder(host: &dyn Host, a: ByHolder) -> Result<Vec<PieceView>> {
-    let limit = a.limit.unwrap_or(MAX_PAGE).min(MAX_PAGE) as usize;
     if a.org.len() > usize::from(u16::MAX) {
         return Err(Error::BadArgs("organisation id too long".into()));
     }
-    let prefix = state::holder_prefix(&a.org);
-    let mut after = a.after.map(|id| state::holder_key(&a.org, id));
+    let after = a.after.map(|id| state::holder_key(&a.org, id));
+    page(host, &state::holder_prefix(&a.org), after, a.limit)
+}
+
+/// The pieces of one page of an index: the ids that end the keys under
+/// `prefix`, after key `after`, at most `limit` (capped at [`MAX_PAGE`]).
+fn page(
+    host: &dyn Host,
+    prefix: &[u8],
+    mut after: Option<Vec<u8>>,
+    limit: Option<u32>,
+) -> Result<Vec<PieceView>> {
+    let limit = limit.unwrap_or(MAX_PAGE).min(MAX_PAGE) as usize;
     let (params, now) = (state::params(host), now(host));
     let mut out = Vec::new();
     while out.len() < limit {
-        let Some((k, _)) = host.next(&prefix, after.as_deref()) else {
+        let Some((k, _)) = host.next(prefix, after.as_deref()) else {
             break;
         };
         let p = state::piece(host, state::trailing_id(&k))?;
@@ -96,6 +106,13 @@ pub(crate) fn tree(host: &dyn Host, a: RootRef) -> Result<Vec<PieceView>> {
         .into_iter()
         .map(|id| view(host, state::piece(host, id)?, &params, now))
         .collect()
+}
+
+/// One page of [`tree`], for trees too large to read in one query's fuel.
+pub(crate) fn tree_page(host: &dyn Host, a: TreePage) -> Result<Vec<PieceView>> {
+    state::root(host, a.root)?;
+    let after = a.after.map(|id| state::tree_key(a.root, id));
+    page(host, &state::tree_prefix(a.root), after, a.limit)
 }
 
 pub(crate) fn outstanding(host: &dyn Host, a: IssuerRef) -> Result<u128> {

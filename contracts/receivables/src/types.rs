@@ -310,6 +310,15 @@ pub struct ByHolder {
     pub limit: Option<u32>,
 }
 
+/// A page of a root's pieces (retired ones included), in id order after `after`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreePage {
+    pub root: PieceId,
+    pub after: Option<PieceId>,
+    /// At most [`MAX_PAGE`]; `None` means [`MAX_PAGE`].
+    pub limit: Option<u32>,
+}
+
 /// Arguments of the `outstanding` and `credit_limit` queries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IssuerRef {

@@ -752,6 +752,86 @@ fn pieces_by_holder_pages_in_id_order() {
 }
 
 #[test]
+fn single_pieces_become_overdue_one_call_at_a_time() {
+    let mut c = Chain::new();
+    let root = c.active(T1, 1_000 * UNIT, "INV-A");
+    let kids = c.split(T1, root, &[(T2, 400 * UNIT)]);
+    let maturity = c.piece(root).piece.maturity_ms;
+    let grace = Params::default().grace_period_ms;
+    let one = |piece| PieceRef { piece };
+    c.host.set_block(10, maturity + grace - 1);
+    c.refuse(OUTSIDER, "mark_overdue_piece", &one(kids[0]), "not_overdue");
+    c.host.set_block(11, maturity + grace);
+    c.refuse(OUTSIDER, "mark_overdue_piece", &one(root), "not_active");
+    c.call::<_, ()>(OUTSIDER, "mark_overdue_piece", &one(kids[0]));
+    assert_eq!(c.piece(kids[0]).piece.status, Status::Overdue);
+    assert_eq!(
+        c.piece(kids[1]).piece.status,
+        Status::Active,
+        "only the one named"
+    );
+    let r: Root = c.query("root", &IdRef { id: root });
+    assert!(r.recourse);
+    c.refuse(OUTSIDER, "mark_overdue_piece", &one(kids[0]), "not_active");
+    // The whole-root call marks what is left.
+    let marked: Vec<PieceId> = c.call(OUTSIDER, "mark_overdue", &RootRef { root });
+    assert_eq!(marked, vec![kids[1]]);
+}
+
+#[test]
+fn a_tree_pages_in_id_order_with_retired_pieces() {
+    let mut c = Chain::new();
+    let root = c.active(T1, 10_000 * UNIT, "INV-A");
+    let kids = c.split(T1, root, &[(T2, 200 * UNIT); 10]);
+    let grandkids = c.split(T2, kids[0], &[(T3, 100 * UNIT)]);
+    let page = |c: &Chain, after, limit| -> Vec<PieceId> {
+        let v: Vec<PieceView> = c.query(
+            "tree_page",
+            &TreePage {
+                root,
+                after,
+                limit: Some(limit),
+            },
+        );
+        v.into_iter().map(|v| v.piece.id).collect()
+    };
+    let whole: Vec<PieceId> = {
+        let v: Vec<PieceView> = c.query("tree", &RootRef { root });
+        v.into_iter().map(|v| v.piece.id).collect()
+    };
+    let mut expected = vec![root];
+    expected.extend(&kids);
+    expected.extend(&grandkids);
+    assert_eq!(
+        whole, expected,
+        "the root, the retired parent and every child"
+    );
+    let mut paged: Vec<PieceId> = Vec::new();
+    let mut after = None;
+    loop {
+        let next = page(&c, after, 5);
+        paged.extend(&next);
+        if next.len() < 5 {
+            break;
+        }
+        after = next.last().copied();
+    }
+    assert_eq!(paged, whole);
+    let v: Result<Vec<PieceView>, _> = c
+        .host
+        .query::<Receivables>(
+            "tree_page",
+            &trellis_contract::codec::encode(&TreePage {
+                root: 999,
+                after: None,
+                limit: None,
+            }),
+        )
+        .map(|out| trellis_contract::codec::decode(&out).unwrap());
+    assert_eq!(v.unwrap_err().code, "not_found");
+}
+
+#[test]
 fn unknown_methods_and_malformed_arguments_are_refused() {
     let mut c = Chain::new();
     c.host.act_as(T1);

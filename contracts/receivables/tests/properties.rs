@@ -113,6 +113,10 @@ enum Op {
         by: Who,
         root: Sel,
     },
+    MarkOverduePiece {
+        by: Who,
+        piece: Sel,
+    },
     Freeze {
         by: Who,
         piece: Sel,
@@ -247,6 +251,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (who_mostly(Who::Issuer), piece()).prop_map(|(by, root)| Op::Settle { by, root }),
         1 => (who_mostly(Who::Issuer), piece()).prop_map(|(by, piece)| Op::SettlePiece { by, piece }),
         1 => (who(), piece()).prop_map(|(by, root)| Op::MarkOverdue { by, root }),
+        1 => (who(), piece()).prop_map(|(by, piece)| Op::MarkOverduePiece { by, piece }),
         1 => (who(), piece()).prop_map(|(by, piece)| Op::Freeze { by, piece }),
         2 => (who(), piece()).prop_map(|(by, piece)| Op::Unfreeze { by, piece }),
         1 => (who(), org(), prop_oneof![Just(0u128), Just(1_000_000), Just(5_000_000), Just(u128::MAX)])
@@ -509,6 +514,13 @@ impl Run {
                 "mark_overdue",
                 codec::encode(&RootRef {
                     root: self.id(*root),
+                }),
+            ),
+            Op::MarkOverduePiece { by, piece } => s(
+                self.resolve(by, Some(self.id(*piece))),
+                "mark_overdue_piece",
+                codec::encode(&PieceRef {
+                    piece: self.id(*piece),
                 }),
             ),
             Op::Freeze { by, piece } => {

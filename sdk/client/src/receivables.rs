@@ -16,6 +16,7 @@ use trellis_receivables::{
     AcceptFinancing, ByHolder, Financing, FreezePiece, IdRef, InvoiceRef, Issue, IssuerRef,
     Lineage, MAX_PAGE, OfferFinancing, Params, Payout, PieceId, PieceRef, PieceView,
     RequestFinancing, Root, RootRef, SetCreditLimit, Settle, SettlePiece, Split, Transfer,
+    TreePage,
 };
 use trellis_types::{Address, Event, EventSource};
 
@@ -291,6 +292,18 @@ impl Receivables {
         Ok(committed.map(|()| pieces))
     }
 
+    /// Marks one unpaid piece overdue (for receivables too large for
+    /// [`Receivables::mark_overdue`] in one call).
+    ///
+    /// ```no_run
+    /// # async fn demo(r: trellis_sdk::Receivables) -> trellis_sdk::Result<()> {
+    /// r.mark_overdue_piece(7).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn mark_overdue_piece(&self, piece: PieceId) -> Result<Committed<()>> {
+        self.run("mark_overdue_piece", &PieceRef { piece }).await
+    }
+
     /// A consortium admin freezes a piece.
     ///
     /// ```no_run
@@ -411,7 +424,8 @@ impl Receivables {
         self.query("lineage", &IdRef { id: piece }).await
     }
 
-    /// Every piece of a receivable, its root first.
+    /// Every piece of a receivable (retired ones too), its root first, read
+    /// page by page so that a tree of any size fits the queries' fuel.
     ///
     /// ```no_run
     /// # async fn demo(r: trellis_sdk::Receivables) -> trellis_sdk::Result<()> {
@@ -419,7 +433,34 @@ impl Receivables {
     /// # Ok(()) }
     /// ```
     pub async fn tree(&self, root: PieceId) -> Result<Vec<PieceView>> {
-        self.query("tree", &RootRef { root }).await
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .tree_page(&TreePage {
+                    root,
+                    after,
+                    limit: Some(MAX_PAGE),
+                })
+                .await?;
+            let full = page.len() >= MAX_PAGE as usize;
+            after = page.last().map(|p| p.piece.id);
+            all.extend(page);
+            if !full || after.is_none() {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// One page of a receivable's pieces, in id order.
+    ///
+    /// ```no_run
+    /// # async fn demo(r: trellis_sdk::Receivables) -> trellis_sdk::Result<()> {
+    /// let first = r.tree_page(&trellis_receivables::TreePage { root: 1, after: None, limit: Some(50) }).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn tree_page(&self, page: &TreePage) -> Result<Vec<PieceView>> {
+        self.query("tree_page", page).await
     }
 
     /// What `issuer` owes in live pieces.
