@@ -18,10 +18,11 @@ Examples:
       --amount '1,000,000.00 CNY' --maturity +90d --invoice INV-001
   trellis --output json receivable show 1 | jq .status
   trellis events --from 1 --follow --kind issued
+  trellis bench --start                          # load: the receivables mix on a dev node
 
 Exit codes: 0 ok, 1 other, 2 usage, 3 rejected by the node, 4 failed in execution
 (contract error), 5 commit timeout, 6 node unreachable, 7 key or file problem,
-8 not found, 130 interrupted. See docs/cli.md.
+8 not found, 9 below the bench's floor, 130 interrupted. See docs/cli.md.
 
 Environment: TRELLIS_NODE, TRELLIS_KEY, TRELLIS_KEY_PASSWORD, TRELLIS_NEW_KEY_PASSWORD,
 TRELLIS_OUTPUT, TRELLIS_CONTRACT, TRELLIS_NODE_BIN, RUST_LOG.";
@@ -149,6 +150,10 @@ pub enum Command {
     /// Play the whole supply-chain story on a dev chain (starts one if none answers).
     #[command(after_help = DEMO_EXAMPLES)]
     Demo(DemoArgs),
+
+    /// Measure committed throughput and latency under a realistic load (or remarks only).
+    #[command(after_help = BENCH_EXAMPLES)]
+    Bench(BenchArgs),
 
     /// Print a shell completion script.
     #[command(
@@ -541,6 +546,93 @@ pub struct DemoArgs {
     /// The invoice number; a run suffix is added so runs do not collide.
     #[arg(long, default_value = "INV-001", value_name = "TEXT")]
     pub invoice: String,
+}
+
+const BENCH_EXAMPLES: &str = "\
+Signs with the dev accounts' public keys (it adds accounts of its own to each organisation,
+and raises core-acme's credit limit when it needs to), so it needs a dev or local chain.
+Exit code 9 when committed operations per second fall below --min-ops (--quick has a default).
+
+Examples:
+  trellis bench --start                                  # starts trellis-node --dev, 60 s at max rate
+  trellis bench --rate 2000 --duration 30s               # the node at 127.0.0.1:8080
+  trellis bench --mix remark                             # the floor: remarks only
+  trellis bench --quick --start                          # CI: a few seconds, fails on a gross regression
+  trellis bench --start --validators 4 --rate max        # a four-validator local network it starts
+  trellis --node http://127.0.0.1:8080,http://127.0.0.1:8081,http://127.0.0.1:8082,http://127.0.0.1:8083 \\
+      bench --rate 1500 --node-pid 4101 --node-pid 4102 --node-pid 4103 --node-pid 4104
+  trellis --output json bench --quick | jq .ops_per_s";
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchMix {
+    /// 5 % issue, 40 % transfer, 40 % split, 10 % financing, 5 % settle (of transactions).
+    Receivables,
+    /// `remark` system operations only: the chain's floor cost per transaction.
+    Remark,
+}
+
+/// A target rate: transactions per second, or as fast as the window allows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum BenchRate {
+    PerSecond(f64),
+    Max,
+}
+
+fn parse_bench_rate(s: &str) -> Result<BenchRate, String> {
+    if s.trim().eq_ignore_ascii_case("max") {
+        return Ok(BenchRate::Max);
+    }
+    match s.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 && r <= 1e7 => Ok(BenchRate::PerSecond(r)),
+        _ => Err(format!(
+            "`{s}` is not a rate: give transactions per second (e.g. 2000) or `max`"
+        )),
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// What to send.
+    #[arg(long, value_enum, default_value_t = BenchMix::Receivables)]
+    pub mix: BenchMix,
+    /// Transactions per second offered on a fixed schedule (open loop), or `max`:
+    /// as fast as the in-flight window allows [default: max; 1000 with --quick].
+    #[arg(long, value_name = "N|max", value_parser = parse_bench_rate)]
+    pub rate: Option<BenchRate>,
+    /// How long to offer load, after the setup [default: 60s; 5s with --quick].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub duration: Option<Duration>,
+    /// Most transactions sent and not yet seen committed [default: 4000; 2000 with --quick].
+    #[arg(long, value_name = "N")]
+    pub window: Option<u64>,
+    /// CI mode: a few seconds at a small fixed rate; exits 9 below --min-ops.
+    #[arg(long)]
+    pub quick: bool,
+    /// Exit 9 (regression) when committed operations per second fall below this.
+    #[arg(long, value_name = "OPS")]
+    pub min_ops: Option<f64>,
+    /// A node process to report CPU and memory of; repeatable [default: the nodes
+    /// --start started, else the processes listening on the loopback --node ports].
+    #[arg(long = "node-pid", value_name = "PID")]
+    pub node_pids: Vec<u32>,
+    /// Start the nodes: `trellis-node --dev`, or with --validators N a local network
+    /// of N validators (temporary data; stopped when the bench ends).
+    #[arg(long)]
+    pub start: bool,
+    /// Validators of the network --start starts.
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "start")]
+    pub validators: usize,
+    /// The trellis-node binary --start runs (default: next to this program, then PATH).
+    #[arg(long, env = "TRELLIS_NODE_BIN", value_name = "FILE")]
+    pub node_bin: Option<PathBuf>,
+    /// Signing accounts per organisation [default: enough that no account nears the
+    /// chain's per-sender mempool limit or nonce gap at the expected rate].
+    #[arg(long, value_name = "N")]
+    pub accounts: Option<usize>,
+    /// With --rate max: the rate to size accounts and the receivables maturing in
+    /// the run for [default: accounts for 20000/s, receivables for the rate the setup reached].
+    #[arg(long, value_name = "N")]
+    pub expect_rate: Option<f64>,
 }
 
 #[cfg(test)]

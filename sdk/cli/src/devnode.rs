@@ -139,6 +139,11 @@ impl DevNodeProcess {
         &self.url
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits for `/health`; on failure returns the node's log.
     async fn wait_healthy(&mut self) -> Result<(), String> {
         let client = trellis_sdk::Client::builder()
@@ -178,14 +183,14 @@ impl Drop for DevNodeProcess {
     }
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .map_err(|e| CliError::other(format!("finding a free loopback port: {e}")))
 }
 
-fn tail(log: &str) -> String {
+pub(crate) fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
 }

@@ -13,6 +13,7 @@
 //! | 6 | `unreachable` | no answer from any node (connection refused, timeouts), or only 5xx after retries |
 //! | 7 | `key` | a key or password file missing, unreadable, malformed, encrypted without a password, ... |
 //! | 8 | `not_found` | no such transaction, block, piece or contract |
+//! | 9 | `regression` | `trellis bench`: committed operations per second below `--min-ops` |
 //! | 130 | `interrupted` | Ctrl-C (SIGINT) or SIGTERM |
 
 use serde_json::{Value, json};
@@ -29,6 +30,7 @@ pub enum Class {
     Unreachable,
     Key,
     NotFound,
+    Regression,
     Interrupted,
 }
 
@@ -43,6 +45,7 @@ impl Class {
             Class::Unreachable => 6,
             Class::Key => 7,
             Class::NotFound => 8,
+            Class::Regression => 9,
             Class::Interrupted => 130,
         }
     }
@@ -57,6 +60,7 @@ impl Class {
             Class::Unreachable => "unreachable",
             Class::Key => "key",
             Class::NotFound => "not_found",
+            Class::Regression => "regression",
             Class::Interrupted => "interrupted",
         }
     }

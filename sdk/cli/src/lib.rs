@@ -4,6 +4,8 @@
 //! - [`cmd`]: the commands: keys, receivables, chain reads, events.
 //! - [`demo`]: the supply-chain story in one command; [`devnode`] starts a
 //!   dev node for it when none answers.
+//! - [`bench`]: the load generator: a realistic receivables mix (or
+//!   remarks), open loop, measured from committed blocks.
 //! - [`amount`] and [`when`]: amounts (`1,000,000.00 CNY`), rates, times
 //!   and durations as people write them.
 //! - [`output`]: tables for people, one JSON document for programs.
@@ -12,6 +14,7 @@
 //! Results go to stdout; progress, warnings and errors to stderr.
 
 pub mod amount;
+pub mod bench;
 pub mod cli;
 pub mod cmd;
 pub mod context;
@@ -55,10 +58,18 @@ where
         global: cli.global.clone(),
     };
     let node_defaulted = matches.value_source("nodes") == Some(ValueSource::DefaultValue);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // The load generator sends, follows and accounts on two worker threads
+    // (its signing has a thread of its own); everything else needs one.
+    let runtime = match cli.command {
+        Command::Bench(_) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: starting the async runtime: {e}");
@@ -86,7 +97,13 @@ where
             } else if !report.text.is_empty() {
                 print_stdout(&report.text);
             }
-            0
+            match report.failure {
+                Some(failure) => {
+                    eprintln!("{}", failure.render());
+                    failure.exit_code()
+                }
+                None => 0,
+            }
         }
         Ok(None) => 0,
         Err(e) => {
@@ -112,6 +129,7 @@ pub async fn run(ctx: &Ctx, command: &Command, node_defaulted: bool) -> Result<O
         Command::Status => cmd::chain::status(ctx).await.map(Some),
         Command::Events(args) => cmd::events::run(ctx, args).await,
         Command::Demo(args) => demo::run(ctx, args, node_defaulted).await.map(Some),
+        Command::Bench(args) => bench::run(ctx, args, node_defaulted).await.map(Some),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(*shell, &mut Cli::command(), "trellis", &mut out);

@@ -14,6 +14,9 @@ use trellis_receivables::{Lineage, PieceView, Status};
 pub struct Report {
     pub text: String,
     pub json: Value,
+    /// A verdict that fails the command although it has a result to print
+    /// (a benchmark below its floor): printed after the result, and its exit code.
+    pub failure: Option<crate::error::CliError>,
 }
 
 impl Report {
@@ -21,7 +24,13 @@ impl Report {
         Report {
             text: text.into(),
             json,
+            failure: None,
         }
+    }
+
+    pub fn with_failure(mut self, failure: crate::error::CliError) -> Report {
+        self.failure = Some(failure);
+        self
     }
 }
 

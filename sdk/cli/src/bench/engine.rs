@@ -1,0 +1,480 @@
+//! The bench's moving parts, around the [`Planner`]:
+//!
+//! - the **planner thread** (an OS thread of its own, off the async
+//!   runtime) plans and signs ahead into a bounded queue, learns from every
+//!   commit, and keeps the per-transaction results;
+//! - the **submitter** task takes signed transactions from the queue on
+//!   schedule (open loop at a rate, or as fast as a bounded in-flight window
+//!   allows) and sends each to the next node in turn, retrying refusals that
+//!   say "later" (429, 5xx, a nonce still ahead) with the same bytes;
+//! - the **follower** task reads committed transactions from one node's
+//!   event stream; a block's commit time is when its first transaction
+//!   arrives.
+//!
+//! Messages flow one way into the planner thread ([`Inbound`]), signed
+//! transactions one way out of it ([`Outbound`]); counters the progress line
+//! and the in-flight window read are atomics in [`Shared`].
+
+use super::plan::{Method, Phase, Planner};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Semaphore, mpsc, watch};
+use trellis_sdk::Client;
+use trellis_sdk::api::CommittedTx;
+use trellis_types::{Hash, SignedTransaction};
+
+/// How long one transaction's sender keeps retrying "later" refusals.
+const RETRY_FOR: Duration = Duration::from_secs(30);
+const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+
+pub enum Inbound {
+    Commit {
+        tx: Box<CommittedTx>,
+        seen: Instant,
+    },
+    Sent {
+        hash: Hash,
+        at: Instant,
+    },
+    Admitted {
+        hash: Hash,
+    },
+    /// One refused submission; `last` when the sender gives up on it.
+    Refused {
+        hash: Hash,
+        code: String,
+        last: bool,
+    },
+    AddRoots(Vec<u64>),
+    SetPhase(Phase),
+    Finish,
+}
+
+pub struct Outbound {
+    pub tx: SignedTransaction,
+    pub hash: Hash,
+    pub measured: bool,
+}
+
+/// Counters shared between the parts (the planner thread writes most).
+#[derive(Default)]
+pub struct Shared {
+    /// Sent and not yet seen committed or given up on.
+    pub in_flight: AtomicU64,
+    /// Measured transactions seen committed: succeeded, failed.
+    pub committed: AtomicU64,
+    pub failed: AtomicU64,
+    /// Refused submissions of measured transactions.
+    pub refused: AtomicU64,
+    /// Setup transactions seen committed.
+    pub setup_committed: AtomicU64,
+    /// How many [`Inbound::AddRoots`] batches are issued and answered.
+    pub setup_batches_done: AtomicU64,
+    pub chain_time_ms: AtomicU64,
+    /// Pieces ready to act on, receivables accepted and unsettled.
+    pub ready_pieces: AtomicU64,
+    pub live_roots: AtomicU64,
+}
+
+/// One measured transaction.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub method: Method,
+    pub sent: Option<Instant>,
+    pub admitted: bool,
+    pub committed: Option<Instant>,
+    pub failure: Option<String>,
+}
+
+/// One block, as the follower saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct BlockSeen {
+    pub seen: Instant,
+    pub txs: u32,
+}
+
+/// Everything the planner thread kept.
+#[derive(Default)]
+pub struct Results {
+    pub records: HashMap<Hash, Record>,
+    /// Refused submissions of measured transactions, by the node's code.
+    pub refused: BTreeMap<String, u64>,
+    /// Measured transactions given up on after refusals.
+    pub lost: u64,
+    pub setup_refused: BTreeMap<String, u64>,
+    pub setup_failed: BTreeMap<String, u64>,
+    pub blocks: BTreeMap<u64, BlockSeen>,
+    /// Time spent signing (the planner thread's main cost), and how many.
+    pub signing: Duration,
+    pub signed: u64,
+}
+
+/// Runs the planner thread until [`Inbound::Finish`]; returns the results.
+pub fn planner_thread(
+    planner: Planner,
+    inbound: std_mpsc::Receiver<Inbound>,
+    out: mpsc::Sender<Outbound>,
+    shared: Arc<Shared>,
+) -> Results {
+    let mut thread = PlannerThread {
+        planner,
+        results: Results::default(),
+        unresolved: HashSet::new(),
+        shared,
+        batches: 0,
+    };
+    let mut held: Option<Outbound> = None;
+    loop {
+        loop {
+            match inbound.try_recv() {
+                Ok(Inbound::Finish) | Err(std_mpsc::TryRecvError::Disconnected) => {
+                    return thread.results;
+                }
+                Ok(message) => thread.handle(message),
+                Err(std_mpsc::TryRecvError::Empty) => break,
+            }
+        }
+        let mut produced = 0;
+        while produced < 256 {
+            if held.is_none() {
+                held = thread.sign_next();
+            }
+            let Some(next) = held.take() else {
+                break;
+            };
+            match out.try_send(next) {
+                Ok(()) => produced += 1,
+                Err(mpsc::error::TrySendError::Full(next)) => {
+                    held = Some(next);
+                    break;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return thread.results,
+            }
+        }
+        thread.publish();
+        if produced == 0 {
+            match inbound.recv_timeout(Duration::from_millis(2)) {
+                Ok(Inbound::Finish) | Err(std_mpsc::RecvTimeoutError::Disconnected) => {
+                    return thread.results;
+                }
+                Ok(message) => thread.handle(message),
+                Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+            }
+        }
+    }
+}
+
+struct PlannerThread {
+    planner: Planner,
+    results: Results,
+    /// Sent, and not yet seen committed or given up on.
+    unresolved: HashSet<Hash>,
+    shared: Arc<Shared>,
+    /// [`Inbound::AddRoots`] messages received.
+    batches: u64,
+}
+
+impl PlannerThread {
+    fn sign_next(&mut self) -> Option<Outbound> {
+        let planned = self.planner.next(crate::when::now_ms())?;
+        let started = Instant::now();
+        let tx = planned.tx.sign(self.planner.key(planned.account));
+        self.results.signing += started.elapsed();
+        self.results.signed += 1;
+        let hash = tx.hash();
+        let measured = planned.ticket.measured;
+        if measured {
+            self.results.records.insert(
+                hash,
+                Record {
+                    method: planned.ticket.method,
+                    sent: None,
+                    admitted: false,
+                    committed: None,
+                    failure: None,
+                },
+            );
+        }
+        self.planner.bind(hash, planned.ticket);
+        Some(Outbound { tx, hash, measured })
+    }
+
+    /// Publishes what the other parts read.
+    fn publish(&self) {
+        let shared = &self.shared;
+        let (ready, roots) = self.planner.pool();
+        shared.ready_pieces.store(ready as u64, Ordering::Relaxed);
+        shared.live_roots.store(roots as u64, Ordering::Relaxed);
+        shared
+            .chain_time_ms
+            .store(self.planner.chain_time_ms(), Ordering::Relaxed);
+        if self.planner.setup_done() {
+            shared
+                .setup_batches_done
+                .store(self.batches, Ordering::Relaxed);
+        }
+    }
+
+    fn resolved(&mut self, hash: &Hash) {
+        if self.unresolved.remove(hash) {
+            self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn handle(&mut self, message: Inbound) {
+        match message {
+            Inbound::Commit { tx, seen } => {
+                let block = self
+                    .results
+                    .blocks
+                    .entry(tx.height)
+                    .or_insert(BlockSeen { seen, txs: 0 });
+                block.txs += 1;
+                let Some(outcome) = self.planner.on_commit(&tx) else {
+                    return;
+                };
+                self.resolved(&tx.tx_hash);
+                if outcome.measured {
+                    if let Some(record) = self.results.records.get_mut(&tx.tx_hash) {
+                        record.committed = Some(seen);
+                        // A commit proves admission, even if its answer was lost.
+                        record.admitted = true;
+                        record.failure.clone_from(&outcome.failure);
+                    }
+                    if outcome.failure.is_some() {
+                        self.shared.failed.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        self.shared.committed.fetch_add(1, Ordering::Relaxed);
+                    }
+                } else {
+                    self.shared.setup_committed.fetch_add(1, Ordering::Relaxed);
+                    if let Some(code) = outcome.failure {
+                        *self.results.setup_failed.entry(code).or_default() += 1;
+                    }
+                }
+            }
+            Inbound::Sent { hash, at } => {
+                if !self.planner.is_pending(&hash) {
+                    // Sends precede their commits, so this does not happen; keep the count right.
+                    self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    return;
+                }
+                self.unresolved.insert(hash);
+                if let Some(record) = self.results.records.get_mut(&hash) {
+                    record.sent.get_or_insert(at);
+                }
+            }
+            Inbound::Admitted { hash } => {
+                if let Some(record) = self.results.records.get_mut(&hash) {
+                    record.admitted = true;
+                }
+            }
+            Inbound::Refused { hash, code, last } => {
+                let measured = self.results.records.contains_key(&hash);
+                let counts = if measured {
+                    self.shared.refused.fetch_add(1, Ordering::Relaxed);
+                    &mut self.results.refused
+                } else {
+                    &mut self.results.setup_refused
+                };
+                *counts.entry(code.clone()).or_default() += 1;
+                if last && self.planner.on_refused(&hash, &code).is_some() {
+                    self.resolved(&hash);
+                    if measured {
+                        self.results.lost += 1;
+                    }
+                }
+            }
+            Inbound::AddRoots(maturities) => {
+                self.planner.add_setup_roots(maturities);
+                self.batches += 1;
+            }
+            Inbound::SetPhase(phase) => self.planner.set_phase(phase),
+            Inbound::Finish => {}
+        }
+    }
+}
+
+/// How the submitter paces sends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pace {
+    /// Send nothing.
+    Hold,
+    /// As fast as the in-flight window allows.
+    Max,
+    /// `per_s` a second from `start` (open loop: a backlog is caught up).
+    Rate { per_s: f64, start: Instant },
+    /// End the submitter.
+    Stop,
+}
+
+/// What the submitter saw of its own schedule.
+#[derive(Debug, Default, Clone)]
+pub struct ScheduleStats {
+    /// Transactions sent under [`Pace::Rate`] or the run's [`Pace::Max`].
+    pub sent: u64,
+    /// Most the schedule fell behind, and why (window full, nothing signed).
+    pub max_lag: Duration,
+    pub window_full_ms: u64,
+    pub starved_ms: u64,
+}
+
+pub struct Submitter {
+    pub nodes: Vec<Client>,
+    pub queue: mpsc::Receiver<Outbound>,
+    pub inbound: std_mpsc::Sender<Inbound>,
+    pub shared: Arc<Shared>,
+    pub pace: watch::Receiver<Pace>,
+    /// Most transactions sent and not yet committed.
+    pub window: u64,
+    /// Most HTTP requests open at once per node.
+    pub http_per_node: usize,
+}
+
+impl Submitter {
+    /// Runs until [`Pace::Stop`]; returns the schedule's figures since the
+    /// last pace change to `Rate` or `Max`.
+    pub async fn run(mut self) -> ScheduleStats {
+        let permits: Vec<Arc<Semaphore>> = self
+            .nodes
+            .iter()
+            .map(|_| Arc::new(Semaphore::new(self.http_per_node)))
+            .collect();
+        let mut stats = ScheduleStats::default();
+        let mut next_node = 0usize;
+        let mut pace = *self.pace.borrow_and_update();
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            if self.pace.has_changed().unwrap_or(true) {
+                let new = *self.pace.borrow_and_update();
+                if matches!(new, Pace::Rate { .. }) || (new == Pace::Max && pace != Pace::Max) {
+                    stats = ScheduleStats::default();
+                }
+                pace = new;
+            }
+            let due = match pace {
+                Pace::Stop => return stats,
+                Pace::Hold => 0,
+                Pace::Max => u64::MAX,
+                Pace::Rate { per_s, start } => {
+                    (start.elapsed().as_secs_f64() * per_s).floor() as u64
+                }
+            };
+            while stats.sent < due {
+                if self.shared.in_flight.load(Ordering::Relaxed) >= self.window {
+                    stats.window_full_ms += 1;
+                    break;
+                }
+                let Ok(out) = self.queue.try_recv() else {
+                    stats.starved_ms += 1;
+                    break;
+                };
+                let node = next_node % self.nodes.len();
+                next_node += 1;
+                let Ok(permit) = permits[node].clone().acquire_owned().await else {
+                    return stats;
+                };
+                self.send(node, out, permit);
+                stats.sent += 1;
+            }
+            if let Pace::Rate { per_s, .. } = pace {
+                let behind = due.saturating_sub(stats.sent) as f64 / per_s;
+                stats.max_lag = stats.max_lag.max(Duration::from_secs_f64(behind));
+            }
+            tick.tick().await;
+        }
+    }
+
+    fn send(&self, first_node: usize, out: Outbound, permit: tokio::sync::OwnedSemaphorePermit) {
+        self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
+        let _ = self.inbound.send(Inbound::Sent {
+            hash: out.hash,
+            at: Instant::now(),
+        });
+        let nodes = self.nodes.clone();
+        let inbound = self.inbound.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let give_up = Instant::now() + RETRY_FOR;
+            let mut node = first_node;
+            loop {
+                match nodes[node].send_signed(&out.tx).await {
+                    Ok(_) => {
+                        let _ = inbound.send(Inbound::Admitted { hash: out.hash });
+                        return;
+                    }
+                    Err(e) => {
+                        let retry = is_later(&e) && Instant::now() < give_up;
+                        let _ = inbound.send(Inbound::Refused {
+                            hash: out.hash,
+                            code: refusal_code(&e),
+                            last: !retry,
+                        });
+                        if !retry {
+                            return;
+                        }
+                        node = (node + 1) % nodes.len();
+                        tokio::time::sleep(RETRY_BACKOFF).await;
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// A refusal that says "not now" rather than "never".
+fn is_later(e: &trellis_sdk::Error) -> bool {
+    use trellis_sdk::Error as E;
+    match e {
+        E::Rejected { status, code, .. } => *status == 429 || code == "nonce_too_far_ahead",
+        E::Server { .. } | E::Transport { .. } => true,
+        _ => false,
+    }
+}
+
+fn refusal_code(e: &trellis_sdk::Error) -> String {
+    match e {
+        trellis_sdk::Error::Transport { .. } => "transport".to_owned(),
+        e => e.code().unwrap_or("other").to_owned(),
+    }
+}
+
+/// Reads committed transactions from `client`'s event stream from
+/// `from_height` on and hands them to the planner thread with the time
+/// their block was first seen. Ends when the planner thread is gone or the
+/// stream fails for good.
+pub async fn follow(
+    client: Client,
+    from_height: u64,
+    inbound: std_mpsc::Sender<Inbound>,
+) -> trellis_sdk::Result<()> {
+    let mut stream = client
+        .events()
+        .from_height(from_height)
+        .give_up_after(20)
+        .subscribe()
+        .await?;
+    let mut height = 0;
+    let mut seen = Instant::now();
+    while let Some(item) = stream.next().await {
+        let tx = item?;
+        if tx.height != height {
+            height = tx.height;
+            seen = Instant::now();
+        }
+        if inbound
+            .send(Inbound::Commit {
+                tx: Box::new(tx),
+                seen,
+            })
+            .is_err()
+        {
+            return Ok(());
+        }
+    }
+    Ok(())
+}

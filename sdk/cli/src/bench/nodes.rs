@@ -1,0 +1,200 @@
+//! Nodes the bench starts itself (`--start`): one `trellis-node --dev`, or a
+//! local network of N validators written by `trellis-node genesis generate`
+//! and started one process per validator — what `trellis-node localnet`
+//! does, but as the bench's own children, so their pids are known for the
+//! CPU and memory figures and they stop when the bench ends (also on error
+//! and Ctrl-C). Data and logs live in a temporary directory.
+
+use crate::devnode::{DevNodeProcess, tail};
+use crate::error::{Class, CliError, Result};
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A validator network opens its API and commits its first block well within this.
+const START_DEADLINE: Duration = Duration::from_secs(90);
+
+/// What `--start` started: API URLs and pids, in validator order.
+pub struct Started {
+    pub urls: Vec<String>,
+    pub pids: Vec<u32>,
+    _dev: Option<DevNodeProcess>,
+    _net: Option<LocalNet>,
+}
+
+/// Starts `binary --dev`, or a network of `validators` when more than one.
+pub async fn start(binary: &Path, validators: usize) -> Result<Started> {
+    if validators <= 1 {
+        let node = DevNodeProcess::start(binary).await?;
+        return Ok(Started {
+            urls: vec![node.url().to_owned()],
+            pids: vec![node.pid()],
+            _dev: Some(node),
+            _net: None,
+        });
+    }
+    let net = LocalNet::start(binary, validators).await?;
+    Ok(Started {
+        urls: net.urls.clone(),
+        pids: net.children.iter().map(Child::id).collect(),
+        _dev: None,
+        _net: Some(net),
+    })
+}
+
+struct LocalNet {
+    children: Vec<Child>,
+    urls: Vec<String>,
+    /// Removed after the children are killed (fields drop after `drop`).
+    _dir: tempfile::TempDir,
+}
+
+impl LocalNet {
+    async fn start(binary: &Path, validators: usize) -> Result<LocalNet> {
+        let count =
+            u16::try_from(validators).map_err(|_| CliError::usage("--validators is too large"))?;
+        let dir = tempfile::Builder::new()
+            .prefix("trellis-bench-")
+            .tempdir()
+            .map_err(|e| CliError::other(format!("creating a temporary directory: {e}")))?;
+        let api = free_ports(count, None)?;
+        let p2p = free_ports(count, Some((api, count)))?;
+        let net_dir = dir.path().join("net");
+        let generated = Command::new(binary)
+            .args([
+                "genesis",
+                "generate",
+                "--validators",
+                &validators.to_string(),
+            ])
+            .arg("--out")
+            .arg(&net_dir)
+            .args(["--base-api-port", &api.to_string()])
+            .args(["--base-p2p-port", &p2p.to_string()])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| unreachable(format!("running {}: {e}", binary.display())))?;
+        if !generated.status.success() {
+            return Err(unreachable(format!(
+                "`trellis-node genesis generate` failed:\n{}",
+                String::from_utf8_lossy(&generated.stderr)
+            )));
+        }
+        let mut net = LocalNet {
+            children: Vec::new(),
+            urls: Vec::new(),
+            _dir: dir,
+        };
+        for i in 0..count {
+            let node_dir = net_dir.join(format!("validator-{i}"));
+            let log = std::fs::File::create(node_dir.join("node.log"))
+                .map_err(|e| CliError::other(format!("creating a node log: {e}")))?;
+            let log_err = log
+                .try_clone()
+                .map_err(|e| CliError::other(e.to_string()))?;
+            let child = Command::new(binary)
+                .arg("--config")
+                .arg(node_dir.join("config.toml"))
+                .current_dir(&node_dir)
+                .stdin(Stdio::null())
+                .stdout(log)
+                .stderr(log_err)
+                .spawn()
+                .map_err(|e| unreachable(format!("starting {}: {e}", binary.display())))?;
+            net.children.push(child);
+            net.urls.push(format!("http://127.0.0.1:{}", api + i));
+        }
+        net.wait_first_block(&net_dir).await?;
+        Ok(net)
+    }
+
+    /// Waits until every node answers and the first block is committed.
+    async fn wait_first_block(&mut self, net_dir: &Path) -> Result<()> {
+        let deadline = Instant::now() + START_DEADLINE;
+        let clients = self
+            .urls
+            .iter()
+            .map(|url| {
+                trellis_sdk::Client::builder()
+                    .endpoint(url)
+                    .request_timeout(Duration::from_secs(2))
+                    .retry(trellis_sdk::RetryPolicy::none())
+                    .build()
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        loop {
+            for (i, child) in self.children.iter_mut().enumerate() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    let log = std::fs::read_to_string(
+                        net_dir.join(format!("validator-{i}")).join("node.log"),
+                    )
+                    .unwrap_or_default();
+                    return Err(unreachable(format!(
+                        "validator-{i} exited ({status}); its log:\n{}",
+                        tail(&log)
+                    )));
+                }
+            }
+            let mut ready = 0;
+            for client in &clients {
+                if let Ok(status) = client.status().await
+                    && status.status.height >= 1
+                {
+                    ready += 1;
+                }
+            }
+            if ready == clients.len() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(unreachable(format!(
+                    "the local network did not commit a block within {START_DEADLINE:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for LocalNet {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+        }
+        for child in &mut self.children {
+            let _ = child.wait();
+        }
+    }
+}
+
+fn unreachable(message: String) -> CliError {
+    CliError::new(Class::Unreachable, message)
+}
+
+/// The first of `count` consecutive loopback ports free now, below the
+/// ephemeral range (so no outgoing connection takes one before a node binds
+/// it), and clear of the range `avoid`.
+fn free_ports(count: u16, avoid: Option<(u16, u16)>) -> Result<u16> {
+    use std::hash::{BuildHasher, Hasher};
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.saturating_sub(count).max(10_001));
+    for _ in 0..1_000 {
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let base = low + (random % u64::from(high - low)) as u16;
+        let overlaps = avoid.is_some_and(|(a, n)| base < a + n && a < base + count);
+        if !overlaps
+            && (base..base + count).all(|p| TcpListener::bind((Ipv4Addr::LOCALHOST, p)).is_ok())
+        {
+            return Ok(base);
+        }
+    }
+    Err(CliError::other(format!(
+        "no {count} consecutive free loopback ports"
+    )))
+}

@@ -1,0 +1,203 @@
+//! `trellis bench` against real dev nodes: the quick mode CI runs, on a
+//! `trellis-node --dev` the bench starts (and stops) itself, and its floor
+//! check on an in-process dev node. These tests check behaviour — the
+//! report is one consistent JSON document, the mix has every kind, the exit
+//! codes — never speed: the one figure compared is against a floor no node
+//! can reach, to provoke the regression exit code.
+//!
+//! The first test takes the `trellis-node` binary next to `trellis` in the
+//! target directory: `cargo test --workspace` builds it.
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+use trellis_tests::DevNode;
+
+const BIN: &str = env!("CARGO_BIN_EXE_trellis");
+/// Longest one quick bench may take: setup, the wait for maturities, a few
+/// seconds of load and the drain, on a debug build.
+const RUN_DEADLINE: Duration = Duration::from_secs(240);
+const TRELLIS_ENV: [&str; 7] = [
+    "TRELLIS_NODE",
+    "TRELLIS_KEY",
+    "TRELLIS_KEY_PASSWORD",
+    "TRELLIS_NEW_KEY_PASSWORD",
+    "TRELLIS_OUTPUT",
+    "TRELLIS_CONTRACT",
+    "TRELLIS_NODE_BIN",
+];
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not one JSON document ({e}):\n{}\n--- stderr ---\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+async fn trellis(args: &[&str]) -> Run {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for var in TRELLIS_ENV {
+        cmd.env_remove(var);
+    }
+    let child = cmd.spawn().expect("trellis starts");
+    let output = tokio::time::timeout(RUN_DEADLINE, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("trellis {args:?} still running after {RUN_DEADLINE:?}"))
+        .expect("trellis runs");
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+fn node_binary() -> String {
+    let path = Path::new(BIN).with_file_name("trellis-node");
+    assert!(
+        path.is_file(),
+        "{} is missing: build it with `cargo build -p trellis-node` (`cargo test --workspace` does)",
+        path.display()
+    );
+    path.display().to_string()
+}
+
+fn count(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
+}
+
+fn millis(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a latency: {v}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quick_bench_runs_the_whole_mix_on_a_dev_node_it_starts_and_stops() {
+    let node_bin = node_binary();
+    // A debug build on a shared machine: a lower rate than the quick mode's,
+    // and no floor. This checks the run, not the speed.
+    let run = trellis(&[
+        "--output",
+        "json",
+        "bench",
+        "--quick",
+        "--start",
+        "--node-bin",
+        &node_bin,
+        "--rate",
+        "200",
+        "--min-ops",
+        "0",
+    ])
+    .await;
+    assert_eq!(
+        run.code, 0,
+        "{}\n--- stderr ---\n{}",
+        run.stdout, run.stderr
+    );
+    let report = run.json();
+
+    assert_eq!(report["mix"], "receivables");
+    assert_eq!(report["chain_id"], "trellis-dev");
+    let (submitted, accepted, committed) = (
+        count(&report["submitted"]),
+        count(&report["accepted"]),
+        count(&report["committed"]),
+    );
+    assert!(committed > 0, "nothing committed: {report:#}");
+    assert!(
+        committed <= accepted && accepted <= submitted,
+        "committed {committed} ≤ accepted {accepted} ≤ submitted {submitted}"
+    );
+    assert!(count(&report["failed"]) <= committed);
+    assert!(report["ops_per_s"].is_number());
+
+    let latency = &report["latency_ms"];
+    assert!(count(&latency["samples"]) > 0);
+    let (p50, p95, p99) = (
+        millis(&latency["p50"]),
+        millis(&latency["p95"]),
+        millis(&latency["p99"]),
+    );
+    assert!(
+        0.0 <= p50 && p50 <= p95 && p95 <= p99 && p99 <= millis(&latency["max"]),
+        "{latency}"
+    );
+
+    // Every kind of the mix committed, and the kinds add up to the successes.
+    let mut kinds = 0;
+    for kind in ["issue", "transfer", "split", "financing", "settle"] {
+        let n = count(&report["mix_committed"][kind]["committed"]);
+        assert!(n > 0, "no {kind} committed: {:#}", report["mix_committed"]);
+        kinds += n;
+    }
+    assert_eq!(kinds, committed - count(&report["failed"]));
+    for method in ["issue", "accept"] {
+        assert!(count(&report["mix_committed"]["issue"]["methods"][method]) > 0);
+    }
+
+    assert!(count(&report["blocks"]["count"]) > 0);
+    assert!(report["generator"]["cpu_percent"].is_number());
+    assert_eq!(report["regression"]["passed"], true);
+    assert!(report["setup"]["receivables_maturing_in_run"].as_u64() > Some(0));
+
+    // The node it started is reported, and gone.
+    let nodes = report["node_processes"].as_array().expect("node processes");
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    assert!(nodes[0]["cpu_percent"].is_number());
+    assert!(nodes[0]["peak_rss_mib"].as_f64().is_some_and(|m| m > 0.0));
+    let pid = count(&nodes[0]["pid"]);
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "the node {pid} the bench started still runs"
+    );
+    // Progress went to stderr, never into the JSON.
+    assert!(run.stderr.contains("ops/s now"), "{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn below_its_floor_the_quick_bench_exits_with_the_regression_code() {
+    let node = DevNode::start().await.expect("dev node");
+    let url = node.url("");
+    let run = trellis(&[
+        "--node",
+        &url,
+        "--output",
+        "json",
+        "bench",
+        "--quick",
+        "--mix",
+        "remark",
+        "--duration",
+        "2s",
+        "--min-ops",
+        "100000000",
+    ])
+    .await;
+    assert_eq!(
+        run.code, 9,
+        "{}\n--- stderr ---\n{}",
+        run.stdout, run.stderr
+    );
+    // The report is still the one document on stdout, with the verdict.
+    let report = run.json();
+    assert_eq!(report["mix"], "remark");
+    assert_eq!(report["regression"]["passed"], false);
+    assert_eq!(report["regression"]["min_ops"], 100000000.0);
+    assert!(count(&report["mix_committed"]["remark"]["committed"]) > 0);
+    assert!(run.stderr.contains("error[below_floor]"), "{}", run.stderr);
+}
