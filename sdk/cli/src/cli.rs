@@ -602,7 +602,7 @@ pub struct BenchArgs {
     /// How long to offer load, after the setup [default: 60s; 5s with --quick].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
     pub duration: Option<Duration>,
-    /// Most transactions sent and not yet seen committed [default: 4000; 2000 with --quick].
+    /// Most transactions sent and not yet seen committed [default: 10000; 2000 with --quick].
     #[arg(long, value_name = "N")]
     pub window: Option<u64>,
     /// CI mode: a few seconds at a small fixed rate; exits 9 below --min-ops.

@@ -47,7 +47,7 @@ pub const QUICK_WINDOW: u64 = 2_000;
 
 /// Enough in flight to fill the dev node's blocks at its best rate; more
 /// only adds latency (docs/benchmarks.md).
-const DEFAULT_WINDOW: u64 = 4_000;
+const DEFAULT_WINDOW: u64 = 10_000;
 const DEFAULT_DURATION: Duration = Duration::from_secs(60);
 /// Accounts are sized for this rate with `--rate max` and no `--expect-rate`.
 const DEFAULT_EXPECT_RATE: f64 = 20_000.0;

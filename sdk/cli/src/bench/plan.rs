@@ -663,7 +663,7 @@ impl Planner {
     }
 
     fn transfer(&mut self, now_ms: u64) -> Option<Planned> {
-        let (id, account) = self.take_piece(now_ms, false)?;
+        let (id, account) = self.take_piece(now_ms, false, false)?;
         let holder = self.pieces[&id].holder;
         let to = self.other_supplier(holder);
         let args = trellis_types::encode(&Transfer {
@@ -680,7 +680,7 @@ impl Planner {
     }
 
     fn split(&mut self, now_ms: u64) -> Option<Planned> {
-        let (id, account) = self.take_piece(now_ms, true)?;
+        let (id, account) = self.take_piece(now_ms, true, false)?;
         let (holder, amount) = {
             let p = &self.pieces[&id];
             (p.holder, p.amount)
@@ -701,7 +701,7 @@ impl Planner {
     }
 
     fn request_financing(&mut self, now_ms: u64) -> Option<Planned> {
-        let (id, account) = self.take_piece(now_ms, false)?;
+        let (id, account) = self.take_piece(now_ms, false, true)?;
         let maturity = self.roots[&self.pieces[&id].root].maturity_ms;
         let terms = Terms {
             price: None,
@@ -777,16 +777,26 @@ impl Planner {
 
     /// An idle piece to act on, reserved, with an account of its holder
     /// that may sign. Stale queue entries (moved, settled, close to
-    /// maturity) are dropped on the way.
-    fn take_piece(&mut self, now_ms: u64, splittable: bool) -> Option<(PieceId, usize)> {
-        loop {
+    /// maturity) are dropped on the way. A financing is two transactions in
+    /// a row, so it needs twice the time to maturity; a piece with time
+    /// for a move but not for that goes back to the queue.
+    fn take_piece(
+        &mut self,
+        now_ms: u64,
+        splittable: bool,
+        financing: bool,
+    ) -> Option<(PieceId, usize)> {
+        let mut put_back = Vec::new();
+        let taken = loop {
             let id = if splittable {
-                self.splittable.pop_front()?
+                self.splittable.pop_front()
             } else {
-                match self.leaves.pop_front() {
-                    Some(id) => id,
-                    None => self.splittable.pop_front()?,
-                }
+                self.leaves
+                    .pop_front()
+                    .or_else(|| self.splittable.pop_front())
+            };
+            let Some(id) = id else {
+                break None;
             };
             let Some(p) = self.pieces.get(&id) else {
                 continue;
@@ -802,21 +812,29 @@ impl Planner {
                 self.pieces.remove(&id);
                 continue;
             }
-            if root.maturity_ms.saturating_sub(now_ms) <= self.margin_ms() {
+            let left = root.maturity_ms.saturating_sub(now_ms);
+            if left <= self.margin_ms() {
                 continue; // Left for the settlement.
+            }
+            if financing && left <= 2 * self.margin_ms() {
+                put_back.push(id);
+                if put_back.len() >= 64 {
+                    break None;
+                }
+                continue;
             }
             let holder = p.holder;
             let Some(account) = self.account_of(holder) else {
-                if splittable || self.can_split(&id) {
-                    self.splittable.push_front(id);
-                } else {
-                    self.leaves.push_front(id);
-                }
-                return None;
+                put_back.push(id);
+                break None;
             };
             self.set_busy(id, true);
-            return Some((id, account));
+            break Some((id, account));
+        };
+        for id in put_back {
+            self.enqueue(id);
         }
+        taken
     }
 
     fn margin_ms(&self) -> u64 {
