@@ -7,10 +7,11 @@
 //! are kept only when the call succeeds; nothing a guest does (bad pointers,
 //! endless loops, memory bombs, deep recursion) panics the node or escapes the
 //! fuel and memory limits. Assumes every node runs this exact wasmtime version
-//! and engine configuration (fuel costs are part of consensus) on the same
-//! architecture family (the one place native code shows: the recursion bound,
-//! see [`MAX_WASM_STACK`]).
+//! and engine configuration (fuel costs are part of consensus). Recursion is
+//! bounded by the module itself (`frames`), not by the native stack, so the
+//! architecture does not matter.
 
+mod frames;
 mod host;
 mod view;
 
@@ -28,13 +29,9 @@ use wasmtime::{
     PoolConcurrencyLimitError, PoolingAllocationConfig, Store, Trap, ValType, WasmFeatures,
 };
 
-/// Native stack a call may use, in bytes: the bound on recursion. A call that
-/// needs more traps (code `trap`, "call stack exhausted"). Frame sizes come from
-/// Cranelift's code for the host's architecture, so the exact depth reached is
-/// the same on every x86-64 node but may differ on another architecture: a
-/// consortium runs its validators on one architecture family. The thread that
-/// executes calls needs this much stack plus room for the host (2 MiB threads
-/// are ample).
+/// Native stack a call may use, in bytes. Only a backstop: the deterministic
+/// frame budget (`frames`) always runs out first. The thread that executes
+/// calls needs this much stack plus room for the host (2 MiB threads are ample).
 pub const MAX_WASM_STACK: usize = 512 * 1024;
 
 /// Compiled modules kept in memory; past this the cache starts over (compiling
@@ -141,6 +138,8 @@ pub mod codes {
     pub const OUT_OF_FUEL: &str = "out_of_fuel";
     pub const OUT_OF_MEMORY: &str = "out_of_memory";
     pub const INVALID_MODULE: &str = "invalid_module";
+    /// Recursion past the deterministic frame budget (see `frames`).
+    pub const STACK_EXHAUSTED: &str = "stack_exhausted";
 }
 
 /// Who calls which contract in which block, within which limits.
@@ -222,7 +221,8 @@ impl Vm {
     }
 
     fn compile(&self, code: &[u8]) -> Result<InstancePre<HostState>, InvalidModule> {
-        let module = Module::from_binary(&self.engine, code)
+        let code = frames::instrument(code).map_err(InvalidModule)?;
+        let module = Module::from_binary(&self.engine, &code)
             .map_err(|e| InvalidModule(format!("not a valid module: {}", root_message(&e))))?;
         check_imports(&module)?;
         check_exports(&module)?;
@@ -467,16 +467,25 @@ fn run_in_store(
             store.into_data().view,
         );
     }
+    let mut frames_exhausted = false;
     let result = instance.and_then(|instance| {
         let memory = instance.get_memory(&mut store, "memory");
         store.data_mut().memory = memory;
         let func = instance.get_typed_func::<(), i32>(&mut store, entry.export())?;
-        func.call(&mut store, ())
+        let result = func.call(&mut store, ());
+        if result.is_err() {
+            // The thunks leave the counter past the budget only when they trap for it.
+            frames_exhausted = instance
+                .get_global(&mut store, frames::COUNTER_EXPORT)
+                .and_then(|counter| counter.get(&mut store).i32())
+                .is_some_and(|used| used as u32 > frames::FRAME_BUDGET);
+        }
+        result
     });
     let fuel_left = store.get_fuel().unwrap_or(0);
     let state = store.into_data();
     let fuel_used = limits.fuel - fuel_left.min(limits.fuel);
-    state.finish(result, fuel_used, limits)
+    state.finish(result, frames_exhausted, fuel_used, limits)
 }
 
 impl HostState {
@@ -484,6 +493,7 @@ impl HostState {
     fn finish(
         self,
         result: wasmtime::Result<i32>,
+        frames_exhausted: bool,
         fuel_used: u64,
         limits: Limits,
     ) -> (Result<Outcome, StorageError>, StateView) {
@@ -513,6 +523,16 @@ impl HostState {
                 limits.fuel,
             ),
             (_, Some(Failure::Trap(message))) => failed(fail(codes::TRAP, message), fuel_used),
+            (Err(_), None) if frames_exhausted => failed(
+                fail(
+                    codes::STACK_EXHAUSTED,
+                    format!(
+                        "recursion deeper than the {} frame units a call may use",
+                        frames::FRAME_BUDGET
+                    ),
+                ),
+                fuel_used,
+            ),
             (Err(_), None) if limiter.memory_exceeded => failed(
                 fail(
                     codes::OUT_OF_MEMORY,

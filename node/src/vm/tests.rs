@@ -364,16 +364,32 @@ fn growing_memory_past_the_limit_is_out_of_memory() {
     assert_eq!(output(&Fixture::new().call(&within)), 1u32.to_le_bytes());
 }
 
-#[test]
-fn deep_recursion_traps_on_the_stack_bound() {
-    let code = module(
-        r#"(func $deep (param i64) (result i64)
-             (i64.add (call $deep (i64.add (local.get 0) (i64.const 1))) (i64.const 1)))
+/// A module whose `call` recurses without end through `$deep`, whose frame
+/// has `locals` extra i64 locals and pushes `pushes` values before recursing.
+fn recursion_module(locals: usize, pushes: usize) -> Vec<u8> {
+    let pushes_code = "(i64.const 1)".repeat(pushes);
+    let drops = "(drop)".repeat(pushes);
+    module(&format!(
+        r#"(func $deep (param i64) (result i64) {decl}
+             {pushes_code}
+             (i64.add (call $deep (i64.add (local.get 0) (i64.const 1))) (i64.const 1))
+             {drops})
            (func $call (result i32) (drop (call $deep (i64.const 0))) (i32.const 0))
            (func $query (result i32) (i32.const 0))"#,
-    );
+        decl = if locals == 0 {
+            String::new()
+        } else {
+            format!("(local {})", "i64 ".repeat(locals))
+        },
+    ))
+}
+
+/// Endless recursion ends in `stack_exhausted` at the deterministic frame
+/// budget, never at the native stack (whose depth depends on the machine
+/// code), whatever the frames look like; and identically every time.
+#[test]
+fn deep_recursion_stops_at_the_frame_budget_whatever_the_frame() {
     let fixture = Fixture::new();
-    let hash = fixture.vm.validate(&code, LIMITS).unwrap();
     let env = CallEnv {
         limits: Limits {
             fuel: 100_000_000,
@@ -381,17 +397,58 @@ fn deep_recursion_traps_on_the_stack_bound() {
         },
         ..fixture.env()
     };
-    let run = || {
-        fixture
-            .vm
-            .run(&hash, Entry::Call, &invocation(), &env, &mut fixture.view())
-            .unwrap()
-    };
-    let first = run();
-    assert_fails(&first, codes::TRAP, "call stack exhausted");
-    let second = run();
-    assert_eq!(second.result, first.result);
-    assert_eq!(second.fuel_used, first.fuel_used);
+    for (locals, pushes) in [(0, 0), (16, 0), (400, 0), (0, 300), (3_000, 0), (20_000, 0)] {
+        let code = recursion_module(locals, pushes);
+        let hash = fixture.vm.validate(&code, LIMITS).unwrap();
+        let run = || {
+            fixture
+                .vm
+                .run(&hash, Entry::Call, &invocation(), &env, &mut fixture.view())
+                .unwrap()
+        };
+        let first = run();
+        assert_fails(&first, codes::STACK_EXHAUSTED, "frame units");
+        let second = run();
+        assert_eq!(
+            second.result, first.result,
+            "{locals} locals, {pushes} pushes"
+        );
+        assert_eq!(second.fuel_used, first.fuel_used);
+    }
+}
+
+#[test]
+fn recursion_within_the_budget_runs_through_calls_and_tables() {
+    // Depth 500 of a small frame, half of it through call_indirect.
+    let code = module(
+        r#"(type $t (func (param i32) (result i32)))
+           (table 1 funcref)
+           (elem (i32.const 0) $down)
+           (func $down (param i32) (result i32)
+             (if (result i32) (i32.eqz (local.get 0))
+               (then (i32.const 0))
+               (else (i32.add (i32.const 1)
+                 (if (result i32) (i32.and (local.get 0) (i32.const 1))
+                   (then (call $down (i32.sub (local.get 0) (i32.const 1))))
+                   (else (call_indirect (type $t) (i32.sub (local.get 0) (i32.const 1)) (i32.const 0))))))))
+           (func $call (result i32)
+             (i32.store (i32.const 0) (call $down (i32.const 500)))
+             (call $set_output (i32.const 0) (i32.const 4))
+             (i32.const 0))
+           (func $query (result i32) (i32.const 0))"#,
+    );
+    assert_eq!(output(&Fixture::new().call(&code)), 500u32.to_le_bytes());
+}
+
+#[test]
+fn a_module_exporting_the_frame_counter_name_is_refused() {
+    let code = module(
+        r#"(global $g (export "__trellis_frames") (mut i32) (i32.const 0))
+           (func $call (result i32) (i32.const 0))
+           (func $query (result i32) (i32.const 0))"#,
+    );
+    let err = Vm::new().validate(&code, LIMITS).unwrap_err();
+    assert!(err.0.contains("reserves"), "{err}");
 }
 
 // ---------------------------------------------------------------------------
