@@ -596,13 +596,13 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value_t = BenchMix::Receivables)]
     pub mix: BenchMix,
     /// Transactions per second offered on a fixed schedule (open loop), or `max`:
-    /// as fast as the in-flight window allows [default: max; 1000 with --quick].
+    /// as fast as the in-flight window allows [default: max; 500 with --quick].
     #[arg(long, value_name = "N|max", value_parser = parse_bench_rate)]
     pub rate: Option<BenchRate>,
     /// How long to offer load, after the setup [default: 60s; 5s with --quick].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
     pub duration: Option<Duration>,
-    /// Most transactions sent and not yet seen committed [default: 10000; 2000 with --quick].
+    /// Most transactions sent and not yet seen committed [default: 4000; 2000 with --quick].
     #[arg(long, value_name = "N")]
     pub window: Option<u64>,
     /// CI mode: a few seconds at a small fixed rate; exits 9 below --min-ops.
