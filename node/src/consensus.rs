@@ -335,6 +335,9 @@ pub struct Consensus {
     building: Option<u64>,
     /// Messages for `height + 1`, replayed on entering it.
     future: Vec<Message>,
+    /// The highest height each validator has sent a validly signed message
+    /// for, when above ours: what [`Consensus::sync_target`] reads.
+    heights_ahead: BTreeMap<PublicKey, u64>,
     /// (round, block) pairs with a quorum of prevotes proven by a proposal's
     /// carried signatures, which count even where a signer equivocated.
     proven_polkas: BTreeSet<(u64, Hash)>,
@@ -381,6 +384,7 @@ impl Consensus {
             polka_seen: false,
             building: None,
             future: Vec::new(),
+            heights_ahead: BTreeMap::new(),
             proven_polkas: BTreeSet::new(),
             signed_ahead,
         }
@@ -392,6 +396,49 @@ impl Consensus {
 
     pub fn round(&self) -> u64 {
         self.round
+    }
+
+    /// The committed height the chain has reached as far as this node can
+    /// tell: f+1 validators have signed messages for the height after it, so
+    /// at least one honest validator has, and the byzantine ones alone cannot
+    /// raise it. Never below this node's own committed height.
+    pub fn sync_target(&self) -> u64 {
+        let mut heights: Vec<u64> = self.heights_ahead.values().copied().collect();
+        heights.sort_unstable_by(|a, b| b.cmp(a));
+        let vouched = heights
+            .get(self.validators.one_third_plus() - 1)
+            .copied()
+            .unwrap_or(self.height);
+        vouched.max(self.height) - 1
+    }
+
+    /// Records the height of a validly signed message from ahead of us. The
+    /// signature is checked only when the message would raise its signer's
+    /// record, so a validator costs at most one check per height.
+    fn note_height_ahead(&mut self, message: &Message) {
+        let height = message.height();
+        let signer = match message {
+            Message::Proposal(p) => self.validators.proposer(height, p.round),
+            Message::Vote(v) => v.voter,
+        };
+        if height <= self.height
+            || !self.validators.contains(&signer)
+            || self.heights_ahead.get(&signer) >= Some(&height)
+        {
+            return;
+        }
+        let signed = match message {
+            Message::Proposal(p) => signer
+                .verify(&p.data(&self.chain_id).signing_hash(), &p.signature)
+                .is_ok(),
+            Message::Vote(v) => {
+                v.data.chain_id == self.chain_id
+                    && signer.verify(&v.data.signing_hash(), &v.signature).is_ok()
+            }
+        };
+        if signed {
+            self.heights_ahead.insert(signer, height);
+        }
     }
 
     pub fn step(&self) -> Step {
@@ -573,6 +620,7 @@ impl Consensus {
     pub fn on_message(&mut self, message: Message) -> (Vec<Action>, Result<(), Rejected>) {
         let mut out = Vec::new();
         let height = message.height();
+        self.note_height_ahead(&message);
         if height == self.height + 1 {
             self.buffer_next_height(message);
             // Still reported, so the driver can check whether it fell behind.
@@ -1034,6 +1082,7 @@ impl Consensus {
         self.rounds.clear();
         self.validity.clear();
         self.proven_polkas.clear();
+        self.heights_ahead.retain(|_, h| *h > height);
         self.safety = match self.signed_ahead.take() {
             Some(record) if record.height == height => record,
             Some(record) if record.height > height => {

@@ -56,6 +56,8 @@ pub struct Metrics {
     pub network_rate_limited: Counter,
     /// 1 while catching up with the network by block sync.
     pub syncing: Gauge,
+    /// The committed height f+1 validators vouch the chain has reached.
+    pub sync_target: Gauge,
 }
 
 fn api_latency_histogram() -> Histogram {
@@ -84,6 +86,7 @@ impl Metrics {
             network_strikes: Counter::default(),
             network_rate_limited: Counter::default(),
             syncing: Gauge::default(),
+            sync_target: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -153,6 +156,11 @@ impl Metrics {
             "syncing",
             "1 while the node catches up by block sync",
             metrics.syncing.clone(),
+        );
+        registry.register(
+            "sync_target",
+            "Committed height that f+1 validators' signed messages show the chain has reached",
+            metrics.sync_target.clone(),
         );
         Metrics {
             registry,

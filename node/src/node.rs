@@ -123,6 +123,7 @@ pub async fn run(
         state_root: head.state_root,
         last_block_time_ms: head.timestamp_ms,
         syncing: false,
+        sync_target: head.height,
         peers: 0,
         validator: is_validator,
         round: 0,
@@ -398,6 +399,7 @@ impl Driver {
                         self.strike(from);
                     }
                 }
+                self.publish_sync_target();
                 self.process(actions)
             }
             Inbound::Blocks { from, blocks } => self.apply_synced(from, blocks),
@@ -470,6 +472,19 @@ impl Driver {
         Ok(())
     }
 
+    fn publish_sync_target(&mut self) {
+        let target = self.consensus.sync_target();
+        self.status.send_if_modified(|s| {
+            let target = target.max(s.height);
+            let changed = s.sync_target != target;
+            s.sync_target = target;
+            changed
+        });
+        self.metrics
+            .sync_target
+            .set(self.status.borrow().sync_target as i64);
+    }
+
     fn set_syncing(&mut self, syncing: bool) {
         self.metrics.syncing.set(syncing as i64);
         self.status.send_modify(|s| s.syncing = syncing);
@@ -497,6 +512,7 @@ impl Driver {
             s.last_block_time_ms = header.timestamp_ms;
             s.round = header.round;
         });
+        self.publish_sync_target();
         info!(height = header.height, round = header.round, txs = block.txs.len(), hash = %block.hash(), "committed");
     }
 }

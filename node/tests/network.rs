@@ -771,6 +771,13 @@ async fn a_four_validator_network_survives_a_killed_validator_and_it_catches_up(
             status["syncing"], false,
             "validator-{i} still syncing: {status}"
         );
+        // Caught up: what f+1 validators vouch for is where this node is
+        // (give or take the block being decided as we read).
+        let (height, target) = (status["height"].as_u64(), status["sync_target"].as_u64());
+        assert!(
+            height <= target && target <= height.map(|h| h + 2),
+            "validator-{i}: {status}"
+        );
     }
     eprintln!(
         "{} transactions committed on every node; killed at height {at_kill}, caught up to {common}",

@@ -523,6 +523,61 @@ fn only_signed_next_height_messages_of_its_first_rounds_are_kept_once_each() {
 }
 
 #[test]
+fn the_sync_target_is_the_height_f_plus_one_validators_signed_past() {
+    let ks = keys(4);
+    let set = ValidatorSet::new(ks.iter().map(KeyPair::public).collect());
+    let mut node = Consensus::new(
+        CHAIN.into(),
+        set,
+        Some(ks[0].clone()),
+        timeouts(),
+        1,
+        SafetyState::default(),
+    );
+    node.start();
+    let vote = |signer: &KeyPair, voter: PublicKey, height: u64| {
+        let data = VoteData {
+            chain_id: CHAIN.into(),
+            height,
+            round: 0,
+            kind: VoteKind::Precommit,
+            block: None,
+        };
+        Message::Vote(Vote {
+            signature: signer.sign(&data.signing_hash()),
+            voter,
+            data,
+        })
+    };
+    assert_eq!(node.sync_target(), 0, "nothing is ahead of a fresh node");
+
+    // One validator alone (it may be the byzantine one) cannot set the
+    // target, however far ahead it claims to be.
+    let _ = node.on_message(vote(&ks[1], ks[1].public(), 1_000));
+    assert_eq!(node.sync_target(), 0);
+    // Forged and stranger-signed claims count for nothing.
+    let stranger = KeyPair::insecure_from_label("stranger");
+    let _ = node.on_message(vote(&ks[1], ks[2].public(), 900));
+    let _ = node.on_message(vote(&stranger, stranger.public(), 900));
+    assert_eq!(node.sync_target(), 0);
+    // A second validator (f+1 = 2 of 4) vouches for height 41 being decided:
+    // 40 is committed.
+    let _ = node.on_message(vote(&ks[2], ks[2].public(), 41));
+    assert_eq!(node.sync_target(), 40);
+    // A lower message does not lower a validator's record.
+    let _ = node.on_message(vote(&ks[2], ks[2].public(), 5));
+    assert_eq!(node.sync_target(), 40);
+    let _ = node.on_message(vote(&ks[3], ks[3].public(), 60));
+    assert_eq!(node.sync_target(), 59);
+
+    // Caught up past them, the records behind fall away and the target is
+    // the node's own committed height.
+    node.catch_up(1_001);
+    assert!(node.heights_ahead.is_empty());
+    assert_eq!(node.sync_target(), 1_000);
+}
+
+#[test]
 fn a_certificate_without_a_quorum_or_with_a_forged_vote_does_not_verify() {
     let mut net = Net::new(4);
     net.start();

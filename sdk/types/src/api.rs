@@ -77,6 +77,10 @@ pub struct ChainStatus {
     pub last_block_time_ms: u64,
     /// True while the node is catching up with its peers.
     pub syncing: bool,
+    /// The committed height the chain has reached as far as this node can
+    /// tell (f+1 validators have signed messages past it); `height` catches
+    /// up to it. Equal to `height` on a node that is not behind.
+    pub sync_target: u64,
     /// Connected peers.
     pub peers: usize,
     /// True if this node votes.
@@ -93,6 +97,7 @@ impl Default for ChainStatus {
             state_root: Hash::ZERO,
             last_block_time_ms: 0,
             syncing: false,
+            sync_target: 0,
             peers: 0,
             validator: false,
             round: 0,
