@@ -23,7 +23,9 @@ pub const HOW_TO_START: &str = "start a dev node in another terminal and run the
 pub fn find_binary(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(path) = explicit {
         return if path.is_file() {
-            Ok(path.to_owned())
+            // Absolute, because the node is started in a directory of its own.
+            std::path::absolute(path)
+                .map_err(|e| CliError::other(format!("resolving {}: {e}", path.display())))
         } else {
             Err(CliError::new(
                 Class::Unreachable,

@@ -1,9 +1,10 @@
 //! `trellis bench` against real dev nodes: the quick mode CI runs, on a
 //! `trellis-node --dev` the bench starts (and stops) itself, and its floor
-//! check on an in-process dev node. These tests check behaviour — the
-//! report is one consistent JSON document, the mix has every kind, the exit
-//! codes — never speed: the one figure compared is against a floor no node
-//! can reach, to provoke the regression exit code.
+//! check on an in-process dev node. They check behaviour — the report is
+//! one consistent JSON document, the mix has every kind, the exit codes —
+//! and the quick run's floor is a tenth of what a debug build does, so it
+//! catches a gross regression, not a slow day: figures live in
+//! docs/benchmarks.md, never in tests.
 //!
 //! The first test takes the `trellis-node` binary next to `trellis` in the
 //! target directory: `cargo test --workspace` builds it.
@@ -47,7 +48,9 @@ impl Run {
 
 async fn trellis(args: &[&str]) -> Run {
     let mut cmd = tokio::process::Command::new(BIN);
-    cmd.args(args)
+    // Run where the binaries are, so `--node-bin ./trellis-node` is a relative path.
+    cmd.current_dir(Path::new(BIN).parent().expect("the binary is in a directory"))
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -74,7 +77,9 @@ fn node_binary() -> String {
         "{} is missing: build it with `cargo build -p trellis-node` (`cargo test --workspace` does)",
         path.display()
     );
-    path.display().to_string()
+    // Relative to the directory `trellis` runs in: the bench must resolve it
+    // before starting the node in a directory of its own.
+    "./trellis-node".to_owned()
 }
 
 fn count(v: &Value) -> u64 {
@@ -88,8 +93,10 @@ fn millis(v: &Value) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_quick_bench_runs_the_whole_mix_on_a_dev_node_it_starts_and_stops() {
     let node_bin = node_binary();
-    // A debug build on a shared machine: a lower rate than the quick mode's,
-    // and no floor. This checks the run, not the speed.
+    // The regression guard CI runs: a debug build commits 350–540 receivable
+    // operations a second at `--rate max` on the project's machine
+    // (docs/benchmarks.md), so a floor of 30 fails only a gross (>10x)
+    // slowdown, never noise.
     let run = trellis(&[
         "--output",
         "json",
@@ -99,9 +106,9 @@ async fn the_quick_bench_runs_the_whole_mix_on_a_dev_node_it_starts_and_stops() 
         "--node-bin",
         &node_bin,
         "--rate",
-        "200",
+        "max",
         "--min-ops",
-        "0",
+        "30",
     ])
     .await;
     assert_eq!(
