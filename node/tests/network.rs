@@ -1,7 +1,9 @@
-//! Four-validator networks of real `trellis-node` processes on loopback ports:
-//! a killed validator is survived and caught up, two stopped validators halt
-//! commits until one returns, and `trellis-node localnet` starts and stops the
-//! whole network. Every process is killed on drop if it is still running (so a
+//! Four-validator networks (plus an observer) of real `trellis-node`
+//! processes on loopback ports: a killed validator is survived and caught up,
+//! two stopped validators halt commits until one returns (the observer's
+//! presence changes nothing: it never votes), the observer follows the same
+//! chain, serves it and forwards what is submitted to it, and `trellis-node
+//! localnet` starts and stops the whole network. Every process is killed on drop if it is still running (so a
 //! failing test leaves none behind), every wait has a deadline, and each test
 //! has its own ports.
 
@@ -18,6 +20,9 @@ use trellis_types::{Bytes, KeyPair, Payload, SystemOp, Transaction};
 
 const BIN: &str = env!("CARGO_BIN_EXE_trellis-node");
 const VALIDATORS: usize = 4;
+/// The observer is the node after the validators.
+const OBSERVER: usize = VALIDATORS;
+const NODES: usize = VALIDATORS + 1;
 /// Generous: these tests share two cores with builds and with each other.
 const DEADLINE: Duration = Duration::from_secs(90);
 const POLL: Duration = Duration::from_millis(100);
@@ -253,6 +258,8 @@ async fn committed_at(client: &reqwest::Client, api: &str, hash: &str) -> Option
 // A network of node processes started with `--config`
 
 struct Node {
+    /// `validator-{i}` or `observer-0`, as genesis names it.
+    name: String,
     dir: PathBuf,
     api: String,
     proc: Option<Proc>,
@@ -274,13 +281,12 @@ struct Network {
 }
 
 impl Network {
-    /// Generates a 4-validator network on fresh ports and starts every node;
-    /// returns once every API answers.
+    /// Generates a network of 4 validators and an observer on fresh ports and
+    /// starts every node; returns once every API answers.
     async fn start() -> Network {
         for attempt in 1..=START_ATTEMPTS {
             let tmp = Scratch::new();
-            let (api_base, p2p_base) =
-                (free_ports(VALIDATORS as u16), free_ports(VALIDATORS as u16));
+            let (api_base, p2p_base) = (free_ports(NODES as u16), free_ports(NODES as u16));
             let out = tmp.path().join("net");
             run_ok(
                 tmp.path(),
@@ -290,6 +296,8 @@ impl Network {
                     "generate",
                     "--validators",
                     &VALIDATORS.to_string(),
+                    "--observers",
+                    "1",
                     "--out",
                     out.to_str().unwrap(),
                     "--base-api-port",
@@ -299,12 +307,19 @@ impl Network {
                 ],
             )
             .await;
-            let nodes = (0..VALIDATORS)
-                .map(|i| Node {
-                    dir: out.join(format!("validator-{i}")),
-                    api: format!("http://127.0.0.1:{}", api_base as usize + i),
-                    proc: None,
-                    runs: 0,
+            let nodes = (0..NODES)
+                .map(|i| {
+                    let name = match i {
+                        OBSERVER => "observer-0".to_owned(),
+                        _ => format!("validator-{i}"),
+                    };
+                    Node {
+                        dir: out.join(&name),
+                        name,
+                        api: format!("http://127.0.0.1:{}", api_base as usize + i),
+                        proc: None,
+                        runs: 0,
+                    }
                 })
                 .collect();
             let mut net = Network {
@@ -312,7 +327,7 @@ impl Network {
                 client: client(),
                 _tmp: tmp,
             };
-            for i in 0..VALIDATORS {
+            for i in 0..NODES {
                 net.start_node(i);
             }
             match net.wait_answering(&net.all()).await {
@@ -330,7 +345,7 @@ impl Network {
 
     fn start_node(&mut self, i: usize) {
         let node = &mut self.nodes[i];
-        assert!(node.proc.is_none(), "validator-{i} is already running");
+        assert!(node.proc.is_none(), "{} is already running", node.name);
         node.runs += 1;
         let config = node.dir.join("config.toml");
         node.proc = Some(Proc::spawn(
@@ -355,7 +370,8 @@ impl Network {
                 }
                 assert!(
                     Instant::now() < deadline,
-                    "validator-{i} did not answer within {DEADLINE:?}\n{}",
+                    "{} did not answer within {DEADLINE:?}\n{}",
+                    self.nodes[i].name,
                     self.logs()
                 );
                 tokio::time::sleep(POLL).await;
@@ -367,7 +383,7 @@ impl Network {
     async fn restart_node(&mut self, i: usize) {
         self.start_node(i);
         if let Err(log) = self.wait_answering(&[i]).await {
-            panic!("validator-{i} exited on restart:\n{}", tail(&log));
+            panic!("{} exited on restart:\n{}", self.nodes[i].name, tail(&log));
         }
     }
 
@@ -391,7 +407,8 @@ impl Network {
             let status = proc.wait_exit(DEADLINE).await;
             assert!(
                 status.success(),
-                "SIGTERM ended validator-{i} with {status}\n{}",
+                "SIGTERM ended {} with {status}\n{}",
+                self.nodes[i].name,
                 tail(&proc.log)
             );
         }
@@ -422,7 +439,8 @@ impl Network {
             }
             assert!(
                 Instant::now() < deadline,
-                "validator-{i} stayed at {height:?}, below {min}, for {DEADLINE:?}\n{}",
+                "{} stayed at {height:?}, below {min}, for {DEADLINE:?}\n{}",
+                self.nodes[i].name,
                 self.logs()
             );
             tokio::time::sleep(POLL).await;
@@ -450,7 +468,8 @@ impl Network {
                 }
                 assert!(
                     Instant::now() < deadline,
-                    "validator-{i} has {seen:?} peers, not {peers}, after {DEADLINE:?}\n{}",
+                    "{} has {seen:?} peers, not {peers}, after {DEADLINE:?}\n{}",
+                    self.nodes[i].name,
                     self.logs()
                 );
                 tokio::time::sleep(POLL).await;
@@ -722,7 +741,7 @@ async fn run_load(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_four_validator_network_survives_a_killed_validator_and_it_catches_up() {
     let mut net = Network::start().await;
-    net.wait_peers(&net.all(), 3).await;
+    net.wait_peers(&net.all(), NODES as u64 - 1).await;
     net.wait_heights(&net.all(), 2).await;
 
     let load = Load::start(&net);
@@ -741,7 +760,7 @@ async fn a_four_validator_network_survives_a_killed_validator_and_it_catches_up(
     load.set_live(victim, true);
     let others = *net.heights(&survivors).await.iter().max().unwrap();
     net.wait_height(victim, others).await;
-    net.wait_peers(&[victim], 3).await;
+    net.wait_peers(&[victim], NODES as u64 - 1).await;
     let common = *net.heights(&net.all()).await.iter().min().unwrap();
     net.assert_same_chain(common).await;
 
@@ -769,14 +788,16 @@ async fn a_four_validator_network_survives_a_killed_validator_and_it_catches_up(
         let status = status(&net.client, &net.nodes[i].api).await.unwrap();
         assert_eq!(
             status["syncing"], false,
-            "validator-{i} still syncing: {status}"
+            "{} still syncing: {status}",
+            net.nodes[i].name
         );
         // Caught up: what f+1 validators vouch for is where this node is
         // (give or take the block being decided as we read).
         let (height, target) = (status["height"].as_u64(), status["sync_target"].as_u64());
         assert!(
             height <= target && target <= height.map(|h| h + 2),
-            "validator-{i}: {status}"
+            "{}: {status}",
+            net.nodes[i].name
         );
     }
     eprintln!(
@@ -788,17 +809,53 @@ async fn a_four_validator_network_survives_a_killed_validator_and_it_catches_up(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_of_four_validators_down_halt_commits_and_one_back_resumes_them() {
     let mut net = Network::start().await;
-    net.wait_peers(&net.all(), 3).await;
+    net.wait_peers(&net.all(), NODES as u64 - 1).await;
     net.wait_heights(&net.all(), 3).await;
 
+    // The observer serves the API, does not vote, and forwards what is
+    // submitted to it to the validators, which commit it.
+    let observer = status(&net.client, &net.nodes[OBSERVER].api).await.unwrap();
+    assert_eq!(observer["validator"], false, "{observer}");
+    let key = trellis_genesis::dev_account("supplier-t2/ops");
+    let via_observer = Transaction {
+        chain_id: CHAIN_ID.into(),
+        sender: key.public(),
+        nonce: 0,
+        expires_at_ms: trellis_node::node::now_ms() + 10 * 60 * 1000,
+        payload: Payload::System(SystemOp::Remark {
+            data: Bytes(b"submitted to the observer".to_vec()),
+        }),
+    }
+    .sign(&key);
+    post_tx(
+        &net.client,
+        &net.nodes[OBSERVER].api,
+        &trellis_types::encode(&via_observer),
+    )
+    .await
+    .expect("the observer admits it");
+    let hash = via_observer.hash().to_string();
+    let deadline = Instant::now() + DEADLINE;
+    while committed_at(&net.client, &net.nodes[0].api, &hash)
+        .await
+        .is_none()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "a transaction submitted to the observer never committed\n{}",
+            net.logs()
+        );
+        tokio::time::sleep(POLL).await;
+    }
+
     net.terminate_nodes(&[2, 3]).await;
-    let survivors = [0, 1];
+    let survivors = [0, 1, OBSERVER];
     // A block whose precommits one survivor saw before the stop may still
     // reach the other by block sync: wait until they agree.
     let deadline = Instant::now() + DEADLINE;
     let halted = loop {
         let heights = net.heights(&survivors).await;
-        if heights[0] == heights[1] {
+        if heights.iter().all(|&h| h == heights[0]) {
             break heights[0];
         }
         assert!(
@@ -810,7 +867,8 @@ async fn two_of_four_validators_down_halt_commits_and_one_back_resumes_them() {
     };
 
     // Proving that nothing happens needs a wait: 2 of 4 votes are below the
-    // 3 a commit needs, so no height may appear however long we look. Five
+    // 3 a commit needs (the observer's presence adds none), so no height may
+    // appear however long we look. Five
     // seconds covers several idle heartbeats (1 s) and round timeouts.
     let watch_until = Instant::now() + Duration::from_secs(5);
     while Instant::now() < watch_until {
@@ -824,7 +882,7 @@ async fn two_of_four_validators_down_halt_commits_and_one_back_resumes_them() {
     }
 
     net.restart_node(2).await;
-    net.wait_heights(&[0, 1, 2], halted + 2).await;
+    net.wait_heights(&[0, 1, 2, OBSERVER], halted + 2).await;
 }
 
 /// `trellis-node localnet`, killed on drop together with its nodes.
