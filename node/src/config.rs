@@ -47,6 +47,11 @@ listen = "/ip4/127.0.0.1/tcp/26656"
 # Only nodes listed in the genesis are accepted, whatever is dialled.
 peers = []
 
+[mempool]
+# Most bytes of transactions waiting here (256 MiB), beside the genesis's
+# count limits; past it, submissions get 429 `mempool_full`.
+max_bytes = 268435456
+
 [consensus]
 # How long to wait for a proposal in round 0, in ms.
 timeout_propose_ms = 1000
@@ -85,6 +90,7 @@ pub struct NodeConfig {
     pub node_key: Option<PathBuf>,
     pub api: ApiConfig,
     pub p2p: P2pConfig,
+    pub mempool: MempoolConfig,
     pub consensus: ConsensusConfig,
     pub log: LogConfig,
 }
@@ -108,6 +114,23 @@ pub struct P2pConfig {
     /// Multiaddrs of other nodes to dial. Default: `[]`. Only nodes whose
     /// identity is in the genesis are accepted, whatever is dialled.
     pub peers: Vec<String>,
+}
+
+/// `[mempool]`: this node's limits on waiting transactions (the count limits
+/// are the chain's, in the genesis parameters).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MempoolConfig {
+    /// Most encoded bytes of waiting transactions. Default: `268435456` (256 MiB).
+    pub max_bytes: usize,
+}
+
+impl Default for MempoolConfig {
+    fn default() -> Self {
+        MempoolConfig {
+            max_bytes: crate::mempool::DEFAULT_MAX_BYTES,
+        }
+    }
 }
 
 /// `[consensus]`: timeouts. The timeout of round `r` is `base + r * timeout_delta_ms`.
@@ -153,6 +176,7 @@ impl Default for NodeConfig {
             node_key: None,
             api: ApiConfig::default(),
             p2p: P2pConfig::default(),
+            mempool: MempoolConfig::default(),
             consensus: ConsensusConfig::default(),
             log: LogConfig::default(),
         }
@@ -457,6 +481,7 @@ mod tests {
                     "/dns4/b.example/tcp/26656".into(),
                 ],
             },
+            mempool: MempoolConfig { max_bytes: 7 },
             consensus: ConsensusConfig {
                 timeout_propose_ms: 1,
                 timeout_prevote_ms: 2,

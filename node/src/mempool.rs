@@ -4,7 +4,7 @@
 //! may take space here, cheapest first, and answers with a specific
 //! [`AdmissionError`]: size, canonical decoding, chain id, expiry, membership
 //! of the sender, nonce (no replay, bounded gap), duplicates, capacity (total
-//! and per sender) and, last, the strict signature. Admission reads only
+//! count and bytes, and per sender) and, last, the strict signature. Admission reads only
 //! committed state. Its decisions are local: what makes a block valid is
 //! decided again, deterministically, by execution.
 
@@ -53,6 +53,8 @@ pub enum AdmissionError {
     BadSignature,
     #[error("mempool is full ({capacity} transactions)")]
     MempoolFull { capacity: usize },
+    #[error("mempool is full ({max_bytes} bytes of transactions)")]
+    MempoolBytesFull { max_bytes: usize },
     #[error("sender has {limit} transactions waiting, the most allowed")]
     SenderQueueFull { limit: usize },
     #[error("storage: {0}")]
@@ -76,7 +78,9 @@ impl AdmissionError {
             AdmissionError::NonceTaken(_) => "nonce_taken",
             AdmissionError::WeakKey => "weak_key",
             AdmissionError::BadSignature => "bad_signature",
-            AdmissionError::MempoolFull { .. } => "mempool_full",
+            AdmissionError::MempoolFull { .. } | AdmissionError::MempoolBytesFull { .. } => {
+                "mempool_full"
+            }
             AdmissionError::SenderQueueFull { .. } => "sender_queue_full",
             AdmissionError::Storage(_) => "internal",
         }
@@ -95,6 +99,8 @@ struct Pool {
     senders: BTreeMap<PublicKey, BTreeMap<u64, Entry>>,
     /// For lookups only; never iterated.
     by_hash: HashMap<Hash, (PublicKey, u64)>,
+    /// Encoded size of everything waiting.
+    bytes: usize,
 }
 
 impl Pool {
@@ -106,6 +112,7 @@ impl Pool {
         if let Some(queue) = self.senders.get_mut(sender) {
             if let Some(entry) = queue.remove(&nonce) {
                 self.by_hash.remove(&entry.hash);
+                self.bytes -= entry.size;
             }
             if queue.is_empty() {
                 self.senders.remove(sender);
@@ -114,9 +121,14 @@ impl Pool {
     }
 }
 
+/// Default of [`Mempool::with_max_bytes`]: 256 MiB, so a full pool of
+/// largest transactions (count cap × size cap) cannot exhaust memory.
+pub const DEFAULT_MAX_BYTES: usize = 256 * 1024 * 1024;
+
 pub struct Mempool {
     chain_id: String,
     params: ChainParams,
+    max_bytes: usize,
     pool: Mutex<Pool>,
     arrived: tokio::sync::Notify,
     /// Encoded transactions admitted here (not from peers), waiting to be
@@ -136,10 +148,18 @@ impl Mempool {
         Mempool {
             chain_id,
             params,
+            max_bytes: DEFAULT_MAX_BYTES,
             pool: Mutex::new(Pool::default()),
             arrived: tokio::sync::Notify::new(),
             outbox: None,
         }
+    }
+
+    /// Caps the encoded bytes of all waiting transactions (a local limit, beside
+    /// the chain's count limits).
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self
     }
 
     /// Keeps what is admitted locally for [`Mempool::take_outbox`], to forward to peers.
@@ -235,7 +255,7 @@ impl Mempool {
                     .expect("one verdict per checked transaction");
                 // Room first, as one-by-one admission would see it after the
                 // batch's earlier inserts; the signature is the last check.
-                self.check_room(&self.pool(), &c.tx, c.hash)?;
+                self.check_room(&self.pool(), &c)?;
                 match verdict {
                     Ok(()) => self.insert(c),
                     Err(SignatureError::MalformedKey | SignatureError::WeakKey) => {
@@ -299,21 +319,17 @@ impl Mempool {
                 max_gap: self.params.max_nonce_gap,
             });
         }
-        let hash = stx.hash();
-        self.check_room(&self.pool(), &stx, hash)?;
-        Ok(Checked {
+        let checked = Checked {
+            hash: stx.hash(),
             tx: stx,
-            hash,
             size: bytes.len(),
-        })
+        };
+        self.check_room(&self.pool(), &checked)?;
+        Ok(checked)
     }
 
-    fn check_room(
-        &self,
-        pool: &Pool,
-        stx: &SignedTransaction,
-        hash: Hash,
-    ) -> Result<(), AdmissionError> {
+    fn check_room(&self, pool: &Pool, c: &Checked) -> Result<(), AdmissionError> {
+        let (stx, hash) = (&c.tx, c.hash);
         if pool.by_hash.contains_key(&hash) {
             return Err(AdmissionError::AlreadyKnown(hash));
         }
@@ -325,6 +341,11 @@ impl Mempool {
         if pool.len() >= capacity {
             return Err(AdmissionError::MempoolFull { capacity });
         }
+        if pool.bytes + c.size > self.max_bytes {
+            return Err(AdmissionError::MempoolBytesFull {
+                max_bytes: self.max_bytes,
+            });
+        }
         let limit = self.params.mempool_per_sender as usize;
         if queue.is_some_and(|q| q.len() >= limit) {
             return Err(AdmissionError::SenderQueueFull { limit });
@@ -335,9 +356,10 @@ impl Mempool {
     fn insert(&self, c: Checked) -> Result<Hash, AdmissionError> {
         let mut pool = self.pool();
         // Re-check under the lock: another request may have taken the room or the nonce.
-        self.check_room(&pool, &c.tx, c.hash)?;
+        self.check_room(&pool, &c)?;
         let (sender, nonce) = (c.tx.tx.sender, c.tx.tx.nonce);
         pool.by_hash.insert(c.hash, (sender, nonce));
+        pool.bytes += c.size;
         pool.senders.entry(sender).or_default().insert(
             nonce,
             Entry {

@@ -66,7 +66,8 @@ pub async fn run(
     // Other member nodes in the genesis mean a network to join; a lone dev validator has none.
     let node_key = config.load_or_generate_node_key()?;
     let has_peers = genesis.node_keys().iter().any(|k| *k != node_key.public());
-    let mut mempool = Mempool::new(genesis.chain_id.clone(), genesis.params.clone());
+    let mut mempool = Mempool::new(genesis.chain_id.clone(), genesis.params.clone())
+        .with_max_bytes(config.mempool.max_bytes);
     if has_peers {
         mempool = mempool.with_forwarding();
     }

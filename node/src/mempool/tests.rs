@@ -471,6 +471,30 @@ fn admission_refuses_anything_once_mempool_capacity_is_reached() {
 }
 
 #[test]
+fn admission_refuses_past_the_byte_cap_and_a_commit_frees_the_room() {
+    let first = signed(ACME, 0);
+    let size = encode(&first).len();
+    let mut env = Env::new();
+    env.mempool = Mempool::new(CHAIN_ID.into(), trellis_genesis::dev_params())
+        .with_max_bytes(2 * size + size / 2);
+    env.admit(&first).unwrap();
+    env.admit(&signed(T1, 0)).unwrap();
+    let err = env.refused(&encode(&signed(T2, 0)));
+    assert!(
+        matches!(err, AdmissionError::MempoolBytesFull { max_bytes } if max_bytes == 2 * size + size / 2),
+        "{err:?}"
+    );
+    assert_eq!(err.code(), "mempool_full");
+    assert_eq!(env.mempool.len(), 2);
+
+    // Committed and pruned, the first one's bytes are free again.
+    env.commit(std::slice::from_ref(&first), NOW);
+    env.mempool.prune(&env.storage, NOW).unwrap();
+    assert_eq!(env.mempool.len(), 1);
+    env.admit(&signed(T2, 0)).unwrap();
+}
+
+#[test]
 fn admission_refuses_a_sender_with_mempool_per_sender_transactions_waiting() {
     let env = Env::with_params(ChainParams {
         mempool_per_sender: 2,
