@@ -34,8 +34,12 @@ pub const SYNC_BATCH: u32 = 64;
 /// Requests a peer may send per second on average, and in a burst.
 const RATE_PER_SEC: f64 = 5_000.0;
 const RATE_BURST: f64 = 20_000.0;
-/// Refusals (malformed, mis-signed, over the rate) before a peer is disconnected.
+/// Refusals (malformed, mis-signed, over the rate) within [`STRIKE_WINDOW`]
+/// before a peer is disconnected.
 const STRIKES: u32 = 100;
+/// Strikes older than this are forgiven, so an honest peer's rare refused
+/// message (a race around a commit, say) never adds up to a ban over days.
+const STRIKE_WINDOW: Duration = Duration::from_secs(60);
 /// How long a disconnected offender is kept out.
 const BAN: Duration = Duration::from_secs(60);
 
@@ -224,6 +228,8 @@ struct PeerBudget {
     tokens: f64,
     last: Instant,
     strikes: u32,
+    /// When the current strike window began.
+    strikes_since: Instant,
 }
 
 impl PeerBudget {
@@ -232,7 +238,18 @@ impl PeerBudget {
             tokens: RATE_BURST,
             last: Instant::now(),
             strikes: 0,
+            strikes_since: Instant::now(),
         }
+    }
+
+    /// Counts a refusal at `now`; true once there are [`STRIKES`] within one window.
+    fn strike(&mut self, now: Instant) -> bool {
+        if now.saturating_duration_since(self.strikes_since) > STRIKE_WINDOW {
+            self.strikes = 0;
+            self.strikes_since = now;
+        }
+        self.strikes += 1;
+        self.strikes >= STRIKES
     }
 
     fn take(&mut self) -> bool {
@@ -410,8 +427,7 @@ impl NetworkTask {
     fn strike(&mut self, peer: PeerId, why: &str) {
         self.metrics.network_strikes.inc();
         let budget = self.budgets.entry(peer).or_insert_with(PeerBudget::new);
-        budget.strikes += 1;
-        if budget.strikes >= STRIKES {
+        if budget.strike(Instant::now()) {
             warn!(%peer, why, "disconnecting a peer that keeps sending refused messages");
             self.banned.insert(peer, Instant::now() + BAN);
             self.budgets.remove(&peer);

@@ -320,3 +320,21 @@ async fn an_oversized_frame_is_refused_without_reading_it() {
         "the oversized frame counts against the peer"
     );
 }
+
+#[test]
+fn strikes_add_up_to_a_disconnect_only_within_one_window() {
+    let mut budget = PeerBudget::new();
+    let start = Instant::now();
+    for _ in 1..STRIKES {
+        assert!(!budget.strike(start));
+    }
+    // Past the window, the old strikes are forgiven and counting starts over.
+    let later = start + STRIKE_WINDOW + Duration::from_secs(1);
+    for _ in 1..STRIKES {
+        assert!(!budget.strike(later));
+    }
+    assert!(
+        budget.strike(later),
+        "the {STRIKES}th strike within one window disconnects"
+    );
+}
