@@ -744,6 +744,54 @@ fn the_same_contract_block_on_two_fresh_stores_gives_identical_receipts_and_root
     assert!(first.0.iter().all(|r| r.tx != Hash::ZERO));
 }
 
+/// Every way a call can go wrong, in one block, on two fresh stores: the
+/// same failed receipts (code and fuel), the same writes, the same root.
+#[test]
+fn runaway_calls_fail_identically_in_a_block_on_two_fresh_stores() {
+    let (counter_code, counter_at) = counter(1, Hash::ZERO);
+    let misbehaving = [
+        // A memory bomb, endless recursion, an endless loop, a trap.
+        crate::vm::tests::call_module(
+            "(loop $l (drop (memory.grow (i32.const 1))) (br $l)) (i32.const 0)",
+        ),
+        crate::vm::tests::recursion_module(0, 0),
+        crate::vm::tests::call_module("(loop $l (br $l)) (i32.const 0)"),
+        crate::vm::tests::call_module("unreachable"),
+    ];
+    let mut block = vec![tx(ADMIN, 0, deploy(&counter_code, Hash::ZERO))];
+    let mut calls = Vec::new();
+    for (i, code) in misbehaving.iter().enumerate() {
+        let salt = Hash([i as u8 + 1; 32]);
+        block.push(tx(ADMIN, i as u64 + 1, deploy(code, salt)));
+        let address = Address::derive(&pk(ADMIN), &vm::code_hash(code), &salt);
+        calls.push(tx(ACME, i as u64, call_method(address, "run")));
+    }
+    block.extend(calls);
+    block.push(tx(BANK, 0, call_method(counter_at, "inc")));
+    let run = || {
+        let env = Env::new();
+        let out = env.execute(&block);
+        let root = env
+            .storage
+            .prepare_state(env.next().height, out.writes.clone())
+            .unwrap()
+            .root;
+        (out.receipts, out.writes, root)
+    };
+    let (first, second) = (run(), run());
+    assert_eq!(first, second);
+    let codes: Vec<&str> = first.0[5..9].iter().map(failure_code).collect();
+    assert_eq!(
+        codes,
+        ["out_of_memory", "stack_exhausted", "out_of_fuel", "trap"]
+    );
+    // The block goes on: the call after them succeeds and every nonce was consumed.
+    assert_success(&first.0[9]);
+    let fresh = Env::new();
+    let after = StateView::new(fresh.storage.clone(), first.1.clone());
+    assert_eq!(account(&after, &pk(ACME)).unwrap().unwrap().nonce, 4);
+}
+
 #[test]
 fn an_admin_upgrade_replaces_the_code_and_keeps_the_state() {
     let env = Env::new();

@@ -48,7 +48,7 @@ fn module(body: &str) -> Vec<u8> {
 }
 
 /// `call` runs `call_body`, `query` returns 0.
-fn call_module(call_body: &str) -> Vec<u8> {
+pub(crate) fn call_module(call_body: &str) -> Vec<u8> {
     module(&format!(
         "(func $call (result i32) {call_body})\n(func $query (result i32) (i32.const 0))"
     ))
@@ -366,7 +366,7 @@ fn growing_memory_past_the_limit_is_out_of_memory() {
 
 /// A module whose `call` recurses without end through `$deep`, whose frame
 /// has `locals` extra i64 locals and pushes `pushes` values before recursing.
-fn recursion_module(locals: usize, pushes: usize) -> Vec<u8> {
+pub(crate) fn recursion_module(locals: usize, pushes: usize) -> Vec<u8> {
     let pushes_code = "(i64.const 1)".repeat(pushes);
     let drops = "(drop)".repeat(pushes);
     module(&format!(
