@@ -49,12 +49,16 @@ impl Run {
 async fn trellis(args: &[&str]) -> Run {
     let mut cmd = tokio::process::Command::new(BIN);
     // Run where the binaries are, so `--node-bin ./trellis-node` is a relative path.
-    cmd.current_dir(Path::new(BIN).parent().expect("the binary is in a directory"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    cmd.current_dir(
+        Path::new(BIN)
+            .parent()
+            .expect("the binary is in a directory"),
+    )
+    .args(args)
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .kill_on_drop(true);
     for var in TRELLIS_ENV {
         cmd.env_remove(var);
     }
