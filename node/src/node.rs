@@ -381,22 +381,27 @@ impl Driver {
         match inbound {
             Inbound::Consensus { from, message } => {
                 let (actions, result) = self.consensus.on_message(message);
+                if let Err(e) = &result
+                    && *e != Rejected::Duplicate
+                {
+                    let code = crate::metrics::CodeLabels {
+                        code: e.code().into(),
+                    };
+                    self.metrics
+                        .consensus_rejected_messages
+                        .get_or_create(&code)
+                        .inc();
+                }
                 match result {
                     Ok(()) | Err(Rejected::Duplicate) => {}
                     Err(Rejected::WrongHeight { got, current }) if got > current => {
                         self.request_sync(Some(from))
                     }
-                    // Stale messages are normal around a commit.
+                    // Stale messages are normal around a commit: counted, never held
+                    // against the peer.
                     Err(Rejected::WrongHeight { .. } | Rejected::RoundTooFar(_)) => {}
                     Err(e) => {
                         debug!(peer = %from, error = %e, "consensus message refused");
-                        let code = crate::metrics::CodeLabels {
-                            code: e.code().into(),
-                        };
-                        self.metrics
-                            .consensus_rejected_messages
-                            .get_or_create(&code)
-                            .inc();
                         self.strike(from);
                     }
                 }

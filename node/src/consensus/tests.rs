@@ -23,6 +23,22 @@ fn keys(n: usize) -> Vec<KeyPair> {
         .collect()
 }
 
+/// Validator 0 of four, started at height 1, and the four keys.
+fn first_of_four() -> (Vec<KeyPair>, Consensus) {
+    let ks = keys(4);
+    let set = ValidatorSet::new(ks.iter().map(KeyPair::public).collect());
+    let mut node = Consensus::new(
+        CHAIN.into(),
+        set,
+        Some(ks[0].clone()),
+        timeouts(),
+        1,
+        SafetyState::default(),
+    );
+    node.start();
+    (ks, node)
+}
+
 fn block(height: u64, round: u64, proposer: PublicKey, salt: u8) -> Block {
     Block {
         header: Header {
@@ -399,17 +415,7 @@ fn restarted_validator_never_votes_twice_in_a_round() {
 
 #[test]
 fn conflicting_votes_from_one_validator_are_flagged_as_equivocation() {
-    let ks = keys(4);
-    let set = ValidatorSet::new(ks.iter().map(KeyPair::public).collect());
-    let mut node = Consensus::new(
-        CHAIN.into(),
-        set,
-        Some(ks[0].clone()),
-        timeouts(),
-        1,
-        SafetyState::default(),
-    );
-    node.start();
+    let (ks, mut node) = first_of_four();
     let vote = |block: Option<Hash>| {
         let data = VoteData {
             chain_id: CHAIN.into(),
@@ -437,17 +443,7 @@ fn conflicting_votes_from_one_validator_are_flagged_as_equivocation() {
 
 #[test]
 fn votes_with_bad_signatures_or_from_strangers_are_rejected() {
-    let ks = keys(4);
-    let set = ValidatorSet::new(ks.iter().map(KeyPair::public).collect());
-    let mut node = Consensus::new(
-        CHAIN.into(),
-        set,
-        Some(ks[0].clone()),
-        timeouts(),
-        1,
-        SafetyState::default(),
-    );
-    node.start();
+    let (ks, mut node) = first_of_four();
     let data = VoteData {
         chain_id: CHAIN.into(),
         height: 1,
@@ -478,17 +474,7 @@ fn votes_with_bad_signatures_or_from_strangers_are_rejected() {
 
 #[test]
 fn only_signed_next_height_messages_of_its_first_rounds_are_kept_once_each() {
-    let ks = keys(4);
-    let set = ValidatorSet::new(ks.iter().map(KeyPair::public).collect());
-    let mut node = Consensus::new(
-        CHAIN.into(),
-        set,
-        Some(ks[0].clone()),
-        timeouts(),
-        1,
-        SafetyState::default(),
-    );
-    node.start();
+    let (ks, mut node) = first_of_four();
     let vote = |signer: &KeyPair, voter: PublicKey, round: u64| {
         let data = VoteData {
             chain_id: CHAIN.into(),
@@ -524,17 +510,7 @@ fn only_signed_next_height_messages_of_its_first_rounds_are_kept_once_each() {
 
 #[test]
 fn the_sync_target_is_the_height_f_plus_one_validators_signed_past() {
-    let ks = keys(4);
-    let set = ValidatorSet::new(ks.iter().map(KeyPair::public).collect());
-    let mut node = Consensus::new(
-        CHAIN.into(),
-        set,
-        Some(ks[0].clone()),
-        timeouts(),
-        1,
-        SafetyState::default(),
-    );
-    node.start();
+    let (ks, mut node) = first_of_four();
     let vote = |signer: &KeyPair, voter: PublicKey, height: u64| {
         let data = VoteData {
             chain_id: CHAIN.into(),

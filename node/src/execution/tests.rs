@@ -499,6 +499,18 @@ fn a_transaction_from_an_unknown_sender_makes_the_block_inadmissible_and_is_left
     );
 }
 
+/// Executes `block` on a fresh dev chain: its receipts, writes and state root.
+fn on_a_fresh_store(block: &[SignedTransaction]) -> (Vec<Receipt>, Writes, Hash) {
+    let env = Env::new();
+    let out = env.execute(block);
+    let root = env
+        .storage
+        .prepare_state(env.next().height, out.writes.clone())
+        .unwrap()
+        .root;
+    (out.receipts, out.writes, root)
+}
+
 #[test]
 fn the_same_block_on_two_fresh_stores_gives_identical_receipts_writes_and_root() {
     let clerk = KeyPair::insecure_from_label("acme/clerk");
@@ -518,17 +530,7 @@ fn the_same_block_on_two_fresh_stores_gives_identical_receipts_writes_and_root()
         ),
         tx(ACME, 2, remark(&[0; 300])),
     ];
-    let run = || {
-        let env = Env::new();
-        let out = env.execute(&block);
-        let root = env
-            .storage
-            .prepare_state(env.next().height, out.writes.clone())
-            .unwrap()
-            .root;
-        (out.receipts, out.writes, root)
-    };
-    let (first, second) = (run(), run());
+    let (first, second) = (on_a_fresh_store(&block), on_a_fresh_store(&block));
     assert_eq!(first, second);
     let codes: Vec<Option<&str>> = first
         .0
@@ -729,17 +731,7 @@ fn the_same_contract_block_on_two_fresh_stores_gives_identical_receipts_and_root
         tx(BANK, 0, call_method(address, "inc")),
         tx(ACME, 1, call_method(address, "loop")),
     ];
-    let run = || {
-        let env = Env::new();
-        let out = env.execute(&block);
-        let root = env
-            .storage
-            .prepare_state(env.next().height, out.writes.clone())
-            .unwrap()
-            .root;
-        (out.receipts, out.writes, root)
-    };
-    let (first, second) = (run(), run());
+    let (first, second) = (on_a_fresh_store(&block), on_a_fresh_store(&block));
     assert_eq!(first, second);
     assert!(first.0.iter().all(|r| r.tx != Hash::ZERO));
 }
@@ -768,17 +760,7 @@ fn runaway_calls_fail_identically_in_a_block_on_two_fresh_stores() {
     }
     block.extend(calls);
     block.push(tx(BANK, 0, call_method(counter_at, "inc")));
-    let run = || {
-        let env = Env::new();
-        let out = env.execute(&block);
-        let root = env
-            .storage
-            .prepare_state(env.next().height, out.writes.clone())
-            .unwrap()
-            .root;
-        (out.receipts, out.writes, root)
-    };
-    let (first, second) = (run(), run());
+    let (first, second) = (on_a_fresh_store(&block), on_a_fresh_store(&block));
     assert_eq!(first, second);
     let codes: Vec<&str> = first.0[5..9].iter().map(failure_code).collect();
     assert_eq!(

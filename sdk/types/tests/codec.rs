@@ -1,14 +1,17 @@
 //! Properties of the canonical encoding: every transaction round-trips, and
 //! every other byte string for it (extended, re-versioned, truncated, or with
-//! an over-long varint anywhere postcard writes one) is refused.
+//! an over-long varint anywhere postcard writes one) is refused; blocks,
+//! votes, certificates and receipts round-trip to the same bytes and refuse
+//! extended or truncated ones.
 //!
 //! A failure prints the minimal input and proptest records its seed under
 //! `proptest-regressions/`, from where the next run replays it first.
 
 use proptest::prelude::*;
 use trellis_types::{
-    Address, Block, Bytes, CodecError, Hash, PublicKey, Receipt, Signature, SignedTransaction,
-    Transaction, decode, encode,
+    Address, Block, Bytes, CodecError, Event, EventSource, ExecError, Hash, Header, PublicKey,
+    QuorumCertificate, Receipt, ReceiptStatus, Signature, SignedTransaction, Transaction, Vote,
+    VoteData, VoteKind, decode, encode,
 };
 use trellis_types::{Payload, SystemOp, codec::ENCODING_VERSION};
 
@@ -279,5 +282,198 @@ proptest! {
         if let Ok(back) = decode::<SignedTransaction>(&bytes) {
             prop_assert_eq!(encode(&back), bytes);
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Every other hashed or signed type: headers and blocks (the header hash is
+// the block id), votes (signed), commit certificates (carried in blocks) and
+// receipts (their root is in the header).
+
+fn hash() -> impl Strategy<Value = Hash> {
+    bytes32().prop_map(Hash)
+}
+
+fn header() -> impl Strategy<Value = Header> {
+    (
+        text(),
+        (number(), number(), number()),
+        (hash(), hash(), hash(), hash()),
+        public_key(),
+    )
+        .prop_map(
+            |(
+                chain_id,
+                (height, round, timestamp_ms),
+                (parent, tx_root, receipts_root, state_root),
+                proposer,
+            )| Header {
+                chain_id,
+                height,
+                round,
+                parent,
+                tx_root,
+                receipts_root,
+                state_root,
+                timestamp_ms,
+                proposer,
+            },
+        )
+}
+
+fn certificate() -> impl Strategy<Value = QuorumCertificate> {
+    (
+        number(),
+        number(),
+        hash(),
+        prop::collection::vec((public_key(), signature()), 0..5),
+    )
+        .prop_map(|(height, round, block, votes)| QuorumCertificate {
+            height,
+            round,
+            block,
+            votes,
+        })
+}
+
+fn block() -> impl Strategy<Value = Block> {
+    (
+        header(),
+        certificate(),
+        prop::collection::vec(signed_transaction(), 0..4),
+    )
+        .prop_map(|(header, parent_commit, txs)| Block {
+            header,
+            parent_commit,
+            txs,
+        })
+}
+
+fn vote() -> impl Strategy<Value = Vote> {
+    (
+        text(),
+        number(),
+        number(),
+        prop_oneof![Just(VoteKind::Prevote), Just(VoteKind::Precommit)],
+        prop::option::of(hash()),
+        public_key(),
+        signature(),
+    )
+        .prop_map(
+            |(chain_id, height, round, kind, block, voter, signature)| Vote {
+                data: VoteData {
+                    chain_id,
+                    height,
+                    round,
+                    kind,
+                    block,
+                },
+                voter,
+                signature,
+            },
+        )
+}
+
+fn receipt() -> impl Strategy<Value = Receipt> {
+    let event = (
+        prop_oneof![
+            Just(EventSource::System),
+            bytes32().prop_map(|a| EventSource::Contract(Address(a)))
+        ],
+        text(),
+        prop::collection::vec((text(), text()), 0..4),
+    )
+        .prop_map(|(source, kind, attributes)| Event {
+            source,
+            kind,
+            attributes,
+        });
+    (
+        hash(),
+        prop::option::of((text(), text())),
+        number(),
+        prop::collection::vec(event, 0..4),
+    )
+        .prop_map(|(tx, error, fuel_used, events)| Receipt {
+            tx,
+            status: match error {
+                None => ReceiptStatus::Success,
+                Some(_) => ReceiptStatus::Failed,
+            },
+            error: error.map(|(code, message)| ExecError { code, message }),
+            fuel_used,
+            events,
+        })
+}
+
+/// One value's bytes are its only encoding: it round-trips to the same
+/// bytes, and the same bytes with more after them, or cut short, are refused.
+fn only_encoding<T>(value: &T, extra: &[u8], cut: prop::sample::Index) -> Result<(), TestCaseError>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let bytes = encode(value);
+    let back: T = decode(&bytes).map_err(|e| TestCaseError::fail(format!("{e}")))?;
+    prop_assert_eq!(&back, value);
+    prop_assert_eq!(encode(&back), bytes.clone());
+    let mut longer = bytes.clone();
+    longer.extend_from_slice(extra);
+    prop_assert_eq!(
+        decode::<T>(&longer),
+        Err(CodecError::TrailingBytes(extra.len()))
+    );
+    let len = cut.index(bytes.len());
+    prop_assert!(
+        decode::<T>(&bytes[..len]).is_err(),
+        "{} of {} bytes decoded",
+        len,
+        bytes.len()
+    );
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+    #[test]
+    fn blocks_have_one_encoding_and_keep_their_hash(
+        b in block(),
+        extra in prop::collection::vec(any::<u8>(), 1..8),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        only_encoding(&b, &extra, cut)?;
+        prop_assert_eq!(decode::<Block>(&encode(&b)).unwrap().hash(), b.hash());
+    }
+
+    #[test]
+    fn votes_have_one_encoding_and_keep_their_signing_hash(
+        v in vote(),
+        extra in prop::collection::vec(any::<u8>(), 1..8),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        only_encoding(&v, &extra, cut)?;
+        prop_assert_eq!(
+            decode::<Vote>(&encode(&v)).unwrap().data.signing_hash(),
+            v.data.signing_hash()
+        );
+    }
+
+    #[test]
+    fn certificates_have_one_encoding(
+        qc in certificate(),
+        extra in prop::collection::vec(any::<u8>(), 1..8),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        only_encoding(&qc, &extra, cut)?;
+    }
+
+    #[test]
+    fn receipts_have_one_encoding_and_keep_their_hash(
+        r in receipt(),
+        extra in prop::collection::vec(any::<u8>(), 1..8),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        only_encoding(&r, &extra, cut)?;
+        prop_assert_eq!(decode::<Receipt>(&encode(&r)).unwrap().hash(), r.hash());
     }
 }
