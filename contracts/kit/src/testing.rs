@@ -21,6 +21,11 @@ use crate::{
     BlockInfo, Caller, Contract, ContractError, ContractEvent, ContractResult, Host, Role,
 };
 
+#[cfg(feature = "wasm-testing")]
+mod wasm;
+#[cfg(feature = "wasm-testing")]
+pub use wasm::WasmContract;
+
 /// The chain id a fresh [`TestHost`] reports.
 pub const TEST_CHAIN_ID: &str = "trellis-test";
 

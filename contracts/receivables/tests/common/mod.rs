@@ -1,8 +1,14 @@
 //! A consortium on the kit's `TestHost`, with typed calls and queries.
+//!
+//! Calls run the contract's Rust code natively, or, with
+//! `TRELLIS_CONTRACT_HOST=wasm` (or [`Chain::on_wasm`]), the module genesis
+//! deploys (`genesis/contracts/receivables.wasm`) through wasmtime: the same
+//! scenarios, on the bytes the chain runs.
 #![allow(dead_code)]
 
 use serde::{Serialize, de::DeserializeOwned};
-use trellis_contract::testing::TestHost;
+use std::sync::OnceLock;
+use trellis_contract::testing::{TestHost, WasmContract};
 use trellis_contract::{ContractError, Host, Role, codec, store};
 use trellis_receivables::*;
 
@@ -29,6 +35,26 @@ pub fn invoice(name: &str) -> [u8; 32] {
 
 pub struct Chain {
     pub host: TestHost,
+    /// Set: calls and queries run the built module instead of the Rust code.
+    pub wasm: Option<&'static WasmContract>,
+}
+
+/// The module genesis deploys, compiled once per test process.
+pub fn built_module() -> &'static WasmContract {
+    static MODULE: OnceLock<WasmContract> = OnceLock::new();
+    MODULE.get_or_init(|| {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../genesis/contracts/receivables.wasm"
+        );
+        let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        WasmContract::new(&bytes).unwrap_or_else(|e| panic!("{path}: {e}"))
+    })
+}
+
+/// Whether `TRELLIS_CONTRACT_HOST=wasm` asks for the built module.
+fn wasm_by_default() -> Option<&'static WasmContract> {
+    (std::env::var("TRELLIS_CONTRACT_HOST").as_deref() == Ok("wasm")).then(built_module)
 }
 
 impl Default for Chain {
@@ -51,7 +77,18 @@ impl Chain {
             .add_member(BANK2, &[Role::Bank])
             .add_member(REGULATOR, &[Role::Regulator])
             .set_block(1, T0);
-        Chain { host }
+        Chain {
+            host,
+            wasm: wasm_by_default(),
+        }
+    }
+
+    /// [`Chain::new`], running the built module through wasmtime.
+    pub fn on_wasm() -> Self {
+        Chain {
+            wasm: Some(built_module()),
+            ..Self::new()
+        }
     }
 
     pub fn now(&self) -> u64 {
@@ -69,9 +106,11 @@ impl Chain {
         args: &A,
     ) -> Result<R, ContractError> {
         self.host.act_as(org);
-        let out = self
-            .host
-            .call::<Receivables>(method, &codec::encode(args))?;
+        let args = codec::encode(args);
+        let out = match self.wasm {
+            Some(module) => self.host.call_wasm(module, method, &args),
+            None => self.host.call::<Receivables>(method, &args),
+        }?;
         Ok(codec::decode(&out).expect("results decode"))
     }
 
@@ -116,10 +155,12 @@ impl Chain {
         method: &str,
         args: &A,
     ) -> R {
-        let out = self
-            .host
-            .query::<Receivables>(method, &codec::encode(args))
-            .unwrap_or_else(|e| panic!("{method}: {e:?}"));
+        let args = codec::encode(args);
+        let out = match self.wasm {
+            Some(module) => self.host.query_wasm(module, method, &args),
+            None => self.host.query::<Receivables>(method, &args),
+        }
+        .unwrap_or_else(|e| panic!("{method}: {e:?}"));
         codec::decode(&out).expect("query results decode")
     }
 
