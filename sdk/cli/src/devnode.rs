@@ -14,10 +14,11 @@ const NODE_BIN: &str = "trellis-node";
 const START_DEADLINE: Duration = Duration::from_secs(60);
 const START_ATTEMPTS: usize = 5;
 
-/// The exact commands that give the demo a node, for when it cannot start one.
-pub const HOW_TO_START: &str = "start a dev node in another terminal and run the demo again:\n\
+/// The exact commands that give `demo` or `bench --start` a node, for when
+/// it cannot start one.
+pub const HOW_TO_START: &str = "start a dev node in another terminal and run the command again:\n\
      \n    cargo run -p trellis-node -- --dev\n\n\
-     or build the node (cargo build -p trellis-node) so `trellis demo` can start one itself";
+     or build the node (cargo build -p trellis-node) so `trellis` can start one itself";
 
 /// The `trellis-node` binary: `explicit`, else next to this program, else on PATH.
 pub fn find_binary(explicit: Option<&Path>) -> Result<PathBuf> {
