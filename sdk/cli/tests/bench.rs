@@ -11,67 +11,22 @@
 
 use serde_json::Value;
 use std::path::Path;
-use std::process::Stdio;
-use std::time::Duration;
 use trellis_tests::DevNode;
 
-const BIN: &str = env!("CARGO_BIN_EXE_trellis");
-/// Longest one quick bench may take: setup, the wait for maturities, a few
-/// seconds of load and the drain, on a debug build.
-const RUN_DEADLINE: Duration = Duration::from_secs(240);
-const TRELLIS_ENV: [&str; 7] = [
-    "TRELLIS_NODE",
-    "TRELLIS_KEY",
-    "TRELLIS_KEY_PASSWORD",
-    "TRELLIS_NEW_KEY_PASSWORD",
-    "TRELLIS_OUTPUT",
-    "TRELLIS_CONTRACT",
-    "TRELLIS_NODE_BIN",
-];
+mod common;
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
+use common::*;
 
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not one JSON document ({e}):\n{}\n--- stderr ---\n{}",
-                self.stdout, self.stderr
-            )
-        })
-    }
-}
-
-async fn trellis(args: &[&str]) -> Run {
-    let mut cmd = tokio::process::Command::new(BIN);
-    // Run where the binaries are, so `--node-bin ./trellis-node` is a relative path.
+/// `trellis args`, run in the directory the binaries are in, so
+/// `--node-bin ./trellis-node` is a relative path.
+async fn trellis_beside_node(args: &[&str]) -> Run {
+    let mut cmd = command(args, &[]);
     cmd.current_dir(
         Path::new(BIN)
             .parent()
             .expect("the binary is in a directory"),
-    )
-    .args(args)
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .kill_on_drop(true);
-    for var in TRELLIS_ENV {
-        cmd.env_remove(var);
-    }
-    let child = cmd.spawn().expect("trellis starts");
-    let output = tokio::time::timeout(RUN_DEADLINE, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("trellis {args:?} still running after {RUN_DEADLINE:?}"))
-        .expect("trellis runs");
-    Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    );
+    finish(cmd, args).await
 }
 
 fn node_binary() -> String {
@@ -101,7 +56,7 @@ async fn the_quick_bench_runs_the_whole_mix_on_a_dev_node_it_starts_and_stops() 
     // operations a second at `--rate max` on the project's machine
     // (docs/benchmarks.md), so a floor of 30 fails only a gross (>10x)
     // slowdown, never noise.
-    let run = trellis(&[
+    let run = trellis_beside_node(&[
         "--output",
         "json",
         "bench",
@@ -114,12 +69,8 @@ async fn the_quick_bench_runs_the_whole_mix_on_a_dev_node_it_starts_and_stops() 
         "--min-ops",
         "30",
     ])
-    .await;
-    assert_eq!(
-        run.code, 0,
-        "{}\n--- stderr ---\n{}",
-        run.stdout, run.stderr
-    );
+    .await
+    .ok();
     let report = run.json();
 
     assert_eq!(report["mix"], "receivables");
@@ -184,7 +135,7 @@ async fn the_quick_bench_runs_the_whole_mix_on_a_dev_node_it_starts_and_stops() 
 async fn below_its_floor_the_quick_bench_exits_with_the_regression_code() {
     let node = DevNode::start().await.expect("dev node");
     let url = node.url("");
-    let run = trellis(&[
+    let run = trellis_beside_node(&[
         "--node",
         &url,
         "--output",
@@ -198,12 +149,8 @@ async fn below_its_floor_the_quick_bench_exits_with_the_regression_code() {
         "--min-ops",
         "100000000",
     ])
-    .await;
-    assert_eq!(
-        run.code, 9,
-        "{}\n--- stderr ---\n{}",
-        run.stdout, run.stderr
-    );
+    .await
+    .expect_code(9);
     // The report is still the one document on stdout, with the verdict.
     let report = run.json();
     assert_eq!(report["mix"], "remark");

@@ -18,91 +18,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use trellis_tests::DevNode;
 
-const BIN: &str = env!("CARGO_BIN_EXE_trellis");
-/// Longest any one CLI run may take (the demo waits ~25 s for maturity).
-const RUN_DEADLINE: Duration = Duration::from_secs(180);
-/// Environment a developer may have set that would change what the CLI does.
-const TRELLIS_ENV: [&str; 7] = [
-    "TRELLIS_NODE",
-    "TRELLIS_KEY",
-    "TRELLIS_KEY_PASSWORD",
-    "TRELLIS_NEW_KEY_PASSWORD",
-    "TRELLIS_OUTPUT",
-    "TRELLIS_CONTRACT",
-    "TRELLIS_NODE_BIN",
-];
+mod common;
 
-/// What a finished `trellis` run left.
-#[derive(Debug)]
-struct Run {
-    args: Vec<String>,
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn ok(self) -> Run {
-        assert_eq!(self.code, 0, "{self}");
-        self
-    }
-
-    /// Stdout as exactly one JSON document (trailing output fails the parse).
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{self}"))
-    }
-
-    fn expect_code(self, code: i32) -> Run {
-        assert_eq!(self.code, code, "{self}");
-        self
-    }
-}
-
-impl std::fmt::Display for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "trellis {:?} exited {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.args, self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-fn command(args: &[&str], envs: &[(&str, &str)]) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(BIN);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for var in TRELLIS_ENV {
-        cmd.env_remove(var);
-    }
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    cmd
-}
-
-/// Runs `trellis args` to completion (bounded; killed if it overruns).
-async fn trellis_env(args: &[&str], envs: &[(&str, &str)]) -> Run {
-    let child = command(args, envs).spawn().expect("trellis starts");
-    let output = tokio::time::timeout(RUN_DEADLINE, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("trellis {args:?} still running after {RUN_DEADLINE:?}"))
-        .expect("trellis runs");
-    Run {
-        args: args.iter().map(|s| s.to_string()).collect(),
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
-
-async fn trellis(args: &[&str]) -> Run {
-    trellis_env(args, &[]).await
-}
+use common::*;
 
 /// `trellis --node <url> --output json args`, which must succeed; its JSON.
 async fn json_ok(url: &str, args: &[&str]) -> Value {
