@@ -193,6 +193,33 @@ pub(crate) fn free_port() -> Result<u16> {
         .map_err(|e| CliError::other(format!("finding a free loopback port: {e}")))
 }
 
+/// The first of `count` consecutive loopback ports free now, below the
+/// ephemeral range (so no outgoing connection takes one before a node binds
+/// it), and clear of the range `avoid`.
+pub fn free_ports(count: u16, avoid: Option<(u16, u16)>) -> Result<u16> {
+    use std::hash::{BuildHasher, Hasher};
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.saturating_sub(count).max(10_001));
+    for _ in 0..1_000 {
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let base = low + (random % u64::from(high - low)) as u16;
+        let overlaps = avoid.is_some_and(|(a, n)| base < a + n && a < base + count);
+        if !overlaps
+            && (base..base + count).all(|p| TcpListener::bind((Ipv4Addr::LOCALHOST, p)).is_ok())
+        {
+            return Ok(base);
+        }
+    }
+    Err(CliError::other(format!(
+        "no {count} consecutive free loopback ports"
+    )))
+}
+
 pub(crate) fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")

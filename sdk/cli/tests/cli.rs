@@ -11,12 +11,11 @@
 
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use trellis_tests::DevNode;
+use trellis_tests::{DevNode, free_port};
 
 mod common;
 
@@ -45,13 +44,6 @@ fn minor(amount: &Value) -> u128 {
 
 fn id(v: &Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not an id: {v}"))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
 
 /// The `trellis-node` built beside `trellis`.
@@ -1070,25 +1062,9 @@ impl Drop for Localnet {
     }
 }
 
-/// The first of `count` consecutive loopback ports free now, below the
-/// ephemeral range (so no outgoing connection takes one before a node binds it).
+/// The first of `count` consecutive free loopback ports, as the bench picks them.
 fn free_ports(count: u16) -> u16 {
-    use std::hash::{BuildHasher, Hasher};
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    let (low, high) = (10_000u16, ephemeral_low.saturating_sub(count).max(10_001));
-    for _ in 0..1_000 {
-        let random = std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish();
-        let base = low + (random % u64::from(high - low)) as u16;
-        if (base..base + count).all(|p| TcpListener::bind((Ipv4Addr::LOCALHOST, p)).is_ok()) {
-            return base;
-        }
-    }
-    panic!("no {count} consecutive free loopback ports");
+    trellis_cli::devnode::free_ports(count, None).expect("consecutive free loopback ports")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,9 +5,8 @@
 //! CPU and memory figures and they stop when the bench ends (also on error
 //! and Ctrl-C). Data and logs live in a temporary directory.
 
-use crate::devnode::{DevNodeProcess, tail};
+use crate::devnode::{DevNodeProcess, free_ports, tail};
 use crate::error::{Class, CliError, Result};
-use std::net::{Ipv4Addr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -170,31 +169,4 @@ impl Drop for LocalNet {
 
 fn unreachable(message: String) -> CliError {
     CliError::new(Class::Unreachable, message)
-}
-
-/// The first of `count` consecutive loopback ports free now, below the
-/// ephemeral range (so no outgoing connection takes one before a node binds
-/// it), and clear of the range `avoid`.
-fn free_ports(count: u16, avoid: Option<(u16, u16)>) -> Result<u16> {
-    use std::hash::{BuildHasher, Hasher};
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    let (low, high) = (10_000u16, ephemeral_low.saturating_sub(count).max(10_001));
-    for _ in 0..1_000 {
-        let random = std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish();
-        let base = low + (random % u64::from(high - low)) as u16;
-        let overlaps = avoid.is_some_and(|(a, n)| base < a + n && a < base + count);
-        if !overlaps
-            && (base..base + count).all(|p| TcpListener::bind((Ipv4Addr::LOCALHOST, p)).is_ok())
-        {
-            return Ok(base);
-        }
-    }
-    Err(CliError::other(format!(
-        "no {count} consecutive free loopback ports"
-    )))
 }
