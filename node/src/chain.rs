@@ -496,4 +496,4 @@ impl Chain {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

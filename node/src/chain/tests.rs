@@ -29,7 +29,8 @@ fn node() -> Node {
     }
 }
 
-fn validator() -> KeyPair {
+/// The dev chain's single validator key.
+pub(crate) fn validator() -> KeyPair {
     let (_, nodes) = trellis_genesis::build(&NetworkSpec::dev()).expect("dev network builds");
     nodes[0]
         .consensus
@@ -37,7 +38,8 @@ fn validator() -> KeyPair {
         .expect("the dev node is a validator")
 }
 
-fn certificate(block: &Block, validator: &KeyPair) -> QuorumCertificate {
+/// `validator`'s precommit for `block`: on the dev chain, a quorum of one.
+pub(crate) fn certificate(block: &Block, validator: &KeyPair) -> QuorumCertificate {
     let mut qc = QuorumCertificate {
         height: block.header.height,
         round: block.header.round,

@@ -3,13 +3,14 @@
 //! zero it commits a block through the real chain (build, certify, commit).
 
 use super::*;
+use crate::chain::tests::{certificate, validator};
 use crate::chain::{self, Chain};
 use crate::storage::Storage;
 use std::sync::Arc;
 use tempfile::TempDir;
-use trellis_genesis::{DEV_GENESIS_TIME_MS, Genesis, GenesisAccount, NetworkSpec, dev_account};
+use trellis_genesis::{DEV_GENESIS_TIME_MS, Genesis, GenesisAccount, dev_account};
 use trellis_types::codec::encode;
-use trellis_types::{Block, Bytes, KeyPair, Payload, QuorumCertificate, SystemOp, Transaction};
+use trellis_types::{Bytes, KeyPair, Payload, SystemOp, Transaction};
 
 const CHAIN_ID: &str = "trellis-dev";
 /// A minute after the dev genesis: the clock of every test unless it says otherwise.
@@ -90,7 +91,7 @@ impl Env {
             pool,
             std::sync::Arc::new(crate::vm::Vm::new()),
         );
-        let validator = validator_key();
+        let validator = validator();
         let block = chain.build(0, &validator, now_ms).expect("build");
         let mut included: Vec<Hash> = block.txs.iter().map(SignedTransaction::hash).collect();
         let mut wanted: Vec<Hash> = txs.iter().map(SignedTransaction::hash).collect();
@@ -132,27 +133,6 @@ fn genesis_with_weak_account() -> Genesis {
         label: "weak".into(),
     });
     genesis
-}
-
-fn validator_key() -> KeyPair {
-    let (_, nodes) = trellis_genesis::build(&NetworkSpec::dev()).expect("dev network builds");
-    nodes[0]
-        .consensus
-        .clone()
-        .expect("validator-0 has a consensus key")
-}
-
-/// The single dev validator's precommit for `block`: a quorum of one.
-fn certificate(block: &Block, validator: &KeyPair) -> QuorumCertificate {
-    let mut qc = QuorumCertificate {
-        height: block.header.height,
-        round: block.header.round,
-        block: block.hash(),
-        votes: Vec::new(),
-    };
-    let signature = validator.sign(&qc.vote_data(CHAIN_ID).signing_hash());
-    qc.votes.push((validator.public(), signature));
-    qc
 }
 
 fn remark(label: &str, nonce: u64) -> Transaction {
