@@ -381,23 +381,15 @@ impl Receivables {
     /// # Ok(()) }
     /// ```
     pub async fn holdings(&self, org: &str) -> Result<Vec<PieceView>> {
-        let mut all = Vec::new();
-        let mut after = None;
-        loop {
-            let page = self
-                .holdings_page(&ByHolder {
-                    org: org.into(),
-                    after,
-                    limit: Some(MAX_PAGE),
-                })
-                .await?;
-            let full = page.len() >= MAX_PAGE as usize;
-            after = page.last().map(|p| p.piece.id);
-            all.extend(page);
-            if !full || after.is_none() {
-                return Ok(all);
-            }
-        }
+        every_page(|after| {
+            let page = ByHolder {
+                org: org.into(),
+                after,
+                limit: Some(MAX_PAGE),
+            };
+            async move { self.holdings_page(&page).await }
+        })
+        .await
     }
 
     /// One page of the pieces an organisation holds.
@@ -433,23 +425,15 @@ impl Receivables {
     /// # Ok(()) }
     /// ```
     pub async fn tree(&self, root: PieceId) -> Result<Vec<PieceView>> {
-        let mut all = Vec::new();
-        let mut after = None;
-        loop {
-            let page = self
-                .tree_page(&TreePage {
-                    root,
-                    after,
-                    limit: Some(MAX_PAGE),
-                })
-                .await?;
-            let full = page.len() >= MAX_PAGE as usize;
-            after = page.last().map(|p| p.piece.id);
-            all.extend(page);
-            if !full || after.is_none() {
-                return Ok(all);
-            }
-        }
+        every_page(|after| {
+            let page = TreePage {
+                root,
+                after,
+                limit: Some(MAX_PAGE),
+            };
+            async move { self.tree_page(&page).await }
+        })
+        .await
     }
 
     /// One page of a receivable's pieces, in id order.
@@ -564,4 +548,24 @@ fn payouts(event: &Event) -> Result<Vec<Payout>> {
             })
         })
         .collect()
+}
+
+/// Reads a paged piece query to its end: `page(after)` returns up to
+/// [`MAX_PAGE`] pieces with ids after `after`; a short page is the last.
+async fn every_page<F, Fut>(mut page: F) -> Result<Vec<PieceView>>
+where
+    F: FnMut(Option<PieceId>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<PieceView>>>,
+{
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let next = page(after).await?;
+        let full = next.len() >= MAX_PAGE as usize;
+        after = next.last().map(|p| p.piece.id);
+        all.extend(next);
+        if !full || after.is_none() {
+            return Ok(all);
+        }
+    }
 }
