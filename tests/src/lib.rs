@@ -48,6 +48,20 @@ pub fn free_port() -> u16 {
         .expect("the OS gives a free loopback port")
 }
 
+/// Runs `openssl` with `args`, which must succeed; its standard output.
+pub fn openssl(args: &[&str]) -> String {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Calls `check` until it returns `Some`, or fails after `timeout` with `what`
 /// and the last error seen.
 pub async fn poll<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>

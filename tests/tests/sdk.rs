@@ -12,7 +12,7 @@ use trellis_node::node::now_ms;
 use trellis_receivables as rcv;
 use trellis_sdk::api::{CommittedTx, TxPosition};
 use trellis_sdk::{Client, Error, RetryPolicy};
-use trellis_tests::{DEADLINE, DevNode, TcpProxy, poll};
+use trellis_tests::{DEADLINE, DevNode, TcpProxy, openssl, poll};
 use trellis_types::{
     Address, Bytes, KeyPair, Payload, ReceiptStatus, SystemOp, Transaction, decode, encode,
 };
@@ -824,17 +824,4 @@ fn encrypted_key_files_round_trip_with_openssl_and_a_wrong_password_is_refused()
 
 fn path(p: &Path) -> &str {
     p.to_str().expect("temp paths are UTF-8")
-}
-
-/// Runs `openssl` with `args`; it must succeed.
-fn openssl(args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("openssl runs");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }

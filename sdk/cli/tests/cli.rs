@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use trellis_tests::{DevNode, free_port};
+use trellis_tests::{DevNode, free_port, openssl};
 
 mod common;
 
@@ -765,18 +765,6 @@ async fn errors_exit_with_their_documented_codes() {
 async fn keys_round_trip_with_openssl() {
     let dir = tempfile::tempdir().unwrap();
     let at = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
-    let openssl = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .output()
-            .expect("openssl runs");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
     let show = async |file: &str, envs: &[(&str, &str)]| -> Value {
         trellis_env(&["--output", "json", "keys", "show", file], envs)
             .await
