@@ -11,12 +11,17 @@
 
 use crate::cache::Cache;
 use crate::storage::{ReadCaches, Storage, StorageError, corrupt, lock, prefix, state_key};
-use jmt::storage::{LeafNode, Node, NodeKey, TreeReader, TreeUpdateBatch};
+use jmt::storage::{LeafNode, NibblePath, Node, NodeKey, TreeReader, TreeUpdateBatch};
 use jmt::{JellyfishMerkleTree, KeyHash, OwnedValue, Version};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use trellis_types::proof::{StateHasher, key_hash};
 use trellis_types::{Hash, StateProof, codec};
+
+mod tree_records;
+mod tree_update;
+
+use tree_records::StoredValue;
 
 /// Reads of the latest committed state.
 pub trait StateRead {
@@ -45,40 +50,36 @@ struct TreeStore<'a> {
     nodes: Option<&'a Mutex<Cache<Vec<u8>, Node>>>,
 }
 
-fn node_key_bytes(node_key: &NodeKey) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + 8 + 8 + 4 + 32);
-    out.push(prefix::TREE_NODE);
-    out.extend_from_slice(&node_key.version().to_be_bytes());
+/// A node's key in the node cache: `version ‖ borsh(nibble path)`.
+fn node_cache_key(node_key: &NodeKey) -> Vec<u8> {
+    let mut out = node_key.version().to_be_bytes().to_vec();
     borsh::to_writer(&mut out, node_key.nibble_path()).expect("writing to a Vec cannot fail");
     out
 }
 
-fn value_key_bytes(key: KeyHash, version: Version) -> [u8; 41] {
-    let mut out = [0u8; 41];
-    out[0] = prefix::TREE_VALUE;
-    out[1..33].copy_from_slice(&key.0);
-    out[33..].copy_from_slice(&version.to_be_bytes());
-    out
-}
-
-const VALUE_DELETED: u8 = 0;
-const VALUE_PRESENT: u8 = 1;
-
 impl TreeReader for TreeStore<'_> {
     fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
-        let key = node_key_bytes(node_key);
+        let key = node_cache_key(node_key);
         if let Some(node) = self.nodes.and_then(|nodes| lock(nodes).get(&key)) {
             return Ok(Some(node));
         }
-        let Some(bytes) = self.db.get(&key).map_err(StorageError::from)? else {
+        let record_key = tree_records::node_record_key(node_key);
+        let Some(record) = self.db.get(record_key).map_err(StorageError::from)? else {
             return Ok(None);
         };
-        let node: Node = borsh::from_slice(&bytes).map_err(|e| {
+        let damaged = |e: &dyn std::fmt::Display| {
             corrupt(format!(
-                "state tree node at version {}: {e}",
+                "state tree node record {} of version {}: {e}",
+                hex::encode(&record_key[9..]),
                 node_key.version()
             ))
-        })?;
+        };
+        let Some(bytes) = tree_records::find_node(&record, &tree_records::node_id(node_key))
+            .map_err(|e| damaged(&e))?
+        else {
+            return Ok(None);
+        };
+        let node: Node = borsh::from_slice(bytes).map_err(|e| damaged(&e))?;
         if let Some(nodes) = self.nodes {
             lock(nodes).insert(key, node.clone());
         }
@@ -90,15 +91,28 @@ impl TreeReader for TreeStore<'_> {
         max_version: Version,
         key: KeyHash,
     ) -> anyhow::Result<Option<OwnedValue>> {
-        let range = value_key_bytes(key, 0)..=value_key_bytes(key, max_version);
-        let Some(entry) = self.db.range(range).next_back() else {
-            return Ok(None);
-        };
-        let (_, bytes) = entry.map_err(StorageError::from)?;
-        match bytes.split_first() {
-            Some((&VALUE_PRESENT, value)) => Ok(Some(value.to_vec())),
-            Some((&VALUE_DELETED, [])) => Ok(None),
-            _ => Err(corrupt(format!("state tree value {}", hex::encode(key.0))).into()),
+        let mut version = max_version;
+        loop {
+            let Some(leaf_version) = self.leaf_version(version, key)? else {
+                return Ok(None);
+            };
+            let record = self
+                .db
+                .get(tree_records::value_record_key(leaf_version, key))
+                .map_err(StorageError::from)?;
+            let missing = || {
+                corrupt(format!(
+                    "state tree value of {} at version {leaf_version} is missing",
+                    hex::encode(key.0)
+                ))
+            };
+            let stored = tree_records::find_value(record.as_deref().unwrap_or_default(), key)
+                .map_err(|e| corrupt(format!("state tree value record: {e}")))?;
+            match stored.ok_or_else(missing)? {
+                StoredValue::Written(value) => return Ok(Some(value.to_vec())),
+                // The leaf moved at `leaf_version`: it held the same value just before.
+                StoredValue::Moved => version = leaf_version.checked_sub(1).ok_or_else(missing)?,
+            }
         }
     }
 
@@ -107,6 +121,68 @@ impl TreeReader for TreeStore<'_> {
             "rightmost-leaf lookup is only for jmt's chunk restore, which Trellis does not use"
         )
     }
+}
+
+impl TreeStore<'_> {
+    /// The version that wrote the leaf holding `key` in the tree at `version`;
+    /// `None` if the key is not in that tree.
+    fn leaf_version(
+        &self,
+        version: Version,
+        key: KeyHash,
+    ) -> Result<Option<Version>, StorageError> {
+        let mut node_key = NodeKey::new(version, key_path(key, 0));
+        for depth in 0..64 {
+            let node = self
+                .get_node_option(&node_key)
+                .map_err(tree_error)?
+                .ok_or_else(|| {
+                    corrupt(format!(
+                        "state tree node at version {} depth {depth} is missing",
+                        node_key.version()
+                    ))
+                })?;
+            match node {
+                Node::Null => return Ok(None),
+                Node::Leaf(leaf) => {
+                    return Ok((leaf.key_hash() == key).then_some(node_key.version()));
+                }
+                Node::Internal(internal) => {
+                    let Some(child) = internal.child(nibble(key, depth).into()) else {
+                        return Ok(None);
+                    };
+                    node_key = NodeKey::new(child.version, key_path(key, depth + 1));
+                }
+            }
+        }
+        Err(corrupt(format!(
+            "state tree path to {} is deeper than the key",
+            hex::encode(key.0)
+        )))
+    }
+}
+
+/// Nibble `i` of `key`, high nibble first.
+fn nibble(key: KeyHash, i: usize) -> u8 {
+    let byte = key.0[i / 2];
+    if i.is_multiple_of(2) {
+        byte >> 4
+    } else {
+        byte & 0x0f
+    }
+}
+
+/// The first `nibbles` nibbles of `key`, as a tree path.
+fn key_path(key: KeyHash, nibbles: usize) -> NibblePath {
+    // borsh(NibblePath) = u64 nibble count ‖ u32 byte length ‖ bytes, unused low nibble zero.
+    let len = nibbles.div_ceil(2);
+    let mut bytes = (nibbles as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(&(len as u32).to_le_bytes());
+    bytes.extend_from_slice(&key.0[..len]);
+    if !nibbles.is_multiple_of(2) {
+        *bytes.last_mut().expect("an odd path has a byte") &= 0xf0;
+    }
+    borsh::from_slice(&bytes).expect("a well-formed nibble path decodes")
 }
 
 /// Turns an error out of jmt back into ours: our own errors pass through, anything jmt
@@ -130,12 +206,10 @@ pub(crate) fn tree_root(tree: &sled::Tree, version: u64) -> Result<Option<Hash>,
     Ok(root.map(|r| Hash(r.0)))
 }
 
+/// The sled key of the record holding `version`'s root node.
 #[cfg(test)]
-pub(crate) fn tree_node_key_for_root(version: u64) -> Vec<u8> {
-    // borsh of the empty nibble path: a zero u64 nibble count and a zero u32 byte length.
-    let empty: jmt::storage::NibblePath =
-        borsh::from_slice(&[0u8; 12]).expect("the empty nibble path decodes");
-    node_key_bytes(&NodeKey::new(version, empty))
+pub(crate) fn tree_root_record_key(version: u64) -> Vec<u8> {
+    tree_records::node_record_key(&NodeKey::new(version, key_path(KeyHash([0; 32]), 0))).to_vec()
 }
 
 /// Adds `update` (latest state, tree nodes, versioned values, stale-node index) to a block's batch.
@@ -147,23 +221,12 @@ pub(crate) fn write_update(batch: &mut sled::Batch, update: &StateUpdate) {
         }
     }
     let nodes = &update.tree.node_batch;
-    for (node_key, node) in nodes.nodes() {
-        batch.insert(
-            node_key_bytes(node_key),
-            borsh::to_vec(node).expect("writing to a Vec cannot fail"),
-        );
+    for (key, record) in tree_records::encode_nodes(nodes.nodes()) {
+        batch.insert(&key[..], record);
     }
-    for ((version, key), value) in nodes.values() {
-        let stored = match value {
-            Some(value) => {
-                let mut v = Vec::with_capacity(1 + value.len());
-                v.push(VALUE_PRESENT);
-                v.extend_from_slice(value);
-                v
-            }
-            None => vec![VALUE_DELETED],
-        };
-        batch.insert(&value_key_bytes(*key, *version)[..], stored);
+    for (key, record) in tree_records::encode_values(update.version, nodes.nodes(), nodes.values())
+    {
+        batch.insert(&key[..], record);
     }
     // One record per version (not one key per node: sled pays per key) listing the nodes
     // this version made stale, so old versions can be pruned later without walking the tree.
@@ -225,7 +288,7 @@ pub(crate) fn cache_update(caches: &ReadCaches, update: &StateUpdate) {
     drop(state);
     let mut nodes = lock(&caches.nodes);
     for (node_key, node) in update.tree.node_batch.nodes() {
-        nodes.insert(node_key_bytes(node_key), node.clone());
+        nodes.insert(node_cache_key(node_key), node.clone());
     }
 }
 
@@ -249,15 +312,11 @@ impl Storage {
             db: &self.db,
             nodes: Some(&self.caches.nodes),
         };
-        let value_set: Vec<(KeyHash, Option<OwnedValue>)> = writes
+        let value_set = writes
             .iter()
             .map(|(key, value)| (key_hash(key), value.clone()))
             .collect();
-        // An empty value set is fine here (unlike jmt's batch API): freezing the tree
-        // cache copies the previous root to the new version, so every height has a root.
-        let (root, tree) = Tree::new(&store)
-            .put_value_set(value_set, version)
-            .map_err(tree_error)?;
+        let (root, tree) = tree_update::compute(&store, version, value_set)?;
         Ok(StateUpdate {
             version,
             root: Hash(root.0),
@@ -331,6 +390,16 @@ mod tests {
     use crate::storage::tests::{commit, writes};
     use trellis_types::verify_state_proof;
 
+    /// Keys `k<i>` with values `v<i>`, for each `i` in `range`.
+    fn numbered(range: std::ops::Range<u32>) -> Writes {
+        range
+            .map(|i| {
+                let (key, value) = (format!("k{i}"), format!("v{i}"));
+                (key.into_bytes(), Some(value.into_bytes()))
+            })
+            .collect()
+    }
+
     fn store() -> (tempfile::TempDir, Storage) {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path()).unwrap();
@@ -403,14 +472,7 @@ mod tests {
     #[test]
     fn tampered_proof_bytes_fail_verification() {
         let (_dir, storage) = store();
-        let pairs: Vec<(String, Option<String>)> = (0..50)
-            .map(|i| (format!("k{i}"), Some(format!("v{i}"))))
-            .collect();
-        let pairs: Vec<(&str, Option<&str>)> = pairs
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_deref()))
-            .collect();
-        commit(&storage, vec![], writes(&pairs));
+        commit(&storage, vec![], numbered(0..50));
         let p = storage.get_with_proof(b"k7", 0).unwrap();
         verify_state_proof(&p.state_root, b"k7", Some(b"v7"), &p.proof).unwrap();
         for i in 0..p.proof.len() {
@@ -464,6 +526,70 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+        /// Every key at every version reads back with a verifying proof, from
+        /// the caches and from a reopened store, while keys sharing path
+        /// prefixes are inserted and deleted around each other (so leaves move
+        /// down and back up without their value being written); and whichever
+        /// path a block took (deletions, inserts or both), its root is the one
+        /// its state has.
+        #[test]
+        fn every_version_of_every_key_proves_its_value(
+            blocks in proptest::collection::vec(
+                proptest::collection::btree_map(0u8..48, proptest::option::weighted(0.8, 0u8..4), 0..12),
+                1..16,
+            )
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut expected: Vec<BTreeMap<u8, u8>> = Vec::new();
+            {
+                let storage = Storage::open(dir.path()).unwrap();
+                let mut state = BTreeMap::new();
+                for block in &blocks {
+                    let mut w = Writes::new();
+                    for (&key, value) in block {
+                        match value {
+                            Some(v) => state.insert(key, *v),
+                            None => state.remove(&key),
+                        };
+                        w.insert(vec![key], value.map(|v| vec![v]));
+                    }
+                    commit(&storage, vec![], w);
+                    expected.push(state.clone());
+                }
+                check_every_proof(&storage, &expected);
+                // The tree is a function of the key set alone: each version's root is the
+                // root of that version's state written into an empty tree at once.
+                let (_empty_dir, empty) = store();
+                for (version, state) in expected.iter().enumerate() {
+                    let at_once = state.iter().map(|(k, v)| (vec![*k], Some(vec![*v]))).collect();
+                    let root = empty.prepare_state(0, at_once).unwrap().root;
+                    assert_eq!(storage.state_root(version as u64).unwrap(), Some(root), "version {version}");
+                }
+            }
+            let reopened = Storage::open(dir.path()).unwrap();
+            check_every_proof(&reopened, &expected);
+        }
+    }
+
+    fn check_every_proof(storage: &Storage, expected: &[BTreeMap<u8, u8>]) {
+        for (version, state) in expected.iter().enumerate() {
+            let root = storage.state_root(version as u64).unwrap().unwrap();
+            for key in 0u8..48 {
+                let proof = storage.get_with_proof(&[key], version as u64).unwrap();
+                let value = state.get(&key).map(|v| vec![*v]);
+                assert_eq!(
+                    proof.value.as_deref(),
+                    value.as_deref(),
+                    "key {key} at {version}"
+                );
+                verify_state_proof(&root, &[key], value.as_deref(), &proof.proof).unwrap();
+            }
+        }
+    }
+
     #[test]
     fn root_is_the_same_whatever_order_and_blocks_the_writes_came_in() {
         let keys: Vec<String> = (0..40).map(|i| format!("key-{i}")).collect();
@@ -491,17 +617,30 @@ mod tests {
         );
     }
 
+    /// Blocks without deletions take jmt's batch insertion, blocks with them the
+    /// key-by-key path: both must give the same tree.
+    #[test]
+    fn batch_and_key_by_key_insertion_give_the_same_root() {
+        let (_d1, batch) = store();
+        let (_d2, key_by_key) = store();
+        for storage in [&batch, &key_by_key] {
+            commit(storage, vec![], numbered(0..100));
+        }
+        commit(&batch, vec![], numbered(100..300));
+        // Deleting a key that is not there changes nothing but the path taken.
+        let mut with_deletion = numbered(100..300);
+        with_deletion.insert(b"absent".to_vec(), None);
+        commit(&key_by_key, vec![], with_deletion);
+        assert_eq!(
+            batch.head().unwrap().state_root,
+            key_by_key.head().unwrap().state_root
+        );
+    }
+
     #[test]
     fn deleting_a_key_restores_the_root_from_before_it_was_inserted() {
         let (_dir, storage) = store();
-        let pairs: Vec<(String, Option<String>)> = (0..30)
-            .map(|i| (format!("k{i}"), Some(format!("v{i}"))))
-            .collect();
-        let pairs: Vec<(&str, Option<&str>)> = pairs
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_deref()))
-            .collect();
-        commit(&storage, vec![], writes(&pairs));
+        commit(&storage, vec![], numbered(0..30));
         let before = storage.head().unwrap().state_root;
         commit(&storage, vec![], writes(&[("new", Some("x"))]));
         assert_ne!(storage.head().unwrap().state_root, before);
@@ -509,10 +648,7 @@ mod tests {
         assert_eq!(storage.head().unwrap().state_root, before);
 
         // Deleting every key gives the empty tree's root.
-        let all_deleted: Writes = pairs
-            .iter()
-            .map(|(k, _)| (k.as_bytes().to_vec(), None))
-            .collect();
+        let all_deleted: Writes = numbered(0..30).into_keys().map(|key| (key, None)).collect();
         commit(&storage, vec![], all_deleted);
         assert_eq!(storage.head().unwrap().state_root, Hash(Tree::EMPTY_ROOT.0));
     }

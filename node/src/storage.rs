@@ -31,9 +31,11 @@ pub(crate) mod prefix {
     pub const TX: u8 = 0x05;
     /// `STATE ‖ raw key` → value: the latest committed state.
     pub const STATE: u8 = 0x06;
-    /// `TREE_NODE ‖ version ‖ borsh(nibble path)` → `borsh(jmt Node)`.
+    /// `TREE_NODE ‖ version ‖ group` → the state-tree nodes that version wrote
+    /// in that group (see `state::tree_records`).
     pub const TREE_NODE: u8 = 0x07;
-    /// `TREE_VALUE ‖ key hash ‖ version` → `0` (deleted) or `1 ‖ value`.
+    /// `TREE_VALUE ‖ version ‖ first key-hash byte` → the values that version
+    /// gave to the tree's leaves in that group.
     pub const TREE_VALUE: u8 = 0x08;
     /// `TREE_STALE ‖ version` → `borsh(Vec<NodeKey>)`: the nodes that version made stale, for pruning.
     pub const TREE_STALE: u8 = 0x09;
@@ -45,8 +47,8 @@ pub(crate) mod prefix {
 }
 
 /// Layout version written with genesis; a store with another version is refused.
-/// 2: receipts live in the transaction records.
-const SCHEMA_VERSION: u8 = 2;
+/// 2: receipts live in the transaction records. 3: tree nodes and values are stored in groups.
+const SCHEMA_VERSION: u8 = 3;
 
 fn height_key(prefix: u8, height: u64) -> [u8; 9] {
     let mut key = [0u8; 9];
@@ -132,14 +134,17 @@ pub struct Storage {
     pub(crate) caches: Arc<ReadCaches>,
 }
 
-/// Entries each read cache keeps at least (and at most twice that).
+/// Entries the state-value cache keeps at least (and at most twice that); the
+/// tree-node cache keeps four times as many, since a block writes several
+/// nodes per key and a busy block writes tens of thousands (about 130 MiB at
+/// most when full).
 const READ_CACHE_ENTRIES: usize = 32_768;
 
 /// What reads of committed data keep in memory, so execution and admission
 /// rarely reach sled. Only committed data is ever cached.
 pub(crate) struct ReadCaches {
     pub(crate) state: Mutex<StateCache>,
-    /// Decoded state-tree nodes by storage key (a node never changes once written).
+    /// Decoded state-tree nodes by version and path (a node never changes once written).
     pub(crate) nodes: Mutex<Cache<Vec<u8>, jmt::storage::Node>>,
 }
 
@@ -158,7 +163,7 @@ impl ReadCaches {
                 commits: 0,
                 values: Cache::new(entries),
             }),
-            nodes: Mutex::new(Cache::new(entries)),
+            nodes: Mutex::new(Cache::new(entries.saturating_mul(4))),
         }
     }
 }
@@ -961,7 +966,7 @@ pub(crate) mod tests {
         for key in [
             hash_key(prefix::TX, &tx.hash()).to_vec(),
             height_key(prefix::COMMIT, 1).to_vec(),
-            crate::state::tree_node_key_for_root(1),
+            crate::state::tree_root_record_key(1),
         ] {
             let dir = tempfile::tempdir().unwrap();
             store_with_two_blocks(&dir);
@@ -977,13 +982,13 @@ pub(crate) mod tests {
         // Overwrite the head version's root node with the genesis root: the roots differ.
         let genesis_root = retry_while_locked(|| Ok(sled::open(dir.path())?))
             .map(|db| {
-                db.get(crate::state::tree_node_key_for_root(0))
+                db.get(crate::state::tree_root_record_key(0))
                     .unwrap()
                     .unwrap()
                     .to_vec()
             })
             .unwrap();
-        tamper(&dir, &crate::state::tree_node_key_for_root(1), |_| {
+        tamper(&dir, &crate::state::tree_root_record_key(1), |_| {
             Some(genesis_root)
         });
         assert_corrupt(&dir);
