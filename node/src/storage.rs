@@ -507,12 +507,18 @@ impl Storage {
             return Err(corrupt("data present but no chain head"));
         };
         let head: ChainHead = unseal(&head_bytes, || "chain head".into())?;
-        match db.get(prefix::SCHEMA)? {
-            Some(v) if *v == [SCHEMA_VERSION] => {}
-            other => {
+        match db.get(prefix::SCHEMA)?.as_deref() {
+            Some([SCHEMA_VERSION]) => {}
+            Some(&[other]) => {
                 return Err(corrupt(format!(
-                    "storage layout version {other:?}, expected [{SCHEMA_VERSION}]"
+                    "the store has storage layout version {other}, this build reads version \
+                     {SCHEMA_VERSION}: move the data directory aside and sync the chain again"
                 )));
+            }
+            _ => {
+                return Err(corrupt(
+                    "the store's layout version is missing or malformed",
+                ));
             }
         }
         let h = head.height;
@@ -882,6 +888,22 @@ pub(crate) mod tests {
             Err(StorageError::Corrupt { what }) => assert!(!what.is_empty()),
             other => panic!("expected Corrupt, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn open_refuses_a_store_of_another_layout_version() {
+        let dir = tempfile::tempdir().unwrap();
+        store_with_two_blocks(&dir);
+        tamper(&dir, prefix::SCHEMA, |_| Some(vec![SCHEMA_VERSION - 1]));
+        match open(&dir) {
+            Err(StorageError::Corrupt { what }) => assert!(
+                what.contains(&format!("layout version {}", SCHEMA_VERSION - 1)),
+                "{what}"
+            ),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        tamper(&dir, prefix::SCHEMA, |_| None);
+        assert_corrupt(&dir);
     }
 
     #[test]
