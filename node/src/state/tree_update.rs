@@ -26,7 +26,8 @@ pub(super) fn compute(
         .into_iter()
         .filter_map(|(key, value)| Some((key, value?)))
         .collect();
-    // Version 0 starts from jmt's pre-genesis tree, which only the key-by-key path handles.
+    // Version 0 builds on jmt's pre-genesis root, which `AfterDeletions` does not stand in
+    // for: a genesis with deletions goes key by key.
     if inserts.is_empty() || (version == 0 && !deletes.is_empty()) {
         // Freezing jmt's tree cache copies the previous root to the new version, so
         // even a block without writes gives its version a root.
