@@ -357,7 +357,11 @@ impl Run {
             .map(|p| p.amount)
             .unwrap_or(1_000_000);
         Terms {
-            price: t.price_permille.map(|m| amount / 1000 * u128::from(m)),
+            // A permille above 1000 on a piece of u128::MAX saturates: the
+            // contract must refuse that price like any price above the piece.
+            price: t
+                .price_permille
+                .map(|m| (amount / 1000).saturating_mul(u128::from(m))),
             annual_rate_bps: t.rate_bps,
             expires_ms: self.c.now().saturating_add_signed(t.expires_in_ms),
         }
