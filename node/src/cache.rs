@@ -6,6 +6,11 @@
 //! used within the last `capacity` inserts stays, and at most `2 × capacity`
 //! entries are held: LRU's behaviour, bounded, for two hash lookups. A lookup
 //! table only: it is never iterated, so it cannot leak an order anywhere.
+//!
+//! Dropping a full generation frees `capacity` entries at once, which takes
+//! tens of milliseconds for the tree-node cache: [`Cache::insert`] hands the
+//! dropped generation back so that a caller on a hot path can free it
+//! elsewhere.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -36,16 +41,22 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
             return Some(value.clone());
         }
         let value = self.old.remove(key)?;
-        self.insert(key.to_owned(), value.clone());
+        drop(self.insert(key.to_owned(), value.clone()));
         Some(value)
     }
 
-    pub fn insert(&mut self, key: K, value: V) {
+    /// Inserts or replaces an entry; returns the generation this insert aged
+    /// out of the cache, if it did, for the caller to drop.
+    pub fn insert(&mut self, key: K, value: V) -> Option<HashMap<K, V>> {
+        let mut dropped = None;
         if self.young.len() >= self.capacity && !self.young.contains_key(&key) {
-            self.old = std::mem::take(&mut self.young);
+            // Sized up front: growing a map of this size rehashes it several times.
+            let young = std::mem::replace(&mut self.young, HashMap::with_capacity(self.capacity));
+            dropped = Some(std::mem::replace(&mut self.old, young));
         }
         self.old.remove(&key);
         self.young.insert(key, value);
+        dropped
     }
 
     #[cfg(test)]
@@ -64,14 +75,15 @@ mod tests {
         for i in 0..3 {
             cache.insert(i, i * 10);
         }
-        // Young is full: the next insert ages it.
-        cache.insert(3, 30);
+        // Young is full: the next insert ages it; the old generation was empty.
+        assert_eq!(cache.insert(3, 30), Some(HashMap::new()));
         assert_eq!(cache.len(), 4);
         // 0 is found in the old generation and comes back to the young one.
         assert_eq!(cache.get(&0), Some(0));
         cache.insert(4, 40);
         // Young (3, 0, 4) is full again: the old generation (1, 2) is dropped.
-        cache.insert(5, 50);
+        let dropped = cache.insert(5, 50).expect("a generation aged out");
+        assert_eq!(dropped, HashMap::from([(1, 10), (2, 20)]));
         assert_eq!(cache.get(&1), None);
         assert_eq!(cache.get(&2), None);
         for (key, value) in [(0, 0), (3, 30), (4, 40), (5, 50)] {

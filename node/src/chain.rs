@@ -12,7 +12,7 @@ use crate::consensus::ValidatorSet;
 use crate::execution::{self, BlockContext, BlockOutput};
 use crate::mempool::Mempool;
 use crate::state::{StateUpdate, Writes};
-use crate::storage::{ChainHead, Storage, StorageError};
+use crate::storage::{ChainHead, StagedBlock, Storage, StorageError};
 use crate::vm::{self, Limits, StateView, Vm};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -465,13 +465,15 @@ impl Chain {
         }
     }
 
-    /// Persists a decided block with the result of executing it here.
+    /// Makes a decided block, with the result of executing it here, the head
+    /// (see [`Storage::stage_block`]); it is durable once the returned block is
+    /// written.
     pub fn commit(
         &mut self,
         block: &Block,
         certificate: &QuorumCertificate,
         now_ms: u64,
-    ) -> Result<(), StorageError> {
+    ) -> Result<StagedBlock, StorageError> {
         let executed = match self.executed.remove(&block.hash()) {
             Some(e) => e,
             None => {
@@ -487,11 +489,12 @@ impl Chain {
                     .expect("validate stores the executed block")
             }
         };
-        self.storage
-            .commit_block(block, certificate, &executed.receipts, executed.update)?;
+        let staged =
+            self.storage
+                .stage_block(block, certificate, &executed.receipts, executed.update)?;
         self.executed.clear();
         self.mempool.prune(&self.storage, now_ms)?;
-        Ok(())
+        Ok(staged)
     }
 }
 

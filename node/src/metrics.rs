@@ -29,6 +29,16 @@ pub struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    /// `build` (execute waiting transactions and compute the state root, as
+    /// proposer), `validate` (the same for another validator's proposal),
+    /// `commit` (check the decided block, make it the head, prune the mempool)
+    /// or `write` (put it on disk, on a thread of its own while the next block
+    /// is built).
+    pub phase: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CodeLabels {
     /// A stable error code, e.g. `bad_signature`.
     pub code: String,
@@ -43,6 +53,8 @@ pub struct Metrics {
     pub mempool_size: Gauge,
     pub block_interval_seconds: Histogram,
     pub block_txs: Histogram,
+    /// Wall time each phase of a block takes.
+    pub block_phase_seconds: Family<PhaseLabels, Histogram>,
     pub api_requests: Family<ApiLabels, Counter>,
     pub api_latency_seconds: Family<RouteLabels, Histogram>,
     pub admission_rejected: Family<CodeLabels, Counter>,
@@ -58,6 +70,11 @@ pub struct Metrics {
     pub syncing: Gauge,
     /// The committed height f+1 validators vouch the chain has reached.
     pub sync_target: Gauge,
+}
+
+fn block_phase_histogram() -> Histogram {
+    // 1 ms .. ~16 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
 }
 
 fn api_latency_histogram() -> Histogram {
@@ -77,6 +94,7 @@ impl Metrics {
             ]),
             // 1 .. 16384 transactions.
             block_txs: Histogram::new(exponential_buckets(1.0, 2.0, 15)),
+            block_phase_seconds: Family::new_with_constructor(block_phase_histogram),
             api_requests: Family::default(),
             api_latency_seconds: Family::new_with_constructor(api_latency_histogram),
             admission_rejected: Family::default(),
@@ -114,6 +132,12 @@ impl Metrics {
             "block_txs",
             "Transactions per committed block",
             metrics.block_txs.clone(),
+        );
+        registry.register_with_unit(
+            "block_phase",
+            "Time spent building, validating, committing and writing blocks",
+            Unit::Seconds,
+            metrics.block_phase_seconds.clone(),
         );
         registry.register(
             "api_requests",
@@ -216,6 +240,10 @@ mod tests {
                 code: "bad_signature".into(),
             })
             .inc();
+        metrics
+            .block_phase_seconds
+            .get_or_create(&PhaseLabels { phase: "commit" })
+            .observe(0.02);
         let text = metrics.encode();
         for name in [
             "trellis_height 7",
@@ -227,6 +255,7 @@ mod tests {
             "trellis_api_latency_seconds_count{route=\"/health\"} 1",
             "trellis_admission_rejected_total{code=\"bad_signature\"} 1",
             "trellis_consensus_rounds_total",
+            "trellis_block_phase_seconds_count{phase=\"commit\"} 1",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }

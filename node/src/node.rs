@@ -13,10 +13,10 @@ use crate::chain::{self, Chain};
 use crate::config::NodeConfig;
 use crate::consensus::{Action, Consensus, Message, Rejected, SafetyState, Step, Timeouts};
 use crate::mempool::{Batcher, MAX_BATCH, Mempool};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, PhaseLabels};
 use crate::network::{self, Inbound, NetworkConfig, NetworkHandle, Outbound};
 use crate::safety::SafetyStore;
-use crate::storage::Storage;
+use crate::storage::{Storage, StorageError};
 use crate::vm::Vm;
 use anyhow::Context;
 use std::collections::{BTreeMap, VecDeque};
@@ -197,6 +197,7 @@ pub async fn run(
         timer_seq: 0,
         pending_build: None,
         last_commit: Instant::now(),
+        writing: None,
     };
     let result = driver.run(shutdown).await;
     let _ = stop_api.send(());
@@ -225,7 +226,32 @@ struct Driver {
     timer_seq: u64,
     /// The round consensus asked us to build a block for.
     pending_build: Option<u64>,
+    /// When the last block was decided.
     last_commit: Instant,
+    /// The decided block being written to disk, if any.
+    writing: Option<Writing>,
+}
+
+/// A decided block, already the head, being written on a blocking thread
+/// while the driver goes on to the next height (see [`Driver::finish_writing`]).
+struct Writing {
+    block: Block,
+    task: tokio::task::JoinHandle<Result<(), StorageError>>,
+}
+
+async fn written(writing: &mut Option<Writing>) -> anyhow::Result<()> {
+    match writing {
+        Some(w) => written_task(w).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn written_task(writing: &mut Writing) -> anyhow::Result<()> {
+    let height = writing.block.header.height;
+    (&mut writing.task)
+        .await
+        .context("the block writer stopped")?
+        .with_context(|| format!("writing committed block {height}"))
 }
 
 /// How long to wait for an answer to a sync request before asking again.
@@ -256,7 +282,8 @@ impl Driver {
             let next_timer = self.timers.first_key_value().map(|(k, _)| k.0);
             let build_at = self.pending_build.map(|_| self.build_deadline());
             tokio::select! {
-                _ = &mut shutdown => return Ok(()),
+                _ = &mut shutdown => return self.finish_writing(),
+                result = written(&mut self.writing) => self.on_written(result)?,
                 _ = sleep_until(next_timer) => self.fire_timers()?,
                 _ = sleep_until(build_at) => self.build()?,
                 _ = self.mempool.arrived(), if self.pending_build.is_some() => {}
@@ -268,7 +295,7 @@ impl Driver {
         }
     }
 
-    /// When to build: the block interval after the last commit if transactions
+    /// When to build: the block interval after the last decision if transactions
     /// wait, else at the idle heartbeat.
     fn build_deadline(&self) -> Instant {
         let params = self.chain.params();
@@ -300,7 +327,7 @@ impl Driver {
         if round != self.consensus.round() {
             return Ok(());
         }
-        let block = tokio::task::block_in_place(|| self.chain.build(round, &key, now_ms()))?;
+        let block = self.timed("build", |d| d.chain.build(round, &key, now_ms()))?;
         debug!(
             height = block.header.height,
             round,
@@ -316,6 +343,7 @@ impl Driver {
         while let Some(action) = queue.pop_front() {
             match action {
                 Action::PersistSafety(state) => {
+                    self.finish_writing()?;
                     // Nothing after this may leave the node unless it is on disk.
                     let store = self
                         .safety
@@ -323,13 +351,15 @@ impl Driver {
                         .context("voting without a safety record")?;
                     tokio::task::block_in_place(|| store.save(&state))?;
                 }
-                Action::Broadcast(message) => self.broadcast(message),
+                Action::Broadcast(message) => {
+                    self.finish_writing()?;
+                    self.broadcast(message);
+                }
                 Action::BuildBlock { round, .. } => self.pending_build = Some(round),
                 Action::ValidateBlock(block) => {
                     let hash = block.hash();
-                    let verdict = tokio::task::block_in_place(|| {
-                        self.chain.validate_proposal(&block, now_ms())
-                    });
+                    let verdict =
+                        self.timed("validate", |d| d.chain.validate_proposal(&block, now_ms()));
                     if let Err(e) = &verdict {
                         warn!(height = block.header.height, block = %hash, error = %e, "invalid proposal");
                     }
@@ -347,17 +377,62 @@ impl Driver {
                         .insert((at, self.timer_seq), (height, round, step));
                 }
                 Action::Commit { block, certificate } => {
+                    self.finish_writing()?;
                     if block.header.height <= self.chain.head()?.height {
                         // Already committed by block sync.
                         continue;
                     }
+                    self.on_decided();
                     let now = now_ms();
-                    tokio::task::block_in_place(|| self.chain.commit(&block, &certificate, now))?;
-                    self.on_committed(&block);
+                    let staged =
+                        self.timed("commit", |d| d.chain.commit(&block, &certificate, now))?;
+                    let metrics = self.metrics.clone();
+                    let task = tokio::task::spawn_blocking(move || {
+                        let start = Instant::now();
+                        let result = staged.write();
+                        metrics
+                            .block_phase_seconds
+                            .get_or_create(&PhaseLabels { phase: "write" })
+                            .observe(start.elapsed().as_secs_f64());
+                        result
+                    });
+                    self.writing = Some(Writing { block, task });
                 }
             }
         }
         Ok(())
+    }
+
+    /// Waits until the block being written, if any, is on disk. Called before
+    /// anything leaves the node and before another block is committed, so
+    /// nothing this node signs at the next height goes out before the block
+    /// under it would survive a crash.
+    fn finish_writing(&mut self) -> anyhow::Result<()> {
+        let Some(writing) = self.writing.as_mut() else {
+            return Ok(());
+        };
+        let handle = tokio::runtime::Handle::current();
+        let result = tokio::task::block_in_place(|| handle.block_on(written_task(writing)));
+        self.on_written(result)
+    }
+
+    /// The block being written is on disk (or could not be written: fatal).
+    fn on_written(&mut self, result: anyhow::Result<()>) -> anyhow::Result<()> {
+        let writing = self.writing.take().context("no block was being written")?;
+        result?;
+        self.on_committed(&writing.block);
+        Ok(())
+    }
+
+    /// Runs a blocking block phase off the async workers' budget and records its wall time.
+    fn timed<T>(&mut self, phase: &'static str, f: impl FnOnce(&mut Self) -> T) -> T {
+        let start = Instant::now();
+        let out = tokio::task::block_in_place(|| f(self));
+        self.metrics
+            .block_phase_seconds
+            .get_or_create(&PhaseLabels { phase })
+            .observe(start.elapsed().as_secs_f64());
+        out
     }
 
     fn broadcast(&self, message: Message) {
@@ -448,6 +523,7 @@ impl Driver {
         self.last_sync_request = None;
         let received = blocks.len();
         let mut applied = 0;
+        self.finish_writing()?;
         for (block, certificate) in blocks {
             if block.header.height <= self.chain.head()?.height {
                 continue;
@@ -459,7 +535,12 @@ impl Driver {
                 self.strike(from);
                 break;
             }
-            tokio::task::block_in_place(|| self.chain.commit(&block, &certificate, now_ms()))?;
+            self.on_decided();
+            tokio::task::block_in_place(|| {
+                self.chain
+                    .commit(&block, &certificate, now_ms())
+                    .and_then(|staged| staged.write())
+            })?;
             self.on_committed(&block);
             applied += 1;
         }
@@ -496,19 +577,25 @@ impl Driver {
         self.status.send_modify(|s| s.syncing = syncing);
     }
 
-    fn on_committed(&mut self, block: &trellis_types::Block) {
-        let header = &block.header;
+    /// A block was decided: the next block interval counts from now, so writing
+    /// this block overlaps the wait.
+    fn on_decided(&mut self) {
         let now = Instant::now();
-        self.metrics.height.set(header.height as i64);
-        self.metrics.committed_txs.inc_by(block.txs.len() as u64);
-        self.metrics.block_txs.observe(block.txs.len() as f64);
         self.metrics
             .block_interval_seconds
             .observe((now - self.last_commit).as_secs_f64());
+        self.last_commit = now;
+    }
+
+    /// A committed block is on disk: publish it.
+    fn on_committed(&mut self, block: &trellis_types::Block) {
+        let header = &block.header;
+        self.metrics.height.set(header.height as i64);
+        self.metrics.committed_txs.inc_by(block.txs.len() as u64);
+        self.metrics.block_txs.observe(block.txs.len() as f64);
         if header.round > 0 {
             self.metrics.consensus_rounds.inc_by(header.round);
         }
-        self.last_commit = now;
         let height = self.consensus.height();
         self.timers.retain(|_, (h, _, _)| *h >= height);
         self.status.send_modify(|s| {

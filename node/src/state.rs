@@ -10,7 +10,9 @@
 //! holds key hashes; raw keys live in storage's latest-state range, for reads and scans.
 
 use crate::cache::Cache;
-use crate::storage::{ReadCaches, Storage, StorageError, corrupt, lock, prefix, state_key};
+use crate::storage::{
+    ReadCaches, RecordReader, Records, Storage, StorageError, corrupt, lock, prefix, state_key,
+};
 use jmt::storage::{LeafNode, NibblePath, Node, NodeKey, TreeReader, TreeUpdateBatch};
 use jmt::{JellyfishMerkleTree, KeyHash, OwnedValue, Version};
 use std::collections::BTreeMap;
@@ -44,27 +46,19 @@ pub struct StateUpdate {
 
 type Tree<'a> = JellyfishMerkleTree<'a, TreeStore<'a>, StateHasher>;
 
-/// jmt's view of the sled tree, through the node cache when there is one.
+/// jmt's view of the stored tree, through the node cache when there is one.
 struct TreeStore<'a> {
-    db: &'a sled::Tree,
-    nodes: Option<&'a Mutex<Cache<Vec<u8>, Node>>>,
-}
-
-/// A node's key in the node cache: `version ‖ borsh(nibble path)`.
-fn node_cache_key(node_key: &NodeKey) -> Vec<u8> {
-    let mut out = node_key.version().to_be_bytes().to_vec();
-    borsh::to_writer(&mut out, node_key.nibble_path()).expect("writing to a Vec cannot fail");
-    out
+    db: &'a RecordReader<'a>,
+    nodes: Option<&'a Mutex<Cache<NodeKey, Node>>>,
 }
 
 impl TreeReader for TreeStore<'_> {
     fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
-        let key = node_cache_key(node_key);
-        if let Some(node) = self.nodes.and_then(|nodes| lock(nodes).get(&key)) {
+        if let Some(node) = self.nodes.and_then(|nodes| lock(nodes).get(node_key)) {
             return Ok(Some(node));
         }
         let record_key = tree_records::node_record_key(node_key);
-        let Some(record) = self.db.get(record_key).map_err(StorageError::from)? else {
+        let Some(record) = self.db.get(&record_key)? else {
             return Ok(None);
         };
         let damaged = |e: &dyn std::fmt::Display| {
@@ -81,7 +75,8 @@ impl TreeReader for TreeStore<'_> {
         };
         let node: Node = borsh::from_slice(bytes).map_err(|e| damaged(&e))?;
         if let Some(nodes) = self.nodes {
-            lock(nodes).insert(key, node.clone());
+            let aged_out = lock(nodes).insert(node_key.clone(), node.clone());
+            drop(aged_out);
         }
         Ok(Some(node))
     }
@@ -98,8 +93,7 @@ impl TreeReader for TreeStore<'_> {
             };
             let record = self
                 .db
-                .get(tree_records::value_record_key(leaf_version, key))
-                .map_err(StorageError::from)?;
+                .get(&tree_records::value_record_key(leaf_version, key))?;
             let missing = || {
                 corrupt(format!(
                     "state tree value of {} at version {leaf_version} is missing",
@@ -195,11 +189,8 @@ fn tree_error(e: anyhow::Error) -> StorageError {
 }
 
 /// The tree's root at `version`, if that version exists on disk.
-pub(crate) fn tree_root(tree: &sled::Tree, version: u64) -> Result<Option<Hash>, StorageError> {
-    let store = TreeStore {
-        db: tree,
-        nodes: None,
-    };
+pub(crate) fn tree_root(db: &RecordReader, version: u64) -> Result<Option<Hash>, StorageError> {
+    let store = TreeStore { db, nodes: None };
     let root = Tree::new(&store)
         .get_root_hash_option(version)
         .map_err(tree_error)?;
@@ -212,21 +203,18 @@ pub(crate) fn tree_root_record_key(version: u64) -> Vec<u8> {
     tree_records::node_record_key(&NodeKey::new(version, key_path(KeyHash([0; 32]), 0))).to_vec()
 }
 
-/// Adds `update` (latest state, tree nodes, versioned values, stale-node index) to a block's batch.
-pub(crate) fn write_update(batch: &mut sled::Batch, update: &StateUpdate) {
+/// Adds `update` (latest state, tree nodes, versioned values, stale-node index) to a block's records.
+pub(crate) fn write_update(batch: &mut Records, update: &StateUpdate) {
     for (key, value) in &update.writes {
-        match value {
-            Some(value) => batch.insert(state_key(key), value.as_slice()),
-            None => batch.remove(state_key(key)),
-        }
+        batch.insert(state_key(key), value.as_deref().map(Into::into));
     }
     let nodes = &update.tree.node_batch;
     for (key, record) in tree_records::encode_nodes(nodes.nodes()) {
-        batch.insert(&key[..], record);
+        batch.insert(key.to_vec(), Some(record.into()));
     }
     for (key, record) in tree_records::encode_values(update.version, nodes.nodes(), nodes.values())
     {
-        batch.insert(&key[..], record);
+        batch.insert(key.to_vec(), Some(record.into()));
     }
     // One record per version (not one key per node: sled pays per key) listing the nodes
     // this version made stale, so old versions can be pruned later without walking the tree.
@@ -240,15 +228,19 @@ pub(crate) fn write_update(batch: &mut sled::Batch, update: &StateUpdate) {
         let mut key = [0u8; 9];
         key[0] = prefix::TREE_STALE;
         key[1..].copy_from_slice(&update.version.to_be_bytes());
-        batch.insert(
-            &key[..],
-            borsh::to_vec(&stale).expect("writing to a Vec cannot fail"),
-        );
+        let stale = borsh::to_vec(&stale).expect("writing to a Vec cannot fail");
+        batch.insert(key.to_vec(), Some(stale.into()));
     }
 }
 
 impl StateRead for Storage {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        // A staged block's writes first: neither the cache nor sled has them yet.
+        if let Some(staged) = self.records().staged
+            && let Some(value) = staged.records.get(&state_key(key))
+        {
+            return Ok(value.as_ref().map(|v| v.to_vec()));
+        }
         let commits = match self.cached(key) {
             Ok(value) => return Ok(value),
             Err(commits) => commits,
@@ -272,23 +264,42 @@ impl Storage {
     fn remember(&self, key: &[u8], value: &Option<Vec<u8>>, commits: u64) {
         let mut cache = lock(&self.caches.state);
         if cache.commits == commits {
-            cache.values.insert(key.to_vec(), value.clone());
+            let aged_out = cache.values.insert(key.to_vec(), value.clone());
+            drop(cache);
+            drop(aged_out);
         }
     }
 }
 
 /// After a block's batch is applied: its writes become the cached latest
 /// values, and its tree nodes are cached for the next block's update.
-pub(crate) fn cache_update(caches: &ReadCaches, update: &StateUpdate) {
+///
+/// Generations that age out of the caches are freed on a thread of their own:
+/// that takes tens of milliseconds, which the next block need not wait for.
+pub(crate) fn cache_update(caches: &ReadCaches, update: StateUpdate) {
+    let mut aged_out = Vec::new();
     let mut state = lock(&caches.state);
     state.commits += 1;
-    for (key, value) in &update.writes {
-        state.values.insert(key.clone(), value.clone());
-    }
+    aged_out.extend(
+        update
+            .writes
+            .into_iter()
+            .filter_map(|(key, value)| state.values.insert(key, value)),
+    );
     drop(state);
     let mut nodes = lock(&caches.nodes);
-    for (node_key, node) in update.tree.node_batch.nodes() {
-        nodes.insert(node_cache_key(node_key), node.clone());
+    let aged_out_nodes: Vec<_> = update
+        .tree
+        .node_batch
+        .nodes()
+        .iter()
+        .filter_map(|(key, node)| nodes.insert(key.clone(), node.clone()))
+        .collect();
+    drop(nodes);
+    if !aged_out.is_empty() || !aged_out_nodes.is_empty() {
+        let free = std::thread::Builder::new().name("cache-free".into());
+        // Should no thread be available, the result (and so the caches) drops here.
+        let _ = free.spawn(move || drop((aged_out, aged_out_nodes)));
     }
 }
 
@@ -309,7 +320,7 @@ impl Storage {
             _ => {}
         }
         let store = TreeStore {
-            db: &self.db,
+            db: &self.records(),
             nodes: Some(&self.caches.nodes),
         };
         let value_set = writes
@@ -329,13 +340,13 @@ impl Storage {
     /// The state root of committed `version`; `None` above the head.
     pub fn state_root(&self, version: u64) -> Result<Option<Hash>, StorageError> {
         match self.head() {
-            Some(head) if version <= head.height => {
-                tree_root(&self.db, version)?.map(Some).ok_or_else(|| {
+            Some(head) if version <= head.height => tree_root(&self.records(), version)?
+                .map(Some)
+                .ok_or_else(|| {
                     corrupt(format!(
                         "state tree has no root at committed version {version}"
                     ))
-                })
-            }
+                }),
             _ => Ok(None),
         }
     }
@@ -350,7 +361,7 @@ impl Storage {
             });
         }
         let store = TreeStore {
-            db: &self.db,
+            db: &self.records(),
             nodes: Some(&self.caches.nodes),
         };
         let tree = Tree::new(&store);
@@ -371,23 +382,12 @@ impl Storage {
             proof: proof.into(),
         })
     }
-
-    /// Latest committed `(key, value)` pairs whose key starts with `prefix`, in key order.
-    pub fn scan_prefix(
-        &self,
-        prefix: &[u8],
-    ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StorageError>> + use<> {
-        self.db.scan_prefix(state_key(prefix)).map(|entry| {
-            let (key, value) = entry?;
-            Ok((key[1..].to_vec(), value.to_vec()))
-        })
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::tests::{commit, writes};
+    use crate::storage::tests::{commit, stage, writes};
     use trellis_types::verify_state_proof;
 
     /// Keys `k<i>` with values `v<i>`, for each `i` in `range`.
@@ -748,8 +748,25 @@ mod tests {
         );
     }
 
+    /// The latest `(key, value)` pairs under `prefix`, in key order, as contracts scan them.
+    fn scan(storage: &Storage, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let view = crate::vm::StateView::new(storage.clone(), Writes::new());
+        let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        while let Some(entry) = view
+            .next_under(
+                &Writes::new(),
+                prefix,
+                out.last().map(|(k, _)| k.as_slice()),
+            )
+            .unwrap()
+        {
+            out.push(entry);
+        }
+        out
+    }
+
     #[test]
-    fn scan_prefix_returns_latest_values_in_key_order() {
+    fn scans_return_latest_values_in_key_order_staged_block_included() {
         let (_dir, storage) = store();
         commit(
             &storage,
@@ -766,18 +783,24 @@ mod tests {
             vec![],
             writes(&[("p/c", Some("3")), ("p/a", None), ("p/b", Some("22"))]),
         );
-        let got: Vec<(Vec<u8>, Vec<u8>)> = storage
-            .scan_prefix(b"p/")
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(
-            got,
-            vec![
-                (b"p/b".to_vec(), b"22".to_vec()),
-                (b"p/c".to_vec(), b"3".to_vec())
-            ]
+        let pairs = |pairs: &[(&str, &str)]| -> Vec<(Vec<u8>, Vec<u8>)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect()
+        };
+        assert_eq!(scan(&storage, b"p/"), pairs(&[("p/b", "22"), ("p/c", "3")]));
+        assert_eq!(scan(&storage, b"").len(), 4);
+        // A staged block's insert, update and deletion count before it is written.
+        let (_, staged) = stage(
+            &storage,
+            vec![],
+            writes(&[("p/a", Some("5")), ("p/b", None), ("p/d", Some("4"))]),
         );
-        assert_eq!(storage.scan_prefix(b"").count(), 4);
+        let expected = pairs(&[("p/a", "5"), ("p/c", "3"), ("p/d", "4")]);
+        assert_eq!(scan(&storage, b"p/"), expected);
+        staged.write().unwrap();
+        assert_eq!(scan(&storage, b"p/"), expected);
     }
 
     #[test]

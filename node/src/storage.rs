@@ -2,16 +2,22 @@
 //! the transaction index, the latest state, the state tree and the chain head.
 //!
 //! Guarantees: all a block implies (block, certificate, receipts, indexes, state
-//! writes, tree nodes, new head) is one atomic sled batch, flushed before
-//! [`Storage::commit_block`] returns, so a reopened store holds all of a block or
-//! none of it. [`Storage::open`] re-derives the head block's roots from what is
+//! writes, tree nodes, new head) is one atomic sled batch, so a reopened store
+//! holds all of a block or none of it. A block is committed in two steps:
+//! [`Storage::stage_block`] checks it and makes it the head that every reader
+//! sees (its records are read from memory, over sled's), and
+//! [`StagedBlock::write`] applies and flushes the batch, which a caller may do
+//! on another thread while the next block is built; [`Storage::commit_block`]
+//! does both. [`Storage::open`] re-derives the head block's roots from what is
 //! stored; records are checksummed; any mismatch is [`StorageError::Corrupt`].
-//! Assumes: blocks come in height order on top of the head (one writer at a time
-//! is enforced); sled's flush is trusted for chain data, which peers can resend.
+//! Assumes: blocks come in height order on top of the head, one staged at a
+//! time (both enforced); sled's flush is trusted for chain data, which peers
+//! can resend.
 
 use crate::cache::Cache;
 use crate::state::StateUpdate;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use trellis_types::block::{receipts_root, tx_root};
@@ -64,6 +70,10 @@ fn hash_key(prefix: u8, hash: &Hash) -> [u8; 33] {
     key
 }
 
+/// A block's batch as sled keys and values (`None` removes the key), kept in
+/// order so that readers can scan it beside sled while it is being written.
+pub(crate) type Records = BTreeMap<Vec<u8>, Option<sled::IVec>>;
+
 pub(crate) fn state_key(key: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + key.len());
     out.push(prefix::STATE);
@@ -97,6 +107,8 @@ pub enum StorageError {
     StaleStateUpdate { version: u64, reason: String },
     #[error("version {version} is not committed (head: {head:?})")]
     VersionNotCommitted { version: u64, head: Option<u64> },
+    #[error("block {height} is still being written; write it before staging another")]
+    StillWriting { height: u64 },
     /// A limit of this node (not of the chain) was reached, e.g. all contract
     /// instance slots in use; trying again later may succeed.
     #[error("the node is busy: {0}")]
@@ -129,9 +141,44 @@ pub struct TxLocation {
 pub struct Storage {
     pub(crate) db: sled::Db,
     head: Arc<RwLock<Option<ChainHead>>>,
-    /// Serialises `commit_block`: the head check and the batch must not interleave.
+    /// Serialises `stage_block`: the head check and staging must not interleave.
     commit_lock: Arc<Mutex<()>>,
+    /// The block staged and not yet written, whose records readers see over sled's.
+    staged: Arc<RwLock<Option<Arc<Staged>>>>,
     pub(crate) caches: Arc<ReadCaches>,
+}
+
+/// A staged block's records.
+pub(crate) struct Staged {
+    height: u64,
+    pub(crate) records: Records,
+}
+
+/// Reads stored records: a staged block's first, then sled's. Holds the staged
+/// block it started with, which stays right after it is written (sled then
+/// holds the same records).
+pub(crate) struct RecordReader<'a> {
+    pub(crate) db: &'a sled::Db,
+    pub(crate) staged: Option<Arc<Staged>>,
+}
+
+impl RecordReader<'_> {
+    pub(crate) fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>, StorageError> {
+        if let Some(record) = self.staged.as_ref().and_then(|s| s.records.get(key)) {
+            return Ok(record.clone());
+        }
+        Ok(self.db.get(key)?)
+    }
+}
+
+/// A block staged by [`Storage::stage_block`]: the head for every reader, not
+/// yet on disk. Dropping it unwritten leaves the store unable to stage another
+/// block (a reopened store has the block before it).
+#[must_use = "a staged block is durable only once written"]
+pub struct StagedBlock {
+    storage: Storage,
+    staged: Arc<Staged>,
+    update: StateUpdate,
 }
 
 /// Entries the state-value cache keeps at least (and at most twice that); the
@@ -145,7 +192,7 @@ const READ_CACHE_ENTRIES: usize = 32_768;
 pub(crate) struct ReadCaches {
     pub(crate) state: Mutex<StateCache>,
     /// Decoded state-tree nodes by version and path (a node never changes once written).
-    pub(crate) nodes: Mutex<Cache<Vec<u8>, jmt::storage::Node>>,
+    pub(crate) nodes: Mutex<Cache<jmt::storage::NodeKey, jmt::storage::Node>>,
 }
 
 /// Latest committed value (or absence) by state key.
@@ -238,11 +285,15 @@ impl Storage {
             // Every write is a block's batch, flushed by `commit_block` itself.
             .flush_every_ms(None)
             .open()?;
-        let head = Self::check_integrity(&db)?;
+        let head = Self::check_integrity(&RecordReader {
+            db: &db,
+            staged: None,
+        })?;
         Ok(Storage {
             db,
             head: Arc::new(RwLock::new(head)),
             commit_lock: Arc::new(Mutex::new(())),
+            staged: Arc::new(RwLock::new(None)),
             caches: Arc::new(ReadCaches::new(entries)),
         })
     }
@@ -252,8 +303,21 @@ impl Storage {
         *self.head.read().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Reads of stored records, the staged block's first.
+    pub(crate) fn records(&self) -> RecordReader<'_> {
+        RecordReader {
+            db: &self.db,
+            staged: self
+                .staged
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        }
+    }
+
     /// Persists a committed block, its certificate, receipts (one per transaction, in
-    /// block order) and the state update prepared for it, atomically and durably.
+    /// block order) and the state update prepared for it, atomically and durably:
+    /// [`Storage::stage_block`], then [`StagedBlock::write`].
     pub fn commit_block(
         &self,
         block: &Block,
@@ -261,10 +325,29 @@ impl Storage {
         receipts: &[Receipt],
         update: StateUpdate,
     ) -> Result<(), StorageError> {
+        self.stage_block(block, commit, receipts, update)?.write()
+    }
+
+    /// Checks a committed block with its certificate, receipts and state update
+    /// and makes it the head: from now on every read sees it, served from memory
+    /// until [`StagedBlock::write`] has put it in sled. Only one block is staged
+    /// at a time.
+    pub fn stage_block(
+        &self,
+        block: &Block,
+        commit: &QuorumCertificate,
+        receipts: &[Receipt],
+        update: StateUpdate,
+    ) -> Result<StagedBlock, StorageError> {
         let _writer = self
             .commit_lock
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        if let Some(staged) = &self.records().staged {
+            return Err(StorageError::StillWriting {
+                height: staged.height,
+            });
+        }
         let head = self.head();
         let header = &block.header;
         let height = header.height;
@@ -336,48 +419,48 @@ impl Storage {
             });
         }
 
-        let mut batch = sled::Batch::default();
-        batch.insert(&height_key(prefix::BLOCK, height)[..], seal(block));
-        batch.insert(
-            &hash_key(prefix::BLOCK_HASH, &block_hash)[..],
-            &height.to_be_bytes()[..],
+        let mut records = Records::new();
+        let mut put = |key: &[u8], value: Vec<u8>| records.insert(key.to_vec(), Some(value.into()));
+        put(&height_key(prefix::BLOCK, height), seal(block));
+        put(
+            &hash_key(prefix::BLOCK_HASH, &block_hash),
+            height.to_be_bytes().to_vec(),
         );
-        batch.insert(&height_key(prefix::COMMIT, height)[..], seal(commit));
+        put(&height_key(prefix::COMMIT, height), seal(commit));
         for (index, (tx, receipt)) in tx_hashes.iter().zip(receipts).enumerate() {
             let index =
                 u32::try_from(index).map_err(|_| invalid("more than 2^32 transactions".into()))?;
-            batch.insert(
-                &hash_key(prefix::TX, tx)[..],
-                tx_record(height, index, receipt),
-            );
+            put(&hash_key(prefix::TX, tx), tx_record(height, index, receipt));
         }
-        crate::state::write_update(&mut batch, &update);
         let new_head = ChainHead {
             height,
             block_hash,
             state_root: header.state_root,
             timestamp_ms: header.timestamp_ms,
         };
-        batch.insert(prefix::HEAD, seal(&new_head));
+        put(prefix::HEAD, seal(&new_head));
         if height == 0 {
-            batch.insert(prefix::SCHEMA, &[SCHEMA_VERSION]);
+            put(prefix::SCHEMA, vec![SCHEMA_VERSION]);
         }
-        self.db.apply_batch(batch)?;
-        crate::state::cache_update(&self.caches, &update);
-        // Readers already see the block; the cached head follows sled, not the disk. A flush
-        // error then means the block may not survive a crash: callers should treat it as fatal.
+        crate::state::write_update(&mut records, &update);
+        let staged = Arc::new(Staged { height, records });
+        // Readers see the block from here on: its records first, then the head.
+        *self.staged.write().unwrap_or_else(PoisonError::into_inner) = Some(staged.clone());
         *self.head.write().unwrap_or_else(PoisonError::into_inner) = Some(new_head);
-        self.db.flush()?;
-        Ok(())
+        Ok(StagedBlock {
+            storage: self.clone(),
+            staged,
+            update,
+        })
     }
 
     /// The committed block at `height`, or `None` above the head.
     pub fn block(&self, height: u64) -> Result<Option<Block>, StorageError> {
-        Self::read_block(&self.db, height, self.head().map(|h| h.height))
+        Self::read_block(&self.records(), height, self.head().map(|h| h.height))
     }
 
     pub fn block_by_hash(&self, hash: &Hash) -> Result<Option<Block>, StorageError> {
-        match self.db.get(hash_key(prefix::BLOCK_HASH, hash))? {
+        match self.records().get(&hash_key(prefix::BLOCK_HASH, hash))? {
             None => Ok(None),
             Some(bytes) => {
                 let height = be_u64(&bytes, || format!("height of block {hash}"))?;
@@ -399,7 +482,7 @@ impl Storage {
         &self,
         height: u64,
     ) -> Result<Option<QuorumCertificate>, StorageError> {
-        Self::read_commit(&self.db, height, self.head().map(|h| h.height))
+        Self::read_commit(&self.records(), height, self.head().map(|h| h.height))
     }
 
     /// The receipts of the block at `height`, in transaction order; `None` above the head.
@@ -412,16 +495,16 @@ impl Storage {
 
     /// The receipts of a committed `block`'s transactions, in order.
     pub fn block_receipts(&self, block: &Block) -> Result<Vec<Receipt>, StorageError> {
-        Self::read_receipts(&self.db, block)
+        Self::read_receipts(&self.records(), block)
     }
 
     /// Where transaction `tx` was committed, with its receipt.
     pub fn tx_location(&self, tx: &Hash) -> Result<Option<TxLocation>, StorageError> {
-        Self::read_tx(&self.db, tx)
+        Self::read_tx(&self.records(), tx)
     }
 
-    fn read_tx(db: &sled::Db, tx: &Hash) -> Result<Option<TxLocation>, StorageError> {
-        let Some(bytes) = db.get(hash_key(prefix::TX, tx))? else {
+    fn read_tx(db: &RecordReader, tx: &Hash) -> Result<Option<TxLocation>, StorageError> {
+        let Some(bytes) = db.get(&hash_key(prefix::TX, tx))? else {
             return Ok(None);
         };
         let what = || format!("record of transaction {tx}");
@@ -447,11 +530,11 @@ impl Storage {
     }
 
     fn read_block(
-        db: &sled::Db,
+        db: &RecordReader,
         height: u64,
         head: Option<u64>,
     ) -> Result<Option<Block>, StorageError> {
-        match db.get(height_key(prefix::BLOCK, height))? {
+        match db.get(&height_key(prefix::BLOCK, height))? {
             Some(bytes) => unseal(&bytes, || format!("block {height}")).map(Some),
             None if head.is_some_and(|h| height <= h) => {
                 Err(corrupt(format!("block {height} is missing")))
@@ -461,11 +544,11 @@ impl Storage {
     }
 
     fn read_commit(
-        db: &sled::Db,
+        db: &RecordReader,
         height: u64,
         head: Option<u64>,
     ) -> Result<Option<QuorumCertificate>, StorageError> {
-        match db.get(height_key(prefix::COMMIT, height))? {
+        match db.get(&height_key(prefix::COMMIT, height))? {
             Some(bytes) => {
                 unseal(&bytes, || format!("commit certificate of block {height}")).map(Some)
             }
@@ -477,7 +560,7 @@ impl Storage {
     }
 
     /// The receipts of `block`'s transactions, from their records.
-    fn read_receipts(db: &sled::Db, block: &Block) -> Result<Vec<Receipt>, StorageError> {
+    fn read_receipts(db: &RecordReader, block: &Block) -> Result<Vec<Receipt>, StorageError> {
         let height = block.header.height;
         let mut receipts = Vec::with_capacity(block.txs.len());
         for (index, tx) in block.txs.iter().enumerate() {
@@ -499,9 +582,9 @@ impl Storage {
     }
 
     /// Re-checks the head block against everything stored for it.
-    fn check_integrity(db: &sled::Db) -> Result<Option<ChainHead>, StorageError> {
+    fn check_integrity(db: &RecordReader) -> Result<Option<ChainHead>, StorageError> {
         let Some(head_bytes) = db.get(prefix::HEAD)? else {
-            if db.is_empty() {
+            if db.db.is_empty() {
                 return Ok(None);
             }
             return Err(corrupt("data present but no chain head"));
@@ -537,7 +620,7 @@ impl Storage {
                 "head block {h} disagrees with the recorded head"
             )));
         }
-        match db.get(hash_key(prefix::BLOCK_HASH, &block_hash))? {
+        match db.get(&hash_key(prefix::BLOCK_HASH, &block_hash))? {
             Some(v) if *v == h.to_be_bytes() => {}
             _ => {
                 return Err(corrupt(format!(
@@ -571,10 +654,50 @@ impl Storage {
                 "commit certificate of head block {h} is for another block"
             )));
         }
-        if db.contains_key(height_key(prefix::BLOCK, h + 1))? {
+        if db.get(&height_key(prefix::BLOCK, h + 1))?.is_some() {
             return Err(corrupt(format!("block {} is stored above the head", h + 1)));
         }
         Ok(Some(head))
+    }
+}
+
+impl std::fmt::Debug for StagedBlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StagedBlock")
+            .field("height", &self.staged.height)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StagedBlock {
+    pub fn height(&self) -> u64 {
+        self.staged.height
+    }
+
+    /// Applies the staged block's batch to sled and flushes it. Once this
+    /// returns, the block survives a crash. An error means it may not: callers
+    /// should treat it as fatal.
+    pub fn write(self) -> Result<(), StorageError> {
+        let StagedBlock {
+            storage,
+            staged,
+            update,
+        } = self;
+        let mut batch = sled::Batch::default();
+        for (key, value) in &staged.records {
+            match value {
+                Some(value) => batch.insert(key.as_slice(), value.clone()),
+                None => batch.remove(key.as_slice()),
+            }
+        }
+        storage.db.apply_batch(batch)?;
+        crate::state::cache_update(&storage.caches, update);
+        storage.db.flush()?;
+        *storage
+            .staged
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+        Ok(())
     }
 }
 
@@ -611,6 +734,17 @@ pub(crate) mod tests {
 
     /// Prepares `writes` on top of the head and commits a consistent block carrying `txs`.
     pub(crate) fn commit(storage: &Storage, txs: Vec<SignedTransaction>, writes: Writes) -> Block {
+        let (block, staged) = stage(storage, txs, writes);
+        staged.write().expect("write the staged block");
+        block
+    }
+
+    /// [`commit`] up to staging: the block is the head, not yet written.
+    pub(crate) fn stage(
+        storage: &Storage,
+        txs: Vec<SignedTransaction>,
+        writes: Writes,
+    ) -> (Block, StagedBlock) {
         let head = storage.head();
         let height = head.map_or(0, |h| h.height + 1);
         let update = storage
@@ -638,10 +772,10 @@ pub(crate) mod tests {
             block: block.hash(),
             votes: Vec::new(),
         };
-        storage
-            .commit_block(&block, &qc, &receipts, update)
-            .expect("commit_block");
-        block
+        let staged = storage
+            .stage_block(&block, &qc, &receipts, update)
+            .expect("stage_block");
+        (block, staged)
     }
 
     pub(crate) fn writes(pairs: &[(&str, Option<&str>)]) -> Writes {
@@ -823,6 +957,104 @@ pub(crate) mod tests {
             .unwrap_err();
         assert!(matches!(err, StorageError::InvalidBlock { .. }), "{err}");
         assert_eq!(storage.head(), None);
+    }
+
+    /// Everything a reader can ask about the block at the head, and state keys
+    /// `a`, `b`, `c`, as one comparable value.
+    fn read_all(storage: &Storage, tx: &Hash) -> String {
+        use crate::state::StateRead;
+        let head = storage.head().expect("a head");
+        let h = head.height;
+        let block = storage.block(h).unwrap().expect("the head block");
+        let proof = storage.get_with_proof(b"a", h).unwrap();
+        trellis_types::verify_state_proof(
+            &head.state_root,
+            b"a",
+            proof.value.as_deref(),
+            &proof.proof,
+        )
+        .expect("the proof verifies against the head's root");
+        format!(
+            "{head:?} {} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+            block.hash(),
+            storage
+                .block_by_hash(&block.hash())
+                .unwrap()
+                .map(|b| b.hash()),
+            storage.commit_certificate(h).unwrap(),
+            storage.receipts(h).unwrap(),
+            storage.tx_location(tx).unwrap(),
+            storage.state_root(h).unwrap(),
+            [b"a", b"b", b"c"].map(|k| storage.get(k).unwrap()),
+            proof.value,
+        )
+    }
+
+    #[test]
+    fn a_staged_block_reads_the_same_before_and_after_it_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = KeyPair::insecure_from_label("alice");
+        let tx = signed_remark(&key, 0);
+        let storage = open(&dir).unwrap();
+        commit(
+            &storage,
+            vec![],
+            writes(&[("a", Some("1")), ("b", Some("2"))]),
+        );
+        let (block, staged) = stage(
+            &storage,
+            vec![tx.clone()],
+            writes(&[("a", Some("10")), ("b", None), ("c", Some("3"))]),
+        );
+        assert_eq!(staged.height(), 1);
+        let before = read_all(&storage, &tx.hash());
+        assert!(before.contains(&block.hash().to_string()), "{before}");
+        assert!(
+            before.contains(r#"[Some([49, 48]), None, Some([51])]"#),
+            "the staged writes are read: {before}"
+        );
+        let err = storage
+            .stage_block(&block, &QuorumCertificate::genesis(block.hash()), &[], {
+                storage.prepare_state(2, Writes::new()).unwrap()
+            })
+            .unwrap_err();
+        assert!(
+            matches!(err, StorageError::StillWriting { height: 1 }),
+            "{err}"
+        );
+
+        staged.write().unwrap();
+        assert_eq!(read_all(&storage, &tx.hash()), before);
+        drop(storage);
+        let reopened = retry_while_locked(|| open(&dir)).unwrap();
+        assert_eq!(read_all(&reopened, &tx.hash()), before);
+    }
+
+    #[test]
+    fn a_staged_block_never_written_is_not_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, second) = {
+            let storage = open(&dir).unwrap();
+            let first = commit(&storage, vec![], writes(&[("a", Some("1"))]));
+            let (second, staged) = stage(&storage, vec![], writes(&[("a", Some("2"))]));
+            assert_eq!(storage.head().unwrap().block_hash, second.hash());
+            // The process stops before the block is written.
+            drop(staged);
+            (first, second)
+        };
+        let reopened = retry_while_locked(|| open(&dir)).unwrap();
+        assert_eq!(reopened.head().unwrap().block_hash, first.hash());
+        assert_eq!(reopened.block(1).unwrap(), None);
+        assert_eq!(reopened.block_by_hash(&second.hash()).unwrap(), None);
+        assert_eq!(
+            crate::state::StateRead::get(&reopened, b"a")
+                .unwrap()
+                .as_deref(),
+            Some(&b"1"[..])
+        );
+        // The chain goes on from the block before.
+        commit(&reopened, vec![], writes(&[("a", Some("3"))]));
+        assert_eq!(reopened.head().unwrap().height, 1);
     }
 
     #[test]

@@ -819,7 +819,12 @@ impl Sim {
             return; // already committed by block sync
         }
         let started = std::time::Instant::now();
-        let result = live.chain.commit(block, certificate, clock);
+        // Written at once: the driver writes on another thread, but sends
+        // nothing before that write is done, so the network sees the same.
+        let result = live
+            .chain
+            .commit(block, certificate, clock)
+            .and_then(|staged| staged.write());
         self.out.commit_wall += started.elapsed();
         match result {
             Ok(()) => self.on_committed(i, block),

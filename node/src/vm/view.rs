@@ -1,9 +1,10 @@
 //! State as a contract call sees it: committed storage, then the writes of the
 //! block so far (`pending`), then the call's own writes, each layer hiding the
-//! one below, deletions included.
+//! one below, deletions included. Committed storage is itself sled under the
+//! block being written, if there is one.
 //!
-//! [`StateView::next`] is the ordered "first live key after" over the three
-//! layers: committed keys come from sled's ordered range, the layers above from
+//! [`StateView::next`] is the ordered "first live key after" over these
+//! layers: sled's keys come from its ordered range, the layers above from
 //! `BTreeMap` ranges; a key deleted by an upper layer is skipped, so a scan
 //! costs one lookup per layer per key returned or deleted key passed over.
 
@@ -80,6 +81,8 @@ impl StateView {
                 first_in(&self.pending, prefix, from),
                 self.first_committed(prefix, from)?,
             ];
+            // `get_under` below reads the staged block over sled, so a key either
+            // of them has is found with its latest value (or skipped if deleted).
             let Some(key) = candidates.into_iter().flatten().min() else {
                 return Ok(None);
             };
@@ -90,6 +93,8 @@ impl StateView {
         }
     }
 
+    /// The first committed key (live or deleted by a staged block) at `from`
+    /// or above, if it has `prefix`: the smaller of sled's and the staged block's.
     fn first_committed(
         &self,
         prefix: &[u8],
@@ -101,18 +106,28 @@ impl StateView {
             Bound::Unbounded => Bound::Included(state_key(prefix)),
         };
         let full_prefix = state_key(prefix);
-        match self
-            .committed
+        let records = self.committed.records();
+        let staged = records.staged.as_ref().and_then(|staged| {
+            staged
+                .records
+                .range::<Vec<u8>, _>((from.clone(), Bound::Unbounded))
+                .next()
+                .map(|(k, _)| k.clone())
+        });
+        let stored = match records
             .db
             .range::<Vec<u8>, _>((from, Bound::Unbounded))
             .next()
         {
-            Some(entry) => {
-                let (key, _) = entry?;
-                Ok(key.starts_with(&full_prefix).then(|| key[1..].to_vec()))
-            }
-            None => Ok(None),
-        }
+            Some(entry) => Some(entry?.0.to_vec()),
+            None => None,
+        };
+        Ok([staged, stored]
+            .into_iter()
+            .flatten()
+            .min()
+            .filter(|key| key.starts_with(&full_prefix))
+            .map(|key| key[1..].to_vec()))
     }
 }
 
