@@ -465,10 +465,20 @@ impl Chain {
         }
     }
 
-    /// Makes a decided block, with the result of executing it here, the head
-    /// (see [`Storage::stage_block`]); it is durable once the returned block is
-    /// written.
+    /// Persists a decided block with the result of executing it here.
     pub fn commit(
+        &mut self,
+        block: &Block,
+        certificate: &QuorumCertificate,
+        now_ms: u64,
+    ) -> Result<(), StorageError> {
+        self.stage(block, certificate, now_ms)?.write()
+    }
+
+    /// [`Chain::commit`] up to making the block the head (see
+    /// [`Storage::stage_block`]); it is durable once the returned block is
+    /// written.
+    pub fn stage(
         &mut self,
         block: &Block,
         certificate: &QuorumCertificate,

@@ -385,7 +385,7 @@ impl Driver {
                     self.on_decided();
                     let now = now_ms();
                     let staged =
-                        self.timed("commit", |d| d.chain.commit(&block, &certificate, now))?;
+                        self.timed("commit", |d| d.chain.stage(&block, &certificate, now))?;
                     let metrics = self.metrics.clone();
                     let task = tokio::task::spawn_blocking(move || {
                         let start = Instant::now();
@@ -536,11 +536,7 @@ impl Driver {
                 break;
             }
             self.on_decided();
-            tokio::task::block_in_place(|| {
-                self.chain
-                    .commit(&block, &certificate, now_ms())
-                    .and_then(|staged| staged.write())
-            })?;
+            tokio::task::block_in_place(|| self.chain.commit(&block, &certificate, now_ms()))?;
             self.on_committed(&block);
             applied += 1;
         }

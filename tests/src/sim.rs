@@ -821,10 +821,7 @@ impl Sim {
         let started = std::time::Instant::now();
         // Written at once: the driver writes on another thread, but sends
         // nothing before that write is done, so the network sees the same.
-        let result = live
-            .chain
-            .commit(block, certificate, clock)
-            .and_then(|staged| staged.write());
+        let result = live.chain.commit(block, certificate, clock);
         self.out.commit_wall += started.elapsed();
         match result {
             Ok(()) => self.on_committed(i, block),

@@ -85,7 +85,6 @@ fn a_certified_block_is_committed_whatever_our_clock_says() {
     follower
         .chain
         .commit(&block, &qc, NOW)
-        .and_then(|staged| staged.write())
         .expect("a quorum decided it: our clock has no say");
     assert_eq!(follower.chain.head().unwrap().block_hash, block.hash());
 
