@@ -514,6 +514,13 @@ impl Consensus {
             }
             None => self.start_round(0, out),
         }
+        // A locked block may be decided by the votes alone (see `apply_rules`);
+        // judge it now, as no proposal may bring it again.
+        if let Some((_, block)) = &self.locked
+            && self.is_valid(block).is_none()
+        {
+            out.push(Action::ValidateBlock(block.clone()));
+        }
     }
 
     /// Moves to the prevote or precommit step and arms that step's timeout.
@@ -953,10 +960,17 @@ impl Consensus {
         let quorum = self.validators.quorum();
 
         // Line 49: a proposal with a quorum of precommits in any round decides.
+        // The block we are locked on counts as well: after a restart it may be
+        // the only copy of a block this validator precommitted (and decided,
+        // then lost before writing it).
+        let locked = self.locked.as_ref().map(|(_, block)| block);
         let decided = self.rounds.iter().find_map(|(&r, votes)| {
-            let p = votes.proposal.as_ref()?;
-            let hash = p.block.hash();
-            (votes.count(VoteKind::Precommit, Some(hash)) >= quorum).then(|| (r, p.block.clone()))
+            let proposal = votes.proposal.as_ref().map(|p| &p.block);
+            let block = proposal
+                .into_iter()
+                .chain(locked)
+                .find(|block| votes.count(VoteKind::Precommit, Some(block.hash())) >= quorum)?;
+            Some((r, block.clone()))
         });
         if let Some((r, block)) = decided
             && self.is_valid(&block) == Some(true)

@@ -295,8 +295,11 @@ impl Driver {
         }
     }
 
-    /// When to build: the block interval after the last decision if transactions
-    /// wait, else at the idle heartbeat.
+    /// When to build: the block interval after the parent block's timestamp (by
+    /// our clock) if transactions wait, else the idle heartbeat after it. A
+    /// block's timestamp is when its building began, so a chain whose blocks
+    /// take longer to build than the interval builds the next one as soon as
+    /// it has decided.
     fn build_deadline(&self) -> Instant {
         let params = self.chain.params();
         let wait = if self.mempool.is_empty() {
@@ -304,7 +307,9 @@ impl Driver {
         } else {
             params.block_interval_ms
         };
-        self.last_commit + Duration::from_millis(wait)
+        let parent_ms = self.chain.head().map_or(0, |head| head.timestamp_ms);
+        let due_in = parent_ms.saturating_add(wait).saturating_sub(now_ms());
+        Instant::now() + Duration::from_millis(due_in)
     }
 
     fn fire_timers(&mut self) -> anyhow::Result<()> {

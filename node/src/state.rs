@@ -15,7 +15,7 @@ use crate::storage::{
 };
 use jmt::storage::{LeafNode, NibblePath, Node, NodeKey, TreeReader, TreeUpdateBatch};
 use jmt::{JellyfishMerkleTree, KeyHash, OwnedValue, Version};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use trellis_types::proof::{StateHasher, key_hash};
 use trellis_types::{Hash, StateProof, codec};
@@ -274,34 +274,51 @@ impl Storage {
 /// After a block's batch is applied: its writes become the cached latest
 /// values, and its tree nodes are cached for the next block's update.
 ///
+/// This runs beside the next block's build, which reads both caches: entries go
+/// in a chunk per lock hold, so a reader waits for one chunk at most. (Readers
+/// see the block's values in its staged records until this is done.)
 /// Generations that age out of the caches are freed on a thread of their own:
 /// that takes tens of milliseconds, which the next block need not wait for.
 pub(crate) fn cache_update(caches: &ReadCaches, update: StateUpdate) {
-    let mut aged_out = Vec::new();
-    let mut state = lock(&caches.state);
-    state.commits += 1;
-    aged_out.extend(
-        update
-            .writes
-            .into_iter()
-            .filter_map(|(key, value)| state.values.insert(key, value)),
+    lock(&caches.state).commits += 1;
+    let aged_out = fill(&caches.state, update.writes, |state| &mut state.values);
+    let nodes = update.tree.node_batch.nodes().iter();
+    let aged_out_nodes = fill(
+        &caches.nodes,
+        nodes.map(|(key, node)| (key.clone(), node.clone())),
+        |nodes| nodes,
     );
-    drop(state);
-    let mut nodes = lock(&caches.nodes);
-    let aged_out_nodes: Vec<_> = update
-        .tree
-        .node_batch
-        .nodes()
-        .iter()
-        .filter_map(|(key, node)| nodes.insert(key.clone(), node.clone()))
-        .collect();
-    drop(nodes);
     if !aged_out.is_empty() || !aged_out_nodes.is_empty() {
         let free = std::thread::Builder::new().name("cache-free".into());
         // Should no thread be available, the result (and so the caches) drops here.
         let _ = free.spawn(move || drop((aged_out, aged_out_nodes)));
     }
 }
+
+/// Inserts `entries` into the cache behind `mutex`, [`FILL_CHUNK`] per lock
+/// hold; returns the generations that aged out.
+fn fill<T, K: std::hash::Hash + Eq + Clone, V: Clone>(
+    mutex: &Mutex<T>,
+    entries: impl IntoIterator<Item = (K, V)>,
+    cache: impl Fn(&mut T) -> &mut Cache<K, V>,
+) -> Vec<HashMap<K, V>> {
+    let mut aged_out = Vec::new();
+    let mut entries = entries.into_iter().peekable();
+    while entries.peek().is_some() {
+        let mut guard = lock(mutex);
+        let cache = cache(&mut guard);
+        aged_out.extend(
+            entries
+                .by_ref()
+                .take(FILL_CHUNK)
+                .filter_map(|(key, value)| cache.insert(key, value)),
+        );
+    }
+    aged_out
+}
+
+/// Cache entries inserted per lock hold by [`cache_update`].
+const FILL_CHUNK: usize = 512;
 
 impl Storage {
     /// Computes the state after applying `writes` to the head's state as `version`

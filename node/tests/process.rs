@@ -2,6 +2,7 @@
 //! ports, signals. Every child is killed on drop if it is still running, and
 //! every wait has a deadline.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -9,6 +10,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 use trellis_genesis::Genesis;
 use trellis_node::config::{self, NodeConfig};
+use trellis_types::{Bytes, Payload, SystemOp, Transaction};
 
 const BIN: &str = env!("CARGO_BIN_EXE_trellis-node");
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -175,10 +177,21 @@ impl DevProcess {
             }
             assert!(
                 Instant::now() < deadline,
-                "/status stayed at {height}, below {min}, for {DEADLINE:?}"
+                "/status stayed at {height}, below {min}, for {DEADLINE:?}; stderr:\n{}",
+                self.proc.stderr()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The hash of the block at `height`, which must exist.
+    async fn block_hash(&self, height: u64) -> String {
+        let (status, body) = self.get(&format!("/v1/blocks/{height}")).await;
+        assert_eq!(status, 200, "block {height}: {body}");
+        body["hash"]
+            .as_str()
+            .expect("a block has a hash")
+            .to_owned()
     }
 
     /// Polls the transaction until it is committed; returns its height.
@@ -261,6 +274,83 @@ async fn dev_node_process_commits_and_stops_cleanly_on_sigint() {
         "SIGTERM ended the node with {exit}; stderr:\n{}",
         proc.stderr()
     );
+}
+
+/// A node is killed (SIGKILL) the moment /status shows a new block while it
+/// commits bursts of transactions: often the block is decided and shown but
+/// not yet on disk (the "chain opened" line it prints on restart is then below
+/// what was seen). Each restart must keep every block seen before, the same
+/// (a decided block that was not written is decided again from the safety
+/// record, where the node locked on it), and go on committing.
+#[tokio::test]
+async fn a_dev_node_killed_while_committing_keeps_every_block_it_showed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    let mut seen: BTreeMap<u64, String> = BTreeMap::new();
+    for (round, sender) in ["core-acme/ops", "bank-first/ops", "supplier-t1/ops", ""]
+        .into_iter()
+        .enumerate()
+    {
+        let mut node = DevProcess::start(tmp.path(), &format!("run-{round}"), &data_dir).await;
+        let last_seen = seen.keys().last().copied().unwrap_or(0);
+        let log = node.proc.stderr();
+        let opened = log.lines().find(|l| l.contains("chain opened"));
+        eprintln!("run {round}: {last_seen} seen before the kill; {opened:?}");
+        node.wait_height(last_seen).await;
+        for (height, hash) in &seen {
+            assert_eq!(
+                node.block_hash(*height).await,
+                *hash,
+                "block {height} changed across a kill; stderr:\n{}",
+                node.proc.stderr()
+            );
+        }
+        if sender.is_empty() {
+            break;
+        }
+        // A burst of remarks, so that blocks are large while the node is killed.
+        let key = trellis_genesis::dev_account(sender);
+        for nonce in 0..1000 {
+            let signed = Transaction {
+                chain_id: "trellis-dev".into(),
+                sender: key.public(),
+                nonce,
+                expires_at_ms: trellis_node::node::now_ms() + 10 * 60 * 1000,
+                payload: Payload::System(SystemOp::Remark {
+                    data: Bytes(format!("burst {round} {nonce}").into_bytes()),
+                }),
+            }
+            .sign(&key);
+            let response = node
+                .client
+                .post(format!("{}/v1/transactions", node.base))
+                .header("content-type", "application/octet-stream")
+                .body(trellis_types::encode(&signed))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status().as_u16(), 202, "nonce {nonce}");
+        }
+        // Kill the node the moment /status shows it a few blocks on: /status
+        // shows a block as soon as it is decided, possibly before it is written.
+        let from = node.height().await;
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let (status, body) = node.get("/status").await;
+            assert_eq!(status, 200, "{body}");
+            let height = body["height"].as_u64().expect("/status has a height");
+            if height > from {
+                let hash = body["block_hash"].as_str().expect("and a block hash");
+                seen.insert(height, hash.to_owned());
+            }
+            if height >= from + 3 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "stuck at {height}");
+        }
+        node.proc.child.kill().expect("SIGKILL is delivered");
+        node.proc.child.wait().expect("the killed node is reaped");
+    }
 }
 
 #[tokio::test]

@@ -724,3 +724,27 @@ fn a_locked_block_is_re_proposed_by_the_next_proposer_and_committed() {
     }
     net.assert_agreement();
 }
+
+/// A block is decided, made the head and then lost before it reached the disk
+/// on every validator (one validator, or all of them crashing at once): each
+/// restarts below it with only its safety record, which holds its precommit and
+/// the block it locked on. They must decide that same block again.
+#[test]
+fn validators_that_all_lose_a_decided_block_decide_it_again() {
+    for n in [1, 4] {
+        let mut net = Net::new(n);
+        net.start();
+        net.run_until(1, 60_000);
+        let decided = net.commits[0][0].0.hash();
+        for commits in &mut net.commits {
+            assert_eq!(commits.pop().map(|(b, _)| b.hash()), Some(decided));
+        }
+        net.restart_all();
+        net.run_until(2, 60_000);
+        for c in &net.commits {
+            assert_eq!(c.len(), 2, "{n} validators commit again");
+            assert_eq!(c[0].0.hash(), decided, "{n} validators: the same block");
+        }
+        net.assert_agreement();
+    }
+}
