@@ -456,7 +456,10 @@ impl Storage {
 
     /// The committed block at `height`, or `None` above the head.
     pub fn block(&self, height: u64) -> Result<Option<Block>, StorageError> {
-        Self::read_block(&self.records(), height, self.head().map(|h| h.height))
+        // The head first: a block staged after this read is then above it. The
+        // other order could find a staged head without its records.
+        let head = self.head().map(|h| h.height);
+        Self::read_block(&self.records(), height, head)
     }
 
     pub fn block_by_hash(&self, hash: &Hash) -> Result<Option<Block>, StorageError> {
@@ -482,7 +485,8 @@ impl Storage {
         &self,
         height: u64,
     ) -> Result<Option<QuorumCertificate>, StorageError> {
-        Self::read_commit(&self.records(), height, self.head().map(|h| h.height))
+        let head = self.head().map(|h| h.height); // first, as in `block`
+        Self::read_commit(&self.records(), height, head)
     }
 
     /// The receipts of the block at `height`, in transaction order; `None` above the head.
