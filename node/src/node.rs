@@ -299,7 +299,8 @@ impl Driver {
     /// our clock) if transactions wait, else the idle heartbeat after it. A
     /// block's timestamp is when its building began, so a chain whose blocks
     /// take longer to build than the interval builds the next one as soon as
-    /// it has decided.
+    /// it has decided. Never more than the interval from now: a proposer whose
+    /// timestamp runs ahead must not hold up the next block.
     fn build_deadline(&self) -> Instant {
         let params = self.chain.params();
         let wait = if self.mempool.is_empty() {
@@ -308,7 +309,10 @@ impl Driver {
             params.block_interval_ms
         };
         let parent_ms = self.chain.head().map_or(0, |head| head.timestamp_ms);
-        let due_in = parent_ms.saturating_add(wait).saturating_sub(now_ms());
+        let due_in = parent_ms
+            .saturating_add(wait)
+            .saturating_sub(now_ms())
+            .min(wait);
         Instant::now() + Duration::from_millis(due_in)
     }
 

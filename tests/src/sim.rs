@@ -335,7 +335,6 @@ struct Live {
     mempool: Arc<Mempool>,
     consensus: Consensus,
     pending_build: Option<u64>,
-    last_commit: u64,
     last_sync_request: Option<u64>,
 }
 
@@ -687,7 +686,6 @@ impl Sim {
             mempool,
             consensus,
             pending_build: None,
-            last_commit: self.now,
             last_sync_request: None,
         });
         let actions = self.live(i).expect("just booted").consensus.start();
@@ -769,7 +767,10 @@ impl Sim {
         } else {
             params.block_interval_ms
         };
-        Some((live.last_commit + wait).max(self.now))
+        // The interval counts from the parent block's timestamp, by this node's clock.
+        let parent_ms = live.chain.head().map_or(0, |head| head.timestamp_ms);
+        let due_in = (parent_ms + wait).saturating_sub(self.clock(i)).min(wait);
+        Some(self.now + due_in)
     }
 
     fn schedule_build(&mut self, i: usize) {
@@ -845,9 +846,7 @@ impl Sim {
     }
 
     fn on_committed(&mut self, i: usize, block: &Block) {
-        let now = self.now;
         let live = self.live(i).expect("just committed");
-        live.last_commit = now;
         let head = live.storage.head().expect("a head after a commit");
         let hash = block.hash();
         let record = Committed {
