@@ -192,6 +192,13 @@ impl Metrics {
         }
     }
 
+    /// Records how long a block phase (see [`PhaseLabels`]) took.
+    pub fn observe_phase(&self, phase: &'static str, took: std::time::Duration) {
+        self.block_phase_seconds
+            .get_or_create(&PhaseLabels { phase })
+            .observe(took.as_secs_f64());
+    }
+
     /// The OpenMetrics text exposition of every metric (see [`CONTENT_TYPE`]).
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -240,10 +247,7 @@ mod tests {
                 code: "bad_signature".into(),
             })
             .inc();
-        metrics
-            .block_phase_seconds
-            .get_or_create(&PhaseLabels { phase: "commit" })
-            .observe(0.02);
+        metrics.observe_phase("commit", std::time::Duration::from_millis(20));
         let text = metrics.encode();
         for name in [
             "trellis_height 7",

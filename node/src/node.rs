@@ -13,7 +13,7 @@ use crate::chain::{self, Chain};
 use crate::config::NodeConfig;
 use crate::consensus::{Action, Consensus, Message, Rejected, SafetyState, Step, Timeouts};
 use crate::mempool::{Batcher, MAX_BATCH, Mempool};
-use crate::metrics::{Metrics, PhaseLabels};
+use crate::metrics::Metrics;
 use crate::network::{self, Inbound, NetworkConfig, NetworkHandle, Outbound};
 use crate::safety::SafetyStore;
 use crate::storage::{Storage, StorageError};
@@ -399,10 +399,7 @@ impl Driver {
                     let task = tokio::task::spawn_blocking(move || {
                         let start = Instant::now();
                         let result = staged.write();
-                        metrics
-                            .block_phase_seconds
-                            .get_or_create(&PhaseLabels { phase: "write" })
-                            .observe(start.elapsed().as_secs_f64());
+                        metrics.observe_phase("write", start.elapsed());
                         result
                     });
                     self.writing = Some(Writing { block, task });
@@ -437,10 +434,7 @@ impl Driver {
     fn timed<T>(&mut self, phase: &'static str, f: impl FnOnce(&mut Self) -> T) -> T {
         let start = Instant::now();
         let out = tokio::task::block_in_place(|| f(self));
-        self.metrics
-            .block_phase_seconds
-            .get_or_create(&PhaseLabels { phase })
-            .observe(start.elapsed().as_secs_f64());
+        self.metrics.observe_phase(phase, start.elapsed());
         out
     }
 
