@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use trellis_types::codec::{CodecError, decode};
 use trellis_types::crypto::{SignatureError, verify_batch};
-use trellis_types::{ChainParams, Hash, PublicKey, Signature, SignedTransaction};
+use trellis_types::{ChainParams, Hash, PublicKey, Signature, SignedTransaction, Transaction};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdmissionError {
@@ -257,7 +257,7 @@ impl Mempool {
                 // batch's earlier inserts; the signature is the last check.
                 self.check_room(&self.pool(), &c)?;
                 match verdict {
-                    Ok(()) => self.insert(c),
+                    Ok(()) => self.insert(c, state),
                     Err(SignatureError::MalformedKey | SignatureError::WeakKey) => {
                         Err(AdmissionError::WeakKey)
                     }
@@ -304,6 +304,19 @@ impl Mempool {
                 max_ms: self.params.max_expiry_ms,
             });
         }
+        self.check_nonce(tx, state)?;
+        let checked = Checked {
+            hash: stx.hash(),
+            tx: stx,
+            size: bytes.len(),
+        };
+        self.check_room(&self.pool(), &checked)?;
+        Ok(checked)
+    }
+
+    /// The sender is a member account, and the nonce is neither used on chain
+    /// nor `max_nonce_gap` or more ahead of it.
+    fn check_nonce(&self, tx: &Transaction, state: &dyn StateRead) -> Result<(), AdmissionError> {
         let account = execution::account(state, &tx.sender)?
             .ok_or(AdmissionError::UnknownSender(tx.sender))?;
         if tx.nonce < account.nonce {
@@ -319,13 +332,7 @@ impl Mempool {
                 max_gap: self.params.max_nonce_gap,
             });
         }
-        let checked = Checked {
-            hash: stx.hash(),
-            tx: stx,
-            size: bytes.len(),
-        };
-        self.check_room(&self.pool(), &checked)?;
-        Ok(checked)
+        Ok(())
     }
 
     fn check_room(&self, pool: &Pool, c: &Checked) -> Result<(), AdmissionError> {
@@ -353,10 +360,15 @@ impl Mempool {
         Ok(())
     }
 
-    fn insert(&self, c: Checked) -> Result<Hash, AdmissionError> {
+    fn insert(&self, c: Checked, state: &dyn StateRead) -> Result<Hash, AdmissionError> {
         let mut pool = self.pool();
-        // Re-check under the lock: another request may have taken the room or the nonce.
+        // Re-check under the lock: another request may have taken the room or
+        // the nonce, or a block may have used the nonce since `check` read it.
+        // A block is staged (its state readable) before its transactions are
+        // pruned under this lock, so a rival for the nonce is either still
+        // waiting here or already visible as used.
         self.check_room(&pool, &c)?;
+        self.check_nonce(&c.tx.tx, state)?;
         let (sender, nonce) = (c.tx.tx.sender, c.tx.tx.nonce);
         pool.by_hash.insert(c.hash, (sender, nonce));
         pool.bytes += c.size;

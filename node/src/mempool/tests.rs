@@ -393,6 +393,40 @@ fn admission_refuses_a_second_transaction_with_a_waiting_nonce() {
 }
 
 #[test]
+fn admission_refuses_a_nonce_a_block_used_between_its_check_and_its_insert() {
+    // The race behind a transaction answered 202 that could never commit: it
+    // is checked while its nonce is free; a rival with that nonce is then
+    // admitted, committed and pruned; then it is inserted.
+    let env = Env::new();
+    let late = with_data(ACME, 0, b"checked while nonce 0 was free");
+    let checked = match env.mempool.check(&encode(&late), &env.storage, NOW) {
+        Ok(checked) => checked,
+        Err(e) => panic!("nonce 0 is free: {e:?}"),
+    };
+    let rival = signed(ACME, 0);
+    env.admit(&rival).unwrap();
+    env.commit(std::slice::from_ref(&rival), NOW);
+    env.mempool.prune(&env.storage, NOW).unwrap();
+    assert!(env.mempool.is_empty());
+
+    let err = env
+        .mempool
+        .insert(checked, &env.storage)
+        .expect_err("insert reads the nonce again, under the pool lock");
+    assert!(
+        matches!(
+            err,
+            AdmissionError::NonceReplayed {
+                expected: 1,
+                got: 0
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(env.mempool.is_empty());
+}
+
+#[test]
 fn admission_refuses_an_account_with_a_weak_key_before_trusting_its_signature() {
     let env = Env::with_weak_account();
     assert!(

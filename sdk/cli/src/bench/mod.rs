@@ -29,6 +29,7 @@ use crate::output::Report;
 use crate::when::now_ms;
 use engine::{Inbound, Pace, Shared, Submitter};
 use plan::{AccountSpec, Config, Mix, Phase, Planner};
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -826,6 +827,11 @@ async fn prepare_accounts(
             ));
         }
     }
+    // One client per admin, so its nonces are handed out in turn, not raced for.
+    let admins: BTreeMap<&str, Client> = per_org
+        .iter()
+        .map(|(org, _)| Ok((org.as_str(), admin_client(urls, org)?)))
+        .collect::<Result<_>>()?;
     let mut added = 0;
     for chunk in keys.chunks(32) {
         let accounts = futures_util::future::join_all(chunk.iter().map(|(_, k)| {
@@ -845,9 +851,8 @@ async fn prepare_accounts(
                     )));
                 }
                 None => {
-                    let admin = admin_client(urls, org)?;
                     pending.push(
-                        admin
+                        admins[org.as_str()]
                             .submit(Payload::System(SystemOp::AddKey {
                                 key: key.public(),
                                 org_admin: false,
