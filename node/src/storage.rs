@@ -2,23 +2,26 @@
 //! the transaction index, the latest state, the state tree and the chain head.
 //!
 //! Guarantees: all a block implies (block, certificate, receipts, indexes, state
-//! writes, tree nodes, new head) is one atomic sled batch, so a reopened store
-//! holds all of a block or none of it. A block is committed in two steps:
+//! writes, tree nodes, new head) is one batch, written all or nothing (through
+//! a redo file, see [`redo`]), so a reopened store holds all of a block or
+//! none of it. A block is committed in two steps:
 //! [`Storage::stage_block`] checks it and makes it the head that every reader
 //! sees (its records are read from memory, over sled's), and
-//! [`StagedBlock::write`] applies and flushes the batch, which a caller may do
-//! on another thread while the next block is built; [`Storage::commit_block`]
-//! does both. [`Storage::open`] re-derives the head block's roots from what is
+//! [`StagedBlock::write`] makes the batch durable and applies it, which a
+//! caller may do on another thread while the next block is built;
+//! [`Storage::commit_block`] does both. [`Storage::open`] re-derives the head block's roots from what is
 //! stored; records are checksummed; any mismatch is [`StorageError::Corrupt`].
 //! Assumes: blocks come in height order on top of the head, one staged at a
 //! time (both enforced); sled's flush is trusted for chain data, which peers
 //! can resend.
 
+mod redo;
+
 use crate::cache::Cache;
 use crate::state::StateUpdate;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use trellis_types::block::{receipts_root, tx_root};
 use trellis_types::{Block, Hash, QuorumCertificate, Receipt, codec};
@@ -146,6 +149,8 @@ pub struct Storage {
     /// The block staged and not yet written, whose records readers see over sled's.
     staged: Arc<RwLock<Option<Arc<Staged>>>>,
     pub(crate) caches: Arc<ReadCaches>,
+    /// Where [`StagedBlock::write`] puts a block's batch before applying it.
+    redo_path: Arc<PathBuf>,
 }
 
 /// A staged block's records.
@@ -285,6 +290,13 @@ impl Storage {
             // Every write is a block's batch, flushed by `commit_block` itself.
             .flush_every_ms(None)
             .open()?;
+        let redo_path = redo::path(path);
+        if let Some(height) = redo::recover(&db, &redo_path)? {
+            tracing::warn!(
+                height,
+                "finished writing block {height}, which a stop had interrupted"
+            );
+        }
         let head = Self::check_integrity(&RecordReader {
             db: &db,
             staged: None,
@@ -295,6 +307,7 @@ impl Storage {
             commit_lock: Arc::new(Mutex::new(())),
             staged: Arc::new(RwLock::new(None)),
             caches: Arc::new(ReadCaches::new(entries)),
+            redo_path: Arc::new(redo_path),
         })
     }
 
@@ -678,31 +691,30 @@ impl StagedBlock {
         self.staged.height
     }
 
-    /// Applies the staged block's batch to sled and flushes it. Once this
-    /// returns, the block survives a crash. An error means it may not: callers
-    /// should treat it as fatal.
+    /// Writes the staged block: its batch as one redo file, synced (from then
+    /// on the block survives a crash), then key by key into sled (see [`redo`]).
+    /// An error means it may not be durable: callers should treat it as fatal.
     pub fn write(self) -> Result<(), StorageError> {
         let StagedBlock {
             storage,
             staged,
             update,
         } = self;
-        let mut batch = sled::Batch::default();
-        for (key, value) in &staged.records {
-            match value {
-                Some(value) => batch.insert(key.as_slice(), value.clone()),
-                None => batch.remove(key.as_slice()),
-            }
-        }
-        storage.db.apply_batch(batch)?;
+        redo::write(&storage.redo_path, staged.height, &staged.records)?;
+        redo::apply(&storage.db, record_slices(&staged.records))?;
         crate::state::cache_update(&storage.caches, update);
         storage.db.flush()?;
+        redo::clear(&storage.redo_path)?;
         *storage
             .staged
             .write()
             .unwrap_or_else(PoisonError::into_inner) = None;
         Ok(())
     }
+}
+
+fn record_slices(records: &Records) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+    records.iter().map(|(k, v)| (k.as_slice(), v.as_deref()))
 }
 
 #[cfg(test)]
@@ -1032,6 +1044,76 @@ pub(crate) mod tests {
         drop(storage);
         let reopened = retry_while_locked(|| open(&dir)).unwrap();
         assert_eq!(read_all(&reopened, &tx.hash()), before);
+    }
+
+    #[test]
+    fn a_block_whose_write_stopped_midway_is_finished_when_the_store_reopens() {
+        let key = KeyPair::insecure_from_label("alice");
+        let tx = signed_remark(&key, 0);
+        // Stop after the redo record and none, half, or all but one of the records.
+        for stop in [Stop::NoRecord, Stop::Half, Stop::AllButOne] {
+            let dir = tempfile::tempdir().unwrap();
+            let expected = {
+                let storage = open(&dir).unwrap();
+                commit(
+                    &storage,
+                    vec![],
+                    writes(&[("a", Some("1")), ("b", Some("2"))]),
+                );
+                let (_, staged) = stage(
+                    &storage,
+                    vec![tx.clone()],
+                    writes(&[("a", Some("10")), ("b", None), ("c", Some("3"))]),
+                );
+                let expected = read_all(&storage, &tx.hash());
+                let StagedBlock {
+                    storage: db_owner,
+                    staged,
+                    ..
+                } = staged;
+                let total = staged.records.len();
+                let applied = match stop {
+                    Stop::NoRecord => 0,
+                    Stop::Half => total / 2,
+                    Stop::AllButOne => total - 1,
+                };
+                redo::write(&db_owner.redo_path, staged.height, &staged.records).unwrap();
+                redo::apply(&db_owner.db, record_slices(&staged.records).take(applied)).unwrap();
+                // The process stops here; sled keeps what was applied.
+                db_owner.db.flush().unwrap();
+                expected
+            };
+            let reopened = open(&dir).unwrap();
+            assert_eq!(read_all(&reopened, &tx.hash()), expected, "{stop:?}");
+            assert!(!redo::path(dir.path()).exists(), "{stop:?}");
+            // The chain goes on from the finished block.
+            commit(&reopened, vec![], writes(&[("a", Some("4"))]));
+            assert_eq!(reopened.head().unwrap().height, 2);
+        }
+    }
+
+    #[test]
+    fn a_leftover_redo_tmp_is_dropped_and_a_damaged_redo_file_stops_the_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = commit(&open(&dir).unwrap(), vec![], writes(&[("a", Some("1"))]));
+        let redo = redo::path(dir.path());
+        // A stop while the redo file was being written: its block was never durable.
+        std::fs::write(redo.with_extension("tmp"), b"half a redo file").unwrap();
+        let reopened = open(&dir).unwrap();
+        assert_eq!(reopened.head().unwrap().block_hash, first.hash());
+        assert!(!redo.with_extension("tmp").exists());
+        drop(reopened);
+
+        std::fs::write(&redo, b"not a redo file").unwrap();
+        let err = open(&dir).unwrap_err();
+        assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
+    }
+
+    #[derive(Debug, Clone, Copy)]
+    enum Stop {
+        NoRecord,
+        Half,
+        AllButOne,
     }
 
     #[test]
