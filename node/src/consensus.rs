@@ -486,8 +486,13 @@ impl Consensus {
             // vote again (the same vote, so no equivocation): the others may
             // never have received it, and without it the round may not reach
             // a quorum.
+            // Not proposing in that round: we signed a vote in it, so its
+            // propose step is behind us, and a second signed proposal for it
+            // (a new block, or our lock with `pol_round` = this round, which
+            // everyone refuses) would be the double signing that CometBFT's
+            // signer refuses too. Its timeouts move the round on.
             Some((round, kind, block)) => {
-                self.start_round(round, out);
+                self.enter_round(round);
                 if let Some(key) = self.signer() {
                     let data = VoteData {
                         chain_id: self.chain_id.clone(),
@@ -541,12 +546,7 @@ impl Consensus {
 
     /// Line 11: StartRound.
     fn start_round(&mut self, round: u64, out: &mut Vec<Action>) {
-        self.round = round;
-        self.step = Step::Propose;
-        self.prevote_timeout_armed = false;
-        self.precommit_timeout_armed = false;
-        self.polka_seen = false;
-        self.building = None;
+        self.enter_round(round);
         let me = self.signer().as_ref().map(KeyPair::public);
         if me.is_some() && me == Some(self.validators.proposer(self.height, round)) {
             match self.valid.clone() {
@@ -566,6 +566,16 @@ impl Consensus {
             0
         };
         out.push(self.timeout(Step::Propose, self.timeouts.propose_ms + idle));
+    }
+
+    /// Round `round`, at its propose step, with nothing of it done yet.
+    fn enter_round(&mut self, round: u64) {
+        self.round = round;
+        self.step = Step::Propose;
+        self.prevote_timeout_armed = false;
+        self.precommit_timeout_armed = false;
+        self.polka_seen = false;
+        self.building = None;
     }
 
     fn timeout(&self, step: Step, base_ms: u64) -> Action {

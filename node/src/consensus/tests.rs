@@ -748,3 +748,72 @@ fn validators_that_all_lose_a_decided_block_decide_it_again() {
         net.assert_agreement();
     }
 }
+
+/// A proposer that restarts after voting in its own round signs no second
+/// proposal for that round: neither a new block nor its lock re-proposed with
+/// `pol_round` equal to the round.
+#[test]
+fn a_proposer_restarted_after_voting_in_its_round_does_not_propose_in_it_again() {
+    let ks = keys(4);
+    let set = ValidatorSet::new(ks.iter().map(KeyPair::public).collect());
+    let proposer = ks
+        .iter()
+        .find(|k| k.public() == set.proposer(1, 0))
+        .unwrap()
+        .clone();
+    let locked = block(1, 0, proposer.public(), 7);
+    let records = [
+        SafetyState {
+            height: 1,
+            last_vote: Some((0, VoteKind::Prevote, Some(locked.hash()))),
+            locked: None,
+        },
+        SafetyState {
+            height: 1,
+            last_vote: Some((0, VoteKind::Precommit, Some(locked.hash()))),
+            locked: Some((0, locked.clone())),
+        },
+    ];
+    for safety in records {
+        let mut node = Consensus::new(
+            CHAIN.into(),
+            set.clone(),
+            Some(proposer.clone()),
+            timeouts(),
+            1,
+            safety.clone(),
+        );
+        let actions = node.start();
+        assert!(
+            !actions.iter().any(|a| matches!(
+                a,
+                Action::BuildBlock { .. } | Action::Broadcast(Message::Proposal(_))
+            )),
+            "{safety:?}: {actions:?}"
+        );
+        // It sends its last vote again, and moves on when the round times out.
+        assert!(actions.iter().any(|a| matches!(
+            a,
+            Action::Broadcast(Message::Vote(v)) if Some((v.data.round, v.data.kind, v.data.block)) == safety.last_vote
+        )));
+        match safety.last_vote.unwrap().1 {
+            // A prevote's timeout brings its nil precommit ...
+            VoteKind::Prevote => {
+                let after = node.on_timeout(1, 0, Step::Prevote);
+                assert!(
+                    after.iter().any(|a| matches!(
+                        a,
+                        Action::Broadcast(Message::Vote(v))
+                            if v.data.round == 0 && v.data.kind == VoteKind::Precommit && v.data.block.is_none()
+                    )),
+                    "{after:?}"
+                );
+            }
+            // ... a precommit's, the next round.
+            VoteKind::Precommit => {
+                node.on_timeout(1, 0, Step::Precommit);
+                assert_eq!(node.round(), 1);
+            }
+        }
+    }
+}
