@@ -9,7 +9,8 @@
 //! sees (its records are read from memory, over sled's), and
 //! [`StagedBlock::write`] makes the batch durable and applies it, which a
 //! caller may do on another thread while the next block is built;
-//! [`Storage::commit_block`] does both. [`Storage::open`] re-derives the head block's roots from what is
+//! [`Storage::commit_block`] does both. [`Storage::open`] finishes an
+//! interrupted write, then re-derives the head block's roots from what is
 //! stored; records are checksummed; any mismatch is [`StorageError::Corrupt`].
 //! Assumes: blocks come in height order on top of the head, one staged at a
 //! time (both enforced); sled's flush is trusted for chain data, which peers
@@ -287,7 +288,7 @@ impl Storage {
         let db = sled::Config::new()
             .path(path)
             .mode(sled::Mode::HighThroughput)
-            // Every write is a block's batch, flushed by `commit_block` itself.
+            // Every write is a block's, flushed by `StagedBlock::write` itself.
             .flush_every_ms(None)
             .open()?;
         let redo_path = redo::path(path);
@@ -1050,7 +1051,7 @@ pub(crate) mod tests {
     fn a_block_whose_write_stopped_midway_is_finished_when_the_store_reopens() {
         let key = KeyPair::insecure_from_label("alice");
         let tx = signed_remark(&key, 0);
-        // Stop after the redo record and none, half, or all but one of the records.
+        // Stop after the redo file and none, half, or all but one of the records.
         for stop in [Stop::NoRecord, Stop::Half, Stop::AllButOne] {
             let dir = tempfile::tempdir().unwrap();
             let expected = {

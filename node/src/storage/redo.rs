@@ -12,7 +12,8 @@
 //!
 //! Layout: `blake3(body) ‖ body`, body = `height (u64 BE)` then per record
 //! `key length (u32 BE) ‖ key ‖ 0` (remove) or `… ‖ 1 ‖ value length (u32 BE) ‖ value`.
-//! It is written to `redo.tmp` and renamed, so a `redo` file is always whole.
+//! It is written as `trellis-redo.tmp`, synced and renamed, so a `trellis-redo`
+//! file is always whole.
 
 use super::{Records, StorageError, corrupt};
 use std::fs::File;
@@ -54,7 +55,7 @@ pub(super) fn clear(path: &Path) -> Result<(), StorageError> {
     }
 }
 
-/// Encodes `records`, the batch of block `height`, as a redo record.
+/// Encodes `records`, the batch of block `height`, as the redo file's content.
 pub(super) fn encode(height: u64, records: &Records) -> Vec<u8> {
     let size: usize = records
         .iter()
@@ -84,14 +85,14 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-/// A decoded redo record: the block's height and its batch.
+/// A decoded redo file: the block's height and its batch.
 pub(super) struct Redo<'a> {
     pub height: u64,
     pub records: Vec<(&'a [u8], Option<&'a [u8]>)>,
 }
 
 pub(super) fn decode(bytes: &[u8]) -> Result<Redo<'_>, StorageError> {
-    let damaged = |what: &str| corrupt(format!("the redo record {what}"));
+    let damaged = |what: &str| corrupt(format!("the redo file {what}"));
     let (checksum, body) = bytes
         .split_at_checked(32)
         .ok_or_else(|| damaged("is truncated"))?;
@@ -142,7 +143,7 @@ pub(super) fn apply<'a>(
 
 /// Finishes the write a stop interrupted, if any: applies the redo file at
 /// `path` to `db`, flushes, and removes it. Returns the height of the block it
-/// finished. A leftover `redo.tmp` was never synced, so its block was not
+/// finished. A leftover `.tmp` file was never synced, so its block was not
 /// durable yet: it is dropped.
 pub(super) fn recover(db: &sled::Db, path: &Path) -> Result<Option<u64>, StorageError> {
     clear(&path.with_extension("tmp"))?;
