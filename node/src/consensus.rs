@@ -485,12 +485,11 @@ impl Consensus {
             // After a crash, resume in the round of our last vote and send that
             // vote again (the same vote, so no equivocation): the others may
             // never have received it, and without it the round may not reach
-            // a quorum.
-            // Not proposing in that round: we signed a vote in it, so its
-            // propose step is behind us, and a second signed proposal for it
+            // a quorum. But no proposal in that round: having voted in it, we
+            // are past its propose step, and a second signed proposal for it
             // (a new block, or our lock with `pol_round` = this round, which
-            // everyone refuses) would be the double signing that CometBFT's
-            // signer refuses too. Its timeouts move the round on.
+            // everyone refuses) would be double signing, which CometBFT's
+            // signer refuses too. The round's timeouts move it on.
             Some((round, kind, block)) => {
                 self.enter_round(round);
                 if let Some(key) = self.signer() {

@@ -1007,22 +1007,28 @@ pub(crate) mod tests {
         )
     }
 
+    /// Commits genesis (`a` = 1, `b` = 2) and stages block 1: `tx`, `a` = 10,
+    /// `b` deleted, `c` = 3.
+    fn stage_over_genesis(storage: &Storage, tx: &SignedTransaction) -> (Block, StagedBlock) {
+        commit(
+            storage,
+            vec![],
+            writes(&[("a", Some("1")), ("b", Some("2"))]),
+        );
+        stage(
+            storage,
+            vec![tx.clone()],
+            writes(&[("a", Some("10")), ("b", None), ("c", Some("3"))]),
+        )
+    }
+
     #[test]
     fn a_staged_block_reads_the_same_before_and_after_it_is_written() {
         let dir = tempfile::tempdir().unwrap();
         let key = KeyPair::insecure_from_label("alice");
         let tx = signed_remark(&key, 0);
         let storage = open(&dir).unwrap();
-        commit(
-            &storage,
-            vec![],
-            writes(&[("a", Some("1")), ("b", Some("2"))]),
-        );
-        let (block, staged) = stage(
-            &storage,
-            vec![tx.clone()],
-            writes(&[("a", Some("10")), ("b", None), ("c", Some("3"))]),
-        );
+        let (block, staged) = stage_over_genesis(&storage, &tx);
         assert_eq!(staged.height(), 1);
         let before = read_all(&storage, &tx.hash());
         assert!(before.contains(&block.hash().to_string()), "{before}");
@@ -1056,16 +1062,7 @@ pub(crate) mod tests {
             let dir = tempfile::tempdir().unwrap();
             let expected = {
                 let storage = open(&dir).unwrap();
-                commit(
-                    &storage,
-                    vec![],
-                    writes(&[("a", Some("1")), ("b", Some("2"))]),
-                );
-                let (_, staged) = stage(
-                    &storage,
-                    vec![tx.clone()],
-                    writes(&[("a", Some("10")), ("b", None), ("c", Some("3"))]),
-                );
+                let (_, staged) = stage_over_genesis(&storage, &tx);
                 let expected = read_all(&storage, &tx.hash());
                 let StagedBlock {
                     storage: db_owner,
