@@ -586,7 +586,8 @@ mod tests {
                     assert_eq!(storage.state_root(version as u64).unwrap(), Some(root), "version {version}");
                 }
             }
-            let reopened = Storage::open(dir.path()).unwrap();
+            let reopened =
+                crate::storage::tests::retry_while_locked(|| Storage::open(dir.path())).unwrap();
             check_every_proof(&reopened, &expected);
         }
     }

@@ -804,7 +804,7 @@ pub(crate) mod tests {
 
     /// sled releases its file lock from a background thread after the last handle is
     /// dropped, so a reopen right after a drop may briefly find the lock still held.
-    fn retry_while_locked<T>(
+    pub(crate) fn retry_while_locked<T>(
         mut f: impl FnMut() -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
         for _ in 0..100 {
