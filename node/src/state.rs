@@ -54,6 +54,9 @@ struct TreeStore<'a> {
 
 impl TreeReader for TreeStore<'_> {
     fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
+        if let Some(tree) = self.staged(node_key.version()) {
+            return Ok(tree.node_batch.get_node(node_key).cloned());
+        }
         if let Some(node) = self.nodes.and_then(|nodes| lock(nodes).get(node_key)) {
             return Ok(Some(node));
         }
@@ -91,17 +94,27 @@ impl TreeReader for TreeStore<'_> {
             let Some(leaf_version) = self.leaf_version(version, key)? else {
                 return Ok(None);
             };
-            let record = self
-                .db
-                .get(&tree_records::value_record_key(leaf_version, key))?;
             let missing = || {
                 corrupt(format!(
                     "state tree value of {} at version {leaf_version} is missing",
                     hex::encode(key.0)
                 ))
             };
-            let stored = tree_records::find_value(record.as_deref().unwrap_or_default(), key)
-                .map_err(|e| corrupt(format!("state tree value record: {e}")))?;
+            let record;
+            let stored = match self.staged(leaf_version) {
+                Some(tree) => Some(tree_records::leaf_value(
+                    tree.node_batch.values(),
+                    leaf_version,
+                    key,
+                )),
+                None => {
+                    record = self
+                        .db
+                        .get(&tree_records::value_record_key(leaf_version, key))?;
+                    tree_records::find_value(record.as_deref().unwrap_or_default(), key)
+                        .map_err(|e| corrupt(format!("state tree value record: {e}")))?
+                }
+            };
             match stored.ok_or_else(missing)? {
                 StoredValue::Written(value) => return Ok(Some(value.to_vec())),
                 // The leaf moved at `leaf_version`: it held the same value just before.
@@ -118,6 +131,13 @@ impl TreeReader for TreeStore<'_> {
 }
 
 impl TreeStore<'_> {
+    /// The staged block's tree update if it is `version`'s: its nodes and
+    /// values are not in sled (or the caches) until the block is written.
+    fn staged(&self, version: Version) -> Option<&TreeUpdateBatch> {
+        let staged = self.db.staged.as_deref()?;
+        (staged.height == version).then_some(&staged.tree)
+    }
+
     /// The version that wrote the leaf holding `key` in the tree at `version`;
     /// `None` if the key is not in that tree.
     fn leaf_version(
@@ -203,34 +223,40 @@ pub(crate) fn tree_root_record_key(version: u64) -> Vec<u8> {
     tree_records::node_record_key(&NodeKey::new(version, key_path(KeyHash([0; 32]), 0))).to_vec()
 }
 
-/// Adds `update` (latest state, tree nodes, versioned values, stale-node index) to a block's records.
-pub(crate) fn write_update(batch: &mut Records, update: &StateUpdate) {
-    for (key, value) in &update.writes {
+/// Adds a block's writes to its records as the latest state.
+pub(crate) fn write_state(batch: &mut Records, writes: &Writes) {
+    for (key, value) in writes {
         batch.insert(state_key(key), value.as_deref().map(Into::into));
     }
-    let nodes = &update.tree.node_batch;
+}
+
+/// The records of version `version`'s tree update: nodes, versioned values and
+/// stale-node index. Until they are written, readers take the staged block's
+/// nodes and values from its update itself (see [`TreeStore`]).
+pub(crate) fn tree_records(version: Version, tree: &TreeUpdateBatch) -> Records {
+    let mut batch = Records::new();
+    let nodes = &tree.node_batch;
     for (key, record) in tree_records::encode_nodes(nodes.nodes()) {
         batch.insert(key.to_vec(), Some(record.into()));
     }
-    for (key, record) in tree_records::encode_values(update.version, nodes.nodes(), nodes.values())
-    {
+    for (key, record) in tree_records::encode_values(version, nodes.nodes(), nodes.values()) {
         batch.insert(key.to_vec(), Some(record.into()));
     }
     // One record per version (not one key per node: sled pays per key) listing the nodes
     // this version made stale, so old versions can be pruned later without walking the tree.
-    if !update.tree.stale_node_index_batch.is_empty() {
-        let stale: Vec<&NodeKey> = update
-            .tree
+    if !tree.stale_node_index_batch.is_empty() {
+        let stale: Vec<&NodeKey> = tree
             .stale_node_index_batch
             .iter()
             .map(|s| &s.node_key)
             .collect();
         let mut key = [0u8; 9];
         key[0] = prefix::TREE_STALE;
-        key[1..].copy_from_slice(&update.version.to_be_bytes());
+        key[1..].copy_from_slice(&version.to_be_bytes());
         let stale = borsh::to_vec(&stale).expect("writing to a Vec cannot fail");
         batch.insert(key.to_vec(), Some(stale.into()));
     }
+    batch
 }
 
 impl StateRead for Storage {
@@ -279,10 +305,10 @@ impl Storage {
 /// see the block's values in its staged records until this is done.)
 /// Generations that age out of the caches are freed on a thread of their own:
 /// that takes tens of milliseconds, which the next block need not wait for.
-pub(crate) fn cache_update(caches: &ReadCaches, update: StateUpdate) {
+pub(crate) fn cache_update(caches: &ReadCaches, writes: Writes, tree: &TreeUpdateBatch) {
     lock(&caches.state).commits += 1;
-    let aged_out = fill(&caches.state, update.writes, |state| &mut state.values);
-    let nodes = update.tree.node_batch.nodes().iter();
+    let aged_out = fill(&caches.state, writes, |state| &mut state.values);
+    let nodes = tree.node_batch.nodes().iter();
     let aged_out_nodes = fill(
         &caches.nodes,
         nodes.map(|(key, node)| (key.clone(), node.clone())),

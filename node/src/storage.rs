@@ -19,7 +19,8 @@
 mod redo;
 
 use crate::cache::Cache;
-use crate::state::StateUpdate;
+use crate::state::{StateUpdate, Writes};
+use jmt::storage::TreeUpdateBatch;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -154,10 +155,22 @@ pub struct Storage {
     redo_path: Arc<PathBuf>,
 }
 
-/// A staged block's records.
+/// A staged block: its records but those of its state-tree update, which it
+/// keeps as jmt made it. Encoding that into records is the writer's job, off
+/// the driver's path; until then readers take its nodes and values from here.
 pub(crate) struct Staged {
-    height: u64,
+    pub(crate) height: u64,
     pub(crate) records: Records,
+    pub(crate) tree: TreeUpdateBatch,
+}
+
+impl Staged {
+    /// The block's whole batch: its records and its tree update's.
+    fn batch(&self) -> Records {
+        let mut batch = crate::state::tree_records(self.height, &self.tree);
+        batch.extend(self.records.iter().map(|(k, v)| (k.clone(), v.clone())));
+        batch
+    }
 }
 
 /// Reads stored records: a staged block's first, then sled's. Holds the staged
@@ -184,7 +197,7 @@ impl RecordReader<'_> {
 pub struct StagedBlock {
     storage: Storage,
     staged: Arc<Staged>,
-    update: StateUpdate,
+    writes: Writes,
 }
 
 /// Entries the state-value cache keeps at least (and at most twice that); the
@@ -456,15 +469,19 @@ impl Storage {
         if height == 0 {
             put(prefix::SCHEMA, vec![SCHEMA_VERSION]);
         }
-        crate::state::write_update(&mut records, &update);
-        let staged = Arc::new(Staged { height, records });
+        crate::state::write_state(&mut records, &update.writes);
+        let staged = Arc::new(Staged {
+            height,
+            records,
+            tree: update.tree,
+        });
         // Readers see the block from here on: its records first, then the head.
         *self.staged.write().unwrap_or_else(PoisonError::into_inner) = Some(staged.clone());
         *self.head.write().unwrap_or_else(PoisonError::into_inner) = Some(new_head);
         Ok(StagedBlock {
             storage: self.clone(),
             staged,
-            update,
+            writes: update.writes,
         })
     }
 
@@ -699,11 +716,12 @@ impl StagedBlock {
         let StagedBlock {
             storage,
             staged,
-            update,
+            writes,
         } = self;
-        redo::write(&storage.redo_path, staged.height, &staged.records)?;
-        redo::apply(&storage.db, record_slices(&staged.records))?;
-        crate::state::cache_update(&storage.caches, update);
+        let batch = staged.batch();
+        redo::write(&storage.redo_path, staged.height, &batch)?;
+        redo::apply(&storage.db, record_slices(&batch))?;
+        crate::state::cache_update(&storage.caches, writes, &staged.tree);
         storage.db.flush()?;
         redo::clear(&storage.redo_path)?;
         *storage
@@ -721,7 +739,6 @@ fn record_slices(records: &Records) -> impl Iterator<Item = (&[u8], Option<&[u8]
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::state::Writes;
     use trellis_types::{
         KeyPair, Payload, ReceiptStatus, SignedTransaction, SystemOp, Transaction,
     };
@@ -1069,14 +1086,14 @@ pub(crate) mod tests {
                     staged,
                     ..
                 } = staged;
-                let total = staged.records.len();
+                let batch = staged.batch();
                 let applied = match stop {
                     Stop::NoRecord => 0,
-                    Stop::Half => total / 2,
-                    Stop::AllButOne => total - 1,
+                    Stop::Half => batch.len() / 2,
+                    Stop::AllButOne => batch.len() - 1,
                 };
-                redo::write(&db_owner.redo_path, staged.height, &staged.records).unwrap();
-                redo::apply(&db_owner.db, record_slices(&staged.records).take(applied)).unwrap();
+                redo::write(&db_owner.redo_path, staged.height, &batch).unwrap();
+                redo::apply(&db_owner.db, record_slices(&batch).take(applied)).unwrap();
                 // The process stops here; sled keeps what was applied.
                 db_owner.db.flush().unwrap();
                 expected

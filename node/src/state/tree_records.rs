@@ -95,9 +95,9 @@ pub(crate) fn encode_values(
     for node in nodes.values() {
         let Node::Leaf(leaf) = node else { continue };
         let key = leaf.key_hash();
-        let entry = match written.get(&(version, key)) {
-            Some(Some(value)) => [&[WRITTEN], value.as_slice()].concat(),
-            _ => vec![MOVED],
+        let entry = match leaf_value(written, version, key) {
+            StoredValue::Written(value) => [&[WRITTEN], value].concat(),
+            StoredValue::Moved => vec![MOVED],
         };
         records
             .entry(value_record_key(version, key))
@@ -105,6 +105,18 @@ pub(crate) fn encode_values(
             .insert(key.0.to_vec(), entry);
     }
     records.into_iter().map(|(k, e)| (k, encode(&e))).collect()
+}
+
+/// What `version`'s leaf for `key` holds, given the values that version wrote.
+pub(crate) fn leaf_value(
+    written: &BTreeMap<(Version, KeyHash), Option<OwnedValue>>,
+    version: Version,
+    key: KeyHash,
+) -> StoredValue<'_> {
+    match written.get(&(version, key)) {
+        Some(Some(value)) => StoredValue::Written(value),
+        _ => StoredValue::Moved,
+    }
 }
 
 /// The encoded node with `id` in a node record.

@@ -1,142 +1,486 @@
 //! Computing one version of the state tree from the previous one and a
-//! block's writes, as cheaply as jmt allows.
+//! block's writes, in one walk of the tree.
 //!
-//! jmt's key-by-key insertion rebuilds the whole path of every key: with
-//! thousands of keys a block, the top of the tree is copied and rehashed
-//! thousands of times. Its batch insertion rebuilds each touched node once,
-//! but cannot delete. So a block's deletions go key by key first, and its
-//! inserts and updates go in one batch on top of the result, at the same
-//! version; the two update batches are merged into one.
+//! jmt 0.12 rebuilds each touched node once for a batch of inserts, but
+//! deletes key by key, rebuilding the whole path of every deleted key, and
+//! its tree cache copies every node several times. A busy block deletes
+//! thousands of keys (a piece leaving its holder's index), so this module
+//! walks the previous version's tree once for all of a block's writes,
+//! inserts and deletions alike.
+//!
+//! It builds exactly jmt's tree: a key set has one shape (a leaf sits at the
+//! shortest path that tells it apart from every other key; an internal node
+//! with one child has an internal child), so the root is the one jmt would
+//! compute, and the nodes are jmt's own types, which jmt reads back for
+//! proofs. Genesis (version 0) still goes through jmt, which builds it on its
+//! pre-genesis root.
 
-use super::{TreeStore, tree_error};
-use crate::storage::StorageError;
-use jmt::storage::{LeafNode, Node, NodeBatch, NodeKey, TreeReader, TreeUpdateBatch};
-use jmt::{JellyfishMerkleTree, KeyHash, OwnedValue, RootHash, Version};
+use super::{key_path, nibble, tree_error};
+use crate::storage::{StorageError, corrupt};
+use jmt::storage::{
+    LeafNode, NibblePath, Node, NodeBatch, NodeKey, StaleNodeIndex, TreeReader, TreeUpdateBatch,
+};
+use jmt::{JellyfishMerkleTree, KeyHash, OwnedValue, RootHash, ValueHash, Version};
 use std::collections::{BTreeMap, BTreeSet};
 use trellis_types::proof::StateHasher;
 
 /// The tree at `version` after `writes` (by key hash; `None` deletes) on the tree at `version - 1`.
-pub(super) fn compute(
-    store: &TreeStore<'_>,
+pub(super) fn compute<R: TreeReader>(
+    store: &R,
     version: Version,
     writes: Vec<(KeyHash, Option<OwnedValue>)>,
 ) -> Result<(RootHash, TreeUpdateBatch), StorageError> {
-    let (deletes, inserts): (Vec<_>, Vec<_>) = writes.into_iter().partition(|(_, v)| v.is_none());
-    let inserts: Vec<(KeyHash, OwnedValue)> = inserts
-        .into_iter()
-        .filter_map(|(key, value)| Some((key, value?)))
-        .collect();
-    // Version 0 builds on jmt's pre-genesis root, which `AfterDeletions` does not stand in
-    // for: a genesis with deletions goes key by key.
-    if inserts.is_empty() || (version == 0 && !deletes.is_empty()) {
-        // Freezing jmt's tree cache copies the previous root to the new version, so
-        // even a block without writes gives its version a root.
-        let all = deletes
-            .into_iter()
-            .chain(inserts.into_iter().map(|(k, v)| (k, Some(v))));
+    if version == 0 {
         return JellyfishMerkleTree::<_, StateHasher>::new(store)
-            .put_value_set(all, version)
+            .put_value_set(writes, version)
             .map_err(tree_error);
     }
-    if deletes.is_empty() {
-        return insert_batch(store, version, inserts);
-    }
-    let (_, deleted) = JellyfishMerkleTree::<_, StateHasher>::new(store)
-        .put_value_set(deletes, version)
-        .map_err(tree_error)?;
-    let after_deletions = AfterDeletions {
-        base: store,
-        nodes: deleted.node_batch.nodes(),
+    let writes: BTreeMap<KeyHash, Option<OwnedValue>> = writes.into_iter().collect();
+    let hashed: Vec<Write> = writes
+        .iter()
+        .map(|(key, value)| (*key, value.as_ref().map(ValueHash::with::<StateHasher>)))
+        .collect();
+    let mut update = Update {
+        store,
         version,
+        nodes: BTreeMap::new(),
+        stale: BTreeSet::new(),
     };
-    let (root, inserted) = insert_batch(&after_deletions, version, inserts)?;
-    Ok((root, merge(deleted, inserted, version)))
+    let previous_root = NodeKey::new(version - 1, root_path());
+    let root = update.subtree(Some(&previous_root), 0, &hashed)?;
+    let root_key = NodeKey::new(version, root_path());
+    let root_node = match root {
+        // Every version has a root: an unchanged one is copied to it.
+        Subtree::Unchanged => {
+            let root = update.read(&previous_root)?;
+            update.mark_stale(Some(previous_root));
+            root
+        }
+        Subtree::Empty => Node::Null,
+        Subtree::Leaf { leaf, stored } => {
+            update.mark_stale(stored);
+            Node::Leaf(leaf)
+        }
+        Subtree::Internal(_) => update.nodes[&root_key].clone(),
+    };
+    let root_hash = node_hash(&root_node);
+    update.nodes.insert(root_key, root_node);
+    let values = writes
+        .into_iter()
+        .map(|(key, value)| ((version, key), value))
+        .collect();
+    Ok((
+        RootHash(root_hash),
+        TreeUpdateBatch {
+            node_batch: NodeBatch::new(update.nodes, values),
+            stale_node_index_batch: update.stale,
+            node_stats: Vec::new(),
+        },
+    ))
 }
 
-fn insert_batch<R: TreeReader>(
-    reader: &R,
+/// A key hash and the hash of its new value (`None`: deleted).
+type Write = (KeyHash, Option<ValueHash>);
+
+/// One block's walk of the tree: the nodes it writes and the ones it makes stale.
+struct Update<'a, R> {
+    store: &'a R,
     version: Version,
-    inserts: Vec<(KeyHash, OwnedValue)>,
-) -> Result<(RootHash, TreeUpdateBatch), StorageError> {
-    let (roots, batch) = JellyfishMerkleTree::<_, StateHasher>::new(reader)
-        .batch_put_value_sets(vec![inserts], None, version)
-        .map_err(tree_error)?;
-    Ok((roots[0], batch))
+    nodes: BTreeMap<NodeKey, Node>,
+    stale: BTreeSet<StaleNodeIndex>,
 }
 
-/// The tree with a block's deletions applied at `version` but not stored:
-/// jmt builds `version` on the root of `version - 1`, so that root is
-/// answered with the root after the deletions.
-struct AfterDeletions<'a> {
-    base: &'a TreeStore<'a>,
-    nodes: &'a BTreeMap<NodeKey, Node>,
+/// A subtree after the update, as its parent sees it.
+enum Subtree {
+    Unchanged,
+    Empty,
+    /// A single key: a leaf is placed by its parent, as high as it can sit.
+    /// `stored` is where it is stored now, if it is an old leaf moving up.
+    Leaf {
+        leaf: LeafNode,
+        stored: Option<NodeKey>,
+    },
+    /// An internal node, written at its path in this version.
+    Internal(ChildRef),
+}
+
+/// What an internal node records of a child.
+#[derive(Clone)]
+struct ChildRef {
+    hash: [u8; 32],
     version: Version,
+    /// 1 for a leaf.
+    leaf_count: usize,
+    is_leaf: bool,
 }
 
-impl TreeReader for AfterDeletions<'_> {
-    fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
-        let is_previous_root =
-            node_key.version() + 1 == self.version && node_key.nibble_path().num_nibbles() == 0;
-        let key = if is_previous_root {
-            &NodeKey::new(self.version, node_key.nibble_path().clone())
-        } else {
-            node_key
-        };
-        match self.nodes.get(key) {
-            Some(node) => Ok(Some(node.clone())),
-            None => self.base.get_node_option(key),
+/// A child slot of an internal node being rebuilt.
+enum Slot {
+    Child(ChildRef),
+    /// A leaf not yet placed: it moves up instead if it ends up an only child.
+    Leaf {
+        leaf: LeafNode,
+        stored: Option<NodeKey>,
+    },
+}
+
+impl<R: TreeReader> Update<'_, R> {
+    fn read(&self, key: &NodeKey) -> Result<Node, StorageError> {
+        self.store
+            .get_node_option(key)
+            .map_err(tree_error)?
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "state tree node of version {} at depth {} is missing",
+                    key.version(),
+                    key.nibble_path().num_nibbles()
+                ))
+            })
+    }
+
+    fn mark_stale(&mut self, node_key: Option<NodeKey>) {
+        if let Some(node_key) = node_key {
+            self.stale.insert(StaleNodeIndex {
+                stale_since_version: self.version,
+                node_key,
+            });
         }
     }
 
-    fn get_value_option(
-        &self,
-        _max_version: Version,
-        _key: KeyHash,
-    ) -> anyhow::Result<Option<OwnedValue>> {
-        anyhow::bail!("values are not read while inserting")
+    /// The subtree at depth `depth` on the path of `writes` (all of which
+    /// share it) after them; `existing` is the node there now, if any.
+    fn subtree(
+        &mut self,
+        existing: Option<&NodeKey>,
+        depth: usize,
+        writes: &[Write],
+    ) -> Result<Subtree, StorageError> {
+        let node = match existing {
+            Some(key) => self.read(key)?,
+            None => Node::Null,
+        };
+        let old_leaf = match node {
+            Node::Internal(internal) => {
+                let mut slots: [Option<Slot>; 16] = Default::default();
+                for (index, child) in internal.children_sorted() {
+                    slots[usize::from(u8::from(index))] = Some(Slot::Child(ChildRef {
+                        hash: child.hash,
+                        version: child.version,
+                        leaf_count: child.leaf_count(),
+                        is_leaf: child.is_leaf(),
+                    }));
+                }
+                return self.rebuild_internal(existing.cloned(), slots, depth, writes);
+            }
+            Node::Leaf(leaf) => Some(leaf),
+            Node::Null => None,
+        };
+        // At most one key here now: the subtree is the keys written (but
+        // deleted) plus the old leaf if it is not written.
+        let old_leaf_written = old_leaf
+            .as_ref()
+            .is_some_and(|leaf| writes.iter().any(|(key, _)| *key == leaf.key_hash()));
+        let mut leaves: Vec<LeafNode> = writes
+            .iter()
+            .filter_map(|(key, value)| Some(LeafNode::new(*key, (*value)?)))
+            .collect();
+        if leaves.is_empty() && !old_leaf_written {
+            // Only deletions of keys that are not in the tree.
+            return Ok(Subtree::Unchanged);
+        }
+        leaves.extend(old_leaf.filter(|_| !old_leaf_written));
+        leaves.sort_by_key(LeafNode::key_hash);
+        self.mark_stale(existing.cloned());
+        Ok(match leaves.len() {
+            0 => Subtree::Empty,
+            1 => Subtree::Leaf {
+                leaf: leaves.pop().expect("one leaf"),
+                stored: None,
+            },
+            _ => Subtree::Internal(self.new_internal(depth, &leaves)),
+        })
     }
 
-    fn get_rightmost_leaf(&self) -> anyhow::Result<Option<(NodeKey, LeafNode)>> {
-        self.base.get_rightmost_leaf()
+    /// The internal node at `existing` (with children `slots`) after `writes`.
+    fn rebuild_internal(
+        &mut self,
+        existing: Option<NodeKey>,
+        mut slots: [Option<Slot>; 16],
+        depth: usize,
+        writes: &[Write],
+    ) -> Result<Subtree, StorageError> {
+        let mut changed = false;
+        for group in writes.chunk_by(|a, b| nibble(a.0, depth) == nibble(b.0, depth)) {
+            let index = usize::from(nibble(group[0].0, depth));
+            let existing_child = match &slots[index] {
+                Some(Slot::Child(child)) => {
+                    Some(NodeKey::new(child.version, key_path(group[0].0, depth + 1)))
+                }
+                _ => None,
+            };
+            slots[index] = match self.subtree(existing_child.as_ref(), depth + 1, group)? {
+                Subtree::Unchanged => continue,
+                Subtree::Empty => None,
+                Subtree::Leaf { leaf, stored } => Some(Slot::Leaf { leaf, stored }),
+                Subtree::Internal(child) => Some(Slot::Child(child)),
+            };
+            changed = true;
+        }
+        if !changed {
+            return Ok(Subtree::Unchanged);
+        }
+        self.mark_stale(existing);
+        let mut occupied = slots.iter().enumerate().filter(|(_, s)| s.is_some());
+        let only = match (occupied.next(), occupied.next()) {
+            (None, _) => return Ok(Subtree::Empty),
+            (Some((index, _)), None) => Some(index),
+            _ => None,
+        };
+        let child_key = |index: usize, version: Version| {
+            NodeKey::new(version, child_path(writes[0].0, depth, index))
+        };
+        if let Some(index) = only {
+            match slots[index].take().expect("occupied") {
+                Slot::Leaf { leaf, stored } => return Ok(Subtree::Leaf { leaf, stored }),
+                Slot::Child(child) if child.is_leaf => {
+                    let stored = child_key(index, child.version);
+                    let Node::Leaf(leaf) = self.read(&stored)? else {
+                        return Err(corrupt("state tree child marked a leaf is not one"));
+                    };
+                    return Ok(Subtree::Leaf {
+                        leaf,
+                        stored: Some(stored),
+                    });
+                }
+                child => slots[index] = Some(child),
+            }
+        }
+        let mut children: [Option<ChildRef>; 16] = Default::default();
+        for (index, slot) in slots.into_iter().enumerate() {
+            children[index] = match slot {
+                None => None,
+                Some(Slot::Child(child)) => Some(child),
+                Some(Slot::Leaf { leaf, stored }) => {
+                    self.mark_stale(stored);
+                    Some(self.put_leaf(child_key(index, self.version), leaf))
+                }
+            };
+        }
+        let path = key_path(writes[0].0, depth);
+        Ok(Subtree::Internal(self.put_internal(path, &children)))
+    }
+
+    /// A new internal node at depth `depth` over `leaves` (at least two,
+    /// sorted, sharing the path to it), with every node under it new.
+    fn new_internal(&mut self, depth: usize, leaves: &[LeafNode]) -> ChildRef {
+        let mut children: [Option<ChildRef>; 16] = Default::default();
+        for group in
+            leaves.chunk_by(|a, b| nibble(a.key_hash(), depth) == nibble(b.key_hash(), depth))
+        {
+            let key = group[0].key_hash();
+            children[usize::from(nibble(key, depth))] = Some(match group {
+                [leaf] => self.put_leaf(
+                    NodeKey::new(self.version, key_path(key, depth + 1)),
+                    leaf.clone(),
+                ),
+                _ => self.new_internal(depth + 1, group),
+            });
+        }
+        self.put_internal(key_path(leaves[0].key_hash(), depth), &children)
+    }
+
+    fn put_leaf(&mut self, node_key: NodeKey, leaf: LeafNode) -> ChildRef {
+        let child = ChildRef {
+            hash: leaf.hash::<StateHasher>(),
+            version: self.version,
+            leaf_count: 1,
+            is_leaf: true,
+        };
+        self.nodes.insert(node_key, Node::Leaf(leaf));
+        child
+    }
+
+    fn put_internal(&mut self, path: NibblePath, children: &[Option<ChildRef>; 16]) -> ChildRef {
+        let node = internal_node(children);
+        let child = ChildRef {
+            hash: node_hash(&node),
+            version: self.version,
+            leaf_count: children.iter().flatten().map(|c| c.leaf_count).sum(),
+            is_leaf: false,
+        };
+        self.nodes.insert(NodeKey::new(self.version, path), node);
+        child
     }
 }
 
-/// One update for `version` out of the deletions' and then the inserts'.
-/// Nodes the insert pass replaced or removed (it reports them stale) leave
-/// the deletions' nodes; nodes both passes wrote keep the insert pass's
-/// version; only nodes of earlier versions are stale.
-fn merge(deleted: TreeUpdateBatch, inserted: TreeUpdateBatch, version: Version) -> TreeUpdateBatch {
-    let replaced: BTreeSet<&NodeKey> = inserted
-        .stale_node_index_batch
-        .iter()
-        .filter(|stale| stale.node_key.version() == version)
-        .map(|stale| &stale.node_key)
-        .collect();
-    let nodes: BTreeMap<NodeKey, Node> = deleted
-        .node_batch
-        .nodes()
-        .iter()
-        .filter(|(key, _)| !replaced.contains(key))
-        .chain(inserted.node_batch.nodes())
-        .map(|(key, node)| (key.clone(), node.clone()))
-        .collect();
-    let values = deleted
-        .node_batch
-        .values()
-        .iter()
-        .chain(inserted.node_batch.values())
-        .map(|(key, value)| (*key, value.clone()))
-        .collect();
-    let stale_node_index_batch = deleted
-        .stale_node_index_batch
-        .iter()
-        .chain(&inserted.stale_node_index_batch)
-        .filter(|stale| stale.node_key.version() < version)
-        .cloned()
-        .collect();
-    TreeUpdateBatch {
-        node_batch: NodeBatch::new(nodes, values),
-        stale_node_index_batch,
-        node_stats: Vec::new(),
+fn root_path() -> NibblePath {
+    key_path(KeyHash([0; 32]), 0)
+}
+
+/// The path of child `index` of the node at depth `depth` on `key`'s path.
+fn child_path(key: KeyHash, depth: usize, index: usize) -> NibblePath {
+    key_path(with_nibble(key, depth, index as u8), depth + 1)
+}
+
+/// `key` with nibble `depth` set to `nibble`.
+fn with_nibble(key: KeyHash, depth: usize, nibble: u8) -> KeyHash {
+    let mut bytes = key.0;
+    let byte = &mut bytes[depth / 2];
+    *byte = if depth.is_multiple_of(2) {
+        (nibble << 4) | (*byte & 0x0f)
+    } else {
+        (*byte & 0xf0) | nibble
+    };
+    KeyHash(bytes)
+}
+
+/// The hash jmt gives the empty tree (a crate-private constant of jmt's).
+const EMPTY_TREE_HASH: [u8; 32] = *b"SPARSE_MERKLE_PLACEHOLDER_HASH__";
+
+fn node_hash(node: &Node) -> [u8; 32] {
+    match node {
+        Node::Null => EMPTY_TREE_HASH,
+        Node::Internal(internal) => internal.hash::<StateHasher>(),
+        Node::Leaf(leaf) => leaf.hash::<StateHasher>(),
+    }
+}
+
+/// jmt's internal node with `children`. jmt does not export the type's
+/// constructor, so it is decoded from its borsh form: `1u8` (the `Internal`
+/// variant) ‖ 16 × `Option<Child>` ‖ child count (u64) ‖ leaf count (u64),
+/// a child being `hash ‖ version (u64) ‖ node type` (`0u8` leaf, or `1u8` ‖
+/// leaf count (u64)). jmt is pinned; a layout change fails every state test.
+fn internal_node(children: &[Option<ChildRef>; 16]) -> Node {
+    let mut bytes = Vec::with_capacity(1 + 16 * 50 + 16);
+    bytes.push(1);
+    let (mut count, mut leaf_count) = (0u64, 0u64);
+    for child in children {
+        let Some(child) = child else {
+            bytes.push(0);
+            continue;
+        };
+        bytes.push(1);
+        bytes.extend_from_slice(&child.hash);
+        bytes.extend_from_slice(&child.version.to_le_bytes());
+        if child.is_leaf {
+            bytes.push(0);
+        } else {
+            bytes.push(1);
+            bytes.extend_from_slice(&(child.leaf_count as u64).to_le_bytes());
+        }
+        count += 1;
+        leaf_count += child.leaf_count as u64;
+    }
+    bytes.extend_from_slice(&count.to_le_bytes());
+    bytes.extend_from_slice(&leaf_count.to_le_bytes());
+    borsh::from_slice(&bytes).expect("an internal node's borsh form decodes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A tree held in memory, for comparing with jmt's own updates.
+    #[derive(Default, Clone)]
+    struct MemoryTree(BTreeMap<NodeKey, Node>);
+
+    impl TreeReader for MemoryTree {
+        fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
+            Ok(self.0.get(node_key).cloned())
+        }
+
+        fn get_value_option(&self, _: Version, _: KeyHash) -> anyhow::Result<Option<OwnedValue>> {
+            anyhow::bail!("not read")
+        }
+
+        fn get_rightmost_leaf(&self) -> anyhow::Result<Option<(NodeKey, LeafNode)>> {
+            anyhow::bail!("not read")
+        }
+    }
+
+    /// Key `i` of a small universe whose hashes share long prefixes, so that
+    /// updates split and collapse chains of single-child nodes.
+    fn key(i: u8) -> KeyHash {
+        let mut hash = [0u8; 32];
+        if i < 64 {
+            hash[0] = i & 3;
+            hash[1] = (i >> 2) & 3;
+            hash[2] = (i >> 4) & 3;
+        } else {
+            hash = *blake3::hash(&[i]).as_bytes();
+        }
+        KeyHash(hash)
+    }
+
+    /// The nodes reachable from `version`'s root, checking each child's hash
+    /// and kind against the node stored for it.
+    fn reachable(tree: &MemoryTree, version: Version) -> BTreeMap<NodeKey, Node> {
+        let mut out = BTreeMap::new();
+        // Each node with a key on its path.
+        let mut pending = vec![(NodeKey::new(version, root_path()), KeyHash([0; 32]))];
+        while let Some((node_key, on_path)) = pending.pop() {
+            let node = tree.0[&node_key].clone();
+            if let Node::Internal(internal) = &node {
+                let depth = node_key.nibble_path().num_nibbles();
+                for (index, child) in internal.children_sorted() {
+                    let on_path = with_nibble(on_path, depth, u8::from(index));
+                    let child_key = NodeKey::new(child.version, key_path(on_path, depth + 1));
+                    let child_node = &tree.0[&child_key];
+                    assert_eq!(node_hash(child_node), child.hash, "{child_key:?}");
+                    assert_eq!(matches!(child_node, Node::Leaf(_)), child.is_leaf());
+                    pending.push((child_key, on_path));
+                }
+            }
+            out.insert(node_key, node);
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// Block after block of inserts, updates and deletions, this module
+        /// and jmt (key by key) build the same tree: same root, same nodes.
+        #[test]
+        fn one_walk_builds_the_tree_jmt_builds(
+            blocks in prop::collection::vec(
+                prop::collection::vec((0u8..80, prop::option::weighted(0.6, 0u8..4)), 0..24),
+                1..8,
+            ),
+        ) {
+            let jmt_tree = |tree: &MemoryTree, writes: &[(KeyHash, Option<OwnedValue>)], version| {
+                JellyfishMerkleTree::<_, StateHasher>::new(tree)
+                    .put_value_set(writes.to_vec(), version)
+                    .unwrap()
+            };
+            let mut ours = MemoryTree::default();
+            let mut theirs = MemoryTree::default();
+            for (version, block) in blocks.iter().enumerate() {
+                let version = version as Version;
+                let writes: Vec<(KeyHash, Option<OwnedValue>)> = block
+                    .iter()
+                    .map(|(k, v)| (key(*k), v.map(|v| vec![v])))
+                    .collect();
+                let (root, batch) = compute(&ours, version, writes.clone()).unwrap();
+                let (expected_root, expected) = jmt_tree(&theirs, &writes, version);
+                prop_assert_eq!(root, expected_root, "version {}", version);
+                ours.0.extend(batch.node_batch.nodes().clone());
+                theirs.0.extend(expected.node_batch.nodes().clone());
+                // The same nodes at the same paths; ours may keep an older
+                // version of a node jmt rewrote unchanged (a leaf it moved up
+                // for a deletion and back down for an insert).
+                let shape = |tree: &MemoryTree| -> BTreeMap<Vec<u8>, [u8; 32]> {
+                    reachable(tree, version)
+                        .iter()
+                        .map(|(key, node)| (borsh::to_vec(key.nibble_path()).unwrap(), node_hash(node)))
+                        .collect()
+                };
+                prop_assert_eq!(shape(&ours), shape(&theirs));
+                let stale: BTreeSet<_> = batch.stale_node_index_batch.iter().map(|s| &s.node_key).collect();
+                for node_key in reachable(&ours, version).keys() {
+                    prop_assert!(!stale.contains(node_key), "{:?} is live and marked stale", node_key);
+                }
+            }
+        }
     }
 }
