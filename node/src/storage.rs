@@ -165,11 +165,9 @@ pub(crate) struct Staged {
 }
 
 impl Staged {
-    /// The block's whole batch: its records and its tree update's.
-    fn batch(&self) -> Records {
-        let mut batch = crate::state::tree_records(self.height, &self.tree);
-        batch.extend(self.records.iter().map(|(k, v)| (k.clone(), v.clone())));
-        batch
+    /// The records of the block's tree update.
+    fn tree_records(&self) -> Records {
+        crate::state::tree_records(self.height, &self.tree)
     }
 }
 
@@ -718,9 +716,10 @@ impl StagedBlock {
             staged,
             writes,
         } = self;
-        let batch = staged.batch();
-        redo::write(&storage.redo_path, staged.height, &batch)?;
-        redo::apply(&storage.db, record_slices(&batch))?;
+        let tree = staged.tree_records();
+        let batch = || record_slices(&staged.records).chain(record_slices(&tree));
+        redo::write(&storage.redo_path, staged.height, batch())?;
+        redo::apply(&storage.db, batch())?;
         crate::state::cache_update(&storage.caches, writes, &staged.tree);
         storage.db.flush()?;
         redo::clear(&storage.redo_path)?;
@@ -732,7 +731,7 @@ impl StagedBlock {
     }
 }
 
-fn record_slices(records: &Records) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+fn record_slices(records: &Records) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> + Clone {
     records.iter().map(|(k, v)| (k.as_slice(), v.as_deref()))
 }
 
@@ -1086,14 +1085,15 @@ pub(crate) mod tests {
                     staged,
                     ..
                 } = staged;
-                let batch = staged.batch();
+                let tree = staged.tree_records();
+                let batch = || record_slices(&staged.records).chain(record_slices(&tree));
                 let applied = match stop {
                     Stop::NoRecord => 0,
-                    Stop::Half => batch.len() / 2,
-                    Stop::AllButOne => batch.len() - 1,
+                    Stop::Half => batch().count() / 2,
+                    Stop::AllButOne => batch().count() - 1,
                 };
-                redo::write(&db_owner.redo_path, staged.height, &batch).unwrap();
-                redo::apply(&db_owner.db, record_slices(&batch).take(applied)).unwrap();
+                redo::write(&db_owner.redo_path, staged.height, batch()).unwrap();
+                redo::apply(&db_owner.db, batch().take(applied)).unwrap();
                 // The process stops here; sled keeps what was applied.
                 db_owner.db.flush().unwrap();
                 expected

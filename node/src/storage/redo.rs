@@ -15,7 +15,7 @@
 //! It is written as `trellis-redo.tmp`, synced and renamed, so a `trellis-redo`
 //! file is always whole.
 
-use super::{Records, StorageError, corrupt};
+use super::{StorageError, corrupt};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -31,7 +31,11 @@ fn io(e: std::io::Error) -> StorageError {
 
 /// Writes and syncs the redo file of block `height`: from then on the block
 /// survives a crash.
-pub(super) fn write(path: &Path, height: u64, records: &Records) -> Result<(), StorageError> {
+pub(super) fn write<'a>(
+    path: &Path,
+    height: u64,
+    records: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)> + Clone,
+) -> Result<(), StorageError> {
     let tmp = path.with_extension("tmp");
     let mut file = File::create(&tmp).map_err(io)?;
     file.write_all(&encode(height, records)).map_err(io)?;
@@ -56,10 +60,13 @@ pub(super) fn clear(path: &Path) -> Result<(), StorageError> {
 }
 
 /// Encodes `records`, the batch of block `height`, as the redo file's content.
-pub(super) fn encode(height: u64, records: &Records) -> Vec<u8> {
+pub(super) fn encode<'a>(
+    height: u64,
+    records: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)> + Clone,
+) -> Vec<u8> {
     let size: usize = records
-        .iter()
-        .map(|(k, v)| 9 + k.len() + v.as_ref().map_or(0, |v| v.len()))
+        .clone()
+        .map(|(k, v)| 9 + k.len() + v.map_or(0, |v| v.len()))
         .sum();
     let mut body = Vec::with_capacity(8 + size);
     body.extend_from_slice(&height.to_be_bytes());
@@ -162,6 +169,7 @@ pub(super) fn recover(db: &sled::Db, path: &Path) -> Result<Option<u64>, Storage
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::Records;
 
     fn records() -> Records {
         let mut records = Records::new();
@@ -175,7 +183,7 @@ mod tests {
     #[test]
     fn a_redo_record_decodes_to_the_batch_it_encodes() {
         let records = records();
-        let bytes = encode(41, &records);
+        let bytes = encode(41, crate::storage::record_slices(&records));
         let redo = decode(&bytes).unwrap();
         assert_eq!(redo.height, 41);
         let expected: Vec<(&[u8], Option<&[u8]>)> = records
@@ -187,7 +195,7 @@ mod tests {
 
     #[test]
     fn a_damaged_redo_record_is_refused_as_corrupt() {
-        let bytes = encode(41, &records());
+        let bytes = encode(41, crate::storage::record_slices(&records()));
         let mut flipped = bytes.clone();
         flipped[40] ^= 1;
         for damaged in [&bytes[..20], &bytes[..bytes.len() - 1], &flipped[..]] {
