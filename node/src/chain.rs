@@ -16,6 +16,7 @@ use crate::storage::{ChainHead, StagedBlock, Storage, StorageError};
 use crate::vm::{self, Limits, StateView, Vm};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use trellis_genesis::{Genesis, GenesisContract};
 use trellis_types::block::{receipts_root, tx_root};
 use trellis_types::codec::encode;
@@ -211,6 +212,8 @@ pub struct Chain {
     mempool: Arc<Mempool>,
     /// Blocks executed at the current height, by hash.
     executed: BTreeMap<Hash, Executed>,
+    /// How long building a block may spend executing transactions.
+    build_budget: Option<Duration>,
 }
 
 impl Chain {
@@ -223,7 +226,17 @@ impl Chain {
             validators: ValidatorSet::new(genesis.validator_keys()),
             mempool,
             executed: BTreeMap::new(),
+            build_budget: None,
         }
+    }
+
+    /// Limits the time [`Chain::build`] spends executing transactions: the
+    /// block must reach the other validators, and be executed by them,
+    /// before their propose timeout. Without it, a block holds as many
+    /// transactions as the chain's limits allow.
+    pub fn with_build_budget(mut self, budget: Duration) -> Self {
+        self.build_budget = Some(budget);
+        self
     }
 
     pub fn head(&self) -> Result<ChainHead, StorageError> {
@@ -256,13 +269,14 @@ impl Chain {
             max_expiry_ms: self.params.max_expiry_ms,
             limits: Limits::from_params(&self.params),
         };
+        let deadline = self.build_budget.map(|budget| Instant::now() + budget);
         let candidates = self.mempool.candidates(
             &self.storage,
             self.params.max_block_txs as usize,
             self.params.max_block_bytes,
         )?;
         let (txs, output) =
-            execution::execute_candidates(&self.vm, &self.storage, &ctx, candidates)?;
+            execution::execute_candidates(&self.vm, &self.storage, &ctx, candidates, deadline)?;
         let parent_commit = self
             .storage
             .commit_certificate(head.height)?

@@ -53,7 +53,8 @@ peers = []
 max_bytes = 268435456
 
 [consensus]
-# How long to wait for a proposal in round 0, in ms.
+# How long to wait for a proposal in round 0, in ms. A proposer spends at
+# most a third of it executing transactions, which bounds a busy block's size.
 timeout_propose_ms = 1000
 # How long to wait for more prevotes after seeing 2f+1 of any kind, in round 0, in ms.
 timeout_prevote_ms = 500

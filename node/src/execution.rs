@@ -15,6 +15,7 @@ use crate::state::{StateRead, Writes};
 use crate::storage::{Storage, StorageError};
 use crate::vm::{self, CallEnv, Entry, Invocation, Limits, StateView, Vm};
 use serde::{Deserialize, Serialize};
+use std::time::Instant;
 use trellis_types::codec::{decode, encode};
 use trellis_types::{
     Address, ChainParams, Event, EventSource, ExecError, Hash, OrgId, Organisation, Payload,
@@ -211,17 +212,24 @@ pub fn execute_block(
 }
 
 /// Executes candidate transactions for a block we propose, leaving out those
-/// that are not admissible at this point. Returns what was included.
+/// that are not admissible at this point, until `deadline`. Returns what was
+/// included.
 pub fn execute_candidates(
     vm: &Vm,
     base: &Storage,
     ctx: &BlockContext,
     candidates: Vec<SignedTransaction>,
+    deadline: Option<Instant>,
 ) -> Result<(Vec<SignedTransaction>, BlockOutput), StorageError> {
     let mut block = StateView::new(base.clone(), Writes::new());
     let mut included = Vec::with_capacity(candidates.len());
     let mut receipts = Vec::with_capacity(candidates.len());
     for tx in candidates {
+        // Past the deadline the block is full, once it holds one transaction
+        // (so that a slow transaction cannot stop the chain).
+        if !included.is_empty() && deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
         if let Ok(receipt) = execute_tx(vm, &mut block, ctx, &tx)? {
             receipts.push(receipt);
             included.push(tx);

@@ -109,7 +109,11 @@ pub async fn run(
                 (None, SafetyState::default(), None)
             }
         };
-    let chain = Chain::new(storage.clone(), &genesis, mempool.clone(), vm.clone());
+    // A third of the propose timeout for executing, about as much again for
+    // the state root, and the rest for the block to reach the validators.
+    let build_budget = Duration::from_millis(config.consensus.timeout_propose_ms / 3);
+    let chain = Chain::new(storage.clone(), &genesis, mempool.clone(), vm.clone())
+        .with_build_budget(build_budget);
     let is_validator = validator_key
         .as_ref()
         .is_some_and(|k| chain.validators().contains(&k.public()));

@@ -405,11 +405,43 @@ fn assert_inadmissible(bad: SignedTransaction, reason: Inadmissible) {
     }
 
     let (included, output) =
-        execute_candidates(&env.vm, &env.storage, &env.next(), block.to_vec()).unwrap();
+        execute_candidates(&env.vm, &env.storage, &env.next(), block.to_vec(), None).unwrap();
     assert_eq!(included, good);
     let clean = env.execute(&good);
     assert_eq!(output.receipts, clean.receipts);
     assert_eq!(output.writes, clean.writes);
+}
+
+#[test]
+fn candidates_stop_at_the_deadline_once_one_is_included() {
+    let env = Env::new();
+    let candidates = [
+        tx(ACME, 5, remark(b"inadmissible: left out, not counted")),
+        tx(ACME, 0, remark(b"first")),
+        tx(T1, 0, remark(b"second")),
+    ];
+    let passed = Some(Instant::now());
+    let (included, output) = execute_candidates(
+        &env.vm,
+        &env.storage,
+        &env.next(),
+        candidates.to_vec(),
+        passed,
+    )
+    .unwrap();
+    assert_eq!(included, [candidates[1].clone()]);
+    assert_eq!(output.writes, env.execute(&included).writes);
+
+    let later = Some(Instant::now() + std::time::Duration::from_secs(3600));
+    let (included, _) = execute_candidates(
+        &env.vm,
+        &env.storage,
+        &env.next(),
+        candidates.to_vec(),
+        later,
+    )
+    .unwrap();
+    assert_eq!(included, candidates[1..]);
 }
 
 #[test]
