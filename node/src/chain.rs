@@ -212,7 +212,7 @@ pub struct Chain {
     mempool: Arc<Mempool>,
     /// Blocks executed at the current height, by hash.
     executed: BTreeMap<Hash, Executed>,
-    /// How long building a block may spend executing transactions.
+    /// How long building a block may spend choosing and executing transactions.
     build_budget: Option<Duration>,
 }
 

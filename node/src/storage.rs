@@ -155,9 +155,10 @@ pub struct Storage {
     redo_path: Arc<PathBuf>,
 }
 
-/// A staged block: its records but those of its state-tree update, which it
-/// keeps as jmt made it. Encoding that into records is the writer's job, off
-/// the driver's path; until then readers take its nodes and values from here.
+/// A staged block: its records, except those of its state-tree update, which
+/// it keeps as jmt's nodes and values. Encoding the update into records is the
+/// writer's job, off the driver's path; until then readers take the update's
+/// nodes and values from here.
 pub(crate) struct Staged {
     pub(crate) height: u64,
     pub(crate) records: Records,

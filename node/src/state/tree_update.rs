@@ -175,8 +175,8 @@ impl<R: TreeReader> Update<'_, R> {
             Node::Leaf(leaf) => Some(leaf),
             Node::Null => None,
         };
-        // At most one key here now: the subtree is the keys written (but
-        // deleted) plus the old leaf if it is not written.
+        // A leaf or nothing here now. After the writes the subtree holds the
+        // keys written with a value, and the old leaf unless it was written.
         let old_leaf_written = old_leaf
             .as_ref()
             .is_some_and(|leaf| writes.iter().any(|(key, _)| *key == leaf.key_hash()));
