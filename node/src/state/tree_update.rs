@@ -48,23 +48,21 @@ pub(super) fn compute<R: TreeReader>(
     };
     let previous_root = NodeKey::new(version - 1, root_path());
     let root = update.subtree(Some(&previous_root), 0, &hashed)?;
-    let root_key = NodeKey::new(version, root_path());
-    let root_node = match root {
+    let root_hash = match root {
+        // Already written at the root's path.
+        Subtree::Internal(child) => child.hash,
         // Every version has a root: an unchanged one is copied to it.
         Subtree::Unchanged => {
             let root = update.read(&previous_root)?;
             update.mark_stale(Some(previous_root));
-            root
+            update.put_root(root)
         }
-        Subtree::Empty => Node::Null,
+        Subtree::Empty => update.put_root(Node::Null),
         Subtree::Leaf { leaf, stored } => {
             update.mark_stale(stored);
-            Node::Leaf(leaf)
+            update.put_root(Node::Leaf(leaf))
         }
-        Subtree::Internal(_) => update.nodes[&root_key].clone(),
     };
-    let root_hash = node_hash(&root_node);
-    update.nodes.insert(root_key, root_node);
     let values = writes
         .into_iter()
         .map(|(key, value)| ((version, key), value))
@@ -209,13 +207,14 @@ impl<R: TreeReader> Update<'_, R> {
         depth: usize,
         writes: &[Write],
     ) -> Result<Subtree, StorageError> {
+        let child_key = |index: usize, version: Version| {
+            NodeKey::new(version, child_path(writes[0].0, depth, index))
+        };
         let mut changed = false;
         for group in writes.chunk_by(|a, b| nibble(a.0, depth) == nibble(b.0, depth)) {
             let index = usize::from(nibble(group[0].0, depth));
             let existing_child = match &slots[index] {
-                Some(Slot::Child(child)) => {
-                    Some(NodeKey::new(child.version, key_path(group[0].0, depth + 1)))
-                }
+                Some(Slot::Child(child)) => Some(child_key(index, child.version)),
                 _ => None,
             };
             slots[index] = match self.subtree(existing_child.as_ref(), depth + 1, group)? {
@@ -235,9 +234,6 @@ impl<R: TreeReader> Update<'_, R> {
             (None, _) => return Ok(Subtree::Empty),
             (Some((index, _)), None) => Some(index),
             _ => None,
-        };
-        let child_key = |index: usize, version: Version| {
-            NodeKey::new(version, child_path(writes[0].0, depth, index))
         };
         if let Some(index) = only {
             match slots[index].take().expect("occupied") {
@@ -287,6 +283,14 @@ impl<R: TreeReader> Update<'_, R> {
             });
         }
         self.put_internal(key_path(leaves[0].key_hash(), depth), &children)
+    }
+
+    /// Writes `node` as this version's root; returns its hash.
+    fn put_root(&mut self, node: Node) -> [u8; 32] {
+        let hash = node_hash(&node);
+        self.nodes
+            .insert(NodeKey::new(self.version, root_path()), node);
+        hash
     }
 
     fn put_leaf(&mut self, node_key: NodeKey, leaf: LeafNode) -> ChildRef {
