@@ -68,20 +68,27 @@ pub(crate) enum StoredValue<'r> {
 const WRITTEN: u8 = 1;
 const MOVED: u8 = 2;
 
-/// The entries of a record being built, by id.
-type Entries = BTreeMap<Vec<u8>, Vec<u8>>;
+/// The entries of a record being built: what each id's entry is made from, by id.
+type Entries<E> = BTreeMap<Vec<u8>, E>;
 
 /// The records for one version's new nodes, by key.
 pub(crate) fn encode_nodes(nodes: &BTreeMap<NodeKey, Node>) -> BTreeMap<NodeRecordKey, Vec<u8>> {
-    let mut records: BTreeMap<NodeRecordKey, Entries> = BTreeMap::new();
+    let mut records: BTreeMap<NodeRecordKey, Entries<&Node>> = BTreeMap::new();
     for (node_key, node) in nodes {
-        let node = borsh::to_vec(node).expect("writing to a Vec cannot fail");
         records
             .entry(node_record_key(node_key))
             .or_default()
             .insert(node_id(node_key), node);
     }
-    records.into_iter().map(|(k, e)| (k, encode(&e))).collect()
+    records
+        .into_iter()
+        .map(|(k, entries)| {
+            let record = encode(&entries, |node, out| {
+                borsh::to_writer(out, node).expect("writing to a Vec cannot fail")
+            });
+            (k, record)
+        })
+        .collect()
 }
 
 /// The records for one version's leaves: the values it wrote (deletions leave
@@ -91,20 +98,28 @@ pub(crate) fn encode_values(
     nodes: &BTreeMap<NodeKey, Node>,
     written: &BTreeMap<(Version, KeyHash), Option<OwnedValue>>,
 ) -> BTreeMap<ValueRecordKey, Vec<u8>> {
-    let mut records: BTreeMap<ValueRecordKey, Entries> = BTreeMap::new();
+    let mut records: BTreeMap<ValueRecordKey, Entries<StoredValue>> = BTreeMap::new();
     for node in nodes.values() {
         let Node::Leaf(leaf) = node else { continue };
         let key = leaf.key_hash();
-        let entry = match leaf_value(written, version, key) {
-            StoredValue::Written(value) => [&[WRITTEN], value].concat(),
-            StoredValue::Moved => vec![MOVED],
-        };
         records
             .entry(value_record_key(version, key))
             .or_default()
-            .insert(key.0.to_vec(), entry);
+            .insert(key.0.to_vec(), leaf_value(written, version, key));
     }
-    records.into_iter().map(|(k, e)| (k, encode(&e))).collect()
+    records
+        .into_iter()
+        .map(|(k, entries)| {
+            let record = encode(&entries, |value, out| match value {
+                StoredValue::Written(value) => {
+                    out.push(WRITTEN);
+                    out.extend_from_slice(value);
+                }
+                StoredValue::Moved => out.push(MOVED),
+            });
+            (k, record)
+        })
+        .collect()
 }
 
 /// What `version`'s leaf for `key` holds, given the values that version wrote.
@@ -134,24 +149,25 @@ pub(crate) fn find_value(record: &[u8], key: KeyHash) -> Result<Option<StoredVal
     }
 }
 
-fn encode(entries: &Entries) -> Vec<u8> {
+/// Lays out a record: `write_entry` writes each entry straight into it, so an
+/// entry is never encoded on its own and copied in.
+fn encode<E>(entries: &Entries<E>, write_entry: impl Fn(&E, &mut Vec<u8>)) -> Vec<u8> {
     // Ids are at most 45 bytes (a 64-nibble path); entries and records are far
     // below 4 GiB (values are bounded by the transaction size limit).
-    let mut offsets = Vec::with_capacity(entries.len());
-    let mut body = Vec::new();
-    for (id, entry) in entries {
-        offsets.push(body.len() as u32);
-        body.extend_from_slice(&(id.len() as u16).to_be_bytes());
-        body.extend_from_slice(id);
-        body.extend_from_slice(&(entry.len() as u32).to_be_bytes());
-        body.extend_from_slice(entry);
+    let table = 4 + 4 * entries.len();
+    let mut record = vec![0; table]; // the count, then offsets filled in below
+    record[..4].copy_from_slice(&(entries.len() as u32).to_be_bytes());
+    for (i, (id, entry)) in entries.iter().enumerate() {
+        let offset = (record.len() - table) as u32;
+        record[4 + 4 * i..8 + 4 * i].copy_from_slice(&offset.to_be_bytes());
+        record.extend_from_slice(&(id.len() as u16).to_be_bytes());
+        record.extend_from_slice(id);
+        let length_at = record.len();
+        record.extend_from_slice(&[0; 4]);
+        write_entry(entry, &mut record);
+        let length = (record.len() - length_at - 4) as u32;
+        record[length_at..length_at + 4].copy_from_slice(&length.to_be_bytes());
     }
-    let mut record = Vec::with_capacity(4 + 4 * offsets.len() + body.len());
-    record.extend_from_slice(&(offsets.len() as u32).to_be_bytes());
-    for offset in offsets {
-        record.extend_from_slice(&offset.to_be_bytes());
-    }
-    record.extend_from_slice(&body);
     record
 }
 
@@ -290,6 +306,11 @@ mod tests {
         );
     }
 
+    /// A record of entries given as bytes.
+    fn encode_bytes(entries: &Entries<Vec<u8>>) -> Vec<u8> {
+        encode(entries, |entry, out| out.extend_from_slice(entry))
+    }
+
     #[test]
     fn a_malformed_record_is_an_error_not_a_panic() {
         let key = node_key(1, &[0x12, 0x34], false);
@@ -301,7 +322,7 @@ mod tests {
         }
         assert!(find_node(&record, &other).unwrap().is_none());
 
-        let unknown = encode(&Entries::from([(vec![7; 32], vec![9])]));
+        let unknown = encode_bytes(&Entries::from([(vec![7; 32], vec![9])]));
         assert!(find_value(&unknown, KeyHash([7; 32])).is_err());
     }
 
@@ -320,10 +341,10 @@ mod tests {
 
     #[test]
     fn lookups_find_every_entry_of_a_many_entry_record() {
-        let entries: Entries = (0u8..=200)
+        let entries: Entries<Vec<u8>> = (0u8..=200)
             .map(|i| (vec![i; 1 + i as usize % 7], vec![i]))
             .collect();
-        let record = encode(&entries);
+        let record = encode_bytes(&entries);
         for (id, entry) in &entries {
             assert_eq!(find(&record, id).unwrap(), Some(entry.as_slice()));
         }
