@@ -50,9 +50,14 @@ pub(crate) fn value_record_key(version: Version, key: KeyHash) -> ValueRecordKey
     out
 }
 
-/// The node's id within its record: its borsh-encoded nibble path.
+/// The node's id within its record: its borsh-encoded nibble path, at most
+/// 44 bytes (nibble count u64 ‖ byte count u32 ‖ 32 bytes). Sized here:
+/// borsh's `to_vec` reserves a kilobyte, and a busy block holds tens of
+/// thousands of ids at once while its records are built.
 pub(crate) fn node_id(node_key: &NodeKey) -> Vec<u8> {
-    borsh::to_vec(node_key.nibble_path()).expect("writing to a Vec cannot fail")
+    let mut id = Vec::with_capacity(44);
+    borsh::to_writer(&mut id, node_key.nibble_path()).expect("writing to a Vec cannot fail");
+    id
 }
 
 /// What a value record says about a leaf of its version.
@@ -152,7 +157,7 @@ pub(crate) fn find_value(record: &[u8], key: KeyHash) -> Result<Option<StoredVal
 /// Lays out a record: `write_entry` writes each entry straight into it, so an
 /// entry is never encoded on its own and copied in.
 fn encode<E>(entries: &Entries<E>, write_entry: impl Fn(&E, &mut Vec<u8>)) -> Vec<u8> {
-    // Ids are at most 45 bytes (a 64-nibble path); entries and records are far
+    // Ids are at most 44 bytes (a 64-nibble path); entries and records are far
     // below 4 GiB (values are bounded by the transaction size limit).
     let table = 4 + 4 * entries.len();
     let mut record = vec![0; table]; // the count, then offsets filled in below
