@@ -45,19 +45,21 @@ pub(super) fn write<'a>(
 }
 
 /// Streams the redo file's content into `file`: the body goes out as it is
-/// encoded, hashed on the way, and the checksum is written in front last. A
-/// block's batch is tens of megabytes; building it in memory first cost two
-/// copies and as many freshly faulted pages.
+/// encoded, hashed on the way (in the buffer's large chunks, which blake3
+/// hashes fastest), and the checksum is written in front last. A block's
+/// batch is tens of megabytes; building it in memory first cost two copies
+/// and as many freshly faulted pages.
 fn write_to<'a>(
     file: &mut (impl Write + Seek),
     height: u64,
     records: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
 ) -> std::io::Result<()> {
     file.write_all(&[0; 32])?;
-    let mut body = Hashed {
-        out: BufWriter::with_capacity(1 << 20, &mut *file),
+    let hashed = Hashed {
+        out: &mut *file,
         hasher: blake3::Hasher::new(),
     };
+    let mut body = BufWriter::with_capacity(1 << 20, hashed);
     body.write_all(&height.to_be_bytes())?;
     for (key, value) in records {
         put_bytes(&mut body, key)?;
@@ -69,9 +71,7 @@ fn write_to<'a>(
             }
         }
     }
-    let checksum = body.hasher.finalize();
-    body.out.flush()?;
-    drop(body);
+    let checksum = body.into_inner()?.hasher.finalize();
     file.seek(SeekFrom::Start(0))?;
     file.write_all(checksum.as_bytes())
 }
