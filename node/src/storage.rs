@@ -170,6 +170,14 @@ impl Staged {
     fn tree_records(&self) -> Records {
         crate::state::tree_records(self.height, &self.tree)
     }
+
+    /// The block's whole batch: its records, then `tree` (its [`Self::tree_records`]).
+    fn batch<'a>(
+        &'a self,
+        tree: &'a Records,
+    ) -> impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)> + Clone {
+        record_slices(&self.records).chain(record_slices(tree))
+    }
 }
 
 /// Reads stored records: a staged block's first, then sled's. Holds the staged
@@ -718,9 +726,9 @@ impl StagedBlock {
             writes,
         } = self;
         let tree = staged.tree_records();
-        let batch = || record_slices(&staged.records).chain(record_slices(&tree));
-        redo::write(&storage.redo_path, staged.height, batch())?;
-        redo::apply(&storage.db, batch())?;
+        let batch = staged.batch(&tree);
+        redo::write(&storage.redo_path, staged.height, batch.clone())?;
+        redo::apply(&storage.db, batch)?;
         crate::state::cache_update(&storage.caches, writes, &staged.tree);
         storage.db.flush()?;
         redo::clear(&storage.redo_path)?;
@@ -1087,14 +1095,14 @@ pub(crate) mod tests {
                     ..
                 } = staged;
                 let tree = staged.tree_records();
-                let batch = || record_slices(&staged.records).chain(record_slices(&tree));
+                let batch = staged.batch(&tree);
                 let applied = match stop {
                     Stop::NoRecord => 0,
-                    Stop::Half => batch().count() / 2,
-                    Stop::AllButOne => batch().count() - 1,
+                    Stop::Half => batch.clone().count() / 2,
+                    Stop::AllButOne => batch.clone().count() - 1,
                 };
-                redo::write(&db_owner.redo_path, staged.height, batch()).unwrap();
-                redo::apply(&db_owner.db, batch().take(applied)).unwrap();
+                redo::write(&db_owner.redo_path, staged.height, batch.clone()).unwrap();
+                redo::apply(&db_owner.db, batch.take(applied)).unwrap();
                 // The process stops here; sled keeps what was applied.
                 db_owner.db.flush().unwrap();
                 expected
