@@ -52,6 +52,11 @@ peers = []
 # count limits; past it, submissions get 429 `mempool_full`.
 max_bytes = 268435456
 
+[storage]
+# Memory sled, the chain database, may use to cache its pages, in MiB. The
+# node's own caches of state values and tree nodes (about 200 MiB) come on top.
+cache_mib = 256
+
 [consensus]
 # How long to wait for a proposal in round 0, in ms. A proposer spends at
 # most a third of it executing transactions, which bounds a busy block's size.
@@ -92,6 +97,7 @@ pub struct NodeConfig {
     pub api: ApiConfig,
     pub p2p: P2pConfig,
     pub mempool: MempoolConfig,
+    pub storage: StorageConfig,
     pub consensus: ConsensusConfig,
     pub log: LogConfig,
 }
@@ -130,6 +136,28 @@ impl Default for MempoolConfig {
     fn default() -> Self {
         MempoolConfig {
             max_bytes: crate::mempool::DEFAULT_MAX_BYTES,
+        }
+    }
+}
+
+/// `[storage]`: the chain database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// sled's page cache, in MiB. Default: `256`.
+    pub cache_mib: u64,
+}
+
+impl StorageConfig {
+    pub fn cache_bytes(&self) -> u64 {
+        self.cache_mib.saturating_mul(1 << 20)
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            cache_mib: crate::storage::DEFAULT_SLED_CACHE_BYTES >> 20,
         }
     }
 }
@@ -178,6 +206,7 @@ impl Default for NodeConfig {
             api: ApiConfig::default(),
             p2p: P2pConfig::default(),
             mempool: MempoolConfig::default(),
+            storage: StorageConfig::default(),
             consensus: ConsensusConfig::default(),
             log: LogConfig::default(),
         }
@@ -316,6 +345,9 @@ impl NodeConfig {
         };
         if self.api.max_body_bytes == 0 {
             return invalid("api.max_body_bytes", "must be at least 1");
+        }
+        if self.storage.cache_mib == 0 {
+            return invalid("storage.cache_mib", "must be at least 1");
         }
         for (key, value) in [
             (
@@ -483,6 +515,7 @@ mod tests {
                 ],
             },
             mempool: MempoolConfig { max_bytes: 7 },
+            storage: StorageConfig { cache_mib: 64 },
             consensus: ConsensusConfig {
                 timeout_propose_ms: 1,
                 timeout_prevote_ms: 2,
@@ -539,6 +572,7 @@ mod tests {
     fn out_of_range_values_are_refused_with_their_key() {
         for (toml, key) in [
             ("[api]\nmax_body_bytes = 0", "api.max_body_bytes"),
+            ("[storage]\ncache_mib = 0", "storage.cache_mib"),
             (
                 "[consensus]\ntimeout_prevote_ms = 0",
                 "consensus.timeout_prevote_ms",

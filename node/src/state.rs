@@ -254,7 +254,7 @@ pub(crate) fn tree_records(version: Version, tree: &TreeUpdateBatch) -> Records 
         key[0] = prefix::TREE_STALE;
         key[1..].copy_from_slice(&version.to_be_bytes());
         let stale = borsh::to_vec(&stale).expect("writing to a Vec cannot fail");
-        batch.insert(key.to_vec(), Some(stale.into()));
+        crate::storage::put_in_pieces(&mut batch, &key, &stale);
     }
     batch
 }
@@ -366,11 +366,20 @@ impl Storage {
             db: &self.records(),
             nodes: Some(&self.caches.nodes),
         };
-        let value_set = writes
+        // Whether each key is in the tree now is its latest value's presence
+        // (the state records and the tree are written in one batch); most
+        // were just read by execution, so this is mostly cache hits.
+        let key_writes = writes
             .iter()
-            .map(|(key, value)| (key_hash(key), value.clone()))
-            .collect();
-        let (root, tree) = tree_update::compute(&store, version, value_set)?;
+            .map(|(key, value)| {
+                Ok(tree_update::KeyWrite {
+                    key: key_hash(key),
+                    value: value.clone(),
+                    present: self.get(key)?.is_some(),
+                })
+            })
+            .collect::<Result<_, StorageError>>()?;
+        let (root, tree) = tree_update::compute(&store, version, key_writes)?;
         Ok(StateUpdate {
             version,
             root: Hash(root.0),

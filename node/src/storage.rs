@@ -31,7 +31,8 @@ use trellis_types::{Block, Hash, QuorumCertificate, Receipt, codec};
 /// One-byte prefixes of the single sled tree. Heights and versions are
 /// big-endian so that sled's byte order is numeric order.
 pub(crate) mod prefix {
-    /// `BLOCK ‖ height` → sealed `encode(Block)` (see [`seal`](super::seal)).
+    /// `BLOCK ‖ height ‖ piece` → sealed `encode(Block)` (see [`seal`](super::seal)),
+    /// in pieces (see [`put_in_pieces`](super::put_in_pieces)).
     pub const BLOCK: u8 = 0x01;
     /// `BLOCK_HASH ‖ hash` → height.
     pub const BLOCK_HASH: u8 = 0x02;
@@ -48,7 +49,8 @@ pub(crate) mod prefix {
     /// `TREE_VALUE ‖ version ‖ first key-hash byte` → the values that version
     /// gave to the tree's leaves in that group.
     pub const TREE_VALUE: u8 = 0x08;
-    /// `TREE_STALE ‖ version` → `borsh(Vec<NodeKey>)`: the nodes that version made stale, for pruning.
+    /// `TREE_STALE ‖ version ‖ piece` → `borsh(Vec<NodeKey>)`, in pieces: the nodes
+    /// that version made stale, for pruning.
     pub const TREE_STALE: u8 = 0x09;
 
     /// Chain metadata sits under prefix `0x00`: the sealed [`ChainHead`](super::ChainHead) ...
@@ -59,7 +61,58 @@ pub(crate) mod prefix {
 
 /// Layout version written with genesis; a store with another version is refused.
 /// 2: receipts live in the transaction records. 3: tree nodes and values are stored in groups.
-const SCHEMA_VERSION: u8 = 3;
+/// 4: blocks and stale-node lists are stored in pieces, in 8 MiB sled segments.
+const SCHEMA_VERSION: u8 = 4;
+
+/// sled's segment (log buffer) size. A quarter of it (2 MiB) is the largest
+/// leaf page sled keeps inline in its log; a larger page goes to a blob file
+/// of its own, and sled's cache then counts that page as the few bytes of the
+/// pointer to it, so the page is never evicted and memory grows with what was
+/// written. A leaf holds up to 17 records: 17 tree records of a 10,000-transaction
+/// block (up to about 110 KB each) stay inline at this size, not at sled's 512 KiB.
+const SEGMENT_BYTES: usize = 8 << 20;
+
+/// sled's cache by default, in bytes (`[storage] cache_mib`).
+pub const DEFAULT_SLED_CACHE_BYTES: u64 = 256 << 20;
+
+/// The largest piece a record that can grow large (a block, a version's stale
+/// nodes) is stored in, so that a leaf page of them stays inline (see
+/// [`SEGMENT_BYTES`]): 17 pieces are about 1.1 MiB.
+const PIECE_BYTES: usize = 64 * 1024;
+
+/// `key ‖ index`: piece `index` of the record at `key`.
+fn piece_key(key: &[u8], index: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.len() + 4);
+    out.extend_from_slice(key);
+    out.extend_from_slice(&index.to_be_bytes());
+    out
+}
+
+/// Stores `value` at `key` as pieces of at most [`PIECE_BYTES`] (at least one).
+pub(crate) fn put_in_pieces(records: &mut Records, key: &[u8], value: &[u8]) {
+    let count = value.len().div_ceil(PIECE_BYTES).max(1);
+    for index in 0..count {
+        let piece = &value[index * PIECE_BYTES..value.len().min((index + 1) * PIECE_BYTES)];
+        let index = u32::try_from(index).expect("a record is smaller than 256 TiB");
+        records.insert(piece_key(key, index), Some(piece.into()));
+    }
+}
+
+/// The record [`put_in_pieces`] stored at `key`: its pieces from the first up
+/// to the first missing one. A lost piece shows as a record that fails its checksum.
+fn read_pieces(db: &RecordReader, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+    let Some(first) = db.get(&piece_key(key, 0))? else {
+        return Ok(None);
+    };
+    let mut value = first.to_vec();
+    for index in 1.. {
+        match db.get(&piece_key(key, index))? {
+            Some(piece) => value.extend_from_slice(&piece),
+            None => break,
+        }
+    }
+    Ok(Some(value))
+}
 
 fn height_key(prefix: u8, height: u64) -> [u8; 9] {
     let mut key = [0u8; 9];
@@ -289,6 +342,17 @@ fn unseal<T: Serialize + serde::de::DeserializeOwned>(
     codec::decode(&bytes[CHECKSUM_LEN..]).map_err(|e| corrupt(format!("{}: {e}", what())))
 }
 
+/// How every store is opened, tests' included (sled refuses another segment size).
+fn sled_config(path: &Path) -> sled::Config {
+    sled::Config::new()
+        .path(path)
+        // Blocks are write-heavy (thousands of keys per batch): trade disk space for write speed.
+        .mode(sled::Mode::HighThroughput)
+        // Every write is a block's, flushed by `StagedBlock::write` itself.
+        .flush_every_ms(None)
+        .segment_size(SEGMENT_BYTES)
+}
+
 fn be_u64(bytes: &[u8], what: impl FnOnce() -> String) -> Result<u64, StorageError> {
     let array: [u8; 8] = bytes
         .try_into()
@@ -299,18 +363,39 @@ fn be_u64(bytes: &[u8], what: impl FnOnce() -> String) -> Result<u64, StorageErr
 impl Storage {
     /// Opens (or creates) the store at `path` and checks the head block's integrity.
     pub fn open(path: &Path) -> Result<Storage, StorageError> {
-        Self::open_with_cache(path, READ_CACHE_ENTRIES)
+        Self::open_with(path, DEFAULT_SLED_CACHE_BYTES)
+    }
+
+    /// [`Storage::open`] with `sled_cache_bytes` of sled cache.
+    pub fn open_with(path: &Path, sled_cache_bytes: u64) -> Result<Storage, StorageError> {
+        Self::open_inner(path, sled_cache_bytes, READ_CACHE_ENTRIES)
     }
 
     /// [`Storage::open`] with read caches of `entries` entries.
+    #[cfg(test)]
     pub(crate) fn open_with_cache(path: &Path, entries: usize) -> Result<Storage, StorageError> {
-        // Blocks are write-heavy (thousands of keys per batch): trade disk space for write speed.
-        let db = sled::Config::new()
-            .path(path)
-            .mode(sled::Mode::HighThroughput)
-            // Every write is a block's, flushed by `StagedBlock::write` itself.
-            .flush_every_ms(None)
-            .open()?;
+        Self::open_inner(path, DEFAULT_SLED_CACHE_BYTES, entries)
+    }
+
+    fn open_inner(
+        path: &Path,
+        sled_cache_bytes: u64,
+        entries: usize,
+    ) -> Result<Storage, StorageError> {
+        let db = sled_config(path)
+            .cache_capacity(sled_cache_bytes)
+            .open()
+            .map_err(|e| match e {
+                // sled's own words ask to change the segment size back, which no setting does.
+                sled::Error::Unsupported(reason) if reason.contains("io buffer size") => {
+                    corrupt(format!(
+                        "the store was written with another sled segment size (storage layout \
+                         version 3 or older; this build writes {SCHEMA_VERSION}): move the \
+                         data directory aside and sync the chain again"
+                    ))
+                }
+                e => e.into(),
+            })?;
         let redo_path = redo::path(path);
         if let Some(height) = redo::recover(&db, &redo_path)? {
             tracing::warn!(
@@ -454,8 +539,12 @@ impl Storage {
         }
 
         let mut records = Records::new();
+        put_in_pieces(
+            &mut records,
+            &height_key(prefix::BLOCK, height),
+            &seal(block),
+        );
         let mut put = |key: &[u8], value: Vec<u8>| records.insert(key.to_vec(), Some(value.into()));
-        put(&height_key(prefix::BLOCK, height), seal(block));
         put(
             &hash_key(prefix::BLOCK_HASH, &block_hash),
             height.to_be_bytes().to_vec(),
@@ -576,7 +665,7 @@ impl Storage {
         height: u64,
         head: Option<u64>,
     ) -> Result<Option<Block>, StorageError> {
-        match db.get(&height_key(prefix::BLOCK, height))? {
+        match read_pieces(db, &height_key(prefix::BLOCK, height))? {
             Some(bytes) => unseal(&bytes, || format!("block {height}")).map(Some),
             None if head.is_some_and(|h| height <= h) => {
                 Err(corrupt(format!("block {height} is missing")))
@@ -696,7 +785,10 @@ impl Storage {
                 "commit certificate of head block {h} is for another block"
             )));
         }
-        if db.get(&height_key(prefix::BLOCK, h + 1))?.is_some() {
+        if db
+            .get(&piece_key(&height_key(prefix::BLOCK, h + 1), 0))?
+            .is_some()
+        {
             return Err(corrupt(format!("block {} is stored above the head", h + 1)));
         }
         Ok(Some(head))
@@ -1216,13 +1308,88 @@ pub(crate) mod tests {
         key: &[u8],
         f: impl FnOnce(Option<Vec<u8>>) -> Option<Vec<u8>>,
     ) {
-        let db = retry_while_locked(|| Ok(sled::open(dir.path())?)).unwrap();
+        let db = retry_while_locked(|| Ok(sled_config(dir.path()).open()?)).unwrap();
         let old = db.get(key).unwrap().map(|v| v.to_vec());
         match f(old) {
             Some(new) => db.insert(key, new).unwrap(),
             None => db.remove(key).unwrap(),
         };
         db.flush().unwrap();
+    }
+
+    /// The key of block `height`'s first piece.
+    fn block_key(height: u64) -> Vec<u8> {
+        piece_key(&height_key(prefix::BLOCK, height), 0)
+    }
+
+    #[test]
+    fn a_record_in_pieces_is_at_most_a_piece_each_and_whole_in_order() {
+        for len in [0, 1, PIECE_BYTES, PIECE_BYTES + 1, 3 * PIECE_BYTES + 17] {
+            let value: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let mut records = Records::new();
+            put_in_pieces(&mut records, b"\x01key", &value);
+            assert_eq!(records.len(), len.div_ceil(PIECE_BYTES).max(1), "{len}");
+            let mut whole = Vec::new();
+            for (index, (key, piece)) in records.iter().enumerate() {
+                assert_eq!(*key, piece_key(b"\x01key", index as u32));
+                let piece = piece.as_ref().unwrap();
+                assert!(piece.len() <= PIECE_BYTES);
+                whole.extend_from_slice(piece);
+            }
+            assert_eq!(whole, value, "{len}");
+        }
+    }
+
+    #[test]
+    fn a_large_block_is_stored_in_pieces_and_read_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = KeyPair::insecure_from_label("alice");
+        // Four remarks of 50 kB: a block of about four pieces.
+        let txs: Vec<SignedTransaction> = (0..4)
+            .map(|nonce| {
+                Transaction {
+                    chain_id: "test".into(),
+                    sender: key.public(),
+                    nonce,
+                    expires_at_ms: u64::MAX,
+                    payload: Payload::System(SystemOp::Remark {
+                        data: vec![nonce as u8; 50_000].into(),
+                    }),
+                }
+                .sign(&key)
+            })
+            .collect();
+        let block = {
+            let storage = open(&dir).unwrap();
+            commit(&storage, vec![], Writes::new());
+            let block = commit(&storage, txs, Writes::new());
+            assert_eq!(storage.block(1).unwrap().as_ref(), Some(&block));
+            let pieces: Vec<_> = storage
+                .db
+                .scan_prefix(height_key(prefix::BLOCK, 1))
+                .map(|record| record.unwrap().1.len())
+                .collect();
+            assert!(pieces.len() >= 4, "{pieces:?}");
+            assert!(pieces.iter().all(|len| *len <= PIECE_BYTES), "{pieces:?}");
+            block
+        };
+        // Reopened, the head block is read whole from its pieces and checked.
+        assert_eq!(open(&dir).unwrap().block(1).unwrap(), Some(block));
+        // A lost middle piece makes a record that fails its checksum.
+        tamper(&dir, &piece_key(&height_key(prefix::BLOCK, 1), 1), |_| None);
+        assert_corrupt(&dir);
+    }
+
+    #[test]
+    fn open_refuses_a_store_of_another_segment_size_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(sled::open(dir.path()).unwrap());
+        match open(&dir) {
+            Err(StorageError::Corrupt { what }) => {
+                assert!(what.contains("segment size"), "{what}")
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
     }
 
     fn assert_corrupt(dir: &tempfile::TempDir) {
@@ -1255,7 +1422,7 @@ pub(crate) mod tests {
         for position in [0, CHECKSUM_LEN + 3, usize::MAX / 2, usize::MAX] {
             let dir = tempfile::tempdir().unwrap();
             store_with_two_blocks(&dir);
-            tamper(&dir, &height_key(prefix::BLOCK, 1), |bytes| {
+            tamper(&dir, &block_key(1), |bytes| {
                 let mut bytes = bytes.unwrap();
                 let i = match position {
                     usize::MAX => bytes.len() - 1,
@@ -1279,7 +1446,7 @@ pub(crate) mod tests {
             commit(&storage, vec![tx.clone()], Writes::new());
             commit(&storage, vec![], Writes::new());
         }
-        tamper(&dir, &height_key(prefix::BLOCK, 0), |bytes| {
+        tamper(&dir, &block_key(0), |bytes| {
             let mut bytes = bytes.unwrap();
             let last = bytes.len() - 1;
             bytes[last] ^= 0x80;
@@ -1309,7 +1476,7 @@ pub(crate) mod tests {
     fn open_reports_a_truncated_last_block() {
         let dir = tempfile::tempdir().unwrap();
         store_with_two_blocks(&dir);
-        tamper(&dir, &height_key(prefix::BLOCK, 1), |bytes| {
+        tamper(&dir, &block_key(1), |bytes| {
             let bytes = bytes.unwrap();
             Some(bytes[..bytes.len() / 2].to_vec())
         });
@@ -1320,7 +1487,7 @@ pub(crate) mod tests {
     fn open_reports_a_missing_last_block() {
         let dir = tempfile::tempdir().unwrap();
         store_with_two_blocks(&dir);
-        tamper(&dir, &height_key(prefix::BLOCK, 1), |_| None);
+        tamper(&dir, &block_key(1), |_| None);
         assert_corrupt(&dir);
     }
 
@@ -1344,7 +1511,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         store_with_two_blocks(&dir);
         // Overwrite the head version's root node with the genesis root: the roots differ.
-        let genesis_root = retry_while_locked(|| Ok(sled::open(dir.path())?))
+        let genesis_root = retry_while_locked(|| Ok(sled_config(dir.path()).open()?))
             .map(|db| {
                 db.get(crate::state::tree_root_record_key(0))
                     .unwrap()

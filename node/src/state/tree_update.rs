@@ -24,21 +24,37 @@ use jmt::{JellyfishMerkleTree, KeyHash, OwnedValue, RootHash, ValueHash, Version
 use std::collections::{BTreeMap, BTreeSet};
 use trellis_types::proof::StateHasher;
 
-/// The tree at `version` after `writes` (by key hash; `None` deletes) on the tree at `version - 1`.
+/// A block's write to one key of the tree.
+pub(super) struct KeyWrite {
+    pub key: KeyHash,
+    /// `None` deletes the key.
+    pub value: Option<OwnedValue>,
+    /// Whether the key is in the tree before the write (at `version - 1`).
+    /// It must be exact: a key in the tree is the only leaf on its path, so
+    /// the walk takes the leaf it meets there for this key's own, unread.
+    pub present: bool,
+}
+
+/// The tree at `version` after `writes` on the tree at `version - 1`.
 pub(super) fn compute<R: TreeReader>(
     store: &R,
     version: Version,
-    writes: Vec<(KeyHash, Option<OwnedValue>)>,
+    writes: Vec<KeyWrite>,
 ) -> Result<(RootHash, TreeUpdateBatch), StorageError> {
     if version == 0 {
+        let writes: Vec<_> = writes.into_iter().map(|w| (w.key, w.value)).collect();
         return JellyfishMerkleTree::<_, StateHasher>::new(store)
             .put_value_set(writes, version)
             .map_err(tree_error);
     }
-    let writes: BTreeMap<KeyHash, Option<OwnedValue>> = writes.into_iter().collect();
+    let writes: BTreeMap<KeyHash, KeyWrite> = writes.into_iter().map(|w| (w.key, w)).collect();
     let hashed: Vec<Write> = writes
-        .iter()
-        .map(|(key, value)| (*key, value.as_ref().map(ValueHash::with::<StateHasher>)))
+        .values()
+        .map(|w| Write {
+            key: w.key,
+            value: w.value.as_ref().map(ValueHash::with::<StateHasher>),
+            present: w.present,
+        })
         .collect();
     let mut update = Update {
         store,
@@ -47,7 +63,7 @@ pub(super) fn compute<R: TreeReader>(
         stale: BTreeSet::new(),
     };
     let previous_root = NodeKey::new(version - 1, root_path());
-    let root = update.subtree(Some(&previous_root), 0, &hashed)?;
+    let root = update.subtree(Some(&previous_root), false, 0, &hashed)?;
     let root_hash = match root {
         // Already written at the root's path.
         Subtree::Internal(child) => child.hash,
@@ -65,7 +81,7 @@ pub(super) fn compute<R: TreeReader>(
     };
     let values = writes
         .into_iter()
-        .map(|(key, value)| ((version, key), value))
+        .map(|(key, w)| ((version, key), w.value))
         .collect();
     Ok((
         RootHash(root_hash),
@@ -77,8 +93,13 @@ pub(super) fn compute<R: TreeReader>(
     ))
 }
 
-/// A key hash and the hash of its new value (`None`: deleted).
-type Write = (KeyHash, Option<ValueHash>);
+/// A [`KeyWrite`] with its value hashed (`None`: deleted).
+#[derive(Clone, Copy)]
+struct Write {
+    key: KeyHash,
+    value: Option<ValueHash>,
+    present: bool,
+}
 
 /// One block's walk of the tree: the nodes it writes and the ones it makes stale.
 struct Update<'a, R> {
@@ -146,16 +167,22 @@ impl<R: TreeReader> Update<'_, R> {
     }
 
     /// The subtree at depth `depth` on the path of `writes` (all of which
-    /// share it) after them; `existing` is the node there now, if any.
+    /// share it) after them; `existing` is the node there now, if any, and
+    /// `existing_is_leaf` says it is a leaf (false: an internal node, or unknown).
     fn subtree(
         &mut self,
         existing: Option<&NodeKey>,
+        existing_is_leaf: bool,
         depth: usize,
         writes: &[Write],
     ) -> Result<Subtree, StorageError> {
+        // A leaf here is the leaf of any written key that is in the tree, and
+        // that key is rewritten or deleted: its old leaf is not needed. Most
+        // writes change keys in the tree, so most leaves are never read.
+        let known_leaf = existing_is_leaf && writes.iter().any(|w| w.present);
         let node = match existing {
-            Some(key) => self.read(key)?,
-            None => Node::Null,
+            Some(key) if !known_leaf => self.read(key)?,
+            _ => Node::Null,
         };
         let old_leaf = match node {
             Node::Internal(internal) => {
@@ -175,12 +202,13 @@ impl<R: TreeReader> Update<'_, R> {
         };
         // A leaf or nothing here now. After the writes the subtree holds the
         // keys written with a value, and the old leaf unless it was written.
-        let old_leaf_written = old_leaf
-            .as_ref()
-            .is_some_and(|leaf| writes.iter().any(|(key, _)| *key == leaf.key_hash()));
+        let old_leaf_written = known_leaf
+            || old_leaf
+                .as_ref()
+                .is_some_and(|leaf| writes.iter().any(|w| w.key == leaf.key_hash()));
         let mut leaves: Vec<LeafNode> = writes
             .iter()
-            .filter_map(|(key, value)| Some(LeafNode::new(*key, (*value)?)))
+            .filter_map(|w| Some(LeafNode::new(w.key, w.value?)))
             .collect();
         if leaves.is_empty() && !old_leaf_written {
             // Only deletions of keys that are not in the tree.
@@ -208,16 +236,16 @@ impl<R: TreeReader> Update<'_, R> {
         writes: &[Write],
     ) -> Result<Subtree, StorageError> {
         let child_key = |index: usize, version: Version| {
-            NodeKey::new(version, child_path(writes[0].0, depth, index))
+            NodeKey::new(version, child_path(writes[0].key, depth, index))
         };
         let mut changed = false;
-        for group in writes.chunk_by(|a, b| nibble(a.0, depth) == nibble(b.0, depth)) {
-            let index = usize::from(nibble(group[0].0, depth));
-            let existing_child = match &slots[index] {
-                Some(Slot::Child(child)) => Some(child_key(index, child.version)),
-                _ => None,
+        for group in writes.chunk_by(|a, b| nibble(a.key, depth) == nibble(b.key, depth)) {
+            let index = usize::from(nibble(group[0].key, depth));
+            let (existing_child, is_leaf) = match &slots[index] {
+                Some(Slot::Child(child)) => (Some(child_key(index, child.version)), child.is_leaf),
+                _ => (None, false),
             };
-            slots[index] = match self.subtree(existing_child.as_ref(), depth + 1, group)? {
+            slots[index] = match self.subtree(existing_child.as_ref(), is_leaf, depth + 1, group)? {
                 Subtree::Unchanged => continue,
                 Subtree::Empty => None,
                 Subtree::Leaf { leaf, stored } => Some(Slot::Leaf { leaf, stored }),
@@ -262,7 +290,7 @@ impl<R: TreeReader> Update<'_, R> {
                 }
             };
         }
-        let path = key_path(writes[0].0, depth);
+        let path = key_path(writes[0].key, depth);
         Ok(Subtree::Internal(self.put_internal(path, &children)))
     }
 
@@ -385,13 +413,18 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// A tree held in memory, for comparing with jmt's own updates.
-    #[derive(Default, Clone)]
-    struct MemoryTree(BTreeMap<NodeKey, Node>);
+    /// A tree held in memory, for comparing with jmt's own updates; counts
+    /// the leaves read.
+    #[derive(Default)]
+    struct MemoryTree(BTreeMap<NodeKey, Node>, std::cell::Cell<usize>);
 
     impl TreeReader for MemoryTree {
         fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
-            Ok(self.0.get(node_key).cloned())
+            let node = self.0.get(node_key).cloned();
+            if matches!(node, Some(Node::Leaf(_))) {
+                self.1.set(self.1.get() + 1);
+            }
+            Ok(node)
         }
 
         fn get_value_option(&self, _: Version, _: KeyHash) -> anyhow::Result<Option<OwnedValue>> {
@@ -441,6 +474,60 @@ mod tests {
         out
     }
 
+    fn key_writes(
+        writes: &[(KeyHash, Option<OwnedValue>)],
+        present: &BTreeSet<KeyHash>,
+    ) -> Vec<KeyWrite> {
+        writes
+            .iter()
+            .map(|(key, value)| KeyWrite {
+                key: *key,
+                value: value.clone(),
+                present: present.contains(key),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rewriting_or_deleting_keys_in_the_tree_reads_no_leaf() {
+        let mut tree = MemoryTree::default();
+        let keys: Vec<KeyHash> = (0..80).map(key).collect();
+        let inserts: Vec<_> = keys.iter().map(|k| (*k, Some(vec![1]))).collect();
+        let (_, batch) = compute(&tree, 0, key_writes(&inserts, &BTreeSet::new())).unwrap();
+        tree.0.extend(batch.node_batch.nodes().clone());
+        let present: BTreeSet<KeyHash> = keys.iter().copied().collect();
+        // Every other key rewritten, every fourth deleted (leaving some
+        // parents with one leaf, which moves up and so is read).
+        let writes: Vec<_> = keys
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 2 == 0)
+            .map(|(i, k)| (*k, (i % 4 == 0).then(|| vec![2])))
+            .collect();
+        let (root, batch) = compute(&tree, 1, key_writes(&writes, &present)).unwrap();
+        let moved_up = tree.1.get();
+        let theirs = MemoryTree(tree.0.clone(), Default::default());
+        let (expected, _) = JellyfishMerkleTree::<_, StateHasher>::new(&theirs)
+            .put_value_set(writes.clone(), 1)
+            .unwrap();
+        assert_eq!(root, expected);
+        // jmt reads every written key's leaf; this walk only the ones that move up.
+        assert!(theirs.1.get() >= writes.len(), "{}", theirs.1.get());
+        assert!(moved_up < writes.len() / 4, "{moved_up} leaves read");
+        // Rewrites alone read no leaf at all.
+        tree.0.extend(batch.node_batch.nodes().clone());
+        theirs.1.set(0);
+        tree.1.set(0);
+        let rewrites: Vec<_> = keys
+            .iter()
+            .skip(1)
+            .step_by(2)
+            .map(|k| (*k, Some(vec![3])))
+            .collect();
+        compute(&tree, 2, key_writes(&rewrites, &present)).unwrap();
+        assert_eq!(tree.1.get(), 0);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
         /// Block after block of inserts, updates and deletions, this module
@@ -459,13 +546,21 @@ mod tests {
             };
             let mut ours = MemoryTree::default();
             let mut theirs = MemoryTree::default();
+            let mut present = BTreeSet::new();
             for (version, block) in blocks.iter().enumerate() {
                 let version = version as Version;
                 let writes: Vec<(KeyHash, Option<OwnedValue>)> = block
                     .iter()
                     .map(|(k, v)| (key(*k), v.map(|v| vec![v])))
                     .collect();
-                let (root, batch) = compute(&ours, version, writes.clone()).unwrap();
+                let (root, batch) = compute(&ours, version, key_writes(&writes, &present)).unwrap();
+                // The last write of a key decides, as in jmt's value set.
+                for (key, value) in &writes {
+                    match value {
+                        Some(_) => present.insert(*key),
+                        None => present.remove(key),
+                    };
+                }
                 let (expected_root, expected) = jmt_tree(&theirs, &writes, version);
                 prop_assert_eq!(root, expected_root, "version {}", version);
                 ours.0.extend(batch.node_batch.nodes().clone());
