@@ -54,7 +54,9 @@ max_bytes = 268435456
 
 [storage]
 # Memory sled, the chain database, may use to cache its pages, in MiB. The
-# node's own caches of state values and tree nodes (about 200 MiB) come on top.
+# node's own caches (about 250 MiB), blocks in flight and the mempool come on
+# top: a busy node peaks near 2.5 GiB (docs/benchmarks.md). More cache buys
+# little speed, as sled caches in 256 shards of a 256th each.
 cache_mib = 256
 
 [consensus]
