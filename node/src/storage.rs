@@ -121,6 +121,11 @@ fn height_key(prefix: u8, height: u64) -> [u8; 9] {
     key
 }
 
+/// The key of block `height`'s first piece: present for every stored block.
+fn block_key(height: u64) -> Vec<u8> {
+    piece_key(&height_key(prefix::BLOCK, height), 0)
+}
+
 fn hash_key(prefix: u8, hash: &Hash) -> [u8; 33] {
     let mut key = [0u8; 33];
     key[0] = prefix;
@@ -785,10 +790,7 @@ impl Storage {
                 "commit certificate of head block {h} is for another block"
             )));
         }
-        if db
-            .get(&piece_key(&height_key(prefix::BLOCK, h + 1), 0))?
-            .is_some()
-        {
+        if db.get(&block_key(h + 1))?.is_some() {
             return Err(corrupt(format!("block {} is stored above the head", h + 1)));
         }
         Ok(Some(head))
@@ -844,14 +846,16 @@ pub(crate) mod tests {
     };
 
     pub(crate) fn signed_remark(key: &KeyPair, nonce: u64) -> SignedTransaction {
+        remark_with(key, nonce, format!("remark {nonce}").into_bytes())
+    }
+
+    fn remark_with(key: &KeyPair, nonce: u64, data: Vec<u8>) -> SignedTransaction {
         Transaction {
             chain_id: "test".into(),
             sender: key.public(),
             nonce,
             expires_at_ms: u64::MAX,
-            payload: Payload::System(SystemOp::Remark {
-                data: format!("remark {nonce}").into_bytes().into(),
-            }),
+            payload: Payload::System(SystemOp::Remark { data: data.into() }),
         }
         .sign(key)
     }
@@ -1317,11 +1321,6 @@ pub(crate) mod tests {
         db.flush().unwrap();
     }
 
-    /// The key of block `height`'s first piece.
-    fn block_key(height: u64) -> Vec<u8> {
-        piece_key(&height_key(prefix::BLOCK, height), 0)
-    }
-
     #[test]
     fn a_record_in_pieces_is_at_most_a_piece_each_and_whole_in_order() {
         for len in [0, 1, PIECE_BYTES, PIECE_BYTES + 1, 3 * PIECE_BYTES + 17] {
@@ -1346,18 +1345,7 @@ pub(crate) mod tests {
         let key = KeyPair::insecure_from_label("alice");
         // Four remarks of 50 kB: a block of about four pieces.
         let txs: Vec<SignedTransaction> = (0..4)
-            .map(|nonce| {
-                Transaction {
-                    chain_id: "test".into(),
-                    sender: key.public(),
-                    nonce,
-                    expires_at_ms: u64::MAX,
-                    payload: Payload::System(SystemOp::Remark {
-                        data: vec![nonce as u8; 50_000].into(),
-                    }),
-                }
-                .sign(&key)
-            })
+            .map(|nonce| remark_with(&key, nonce, vec![nonce as u8; 50_000]))
             .collect();
         let block = {
             let storage = open(&dir).unwrap();
