@@ -16,7 +16,7 @@ use crate::mempool::{Batcher, MAX_BATCH, Mempool};
 use crate::metrics::Metrics;
 use crate::network::{self, Inbound, NetworkConfig, NetworkHandle, Outbound};
 use crate::safety::SafetyStore;
-use crate::storage::{Storage, StorageError};
+use crate::storage::Storage;
 use crate::vm::Vm;
 use anyhow::Context;
 use std::collections::{BTreeMap, VecDeque};
@@ -28,6 +28,9 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 use trellis_genesis::Genesis;
 use trellis_types::{Block, KeyPair, QuorumCertificate};
+use writer::{BlockWriter, Written};
+
+mod writer;
 
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -186,6 +189,7 @@ pub async fn run(
              following without signing until that height"
         );
     }
+    let writer = BlockWriter::start(metrics.clone()).context("starting the block writer")?;
     let mut driver = Driver {
         consensus,
         chain,
@@ -201,6 +205,7 @@ pub async fn run(
         timer_seq: 0,
         pending_build: None,
         last_commit: Instant::now(),
+        writer,
         writing: None,
     };
     let result = driver.run(shutdown).await;
@@ -232,15 +237,16 @@ struct Driver {
     pending_build: Option<u64>,
     /// When the last block was decided.
     last_commit: Instant,
+    writer: BlockWriter,
     /// The decided block being written to disk, if any.
     writing: Option<Writing>,
 }
 
-/// A decided block, already the head, being written on a blocking thread
+/// A decided block, already the head, being written by the block writer
 /// while the driver goes on to the next height (see [`Driver::finish_writing`]).
 struct Writing {
     block: Block,
-    task: tokio::task::JoinHandle<Result<(), StorageError>>,
+    written: Written,
 }
 
 async fn written(writing: &mut Option<Writing>) -> anyhow::Result<()> {
@@ -252,7 +258,7 @@ async fn written(writing: &mut Option<Writing>) -> anyhow::Result<()> {
 
 async fn written_task(writing: &mut Writing) -> anyhow::Result<()> {
     let height = writing.block.header.height;
-    (&mut writing.task)
+    (&mut writing.written)
         .await
         .context("the block writer stopped")?
         .with_context(|| format!("writing committed block {height}"))
@@ -399,14 +405,8 @@ impl Driver {
                     let now = now_ms();
                     let staged =
                         self.timed("commit", |d| d.chain.stage(&block, &certificate, now))?;
-                    let metrics = self.metrics.clone();
-                    let task = tokio::task::spawn_blocking(move || {
-                        let start = Instant::now();
-                        let result = staged.write();
-                        metrics.observe_phase("write", start.elapsed());
-                        result
-                    });
-                    self.writing = Some(Writing { block, task });
+                    let written = self.writer.write(staged);
+                    self.writing = Some(Writing { block, written });
                 }
             }
         }
