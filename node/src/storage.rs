@@ -62,7 +62,8 @@ pub(crate) mod prefix {
 /// Layout version written with genesis; a store with another version is refused.
 /// 2: receipts live in the transaction records. 3: tree nodes and values are stored in groups.
 /// 4: blocks and stale-node lists are stored in pieces, in 8 MiB sled segments.
-const SCHEMA_VERSION: u8 = 4;
+/// 5: tree nodes are grouped by their first three nibbles, not two.
+const SCHEMA_VERSION: u8 = 5;
 
 /// sled's segment (log buffer) size. A quarter of it (2 MiB) is the largest
 /// leaf page sled keeps inline in its log; a larger page goes to a blob file

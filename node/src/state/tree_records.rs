@@ -1,10 +1,14 @@
 //! How the state tree is laid out in sled: not one key per node or value but
 //! one record per group. sled's cost is per key, and a block writes whole
-//! paths, so a block touching thousands of keys writes at most 257 node
-//! records and 256 value records instead of several records per key.
+//! paths, so a block touching thousands of keys writes a few thousand
+//! records (at most 4,097 node records and 256 value records) instead of
+//! several records per key.
 //!
-//! - Node records group the nodes one version wrote under the same first two
-//!   nibbles of their path, plus one record for the top two levels.
+//! - Node records group the nodes one version wrote under the same first
+//!   three nibbles of their path, plus one record for the top three levels.
+//!   Three, not two: a node read pulls a whole sled leaf (up to 16 records)
+//!   into memory, and with two-nibble records those leaves reached 1.6 MB on
+//!   a large store, which sled's cache could not evict (docs/benchmarks.md).
 //! - Value records group the values one version gave to leaves whose key hash
 //!   starts with the same byte. A leaf that only moved (a neighbour was
 //!   inserted or deleted) gets a [`StoredValue::Moved`] entry instead of a copy
@@ -22,7 +26,7 @@ use jmt::{KeyHash, OwnedValue, Version};
 use std::collections::BTreeMap;
 
 /// `TREE_NODE ‖ version ‖ selector`: selector `[0, 0]` for paths shorter than
-/// two nibbles, `[1, first two nibbles]` for the rest.
+/// three nibbles, `[1 ‖ first nibble, next two nibbles]` for the rest.
 pub(crate) type NodeRecordKey = [u8; 11];
 
 /// `TREE_VALUE ‖ version ‖ first byte of the key hash`.
@@ -34,9 +38,9 @@ pub(crate) fn node_record_key(node_key: &NodeKey) -> NodeRecordKey {
     key[0] = prefix::TREE_NODE;
     key[1..9].copy_from_slice(&node_key.version().to_be_bytes());
     let path = node_key.nibble_path();
-    if path.num_nibbles() >= 2 {
-        key[9] = 1;
-        key[10] = (u8::from(path.get_nibble(0)) << 4) | u8::from(path.get_nibble(1));
+    if path.num_nibbles() >= 3 {
+        key[9] = 0x10 | u8::from(path.get_nibble(0));
+        key[10] = (u8::from(path.get_nibble(1)) << 4) | u8::from(path.get_nibble(2));
     }
     key
 }
@@ -237,18 +241,23 @@ mod tests {
     }
 
     #[test]
-    fn nodes_are_grouped_by_version_and_first_two_nibbles() {
+    fn nodes_are_grouped_by_version_and_first_three_nibbles() {
         let top = node_key(7, &[0xab], true);
-        let under_ab = node_key(7, &[0xab, 0xcd], false);
-        let also_under_ab = node_key(7, &[0xab, 0x10], true);
-        let under_ac = node_key(7, &[0xac, 0x00], false);
+        let also_top = node_key(7, &[0xab], false);
+        let under_abc = node_key(7, &[0xab, 0xcd], false);
+        let also_under_abc = node_key(7, &[0xab, 0xc0], true);
+        let under_abd = node_key(7, &[0xab, 0xd0], false);
         assert_eq!(node_record_key(&top)[9..], [0, 0]);
-        assert_eq!(node_record_key(&under_ab)[9..], [1, 0xab]);
-        assert_eq!(node_record_key(&under_ab), node_record_key(&also_under_ab));
-        assert_ne!(node_record_key(&under_ab), node_record_key(&under_ac));
+        assert_eq!(node_record_key(&also_top), node_record_key(&top));
+        assert_eq!(node_record_key(&under_abc)[9..], [0x1a, 0xbc]);
+        assert_eq!(
+            node_record_key(&under_abc),
+            node_record_key(&also_under_abc)
+        );
+        assert_ne!(node_record_key(&under_abc), node_record_key(&under_abd));
         let next_version = node_key(8, &[0xab, 0xcd], false);
-        assert_ne!(node_record_key(&under_ab), node_record_key(&next_version));
-        assert_eq!(node_record_key(&under_ab)[1..9], 7u64.to_be_bytes());
+        assert_ne!(node_record_key(&under_abc), node_record_key(&next_version));
+        assert_eq!(node_record_key(&under_abc)[1..9], 7u64.to_be_bytes());
     }
 
     #[test]
