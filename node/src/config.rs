@@ -55,10 +55,9 @@ max_bytes = 268435456
 [storage]
 # Memory sled, the chain database, may use to cache its pages, in MiB. The
 # node's own caches (about 250 MiB), blocks in flight and the mempool come on
-# top, and sled keeps at least one page per shard of its cache whatever this
-# says: a busy node peaks near 1.3 GiB on a fresh store and near 2.4 GiB at
-# 1.6 million transactions (docs/benchmarks.md). More cache buys little
-# speed, as sled caches in 256 shards of a 256th each.
+# top: a busy node peaked at 1.4 GiB after 2 million transactions
+# (docs/benchmarks.md). More cache buys little speed, as sled caches in 256
+# shards of a 256th each.
 cache_mib = 256
 
 [consensus]
