@@ -37,7 +37,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tracing::Instrument;
 use trellis_types::api::{CommittedTx, EventFilter, TxPosition};
 use trellis_types::{Address, Hash, PublicKey};
@@ -58,6 +58,8 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     /// Largest request body accepted; larger ones get 413 `oversized`.
     pub max_body_bytes: usize,
+    /// Bounds reads and queries; past it they get 503 `busy`.
+    pub reads: ReadLimit,
 }
 
 // ---------------------------------------------------------------------------
@@ -190,14 +192,65 @@ impl From<AdmissionError> for ApiError {
     }
 }
 
-/// Runs blocking work (sled reads, signature checks) off the async workers;
-/// a panic in it becomes a 500, never a dropped connection.
+/// Bounds the API's blocking work: store reads, contract queries and event
+/// stream reads. At most `running` of them hold a blocking thread at once,
+/// so peers' signature checks and the driver's block phases always find
+/// one. At most `admitted` requests run or wait for a turn; one more is
+/// answered 503 `busy` at once instead of queueing without end.
+pub struct ReadLimit {
+    running: Arc<Semaphore>,
+    admitted: Arc<Semaphore>,
+    max_admitted: usize,
+}
+
+impl ReadLimit {
+    pub fn new(running: usize, admitted: usize) -> ReadLimit {
+        ReadLimit {
+            running: Arc::new(Semaphore::new(running)),
+            admitted: Arc::new(Semaphore::new(admitted)),
+            max_admitted: admitted,
+        }
+    }
+
+    /// A place among the admitted requests, or 503 `busy`.
+    fn admit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.admitted.clone().try_acquire_owned().map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                format!(
+                    "{} API reads are already running or waiting; retry shortly",
+                    self.max_admitted
+                ),
+            )
+        })
+    }
+
+    /// A turn on a blocking thread. The permit goes into the work itself, so
+    /// a client that hangs up mid-read frees no thread that is still reading.
+    async fn turn(&self) -> OwnedSemaphorePermit {
+        self.running
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the read semaphore is never closed")
+    }
+}
+
+/// Runs `work` on a blocking thread within the API's [`ReadLimit`]; a panic
+/// in it becomes a 500, never a dropped connection.
 async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+    state: Arc<ApiState>,
+    work: impl FnOnce(&ApiState) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| ApiError::internal(format!("API task failed: {e}")))?
+    let _admitted = state.reads.admit()?;
+    let turn = state.reads.turn().await;
+    tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        work(&state)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("API task failed: {e}")))?
 }
 
 fn parse_hash(s: &str) -> Result<Hash, ApiError> {
@@ -502,10 +555,10 @@ async fn get_transaction(
     // after its block is stored, so one of the two looks always finds it.
     // Storage wins when both do (it stays in the mempool until pruned).
     let pending = state.mempool.contains(&hash);
-    let location = {
-        let state = state.clone();
-        blocking(move || Ok(state.storage.tx_location(&hash)?)).await?
-    };
+    let location = blocking(state.clone(), move |state| {
+        Ok(state.storage.tx_location(&hash)?)
+    })
+    .await?;
     if let Some(location) = location {
         return Ok(Json(TxStatus::Committed {
             height: location.height,
@@ -547,7 +600,7 @@ fn load_block(storage: &Storage, height: u64) -> Result<Option<BlockResponse>, A
     responses((status = 200, body = BlockResponse), (status = 404, description = "no block yet", body = ErrorBody))
 )]
 async fn latest_block(State(state): State<Arc<ApiState>>) -> Result<Json<BlockResponse>, ApiError> {
-    blocking(move || {
+    blocking(state, move |state| {
         let head = state
             .storage
             .head()
@@ -579,7 +632,7 @@ async fn block_by_height(
     let height: u64 = height
         .parse()
         .map_err(|_| ApiError::malformed(format!("`{height}` is not a block height")))?;
-    blocking(move || {
+    blocking(state, move |state| {
         load_block(&state.storage, height)?
             .map(Json)
             .ok_or_else(|| ApiError::not_found(format!("no block at height {height}")))
@@ -604,7 +657,7 @@ async fn block_by_hash(
     hash: Result<Path<String>, PathRejection>,
 ) -> Result<Json<BlockResponse>, ApiError> {
     let hash = parse_hash(&path_param(hash)?)?;
-    blocking(move || {
+    blocking(state, move |state| {
         let block = state
             .storage
             .block_by_hash(&hash)?
@@ -642,7 +695,7 @@ async fn get_state(
     let key = hex::decode(key.strip_prefix("0x").unwrap_or(&key))
         .map_err(|e| ApiError::malformed(format!("state key is not hex: {e}")))?;
     let Query(query) = query.map_err(|e| ApiError::malformed(e.body_text()))?;
-    blocking(move || {
+    blocking(state, move |state| {
         let head = state
             .storage
             .head()
@@ -705,7 +758,7 @@ async fn get_contract(
     address: Result<Path<String>, PathRejection>,
 ) -> Result<Json<ContractRecord>, ApiError> {
     let address = parse_address(&path_param(address)?)?;
-    blocking(move || {
+    blocking(state, move |state| {
         execution::contract(&state.storage, &address)?
             .map(Json)
             .ok_or_else(|| contract_not_found(&address))
@@ -744,7 +797,7 @@ async fn query_contract(
     })?;
     let args = hex::decode(query.args.strip_prefix("0x").unwrap_or(&query.args))
         .map_err(|e| ApiError::malformed(format!("args is not hex: {e}")))?;
-    blocking(move || {
+    blocking(state, move |state| {
         let storage = &state.storage;
         let head = storage
             .head()
@@ -1036,7 +1089,7 @@ async fn feed_stream(
     streams: EventStreams,
     request: StreamRequest,
     out: mpsc::Sender<SseItem>,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    _permit: OwnedSemaphorePermit,
 ) {
     let mut status = state.status.clone();
     let mut closing = streams.closing.clone();
@@ -1056,7 +1109,9 @@ async fn feed_stream(
                     .expect("the matcher is put back after each block"),
                 next,
             );
+            let turn = state.reads.turn().await;
             let read = tokio::task::spawn_blocking(move || {
+                let _turn = turn;
                 let txs = committed_txs(&storage, &mut m, at.height, at.index);
                 (m, txs)
             })

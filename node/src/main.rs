@@ -234,7 +234,7 @@ fn run_node(cli: Cli) -> anyhow::Result<()> {
     init_logging(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .max_blocking_threads(blocking_threads())
+        .max_blocking_threads(trellis_node::node::blocking_threads())
         .build()?;
     runtime.block_on(trellis_node::node::run(
         config,
@@ -257,16 +257,6 @@ fn init_logging(config: &NodeConfig) -> anyhow::Result<()> {
         LogFormat::Text => builder.init(),
     }
     Ok(())
-}
-
-/// Threads tokio may start for blocking work: API reads, peers' signature
-/// checks, the driver's block phases. Each thread keeps its own allocator
-/// heap, so tokio's default (512) let a busy node start twenty of them and
-/// hold about a gigabyte more than it used (docs/benchmarks.md). Block writes
-/// have a thread of their own and never queue here.
-fn blocking_threads() -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    4 * cores
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -8,7 +8,7 @@
 //! sorted map of deadlines. A single validator (`--dev`) runs this same path
 //! with a validator set of one.
 
-use crate::api::{self, ApiState, ChainStatus};
+use crate::api::{self, ApiState, ChainStatus, ReadLimit};
 use crate::chain::{self, Chain};
 use crate::config::NodeConfig;
 use crate::consensus::{Action, Consensus, Message, Rejected, SafetyState, Step, Timeouts};
@@ -44,6 +44,19 @@ const ADMISSION_QUEUE: usize = 16 * MAX_BATCH;
 
 /// Contract queries the API runs at once; more are answered 503 `busy`.
 const QUERY_CONCURRENCY: u32 = 16;
+
+/// API reads and queries running or waiting at most; more are answered 503 `busy`.
+const API_READS_ADMITTED: usize = 512;
+
+/// Threads tokio may start for blocking work: API reads, peers' signature
+/// checks, the driver's block phases. Each thread keeps its own allocator
+/// heap, so tokio's default (512) let a busy node start twenty of them and
+/// hold about a gigabyte more than it used (docs/benchmarks.md). Block writes
+/// have a thread of their own and never queue here.
+pub fn blocking_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    4 * cores
+}
 
 /// Runs a node until `shutdown` resolves. `validator_key` is None for an observer.
 pub async fn run(
@@ -159,6 +172,9 @@ pub async fn run(
         status: status_rx,
         metrics: metrics.clone(),
         max_body_bytes: config.api.max_body_bytes,
+        // Half the blocking threads: the other half stays free for peers
+        // and the driver, however many reads arrive.
+        reads: ReadLimit::new(blocking_threads() / 2, API_READS_ADMITTED),
     });
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let api = tokio::spawn(api::serve(listener, api_state, async {

@@ -13,10 +13,14 @@ use trellis_types::{
 };
 
 const MAX_BODY_BYTES: usize = 4096;
+/// Reads that may hold a thread, and run or wait, at once.
+const READ_THREADS: usize = 2;
+const READS_ADMITTED: usize = 8;
 
 struct TestNode {
     url: String,
     client: reqwest::Client,
+    api: Arc<ApiState>,
     chain_id: String,
     storage: Storage,
     mempool: Arc<Mempool>,
@@ -103,18 +107,20 @@ impl TestNode {
             status: status_rx,
             metrics: Arc::new(Metrics::new()),
             max_body_bytes: MAX_BODY_BYTES,
+            reads: ReadLimit::new(READ_THREADS, READS_ADMITTED),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("local addr"));
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
-        let served = tokio::spawn(serve_with(listener, state, streams, async move {
+        let served = tokio::spawn(serve_with(listener, state.clone(), streams, async move {
             let _ = shutdown_rx.await;
         }));
         TestNode {
             url,
             client: reqwest::Client::new(),
+            api: state,
             chain_id: genesis.chain_id,
             storage,
             mempool,
@@ -870,6 +876,55 @@ async fn metrics_count_requests_by_route_and_report_the_mempool() {
     ] {
         assert!(text.contains(line), "`{line}` missing from:\n{text}");
     }
+}
+
+#[tokio::test]
+async fn a_read_past_the_admitted_limit_is_busy_and_the_next_one_is_served() {
+    let node = TestNode::start().await;
+    let places = node.api.reads.admitted.clone();
+    let all = places
+        .try_acquire_many_owned(READS_ADMITTED as u32)
+        .expect("no read is running");
+    let tx = format!("/v1/transactions/{}", "00".repeat(32));
+    for path in ["/v1/blocks/latest", "/v1/blocks/0", "/v1/state/00", &tx] {
+        let (status, body) = node.get(path).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}: {body}");
+        assert_eq!(body["code"], "busy", "{path}");
+    }
+    // What reads nothing from the store is not held up.
+    assert_eq!(node.get("/status").await.0, StatusCode::OK);
+
+    drop(all);
+    let (status, body) = node.get("/v1/blocks/latest").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["block"]["header"]["height"], 0);
+}
+
+#[tokio::test]
+async fn a_read_waits_for_a_free_thread_holding_its_place() {
+    let node = TestNode::start().await;
+    let threads = node
+        .api
+        .reads
+        .running
+        .clone()
+        .try_acquire_many_owned(READ_THREADS as u32)
+        .expect("no read is running");
+    let url = format!("{}/v1/blocks/0", node.url);
+    let read = tokio::spawn(node.client.get(url).send());
+    let places = &node.api.reads.admitted;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while places.available_permits() == READS_ADMITTED {
+        assert!(Instant::now() < deadline, "the read never arrived");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(places.available_permits(), READS_ADMITTED - 1);
+    assert!(!read.is_finished(), "a read ran with every thread taken");
+
+    drop(threads);
+    let response = read.await.expect("the read task").expect("an answer");
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(places.available_permits(), READS_ADMITTED);
 }
 
 // ---------------------------------------------------------------------------
