@@ -544,6 +544,7 @@ async fn submit(
         (status = 200, body = TxStatus),
         (status = 400, description = "malformed hash", body = ErrorBody),
         (status = 404, description = "not_found: neither pending here nor committed", body = ErrorBody),
+        (status = 503, description = "busy: the node's reads are all taken; retry shortly", body = ErrorBody),
     )
 )]
 async fn get_transaction(
@@ -597,7 +598,11 @@ fn load_block(storage: &Storage, height: u64) -> Result<Option<BlockResponse>, A
     get,
     path = "/v1/blocks/latest",
     tag = "blocks",
-    responses((status = 200, body = BlockResponse), (status = 404, description = "no block yet", body = ErrorBody))
+    responses(
+        (status = 200, body = BlockResponse),
+        (status = 404, description = "no block yet", body = ErrorBody),
+        (status = 503, description = "busy: the node's reads are all taken; retry shortly", body = ErrorBody),
+    )
 )]
 async fn latest_block(State(state): State<Arc<ApiState>>) -> Result<Json<BlockResponse>, ApiError> {
     blocking(state, move |state| {
@@ -622,6 +627,7 @@ async fn latest_block(State(state): State<Arc<ApiState>>) -> Result<Json<BlockRe
         (status = 200, body = BlockResponse),
         (status = 400, description = "malformed height", body = ErrorBody),
         (status = 404, description = "not_found: above the head", body = ErrorBody),
+        (status = 503, description = "busy: the node's reads are all taken; retry shortly", body = ErrorBody),
     )
 )]
 async fn block_by_height(
@@ -650,6 +656,7 @@ async fn block_by_height(
         (status = 200, body = BlockResponse),
         (status = 400, description = "malformed hash", body = ErrorBody),
         (status = 404, description = "not_found", body = ErrorBody),
+        (status = 503, description = "busy: the node's reads are all taken; retry shortly", body = ErrorBody),
     )
 )]
 async fn block_by_hash(
@@ -684,6 +691,7 @@ async fn block_by_hash(
         (status = 200, body = StateResponse),
         (status = 400, description = "malformed key or query", body = ErrorBody),
         (status = 404, description = "not_found: height not committed", body = ErrorBody),
+        (status = 503, description = "busy: the node's reads are all taken; retry shortly", body = ErrorBody),
     )
 )]
 async fn get_state(
@@ -751,6 +759,7 @@ fn contract_not_found(address: &Address) -> ApiError {
         (status = 200, body = ContractRecord),
         (status = 400, description = "malformed address", body = ErrorBody),
         (status = 404, description = "contract_not_found", body = ErrorBody),
+        (status = 503, description = "busy: the node's reads are all taken; retry shortly", body = ErrorBody),
     )
 )]
 async fn get_contract(
@@ -781,6 +790,7 @@ async fn get_contract(
         (status = 404, description = "contract_not_found", body = ErrorBody),
         (status = 422, description = "the contract refused (its own code, e.g. `not_found`, `bad_args`) or stopped: `trap`, `out_of_fuel`, `out_of_memory`", body = ErrorBody),
         (status = 500, description = "internal (including stored code that no longer compiles)", body = ErrorBody),
+        (status = 503, description = "busy: the node's reads are all taken; retry shortly", body = ErrorBody),
     )
 )]
 async fn query_contract(

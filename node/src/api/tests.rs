@@ -894,6 +894,21 @@ async fn a_read_past_the_admitted_limit_is_busy_and_the_next_one_is_served() {
     // What reads nothing from the store is not held up.
     assert_eq!(node.get("/status").await.0, StatusCode::OK);
 
+    // And the OpenAPI document says so for every read.
+    let (_, doc) = node.get("/openapi.json").await;
+    for (path, method) in [
+        ("/v1/transactions/{hash}", "get"),
+        ("/v1/blocks/latest", "get"),
+        ("/v1/blocks/{height}", "get"),
+        ("/v1/blocks/by-hash/{hash}", "get"),
+        ("/v1/state/{key}", "get"),
+        ("/v1/contracts/{address}", "get"),
+        ("/v1/contracts/{address}/query", "post"),
+    ] {
+        let responses = &doc["paths"][path][method]["responses"];
+        assert!(responses["503"].is_object(), "{method} {path}: {responses}");
+    }
+
     drop(all);
     let (status, body) = node.get("/v1/blocks/latest").await;
     assert_eq!(status, StatusCode::OK, "{body}");
