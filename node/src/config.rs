@@ -55,7 +55,7 @@ max_bytes = 268435456
 [storage]
 # Memory sled, the chain database, may use to cache its pages, in MiB. The
 # node's own caches (about 250 MiB), blocks in flight and the mempool come on
-# top: a busy node peaked at 1.74 GiB on a 37 GB store
+# top: a busy node peaked at 1.74 GiB on a 37 GiB store
 # (docs/benchmarks.md). More cache buys little speed, as sled caches in 256
 # shards of a 256th each.
 cache_mib = 256
