@@ -285,6 +285,22 @@ impl Storage {
         cache.values.get(key).ok_or(cache.commits)
     }
 
+    /// Whether `key` has a value, as far as memory knows: the staged block's
+    /// records, then the cache (the state records and the tree are written in
+    /// one batch, so this is also whether the key is in the tree). Most keys a
+    /// block rewrites were just read by execution and are cached; most it does
+    /// not find are new keys, and reading sled would only confirm they are
+    /// absent. A key not found counts as absent, which the tree walk takes as
+    /// "unknown" and settles by reading the leaf it meets.
+    fn known_present(&self, key: &[u8]) -> bool {
+        if let Some(staged) = self.records().staged
+            && let Some(value) = staged.records.get(&state_key(key))
+        {
+            return value.is_some();
+        }
+        matches!(self.cached(key), Ok(Some(_)))
+    }
+
     /// Caches `value`, read from sled, unless a block was committed since
     /// `commits`: the value may predate it.
     fn remember(&self, key: &[u8], value: &Option<Vec<u8>>, commits: u64) {
@@ -366,19 +382,14 @@ impl Storage {
             db: &self.records(),
             nodes: Some(&self.caches.nodes),
         };
-        // Whether each key is in the tree now is its latest value's presence
-        // (the state records and the tree are written in one batch); most
-        // were just read by execution, so this is mostly cache hits.
         let key_writes = writes
             .iter()
-            .map(|(key, value)| {
-                Ok(tree_update::KeyWrite {
-                    key: key_hash(key),
-                    value: value.clone(),
-                    present: self.get(key)?.is_some(),
-                })
+            .map(|(key, value)| tree_update::KeyWrite {
+                key: key_hash(key),
+                value: value.clone(),
+                present: self.known_present(key),
             })
-            .collect::<Result<_, StorageError>>()?;
+            .collect();
         let (root, tree) = tree_update::compute(&store, version, key_writes)?;
         Ok(StateUpdate {
             version,

@@ -29,9 +29,11 @@ pub(super) struct KeyWrite {
     pub key: KeyHash,
     /// `None` deletes the key.
     pub value: Option<OwnedValue>,
-    /// Whether the key is in the tree before the write (at `version - 1`).
-    /// It must be exact: a key in the tree is the only leaf on its path, so
-    /// the walk takes the leaf it meets there for this key's own, unread.
+    /// The key is known to be in the tree before the write (at `version -
+    /// 1`). `true` must be exact: a key in the tree is the only leaf on its
+    /// path, so the walk takes the leaf it meets there for this key's own,
+    /// unread. `false` may also mean "not known": the walk then reads the leaf
+    /// and compares keys.
     pub present: bool,
 }
 
@@ -538,6 +540,8 @@ mod tests {
                 prop::collection::vec((0u8..80, prop::option::weighted(0.6, 0u8..4)), 0..24),
                 1..8,
             ),
+            // Keys whose presence the walk is not told (as for keys not cached).
+            unknown in prop::collection::btree_set(0u8..80, 0..40),
         ) {
             let jmt_tree = |tree: &MemoryTree, writes: &[(KeyHash, Option<OwnedValue>)], version| {
                 JellyfishMerkleTree::<_, StateHasher>::new(tree)
@@ -553,7 +557,12 @@ mod tests {
                     .iter()
                     .map(|(k, v)| (key(*k), v.map(|v| vec![v])))
                     .collect();
-                let (root, batch) = compute(&ours, version, key_writes(&writes, &present)).unwrap();
+                let known: BTreeSet<KeyHash> = present
+                    .iter()
+                    .filter(|k| !unknown.iter().any(|u| key(*u) == **k))
+                    .copied()
+                    .collect();
+                let (root, batch) = compute(&ours, version, key_writes(&writes, &known)).unwrap();
                 // The last write of a key decides, as in jmt's value set.
                 for (key, value) in &writes {
                     match value {
