@@ -261,13 +261,7 @@ pub(crate) fn tree_records(version: Version, tree: &TreeUpdateBatch) -> Records 
 
 impl StateRead for Storage {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        // A staged block's writes first: neither the cache nor sled has them yet.
-        if let Some(staged) = self.records().staged
-            && let Some(value) = staged.records.get(&state_key(key))
-        {
-            return Ok(value.as_ref().map(|v| v.to_vec()));
-        }
-        let commits = match self.cached(key) {
+        let commits = match self.in_memory(key) {
             Ok(value) => return Ok(value),
             Err(commits) => commits,
         };
@@ -278,27 +272,29 @@ impl StateRead for Storage {
 }
 
 impl Storage {
-    /// A cached latest value, or the number of commits so far, to hand to
-    /// [`Storage::remember`] with what sled says.
-    fn cached(&self, key: &[u8]) -> Result<Option<Vec<u8>>, u64> {
+    /// `key`'s latest value if memory has it: a staged block's writes first
+    /// (neither the cache nor sled has them yet), then the cache. Otherwise
+    /// the number of commits so far, to hand to [`Storage::remember`] with
+    /// what sled says.
+    fn in_memory(&self, key: &[u8]) -> Result<Option<Vec<u8>>, u64> {
+        if let Some(staged) = self.records().staged
+            && let Some(value) = staged.records.get(&state_key(key))
+        {
+            return Ok(value.as_ref().map(|v| v.to_vec()));
+        }
         let mut cache = lock(&self.caches.state);
         cache.values.get(key).ok_or(cache.commits)
     }
 
-    /// Whether `key` has a value, as far as memory knows: the staged block's
-    /// records, then the cache (the state records and the tree are written in
-    /// one batch, so this is also whether the key is in the tree). Most keys a
-    /// block rewrites were just read by execution and are cached; most it does
-    /// not find are new keys, and reading sled would only confirm they are
-    /// absent. A key not found counts as absent, which the tree walk takes as
-    /// "unknown" and settles by reading the leaf it meets.
+    /// Whether `key` has a value, as far as memory knows (the state records
+    /// and the tree are written in one batch, so this is also whether the key
+    /// is in the tree). Most keys a block rewrites were just read by execution
+    /// and are in memory; most it does not find there are new keys, and
+    /// reading sled would only confirm they are absent. A key not found counts
+    /// as absent, which the tree walk takes as "unknown" and settles by
+    /// reading the leaf it meets.
     fn known_present(&self, key: &[u8]) -> bool {
-        if let Some(staged) = self.records().staged
-            && let Some(value) = staged.records.get(&state_key(key))
-        {
-            return value.is_some();
-        }
-        matches!(self.cached(key), Ok(Some(_)))
+        matches!(self.in_memory(key), Ok(Some(_)))
     }
 
     /// Caches `value`, read from sled, unless a block was committed since
@@ -894,7 +890,7 @@ mod tests {
         // Two other reads push "n" out of the one-entry cache's two generations.
         storage.get(b"x").unwrap();
         storage.get(b"y").unwrap();
-        let commits = storage.cached(b"n").expect_err("n is not cached");
+        let commits = storage.in_memory(b"n").expect_err("n is not in memory");
         let old = storage.db.get(state_key(b"n")).unwrap().map(|v| v.to_vec());
         commit(&storage, vec![], writes(&[("n", Some("1"))]));
         storage.remember(b"n", &old, commits);

@@ -551,17 +551,14 @@ mod tests {
             let mut ours = MemoryTree::default();
             let mut theirs = MemoryTree::default();
             let mut present = BTreeSet::new();
+            let unknown: BTreeSet<KeyHash> = unknown.into_iter().map(key).collect();
             for (version, block) in blocks.iter().enumerate() {
                 let version = version as Version;
                 let writes: Vec<(KeyHash, Option<OwnedValue>)> = block
                     .iter()
                     .map(|(k, v)| (key(*k), v.map(|v| vec![v])))
                     .collect();
-                let known: BTreeSet<KeyHash> = present
-                    .iter()
-                    .filter(|k| !unknown.iter().any(|u| key(*u) == **k))
-                    .copied()
-                    .collect();
+                let known: BTreeSet<KeyHash> = present.difference(&unknown).copied().collect();
                 let (root, batch) = compute(&ours, version, key_writes(&writes, &known)).unwrap();
                 // The last write of a key decides, as in jmt's value set.
                 for (key, value) in &writes {
