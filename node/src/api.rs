@@ -691,6 +691,7 @@ async fn block_by_hash(
         (status = 200, body = StateResponse),
         (status = 400, description = "malformed key or query", body = ErrorBody),
         (status = 404, description = "not_found: height not committed", body = ErrorBody),
+        (status = 410, description = "pruned: this node no longer keeps the state of that height", body = ErrorBody),
         (status = 503, description = "busy: the node's reads are all taken; retry shortly", body = ErrorBody),
     )
 )]
@@ -722,6 +723,9 @@ async fn get_state(
                 return Err(ApiError::not_found(format!(
                     "height {version} is not committed"
                 )));
+            }
+            Err(e @ StorageError::Pruned { .. }) => {
+                return Err(ApiError::new(StatusCode::GONE, "pruned", e.to_string()));
             }
             Err(e) => return Err(e.into()),
         };

@@ -53,6 +53,21 @@ enum Command {
         #[arg(long, default_value_t = 26656)]
         base_p2p_port: u16,
     },
+    /// Remove the state tree's old versions from a stopped node's store,
+    /// keeping its head's state and every block, receipt and index. State
+    /// queries at earlier heights then answer 410 `pruned`.
+    #[command(group(clap::ArgGroup::new("store").required(true).args(["dev", "config", "data_dir"])))]
+    PruneState {
+        /// The dev node's store (./trellis-dev-data).
+        #[arg(long)]
+        dev: bool,
+        /// The store of the node this configuration file describes.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The store in this data directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Genesis files and node directories.
     #[command(subcommand)]
     Genesis(GenesisCommand),
@@ -154,8 +169,47 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Some(Command::PruneState {
+            dev: _,
+            config,
+            data_dir,
+        }) => {
+            let data_dir = match (data_dir, config) {
+                (Some(dir), _) => dir,
+                (None, Some(path)) => NodeConfig::load(&path)?.data_dir,
+                (None, None) => PathBuf::from(DEV_DATA_DIR),
+            };
+            prune_state(&data_dir)
+        }
         None => run_node(cli),
     }
+}
+
+/// Where the dev node keeps its data unless told otherwise.
+const DEV_DATA_DIR: &str = "trellis-dev-data";
+
+fn prune_state(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let store = data_dir.join("chain");
+    eprintln!("pruning {} ...", store.display());
+    let report = trellis_node::storage::prune_state(&store).map_err(|e| match e {
+        trellis_node::storage::StorageError::Io(sled::Error::Io(io))
+            if io.to_string().contains("could not acquire lock") =>
+        {
+            anyhow::anyhow!("{} is in use: stop the node first", store.display())
+        }
+        e => anyhow::Error::new(e).context(format!("pruning {}", store.display())),
+    })?;
+    let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
+    println!(
+        "kept the state of height {}: {} tree nodes, {} values, {} records besides; {:.1} MiB -> {:.1} MiB",
+        report.height,
+        report.tree.nodes,
+        report.tree.leaves,
+        report.records,
+        mib(report.bytes_before),
+        mib(report.bytes_after),
+    );
+    Ok(())
 }
 
 fn genesis_command(cmd: GenesisCommand) -> anyhow::Result<()> {
@@ -201,7 +255,7 @@ fn run_node(cli: Cli) -> anyhow::Result<()> {
         let (genesis, nodes) = trellis_genesis::build(&NetworkSpec::dev())?;
         let key = nodes.into_iter().find_map(|n| n.consensus);
         let config = NodeConfig {
-            data_dir: PathBuf::from("trellis-dev-data"),
+            data_dir: PathBuf::from(DEV_DATA_DIR),
             ..NodeConfig::default()
         };
         (config, genesis, key)

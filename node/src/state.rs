@@ -20,6 +20,7 @@ use std::sync::Mutex;
 use trellis_types::proof::{StateHasher, key_hash};
 use trellis_types::{Hash, StateProof, codec};
 
+pub(crate) mod live_tree;
 mod tree_records;
 mod tree_update;
 
@@ -89,11 +90,28 @@ impl TreeReader for TreeStore<'_> {
         max_version: Version,
         key: KeyHash,
     ) -> anyhow::Result<Option<OwnedValue>> {
-        let mut version = max_version;
+        match self.leaf_version(max_version, key)? {
+            Some(leaf_version) => Ok(Some(self.leaf_value(leaf_version, key)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn get_rightmost_leaf(&self) -> anyhow::Result<Option<(NodeKey, LeafNode)>> {
+        anyhow::bail!(
+            "rightmost-leaf lookup is only for jmt's chunk restore, which Trellis does not use"
+        )
+    }
+}
+
+impl TreeStore<'_> {
+    /// The value of `key`'s leaf written at `leaf_version`: what that version
+    /// wrote, or, if the leaf only moved then, what the leaf held just before.
+    fn leaf_value(
+        &self,
+        mut leaf_version: Version,
+        key: KeyHash,
+    ) -> Result<OwnedValue, StorageError> {
         loop {
-            let Some(leaf_version) = self.leaf_version(version, key)? else {
-                return Ok(None);
-            };
             let missing = || {
                 corrupt(format!(
                     "state tree value of {} at version {leaf_version} is missing",
@@ -116,21 +134,15 @@ impl TreeReader for TreeStore<'_> {
                 }
             };
             match stored.ok_or_else(missing)? {
-                StoredValue::Written(value) => return Ok(Some(value.to_vec())),
-                // The leaf moved at `leaf_version`: it held the same value just before.
-                StoredValue::Moved => version = leaf_version.checked_sub(1).ok_or_else(missing)?,
+                StoredValue::Written(value) => return Ok(value.to_vec()),
+                StoredValue::Moved => {
+                    let before = leaf_version.checked_sub(1).ok_or_else(missing)?;
+                    leaf_version = self.leaf_version(before, key)?.ok_or_else(missing)?;
+                }
             }
         }
     }
 
-    fn get_rightmost_leaf(&self) -> anyhow::Result<Option<(NodeKey, LeafNode)>> {
-        anyhow::bail!(
-            "rightmost-leaf lookup is only for jmt's chunk restore, which Trellis does not use"
-        )
-    }
-}
-
-impl TreeStore<'_> {
     /// The staged block's tree update if it is `version`'s: its nodes and
     /// values are not in sled (or the caches) until the block is written.
     fn staged(&self, version: Version) -> Option<&TreeUpdateBatch> {
@@ -398,6 +410,7 @@ impl Storage {
 
     /// The state root of committed `version`; `None` above the head.
     pub fn state_root(&self, version: u64) -> Result<Option<Hash>, StorageError> {
+        self.check_kept(version)?;
         match self.head() {
             Some(head) if version <= head.height => tree_root(&self.records(), version)?
                 .map(Some)
@@ -410,6 +423,17 @@ impl Storage {
         }
     }
 
+    /// Refuses a version whose state tree was pruned ([`crate::storage::prune_state`]).
+    fn check_kept(&self, version: u64) -> Result<(), StorageError> {
+        if version < self.oldest_state {
+            return Err(StorageError::Pruned {
+                version,
+                oldest: self.oldest_state,
+            });
+        }
+        Ok(())
+    }
+
     /// `key`'s value (or its absence) at committed `version`, with the proof against that version's root.
     pub fn get_with_proof(&self, key: &[u8], version: u64) -> Result<StateProof, StorageError> {
         let head = self.head().ok_or(StorageError::NotInitialised)?;
@@ -419,6 +443,7 @@ impl Storage {
                 head: Some(head.height),
             });
         }
+        self.check_kept(version)?;
         let store = TreeStore {
             db: &self.records(),
             nodes: Some(&self.caches.nodes),

@@ -16,7 +16,11 @@
 //! time (both enforced); sled's flush is trusted for chain data, which peers
 //! can resend.
 
+mod prune;
 mod redo;
+
+pub use crate::state::live_tree::CopiedTree;
+pub use prune::{PruneReport, prune_state};
 
 use crate::cache::Cache;
 use crate::state::{StateUpdate, Writes};
@@ -55,8 +59,10 @@ pub(crate) mod prefix {
 
     /// Chain metadata sits under prefix `0x00`: the sealed [`ChainHead`](super::ChainHead) ...
     pub const HEAD: &[u8] = b"\x00head";
-    /// ... and the layout version, written with genesis.
+    /// ... and the layout version, written with genesis ...
     pub const SCHEMA: &[u8] = b"\x00schema";
+    /// ... and, once pruned, the oldest version whose state tree is kept (u64).
+    pub const PRUNED: &[u8] = b"\x00pruned";
 }
 
 /// Layout version written with genesis; a store with another version is refused.
@@ -171,6 +177,10 @@ pub enum StorageError {
     StaleStateUpdate { version: u64, reason: String },
     #[error("version {version} is not committed (head: {head:?})")]
     VersionNotCommitted { version: u64, head: Option<u64> },
+    #[error(
+        "the state of version {version} was pruned from this node; it keeps {oldest} and later"
+    )]
+    Pruned { version: u64, oldest: u64 },
     #[error("block {height} is still being written; write it before staging another")]
     StillWriting { height: u64 },
     /// A limit of this node (not of the chain) was reached, e.g. all contract
@@ -212,6 +222,8 @@ pub struct Storage {
     pub(crate) caches: Arc<ReadCaches>,
     /// Where [`StagedBlock::write`] puts a block's batch before applying it.
     redo_path: Arc<PathBuf>,
+    /// The oldest version whose state tree is stored (0 unless pruned).
+    pub(crate) oldest_state: u64,
 }
 
 /// A staged block: its records, except those of its state-tree update, which
@@ -388,6 +400,7 @@ impl Storage {
         sled_cache_bytes: u64,
         entries: usize,
     ) -> Result<Storage, StorageError> {
+        prune::finish_interrupted(path)?;
         let db = sled_config(path)
             .cache_capacity(sled_cache_bytes)
             .open()
@@ -413,6 +426,10 @@ impl Storage {
             db: &db,
             staged: None,
         })?;
+        let oldest_state = match db.get(prefix::PRUNED)? {
+            Some(v) => be_u64(&v, || "pruned version".into())?,
+            None => 0,
+        };
         Ok(Storage {
             db,
             head: Arc::new(RwLock::new(head)),
@@ -420,6 +437,7 @@ impl Storage {
             staged: Arc::new(RwLock::new(None)),
             caches: Arc::new(ReadCaches::new(entries)),
             redo_path: Arc::new(redo_path),
+            oldest_state,
         })
     }
 

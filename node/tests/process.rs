@@ -194,6 +194,31 @@ impl DevProcess {
             .to_owned()
     }
 
+    /// Submits a remark by dev account `sender` (canonical bytes); returns
+    /// the HTTP status and the transaction's hash.
+    async fn submit_remark(&self, sender: &str, nonce: u64, text: &str) -> (u16, String) {
+        let key = trellis_genesis::dev_account(sender);
+        let signed = Transaction {
+            chain_id: "trellis-dev".into(),
+            sender: key.public(),
+            nonce,
+            expires_at_ms: trellis_node::node::now_ms() + 10 * 60 * 1000,
+            payload: Payload::System(SystemOp::Remark {
+                data: Bytes(text.as_bytes().to_vec()),
+            }),
+        }
+        .sign(&key);
+        let response = self
+            .client
+            .post(format!("{}/v1/transactions", self.base))
+            .header("content-type", "application/octet-stream")
+            .body(trellis_types::encode(&signed))
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), hex::encode(signed.hash().0))
+    }
+
     /// Polls the transaction until it is committed; returns its height.
     async fn wait_committed(&self, hash: &str) -> u64 {
         let deadline = Instant::now() + DEADLINE;
@@ -309,27 +334,10 @@ async fn a_dev_node_killed_while_committing_keeps_every_block_it_showed() {
             break;
         }
         // A burst of remarks, so that blocks are large while the node is killed.
-        let key = trellis_genesis::dev_account(sender);
         for nonce in 0..1000 {
-            let signed = Transaction {
-                chain_id: "trellis-dev".into(),
-                sender: key.public(),
-                nonce,
-                expires_at_ms: trellis_node::node::now_ms() + 10 * 60 * 1000,
-                payload: Payload::System(SystemOp::Remark {
-                    data: Bytes(format!("burst {round} {nonce}").into_bytes()),
-                }),
-            }
-            .sign(&key);
-            let response = node
-                .client
-                .post(format!("{}/v1/transactions", node.base))
-                .header("content-type", "application/octet-stream")
-                .body(trellis_types::encode(&signed))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.status().as_u16(), 202, "nonce {nonce}");
+            let text = format!("burst {round} {nonce}");
+            let (status, _) = node.submit_remark(sender, nonce, &text).await;
+            assert_eq!(status, 202, "nonce {nonce}");
         }
         // Kill the node the moment /status shows it a few blocks on: /status
         // shows a block as soon as it is decided, possibly before it is written.
@@ -426,4 +434,77 @@ async fn genesis_generate_writes_a_network_directory() {
     }
     api_ports.dedup();
     assert_eq!(api_ports.len(), 4, "each node has its own API port");
+}
+
+/// The operator's prune: refused while the node runs; on the stopped node it
+/// keeps every block and the head's state, answers 410 for state below the
+/// head, and the node goes on committing.
+#[tokio::test]
+async fn prune_state_keeps_blocks_and_head_state_and_the_node_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    let data = data_dir.to_str().unwrap();
+    let node = DevProcess::start(tmp.path(), "before", &data_dir).await;
+    let sender = "core-acme/ops";
+    let mut last = String::new();
+    for nonce in 0..20 {
+        let (status, hash) = node.submit_remark(sender, nonce, "before the prune").await;
+        assert_eq!(status, 202, "nonce {nonce}");
+        last = hash;
+    }
+    let committed_at = node.wait_committed(&last).await;
+    let height = node.wait_height(committed_at).await;
+    let mut blocks = Vec::new();
+    for h in 0..=height {
+        blocks.push(node.block_hash(h).await);
+    }
+
+    let (status, _, stderr) = run_to_exit(
+        tmp.path(),
+        "prune-busy",
+        &["prune-state", "--data-dir", data],
+    )
+    .await;
+    assert!(
+        !status.success(),
+        "a prune beside the running node succeeded"
+    );
+    assert!(stderr.contains("stop the node first"), "{stderr}");
+    assert_eq!(node.block_hash(height).await, blocks[height as usize]);
+
+    let mut proc = node.proc;
+    proc.signal("-TERM");
+    assert!(proc.wait_exit().await.success(), "{}", proc.stderr());
+    let (status, stdout, stderr) =
+        run_to_exit(tmp.path(), "prune", &["prune-state", "--data-dir", data]).await;
+    assert!(status.success(), "prune-state failed: {stderr}");
+    assert!(
+        stdout.contains(&format!("kept the state of height {height}")),
+        "{stdout}"
+    );
+
+    let node = DevProcess::start(tmp.path(), "after", &data_dir).await;
+    for (h, hash) in blocks.iter().enumerate() {
+        assert_eq!(&node.block_hash(h as u64).await, hash, "block {h}");
+    }
+    assert_eq!(
+        node.wait_committed(&last).await,
+        committed_at,
+        "the receipt stays"
+    );
+    let key = trellis_genesis::dev_account(sender).public();
+    let account = hex::encode(trellis_node::execution::keys::account(&key));
+    let (status, body) = node
+        .get(&format!("/v1/state/{account}?height={height}&proof=true"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["value"].is_string(), "{body}");
+    let (status, body) = node
+        .get(&format!("/v1/state/{account}?height={}", height - 1))
+        .await;
+    assert_eq!(status, 410, "{body}");
+    assert_eq!(body["code"], "pruned", "{body}");
+    let (status, hash) = node.submit_remark(sender, 20, "after the prune").await;
+    assert_eq!(status, 202);
+    assert!(node.wait_committed(&hash).await > height);
 }

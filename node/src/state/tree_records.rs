@@ -107,28 +107,52 @@ pub(crate) fn encode_values(
     nodes: &BTreeMap<NodeKey, Node>,
     written: &BTreeMap<(Version, KeyHash), Option<OwnedValue>>,
 ) -> BTreeMap<ValueRecordKey, Vec<u8>> {
+    value_records(nodes.values().filter_map(|node| match node {
+        Node::Leaf(leaf) => {
+            let key = leaf.key_hash();
+            Some((version, key, leaf_value(written, version, key)))
+        }
+        _ => None,
+    }))
+}
+
+/// The value records of leaves given with their values, each entry
+/// [`StoredValue::Written`] (a pruned store keeps no older versions for a
+/// `Moved` entry to point to).
+pub(crate) fn encode_written<'v>(
+    leaves: impl IntoIterator<Item = (Version, KeyHash, &'v [u8])>,
+) -> BTreeMap<ValueRecordKey, Vec<u8>> {
+    value_records(
+        leaves
+            .into_iter()
+            .map(|(version, key, value)| (version, key, StoredValue::Written(value))),
+    )
+}
+
+fn value_records<'v>(
+    entries: impl Iterator<Item = (Version, KeyHash, StoredValue<'v>)>,
+) -> BTreeMap<ValueRecordKey, Vec<u8>> {
     let mut records: BTreeMap<ValueRecordKey, Entries<StoredValue>> = BTreeMap::new();
-    for node in nodes.values() {
-        let Node::Leaf(leaf) = node else { continue };
-        let key = leaf.key_hash();
+    for (version, key, value) in entries {
         records
             .entry(value_record_key(version, key))
             .or_default()
-            .insert(key.0.to_vec(), leaf_value(written, version, key));
+            .insert(key.0.to_vec(), value);
     }
     records
         .into_iter()
-        .map(|(k, entries)| {
-            let record = encode(&entries, |value, out| match value {
-                StoredValue::Written(value) => {
-                    out.push(WRITTEN);
-                    out.extend_from_slice(value);
-                }
-                StoredValue::Moved => out.push(MOVED),
-            });
-            (k, record)
-        })
+        .map(|(k, entries)| (k, encode(&entries, write_value)))
         .collect()
+}
+
+fn write_value(value: &StoredValue, out: &mut Vec<u8>) {
+    match value {
+        StoredValue::Written(value) => {
+            out.push(WRITTEN);
+            out.extend_from_slice(value);
+        }
+        StoredValue::Moved => out.push(MOVED),
+    }
 }
 
 /// What `version`'s leaf for `key` holds, given the values that version wrote.

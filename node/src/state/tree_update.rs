@@ -357,7 +357,7 @@ fn child_path(key: KeyHash, depth: usize, index: usize) -> NibblePath {
 }
 
 /// `key` with nibble `depth` set to `nibble`.
-fn with_nibble(key: KeyHash, depth: usize, nibble: u8) -> KeyHash {
+pub(super) fn with_nibble(key: KeyHash, depth: usize, nibble: u8) -> KeyHash {
     let mut bytes = key.0;
     let byte = &mut bytes[depth / 2];
     *byte = if depth.is_multiple_of(2) {
@@ -371,7 +371,7 @@ fn with_nibble(key: KeyHash, depth: usize, nibble: u8) -> KeyHash {
 /// The hash jmt gives the empty tree (a crate-private constant of jmt's).
 const EMPTY_TREE_HASH: [u8; 32] = *b"SPARSE_MERKLE_PLACEHOLDER_HASH__";
 
-fn node_hash(node: &Node) -> [u8; 32] {
+pub(super) fn node_hash(node: &Node) -> [u8; 32] {
     match node {
         Node::Null => EMPTY_TREE_HASH,
         Node::Internal(internal) => internal.hash::<StateHasher>(),

@@ -25,7 +25,7 @@ pub(super) fn path(dir: &Path) -> PathBuf {
     dir.join("trellis-redo")
 }
 
-fn io(e: std::io::Error) -> StorageError {
+pub(super) fn io(e: std::io::Error) -> StorageError {
     StorageError::Io(sled::Error::Io(e))
 }
 

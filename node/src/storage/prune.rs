@@ -1,0 +1,324 @@
+//! `prune-state`: rewrites a stopped node's store without the state tree's
+//! old versions, which are most of its disk (docs/operator.md).
+//!
+//! The store is copied, not trimmed in place: sled does not give freed space
+//! back to the file system, and the copy's page table (read whole at open) is
+//! sized to what is kept. Everything but the tree is copied as it is (blocks,
+//! certificates, receipts, indexes, the latest state); of the tree only the
+//! head version is kept, as [`live_tree::copy`] writes it. Afterwards state
+//! at heights below the head is [`StorageError::Pruned`].
+//!
+//! Crash safety: the copy is built in `<store>.pruning` and checked like any
+//! store at open before anything is renamed; then the store moves to
+//! `<store>.unpruned`, the copy to `<store>`, and `<store>.unpruned` is
+//! removed. A stop between the two renames leaves both aside, and
+//! [`finish_interrupted`] (run by every open) completes the swap.
+
+use super::redo::io;
+use super::{
+    DEFAULT_SLED_CACHE_BYTES, RecordReader, Storage, StorageError, corrupt, prefix, sled_config,
+};
+use crate::state::live_tree::{self, CopiedTree};
+use std::path::{Path, PathBuf};
+
+/// Records copied per sled batch.
+const BATCH_RECORDS: usize = 4096;
+
+/// What [`prune_state`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PruneReport {
+    /// The head, whose state tree alone was kept.
+    pub height: u64,
+    /// Records other than the tree's, copied as they were.
+    pub records: u64,
+    pub tree: CopiedTree,
+    /// Size of the store's directory before and after.
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+}
+
+/// Prunes the store at `path` (sled's directory, `<data dir>/chain`) down
+/// to its head's state tree. The node must be stopped: sled's file lock
+/// refuses a second opener.
+pub fn prune_state(path: &Path) -> Result<PruneReport, StorageError> {
+    finish_interrupted(path)?;
+    if !path.join("db").exists() {
+        return Err(StorageError::NotInitialised);
+    }
+    let bytes_before = dir_bytes(path)?;
+    // Opened first: its lock keeps out the node and any other prune, whose
+    // copy must not be touched.
+    let source = Storage::open(path)?;
+    let head = source.head().ok_or(StorageError::NotInitialised)?;
+    let copy = aside(path, "pruning");
+    if copy.exists() {
+        // A copy never swapped in: an earlier prune stopped before its end.
+        std::fs::remove_dir_all(&copy).map_err(io)?;
+    }
+    let (records, tree) = {
+        let to = sled_config(&copy)
+            .cache_capacity(DEFAULT_SLED_CACHE_BYTES)
+            .open()?;
+        let records = copy_all_but_tree(&source.db, &to)?;
+        to.insert(prefix::PRUNED, &head.height.to_be_bytes())?;
+        let tree = live_tree::copy(&source.records(), head.height, &to)?;
+        let copied = Storage::check_integrity(&RecordReader {
+            db: &to,
+            staged: None,
+        })?;
+        if copied != Some(head) {
+            return Err(corrupt(format!(
+                "the pruned copy's head {copied:?} is not the store's {head:?}"
+            )));
+        }
+        to.flush()?;
+        (records, tree)
+    };
+    drop(source);
+    let unpruned = aside(path, "unpruned");
+    std::fs::rename(path, &unpruned).map_err(io)?;
+    std::fs::rename(&copy, path).map_err(io)?;
+    std::fs::remove_dir_all(&unpruned).map_err(io)?;
+    Ok(PruneReport {
+        height: head.height,
+        records,
+        tree,
+        bytes_before,
+        bytes_after: dir_bytes(path)?,
+    })
+}
+
+/// Completes a prune that stopped between its renames (see the module docs).
+pub(super) fn finish_interrupted(path: &Path) -> Result<(), StorageError> {
+    let unpruned = aside(path, "unpruned");
+    if !unpruned.exists() {
+        return Ok(());
+    }
+    if !path.exists() {
+        let copy = aside(path, "pruning");
+        if !copy.exists() {
+            return Err(corrupt(format!(
+                "{} is missing and {} holds the store a prune set aside: move it back",
+                path.display(),
+                unpruned.display()
+            )));
+        }
+        // The copy was checked before the store was set aside.
+        std::fs::rename(&copy, path).map_err(io)?;
+    }
+    tracing::warn!(
+        "finished swapping in the pruned store that a stop had interrupted; removing {}",
+        unpruned.display()
+    );
+    std::fs::remove_dir_all(&unpruned).map_err(io)
+}
+
+/// Copies every record of `from` except the state tree's into `to`.
+fn copy_all_but_tree(from: &sled::Db, to: &sled::Db) -> Result<u64, StorageError> {
+    let tree = [prefix::TREE_NODE, prefix::TREE_VALUE, prefix::TREE_STALE];
+    let mut batch = sled::Batch::default();
+    let (mut in_batch, mut copied) = (0, 0);
+    for record in from.iter() {
+        let (key, value) = record?;
+        if key.first().is_some_and(|p| tree.contains(p)) {
+            continue;
+        }
+        batch.insert(key, value);
+        in_batch += 1;
+        copied += 1;
+        if in_batch == BATCH_RECORDS {
+            to.apply_batch(std::mem::take(&mut batch))?;
+            in_batch = 0;
+        }
+    }
+    to.apply_batch(batch)?;
+    Ok(copied)
+}
+
+/// `<path>.<what>`, beside the store.
+fn aside(path: &Path, what: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".");
+    name.push(what);
+    path.with_file_name(name)
+}
+
+fn dir_bytes(path: &Path) -> Result<u64, StorageError> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(path).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let meta = entry.metadata().map_err(io)?;
+        total += if meta.is_dir() {
+            dir_bytes(&entry.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Writes;
+    use crate::storage::tests::{commit, retry_while_locked, writes};
+    use std::collections::BTreeMap;
+    use trellis_types::verify_state_proof;
+
+    /// One block's writes to one-byte keys: `None` deletes.
+    type Changes = BTreeMap<u8, Option<u8>>;
+
+    fn changes() -> impl proptest::strategy::Strategy<Value = Changes> {
+        proptest::collection::btree_map(0u8..48, proptest::option::weighted(0.8, 0u8..4), 0..12)
+    }
+
+    /// Commits each block to every store, checking they agree on its root.
+    fn commit_to(stores: &[&Storage], blocks: &[Changes]) {
+        for block in blocks {
+            let w: Writes = block
+                .iter()
+                .map(|(k, v)| (vec![*k], v.map(|v| vec![v])))
+                .collect();
+            let roots: Vec<_> = stores
+                .iter()
+                .map(|s| commit(s, vec![], w.clone()).header.state_root)
+                .collect();
+            assert!(roots.windows(2).all(|r| r[0] == r[1]), "{roots:?}");
+        }
+    }
+
+    /// Every key at every version from `from` to the head reads the same
+    /// from `pruned` as from `full`, with a proof that verifies.
+    fn same_state(pruned: &Storage, full: &Storage, from: u64) {
+        let head = pruned.head().unwrap().height;
+        assert_eq!(Some(head), full.head().map(|h| h.height));
+        for version in from..=head {
+            let root = pruned.state_root(version).unwrap().unwrap();
+            assert_eq!(Some(root), full.state_root(version).unwrap());
+            for key in 0u8..48 {
+                let got = pruned.get_with_proof(&[key], version).unwrap();
+                let want = full.get_with_proof(&[key], version).unwrap();
+                assert_eq!(got.value, want.value, "key {key} at {version}");
+                verify_state_proof(&root, &[key], got.value.as_deref(), &got.proof).unwrap();
+            }
+        }
+    }
+
+    fn reopen(path: &Path) -> Storage {
+        retry_while_locked(|| Storage::open(path)).unwrap()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(12))]
+
+        /// A pruned store answers its head's state exactly as the unpruned
+        /// one does, refuses the versions before, and goes on giving the
+        /// roots the unpruned one gives; so does a store pruned twice (whose
+        /// leaves that only moved point back to versions the first prune
+        /// rewrote).
+        #[test]
+        fn a_pruned_store_keeps_its_head_state_and_goes_on_like_an_unpruned_one(
+            before in proptest::collection::vec(changes(), 2..10),
+            between in proptest::collection::vec(changes(), 1..6),
+            after in proptest::collection::vec(changes(), 1..4),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("chain");
+            let full_dir = tempfile::tempdir().unwrap();
+            let full = Storage::open(full_dir.path()).unwrap();
+            {
+                let storage = Storage::open(&path).unwrap();
+                commit_to(&[&storage, &full], &before);
+            }
+            let mut pruned_at = before.len() as u64 - 1;
+            for blocks in [&between, &after] {
+                let report = retry_while_locked(|| prune_state(&path)).unwrap();
+                assert_eq!(report.height, pruned_at);
+                let pruned = reopen(&path);
+                same_state(&pruned, &full, pruned_at);
+                assert!(matches!(
+                    pruned.get_with_proof(&[0], pruned_at - 1),
+                    Err(StorageError::Pruned { version, oldest }) if version == pruned_at - 1 && oldest == pruned_at
+                ));
+                commit_to(&[&pruned, &full], blocks);
+                same_state(&pruned, &full, pruned_at);
+                pruned_at = pruned.head().unwrap().height;
+            }
+        }
+    }
+
+    #[test]
+    fn a_prune_stopped_between_its_renames_is_finished_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain");
+        {
+            let storage = Storage::open(&path).unwrap();
+            commit(&storage, vec![], writes(&[("a", Some("1"))]));
+            commit(
+                &storage,
+                vec![],
+                writes(&[("a", Some("2")), ("b", Some("1"))]),
+            );
+        }
+        retry_while_locked(|| prune_state(&path)).unwrap();
+        let (copy, unpruned) = (aside(&path, "pruning"), aside(&path, "unpruned"));
+        let value_of_a = |storage: &Storage| storage.get_with_proof(b"a", 1).unwrap().value;
+
+        // Stopped after the first rename: the store set aside, the checked copy beside it.
+        std::fs::rename(&path, &copy).unwrap();
+        std::fs::create_dir(&unpruned).unwrap();
+        std::fs::write(unpruned.join("db"), b"the old store").unwrap();
+        let storage = reopen(&path);
+        assert_eq!(value_of_a(&storage).as_deref(), Some(&b"2"[..]));
+        assert!(!copy.exists() && !unpruned.exists());
+        drop(storage);
+
+        // Stopped after the second: only the old store is left to remove.
+        std::fs::create_dir(&unpruned).unwrap();
+        let storage = reopen(&path);
+        assert_eq!(value_of_a(&storage).as_deref(), Some(&b"2"[..]));
+        assert!(!unpruned.exists());
+        drop(storage);
+
+        // Neither the store nor the copy: nothing is guessed or created.
+        std::fs::rename(&path, &unpruned).unwrap();
+        let refused = Storage::open(&path).unwrap_err();
+        assert!(refused.to_string().contains("move it back"), "{refused}");
+        assert!(unpruned.exists() && !path.exists());
+    }
+
+    #[test]
+    fn pruning_a_store_in_use_is_refused_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain");
+        let storage = Storage::open(&path).unwrap();
+        commit(&storage, vec![], writes(&[("a", Some("1"))]));
+        commit(&storage, vec![], writes(&[("a", Some("2"))]));
+        // As if another prune were writing its copy beside the store.
+        let copy = aside(&path, "pruning");
+        std::fs::create_dir(&copy).unwrap();
+        std::fs::write(copy.join("db"), b"another prune's copy").unwrap();
+        let refused = prune_state(&path).unwrap_err();
+        assert!(
+            matches!(&refused, StorageError::Io(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock")),
+            "{refused}"
+        );
+        assert!(
+            copy.join("db").exists(),
+            "the other prune's copy was touched"
+        );
+        let old = storage.get_with_proof(b"a", 0).unwrap();
+        assert_eq!(old.value.as_deref(), Some(&b"1"[..]));
+    }
+
+    #[test]
+    fn pruning_where_there_is_no_store_creates_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain");
+        assert!(matches!(
+            prune_state(&path),
+            Err(StorageError::NotInitialised)
+        ));
+        assert!(!path.exists());
+    }
+}
