@@ -1257,6 +1257,7 @@ async fn status(State(state): State<Arc<ApiState>>) -> Json<StatusResponse> {
         chain_id: state.chain_id.clone(),
         genesis_hash: state.genesis_hash,
         status,
+        earliest_state_height: state.storage.earliest_state_height(),
     })
 }
 

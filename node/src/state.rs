@@ -423,7 +423,13 @@ impl Storage {
         }
     }
 
-    /// Refuses a version whose state tree was pruned ([`crate::storage::prune_state`]).
+    /// The oldest version whose state is kept: 0 unless the store was
+    /// pruned ([`crate::storage::prune_state`]).
+    pub fn earliest_state_height(&self) -> u64 {
+        self.oldest_state
+    }
+
+    /// Refuses a version whose state tree was pruned.
     fn check_kept(&self, version: u64) -> Result<(), StorageError> {
         if version < self.oldest_state {
             return Err(StorageError::Pruned {

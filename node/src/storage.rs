@@ -857,6 +857,24 @@ fn record_slices(records: &Records) -> impl Iterator<Item = (&[u8], Option<&[u8]
     records.iter().map(|(k, v)| (k.as_slice(), v.as_deref()))
 }
 
+/// sled releases its file lock from a background thread after the last handle is
+/// dropped, so a reopen right after a drop may briefly find the lock still held.
+pub(crate) fn retry_while_locked<T>(
+    mut f: impl FnMut() -> Result<T, StorageError>,
+) -> Result<T, StorageError> {
+    for _ in 0..100 {
+        match f() {
+            Err(StorageError::Io(sled::Error::Io(e)))
+                if e.to_string().contains("could not acquire lock") =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+    f()
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -942,23 +960,7 @@ pub(crate) mod tests {
             .collect()
     }
 
-    /// sled releases its file lock from a background thread after the last handle is
-    /// dropped, so a reopen right after a drop may briefly find the lock still held.
-    pub(crate) fn retry_while_locked<T>(
-        mut f: impl FnMut() -> Result<T, StorageError>,
-    ) -> Result<T, StorageError> {
-        for _ in 0..100 {
-            match f() {
-                Err(StorageError::Io(sled::Error::Io(e)))
-                    if e.to_string().contains("could not acquire lock") =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                other => return other,
-            }
-        }
-        f()
-    }
+    pub(crate) use super::retry_while_locked;
 
     fn open(dir: &tempfile::TempDir) -> Result<Storage, StorageError> {
         retry_while_locked(|| Storage::open(dir.path()))

@@ -484,6 +484,8 @@ async fn prune_state_keeps_blocks_and_head_state_and_the_node_goes_on() {
     );
 
     let node = DevProcess::start(tmp.path(), "after", &data_dir).await;
+    let (_, status) = node.get("/status").await;
+    assert_eq!(status["earliest_state_height"], height, "{status}");
     for (h, hash) in blocks.iter().enumerate() {
         assert_eq!(&node.block_hash(h as u64).await, hash, "block {h}");
     }

@@ -790,6 +790,7 @@ async fn status_and_health_answer() {
         node.storage.head().unwrap().block_hash.to_hex()
     );
     assert_eq!(body["validator"], true);
+    assert_eq!(body["earliest_state_height"], 0, "a store never pruned");
     assert_eq!(
         node.get("/health").await,
         (StatusCode::OK, json!({ "status": "ok" }))

@@ -8,15 +8,16 @@
 //! head version is kept, as [`live_tree::copy`] writes it. Afterwards state
 //! at heights below the head is [`StorageError::Pruned`].
 //!
-//! Crash safety: the copy is built in `<store>.pruning` and checked like any
-//! store at open before anything is renamed; then the store moves to
+//! Crash safety: the copy is built in `<store>.pruning` and opened like any
+//! store (which checks its head) before anything is renamed; then the store moves to
 //! `<store>.unpruned`, the copy to `<store>`, and `<store>.unpruned` is
 //! removed. A stop between the two renames leaves both aside, and
 //! [`finish_interrupted`] (run by every open) completes the swap.
 
 use super::redo::io;
 use super::{
-    DEFAULT_SLED_CACHE_BYTES, RecordReader, Storage, StorageError, corrupt, prefix, sled_config,
+    DEFAULT_SLED_CACHE_BYTES, Storage, StorageError, corrupt, prefix, retry_while_locked,
+    sled_config,
 };
 use crate::state::live_tree::{self, CopiedTree};
 use std::path::{Path, PathBuf};
@@ -62,19 +63,18 @@ pub fn prune_state(path: &Path) -> Result<PruneReport, StorageError> {
         let records = copy_all_but_tree(&source.db, &to)?;
         to.insert(prefix::PRUNED, &head.height.to_be_bytes())?;
         let tree = live_tree::copy(&source.records(), head.height, &to)?;
-        let copied = Storage::check_integrity(&RecordReader {
-            db: &to,
-            staged: None,
-        })?;
-        if copied != Some(head) {
-            return Err(corrupt(format!(
-                "the pruned copy's head {copied:?} is not the store's {head:?}"
-            )));
-        }
         to.flush()?;
         (records, tree)
     };
     drop(source);
+    // Opened as the node will open it, which checks its head block; sled
+    // also replays the copy's log here, not at the node's next start.
+    let copied = retry_while_locked(|| Storage::open(&copy))?.head();
+    if copied != Some(head) {
+        return Err(corrupt(format!(
+            "the pruned copy's head {copied:?} is not the store's {head:?}"
+        )));
+    }
     let unpruned = aside(path, "unpruned");
     std::fs::rename(path, &unpruned).map_err(io)?;
     std::fs::rename(&copy, path).map_err(io)?;
@@ -161,7 +161,7 @@ fn dir_bytes(path: &Path) -> Result<u64, StorageError> {
 mod tests {
     use super::*;
     use crate::state::Writes;
-    use crate::storage::tests::{commit, retry_while_locked, writes};
+    use crate::storage::tests::{commit, writes};
     use std::collections::BTreeMap;
     use trellis_types::verify_state_proof;
 

@@ -112,6 +112,10 @@ pub struct StatusResponse {
     pub genesis_hash: Hash,
     #[serde(flatten)]
     pub status: ChainStatus,
+    /// The lowest height whose state this node can answer for (0 unless
+    /// its store was pruned); blocks and receipts are kept from genesis.
+    #[serde(default)]
+    pub earliest_state_height: u64,
 }
 
 /// `POST /v1/contracts/{address}/query`.

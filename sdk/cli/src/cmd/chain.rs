@@ -29,6 +29,7 @@ pub async fn status(ctx: &Ctx) -> Result<Report> {
             if s.status.syncing { "yes" } else { "no" }.into(),
         ),
         ("peers", s.status.peers.to_string()),
+        ("state kept from", s.earliest_state_height.to_string()),
     ]);
     let mut value = serde_json::to_value(&s).map_err(|e| CliError::other(e.to_string()))?;
     value["node"] = json!(client.endpoint());
