@@ -54,8 +54,8 @@ enum Command {
         base_p2p_port: u16,
     },
     /// Remove the state tree's old versions from a stopped node's store,
-    /// keeping its head's state and every block, receipt and index. State
-    /// queries at earlier heights then answer 410 `pruned`.
+    /// keeping the state of its latest heights and every block, receipt and
+    /// index. State queries at earlier heights then answer 410 `pruned`.
     #[command(group(clap::ArgGroup::new("store").required(true).args(["dev", "config", "data_dir"])))]
     PruneState {
         /// The dev node's store (./trellis-dev-data).
@@ -67,6 +67,9 @@ enum Command {
         /// The store in this data directory.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// How many of the latest heights keep their state, the head's included.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+        keep: u64,
     },
     /// Genesis files and node directories.
     #[command(subcommand)]
@@ -173,13 +176,14 @@ fn main() -> anyhow::Result<()> {
             dev: _,
             config,
             data_dir,
+            keep,
         }) => {
             let data_dir = match (data_dir, config) {
                 (Some(dir), _) => dir,
                 (None, Some(path)) => NodeConfig::load(&path)?.data_dir,
                 (None, None) => PathBuf::from(DEV_DATA_DIR),
             };
-            prune_state(&data_dir)
+            prune_state(&data_dir, keep)
         }
         None => run_node(cli),
     }
@@ -188,10 +192,10 @@ fn main() -> anyhow::Result<()> {
 /// Where the dev node keeps its data unless told otherwise.
 const DEV_DATA_DIR: &str = "trellis-dev-data";
 
-fn prune_state(data_dir: &std::path::Path) -> anyhow::Result<()> {
+fn prune_state(data_dir: &std::path::Path, keep: u64) -> anyhow::Result<()> {
     let store = data_dir.join("chain");
     eprintln!("pruning {} ...", store.display());
-    let report = trellis_node::storage::prune_state(&store).map_err(|e| match e {
+    let report = trellis_node::storage::prune_state(&store, keep).map_err(|e| match e {
         trellis_node::storage::StorageError::Io(sled::Error::Io(io))
             if io.to_string().contains("could not acquire lock") =>
         {
@@ -201,10 +205,12 @@ fn prune_state(data_dir: &std::path::Path) -> anyhow::Result<()> {
     })?;
     let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
     println!(
-        "kept the state of height {}: {} tree nodes, {} values, {} records besides; {:.1} MiB -> {:.1} MiB",
+        "kept the state of heights {} to {}: {} tree nodes and {} values of height {}, {} records besides; {:.1} MiB -> {:.1} MiB",
+        report.kept_from,
         report.height,
         report.tree.nodes,
         report.tree.leaves,
+        report.kept_from,
         report.records,
         mib(report.bytes_before),
         mib(report.bytes_after),

@@ -178,7 +178,7 @@ pub enum StorageError {
     #[error("version {version} is not committed (head: {head:?})")]
     VersionNotCommitted { version: u64, head: Option<u64> },
     #[error(
-        "the state of version {version} was pruned from this node; it keeps {oldest} and later"
+        "the state at height {version} was pruned from this node; it keeps heights {oldest} and later"
     )]
     Pruned { version: u64, oldest: u64 },
     #[error("block {height} is still being written; write it before staging another")]

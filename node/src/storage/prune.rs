@@ -4,9 +4,13 @@
 //! The store is copied, not trimmed in place: sled does not give freed space
 //! back to the file system, and the copy's page table (read whole at open) is
 //! sized to what is kept. Everything but the tree is copied as it is (blocks,
-//! certificates, receipts, indexes, the latest state); of the tree only the
-//! head version is kept, as [`live_tree::copy`] writes it. Afterwards state
-//! at heights below the head is [`StorageError::Pruned`].
+//! certificates, receipts, indexes, the latest state); of the tree, the
+//! oldest version kept is written by [`live_tree::copy`] (the nodes its root
+//! reaches, every leaf's value written out) and the records of the versions
+//! after it are copied as they are: every node a later version wrote is in
+//! its tree, and a `Moved` entry there points at most back to the oldest
+//! kept version, whose leaves now all hold their values. Afterwards state
+//! at heights below the oldest kept is [`StorageError::Pruned`].
 //!
 //! Crash safety: the copy is built in `<store>.pruning` and opened like any
 //! store (which checks its head) before anything is renamed; then the store moves to
@@ -16,7 +20,7 @@
 
 use super::redo::io;
 use super::{
-    DEFAULT_SLED_CACHE_BYTES, Storage, StorageError, corrupt, prefix, retry_while_locked,
+    DEFAULT_SLED_CACHE_BYTES, Storage, StorageError, be_u64, corrupt, prefix, retry_while_locked,
     sled_config,
 };
 use crate::state::live_tree::{self, CopiedTree};
@@ -28,10 +32,13 @@ const BATCH_RECORDS: usize = 4096;
 /// What [`prune_state`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PruneReport {
-    /// The head, whose state tree alone was kept.
+    /// The oldest height whose state was kept, and the head.
+    pub kept_from: u64,
     pub height: u64,
-    /// Records other than the tree's, copied as they were.
+    /// Records copied as they were: all but the state tree's, and the
+    /// tree's of the versions after `kept_from`.
     pub records: u64,
+    /// The tree of `kept_from`.
     pub tree: CopiedTree,
     /// Size of the store's directory before and after.
     pub bytes_before: u64,
@@ -39,9 +46,9 @@ pub struct PruneReport {
 }
 
 /// Prunes the store at `path` (sled's directory, `<data dir>/chain`) down
-/// to its head's state tree. The node must be stopped: sled's file lock
-/// refuses a second opener.
-pub fn prune_state(path: &Path) -> Result<PruneReport, StorageError> {
+/// to the state of its `keep` latest heights (at least the head's). The
+/// node must be stopped: sled's file lock refuses a second opener.
+pub fn prune_state(path: &Path, keep: u64) -> Result<PruneReport, StorageError> {
     finish_interrupted(path)?;
     if !path.join("db").exists() {
         return Err(StorageError::NotInitialised);
@@ -51,6 +58,11 @@ pub fn prune_state(path: &Path) -> Result<PruneReport, StorageError> {
     // copy must not be touched.
     let source = Storage::open(path)?;
     let head = source.head().ok_or(StorageError::NotInitialised)?;
+    // Never below what an earlier prune kept: older trees are gone.
+    let kept_from = head
+        .height
+        .saturating_sub(keep.saturating_sub(1))
+        .max(source.oldest_state);
     let copy = aside(path, "pruning");
     if copy.exists() {
         // A copy never swapped in: an earlier prune stopped before its end.
@@ -60,9 +72,9 @@ pub fn prune_state(path: &Path) -> Result<PruneReport, StorageError> {
         let to = sled_config(&copy)
             .cache_capacity(DEFAULT_SLED_CACHE_BYTES)
             .open()?;
-        let records = copy_all_but_tree(&source.db, &to)?;
-        to.insert(prefix::PRUNED, &head.height.to_be_bytes())?;
-        let tree = live_tree::copy(&source.records(), head.height, &to)?;
+        let records = copy_all_but_old_trees(&source.db, kept_from, &to)?;
+        to.insert(prefix::PRUNED, &kept_from.to_be_bytes())?;
+        let tree = live_tree::copy(&source.records(), kept_from, &to)?;
         to.flush()?;
         (records, tree)
     };
@@ -80,6 +92,7 @@ pub fn prune_state(path: &Path) -> Result<PruneReport, StorageError> {
     std::fs::rename(&copy, path).map_err(io)?;
     std::fs::remove_dir_all(&unpruned).map_err(io)?;
     Ok(PruneReport {
+        kept_from,
         height: head.height,
         records,
         tree,
@@ -113,15 +126,26 @@ pub(super) fn finish_interrupted(path: &Path) -> Result<(), StorageError> {
     std::fs::remove_dir_all(&unpruned).map_err(io)
 }
 
-/// Copies every record of `from` except the state tree's into `to`.
-fn copy_all_but_tree(from: &sled::Db, to: &sled::Db) -> Result<u64, StorageError> {
+/// Copies every record of `from` into `to` except the state tree's of
+/// versions `kept_from` and older.
+fn copy_all_but_old_trees(
+    from: &sled::Db,
+    kept_from: u64,
+    to: &sled::Db,
+) -> Result<u64, StorageError> {
     let tree = [prefix::TREE_NODE, prefix::TREE_VALUE, prefix::TREE_STALE];
     let mut batch = sled::Batch::default();
     let (mut in_batch, mut copied) = (0, 0);
     for record in from.iter() {
         let (key, value) = record?;
+        // Tree records are `prefix ‖ version ‖ ...`.
         if key.first().is_some_and(|p| tree.contains(p)) {
-            continue;
+            let version = be_u64(key.get(1..9).unwrap_or_default(), || {
+                format!("tree record key {}", hex::encode(&key))
+            })?;
+            if version <= kept_from {
+                continue;
+            }
         }
         batch.insert(key, value);
         in_batch += 1;
@@ -209,18 +233,19 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(12))]
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(16))]
 
-        /// A pruned store answers its head's state exactly as the unpruned
-        /// one does, refuses the versions before, and goes on giving the
-        /// roots the unpruned one gives; so does a store pruned twice (whose
-        /// leaves that only moved point back to versions the first prune
-        /// rewrote).
+        /// A store pruned to its `keep` latest heights answers their state
+        /// exactly as the unpruned one does, refuses the heights before, and
+        /// goes on giving the roots the unpruned one gives; so does a store
+        /// pruned twice (whose leaves that only moved point back to versions
+        /// the first prune rewrote).
         #[test]
-        fn a_pruned_store_keeps_its_head_state_and_goes_on_like_an_unpruned_one(
+        fn a_pruned_store_keeps_the_state_it_should_and_goes_on_like_an_unpruned_one(
             before in proptest::collection::vec(changes(), 2..10),
             between in proptest::collection::vec(changes(), 1..6),
             after in proptest::collection::vec(changes(), 1..4),
+            keep in (1u64..5, 1u64..5),
         ) {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("chain");
@@ -230,19 +255,24 @@ mod tests {
                 let storage = Storage::open(&path).unwrap();
                 commit_to(&[&storage, &full], &before);
             }
-            let mut pruned_at = before.len() as u64 - 1;
-            for blocks in [&between, &after] {
-                let report = retry_while_locked(|| prune_state(&path)).unwrap();
-                assert_eq!(report.height, pruned_at);
+            let mut kept_before = 0;
+            for (blocks, keep) in [(&between, keep.0), (&after, keep.1)] {
+                let head = full.head().unwrap().height;
+                let report = retry_while_locked(|| prune_state(&path, keep)).unwrap();
+                // Never below what the earlier prune kept.
+                let kept_from = head.saturating_sub(keep - 1).max(kept_before);
+                assert_eq!((report.kept_from, report.height), (kept_from, head));
                 let pruned = reopen(&path);
-                same_state(&pruned, &full, pruned_at);
-                assert!(matches!(
-                    pruned.get_with_proof(&[0], pruned_at - 1),
-                    Err(StorageError::Pruned { version, oldest }) if version == pruned_at - 1 && oldest == pruned_at
-                ));
+                same_state(&pruned, &full, kept_from);
+                if let Some(gone) = kept_from.checked_sub(1) {
+                    assert!(matches!(
+                        pruned.get_with_proof(&[0], gone),
+                        Err(StorageError::Pruned { version, oldest }) if version == gone && oldest == kept_from
+                    ));
+                }
                 commit_to(&[&pruned, &full], blocks);
-                same_state(&pruned, &full, pruned_at);
-                pruned_at = pruned.head().unwrap().height;
+                same_state(&pruned, &full, kept_from);
+                kept_before = kept_from;
             }
         }
     }
@@ -260,7 +290,7 @@ mod tests {
                 writes(&[("a", Some("2")), ("b", Some("1"))]),
             );
         }
-        retry_while_locked(|| prune_state(&path)).unwrap();
+        retry_while_locked(|| prune_state(&path, 1)).unwrap();
         let (copy, unpruned) = (aside(&path, "pruning"), aside(&path, "unpruned"));
         let value_of_a = |storage: &Storage| storage.get_with_proof(b"a", 1).unwrap().value;
 
@@ -298,7 +328,7 @@ mod tests {
         let copy = aside(&path, "pruning");
         std::fs::create_dir(&copy).unwrap();
         std::fs::write(copy.join("db"), b"another prune's copy").unwrap();
-        let refused = prune_state(&path).unwrap_err();
+        let refused = prune_state(&path, 1).unwrap_err();
         assert!(
             matches!(&refused, StorageError::Io(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock")),
             "{refused}"
@@ -316,7 +346,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("chain");
         assert!(matches!(
-            prune_state(&path),
+            prune_state(&path, 1),
             Err(StorageError::NotInitialised)
         ));
         assert!(!path.exists());
