@@ -857,6 +857,51 @@ fn record_slices(records: &Records) -> impl Iterator<Item = (&[u8], Option<&[u8]
     records.iter().map(|(k, v)| (k.as_slice(), v.as_deref()))
 }
 
+/// Writes records into a store being filled (a prune's copy) in batches,
+/// so that sled is not asked to apply one huge batch or millions of single
+/// inserts.
+pub(crate) struct BatchedWriter<'a> {
+    to: &'a sled::Db,
+    batch: sled::Batch,
+    in_batch: usize,
+    /// Records written so far.
+    pub(crate) written: u64,
+}
+
+impl<'a> BatchedWriter<'a> {
+    const BATCH_RECORDS: usize = 4096;
+
+    pub(crate) fn new(to: &'a sled::Db) -> Self {
+        BatchedWriter {
+            to,
+            batch: sled::Batch::default(),
+            in_batch: 0,
+            written: 0,
+        }
+    }
+
+    pub(crate) fn put(
+        &mut self,
+        key: impl Into<sled::IVec>,
+        value: impl Into<sled::IVec>,
+    ) -> Result<(), StorageError> {
+        self.batch.insert(key, value);
+        self.in_batch += 1;
+        self.written += 1;
+        if self.in_batch == Self::BATCH_RECORDS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Applies what is gathered (the caller flushes sled itself).
+    pub(crate) fn flush(&mut self) -> Result<(), StorageError> {
+        self.to.apply_batch(std::mem::take(&mut self.batch))?;
+        self.in_batch = 0;
+        Ok(())
+    }
+}
+
 /// sled releases its file lock from a background thread after the last handle is
 /// dropped, so a reopen right after a drop may briefly find the lock still held.
 pub(crate) fn retry_while_locked<T>(

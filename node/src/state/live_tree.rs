@@ -12,15 +12,12 @@ use super::tree_records::{self, NodeRecordKey};
 use super::tree_update::{node_hash, with_nibble};
 use super::{TreeStore, key_path, tree_error};
 use crate::cache::Cache;
-use crate::storage::{RecordReader, StorageError, corrupt};
+use crate::storage::{BatchedWriter, RecordReader, StorageError, corrupt};
 use jmt::storage::{LeafNode, Node, NodeKey, TreeReader};
 use jmt::{KeyHash, OwnedValue, ValueHash, Version};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use trellis_types::proof::StateHasher;
-
-/// Records gathered before one sled batch is applied.
-const BATCH_RECORDS: usize = 4096;
 
 /// Nodes kept decoded while leaves that only moved are followed back to
 /// their values (those walks share their top levels).
@@ -31,7 +28,6 @@ const NODE_CACHE_ENTRIES: usize = 1 << 16;
 pub struct CopiedTree {
     pub nodes: u64,
     pub leaves: u64,
-    pub records: u64,
 }
 
 /// Writes `version`'s tree from `from` into `to`, in the layout of
@@ -100,9 +96,7 @@ fn damaged(key: &NodeKey, what: &str) -> StorageError {
 
 /// The records being gathered, written out group by group.
 struct Output<'a> {
-    to: &'a sled::Db,
-    batch: sled::Batch,
-    in_batch: usize,
+    to: BatchedWriter<'a>,
     /// Nodes of the top three levels: one record per version, whose nodes
     /// the walk visits between the other groups'.
     top: BTreeMap<NodeKey, Node>,
@@ -118,9 +112,7 @@ struct Output<'a> {
 impl<'a> Output<'a> {
     fn new(to: &'a sled::Db) -> Self {
         Output {
-            to,
-            batch: sled::Batch::default(),
-            in_batch: 0,
+            to: BatchedWriter::new(to),
             top: BTreeMap::new(),
             group: BTreeMap::new(),
             group_selector: [0; 2],
@@ -163,7 +155,7 @@ impl<'a> Output<'a> {
     fn flush_group(&mut self) -> Result<(), StorageError> {
         let group = std::mem::take(&mut self.group);
         for (key, record) in tree_records::encode_nodes(&group) {
-            self.put(&key, record)?;
+            self.to.put(&key[..], record)?;
         }
         Ok(())
     }
@@ -172,18 +164,7 @@ impl<'a> Output<'a> {
         let values = std::mem::take(&mut self.values);
         let leaves = values.iter().map(|(v, k, value)| (*v, *k, &value[..]));
         for (key, record) in tree_records::encode_written(leaves) {
-            self.put(&key, record)?;
-        }
-        Ok(())
-    }
-
-    fn put(&mut self, key: &[u8], record: Vec<u8>) -> Result<(), StorageError> {
-        self.batch.insert(key, record);
-        self.in_batch += 1;
-        self.copied.records += 1;
-        if self.in_batch >= BATCH_RECORDS {
-            self.to.apply_batch(std::mem::take(&mut self.batch))?;
-            self.in_batch = 0;
+            self.to.put(&key[..], record)?;
         }
         Ok(())
     }
@@ -193,9 +174,9 @@ impl<'a> Output<'a> {
         self.flush_values()?;
         let top = std::mem::take(&mut self.top);
         for (key, record) in tree_records::encode_nodes(&top) {
-            self.put(&key, record)?;
+            self.to.put(&key[..], record)?;
         }
-        self.to.apply_batch(std::mem::take(&mut self.batch))?;
+        self.to.flush()?;
         Ok(self.copied)
     }
 }

@@ -20,14 +20,11 @@
 
 use super::redo::io;
 use super::{
-    DEFAULT_SLED_CACHE_BYTES, Storage, StorageError, be_u64, corrupt, prefix, retry_while_locked,
-    sled_config,
+    BatchedWriter, DEFAULT_SLED_CACHE_BYTES, Storage, StorageError, be_u64, corrupt, prefix,
+    retry_while_locked, sled_config,
 };
 use crate::state::live_tree::{self, CopiedTree};
 use std::path::{Path, PathBuf};
-
-/// Records copied per sled batch.
-const BATCH_RECORDS: usize = 4096;
 
 /// What [`prune_state`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,8 +131,7 @@ fn copy_all_but_old_trees(
     to: &sled::Db,
 ) -> Result<u64, StorageError> {
     let tree = [prefix::TREE_NODE, prefix::TREE_VALUE, prefix::TREE_STALE];
-    let mut batch = sled::Batch::default();
-    let (mut in_batch, mut copied) = (0, 0);
+    let mut out = BatchedWriter::new(to);
     for record in from.iter() {
         let (key, value) = record?;
         // Tree records are `prefix ‖ version ‖ ...`.
@@ -147,16 +143,10 @@ fn copy_all_but_old_trees(
                 continue;
             }
         }
-        batch.insert(key, value);
-        in_batch += 1;
-        copied += 1;
-        if in_batch == BATCH_RECORDS {
-            to.apply_batch(std::mem::take(&mut batch))?;
-            in_batch = 0;
-        }
+        out.put(key, value)?;
     }
-    to.apply_batch(batch)?;
-    Ok(copied)
+    out.flush()?;
+    Ok(out.written)
 }
 
 /// `<path>.<what>`, beside the store.
@@ -228,6 +218,18 @@ mod tests {
         }
     }
 
+    /// A store at `path` where "a" is "1" at height 0 and "2" at height 1.
+    fn two_blocks(path: &Path) -> Storage {
+        let storage = Storage::open(path).unwrap();
+        commit(&storage, vec![], writes(&[("a", Some("1"))]));
+        commit(
+            &storage,
+            vec![],
+            writes(&[("a", Some("2")), ("b", Some("1"))]),
+        );
+        storage
+    }
+
     fn reopen(path: &Path) -> Storage {
         retry_while_locked(|| Storage::open(path)).unwrap()
     }
@@ -281,15 +283,7 @@ mod tests {
     fn a_prune_stopped_between_its_renames_is_finished_at_open() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("chain");
-        {
-            let storage = Storage::open(&path).unwrap();
-            commit(&storage, vec![], writes(&[("a", Some("1"))]));
-            commit(
-                &storage,
-                vec![],
-                writes(&[("a", Some("2")), ("b", Some("1"))]),
-            );
-        }
+        drop(two_blocks(&path));
         retry_while_locked(|| prune_state(&path, 1)).unwrap();
         let (copy, unpruned) = (aside(&path, "pruning"), aside(&path, "unpruned"));
         let value_of_a = |storage: &Storage| storage.get_with_proof(b"a", 1).unwrap().value;
@@ -321,9 +315,7 @@ mod tests {
     fn pruning_a_store_in_use_is_refused_and_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("chain");
-        let storage = Storage::open(&path).unwrap();
-        commit(&storage, vec![], writes(&[("a", Some("1"))]));
-        commit(&storage, vec![], writes(&[("a", Some("2"))]));
+        let storage = two_blocks(&path);
         // As if another prune were writing its copy beside the store.
         let copy = aside(&path, "pruning");
         std::fs::create_dir(&copy).unwrap();
