@@ -40,7 +40,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tracing::Instrument;
 use trellis_types::api::{CommittedTx, EventFilter, TxPosition};
-use trellis_types::{Address, Hash, PublicKey};
+use trellis_types::{Address, Bytes, Hash, PublicKey};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 /// What the handlers share.
@@ -66,8 +66,8 @@ pub struct ApiState {
 // Wire shapes (the shared ones live in `trellis_types::api`)
 
 pub use trellis_types::api::{
-    BlockResponse, ChainStatus, ContractQuery, ContractQueryResult, ErrorBody, Health,
-    StateResponse, StatusResponse, TxStatus, TxSubmitted,
+    BatchSubmitted, BatchVerdict, BlockResponse, ChainStatus, ContractQuery, ContractQueryResult,
+    ErrorBody, Health, MAX_BATCH_TXS, StateResponse, StatusResponse, TxStatus, TxSubmitted,
 };
 
 /// `POST /v1/transactions` with `Content-Type: application/json`.
@@ -76,6 +76,14 @@ pub use trellis_types::api::{
 pub struct SubmitTransaction {
     /// Hex of the canonical encoding of a `SignedTransaction` (optional `0x` prefix).
     pub signed_tx: String,
+}
+
+/// `POST /v1/transactions/batch` with `Content-Type: application/json`.
+#[derive(Deserialize, ToSchema, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitBatch {
+    /// Hex of each transaction's canonical encoding, in order (optional `0x` prefixes).
+    pub signed_txs: Vec<String>,
 }
 
 /// The canonical encoding of a `SignedTransaction`, as raw bytes.
@@ -92,6 +100,24 @@ impl utoipa::PartialSchema for RawSignedTransaction {
     }
 }
 impl ToSchema for RawSignedTransaction {}
+
+/// The canonical encoding of a list of byte strings, each a `SignedTransaction`'s
+/// canonical encoding, as raw bytes.
+pub struct RawBatch;
+
+impl utoipa::PartialSchema for RawBatch {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+            .description(Some(
+                "canonical encoding of a list of byte strings, each the canonical encoding of a SignedTransaction",
+            ))
+            .into()
+    }
+}
+impl ToSchema for RawBatch {}
 
 #[derive(Deserialize, IntoParams, Debug)]
 #[into_params(parameter_in = Query)]
@@ -188,6 +214,23 @@ impl From<AdmissionError> for ApiError {
         match e {
             AdmissionError::Storage(e) => ApiError::internal(e),
             e => ApiError::new(admission_status(e.code()), e.code(), e.to_string()),
+        }
+    }
+}
+
+impl From<NotAdmitted> for ApiError {
+    fn from(e: NotAdmitted) -> Self {
+        match e {
+            NotAdmitted::QueueFull(_) => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "admission_queue_full",
+                e.to_string(),
+            ),
+            NotAdmitted::Stopped => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                e.to_string(),
+            ),
         }
     }
 }
@@ -314,6 +357,7 @@ fn build_router(
     Router::new()
         .route("/v1/events", get(events))
         .route("/v1/transactions", post(submit_transaction))
+        .route("/v1/transactions/batch", post(submit_batch))
         .route("/v1/transactions/{hash}", get(get_transaction))
         .route("/v1/blocks/latest", get(latest_block))
         .route("/v1/blocks/{height}", get(block_by_height))
@@ -487,11 +531,29 @@ async fn submit(
     headers: &HeaderMap,
     body: Result<Body, BytesRejection>,
 ) -> Result<Hash, ApiError> {
+    let bytes = match read_body(state, headers, body)? {
+        (BodyFormat::Binary, body) => body.to_vec(),
+        (BodyFormat::Json, body) => {
+            let request: SubmitTransaction = serde_json::from_slice(&body).map_err(|e| {
+                ApiError::malformed(format!("body is not {{\"signed_tx\": \"<hex>\"}}: {e}"))
+            })?;
+            from_hex("signed_tx", &request.signed_tx)?
+        }
+    };
+    Ok(state.admission.admit(bytes).await??)
+}
+
+/// A submission's body and its format, or why it cannot be read.
+fn read_body(
+    state: &ApiState,
+    headers: &HeaderMap,
+    body: Result<Body, BytesRejection>,
+) -> Result<(BodyFormat, Body), ApiError> {
     let format = body_format(headers).ok_or_else(|| {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_content_type",
-            "send application/octet-stream (canonical bytes) or application/json ({\"signed_tx\": \"<hex>\"})",
+            "send application/octet-stream (canonical bytes) or application/json (hex)",
         )
     })?;
     let body = body.map_err(|e| match e.status() {
@@ -505,33 +567,131 @@ async fn submit(
             e.body_text()
         )),
     })?;
-    let bytes = match format {
-        BodyFormat::Binary => body.to_vec(),
-        BodyFormat::Json => {
-            let request: SubmitTransaction = serde_json::from_slice(&body).map_err(|e| {
-                ApiError::malformed(format!("body is not {{\"signed_tx\": \"<hex>\"}}: {e}"))
+    Ok((format, body))
+}
+
+fn from_hex(field: &str, value: &str) -> Result<Vec<u8>, ApiError> {
+    hex::decode(value.strip_prefix("0x").unwrap_or(value))
+        .map_err(|e| ApiError::malformed(format!("{field} is not hex: {e}")))
+}
+
+/// Submit up to 1,024 signed transactions in one request.
+///
+/// Each transaction is admitted or refused on its own, exactly as
+/// `POST /v1/transactions` would (a batch is not atomic); the answer holds
+/// one verdict per transaction, in order. The whole batch is refused only
+/// when it cannot be read or admission cannot take it. The body limit is
+/// the node's `api.max_body_bytes`, for the batch as a whole.
+#[utoipa::path(
+    post,
+    path = "/v1/transactions/batch",
+    tag = "transactions",
+    request_body(
+        description = "The transactions' canonical encodings: a canonically encoded list of byte strings, or hex in JSON",
+        content(
+            (RawBatch = "application/octet-stream"),
+            (SubmitBatch = "application/json"),
+        )
+    ),
+    responses(
+        (status = 200, description = "One verdict per transaction, in order: status 202 with its hash, or the status and error `POST /v1/transactions` would have answered", body = BatchSubmitted),
+        (status = 400, description = "malformed: the batch (not one of its transactions) cannot be read, or is empty", body = ErrorBody),
+        (status = 413, description = "oversized (the body), too_many_transactions (over 1,024)", body = ErrorBody),
+        (status = 415, description = "unsupported_content_type", body = ErrorBody),
+        (status = 429, description = "admission_queue_full", body = ErrorBody),
+        (status = 503, description = "shutting_down", body = ErrorBody),
+    )
+)]
+async fn submit_batch(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Result<Body, BytesRejection>,
+) -> Result<Json<BatchSubmitted>, ApiError> {
+    let rejected = |code: &str| {
+        state
+            .metrics
+            .admission_rejected
+            .get_or_create(&CodeLabels {
+                code: code.to_string(),
+            })
+            .inc();
+    };
+    let verdicts = match batch_txs(&state, &headers, body) {
+        Ok(txs) => state.admission.admit_all(txs).await.map_err(ApiError::from),
+        Err(e) => Err(e),
+    }
+    .inspect_err(|e| rejected(&e.code))?;
+    let results = verdicts
+        .into_iter()
+        .map(|verdict| match verdict {
+            Ok(tx_hash) => BatchVerdict {
+                status: StatusCode::ACCEPTED.as_u16(),
+                tx_hash: Some(tx_hash),
+                error: None,
+            },
+            Err(e) => {
+                let e = ApiError::from(e);
+                rejected(&e.code);
+                BatchVerdict {
+                    status: e.status.as_u16(),
+                    tx_hash: None,
+                    error: Some(ErrorBody {
+                        code: e.code.into_owned(),
+                        message: e.message,
+                    }),
+                }
+            }
+        })
+        .collect();
+    Ok(Json(BatchSubmitted { results }))
+}
+
+/// The transactions of a batch's body, each still in its canonical bytes.
+fn batch_txs(
+    state: &ApiState,
+    headers: &HeaderMap,
+    body: Result<Body, BytesRejection>,
+) -> Result<Vec<Vec<u8>>, ApiError> {
+    let txs: Vec<Vec<u8>> = match read_body(state, headers, body)? {
+        (BodyFormat::Binary, body) => trellis_types::decode::<Vec<Bytes>>(&body)
+            .map_err(|e| {
+                ApiError::malformed(format!(
+                    "body is not the canonical encoding of a list of byte strings: {e}"
+                ))
+            })?
+            .into_iter()
+            .map(|tx| tx.0)
+            .collect(),
+        (BodyFormat::Json, body) => {
+            let request: SubmitBatch = serde_json::from_slice(&body).map_err(|e| {
+                ApiError::malformed(format!(
+                    "body is not {{\"signed_txs\": [\"<hex>\", ...]}}: {e}"
+                ))
             })?;
-            let hex_str = request
-                .signed_tx
-                .strip_prefix("0x")
-                .unwrap_or(&request.signed_tx);
-            hex::decode(hex_str)
-                .map_err(|e| ApiError::malformed(format!("signed_tx is not hex: {e}")))?
+            request
+                .signed_txs
+                .iter()
+                .enumerate()
+                .map(|(i, tx)| from_hex(&format!("signed_txs[{i}]"), tx))
+                .collect::<Result<_, _>>()?
         }
     };
-    match state.admission.admit(bytes).await {
-        Ok(verdict) => Ok(verdict?),
-        Err(e @ NotAdmitted::QueueFull(_)) => Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "admission_queue_full",
-            e.to_string(),
-        )),
-        Err(e @ NotAdmitted::Stopped) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            e.to_string(),
-        )),
+    if txs.is_empty() {
+        return Err(ApiError::malformed(
+            "a batch holds at least one transaction",
+        ));
     }
+    if txs.len() > MAX_BATCH_TXS {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_transactions",
+            format!(
+                "a batch holds at most {MAX_BATCH_TXS} transactions, this one {}",
+                txs.len()
+            ),
+        ));
+    }
+    Ok(txs)
 }
 
 /// Where a transaction is: pending in this node's mempool or committed.
@@ -1315,6 +1475,7 @@ async fn openapi() -> Response {
     info(title = "Trellis node API", description = "Submit transactions, read blocks, receipts and authenticated state."),
     paths(
         submit_transaction,
+        submit_batch,
         get_transaction,
         latest_block,
         block_by_height,

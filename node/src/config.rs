@@ -37,7 +37,8 @@ data_dir = "data"
 [api]
 # Address the HTTP API listens on.
 listen = "127.0.0.1:8080"
-# Largest request body accepted, in bytes (1 MiB).
+# Largest request body accepted, in bytes (1 MiB); bounds a batch of
+# transactions (POST /v1/transactions/batch) as a whole.
 max_body_bytes = 1048576
 
 [p2p]

@@ -347,6 +347,64 @@ async fn transactions_sent_without_a_commit_watch_are_admitted_and_commit_in_non
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_gets_a_verdict_per_transaction_and_its_admitted_ones_commit() {
+    let node = DevNode::start().await.expect("dev node");
+    let key = dev_account("supplier-t2/ops");
+    let client = client_with(&node.url(""), key.clone());
+    let chain_id = client.chain_id().await.unwrap();
+    let first = client.account(&key.public()).await.unwrap().unwrap().nonce;
+    let mut stream = client
+        .events()
+        .sender(key.public())
+        .subscribe()
+        .await
+        .unwrap();
+    let signed: Vec<_> = (0..3)
+        .map(|i| {
+            Transaction {
+                chain_id: chain_id.clone(),
+                sender: key.public(),
+                nonce: first + i,
+                expires_at_ms: now_ms() + 60_000,
+                payload: remark(&format!("batched {i}")),
+            }
+            .sign(&key)
+        })
+        .collect();
+    let mut forged = signed[0].clone();
+    forged.tx.nonce = first + 10;
+    // A duplicate of a batch-mate is `already_known`, which counts as admitted.
+    let batch = [
+        signed[0].clone(),
+        signed[1].clone(),
+        signed[1].clone(),
+        forged,
+        signed[2].clone(),
+    ];
+    let verdicts = client.send_signed_batch(&batch).await.unwrap();
+    assert_eq!(verdicts.len(), batch.len());
+    for i in [0, 1, 2, 4] {
+        assert_eq!(verdicts[i].as_ref().unwrap(), &batch[i].hash(), "{i}");
+    }
+    let forged_verdict = verdicts.into_iter().nth(3).unwrap();
+    assert_eq!(rejected(forged_verdict), (401, "bad_signature".to_string()));
+    let mut committed = Vec::new();
+    while committed.len() < signed.len() {
+        let tx = tokio::time::timeout(DEADLINE, stream.next())
+            .await
+            .expect("commits arrive")
+            .expect("the stream continues")
+            .unwrap();
+        committed.push(tx.tx_hash);
+    }
+    assert_eq!(
+        committed,
+        signed.iter().map(|t| t.hash()).collect::<Vec<_>>()
+    );
+    assert!(client.send_signed_batch(&[]).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_that_cannot_commit_times_out_and_a_dead_endpoint_fails_over() {
     let node = DevNode::start().await.expect("dev node");
     // A dead endpoint first: requests move on to the live one.

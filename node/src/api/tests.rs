@@ -163,16 +163,31 @@ impl TestNode {
     }
 
     async fn post(&self, content_type: &str, body: Vec<u8>) -> (StatusCode, Value) {
+        self.post_to("/v1/transactions", content_type, body).await
+    }
+
+    async fn post_to(&self, path: &str, content_type: &str, body: Vec<u8>) -> (StatusCode, Value) {
         let response = self
             .client
-            .post(format!("{}/v1/transactions", self.url))
+            .post(format!("{}{path}", self.url))
             .header(CONTENT_TYPE, content_type)
             .body(body)
             .send()
             .await
-            .expect("POST /v1/transactions");
+            .expect("POST");
         let status = StatusCode::from_u16(response.status().as_u16()).expect("valid status");
         (status, response.json().await.expect("JSON response body"))
+    }
+
+    /// Posts `txs` (each already encoded) as one binary batch.
+    async fn submit_batch(&self, txs: &[Vec<u8>]) -> (StatusCode, Value) {
+        let list: Vec<Bytes> = txs.iter().map(|tx| Bytes(tx.clone())).collect();
+        self.post_to(
+            "/v1/transactions/batch",
+            "application/octet-stream",
+            encode(&list),
+        )
+        .await
     }
 
     async fn submit(&self, tx: &SignedTransaction) -> (StatusCode, Value) {
@@ -272,6 +287,160 @@ async fn a_transaction_is_accepted_as_hex_in_json() {
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(body["tx_hash"], tx.hash().to_hex());
     assert!(node.mempool.contains(&tx.hash()));
+}
+
+/// Every kind of verdict in one batch: good, a duplicate of a batch-mate, a
+/// bad signature, an unknown sender, a nonce too far ahead, bytes that do not
+/// decode, and a second good one.
+fn mixed_batch(node: &TestNode) -> Vec<Vec<u8>> {
+    let good = node.tx(&acme(), 0);
+    let mut forged = node.tx(&dev_account("supplier-t1/ops"), 0);
+    forged.signature = good.signature;
+    let gap = Genesis::dev().params.max_nonce_gap;
+    vec![
+        encode(&good),
+        encode(&good),
+        encode(&forged),
+        encode(&node.tx(&KeyPair::insecure_from_label("not a member"), 0)),
+        encode(&node.tx(&dev_account("bank-first/ops"), gap)),
+        vec![1, 2, 3],
+        encode(&node.tx(&acme(), 1)),
+    ]
+}
+
+#[tokio::test]
+async fn a_batch_gets_for_each_transaction_what_a_single_submission_gets() {
+    let node = TestNode::start().await;
+    let txs = mixed_batch(&node);
+    let (status, body) = node.submit_batch(&txs).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // The same bytes one by one to a twin node.
+    let singly = TestNode::start().await;
+    let mut expected = Vec::new();
+    for tx in txs.clone() {
+        let (status, body) = singly.post("application/octet-stream", tx).await;
+        expected.push(if status == StatusCode::ACCEPTED {
+            json!({ "status": 202, "tx_hash": body["tx_hash"] })
+        } else {
+            json!({ "status": status.as_u16(), "error": body })
+        });
+    }
+    assert_eq!(body, json!({ "results": expected }));
+    let codes: Vec<&str> = expected
+        .iter()
+        .filter_map(|v| v["error"]["code"].as_str())
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            "already_known",
+            "bad_signature",
+            "unknown_sender",
+            "nonce_too_far_ahead",
+            "malformed"
+        ]
+    );
+    assert_eq!(node.mempool.len(), 2);
+    for tx in [&txs[0], &txs[6]] {
+        let tx: SignedTransaction = trellis_types::decode(tx).unwrap();
+        assert!(node.mempool.contains(&tx.hash()));
+    }
+}
+
+#[tokio::test]
+async fn a_batch_is_accepted_as_hex_in_json() {
+    let node = TestNode::start().await;
+    let txs = [node.tx(&acme(), 0), node.tx(&acme(), 1)];
+    let body = json!({ "signed_txs": [
+        format!("0x{}", hex::encode(encode(&txs[0]))),
+        hex::encode(encode(&txs[1])),
+    ]});
+    let (status, body) = node
+        .post_to(
+            "/v1/transactions/batch",
+            "application/json",
+            body.to_string().into_bytes(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let hashes: Vec<&str> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["tx_hash"].as_str().unwrap())
+        .collect();
+    assert_eq!(hashes, [txs[0].hash().to_hex(), txs[1].hash().to_hex()]);
+    assert_eq!(node.mempool.len(), 2);
+}
+
+#[tokio::test]
+async fn a_batch_that_cannot_be_read_is_refused_whole_and_admits_nothing() {
+    let node = TestNode::start().await;
+    let good = encode(&node.tx(&acme(), 0));
+    let list = |items: Vec<Vec<u8>>| encode(&items.into_iter().map(Bytes).collect::<Vec<_>>());
+    let mut trailing = list(vec![good.clone()]);
+    trailing.push(0);
+    let json = |body: Value| body.to_string().into_bytes();
+    let binary = "application/octet-stream";
+    let cases: Vec<(&str, Vec<u8>, StatusCode, &str)> = vec![
+        (binary, list(vec![]), StatusCode::BAD_REQUEST, "malformed"),
+        (binary, good.clone(), StatusCode::BAD_REQUEST, "malformed"),
+        (binary, trailing, StatusCode::BAD_REQUEST, "malformed"),
+        (binary, Vec::new(), StatusCode::BAD_REQUEST, "malformed"),
+        (
+            binary,
+            list(vec![vec![0]; MAX_BATCH_TXS + 1]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_transactions",
+        ),
+        (
+            binary,
+            list(vec![vec![0; MAX_BODY_BYTES]]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "oversized",
+        ),
+        (
+            "application/json",
+            json(json!({ "signed_txs": [hex::encode(&good), "zz"] })),
+            StatusCode::BAD_REQUEST,
+            "malformed",
+        ),
+        (
+            "application/json",
+            json(json!({ "signed_tx": hex::encode(&good) })),
+            StatusCode::BAD_REQUEST,
+            "malformed",
+        ),
+        (
+            "text/plain",
+            list(vec![good]),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_content_type",
+        ),
+    ];
+    for (content_type, body, status, code) in cases {
+        let (got_status, got) = node
+            .post_to("/v1/transactions/batch", content_type, body)
+            .await;
+        assert_eq!(
+            (got_status, got["code"].as_str()),
+            (status, Some(code)),
+            "{got}"
+        );
+        assert!(
+            got["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{got}"
+        );
+    }
+    assert_eq!(node.mempool.len(), 0);
+    // The node still admits the same transaction afterwards.
+    let (status, body) = node.submit_batch(&[encode(&node.tx(&acme(), 0))]).await;
+    assert_eq!(
+        (status, &body["results"][0]["status"]),
+        (StatusCode::OK, &json!(202)),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -805,6 +974,7 @@ async fn the_openapi_document_lists_every_route() {
     assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
     let others = [
         ("/v1/transactions", "post"),
+        ("/v1/transactions/batch", "post"),
         ("/status", "get"),
         ("/health", "get"),
         ("/metrics", "get"),
@@ -841,6 +1011,8 @@ async fn the_openapi_document_lists_every_route() {
         "ChainStatus",
         "SignedTransaction",
         "CommittedTx",
+        "BatchSubmitted",
+        "BatchVerdict",
     ] {
         assert!(
             doc["components"]["schemas"][schema].is_object(),

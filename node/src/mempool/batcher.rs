@@ -1,7 +1,8 @@
 //! Admission of concurrent submissions in batches.
 //!
-//! API handlers hand their bytes to one worker thread, which takes whatever
-//! is waiting when it is free (up to [`MAX_BATCH`]) and admits it with one
+//! API handlers hand their bytes (one transaction, or a client's batch of
+//! them) to one worker thread, which takes whatever is waiting when it is
+//! free (until it holds [`MAX_BATCH`] transactions) and admits it with one
 //! [`Mempool::admit_batch`] call, so signatures are verified as one batch.
 //! Under load batches grow by themselves; an idle node admits a lone
 //! transaction at once, with no timer in the way. Verdicts are exactly those
@@ -16,14 +17,15 @@ use std::thread::JoinHandle;
 use tokio::sync::oneshot;
 use trellis_types::Hash;
 
-/// Most transactions admitted in one batch.
+/// Most transactions admitted in one batch (a client's batch may fill it alone).
 pub const MAX_BATCH: usize = 1_024;
 
 type Verdict = Result<Hash, AdmissionError>;
 
+/// One submission: one transaction or a client's batch, answered together.
 struct Request {
-    bytes: Vec<u8>,
-    reply: oneshot::Sender<Verdict>,
+    txs: Vec<Vec<u8>>,
+    reply: oneshot::Sender<Vec<Verdict>>,
 }
 
 enum Message {
@@ -94,24 +96,36 @@ impl Batcher {
 
     /// Admits `bytes` together with whatever else is waiting.
     pub async fn admit(&self, bytes: Vec<u8>) -> Result<Verdict, NotAdmitted> {
-        let (reply, verdict) = oneshot::channel();
+        let mut verdicts = self.admit_all(vec![bytes]).await?;
+        Ok(verdicts.pop().expect("one verdict per transaction"))
+    }
+
+    /// Admits `txs` (at most [`MAX_BATCH`] make one signature batch) together
+    /// with whatever else is waiting; one verdict per transaction, in order.
+    /// The queue counts the call as one submission.
+    pub async fn admit_all(&self, txs: Vec<Vec<u8>>) -> Result<Vec<Verdict>, NotAdmitted> {
+        let (reply, verdicts) = oneshot::channel();
         self.queue
-            .try_send(Message::Submit(Request { bytes, reply }))
+            .try_send(Message::Submit(Request { txs, reply }))
             .map_err(|e| match e {
                 TrySendError::Full(_) => NotAdmitted::QueueFull(self.capacity),
                 TrySendError::Disconnected(_) => NotAdmitted::Stopped,
             })?;
-        verdict.await.map_err(|_| NotAdmitted::Stopped)
+        verdicts.await.map_err(|_| NotAdmitted::Stopped)
     }
 }
 
 fn run(mempool: &Mempool, storage: &Storage, requests: &Receiver<Message>, now_ms: fn() -> u64) {
     let mut stop = false;
     while !stop && let Ok(Message::Submit(first)) = requests.recv() {
+        let mut count = first.txs.len();
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        while count < MAX_BATCH {
             match requests.try_recv() {
-                Ok(Message::Submit(request)) => batch.push(request),
+                Ok(Message::Submit(request)) => {
+                    count += request.txs.len();
+                    batch.push(request);
+                }
                 Ok(Message::Stop) => {
                     stop = true;
                     break;
@@ -119,11 +133,15 @@ fn run(mempool: &Mempool, storage: &Storage, requests: &Receiver<Message>, now_m
                 Err(_) => break,
             }
         }
-        let items: Vec<&[u8]> = batch.iter().map(|r| r.bytes.as_slice()).collect();
-        let verdicts = mempool.admit_batch(&items, storage, now_ms());
-        for (request, verdict) in batch.into_iter().zip(verdicts) {
-            // The submitter may have gone away; its transaction is admitted all the same.
-            let _ = request.reply.send(verdict);
+        let items: Vec<&[u8]> = batch
+            .iter()
+            .flat_map(|r| r.txs.iter().map(Vec::as_slice))
+            .collect();
+        let mut verdicts = mempool.admit_batch(&items, storage, now_ms()).into_iter();
+        for request in batch {
+            let answer = verdicts.by_ref().take(request.txs.len()).collect();
+            // The submitter may have gone away; its transactions are admitted all the same.
+            let _ = request.reply.send(answer);
         }
     }
 }
@@ -137,8 +155,8 @@ mod tests {
         let (batcher, _requests) = Batcher::unstarted(2);
         for i in 0..2u8 {
             let (reply, _) = oneshot::channel();
-            let bytes = vec![i];
-            let request = Message::Submit(Request { bytes, reply });
+            let txs = vec![vec![i]];
+            let request = Message::Submit(Request { txs, reply });
             batcher.queue.try_send(request).unwrap();
         }
         assert_eq!(

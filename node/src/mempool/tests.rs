@@ -855,3 +855,76 @@ async fn concurrent_submissions_through_the_batcher_get_each_their_own_verdict()
     assert_eq!(admitted, 3 * 45);
     assert_eq!(mempool.len(), 3 * 45);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_through_the_batcher_gets_the_verdicts_of_one_by_one_admission() {
+    let params = ChainParams {
+        mempool_capacity: 4,
+        mempool_per_sender: 2,
+        ..trellis_genesis::dev_params()
+    };
+    let items = mixed_batch();
+    let one_by_one = Env::with(genesis_with_weak_account(), params.clone());
+    let singly = verdicts(
+        items
+            .iter()
+            .map(|b| one_by_one.mempool.admit(b, &one_by_one.storage, NOW))
+            .collect(),
+    );
+    let env = Env::with(genesis_with_weak_account(), params);
+    let (batcher, _worker) = Batcher::start(Arc::new(env.mempool), env.storage.clone(), 8, || NOW);
+    let together = verdicts(batcher.admit_all(items).await.expect("answered"));
+    assert_eq!(together, singly);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_batches_and_single_submissions_each_get_their_own_verdicts() {
+    let env = Env::new();
+    let mempool = Arc::new(env.mempool);
+    let (batcher, _worker) = Batcher::start(mempool.clone(), env.storage.clone(), 1_024, || NOW);
+    // Three senders' batches of forty, every tenth forged, beside single
+    // submissions of a fourth sender, all at once: the worker merges them
+    // into its batches and must hand each caller back its own verdicts.
+    let mut batches = Vec::new();
+    for label in [ACME, T1, BANK] {
+        let txs: Vec<(SignedTransaction, bool)> = (0..40)
+            .map(|nonce| {
+                let tx = remark(label, nonce);
+                let signer = if nonce % 10 == 9 { T2 } else { label };
+                let stx = SignedTransaction {
+                    signature: dev_account(signer).sign(&tx.hash()),
+                    tx,
+                };
+                (stx, signer != label)
+            })
+            .collect();
+        let batcher = batcher.clone();
+        batches.push(tokio::spawn(async move {
+            let bytes = txs.iter().map(|(stx, _)| encode(stx)).collect();
+            (txs, batcher.admit_all(bytes).await)
+        }));
+    }
+    let singles: Vec<_> = (0..40)
+        .map(|nonce| {
+            let stx = signed(T2, nonce);
+            let batcher = batcher.clone();
+            tokio::spawn(async move { (stx.hash(), batcher.admit(encode(&stx)).await) })
+        })
+        .collect();
+    for batch in batches {
+        let (txs, verdicts) = batch.await.unwrap();
+        let verdicts = verdicts.expect("the worker answers every batch");
+        assert_eq!(verdicts.len(), txs.len());
+        for ((stx, forged), verdict) in txs.iter().zip(verdicts) {
+            match verdict {
+                Ok(hash) => assert!(!forged && hash == stx.hash()),
+                Err(e) => assert!(*forged && matches!(e, AdmissionError::BadSignature), "{e}"),
+            }
+        }
+    }
+    for single in singles {
+        let (hash, verdict) = single.await.unwrap();
+        assert_eq!(verdict.expect("answered").expect("admitted"), hash);
+    }
+    assert_eq!(mempool.len(), 3 * 36 + 40);
+}

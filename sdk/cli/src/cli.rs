@@ -605,6 +605,11 @@ pub struct BenchArgs {
     /// Most transactions sent and not yet seen committed [default: 4000; 2000 with --quick].
     #[arg(long, value_name = "N")]
     pub window: Option<u64>,
+    /// Most transactions per submission request: what is due at once goes to a
+    /// node as one `POST /v1/transactions/batch`; 1 sends each on its own to
+    /// `POST /v1/transactions`.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub batch: u16,
     /// CI mode: a few seconds at a small fixed rate; exits 9 below --min-ops.
     #[arg(long)]
     pub quick: bool,

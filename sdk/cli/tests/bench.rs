@@ -75,6 +75,8 @@ async fn the_quick_bench_runs_the_whole_mix_on_a_dev_node_it_starts_and_stops() 
 
     assert_eq!(report["mix"], "receivables");
     assert_eq!(report["chain_id"], "trellis-dev");
+    // Submissions went in batches (POST /v1/transactions/batch) by default.
+    assert_eq!(report["batch"], 64);
     let (submitted, accepted, committed) = (
         count(&report["submitted"]),
         count(&report["accepted"]),

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use trellis_types::api::{
-    BlockResponse, ContractQuery, ContractQueryResult, ErrorBody, Health, StateResponse,
-    StatusResponse, TxStatus, TxSubmitted,
+    BatchSubmitted, BatchVerdict, BlockResponse, ContractQuery, ContractQueryResult, ErrorBody,
+    Health, StateResponse, StatusResponse, TxStatus, TxSubmitted,
 };
 use trellis_types::{
     Address, Bytes, Hash, Header, KeyPair, Payload, PublicKey, SignedTransaction, Transaction,
@@ -424,13 +424,15 @@ pub(crate) fn now_ms() -> u64 {
 
 /// The node's refusal as an [`Error`], from its status and `{"code", "message"}` body.
 pub(crate) fn refusal(status: u16, body: &[u8]) -> Error {
-    let (code, message) = match serde_json::from_slice::<ErrorBody>(body) {
-        Ok(b) => (b.code, b.message),
-        Err(_) => (
-            format!("http_{status}"),
-            String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned(),
-        ),
-    };
+    let error = serde_json::from_slice::<ErrorBody>(body).unwrap_or_else(|_| ErrorBody {
+        code: format!("http_{status}"),
+        message: String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned(),
+    });
+    refusal_of(status, error)
+}
+
+/// The error for a refusal with `status` and the node's error body.
+fn refusal_of(status: u16, ErrorBody { code, message }: ErrorBody) -> Error {
     if status >= 500 {
         Error::Server {
             status,
@@ -443,6 +445,29 @@ pub(crate) fn refusal(status: u16, body: &[u8]) -> Error {
             code,
             message,
         }
+    }
+}
+
+/// One transaction's verdict out of a batch answer, as [`Client::send_signed`] would give it.
+fn batch_verdict(tx: &SignedTransaction, verdict: BatchVerdict) -> Result<Hash> {
+    match verdict {
+        BatchVerdict {
+            tx_hash: Some(hash),
+            error: None,
+            ..
+        } if hash == tx.hash() => Ok(hash),
+        BatchVerdict {
+            status,
+            tx_hash: None,
+            error: Some(error),
+        } => match refusal_of(status, error) {
+            Error::Rejected { code, .. } if code == "already_known" => Ok(tx.hash()),
+            e => Err(e),
+        },
+        other => Err(Error::Decode(format!(
+            "verdict {other:?} for transaction {}",
+            tx.hash()
+        ))),
     }
 }
 
@@ -914,6 +939,59 @@ impl Client {
     /// ```
     pub async fn send_signed(&self, tx: &SignedTransaction) -> Result<Hash> {
         self.send_transaction(tx).await
+    }
+
+    /// Sends up to [`MAX_BATCH_TXS`](trellis_types::api::MAX_BATCH_TXS)
+    /// transactions signed elsewhere in one request (`POST
+    /// /v1/transactions/batch`), without watching for their commits, and
+    /// returns each one's verdict in order: its hash once admitted, or the
+    /// [`Error::Rejected`] (or [`Error::Server`]) a single submission would
+    /// have got. Each transaction stands alone (a batch is not atomic);
+    /// `already_known` counts as admitted, so resending a batch is safe. The
+    /// request as a whole is retried per the client's [`RetryPolicy`];
+    /// refusals of single transactions are not: retry those (a 429, a nonce
+    /// still ahead) as the caller sees fit. The outer error is for the batch
+    /// as a whole (unreachable node, an unreadable or too large batch).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: trellis_sdk::Client, txs: Vec<trellis_types::SignedTransaction>) -> trellis_sdk::Result<()> {
+    /// for (tx, verdict) in txs.iter().zip(client.send_signed_batch(&txs).await?) {
+    ///     match verdict {
+    ///         Ok(hash) => println!("admitted {hash}"),
+    ///         Err(e) => eprintln!("{} refused: {e}", tx.hash()),
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn send_signed_batch(&self, txs: &[SignedTransaction]) -> Result<Vec<Result<Hash>>> {
+        if txs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list: Vec<Bytes> = txs
+            .iter()
+            .map(|tx| Bytes(trellis_types::encode(tx)))
+            .collect();
+        let answer = self
+            .request(
+                reqwest::Method::POST,
+                "/v1/transactions/batch",
+                &[],
+                RequestBody::Binary(trellis_types::encode(&list)),
+            )
+            .await?;
+        let batch: BatchSubmitted = decode_json("batch answer", &answer.body)?;
+        if batch.results.len() != txs.len() {
+            return Err(Error::Decode(format!(
+                "{} verdicts for a batch of {}",
+                batch.results.len(),
+                txs.len()
+            )));
+        }
+        Ok(txs
+            .iter()
+            .zip(batch.results)
+            .map(|(tx, verdict)| batch_verdict(tx, verdict))
+            .collect())
     }
 
     /// Opens the stream that will report the commit, before sending; on any

@@ -30,6 +30,27 @@ pub struct TxSubmitted {
     pub tx_hash: Hash,
 }
 
+/// Most transactions one `POST /v1/transactions/batch` may carry.
+pub const MAX_BATCH_TXS: usize = 1_024;
+
+// The answer to `POST /v1/transactions/batch` (status 200): one verdict per
+// transaction, in the order they were sent.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct BatchSubmitted {
+    pub results: Vec<BatchVerdict>,
+}
+
+/// What `POST /v1/transactions` would have answered for one transaction of
+/// a batch: status 202 and its hash, or the status and error of its refusal.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct BatchVerdict {
+    pub status: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx_hash: Option<Hash>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
 /// Where a transaction is.
 #[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
 #[serde(tag = "status", rename_all = "snake_case")]

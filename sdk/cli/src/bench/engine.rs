@@ -5,8 +5,9 @@
 //!   commit, and keeps the per-transaction results;
 //! - the **submitter** task takes signed transactions from the queue on
 //!   schedule (open loop at a rate, or as fast as a bounded in-flight window
-//!   allows) and sends each to the next node in turn, retrying refusals that
-//!   say "later" (429, 5xx, a nonce still ahead) with the same bytes;
+//!   allows) and sends what is due at once, in batches, to the next node in
+//!   turn, retrying refusals that say "later" (429, 5xx, a nonce still
+//!   ahead) with the same bytes;
 //! - the **follower** task reads committed transactions from one node's
 //!   event stream; a block's commit time is when its first transaction
 //!   arrives.
@@ -330,6 +331,8 @@ pub struct Submitter {
     pub pace: watch::Receiver<Pace>,
     /// Most transactions sent and not yet committed.
     pub window: u64,
+    /// Most transactions per request (1: `POST /v1/transactions` each).
+    pub batch: usize,
     /// Most HTTP requests open at once per node.
     pub http_per_node: usize,
 }
@@ -364,8 +367,10 @@ impl Submitter {
                     (start.elapsed().as_secs_f64() * per_s).floor() as u64
                 }
             };
+            let mut batch = Vec::new();
             while stats.sent < due {
-                if self.shared.in_flight.load(Ordering::Relaxed) >= self.window {
+                if self.shared.in_flight.load(Ordering::Relaxed) + batch.len() as u64 >= self.window
+                {
                     stats.window_full_ms += 1;
                     break;
                 }
@@ -373,13 +378,17 @@ impl Submitter {
                     stats.starved_ms += 1;
                     break;
                 };
-                let node = next_node % self.nodes.len();
-                next_node += 1;
-                let Ok(permit) = permits[node].clone().acquire_owned().await else {
-                    return stats;
-                };
-                self.send(node, out, permit);
+                batch.push(out);
                 stats.sent += 1;
+                if batch.len() == self.batch {
+                    let Some(()) = self.send(&mut next_node, &permits, batch).await else {
+                        return stats;
+                    };
+                    batch = Vec::new();
+                }
+            }
+            if !batch.is_empty() && self.send(&mut next_node, &permits, batch).await.is_none() {
+                return stats;
             }
             if let Pace::Rate { per_s, .. } = pace {
                 let behind = due.saturating_sub(stats.sent) as f64 / per_s;
@@ -389,40 +398,85 @@ impl Submitter {
         }
     }
 
-    fn send(&self, first_node: usize, out: Outbound, permit: tokio::sync::OwnedSemaphorePermit) {
-        self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
-        let _ = self.inbound.send(Inbound::Sent {
-            hash: out.hash,
-            at: Instant::now(),
-        });
+    /// Sends `batch` to the next node in turn, once a request to it may
+    /// open; `None` when the submitter is shutting down.
+    async fn send(
+        &self,
+        next_node: &mut usize,
+        permits: &[Arc<Semaphore>],
+        batch: Vec<Outbound>,
+    ) -> Option<()> {
+        let first_node = *next_node % self.nodes.len();
+        *next_node += 1;
+        let permit = permits[first_node].clone().acquire_owned().await.ok()?;
+        self.shared
+            .in_flight
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let at = Instant::now();
+        for out in &batch {
+            let _ = self.inbound.send(Inbound::Sent { hash: out.hash, at });
+        }
         let nodes = self.nodes.clone();
         let inbound = self.inbound.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let give_up = Instant::now() + RETRY_FOR;
             let mut node = first_node;
-            loop {
-                match nodes[node].send_signed(&out.tx).await {
-                    Ok(_) => {
-                        let _ = inbound.send(Inbound::Admitted { hash: out.hash });
-                        return;
-                    }
-                    Err(e) => {
-                        let retry = is_later(&e) && Instant::now() < give_up;
-                        let _ = inbound.send(Inbound::Refused {
-                            hash: out.hash,
-                            code: refusal_code(&e),
-                            last: !retry,
-                        });
-                        if !retry {
-                            return;
+            let mut pending = batch;
+            while !pending.is_empty() {
+                let verdicts = submit(&nodes[node], &pending).await;
+                let may_retry = Instant::now() < give_up;
+                let mut later = Vec::new();
+                for (out, verdict) in pending.into_iter().zip(verdicts) {
+                    match verdict {
+                        Ok(()) => {
+                            let _ = inbound.send(Inbound::Admitted { hash: out.hash });
                         }
-                        node = (node + 1) % nodes.len();
-                        tokio::time::sleep(RETRY_BACKOFF).await;
+                        Err((code, is_later)) => {
+                            let retry = is_later && may_retry;
+                            let _ = inbound.send(Inbound::Refused {
+                                hash: out.hash,
+                                code,
+                                last: !retry,
+                            });
+                            if retry {
+                                later.push(out);
+                            }
+                        }
                     }
+                }
+                pending = later;
+                if !pending.is_empty() {
+                    node = (node + 1) % nodes.len();
+                    tokio::time::sleep(RETRY_BACKOFF).await;
                 }
             }
         });
+        Some(())
+    }
+}
+
+/// Submits `batch` to `client`: one verdict per transaction, a refusal as
+/// its code and whether it says "later". A lone transaction goes to
+/// `POST /v1/transactions`, more as one batch.
+async fn submit(client: &Client, batch: &[Outbound]) -> Vec<Result<(), (String, bool)>> {
+    let refusal = |e: &trellis_sdk::Error| (refusal_code(e), is_later(e));
+    if let [out] = batch {
+        return vec![
+            client
+                .send_signed(&out.tx)
+                .await
+                .map(drop)
+                .map_err(|e| refusal(&e)),
+        ];
+    }
+    let txs: Vec<SignedTransaction> = batch.iter().map(|out| out.tx.clone()).collect();
+    match client.send_signed_batch(&txs).await {
+        Ok(verdicts) => verdicts
+            .into_iter()
+            .map(|v| v.map(drop).map_err(|e| refusal(&e)))
+            .collect(),
+        Err(e) => vec![Err(refusal(&e)); batch.len()],
     }
 }
 

@@ -81,6 +81,8 @@ pub struct Plan {
     pub rate: BenchRate,
     pub duration: Duration,
     pub window: u64,
+    /// Most transactions per submission request.
+    pub batch: usize,
     pub min_ops: Option<f64>,
 }
 
@@ -129,6 +131,7 @@ impl Plan {
             rate,
             duration,
             window,
+            batch: args.batch.into(),
             min_ops,
         })
     }
@@ -482,6 +485,7 @@ async fn bench(
             shared: shared.clone(),
             pace: pace_rx,
             window: plan.window,
+            batch: plan.batch,
             http_per_node: HTTP_PER_NODE,
         }
         .run(),

@@ -259,6 +259,7 @@ pub fn build(inputs: &Inputs) -> Report {
         "target_rate": rate_json,
         "duration_s": round(run_secs, 3),
         "window": plan.window,
+        "batch": plan.batch,
         "steady_window_s": round(window_secs, 3),
         "ops_per_s": round(ops_per_s, 1),
         "committed_txs_per_s": round(txs_per_s, 1),
@@ -332,7 +333,7 @@ pub fn build(inputs: &Inputs) -> Report {
         (
             "load",
             format!(
-                "{} mix, {} for {:.0} s, window {}, on {} ({} node{})",
+                "{} mix, {} for {:.0} s, window {}, batches of up to {}, on {} ({} node{})",
                 json["mix"].as_str().unwrap_or_default(),
                 match plan.rate {
                     BenchRate::PerSecond(r) => format!("{r} tx/s"),
@@ -340,6 +341,7 @@ pub fn build(inputs: &Inputs) -> Report {
                 },
                 run_secs,
                 grouped(plan.window),
+                plan.batch,
                 chain_id,
                 nodes.len(),
                 if nodes.len() == 1 { "" } else { "s" }
