@@ -39,7 +39,8 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Submissions waiting for admission at most; more are answered 429.
+/// Transactions waiting for admission at most (16 full signature batches,
+/// however they were submitted); more are answered 429.
 const ADMISSION_QUEUE: usize = 16 * MAX_BATCH;
 
 /// Contract queries the API runs at once; more are answered 503 `busy`.

@@ -6,12 +6,15 @@
 //! [`Mempool::admit_batch`] call, so signatures are verified as one batch.
 //! Under load batches grow by themselves; an idle node admits a lone
 //! transaction at once, with no timer in the way. Verdicts are exactly those
-//! of [`Mempool::admit`], in submission order. Dropping the [`Worker`] stops
-//! the thread and waits for it, so its storage handle is gone when the node is.
+//! of [`Mempool::admit`], in submission order. The queue is bounded in
+//! transactions, not submissions, so a few large batches cannot hold the
+//! worker for long. Dropping the [`Worker`] stops the thread and waits for
+//! it, so its storage handle is gone when the node is.
 
 use super::{AdmissionError, Mempool};
 use crate::storage::Storage;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 use tokio::sync::oneshot;
@@ -36,8 +39,8 @@ enum Message {
 /// Why a submission got no verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum NotAdmitted {
-    /// More submissions wait than the queue holds.
-    #[error("{0} submissions are already waiting for admission")]
+    /// More transactions would wait than the queue holds.
+    #[error("the admission queue holds {0} transactions and has no room for these")]
     QueueFull(usize),
     /// The worker stopped (the node is shutting down).
     #[error("admission has stopped")]
@@ -48,7 +51,10 @@ pub enum NotAdmitted {
 #[derive(Clone)]
 pub struct Batcher {
     queue: SyncSender<Message>,
+    /// Most transactions waiting in the queue.
     capacity: usize,
+    /// Transactions in the queue, not yet taken by the worker.
+    queued: Arc<AtomicUsize>,
 }
 
 /// The admission thread. Dropping it stops the thread and waits for it.
@@ -68,8 +74,8 @@ impl Drop for Worker {
 }
 
 impl Batcher {
-    /// Starts the worker thread. `now_ms` is the clock admission checks
-    /// expiries against.
+    /// Starts the worker thread, with room for `capacity` waiting
+    /// transactions. `now_ms` is the clock admission checks expiries against.
     pub fn start(
         mempool: Arc<Mempool>,
         storage: Storage,
@@ -77,9 +83,10 @@ impl Batcher {
         now_ms: fn() -> u64,
     ) -> (Batcher, Worker) {
         let (batcher, requests) = Batcher::unstarted(capacity);
+        let queued = batcher.queued.clone();
         let thread = std::thread::Builder::new()
             .name("admission".into())
-            .spawn(move || run(&mempool, &storage, &requests, now_ms))
+            .spawn(move || run(&mempool, &storage, &requests, &queued, now_ms))
             .expect("spawning the admission thread");
         let worker = Worker {
             queue: batcher.queue.clone(),
@@ -90,8 +97,17 @@ impl Batcher {
 
     /// The queue without its worker.
     fn unstarted(capacity: usize) -> (Batcher, Receiver<Message>) {
+        // Every submission holds at least one transaction, so the channel never fills first.
         let (queue, requests) = sync_channel(capacity);
-        (Batcher { queue, capacity }, requests)
+        let queued = Arc::new(AtomicUsize::new(0));
+        (
+            Batcher {
+                queue,
+                capacity,
+                queued,
+            },
+            requests,
+        )
     }
 
     /// Admits `bytes` together with whatever else is waiting.
@@ -102,37 +118,34 @@ impl Batcher {
 
     /// Admits `txs` (at most [`MAX_BATCH`] make one signature batch) together
     /// with whatever else is waiting; one verdict per transaction, in order.
-    /// The queue counts the call as one submission.
+    /// Each transaction takes a place in the queue; refused whole without room for all.
     pub async fn admit_all(&self, txs: Vec<Vec<u8>>) -> Result<Vec<Verdict>, NotAdmitted> {
+        let count = txs.len();
+        let before = self.queued.fetch_add(count, Ordering::SeqCst);
+        if before + count > self.capacity {
+            self.queued.fetch_sub(count, Ordering::SeqCst);
+            return Err(NotAdmitted::QueueFull(self.capacity));
+        }
         let (reply, verdicts) = oneshot::channel();
-        self.queue
-            .try_send(Message::Submit(Request { txs, reply }))
-            .map_err(|e| match e {
+        if let Err(e) = self.queue.try_send(Message::Submit(Request { txs, reply })) {
+            self.queued.fetch_sub(count, Ordering::SeqCst);
+            return Err(match e {
                 TrySendError::Full(_) => NotAdmitted::QueueFull(self.capacity),
                 TrySendError::Disconnected(_) => NotAdmitted::Stopped,
-            })?;
+            });
+        }
         verdicts.await.map_err(|_| NotAdmitted::Stopped)
     }
 }
 
-fn run(mempool: &Mempool, storage: &Storage, requests: &Receiver<Message>, now_ms: fn() -> u64) {
-    let mut stop = false;
-    while !stop && let Ok(Message::Submit(first)) = requests.recv() {
-        let mut count = first.txs.len();
-        let mut batch = vec![first];
-        while count < MAX_BATCH {
-            match requests.try_recv() {
-                Ok(Message::Submit(request)) => {
-                    count += request.txs.len();
-                    batch.push(request);
-                }
-                Ok(Message::Stop) => {
-                    stop = true;
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
+fn run(
+    mempool: &Mempool,
+    storage: &Storage,
+    requests: &Receiver<Message>,
+    queued: &AtomicUsize,
+    now_ms: fn() -> u64,
+) {
+    while let Some((batch, stop)) = take(requests, queued) {
         let items: Vec<&[u8]> = batch
             .iter()
             .flat_map(|r| r.txs.iter().map(Vec::as_slice))
@@ -143,7 +156,37 @@ fn run(mempool: &Mempool, storage: &Storage, requests: &Receiver<Message>, now_m
             // The submitter may have gone away; its transactions are admitted all the same.
             let _ = request.reply.send(answer);
         }
+        if stop {
+            return;
+        }
     }
+}
+
+/// Waits for a submission and takes it with whatever else waits, until
+/// [`MAX_BATCH`] transactions, freeing their places in the queue; and
+/// whether a stop came behind them. `None` once stopped.
+fn take(requests: &Receiver<Message>, queued: &AtomicUsize) -> Option<(Vec<Request>, bool)> {
+    let Ok(Message::Submit(first)) = requests.recv() else {
+        return None;
+    };
+    let mut count = first.txs.len();
+    let mut batch = vec![first];
+    let mut stop = false;
+    while count < MAX_BATCH {
+        match requests.try_recv() {
+            Ok(Message::Submit(request)) => {
+                count += request.txs.len();
+                batch.push(request);
+            }
+            Ok(Message::Stop) => {
+                stop = true;
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    queued.fetch_sub(count, Ordering::SeqCst);
+    Some((batch, stop))
 }
 
 #[cfg(test)]
@@ -151,18 +194,48 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_full_queue_refuses_at_once() {
-        let (batcher, _requests) = Batcher::unstarted(2);
-        for i in 0..2u8 {
-            let (reply, _) = oneshot::channel();
-            let txs = vec![vec![i]];
-            let request = Message::Submit(Request { txs, reply });
-            batcher.queue.try_send(request).unwrap();
+    async fn the_queue_holds_transactions_up_to_its_capacity_however_they_come() {
+        let (batcher, requests) = Batcher::unstarted(4);
+        // Three waiting as one batch (no worker takes them yet).
+        let waiting = tokio::spawn({
+            let batcher = batcher.clone();
+            async move { batcher.admit_all(vec![vec![1], vec![2], vec![3]]).await }
+        });
+        while batcher.queued.load(Ordering::SeqCst) < 3 {
+            tokio::task::yield_now().await;
         }
-        assert_eq!(
-            batcher.admit(vec![3]).await.err(),
-            Some(NotAdmitted::QueueFull(2))
-        );
+        // Two more do not fit, as a batch or one by one past the fourth.
+        let full = Some(NotAdmitted::QueueFull(4));
+        assert_eq!(batcher.admit_all(vec![vec![4], vec![5]]).await.err(), full);
+        let fourth = tokio::spawn({
+            let batcher = batcher.clone();
+            async move { batcher.admit(vec![4]).await }
+        });
+        while batcher.queued.load(Ordering::SeqCst) < 4 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(batcher.admit(vec![5]).await.err(), full);
+        // The worker's take frees the places of all it took.
+        let (taken, stop) = take(&requests, &batcher.queued).expect("submissions wait");
+        assert_eq!(taken.iter().map(|r| r.txs.len()).sum::<usize>(), 4);
+        assert!(!stop);
+        assert_eq!(batcher.queued.load(Ordering::SeqCst), 0);
+        let again = tokio::spawn({
+            let batcher = batcher.clone();
+            async move {
+                batcher
+                    .admit_all(vec![vec![6], vec![7], vec![8], vec![9]])
+                    .await
+            }
+        });
+        while batcher.queued.load(Ordering::SeqCst) < 4 {
+            tokio::task::yield_now().await;
+        }
+        drop((taken, requests));
+        for task in [waiting, again] {
+            assert_eq!(task.await.unwrap().err(), Some(NotAdmitted::Stopped));
+        }
+        assert_eq!(fourth.await.unwrap().err(), Some(NotAdmitted::Stopped));
     }
 
     #[tokio::test]

@@ -872,7 +872,8 @@ async fn a_batch_through_the_batcher_gets_the_verdicts_of_one_by_one_admission()
             .collect(),
     );
     let env = Env::with(genesis_with_weak_account(), params);
-    let (batcher, _worker) = Batcher::start(Arc::new(env.mempool), env.storage.clone(), 8, || NOW);
+    let (batcher, _worker) =
+        Batcher::start(Arc::new(env.mempool), env.storage.clone(), 1_024, || NOW);
     let together = verdicts(batcher.admit_all(items).await.expect("answered"));
     assert_eq!(together, singly);
 }
