@@ -3,9 +3,10 @@
 //!
 //! - `verify/single`: decode one signed transaction and `SignedTransaction::verify` it.
 //!   Reported per transaction.
-//! - `verify/batch/{256,1024}`: decode that many and check them with one
-//!   `crypto::verify_batch` call, as `Mempool::admit_batch` does. Reported per
-//!   batch; the throughput line gives transactions per second.
+//! - `verify/batch/{1,4,16,256,1024}`: decode that many and check them with
+//!   one `crypto::verify_batch` call, as `Mempool::admit_batch` does (an idle
+//!   node's batches are small, a loaded node's large). Reported per batch;
+//!   the throughput line gives transactions per second.
 //!
 //! Transactions are ~100-byte remarks from 64 distinct senders. Run with
 //! `cargo bench -p trellis-types --bench verify`.
@@ -67,7 +68,7 @@ fn verify(c: &mut Criterion) {
 
     // A batch takes tens of milliseconds: sample it flat, not with growing iteration counts.
     group.sampling_mode(SamplingMode::Flat);
-    for n in [256usize, 1024] {
+    for n in [1usize, 4, 16, 256, 1024] {
         let wire = wire_transactions(n);
         assert_eq!(
             decode_and_verify_batch(&wire),
