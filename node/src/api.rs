@@ -515,15 +515,19 @@ async fn submit_transaction(
 ) -> Result<(StatusCode, Json<TxSubmitted>), ApiError> {
     let result = submit(&state, &headers, body).await;
     if let Err(e) = &result {
-        state
-            .metrics
-            .admission_rejected
-            .get_or_create(&CodeLabels {
-                code: e.code.to_string(),
-            })
-            .inc();
+        count_refusal(&state.metrics, &e.code);
     }
     result.map(|tx_hash| (StatusCode::ACCEPTED, Json(TxSubmitted { tx_hash })))
+}
+
+/// Counts a refused submission (or batch, or transaction of a batch) by its code.
+fn count_refusal(metrics: &Metrics, code: &str) {
+    metrics
+        .admission_rejected
+        .get_or_create(&CodeLabels {
+            code: code.to_owned(),
+        })
+        .inc();
 }
 
 async fn submit(
@@ -607,20 +611,11 @@ async fn submit_batch(
     headers: HeaderMap,
     body: Result<Body, BytesRejection>,
 ) -> Result<Json<BatchSubmitted>, ApiError> {
-    let rejected = |code: &str| {
-        state
-            .metrics
-            .admission_rejected
-            .get_or_create(&CodeLabels {
-                code: code.to_string(),
-            })
-            .inc();
-    };
     let verdicts = match batch_txs(&state, &headers, body) {
         Ok(txs) => state.admission.admit_all(txs).await.map_err(ApiError::from),
         Err(e) => Err(e),
     }
-    .inspect_err(|e| rejected(&e.code))?;
+    .inspect_err(|e| count_refusal(&state.metrics, &e.code))?;
     let results = verdicts
         .into_iter()
         .map(|verdict| match verdict {
@@ -631,7 +626,7 @@ async fn submit_batch(
             },
             Err(e) => {
                 let e = ApiError::from(e);
-                rejected(&e.code);
+                count_refusal(&state.metrics, &e.code);
                 BatchVerdict {
                     status: e.status.as_u16(),
                     tx_hash: None,

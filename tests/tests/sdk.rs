@@ -11,10 +11,11 @@ use trellis_genesis::{Genesis, dev_account};
 use trellis_node::node::now_ms;
 use trellis_receivables as rcv;
 use trellis_sdk::api::{CommittedTx, TxPosition};
-use trellis_sdk::{Client, Error, RetryPolicy};
+use trellis_sdk::{Client, Error, EventStream, RetryPolicy};
 use trellis_tests::{DEADLINE, DevNode, TcpProxy, openssl, poll};
 use trellis_types::{
-    Address, Bytes, KeyPair, Payload, ReceiptStatus, SystemOp, Transaction, decode, encode,
+    Address, Bytes, KeyPair, Payload, ReceiptStatus, SignedTransaction, SystemOp, Transaction,
+    decode, encode,
 };
 
 const CORE: &str = "core-acme";
@@ -292,40 +293,38 @@ async fn admission_errors_reach_the_caller_with_the_nodes_code() {
     assert_eq!(rejected(missing), (422, "not_found".to_string()));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn transactions_sent_without_a_commit_watch_are_admitted_and_commit_in_nonce_order() {
-    let node = DevNode::start().await.expect("dev node");
-    let key = dev_account("supplier-t3/ops");
-    let client = client_with(&node.url(""), key.clone());
+/// Three remarks signed by `key` with its next three nonces (the first
+/// returned), and an event stream of its commits opened before any is sent.
+async fn three_remarks(
+    client: &Client,
+    key: &KeyPair,
+    label: &str,
+) -> (u64, EventStream, Vec<SignedTransaction>) {
     let chain_id = client.chain_id().await.unwrap();
     let first = client.account(&key.public()).await.unwrap().unwrap().nonce;
-    let mut stream = client
+    let stream = client
         .events()
         .sender(key.public())
         .subscribe()
         .await
         .unwrap();
-    let signed: Vec<_> = (0..3)
+    let signed = (0..3)
         .map(|i| {
             Transaction {
                 chain_id: chain_id.clone(),
                 sender: key.public(),
                 nonce: first + i,
                 expires_at_ms: now_ms() + 60_000,
-                payload: remark(&format!("sent {i}")),
+                payload: remark(&format!("{label} {i}")),
             }
-            .sign(&key)
+            .sign(key)
         })
         .collect();
-    // Last nonce first: the node holds it until the gap before it fills.
-    for tx in signed.iter().rev() {
-        assert_eq!(client.send_signed(tx).await.unwrap(), tx.hash());
-    }
-    // Sending the same bytes again is harmless.
-    assert_eq!(
-        client.send_signed(&signed[1]).await.unwrap(),
-        signed[1].hash()
-    );
+    (first, stream, signed)
+}
+
+/// Waits until `stream` has shown `signed` committed, and checks they came in that order.
+async fn assert_commits_in_order(stream: &mut EventStream, signed: &[SignedTransaction]) {
     let mut committed = Vec::new();
     while committed.len() < signed.len() {
         let tx = tokio::time::timeout(DEADLINE, stream.next())
@@ -339,6 +338,24 @@ async fn transactions_sent_without_a_commit_watch_are_admitted_and_commit_in_non
         committed,
         signed.iter().map(|t| t.hash()).collect::<Vec<_>>()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_sent_without_a_commit_watch_are_admitted_and_commit_in_nonce_order() {
+    let node = DevNode::start().await.expect("dev node");
+    let key = dev_account("supplier-t3/ops");
+    let client = client_with(&node.url(""), key.clone());
+    let (first, mut stream, signed) = three_remarks(&client, &key, "sent").await;
+    // Last nonce first: the node holds it until the gap before it fills.
+    for tx in signed.iter().rev() {
+        assert_eq!(client.send_signed(tx).await.unwrap(), tx.hash());
+    }
+    // Sending the same bytes again is harmless.
+    assert_eq!(
+        client.send_signed(&signed[1]).await.unwrap(),
+        signed[1].hash()
+    );
+    assert_commits_in_order(&mut stream, &signed).await;
     // A refusal is the node's final word, with its code.
     let mut forged = signed[0].clone();
     forged.tx.nonce = first + 10;
@@ -351,26 +368,7 @@ async fn a_batch_gets_a_verdict_per_transaction_and_its_admitted_ones_commit() {
     let node = DevNode::start().await.expect("dev node");
     let key = dev_account("supplier-t2/ops");
     let client = client_with(&node.url(""), key.clone());
-    let chain_id = client.chain_id().await.unwrap();
-    let first = client.account(&key.public()).await.unwrap().unwrap().nonce;
-    let mut stream = client
-        .events()
-        .sender(key.public())
-        .subscribe()
-        .await
-        .unwrap();
-    let signed: Vec<_> = (0..3)
-        .map(|i| {
-            Transaction {
-                chain_id: chain_id.clone(),
-                sender: key.public(),
-                nonce: first + i,
-                expires_at_ms: now_ms() + 60_000,
-                payload: remark(&format!("batched {i}")),
-            }
-            .sign(&key)
-        })
-        .collect();
+    let (first, mut stream, signed) = three_remarks(&client, &key, "batched").await;
     let mut forged = signed[0].clone();
     forged.tx.nonce = first + 10;
     // A duplicate of a batch-mate is `already_known`, which counts as admitted.
@@ -388,19 +386,7 @@ async fn a_batch_gets_a_verdict_per_transaction_and_its_admitted_ones_commit() {
     }
     let forged_verdict = verdicts.into_iter().nth(3).unwrap();
     assert_eq!(rejected(forged_verdict), (401, "bad_signature".to_string()));
-    let mut committed = Vec::new();
-    while committed.len() < signed.len() {
-        let tx = tokio::time::timeout(DEADLINE, stream.next())
-            .await
-            .expect("commits arrive")
-            .expect("the stream continues")
-            .unwrap();
-        committed.push(tx.tx_hash);
-    }
-    assert_eq!(
-        committed,
-        signed.iter().map(|t| t.hash()).collect::<Vec<_>>()
-    );
+    assert_commits_in_order(&mut stream, &signed).await;
     assert!(client.send_signed_batch(&[]).await.unwrap().is_empty());
 }
 
