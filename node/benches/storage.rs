@@ -5,6 +5,9 @@
 //!   with its receipts to sled (one batch + flush). Reported per block.
 //! - `prepare_state/1000_keys_on_100k`: compute the next root for 1,000 touched
 //!   keys on top of a committed state of 100,000 keys (writes nothing).
+//! - `sled_records/<bytes>`: insert 1.2 MB (a 400-transaction block's tree
+//!   nodes) into sled as records of that size, in key order, and flush: what
+//!   sizing the state tree's records trades (`state::tree_records`).
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
@@ -160,5 +163,44 @@ fn bench_prepare_state(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_commit_block, bench_prepare_state);
+fn bench_sled_records(c: &mut Criterion) {
+    const BLOCK_BYTES: usize = 1_200_000;
+    let dir = tempfile::tempdir().expect("temp dir");
+    // As `Storage` opens sled.
+    let db = sled::Config::new()
+        .path(dir.path())
+        .mode(sled::Mode::HighThroughput)
+        .flush_every_ms(None)
+        .segment_size(8 << 20)
+        .open()
+        .expect("open sled");
+    let mut version = 0u64;
+    let mut group = c.benchmark_group("sled_records");
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(10));
+    for size in [800, 4 * 1024, 8 * 1024, 16 * 1024] {
+        let record = vec![0x5a; size];
+        group.bench_function(size.to_string(), |b| {
+            b.iter(|| {
+                // Each block's records are new keys after the last block's.
+                version += 1;
+                for i in 0..(BLOCK_BYTES / size) as u32 {
+                    let mut key = version.to_be_bytes().to_vec();
+                    key.extend_from_slice(&i.to_be_bytes());
+                    db.insert(key, record.as_slice()).expect("insert");
+                }
+                db.flush().expect("flush")
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_commit_block,
+    bench_prepare_state,
+    bench_sled_records
+);
 criterion_main!(benches);

@@ -16,6 +16,7 @@
 //! time (both enforced); sled's flush is trusted for chain data, which peers
 //! can resend.
 
+mod crash;
 mod prune;
 mod redo;
 
@@ -841,6 +842,13 @@ impl StagedBlock {
         let tree = staged.tree_records();
         let batch = staged.batch(&tree);
         redo::write(&storage.redo_path, staged.height, batch.clone())?;
+        crash::abort_if_planned(crash::Point::RedoSynced, staged.height);
+        if crash::planned_at(crash::Point::HalfApplied, staged.height) {
+            let half = batch.clone().count() / 2;
+            redo::apply(&storage.db, batch.clone().take(half))?;
+            storage.db.flush()?;
+            crash::abort_if_planned(crash::Point::HalfApplied, staged.height);
+        }
         redo::apply(&storage.db, batch)?;
         crate::state::cache_update(&storage.caches, writes, &staged.tree);
         storage.db.flush()?;

@@ -10,7 +10,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 use trellis_genesis::Genesis;
 use trellis_node::config::{self, NodeConfig};
-use trellis_types::{Bytes, Payload, SystemOp, Transaction};
+use trellis_types::{Bytes, Payload, SignedTransaction, SystemOp, Transaction};
 
 const BIN: &str = env!("CARGO_BIN_EXE_trellis-node");
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -25,12 +25,18 @@ struct Proc {
 impl Proc {
     /// Runs `trellis-node args` in `dir`, its stdout and stderr to `dir/<name>.{out,err}`.
     fn spawn(dir: &Path, name: &str, args: &[&str]) -> Proc {
+        Proc::spawn_with(dir, name, args, &[])
+    }
+
+    /// [`Proc::spawn`] with environment variables `env` set.
+    fn spawn_with(dir: &Path, name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
         let out = File::create(dir.join(format!("{name}.out"))).unwrap();
         let log = dir.join(format!("{name}.err"));
         let child = Command::new(BIN)
             .args(args)
             .current_dir(dir)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(File::create(&log).unwrap())
@@ -99,6 +105,21 @@ fn free_port() -> u16 {
         .expect("the OS gives a free loopback port")
 }
 
+/// A remark by dev account `sender`, signed.
+fn signed_remark(sender: &str, nonce: u64, text: &str) -> SignedTransaction {
+    let key = trellis_genesis::dev_account(sender);
+    Transaction {
+        chain_id: "trellis-dev".into(),
+        sender: key.public(),
+        nonce,
+        expires_at_ms: trellis_node::node::now_ms() + 10 * 60 * 1000,
+        payload: Payload::System(SystemOp::Remark {
+            data: Bytes(text.as_bytes().to_vec()),
+        }),
+    }
+    .sign(&key)
+}
+
 /// A `trellis-node --dev` process and its API address.
 struct DevProcess {
     proc: Proc,
@@ -110,6 +131,16 @@ impl DevProcess {
     /// Starts a dev node on `data_dir` and waits until its API answers; a port
     /// taken between our probe and its bind means another try.
     async fn start(dir: &Path, name: &str, data_dir: &Path) -> DevProcess {
+        DevProcess::start_with(dir, name, data_dir, &[]).await
+    }
+
+    /// [`DevProcess::start`] with environment variables `env` set.
+    async fn start_with(
+        dir: &Path,
+        name: &str,
+        data_dir: &Path,
+        env: &[(&str, &str)],
+    ) -> DevProcess {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
@@ -117,10 +148,11 @@ impl DevProcess {
         for attempt in 1..=START_ATTEMPTS {
             let listen = format!("127.0.0.1:{}", free_port());
             let data = data_dir.to_str().unwrap();
-            let mut proc = Proc::spawn(
+            let mut proc = Proc::spawn_with(
                 dir,
                 name,
                 &["--dev", "--data-dir", data, "--api-listen", &listen],
+                env,
             );
             let base = format!("http://{listen}");
             let deadline = Instant::now() + DEADLINE;
@@ -194,29 +226,29 @@ impl DevProcess {
             .to_owned()
     }
 
-    /// Submits a remark by dev account `sender` (canonical bytes); returns
-    /// the HTTP status and the transaction's hash.
-    async fn submit_remark(&self, sender: &str, nonce: u64, text: &str) -> (u16, String) {
-        let key = trellis_genesis::dev_account(sender);
-        let signed = Transaction {
-            chain_id: "trellis-dev".into(),
-            sender: key.public(),
-            nonce,
-            expires_at_ms: trellis_node::node::now_ms() + 10 * 60 * 1000,
-            payload: Payload::System(SystemOp::Remark {
-                data: Bytes(text.as_bytes().to_vec()),
-            }),
-        }
-        .sign(&key);
+    /// Posts `signed` (canonical bytes); the HTTP status, or `None` if the
+    /// node could not be reached.
+    async fn post_transaction(&self, signed: &SignedTransaction) -> Option<u16> {
         let response = self
             .client
             .post(format!("{}/v1/transactions", self.base))
             .header("content-type", "application/octet-stream")
-            .body(trellis_types::encode(&signed))
+            .body(trellis_types::encode(signed))
             .send()
             .await
-            .unwrap();
-        (response.status().as_u16(), hex::encode(signed.hash().0))
+            .ok()?;
+        Some(response.status().as_u16())
+    }
+
+    /// Submits a remark by dev account `sender`; returns the HTTP status and
+    /// the transaction's hash.
+    async fn submit_remark(&self, sender: &str, nonce: u64, text: &str) -> (u16, String) {
+        let signed = signed_remark(sender, nonce, text);
+        let status = self
+            .post_transaction(&signed)
+            .await
+            .expect("the node answers");
+        (status, hex::encode(signed.hash().0))
     }
 
     /// Polls the transaction until it is committed; returns its height.
@@ -358,6 +390,68 @@ async fn a_dev_node_killed_while_committing_keeps_every_block_it_showed() {
         }
         node.proc.child.kill().expect("SIGKILL is delivered");
         node.proc.child.wait().expect("the killed node is reaped");
+    }
+}
+
+/// A node aborts at a chosen point of writing block 4 (the `TRELLIS_CRASH_AT`
+/// test hook) while remarks stream in: once with the redo file synced and
+/// nothing of the block in sled, once with half the block's records in sled
+/// and flushed. Each restart must finish the block from the redo file, serve
+/// it and its transactions as committed, and go on committing.
+#[tokio::test]
+async fn a_dev_node_that_dies_while_writing_a_block_finishes_it_on_restart() {
+    const CRASH_HEIGHT: u64 = 4;
+    for point in ["redo-synced", "half-applied"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let data_dir = tmp.path().join("data");
+        let crash_at = format!("{point}@{CRASH_HEIGHT}");
+        let env = [("TRELLIS_CRASH_AT", crash_at.as_str())];
+        let mut node = DevProcess::start_with(tmp.path(), point, &data_dir, &env).await;
+        // Remarks from three senders until the node dies, so that blocks
+        // 2 to 4 hold transactions (block 1 may be built before any arrives).
+        let senders = ["core-acme/ops", "bank-first/ops", "supplier-t1/ops"];
+        let mut sent = 0u64;
+        while node.proc.exited().is_none() && sent < 3_000 {
+            let sender = senders[(sent % 3) as usize];
+            let signed = signed_remark(sender, sent / 3, &format!("{point} {sent}"));
+            if node.post_transaction(&signed).await.is_none() {
+                break; // The node is gone.
+            }
+            sent += 1;
+        }
+        let status = node.proc.wait_exit().await;
+        assert!(!status.success(), "{point}: exited with {status}");
+        assert!(
+            node.proc.stderr().contains("aborting at"),
+            "{point}: the hook did not fire; stderr:\n{}",
+            node.proc.stderr()
+        );
+        assert!(
+            data_dir.join("chain/trellis-redo").exists(),
+            "{point}: the redo file is left"
+        );
+
+        let node = DevProcess::start(tmp.path(), &format!("{point}-restart"), &data_dir).await;
+        let log = node.proc.stderr();
+        assert!(
+            log.contains(&format!("finished writing block {CRASH_HEIGHT}")),
+            "{point}: stderr:\n{log}"
+        );
+        assert!(!data_dir.join("chain/trellis-redo").exists());
+        let (status, block) = node.get(&format!("/v1/blocks/{CRASH_HEIGHT}")).await;
+        assert_eq!(status, 200, "{point}: {block}");
+        let receipts = block["receipts"].as_array().expect("a block has receipts");
+        assert!(
+            !receipts.is_empty(),
+            "{point}: block {CRASH_HEIGHT} is empty"
+        );
+        for receipt in receipts {
+            let tx = receipt["tx"]
+                .as_str()
+                .expect("a receipt names its transaction");
+            assert_eq!(node.wait_committed(tx).await, CRASH_HEIGHT, "{point}: {tx}");
+        }
+        node.wait_height(CRASH_HEIGHT + 2).await;
     }
 }
 
