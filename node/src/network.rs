@@ -12,7 +12,7 @@
 
 use crate::consensus::Message;
 use crate::mempool::Mempool;
-use crate::metrics::Metrics;
+use crate::metrics::{CodeLabels, Metrics};
 use crate::storage::Storage;
 use libp2p::futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::request_response::{self, ProtocolSupport};
@@ -42,6 +42,10 @@ const STRIKES: u32 = 100;
 const STRIKE_WINDOW: Duration = Duration::from_secs(60);
 /// How long a disconnected offender is kept out.
 const BAN: Duration = Duration::from_secs(60);
+/// Peers' transaction batches being admitted at once, at most. More are
+/// dropped (the peer keeps them in its own mempool and proposes them
+/// itself), so no member can queue unbounded work behind the admission checks.
+const PEER_BATCHES_IN_FLIGHT: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Request {
@@ -322,6 +326,7 @@ pub fn spawn(
         banned: BTreeMap::new(),
         storage,
         mempool,
+        peer_batches: Arc::new(tokio::sync::Semaphore::new(PEER_BATCHES_IN_FLIGHT)),
         metrics,
         inbound: in_tx,
         max_frame_bytes,
@@ -345,6 +350,8 @@ struct NetworkTask {
     banned: BTreeMap<PeerId, Instant>,
     storage: Storage,
     mempool: Arc<Mempool>,
+    /// Places for peers' transaction batches being admitted.
+    peer_batches: Arc<tokio::sync::Semaphore>,
     metrics: Arc<Metrics>,
     inbound: mpsc::Sender<Inbound>,
     max_frame_bytes: usize,
@@ -561,12 +568,23 @@ impl NetworkTask {
                 Response::Ack
             }
             Request::Transactions(txs) => {
+                let Ok(place) = self.peer_batches.clone().try_acquire_owned() else {
+                    debug!(%peer, txs = txs.len(), "admission busy: forwarded transactions dropped");
+                    self.metrics
+                        .admission_rejected
+                        .get_or_create(&CodeLabels {
+                            code: "peer_admission_busy".into(),
+                        })
+                        .inc_by(txs.len() as u64);
+                    return Response::Ack;
+                };
                 let mempool = self.mempool.clone();
                 let storage = self.storage.clone();
                 // Signature checks are CPU work: keep them off the network task.
                 tokio::task::spawn_blocking(move || {
                     let items: Vec<&[u8]> = txs.iter().map(|t| t.0.as_slice()).collect();
                     mempool.admit_batch_from_peer(&items, &storage, crate::node::now_ms());
+                    drop(place);
                 });
                 Response::Ack
             }

@@ -13,6 +13,7 @@ const DEADLINE: Duration = Duration::from_secs(20);
 
 struct Node {
     _dir: tempfile::TempDir,
+    mempool: Arc<Mempool>,
     handle: NetworkHandle,
     inbound: mpsc::Receiver<Inbound>,
     metrics: Arc<Metrics>,
@@ -44,10 +45,8 @@ async fn start_node(genesis: &Genesis, keys: &NodeKeys, max_frame_bytes: usize) 
     let dir = tempfile::tempdir().unwrap();
     let storage = Storage::open(&dir.path().join("chain")).unwrap();
     chain::initialise(&storage, genesis, &Vm::new()).unwrap();
-    let mempool = Arc::new(Mempool::new(
-        genesis.chain_id.clone(),
-        genesis.params.clone(),
-    ));
+    let mempool =
+        Arc::new(Mempool::new(genesis.chain_id.clone(), genesis.params.clone()).with_forwarding());
     let metrics = Arc::new(Metrics::new());
     let addr = free_addr();
     let config = NetworkConfig {
@@ -57,9 +56,10 @@ async fn start_node(genesis: &Genesis, keys: &NodeKeys, max_frame_bytes: usize) 
         members: genesis.node_keys(),
         max_frame_bytes,
     };
-    let (handle, inbound) = spawn(config, storage, mempool, metrics.clone()).unwrap();
+    let (handle, inbound) = spawn(config, storage, mempool.clone(), metrics.clone()).unwrap();
     Node {
         _dir: dir,
+        mempool,
         handle,
         inbound,
         metrics,
@@ -232,6 +232,124 @@ async fn a_member_reaches_the_driver_and_can_sync_blocks() {
     let blocks = blocks.expect("a sync response");
     assert_eq!(blocks.len(), 1, "only the genesis block is committed");
     assert_eq!(blocks[0].0.header.height, 0);
+}
+
+/// A remark by the genesis account `core-acme/ops`, signed.
+fn remark(genesis: &Genesis, nonce: u64) -> trellis_types::SignedTransaction {
+    let key = trellis_genesis::dev_account("core-acme/ops");
+    trellis_types::Transaction {
+        chain_id: genesis.chain_id.clone(),
+        sender: key.public(),
+        nonce,
+        expires_at_ms: crate::node::now_ms() + 60_000,
+        payload: trellis_types::Payload::System(trellis_types::SystemOp::Remark {
+            data: Bytes(vec![nonce as u8]),
+        }),
+    }
+    .sign(&key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_transactions_are_admitted_but_not_forwarded_again() {
+    let (genesis, keys) = network();
+    let node = start_node(&genesis, &keys[0], 1 << 20).await;
+    let mut peer = client(identity_from_seed(keys[1].node.seed()));
+    peer.dial(node.addr.clone()).unwrap();
+    assert!(
+        until(&mut peer, |e| matches!(
+            e,
+            SwarmEvent::ConnectionEstablished { .. }
+        ))
+        .await
+    );
+    let good = remark(&genesis, 0);
+    let mut mis_signed = remark(&genesis, 1);
+    mis_signed.signature = good.signature;
+    let batch = [&good, &mis_signed].map(|tx| Bytes(encode(tx))).to_vec();
+    peer.behaviour_mut().send_request(
+        &node.handle.local_peer_id,
+        frame(&encode(&Request::Transactions(batch))),
+    );
+    tokio::time::timeout(DEADLINE, async {
+        while !node.mempool.contains(&good.hash()) {
+            tokio::select! {
+                _ = peer.select_next_some() => {}
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            }
+        }
+    })
+    .await
+    .expect("the good transaction is admitted");
+    assert!(!node.mempool.contains(&mis_signed.hash()));
+    assert_eq!(node.mempool.len(), 1);
+    assert!(
+        node.mempool.take_outbox().is_empty(),
+        "a peer's transactions are not forwarded again"
+    );
+}
+
+/// A member that floods the node with transaction batches faster than they
+/// can be checked gets the excess dropped and counted, not queued without
+/// bound; the node goes on answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_forwarded_batches_is_dropped_beyond_the_places_for_them() {
+    let (genesis, keys) = network();
+    let node = start_node(&genesis, &keys[0], 1 << 20).await;
+    let mut peer = client(identity_from_seed(keys[1].node.seed()));
+    peer.dial(node.addr.clone()).unwrap();
+    assert!(
+        until(&mut peer, |e| matches!(
+            e,
+            SwarmEvent::ConnectionEstablished { .. }
+        ))
+        .await
+    );
+    // One good transaction and 199 mis-signed ones, which are never admitted,
+    // so every copy of the batch costs the node 200 signature checks.
+    let stranger = trellis_types::KeyPair::insecure_from_label("stranger");
+    let mut batch = vec![Bytes(encode(&remark(&genesis, 0)))];
+    batch.extend((1..200).map(|n| {
+        let mut tx = remark(&genesis, n);
+        tx.signature = stranger.sign(&tx.hash());
+        Bytes(encode(&tx))
+    }));
+    let request = frame(&encode(&Request::Transactions(batch)));
+    let target = node.handle.local_peer_id;
+    // The copies arrive far faster than they can be checked.
+    for _ in 0..3 * PEER_BATCHES_IN_FLIGHT {
+        peer.behaviour_mut().send_request(&target, request.clone());
+    }
+    let dropped = || {
+        node.metrics
+            .encode()
+            .lines()
+            .find(|l| l.contains("code=\"peer_admission_busy\""))
+            .map(str::to_owned)
+    };
+    tokio::time::timeout(DEADLINE, async {
+        while dropped().is_none() || node.mempool.is_empty() {
+            tokio::select! {
+                _ = peer.select_next_some() => {}
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("dropped: {:?}, admitted {}", dropped(), node.mempool.len()));
+    assert_eq!(node.mempool.len(), 1, "the good transaction, once");
+    // Still answering.
+    peer.behaviour_mut()
+        .send_request(&target, frame(&encode(&Request::Sync { from: 0, max: 1 })));
+    assert!(
+        until(&mut peer, |e| matches!(
+            e,
+            SwarmEvent::Behaviour(request_response::Event::Message {
+                message: request_response::Message::Response { response, .. },
+                ..
+            }) if matches!(decode::<Response>(&response[4..]), Ok(Response::Blocks(_)))
+        ))
+        .await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
