@@ -166,12 +166,7 @@ fn bench_prepare_state(c: &mut Criterion) {
 fn bench_sled_records(c: &mut Criterion) {
     const BLOCK_BYTES: usize = 1_200_000;
     let dir = tempfile::tempdir().expect("temp dir");
-    // As `Storage` opens sled.
-    let db = sled::Config::new()
-        .path(dir.path())
-        .mode(sled::Mode::HighThroughput)
-        .flush_every_ms(None)
-        .segment_size(8 << 20)
+    let db = trellis_node::storage::sled_config(dir.path())
         .open()
         .expect("open sled");
     let mut version = 0u64;

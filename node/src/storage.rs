@@ -361,8 +361,8 @@ fn unseal<T: Serialize + serde::de::DeserializeOwned>(
     codec::decode(&bytes[CHECKSUM_LEN..]).map_err(|e| corrupt(format!("{}: {e}", what())))
 }
 
-/// How every store is opened, tests' included (sled refuses another segment size).
-fn sled_config(path: &Path) -> sled::Config {
+/// How every store is opened, tests' and benchmarks' included (sled refuses another segment size).
+pub fn sled_config(path: &Path) -> sled::Config {
     sled::Config::new()
         .path(path)
         // Blocks are write-heavy (thousands of keys per batch): trade disk space for write speed.

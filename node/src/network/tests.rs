@@ -162,6 +162,40 @@ where
     .is_ok()
 }
 
+/// A client with member `keys`' identity, connected to `node`.
+async fn connected_member(
+    keys: &NodeKeys,
+    node: &Node,
+) -> Swarm<request_response::Behaviour<RawCodec>> {
+    let mut peer = client(identity_from_seed(keys.node.seed()));
+    peer.dial(node.addr.clone()).unwrap();
+    assert!(
+        until(&mut peer, |e| matches!(
+            e,
+            SwarmEvent::ConnectionEstablished { .. }
+        ))
+        .await
+    );
+    peer
+}
+
+/// Drives the client until `done` holds, or the deadline passes (false).
+async fn drive_until(
+    peer: &mut Swarm<request_response::Behaviour<RawCodec>>,
+    mut done: impl FnMut() -> bool,
+) -> bool {
+    tokio::time::timeout(DEADLINE, async {
+        while !done() {
+            tokio::select! {
+                _ = peer.select_next_some() => {}
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
 fn vote(genesis: &Genesis, keys: &NodeKeys) -> Message {
     let key = keys.consensus.clone().expect("a validator");
     let data = VoteData {
@@ -182,16 +216,8 @@ fn vote(genesis: &Genesis, keys: &NodeKeys) -> Message {
 async fn a_member_reaches_the_driver_and_can_sync_blocks() {
     let (genesis, keys) = network();
     let mut node = start_node(&genesis, &keys[0], 1 << 20).await;
-    let mut peer = client(identity_from_seed(keys[1].node.seed()));
-    peer.dial(node.addr.clone()).unwrap();
+    let mut peer = connected_member(&keys[1], &node).await;
     let target = node.handle.local_peer_id;
-    assert!(
-        until(&mut peer, |e| matches!(
-            e,
-            SwarmEvent::ConnectionEstablished { .. }
-        ))
-        .await
-    );
 
     let message = vote(&genesis, &keys[1]);
     peer.behaviour_mut().send_request(
@@ -253,15 +279,7 @@ fn remark(genesis: &Genesis, nonce: u64) -> trellis_types::SignedTransaction {
 async fn forwarded_transactions_are_admitted_but_not_forwarded_again() {
     let (genesis, keys) = network();
     let node = start_node(&genesis, &keys[0], 1 << 20).await;
-    let mut peer = client(identity_from_seed(keys[1].node.seed()));
-    peer.dial(node.addr.clone()).unwrap();
-    assert!(
-        until(&mut peer, |e| matches!(
-            e,
-            SwarmEvent::ConnectionEstablished { .. }
-        ))
-        .await
-    );
+    let mut peer = connected_member(&keys[1], &node).await;
     let good = remark(&genesis, 0);
     let mut mis_signed = remark(&genesis, 1);
     mis_signed.signature = good.signature;
@@ -270,16 +288,10 @@ async fn forwarded_transactions_are_admitted_but_not_forwarded_again() {
         &node.handle.local_peer_id,
         frame(&encode(&Request::Transactions(batch))),
     );
-    tokio::time::timeout(DEADLINE, async {
-        while !node.mempool.contains(&good.hash()) {
-            tokio::select! {
-                _ = peer.select_next_some() => {}
-                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
-            }
-        }
-    })
-    .await
-    .expect("the good transaction is admitted");
+    assert!(
+        drive_until(&mut peer, || node.mempool.contains(&good.hash())).await,
+        "the good transaction is admitted"
+    );
     assert!(!node.mempool.contains(&mis_signed.hash()));
     assert_eq!(node.mempool.len(), 1);
     assert!(
@@ -295,15 +307,7 @@ async fn forwarded_transactions_are_admitted_but_not_forwarded_again() {
 async fn a_flood_of_forwarded_batches_is_dropped_beyond_the_places_for_them() {
     let (genesis, keys) = network();
     let node = start_node(&genesis, &keys[0], 1 << 20).await;
-    let mut peer = client(identity_from_seed(keys[1].node.seed()));
-    peer.dial(node.addr.clone()).unwrap();
-    assert!(
-        until(&mut peer, |e| matches!(
-            e,
-            SwarmEvent::ConnectionEstablished { .. }
-        ))
-        .await
-    );
+    let mut peer = connected_member(&keys[1], &node).await;
     // One good transaction and 199 mis-signed ones, which are never admitted,
     // so every copy of the batch costs the node 200 signature checks.
     let stranger = trellis_types::KeyPair::insecure_from_label("stranger");
@@ -326,16 +330,16 @@ async fn a_flood_of_forwarded_batches_is_dropped_beyond_the_places_for_them() {
             .find(|l| l.contains("code=\"peer_admission_busy\""))
             .map(str::to_owned)
     };
-    tokio::time::timeout(DEADLINE, async {
-        while dropped().is_none() || node.mempool.is_empty() {
-            tokio::select! {
-                _ = peer.select_next_some() => {}
-                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
-            }
-        }
+    let done = drive_until(&mut peer, || {
+        dropped().is_some() && !node.mempool.is_empty()
     })
-    .await
-    .unwrap_or_else(|_| panic!("dropped: {:?}, admitted {}", dropped(), node.mempool.len()));
+    .await;
+    assert!(
+        done,
+        "dropped: {:?}, admitted {}",
+        dropped(),
+        node.mempool.len()
+    );
     assert_eq!(node.mempool.len(), 1, "the good transaction, once");
     // Still answering.
     peer.behaviour_mut()
@@ -382,16 +386,8 @@ async fn a_peer_outside_the_genesis_cannot_connect() {
 async fn a_member_that_keeps_sending_garbage_is_disconnected() {
     let (genesis, keys) = network();
     let node = start_node(&genesis, &keys[0], 1 << 20).await;
-    let mut peer = client(identity_from_seed(keys[1].node.seed()));
-    peer.dial(node.addr.clone()).unwrap();
+    let mut peer = connected_member(&keys[1], &node).await;
     let target = node.handle.local_peer_id;
-    assert!(
-        until(&mut peer, |e| matches!(
-            e,
-            SwarmEvent::ConnectionEstablished { .. }
-        ))
-        .await
-    );
     for i in 0..(STRIKES + 10) {
         peer.behaviour_mut()
             .send_request(&target, frame(&[0xde, 0xad, i as u8]));
@@ -414,16 +410,8 @@ async fn a_member_that_keeps_sending_garbage_is_disconnected() {
 async fn an_oversized_frame_is_refused_without_reading_it() {
     let (genesis, keys) = network();
     let node = start_node(&genesis, &keys[0], 4096).await;
-    let mut peer = client(identity_from_seed(keys[1].node.seed()));
-    peer.dial(node.addr.clone()).unwrap();
+    let mut peer = connected_member(&keys[1], &node).await;
     let target = node.handle.local_peer_id;
-    assert!(
-        until(&mut peer, |e| matches!(
-            e,
-            SwarmEvent::ConnectionEstablished { .. }
-        ))
-        .await
-    );
     // Claims 1 GiB; the node must refuse on the length alone.
     let mut request = (1u32 << 30).to_be_bytes().to_vec();
     request.extend_from_slice(&[0; 64]);
