@@ -66,6 +66,8 @@ pub struct Metrics {
     /// Refused messages counted against peers (malformed, mis-signed, over the rate).
     pub network_strikes: Counter,
     pub network_rate_limited: Counter,
+    /// Bytes of peers' frames held in memory, being read or waiting to be handled.
+    pub network_frame_bytes: Gauge,
     /// 1 while catching up with the network by block sync.
     pub syncing: Gauge,
     /// The committed height f+1 validators vouch the chain has reached.
@@ -103,6 +105,7 @@ impl Metrics {
             peers: Gauge::default(),
             network_strikes: Counter::default(),
             network_rate_limited: Counter::default(),
+            network_frame_bytes: Gauge::default(),
             syncing: Gauge::default(),
             sync_target: Gauge::default(),
             registry: Registry::default(),
@@ -175,6 +178,11 @@ impl Metrics {
             "network_rate_limited",
             "Peer requests dropped by the per-peer rate limit",
             metrics.network_rate_limited.clone(),
+        );
+        registry.register(
+            "network_frame_bytes",
+            "Bytes of peers' frames held in memory, being read or waiting to be handled",
+            metrics.network_frame_bytes.clone(),
         );
         registry.register(
             "syncing",

@@ -5,7 +5,9 @@
 //! traffic is request-response on one protocol, sent directly to each peer (no
 //! gossip mesh): consensus messages, batches of transactions on their way to
 //! the proposer, and block sync. Every frame is length-prefixed and capped;
-//! each peer has a rate limit; a peer that keeps sending what is refused is
+//! a connection's frames held in memory, being read or waiting to be handled,
+//! never exceed its budget of bytes; a peer has at most two connections and a
+//! rate limit; a peer that keeps sending what is refused is
 //! disconnected and kept out for a while. Sync requests are answered here from
 //! storage; everything else goes to the driver, and transactions straight to
 //! the mempool.
@@ -17,12 +19,16 @@ use crate::storage::Storage;
 use libp2p::futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, StreamProtocol, allow_block_list, identity, noise, tcp, yamux};
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, allow_block_list, connection_limits, identity, noise, tcp,
+    yamux,
+};
+use prometheus_client::metrics::gauge::Gauge;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 use trellis_types::codec::{decode, encode};
@@ -46,6 +52,12 @@ const BAN: Duration = Duration::from_secs(60);
 /// dropped (the peer keeps them in its own mempool and proposes them
 /// itself), so no member can queue unbounded work behind the admission checks.
 const PEER_BATCHES_IN_FLIGHT: usize = 64;
+/// Connections one peer may hold at once: two, for when both sides dial at
+/// the same moment. More would multiply what a peer can have in flight.
+const CONNECTIONS_PER_PEER: u32 = 2;
+/// A connection's frames held in memory at once, being read or waiting to be
+/// handled: this many of the largest frame (36 MiB with 8 MiB blocks).
+const FRAME_BUDGET_FRAMES: usize = 4;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Request {
@@ -71,10 +83,13 @@ pub enum Inbound {
     Consensus {
         from: PeerId,
         message: Message,
+        /// The message's share of the frame budget, returned when this is dropped.
+        held: Option<FrameBytes>,
     },
     Blocks {
         from: PeerId,
         blocks: Vec<(Block, QuorumCertificate)>,
+        held: Option<FrameBytes>,
     },
     Peers(usize),
 }
@@ -119,22 +134,98 @@ pub fn identity_from_seed(seed: [u8; 32]) -> identity::Keypair {
 #[derive(NetworkBehaviour)]
 struct Behaviour {
     allowed: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
+    limits: connection_limits::Behaviour,
     rpc: request_response::Behaviour<Codec>,
 }
 
-/// A message as read off the wire: decoded, or why it was refused. A refusal
-/// is a value rather than an I/O error because libp2p drops failed reads
-/// silently, and the node must count them against the peer.
-type Received<T> = Result<T, String>;
+/// One frame's share of its connection's budget, given back when dropped.
+#[derive(Debug)]
+pub struct FrameBytes {
+    _permit: OwnedSemaphorePermit,
+    bytes: i64,
+    held: Gauge,
+}
+
+impl Drop for FrameBytes {
+    fn drop(&mut self) {
+        self.held.dec_by(self.bytes);
+    }
+}
+
+/// A message read off the wire (decoded, or why it was refused) with the
+/// budget its bytes hold; or one of ours on its way out, which holds none.
+/// A refusal is a value rather than an I/O error because libp2p drops failed
+/// reads silently, and the node must count them against the peer.
+#[derive(Debug)]
+struct Frame<T> {
+    message: Result<T, String>,
+    held: Option<FrameBytes>,
+}
+
+impl<T> Frame<T> {
+    fn outgoing(message: T) -> Self {
+        Frame {
+            message: Ok(message),
+            held: None,
+        }
+    }
+}
 
 /// Length-prefixed canonical encoding, capped at `max` bytes a frame.
-#[derive(Clone)]
+///
+/// Each connection has a budget of bytes for its frames in memory. A frame
+/// takes its length before its body is read (waiting while the budget is
+/// spent) and gives it back when its message is dropped, after it has been
+/// handled, so no number of streams or queued messages makes the node hold
+/// more for a connection; and a peer that spends its budget, by flooding or by
+/// claiming frames it never sends, stalls only its own connection.
 struct Codec {
     max: usize,
+    /// This connection's budget; `None` in the behaviour's own codec, which
+    /// only makes the connections' codecs.
+    budget: Option<Arc<Semaphore>>,
+    /// Bytes taken over all connections, for `trellis_network_frame_bytes`.
+    held: Gauge,
+}
+
+/// libp2p clones the behaviour's codec once for each connection, and that
+/// clone once for each of the connection's streams: the first clone opens a
+/// budget of its own, which the streams' clones share. (Were libp2p to clone
+/// the behaviour's codec for every stream instead, each frame would have a
+/// budget of its own; `a_member_cannot_make_the_node_hold_more_than_the_frame_budget`
+/// would catch it.)
+impl Clone for Codec {
+    fn clone(&self) -> Self {
+        let budget = self
+            .budget
+            .clone()
+            .unwrap_or_else(|| Arc::new(Semaphore::new(FRAME_BUDGET_FRAMES * self.max)));
+        Codec {
+            max: self.max,
+            budget: Some(budget),
+            held: self.held.clone(),
+        }
+    }
 }
 
 impl Codec {
-    async fn read<T, V>(&self, io: &mut T) -> io::Result<Received<V>>
+    /// Takes `bytes` from the connection's budget, waiting while it is spent.
+    async fn take(&self, bytes: usize) -> Option<FrameBytes> {
+        let permit = self
+            .budget
+            .clone()?
+            .acquire_many_owned(bytes as u32)
+            .await
+            .expect("a budget is never closed");
+        self.held.inc_by(bytes as i64);
+        Some(FrameBytes {
+            _permit: permit,
+            bytes: bytes as i64,
+            held: self.held.clone(),
+        })
+    }
+
+    async fn read<T, V>(&self, io: &mut T) -> io::Result<Frame<V>>
     where
         T: libp2p::futures::AsyncRead + Unpin + Send,
         V: serde::Serialize + serde::de::DeserializeOwned,
@@ -144,19 +235,26 @@ impl Codec {
         let len = u32::from_be_bytes(len) as usize;
         if len > self.max {
             // Refused on the length alone: the body is never read.
-            return Ok(Err(format!("frame of {len} bytes exceeds {}", self.max)));
+            return Ok(Frame {
+                message: Err(format!("frame of {len} bytes exceeds {}", self.max)),
+                held: None,
+            });
         }
+        let held = self.take(len).await;
         let mut buf = vec![0u8; len];
         io.read_exact(&mut buf).await?;
-        Ok(decode(&buf).map_err(|e| format!("malformed frame: {e}")))
+        Ok(Frame {
+            message: decode(&buf).map_err(|e| format!("malformed frame: {e}")),
+            held,
+        })
     }
 
-    async fn write<T, V>(&self, io: &mut T, value: &Received<V>) -> io::Result<()>
+    async fn write<T, V>(&self, io: &mut T, frame: &Frame<V>) -> io::Result<()>
     where
         T: libp2p::futures::AsyncWrite + Unpin + Send,
         V: serde::Serialize,
     {
-        let Ok(value) = value else {
+        let Ok(value) = &frame.message else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "a refusal is never sent",
@@ -177,14 +275,14 @@ impl Codec {
 
 impl request_response::Codec for Codec {
     type Protocol = StreamProtocol;
-    type Request = Received<Request>;
-    type Response = Received<Response>;
+    type Request = Frame<Request>;
+    type Response = Frame<Response>;
 
     async fn read_request<T>(
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-    ) -> io::Result<Received<Request>>
+    ) -> io::Result<Frame<Request>>
     where
         T: libp2p::futures::AsyncRead + Unpin + Send,
     {
@@ -195,7 +293,7 @@ impl request_response::Codec for Codec {
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-    ) -> io::Result<Received<Response>>
+    ) -> io::Result<Frame<Response>>
     where
         T: libp2p::futures::AsyncRead + Unpin + Send,
     {
@@ -206,7 +304,7 @@ impl request_response::Codec for Codec {
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-        req: Received<Request>,
+        req: Frame<Request>,
     ) -> io::Result<()>
     where
         T: libp2p::futures::AsyncWrite + Unpin + Send,
@@ -218,7 +316,7 @@ impl request_response::Codec for Codec {
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-        res: Received<Response>,
+        res: Frame<Response>,
     ) -> io::Result<()>
     where
         T: libp2p::futures::AsyncWrite + Unpin + Send,
@@ -294,7 +392,13 @@ pub fn spawn(
     let max_frame_bytes = config.max_frame_bytes;
     let codec = Codec {
         max: max_frame_bytes,
+        budget: None,
+        held: metrics.network_frame_bytes.clone(),
     };
+    let limits = connection_limits::Behaviour::new(
+        connection_limits::ConnectionLimits::default()
+            .with_max_established_per_peer(Some(CONNECTIONS_PER_PEER)),
+    );
     let rpc = request_response::Behaviour::with_codec(
         codec,
         [(PROTOCOL, ProtocolSupport::Full)],
@@ -309,7 +413,11 @@ pub fn spawn(
             noise::Config::new,
             yamux::Config::default,
         )?
-        .with_behaviour(|_| Behaviour { allowed, rpc })?
+        .with_behaviour(|_| Behaviour {
+            allowed,
+            limits,
+            rpc,
+        })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
         .build();
     swarm.listen_on(config.listen.clone())?;
@@ -398,7 +506,7 @@ impl NetworkTask {
             self.swarm
                 .behaviour_mut()
                 .rpc
-                .send_request(&peer, Ok(request.clone()));
+                .send_request(&peer, Frame::outgoing(request.clone()));
         }
     }
 
@@ -410,7 +518,7 @@ impl NetworkTask {
                     self.swarm
                         .behaviour_mut()
                         .rpc
-                        .send_request(&peer, Ok(request.clone()));
+                        .send_request(&peer, Frame::outgoing(request.clone()));
                 }
             }
             Outbound::Sync { peer, from } => {
@@ -420,7 +528,7 @@ impl NetworkTask {
                 {
                     self.swarm.behaviour_mut().rpc.send_request(
                         &peer,
-                        Ok(Request::Sync {
+                        Frame::outgoing(Request::Sync {
                             from,
                             max: SYNC_BATCH,
                         }),
@@ -493,10 +601,7 @@ impl NetworkTask {
             .await;
     }
 
-    async fn on_rpc(
-        &mut self,
-        event: request_response::Event<Received<Request>, Received<Response>>,
-    ) {
+    async fn on_rpc(&mut self, event: request_response::Event<Frame<Request>, Frame<Response>>) {
         use request_response::{Event, Message as Rpc};
         match event {
             Event::Message {
@@ -516,8 +621,8 @@ impl NetworkTask {
                     self.strike(peer, "over its rate limit");
                     Response::Refused("rate limited".into())
                 } else {
-                    match request {
-                        Ok(request) => self.on_request(peer, request).await,
+                    match request.message {
+                        Ok(message) => self.on_request(peer, message, request.held).await,
                         Err(why) => {
                             self.strike(peer, &why);
                             Response::Refused(why)
@@ -528,17 +633,21 @@ impl NetworkTask {
                     .swarm
                     .behaviour_mut()
                     .rpc
-                    .send_response(channel, Ok(response));
+                    .send_response(channel, Frame::outgoing(response));
             }
             Event::Message {
                 peer,
                 message: Rpc::Response { response, .. },
                 ..
-            } => match response {
+            } => match response.message {
                 Ok(Response::Blocks(blocks)) => {
                     let _ = self
                         .inbound
-                        .send(Inbound::Blocks { from: peer, blocks })
+                        .send(Inbound::Blocks {
+                            from: peer,
+                            blocks,
+                            held: response.held,
+                        })
                         .await;
                 }
                 Ok(Response::Ack) => {}
@@ -555,7 +664,12 @@ impl NetworkTask {
         }
     }
 
-    async fn on_request(&mut self, peer: PeerId, request: Request) -> Response {
+    async fn on_request(
+        &mut self,
+        peer: PeerId,
+        request: Request,
+        held: Option<FrameBytes>,
+    ) -> Response {
         match request {
             Request::Consensus(message) => {
                 let _ = self
@@ -563,6 +677,7 @@ impl NetworkTask {
                     .send(Inbound::Consensus {
                         from: peer,
                         message,
+                        held,
                     })
                     .await;
                 Response::Ack
@@ -584,7 +699,7 @@ impl NetworkTask {
                 tokio::task::spawn_blocking(move || {
                     let items: Vec<&[u8]> = txs.iter().map(|t| t.0.as_slice()).collect();
                     mempool.admit_batch_from_peer(&items, &storage, crate::node::now_ms());
-                    drop(place);
+                    drop((place, held));
                 });
                 Response::Ack
             }

@@ -478,7 +478,7 @@ impl Driver {
 
     fn on_inbound(&mut self, inbound: Inbound) -> anyhow::Result<()> {
         match inbound {
-            Inbound::Consensus { from, message } => {
+            Inbound::Consensus { from, message, .. } => {
                 let (actions, result) = self.consensus.on_message(message);
                 if let Err(e) = &result
                     && *e != Rejected::Duplicate
@@ -507,7 +507,7 @@ impl Driver {
                 self.publish_sync_target();
                 self.process(actions)
             }
-            Inbound::Blocks { from, blocks } => self.apply_synced(from, blocks),
+            Inbound::Blocks { from, blocks, .. } => self.apply_synced(from, blocks),
             Inbound::Peers(peers) => {
                 self.status.send_modify(|s| s.peers = peers);
                 Ok(())

@@ -67,9 +67,12 @@ async fn start_node(genesis: &Genesis, keys: &NodeKeys, max_frame_bytes: usize) 
     }
 }
 
-/// A bare client speaking raw frames on the Trellis protocol, with any identity.
-#[derive(Clone)]
-struct RawCodec;
+/// A bare client speaking raw frames on the Trellis protocol, with any
+/// identity. A stalling one writes its bytes and then never finishes.
+#[derive(Clone, Default)]
+struct RawCodec {
+    stall: bool,
+}
 
 impl request_response::Codec for RawCodec {
     type Protocol = StreamProtocol;
@@ -102,6 +105,10 @@ impl request_response::Codec for RawCodec {
         T: libp2p::futures::AsyncWrite + Unpin + Send,
     {
         io.write_all(&req).await?;
+        if self.stall {
+            io.flush().await?;
+            std::future::pending::<()>().await;
+        }
         io.close().await
     }
 
@@ -119,6 +126,13 @@ impl request_response::Codec for RawCodec {
 }
 
 fn client(identity: identity::Keypair) -> Swarm<request_response::Behaviour<RawCodec>> {
+    client_with(identity, RawCodec::default())
+}
+
+fn client_with(
+    identity: identity::Keypair,
+    codec: RawCodec,
+) -> Swarm<request_response::Behaviour<RawCodec>> {
     libp2p::SwarmBuilder::with_existing_identity(identity)
         .with_tokio()
         .with_tcp(
@@ -129,9 +143,9 @@ fn client(identity: identity::Keypair) -> Swarm<request_response::Behaviour<RawC
         .unwrap()
         .with_behaviour(|_| {
             request_response::Behaviour::with_codec(
-                RawCodec,
+                codec,
                 [(PROTOCOL, ProtocolSupport::Outbound)],
-                request_response::Config::default().with_request_timeout(Duration::from_secs(5)),
+                request_response::Config::default().with_request_timeout(Duration::from_secs(60)),
             )
         })
         .unwrap()
@@ -167,7 +181,15 @@ async fn connected_member(
     keys: &NodeKeys,
     node: &Node,
 ) -> Swarm<request_response::Behaviour<RawCodec>> {
-    let mut peer = client(identity_from_seed(keys.node.seed()));
+    connected_member_with(keys, node, RawCodec::default()).await
+}
+
+async fn connected_member_with(
+    keys: &NodeKeys,
+    node: &Node,
+    codec: RawCodec,
+) -> Swarm<request_response::Behaviour<RawCodec>> {
+    let mut peer = client_with(identity_from_seed(keys.node.seed()), codec);
     peer.dial(node.addr.clone()).unwrap();
     assert!(
         until(&mut peer, |e| matches!(
@@ -220,21 +242,33 @@ async fn a_member_reaches_the_driver_and_can_sync_blocks() {
     let target = node.handle.local_peer_id;
 
     let message = vote(&genesis, &keys[1]);
-    peer.behaviour_mut().send_request(
-        &target,
-        frame(&encode(&Request::Consensus(message.clone()))),
-    );
+    let body = encode(&Request::Consensus(message.clone()));
+    peer.behaviour_mut().send_request(&target, frame(&body));
     let got = tokio::time::timeout(DEADLINE, async {
         loop {
             tokio::select! {
-                inbound = node.inbound.recv() => if let Some(Inbound::Consensus { message, .. }) = inbound { return message },
+                inbound = node.inbound.recv() => if let Some(inbound @ Inbound::Consensus { .. }) = inbound { return inbound },
                 _ = peer.select_next_some() => {}
             }
         }
     })
     .await
     .expect("the vote reaches the driver");
-    assert_eq!(got, message);
+    let Inbound::Consensus {
+        message: got_message,
+        ..
+    } = &got
+    else {
+        unreachable!()
+    };
+    assert_eq!(*got_message, message);
+    assert_eq!(
+        node.metrics.network_frame_bytes.get(),
+        body.len() as i64,
+        "the message holds its frame's bytes until the driver drops it"
+    );
+    drop(got);
+    assert_eq!(node.metrics.network_frame_bytes.get(), 0);
 
     peer.behaviour_mut()
         .send_request(&target, frame(&encode(&Request::Sync { from: 0, max: 10 })));
@@ -341,11 +375,14 @@ async fn a_flood_of_forwarded_batches_is_dropped_beyond_the_places_for_them() {
         node.mempool.len()
     );
     assert_eq!(node.mempool.len(), 1, "the good transaction, once");
-    // Still answering.
-    peer.behaviour_mut()
+    // Still answering (on another connection: the flooding one waits behind
+    // its own frames).
+    let mut other = connected_member(&keys[1], &node).await;
+    other
+        .behaviour_mut()
         .send_request(&target, frame(&encode(&Request::Sync { from: 0, max: 1 })));
     assert!(
-        until(&mut peer, |e| matches!(
+        until(&mut other, |e| matches!(
             e,
             SwarmEvent::Behaviour(request_response::Event::Message {
                 message: request_response::Message::Response { response, .. },
@@ -353,6 +390,112 @@ async fn a_flood_of_forwarded_batches_is_dropped_beyond_the_places_for_them() {
             }) if matches!(decode::<Response>(&response[4..]), Ok(Response::Blocks(_)))
         ))
         .await
+    );
+}
+
+/// Frames that claim their length and then never arrive: the node takes
+/// each one's bytes from its connection's budget before reading it, so
+/// however many streams a member opens, the connection holds no more than the
+/// budget, and other connections go on; all of it comes back when the
+/// connection goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_cannot_make_the_node_hold_more_than_the_frame_budget() {
+    let (genesis, keys) = network();
+    let max_frame = 64 << 10;
+    let mut node = start_node(&genesis, &keys[0], max_frame).await;
+    let mut peer = connected_member_with(&keys[1], &node, RawCodec { stall: true }).await;
+    let target = node.handle.local_peer_id;
+    let claimed = 60 << 10;
+    let mut request = (claimed as u32).to_be_bytes().to_vec();
+    request.extend_from_slice(&[0; 1024]);
+    for _ in 0..20 {
+        peer.behaviour_mut().send_request(&target, request.clone());
+    }
+    // The budget holds four largest frames: four claims fit, a fifth does not.
+    let fitting = (FRAME_BUDGET_FRAMES * max_frame / claimed * claimed) as i64;
+    let held = || node.metrics.network_frame_bytes.get();
+    assert!(
+        drive_until(&mut peer, || held() == fitting).await,
+        "held {} of {fitting}",
+        held()
+    );
+    let settle = tokio::time::sleep(Duration::from_millis(500));
+    tokio::pin!(settle);
+    loop {
+        tokio::select! {
+            _ = &mut settle => break,
+            _ = peer.select_next_some() => {}
+        }
+        assert_eq!(held(), fitting, "never more than fits the budget");
+    }
+    assert_eq!(held(), fitting, "the other sixteen claims wait");
+
+    // Another connection is not held up by the stalled one's budget.
+    let mut other = connected_member(&keys[1], &node).await;
+    let body = encode(&Request::Consensus(vote(&genesis, &keys[1])));
+    other.behaviour_mut().send_request(&target, frame(&body));
+    let reached = tokio::time::timeout(DEADLINE, async {
+        loop {
+            tokio::select! {
+                inbound = node.inbound.recv() => if let Some(Inbound::Consensus { .. }) = inbound { return },
+                _ = other.select_next_some() => {}
+                _ = peer.select_next_some() => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        reached.is_ok(),
+        "the other connection's vote reaches the driver"
+    );
+
+    drop(peer);
+    let deadline = Instant::now() + DEADLINE;
+    while held() != 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        held(),
+        0,
+        "a closed connection gives its frames' bytes back"
+    );
+}
+
+/// Both sides dialling at once needs two connections; a member opening more
+/// is refused beyond that, so it cannot multiply its streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_gets_at_most_two_connections() {
+    use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+    let (genesis, keys) = network();
+    let node = start_node(&genesis, &keys[0], 1 << 20).await;
+    let mut peer = client(identity_from_seed(keys[1].node.seed()));
+    let target = node.handle.local_peer_id;
+    for _ in 0..4 {
+        peer.dial(
+            DialOpts::peer_id(target)
+                .addresses(vec![node.addr.clone()])
+                .condition(PeerCondition::Always)
+                .build(),
+        )
+        .unwrap();
+    }
+    let mut refused = 0;
+    assert!(
+        until(&mut peer, |e| {
+            if matches!(
+                e,
+                SwarmEvent::ConnectionClosed { .. } | SwarmEvent::OutgoingConnectionError { .. }
+            ) {
+                refused += 1;
+            }
+            refused == 2
+        })
+        .await,
+        "two of four connections refused, saw {refused}"
+    );
+    assert_eq!(
+        peer.network_info().connection_counters().num_established(),
+        2
     );
 }
 
