@@ -37,9 +37,13 @@ use trellis_types::{Block, Bytes, PublicKey, QuorumCertificate};
 const PROTOCOL: StreamProtocol = StreamProtocol::new("/trellis/1");
 /// Blocks per sync response at most.
 pub const SYNC_BATCH: u32 = 64;
-/// Requests a peer may send per second on average, and in a burst.
-const RATE_PER_SEC: f64 = 5_000.0;
-const RATE_BURST: f64 = 20_000.0;
+/// Requests a peer may send per second on average, and in a burst. An
+/// honest peer sends about a hundred a second at most (a batch of
+/// transactions every 20 ms, a few consensus messages per block); one at
+/// this rate cannot fill the driver's queue of 10,000 messages, which the
+/// driver empties faster.
+const RATE_PER_SEC: f64 = 1_000.0;
+const RATE_BURST: f64 = 2_000.0;
 /// Refusals (malformed, mis-signed, over the rate) within [`STRIKE_WINDOW`]
 /// before a peer is disconnected.
 const STRIKES: u32 = 100;
@@ -58,11 +62,22 @@ const CONNECTIONS_PER_PEER: u32 = 2;
 /// A connection's frames held in memory at once, being read or waiting to be
 /// handled: this many of the largest frame (36 MiB with 8 MiB blocks).
 const FRAME_BUDGET_FRAMES: usize = 4;
+/// Requests a connection may have in flight at once, both ways; a peer's
+/// stream beyond them is dropped. A stream waiting for its frame's budget may
+/// still have yamux buffer up to 256 KiB of its body, so this also bounds
+/// what sits outside the budget (32 MiB a connection, and as much again for
+/// the at most 128 streams libp2p lets negotiate their protocol at once).
+/// yamux's own limit (512) stays above it: past that yamux closes the
+/// connection.
+const STREAMS_PER_CONNECTION: usize = 128;
+/// No transaction encodes shorter: a sender key (32 bytes) and a signature
+/// (64) at least.
+const MIN_TX_BYTES: usize = 96;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Request {
     Consensus(Message),
-    Transactions(Vec<Bytes>),
+    Transactions(TxBatch),
     /// Committed blocks from `from` on, at most `max`.
     Sync {
         from: u64,
@@ -75,6 +90,47 @@ pub enum Response {
     Ack,
     Blocks(Vec<(Block, QuorumCertificate)>),
     Refused(String),
+}
+
+/// Encoded transactions a peer forwards. Decoding refuses an entry shorter
+/// than any transaction, so a frame cannot decode to many times its size (an
+/// empty entry is one byte on the wire and 24 in memory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxBatch(pub Vec<Bytes>);
+
+impl serde::Serialize for TxBatch {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for TxBatch {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = TxBatch;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                write!(
+                    f,
+                    "encoded transactions of at least {MIN_TX_BYTES} bytes each"
+                )
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<TxBatch, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = seq.next_element::<Bytes>()? {
+                    if entry.len() < MIN_TX_BYTES {
+                        return Err(serde::de::Error::invalid_length(entry.len(), &self));
+                    }
+                    entries.push(entry);
+                }
+                Ok(TxBatch(entries))
+            }
+        }
+        d.deserialize_seq(Entries)
+    }
 }
 
 /// What the network hands the driver.
@@ -404,7 +460,7 @@ pub fn spawn(
         [(PROTOCOL, ProtocolSupport::Full)],
         request_response::Config::default()
             .with_request_timeout(Duration::from_secs(30))
-            .with_max_concurrent_streams(1_000),
+            .with_max_concurrent_streams(STREAMS_PER_CONNECTION),
     );
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(config.identity)
         .with_tokio()
@@ -501,7 +557,7 @@ impl NetworkTask {
         if txs.is_empty() {
             return;
         }
-        let request = Request::Transactions(txs.into_iter().map(Bytes).collect());
+        let request = Request::Transactions(TxBatch(txs.into_iter().map(Bytes).collect()));
         for peer in self.connected.clone() {
             self.swarm
                 .behaviour_mut()
@@ -682,7 +738,7 @@ impl NetworkTask {
                     .await;
                 Response::Ack
             }
-            Request::Transactions(txs) => {
+            Request::Transactions(TxBatch(txs)) => {
                 let Ok(place) = self.peer_batches.clone().try_acquire_owned() else {
                     debug!(%peer, txs = txs.len(), "admission busy: forwarded transactions dropped");
                     self.metrics

@@ -320,7 +320,7 @@ async fn forwarded_transactions_are_admitted_but_not_forwarded_again() {
     let batch = [&good, &mis_signed].map(|tx| Bytes(encode(tx))).to_vec();
     peer.behaviour_mut().send_request(
         &node.handle.local_peer_id,
-        frame(&encode(&Request::Transactions(batch))),
+        frame(&encode(&Request::Transactions(TxBatch(batch)))),
     );
     assert!(
         drive_until(&mut peer, || node.mempool.contains(&good.hash())).await,
@@ -340,7 +340,9 @@ async fn forwarded_transactions_are_admitted_but_not_forwarded_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_forwarded_batches_is_dropped_beyond_the_places_for_them() {
     let (genesis, keys) = network();
-    let node = start_node(&genesis, &keys[0], 1 << 20).await;
+    // Frames large enough that the connection's budget holds every copy
+    // below (about 50 KB each): the places for checking are what is tested.
+    let node = start_node(&genesis, &keys[0], 4 << 20).await;
     let mut peer = connected_member(&keys[1], &node).await;
     // One good transaction and 199 mis-signed ones, which are never admitted,
     // so every copy of the batch costs the node 200 signature checks.
@@ -351,7 +353,7 @@ async fn a_flood_of_forwarded_batches_is_dropped_beyond_the_places_for_them() {
         tx.signature = stranger.sign(&tx.hash());
         Bytes(encode(&tx))
     }));
-    let request = frame(&encode(&Request::Transactions(batch)));
+    let request = frame(&encode(&Request::Transactions(TxBatch(batch))));
     let target = node.handle.local_peer_id;
     // The copies arrive far faster than they can be checked.
     for _ in 0..3 * PEER_BATCHES_IN_FLIGHT {
@@ -480,19 +482,26 @@ async fn a_member_gets_at_most_two_connections() {
         .unwrap();
     }
     let mut refused = 0;
+    let mut count = |e: &SwarmEvent<_>| {
+        if matches!(
+            e,
+            SwarmEvent::ConnectionClosed { .. } | SwarmEvent::OutgoingConnectionError { .. }
+        ) {
+            refused += 1;
+        }
+        refused == 2
+    };
     assert!(
-        until(&mut peer, |e| {
-            if matches!(
-                e,
-                SwarmEvent::ConnectionClosed { .. } | SwarmEvent::OutgoingConnectionError { .. }
-            ) {
-                refused += 1;
-            }
-            refused == 2
-        })
-        .await,
-        "two of four connections refused, saw {refused}"
+        until(&mut peer, &mut count).await,
+        "two of four connections refused"
     );
+    // And no more: the two left stay.
+    let more = until(&mut peer, |e| {
+        count(e);
+        false
+    });
+    let _ = tokio::time::timeout(Duration::from_millis(500), more).await;
+    assert_eq!(refused, 2);
     assert_eq!(
         peer.network_info().connection_counters().num_established(),
         2
@@ -568,6 +577,25 @@ async fn an_oversized_frame_is_refused_without_reading_it() {
         1,
         "the oversized frame counts against the peer"
     );
+}
+
+/// An empty entry is one byte on the wire and 24 in memory: a batch of them
+/// would decode to many times its frame. No transaction is that short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_with_an_entry_shorter_than_any_transaction_is_refused() {
+    let (genesis, keys) = network();
+    let node = start_node(&genesis, &keys[0], 1 << 20).await;
+    let mut peer = connected_member(&keys[1], &node).await;
+    let good = Bytes(encode(&remark(&genesis, 0)));
+    let short = Bytes(vec![0; MIN_TX_BYTES - 1]);
+    let batch = Request::Transactions(TxBatch(vec![good, short]));
+    peer.behaviour_mut()
+        .send_request(&node.handle.local_peer_id, frame(&encode(&batch)));
+    assert!(
+        drive_until(&mut peer, || node.metrics.network_strikes.get() == 1).await,
+        "the batch counts against the peer"
+    );
+    assert!(node.mempool.is_empty(), "nothing of it is admitted");
 }
 
 #[test]
