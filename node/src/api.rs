@@ -201,7 +201,7 @@ pub fn admission_status(code: &str) -> StatusCode {
         "malformed" | "non_canonical" | "wrong_chain" | "expired" | "expiry_too_far"
         | "weak_key" => StatusCode::BAD_REQUEST,
         "bad_signature" => StatusCode::UNAUTHORIZED,
-        "unknown_sender" => StatusCode::FORBIDDEN,
+        "unknown_sender" | "read_only_sender" => StatusCode::FORBIDDEN,
         "nonce_replayed" | "already_known" | "nonce_taken" => StatusCode::CONFLICT,
         "nonce_too_far_ahead" => StatusCode::UNPROCESSABLE_ENTITY,
         "mempool_full" | "sender_queue_full" => StatusCode::TOO_MANY_REQUESTS,
@@ -498,7 +498,7 @@ pub fn wall_clock_ms() -> u64 {
         (status = 202, description = "Admitted to the mempool", body = TxSubmitted),
         (status = 400, description = "malformed, non_canonical, wrong_chain, expired, expiry_too_far, weak_key", body = ErrorBody),
         (status = 401, description = "bad_signature", body = ErrorBody),
-        (status = 403, description = "unknown_sender", body = ErrorBody),
+        (status = 403, description = "unknown_sender, read_only_sender", body = ErrorBody),
         (status = 409, description = "nonce_replayed, already_known, nonce_taken", body = ErrorBody),
         (status = 413, description = "oversized", body = ErrorBody),
         (status = 415, description = "unsupported_content_type", body = ErrorBody),

@@ -105,6 +105,13 @@ pub fn organisation(state: &dyn StateRead, id: &str) -> Result<Option<Organisati
     read(state, &keys::organisation(id))
 }
 
+/// Whether the accounts of organisation `org` may send transactions: all
+/// but those of an organisation that is only a regulator, which reads
+/// everything and changes nothing.
+pub fn may_send(state: &dyn StateRead, org: &str) -> Result<bool, StorageError> {
+    Ok(organisation(state, org)?.is_none_or(|o| o.roles.iter().any(|r| *r != Role::Regulator)))
+}
+
 pub fn contract(
     state: &dyn StateRead,
     address: &Address,
@@ -158,6 +165,8 @@ pub enum Inadmissible {
     },
     #[error("sender {0} is not an account of any member")]
     UnknownSender(PublicKey),
+    #[error("sender acts for {0}, a regulator: it reads everything and sends nothing")]
+    ReadOnlySender(String),
     #[error("nonce {got}, the sender's next nonce is {expected}")]
     BadNonce { expected: u64, got: u64 },
 }
@@ -280,6 +289,9 @@ fn execute_tx(
     let Some(mut sender) = account(block, &tx.sender)? else {
         return Ok(Err(Inadmissible::UnknownSender(tx.sender)));
     };
+    if !may_send(block, &sender.org)? {
+        return Ok(Err(Inadmissible::ReadOnlySender(sender.org)));
+    }
     if tx.nonce != sender.nonce {
         return Ok(Err(Inadmissible::BadNonce {
             expected: sender.nonce,

@@ -35,6 +35,8 @@ pub enum AdmissionError {
     ExpiryTooFar { expires_at_ms: u64, max_ms: u64 },
     #[error("sender {0} is not an account of any member")]
     UnknownSender(PublicKey),
+    #[error("sender acts for {0}, a regulator: it reads everything and sends nothing")]
+    ReadOnlySender(String),
     #[error("nonce {got} was already used; the next nonce is {expected}")]
     NonceReplayed { expected: u64, got: u64 },
     #[error("nonce {got} is too far ahead: the next nonce is {expected}, at most {max_gap} ahead")]
@@ -72,6 +74,7 @@ impl AdmissionError {
             AdmissionError::Expired { .. } => "expired",
             AdmissionError::ExpiryTooFar { .. } => "expiry_too_far",
             AdmissionError::UnknownSender(_) => "unknown_sender",
+            AdmissionError::ReadOnlySender(_) => "read_only_sender",
             AdmissionError::NonceReplayed { .. } => "nonce_replayed",
             AdmissionError::NonceTooFarAhead { .. } => "nonce_too_far_ahead",
             AdmissionError::AlreadyKnown(_) => "already_known",
@@ -314,11 +317,14 @@ impl Mempool {
         Ok(checked)
     }
 
-    /// The sender is a member account, and the nonce is neither used on chain
-    /// nor `max_nonce_gap` or more ahead of it.
+    /// The sender is an account of a member that may send, and the nonce is
+    /// neither used on chain nor `max_nonce_gap` or more ahead of it.
     fn check_nonce(&self, tx: &Transaction, state: &dyn StateRead) -> Result<(), AdmissionError> {
         let account = execution::account(state, &tx.sender)?
             .ok_or(AdmissionError::UnknownSender(tx.sender))?;
+        if !execution::may_send(state, &account.org)? {
+            return Err(AdmissionError::ReadOnlySender(account.org));
+        }
         if tx.nonce < account.nonce {
             return Err(AdmissionError::NonceReplayed {
                 expected: account.nonce,

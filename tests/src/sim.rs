@@ -56,14 +56,13 @@ const SYNC_BATCH: u64 = trellis_node::network::SYNC_BATCH as u64;
 const REPLAY_MEMORY: usize = 256;
 /// Transactions per account waiting at once.
 const OUTSTANDING_PER_ACCOUNT: usize = 3;
-const ACCOUNTS: [&str; 7] = [
+const ACCOUNTS: [&str; 6] = [
     "consortium/ops",
     "core-acme/ops",
     "supplier-t1/ops",
     "supplier-t2/ops",
     "supplier-t3/ops",
     "bank-first/ops",
-    "regulator/ops",
 ];
 
 /// splitmix64: small, fast, and good enough to drive a scheduler.

@@ -666,6 +666,14 @@ async fn an_unknown_sender_is_forbidden() {
         .await;
 }
 
+#[tokio::test]
+async fn a_regulator_may_not_send_transactions() {
+    let node = TestNode::start().await;
+    let tx = node.tx(&trellis_genesis::dev_account("regulator/ops"), 0);
+    node.assert_tx_refused(&tx, StatusCode::FORBIDDEN, "read_only_sender")
+        .await;
+}
+
 /// The account's committed nonce is moved to 1 by a block written straight to storage.
 #[tokio::test]
 async fn a_used_nonce_is_a_replay() {

@@ -531,6 +531,14 @@ fn a_transaction_from_an_unknown_sender_makes_the_block_inadmissible_and_is_left
     );
 }
 
+#[test]
+fn a_transaction_from_a_regulator_makes_the_block_inadmissible_and_is_left_out_of_candidates() {
+    assert_inadmissible(
+        tx("regulator/ops", 0, remark(b"x")),
+        Inadmissible::ReadOnlySender("regulator".into()),
+    );
+}
+
 /// Executes `block` on a fresh dev chain: its receipts, writes and state root.
 fn on_a_fresh_store(block: &[SignedTransaction]) -> (Vec<Receipt>, Writes, Hash) {
     let env = Env::new();

@@ -322,6 +322,17 @@ fn admission_refuses_a_sender_that_is_no_members_account() {
 }
 
 #[test]
+fn admission_refuses_a_regulator_which_reads_and_sends_nothing() {
+    let env = Env::new();
+    let err = env.refused(&encode(&signed("regulator/ops", 0)));
+    assert!(
+        matches!(err, AdmissionError::ReadOnlySender(ref org) if org == "regulator"),
+        "{err:?}"
+    );
+    assert_eq!(err.code(), "read_only_sender");
+}
+
+#[test]
 fn admission_refuses_a_nonce_the_chain_has_already_used() {
     let env = Env::new();
     let first = signed(ACME, 0);

@@ -200,6 +200,9 @@ fn rejection_hint(code: &str) -> Option<String> {
         "unknown_sender" => {
             "this key is not an account of any member organisation: an admin of your organisation must add it first"
         }
+        "read_only_sender" => {
+            "this key's organisation is a regulator, which reads the chain and sends no transactions"
+        }
         "bad_signature" => "the signature does not verify: is the key file the one registered?",
         "wrong_chain" => "the node serves another chain than the transaction was signed for",
         "expired" | "expiry_too_far" => "check this machine's clock",
