@@ -1,8 +1,9 @@
-//! `trellis-node localnet`: a whole validator network on this host in one command.
+//! `trellis-node localnet`: a whole network on this host in one command.
 //!
 //! Generates the genesis and node directories (or reuses them when they are
-//! already there for the same number of validators), starts one node process
-//! per validator on loopback ports, and stops them all on Ctrl-C or SIGTERM.
+//! already there for the same numbers of validators and observers), starts one
+//! node process per validator and observer on loopback ports, and stops them
+//! all on Ctrl-C or SIGTERM.
 //! If a node exits on its own, the others are stopped too and the command
 //! fails, pointing at that node's log.
 
@@ -17,34 +18,42 @@ pub struct LocalnetOptions {
     pub exe: PathBuf,
     pub dir: PathBuf,
     pub validators: usize,
+    /// Non-voting nodes that follow the chain; they take the ports after the validators'.
+    pub observers: usize,
     pub base_api_port: u16,
     pub base_p2p_port: u16,
 }
 
-/// Writes the network into `dir` unless it already holds one with this many validators.
+/// Writes the network into `dir` unless it already holds one with these
+/// numbers of validators and observers. Returns the nodes' config files,
+/// validators' then observers'.
 pub fn prepare(options: &LocalnetOptions) -> anyhow::Result<Vec<PathBuf>> {
     let genesis_path = options.dir.join("genesis.json");
     if genesis_path.exists() {
         let genesis = Genesis::load(&genesis_path)?;
-        if genesis.validators.len() != options.validators {
+        let held = (genesis.validators.len(), genesis.observers.len());
+        if held != (options.validators, options.observers) {
             bail!(
-                "{} holds a network of {} validators, not {}: remove it or pick another --dir",
+                "{} holds a network of {} validators and {} observers, not {} and {}: \
+                 remove it or pick another --dir",
                 options.dir.display(),
-                genesis.validators.len(),
-                options.validators
+                held.0,
+                held.1,
+                options.validators,
+                options.observers
             );
         }
-        return Ok(genesis
-            .validators
-            .iter()
-            .map(|v| options.dir.join(&v.name).join("config.toml"))
+        let names = genesis.validators.iter().map(|v| &v.name);
+        return Ok(names
+            .chain(genesis.observers.iter().map(|o| &o.name))
+            .map(|name| options.dir.join(name).join("config.toml"))
             .collect());
     }
     let spec = NetworkSpec {
         chain_id: "trellis-local".into(),
         seed: "trellis-local".into(),
         validators: options.validators,
-        observers: 0,
+        observers: options.observers,
         genesis_time_ms: trellis_genesis::DEV_GENESIS_TIME_MS,
     };
     Ok(crate::generate::write_network(
@@ -65,6 +74,7 @@ pub async fn run(
     let mut children = Vec::new();
     for (i, config) in configs.iter().enumerate() {
         let dir = config.parent().context("config file has a directory")?;
+        let name = dir.file_name().unwrap_or_default().to_string_lossy();
         let log = dir.join("node.log");
         let out =
             std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
@@ -77,15 +87,15 @@ pub async fn run(
             .spawn()
             .with_context(|| format!("starting {}", options.exe.display()))?;
         println!(
-            "validator-{i}: API http://127.0.0.1:{}  log {}",
+            "{name}: API http://127.0.0.1:{}  log {}",
             options.base_api_port as usize + i,
             log.display()
         );
         children.push((dir.to_path_buf(), child));
     }
     println!(
-        "{} validators running; Ctrl-C stops them all.",
-        children.len()
+        "validators: {}, observers: {}; Ctrl-C stops them all.",
+        options.validators, options.observers
     );
 
     let exited = wait_any(&mut children);

@@ -41,10 +41,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a validator network on this host: generate it (or reuse it) and start every node.
+    /// Run a network on this host: generate it (or reuse it) and start every node.
     Localnet {
         #[arg(long, default_value_t = 4)]
         validators: usize,
+        /// Non-voting nodes that follow the chain and serve its API, as a
+        /// supplier's or a regulator's own node would.
+        #[arg(long, default_value_t = 0)]
+        observers: usize,
         /// Where the genesis and node directories live (created if missing).
         #[arg(long, default_value = "localnet")]
         dir: PathBuf,
@@ -130,6 +134,7 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Genesis(cmd)) => genesis_command(cmd),
         Some(Command::Localnet {
             validators,
+            observers,
             dir,
             base_api_port,
             base_p2p_port,
@@ -138,6 +143,7 @@ fn main() -> anyhow::Result<()> {
                 exe: std::env::current_exe().context("locating the trellis-node executable")?,
                 dir,
                 validators,
+                observers,
                 base_api_port,
                 base_p2p_port,
             };

@@ -257,6 +257,14 @@ async fn committed_at(client: &reqwest::Client, api: &str, hash: &str) -> Option
 // ---------------------------------------------------------------------------
 // A network of node processes started with `--config`
 
+/// Node `i`'s name in the genesis: `validator-{i}`, or `observer-0` last.
+fn node_name(i: usize) -> String {
+    match i {
+        OBSERVER => "observer-0".to_owned(),
+        _ => format!("validator-{i}"),
+    }
+}
+
 struct Node {
     /// `validator-{i}` or `observer-0`, as genesis names it.
     name: String,
@@ -309,10 +317,7 @@ impl Network {
             .await;
             let nodes = (0..NODES)
                 .map(|i| {
-                    let name = match i {
-                        OBSERVER => "observer-0".to_owned(),
-                        _ => format!("validator-{i}"),
-                    };
+                    let name = node_name(i);
                     Node {
                         dir: out.join(&name),
                         name,
@@ -902,6 +907,8 @@ impl Localnet {
                 "localnet",
                 "--validators",
                 &VALIDATORS.to_string(),
+                "--observers",
+                "1",
                 "--dir",
                 dir.to_str().unwrap(),
                 "--base-api-port",
@@ -933,8 +940,8 @@ impl Localnet {
 
     fn logs(&self) -> String {
         let mut logs = vec![tail(&self.proc.log)];
-        for i in 0..VALIDATORS {
-            logs.push(tail(&self.dir.join(format!("validator-{i}/node.log"))));
+        for i in 0..NODES {
+            logs.push(tail(&self.dir.join(node_name(i)).join("node.log")));
         }
         logs.join("\n")
     }
@@ -986,15 +993,15 @@ fn is_node_of(pid: u32, dir: &Path) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn localnet_starts_the_network_and_stops_it_on_sigterm() {
+async fn localnet_starts_validators_and_an_observer_and_stops_them_on_sigterm() {
     let client = client();
     let mut attempt = 0;
     let (tmp, dir, ports, apis, mut localnet) = loop {
         attempt += 1;
         let tmp = Scratch::new();
         let dir = tmp.path().join("localnet");
-        let (api_base, p2p_base) = (free_ports(VALIDATORS as u16), free_ports(VALIDATORS as u16));
-        let apis: Vec<String> = (0..VALIDATORS)
+        let (api_base, p2p_base) = (free_ports(NODES as u16), free_ports(NODES as u16));
+        let apis: Vec<String> = (0..NODES)
             .map(|i| format!("http://127.0.0.1:{}", api_base as usize + i))
             .collect();
         let mut localnet = Localnet::spawn(
@@ -1006,10 +1013,10 @@ async fn localnet_starts_the_network_and_stops_it_on_sigterm() {
         );
         let deadline = Instant::now() + DEADLINE;
         let mut up = 0;
-        while up < VALIDATORS {
+        while up < NODES {
             if let Some(status) = localnet.proc.exited() {
-                let port_race = (0..VALIDATORS)
-                    .any(|i| lost_a_port_race(&dir.join(format!("validator-{i}/node.log"))));
+                let port_race =
+                    (0..NODES).any(|i| lost_a_port_race(&dir.join(node_name(i)).join("node.log")));
                 assert!(
                     port_race && attempt < START_ATTEMPTS,
                     "localnet exited with {status} at start\n{}",
@@ -1023,20 +1030,21 @@ async fn localnet_starts_the_network_and_stops_it_on_sigterm() {
             }
             assert!(
                 Instant::now() < deadline,
-                "validator-{up} did not answer within {DEADLINE:?}\n{}",
+                "{} did not answer within {DEADLINE:?}\n{}",
+                node_name(up),
                 localnet.logs()
             );
             tokio::time::sleep(POLL).await;
         }
-        if up == VALIDATORS {
+        if up == NODES {
             break (tmp, dir, (api_base, p2p_base), apis, localnet);
         }
     };
     localnet.record_nodes();
     assert_eq!(
         localnet.running_nodes().len(),
-        VALIDATORS,
-        "one node process per validator"
+        NODES,
+        "one node process per validator and observer"
     );
 
     let heights_of = async |apis: &[String], min: u64, localnet: &Localnet| -> Vec<u64> {
@@ -1053,7 +1061,8 @@ async fn localnet_starts_the_network_and_stops_it_on_sigterm() {
                 }
                 assert!(
                     Instant::now() < deadline,
-                    "validator-{i} stayed at {h:?}, below {min}\n{}",
+                    "{} stayed at {h:?}, below {min}\n{}",
+                    node_name(i),
                     localnet.logs()
                 );
                 tokio::time::sleep(POLL).await;
@@ -1083,7 +1092,8 @@ async fn localnet_starts_the_network_and_stops_it_on_sigterm() {
     for (i, api) in apis.iter().enumerate() {
         assert!(
             !answers(&client, api).await,
-            "validator-{i}'s API still answers"
+            "{}'s API still answers",
+            node_name(i)
         );
     }
     drop(localnet);
@@ -1101,7 +1111,8 @@ async fn localnet_starts_the_network_and_stops_it_on_sigterm() {
     for (i, (&resumed, &stopped)) in resumed.iter().zip(&stopped_at).enumerate() {
         assert!(
             resumed >= stopped,
-            "validator-{i} resumed at {resumed}, below {stopped} where it stopped"
+            "{} resumed at {resumed}, below {stopped} where it stopped",
+            node_name(i)
         );
     }
     assert_eq!(
