@@ -28,5 +28,6 @@ pub use format::{
     GenesisOrganisation, GenesisValidator,
 };
 pub use network::{
-    DEV_CREDIT_LIMIT, DEV_GENESIS_TIME_MS, NetworkSpec, NodeKeys, build, dev_account, dev_params,
+    DEV_CREDIT_CURRENCY, DEV_CREDIT_LIMIT, DEV_GENESIS_TIME_MS, NetworkSpec, NodeKeys, build,
+    dev_account, dev_params,
 };

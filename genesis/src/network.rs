@@ -178,8 +178,11 @@ pub fn build(spec: &NetworkSpec) -> Result<(Genesis, Vec<NodeKeys>), GenesisErro
     Ok((genesis, nodes))
 }
 
-/// Credit limit of `core-acme` on dev and local chains: 50,000,000.00 in minor units.
+/// Credit limit of `core-acme` on dev and local chains, in
+/// [`DEV_CREDIT_CURRENCY`]: 50,000,000.00 in minor units.
 pub const DEV_CREDIT_LIMIT: u128 = 5_000_000_000;
+/// The currency of [`DEV_CREDIT_LIMIT`]; `core-acme` has no credit in others.
+pub const DEV_CREDIT_CURRENCY: &str = "CNY";
 
 /// The receivables contract every dev and local chain starts with, deployed
 /// by `consortium/ops` and set up for demos: a 10 s acceptance window and a
@@ -195,6 +198,7 @@ fn receivables_contract() -> GenesisContract {
     };
     let limit = trellis_receivables::SetCreditLimit {
         issuer: "core-acme".into(),
+        currency: DEV_CREDIT_CURRENCY.into(),
         limit: DEV_CREDIT_LIMIT,
     };
     GenesisContract {

@@ -283,8 +283,9 @@ async fn the_supply_chain_story_runs_as_signed_transactions_on_a_dev_node() {
     let outstanding: u128 = story
         .query(
             "outstanding",
-            &rcv::IssuerRef {
+            &rcv::CreditRef {
                 issuer: CORE.into(),
+                currency: "CNY".into(),
             },
         )
         .await;

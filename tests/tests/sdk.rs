@@ -207,7 +207,7 @@ async fn the_supply_chain_story_runs_through_the_sdk() {
         tree,
         BTreeSet::from([root, t2_piece, t1_rest, t3_piece, t2_rest])
     );
-    assert_eq!(core.outstanding(CORE).await.unwrap(), 100_000_000);
+    assert_eq!(core.outstanding(CORE, "CNY").await.unwrap(), 100_000_000);
 
     // At maturity the core firm settles: every holder is paid.
     let early = core
@@ -252,7 +252,7 @@ async fn the_supply_chain_story_runs_through_the_sdk() {
         assert_eq!(lineage.path[0].piece.id, piece);
         assert_eq!(lineage.path.last().unwrap().piece.id, root);
     }
-    assert_eq!(core.outstanding(CORE).await.unwrap(), 0);
+    assert_eq!(core.outstanding(CORE, "CNY").await.unwrap(), 0);
 }
 
 fn core_client(node: &DevNode) -> Client {

@@ -37,9 +37,13 @@ fn id_after(prefix: &[u8], k: &[u8]) -> Result<PieceId, String> {
     Ok(PieceId::from_be_bytes(bytes))
 }
 
-fn org_after(prefix: &[u8], k: &[u8]) -> Result<String, String> {
-    String::from_utf8(k[prefix.len()..].to_vec())
-        .map_err(|_| format!("org in key {k:?} is not UTF-8"))
+/// The issuer and currency of an outstanding or limit key.
+fn issuer_currency(prefix: &[u8], k: &[u8]) -> Result<(String, String), String> {
+    let (org, currency) =
+        state::parse_credit_key(prefix, k).ok_or_else(|| format!("malformed key {k:?}"))?;
+    let text =
+        |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| format!("key {k:?} is not UTF-8"));
+    Ok((text(org)?, text(currency)?))
 }
 
 macro_rules! ensure {
@@ -365,31 +369,37 @@ pub fn check_invariants(host: &dyn Host) -> Result<(), String> {
         "the holder index does not match the pieces' holders"
     );
 
-    // I6: outstanding is the sum of live pieces and within the limit.
-    let mut recomputed: BTreeMap<String, u128> = BTreeMap::new();
+    // I6: outstanding, per issuer and currency, is the sum of live pieces and
+    // within the limit in that currency.
+    let mut recomputed: BTreeMap<(String, String), u128> = BTreeMap::new();
     for p in pieces.values().filter(|p| p.status.is_live()) {
-        *recomputed.entry(p.issuer.clone()).or_default() += p.amount;
+        *recomputed
+            .entry((p.issuer.clone(), p.currency.clone()))
+            .or_default() += p.amount;
     }
-    let mut stored: BTreeMap<String, u128> = BTreeMap::new();
+    let mut stored: BTreeMap<(String, String), u128> = BTreeMap::new();
     for (k, v) in store::scan(host, OUTSTANDING) {
         let amount: u128 = decode("outstanding", &k, &v)?;
         if amount > 0 {
-            stored.insert(org_after(OUTSTANDING, &k)?, amount);
+            stored.insert(issuer_currency(OUTSTANDING, &k)?, amount);
         }
     }
     ensure!(
         stored == recomputed,
         "I6: stored outstanding {stored:?} != recomputed {recomputed:?}"
     );
-    let mut limits: BTreeMap<String, u128> = BTreeMap::new();
+    let mut limits: BTreeMap<(String, String), u128> = BTreeMap::new();
     for (k, v) in store::scan(host, LIMIT) {
-        limits.insert(org_after(LIMIT, &k)?, decode("limit", &k, &v)?);
+        limits.insert(issuer_currency(LIMIT, &k)?, decode("limit", &k, &v)?);
     }
-    for (issuer, amount) in &stored {
-        let limit = limits.get(issuer).copied().unwrap_or(0);
+    for ((issuer, currency), amount) in &stored {
+        let limit = limits
+            .get(&(issuer.clone(), currency.clone()))
+            .copied()
+            .unwrap_or(0);
         ensure!(
             *amount <= limit,
-            "I6: {issuer} has {amount} outstanding over its limit {limit}"
+            "I6: {issuer} has {amount} {currency} outstanding over its limit {limit}"
         );
     }
     Ok(())

@@ -66,8 +66,8 @@ pub use types::*;
 /// | `lineage` | [`IdRef`] | [`Lineage`] |
 /// | `tree` | [`RootRef`] | `Vec<PieceView>` |
 /// | `tree_page` | [`TreePage`] | `Vec<PieceView>` (at most [`MAX_PAGE`]) |
-/// | `outstanding` | [`IssuerRef`] | `u128` |
-/// | `credit_limit` | [`IssuerRef`] | `u128` |
+/// | `outstanding` | [`CreditRef`] | `u128` |
+/// | `credit_limit` | [`CreditRef`] | `u128` |
 /// | `by_invoice` | [`InvoiceRef`] | `Option<Root>` |
 /// | `params` | `()` | [`Params`] |
 pub struct Receivables;

@@ -269,17 +269,22 @@ pub(crate) fn set_credit_limit(host: &mut dyn Host, a: SetCreditLimit) -> Result
     let cx = ctx(host);
     require_admin(&cx)?;
     member(host, &a.issuer)?;
+    check_currency(&a.currency)?;
     // I6 holds at every moment, so a limit cannot be cut below what is already
     // out; cutting it to the outstanding amount stops new issuance at once.
-    let outstanding = state::outstanding(host, &a.issuer);
+    let outstanding = state::outstanding(host, &a.issuer, &a.currency);
     if a.limit < outstanding {
         return Err(Error::LimitBelowOutstanding { outstanding });
     }
-    store::set(host, &state::limit_key(&a.issuer), &a.limit);
+    store::set(host, &state::limit_key(&a.issuer, &a.currency), &a.limit);
     emit(
         host,
         "credit_limit_set",
-        &[("issuer", a.issuer), ("limit", a.limit.to_string())],
+        &[
+            ("issuer", a.issuer),
+            ("currency", a.currency),
+            ("limit", a.limit.to_string()),
+        ],
     );
     Ok(())
 }
@@ -324,8 +329,9 @@ pub(crate) fn issue(host: &mut dyn Host, a: Issue) -> Result<PieceId> {
         return Err(Error::InvoiceUsed(root));
     }
     let issuer = cx.caller.org.clone();
-    let outstanding = state::outstanding(host, &issuer);
-    let limit = state::credit_limit(host, &issuer);
+    // Per currency: amounts in different currencies are never added up.
+    let outstanding = state::outstanding(host, &issuer, &a.currency);
+    let limit = state::credit_limit(host, &issuer, &a.currency);
     let after = outstanding
         .checked_add(a.amount)
         .filter(|&after| after <= limit);
@@ -375,7 +381,7 @@ pub(crate) fn issue(host: &mut dyn Host, a: Issue) -> Result<PieceId> {
     state::insert_piece(host, &piece);
     state::put_root(host, &root);
     store::set(host, &state::invoice_key(&a.invoice_hash), &id);
-    state::set_outstanding(host, &issuer, after);
+    state::set_outstanding(host, &issuer, &a.currency, after);
     emit(
         host,
         "issued",
@@ -433,7 +439,7 @@ fn return_root(host: &mut dyn Host, now: u64, mut p: Piece, mut r: Root, reason:
     p.status = Status::Returned;
     state::set_holder(host, &mut p, &issuer);
     r.returned_ms = Some(now);
-    state::release(host, &issuer, p.amount);
+    state::release(host, &issuer, &p.currency, p.amount);
     state::put_piece(host, &p);
     state::put_root(host, &r);
     emit(
@@ -826,7 +832,7 @@ fn settle_one(
         r.settled,
         r.face_value
     );
-    state::release(host, &p.issuer, p.amount);
+    state::release(host, &p.issuer, &p.currency, p.amount);
     state::put_piece(host, p);
     payout
 }

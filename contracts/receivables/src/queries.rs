@@ -115,12 +115,12 @@ pub(crate) fn tree_page(host: &dyn Host, a: TreePage) -> Result<Vec<PieceView>> 
     page(host, &state::tree_prefix(a.root), after, a.limit)
 }
 
-pub(crate) fn outstanding(host: &dyn Host, a: IssuerRef) -> Result<u128> {
-    Ok(state::outstanding(host, &a.issuer))
+pub(crate) fn outstanding(host: &dyn Host, a: CreditRef) -> Result<u128> {
+    Ok(state::outstanding(host, &a.issuer, &a.currency))
 }
 
-pub(crate) fn credit_limit(host: &dyn Host, a: IssuerRef) -> Result<u128> {
-    Ok(state::credit_limit(host, &a.issuer))
+pub(crate) fn credit_limit(host: &dyn Host, a: CreditRef) -> Result<u128> {
+    Ok(state::credit_limit(host, &a.issuer, &a.currency))
 }
 
 pub(crate) fn by_invoice(host: &dyn Host, a: InvoiceRef) -> Result<Option<Root>> {

@@ -9,8 +9,8 @@
 //! | `t/<root:u64 be><id:u64 be>` | `()`: the pieces of a root |
 //! | `h/<len:u16 be><org><id:u64 be>` | `()`: the pieces an org holds (every piece not split) |
 //! | `i/<invoice hash:32>` | `u64`, the root the invoice backs (never removed) |
-//! | `o/<org>` | `u128`, the issuer's outstanding: sum of its live pieces |
-//! | `l/<org>` | `u128`, the issuer's credit limit (absent: 0) |
+//! | `o/<len:u16 be><org><currency>` | `u128`, the issuer's outstanding in that currency: sum of its live pieces in it |
+//! | `l/<len:u16 be><org><currency>` | `u128`, the issuer's credit limit in that currency (absent: 0) |
 //!
 //! Ids are big-endian so byte order is id order in prefix scans.
 
@@ -72,12 +72,31 @@ pub(crate) fn invoice_key(hash: &[u8; 32]) -> Vec<u8> {
     key(INVOICE, &[hash])
 }
 
-pub(crate) fn outstanding_key(org: &str) -> Vec<u8> {
-    key(OUTSTANDING, &[org.as_bytes()])
+/// `prefix` ‖ the org, length-prefixed so that no org's keys are a prefix of
+/// another's ‖ the currency.
+fn credit_key(prefix: &[u8], org: &str, currency: &str) -> Vec<u8> {
+    let len =
+        u16::try_from(org.len()).expect("org ids are shorter than 64 KiB (checked at the door)");
+    key(
+        prefix,
+        &[&len.to_be_bytes(), org.as_bytes(), currency.as_bytes()],
+    )
 }
 
-pub(crate) fn limit_key(org: &str) -> Vec<u8> {
-    key(LIMIT, &[org.as_bytes()])
+/// The org and currency of a [`credit_key`] under `prefix`.
+pub(crate) fn parse_credit_key<'k>(prefix: &[u8], k: &'k [u8]) -> Option<(&'k [u8], &'k [u8])> {
+    let rest = k.get(prefix.len()..)?;
+    let len = u16::from_be_bytes(rest.get(..2)?.try_into().ok()?) as usize;
+    let org = rest.get(2..2 + len)?;
+    Some((org, &rest[2 + len..]))
+}
+
+pub(crate) fn outstanding_key(org: &str, currency: &str) -> Vec<u8> {
+    credit_key(OUTSTANDING, org, currency)
+}
+
+pub(crate) fn limit_key(org: &str, currency: &str) -> Vec<u8> {
+    credit_key(LIMIT, org, currency)
 }
 
 /// The trailing big-endian id of an index key.
@@ -150,24 +169,24 @@ pub(crate) fn invoice_root(host: &dyn Host, hash: &[u8; 32]) -> Option<PieceId> 
     store::get(host, &invoice_key(hash))
 }
 
-pub(crate) fn outstanding(host: &dyn Host, issuer: &str) -> u128 {
-    store::get(host, &outstanding_key(issuer)).unwrap_or(0)
+pub(crate) fn outstanding(host: &dyn Host, issuer: &str, currency: &str) -> u128 {
+    store::get(host, &outstanding_key(issuer, currency)).unwrap_or(0)
 }
 
-pub(crate) fn set_outstanding(host: &mut dyn Host, issuer: &str, value: u128) {
-    store::set(host, &outstanding_key(issuer), &value);
+pub(crate) fn set_outstanding(host: &mut dyn Host, issuer: &str, currency: &str, value: u128) {
+    store::set(host, &outstanding_key(issuer, currency), &value);
 }
 
-pub(crate) fn credit_limit(host: &dyn Host, issuer: &str) -> u128 {
-    store::get(host, &limit_key(issuer)).unwrap_or(0)
+pub(crate) fn credit_limit(host: &dyn Host, issuer: &str, currency: &str) -> u128 {
+    store::get(host, &limit_key(issuer, currency)).unwrap_or(0)
 }
 
-/// Releases `amount` of an issuer's outstanding (settled or returned paper).
-pub(crate) fn release(host: &mut dyn Host, issuer: &str, amount: u128) {
-    let before = outstanding(host, issuer);
+/// Releases `amount` of an issuer's outstanding in `currency` (settled or returned paper).
+pub(crate) fn release(host: &mut dyn Host, issuer: &str, currency: &str, amount: u128) {
+    let before = outstanding(host, issuer, currency);
     debug_assert!(
         before >= amount,
         "outstanding {before} covers what is released ({amount})"
     );
-    set_outstanding(host, issuer, before.saturating_sub(amount));
+    set_outstanding(host, issuer, currency, before.saturating_sub(amount));
 }

@@ -212,9 +212,13 @@ pub struct Payout {
 
 // ---- call arguments ----
 
+/// A core enterprise's credit limit in one currency, in its minor units. Each
+/// currency has its own limit (absent: 0): amounts in different currencies
+/// are never added up.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetCreditLimit {
     pub issuer: Org,
+    pub currency: String,
     pub limit: u128,
 }
 
@@ -319,10 +323,12 @@ pub struct TreePage {
     pub limit: Option<u32>,
 }
 
-/// Arguments of the `outstanding` and `credit_limit` queries.
+/// Arguments of the `outstanding` and `credit_limit` queries: an issuer's
+/// figure in one currency.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IssuerRef {
+pub struct CreditRef {
     pub issuer: Org,
+    pub currency: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

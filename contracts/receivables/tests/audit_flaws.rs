@@ -507,6 +507,7 @@ fn many_small_issues_cannot_bypass_the_credit_limit() {
         "set_credit_limit",
         &SetCreditLimit {
             issuer: CORE.into(),
+            currency: "CNY".into(),
             limit: 0,
         },
         "limit_below_outstanding",
@@ -514,4 +515,46 @@ fn many_small_issues_cannot_bypass_the_credit_limit() {
     c.limit(CORE, u128::MAX);
     let huge = c.issue_args(T2, u128::MAX, "INV-11");
     c.refuse(CORE, "issue", &huge, "credit_limit_exceeded");
+}
+
+/// A limit is a value in one currency: 10,000 CNY of credit does not allow
+/// 10,000 USD (or 10,000 of any other currency's units), and what is out in
+/// one currency does not use up another's limit.
+#[test]
+fn a_credit_limit_covers_its_own_currency_only() {
+    let mut c = Chain::new();
+    c.limit(CORE, 10_000 * UNIT);
+    let usd = Issue {
+        currency: "USD".into(),
+        ..c.issue_args(T1, 1_000 * UNIT, "INV-USD-1")
+    };
+    c.refuse(CORE, "issue", &usd, "credit_limit_exceeded");
+    c.call::<_, ()>(
+        ADMIN,
+        "set_credit_limit",
+        &SetCreditLimit {
+            issuer: CORE.into(),
+            currency: "USD".into(),
+            limit: 1_000 * UNIT,
+        },
+    );
+    c.call::<_, PieceId>(CORE, "issue", &usd);
+    c.issue(T1, 10_000 * UNIT, "INV-CNY-1");
+    let usd_figure = |c: &Chain, method: &str| -> u128 {
+        c.query(
+            method,
+            &CreditRef {
+                issuer: CORE.into(),
+                currency: "USD".into(),
+            },
+        )
+    };
+    assert_eq!(usd_figure(&c, "outstanding"), 1_000 * UNIT);
+    assert_eq!(usd_figure(&c, "credit_limit"), 1_000 * UNIT);
+    assert_eq!(c.outstanding(CORE), 10_000 * UNIT, "CNY, counted apart");
+    let more_usd = Issue {
+        currency: "USD".into(),
+        ..c.issue_args(T1, 1_000 * UNIT, "INV-USD-2")
+    };
+    c.refuse(CORE, "issue", &more_usd, "credit_limit_exceeded");
 }

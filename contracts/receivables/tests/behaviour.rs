@@ -845,3 +845,59 @@ fn unknown_methods_and_malformed_arguments_are_refused() {
     let e = c.host.query::<Receivables>("piece", &[]).unwrap_err();
     assert_eq!(e.code, "bad_args");
 }
+
+/// A frozen piece stands still for every party: a pending root can be neither
+/// accepted, rejected nor expired, and a bank's offer made before the freeze
+/// cannot be taken up.
+#[test]
+fn a_frozen_piece_can_be_neither_accepted_nor_returned_nor_financed() {
+    let mut c = Chain::new();
+    c.limit(CORE, 10_000 * UNIT);
+    let pending = c.issue(T1, 1_000 * UNIT, "INV-P");
+    let hold = |piece| FreezePiece {
+        piece,
+        reason: "disputed delivery".into(),
+    };
+    c.call::<_, ()>(ADMIN, "freeze", &hold(pending));
+    let piece = PieceRef { piece: pending };
+    c.refuse(T1, "accept", &piece, "frozen");
+    c.refuse(T1, "reject", &piece, "frozen");
+    c.advance(8 * DAY);
+    c.refuse(T2, "expire", &piece, "frozen");
+
+    let offered = c.active(T2, 1_000 * UNIT, "INV-O");
+    let terms = c.rate_terms(500, 3 * DAY);
+    c.call::<_, ()>(
+        BANK,
+        "offer_financing",
+        &OfferFinancing {
+            piece: offered,
+            terms: terms.clone(),
+        },
+    );
+    c.call::<_, ()>(ADMIN, "freeze", &hold(offered));
+    c.refuse(
+        T2,
+        "accept_financing",
+        &AcceptFinancing {
+            piece: offered,
+            terms,
+            payment_ref: "P".into(),
+        },
+        "frozen",
+    );
+}
+
+#[test]
+fn only_an_admin_sets_the_params() {
+    let mut c = Chain::new();
+    let stricter = Params {
+        max_depth: 2,
+        ..Params::default()
+    };
+    for org in [CORE, T1, BANK] {
+        c.refuse(org, "set_params", &stricter, "not_admin");
+    }
+    c.call::<_, ()>(ADMIN, "set_params", &stricter);
+    assert_eq!(c.query::<_, Params>("params", &()).max_depth, 2);
+}

@@ -565,6 +565,7 @@ impl Run {
                     "set_credit_limit",
                     codec::encode(&SetCreditLimit {
                         issuer: ORGS[*issuer].into(),
+                        currency: "CNY".into(),
                         limit: *limit,
                     }),
                 )

@@ -751,8 +751,8 @@ impl Client {
     ///
     /// ```no_run
     /// # async fn demo(client: trellis_sdk::Client, contract: trellis_types::Address) -> trellis_sdk::Result<()> {
-    /// use trellis_receivables::IssuerRef;
-    /// let owed: u128 = client.query(&contract, "outstanding", &IssuerRef { issuer: "core-acme".into() }).await?;
+    /// use trellis_receivables::CreditRef;
+    /// let owed: u128 = client.query(&contract, "outstanding", &CreditRef { issuer: "core-acme".into(), currency: "CNY".into() }).await?;
     /// # Ok(()) }
     /// ```
     pub async fn query<A: Serialize, R: Serialize + DeserializeOwned>(

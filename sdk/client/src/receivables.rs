@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::submit::{Committed, PendingTx};
 use serde::Serialize;
 use trellis_receivables::{
-    AcceptFinancing, ByHolder, Financing, FreezePiece, IdRef, InvoiceRef, Issue, IssuerRef,
+    AcceptFinancing, ByHolder, CreditRef, Financing, FreezePiece, IdRef, InvoiceRef, Issue,
     Lineage, MAX_PAGE, OfferFinancing, Params, Payout, PieceId, PieceRef, PieceView,
     RequestFinancing, Root, RootRef, SetCreditLimit, Settle, SettlePiece, Split, Transfer,
     TreePage,
@@ -29,6 +29,13 @@ use trellis_types::{Address, Event, EventSource};
 /// ```
 pub fn invoice_hash(document: &[u8]) -> [u8; 32] {
     *blake3::hash(document).as_bytes()
+}
+
+fn credit_ref(issuer: &str, currency: &str) -> CreditRef {
+    CreditRef {
+        issuer: issuer.into(),
+        currency: currency.into(),
+    }
 }
 
 /// The receivables contract at one address, used through one [`Client`]
@@ -326,11 +333,12 @@ impl Receivables {
         self.run("unfreeze", &PieceRef { piece }).await
     }
 
-    /// A consortium admin sets a core enterprise's credit limit.
+    /// A consortium admin sets a core enterprise's credit limit in one
+    /// currency (each currency has its own; absent, 0).
     ///
     /// ```no_run
     /// # async fn demo(r: trellis_sdk::Receivables) -> trellis_sdk::Result<()> {
-    /// r.set_credit_limit(&trellis_receivables::SetCreditLimit { issuer: "core-acme".into(), limit: 1_000_000_000 }).await?;
+    /// r.set_credit_limit(&trellis_receivables::SetCreditLimit { issuer: "core-acme".into(), currency: "CNY".into(), limit: 1_000_000_000 }).await?;
     /// # Ok(()) }
     /// ```
     pub async fn set_credit_limit(&self, limit: &SetCreditLimit) -> Result<Committed> {
@@ -447,38 +455,28 @@ impl Receivables {
         self.query("tree_page", page).await
     }
 
-    /// What `issuer` owes in live pieces.
+    /// What `issuer` owes in live pieces in `currency`.
     ///
     /// ```no_run
     /// # async fn demo(r: trellis_sdk::Receivables) -> trellis_sdk::Result<()> {
-    /// let owed = r.outstanding("core-acme").await?;
+    /// let owed = r.outstanding("core-acme", "CNY").await?;
     /// # Ok(()) }
     /// ```
-    pub async fn outstanding(&self, issuer: &str) -> Result<u128> {
-        self.query(
-            "outstanding",
-            &IssuerRef {
-                issuer: issuer.into(),
-            },
-        )
-        .await
+    pub async fn outstanding(&self, issuer: &str, currency: &str) -> Result<u128> {
+        self.query("outstanding", &credit_ref(issuer, currency))
+            .await
     }
 
-    /// The credit limit the consortium set for `issuer`.
+    /// The credit limit the consortium set for `issuer` in `currency`.
     ///
     /// ```no_run
     /// # async fn demo(r: trellis_sdk::Receivables) -> trellis_sdk::Result<()> {
-    /// let limit = r.credit_limit("core-acme").await?;
+    /// let limit = r.credit_limit("core-acme", "CNY").await?;
     /// # Ok(()) }
     /// ```
-    pub async fn credit_limit(&self, issuer: &str) -> Result<u128> {
-        self.query(
-            "credit_limit",
-            &IssuerRef {
-                issuer: issuer.into(),
-            },
-        )
-        .await
+    pub async fn credit_limit(&self, issuer: &str, currency: &str) -> Result<u128> {
+        self.query("credit_limit", &credit_ref(issuer, currency))
+            .await
     }
 
     /// The receivable an invoice hash backs, if any (see [`invoice_hash`]).

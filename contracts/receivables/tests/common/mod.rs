@@ -179,13 +179,9 @@ impl Chain {
         self.query("piece", &IdRef { id })
     }
 
+    /// `issuer`'s outstanding in CNY, the currency these tests issue in.
     pub fn outstanding(&self, issuer: &str) -> u128 {
-        self.query(
-            "outstanding",
-            &IssuerRef {
-                issuer: issuer.into(),
-            },
-        )
+        self.query("outstanding", &cny(issuer))
     }
 
     /// Every stored record, for before/after comparisons.
@@ -197,12 +193,14 @@ impl Chain {
 
     // ---- shorthands for the usual moves ----
 
+    /// Sets `issuer`'s credit limit in CNY.
     pub fn limit(&mut self, issuer: &str, limit: u128) {
         self.call::<_, ()>(
             ADMIN,
             "set_credit_limit",
             &SetCreditLimit {
                 issuer: issuer.into(),
+                currency: "CNY".into(),
                 limit,
             },
         );
@@ -227,15 +225,7 @@ impl Chain {
     /// Issued by [`CORE`] to `to` and accepted; sets a generous limit first.
     pub fn active(&mut self, to: &str, amount: u128, inv: &str) -> PieceId {
         let limit = self.outstanding(CORE) + amount;
-        self.limit(
-            CORE,
-            limit.max(self.query(
-                "credit_limit",
-                &IssuerRef {
-                    issuer: CORE.into(),
-                },
-            )),
-        );
+        self.limit(CORE, limit.max(self.query("credit_limit", &cny(CORE))));
         let id = self.issue(to, amount, inv);
         self.call::<_, ()>(to, "accept", &PieceRef { piece: id });
         id
@@ -271,5 +261,13 @@ impl Chain {
             annual_rate_bps: None,
             expires_ms: self.now() + valid_ms,
         }
+    }
+}
+
+/// `issuer`'s credit figures in CNY.
+pub fn cny(issuer: &str) -> CreditRef {
+    CreditRef {
+        issuer: issuer.into(),
+        currency: "CNY".into(),
     }
 }

@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use trellis_genesis::Genesis;
-use trellis_receivables::{IssuerRef, SetCreditLimit};
+use trellis_receivables::{CreditRef, SetCreditLimit};
 use trellis_sdk::{Client, RetryPolicy};
 use trellis_types::{ChainParams, KeyPair, Payload, Role, SystemOp};
 
@@ -398,8 +398,9 @@ async fn bench(
         let roots =
             far_roots + maturing_for(sizing_rate) + (0.05 * sizing_rate * run_secs) as usize;
         let needed = root_amount * (roots as u128 + 100);
-        let issuer = IssuerRef {
+        let issuer = CreditRef {
             issuer: members.issuer.clone(),
+            currency: CURRENCY.into(),
         };
         let outstanding: u128 = reader.query(&contract, "outstanding", &issuer).await?;
         let limit: u128 = reader.query(&contract, "credit_limit", &issuer).await?;
@@ -410,6 +411,7 @@ async fn bench(
                 .receivables(contract)
                 .set_credit_limit(&SetCreditLimit {
                     issuer: members.issuer.clone(),
+                    currency: CURRENCY.into(),
                     limit: new_limit,
                 })
                 .await?;
