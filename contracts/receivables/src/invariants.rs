@@ -97,8 +97,9 @@ pub fn check_invariants(host: &dyn Host) -> Result<(), String> {
             p.issuer == r.issuer
                 && p.currency == r.currency
                 && p.maturity_ms == r.maturity_ms
+                && p.overdue_from_ms == r.overdue_from_ms
                 && p.invoice_hash == r.invoice_hash,
-            "piece {} disagrees with its root {} on issuer, currency, maturity or invoice",
+            "piece {} disagrees with its root {} on issuer, currency, maturity, overdue date or invoice",
             p.id,
             r.id
         );

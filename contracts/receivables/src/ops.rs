@@ -343,6 +343,8 @@ pub(crate) fn issue(host: &mut dyn Host, a: Issue) -> Result<PieceId> {
         });
     };
 
+    // The grace period in force now is part of this paper's terms.
+    let overdue_from_ms = a.maturity_ms.saturating_add(cx.params.grace_period_ms);
     let id = state::next_id(host);
     let piece = Piece {
         id,
@@ -353,6 +355,7 @@ pub(crate) fn issue(host: &mut dyn Host, a: Issue) -> Result<PieceId> {
         amount: a.amount,
         currency: a.currency.clone(),
         maturity_ms: a.maturity_ms,
+        overdue_from_ms,
         invoice_hash: a.invoice_hash,
         status: Status::PendingAcceptance,
         depth: 0,
@@ -369,6 +372,7 @@ pub(crate) fn issue(host: &mut dyn Host, a: Issue) -> Result<PieceId> {
         face_value: a.amount,
         currency: a.currency.clone(),
         maturity_ms: a.maturity_ms,
+        overdue_from_ms,
         invoice_hash: a.invoice_hash,
         terms: a.terms,
         created_ms: cx.now,
@@ -602,6 +606,7 @@ pub(crate) fn split(host: &mut dyn Host, a: Split) -> Result<Vec<PieceId>> {
             amount,
             currency: p.currency.clone(),
             maturity_ms: p.maturity_ms,
+            overdue_from_ms: p.overdue_from_ms,
             invoice_hash: p.invoice_hash,
             status: Status::Active,
             depth,
@@ -921,7 +926,7 @@ pub(crate) fn settle_piece(host: &mut dyn Host, a: SettlePiece) -> Result<Payout
 pub(crate) fn mark_overdue(host: &mut dyn Host, a: RootRef) -> Result<Vec<PieceId>> {
     let cx = ctx(host);
     let mut r = state::root(host, a.root)?;
-    let overdue_from_ms = r.maturity_ms.saturating_add(cx.params.grace_period_ms);
+    let overdue_from_ms = r.overdue_from_ms;
     if cx.now < overdue_from_ms {
         return Err(Error::NotOverdue { overdue_from_ms });
     }
@@ -955,7 +960,7 @@ pub(crate) fn mark_overdue_piece(host: &mut dyn Host, a: PieceRef) -> Result<()>
     let cx = ctx(host);
     let mut p = state::piece(host, a.piece)?;
     let mut r = state::root(host, p.root)?;
-    let overdue_from_ms = r.maturity_ms.saturating_add(cx.params.grace_period_ms);
+    let overdue_from_ms = p.overdue_from_ms;
     if cx.now < overdue_from_ms {
         return Err(Error::NotOverdue { overdue_from_ms });
     }

@@ -9,30 +9,21 @@ use crate::state;
 use crate::types::*;
 
 /// The status a piece has at `now`, counting what no one has recorded yet.
-pub fn effective_status(
-    p: &Piece,
-    acceptance_deadline_ms: u64,
-    params: &Params,
-    now: u64,
-) -> Status {
+pub fn effective_status(p: &Piece, acceptance_deadline_ms: u64, now: u64) -> Status {
     match p.status {
         Status::PendingAcceptance if now >= acceptance_deadline_ms => Status::Returned,
-        Status::Active | Status::Financed
-            if now >= p.maturity_ms.saturating_add(params.grace_period_ms) =>
-        {
-            Status::Overdue
-        }
+        Status::Active | Status::Financed if now >= p.overdue_from_ms => Status::Overdue,
         s => s,
     }
 }
 
-fn view(host: &dyn Host, p: Piece, params: &Params, now: u64) -> Result<PieceView> {
+fn view(host: &dyn Host, p: Piece, now: u64) -> Result<PieceView> {
     let deadline = if p.status == Status::PendingAcceptance {
         state::root(host, p.root)?.acceptance_deadline_ms
     } else {
         u64::MAX
     };
-    let status = effective_status(&p, deadline, params, now);
+    let status = effective_status(&p, deadline, now);
     Ok(PieceView { piece: p, status })
 }
 
@@ -42,7 +33,7 @@ fn now(host: &dyn Host) -> u64 {
 
 pub(crate) fn piece(host: &dyn Host, a: IdRef) -> Result<PieceView> {
     let p = state::piece(host, a.id)?;
-    view(host, p, &state::params(host), now(host))
+    view(host, p, now(host))
 }
 
 pub(crate) fn root(host: &dyn Host, a: IdRef) -> Result<Root> {
@@ -66,27 +57,27 @@ fn page(
     limit: Option<u32>,
 ) -> Result<Vec<PieceView>> {
     let limit = limit.unwrap_or(MAX_PAGE).min(MAX_PAGE) as usize;
-    let (params, now) = (state::params(host), now(host));
+    let now = now(host);
     let mut out = Vec::new();
     while out.len() < limit {
         let Some((k, _)) = host.next(prefix, after.as_deref()) else {
             break;
         };
         let p = state::piece(host, state::trailing_id(&k))?;
-        out.push(view(host, p, &params, now)?);
+        out.push(view(host, p, now)?);
         after = Some(k);
     }
     Ok(out)
 }
 
 pub(crate) fn lineage(host: &dyn Host, a: IdRef) -> Result<Lineage> {
-    let (params, now) = (state::params(host), now(host));
+    let now = now(host);
     let mut p = state::piece(host, a.id)?;
     let root = state::root(host, p.root)?;
     let mut path = Vec::with_capacity(usize::from(p.depth) + 1);
     loop {
         let parent = p.parent;
-        path.push(view(host, p, &params, now)?);
+        path.push(view(host, p, now)?);
         match parent {
             Some(id) => p = state::piece(host, id)?,
             None => break,
@@ -100,11 +91,11 @@ pub(crate) fn lineage(host: &dyn Host, a: IdRef) -> Result<Lineage> {
 }
 
 pub(crate) fn tree(host: &dyn Host, a: RootRef) -> Result<Vec<PieceView>> {
-    let (params, now) = (state::params(host), now(host));
+    let now = now(host);
     state::root(host, a.root)?;
     state::tree_ids(host, a.root)
         .into_iter()
-        .map(|id| view(host, state::piece(host, id)?, &params, now))
+        .map(|id| view(host, state::piece(host, id)?, now))
         .collect()
 }
 

@@ -152,6 +152,10 @@ pub struct Piece {
     pub amount: u128,
     pub currency: String,
     pub maturity_ms: u64,
+    /// Maturity plus the grace period in force when the receivable was
+    /// issued: from then an unpaid piece is overdue. Fixed at issue, so a
+    /// later `set_params` never changes the terms of paper already out.
+    pub overdue_from_ms: u64,
     pub invoice_hash: [u8; 32],
     /// Stored status; see [`PieceView::status`] for the status as of now.
     pub status: Status,
@@ -173,6 +177,8 @@ pub struct Root {
     pub face_value: u128,
     pub currency: String,
     pub maturity_ms: u64,
+    /// As [`Piece::overdue_from_ms`], the same for every piece of the root.
+    pub overdue_from_ms: u64,
     pub invoice_hash: [u8; 32],
     pub terms: String,
     pub created_ms: u64,
@@ -186,8 +192,8 @@ pub struct Root {
 }
 
 /// A piece with its status as of the block being read: a pending root past
-/// its acceptance deadline reads `Returned`, an unpaid live piece past
-/// maturity plus grace reads `Overdue`, even before anyone records it.
+/// its acceptance deadline reads `Returned`, an unpaid live piece past its
+/// `overdue_from_ms` reads `Overdue`, even before anyone records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PieceView {
     pub piece: Piece,

@@ -901,3 +901,42 @@ fn only_an_admin_sets_the_params() {
     c.call::<_, ()>(ADMIN, "set_params", &stricter);
     assert_eq!(c.query::<_, Params>("params", &()).max_depth, 2);
 }
+
+/// The grace period is part of a receivable's terms, fixed when it is
+/// issued: an admin shortening it later changes new paper only, and no piece
+/// already out becomes overdue earlier than its terms said.
+#[test]
+fn a_receivables_grace_period_is_fixed_at_issue() {
+    let mut c = Chain::new();
+    let old = c.active(T1, 1_000 * UNIT, "INV-OLD");
+    let grace = Params::default().grace_period_ms;
+    let no_grace = Params {
+        grace_period_ms: 0,
+        ..Params::default()
+    };
+    c.call::<_, ()>(ADMIN, "set_params", &no_grace);
+    let new = c.active(T2, 1_000 * UNIT, "INV-NEW");
+    let (old_maturity, new_maturity) = (
+        c.piece(old).piece.maturity_ms,
+        c.piece(new).piece.maturity_ms,
+    );
+    assert_eq!(c.piece(old).piece.overdue_from_ms, old_maturity + grace);
+    assert_eq!(c.piece(new).piece.overdue_from_ms, new_maturity);
+
+    c.host.set_block(10, old_maturity.max(new_maturity));
+    c.call::<_, Vec<PieceId>>(OUTSIDER, "mark_overdue", &RootRef { root: new });
+    assert_eq!(
+        c.piece(old).status,
+        Status::Active,
+        "still within its grace"
+    );
+    c.refuse(
+        OUTSIDER,
+        "mark_overdue",
+        &RootRef { root: old },
+        "not_overdue",
+    );
+    c.host.set_block(11, old_maturity + grace);
+    assert_eq!(c.piece(old).status, Status::Overdue);
+    c.call::<_, Vec<PieceId>>(OUTSIDER, "mark_overdue", &RootRef { root: old });
+}
