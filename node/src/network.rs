@@ -56,6 +56,9 @@ const BAN: Duration = Duration::from_secs(60);
 /// dropped (the peer keeps them in its own mempool and proposes them
 /// itself), so no member can queue unbounded work behind the admission checks.
 const PEER_BATCHES_IN_FLIGHT: usize = 64;
+/// Of those, one peer's at most, so a flooding member cannot take every
+/// place and have the other members' batches dropped.
+const PEER_BATCHES_PER_PEER: usize = 16;
 /// Connections one peer may hold at once: two, for when both sides dial at
 /// the same moment. More would multiply what a peer can have in flight.
 const CONNECTIONS_PER_PEER: u32 = 2;
@@ -490,7 +493,8 @@ pub fn spawn(
         banned: BTreeMap::new(),
         storage,
         mempool,
-        peer_batches: Arc::new(tokio::sync::Semaphore::new(PEER_BATCHES_IN_FLIGHT)),
+        peer_batches: Arc::new(Semaphore::new(PEER_BATCHES_IN_FLIGHT)),
+        batches_of: BTreeMap::new(),
         metrics,
         inbound: in_tx,
         max_frame_bytes,
@@ -515,7 +519,9 @@ struct NetworkTask {
     storage: Storage,
     mempool: Arc<Mempool>,
     /// Places for peers' transaction batches being admitted.
-    peer_batches: Arc<tokio::sync::Semaphore>,
+    peer_batches: Arc<Semaphore>,
+    /// Each member's own share of those places.
+    batches_of: BTreeMap<PeerId, Arc<Semaphore>>,
     metrics: Arc<Metrics>,
     inbound: mpsc::Sender<Inbound>,
     max_frame_bytes: usize,
@@ -739,7 +745,15 @@ impl NetworkTask {
                 Response::Ack
             }
             Request::Transactions(TxBatch(txs)) => {
-                let Ok(place) = self.peer_batches.clone().try_acquire_owned() else {
+                let own = self
+                    .batches_of
+                    .entry(peer)
+                    .or_insert_with(|| Arc::new(Semaphore::new(PEER_BATCHES_PER_PEER)))
+                    .clone();
+                let (Ok(own), Ok(place)) = (
+                    own.try_acquire_owned(),
+                    self.peer_batches.clone().try_acquire_owned(),
+                ) else {
                     debug!(%peer, txs = txs.len(), "admission busy: forwarded transactions dropped");
                     self.metrics
                         .admission_rejected
@@ -755,7 +769,7 @@ impl NetworkTask {
                 tokio::task::spawn_blocking(move || {
                     let items: Vec<&[u8]> = txs.iter().map(|t| t.0.as_slice()).collect();
                     mempool.admit_batch_from_peer(&items, &storage, crate::node::now_ms());
-                    drop((place, held));
+                    drop((own, place, held));
                 });
                 Response::Ack
             }

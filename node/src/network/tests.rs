@@ -21,10 +21,14 @@ struct Node {
 }
 
 fn network() -> (Genesis, Vec<NodeKeys>) {
+    network_of(2)
+}
+
+fn network_of(validators: usize) -> (Genesis, Vec<NodeKeys>) {
     trellis_genesis::build(&NetworkSpec {
         chain_id: "trellis-net-test".into(),
         seed: "net-test".into(),
-        validators: 2,
+        validators,
         observers: 0,
         genesis_time_ms: trellis_genesis::DEV_GENESIS_TIME_MS,
     })
@@ -334,6 +338,38 @@ async fn forwarded_transactions_are_admitted_but_not_forwarded_again() {
     );
 }
 
+/// Queues far more copies of a costly batch than there are places to check
+/// them (the copies arrive far faster than they can be checked): one good
+/// transaction and 199 mis-signed ones, which are never admitted, so every
+/// copy costs the node 200 signature checks.
+fn flood(
+    peer: &mut Swarm<request_response::Behaviour<RawCodec>>,
+    target: PeerId,
+    genesis: &Genesis,
+) -> Vec<u8> {
+    let stranger = trellis_types::KeyPair::insecure_from_label("stranger");
+    let mut batch = vec![Bytes(encode(&remark(genesis, 0)))];
+    batch.extend((1..200).map(|n| {
+        let mut tx = remark(genesis, n);
+        tx.signature = stranger.sign(&tx.hash());
+        Bytes(encode(&tx))
+    }));
+    let request = frame(&encode(&Request::Transactions(TxBatch(batch))));
+    for _ in 0..3 * PEER_BATCHES_IN_FLIGHT {
+        peer.behaviour_mut().send_request(&target, request.clone());
+    }
+    request
+}
+
+/// The node's count of forwarded transactions dropped for want of a place.
+fn dropped(node: &Node) -> Option<String> {
+    node.metrics
+        .encode()
+        .lines()
+        .find(|l| l.contains("code=\"peer_admission_busy\""))
+        .map(str::to_owned)
+}
+
 /// A member that floods the node with transaction batches faster than they
 /// can be checked gets the excess dropped and counted, not queued without
 /// bound; the node goes on answering.
@@ -344,36 +380,16 @@ async fn a_flood_of_forwarded_batches_is_dropped_beyond_the_places_for_them() {
     // below (about 50 KB each): the places for checking are what is tested.
     let node = start_node(&genesis, &keys[0], 4 << 20).await;
     let mut peer = connected_member(&keys[1], &node).await;
-    // One good transaction and 199 mis-signed ones, which are never admitted,
-    // so every copy of the batch costs the node 200 signature checks.
-    let stranger = trellis_types::KeyPair::insecure_from_label("stranger");
-    let mut batch = vec![Bytes(encode(&remark(&genesis, 0)))];
-    batch.extend((1..200).map(|n| {
-        let mut tx = remark(&genesis, n);
-        tx.signature = stranger.sign(&tx.hash());
-        Bytes(encode(&tx))
-    }));
-    let request = frame(&encode(&Request::Transactions(TxBatch(batch))));
     let target = node.handle.local_peer_id;
-    // The copies arrive far faster than they can be checked.
-    for _ in 0..3 * PEER_BATCHES_IN_FLIGHT {
-        peer.behaviour_mut().send_request(&target, request.clone());
-    }
-    let dropped = || {
-        node.metrics
-            .encode()
-            .lines()
-            .find(|l| l.contains("code=\"peer_admission_busy\""))
-            .map(str::to_owned)
-    };
+    flood(&mut peer, target, &genesis);
     let done = drive_until(&mut peer, || {
-        dropped().is_some() && !node.mempool.is_empty()
+        dropped(&node).is_some() && !node.mempool.is_empty()
     })
     .await;
     assert!(
         done,
         "dropped: {:?}, admitted {}",
-        dropped(),
+        dropped(&node),
         node.mempool.len()
     );
     assert_eq!(node.mempool.len(), 1, "the good transaction, once");
@@ -506,6 +522,41 @@ async fn a_member_gets_at_most_two_connections() {
         peer.network_info().connection_counters().num_established(),
         2
     );
+}
+
+/// A flooding member takes at most its own share of the places for checking
+/// batches: another member's batch, sent while the flood goes on (a new copy
+/// for every answer), is still checked and admitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_member_leaves_places_for_the_others_batches() {
+    let (genesis, keys) = network_of(3);
+    let node = start_node(&genesis, &keys[0], 4 << 20).await;
+    let mut flooder = connected_member(&keys[1], &node).await;
+    let mut other = connected_member(&keys[2], &node).await;
+    let target = node.handle.local_peer_id;
+    let copy = flood(&mut flooder, target, &genesis);
+    assert!(drive_until(&mut flooder, || dropped(&node).is_some()).await);
+
+    let good = remark(&genesis, 1);
+    let batch = Request::Transactions(TxBatch(vec![Bytes(encode(&good))]));
+    other
+        .behaviour_mut()
+        .send_request(&target, frame(&encode(&batch)));
+    let admitted = tokio::time::timeout(DEADLINE, async {
+        while !node.mempool.contains(&good.hash()) {
+            tokio::select! {
+                event = flooder.select_next_some() => {
+                    if matches!(event, SwarmEvent::Behaviour(_)) {
+                        flooder.behaviour_mut().send_request(&target, copy.clone());
+                    }
+                }
+                _ = other.select_next_some() => {}
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(admitted.is_ok(), "dropped: {:?}", dropped(&node));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
