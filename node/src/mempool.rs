@@ -307,7 +307,7 @@ impl Mempool {
                 max_ms: self.params.max_expiry_ms,
             });
         }
-        self.check_nonce(tx, state)?;
+        self.check_sender(tx, state)?;
         let checked = Checked {
             hash: stx.hash(),
             tx: stx,
@@ -319,7 +319,7 @@ impl Mempool {
 
     /// The sender is an account of a member that may send, and the nonce is
     /// neither used on chain nor `max_nonce_gap` or more ahead of it.
-    fn check_nonce(&self, tx: &Transaction, state: &dyn StateRead) -> Result<(), AdmissionError> {
+    fn check_sender(&self, tx: &Transaction, state: &dyn StateRead) -> Result<(), AdmissionError> {
         let account = execution::account(state, &tx.sender)?
             .ok_or(AdmissionError::UnknownSender(tx.sender))?;
         if !execution::may_send(state, &account.org)? {
@@ -374,7 +374,7 @@ impl Mempool {
         // pruned under this lock, so a rival for the nonce is either still
         // waiting here or already visible as used.
         self.check_room(&pool, &c)?;
-        self.check_nonce(&c.tx.tx, state)?;
+        self.check_sender(&c.tx.tx, state)?;
         let (sender, nonce) = (c.tx.tx.sender, c.tx.tx.nonce);
         pool.by_hash.insert(c.hash, (sender, nonce));
         pool.bytes += c.size;

@@ -98,14 +98,9 @@ pub enum Response {
 /// Encoded transactions a peer forwards. Decoding refuses an entry shorter
 /// than any transaction, so a frame cannot decode to many times its size (an
 /// empty entry is one byte on the wire and 24 in memory).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
 pub struct TxBatch(pub Vec<Bytes>);
-
-impl serde::Serialize for TxBatch {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
-    }
-}
 
 impl<'de> serde::Deserialize<'de> for TxBatch {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
