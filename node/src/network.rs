@@ -3,8 +3,8 @@
 //! Only peers whose identity key is listed in the genesis (validators and
 //! observers) may connect; others are refused at the connection layer. All
 //! traffic is request-response on one protocol, sent directly to each peer (no
-//! gossip mesh): consensus messages, batches of transactions on their way to
-//! the proposer, and block sync. Every frame is length-prefixed and capped;
+//! gossip mesh): consensus messages (from validators' nodes only),
+//! batches of transactions on their way to the proposer, and block sync. Every frame is length-prefixed and capped;
 //! a connection's frames held in memory, being read or waiting to be handled,
 //! never exceed its budget of bytes; a peer has at most two connections and a
 //! rate limit; a peer that keeps sending what is refused is
@@ -168,6 +168,8 @@ pub struct NetworkConfig {
     pub identity: identity::Keypair,
     /// Node keys of every member node in the genesis, validators and observers.
     pub members: Vec<PublicKey>,
+    /// Node keys of the validators: only their nodes send consensus messages.
+    pub validators: Vec<PublicKey>,
     /// Largest frame accepted, in bytes.
     pub max_frame_bytes: usize,
 }
@@ -443,6 +445,7 @@ pub fn spawn(
             members.insert(peer);
         }
     }
+    let validators = config.validators.iter().filter_map(peer_id).collect();
     let max_frame_bytes = config.max_frame_bytes;
     let codec = Codec {
         max: max_frame_bytes,
@@ -483,6 +486,7 @@ pub fn spawn(
         swarm,
         dial: config.dial,
         members,
+        validators,
         connected: BTreeSet::new(),
         budgets: BTreeMap::new(),
         banned: BTreeMap::new(),
@@ -508,6 +512,7 @@ struct NetworkTask {
     swarm: libp2p::Swarm<Behaviour>,
     dial: Vec<Multiaddr>,
     members: BTreeSet<PeerId>,
+    validators: BTreeSet<PeerId>,
     connected: BTreeSet<PeerId>,
     budgets: BTreeMap<PeerId, PeerBudget>,
     banned: BTreeMap<PeerId, Instant>,
@@ -728,6 +733,16 @@ impl NetworkTask {
         held: Option<FrameBytes>,
     ) -> Response {
         match request {
+            // Nodes send only their own consensus messages, never relay
+            // others', so one from an observer is refused before it can take
+            // a place in the driver's queue.
+            Request::Consensus(_) if !self.validators.contains(&peer) => {
+                self.strike(
+                    peer,
+                    "consensus message from a node that is not a validator",
+                );
+                Response::Refused("only validators send consensus messages".into())
+            }
             Request::Consensus(message) => {
                 let _ = self
                     .inbound

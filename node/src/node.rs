@@ -107,6 +107,7 @@ pub async fn run(
                 .collect::<anyhow::Result<_>>()?,
             identity: network::identity_from_seed(node_key.seed()),
             members: genesis.node_keys(),
+            validators: genesis.validators.iter().map(|v| v.node_key).collect(),
             max_frame_bytes: genesis.params.max_block_bytes as usize + (1 << 20),
         };
         let (handle, inbound) =

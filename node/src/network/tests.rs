@@ -25,14 +25,19 @@ fn network() -> (Genesis, Vec<NodeKeys>) {
 }
 
 fn network_of(validators: usize) -> (Genesis, Vec<NodeKeys>) {
+    network_with(validators, 0)
+}
+
+/// Keys of the validators first, then of the observers.
+fn network_with(validators: usize, observers: usize) -> (Genesis, Vec<NodeKeys>) {
     trellis_genesis::build(&NetworkSpec {
         chain_id: "trellis-net-test".into(),
         seed: "net-test".into(),
         validators,
-        observers: 0,
+        observers,
         genesis_time_ms: trellis_genesis::DEV_GENESIS_TIME_MS,
     })
-    .expect("a valid two-validator network")
+    .expect("a valid test network")
 }
 
 fn free_addr() -> Multiaddr {
@@ -44,8 +49,17 @@ fn free_addr() -> Multiaddr {
     format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap()
 }
 
-/// Node 0 of the network, listening on loopback, with a chain at genesis.
+/// A node of the network, listening on loopback, with a chain at genesis.
 async fn start_node(genesis: &Genesis, keys: &NodeKeys, max_frame_bytes: usize) -> Node {
+    start_node_dialing(genesis, keys, max_frame_bytes, vec![]).await
+}
+
+async fn start_node_dialing(
+    genesis: &Genesis,
+    keys: &NodeKeys,
+    max_frame_bytes: usize,
+    dial: Vec<Multiaddr>,
+) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let storage = Storage::open(&dir.path().join("chain")).unwrap();
     chain::initialise(&storage, genesis, &Vm::new()).unwrap();
@@ -55,9 +69,10 @@ async fn start_node(genesis: &Genesis, keys: &NodeKeys, max_frame_bytes: usize) 
     let addr = free_addr();
     let config = NetworkConfig {
         listen: addr.clone(),
-        dial: vec![],
+        dial,
         identity: identity_from_seed(keys.node.seed()),
         members: genesis.node_keys(),
+        validators: genesis.validators.iter().map(|v| v.node_key).collect(),
         max_frame_bytes,
     };
     let (handle, inbound) = spawn(config, storage, mempool.clone(), metrics.clone()).unwrap();
@@ -296,6 +311,94 @@ async fn a_member_reaches_the_driver_and_can_sync_blocks() {
     let blocks = blocks.expect("a sync response");
     assert_eq!(blocks.len(), 1, "only the genesis block is committed");
     assert_eq!(blocks[0].0.header.height, 0);
+}
+
+/// A sync response holds its frame's bytes of the requesting node's budget
+/// until the driver drops the blocks, as a request's message does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synced_blocks_hold_their_frame_until_the_driver_drops_them() {
+    let (genesis, keys) = network();
+    let server = start_node(&genesis, &keys[1], 1 << 20).await;
+    let mut node = start_node_dialing(&genesis, &keys[0], 1 << 20, vec![server.addr.clone()]).await;
+    let server_id = server.handle.local_peer_id;
+    let got = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match node.inbound.recv().await.expect("the network runs") {
+                Inbound::Peers(1) => node
+                    .handle
+                    .outbound
+                    .send(Outbound::Sync {
+                        peer: Some(server_id),
+                        from: 0,
+                    })
+                    .await
+                    .unwrap(),
+                blocks @ Inbound::Blocks { .. } => return blocks,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("the server's blocks reach the driver");
+    let Inbound::Blocks { from, blocks, .. } = &got else {
+        unreachable!()
+    };
+    assert_eq!(*from, server_id);
+    assert_eq!(blocks.len(), 1, "only the genesis block is committed");
+    let frame = encode(&Response::Blocks(blocks.clone())).len();
+    assert_eq!(node.metrics.network_frame_bytes.get(), frame as i64);
+    drop(got);
+    assert_eq!(node.metrics.network_frame_bytes.get(), 0);
+}
+
+/// An observer's node may connect and sync, but it never votes: a
+/// consensus message from it is refused and counted against it, even one a
+/// validator signed, and only the validators' own reach the driver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consensus_messages_are_taken_from_validators_nodes_only() {
+    let (genesis, keys) = network_with(2, 1);
+    let mut node = start_node(&genesis, &keys[0], 1 << 20).await;
+    let target = node.handle.local_peer_id;
+    let request = frame(&encode(&Request::Consensus(vote(&genesis, &keys[1]))));
+
+    let mut observer = connected_member(&keys[2], &node).await;
+    observer
+        .behaviour_mut()
+        .send_request(&target, request.clone());
+    let mut refusal = None;
+    assert!(
+        until(&mut observer, |e| match e {
+            SwarmEvent::Behaviour(request_response::Event::Message {
+                message: request_response::Message::Response { response, .. },
+                ..
+            }) => {
+                refusal = decode::<Response>(&response[4..]).ok();
+                true
+            }
+            _ => false,
+        })
+        .await
+    );
+    assert!(
+        matches!(&refusal, Some(Response::Refused(why)) if why.contains("only validators")),
+        "{refusal:?}"
+    );
+    assert_eq!(node.metrics.network_strikes.get(), 1);
+
+    // Had the observer's vote been taken, it would be first in the queue.
+    let mut validator = connected_member(&keys[1], &node).await;
+    validator.behaviour_mut().send_request(&target, request);
+    let from = tokio::time::timeout(DEADLINE, async {
+        loop {
+            tokio::select! {
+                inbound = node.inbound.recv() => if let Some(Inbound::Consensus { from, .. }) = inbound { return from },
+                _ = validator.select_next_some() => {}
+            }
+        }
+    })
+    .await
+    .expect("the validator's vote reaches the driver");
+    assert_eq!(from, *validator.local_peer_id());
 }
 
 /// A remark by the genesis account `core-acme/ops`, signed.
