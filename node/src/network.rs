@@ -3,12 +3,12 @@
 //! Only peers whose identity key is listed in the genesis (validators and
 //! observers) may connect; others are refused at the connection layer. All
 //! traffic is request-response on one protocol, sent directly to each peer (no
-//! gossip mesh): consensus messages (from validators' nodes only),
-//! batches of transactions on their way to the proposer, and block sync. Every frame is length-prefixed and capped;
-//! a connection's frames held in memory, being read or waiting to be handled,
-//! never exceed its budget of bytes; a peer has at most two connections and a
-//! rate limit; a peer that keeps sending what is refused is
-//! disconnected and kept out for a while. Sync requests are answered here from
+//! gossip mesh): consensus messages (from validators' nodes only), batches of
+//! transactions on their way to the proposer, and block sync. Every frame is
+//! length-prefixed and capped; a connection's frames held in memory, being
+//! read or waiting to be handled, never exceed its budget of bytes; a peer has
+//! at most two connections and a rate limit; a peer that keeps sending what is
+//! refused is disconnected and kept out for a while. Sync requests are answered here from
 //! storage; everything else goes to the driver, and transactions straight to
 //! the mempool.
 

@@ -18,7 +18,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use trellis_contract::{Host, codec, store};
 
-use crate::state::{self, COUNTER, HOLDER, INVOICE, LIMIT, OUTSTANDING, PIECE, ROOT, TREE};
+use crate::state::{self, COUNTER, HOLDER, INVOICE, LIMIT, OUTSTANDING, PIECE, ROOT};
 use crate::types::*;
 
 fn decode<T: serde::Serialize + serde::de::DeserializeOwned>(
@@ -342,18 +342,19 @@ pub fn check_invariants(host: &dyn Host) -> Result<(), String> {
         roots.len()
     );
 
-    // Tree index: exactly the pieces of each root.
-    let tree: BTreeSet<(PieceId, PieceId)> = store::scan(host, TREE)
-        .into_iter()
-        .map(|(k, _)| {
-            let rest = &k[TREE.len()..];
-            let root =
-                PieceId::from_be_bytes(rest[..8].try_into().expect("tree keys hold two ids"));
-            (root, state::trailing_id(&k))
-        })
-        .collect();
-    let expected: BTreeSet<(PieceId, PieceId)> = pieces.values().map(|p| (p.root, p.id)).collect();
-    ensure!(tree == expected, "the tree index does not match the pieces");
+    // Children lists: exactly the pieces naming each piece as parent, in
+    // split order (ids are given in that order), so a walk from each root
+    // finds every piece of it once.
+    for p in pieces.values() {
+        let kids = children.get(&p.id).map(Vec::as_slice).unwrap_or(&[]);
+        ensure!(
+            p.children == kids,
+            "piece {} lists children {:?}, but {:?} name it as parent",
+            p.id,
+            p.children,
+            kids
+        );
+    }
 
     // Holder index: every piece not split, under its holder.
     let held: BTreeSet<Vec<u8>> = store::scan(host, HOLDER)

@@ -364,6 +364,7 @@ pub(crate) fn issue(host: &mut dyn Host, a: Issue) -> Result<PieceId> {
         financing: None,
         settlement: None,
         frozen: None,
+        children: Vec::new(),
     };
     let root = Root {
         id,
@@ -615,6 +616,7 @@ pub(crate) fn split(host: &mut dyn Host, a: Split) -> Result<Vec<PieceId>> {
             financing: None,
             settlement: None,
             frozen: None,
+            children: Vec::new(),
         };
         state::insert_piece(host, &child);
         attributes.push(("child", format!("{id}:{org}:{amount}")));
@@ -623,6 +625,7 @@ pub(crate) fn split(host: &mut dyn Host, a: Split) -> Result<Vec<PieceId>> {
     state::unindex_holder(host, &p);
     p.status = Status::Split;
     p.offer = None;
+    p.children = ids.clone();
     state::put_piece(host, &p);
     emit(host, "split", &attributes);
     Ok(ids)
@@ -874,8 +877,7 @@ pub(crate) fn settle(host: &mut dyn Host, a: Settle) -> Result<Vec<Payout>> {
     require_settleable(&cx, &r)?;
     check_text("payment_ref", &a.payment_ref, MAX_REF_LEN, false)?;
     let mut due = Vec::new();
-    for id in state::tree_ids(host, r.id) {
-        let p = state::piece(host, id)?;
+    for p in state::tree(host, r.id)? {
         match p.status {
             Status::PendingAcceptance => return Err(not_active(p.status)),
             Status::Active | Status::Financed | Status::Overdue => {
@@ -931,8 +933,7 @@ pub(crate) fn mark_overdue(host: &mut dyn Host, a: RootRef) -> Result<Vec<PieceI
         return Err(Error::NotOverdue { overdue_from_ms });
     }
     let mut due = Vec::new();
-    for id in state::tree_ids(host, r.id) {
-        let p = state::piece(host, id)?;
+    for p in state::tree(host, r.id)? {
         if matches!(p.status, Status::Active | Status::Financed) {
             due.push(p);
         }

@@ -93,17 +93,25 @@ pub(crate) fn lineage(host: &dyn Host, a: IdRef) -> Result<Lineage> {
 pub(crate) fn tree(host: &dyn Host, a: RootRef) -> Result<Vec<PieceView>> {
     let now = now(host);
     state::root(host, a.root)?;
-    state::tree_ids(host, a.root)
+    state::tree(host, a.root)?
         .into_iter()
-        .map(|id| view(host, state::piece(host, id)?, now))
+        .map(|p| view(host, p, now))
         .collect()
 }
 
 /// One page of [`tree`], for trees too large to read in one query's fuel.
 pub(crate) fn tree_page(host: &dyn Host, a: TreePage) -> Result<Vec<PieceView>> {
     state::root(host, a.root)?;
-    let after = a.after.map(|id| state::tree_key(a.root, id));
-    page(host, &state::tree_prefix(a.root), after, a.limit)
+    let now = now(host);
+    let stack = match a.after {
+        None => Vec::from([a.root]),
+        Some(id) => state::walk_after(host, a.root, id)?,
+    };
+    let limit = a.limit.unwrap_or(MAX_PAGE).min(MAX_PAGE) as usize;
+    state::walk(host, stack, limit)?
+        .into_iter()
+        .map(|p| view(host, p, now))
+        .collect()
 }
 
 pub(crate) fn outstanding(host: &dyn Host, a: CreditRef) -> Result<u128> {

@@ -6,7 +6,6 @@
 //! | `ctr` | `u64`, the next piece id (absent: 1) |
 //! | `p/<id:u64 be>` | [`Piece`] |
 //! | `r/<root:u64 be>` | [`Root`] |
-//! | `t/<root:u64 be><id:u64 be>` | `()`: the pieces of a root |
 //! | `h/<len:u16 be><org><id:u64 be>` | `()`: the pieces an org holds (every piece not split) |
 //! | `i/<invoice hash:32>` | `u64`, the root the invoice backs (never removed) |
 //! | `o/<len:u16 be><org><currency>` | `u128`, the issuer's outstanding in that currency: sum of its live pieces in it |
@@ -24,7 +23,6 @@ pub(crate) const PARAMS: &[u8] = b"cfg";
 pub(crate) const COUNTER: &[u8] = b"ctr";
 pub(crate) const PIECE: &[u8] = b"p/";
 pub(crate) const ROOT: &[u8] = b"r/";
-pub(crate) const TREE: &[u8] = b"t/";
 pub(crate) const HOLDER: &[u8] = b"h/";
 pub(crate) const INVOICE: &[u8] = b"i/";
 pub(crate) const OUTSTANDING: &[u8] = b"o/";
@@ -45,14 +43,6 @@ pub(crate) fn piece_key(id: PieceId) -> Vec<u8> {
 
 pub(crate) fn root_key(id: PieceId) -> Vec<u8> {
     key(ROOT, &[&id.to_be_bytes()])
-}
-
-pub(crate) fn tree_prefix(root: PieceId) -> Vec<u8> {
-    key(TREE, &[&root.to_be_bytes()])
-}
-
-pub(crate) fn tree_key(root: PieceId, id: PieceId) -> Vec<u8> {
-    key(TREE, &[&root.to_be_bytes(), &id.to_be_bytes()])
 }
 
 /// Length-prefixed so that no org's keys are a prefix of another's.
@@ -138,10 +128,9 @@ pub(crate) fn put_piece(host: &mut dyn Host, piece: &Piece) {
     store::set(host, &piece_key(piece.id), piece);
 }
 
-/// Writes a new piece and indexes it under its root and holder.
+/// Writes a new piece and indexes it under its holder.
 pub(crate) fn insert_piece(host: &mut dyn Host, piece: &Piece) {
     put_piece(host, piece);
-    store::set(host, &tree_key(piece.root, piece.id), &());
     store::set(host, &holder_key(&piece.holder, piece.id), &());
 }
 
@@ -157,12 +146,48 @@ pub(crate) fn unindex_holder(host: &mut dyn Host, piece: &Piece) {
     host.remove(&holder_key(&piece.holder, piece.id));
 }
 
-/// The ids of a root's pieces, in id order.
-pub(crate) fn tree_ids(host: &dyn Host, root: PieceId) -> Vec<PieceId> {
-    store::scan(host, &tree_prefix(root))
-        .into_iter()
-        .map(|(k, _)| trailing_id(&k))
-        .collect()
+/// A root's pieces in walk order: each piece, then its children's subtrees
+/// in split order.
+pub(crate) fn tree(host: &dyn Host, root: PieceId) -> Result<Vec<Piece>> {
+    walk(host, Vec::from([root]), usize::MAX)
+}
+
+/// Up to `limit` pieces in walk order, from the pieces in `stack` (the next
+/// one on top).
+pub(crate) fn walk(host: &dyn Host, mut stack: Vec<PieceId>, limit: usize) -> Result<Vec<Piece>> {
+    let mut out = Vec::new();
+    while out.len() < limit {
+        let Some(id) = stack.pop() else { break };
+        let p = piece(host, id)?;
+        stack.extend(p.children.iter().rev());
+        out.push(p);
+    }
+    Ok(out)
+}
+
+/// The walk's stack just after piece `id` of tree `root`: its children, then
+/// the younger siblings of it and of each of its ancestors.
+pub(crate) fn walk_after(host: &dyn Host, root: PieceId, id: PieceId) -> Result<Vec<PieceId>> {
+    let p = piece(host, id)?;
+    if p.root != root {
+        return Err(Error::BadArgs(alloc::format!(
+            "piece {id} is not of root {root}"
+        )));
+    }
+    let mut stack: Vec<PieceId> = p.children.iter().rev().copied().collect();
+    let (mut child, mut parent) = (p.id, p.parent);
+    while let Some(parent_id) = parent {
+        let up = piece(host, parent_id)?;
+        let at = up
+            .children
+            .iter()
+            .position(|c| *c == child)
+            .expect("a piece is among its parent's children (I2)");
+        // Below what is already there: these come after the subtree above.
+        stack.splice(0..0, up.children[at + 1..].iter().rev().copied());
+        (child, parent) = (up.id, up.parent);
+    }
+    Ok(stack)
 }
 
 pub(crate) fn invoice_root(host: &dyn Host, hash: &[u8; 32]) -> Option<PieceId> {

@@ -165,6 +165,10 @@ pub struct Piece {
     pub financing: Option<Financing>,
     pub settlement: Option<Settlement>,
     pub frozen: Option<Freeze>,
+    /// The pieces a split made of this one, in the order `split` returned
+    /// them; empty unless split. A root's pieces are found by walking these
+    /// down from the root piece, so no index of them is kept.
+    pub children: Vec<PieceId>,
 }
 
 /// What is recorded once per receivable (per root piece).
@@ -320,7 +324,9 @@ pub struct ByHolder {
     pub limit: Option<u32>,
 }
 
-/// A page of a root's pieces (retired ones included), in id order after `after`.
+/// A page of a root's pieces (retired ones included) in walk order (each
+/// piece followed by its children's subtrees, in split order, starting at the
+/// root piece), after piece `after`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TreePage {
     pub root: PieceId,

@@ -779,11 +779,13 @@ fn single_pieces_become_overdue_one_call_at_a_time() {
 }
 
 #[test]
-fn a_tree_pages_in_id_order_with_retired_pieces() {
+fn a_tree_pages_in_walk_order_with_retired_pieces() {
     let mut c = Chain::new();
     let root = c.active(T1, 10_000 * UNIT, "INV-A");
-    let kids = c.split(T1, root, &[(T2, 200 * UNIT); 10]);
-    let grandkids = c.split(T2, kids[0], &[(T3, 100 * UNIT)]);
+    let kids = c.split(T1, root, &[(T2, 400 * UNIT); 10]);
+    let grandkids = c.split(T2, kids[0], &[(T3, 200 * UNIT)]);
+    let deepest = c.split(T3, grandkids[0], &[(T3, 100 * UNIT)]);
+    let later = c.split(T2, kids[3], &[(T3, 100 * UNIT)]);
     let page = |c: &Chain, after, limit| -> Vec<PieceId> {
         let v: Vec<PieceView> = c.query(
             "tree_page",
@@ -799,24 +801,48 @@ fn a_tree_pages_in_id_order_with_retired_pieces() {
         let v: Vec<PieceView> = c.query("tree", &RootRef { root });
         v.into_iter().map(|v| v.piece.id).collect()
     };
-    let mut expected = vec![root];
-    expected.extend(&kids);
-    expected.extend(&grandkids);
+    // Each piece, then the subtrees split from it, whatever the ids' order.
+    let mut expected = vec![root, kids[0], grandkids[0]];
+    expected.extend(&deepest);
+    expected.extend([grandkids[1], kids[1], kids[2], kids[3]]);
+    expected.extend(&later);
+    expected.extend(&kids[4..]);
     assert_eq!(
         whole, expected,
-        "the root, the retired parent and every child"
+        "the root, the retired parents and every child"
     );
-    let mut paged: Vec<PieceId> = Vec::new();
-    let mut after = None;
-    loop {
-        let next = page(&c, after, 5);
-        paged.extend(&next);
-        if next.len() < 5 {
-            break;
+    // Pages of every size resume in the right place, within a subtree or
+    // climbing out of one.
+    for limit in 1..=7 {
+        let mut paged: Vec<PieceId> = Vec::new();
+        let mut after = None;
+        loop {
+            let next = page(&c, after, limit);
+            paged.extend(&next);
+            if next.len() < limit as usize {
+                break;
+            }
+            after = next.last().copied();
         }
-        after = next.last().copied();
+        assert_eq!(paged, whole, "pages of {limit}");
     }
-    assert_eq!(paged, whole);
+    let other = c.active(T1, 1_000 * UNIT, "INV-B");
+    let v: Result<Vec<PieceView>, _> = c
+        .host
+        .query::<Receivables>(
+            "tree_page",
+            &trellis_contract::codec::encode(&TreePage {
+                root,
+                after: Some(other),
+                limit: None,
+            }),
+        )
+        .map(|out| trellis_contract::codec::decode(&out).unwrap());
+    assert_eq!(
+        v.unwrap_err().code,
+        "bad_args",
+        "a page after another root's piece"
+    );
     let v: Result<Vec<PieceView>, _> = c
         .host
         .query::<Receivables>(

@@ -444,7 +444,8 @@ impl Receivables {
         .await
     }
 
-    /// One page of a receivable's pieces, in id order.
+    /// One page of a receivable's pieces in walk order: the root piece, then
+    /// after each piece the pieces split from it (and theirs), in split order.
     ///
     /// ```no_run
     /// # async fn demo(r: trellis_sdk::Receivables) -> trellis_sdk::Result<()> {
