@@ -105,11 +105,11 @@ pub fn organisation(state: &dyn StateRead, id: &str) -> Result<Option<Organisati
     read(state, &keys::organisation(id))
 }
 
-/// Whether the accounts of organisation `org` may send transactions: all
-/// but those of an organisation that is only a regulator, which reads
-/// everything and changes nothing.
-pub fn may_send(state: &dyn StateRead, org: &str) -> Result<bool, StorageError> {
-    Ok(organisation(state, org)?.is_none_or(|o| o.roles.iter().any(|r| *r != Role::Regulator)))
+/// Whether the accounts of organisation `org` (as read: `None` if absent)
+/// may send transactions: all but those of an organisation that is only a
+/// regulator, which reads everything and changes nothing.
+pub fn may_send(org: Option<&Organisation>) -> bool {
+    org.is_none_or(|o| o.roles.iter().any(|r| *r != Role::Regulator))
 }
 
 pub fn contract(
@@ -289,7 +289,8 @@ fn execute_tx(
     let Some(mut sender) = account(block, &tx.sender)? else {
         return Ok(Err(Inadmissible::UnknownSender(tx.sender)));
     };
-    if !may_send(block, &sender.org)? {
+    let org = organisation(block, &sender.org)?;
+    if !may_send(org.as_ref()) {
         return Ok(Err(Inadmissible::ReadOnlySender(sender.org)));
     }
     if tx.nonce != sender.nonce {
@@ -309,7 +310,8 @@ fn execute_tx(
                 method: method.clone(),
                 args: args.to_vec(),
             };
-            call(vm, block, ctx, tx.sender, &sender, contract, &invocation)?
+            let caller = contract_caller(tx.sender, &sender.org, org);
+            call(vm, block, ctx, caller, contract, &invocation)?
         }
         payload => {
             let mut run = TxRun {
@@ -357,28 +359,22 @@ fn execute_tx(
     }))
 }
 
-/// The `caller` a contract sees for an account of `org`.
-fn contract_caller(
-    state: &dyn StateRead,
-    key: PublicKey,
-    org: &str,
-) -> Result<vm::Caller, StorageError> {
-    Ok(vm::Caller {
+/// The `caller` a contract sees for account `key` of organisation `org_id`
+/// (`org` its record, as read).
+fn contract_caller(key: PublicKey, org_id: &str, org: Option<Organisation>) -> vm::Caller {
+    vm::Caller {
         account: key.0,
-        org: org.to_owned(),
-        roles: organisation(state, org)?
-            .map(|o| o.roles)
-            .unwrap_or_default(),
-    })
+        org: org_id.to_owned(),
+        roles: org.map(|o| o.roles).unwrap_or_default(),
+    }
 }
 
-/// Runs `call` of the contract at `address` as `sender_key`.
+/// Runs `call` of the contract at `address` for `caller`.
 fn call(
     vm: &Vm,
     block: &mut StateView,
     ctx: &BlockContext,
-    sender_key: PublicKey,
-    sender: &AccountRecord,
+    caller: vm::Caller,
     address: &Address,
     invocation: &Invocation,
 ) -> Result<Effects, StorageError> {
@@ -395,7 +391,7 @@ fn call(
     };
     let env = CallEnv {
         contract: *address,
-        caller: contract_caller(block, sender_key, &sender.org)?,
+        caller,
         block: ctx.block_info(),
         limits: ctx.limits,
     };
@@ -468,7 +464,9 @@ pub fn deploy_genesis_contract(
             method: genesis_call.method.clone(),
             args: genesis_call.args.to_vec(),
         };
-        let effects = call(vm, state, ctx, deployer, &account, &address, &invocation)?;
+        let org = organisation(state, &account.org)?;
+        let caller = contract_caller(deployer, &account.org, org);
+        let effects = call(vm, state, ctx, caller, &address, &invocation)?;
         match effects.outcome {
             Ok(()) => state.apply(effects.writes),
             Err(e) => {

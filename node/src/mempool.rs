@@ -322,7 +322,7 @@ impl Mempool {
     fn check_sender(&self, tx: &Transaction, state: &dyn StateRead) -> Result<(), AdmissionError> {
         let account = execution::account(state, &tx.sender)?
             .ok_or(AdmissionError::UnknownSender(tx.sender))?;
-        if !execution::may_send(state, &account.org)? {
+        if !execution::may_send(execution::organisation(state, &account.org)?.as_ref()) {
             return Err(AdmissionError::ReadOnlySender(account.org));
         }
         if tx.nonce < account.nonce {

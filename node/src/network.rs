@@ -8,9 +8,9 @@
 //! length-prefixed and capped; a connection's frames held in memory, being
 //! read or waiting to be handled, never exceed its budget of bytes; a peer has
 //! at most two connections and a rate limit; a peer that keeps sending what is
-//! refused is disconnected and kept out for a while. Sync requests are answered here from
-//! storage; everything else goes to the driver, and transactions straight to
-//! the mempool.
+//! refused is disconnected and kept out for a while. Sync requests are
+//! answered here from storage; everything else goes to the driver, and
+//! transactions straight to the mempool.
 
 use crate::consensus::Message;
 use crate::mempool::Mempool;

@@ -195,6 +195,17 @@ where
     .is_ok()
 }
 
+/// The node's response an event carries, decoded, if it carries one.
+fn response(e: &SwarmEvent<request_response::Event<Vec<u8>, Vec<u8>>>) -> Option<Response> {
+    match e {
+        SwarmEvent::Behaviour(request_response::Event::Message {
+            message: request_response::Message::Response { response, .. },
+            ..
+        }) => decode(&response[4..]).ok(),
+        _ => None,
+    }
+}
+
 /// A client with member `keys`' identity, connected to `node`.
 async fn connected_member(
     keys: &NodeKeys,
@@ -293,17 +304,11 @@ async fn a_member_reaches_the_driver_and_can_sync_blocks() {
         .send_request(&target, frame(&encode(&Request::Sync { from: 0, max: 10 })));
     let mut blocks = None;
     assert!(
-        until(&mut peer, |e| match e {
-            SwarmEvent::Behaviour(request_response::Event::Message {
-                message: request_response::Message::Response { response, .. },
-                ..
-            }) => match decode::<Response>(&response[4..]) {
-                Ok(Response::Blocks(b)) => {
-                    blocks = Some(b);
-                    true
-                }
-                _ => false,
-            },
+        until(&mut peer, |e| match response(e) {
+            Some(Response::Blocks(b)) => {
+                blocks = Some(b);
+                true
+            }
             _ => false,
         })
         .await
@@ -367,15 +372,9 @@ async fn consensus_messages_are_taken_from_validators_nodes_only() {
         .send_request(&target, request.clone());
     let mut refusal = None;
     assert!(
-        until(&mut observer, |e| match e {
-            SwarmEvent::Behaviour(request_response::Event::Message {
-                message: request_response::Message::Response { response, .. },
-                ..
-            }) => {
-                refusal = decode::<Response>(&response[4..]).ok();
-                true
-            }
-            _ => false,
+        until(&mut observer, |e| {
+            refusal = response(e);
+            refusal.is_some()
         })
         .await
     );
@@ -504,11 +503,8 @@ async fn a_flood_of_forwarded_batches_is_dropped_beyond_the_places_for_them() {
         .send_request(&target, frame(&encode(&Request::Sync { from: 0, max: 1 })));
     assert!(
         until(&mut other, |e| matches!(
-            e,
-            SwarmEvent::Behaviour(request_response::Event::Message {
-                message: request_response::Message::Response { response, .. },
-                ..
-            }) if matches!(decode::<Response>(&response[4..]), Ok(Response::Blocks(_)))
+            response(e),
+            Some(Response::Blocks(_))
         ))
         .await
     );
