@@ -56,7 +56,7 @@ fn page(
     mut after: Option<Vec<u8>>,
     limit: Option<u32>,
 ) -> Result<Vec<PieceView>> {
-    let limit = limit.unwrap_or(MAX_PAGE).min(MAX_PAGE) as usize;
+    let limit = page_limit(limit);
     let now = now(host);
     let mut out = Vec::new();
     while out.len() < limit {
@@ -90,28 +90,29 @@ pub(crate) fn lineage(host: &dyn Host, a: IdRef) -> Result<Lineage> {
     })
 }
 
-pub(crate) fn tree(host: &dyn Host, a: RootRef) -> Result<Vec<PieceView>> {
+/// At most [`MAX_PAGE`] a page; `None` means [`MAX_PAGE`].
+fn page_limit(limit: Option<u32>) -> usize {
+    limit.unwrap_or(MAX_PAGE).min(MAX_PAGE) as usize
+}
+
+fn views(host: &dyn Host, pieces: Vec<Piece>) -> Result<Vec<PieceView>> {
     let now = now(host);
+    pieces.into_iter().map(|p| view(host, p, now)).collect()
+}
+
+pub(crate) fn tree(host: &dyn Host, a: RootRef) -> Result<Vec<PieceView>> {
     state::root(host, a.root)?;
-    state::tree(host, a.root)?
-        .into_iter()
-        .map(|p| view(host, p, now))
-        .collect()
+    views(host, state::tree(host, a.root)?)
 }
 
 /// One page of [`tree`], for trees too large to read in one query's fuel.
 pub(crate) fn tree_page(host: &dyn Host, a: TreePage) -> Result<Vec<PieceView>> {
     state::root(host, a.root)?;
-    let now = now(host);
     let stack = match a.after {
         None => Vec::from([a.root]),
         Some(id) => state::walk_after(host, a.root, id)?,
     };
-    let limit = a.limit.unwrap_or(MAX_PAGE).min(MAX_PAGE) as usize;
-    state::walk(host, stack, limit)?
-        .into_iter()
-        .map(|p| view(host, p, now))
-        .collect()
+    views(host, state::walk(host, stack, page_limit(a.limit))?)
 }
 
 pub(crate) fn outstanding(host: &dyn Host, a: CreditRef) -> Result<u128> {
