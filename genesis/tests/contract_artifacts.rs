@@ -181,6 +181,9 @@ const ABI_V1: &[(&str, &[u8], &[u8])] = &[
     ("set_error", &[I32, I32], &[]),
     ("abort", &[I32, I32], &[]),
     ("blake3", &[I32, I32, I32], &[]),
+    ("index_set", &[I32, I32, I32, I32], &[]),
+    ("index_remove", &[I32, I32], &[]),
+    ("index_next", &[I32, I32, I32, I32], &[I32]),
 ];
 
 /// Exports other than `memory`, `call` and `query` that rustc's wasm32

@@ -844,7 +844,7 @@ async fn block_by_hash(
     params(("key" = String, Path, description = "Raw state key, hex (e.g. hex of `sys/params`)"), StateQuery),
     responses(
         (status = 200, body = StateResponse),
-        (status = 400, description = "malformed key or query", body = ErrorBody),
+        (status = 400, description = "malformed key or query; not_in_state_tree: the key is a contract's query index (`q/...`), which has no proof", body = ErrorBody),
         (status = 404, description = "not_found: height not committed", body = ErrorBody),
         (status = 410, description = "pruned: this node no longer keeps the state of that height", body = ErrorBody),
         (status = 503, description = "busy: the node's reads are all taken; retry shortly", body = ErrorBody),
@@ -881,6 +881,13 @@ async fn get_state(
             }
             Err(e @ StorageError::Pruned { .. }) => {
                 return Err(ApiError::new(StatusCode::GONE, "pruned", e.to_string()));
+            }
+            Err(e @ StorageError::NotInStateTree) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "not_in_state_tree",
+                    e.to_string(),
+                ));
             }
             Err(e) => return Err(e.into()),
         };

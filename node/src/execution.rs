@@ -57,6 +57,12 @@ pub mod keys {
     pub fn contract_data(address: &Address) -> Vec<u8> {
         [b"c/".as_slice(), &address.0, b"/"].concat()
     }
+
+    /// The prefix of a contract's query index: `q/<32-byte address>/`,
+    /// outside the state tree (see [`crate::state::QUERY_INDEX`]).
+    pub fn contract_index(address: &Address) -> Vec<u8> {
+        [crate::state::QUERY_INDEX, &address.0, b"/"].concat()
+    }
 }
 
 /// A deployed contract as the state records it.

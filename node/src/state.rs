@@ -8,6 +8,8 @@
 //! [`Storage::get_with_proof`] verify with [`trellis_types::verify_state_proof`].
 //! Assumes single-level speculation: only version head+1 is ever prepared. The tree
 //! holds key hashes; raw keys live in storage's latest-state range, for reads and scans.
+//! Keys under [`QUERY_INDEX`] live only there: they are written with each block
+//! like any other, but the tree and its root never see them.
 
 use crate::cache::Cache;
 use crate::storage::{
@@ -25,6 +27,18 @@ mod tree_records;
 mod tree_update;
 
 use tree_records::StoredValue;
+
+/// The prefix of contracts' query indexes (`q/<address>/`): records a contract
+/// keeps so that queries can list things, derived from what its calls did.
+/// They are not authenticated: no root commits to them and no proof covers
+/// them, which is why calls may write them but only queries read them.
+pub const QUERY_INDEX: &[u8] = b"q/";
+
+/// Whether `key` is part of the authenticated state (the tree), rather than
+/// a query index kept beside it.
+pub fn in_state_tree(key: &[u8]) -> bool {
+    !key.starts_with(QUERY_INDEX)
+}
 
 /// Reads of the latest committed state.
 pub trait StateRead {
@@ -392,6 +406,7 @@ impl Storage {
         };
         let key_writes = writes
             .iter()
+            .filter(|(key, _)| in_state_tree(key))
             .map(|(key, value)| tree_update::KeyWrite {
                 key: key_hash(key),
                 value: value.clone(),
@@ -442,6 +457,9 @@ impl Storage {
 
     /// `key`'s value (or its absence) at committed `version`, with the proof against that version's root.
     pub fn get_with_proof(&self, key: &[u8], version: u64) -> Result<StateProof, StorageError> {
+        if !in_state_tree(key) {
+            return Err(StorageError::NotInStateTree);
+        }
         let head = self.head().ok_or(StorageError::NotInitialised)?;
         if version > head.height {
             return Err(StorageError::VersionNotCommitted {
@@ -515,6 +533,43 @@ mod tests {
         let absent = storage.get_with_proof(b"zz", 0).unwrap();
         assert_eq!(absent.value, None);
         verify_state_proof(&root, b"zz", None, &absent.proof).unwrap();
+    }
+
+    #[test]
+    fn query_index_keys_are_stored_but_leave_the_root_alone_and_have_no_proof() {
+        let (dir_a, with_index) = store();
+        let (_dir_b, without) = store();
+        let state = writes(&[("a", Some("1"))]);
+        let mut both = state.clone();
+        both.extend(writes(&[("q/x/h1", Some("")), ("q/x/h2", Some("2"))]));
+        commit(&with_index, vec![], both);
+        commit(&without, vec![], state);
+        assert_eq!(
+            with_index.state_root(0).unwrap(),
+            without.state_root(0).unwrap()
+        );
+        // Removing an index key changes nothing either.
+        commit(
+            &with_index,
+            vec![],
+            writes(&[("q/x/h1", None), ("b", Some("2"))]),
+        );
+        commit(&without, vec![], writes(&[("b", Some("2"))]));
+        assert_eq!(
+            with_index.state_root(1).unwrap(),
+            without.state_root(1).unwrap()
+        );
+
+        // Kept with the latest state, across a reopen.
+        drop(with_index);
+        let reopened = Storage::open(dir_a.path()).unwrap();
+        assert_eq!(reopened.get(b"q/x/h1").unwrap(), None);
+        assert_eq!(reopened.get(b"q/x/h2").unwrap(), Some(b"2".to_vec()));
+        assert!(matches!(
+            reopened.get_with_proof(b"q/x/h2", 1),
+            Err(StorageError::NotInStateTree)
+        ));
+        reopened.get_with_proof(b"a", 1).unwrap().verify().unwrap();
     }
 
     #[test]

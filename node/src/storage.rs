@@ -182,6 +182,10 @@ pub enum StorageError {
         "the state at height {version} was pruned from this node; it keeps heights {oldest} and later"
     )]
     Pruned { version: u64, oldest: u64 },
+    #[error(
+        "keys under `q/` are contracts' query indexes, kept beside the state tree and not in it: they have no proof and no history; ask the contract"
+    )]
+    NotInStateTree,
     #[error("block {height} is still being written; write it before staging another")]
     StillWriting { height: u64 },
     /// A limit of this node (not of the chain) was reached, e.g. all contract

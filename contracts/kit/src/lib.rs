@@ -127,6 +127,14 @@ pub trait Host {
     fn member_roles(&self, org: &str) -> Option<Vec<Role>>;
     fn emit(&mut self, event: ContractEvent);
     fn blake3(&self, data: &[u8]) -> [u8; 32];
+    /// Writes an entry of the contract's query index: records kept beside its
+    /// state, outside the state tree, so that queries can list things (which
+    /// pieces an organisation holds). Calls write it; only queries read it.
+    fn index_set(&mut self, key: &[u8], value: &[u8]);
+    fn index_remove(&mut self, key: &[u8]);
+    /// [`Host::next`] over the query index. Queries only: in a call it traps,
+    /// since what a call does must follow from authenticated state alone.
+    fn index_next(&self, prefix: &[u8], after: Option<&[u8]>) -> Option<(Vec<u8>, Vec<u8>)>;
 }
 
 /// A contract: transactions go to [`Contract::call`], read-only requests to [`Contract::query`].
@@ -165,11 +173,20 @@ pub mod store {
 
     /// Every entry under `prefix`, in key order.
     pub fn scan(host: &dyn Host, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let mut out = Vec::new();
-        let mut after: Option<Vec<u8>> = None;
-        while let Some((k, v)) = host.next(prefix, after.as_deref()) {
-            after = Some(k.clone());
-            out.push((k, v));
+        scan_with(|after| host.next(prefix, after))
+    }
+
+    /// Every query index entry under `prefix`, in key order (queries only).
+    pub fn scan_index(host: &dyn Host, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        scan_with(|after| host.index_next(prefix, after))
+    }
+
+    type Entry = (Vec<u8>, Vec<u8>);
+
+    fn scan_with(next: impl Fn(Option<&[u8]>) -> Option<Entry>) -> Vec<Entry> {
+        let mut out: Vec<Entry> = Vec::new();
+        while let Some(entry) = next(out.last().map(|(k, _)| k.as_slice())) {
+            out.push(entry);
         }
         out
     }

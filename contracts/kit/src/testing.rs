@@ -1,11 +1,11 @@
 //! A simulated chain for native unit tests of contract logic (feature `testing`).
 //!
-//! [`TestHost`] keeps one contract's storage, a caller, a block, the member
-//! registry and the events emitted so far. [`TestHost::call`] and
+//! [`TestHost`] keeps one contract's storage and query index, a caller, a
+//! block, the member registry and the events emitted so far. [`TestHost::call`] and
 //! [`TestHost::query`] run a contract with the node's semantics: a call that
 //! returns `Err` or panics leaves no writes and no events behind, a panic
-//! surfaces as a `trap` error, and a query that tries to write, remove or emit
-//! traps ("read-only"). Queries see the node's anonymous caller (all-zero
+//! surfaces as a `trap` error, a query that tries to write, remove or emit
+//! traps ("read-only"), and so does a call that reads the query index. Queries see the node's anonymous caller (all-zero
 //! account, empty org, no roles) and the latest block.
 
 extern crate std;
@@ -58,7 +58,7 @@ pub fn anonymous_caller() -> Caller {
 /// A simulated host; see the module docs.
 #[derive(Debug, Clone)]
 pub struct TestHost {
-    storage: BTreeMap<Vec<u8>, Vec<u8>>,
+    storage: Storage,
     caller: Caller,
     block: BlockInfo,
     members: BTreeMap<String, Vec<Role>>,
@@ -76,7 +76,7 @@ impl TestHost {
     /// chain [`TEST_CHAIN_ID`].
     pub fn new() -> Self {
         TestHost {
-            storage: BTreeMap::new(),
+            storage: Storage::default(),
             caller: anonymous_caller(),
             block: BlockInfo {
                 chain_id: TEST_CHAIN_ID.into(),
@@ -153,7 +153,12 @@ impl TestHost {
 
     /// The contract's storage as committed by successful calls.
     pub fn storage(&self) -> &BTreeMap<Vec<u8>, Vec<u8>> {
-        &self.storage
+        &self.storage.state
+    }
+
+    /// The contract's query index as committed by successful calls.
+    pub fn index(&self) -> &BTreeMap<Vec<u8>, Vec<u8>> {
+        &self.storage.index
     }
 
     /// Runs `C::call` as a transaction from the current caller in the current block.
@@ -234,10 +239,35 @@ fn trap_panics<T>(f: impl FnOnce() -> ContractResult<T>) -> ContractResult<T> {
     }
 }
 
+/// A contract's storage and its query index.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Storage {
+    pub(crate) state: BTreeMap<Vec<u8>, Vec<u8>>,
+    pub(crate) index: BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+/// The first entry of `map` whose key starts with `prefix` and is greater
+/// than `after`, as the node's `storage_next` and `index_next` find it.
+pub(crate) fn next_in(
+    map: &BTreeMap<Vec<u8>, Vec<u8>>,
+    prefix: &[u8],
+    after: Option<&[u8]>,
+) -> Option<(Vec<u8>, Vec<u8>)> {
+    // Start at the prefix itself, or just past `after` if that is later.
+    let lower = match after {
+        Some(a) if a >= prefix => Bound::Excluded(a),
+        _ => Bound::Included(prefix),
+    };
+    map.range::<[u8], _>((lower, Bound::Unbounded))
+        .next()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .map(|(k, v)| (k.clone(), v.clone()))
+}
+
 enum Writes<'a> {
     /// A call's working copy; becomes the storage if the call succeeds.
-    Staged(BTreeMap<Vec<u8>, Vec<u8>>),
-    ReadOnly(&'a BTreeMap<Vec<u8>, Vec<u8>>),
+    Staged(Storage),
+    ReadOnly(&'a Storage),
 }
 
 /// What one call or query sees.
@@ -250,14 +280,14 @@ struct Frame<'a> {
 }
 
 impl Frame<'_> {
-    fn view(&self) -> &BTreeMap<Vec<u8>, Vec<u8>> {
+    fn view(&self) -> &Storage {
         match &self.storage {
             Writes::Staged(s) => s,
             Writes::ReadOnly(s) => s,
         }
     }
 
-    fn writable(&mut self, what: &str) -> &mut BTreeMap<Vec<u8>, Vec<u8>> {
+    fn writable(&mut self, what: &str) -> &mut Storage {
         match &mut self.storage {
             Writes::Staged(s) => s,
             Writes::ReadOnly(_) => panic!("read-only: {what} in a query"),
@@ -267,29 +297,21 @@ impl Frame<'_> {
 
 impl Host for Frame<'_> {
     fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.view().get(key).cloned()
+        self.view().state.get(key).cloned()
     }
 
     fn set(&mut self, key: &[u8], value: &[u8]) {
         self.writable("storage_set")
+            .state
             .insert(key.to_vec(), value.to_vec());
     }
 
     fn remove(&mut self, key: &[u8]) {
-        self.writable("storage_remove").remove(key);
+        self.writable("storage_remove").state.remove(key);
     }
 
     fn next(&self, prefix: &[u8], after: Option<&[u8]>) -> Option<(Vec<u8>, Vec<u8>)> {
-        // Start at the prefix itself, or just past `after` if that is later.
-        let lower = match after {
-            Some(a) if a >= prefix => Bound::Excluded(a),
-            _ => Bound::Included(prefix),
-        };
-        self.view()
-            .range::<[u8], _>((lower, Bound::Unbounded))
-            .next()
-            .filter(|(k, _)| k.starts_with(prefix))
-            .map(|(k, v)| (k.clone(), v.clone()))
+        next_in(&self.view().state, prefix, after)
     }
 
     fn caller(&self) -> Caller {
@@ -313,5 +335,22 @@ impl Host for Frame<'_> {
 
     fn blake3(&self, data: &[u8]) -> [u8; 32] {
         *blake3::hash(data).as_bytes()
+    }
+
+    fn index_set(&mut self, key: &[u8], value: &[u8]) {
+        self.writable("index_set")
+            .index
+            .insert(key.to_vec(), value.to_vec());
+    }
+
+    fn index_remove(&mut self, key: &[u8]) {
+        self.writable("index_remove").index.remove(key);
+    }
+
+    fn index_next(&self, prefix: &[u8], after: Option<&[u8]>) -> Option<(Vec<u8>, Vec<u8>)> {
+        if let Writes::Staged(_) = self.storage {
+            panic!("index_next is only for queries: a call reads authenticated state alone");
+        }
+        next_in(&self.view().index, prefix, after)
     }
 }

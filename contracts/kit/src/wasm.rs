@@ -41,6 +41,14 @@ mod sys {
         pub fn set_error(ptr: *const u8, len: i32);
         pub fn abort(msg_ptr: *const u8, msg_len: i32);
         pub fn blake3(ptr: *const u8, len: i32, out_ptr: *mut u8);
+        pub fn index_set(key_ptr: *const u8, key_len: i32, val_ptr: *const u8, val_len: i32);
+        pub fn index_remove(key_ptr: *const u8, key_len: i32);
+        pub fn index_next(
+            prefix_ptr: *const u8,
+            prefix_len: i32,
+            after_ptr: *const u8,
+            after_len: i32,
+        ) -> i32;
     }
 }
 
@@ -134,16 +142,7 @@ impl Host for WasmHost {
     }
 
     fn next(&self, prefix: &[u8], after: Option<&[u8]>) -> Option<(Vec<u8>, Vec<u8>)> {
-        let (after_ptr, after_len) = match after {
-            Some(a) => (a.as_ptr(), len(a)),
-            None => (core::ptr::null(), -1),
-        };
-        // SAFETY: pointers/lengths of live slices (`after_len = -1` tells the
-        // host not to read `after_ptr`).
-        let found = take_result(unsafe {
-            sys::storage_next(prefix.as_ptr(), len(prefix), after_ptr, after_len)
-        })?;
-        Some(from_host(&found, "storage entry"))
+        next_with(sys::storage_next, prefix, after)
     }
 
     fn caller(&self) -> Caller {
@@ -178,6 +177,36 @@ impl Host for WasmHost {
         unsafe { sys::blake3(data.as_ptr(), len(data), out.as_mut_ptr()) };
         out
     }
+
+    fn index_set(&mut self, key: &[u8], value: &[u8]) {
+        // SAFETY: pointers/lengths of live slices.
+        unsafe { sys::index_set(key.as_ptr(), len(key), value.as_ptr(), len(value)) }
+    }
+
+    fn index_remove(&mut self, key: &[u8]) {
+        // SAFETY: pointer/length of a live slice.
+        unsafe { sys::index_remove(key.as_ptr(), len(key)) }
+    }
+
+    fn index_next(&self, prefix: &[u8], after: Option<&[u8]>) -> Option<(Vec<u8>, Vec<u8>)> {
+        next_with(sys::index_next, prefix, after)
+    }
+}
+
+/// `storage_next` or `index_next`: the first entry under `prefix` after `after`.
+fn next_with(
+    import: unsafe extern "C" fn(*const u8, i32, *const u8, i32) -> i32,
+    prefix: &[u8],
+    after: Option<&[u8]>,
+) -> Option<(Vec<u8>, Vec<u8>)> {
+    let (after_ptr, after_len) = match after {
+        Some(a) => (a.as_ptr(), len(a)),
+        None => (core::ptr::null(), -1),
+    };
+    // SAFETY: pointers/lengths of live slices (`after_len = -1` tells the
+    // host not to read `after_ptr`).
+    let found = take_result(unsafe { import(prefix.as_ptr(), len(prefix), after_ptr, after_len) })?;
+    Some(from_host(&found, "storage entry"))
 }
 
 /// Body of the `call` export: decode the invocation, run `C::call`, report.

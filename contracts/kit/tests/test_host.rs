@@ -266,3 +266,41 @@ fn next_honours_an_after_bound_outside_the_prefix() {
     assert_eq!(first(b"m/2"), None);
     assert_eq!(first(b"n"), None, "bound past the prefix");
 }
+
+#[test]
+fn the_query_index_is_written_by_calls_apart_from_state_and_read_by_queries() {
+    let mut host = seeded();
+    host.exec(|h| {
+        h.index_set(b"h/1", b"");
+        h.index_set(b"h/2", b"two");
+        h.index_set(b"value", b"index, not state");
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(host.storage().get(&b"value"[..]), None);
+    // A failed call's index writes go with it.
+    let err = host.exec(|h| -> ContractResult<()> {
+        h.index_remove(b"h/1");
+        Err(ContractError::new("refused", "as asked"))
+    });
+    assert_eq!(err.unwrap_err().code, "refused");
+    let listed = host.read(|h| Ok(store::scan_index(h, b"h/"))).unwrap();
+    assert_eq!(
+        listed,
+        vec![
+            (b"h/1".to_vec(), Vec::new()),
+            (b"h/2".to_vec(), b"two".to_vec())
+        ]
+    );
+    assert_eq!(host.index().len(), 3);
+
+    // Calls do not read it, queries do not write it.
+    let read_in_call = host.exec(|h| Ok(h.index_next(b"h/", None)));
+    assert_eq!(read_in_call.unwrap_err().code, "trap");
+    let written_in_query = host.read_raw(|h| {
+        h.index_set(b"h/3", b"");
+        Ok(())
+    });
+    assert_eq!(written_in_query.unwrap_err().code, "trap");
+    assert_eq!(host.index().len(), 3);
+}

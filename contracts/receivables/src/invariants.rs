@@ -357,7 +357,7 @@ pub fn check_invariants(host: &dyn Host) -> Result<(), String> {
     }
 
     // Holder index: every piece not split, under its holder.
-    let held: BTreeSet<Vec<u8>> = store::scan(host, HOLDER)
+    let held: BTreeSet<Vec<u8>> = store::scan_index(host, HOLDER)
         .into_iter()
         .map(|(k, _)| k)
         .collect();

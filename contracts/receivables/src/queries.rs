@@ -48,8 +48,8 @@ pub(crate) fn pieces_by_holder(host: &dyn Host, a: ByHolder) -> Result<Vec<Piece
     page(host, &state::holder_prefix(&a.org), after, a.limit)
 }
 
-/// The pieces of one page of an index: the ids that end the keys under
-/// `prefix`, after key `after`, at most `limit` (capped at [`MAX_PAGE`]).
+/// The pieces of one page of the query index: the ids that end the keys
+/// under `prefix`, after key `after`, at most `limit` (capped at [`MAX_PAGE`]).
 fn page(
     host: &dyn Host,
     prefix: &[u8],
@@ -60,7 +60,7 @@ fn page(
     let now = now(host);
     let mut out = Vec::new();
     while out.len() < limit {
-        let Some((k, _)) = host.next(prefix, after.as_deref()) else {
+        let Some((k, _)) = host.index_next(prefix, after.as_deref()) else {
             break;
         };
         let p = state::piece(host, state::trailing_id(&k))?;

@@ -1,15 +1,23 @@
 //! Storage layout: every key the contract writes, and typed access to it.
 //!
+//! State (in the state tree, so every value is provable against a block):
+//!
 //! | key | value |
 //! | --- | --- |
 //! | `cfg` | [`Params`] (absent: defaults) |
 //! | `ctr` | `u64`, the next piece id (absent: 1) |
 //! | `p/<id:u64 be>` | [`Piece`] |
 //! | `r/<root:u64 be>` | [`Root`] |
-//! | `h/<len:u16 be><org><id:u64 be>` | `()`: the pieces an org holds (every piece not split) |
 //! | `i/<invoice hash:32>` | `u64`, the root the invoice backs (never removed) |
 //! | `o/<len:u16 be><org><currency>` | `u128`, the issuer's outstanding in that currency: sum of its live pieces in it |
 //! | `l/<len:u16 be><org><currency>` | `u128`, the issuer's credit limit in that currency (absent: 0) |
+//!
+//! Query index (beside the state, outside its tree: calls keep it, queries
+//! read it; each piece it lists is still provable, the list's completeness is not):
+//!
+//! | key | value |
+//! | --- | --- |
+//! | `h/<len:u16 be><org><id:u64 be>` | empty: the pieces an org holds (every piece not split) |
 //!
 //! Ids are big-endian so byte order is id order in prefix scans.
 
@@ -131,19 +139,19 @@ pub(crate) fn put_piece(host: &mut dyn Host, piece: &Piece) {
 /// Writes a new piece and indexes it under its holder.
 pub(crate) fn insert_piece(host: &mut dyn Host, piece: &Piece) {
     put_piece(host, piece);
-    store::set(host, &holder_key(&piece.holder, piece.id), &());
+    host.index_set(&holder_key(&piece.holder, piece.id), &[]);
 }
 
 /// Moves a piece to a new holder, keeping the holder index in step.
 pub(crate) fn set_holder(host: &mut dyn Host, piece: &mut Piece, to: &str) {
-    host.remove(&holder_key(&piece.holder, piece.id));
+    host.index_remove(&holder_key(&piece.holder, piece.id));
     piece.holder = to.into();
-    store::set(host, &holder_key(&piece.holder, piece.id), &());
+    host.index_set(&holder_key(&piece.holder, piece.id), &[]);
 }
 
 /// Takes a piece out of the holder index (it was split: its children replace it).
 pub(crate) fn unindex_holder(host: &mut dyn Host, piece: &Piece) {
-    host.remove(&holder_key(&piece.holder, piece.id));
+    host.index_remove(&holder_key(&piece.holder, piece.id));
 }
 
 /// A root's pieces in walk order: each piece, then its children's subtrees

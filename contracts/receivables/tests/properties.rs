@@ -730,7 +730,7 @@ proptest! {
     #![proptest_config(Config { cases: config().cases / 40, ..config() })]
 
     /// The module genesis deploys does exactly what the Rust code does: every
-    /// step's result, and the storage and events after it, are the same.
+    /// step's result, and the storage, query index and events after it, are the same.
     #[test]
     fn the_built_module_runs_every_sequence_exactly_as_the_rust_code(ops in prop::collection::vec(op(), 5..=40)) {
         let mut native = Run::new();
@@ -753,6 +753,7 @@ proptest! {
             }
             native.step(op)?;
             prop_assert!(wasm.storage() == native.c.host.storage(), "storage differs after {:?}", op);
+            prop_assert!(wasm.index() == native.c.host.index(), "query index differs after {:?}", op);
             prop_assert_eq!(wasm.events(), native.c.host.events());
         }
     }

@@ -944,6 +944,12 @@ async fn state_reads_prove_absence_default_to_no_proof_and_read_old_heights() {
             StatusCode::BAD_REQUEST,
             "malformed",
         ),
+        // A contract's query index has no proof to give.
+        (
+            format!("/v1/state/{}", hex::encode(b"q/any")),
+            StatusCode::BAD_REQUEST,
+            "not_in_state_tree",
+        ),
     ] {
         let (got, body) = node.get(&path).await;
         assert_eq!(

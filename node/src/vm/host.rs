@@ -64,6 +64,9 @@ pub(crate) const FUNCTIONS: &[(&str, usize, bool)] = &[
     ("set_error", 2, false),
     ("abort", 2, false),
     ("blake3", 3, false),
+    ("index_set", 4, false),
+    ("index_remove", 2, false),
+    ("index_next", 4, true),
 ];
 
 /// The ABI signature of host function `name`: `(i32 parameters, returns i32)`.
@@ -140,8 +143,10 @@ impl ResourceLimiter for Limiter {
 pub(crate) struct HostState {
     entry: Entry,
     contract: trellis_types::Address,
-    /// `c/<address>/`: the contract's keys live under it.
+    /// `c/<address>/`: the contract's keys live under it ...
     data_prefix: Vec<u8>,
+    /// ... and its query index under `q/<address>/`.
+    index_prefix: Vec<u8>,
     input: Vec<u8>,
     caller: Vec<u8>,
     block: Vec<u8>,
@@ -164,6 +169,7 @@ impl HostState {
             entry,
             contract: env.contract,
             data_prefix: keys::contract_data(&env.contract),
+            index_prefix: keys::contract_index(&env.contract),
             input,
             caller: encode(&env.caller),
             block: encode(&env.block),
@@ -179,6 +185,13 @@ impl HostState {
                 memory_exceeded: false,
             },
             memory: None,
+        }
+    }
+
+    fn prefix(&self, space: Space) -> &[u8] {
+        match space {
+            Space::State => &self.data_prefix,
+            Space::Index => &self.index_prefix,
         }
     }
 }
@@ -278,8 +291,16 @@ fn writable(cx: &mut Cx<'_>, what: &str) -> HostResult<()> {
     }
 }
 
-fn full_key(cx: &Cx<'_>, key: &[u8]) -> Vec<u8> {
-    [cx.data().data_prefix.as_slice(), key].concat()
+/// Where a contract's key lives: its state, or its query index (written by
+/// calls like state, but outside the state tree; see [`crate::state::QUERY_INDEX`]).
+#[derive(Clone, Copy)]
+enum Space {
+    State,
+    Index,
+}
+
+fn full_key(cx: &Cx<'_>, space: Space, key: &[u8]) -> Vec<u8> {
+    [cx.data().prefix(space), key].concat()
 }
 
 /// Cuts `s` to at most [`MAX_MESSAGE_BYTES`], at a character boundary.
@@ -312,7 +333,7 @@ fn storage_get(mut cx: Cx<'_>, key_ptr: i32, key_len: i32) -> HostResult<i32> {
     charge(&mut cx, fuel::BASE + fuel::STORAGE_READ)?;
     let key_len = length(&mut cx, key_len, "storage_get key")?;
     let key = read(&mut cx, key_ptr, key_len, "storage_get key")?;
-    let key = full_key(&cx, &key);
+    let key = full_key(&cx, Space::State, &key);
     let state = cx.data();
     match state.view.get_under(&state.writes, &key) {
         Ok(Some(value)) => {
@@ -325,65 +346,152 @@ fn storage_get(mut cx: Cx<'_>, key_ptr: i32, key_len: i32) -> HostResult<i32> {
 }
 
 fn storage_set(
-    mut cx: Cx<'_>,
+    cx: Cx<'_>,
     key_ptr: i32,
     key_len: i32,
-    value_ptr: i32,
-    value_len: i32,
+    val_ptr: i32,
+    val_len: i32,
 ) -> HostResult<()> {
-    writable(&mut cx, "storage_set")?;
-    let key_len = length(&mut cx, key_len, "storage_set key")?;
-    let value_len = length(&mut cx, value_len, "storage_set value")?;
-    let bytes = (key_len as u64).saturating_add(value_len as u64);
-    charge(
-        &mut cx,
-        (fuel::BASE + fuel::STORAGE_WRITE)
-            .saturating_add(fuel::STORAGE_WRITE_PER_BYTE.saturating_mul(bytes)),
-    )?;
-    let key = read(&mut cx, key_ptr, key_len, "storage_set key")?;
-    let value = read(&mut cx, value_ptr, value_len, "storage_set value")?;
-    let key = full_key(&cx, &key);
-    cx.data_mut().writes.insert(key, Some(value));
-    Ok(())
+    let what = ["storage_set", "storage_set key", "storage_set value"];
+    set_in(
+        cx,
+        Space::State,
+        what,
+        (key_ptr, key_len),
+        (val_ptr, val_len),
+    )
 }
 
-fn storage_remove(mut cx: Cx<'_>, key_ptr: i32, key_len: i32) -> HostResult<()> {
-    writable(&mut cx, "storage_remove")?;
-    charge(&mut cx, fuel::BASE + fuel::STORAGE_REMOVE)?;
-    let key_len = length(&mut cx, key_len, "storage_remove key")?;
-    let key = read(&mut cx, key_ptr, key_len, "storage_remove key")?;
-    let key = full_key(&cx, &key);
-    cx.data_mut().writes.insert(key, None);
-    Ok(())
+fn storage_remove(cx: Cx<'_>, key_ptr: i32, key_len: i32) -> HostResult<()> {
+    let what = ["storage_remove", "storage_remove key"];
+    remove_in(cx, Space::State, what, (key_ptr, key_len))
 }
 
 fn storage_next(
+    cx: Cx<'_>,
+    prefix_ptr: i32,
+    prefix_len: i32,
+    after_ptr: i32,
+    after_len: i32,
+) -> HostResult<i32> {
+    let what = ["storage_next prefix", "storage_next after"];
+    next_in(
+        cx,
+        Space::State,
+        what,
+        (prefix_ptr, prefix_len),
+        (after_ptr, after_len),
+    )
+}
+
+fn index_set(cx: Cx<'_>, key_ptr: i32, key_len: i32, val_ptr: i32, val_len: i32) -> HostResult<()> {
+    let what = ["index_set", "index_set key", "index_set value"];
+    set_in(
+        cx,
+        Space::Index,
+        what,
+        (key_ptr, key_len),
+        (val_ptr, val_len),
+    )
+}
+
+fn index_remove(cx: Cx<'_>, key_ptr: i32, key_len: i32) -> HostResult<()> {
+    let what = ["index_remove", "index_remove key"];
+    remove_in(cx, Space::Index, what, (key_ptr, key_len))
+}
+
+/// Queries only: what a call does must depend on authenticated state alone.
+fn index_next(
     mut cx: Cx<'_>,
     prefix_ptr: i32,
     prefix_len: i32,
     after_ptr: i32,
     after_len: i32,
 ) -> HostResult<i32> {
+    if matches!(cx.data().entry, Entry::Call) {
+        return Err(trap(
+            &mut cx,
+            "index_next is only for queries: a call reads authenticated state alone",
+        ));
+    }
+    let what = ["index_next prefix", "index_next after"];
+    next_in(
+        cx,
+        Space::Index,
+        what,
+        (prefix_ptr, prefix_len),
+        (after_ptr, after_len),
+    )
+}
+
+/// `storage_set` or `index_set`: `what` names the function, its key and its value.
+fn set_in(
+    mut cx: Cx<'_>,
+    space: Space,
+    what: [&str; 3],
+    (key_ptr, key_len): (i32, i32),
+    (value_ptr, value_len): (i32, i32),
+) -> HostResult<()> {
+    writable(&mut cx, what[0])?;
+    let key_len = length(&mut cx, key_len, what[1])?;
+    let value_len = length(&mut cx, value_len, what[2])?;
+    let bytes = (key_len as u64).saturating_add(value_len as u64);
+    charge(
+        &mut cx,
+        (fuel::BASE + fuel::STORAGE_WRITE)
+            .saturating_add(fuel::STORAGE_WRITE_PER_BYTE.saturating_mul(bytes)),
+    )?;
+    let key = read(&mut cx, key_ptr, key_len, what[1])?;
+    let value = read(&mut cx, value_ptr, value_len, what[2])?;
+    let key = full_key(&cx, space, &key);
+    cx.data_mut().writes.insert(key, Some(value));
+    Ok(())
+}
+
+/// `storage_remove` or `index_remove`: `what` names the function and its key.
+fn remove_in(
+    mut cx: Cx<'_>,
+    space: Space,
+    what: [&str; 2],
+    (key_ptr, key_len): (i32, i32),
+) -> HostResult<()> {
+    writable(&mut cx, what[0])?;
+    charge(&mut cx, fuel::BASE + fuel::STORAGE_REMOVE)?;
+    let key_len = length(&mut cx, key_len, what[1])?;
+    let key = read(&mut cx, key_ptr, key_len, what[1])?;
+    let key = full_key(&cx, space, &key);
+    cx.data_mut().writes.insert(key, None);
+    Ok(())
+}
+
+/// `storage_next` or `index_next`: `what` names the prefix and `after`.
+fn next_in(
+    mut cx: Cx<'_>,
+    space: Space,
+    what: [&str; 2],
+    (prefix_ptr, prefix_len): (i32, i32),
+    (after_ptr, after_len): (i32, i32),
+) -> HostResult<i32> {
     charge(&mut cx, fuel::BASE + fuel::STORAGE_NEXT)?;
-    let prefix_len = length(&mut cx, prefix_len, "storage_next prefix")?;
-    let prefix = read(&mut cx, prefix_ptr, prefix_len, "storage_next prefix")?;
+    let prefix_len = length(&mut cx, prefix_len, what[0])?;
+    let prefix = read(&mut cx, prefix_ptr, prefix_len, what[0])?;
     let after = match after_len {
         -1 => None,
         len => {
-            let len = length(&mut cx, len, "storage_next after")?;
-            Some(read(&mut cx, after_ptr, len, "storage_next after")?)
+            let len = length(&mut cx, len, what[1])?;
+            Some(read(&mut cx, after_ptr, len, what[1])?)
         }
     };
-    let prefix = full_key(&cx, &prefix);
-    let after = after.map(|a| full_key(&cx, &a));
+    let prefix = full_key(&cx, space, &prefix);
+    let after = after.map(|a| full_key(&cx, space, &a));
     let state = cx.data();
-    let data_prefix_len = state.data_prefix.len();
+    let own_prefix_len = state.prefix(space).len();
     match state
         .view
         .next_under(&state.writes, &prefix, after.as_deref())
     {
         Ok(Some((key, value))) => {
-            let entry = encode(&(key[data_prefix_len..].to_vec(), value));
+            let entry = encode(&(key[own_prefix_len..].to_vec(), value));
             charge(&mut cx, fuel::PER_BYTE.saturating_mul(entry.len() as u64))?;
             give(&mut cx, entry)
         }
@@ -503,6 +611,9 @@ pub(crate) fn linker(engine: &Engine) -> Linker<HostState> {
         linker.func_wrap(m, "set_error", set_error)?;
         linker.func_wrap(m, "abort", abort)?;
         linker.func_wrap(m, "blake3", blake3)?;
+        linker.func_wrap(m, "index_set", index_set)?;
+        linker.func_wrap(m, "index_remove", index_remove)?;
+        linker.func_wrap(m, "index_next", index_next)?;
         Ok(())
     })();
     defined.expect("each host function is defined once, with a WASM-representable signature");

@@ -32,6 +32,9 @@ const IMPORTS: &str = r#"
   (import "trellis_v1" "set_error" (func $set_error (param i32 i32)))
   (import "trellis_v1" "abort" (func $abort (param i32 i32)))
   (import "trellis_v1" "blake3" (func $blake3 (param i32 i32 i32)))
+  (import "trellis_v1" "index_set" (func $index_set (param i32 i32 i32 i32)))
+  (import "trellis_v1" "index_remove" (func $index_remove (param i32 i32)))
+  (import "trellis_v1" "index_next" (func $index_next (param i32 i32 i32 i32) (result i32)))
 "#;
 
 /// A module with the ABI imports, one page of memory and the given body,
@@ -606,17 +609,18 @@ fn storage_reads_see_committed_state_the_block_so_far_and_the_calls_own_writes()
     assert_eq!(view.pending().len(), 1);
 }
 
-/// A module whose `call` scans its whole storage with `storage_next` and
-/// outputs the entries it got, each as the encoded `(key, value)` pair.
-fn scanner(prefix: &[u8]) -> Vec<u8> {
-    call_module(&format!(
+/// A module whose `call` and `query` scan everything under `prefix` with
+/// `next` (`storage_next` or `index_next`) and output the entries they got,
+/// each as the encoded `(key, value)` pair.
+fn scanner(next: &str, prefix: &[u8]) -> Vec<u8> {
+    let scan = format!(
         r#"(local $n i32) (local $out i32) (local $after i32) (local $after_len i32)
            (local.set $out (i32.const 4096))
            (local.set $after_len (i32.const -1))
            (block $done
              (loop $next
-               (local.set $n (call $storage_next (i32.const 0) (i32.const {plen})
-                                                 (local.get $after) (local.get $after_len)))
+               (local.set $n (call ${next} (i32.const 0) (i32.const {plen})
+                                           (local.get $after) (local.get $after_len)))
                (br_if $done (i32.eq (local.get $n) (i32.const -1)))
                (call $result_read (local.get $out))
                ;; The entry is: version byte, key length (one byte here), key, value.
@@ -625,11 +629,21 @@ fn scanner(prefix: &[u8]) -> Vec<u8> {
                (local.set $out (i32.add (local.get $out) (local.get $n)))
                (br $next)))
            (call $set_output (i32.const 4096) (i32.sub (local.get $out) (i32.const 4096)))
-           (i32.const 0))
-         (data (i32.const 0) "{prefix}""#,
+           (i32.const 0)"#,
         plen = prefix.len(),
-        prefix = data(prefix),
+    );
+    module(&format!(
+        "(func $call (result i32) {scan})\n(func $query (result i32) {scan})\n(data (i32.const 0) \"{}\")",
+        data(prefix)
     ))
+}
+
+/// Encoded `(key, value)` entries, as [`scanner`] outputs them.
+fn entries(pairs: &[(&str, &str)]) -> Vec<u8> {
+    pairs
+        .iter()
+        .flat_map(|(k, v)| encode(&(k.as_bytes().to_vec(), v.as_bytes().to_vec())))
+        .collect()
 }
 
 #[test]
@@ -648,17 +662,67 @@ fn storage_next_merges_layers_in_key_order_skipping_deletions() {
     pending.insert(full("p5"), Some(b"b-p5".to_vec()));
     let mut view = StateView::new(fixture.storage.clone(), pending);
 
-    let outcome = fixture.run_in(&scanner(b"p"), Entry::Call, &invocation(), &mut view);
-    let expected: Vec<u8> = [
+    let scan = scanner("storage_next", b"p");
+    let outcome = fixture.run_in(&scan, Entry::Call, &invocation(), &mut view);
+    let expected = entries(&[
         ("p1", "c-p1"),
         ("p2", "b-p2"),
         ("p5", "b-p5"),
         ("p7", "c-p7"),
-    ]
-    .iter()
-    .flat_map(|(k, v)| encode(&(k.as_bytes().to_vec(), v.as_bytes().to_vec())))
-    .collect();
+    ]);
     assert_eq!(output(&outcome), expected.as_slice());
+}
+
+#[test]
+fn calls_write_the_query_index_apart_from_state_and_only_queries_read_it() {
+    let fixture = Fixture::new();
+    let contract = fixture.env().contract;
+    let in_state = |k: &str| [keys::contract_data(&contract), k.as_bytes().to_vec()].concat();
+    let in_index = |k: &str| [keys::contract_index(&contract), k.as_bytes().to_vec()].concat();
+    let mut committed = Writes::new();
+    committed.insert(in_index("h0"), Some(b"old".to_vec()));
+    committed.insert(in_index("h2"), Some(b"kept".to_vec()));
+    // A state key of the same name is not in the index, nor another contract's index.
+    committed.insert(in_state("h1"), Some(b"state".to_vec()));
+    committed.insert(
+        [keys::contract_index(&Address([8; 32])), b"h3".to_vec()].concat(),
+        Some(b"other".to_vec()),
+    );
+    commit(&fixture.storage, vec![], committed);
+
+    // A call sets h1 and removes h0, in the index only.
+    let code = call_module(
+        r#"(call $index_set (i32.const 0) (i32.const 2) (i32.const 8) (i32.const 3))
+           (call $index_remove (i32.const 2) (i32.const 2))
+           (i32.const 0))
+         (data (i32.const 0) "h1h0")
+         (data (i32.const 8) "new""#,
+    );
+    let outcome = fixture.call(&code);
+    output(&outcome);
+    assert_eq!(
+        outcome.writes,
+        Writes::from([
+            (in_index("h0"), None),
+            (in_index("h1"), Some(b"new".to_vec())),
+        ])
+    );
+
+    // A query over the block's writes lists the index as they leave it.
+    let scan = scanner("index_next", b"h");
+    let mut view = StateView::new(fixture.storage.clone(), outcome.writes);
+    let listed = fixture.run_in(&scan, Entry::Query, &invocation(), &mut view);
+    assert_eq!(
+        output(&listed),
+        entries(&[("h1", "new"), ("h2", "kept")]).as_slice()
+    );
+
+    // A call may not read it: what a call does follows from authenticated state alone.
+    assert_fails(
+        &fixture.call(&scan),
+        codes::TRAP,
+        "index_next is only for queries",
+    );
 }
 
 /// `next_under` against a plain model of the three layers, over many shapes.
@@ -859,6 +923,8 @@ fn a_query_cannot_write_or_emit() {
     for body in [
         "(call $storage_set (i32.const 0) (i32.const 1) (i32.const 0) (i32.const 1))",
         "(call $storage_remove (i32.const 0) (i32.const 1))",
+        "(call $index_set (i32.const 0) (i32.const 1) (i32.const 0) (i32.const 1))",
+        "(call $index_remove (i32.const 0) (i32.const 1))",
         "(call $emit (i32.const 0) (i32.const 1))",
     ] {
         let code = module(&format!(

@@ -14,11 +14,10 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec;
 use alloc::vec::Vec;
-use core::ops::Bound;
 
 use wasmtime::{Caller as Cx, Engine, Linker, Memory, Module, Store};
 
-use super::{TestHost, anonymous_caller};
+use super::{Storage, TestHost, anonymous_caller, next_in};
 use crate::{
     BlockInfo, Caller, ContractError, ContractEvent, ContractResult, Invocation, Role, codec,
 };
@@ -123,7 +122,7 @@ fn invocation(method: &str, args: &[u8]) -> Vec<u8> {
 
 /// What one instance sees and leaves behind.
 struct Frame {
-    storage: BTreeMap<Vec<u8>, Vec<u8>>,
+    storage: Storage,
     caller: Vec<u8>,
     block: Vec<u8>,
     members: BTreeMap<String, Vec<Role>>,
@@ -177,6 +176,21 @@ fn give(cx: &mut Cx<'_, Frame>, data: Option<Vec<u8>>) -> i32 {
     }
 }
 
+/// The prefix and `after` (none when its length is negative) of a `*_next` call.
+fn prefix_after(
+    cx: &mut Cx<'_, Frame>,
+    (prefix_ptr, prefix_len): (i32, i32),
+    (after_ptr, after_len): (i32, i32),
+) -> wasmtime::Result<(Vec<u8>, Option<Vec<u8>>)> {
+    let prefix = read(cx, prefix_ptr, prefix_len)?;
+    let after = if after_len < 0 {
+        None
+    } else {
+        Some(read(cx, after_ptr, after_len)?)
+    };
+    Ok((prefix, after))
+}
+
 fn writable(cx: &Cx<'_, Frame>, what: &str) -> wasmtime::Result<()> {
     if cx.data().read_only {
         return Err(wasmtime::Error::msg(format!(
@@ -203,7 +217,7 @@ fn linker(engine: &Engine) -> wasmtime::Result<Linker<Frame>> {
         "storage_get",
         |mut cx: Cx<'_, Frame>, kp: i32, kl: i32| {
             let key = read(&mut cx, kp, kl)?;
-            let value = cx.data().storage.get(&key).cloned();
+            let value = cx.data().storage.state.get(&key).cloned();
             Ok(give(&mut cx, value))
         },
     )?;
@@ -213,7 +227,7 @@ fn linker(engine: &Engine) -> wasmtime::Result<Linker<Frame>> {
         |mut cx: Cx<'_, Frame>, kp: i32, kl: i32, vp: i32, vl: i32| {
             writable(&cx, "storage_set")?;
             let (key, value) = (read(&mut cx, kp, kl)?, read(&mut cx, vp, vl)?);
-            cx.data_mut().storage.insert(key, value);
+            cx.data_mut().storage.state.insert(key, value);
             Ok(())
         },
     )?;
@@ -223,7 +237,7 @@ fn linker(engine: &Engine) -> wasmtime::Result<Linker<Frame>> {
         |mut cx: Cx<'_, Frame>, kp: i32, kl: i32| {
             writable(&cx, "storage_remove")?;
             let key = read(&mut cx, kp, kl)?;
-            cx.data_mut().storage.remove(&key);
+            cx.data_mut().storage.state.remove(&key);
             Ok(())
         },
     )?;
@@ -231,24 +245,43 @@ fn linker(engine: &Engine) -> wasmtime::Result<Linker<Frame>> {
         m,
         "storage_next",
         |mut cx: Cx<'_, Frame>, pp: i32, pl: i32, ap: i32, al: i32| {
-            let prefix = read(&mut cx, pp, pl)?;
-            let after = if al < 0 {
-                None
-            } else {
-                Some(read(&mut cx, ap, al)?)
-            };
-            let lower = match &after {
-                Some(a) if *a >= prefix => Bound::Excluded(a.as_slice()),
-                _ => Bound::Included(prefix.as_slice()),
-            };
-            let found = cx
-                .data()
-                .storage
-                .range::<[u8], _>((lower, Bound::Unbounded))
-                .next()
-                .filter(|(k, _)| k.starts_with(&prefix))
-                .map(|(k, v)| codec::encode(&(k.clone(), v.clone())));
-            Ok(give(&mut cx, found))
+            let (prefix, after) = prefix_after(&mut cx, (pp, pl), (ap, al))?;
+            let found = next_in(&cx.data().storage.state, &prefix, after.as_deref());
+            Ok(give(&mut cx, found.map(|entry| codec::encode(&entry))))
+        },
+    )?;
+    l.func_wrap(
+        m,
+        "index_set",
+        |mut cx: Cx<'_, Frame>, kp: i32, kl: i32, vp: i32, vl: i32| {
+            writable(&cx, "index_set")?;
+            let (key, value) = (read(&mut cx, kp, kl)?, read(&mut cx, vp, vl)?);
+            cx.data_mut().storage.index.insert(key, value);
+            Ok(())
+        },
+    )?;
+    l.func_wrap(
+        m,
+        "index_remove",
+        |mut cx: Cx<'_, Frame>, kp: i32, kl: i32| {
+            writable(&cx, "index_remove")?;
+            let key = read(&mut cx, kp, kl)?;
+            cx.data_mut().storage.index.remove(&key);
+            Ok(())
+        },
+    )?;
+    l.func_wrap(
+        m,
+        "index_next",
+        |mut cx: Cx<'_, Frame>, pp: i32, pl: i32, ap: i32, al: i32| {
+            if !cx.data().read_only {
+                return Err(wasmtime::Error::msg(
+                    "index_next is only for queries: a call reads authenticated state alone",
+                ));
+            }
+            let (prefix, after) = prefix_after(&mut cx, (pp, pl), (ap, al))?;
+            let found = next_in(&cx.data().storage.index, &prefix, after.as_deref());
+            Ok(give(&mut cx, found.map(|entry| codec::encode(&entry))))
         },
     )?;
     l.func_wrap(m, "caller", |mut cx: Cx<'_, Frame>| {
