@@ -280,6 +280,22 @@ mod tests {
     }
 
     #[test]
+    fn a_pruned_store_keeps_the_query_index() {
+        use crate::state::StateRead;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain");
+        {
+            let storage = two_blocks(&path);
+            commit(&storage, vec![], writes(&[("q/x/h1", Some(""))]));
+            commit(&storage, vec![], writes(&[("q/x/h2", Some("2"))]));
+        }
+        retry_while_locked(|| prune_state(&path, 1)).unwrap();
+        let pruned = reopen(&path);
+        assert_eq!(pruned.get(b"q/x/h1").unwrap(), Some(Vec::new()));
+        assert_eq!(pruned.get(b"q/x/h2").unwrap(), Some(b"2".to_vec()));
+    }
+
+    #[test]
     fn a_prune_stopped_between_its_renames_is_finished_at_open() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("chain");
