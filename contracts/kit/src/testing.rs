@@ -1,11 +1,12 @@
 //! A simulated chain for native unit tests of contract logic (feature `testing`).
 //!
 //! [`TestHost`] keeps one contract's storage and query index, a caller, a
-//! block, the member registry and the events emitted so far. [`TestHost::call`] and
-//! [`TestHost::query`] run a contract with the node's semantics: a call that
-//! returns `Err` or panics leaves no writes and no events behind, a panic
-//! surfaces as a `trap` error, a query that tries to write, remove or emit
-//! traps ("read-only"), and so does a call that reads the query index. Queries see the node's anonymous caller (all-zero
+//! block, the member registry and the events emitted so far.
+//! [`TestHost::call`] and [`TestHost::query`] run a contract with the node's
+//! semantics: a call that returns `Err` or panics leaves no writes and no
+//! events behind, a panic surfaces as a `trap` error, a query that tries to
+//! write, remove or emit traps ("read-only"), and so does a call that reads
+//! the query index. Queries see the node's anonymous caller (all-zero
 //! account, empty org, no roles) and the latest block.
 
 extern crate std;
@@ -239,6 +240,10 @@ fn trap_panics<T>(f: impl FnOnce() -> ContractResult<T>) -> ContractResult<T> {
     }
 }
 
+/// Why a call may not read the query index, as the node says it.
+pub(crate) const INDEX_READ_IN_CALL: &str =
+    "index_next is only for queries: a call reads authenticated state alone";
+
 /// A contract's storage and its query index.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Storage {
@@ -349,7 +354,7 @@ impl Host for Frame<'_> {
 
     fn index_next(&self, prefix: &[u8], after: Option<&[u8]>) -> Option<(Vec<u8>, Vec<u8>)> {
         if let Writes::Staged(_) = self.storage {
-            panic!("index_next is only for queries: a call reads authenticated state alone");
+            panic!("{INDEX_READ_IN_CALL}");
         }
         next_in(&self.view().index, prefix, after)
     }

@@ -17,7 +17,7 @@ use alloc::vec::Vec;
 
 use wasmtime::{Caller as Cx, Engine, Linker, Memory, Module, Store};
 
-use super::{Storage, TestHost, anonymous_caller, next_in};
+use super::{INDEX_READ_IN_CALL, Storage, TestHost, anonymous_caller, next_in};
 use crate::{
     BlockInfo, Caller, ContractError, ContractEvent, ContractResult, Invocation, Role, codec,
 };
@@ -275,9 +275,7 @@ fn linker(engine: &Engine) -> wasmtime::Result<Linker<Frame>> {
         "index_next",
         |mut cx: Cx<'_, Frame>, pp: i32, pl: i32, ap: i32, al: i32| {
             if !cx.data().read_only {
-                return Err(wasmtime::Error::msg(
-                    "index_next is only for queries: a call reads authenticated state alone",
-                ));
+                return Err(wasmtime::Error::msg(INDEX_READ_IN_CALL));
             }
             let (prefix, after) = prefix_after(&mut cx, (pp, pl), (ap, al))?;
             let found = next_in(&cx.data().storage.index, &prefix, after.as_deref());
