@@ -10,7 +10,10 @@
 //! Dropping a full generation frees `capacity` entries at once, which takes
 //! tens of milliseconds for the tree-node cache: [`Cache::insert`] hands the
 //! dropped generation back so that a caller on a hot path can free it
-//! elsewhere.
+//! elsewhere. Its emptied table comes back through [`Cache::recycle`] to be
+//! the next young generation: a new table of the node cache's size is about
+//! 19 MB of memory touched for the first time, which cost 20–50 ms to
+//! allocate and more to fill (docs/benchmarks.md).
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -19,6 +22,8 @@ use std::hash::Hash;
 pub struct Cache<K, V> {
     young: HashMap<K, V>,
     old: HashMap<K, V>,
+    /// An emptied generation's table, kept for the next young generation.
+    spare: Option<HashMap<K, V>>,
     capacity: usize,
 }
 
@@ -28,6 +33,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
         Cache {
             young: HashMap::new(),
             old: HashMap::new(),
+            spare: None,
             capacity: capacity.max(1),
         }
     }
@@ -41,7 +47,10 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
             return Some(value.clone());
         }
         let value = self.old.remove(key)?;
-        drop(self.insert(key.to_owned(), value.clone()));
+        if let Some(mut aged_out) = self.insert(key.to_owned(), value.clone()) {
+            aged_out.clear();
+            self.recycle(aged_out);
+        }
         Some(value)
     }
 
@@ -51,12 +60,24 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
         let mut dropped = None;
         if self.young.len() >= self.capacity && !self.young.contains_key(&key) {
             // Sized up front: growing a map of this size rehashes it several times.
-            let young = std::mem::replace(&mut self.young, HashMap::with_capacity(self.capacity));
+            let fresh = self
+                .spare
+                .take()
+                .unwrap_or_else(|| HashMap::with_capacity(self.capacity));
+            let young = std::mem::replace(&mut self.young, fresh);
             dropped = Some(std::mem::replace(&mut self.old, young));
         }
         self.old.remove(&key);
         self.young.insert(key, value);
         dropped
+    }
+
+    /// Keeps `emptied`, a generation [`Cache::insert`] handed back and the
+    /// caller cleared (outside any lock), as the next young generation's table.
+    pub fn recycle(&mut self, emptied: HashMap<K, V>) {
+        if emptied.is_empty() && emptied.capacity() >= self.capacity && self.spare.is_none() {
+            self.spare = Some(emptied);
+        }
     }
 
     #[cfg(test)]
@@ -90,6 +111,33 @@ mod tests {
             assert_eq!(cache.get(&key), Some(value), "{key}");
         }
         assert!(cache.len() <= 6);
+    }
+
+    #[test]
+    fn an_emptied_generation_is_the_next_young_one_and_a_full_one_is_refused() {
+        let mut cache = Cache::new(2);
+        // Larger than a new generation would be, so its reuse shows.
+        let mut emptied = HashMap::with_capacity(100);
+        emptied.insert(9, 90);
+        cache.recycle(emptied.clone());
+        assert!(
+            cache.spare.is_none(),
+            "a generation with entries is refused"
+        );
+        emptied.clear();
+        cache.recycle(emptied);
+        for i in 0..3 {
+            cache.insert(i, i * 10);
+        }
+        assert!(
+            cache.young.capacity() >= 100,
+            "the spare table became the young one"
+        );
+        assert!(cache.spare.is_none());
+        assert_eq!(cache.get(&9), None);
+        for i in 0..3 {
+            assert_eq!(cache.get(&i), Some(i * 10), "{i}");
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::storage::{
 use jmt::storage::{LeafNode, NibblePath, Node, NodeKey, TreeReader, TreeUpdateBatch};
 use jmt::{JellyfishMerkleTree, KeyHash, OwnedValue, Version};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use trellis_types::proof::{StateHasher, key_hash};
 use trellis_types::{Hash, StateProof, codec};
 
@@ -94,7 +94,10 @@ impl TreeReader for TreeStore<'_> {
         let node: Node = borsh::from_slice(bytes).map_err(|e| damaged(&e))?;
         if let Some(nodes) = self.nodes {
             let aged_out = lock(nodes).insert(node_key.clone(), node.clone());
-            drop(aged_out);
+            if let Some(mut aged_out) = aged_out {
+                aged_out.clear();
+                lock(nodes).recycle(aged_out);
+            }
         }
         Ok(Some(node))
     }
@@ -327,10 +330,12 @@ impl Storage {
     /// `commits`: the value may predate it.
     fn remember(&self, key: &[u8], value: &Option<Vec<u8>>, commits: u64) {
         let mut cache = lock(&self.caches.state);
-        if cache.commits == commits {
-            let aged_out = cache.values.insert(key.to_vec(), value.clone());
+        if cache.commits == commits
+            && let Some(mut aged_out) = cache.values.insert(key.to_vec(), value.clone())
+        {
             drop(cache);
-            drop(aged_out);
+            aged_out.clear();
+            lock(&self.caches.state).values.recycle(aged_out);
         }
     }
 }
@@ -343,7 +348,8 @@ impl Storage {
 /// see the block's values in its staged records until this is done.)
 /// Generations that age out of the caches are freed on a thread of their own:
 /// that takes tens of milliseconds, which the next block need not wait for.
-pub(crate) fn cache_update(caches: &ReadCaches, writes: Writes, tree: &TreeUpdateBatch) {
+/// Their emptied tables go back to the caches for reuse.
+pub(crate) fn cache_update(caches: &Arc<ReadCaches>, writes: Writes, tree: &TreeUpdateBatch) {
     lock(&caches.state).commits += 1;
     let aged_out = fill(&caches.state, writes, |state| &mut state.values);
     let nodes = tree.node_batch.nodes().iter();
@@ -354,8 +360,18 @@ pub(crate) fn cache_update(caches: &ReadCaches, writes: Writes, tree: &TreeUpdat
     );
     if !aged_out.is_empty() || !aged_out_nodes.is_empty() {
         let free = std::thread::Builder::new().name("cache-free".into());
-        // Should no thread be available, the result (and so the caches) drops here.
-        let _ = free.spawn(move || drop((aged_out, aged_out_nodes)));
+        let caches = caches.clone();
+        // Should no thread be available, the generations drop here.
+        let _ = free.spawn(move || {
+            for mut emptied in aged_out {
+                emptied.clear();
+                lock(&caches.state).values.recycle(emptied);
+            }
+            for mut emptied in aged_out_nodes {
+                emptied.clear();
+                lock(&caches.nodes).recycle(emptied);
+            }
+        });
     }
 }
 
