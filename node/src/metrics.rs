@@ -34,7 +34,7 @@ pub struct PhaseLabels {
     /// proposer), `validate` (the same for another validator's proposal),
     /// `commit` (check the decided block, make it the head, prune the mempool)
     /// or `write` (put it on disk, on a thread of its own while the next block
-    /// is built).
+    /// is built, until it is durable; caching its tree nodes comes after).
     pub phase: &'static str,
 }
 

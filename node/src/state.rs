@@ -163,8 +163,13 @@ impl TreeStore<'_> {
     /// The staged block's tree update if it is `version`'s: its nodes and
     /// values are not in sled (or the caches) until the block is written.
     fn staged(&self, version: Version) -> Option<&TreeUpdateBatch> {
-        let staged = self.db.staged.as_deref()?;
-        (staged.height == version).then_some(&staged.tree)
+        let db = self.db;
+        let mut blocks = db
+            .staged
+            .as_deref()
+            .into_iter()
+            .chain(db.uncached.as_deref());
+        blocks.find(|b| b.height == version).map(|b| &b.tree)
     }
 
     /// The version that wrote the leaf holding `key` in the tree at `version`;
@@ -340,39 +345,53 @@ impl Storage {
     }
 }
 
-/// After a block's batch is applied: its writes become the cached latest
-/// values, and its tree nodes are cached for the next block's update.
+/// After a block's batch is applied and before it leaves the staged slot:
+/// its writes become the cached latest values.
 ///
-/// This runs beside the next block's build, which reads both caches: entries go
-/// in a chunk per lock hold, so a reader waits for one chunk at most. (Readers
-/// see the block's values in its staged records until this is done.)
-/// Generations that age out of the caches are freed on a thread of their own:
-/// that takes tens of milliseconds, which the next block need not wait for.
-/// Their emptied tables go back to the caches for reuse.
-pub(crate) fn cache_update(caches: &Arc<ReadCaches>, writes: Writes, tree: &TreeUpdateBatch) {
+/// Both this and [`cache_nodes`] run beside the next block's build, which
+/// reads the caches: entries go in a chunk per lock hold, so a reader waits
+/// for one chunk at most. Generations that age out of the caches are emptied
+/// on a thread of their own: that takes tens of milliseconds, which the next
+/// block need not wait for. Their tables go back to the caches for reuse.
+pub(crate) fn cache_values(caches: &Arc<ReadCaches>, writes: Writes) {
     lock(&caches.state).commits += 1;
     let aged_out = fill(&caches.state, writes, |state| &mut state.values);
+    empty_elsewhere(caches, aged_out, Vec::new());
+}
+
+/// After a block is written: its tree nodes are cached for the next block's
+/// update (until then tree reads take them from the block's update).
+pub(crate) fn cache_nodes(caches: &Arc<ReadCaches>, tree: &TreeUpdateBatch) {
     let nodes = tree.node_batch.nodes().iter();
-    let aged_out_nodes = fill(
+    let aged_out = fill(
         &caches.nodes,
         nodes.map(|(key, node)| (key.clone(), node.clone())),
         |nodes| nodes,
     );
-    if !aged_out.is_empty() || !aged_out_nodes.is_empty() {
-        let free = std::thread::Builder::new().name("cache-free".into());
-        let caches = caches.clone();
-        // Should no thread be available, the generations drop here.
-        let _ = free.spawn(move || {
-            for mut emptied in aged_out {
-                emptied.clear();
-                lock(&caches.state).values.recycle(emptied);
-            }
-            for mut emptied in aged_out_nodes {
-                emptied.clear();
-                lock(&caches.nodes).recycle(emptied);
-            }
-        });
+    empty_elsewhere(caches, Vec::new(), aged_out);
+}
+
+fn empty_elsewhere(
+    caches: &Arc<ReadCaches>,
+    values: Vec<HashMap<Vec<u8>, Option<Vec<u8>>>>,
+    nodes: Vec<HashMap<NodeKey, Node>>,
+) {
+    if values.is_empty() && nodes.is_empty() {
+        return;
     }
+    let caches = caches.clone();
+    let free = std::thread::Builder::new().name("cache-free".into());
+    // Should no thread be available, the generations drop here.
+    let _ = free.spawn(move || {
+        for mut emptied in values {
+            emptied.clear();
+            lock(&caches.state).values.recycle(emptied);
+        }
+        for mut emptied in nodes {
+            emptied.clear();
+            lock(&caches.nodes).recycle(emptied);
+        }
+    });
 }
 
 /// Inserts `entries` into the cache behind `mutex`, [`FILL_CHUNK`] per lock
@@ -397,7 +416,7 @@ fn fill<T, K: std::hash::Hash + Eq + Clone, V: Clone>(
     aged_out
 }
 
-/// Cache entries inserted per lock hold by [`cache_update`].
+/// Cache entries inserted per lock hold by [`cache_values`] and [`cache_nodes`].
 const FILL_CHUNK: usize = 512;
 
 impl Storage {
@@ -980,6 +999,45 @@ mod tests {
         assert_eq!(storage.get(b"b").unwrap().as_deref(), Some(&b"3"[..]));
         commit(&storage, vec![], writes(&[("a", None)]));
         assert_eq!(storage.get(b"a").unwrap(), None);
+    }
+
+    /// The block writer answers once a block is durable, before its tree
+    /// nodes are cached: reads in between see the block's values (already
+    /// cached, so an older cached value is never read again) and its tree.
+    #[test]
+    fn between_a_write_and_caching_its_tree_nodes_reads_see_the_written_block() {
+        let (_dir, storage) = store();
+        commit(
+            &storage,
+            vec![],
+            writes(&[("a", Some("1")), ("b", Some("2"))]),
+        );
+        assert_eq!(storage.get(b"a").unwrap().as_deref(), Some(&b"1"[..]));
+        let (block, staged) = stage(
+            &storage,
+            vec![],
+            writes(&[("a", Some("10")), ("c", Some("3"))]),
+        );
+        let height = block.header.height;
+        let root = NodeKey::new(height, key_path(KeyHash([0; 32]), 0));
+        let cached = || lock(&storage.caches.nodes).get(&root).is_some();
+        let mut answered = false;
+        staged
+            .write_then(|| {
+                answered = true;
+                let records = storage.records();
+                assert!(records.staged.is_none() && records.uncached.is_some());
+                assert!(!cached(), "the block's nodes are not cached yet");
+                assert_eq!(storage.get(b"a").unwrap().as_deref(), Some(&b"10"[..]));
+                let proof = storage.get_with_proof(b"c", height).unwrap();
+                assert_eq!(proof.value.as_deref(), Some(&b"3"[..]));
+                proof.verify().unwrap();
+            })
+            .unwrap();
+        assert!(answered);
+        assert!(cached());
+        assert!(storage.records().uncached.is_none());
+        assert_eq!(storage.get(b"a").unwrap().as_deref(), Some(&b"10"[..]));
     }
 
     /// A read that missed the cache, read sled, and lost the race to a commit

@@ -224,6 +224,9 @@ pub struct Storage {
     commit_lock: Arc<Mutex<()>>,
     /// The block staged and not yet written, whose records readers see over sled's.
     staged: Arc<RwLock<Option<Arc<Staged>>>>,
+    /// The block last written, while its tree nodes are going into the node
+    /// cache: tree reads take them from its update until then.
+    uncached: Arc<RwLock<Option<Arc<Staged>>>>,
     pub(crate) caches: Arc<ReadCaches>,
     /// Where [`StagedBlock::write`] puts a block's batch before applying it.
     redo_path: Arc<PathBuf>,
@@ -262,6 +265,8 @@ impl Staged {
 pub(crate) struct RecordReader<'a> {
     pub(crate) db: &'a sled::Db,
     pub(crate) staged: Option<Arc<Staged>>,
+    /// See [`Storage::uncached`]: only its tree nodes are read from here.
+    pub(crate) uncached: Option<Arc<Staged>>,
 }
 
 impl RecordReader<'_> {
@@ -430,6 +435,7 @@ impl Storage {
         let head = Self::check_integrity(&RecordReader {
             db: &db,
             staged: None,
+            uncached: None,
         })?;
         let oldest_state = match db.get(prefix::PRUNED)? {
             Some(v) => be_u64(&v, || "pruned version".into())?,
@@ -440,6 +446,7 @@ impl Storage {
             head: Arc::new(RwLock::new(head)),
             commit_lock: Arc::new(Mutex::new(())),
             staged: Arc::new(RwLock::new(None)),
+            uncached: Arc::new(RwLock::new(None)),
             caches: Arc::new(ReadCaches::new(entries)),
             redo_path: Arc::new(redo_path),
             oldest_state,
@@ -453,13 +460,13 @@ impl Storage {
 
     /// Reads of stored records, the staged block's first.
     pub(crate) fn records(&self) -> RecordReader<'_> {
+        let read = |slot: &RwLock<Option<Arc<Staged>>>| {
+            slot.read().unwrap_or_else(PoisonError::into_inner).clone()
+        };
         RecordReader {
             db: &self.db,
-            staged: self
-                .staged
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone(),
+            staged: read(&self.staged),
+            uncached: read(&self.uncached),
         }
     }
 
@@ -838,6 +845,14 @@ impl StagedBlock {
     /// on the block survives a crash), then key by key into sled (see [`redo`]).
     /// An error means it may not be durable: callers should treat it as fatal.
     pub fn write(self) -> Result<(), StorageError> {
+        self.write_then(|| ())
+    }
+
+    /// [`Self::write`], calling `written` once the block is durable and no
+    /// longer staged, before its tree nodes go into the node cache (the
+    /// longest part of filling the caches), so that whoever waits for the
+    /// write need not wait for that.
+    pub fn write_then(self, written: impl FnOnce()) -> Result<(), StorageError> {
         let StagedBlock {
             storage,
             staged,
@@ -854,13 +869,26 @@ impl StagedBlock {
             crash::abort_if_planned(crash::Point::HalfApplied, staged.height);
         }
         redo::apply(&storage.db, batch)?;
-        crate::state::cache_update(&storage.caches, writes, &staged.tree);
+        // Before the block leaves the staged slot: a cached value it replaced
+        // must not be read again.
+        crate::state::cache_values(&storage.caches, writes);
         storage.db.flush()?;
         redo::clear(&storage.redo_path)?;
-        *storage
-            .staged
+        let slot = |slot: &RwLock<Option<Arc<Staged>>>, to: Option<Arc<Staged>>| {
+            *slot.write().unwrap_or_else(PoisonError::into_inner) = to;
+        };
+        slot(&storage.uncached, Some(staged.clone()));
+        slot(&storage.staged, None);
+        written();
+        crate::state::cache_nodes(&storage.caches, &staged.tree);
+        let mut uncached = storage
+            .uncached
             .write()
-            .unwrap_or_else(PoisonError::into_inner) = None;
+            .unwrap_or_else(PoisonError::into_inner);
+        // A later block may have taken the slot already.
+        if uncached.as_ref().is_some_and(|u| Arc::ptr_eq(u, &staged)) {
+            *uncached = None;
+        }
         Ok(())
     }
 }

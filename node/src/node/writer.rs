@@ -33,10 +33,18 @@ impl BlockWriter {
             .spawn(move || {
                 for (staged, reply) in jobs {
                     let start = Instant::now();
-                    let result = staged.write();
-                    metrics.observe_phase("write", start.elapsed());
+                    let mut reply = Some(reply);
                     // The driver may have stopped waiting (shutdown); the block is written all the same.
-                    let _ = reply.send(result);
+                    let mut answer = |result| {
+                        if let Some(reply) = reply.take() {
+                            metrics.observe_phase("write", start.elapsed());
+                            let _ = reply.send(result);
+                        }
+                    };
+                    // Answered once durable, before the block's tree nodes are cached.
+                    if let Err(e) = staged.write_then(|| answer(Ok(()))) {
+                        answer(Err(e));
+                    }
                 }
             })?;
         Ok(BlockWriter {
