@@ -160,8 +160,9 @@ impl TreeStore<'_> {
         }
     }
 
-    /// The staged block's tree update if it is `version`'s: its nodes and
-    /// values are not in sled (or the caches) until the block is written.
+    /// The tree update of the staged block, or of the written block whose
+    /// nodes are not cached yet, if it is `version`'s: the staged block's
+    /// nodes and values are not in sled (or the caches) until it is written.
     fn staged(&self, version: Version) -> Option<&TreeUpdateBatch> {
         let db = self.db;
         let mut blocks = db
