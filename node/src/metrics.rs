@@ -32,9 +32,10 @@ pub struct RouteLabels {
 pub struct PhaseLabels {
     /// `build` (execute waiting transactions and compute the state root, as
     /// proposer), `validate` (the same for another validator's proposal),
-    /// `commit` (check the decided block, make it the head, prune the mempool)
-    /// or `write` (put it on disk, on a thread of its own while the next block
-    /// is built, until it is durable; caching its tree nodes comes after).
+    /// `commit` (check the decided block, make it the head, prune the mempool),
+    /// `durable` (from the block writer taking it until its redo file is
+    /// synced) or `write` (from the same start until it is in sled and no
+    /// longer staged; caching its tree nodes comes after).
     pub phase: &'static str,
 }
 

@@ -16,7 +16,7 @@ use crate::mempool::{Batcher, MAX_BATCH, Mempool};
 use crate::metrics::Metrics;
 use crate::network::{self, Inbound, NetworkConfig, NetworkHandle, Outbound};
 use crate::safety::SafetyStore;
-use crate::storage::Storage;
+use crate::storage::{MAX_STAGED, Storage};
 use crate::vm::Vm;
 use anyhow::Context;
 use std::collections::{BTreeMap, VecDeque};
@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 use trellis_genesis::Genesis;
 use trellis_types::{Block, KeyPair, QuorumCertificate};
-use writer::{BlockWriter, Written};
+use writer::{BlockWriter, Report};
 
 mod writer;
 
@@ -224,7 +224,7 @@ pub async fn run(
         pending_build: None,
         last_commit: Instant::now(),
         writer,
-        writing: None,
+        writing: VecDeque::new(),
     };
     let result = driver.run(shutdown).await;
     let _ = stop_api.send(());
@@ -256,30 +256,17 @@ struct Driver {
     /// When the last block was decided.
     last_commit: Instant,
     writer: BlockWriter,
-    /// The decided block being written to disk, if any.
-    writing: Option<Writing>,
+    /// The decided blocks handed to the block writer and not yet written,
+    /// oldest first.
+    writing: VecDeque<Writing>,
 }
 
 /// A decided block, already the head, being written by the block writer
-/// while the driver goes on to the next height (see [`Driver::finish_writing`]).
+/// while the driver goes on to the next height (see [`Driver::finish_durable`]).
 struct Writing {
-    block: Block,
-    written: Written,
-}
-
-async fn written(writing: &mut Option<Writing>) -> anyhow::Result<()> {
-    match writing {
-        Some(w) => written_task(w).await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn written_task(writing: &mut Writing) -> anyhow::Result<()> {
-    let height = writing.block.header.height;
-    (&mut writing.written)
-        .await
-        .context("the block writer stopped")?
-        .with_context(|| format!("writing committed block {height}"))
+    height: u64,
+    /// The block until it is durable, when it is published.
+    unpublished: Option<Block>,
 }
 
 /// How long to wait for an answer to a sync request before asking again.
@@ -308,10 +295,10 @@ impl Driver {
         tokio::pin!(shutdown);
         loop {
             let next_timer = self.timers.first_key_value().map(|(k, _)| k.0);
-            let build_at = self.pending_build.map(|_| self.build_deadline());
+            let build_at = self.pending_build.and_then(|_| self.build_deadline());
             tokio::select! {
-                _ = &mut shutdown => return self.finish_writing(),
-                result = written(&mut self.writing) => self.on_written(result)?,
+                _ = &mut shutdown => return self.finish_writing(0),
+                report = self.writer.report(), if !self.writing.is_empty() => self.on_report(report)?,
                 _ = sleep_until(next_timer) => self.fire_timers()?,
                 _ = sleep_until(build_at) => self.build()?,
                 _ = self.mempool.arrived(), if self.pending_build.is_some() => {}
@@ -329,8 +316,16 @@ impl Driver {
     /// take longer to build than the interval builds the next one as soon as
     /// it has decided. Never more than the interval from now: a proposer whose
     /// timestamp runs ahead must not hold up the next block.
-    fn build_deadline(&self) -> Instant {
+    ///
+    /// Not yet (`None`) while the writer holds as many blocks as may be staged
+    /// and fewer transactions than a full block wait: the block could not be
+    /// staged before a slot frees anyway, and transactions keep arriving
+    /// meanwhile (clients answered at the last block's commit resubmit).
+    fn build_deadline(&self) -> Option<Instant> {
         let params = self.chain.params();
+        if self.writing.len() >= MAX_STAGED && self.mempool.len() < params.max_block_txs as usize {
+            return None;
+        }
         let wait = if self.mempool.is_empty() {
             params.idle_block_interval_ms
         } else {
@@ -341,7 +336,7 @@ impl Driver {
             .saturating_add(wait)
             .saturating_sub(now_ms())
             .min(wait);
-        Instant::now() + Duration::from_millis(due_in)
+        Some(Instant::now() + Duration::from_millis(due_in))
     }
 
     fn fire_timers(&mut self) -> anyhow::Result<()> {
@@ -380,7 +375,7 @@ impl Driver {
         while let Some(action) = queue.pop_front() {
             match action {
                 Action::PersistSafety(state) => {
-                    self.finish_writing()?;
+                    self.finish_durable()?;
                     // Nothing after this may leave the node unless it is on disk.
                     let store = self
                         .safety
@@ -389,7 +384,7 @@ impl Driver {
                     tokio::task::block_in_place(|| store.save(&state))?;
                 }
                 Action::Broadcast(message) => {
-                    self.finish_writing()?;
+                    self.finish_durable()?;
                     self.broadcast(message);
                 }
                 Action::BuildBlock { round, .. } => self.pending_build = Some(round),
@@ -414,7 +409,7 @@ impl Driver {
                         .insert((at, self.timer_seq), (height, round, step));
                 }
                 Action::Commit { block, certificate } => {
-                    self.finish_writing()?;
+                    self.finish_writing(MAX_STAGED - 1)?;
                     if block.header.height <= self.chain.head()?.height {
                         // Already committed by block sync.
                         continue;
@@ -423,32 +418,63 @@ impl Driver {
                     let now = now_ms();
                     let staged =
                         self.timed("commit", |d| d.chain.stage(&block, &certificate, now))?;
-                    let written = self.writer.write(staged);
-                    self.writing = Some(Writing { block, written });
+                    self.writer.write(staged);
+                    self.writing.push_back(Writing {
+                        height: block.header.height,
+                        unpublished: Some(block),
+                    });
                 }
             }
         }
         Ok(())
     }
 
-    /// Waits until the block being written, if any, is on disk. Called before
-    /// anything leaves the node and before another block is committed, so
-    /// nothing this node signs at the next height goes out before the block
-    /// under it would survive a crash.
-    fn finish_writing(&mut self) -> anyhow::Result<()> {
-        let Some(writing) = self.writing.as_mut() else {
-            return Ok(());
-        };
-        let handle = tokio::runtime::Handle::current();
-        let result = tokio::task::block_in_place(|| handle.block_on(written_task(writing)));
-        self.on_written(result)
+    /// Waits until every block handed to the writer is durable. Called before
+    /// anything leaves the node, so nothing this node signs at the next height
+    /// goes out before the block under it would survive a crash.
+    fn finish_durable(&mut self) -> anyhow::Result<()> {
+        while self.writing.iter().any(|w| w.unpublished.is_some()) {
+            self.await_report()?;
+        }
+        Ok(())
     }
 
-    /// The block being written is on disk (or could not be written: fatal).
-    fn on_written(&mut self, result: anyhow::Result<()>) -> anyhow::Result<()> {
-        let writing = self.writing.take().context("no block was being written")?;
-        result?;
-        self.on_committed(&writing.block);
+    /// Waits until at most `at_most` blocks are still being written: staging
+    /// takes a slot, and a block synced from peers is written in place.
+    fn finish_writing(&mut self, at_most: usize) -> anyhow::Result<()> {
+        while self.writing.len() > at_most {
+            self.await_report()?;
+        }
+        Ok(())
+    }
+
+    fn await_report(&mut self) -> anyhow::Result<()> {
+        let handle = tokio::runtime::Handle::current();
+        let report = tokio::task::block_in_place(|| handle.block_on(self.writer.report()));
+        self.on_report(report)
+    }
+
+    /// The writer's news of a block: durable (publish it), written (its slot
+    /// is free), or failed (fatal).
+    fn on_report(&mut self, report: Option<Report>) -> anyhow::Result<()> {
+        let Report { height, step } = report.context("the block writer stopped")?;
+        let step = step.with_context(|| format!("writing committed block {height}"))?;
+        let out_of_turn = || format!("the block writer reported block {height} out of turn");
+        match step {
+            writer::Step::Durable => {
+                let block = (self.writing.iter_mut())
+                    .find_map(|w| w.unpublished.take())
+                    .filter(|block| block.header.height == height)
+                    .with_context(out_of_turn)?;
+                self.on_committed(&block);
+            }
+            writer::Step::Written => {
+                self.writing
+                    .pop_front()
+                    .filter(|w| w.height == height && w.unpublished.is_none())
+                    .with_context(out_of_turn)?;
+            }
+        }
         Ok(())
     }
 
@@ -548,7 +574,7 @@ impl Driver {
         self.last_sync_request = None;
         let received = blocks.len();
         let mut applied = 0;
-        self.finish_writing()?;
+        self.finish_writing(0)?;
         for (block, certificate) in blocks {
             if block.header.height <= self.chain.head()?.height {
                 continue;

@@ -160,16 +160,12 @@ impl TreeStore<'_> {
         }
     }
 
-    /// The tree update of the staged block, or of the written block whose
-    /// nodes are not cached yet, if it is `version`'s: the staged block's
+    /// The tree update of a staged block, or of the written block whose
+    /// nodes are not cached yet, if it is `version`'s: a staged block's
     /// nodes and values are not in sled (or the caches) until it is written.
     fn staged(&self, version: Version) -> Option<&TreeUpdateBatch> {
         let db = self.db;
-        let mut blocks = db
-            .staged
-            .as_deref()
-            .into_iter()
-            .chain(db.uncached.as_deref());
+        let mut blocks = db.staged().chain(db.uncached.as_deref());
         blocks.find(|b| b.height == version).map(|b| &b.tree)
     }
 
@@ -307,13 +303,16 @@ impl StateRead for Storage {
 }
 
 impl Storage {
-    /// `key`'s latest value if memory has it: a staged block's writes first
-    /// (neither the cache nor sled has them yet), then the cache. Otherwise
-    /// the number of commits so far, to hand to [`Storage::remember`] with
-    /// what sled says.
+    /// `key`'s latest value if memory has it: the staged blocks' writes first,
+    /// newest first (neither the cache nor sled has them yet), then the
+    /// cache. Otherwise the number of commits so far, to hand to
+    /// [`Storage::remember`] with what sled says.
     fn in_memory(&self, key: &[u8]) -> Result<Option<Vec<u8>>, u64> {
-        if let Some(staged) = self.records().staged
-            && let Some(value) = staged.records.get(&state_key(key))
+        let record_key = state_key(key);
+        if let Some(value) = self
+            .records()
+            .staged()
+            .find_map(|staged| staged.records.get(&record_key))
         {
             return Ok(value.as_ref().map(|v| v.to_vec()));
         }
@@ -1002,9 +1001,10 @@ mod tests {
         assert_eq!(storage.get(b"a").unwrap(), None);
     }
 
-    /// The block writer answers once a block is durable, before its tree
-    /// nodes are cached: reads in between see the block's values (already
-    /// cached, so an older cached value is never read again) and its tree.
+    /// The block writer reports a block durable once its redo file is synced,
+    /// still staged, and answers once it is in sled, before its tree nodes
+    /// are cached: reads in between see the block's values (already cached,
+    /// so an older cached value is never read again) and its tree.
     #[test]
     fn between_a_write_and_caching_its_tree_nodes_reads_see_the_written_block() {
         let (_dir, storage) = store();
@@ -1022,18 +1022,27 @@ mod tests {
         let height = block.header.height;
         let root = NodeKey::new(height, key_path(KeyHash([0; 32]), 0));
         let cached = || lock(&storage.caches.nodes).get(&root).is_some();
+        let durable = std::cell::Cell::new(false);
         let mut answered = false;
         staged
-            .write_then(|| {
-                answered = true;
-                let records = storage.records();
-                assert!(records.staged.is_none() && records.uncached.is_some());
-                assert!(!cached(), "the block's nodes are not cached yet");
-                assert_eq!(storage.get(b"a").unwrap().as_deref(), Some(&b"10"[..]));
-                let proof = storage.get_with_proof(b"c", height).unwrap();
-                assert_eq!(proof.value.as_deref(), Some(&b"3"[..]));
-                proof.verify().unwrap();
-            })
+            .write_then(
+                || {
+                    durable.set(true);
+                    assert_eq!(storage.records().staged().count(), 1, "still staged");
+                    assert_eq!(storage.get(b"a").unwrap().as_deref(), Some(&b"10"[..]));
+                },
+                || {
+                    assert!(durable.get(), "reported durable first");
+                    answered = true;
+                    let records = storage.records();
+                    assert!(records.staged().next().is_none() && records.uncached.is_some());
+                    assert!(!cached(), "the block's nodes are not cached yet");
+                    assert_eq!(storage.get(b"a").unwrap().as_deref(), Some(&b"10"[..]));
+                    let proof = storage.get_with_proof(b"c", height).unwrap();
+                    assert_eq!(proof.value.as_deref(), Some(&b"3"[..]));
+                    proof.verify().unwrap();
+                },
+            )
             .unwrap();
         assert!(answered);
         assert!(cached());

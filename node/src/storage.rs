@@ -8,12 +8,12 @@
 //! [`Storage::stage_block`] checks it and makes it the head that every reader
 //! sees (its records are read from memory, over sled's), and
 //! [`StagedBlock::write`] makes the batch durable and applies it, which a
-//! caller may do on another thread while the next block is built;
+//! caller may do on another thread while the next block is built and staged;
 //! [`Storage::commit_block`] does both. [`Storage::open`] finishes an
 //! interrupted write, then re-derives the head block's roots from what is
 //! stored; records are checksummed; any mismatch is [`StorageError::Corrupt`].
-//! Assumes: blocks come in height order on top of the head, one staged at a
-//! time (both enforced); sled's flush is trusted for chain data, which peers
+//! Assumes: blocks come in height order on top of the head, at most
+//! [`MAX_STAGED`] staged at a time and written in height order (all enforced but the last); sled's flush is trusted for chain data, which peers
 //! can resend.
 
 mod crash;
@@ -188,6 +188,8 @@ pub enum StorageError {
     NotInStateTree,
     #[error("block {height} is still being written; write it before staging another")]
     StillWriting { height: u64 },
+    #[error("block {height} cannot be written before block {first}, staged before it")]
+    WrittenOutOfOrder { height: u64, first: u64 },
     /// A limit of this node (not of the chain) was reached, e.g. all contract
     /// instance slots in use; trying again later may succeed.
     #[error("the node is busy: {0}")]
@@ -222,8 +224,9 @@ pub struct Storage {
     head: Arc<RwLock<Option<ChainHead>>>,
     /// Serialises `stage_block`: the head check and staging must not interleave.
     commit_lock: Arc<Mutex<()>>,
-    /// The block staged and not yet written, whose records readers see over sled's.
-    staged: Arc<RwLock<Option<Arc<Staged>>>>,
+    /// The blocks staged and not yet written, oldest first, whose records
+    /// readers see over sled's.
+    staged: Arc<RwLock<StagedBlocks>>,
     /// The block last written, while its tree nodes are going into the node
     /// cache: tree reads take them from its update until then.
     uncached: Arc<RwLock<Option<Arc<Staged>>>>,
@@ -233,6 +236,14 @@ pub struct Storage {
     /// The oldest version whose state tree is stored (0 unless pruned).
     pub(crate) oldest_state: u64,
 }
+
+/// How many blocks may be staged and not yet written: one being written
+/// while the next is built, staged and waits its turn. More would only queue
+/// behind the writer.
+pub const MAX_STAGED: usize = 2;
+
+/// The staged blocks, oldest first; replaced whole when one is added or written.
+type StagedBlocks = Arc<[Arc<Staged>]>;
 
 /// A staged block: its records, except those of its state-tree update, which
 /// it keeps as jmt's nodes and values. Encoding the update into records is the
@@ -259,22 +270,27 @@ impl Staged {
     }
 }
 
-/// Reads stored records: a staged block's first, then sled's. Holds the staged
-/// block it started with, which stays right after it is written (sled then
-/// holds the same records).
+/// Reads stored records: the staged blocks' first, newest first, then sled's.
+/// Holds the staged blocks it started with, which stay right after they are
+/// written (sled then holds the same records).
 pub(crate) struct RecordReader<'a> {
     pub(crate) db: &'a sled::Db,
-    pub(crate) staged: Option<Arc<Staged>>,
+    staged: StagedBlocks,
     /// See [`Storage::uncached`]: only its tree nodes are read from here.
     pub(crate) uncached: Option<Arc<Staged>>,
 }
 
 impl RecordReader<'_> {
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>, StorageError> {
-        if let Some(record) = self.staged.as_ref().and_then(|s| s.records.get(key)) {
+        if let Some(record) = self.staged().find_map(|s| s.records.get(key)) {
             return Ok(record.clone());
         }
         Ok(self.db.get(key)?)
+    }
+
+    /// The staged blocks, newest first.
+    pub(crate) fn staged(&self) -> impl Iterator<Item = &Staged> {
+        self.staged.iter().rev().map(|s| &**s)
     }
 }
 
@@ -434,7 +450,7 @@ impl Storage {
         }
         let head = Self::check_integrity(&RecordReader {
             db: &db,
-            staged: None,
+            staged: Arc::new([]),
             uncached: None,
         })?;
         let oldest_state = match db.get(prefix::PRUNED)? {
@@ -445,7 +461,7 @@ impl Storage {
             db,
             head: Arc::new(RwLock::new(head)),
             commit_lock: Arc::new(Mutex::new(())),
-            staged: Arc::new(RwLock::new(None)),
+            staged: Arc::new(RwLock::new(Arc::new([]))),
             uncached: Arc::new(RwLock::new(None)),
             caches: Arc::new(ReadCaches::new(entries)),
             redo_path: Arc::new(redo_path),
@@ -455,18 +471,15 @@ impl Storage {
 
     /// The latest committed block; `None` before genesis.
     pub fn head(&self) -> Option<ChainHead> {
-        *self.head.read().unwrap_or_else(PoisonError::into_inner)
+        *read(&self.head)
     }
 
-    /// Reads of stored records, the staged block's first.
+    /// Reads of stored records, the staged blocks' first.
     pub(crate) fn records(&self) -> RecordReader<'_> {
-        let read = |slot: &RwLock<Option<Arc<Staged>>>| {
-            slot.read().unwrap_or_else(PoisonError::into_inner).clone()
-        };
         RecordReader {
             db: &self.db,
-            staged: read(&self.staged),
-            uncached: read(&self.uncached),
+            staged: read(&self.staged).clone(),
+            uncached: read(&self.uncached).clone(),
         }
     }
 
@@ -485,8 +498,8 @@ impl Storage {
 
     /// Checks a committed block with its certificate, receipts and state update
     /// and makes it the head: from now on every read sees it, served from memory
-    /// until [`StagedBlock::write`] has put it in sled. Only one block is staged
-    /// at a time.
+    /// until [`StagedBlock::write`] has put it in sled. At most [`MAX_STAGED`]
+    /// blocks are staged at a time; they must be written in height order.
     pub fn stage_block(
         &self,
         block: &Block,
@@ -498,9 +511,10 @@ impl Storage {
             .commit_lock
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(staged) = &self.records().staged {
+        let staged_now = read(&self.staged).clone();
+        if staged_now.len() >= MAX_STAGED {
             return Err(StorageError::StillWriting {
-                height: staged.height,
+                height: staged_now[0].height,
             });
         }
         let head = self.head();
@@ -608,8 +622,10 @@ impl Storage {
             tree: update.tree,
         });
         // Readers see the block from here on: its records first, then the head.
-        *self.staged.write().unwrap_or_else(PoisonError::into_inner) = Some(staged.clone());
-        *self.head.write().unwrap_or_else(PoisonError::into_inner) = Some(new_head);
+        let mut slot = write(&self.staged);
+        *slot = slot.iter().cloned().chain([staged.clone()]).collect();
+        drop(slot);
+        *write(&self.head) = Some(new_head);
         Ok(StagedBlock {
             storage: self.clone(),
             staged,
@@ -844,24 +860,39 @@ impl StagedBlock {
     /// Writes the staged block: its batch as one redo file, synced (from then
     /// on the block survives a crash), then key by key into sled (see [`redo`]).
     /// An error means it may not be durable: callers should treat it as fatal.
+    /// Staged blocks must be written in height order.
     pub fn write(self) -> Result<(), StorageError> {
-        self.write_then(|| ())
+        self.write_then(|| (), || ())
     }
 
-    /// [`Self::write`], calling `written` once the block is durable and no
-    /// longer staged, before its tree nodes go into the node cache (the
-    /// longest part of filling the caches), so that whoever waits for the
-    /// write need not wait for that.
-    pub fn write_then(self, written: impl FnOnce()) -> Result<(), StorageError> {
+    /// [`Self::write`], calling `durable` once the redo file is synced (the
+    /// block survives a crash from then on, long before it is in sled) and
+    /// `written` once the block is in sled and no longer staged, before its
+    /// tree nodes go into the node cache (the longest part of filling the
+    /// caches), so that whoever waits for either need not wait for more.
+    pub fn write_then(
+        self,
+        durable: impl FnOnce(),
+        written: impl FnOnce(),
+    ) -> Result<(), StorageError> {
         let StagedBlock {
             storage,
             staged,
             writes,
         } = self;
+        if let Some(oldest) = read(&storage.staged).first()
+            && !Arc::ptr_eq(oldest, &staged)
+        {
+            return Err(StorageError::WrittenOutOfOrder {
+                height: staged.height,
+                first: oldest.height,
+            });
+        }
         let tree = staged.tree_records();
         let batch = staged.batch(&tree);
         redo::write(&storage.redo_path, staged.height, batch.clone())?;
         crash::abort_if_planned(crash::Point::RedoSynced, staged.height);
+        durable();
         if crash::planned_at(crash::Point::HalfApplied, staged.height) {
             let half = batch.clone().count() / 2;
             redo::apply(&storage.db, batch.clone().take(half))?;
@@ -874,23 +905,31 @@ impl StagedBlock {
         crate::state::cache_values(&storage.caches, writes);
         storage.db.flush()?;
         redo::clear(&storage.redo_path)?;
-        let slot = |slot: &RwLock<Option<Arc<Staged>>>, to: Option<Arc<Staged>>| {
-            *slot.write().unwrap_or_else(PoisonError::into_inner) = to;
-        };
-        slot(&storage.uncached, Some(staged.clone()));
-        slot(&storage.staged, None);
+        *write(&storage.uncached) = Some(staged.clone());
+        let mut slot = write(&storage.staged);
+        *slot = slot
+            .iter()
+            .filter(|s| !Arc::ptr_eq(s, &staged))
+            .cloned()
+            .collect();
+        drop(slot);
         written();
         crate::state::cache_nodes(&storage.caches, &staged.tree);
-        let mut uncached = storage
-            .uncached
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut uncached = write(&storage.uncached);
         // A later block may have taken the slot already.
         if uncached.as_ref().is_some_and(|u| Arc::ptr_eq(u, &staged)) {
             *uncached = None;
         }
         Ok(())
     }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn record_slices(records: &Records) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> + Clone {
@@ -1250,23 +1289,41 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_staged_block_reads_the_same_before_and_after_it_is_written() {
+    fn staged_blocks_read_the_same_before_and_after_they_are_written() {
         let dir = tempfile::tempdir().unwrap();
         let key = KeyPair::insecure_from_label("alice");
         let tx = signed_remark(&key, 0);
         let storage = open(&dir).unwrap();
         let (block, staged) = stage_over_genesis(&storage, &tx);
         assert_eq!(staged.height(), 1);
-        let before = read_all(&storage, &tx.hash());
-        assert!(before.contains(&block.hash().to_string()), "{before}");
+        let first = read_all(&storage, &tx.hash());
+        assert!(first.contains(&block.hash().to_string()), "{first}");
         assert!(
-            before.contains(r#"[Some([49, 48]), None, Some([51])]"#),
-            "the staged writes are read: {before}"
+            first.contains(r#"[Some([49, 48]), None, Some([51])]"#),
+            "the staged writes are read: {first}"
+        );
+        // A second block is staged over the first, whose writes it overrides.
+        let (second_block, second) = stage(
+            &storage,
+            vec![signed_remark(&key, 1)],
+            writes(&[("a", Some("20")), ("c", None)]),
+        );
+        let before = read_all(&storage, &tx.hash());
+        assert!(
+            before.contains(&second_block.hash().to_string()),
+            "{before}"
+        );
+        assert!(
+            before.contains(r#"[Some([50, 48]), None, None]"#),
+            "both staged blocks' writes are read, the newer's first: {before}"
         );
         let err = storage
-            .stage_block(&block, &QuorumCertificate::genesis(block.hash()), &[], {
-                storage.prepare_state(2, Writes::new()).unwrap()
-            })
+            .stage_block(
+                &second_block,
+                &QuorumCertificate::genesis(second_block.hash()),
+                &[],
+                storage.prepare_state(3, Writes::new()).unwrap(),
+            )
             .unwrap_err();
         assert!(
             matches!(err, StorageError::StillWriting { height: 1 }),
@@ -1275,9 +1332,41 @@ pub(crate) mod tests {
 
         staged.write().unwrap();
         assert_eq!(read_all(&storage, &tx.hash()), before);
+        second.write().unwrap();
+        assert_eq!(read_all(&storage, &tx.hash()), before);
         drop(storage);
         let reopened = retry_while_locked(|| open(&dir)).unwrap();
         assert_eq!(read_all(&reopened, &tx.hash()), before);
+    }
+
+    #[test]
+    fn staged_blocks_are_written_in_height_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = KeyPair::insecure_from_label("alice");
+        let tx = signed_remark(&key, 0);
+        let storage = open(&dir).unwrap();
+        let (_, first) = stage_over_genesis(&storage, &tx);
+        let (_, second) = stage(&storage, vec![], writes(&[("a", Some("20"))]));
+        let err = second.write().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StorageError::WrittenOutOfOrder {
+                    height: 2,
+                    first: 1
+                }
+            ),
+            "{err}"
+        );
+        let written = {
+            first.write().unwrap();
+            storage.get_with_proof(b"a", 1).unwrap().value
+        };
+        assert_eq!(written.as_deref(), Some(&b"10"[..]));
+        drop(storage);
+        // Block 2 was never written: the store reopens at block 1.
+        let reopened = retry_while_locked(|| open(&dir)).unwrap();
+        assert_eq!(reopened.head().map(|h| h.height), Some(1));
     }
 
     #[test]

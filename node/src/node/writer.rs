@@ -2,68 +2,94 @@
 //!
 //! A write gets a thread of its own rather than one from tokio's blocking
 //! pool: that pool is bounded (see `main.rs`), and a block write must never
-//! wait behind API reads or peers' signature checks queued there. One block
-//! is written at a time; the driver waits for it before committing the next.
+//! wait behind API reads or peers' signature checks queued there. Blocks are
+//! written one at a time, in the order handed over; the driver may hand over
+//! the next while one is being written (up to [`MAX_STAGED`] staged), and
+//! hears of each block twice: durable (its redo file synced), then written
+//! (in sled and no longer staged).
 
 use crate::metrics::Metrics;
-use crate::storage::{StagedBlock, StorageError};
+use crate::storage::{MAX_STAGED, StagedBlock, StorageError};
 use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::thread::JoinHandle;
 use std::time::Instant;
-use tokio::sync::oneshot;
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
-/// The answer to one write: `Err` if the block could not be made durable.
-pub type Written = oneshot::Receiver<Result<(), StorageError>>;
+/// How far the writer got with the block at `height`: each block is reported
+/// [`Step::Durable`], then [`Step::Written`], or an error, after which it may
+/// not be durable.
+#[derive(Debug)]
+pub struct Report {
+    pub height: u64,
+    pub step: Result<Step, StorageError>,
+}
 
-type Job = (StagedBlock, oneshot::Sender<Result<(), StorageError>>);
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The block survives a crash (a reopened store finishes writing it).
+    Durable,
+    /// The block is in sled and no longer staged: another may be staged.
+    Written,
+}
 
-/// The block-writer thread. Dropping it lets the write in progress finish
+/// The block-writer thread. Dropping it lets the writes handed over finish
 /// and waits for the thread.
 pub struct BlockWriter {
-    queue: Option<SyncSender<Job>>,
+    queue: Option<SyncSender<StagedBlock>>,
+    reports: UnboundedReceiver<Report>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl BlockWriter {
     pub fn start(metrics: Arc<Metrics>) -> std::io::Result<BlockWriter> {
-        let (queue, jobs) = sync_channel::<Job>(1);
+        let (queue, jobs) = sync_channel::<StagedBlock>(MAX_STAGED);
+        let (report_to, reports) = unbounded_channel();
         let thread = std::thread::Builder::new()
             .name("block-writer".into())
             .spawn(move || {
-                for (staged, reply) in jobs {
+                for staged in jobs {
                     let start = Instant::now();
-                    let mut reply = Some(reply);
-                    // The driver may have stopped waiting (shutdown); the block is written all the same.
-                    let mut answer = |result| {
-                        if let Some(reply) = reply.take() {
-                            metrics.observe_phase("write", start.elapsed());
-                            let _ = reply.send(result);
-                        }
+                    let height = staged.height();
+                    // The driver may have stopped listening (shutdown); the block is written all the same.
+                    let report = |step| {
+                        let _ = report_to.send(Report { height, step });
                     };
-                    // Answered once durable, before the block's tree nodes are cached.
-                    if let Err(e) = staged.write_then(|| answer(Ok(()))) {
-                        answer(Err(e));
+                    let result = staged.write_then(
+                        || {
+                            metrics.observe_phase("durable", start.elapsed());
+                            report(Ok(Step::Durable));
+                        },
+                        || {
+                            metrics.observe_phase("write", start.elapsed());
+                            report(Ok(Step::Written));
+                        },
+                    );
+                    if let Err(e) = result {
+                        report(Err(e));
                     }
                 }
             })?;
         Ok(BlockWriter {
             queue: Some(queue),
+            reports,
             thread: Some(thread),
         })
     }
 
-    /// Hands `staged` to the thread. If the thread is gone, the returned
-    /// receiver reports the write as abandoned.
-    pub fn write(&self, staged: StagedBlock) -> Written {
-        let (reply, written) = oneshot::channel();
+    /// Hands `staged` to the thread, behind the blocks handed over before it.
+    /// Blocks only if more than [`MAX_STAGED`] are waiting, which staging
+    /// refuses. If the thread is gone, [`Self::report`] says so.
+    pub fn write(&self, staged: StagedBlock) {
         if let Some(queue) = &self.queue {
-            // Never blocks: the driver waits for each write before handing over
-            // the next. It fails only if the thread has died; the job, and with
-            // it `reply`, is then dropped, which the receiver reports.
-            let _ = queue.send((staged, reply));
+            // Fails only if the thread has died; the block is then dropped unwritten.
+            let _ = queue.send(staged);
         }
-        written
+    }
+
+    /// The next report on the blocks handed over; `None` if the thread is gone.
+    pub async fn report(&mut self) -> Option<Report> {
+        self.reports.recv().await
     }
 }
 
@@ -86,32 +112,51 @@ mod tests {
         retry_while_locked(|| Storage::open(dir.path())).unwrap()
     }
 
-    #[test]
-    fn a_handed_over_block_is_written_and_answered() {
-        let dir = tempfile::tempdir().unwrap();
-        let storage = open(&dir);
-        let writer = BlockWriter::start(Arc::new(Metrics::new())).unwrap();
-        for expected in 0..3 {
-            let (block, staged) = stage(&storage, Vec::new(), writes(&[("k", Some("v"))]));
-            assert_eq!(block.header.height, expected);
-            writer.write(staged).blocking_recv().unwrap().unwrap();
-        }
-        drop((writer, storage));
-        assert_eq!(open(&dir).head().map(|h| h.height), Some(2));
+    fn stage_next(storage: &Storage, value: &str) -> (u64, StagedBlock) {
+        let (block, staged) = stage(storage, Vec::new(), writes(&[("k", Some(value))]));
+        (block.header.height, staged)
     }
 
     #[test]
-    fn dropping_the_writer_finishes_the_write_in_progress() {
+    fn staged_blocks_are_written_in_order_each_reported_durable_then_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(&dir);
+        let mut writer = BlockWriter::start(Arc::new(Metrics::new())).unwrap();
+        let (first, staged) = stage_next(&storage, "a");
+        writer.write(staged);
+        let (second, staged) = stage_next(&storage, "b");
+        writer.write(staged);
+        assert_eq!((first, second), (0, 1));
+        let mut reports = Vec::new();
+        while reports.len() < 4 {
+            let report = writer.reports.blocking_recv().unwrap();
+            reports.push((report.height, report.step.unwrap()));
+        }
+        use Step::{Durable, Written};
+        assert_eq!(
+            reports,
+            [(0, Durable), (0, Written), (1, Durable), (1, Written)]
+        );
+        let (third, staged) = stage_next(&storage, "c");
+        writer.write(staged);
+        drop(writer);
+        drop(storage);
+        assert_eq!(open(&dir).head().map(|h| h.height), Some(third));
+    }
+
+    #[test]
+    fn dropping_the_writer_finishes_the_writes_handed_over() {
         let dir = tempfile::tempdir().unwrap();
         let storage = open(&dir);
         let writer = BlockWriter::start(Arc::new(Metrics::new())).unwrap();
-        let (block, staged) = stage(&storage, Vec::new(), writes(&[("k", Some("v"))]));
-        let mut written = writer.write(staged);
+        let (_, staged) = stage_next(&storage, "a");
+        writer.write(staged);
+        let (_, staged) = stage_next(&storage, "b");
+        writer.write(staged);
+        let head = storage.head();
         drop(writer);
-        // Answered already: the drop waited for the write.
-        written.try_recv().unwrap().unwrap();
+        assert!(storage.records().staged().next().is_none(), "both written");
         drop(storage);
-        let reopened = open(&dir);
-        assert_eq!(reopened.head().map(|h| h.block_hash), Some(block.hash()));
+        assert_eq!(open(&dir).head(), head);
     }
 }

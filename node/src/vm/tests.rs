@@ -7,7 +7,7 @@ use super::*;
 use crate::execution::keys;
 use crate::state::Writes;
 use crate::storage::Storage;
-use crate::storage::tests::commit;
+use crate::storage::tests::{commit, stage};
 use tempfile::TempDir;
 use trellis_types::{EventSource, encode};
 
@@ -725,7 +725,8 @@ fn calls_write_the_query_index_apart_from_state_and_only_queries_read_it() {
     );
 }
 
-/// `next_under` against a plain model of the three layers, over many shapes.
+/// `next_under` against a plain model of the layers (sled, two staged blocks,
+/// the block's writes so far, the call's), over many shapes.
 #[test]
 fn next_under_agrees_with_a_model_of_the_merged_layers() {
     // A small deterministic generator: reproducible from the seed in a failure message.
@@ -747,7 +748,7 @@ fn next_under_agrees_with_a_model_of_the_merged_layers() {
             model.insert(k, vec![0, round]);
         }
         commit(&fixture.storage, vec![], committed);
-        let mut layers = [Writes::new(), Writes::new()];
+        let mut layers = [Writes::new(), Writes::new(), Writes::new(), Writes::new()];
         for (level, layer) in layers.iter_mut().enumerate() {
             for _ in 0..rand(8) {
                 let k = key(rand(9));
@@ -761,7 +762,8 @@ fn next_under_agrees_with_a_model_of_the_merged_layers() {
                 }
             }
         }
-        let [pending, top] = layers;
+        let [older, newer, pending, top] = layers;
+        let _staged = [older, newer].map(|writes| stage(&fixture.storage, vec![], writes).1);
         let view = StateView::new(fixture.storage.clone(), pending);
         for prefix in [&b""[..], b"a", b"b", b"ab", b"c"] {
             let mut after: Option<Vec<u8>> = if rand(3) == 0 {

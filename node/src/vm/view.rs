@@ -94,7 +94,7 @@ impl StateView {
     }
 
     /// The first committed key (live or deleted by a staged block) at `from`
-    /// or above, if it has `prefix`: the smaller of sled's and the staged block's.
+    /// or above, if it has `prefix`: the smallest of sled's and the staged blocks'.
     fn first_committed(
         &self,
         prefix: &[u8],
@@ -107,13 +107,16 @@ impl StateView {
         };
         let full_prefix = state_key(prefix);
         let records = self.committed.records();
-        let staged = records.staged.as_ref().and_then(|staged| {
-            staged
-                .records
-                .range::<Vec<u8>, _>((from.clone(), Bound::Unbounded))
-                .next()
-                .map(|(k, _)| k.clone())
-        });
+        let staged = records
+            .staged()
+            .filter_map(|staged| {
+                staged
+                    .records
+                    .range::<Vec<u8>, _>((from.clone(), Bound::Unbounded))
+                    .next()
+                    .map(|(k, _)| k.clone())
+            })
+            .min();
         let stored = match records
             .db
             .range::<Vec<u8>, _>((from, Bound::Unbounded))
