@@ -13,8 +13,8 @@
 //! interrupted write, then re-derives the head block's roots from what is
 //! stored; records are checksummed; any mismatch is [`StorageError::Corrupt`].
 //! Assumes: blocks come in height order on top of the head, at most
-//! [`MAX_STAGED`] staged at a time and written in height order (all enforced but the last); sled's flush is trusted for chain data, which peers
-//! can resend.
+//! [`MAX_STAGED`] staged at a time, written in height order (all enforced);
+//! sled's flush is trusted for chain data, which peers can resend.
 
 mod crash;
 mod prune;
@@ -622,6 +622,7 @@ impl Storage {
             tree: update.tree,
         });
         // Readers see the block from here on: its records first, then the head.
+        // Rebuilt under the lock: the writer may be removing a written block.
         let mut slot = write(&self.staged);
         *slot = slot.iter().cloned().chain([staged.clone()]).collect();
         drop(slot);
