@@ -462,7 +462,9 @@ impl Driver {
         let out_of_turn = || format!("the block writer reported block {height} out of turn");
         match step {
             writer::Step::Durable => {
-                let block = (self.writing.iter_mut())
+                let block = self
+                    .writing
+                    .iter_mut()
                     .find_map(|w| w.unpublished.take())
                     .filter(|block| block.header.height == height)
                     .with_context(out_of_turn)?;
