@@ -1,7 +1,7 @@
 //! State as a contract call sees it: committed storage, then the writes of the
 //! block so far (`pending`), then the call's own writes, each layer hiding the
 //! one below, deletions included. Committed storage is itself sled under the
-//! block being written, if there is one.
+//! blocks staged and not yet written, if any.
 //!
 //! [`StateView::next`] is the ordered "first live key after" over these
 //! layers: sled's keys come from its ordered range, the layers above from
@@ -81,7 +81,7 @@ impl StateView {
                 first_in(&self.pending, prefix, from),
                 self.first_committed(prefix, from)?,
             ];
-            // `get_under` below reads the staged block over sled, so a key either
+            // `get_under` below reads the staged blocks over sled, so a key any
             // of them has is found with its latest value (or skipped if deleted).
             let Some(key) = candidates.into_iter().flatten().min() else {
                 return Ok(None);
