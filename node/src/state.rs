@@ -76,7 +76,7 @@ impl TreeReader for TreeStore<'_> {
             return Ok(Some(node));
         }
         let record_key = tree_records::node_record_key(node_key);
-        let Some(record) = self.db.get(&record_key)? else {
+        let Some(record) = self.db.get_tree(&record_key)? else {
             return Ok(None);
         };
         let damaged = |e: &dyn std::fmt::Display| {
@@ -145,7 +145,7 @@ impl TreeStore<'_> {
                 None => {
                     record = self
                         .db
-                        .get(&tree_records::value_record_key(leaf_version, key))?;
+                        .get_tree(&tree_records::value_record_key(leaf_version, key))?;
                     tree_records::find_value(record.as_deref().unwrap_or_default(), key)
                         .map_err(|e| corrupt(format!("state tree value record: {e}")))?
                 }
@@ -261,33 +261,37 @@ pub(crate) fn write_state(batch: &mut Records, writes: &Writes) {
     }
 }
 
-/// The records of version `version`'s tree update: nodes, versioned values and
-/// stale-node index. Until they are written, readers take the staged block's
-/// nodes and values from its update itself (see [`TreeStore`]).
-pub(crate) fn tree_records(version: Version, tree: &TreeUpdateBatch) -> Records {
-    let mut batch = Records::new();
+/// The records of version `version`'s tree update (nodes, versioned values
+/// and stale-node index), for the tree log, in key order. Until they are
+/// written, readers take the staged block's nodes and values from its update
+/// itself (see [`TreeStore`]).
+pub(crate) fn tree_records(version: Version, tree: &TreeUpdateBatch) -> Vec<(Vec<u8>, Vec<u8>)> {
     let nodes = &tree.node_batch;
-    for (key, record) in tree_records::encode_nodes(nodes.nodes()) {
-        batch.insert(key.to_vec(), Some(record.into()));
-    }
-    for (key, record) in tree_records::encode_values(version, nodes.nodes(), nodes.values()) {
-        batch.insert(key.to_vec(), Some(record.into()));
-    }
-    // One record per version (not one key per node: sled pays per key) listing the nodes
-    // this version made stale, so old versions can be pruned later without walking the tree.
+    let mut records: Vec<(Vec<u8>, Vec<u8>)> = tree_records::encode_nodes(nodes.nodes())
+        .into_iter()
+        .map(|(key, record)| (key.to_vec(), record))
+        .collect();
+    records.extend(
+        tree_records::encode_values(version, nodes.nodes(), nodes.values())
+            .into_iter()
+            .map(|(key, record)| (key.to_vec(), record)),
+    );
+    // One record per version listing the nodes this version made stale, so
+    // old versions can be pruned later without walking the tree.
     if !tree.stale_node_index_batch.is_empty() {
         let stale: Vec<&NodeKey> = tree
             .stale_node_index_batch
             .iter()
             .map(|s| &s.node_key)
             .collect();
-        let mut key = [0u8; 9];
-        key[0] = prefix::TREE_STALE;
-        key[1..].copy_from_slice(&version.to_be_bytes());
-        let stale = borsh::to_vec(&stale).expect("writing to a Vec cannot fail");
-        crate::storage::put_in_pieces(&mut batch, &key, &stale);
+        let mut key = vec![prefix::TREE_STALE];
+        key.extend_from_slice(&version.to_be_bytes());
+        records.push((
+            key,
+            borsh::to_vec(&stale).expect("writing to a Vec cannot fail"),
+        ));
     }
-    batch
+    records
 }
 
 impl StateRead for Storage {

@@ -1,10 +1,12 @@
 //! Durable chain data in one sled tree: blocks, commit certificates, receipts,
-//! the transaction index, the latest state, the state tree and the chain head.
+//! the transaction index, the latest state, the state tree (its records in
+//! the tree log beside sled, see [`tree_log`], sled holding pointers to them)
+//! and the chain head.
 //!
 //! Guarantees: all a block implies (block, certificate, receipts, indexes, state
 //! writes, tree nodes, new head) is one batch, written all or nothing (through
-//! a redo file, see [`redo`]), so a reopened store holds all of a block or
-//! none of it. A block is committed in two steps:
+//! a redo file, see [`redo`]; the tree log is synced before it), so a reopened
+//! store holds all of a block or none of it. A block is committed in two steps:
 //! [`Storage::stage_block`] checks it and makes it the head that every reader
 //! sees (its records are read from memory, over sled's), and
 //! [`StagedBlock::write`] makes the batch durable and applies it, which a
@@ -19,9 +21,11 @@
 mod crash;
 mod prune;
 mod redo;
+mod tree_log;
 
 pub use crate::state::live_tree::CopiedTree;
 pub use prune::{PruneReport, prune_state};
+pub(crate) use tree_log::TreeLog;
 
 use crate::cache::Cache;
 use crate::state::{StateUpdate, Writes};
@@ -48,15 +52,22 @@ pub(crate) mod prefix {
     pub const TX: u8 = 0x05;
     /// `STATE ‖ raw key` → value: the latest committed state.
     pub const STATE: u8 = 0x06;
+    // The state tree's records are in the tree log (see `tree_log`); sled
+    // holds a pointer to each, under these keys.
     /// `TREE_NODE ‖ version ‖ group` → the state-tree nodes that version wrote
     /// in that group (see `state::tree_records`).
     pub const TREE_NODE: u8 = 0x07;
     /// `TREE_VALUE ‖ version ‖ first key-hash byte` → the values that version
     /// gave to the tree's leaves in that group.
     pub const TREE_VALUE: u8 = 0x08;
-    /// `TREE_STALE ‖ version ‖ piece` → `borsh(Vec<NodeKey>)`, in pieces: the nodes
-    /// that version made stale, for pruning.
+    /// `TREE_STALE ‖ version` → `borsh(Vec<NodeKey>)`: the nodes that version
+    /// made stale, for pruning.
     pub const TREE_STALE: u8 = 0x09;
+
+    /// Whether `key` is a state-tree record's (its value a tree-log pointer).
+    pub fn is_tree(key: &[u8]) -> bool {
+        matches!(key.first(), Some(&(TREE_NODE | TREE_VALUE | TREE_STALE)))
+    }
 
     /// Chain metadata sits under prefix `0x00`: the sealed [`ChainHead`](super::ChainHead) ...
     pub const HEAD: &[u8] = b"\x00head";
@@ -70,22 +81,22 @@ pub(crate) mod prefix {
 /// 2: receipts live in the transaction records. 3: tree nodes and values are stored in groups.
 /// 4: blocks and stale-node lists are stored in pieces, in 8 MiB sled segments.
 /// 5: tree nodes are grouped by their first three nibbles, not two.
-const SCHEMA_VERSION: u8 = 5;
+/// 6: the state tree's records are in the tree log, sled holds pointers to them.
+const SCHEMA_VERSION: u8 = 6;
 
 /// sled's segment (log buffer) size. A quarter of it (2 MiB) is the largest
 /// leaf page sled keeps inline in its log; a larger page goes to a blob file
 /// of its own, and sled's cache then counts that page as the few bytes of the
 /// pointer to it, so the page is never evicted and memory grows with what was
-/// written. A leaf holds up to 17 records: 17 tree records of a 10,000-transaction
-/// block (up to about 110 KB each) stay inline at this size, not at sled's 512 KiB.
+/// written. A leaf holds up to 17 records: 17 block pieces (64 KiB each)
+/// stay inline at this size, not at sled's 512 KiB.
 const SEGMENT_BYTES: usize = 8 << 20;
 
 /// sled's cache by default, in bytes (`[storage] cache_mib`).
 pub const DEFAULT_SLED_CACHE_BYTES: u64 = 256 << 20;
 
-/// The largest piece a record that can grow large (a block, a version's stale
-/// nodes) is stored in, so that a leaf page of them stays inline (see
-/// [`SEGMENT_BYTES`]): 17 pieces are about 1.1 MiB.
+/// The largest piece a block is stored in, so that a leaf page of them stays
+/// inline (see [`SEGMENT_BYTES`]): 17 pieces are about 1.1 MiB.
 const PIECE_BYTES: usize = 64 * 1024;
 
 /// `key ‖ index`: piece `index` of the record at `key`.
@@ -233,6 +244,7 @@ pub struct Storage {
     pub(crate) caches: Arc<ReadCaches>,
     /// Where [`StagedBlock::write`] puts a block's batch before applying it.
     redo_path: Arc<PathBuf>,
+    pub(crate) tree_log: Arc<TreeLog>,
     /// The oldest version whose state tree is stored (0 unless pruned).
     pub(crate) oldest_state: u64,
 }
@@ -256,12 +268,14 @@ pub(crate) struct Staged {
 }
 
 impl Staged {
-    /// The records of the block's tree update.
-    fn tree_records(&self) -> Records {
-        crate::state::tree_records(self.height, &self.tree)
+    /// Appends the block's tree update to the tree log; returns the pointers
+    /// to its records, for sled.
+    fn append_tree(&self, log: &TreeLog) -> Result<Records, StorageError> {
+        let records = crate::state::tree_records(self.height, &self.tree);
+        log.append(records.iter().map(|(k, v)| (&k[..], &v[..])))
     }
 
-    /// The block's whole batch: its records, then `tree` (its [`Self::tree_records`]).
+    /// The block's whole batch: its records, then `tree` (its [`Self::append_tree`]).
     fn batch<'a>(
         &'a self,
         tree: &'a Records,
@@ -275,6 +289,7 @@ impl Staged {
 /// written (sled then holds the same records).
 pub(crate) struct RecordReader<'a> {
     pub(crate) db: &'a sled::Db,
+    tree_log: &'a TreeLog,
     staged: StagedBlocks,
     /// See [`Storage::uncached`]: only its tree nodes are read from here.
     pub(crate) uncached: Option<Arc<Staged>>,
@@ -286,6 +301,15 @@ impl RecordReader<'_> {
             return Ok(record.clone());
         }
         Ok(self.db.get(key)?)
+    }
+
+    /// A state-tree record, from the tree log (never staged: a staged
+    /// block's tree update is read from the block itself).
+    pub(crate) fn get_tree(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        match self.db.get(key)? {
+            Some(pointer) => self.tree_log.read(key, &pointer).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// The staged blocks, newest first.
@@ -441,6 +465,7 @@ impl Storage {
                 }
                 e => e.into(),
             })?;
+        let tree_log = Arc::new(TreeLog::open(path)?);
         let redo_path = redo::path(path);
         if let Some(height) = redo::recover(&db, &redo_path)? {
             tracing::warn!(
@@ -450,6 +475,7 @@ impl Storage {
         }
         let head = Self::check_integrity(&RecordReader {
             db: &db,
+            tree_log: &tree_log,
             staged: Arc::new([]),
             uncached: None,
         })?;
@@ -465,6 +491,7 @@ impl Storage {
             uncached: Arc::new(RwLock::new(None)),
             caches: Arc::new(ReadCaches::new(entries)),
             redo_path: Arc::new(redo_path),
+            tree_log,
             oldest_state,
         })
     }
@@ -478,6 +505,7 @@ impl Storage {
     pub(crate) fn records(&self) -> RecordReader<'_> {
         RecordReader {
             db: &self.db,
+            tree_log: &self.tree_log,
             staged: read(&self.staged).clone(),
             uncached: read(&self.uncached).clone(),
         }
@@ -889,7 +917,7 @@ impl StagedBlock {
                 first: oldest.height,
             });
         }
-        let tree = staged.tree_records();
+        let tree = staged.append_tree(&storage.tree_log)?;
         let batch = staged.batch(&tree);
         redo::write(&storage.redo_path, staged.height, batch.clone())?;
         crash::abort_if_planned(crash::Point::RedoSynced, staged.height);
@@ -942,7 +970,10 @@ fn record_slices(records: &Records) -> impl Iterator<Item = (&[u8], Option<&[u8]
 /// inserts.
 pub(crate) struct BatchedWriter<'a> {
     to: &'a sled::Db,
+    tree_log: &'a TreeLog,
     batch: sled::Batch,
+    /// State-tree records gathered, for the tree log.
+    tree: Vec<(Vec<u8>, Vec<u8>)>,
     in_batch: usize,
     /// Records written so far.
     pub(crate) written: u64,
@@ -951,21 +982,24 @@ pub(crate) struct BatchedWriter<'a> {
 impl<'a> BatchedWriter<'a> {
     const BATCH_RECORDS: usize = 4096;
 
-    pub(crate) fn new(to: &'a sled::Db) -> Self {
+    pub(crate) fn new(to: &'a sled::Db, tree_log: &'a TreeLog) -> Self {
         BatchedWriter {
             to,
+            tree_log,
             batch: sled::Batch::default(),
+            tree: Vec::new(),
             in_batch: 0,
             written: 0,
         }
     }
 
-    pub(crate) fn put(
-        &mut self,
-        key: impl Into<sled::IVec>,
-        value: impl Into<sled::IVec>,
-    ) -> Result<(), StorageError> {
-        self.batch.insert(key, value);
+    /// Writes `value` at `key`; a state-tree record goes to the tree log.
+    pub(crate) fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        if prefix::is_tree(key) {
+            self.tree.push((key.to_vec(), value.to_vec()));
+        } else {
+            self.batch.insert(key, value);
+        }
         self.in_batch += 1;
         self.written += 1;
         if self.in_batch == Self::BATCH_RECORDS {
@@ -976,6 +1010,16 @@ impl<'a> BatchedWriter<'a> {
 
     /// Applies what is gathered (the caller flushes sled itself).
     pub(crate) fn flush(&mut self) -> Result<(), StorageError> {
+        if !self.tree.is_empty() {
+            let tree = std::mem::take(&mut self.tree);
+            let pointers = self
+                .tree_log
+                .append(tree.iter().map(|(k, v)| (&k[..], &v[..])))?;
+            for (key, pointer) in pointers {
+                self.batch
+                    .insert(key, pointer.expect("append gives a pointer for each"));
+            }
+        }
         self.to.apply_batch(std::mem::take(&mut self.batch))?;
         self.in_batch = 0;
         Ok(())
@@ -1386,7 +1430,7 @@ pub(crate) mod tests {
                     staged,
                     ..
                 } = staged;
-                let tree = staged.tree_records();
+                let tree = staged.append_tree(&db_owner.tree_log).unwrap();
                 let batch = staged.batch(&tree);
                 let applied = match stop {
                     Stop::NoRecord => 0,
@@ -1707,6 +1751,30 @@ pub(crate) mod tests {
             Some(genesis_root)
         });
         assert_corrupt(&dir);
+    }
+
+    #[test]
+    fn open_reports_a_damaged_or_cut_tree_log() {
+        for cut in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            store_with_two_blocks(&dir);
+            // The head version's root record, through its pointer in sled.
+            tamper(&dir, &crate::state::tree_root_record_key(1), |pointer| {
+                let pointer = pointer.unwrap();
+                let offset = u64::from_be_bytes(pointer[..8].try_into().unwrap());
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(tree_log::path(dir.path()))
+                    .unwrap();
+                if cut {
+                    file.set_len(offset + 1).unwrap();
+                } else {
+                    std::os::unix::fs::FileExt::write_all_at(&file, b"\xff", offset).unwrap();
+                }
+                Some(pointer)
+            });
+            assert_corrupt(&dir);
+        }
     }
 
     #[test]

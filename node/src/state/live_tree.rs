@@ -35,7 +35,7 @@ pub struct CopiedTree {
 pub(crate) fn copy(
     from: &RecordReader,
     version: Version,
-    to: &sled::Db,
+    to: BatchedWriter,
 ) -> Result<CopiedTree, StorageError> {
     let nodes = Mutex::new(Cache::new(NODE_CACHE_ENTRIES));
     let store = TreeStore {
@@ -110,9 +110,9 @@ struct Output<'a> {
 }
 
 impl<'a> Output<'a> {
-    fn new(to: &'a sled::Db) -> Self {
+    fn new(to: BatchedWriter<'a>) -> Self {
         Output {
-            to: BatchedWriter::new(to),
+            to,
             top: BTreeMap::new(),
             group: BTreeMap::new(),
             group_selector: [0; 2],
@@ -155,7 +155,7 @@ impl<'a> Output<'a> {
     fn flush_group(&mut self) -> Result<(), StorageError> {
         let group = std::mem::take(&mut self.group);
         for (key, record) in tree_records::encode_nodes(&group) {
-            self.to.put(&key[..], record)?;
+            self.to.put(&key[..], &record)?;
         }
         Ok(())
     }
@@ -164,7 +164,7 @@ impl<'a> Output<'a> {
         let values = std::mem::take(&mut self.values);
         let leaves = values.iter().map(|(v, k, value)| (*v, *k, &value[..]));
         for (key, record) in tree_records::encode_written(leaves) {
-            self.to.put(&key[..], record)?;
+            self.to.put(&key[..], &record)?;
         }
         Ok(())
     }
@@ -174,7 +174,7 @@ impl<'a> Output<'a> {
         self.flush_values()?;
         let top = std::mem::take(&mut self.top);
         for (key, record) in tree_records::encode_nodes(&top) {
-            self.to.put(&key[..], record)?;
+            self.to.put(&key[..], &record)?;
         }
         self.to.flush()?;
         Ok(self.copied)

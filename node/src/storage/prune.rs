@@ -20,8 +20,8 @@
 
 use super::redo::io;
 use super::{
-    BatchedWriter, DEFAULT_SLED_CACHE_BYTES, Storage, StorageError, be_u64, corrupt, prefix,
-    retry_while_locked, sled_config,
+    BatchedWriter, DEFAULT_SLED_CACHE_BYTES, Storage, StorageError, TreeLog, be_u64, corrupt,
+    prefix, retry_while_locked, sled_config,
 };
 use crate::state::live_tree::{self, CopiedTree};
 use std::path::{Path, PathBuf};
@@ -69,9 +69,11 @@ pub fn prune_state(path: &Path, keep: u64) -> Result<PruneReport, StorageError> 
         let to = sled_config(&copy)
             .cache_capacity(DEFAULT_SLED_CACHE_BYTES)
             .open()?;
-        let records = copy_all_but_old_trees(&source.db, kept_from, &to)?;
+        let to_log = TreeLog::open(&copy)?;
+        let mut out = BatchedWriter::new(&to, &to_log);
+        let records = copy_all_but_old_trees(&source, kept_from, &mut out)?;
         to.insert(prefix::PRUNED, &kept_from.to_be_bytes())?;
-        let tree = live_tree::copy(&source.records(), kept_from, &to)?;
+        let tree = live_tree::copy(&source.records(), kept_from, out)?;
         to.flush()?;
         (records, tree)
     };
@@ -123,27 +125,26 @@ pub(super) fn finish_interrupted(path: &Path) -> Result<(), StorageError> {
     std::fs::remove_dir_all(&unpruned).map_err(io)
 }
 
-/// Copies every record of `from` into `to` except the state tree's of
-/// versions `kept_from` and older.
+/// Copies every record of `from` into `out` except the state tree's of
+/// versions `kept_from` and older; returns how many it copied.
 fn copy_all_but_old_trees(
-    from: &sled::Db,
+    from: &Storage,
     kept_from: u64,
-    to: &sled::Db,
+    out: &mut BatchedWriter,
 ) -> Result<u64, StorageError> {
-    let tree = [prefix::TREE_NODE, prefix::TREE_VALUE, prefix::TREE_STALE];
-    let mut out = BatchedWriter::new(to);
-    for record in from.iter() {
+    for record in from.db.iter() {
         let (key, value) = record?;
-        // Tree records are `prefix ‖ version ‖ ...`.
-        if key.first().is_some_and(|p| tree.contains(p)) {
-            let version = be_u64(key.get(1..9).unwrap_or_default(), || {
-                format!("tree record key {}", hex::encode(&key))
-            })?;
-            if version <= kept_from {
-                continue;
-            }
+        if !prefix::is_tree(&key) {
+            out.put(&key, &value)?;
+            continue;
         }
-        out.put(key, value)?;
+        // Tree records are `prefix ‖ version ‖ ...`.
+        let version = be_u64(key.get(1..9).unwrap_or_default(), || {
+            format!("tree record key {}", hex::encode(&key))
+        })?;
+        if version > kept_from {
+            out.put(&key, &from.tree_log.read(&key, &value)?)?;
+        }
     }
     out.flush()?;
     Ok(out.written)

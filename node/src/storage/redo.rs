@@ -95,7 +95,7 @@ impl<W: Write> Write for Hashed<W> {
 }
 
 /// Makes a rename or removal in the file's directory durable.
-fn sync_dir(path: &Path) -> Result<(), StorageError> {
+pub(super) fn sync_dir(path: &Path) -> Result<(), StorageError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     File::open(dir).and_then(|d| d.sync_all()).map_err(io)
 }
