@@ -465,7 +465,6 @@ impl Storage {
                 }
                 e => e.into(),
             })?;
-        let tree_log = Arc::new(TreeLog::open(path)?);
         let redo_path = redo::path(path);
         if let Some(height) = redo::recover(&db, &redo_path)? {
             tracing::warn!(
@@ -473,6 +472,10 @@ impl Storage {
                 "finished writing block {height}, which a stop had interrupted"
             );
         }
+        // Before the tree log: a store of another layout has none, and is
+        // refused for its layout, with no file created in it.
+        Self::check_layout(&db)?;
+        let tree_log = Arc::new(TreeLog::open(path, db.is_empty())?);
         let head = Self::check_integrity(&RecordReader {
             db: &db,
             tree_log: &tree_log,
@@ -794,6 +797,24 @@ impl Storage {
     }
 
     /// Re-checks the head block against everything stored for it.
+    /// Refuses a store written in another storage layout (a store without a
+    /// head is new, or is refused by [`Self::check_integrity`]).
+    fn check_layout(db: &sled::Db) -> Result<(), StorageError> {
+        if !db.contains_key(prefix::HEAD)? {
+            return Ok(());
+        }
+        match db.get(prefix::SCHEMA)?.as_deref() {
+            Some([SCHEMA_VERSION]) => Ok(()),
+            Some(&[other]) => Err(corrupt(format!(
+                "the store has storage layout version {other}, this build reads version \
+                 {SCHEMA_VERSION}: move the data directory aside and sync the chain again"
+            ))),
+            _ => Err(corrupt(
+                "the store's layout version is missing or malformed",
+            )),
+        }
+    }
+
     fn check_integrity(db: &RecordReader) -> Result<Option<ChainHead>, StorageError> {
         let Some(head_bytes) = db.get(prefix::HEAD)? else {
             if db.db.is_empty() {
@@ -802,20 +823,6 @@ impl Storage {
             return Err(corrupt("data present but no chain head"));
         };
         let head: ChainHead = unseal(&head_bytes, || "chain head".into())?;
-        match db.get(prefix::SCHEMA)?.as_deref() {
-            Some([SCHEMA_VERSION]) => {}
-            Some(&[other]) => {
-                return Err(corrupt(format!(
-                    "the store has storage layout version {other}, this build reads version \
-                     {SCHEMA_VERSION}: move the data directory aside and sync the chain again"
-                )));
-            }
-            _ => {
-                return Err(corrupt(
-                    "the store's layout version is missing or malformed",
-                ));
-            }
-        }
         let h = head.height;
         let block = Self::read_block(db, h, Some(h))?
             .ok_or_else(|| corrupt(format!("head block {h} is missing")))?;
@@ -1632,6 +1639,8 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         store_with_two_blocks(&dir);
         tamper(&dir, prefix::SCHEMA, |_| Some(vec![SCHEMA_VERSION - 1]));
+        // As a store of the layout before the tree log would be: without one.
+        std::fs::remove_file(tree_log::path(dir.path())).unwrap();
         match open(&dir) {
             Err(StorageError::Corrupt { what }) => assert!(
                 what.contains(&format!("layout version {}", SCHEMA_VERSION - 1)),
@@ -1639,8 +1648,26 @@ pub(crate) mod tests {
             ),
             other => panic!("expected Corrupt, got {other:?}"),
         }
+        assert!(!tree_log::path(dir.path()).exists(), "no tree log created");
         tamper(&dir, prefix::SCHEMA, |_| None);
         assert_corrupt(&dir);
+    }
+
+    #[test]
+    fn open_refuses_a_store_whose_tree_log_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        store_with_two_blocks(&dir);
+        std::fs::remove_file(tree_log::path(dir.path())).unwrap();
+        match open(&dir) {
+            Err(StorageError::Corrupt { what }) => {
+                assert!(
+                    what.contains("tree log") && what.contains("missing"),
+                    "{what}"
+                )
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        assert!(!tree_log::path(dir.path()).exists(), "not created empty");
     }
 
     #[test]

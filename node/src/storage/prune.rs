@@ -69,7 +69,7 @@ pub fn prune_state(path: &Path, keep: u64) -> Result<PruneReport, StorageError> 
         let to = sled_config(&copy)
             .cache_capacity(DEFAULT_SLED_CACHE_BYTES)
             .open()?;
-        let to_log = TreeLog::open(&copy)?;
+        let to_log = TreeLog::open(&copy, true)?;
         let mut out = BatchedWriter::new(&to, &to_log);
         let records = copy_all_but_old_trees(&source, kept_from, &mut out)?;
         to.insert(prefix::PRUNED, &kept_from.to_be_bytes())?;

@@ -39,16 +39,25 @@ pub(crate) struct TreeLog {
 }
 
 impl TreeLog {
-    /// Opens the tree log of the store in `dir`, creating it if missing.
-    pub(crate) fn open(dir: &Path) -> Result<TreeLog, StorageError> {
+    /// Opens the tree log of the store in `dir`; creates it only for a new
+    /// store (`new_store`): an existing store without one has lost its state
+    /// tree.
+    pub(crate) fn open(dir: &Path, new_store: bool) -> Result<TreeLog, StorageError> {
         let path = path(dir);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
+            .create(new_store)
             .truncate(false)
             .open(&path)
-            .map_err(io)?;
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => corrupt(format!(
+                    "the tree log {} is missing: it holds the store's state tree; restore \
+                     the whole data directory from one backup",
+                    path.display()
+                )),
+                _ => io(e),
+            })?;
         let end = file.metadata().map_err(io)?.len();
         if end == 0 {
             // A new file: its name must survive a crash with its first records.
@@ -143,7 +152,7 @@ mod tests {
         let first: Vec<(Vec<u8>, Vec<u8>)> = (0u8..40)
             .map(|i| (vec![7, i], vec![i; 40_000 + usize::from(i)]))
             .collect();
-        let log = TreeLog::open(dir.path()).unwrap();
+        let log = TreeLog::open(dir.path(), true).unwrap();
         let pointers = log
             .append(first.iter().map(|(k, v)| (&k[..], &v[..])))
             .unwrap();
@@ -156,7 +165,7 @@ mod tests {
             .open(path(dir.path()))
             .unwrap();
         std::io::Write::write_all(&mut file, b"torn").unwrap();
-        let log = TreeLog::open(dir.path()).unwrap();
+        let log = TreeLog::open(dir.path(), true).unwrap();
         let second = vec![
             (vec![8, 0], b"after the tail".to_vec()),
             (vec![8, 1], vec![]),
@@ -171,7 +180,7 @@ mod tests {
     #[test]
     fn a_damaged_record_or_pointer_is_refused_as_corrupt() {
         let dir = tempfile::tempdir().unwrap();
-        let log = TreeLog::open(dir.path()).unwrap();
+        let log = TreeLog::open(dir.path(), true).unwrap();
         let pointers = log.append([(&b"k"[..], &b"a tree record"[..])]).unwrap();
         let pointer = pointers[&b"k".to_vec()].clone().unwrap().to_vec();
         // A flipped byte in the file.
