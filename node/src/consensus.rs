@@ -14,6 +14,7 @@
 //! validator from signing two different votes for one step.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use trellis_types::block::VoteKind;
 use trellis_types::codec::encode;
 use trellis_types::{
@@ -130,7 +131,9 @@ impl ProposalData {
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Proposal {
-    pub block: Block,
+    /// Shared: the consensus state, its messages and the driver hold the
+    /// same block (up to megabytes) without copying it.
+    pub block: Arc<Block>,
     pub round: u64,
     /// The round in which a quorum prevoted this block, if it is re-proposed.
     pub pol_round: Option<u64>,
@@ -184,7 +187,7 @@ pub struct SafetyState {
     /// The block this validator is locked on at `height`, and the round it
     /// locked in. The whole block, so a restarted validator can still
     /// re-propose it and release others' locks.
-    pub locked: Option<(u64, Block)>,
+    pub locked: Option<(u64, Arc<Block>)>,
 }
 
 impl SafetyState {
@@ -209,7 +212,7 @@ pub enum Action {
     /// transactions or the idle heartbeat).
     BuildBlock { height: u64, round: u64 },
     /// Decide whether `block` is valid (execute it), then call [`Consensus::on_block_validated`].
-    ValidateBlock(Block),
+    ValidateBlock(Arc<Block>),
     /// Call [`Consensus::on_timeout`] with these arguments after `after_ms`.
     ScheduleTimeout {
         height: u64,
@@ -219,7 +222,7 @@ pub enum Action {
     },
     /// `block` is decided; persist it. Consensus has moved on to the next height.
     Commit {
-        block: Block,
+        block: Arc<Block>,
         certificate: QuorumCertificate,
     },
 }
@@ -321,8 +324,8 @@ pub struct Consensus {
     height: u64,
     round: u64,
     step: Step,
-    locked: Option<(u64, Block)>,
-    valid: Option<(u64, Block)>,
+    locked: Option<(u64, Arc<Block>)>,
+    valid: Option<(u64, Arc<Block>)>,
     safety: SafetyState,
     rounds: BTreeMap<u64, RoundVotes>,
     /// Blocks the driver judged, by hash.
@@ -599,12 +602,12 @@ impl Consensus {
         self.building = None;
         // We built it on committed state and executed it: it is valid.
         self.validity.insert(block.hash(), true);
-        self.propose(block, None, &mut out);
+        self.propose(Arc::new(block), None, &mut out);
         self.recheck(&mut out);
         out
     }
 
-    fn propose(&mut self, block: Block, pol_round: Option<u64>, out: &mut Vec<Action>) {
+    fn propose(&mut self, block: Arc<Block>, pol_round: Option<u64>, out: &mut Vec<Action>) {
         let Some(key) = self.signer() else { return };
         let hash = block.hash();
         let pol_votes = pol_round
@@ -1082,7 +1085,7 @@ impl Consensus {
         }
     }
 
-    fn decide(&mut self, round: u64, block: Block, out: &mut Vec<Action>) {
+    fn decide(&mut self, round: u64, block: Arc<Block>, out: &mut Vec<Action>) {
         let hash = block.hash();
         let votes = &self.rounds[&round].precommits;
         let certificate = QuorumCertificate {

@@ -266,7 +266,7 @@ struct Driver {
 struct Writing {
     height: u64,
     /// The block until it is durable, when it is published.
-    unpublished: Option<Block>,
+    unpublished: Option<Arc<Block>>,
 }
 
 /// How long to wait for an answer to a sync request before asking again.

@@ -1145,7 +1145,7 @@ impl Sim {
         };
         Some(trellis_node::consensus::Proposal {
             signature: key.sign(&data.signing_hash()),
-            block,
+            block: block.into(),
             round,
             pol_round: None,
             pol_votes: vec![],

@@ -170,7 +170,9 @@ impl Net {
                     self.timers
                         .push((self.now + after_ms, self.seq, i, height, round, step));
                 }
-                Action::Commit { block, certificate } => self.commits[i].push((block, certificate)),
+                Action::Commit { block, certificate } => {
+                    self.commits[i].push((Arc::unwrap_or_clone(block), certificate))
+                }
             }
         }
     }
@@ -388,7 +390,7 @@ fn restarted_validator_never_votes_twice_in_a_round() {
         .unwrap();
     let b = block(1, 0, proposer_key.public(), 9);
     let mut p = Proposal {
-        block: b.clone(),
+        block: Arc::new(b.clone()),
         round: 0,
         pol_round: None,
         pol_votes: vec![],
@@ -771,7 +773,7 @@ fn a_proposer_restarted_after_voting_in_its_round_does_not_propose_in_it_again()
         SafetyState {
             height: 1,
             last_vote: Some((0, VoteKind::Precommit, Some(locked.hash()))),
-            locked: Some((0, locked.clone())),
+            locked: Some((0, Arc::new(locked.clone()))),
         },
     ];
     for safety in records {
@@ -816,4 +818,27 @@ fn a_proposer_restarted_after_voting_in_its_round_does_not_propose_in_it_again()
             }
         }
     }
+}
+
+#[test]
+fn a_shared_block_is_encoded_as_the_block_itself() {
+    // Proposals on the wire and safety records on disk written before blocks
+    // were shared must still decode, and decode to the same values.
+    let key = keys(1).remove(0);
+    let locked = block(1, 0, key.public(), 3);
+    let record = SafetyState {
+        height: 1,
+        last_vote: Some((0, VoteKind::Precommit, Some(locked.hash()))),
+        locked: Some((0, Arc::new(locked.clone()))),
+    };
+    let as_before = (
+        1u64,
+        Some((0u64, VoteKind::Precommit, Some(locked.hash()))),
+        Some((0u64, locked.clone())),
+    );
+    assert_eq!(encode(&record), encode(&as_before));
+    assert_eq!(
+        trellis_types::codec::decode::<SafetyState>(&encode(&as_before)).unwrap(),
+        record
+    );
 }
