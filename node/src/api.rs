@@ -1240,7 +1240,9 @@ fn committed_txs(
         let tx = CommittedTx {
             height,
             index,
-            tx_hash: stx.hash(),
+            // The receipt was found by this hash (and is checked to carry it):
+            // no need to encode and hash the transaction again.
+            tx_hash: receipt.tx,
             sender: stx.tx.sender,
             status: receipt.status,
             error: receipt.error,
