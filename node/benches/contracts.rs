@@ -20,6 +20,7 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::Duration;
 use trellis_genesis::{Genesis, dev_account};
 use trellis_node::execution::{self, BlockContext};
@@ -134,7 +135,7 @@ impl Fixture {
             votes: vec![],
         };
         self.storage
-            .commit_block(&block, &qc, &out.receipts, update)
+            .commit_block(Arc::new(block), &qc, out.receipts, update)
             .expect("commit_block");
     }
 }

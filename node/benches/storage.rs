@@ -8,16 +8,23 @@
 //! - `sled_records/<bytes>`: insert 1.2 MB (a 400-transaction block's tree
 //!   nodes) into sled as records of that size, in key order, and flush: what
 //!   sizing the state tree's records trades (`state::tree_records`).
+//! - `event_stream/<step>_1000_txs`: what an event stream paid per block for
+//!   each block it sent before streams shared the newest blocks and their
+//!   messages (`storage::recent`): reading the block and its receipts back
+//!   from the store, and encoding each transaction's message as JSON. Now
+//!   only the first stream encodes, and none reads a recent block back.
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::Duration;
 use trellis_node::state::Writes;
 use trellis_node::storage::Storage;
+use trellis_types::api::CommittedTx;
 use trellis_types::block::{receipts_root, tx_root};
 use trellis_types::{
-    Block, Hash, Header, KeyPair, Payload, QuorumCertificate, Receipt, ReceiptStatus,
-    SignedTransaction, SystemOp, Transaction,
+    Address, Block, Event, EventSource, Hash, Header, KeyPair, Payload, QuorumCertificate, Receipt,
+    ReceiptStatus, SignedTransaction, SystemOp, Transaction,
 };
 
 const TXS_PER_BLOCK: usize = 1_000;
@@ -51,8 +58,15 @@ fn block_writes(txs: &[SignedTransaction], height: u64) -> Writes {
     writes
 }
 
-/// Prepares and commits the next block carrying `txs` and `writes`.
-fn commit_next(storage: &Storage, txs: Vec<SignedTransaction>, writes: Writes, proposer: &KeyPair) {
+/// Prepares and commits the next block carrying `txs` and `writes`, each
+/// receipt with `events`.
+fn commit_next(
+    storage: &Storage,
+    txs: Vec<SignedTransaction>,
+    writes: Writes,
+    proposer: &KeyPair,
+    events: &[Event],
+) {
     let head = storage.head();
     let height = head.map_or(0, |h| h.height + 1);
     let update = storage
@@ -65,7 +79,7 @@ fn commit_next(storage: &Storage, txs: Vec<SignedTransaction>, writes: Writes, p
             status: ReceiptStatus::Success,
             error: None,
             fuel_used: 1_000,
-            events: vec![],
+            events: events.to_vec(),
         })
         .collect();
     let block = Block {
@@ -90,7 +104,7 @@ fn commit_next(storage: &Storage, txs: Vec<SignedTransaction>, writes: Writes, p
         votes: vec![],
     };
     storage
-        .commit_block(&block, &qc, &receipts, update)
+        .commit_block(Arc::new(block), &qc, receipts, update)
         .expect("commit_block");
 }
 
@@ -101,7 +115,7 @@ fn bench_commit_block(c: &mut Criterion) {
     let senders: Vec<KeyPair> = (0..TXS_PER_BLOCK)
         .map(|i| KeyPair::insecure_from_label(&format!("sender-{i}")))
         .collect();
-    commit_next(&storage, vec![], Writes::new(), &proposer);
+    commit_next(&storage, vec![], Writes::new(), &proposer, &[]);
     let mut round = 0u64;
 
     let mut group = c.benchmark_group("commit_block");
@@ -119,7 +133,7 @@ fn bench_commit_block(c: &mut Criterion) {
                 let writes = block_writes(&txs, height);
                 (txs, writes)
             },
-            |(txs, writes)| commit_next(&storage, txs, writes, &proposer),
+            |(txs, writes)| commit_next(&storage, txs, writes, &proposer, &[]),
             BatchSize::PerIteration,
         );
     });
@@ -135,7 +149,7 @@ fn bench_prepare_state(c: &mut Criterion) {
         let writes: Writes = (chunk * 10_000..(chunk + 1) * 10_000)
             .map(|i| (key(i), Some(vec![7; 32])))
             .collect();
-        commit_next(&storage, vec![], writes, &proposer);
+        commit_next(&storage, vec![], writes, &proposer, &[]);
     }
     let next = storage.head().expect("head").height + 1;
     // Half updates of existing keys, half new keys.
@@ -192,10 +206,66 @@ fn bench_sled_records(c: &mut Criterion) {
     group.finish();
 }
 
+/// A split's event, about the size of the receivables contract's.
+fn split_event() -> Event {
+    let attribute = |k: &str, v: &str| (k.to_string(), v.to_string());
+    Event {
+        source: EventSource::Contract(Address::derive(
+            &KeyPair::insecure_from_label("deployer").public(),
+            &Hash::ZERO,
+            &Hash::ZERO,
+        )),
+        kind: "split".into(),
+        attributes: vec![
+            attribute("piece", "r-000123/4"),
+            attribute("parent", "r-000123/2"),
+            attribute("amount", "125000.00"),
+            attribute("currency", "CNY"),
+            attribute("holder", "supplier-t2"),
+            attribute("root", "r-000123"),
+        ],
+    }
+}
+
+fn bench_event_stream(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let storage = Storage::open(dir.path()).expect("open");
+    let proposer = KeyPair::insecure_from_label("proposer");
+    commit_next(&storage, vec![], Writes::new(), &proposer, &[]);
+    let txs: Vec<SignedTransaction> = (0..TXS_PER_BLOCK)
+        .map(|i| remark(&KeyPair::insecure_from_label(&format!("sender-{i}")), 0))
+        .collect();
+    commit_next(&storage, txs, Writes::new(), &proposer, &[split_event()]);
+    // More blocks than storage keeps in memory: block 1 is read back.
+    for _ in 0..8 {
+        commit_next(&storage, vec![], Writes::new(), &proposer, &[]);
+    }
+
+    let mut group = c.benchmark_group("event_stream");
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(10));
+    group.bench_function("read_back_1000_txs", |b| {
+        b.iter(|| black_box(storage.committed_block(1).expect("read").expect("block 1")));
+    });
+    let committed = storage.committed_block(1).expect("read").expect("block 1");
+    group.bench_function("encode_1000_txs", |b| {
+        b.iter(|| {
+            let txs = committed.block.txs.iter().zip(&committed.receipts);
+            for (index, (stx, receipt)) in (0u32..).zip(txs) {
+                let tx = CommittedTx::new(&committed.block.header, index, stx.tx.sender, receipt);
+                black_box(serde_json::to_string(&tx).expect("encode"));
+            }
+        });
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     bench_commit_block,
     bench_prepare_state,
-    bench_sled_records
+    bench_sled_records,
+    bench_event_stream
 );
 criterion_main!(benches);

@@ -19,7 +19,7 @@
 use crate::execution::{self, ContractRecord};
 use crate::mempool::{AdmissionError, Batcher, Mempool, NotAdmitted};
 use crate::metrics::{ApiLabels, CodeLabels, Metrics, RouteLabels};
-use crate::storage::{Storage, StorageError};
+use crate::storage::{CommittedBlock, Storage, StorageError};
 use crate::vm::{self, CallEnv, Entry, Invocation, Limits, StateView, Vm};
 use axum::Extension;
 use axum::body::Bytes as Body;
@@ -40,7 +40,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tracing::Instrument;
 use trellis_types::api::{CommittedTx, EventFilter, TxPosition};
-use trellis_types::{Address, Bytes, Hash, PublicKey};
+use trellis_types::{Address, Bytes, Event, Hash, PublicKey};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 /// What the handlers share.
@@ -731,7 +731,7 @@ async fn get_transaction(
 }
 
 fn load_block(storage: &Storage, height: u64) -> Result<Option<BlockResponse>, ApiError> {
-    let Some(block) = storage.block(height)? else {
+    let Some(committed) = storage.committed_block(height)? else {
         return Ok(None);
     };
     let commit = storage.commit_certificate(height)?.ok_or_else(|| {
@@ -739,7 +739,11 @@ fn load_block(storage: &Storage, height: u64) -> Result<Option<BlockResponse>, A
             "block {height} is stored without its commit certificate"
         ))
     })?;
-    let receipts = storage.block_receipts(&block)?;
+    // A copy of one of the newest blocks, or the block just read.
+    let CommittedBlock {
+        block, receipts, ..
+    } = Arc::unwrap_or_clone(committed);
+    let block = Arc::unwrap_or_clone(block);
     Ok(Some(BlockResponse {
         hash: block.hash(),
         block,
@@ -1190,15 +1194,23 @@ impl Matcher {
         Ok(org)
     }
 
-    fn matches(&mut self, storage: &Storage, tx: &CommittedTx) -> Result<bool, ApiError> {
+    /// Whether the transaction from `sender` that emitted `events` in the
+    /// block at `height` goes through.
+    fn matches(
+        &mut self,
+        storage: &Storage,
+        sender: &PublicKey,
+        events: &[Event],
+        height: u64,
+    ) -> Result<bool, ApiError> {
         let f = &self.filter;
-        if !f.senders.is_empty() && !f.senders.contains(&tx.sender) {
+        if !f.senders.is_empty() && !f.senders.contains(sender) {
             return Ok(false);
         }
-        if !f.kinds.is_empty() && !tx.events.iter().any(|e| f.kinds.contains(&e.kind)) {
+        if !f.kinds.is_empty() && !events.iter().any(|e| f.kinds.contains(&e.kind)) {
             return Ok(false);
         }
-        if f.parties.is_empty() || self.party_keys.contains(&tx.sender) {
+        if f.parties.is_empty() || self.party_keys.contains(sender) {
             return Ok(true);
         }
         let named = |value: &str| {
@@ -1206,55 +1218,64 @@ impl Matcher {
                 .iter()
                 .any(|p| value == p || value.split(':').any(|field| field == p))
         };
-        if tx
-            .events
+        if events
             .iter()
             .flat_map(|e| &e.attributes)
             .any(|(_, value)| named(value))
         {
             return Ok(true);
         }
-        let org = self.sender_org(storage, &tx.sender, tx.height)?;
+        let org = self.sender_org(storage, sender, height)?;
         Ok(org.is_some_and(|org| self.filter.parties.contains(&org)))
     }
 }
 
-/// The transactions of the block at `height` from index `from`, that `matcher`
-/// lets through; `None` when the height is not committed yet.
+/// The transactions of the block at `height` from index `from` that
+/// `matcher` lets through, as stream messages; `None` when the height is not
+/// committed yet.
 fn committed_txs(
     storage: &Storage,
     matcher: &mut Matcher,
     height: u64,
     from: u32,
-) -> Result<Option<Vec<CommittedTx>>, ApiError> {
-    let Some(block) = storage.block(height)? else {
+) -> Result<Option<Vec<SseEvent>>, ApiError> {
+    let Some(committed) = storage.committed_block(height)? else {
         return Ok(None);
     };
-    let receipts = storage.block_receipts(&block)?;
     let mut out = Vec::new();
-    for (index, (stx, receipt)) in block.txs.iter().zip(receipts).enumerate() {
-        let index = u32::try_from(index).map_err(|_| ApiError::internal("block index over u32"))?;
-        if index < from {
+    let txs = committed.block.txs.iter().zip(&committed.receipts);
+    for (index, (stx, receipt)) in (0u32..).zip(txs) {
+        if index < from || !matcher.matches(storage, &stx.tx.sender, &receipt.events, height)? {
             continue;
         }
-        let tx = CommittedTx {
-            height,
-            index,
-            // The receipt was found by this hash (and is checked to carry it):
-            // no need to encode and hash the transaction again.
-            tx_hash: receipt.tx,
-            sender: stx.tx.sender,
-            status: receipt.status,
-            error: receipt.error,
-            events: receipt.events,
-            fuel_used: receipt.fuel_used,
-            block_time_ms: block.header.timestamp_ms,
-        };
-        if matcher.matches(storage, &tx)? {
-            out.push(tx);
-        }
+        let position = TxPosition { height, index };
+        let json = message_json(&committed, index)?;
+        out.push(SseEvent::default().id(position.to_string()).data(json));
     }
     Ok(Some(out))
+}
+
+/// Transaction `index` of `committed` as a stream sends it (a
+/// [`CommittedTx`] in JSON): made once and shared by every stream that sends
+/// it.
+fn message_json(committed: &CommittedBlock, index: u32) -> Result<&str, ApiError> {
+    let i = index as usize;
+    let cell = &committed.stream_json[i];
+    if let Some(json) = cell.get() {
+        return Ok(json);
+    }
+    let block = &committed.block;
+    // Storage checks at commit that receipt i carries transaction i's hash:
+    // no need to encode and hash the transaction again.
+    let tx = CommittedTx::new(
+        &block.header,
+        index,
+        block.txs[i].tx.sender,
+        &committed.receipts[i],
+    );
+    let json = serde_json::to_string(&tx)
+        .map_err(|e| ApiError::internal(format!("encoding a streamed transaction: {e}")))?;
+    Ok(cell.get_or_init(|| json))
 }
 
 type SseItem = Result<SseEvent, std::convert::Infallible>;
@@ -1294,10 +1315,10 @@ async fn feed_stream(
                 (m, txs)
             })
             .await;
-            let txs = match read {
-                Ok((m, Ok(Some(txs)))) => {
+            let events = match read {
+                Ok((m, Ok(Some(events)))) => {
                     matcher = Some(m);
-                    txs
+                    events
                 }
                 Ok((_, Ok(None))) => {
                     tracing::error!(
@@ -1315,17 +1336,7 @@ async fn feed_stream(
                     return;
                 }
             };
-            for tx in txs {
-                let event = match SseEvent::default()
-                    .id(tx.position().to_string())
-                    .json_data(&tx)
-                {
-                    Ok(event) => event,
-                    Err(e) => {
-                        tracing::error!(error = %e, "encoding an event stream message failed");
-                        return;
-                    }
-                };
+            for event in events {
                 if out.send(Ok(event)).await.is_err() {
                     return; // The client went away.
                 }

@@ -91,7 +91,7 @@ pub fn initialise_with(
         txs: Vec::new(),
     };
     let certificate = QuorumCertificate::genesis(block.hash());
-    storage.commit_block(&block, &certificate, &[], update)?;
+    storage.commit_block(Arc::new(block), &certificate, Vec::new(), update)?;
     storage.head().ok_or_else(|| {
         StorageError::Corrupt {
             what: "no head after writing genesis".into(),
@@ -482,7 +482,7 @@ impl Chain {
     /// Persists a decided block with the result of executing it here.
     pub fn commit(
         &mut self,
-        block: &Block,
+        block: &Arc<Block>,
         certificate: &QuorumCertificate,
         now_ms: u64,
     ) -> Result<(), StorageError> {
@@ -494,7 +494,7 @@ impl Chain {
     /// written.
     pub fn stage(
         &mut self,
-        block: &Block,
+        block: &Arc<Block>,
         certificate: &QuorumCertificate,
         now_ms: u64,
     ) -> Result<StagedBlock, StorageError> {
@@ -513,9 +513,12 @@ impl Chain {
                     .expect("validate stores the executed block")
             }
         };
-        let staged =
-            self.storage
-                .stage_block(block, certificate, &executed.receipts, executed.update)?;
+        let staged = self.storage.stage_block(
+            Arc::clone(block),
+            certificate,
+            executed.receipts,
+            executed.update,
+        )?;
         self.executed.clear();
         self.mempool.prune(&self.storage, now_ms)?;
         Ok(staged)

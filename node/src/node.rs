@@ -581,6 +581,7 @@ impl Driver {
             if block.header.height <= self.chain.head()?.height {
                 continue;
             }
+            let block = Arc::new(block);
             let checked =
                 tokio::task::block_in_place(|| self.chain.validate_synced(&block, &certificate));
             if let Err(reason) = checked {

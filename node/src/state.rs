@@ -926,7 +926,9 @@ mod tests {
             block: block.hash(),
             votes: vec![],
         };
-        let err = storage.commit_block(&block, &qc, &[], stale).unwrap_err();
+        let err = storage
+            .commit_block(Arc::new(block), &qc, Vec::new(), stale)
+            .unwrap_err();
         assert!(
             matches!(err, StorageError::StaleStateUpdate { .. }),
             "{err}"

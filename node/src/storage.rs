@@ -20,21 +20,24 @@
 
 mod crash;
 mod prune;
+mod recent;
 mod redo;
 mod tree_log;
 
 pub use crate::state::live_tree::CopiedTree;
 pub use prune::{PruneReport, prune_state};
+pub use recent::CommittedBlock;
 pub(crate) use tree_log::TreeLog;
 
 use crate::cache::Cache;
 use crate::state::{StateUpdate, Writes};
 use jmt::storage::TreeUpdateBatch;
+use recent::RecentBlocks;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use trellis_types::block::{receipts_root, tx_root};
+use trellis_types::block::{receipts_root, tx_root, tx_root_of};
 use trellis_types::{Block, Hash, QuorumCertificate, Receipt, codec};
 
 /// One-byte prefixes of the single sled tree. Heights and versions are
@@ -241,6 +244,8 @@ pub struct Storage {
     /// The block last written, while its tree nodes are going into the node
     /// cache: tree reads take them from its update until then.
     uncached: Arc<RwLock<Option<Arc<Staged>>>>,
+    /// The newest committed blocks with their receipts, for event streams.
+    recent: Arc<RecentBlocks>,
     pub(crate) caches: Arc<ReadCaches>,
     /// Where [`StagedBlock::write`] puts a block's batch before applying it.
     redo_path: Arc<PathBuf>,
@@ -492,6 +497,7 @@ impl Storage {
             commit_lock: Arc::new(Mutex::new(())),
             staged: Arc::new(RwLock::new(Arc::new([]))),
             uncached: Arc::new(RwLock::new(None)),
+            recent: Arc::default(),
             caches: Arc::new(ReadCaches::new(entries)),
             redo_path: Arc::new(redo_path),
             tree_log,
@@ -519,9 +525,9 @@ impl Storage {
     /// [`Storage::stage_block`], then [`StagedBlock::write`].
     pub fn commit_block(
         &self,
-        block: &Block,
+        block: Arc<Block>,
         commit: &QuorumCertificate,
-        receipts: &[Receipt],
+        receipts: Vec<Receipt>,
         update: StateUpdate,
     ) -> Result<(), StorageError> {
         self.stage_block(block, commit, receipts, update)?.write()
@@ -533,9 +539,9 @@ impl Storage {
     /// blocks are staged at a time; they must be written in height order.
     pub fn stage_block(
         &self,
-        block: &Block,
+        block: Arc<Block>,
         commit: &QuorumCertificate,
-        receipts: &[Receipt],
+        receipts: Vec<Receipt>,
         update: StateUpdate,
     ) -> Result<StagedBlock, StorageError> {
         let _writer = self
@@ -576,9 +582,6 @@ impl Storage {
                 commit.block, commit.height
             )));
         }
-        if tx_root(&block.txs) != header.tx_root {
-            return Err(invalid("tx_root does not match the transactions".into()));
-        }
         if receipts.len() != block.txs.len() {
             return Err(invalid(format!(
                 "{} receipts for {} transactions",
@@ -587,16 +590,19 @@ impl Storage {
             )));
         }
         let tx_hashes: Vec<Hash> = block.txs.iter().map(|tx| tx.hash()).collect();
+        if tx_root_of(&tx_hashes) != header.tx_root {
+            return Err(invalid("tx_root does not match the transactions".into()));
+        }
         // Execution refuses a nonce used before, so a transaction commits at
         // most once and its record is never overwritten.
         if let Some(i) = tx_hashes
             .iter()
-            .zip(receipts)
+            .zip(&receipts)
             .position(|(tx, r)| *tx != r.tx)
         {
             return Err(invalid(format!("receipt {i} is not for transaction {i}")));
         }
-        if receipts_root(receipts) != header.receipts_root {
+        if receipts_root(&receipts) != header.receipts_root {
             return Err(invalid("receipts_root does not match the receipts".into()));
         }
         if update.version != height {
@@ -623,7 +629,7 @@ impl Storage {
         put_in_pieces(
             &mut records,
             &height_key(prefix::BLOCK, height),
-            &seal(block),
+            &seal(&*block),
         );
         let mut put = |key: &[u8], value: Vec<u8>| records.insert(key.to_vec(), Some(value.into()));
         put(
@@ -631,7 +637,7 @@ impl Storage {
             height.to_be_bytes().to_vec(),
         );
         put(&height_key(prefix::COMMIT, height), seal(commit));
-        for (index, (tx, receipt)) in tx_hashes.iter().zip(receipts).enumerate() {
+        for (index, (tx, receipt)) in tx_hashes.iter().zip(&receipts).enumerate() {
             let index =
                 u32::try_from(index).map_err(|_| invalid("more than 2^32 transactions".into()))?;
             put(&hash_key(prefix::TX, tx), tx_record(height, index, receipt));
@@ -657,6 +663,8 @@ impl Storage {
         let mut slot = write(&self.staged);
         *slot = slot.iter().cloned().chain([staged.clone()]).collect();
         drop(slot);
+        self.recent
+            .push(Arc::new(CommittedBlock::new(block, receipts)));
         *write(&self.head) = Some(new_head);
         Ok(StagedBlock {
             storage: self.clone(),
@@ -706,6 +714,25 @@ impl Storage {
             Some(block) => self.block_receipts(&block).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// The committed block at `height` with its receipts; `None` above the
+    /// head. One of the newest is shared from memory, an older one is read.
+    pub fn committed_block(
+        &self,
+        height: u64,
+    ) -> Result<Option<Arc<CommittedBlock>>, StorageError> {
+        if let Some(committed) = self.recent.get(height) {
+            return Ok(Some(committed));
+        }
+        let Some(block) = self.block(height)? else {
+            return Ok(None);
+        };
+        let receipts = self.block_receipts(&block)?;
+        Ok(Some(Arc::new(CommittedBlock::new(
+            Arc::new(block),
+            receipts,
+        ))))
     }
 
     /// The receipts of a committed `block`'s transactions, in order.
@@ -1124,7 +1151,7 @@ pub(crate) mod tests {
             votes: Vec::new(),
         };
         let staged = storage
-            .stage_block(&block, &qc, &receipts, update)
+            .stage_block(Arc::new(block.clone()), &qc, receipts, update)
             .expect("stage_block");
         (block, staged)
     }
@@ -1184,6 +1211,62 @@ pub(crate) mod tests {
         assert_eq!(storage.tx_location(&Hash::ZERO).unwrap(), None);
     }
 
+    /// The block at `height` and its receipts, read from the store.
+    fn stored_in(storage: &Storage, height: u64) -> CommittedBlock {
+        let block = storage.block(height).unwrap().unwrap();
+        let receipts = storage.block_receipts(&block).unwrap();
+        CommittedBlock::new(Arc::new(block), receipts)
+    }
+
+    #[test]
+    fn the_newest_committed_blocks_are_shared_from_memory_older_ones_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(&dir).unwrap();
+        let key = KeyPair::insecure_from_label("alice");
+        commit(&storage, vec![], Writes::new());
+        let newest = 2 * recent::RECENT_BLOCKS as u64;
+        for height in 1..=newest {
+            let txs = vec![
+                signed_remark(&key, 2 * height),
+                signed_remark(&key, 2 * height + 1),
+            ];
+            commit(&storage, txs, Writes::new());
+        }
+        let oldest_kept = newest + 1 - recent::RECENT_BLOCKS as u64;
+        for height in 0..=newest {
+            let first = storage.committed_block(height).unwrap().unwrap();
+            let again = storage.committed_block(height).unwrap().unwrap();
+            let stored = stored_in(&storage, height);
+            assert_eq!(
+                (&first.block, &first.receipts),
+                (&stored.block, &stored.receipts),
+                "block {height}"
+            );
+            assert_eq!(first.receipts.len(), first.block.txs.len());
+            // Kept blocks are one shared copy; older ones are read afresh.
+            assert_eq!(
+                Arc::ptr_eq(&first, &again),
+                height >= oldest_kept,
+                "block {height}"
+            );
+        }
+        assert!(storage.committed_block(newest + 1).unwrap().is_none());
+
+        // A reopened store keeps none in memory and reads them all back.
+        drop(storage);
+        let storage = open(&dir).unwrap();
+        let read = storage.committed_block(newest).unwrap().unwrap();
+        assert!(!Arc::ptr_eq(
+            &read,
+            &storage.committed_block(newest).unwrap().unwrap()
+        ));
+        let stored = stored_in(&storage, newest);
+        assert_eq!(
+            (&read.block, &read.receipts),
+            (&stored.block, &stored.receipts)
+        );
+    }
+
     #[test]
     fn commit_block_rejects_blocks_that_do_not_extend_the_head() {
         let dir = tempfile::tempdir().unwrap();
@@ -1201,7 +1284,7 @@ pub(crate) mod tests {
             votes: vec![],
         };
         let err = storage
-            .commit_block(&block, &qc, &[], update.clone())
+            .commit_block(Arc::new(block.clone()), &qc, Vec::new(), update.clone())
             .unwrap_err();
         assert!(matches!(err, StorageError::ParentMismatch { .. }), "{err}");
 
@@ -1213,7 +1296,12 @@ pub(crate) mod tests {
             votes: vec![],
         };
         let err = storage
-            .commit_block(&block, &wrong_qc, &[], update.clone())
+            .commit_block(
+                Arc::new(block.clone()),
+                &wrong_qc,
+                Vec::new(),
+                update.clone(),
+            )
             .unwrap_err();
         assert!(matches!(err, StorageError::InvalidBlock { .. }), "{err}");
 
@@ -1221,9 +1309,9 @@ pub(crate) mod tests {
         genesis_again.header.timestamp_ms += 1;
         let err = storage
             .commit_block(
-                &genesis_again,
+                Arc::new(genesis_again.clone()),
                 &QuorumCertificate::genesis(genesis_again.hash()),
-                &[],
+                Vec::new(),
                 update.clone(),
             )
             .unwrap_err();
@@ -1238,7 +1326,12 @@ pub(crate) mod tests {
             votes: vec![],
         };
         let err = storage
-            .commit_block(&wrong_root, &qc, &[], update.clone())
+            .commit_block(
+                Arc::new(wrong_root.clone()),
+                &qc,
+                Vec::new(),
+                update.clone(),
+            )
             .unwrap_err();
         assert!(
             matches!(err, StorageError::StateRootMismatch { .. }),
@@ -1252,7 +1345,7 @@ pub(crate) mod tests {
             votes: vec![],
         };
         storage
-            .commit_block(&block, &qc, &[], update.clone())
+            .commit_block(Arc::new(block.clone()), &qc, Vec::new(), update.clone())
             .unwrap();
         assert_eq!(storage.head().unwrap().height, 1);
     }
@@ -1282,13 +1375,13 @@ pub(crate) mod tests {
         };
         let qc = QuorumCertificate::genesis(block.hash());
         let err = storage
-            .commit_block(&block, &qc, &[], update.clone())
+            .commit_block(Arc::new(block.clone()), &qc, Vec::new(), update.clone())
             .unwrap_err();
         assert!(matches!(err, StorageError::InvalidBlock { .. }), "{err}");
         block.header.receipts_root = Hash::ZERO;
         let qc = QuorumCertificate::genesis(block.hash());
         let err = storage
-            .commit_block(&block, &qc, &receipts, update)
+            .commit_block(Arc::new(block.clone()), &qc, receipts.clone(), update)
             .unwrap_err();
         assert!(matches!(err, StorageError::InvalidBlock { .. }), "{err}");
         assert_eq!(storage.head(), None);
@@ -1371,9 +1464,9 @@ pub(crate) mod tests {
         );
         let err = storage
             .stage_block(
-                &second_block,
+                Arc::new(second_block.clone()),
                 &QuorumCertificate::genesis(second_block.hash()),
-                &[],
+                Vec::new(),
                 storage.prepare_state(3, Writes::new()).unwrap(),
             )
             .unwrap_err();

@@ -811,7 +811,7 @@ impl Sim {
         self.process(i, actions);
     }
 
-    fn commit(&mut self, i: usize, block: &Block, certificate: &QuorumCertificate) {
+    fn commit(&mut self, i: usize, block: &Arc<Block>, certificate: &QuorumCertificate) {
         let clock = self.clock(i);
         let live = self.live(i).expect("committing on a live node");
         let head = live.chain.head().expect("a node's storage has a head");
@@ -960,6 +960,7 @@ impl Sim {
             if block.header.height <= head.height {
                 continue;
             }
+            let block = Arc::new(block);
             if live.chain.validate_synced(&block, &certificate).is_err() {
                 *self.out.rejected.entry("sync_refused").or_default() += 1;
                 break;

@@ -1371,7 +1371,7 @@ impl TestNode {
             votes: Vec::new(),
         };
         self.storage
-            .commit_block(&block, &qc, &receipts, update)
+            .commit_block(Arc::new(block), &qc, receipts, update)
             .expect("commit_block");
         self.status.send_modify(|s| s.height = height);
     }
@@ -1437,6 +1437,42 @@ async fn the_event_stream_delivers_committed_transactions_from_a_height_in_order
     assert_eq!((b.id.as_str(), b.tx.tx_hash), ("1:1", first[1].hash()));
     let c = stream.next().await.unwrap();
     assert_eq!((c.id.as_str(), c.tx.tx_hash), ("2:0", second[0].hash()));
+}
+
+#[tokio::test]
+async fn streams_send_the_same_messages_for_the_newest_blocks_and_for_blocks_read_back() {
+    let node = TestNode::start().await;
+    let key = acme();
+    // More blocks than storage keeps in memory: the first ones are read back.
+    let blocks = 8u64;
+    for b in 0..blocks {
+        let noted = vec![event("noted", &[("block", &b.to_string())])];
+        node.commit_remarks(&key, 2 * b, vec![noted, vec![]]);
+    }
+    let mut expected = Vec::new();
+    for height in 1..=blocks {
+        let block = node.storage.block(height).unwrap().unwrap();
+        let receipts = node.storage.block_receipts(&block).unwrap();
+        for (index, (stx, receipt)) in (0u32..).zip(block.txs.iter().zip(receipts)) {
+            assert_eq!(receipt.tx, stx.hash());
+            expected.push(CommittedTx::new(
+                &block.header,
+                index,
+                stx.tx.sender,
+                &receipt,
+            ));
+        }
+    }
+    // Two streams at once: the second takes the messages the first made.
+    let mut first = node.events("?from_height=1").await;
+    let mut second = node.events("?from_height=1").await;
+    for want in &expected {
+        for stream in [&mut first, &mut second] {
+            let got = stream.next().await.expect("a message");
+            assert_eq!(got.id, want.position().to_string());
+            assert_eq!(got.tx, *want);
+        }
+    }
 }
 
 #[tokio::test]

@@ -84,7 +84,7 @@ fn a_certified_block_is_committed_whatever_our_clock_says() {
     let mut follower = node();
     follower
         .chain
-        .commit(&block, &qc, NOW)
+        .commit(&Arc::new(block.clone()), &qc, NOW)
         .expect("a quorum decided it: our clock has no say");
     assert_eq!(follower.chain.head().unwrap().block_hash, block.hash());
 

@@ -5,6 +5,7 @@
 use super::*;
 use crate::chain;
 use crate::storage::Storage;
+use std::sync::Arc;
 use tempfile::TempDir;
 use trellis_genesis::{DEV_GENESIS_TIME_MS, Genesis, dev_account};
 use trellis_types::block::{receipts_root, tx_root};
@@ -85,7 +86,7 @@ impl Env {
             votes: Vec::new(),
         };
         self.storage
-            .commit_block(&block, &qc, &output.receipts, update)
+            .commit_block(Arc::new(block), &qc, output.receipts.clone(), update)
             .expect("commit_block");
         output.receipts
     }

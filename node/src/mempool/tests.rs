@@ -106,7 +106,7 @@ impl Env {
             .validators()
             .verify_certificate(CHAIN_ID, &qc)
             .expect("a real certificate");
-        chain.commit(&block, &qc, now_ms).expect("commit");
+        chain.commit(&Arc::new(block), &qc, now_ms).expect("commit");
     }
 
     fn nonce(&self, label: &str) -> u64 {

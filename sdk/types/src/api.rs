@@ -10,7 +10,7 @@ use crate::crypto::PublicKey;
 use crate::hash::Hash;
 use crate::proof::StateProof;
 use crate::receipt::{Event, ExecError, Receipt, ReceiptStatus};
-use crate::{Block, QuorumCertificate};
+use crate::{Block, Header, QuorumCertificate};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -237,6 +237,22 @@ pub struct CommittedTx {
 }
 
 impl CommittedTx {
+    /// The message for transaction `index` of the block with `header`, sent
+    /// by `sender`, made from its receipt (which carries its hash).
+    pub fn new(header: &Header, index: u32, sender: PublicKey, receipt: &Receipt) -> CommittedTx {
+        CommittedTx {
+            height: header.height,
+            index,
+            tx_hash: receipt.tx,
+            sender,
+            status: receipt.status,
+            error: receipt.error.clone(),
+            events: receipt.events.clone(),
+            fuel_used: receipt.fuel_used,
+            block_time_ms: header.timestamp_ms,
+        }
+    }
+
     /// The SSE id of this message.
     pub fn position(&self) -> TxPosition {
         TxPosition {

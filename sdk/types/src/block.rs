@@ -50,7 +50,12 @@ impl Block {
 
 pub fn tx_root(txs: &[SignedTransaction]) -> Hash {
     let leaves: Vec<Hash> = txs.iter().map(SignedTransaction::hash).collect();
-    merkle_root(Domain::TxRoot, &leaves)
+    tx_root_of(&leaves)
+}
+
+/// [`tx_root`] of the transactions with these hashes, in order.
+pub fn tx_root_of(tx_hashes: &[Hash]) -> Hash {
+    merkle_root(Domain::TxRoot, tx_hashes)
 }
 
 pub fn receipts_root(receipts: &[Receipt]) -> Hash {
