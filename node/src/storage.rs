@@ -535,8 +535,10 @@ impl Storage {
 
     /// Checks a committed block with its certificate, receipts and state update
     /// and makes it the head: from now on every read sees it, served from memory
-    /// until [`StagedBlock::write`] has put it in sled. At most [`MAX_STAGED`]
-    /// blocks are staged at a time; they must be written in height order.
+    /// until [`StagedBlock::write`] has put it in sled, and kept with its
+    /// receipts among the newest blocks (see [`Storage::committed_block`]). At
+    /// most [`MAX_STAGED`] blocks are staged at a time; they must be written in
+    /// height order.
     pub fn stage_block(
         &self,
         block: Arc<Block>,
