@@ -739,11 +739,7 @@ fn load_block(storage: &Storage, height: u64) -> Result<Option<BlockResponse>, A
             "block {height} is stored without its commit certificate"
         ))
     })?;
-    // A copy of one of the newest blocks, or the block just read.
-    let CommittedBlock {
-        block, receipts, ..
-    } = Arc::unwrap_or_clone(committed);
-    let block = Arc::unwrap_or_clone(block);
+    let (block, receipts) = committed.into_parts();
     Ok(Some(BlockResponse {
         hash: block.hash(),
         block,
