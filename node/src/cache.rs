@@ -14,16 +14,24 @@
 //! the next young generation: a new table of the node cache's size is about
 //! 19 MB of memory touched for the first time, which cost 20–50 ms to
 //! allocate and more to fill (docs/benchmarks.md).
+//!
+//! Keys are hashed with foldhash, seeded per table from the process's random
+//! state: SipHash was a visible share of every cache lookup and insert, and a
+//! seed an outsider cannot see keeps colliding keys as hard to choose as
+//! before.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
 
+/// One generation's table.
+pub type Generation<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 pub struct Cache<K, V> {
-    young: HashMap<K, V>,
-    old: HashMap<K, V>,
+    young: Generation<K, V>,
+    old: Generation<K, V>,
     /// An emptied generation's table, kept for the next young generation.
-    spare: Option<HashMap<K, V>>,
+    spare: Option<Generation<K, V>>,
     capacity: usize,
 }
 
@@ -31,8 +39,8 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
     /// Holds between `capacity` and `2 × capacity` entries once filled.
     pub fn new(capacity: usize) -> Self {
         Cache {
-            young: HashMap::new(),
-            old: HashMap::new(),
+            young: Generation::default(),
+            old: Generation::default(),
             spare: None,
             capacity: capacity.max(1),
         }
@@ -56,14 +64,13 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
 
     /// Inserts or replaces an entry; returns the generation this insert aged
     /// out of the cache, if it did, for the caller to drop.
-    pub fn insert(&mut self, key: K, value: V) -> Option<HashMap<K, V>> {
+    pub fn insert(&mut self, key: K, value: V) -> Option<Generation<K, V>> {
         let mut dropped = None;
         if self.young.len() >= self.capacity && !self.young.contains_key(&key) {
             // Sized up front: growing a map of this size rehashes it several times.
-            let fresh = self
-                .spare
-                .take()
-                .unwrap_or_else(|| HashMap::with_capacity(self.capacity));
+            let fresh = self.spare.take().unwrap_or_else(|| {
+                Generation::with_capacity_and_hasher(self.capacity, Default::default())
+            });
             let young = std::mem::replace(&mut self.young, fresh);
             dropped = Some(std::mem::replace(&mut self.old, young));
         }
@@ -74,7 +81,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
 
     /// Keeps `emptied`, a generation [`Cache::insert`] handed back and the
     /// caller cleared (outside any lock), as the next young generation's table.
-    pub fn recycle(&mut self, emptied: HashMap<K, V>) {
+    pub fn recycle(&mut self, emptied: Generation<K, V>) {
         if emptied.is_empty() && emptied.capacity() >= self.capacity && self.spare.is_none() {
             self.spare = Some(emptied);
         }
@@ -97,14 +104,14 @@ mod tests {
             cache.insert(i, i * 10);
         }
         // Young is full: the next insert ages it; the old generation was empty.
-        assert_eq!(cache.insert(3, 30), Some(HashMap::new()));
+        assert_eq!(cache.insert(3, 30), Some(Generation::default()));
         assert_eq!(cache.len(), 4);
         // 0 is found in the old generation and comes back to the young one.
         assert_eq!(cache.get(&0), Some(0));
         cache.insert(4, 40);
         // Young (3, 0, 4) is full again: the old generation (1, 2) is dropped.
         let dropped = cache.insert(5, 50).expect("a generation aged out");
-        assert_eq!(dropped, HashMap::from([(1, 10), (2, 20)]));
+        assert_eq!(dropped, Generation::from_iter([(1, 10), (2, 20)]));
         assert_eq!(cache.get(&1), None);
         assert_eq!(cache.get(&2), None);
         for (key, value) in [(0, 0), (3, 30), (4, 40), (5, 50)] {
@@ -117,7 +124,7 @@ mod tests {
     fn an_emptied_generation_is_the_next_young_one_and_a_full_one_is_refused() {
         let mut cache = Cache::new(2);
         // Larger than a new generation would be, so its reuse shows.
-        let mut emptied = HashMap::with_capacity(100);
+        let mut emptied = Generation::with_capacity_and_hasher(100, Default::default());
         emptied.insert(9, 90);
         cache.recycle(emptied.clone());
         assert!(

@@ -11,13 +11,13 @@
 //! Keys under [`QUERY_INDEX`] live only there: they are written with each block
 //! like any other, but the tree and its root never see them.
 
-use crate::cache::Cache;
+use crate::cache::{Cache, Generation};
 use crate::storage::{
     ReadCaches, RecordReader, Records, Storage, StorageError, corrupt, lock, prefix, state_key,
 };
 use jmt::storage::{LeafNode, NibblePath, Node, NodeKey, TreeReader, TreeUpdateBatch};
 use jmt::{JellyfishMerkleTree, KeyHash, OwnedValue, Version};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use trellis_types::proof::{StateHasher, key_hash};
 use trellis_types::{Hash, StateProof, codec};
@@ -377,8 +377,8 @@ pub(crate) fn cache_nodes(caches: &Arc<ReadCaches>, tree: &TreeUpdateBatch) {
 
 fn empty_elsewhere(
     caches: &Arc<ReadCaches>,
-    values: Vec<HashMap<Vec<u8>, Option<Vec<u8>>>>,
-    nodes: Vec<HashMap<NodeKey, Node>>,
+    values: Vec<Generation<Vec<u8>, Option<Vec<u8>>>>,
+    nodes: Vec<Generation<NodeKey, Node>>,
 ) {
     if values.is_empty() && nodes.is_empty() {
         return;
@@ -404,7 +404,7 @@ fn fill<T, K: std::hash::Hash + Eq + Clone, V: Clone>(
     mutex: &Mutex<T>,
     entries: impl IntoIterator<Item = (K, V)>,
     cache: impl Fn(&mut T) -> &mut Cache<K, V>,
-) -> Vec<HashMap<K, V>> {
+) -> Vec<Generation<K, V>> {
     let mut aged_out = Vec::new();
     let mut entries = entries.into_iter().peekable();
     while entries.peek().is_some() {
