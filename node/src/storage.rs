@@ -50,8 +50,13 @@ pub(crate) mod prefix {
     pub const BLOCK_HASH: u8 = 0x02;
     /// `COMMIT ‖ height` → sealed `encode(QuorumCertificate)`.
     pub const COMMIT: u8 = 0x03;
-    /// `TX ‖ tx hash` → `height ‖ index (u32) ‖ sealed encode(Receipt)`: where a
-    /// transaction is and what it did, in one record (one write per transaction).
+    /// `RECEIPTS ‖ height ‖ group (u32)` → sealed `encode([Receipt])`: receipts
+    /// `group × RECEIPTS_PER_GROUP` on of block `height`, at most
+    /// [`RECEIPTS_PER_GROUP`](super::RECEIPTS_PER_GROUP) of them.
+    pub const RECEIPTS: u8 = 0x04;
+    /// `TX ‖ tx hash` → `height ‖ index (u32)`: where a transaction is. Small
+    /// enough for sled to keep inline, so that the one record every
+    /// transaction adds to sled's index is as cheap as it can be.
     pub const TX: u8 = 0x05;
     /// `STATE ‖ raw key` → value: the latest committed state.
     pub const STATE: u8 = 0x06;
@@ -85,7 +90,13 @@ pub(crate) mod prefix {
 /// 4: blocks and stale-node lists are stored in pieces, in 8 MiB sled segments.
 /// 5: tree nodes are grouped by their first three nibbles, not two.
 /// 6: the state tree's records are in the tree log, sled holds pointers to them.
-const SCHEMA_VERSION: u8 = 6;
+/// 7: receipts are stored per block in groups; a transaction's record is its location.
+const SCHEMA_VERSION: u8 = 7;
+
+/// Receipts per `RECEIPTS` record: a block writes one record per this many
+/// transactions instead of one per transaction, and looking one transaction
+/// up reads and decodes this many (a few KB).
+const RECEIPTS_PER_GROUP: usize = 32;
 
 /// sled's segment (log buffer) size. A quarter of it (2 MiB) is the largest
 /// leaf page sled keeps inline in its log; a larger page goes to a blob file
@@ -146,6 +157,14 @@ fn height_key(prefix: u8, height: u64) -> [u8; 9] {
 /// The key of block `height`'s first piece: present for every stored block.
 fn block_key(height: u64) -> Vec<u8> {
     piece_key(&height_key(prefix::BLOCK, height), 0)
+}
+
+/// `RECEIPTS ‖ height ‖ group`.
+fn receipts_key(height: u64, group: u32) -> [u8; 13] {
+    let mut key = [0u8; 13];
+    key[..9].copy_from_slice(&height_key(prefix::RECEIPTS, height));
+    key[9..].copy_from_slice(&group.to_be_bytes());
+    key
 }
 
 fn hash_key(prefix: u8, hash: &Hash) -> [u8; 33] {
@@ -381,19 +400,18 @@ impl std::fmt::Debug for Storage {
     }
 }
 
-/// A transaction's record: `height ‖ index ‖ sealed receipt`.
-fn tx_record(height: u64, index: u32, receipt: &Receipt) -> Vec<u8> {
-    let mut record = Vec::with_capacity(12 + 256);
-    record.extend_from_slice(&height.to_be_bytes());
-    record.extend_from_slice(&index.to_be_bytes());
-    record.extend_from_slice(&seal(receipt));
+/// A transaction's record: `height ‖ index`.
+fn tx_record(height: u64, index: u32) -> [u8; 12] {
+    let mut record = [0u8; 12];
+    record[..8].copy_from_slice(&height.to_be_bytes());
+    record[8..].copy_from_slice(&index.to_be_bytes());
     record
 }
 
 /// Records (head, blocks, certificates, receipts) are stored as
 /// `blake3(encoding) ‖ encoding`: signatures and votes are covered by no root,
 /// so without the checksum a flipped bit in them would still decode and pass.
-fn seal<T: Serialize>(value: &T) -> Vec<u8> {
+fn seal<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     let encoded = codec::encode(value);
     let mut out = Vec::with_capacity(CHECKSUM_LEN + encoded.len());
     out.extend_from_slice(blake3::hash(&encoded).as_bytes());
@@ -639,10 +657,14 @@ impl Storage {
             height.to_be_bytes().to_vec(),
         );
         put(&height_key(prefix::COMMIT, height), seal(commit));
-        for (index, (tx, receipt)) in tx_hashes.iter().zip(&receipts).enumerate() {
-            let index =
-                u32::try_from(index).map_err(|_| invalid("more than 2^32 transactions".into()))?;
-            put(&hash_key(prefix::TX, tx), tx_record(height, index, receipt));
+        let too_many = || invalid("more than 2^32 transactions".into());
+        for (index, tx) in tx_hashes.iter().enumerate() {
+            let index = u32::try_from(index).map_err(|_| too_many())?;
+            put(&hash_key(prefix::TX, tx), tx_record(height, index).to_vec());
+        }
+        for (group, part) in receipts.chunks(RECEIPTS_PER_GROUP).enumerate() {
+            let group = u32::try_from(group).map_err(|_| too_many())?;
+            put(&receipts_key(height, group), seal(part));
         }
         let new_head = ChainHead {
             height,
@@ -748,29 +770,58 @@ impl Storage {
     }
 
     fn read_tx(db: &RecordReader, tx: &Hash) -> Result<Option<TxLocation>, StorageError> {
+        let Some((height, index)) = Self::read_tx_record(db, tx)? else {
+            return Ok(None);
+        };
+        let group = Self::read_receipt_group(db, height, index / RECEIPTS_PER_GROUP as u32)?;
+        let receipt = group
+            .into_iter()
+            .nth(index as usize % RECEIPTS_PER_GROUP)
+            .filter(|receipt| receipt.tx == *tx)
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "transaction {tx} is recorded at {height}:{index}, whose receipt is for another"
+                ))
+            })?;
+        Ok(Some(TxLocation {
+            height,
+            index,
+            receipt,
+        }))
+    }
+
+    /// Where the record of transaction `tx` says it is: `(height, index)`.
+    fn read_tx_record(db: &RecordReader, tx: &Hash) -> Result<Option<(u64, u32)>, StorageError> {
         let Some(bytes) = db.get(&hash_key(prefix::TX, tx))? else {
             return Ok(None);
         };
-        let what = || format!("record of transaction {tx}");
-        if bytes.len() < 12 {
-            return Err(corrupt(format!("{}: truncated", what())));
-        }
-        let height = be_u64(&bytes[..8], what)?;
-        let mut index = [0u8; 4];
-        index.copy_from_slice(&bytes[8..12]);
-        let receipt: Receipt = unseal(&bytes[12..], what)?;
-        if receipt.tx != *tx {
+        let Ok(bytes) = <[u8; 12]>::try_from(&bytes[..]) else {
             return Err(corrupt(format!(
-                "{}: its receipt is for {}",
-                what(),
-                receipt.tx
+                "record of transaction {tx}: {} bytes, not 12",
+                bytes.len()
             )));
+        };
+        let (height, index) = bytes.split_at(8);
+        let height = u64::from_be_bytes(height.try_into().expect("8 bytes"));
+        let index = u32::from_be_bytes(index.try_into().expect("4 bytes"));
+        Ok(Some((height, index)))
+    }
+
+    /// Receipt group `group` of block `height` (see [`prefix::RECEIPTS`]).
+    fn read_receipt_group(
+        db: &RecordReader,
+        height: u64,
+        group: u32,
+    ) -> Result<Vec<Receipt>, StorageError> {
+        let what = || format!("receipts {group} of block {height}");
+        let bytes = db
+            .get(&receipts_key(height, group))?
+            .ok_or_else(|| corrupt(format!("{} are missing", what())))?;
+        let receipts: Vec<Receipt> = unseal(&bytes, what)?;
+        if receipts.is_empty() || receipts.len() > RECEIPTS_PER_GROUP {
+            return Err(corrupt(format!("{}: {} receipts", what(), receipts.len())));
         }
-        Ok(Some(TxLocation {
-            height,
-            index: u32::from_be_bytes(index),
-            receipt,
-        }))
+        Ok(receipts)
     }
 
     fn read_block(
@@ -803,24 +854,31 @@ impl Storage {
         }
     }
 
-    /// The receipts of `block`'s transactions, from their records.
+    /// The receipts of `block`'s transactions, from its receipt groups.
     fn read_receipts(db: &RecordReader, block: &Block) -> Result<Vec<Receipt>, StorageError> {
         let height = block.header.height;
+        let groups = u32::try_from(block.txs.len().div_ceil(RECEIPTS_PER_GROUP))
+            .map_err(|_| corrupt(format!("block {height} has more than 2^32 transactions")))?;
         let mut receipts = Vec::with_capacity(block.txs.len());
-        for (index, tx) in block.txs.iter().enumerate() {
-            let tx = tx.hash();
-            let location = Self::read_tx(db, &tx)?.ok_or_else(|| {
-                corrupt(format!(
-                    "receipt {index} of block {height} ({tx}) is missing"
-                ))
-            })?;
-            if (location.height, location.index as usize) != (height, index) {
-                return Err(corrupt(format!(
-                    "transaction {tx} of block {height} is recorded at {}:{}",
-                    location.height, location.index
-                )));
-            }
-            receipts.push(location.receipt);
+        for group in 0..groups {
+            receipts.extend(Self::read_receipt_group(db, height, group)?);
+        }
+        if receipts.len() != block.txs.len() {
+            return Err(corrupt(format!(
+                "block {height} has {} transactions and {} receipts",
+                block.txs.len(),
+                receipts.len()
+            )));
+        }
+        if let Some(index) = block
+            .txs
+            .iter()
+            .zip(&receipts)
+            .position(|(tx, receipt)| tx.hash() != receipt.tx)
+        {
+            return Err(corrupt(format!(
+                "receipt {index} of block {height} is for another transaction"
+            )));
         }
         Ok(receipts)
     }
@@ -882,10 +940,26 @@ impl Storage {
             )));
         }
         let receipts = Self::read_receipts(db, &block)?;
-        if receipts.len() != block.txs.len() || receipts_root(&receipts) != header.receipts_root {
+        if receipts_root(&receipts) != header.receipts_root {
             return Err(corrupt(format!(
                 "receipts of head block {h} do not match its receipts_root"
             )));
+        }
+        for (index, receipt) in receipts.iter().enumerate() {
+            let tx = &receipt.tx;
+            match Self::read_tx_record(db, tx)? {
+                Some(at) if at == (h, index as u32) => {}
+                Some((height, index)) => {
+                    return Err(corrupt(format!(
+                        "transaction {tx} of head block {h} is recorded at {height}:{index}"
+                    )));
+                }
+                None => {
+                    return Err(corrupt(format!(
+                        "record of transaction {tx} of head block {h} is missing"
+                    )));
+                }
+            }
         }
         let state_root = crate::state::tree_root(db, h)?
             .ok_or_else(|| corrupt(format!("state tree has no root at version {h}")))?;
@@ -1812,14 +1886,56 @@ pub(crate) mod tests {
             Err(StorageError::Corrupt { .. })
         ));
         assert!(matches!(
-            storage.receipts(1),
-            Err(StorageError::Corrupt { .. })
-        ));
-        assert!(matches!(
             storage.tx_location(&tx.hash()),
             Err(StorageError::Corrupt { .. })
         ));
+        // The block's receipts do not go through the transaction's record.
+        assert_eq!(storage.receipts(1).unwrap().unwrap()[0].tx, tx.hash());
+        drop(storage);
+
+        tamper(&dir, &receipts_key(1, 0), |bytes| {
+            let mut bytes = bytes.unwrap();
+            bytes[CHECKSUM_LEN] ^= 0x01;
+            Some(bytes)
+        });
+        let storage = open(&dir).unwrap();
+        assert!(matches!(
+            storage.receipts(1),
+            Err(StorageError::Corrupt { .. })
+        ));
         assert!(storage.block(1).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_block_has_a_receipt_record_per_group_and_each_transaction_is_found_in_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(&dir).unwrap();
+        commit(&storage, vec![], Writes::new());
+        let key = KeyPair::insecure_from_label("alice");
+        let count = 2 * RECEIPTS_PER_GROUP + 3;
+        let txs: Vec<SignedTransaction> = (0..count as u64)
+            .map(|nonce| signed_remark(&key, nonce))
+            .collect();
+        let block = commit(&storage, txs.clone(), Writes::new());
+        drop(storage);
+
+        let storage = open(&dir).unwrap();
+        let groups: Vec<usize> = (0..4)
+            .map(|group| {
+                let bytes = storage.db.get(receipts_key(1, group)).unwrap();
+                bytes.map_or(0, |b| {
+                    unseal::<Vec<Receipt>>(&b, String::new).unwrap().len()
+                })
+            })
+            .collect();
+        assert_eq!(groups, [RECEIPTS_PER_GROUP, RECEIPTS_PER_GROUP, 3, 0]);
+        let receipts = storage.receipts(1).unwrap().unwrap();
+        assert_eq!(receipts, block.txs.iter().map(success).collect::<Vec<_>>());
+        for (index, tx) in txs.iter().enumerate() {
+            let found = storage.tx_location(&tx.hash()).unwrap().unwrap();
+            assert_eq!((found.height, found.index as usize), (1, index));
+            assert_eq!(found.receipt, receipts[index]);
+        }
     }
 
     #[test]
@@ -1846,6 +1962,7 @@ pub(crate) mod tests {
         let tx = signed_remark(&KeyPair::insecure_from_label("alice"), 0);
         for key in [
             hash_key(prefix::TX, &tx.hash()).to_vec(),
+            receipts_key(1, 0).to_vec(),
             height_key(prefix::COMMIT, 1).to_vec(),
             crate::state::tree_root_record_key(1),
         ] {
