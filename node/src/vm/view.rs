@@ -7,9 +7,18 @@
 //! layers: sled's keys come from its ordered range, the layers above from
 //! `BTreeMap` ranges; a key deleted by an upper layer is skipped, so a scan
 //! costs one lookup per layer per key returned or deleted key passed over.
+//!
+//! Committed values a view reads are kept for its life: the committed state
+//! under a view does not change while it is used (a block is built or checked
+//! on one parent, a query runs on one state), and nearly every transaction of
+//! a block reads the same few records (the contract's, the organisations',
+//! the contract's parameters), each read otherwise going through the staged
+//! blocks and the shared cache.
 
 use crate::state::{StateRead, Writes};
 use crate::storage::{Storage, StorageError, state_key};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ops::Bound;
 
 /// A key and its value.
@@ -17,15 +26,20 @@ pub(crate) type Entry = (Vec<u8>, Vec<u8>);
 
 /// Committed storage under the block's writes so far. Owns what it holds (a
 /// `Storage` handle is a cheap clone), so a call can keep it in its store.
-#[derive(Clone)]
 pub struct StateView {
     committed: Storage,
     pending: Writes,
+    /// Committed values read so far (absence included).
+    read: RefCell<HashMap<Vec<u8>, Option<Vec<u8>>, foldhash::fast::RandomState>>,
 }
 
 impl StateView {
     pub fn new(committed: Storage, pending: Writes) -> StateView {
-        StateView { committed, pending }
+        StateView {
+            committed,
+            pending,
+            read: RefCell::default(),
+        }
     }
 
     /// The writes made over committed storage.
@@ -156,9 +170,55 @@ fn first_in(writes: &Writes, prefix: &[u8], from: Bound<&[u8]>) -> Option<Vec<u8
 
 impl StateRead for StateView {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        match self.pending.get(key) {
-            Some(v) => Ok(v.clone()),
-            None => self.committed.get(key),
+        if let Some(v) = self.pending.get(key) {
+            return Ok(v.clone());
         }
+        if let Some(v) = self.read.borrow().get(key) {
+            return Ok(v.clone());
+        }
+        let value = self.committed.get(key)?;
+        self.read.borrow_mut().insert(key.to_vec(), value.clone());
+        Ok(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::tests::{commit, writes};
+
+    #[test]
+    fn a_view_reads_the_state_it_started_on_under_its_own_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        commit(
+            &storage,
+            vec![],
+            writes(&[("a", Some("1")), ("b", Some("1"))]),
+        );
+        let mut view = StateView::new(storage.clone(), Writes::new());
+        let get = |view: &StateView, key: &str| view.get(key.as_bytes()).unwrap();
+        assert_eq!(get(&view, "a"), Some(b"1".to_vec()));
+        assert_eq!(get(&view, "b"), Some(b"1".to_vec()));
+        assert_eq!(get(&view, "c"), None);
+
+        // A later block changes the store; the view keeps the state it read.
+        commit(
+            &storage,
+            vec![],
+            writes(&[("a", Some("2")), ("b", None), ("c", Some("2"))]),
+        );
+        for key in ["a", "b"] {
+            assert_eq!(get(&view, key), Some(b"1".to_vec()), "{key}");
+        }
+        assert_eq!(get(&view, "c"), None);
+        let fresh = StateView::new(storage, Writes::new());
+        assert_eq!(get(&fresh, "a"), Some(b"2".to_vec()));
+        assert_eq!(get(&fresh, "b"), None);
+
+        // The view's own writes hide what it read, deletions included.
+        view.apply(writes(&[("a", Some("3")), ("b", None)]));
+        assert_eq!(get(&view, "a"), Some(b"3".to_vec()));
+        assert_eq!(get(&view, "b"), None);
     }
 }
