@@ -249,6 +249,11 @@ fn bench_event_stream(c: &mut Criterion) {
         b.iter(|| black_box(storage.committed_block(1).expect("read").expect("block 1")));
     });
     let committed = storage.committed_block(1).expect("read").expect("block 1");
+    // A status query: the transaction's record, then its receipt group.
+    let last = committed.block.txs.last().expect("a full block").hash();
+    group.bench_function("tx_location", |b| {
+        b.iter(|| black_box(storage.tx_location(&last).expect("read").expect("found")));
+    });
     group.bench_function("encode_1000_txs", |b| {
         b.iter(|| {
             let txs = committed.block.txs.iter().zip(&committed.receipts);
