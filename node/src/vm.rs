@@ -323,9 +323,12 @@ fn engine_config(concurrent_calls: u32) -> Config {
         // Never below the chain's own cap, so the limiter, which turns growth
         // past `max_memory_bytes` into `out_of_memory`, always decides first.
         .max_memory_size(MAX_CONTRACT_MEMORY_BYTES as usize)
-        // A returned slot is reset by copying back only the pages the call
-        // dirtied (Linux's PAGEMAP_SCAN), up to this much, instead of unmapping
-        // it all and taking a page fault per page on the next call.
+        // A returned slot keeps up to this much of its memory mapped and is
+        // reset in place (rewritten from the module's image), instead of
+        // being unmapped and taking a page fault per page on the next call.
+        // Resetting only the pages a call dirtied (`pagemap_scan`, Linux
+        // 6.7+) cost as much as rewriting them for our contracts' few pages:
+        // about 1.5 % of the node either way (docs/benchmarks.md).
         .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
         .table_keep_resident(KEEP_RESIDENT_BYTES);
     let mut config = Config::new();

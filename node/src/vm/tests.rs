@@ -514,6 +514,37 @@ fn a_wasm_out_of_bounds_access_traps() {
 }
 
 // ---------------------------------------------------------------------------
+// Isolation between calls
+
+#[test]
+fn each_call_starts_from_the_modules_own_memory_whatever_the_last_one_wrote() {
+    // Outputs the data segment's bytes, a byte past it, and the memory's size
+    // in pages; then overwrites both bytes, grows the memory and writes into
+    // the new page. Pooled slots are reused, so the second call runs in the
+    // memory the first one dirtied.
+    let code = module(
+        r#"(func $call (result i32)
+             (i32.store8 (i32.const 200) (i32.load8_u (i32.const 100)))
+             (i32.store8 (i32.const 201) (i32.load8_u (i32.const 101)))
+             (i32.store8 (i32.const 202) (i32.load8_u (i32.const 102)))
+             (i32.store8 (i32.const 203) (i32.load8_u (i32.const 60000)))
+             (i32.store8 (i32.const 204) (memory.size))
+             (i32.store8 (i32.const 100) (i32.const 88))
+             (i32.store8 (i32.const 60000) (i32.const 255))
+             (drop (memory.grow (i32.const 1)))
+             (i32.store8 (i32.const 65546) (i32.const 238))
+             (call $set_output (i32.const 200) (i32.const 5))
+             (i32.const 0))
+           (func $query (result i32) (i32.const 0))
+           (data (i32.const 100) "abc")"#,
+    );
+    let fixture = Fixture::new();
+    for call in 0..3 {
+        assert_eq!(output(&fixture.call(&code)), b"abc\x00\x01", "call {call}");
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Determinism of floats
 
 #[test]
