@@ -50,8 +50,8 @@ pub(crate) mod prefix {
     pub const BLOCK_HASH: u8 = 0x02;
     /// `COMMIT ‖ height` → sealed `encode(QuorumCertificate)`.
     pub const COMMIT: u8 = 0x03;
-    /// `RECEIPTS ‖ height ‖ group (u32)` → sealed `encode([Receipt])`: receipts
-    /// `group × RECEIPTS_PER_GROUP` on of block `height`, at most
+    /// `RECEIPTS ‖ height ‖ group (u32)` → sealed `encode([Receipt])`: block
+    /// `height`'s receipts from index `group × RECEIPTS_PER_GROUP` on, at most
     /// [`RECEIPTS_PER_GROUP`](super::RECEIPTS_PER_GROUP) of them.
     pub const RECEIPTS: u8 = 0x04;
     /// `TX ‖ tx hash` → `height ‖ index (u32)`: where a transaction is. Small

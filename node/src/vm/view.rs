@@ -8,12 +8,13 @@
 //! `BTreeMap` ranges; a key deleted by an upper layer is skipped, so a scan
 //! costs one lookup per layer per key returned or deleted key passed over.
 //!
-//! Committed values a view reads are kept for its life: the committed state
-//! under a view does not change while it is used (a block is built or checked
-//! on one parent, a query runs on one state), and nearly every transaction of
-//! a block reads the same few records (the contract's, the organisations',
-//! the contract's parameters), each read otherwise going through the staged
-//! blocks and the shared cache.
+//! Committed values a view reads are kept for its life: a block is built or
+//! checked on its parent's state, which does not change meanwhile, and nearly
+//! every transaction of a block reads the same few records (the contract's,
+//! the organisations', the contract's parameters), each read otherwise going
+//! through the staged blocks and the shared cache. (A query's view may see a
+//! block committed while it runs, as it did before; it then keeps answering
+//! the values it read first.)
 
 use crate::state::{StateRead, Writes};
 use crate::storage::{Storage, StorageError, state_key};
