@@ -49,12 +49,9 @@ impl core::error::Error for CodecError {}
 
 /// Encodes `value` canonically.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
-    let mut out = vec![ENCODING_VERSION];
     // Writing into a Vec cannot fail, and our types contain nothing postcard refuses
     // (no unsized sequences, no floats), so an error here is a programming bug.
-    let body = postcard::to_allocvec(value).expect("canonical types always serialise");
-    out.extend_from_slice(&body);
-    out
+    postcard::to_extend(value, vec![ENCODING_VERSION]).expect("canonical types always serialise")
 }
 
 /// Decodes bytes produced by [`encode`], rejecting every other form.
@@ -68,8 +65,44 @@ pub fn decode<T: Serialize + DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecE
     if !rest.is_empty() {
         return Err(CodecError::TrailingBytes(rest.len()));
     }
-    if postcard::to_allocvec(&value).map_err(|e| CodecError::Malformed(e.to_string()))? != body {
-        return Err(CodecError::NonCanonical);
+    match postcard::serialize_with_flavor(&value, Matches { expected: body }) {
+        Ok(true) => Ok(value),
+        _ => Err(CodecError::NonCanonical),
     }
-    Ok(value)
+}
+
+/// A postcard output that compares what is written with `expected` instead
+/// of keeping it: the canonical check re-encodes every decoded value, without
+/// allocating for it. Gives whether the whole of `expected` was written.
+struct Matches<'a> {
+    expected: &'a [u8],
+}
+
+impl postcard::ser_flavors::Flavor for Matches<'_> {
+    type Output = bool;
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        match self.expected.strip_prefix(data) {
+            Some(rest) => {
+                self.expected = rest;
+                Ok(())
+            }
+            // Any error stops the encoding; `decode` reports it as non-canonical.
+            None => Err(postcard::Error::SerializeBufferFull),
+        }
+    }
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        match self.expected.split_first() {
+            Some((&first, rest)) if first == data => {
+                self.expected = rest;
+                Ok(())
+            }
+            _ => Err(postcard::Error::SerializeBufferFull),
+        }
+    }
+
+    fn finalize(self) -> postcard::Result<bool> {
+        Ok(self.expected.is_empty())
+    }
 }
