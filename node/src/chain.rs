@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use trellis_genesis::{Genesis, GenesisContract};
-use trellis_types::block::{receipts_root, tx_root};
+use trellis_types::block::{receipts_root, tx_root, tx_root_of};
 use trellis_types::codec::encode;
 use trellis_types::crypto::verify_batch;
 use trellis_types::{
@@ -283,14 +283,8 @@ impl Chain {
             .ok_or_else(|| StorageError::Corrupt {
                 what: format!("no commit certificate for height {}", head.height),
             })?;
-        let (header, executed) = self.seal(
-            &ctx,
-            round,
-            head.block_hash,
-            proposer.public(),
-            &txs,
-            output,
-        )?;
+        let (header, executed) =
+            self.seal(&ctx, round, head.block_hash, proposer.public(), output)?;
         let block = Block {
             header,
             parent_commit,
@@ -306,16 +300,18 @@ impl Chain {
         round: u64,
         parent: Hash,
         proposer: PublicKey,
-        txs: &[SignedTransaction],
         output: BlockOutput,
     ) -> Result<(Header, Executed), StorageError> {
         let update = self.storage.prepare_state(ctx.height, output.writes)?;
+        // Execution gives each transaction a receipt naming its hash, in
+        // order: the transactions root without hashing them again.
+        let tx_hashes: Vec<Hash> = output.receipts.iter().map(|r| r.tx).collect();
         let header = Header {
             chain_id: ctx.chain_id.clone(),
             height: ctx.height,
             round,
             parent,
-            tx_root: tx_root(txs),
+            tx_root: tx_root_of(&tx_hashes),
             receipts_root: receipts_root(&output.receipts),
             state_root: update.root,
             timestamp_ms: ctx.timestamp_ms,
@@ -406,7 +402,8 @@ impl Chain {
             ));
         }
         self.check_parent_commit(block, &head)?;
-        let root = tx_root(&block.txs);
+        let tx_hashes: Vec<Hash> = block.txs.iter().map(SignedTransaction::hash).collect();
+        let root = tx_root_of(&tx_hashes);
         if root != h.tx_root {
             return Err(InvalidBlock::Root {
                 what: "transactions",
@@ -414,7 +411,7 @@ impl Chain {
                 computed: root,
             });
         }
-        self.verify_signatures(&block.txs)?;
+        self.verify_signatures(&block.txs, &tx_hashes)?;
 
         let ctx = BlockContext {
             chain_id: self.chain_id.clone(),
@@ -424,8 +421,7 @@ impl Chain {
             limits: Limits::from_params(&self.params),
         };
         let output = execution::execute_block(&self.vm, &self.storage, &ctx, &block.txs)?;
-        let (computed, executed) =
-            self.seal(&ctx, h.round, h.parent, h.proposer, &block.txs, output)?;
+        let (computed, executed) = self.seal(&ctx, h.round, h.parent, h.proposer, output)?;
         for (what, header, computed) in [
             ("receipts", h.receipts_root, computed.receipts_root),
             ("state", h.state_root, computed.state_root),
@@ -464,12 +460,18 @@ impl Chain {
             .map_err(|e| InvalidBlock::ParentCommit(e.to_string()))
     }
 
-    /// Verifies, in one batch, the signatures this node has not already verified at admission.
-    fn verify_signatures(&self, txs: &[SignedTransaction]) -> Result<(), InvalidBlock> {
+    /// Verifies, in one batch, the signatures this node has not already
+    /// verified at admission; `hashes` are the transactions', in order.
+    fn verify_signatures(
+        &self,
+        txs: &[SignedTransaction],
+        hashes: &[Hash],
+    ) -> Result<(), InvalidBlock> {
         let unseen: Vec<(usize, (PublicKey, Hash, trellis_types::Signature))> = txs
             .iter()
+            .zip(hashes)
             .enumerate()
-            .map(|(i, t)| (i, (t.tx.sender, t.hash(), t.signature)))
+            .map(|(i, (t, hash))| (i, (t.tx.sender, *hash, t.signature)))
             .filter(|(_, (_, hash, sig))| !self.mempool.verified(hash, sig))
             .collect();
         let triples: Vec<_> = unseen.iter().map(|(_, t)| *t).collect();
