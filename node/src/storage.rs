@@ -1,7 +1,7 @@
 //! Durable chain data in one sled tree: blocks, commit certificates, receipts,
 //! the transaction index, the latest state, the state tree (its records in
-//! the tree log beside sled, see [`tree_log`], sled holding pointers to them)
-//! and the chain head.
+//! the tree log beside sled, see [`tree_log`], sled holding tables of
+//! pointers to them) and the chain head.
 //!
 //! Guarantees: all a block implies (block, certificate, receipts, indexes, state
 //! writes, tree nodes, new head) is one batch, written all or nothing (through
@@ -60,8 +60,9 @@ pub(crate) mod prefix {
     pub const TX: u8 = 0x05;
     /// `STATE ‖ raw key` → value: the latest committed state.
     pub const STATE: u8 = 0x06;
-    // The state tree's records are in the tree log (see `tree_log`); sled
-    // holds a pointer to each, under these keys.
+    // The state tree's records are in the tree log (see `tree_log`), under
+    // these keys; sled holds pointers to them, in tables keyed by a record's
+    // key without its last byte (the stale-node record's: its key).
     /// `TREE_NODE ‖ version ‖ group` → the state-tree nodes that version wrote
     /// in that group (see `state::tree_records`).
     pub const TREE_NODE: u8 = 0x07;
@@ -72,7 +73,7 @@ pub(crate) mod prefix {
     /// made stale, for pruning.
     pub const TREE_STALE: u8 = 0x09;
 
-    /// Whether `key` is a state-tree record's (its value a tree-log pointer).
+    /// Whether `key` is a state-tree record's, or the key of pointers to them.
     pub fn is_tree(key: &[u8]) -> bool {
         matches!(key.first(), Some(&(TREE_NODE | TREE_VALUE | TREE_STALE)))
     }
@@ -91,7 +92,8 @@ pub(crate) mod prefix {
 /// 5: tree nodes are grouped by their first three nibbles, not two.
 /// 6: the state tree's records are in the tree log, sled holds pointers to them.
 /// 7: receipts are stored per block in groups; a transaction's record is its location.
-const SCHEMA_VERSION: u8 = 7;
+/// 8: sled holds the tree log's pointers in tables, a few per version.
+const SCHEMA_VERSION: u8 = 8;
 
 /// Receipts per `RECEIPTS` record: a block writes one record per this many
 /// transactions instead of one per transaction, and looking one transaction
@@ -294,9 +296,10 @@ pub(crate) struct Staged {
 impl Staged {
     /// Appends the block's tree update to the tree log; returns the pointers
     /// to its records, for sled.
-    fn append_tree(&self, log: &TreeLog) -> Result<Records, StorageError> {
+    fn append_tree(&self, log: &TreeLog, db: &sled::Db) -> Result<Records, StorageError> {
         let records = crate::state::tree_records(self.height, &self.tree);
-        log.append(records.iter().map(|(k, v)| (&k[..], &v[..])))
+        log.append(records.iter().map(|(k, v)| (&k[..], &v[..])))?
+            .into_records(db)
     }
 
     /// The block's whole batch: its records, then `tree` (its [`Self::append_tree`]).
@@ -330,8 +333,11 @@ impl RecordReader<'_> {
     /// A state-tree record, from the tree log (never staged: a staged
     /// block's tree update is read from the block itself).
     pub(crate) fn get_tree(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        match self.db.get(key)? {
-            Some(pointer) => self.tree_log.read(key, &pointer).map(Some),
+        let Some(stored) = self.db.get(tree_log::table_of(key).0)? else {
+            return Ok(None);
+        };
+        match tree_log::find_pointer(key, &stored)? {
+            Some(pointer) => self.tree_log.read(key, pointer).map(Some),
             None => Ok(None),
         }
     }
@@ -1027,7 +1033,7 @@ impl StagedBlock {
                 first: oldest.height,
             });
         }
-        let tree = staged.append_tree(&storage.tree_log)?;
+        let tree = staged.append_tree(&storage.tree_log, &storage.db)?;
         let batch = staged.batch(&tree);
         redo::write(&storage.redo_path, staged.height, batch.clone())?;
         crash::abort_if_planned(crash::Point::RedoSynced, staged.height);
@@ -1124,7 +1130,8 @@ impl<'a> BatchedWriter<'a> {
             let tree = std::mem::take(&mut self.tree);
             let pointers = self
                 .tree_log
-                .append(tree.iter().map(|(k, v)| (&k[..], &v[..])))?;
+                .append(tree.iter().map(|(k, v)| (&k[..], &v[..])))?
+                .into_records(self.to)?;
             for (key, pointer) in pointers {
                 self.batch
                     .insert(key, pointer.expect("append gives a pointer for each"));
@@ -1606,7 +1613,9 @@ pub(crate) mod tests {
                     staged,
                     ..
                 } = staged;
-                let tree = staged.append_tree(&db_owner.tree_log).unwrap();
+                let tree = staged
+                    .append_tree(&db_owner.tree_log, &db_owner.db)
+                    .unwrap();
                 let batch = staged.batch(&tree);
                 let applied = match stop {
                     Stop::NoRecord => 0,
@@ -1957,6 +1966,12 @@ pub(crate) mod tests {
         assert_corrupt(&dir);
     }
 
+    /// The sled key of the pointer table that holds `version`'s root node's.
+    fn tree_root_sled_key(version: u64) -> Vec<u8> {
+        let record_key = crate::state::tree_root_record_key(version);
+        tree_log::table_of(&record_key).0.to_vec()
+    }
+
     #[test]
     fn open_reports_a_missing_receipt_commit_certificate_or_state_root() {
         let tx = signed_remark(&KeyPair::insecure_from_label("alice"), 0);
@@ -1964,7 +1979,7 @@ pub(crate) mod tests {
             hash_key(prefix::TX, &tx.hash()).to_vec(),
             receipts_key(1, 0).to_vec(),
             height_key(prefix::COMMIT, 1).to_vec(),
-            crate::state::tree_root_record_key(1),
+            tree_root_sled_key(1),
         ] {
             let dir = tempfile::tempdir().unwrap();
             store_with_two_blocks(&dir);
@@ -1979,16 +1994,9 @@ pub(crate) mod tests {
         store_with_two_blocks(&dir);
         // Overwrite the head version's root node with the genesis root: the roots differ.
         let genesis_root = retry_while_locked(|| Ok(sled_config(dir.path()).open()?))
-            .map(|db| {
-                db.get(crate::state::tree_root_record_key(0))
-                    .unwrap()
-                    .unwrap()
-                    .to_vec()
-            })
+            .map(|db| db.get(tree_root_sled_key(0)).unwrap().unwrap().to_vec())
             .unwrap();
-        tamper(&dir, &crate::state::tree_root_record_key(1), |_| {
-            Some(genesis_root)
-        });
+        tamper(&dir, &tree_root_sled_key(1), |_| Some(genesis_root));
         assert_corrupt(&dir);
     }
 
@@ -1998,8 +2006,10 @@ pub(crate) mod tests {
             let dir = tempfile::tempdir().unwrap();
             store_with_two_blocks(&dir);
             // The head version's root record, through its pointer in sled.
-            tamper(&dir, &crate::state::tree_root_record_key(1), |pointer| {
-                let pointer = pointer.unwrap();
+            tamper(&dir, &tree_root_sled_key(1), |table| {
+                let table = table.unwrap();
+                let root = crate::state::tree_root_record_key(1);
+                let pointer = tree_log::find_pointer(&root, &table).unwrap().unwrap();
                 let offset = u64::from_be_bytes(pointer[..8].try_into().unwrap());
                 let file = std::fs::OpenOptions::new()
                     .write(true)
@@ -2010,7 +2020,7 @@ pub(crate) mod tests {
                 } else {
                     std::os::unix::fs::FileExt::write_all_at(&file, b"\xff", offset).unwrap();
                 }
-                Some(pointer)
+                Some(table)
             });
             assert_corrupt(&dir);
         }

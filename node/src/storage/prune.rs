@@ -21,7 +21,7 @@
 use super::redo::io;
 use super::{
     BatchedWriter, DEFAULT_SLED_CACHE_BYTES, Storage, StorageError, TreeLog, be_u64, corrupt,
-    prefix, retry_while_locked, sled_config,
+    prefix, retry_while_locked, sled_config, tree_log,
 };
 use crate::state::live_tree::{self, CopiedTree};
 use std::path::{Path, PathBuf};
@@ -143,7 +143,9 @@ fn copy_all_but_old_trees(
             format!("tree record key {}", hex::encode(&key))
         })?;
         if version > kept_from {
-            out.put(&key, &from.tree_log.read(&key, &value)?)?;
+            for (key, pointer) in tree_log::pointers_in(&key, &value)? {
+                out.put(&key, &from.tree_log.read(&key, &pointer)?)?;
+            }
         }
     }
     out.flush()?;
