@@ -1720,6 +1720,48 @@ pub(crate) mod tests {
         assert_eq!(storage.head().unwrap().height, 3);
     }
 
+    #[test]
+    fn a_busy_versions_tree_is_a_few_sled_records_and_reads_back_after_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys: Vec<Vec<u8>> = (0u32..3_000).map(|i| i.to_be_bytes().to_vec()).collect();
+        let block = |value: &[u8]| -> Writes {
+            keys.iter()
+                .map(|k| (k.clone(), Some(value.to_vec())))
+                .collect()
+        };
+        {
+            let storage = open(&dir).unwrap();
+            commit(&storage, vec![], block(b"first"));
+            commit(&storage, vec![], block(b"second"));
+        }
+        let db = retry_while_locked(|| Ok(sled_config(dir.path()).open()?)).unwrap();
+        // Thousands of tree records a version (node groups under most of the
+        // 4,097 selectors, value groups under most of the 256 bytes), but at
+        // most 17 node tables, a value table and the stale-node pointer.
+        let under =
+            |p: u8, version: u64| db.scan_prefix([&[p][..], &version.to_be_bytes()].concat());
+        for version in [0u64, 1] {
+            let in_sled: usize = [prefix::TREE_NODE, prefix::TREE_VALUE, prefix::TREE_STALE]
+                .iter()
+                .map(|p| under(*p, version).count())
+                .sum();
+            let expected = if version == 0 { 18 } else { 19 };
+            assert_eq!(in_sled, expected, "version {version}");
+            let node_records: usize = under(prefix::TREE_NODE, version)
+                .map(|table| table.unwrap().1.len() / 17)
+                .sum();
+            assert!(node_records > 2_000, "{node_records} node records");
+        }
+        drop(db);
+        let storage = open(&dir).unwrap();
+        let root = storage.state_root(1).unwrap().unwrap();
+        for key in keys.iter().step_by(97) {
+            let proof = storage.get_with_proof(key, 1).unwrap();
+            assert_eq!(proof.value.as_deref(), Some(&b"second"[..]));
+            trellis_types::verify_state_proof(&root, key, Some(b"second"), &proof.proof).unwrap();
+        }
+    }
+
     fn store_with_two_blocks(dir: &tempfile::TempDir) {
         let storage = open(dir).unwrap();
         let key = KeyPair::insecure_from_label("alice");

@@ -260,8 +260,12 @@ mod tests {
         sled::Config::new().temporary(true).open().unwrap()
     }
 
-    /// Puts `pointers` into `db`, as a block's batch does.
-    fn store(db: &sled::Db, pointers: Pointers) {
+    /// Appends `records` and puts their pointers into `db`, as a block's
+    /// write does.
+    fn append_and_store(log: &TreeLog, db: &sled::Db, records: &[(Vec<u8>, Vec<u8>)]) {
+        let pointers = log
+            .append(records.iter().map(|(k, v)| (&k[..], &v[..])))
+            .unwrap();
         for (key, value) in pointers.into_records(db).unwrap() {
             db.insert(key, value.unwrap()).unwrap();
         }
@@ -294,11 +298,7 @@ mod tests {
             .map(|i| (node_key(3, [0x10, i]), vec![i; 40_000 + usize::from(i)]))
             .collect();
         let log = TreeLog::open(dir.path(), true).unwrap();
-        store(
-            &db,
-            log.append(first.iter().map(|(k, v)| (&k[..], &v[..])))
-                .unwrap(),
-        );
+        append_and_store(&log, &db, &first);
         read_all(&log, &db, &first);
         drop(log);
         // A stop after appending bytes no pointer reaches (an append whose
@@ -313,11 +313,7 @@ mod tests {
             (node_key(4, [0, 0]), b"after the tail".to_vec()),
             (node_key(4, [0x1f, 0xff]), vec![]),
         ];
-        store(
-            &db,
-            log.append(second.iter().map(|(k, v)| (&k[..], &v[..])))
-                .unwrap(),
-        );
+        append_and_store(&log, &db, &second);
         read_all(&log, &db, &first);
         read_all(&log, &db, &second);
     }
@@ -353,11 +349,7 @@ mod tests {
         // A later append to the same table (a prune's copy, in batches)
         // keeps what the table had.
         let second = vec![(node_key(7, [0x11, 2]), b"node 112".to_vec())];
-        store(
-            &db,
-            log.append(second.iter().map(|(k, v)| (&k[..], &v[..])))
-                .unwrap(),
-        );
+        append_and_store(&log, &db, &second);
         read_all(&log, &db, &first);
         read_all(&log, &db, &second);
         assert_eq!(read(&log, &db, &node_key(7, [0x11, 4])), None);
