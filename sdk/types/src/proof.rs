@@ -9,18 +9,56 @@ use crate::hash::{Domain, Hash};
 use serde::{Deserialize, Serialize};
 
 /// blake3 keyed for the state tree, as jmt's hasher.
+///
+/// jmt makes a new hasher for every node it hashes (a separator and two
+/// digests, 80 bytes), and a blake3 hasher is about 2 KB: copying one in and
+/// out cost as much as the hashing. So short inputs are gathered here and
+/// hashed at the end by [`Domain::hash`] (a per-thread hasher, reset, never
+/// copied); a longer input (a large state value) gets a hasher of its own.
 #[derive(Clone)]
-pub struct StateHasher(blake3::Hasher);
+pub struct StateHasher(Input);
+
+#[derive(Clone)]
+enum Input {
+    Short {
+        bytes: [u8; SHORT_INPUT],
+        len: usize,
+    },
+    Long(Box<blake3::Hasher>),
+}
+
+/// Inputs up to this long are gathered: a tree node's is 80 bytes.
+const SHORT_INPUT: usize = 128;
 
 impl jmt::SimpleHasher for StateHasher {
     fn new() -> Self {
-        StateHasher(Domain::StateTree.hasher())
+        StateHasher(Input::Short {
+            bytes: [0; SHORT_INPUT],
+            len: 0,
+        })
     }
     fn update(&mut self, data: &[u8]) {
-        self.0.update(data);
+        match &mut self.0 {
+            Input::Short { bytes, len } if *len + data.len() <= SHORT_INPUT => {
+                bytes[*len..*len + data.len()].copy_from_slice(data);
+                *len += data.len();
+            }
+            Input::Short { bytes, len } => {
+                let mut hasher = Box::new(Domain::StateTree.hasher());
+                hasher.update(&bytes[..*len]);
+                hasher.update(data);
+                self.0 = Input::Long(hasher);
+            }
+            Input::Long(hasher) => {
+                hasher.update(data);
+            }
+        }
     }
     fn finalize(self) -> [u8; 32] {
-        *self.0.finalize().as_bytes()
+        match self.0 {
+            Input::Short { bytes, len } => Domain::StateTree.hash(&bytes[..len]).0,
+            Input::Long(hasher) => *hasher.finalize().as_bytes(),
+        }
     }
 }
 
@@ -75,5 +113,48 @@ impl StateProof {
             self.value.as_deref(),
             &self.proof,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jmt::SimpleHasher;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// However the input comes (in pieces, short, at the inline limit,
+        /// past it) and whatever this thread hashed before, the digest is
+        /// the state tree's domain hash of the whole input.
+        #[test]
+        fn the_state_hasher_is_the_domain_hash_of_its_input(
+            inputs in proptest::collection::vec(
+                proptest::collection::vec(
+                    proptest::collection::vec(any::<u8>(), 0..70),
+                    0..5,
+                ),
+                1..4,
+            ),
+        ) {
+            for pieces in inputs {
+                let mut hasher = StateHasher::new();
+                for piece in &pieces {
+                    hasher.update(piece);
+                }
+                let whole = pieces.concat();
+                prop_assert_eq!(hasher.finalize(), Domain::StateTree.hash(&whole).0);
+            }
+        }
+    }
+
+    #[test]
+    fn inputs_at_and_past_the_inline_limit_hash_like_the_domain_hash() {
+        for len in [0, 80, SHORT_INPUT - 1, SHORT_INPUT, SHORT_INPUT + 1, 5_000] {
+            let input: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let mut hasher = StateHasher::new();
+            hasher.update(&input);
+            assert_eq!(hasher.finalize(), Domain::StateTree.hash(&input).0, "{len}");
+            assert_eq!(StateHasher::hash(&input), Domain::StateTree.hash(&input).0);
+        }
     }
 }
