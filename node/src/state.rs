@@ -248,7 +248,7 @@ pub(crate) fn tree_root(db: &RecordReader, version: u64) -> Result<Option<Hash>,
     Ok(root.map(|r| Hash(r.0)))
 }
 
-/// The sled key of the record holding `version`'s root node.
+/// The key of the tree record holding `version`'s root node.
 #[cfg(test)]
 pub(crate) fn tree_root_record_key(version: u64) -> Vec<u8> {
     tree_records::node_record_key(&NodeKey::new(version, key_path(KeyHash([0; 32]), 0))).to_vec()

@@ -1748,7 +1748,10 @@ pub(crate) mod tests {
             let expected = if version == 0 { 18 } else { 19 };
             assert_eq!(in_sled, expected, "version {version}");
             let node_records: usize = under(prefix::TREE_NODE, version)
-                .map(|table| table.unwrap().1.len() / 17)
+                .map(|table| {
+                    let (key, pointers) = table.unwrap();
+                    tree_log::pointers_in(&key, &pointers).unwrap().len()
+                })
                 .sum();
             assert!(node_records > 2_000, "{node_records} node records");
         }
@@ -2008,7 +2011,7 @@ pub(crate) mod tests {
         assert_corrupt(&dir);
     }
 
-    /// The sled key of the pointer table that holds `version`'s root node's.
+    /// The sled key of the table holding the pointer to `version`'s root node record.
     fn tree_root_sled_key(version: u64) -> Vec<u8> {
         let record_key = crate::state::tree_root_record_key(version);
         tree_log::table_of(&record_key).0.to_vec()
