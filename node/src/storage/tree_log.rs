@@ -163,43 +163,47 @@ pub(crate) fn table_of(key: &[u8]) -> (&[u8], Option<u8>) {
     }
 }
 
-/// Pointers to appended records, gathered by the sled key they go under.
+/// Pointers to appended records, for sled: the stale-node records' ready as
+/// they are, the others gathered into their tables.
 #[derive(Default)]
-pub(crate) struct Pointers(BTreeMap<Vec<u8>, BTreeMap<Option<u8>, Pointer>>);
+pub(crate) struct Pointers {
+    alone: Records,
+    tables: BTreeMap<Vec<u8>, BTreeMap<u8, Pointer>>,
+}
 
 impl Pointers {
     fn add(&mut self, key: &[u8], pointer: Pointer) {
-        let (sled_key, id) = table_of(key);
-        self.0
-            .entry(sled_key.to_vec())
-            .or_default()
-            .insert(id, pointer);
+        match table_of(key) {
+            (table, Some(id)) => {
+                self.tables
+                    .entry(table.to_vec())
+                    .or_default()
+                    .insert(id, pointer);
+            }
+            (key, None) => {
+                self.alone.insert(key.to_vec(), Some(pointer[..].into()));
+            }
+        }
     }
 
     /// The records for sled: each table with the entries `stored` already
     /// has under its key (a prune's copy fills a table in several appends),
     /// the new ones replacing any with the same id.
     pub(crate) fn into_records(self, stored: &sled::Db) -> Result<Records, StorageError> {
-        let mut records = Records::new();
-        for (sled_key, mut entries) in self.0 {
-            let value = match entries.remove(&None) {
-                Some(pointer) => pointer.to_vec(),
-                None => {
-                    if let Some(table) = stored.get(&sled_key)? {
-                        for entry in table_entries(&sled_key, &table)? {
-                            let pointer = entry[1..].try_into().expect("16 bytes");
-                            entries.entry(Some(entry[0])).or_insert(pointer);
-                        }
-                    }
-                    let mut table = Vec::with_capacity(entries.len() * ENTRY_LEN);
-                    for (id, pointer) in entries {
-                        table.push(id.expect("a table's entries have ids"));
-                        table.extend_from_slice(&pointer);
-                    }
-                    table
+        let mut records = self.alone;
+        for (sled_key, mut entries) in self.tables {
+            if let Some(table) = stored.get(&sled_key)? {
+                for entry in table_entries(&sled_key, &table)? {
+                    let pointer = entry[1..].try_into().expect("16 bytes");
+                    entries.entry(entry[0]).or_insert(pointer);
                 }
-            };
-            records.insert(sled_key, Some(value.into()));
+            }
+            let mut table = Vec::with_capacity(entries.len() * ENTRY_LEN);
+            for (id, pointer) in entries {
+                table.push(id);
+                table.extend_from_slice(&pointer);
+            }
+            records.insert(sled_key, Some(table.into()));
         }
         Ok(records)
     }
