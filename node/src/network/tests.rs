@@ -13,6 +13,7 @@ const DEADLINE: Duration = Duration::from_secs(20);
 
 struct Node {
     _dir: tempfile::TempDir,
+    storage: Storage,
     mempool: Arc<Mempool>,
     handle: NetworkHandle,
     inbound: mpsc::Receiver<Inbound>,
@@ -75,9 +76,11 @@ async fn start_node_dialing(
         validators: genesis.validators.iter().map(|v| v.node_key).collect(),
         max_frame_bytes,
     };
-    let (handle, inbound) = spawn(config, storage, mempool.clone(), metrics.clone()).unwrap();
+    let (handle, inbound) =
+        spawn(config, storage.clone(), mempool.clone(), metrics.clone()).unwrap();
     Node {
         _dir: dir,
+        storage,
         mempool,
         handle,
         inbound,
@@ -402,6 +405,11 @@ async fn consensus_messages_are_taken_from_validators_nodes_only() {
 
 /// A remark by the genesis account `core-acme/ops`, signed.
 fn remark(genesis: &Genesis, nonce: u64) -> trellis_types::SignedTransaction {
+    remark_of(genesis, nonce, 1)
+}
+
+/// A remark carrying `size` bytes.
+fn remark_of(genesis: &Genesis, nonce: u64, size: usize) -> trellis_types::SignedTransaction {
     let key = trellis_genesis::dev_account("core-acme/ops");
     trellis_types::Transaction {
         chain_id: genesis.chain_id.clone(),
@@ -409,7 +417,7 @@ fn remark(genesis: &Genesis, nonce: u64) -> trellis_types::SignedTransaction {
         nonce,
         expires_at_ms: crate::node::now_ms() + 60_000,
         payload: trellis_types::Payload::System(trellis_types::SystemOp::Remark {
-            data: Bytes(vec![nonce as u8]),
+            data: Bytes(vec![nonce as u8; size]),
         }),
     }
     .sign(&key)
@@ -438,6 +446,75 @@ async fn forwarded_transactions_are_admitted_but_not_forwarded_again() {
         node.mempool.take_outbox().is_empty(),
         "a peer's transactions are not forwarded again"
     );
+}
+
+/// What this node's API admits between two forwards may be more than one
+/// frame holds: it goes to the other members as several requests, not as
+/// one too large to send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_larger_than_a_frame_is_forwarded_in_several_batches() {
+    const FRAME: usize = 16 << 10;
+    let (genesis, keys) = network();
+    let receiver = start_node(&genesis, &keys[1], FRAME).await;
+    let mut sender =
+        start_node_dialing(&genesis, &keys[0], FRAME, vec![receiver.addr.clone()]).await;
+    let connected = tokio::time::timeout(DEADLINE, async {
+        while !matches!(sender.inbound.recv().await, Some(Inbound::Peers(1))) {}
+    })
+    .await;
+    assert!(connected.is_ok(), "the sender connects to the receiver");
+
+    let txs: Vec<Vec<u8>> = (0..200)
+        .map(|n| encode(&remark_of(&genesis, n, 200)))
+        .collect();
+    assert!(txs.iter().map(Vec::len).sum::<usize>() > 3 * FRAME);
+    let items: Vec<&[u8]> = txs.iter().map(Vec::as_slice).collect();
+    let admitted = sender
+        .mempool
+        .admit_batch(&items, &sender.storage, crate::node::now_ms());
+    assert!(admitted.iter().all(Result::is_ok), "{admitted:?}");
+
+    let forwarded = tokio::time::timeout(DEADLINE, async {
+        while receiver.mempool.len() < txs.len() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(
+        forwarded.is_ok(),
+        "{} of {} forwarded",
+        receiver.mempool.len(),
+        txs.len()
+    );
+}
+
+#[test]
+fn forwarded_batches_keep_every_transaction_in_order_within_the_budget() {
+    const BUDGET: usize = 1_000;
+    let mut txs: Vec<Vec<u8>> = (0..40).map(|i| vec![i as u8; 96 + i * 23]).collect();
+    txs.insert(17, vec![0xee; 3 * BUDGET]);
+    let batches = forward_batches(txs.clone(), BUDGET);
+
+    let flat: Vec<Vec<u8>> = batches
+        .iter()
+        .flat_map(|batch| batch.0.iter().map(|tx| tx.0.clone()))
+        .collect();
+    assert_eq!(flat, txs, "every transaction once, in order");
+    let size = |batch: &[Bytes]| encode(&Request::Transactions(TxBatch(batch.to_vec()))).len();
+    for batch in &batches {
+        assert!(
+            size(&batch.0) <= BUDGET || batch.0.len() == 1,
+            "a batch over the budget holds one transaction alone"
+        );
+    }
+    for pair in batches.windows(2) {
+        let merged = [pair[0].0.clone(), vec![pair[1].0[0].clone()]].concat();
+        assert!(
+            size(&merged) > BUDGET - 10 * merged.len(),
+            "no batch is cut early"
+        );
+    }
+    assert!(forward_batches(Vec::new(), BUDGET).is_empty());
 }
 
 /// Queues far more copies of a costly batch than there are places to check
