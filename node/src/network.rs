@@ -78,8 +78,9 @@ const STREAMS_PER_CONNECTION: usize = 128;
 /// request to every peer and a signature check there, which cost nearly as
 /// much for a few transactions as for dozens: four validators at 800 ops/s
 /// spend 14 % less CPU forwarding every 50 ms than every 20 ms, and at
-/// 2,500 ops/s their p99 latency is 320-570 ms instead of 500-1,230
-/// (docs/benchmarks.md, "Forwarding every 50 ms"). A transaction waits
+/// 2,500 ops/s (the machine nearly saturated) their p99 latency over the
+/// same hour was 320-570 ms instead of 500-1,230 (docs/benchmarks.md,
+/// "Forwarding every 50 ms"). A transaction waits
 /// 25 ms on average, a fraction of a block interval.
 const FORWARD_INTERVAL: Duration = Duration::from_millis(50);
 /// No transaction encodes shorter: a sender key (32 bytes) and a signature
