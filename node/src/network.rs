@@ -571,27 +571,23 @@ impl NetworkTask {
     fn forward_transactions(&mut self) {
         let txs = self.mempool.take_outbox();
         for batch in forward_batches(txs, self.max_frame_bytes / 2) {
-            let request = Request::Transactions(batch);
-            for peer in self.connected.clone() {
-                self.swarm
-                    .behaviour_mut()
-                    .rpc
-                    .send_request(&peer, Frame::outgoing(request.clone()));
-            }
+            self.send_to_all(Request::Transactions(batch));
+        }
+    }
+
+    /// Sends `request` to every connected member.
+    fn send_to_all(&mut self, request: Request) {
+        for peer in self.connected.clone() {
+            self.swarm
+                .behaviour_mut()
+                .rpc
+                .send_request(&peer, Frame::outgoing(request.clone()));
         }
     }
 
     fn on_command(&mut self, command: Outbound) {
         match command {
-            Outbound::Broadcast(message) => {
-                let request = Request::Consensus(message);
-                for peer in self.connected.clone() {
-                    self.swarm
-                        .behaviour_mut()
-                        .rpc
-                        .send_request(&peer, Frame::outgoing(request.clone()));
-                }
-            }
+            Outbound::Broadcast(message) => self.send_to_all(Request::Consensus(message)),
             Outbound::Sync { peer, from } => {
                 if let Some(peer) = peer
                     .filter(|p| self.connected.contains(p))
