@@ -80,8 +80,8 @@ const STREAMS_PER_CONNECTION: usize = 128;
 /// spend 14 % less CPU forwarding every 50 ms than every 20 ms, and at
 /// 2,500 ops/s (the machine nearly saturated) their p99 latency over the
 /// same hour was 320-570 ms instead of 500-1,230 (docs/benchmarks.md,
-/// "Forwarding every 50 ms"). A transaction waits
-/// 25 ms on average, a fraction of a block interval.
+/// "Forwarding every 50 ms"). A transaction waits 25 ms on average, a
+/// fraction of a block interval.
 const FORWARD_INTERVAL: Duration = Duration::from_millis(50);
 /// No transaction encodes shorter: a sender key (32 bytes) and a signature
 /// (64) at least.
@@ -567,8 +567,16 @@ impl NetworkTask {
     }
 
     /// Sends transactions admitted here by the API to every other member, so
-    /// that whichever validator proposes next has them.
+    /// that whichever validator proposes next has them. At an observer's
+    /// node they wait while no validator's node is connected: it never
+    /// proposes what it admits, and its peers do not forward it again (the
+    /// wait is bounded: with no validator connected nothing commits, so its
+    /// mempool fills and admits no more).
     fn forward_transactions(&mut self) {
+        let observer = !self.validators.contains(self.swarm.local_peer_id());
+        if observer && self.connected.is_disjoint(&self.validators) {
+            return;
+        }
         let txs = self.mempool.take_outbox();
         for batch in forward_batches(txs, self.max_frame_bytes / 2) {
             self.send_to_all(Request::Transactions(batch));

@@ -448,6 +448,15 @@ async fn forwarded_transactions_are_admitted_but_not_forwarded_again() {
     );
 }
 
+/// Waits until `node` has a peer.
+async fn connected(node: &mut Node) {
+    let connected = tokio::time::timeout(DEADLINE, async {
+        while !matches!(node.inbound.recv().await, Some(Inbound::Peers(1))) {}
+    })
+    .await;
+    assert!(connected.is_ok(), "the node connects to its peer");
+}
+
 /// What this node's API admits between two forwards may be more than one
 /// frame holds: it goes to the other members as several requests, not as
 /// one too large to send.
@@ -458,11 +467,7 @@ async fn a_burst_larger_than_a_frame_is_forwarded_in_several_batches() {
     let receiver = start_node(&genesis, &keys[1], FRAME).await;
     let mut sender =
         start_node_dialing(&genesis, &keys[0], FRAME, vec![receiver.addr.clone()]).await;
-    let connected = tokio::time::timeout(DEADLINE, async {
-        while !matches!(sender.inbound.recv().await, Some(Inbound::Peers(1))) {}
-    })
-    .await;
-    assert!(connected.is_ok(), "the sender connects to the receiver");
+    connected(&mut sender).await;
 
     let txs: Vec<Vec<u8>> = (0..200)
         .map(|n| encode(&remark_of(&genesis, n, 200)))
@@ -485,6 +490,47 @@ async fn a_burst_larger_than_a_frame_is_forwarded_in_several_batches() {
         "{} of {} forwarded",
         receiver.mempool.len(),
         txs.len()
+    );
+}
+
+/// Admits `tx` as the node's API does, so that the node forwards it.
+fn admit_here(node: &Node, tx: &trellis_types::SignedTransaction) {
+    let admitted = node
+        .mempool
+        .admit(&encode(tx), &node.storage, crate::node::now_ms());
+    assert!(admitted.is_ok(), "{admitted:?}");
+}
+
+/// An observer's node keeps what its API admitted until a validator's node
+/// is connected (it never proposes it, and peers do not forward it again);
+/// a validator's node forwards to whoever is connected, observers included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_observer_forwards_what_it_admitted_once_a_validator_connects() {
+    let (genesis, keys) = network_with(1, 1);
+    let observer = start_node(&genesis, &keys[1], 1 << 20).await;
+    let before = remark(&genesis, 0);
+    admit_here(&observer, &before);
+    // Several forwarding rounds pass with no validator's node connected.
+    tokio::time::sleep(4 * FORWARD_INTERVAL).await;
+
+    let mut validator =
+        start_node_dialing(&genesis, &keys[0], 1 << 20, vec![observer.addr.clone()]).await;
+    connected(&mut validator).await;
+    let after = remark(&genesis, 1);
+    admit_here(&validator, &after);
+    let both = tokio::time::timeout(DEADLINE, async {
+        while !(validator.mempool.contains(&before.hash())
+            && observer.mempool.contains(&after.hash()))
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(
+        both.is_ok(),
+        "the validator has the observer's: {}; the observer has the validator's: {}",
+        validator.mempool.contains(&before.hash()),
+        observer.mempool.contains(&after.hash())
     );
 }
 
