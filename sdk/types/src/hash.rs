@@ -33,6 +33,11 @@ pub enum Domain {
 }
 
 impl Domain {
+    /// How many domains there are: a slot each in the hasher tables below.
+    /// A new domain must come last or move this (the test that hashes under
+    /// every domain fails out of bounds until it does).
+    const COUNT: usize = Domain::SafetyRecord as usize + 1;
+
     pub const fn tag(self) -> &'static str {
         match self {
             Domain::Transaction => "trellis v1 transaction",
@@ -54,9 +59,8 @@ impl Domain {
     /// costs a blake3 compression, as much as hashing a tree node's 64
     /// bytes, so each domain's hasher is derived once and cloned.
     pub fn hasher(self) -> blake3::Hasher {
-        // A slot per domain; a new domain must add one (the test that
-        // hashes under every domain fails out of bounds until it does).
-        static DERIVED: [OnceLock<blake3::Hasher>; 12] = [const { OnceLock::new() }; 12];
+        static DERIVED: [OnceLock<blake3::Hasher>; Domain::COUNT] =
+            [const { OnceLock::new() }; Domain::COUNT];
         DERIVED[self as usize]
             .get_or_init(|| blake3::Hasher::new_derive_key(self.tag()))
             .clone()
@@ -67,7 +71,8 @@ impl Domain {
     /// domain and resets it instead.
     pub fn hash(self, bytes: &[u8]) -> Hash {
         thread_local! {
-            static HASHERS: RefCell<[Option<blake3::Hasher>; 12]> = RefCell::default();
+            static HASHERS: RefCell<[Option<blake3::Hasher>; Domain::COUNT]> =
+                const { RefCell::new([const { None }; Domain::COUNT]) };
         }
         HASHERS.with_borrow_mut(|hashers| {
             let hasher = hashers[self as usize].get_or_insert_with(|| self.hasher());
