@@ -5,6 +5,8 @@
 //!   with its receipts to sled (one batch + flush). Reported per block.
 //! - `prepare_state/1000_keys_on_100k`: compute the next root for 1,000 touched
 //!   keys on top of a committed state of 100,000 keys (writes nothing).
+//! - `prepare_state/tree_log_records_1000_keys`: lay out that update's tree
+//!   nodes and values as the tree log's records (the block writer's encoding).
 //! - `sled_records/<bytes>`: insert 1.2 MB (a 400-transaction block's tree
 //!   nodes) into sled as records of that size, in key order, and flush: what
 //!   sizing the state tree's records trades (`state::tree_records`).
@@ -173,6 +175,12 @@ fn bench_prepare_state(c: &mut Criterion) {
             |w| black_box(storage.prepare_state(next, w).expect("prepare_state").root),
             BatchSize::SmallInput,
         );
+    });
+    let update = storage
+        .prepare_state(next, writes.clone())
+        .expect("prepare_state");
+    group.bench_function("tree_log_records_1000_keys", |b| {
+        b.iter(|| black_box(update.tree_log_records().len()));
     });
     group.finish();
 }

@@ -59,6 +59,14 @@ pub struct StateUpdate {
     pub(crate) tree: TreeUpdateBatch,
 }
 
+impl StateUpdate {
+    /// What the block writer appends to the tree log for this update
+    /// ([`tree_records`]); public for the storage benchmarks.
+    pub fn tree_log_records(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        tree_records(self.version, &self.tree)
+    }
+}
+
 type Tree<'a> = JellyfishMerkleTree<'a, TreeStore<'a>, StateHasher>;
 
 /// jmt's view of the stored tree, through the node cache when there is one.

@@ -54,14 +54,40 @@ pub(crate) fn value_record_key(version: Version, key: KeyHash) -> ValueRecordKey
     out
 }
 
-/// The node's id within its record: its borsh-encoded nibble path, at most
-/// 44 bytes (nibble count u64 ‖ byte count u32 ‖ 32 bytes). Sized here:
-/// borsh's `to_vec` reserves a kilobyte, and a busy block holds tens of
-/// thousands of ids at once while its records are built.
-pub(crate) fn node_id(node_key: &NodeKey) -> Vec<u8> {
-    let mut id = Vec::with_capacity(44);
-    borsh::to_writer(&mut id, node_key.nibble_path()).expect("writing to a Vec cannot fail");
-    id
+/// The longest node id: the borsh-encoded nibble path of a full key (nibble
+/// count u64 ‖ byte count u32 ‖ 32 bytes).
+const NODE_ID_MAX: usize = 44;
+
+/// A node's id within its record: its borsh-encoded nibble path, held inline.
+/// A busy block builds tens of thousands at once; one heap allocation each
+/// was a visible part of the block writer.
+#[derive(Clone, Copy)]
+pub(crate) struct NodeId {
+    len: u8,
+    bytes: [u8; NODE_ID_MAX],
+}
+
+impl std::ops::Deref for NodeId {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+impl AsRef<[u8]> for NodeId {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+pub(crate) fn node_id(node_key: &NodeKey) -> NodeId {
+    let mut bytes = [0u8; NODE_ID_MAX];
+    let mut rest = &mut bytes[..];
+    borsh::to_writer(&mut rest, node_key.nibble_path())
+        .expect("a nibble path's encoding fits NODE_ID_MAX bytes");
+    let len = (NODE_ID_MAX - rest.len()) as u8;
+    NodeId { len, bytes }
 }
 
 /// What a value record says about a leaf of its version.
@@ -77,27 +103,15 @@ pub(crate) enum StoredValue<'r> {
 const WRITTEN: u8 = 1;
 const MOVED: u8 = 2;
 
-/// The entries of a record being built: what each id's entry is made from, by id.
-type Entries<E> = BTreeMap<Vec<u8>, E>;
-
-/// The records for one version's new nodes, by key.
-pub(crate) fn encode_nodes(nodes: &BTreeMap<NodeKey, Node>) -> BTreeMap<NodeRecordKey, Vec<u8>> {
-    let mut records: BTreeMap<NodeRecordKey, Entries<&Node>> = BTreeMap::new();
-    for (node_key, node) in nodes {
-        records
-            .entry(node_record_key(node_key))
-            .or_default()
-            .insert(node_id(node_key), node);
-    }
-    records
-        .into_iter()
-        .map(|(k, entries)| {
-            let record = encode(&entries, |node, out| {
-                borsh::to_writer(out, node).expect("writing to a Vec cannot fail")
-            });
-            (k, record)
-        })
-        .collect()
+/// The records for one version's new nodes, in key order.
+pub(crate) fn encode_nodes(nodes: &BTreeMap<NodeKey, Node>) -> Vec<(NodeRecordKey, Vec<u8>)> {
+    let entries = nodes
+        .iter()
+        .map(|(node_key, node)| (node_record_key(node_key), node_id(node_key), node))
+        .collect();
+    records(entries, |node, out| {
+        borsh::to_writer(out, node).expect("writing to a Vec cannot fail")
+    })
 }
 
 /// The records for one version's leaves: the values it wrote (deletions leave
@@ -106,7 +120,7 @@ pub(crate) fn encode_values(
     version: Version,
     nodes: &BTreeMap<NodeKey, Node>,
     written: &BTreeMap<(Version, KeyHash), Option<OwnedValue>>,
-) -> BTreeMap<ValueRecordKey, Vec<u8>> {
+) -> Vec<(ValueRecordKey, Vec<u8>)> {
     value_records(nodes.values().filter_map(|node| match node {
         Node::Leaf(leaf) => {
             let key = leaf.key_hash();
@@ -121,7 +135,7 @@ pub(crate) fn encode_values(
 /// `Moved` entry to point to).
 pub(crate) fn encode_written<'v>(
     leaves: impl IntoIterator<Item = (Version, KeyHash, &'v [u8])>,
-) -> BTreeMap<ValueRecordKey, Vec<u8>> {
+) -> Vec<(ValueRecordKey, Vec<u8>)> {
     value_records(
         leaves
             .into_iter()
@@ -131,17 +145,27 @@ pub(crate) fn encode_written<'v>(
 
 fn value_records<'v>(
     entries: impl Iterator<Item = (Version, KeyHash, StoredValue<'v>)>,
-) -> BTreeMap<ValueRecordKey, Vec<u8>> {
-    let mut records: BTreeMap<ValueRecordKey, Entries<StoredValue>> = BTreeMap::new();
-    for (version, key, value) in entries {
-        records
-            .entry(value_record_key(version, key))
-            .or_default()
-            .insert(key.0.to_vec(), value);
-    }
-    records
-        .into_iter()
-        .map(|(k, entries)| (k, encode(&entries, write_value)))
+) -> Vec<(ValueRecordKey, Vec<u8>)> {
+    let entries = entries
+        .map(|(version, key, value)| (value_record_key(version, key), key.0, value))
+        .collect();
+    records(entries, write_value)
+}
+
+/// Groups `(record key, id, entry)` triples by record key and lays out each
+/// record, entries in id order. Sorting one flat list costs a fraction of
+/// building a map per record with an allocated id per entry.
+fn records<K: Ord + Copy, I: AsRef<[u8]>, E>(
+    mut entries: Vec<(K, I, E)>,
+    write_entry: impl Fn(&E, &mut Vec<u8>),
+) -> Vec<(K, Vec<u8>)> {
+    entries.sort_unstable_by(|a, b| (a.0, a.1.as_ref()).cmp(&(b.0, b.1.as_ref())));
+    entries
+        .chunk_by(|a, b| a.0 == b.0)
+        .map(|group| {
+            let entries = group.iter().map(|(_, id, entry)| (id.as_ref(), entry));
+            (group[0].0, encode(entries, &write_entry))
+        })
         .collect()
 }
 
@@ -182,15 +206,22 @@ pub(crate) fn find_value(record: &[u8], key: KeyHash) -> Result<Option<StoredVal
     }
 }
 
-/// Lays out a record: `write_entry` writes each entry straight into it, so an
-/// entry is never encoded on its own and copied in.
-fn encode<E>(entries: &Entries<E>, write_entry: impl Fn(&E, &mut Vec<u8>)) -> Vec<u8> {
+/// Lays out a record from its entries in id order: `write_entry` writes each
+/// entry straight into it, so an entry is never encoded on its own and copied in.
+fn encode<'e, E: 'e>(
+    entries: impl ExactSizeIterator<Item = (&'e [u8], &'e E)>,
+    write_entry: impl Fn(&E, &mut Vec<u8>),
+) -> Vec<u8> {
     // Ids are at most 44 bytes (a 64-nibble path); entries and records are far
     // below 4 GiB (values are bounded by the transaction size limit).
-    let table = 4 + 4 * entries.len();
+    let count = entries.len();
+    let table = 4 + 4 * count;
     let mut record = vec![0; table]; // the count, then offsets filled in below
-    record[..4].copy_from_slice(&(entries.len() as u32).to_be_bytes());
-    for (i, (id, entry)) in entries.iter().enumerate() {
+    record[..4].copy_from_slice(&(count as u32).to_be_bytes());
+    let mut previous: Option<&[u8]> = None;
+    for (i, (id, entry)) in entries.enumerate() {
+        debug_assert!(previous < Some(id), "ids in strictly increasing order");
+        previous = Some(id);
         let offset = (record.len() - table) as u32;
         record[4 + 4 * i..8 + 4 * i].copy_from_slice(&offset.to_be_bytes());
         record.extend_from_slice(&(id.len() as u16).to_be_bytes());
@@ -325,7 +356,7 @@ mod tests {
             ((5, written), Some(b"new".to_vec())),
             ((5, KeyHash([0x14; 32])), None),
         ]);
-        let records = encode_values(5, &nodes, &values);
+        let records: BTreeMap<_, _> = encode_values(5, &nodes, &values).into_iter().collect();
         assert_eq!(
             records.len(),
             2,
@@ -344,23 +375,43 @@ mod tests {
         );
     }
 
-    /// A record of entries given as bytes.
-    fn encode_bytes(entries: &Entries<Vec<u8>>) -> Vec<u8> {
-        encode(entries, |entry, out| out.extend_from_slice(entry))
+    /// A record of entries given as bytes, by id.
+    fn encode_bytes(entries: &BTreeMap<Vec<u8>, Vec<u8>>) -> Vec<u8> {
+        encode(entries.iter().map(|(id, e)| (&id[..], e)), |entry, out| {
+            out.extend_from_slice(entry)
+        })
+    }
+
+    /// The record layout as the module's documentation states it, built the
+    /// plain way: a map per record, ids and entries encoded on their own.
+    fn layout_as_documented(entries: &BTreeMap<Vec<u8>, Vec<u8>>) -> Vec<u8> {
+        let mut offsets = Vec::new();
+        let mut body = Vec::new();
+        for (id, entry) in entries {
+            offsets.extend_from_slice(&(body.len() as u32).to_be_bytes());
+            body.extend_from_slice(&(id.len() as u16).to_be_bytes());
+            body.extend_from_slice(id);
+            body.extend_from_slice(&(entry.len() as u32).to_be_bytes());
+            body.extend_from_slice(entry);
+        }
+        let mut record = (entries.len() as u32).to_be_bytes().to_vec();
+        record.extend(offsets);
+        record.extend(body);
+        record
     }
 
     #[test]
     fn a_malformed_record_is_an_error_not_a_panic() {
         let key = node_key(1, &[0x12, 0x34], false);
         let nodes = BTreeMap::from([(key, leaf(1))]);
-        let record = encode_nodes(&nodes).into_values().next().unwrap();
+        let (_, record) = encode_nodes(&nodes).into_iter().next().unwrap();
         let other = node_id(&node_key(1, &[0x12, 0x35], false));
         for cut in 1..record.len() {
             assert!(find_node(&record[..cut], &other).is_err(), "cut at {cut}");
         }
         assert!(find_node(&record, &other).unwrap().is_none());
 
-        let unknown = encode_bytes(&Entries::from([(vec![7; 32], vec![9])]));
+        let unknown = encode_bytes(&BTreeMap::from([(vec![7; 32], vec![9])]));
         assert!(find_value(&unknown, KeyHash([7; 32])).is_err());
     }
 
@@ -375,11 +426,39 @@ mod tests {
             let _ = find_value(&bytes, KeyHash(key));
             let _ = find_node(&bytes, &key[..12]);
         }
+
+        /// Records are written once and read for the life of a store: the
+        /// layout must stay the documented one, byte for byte.
+        #[test]
+        fn node_records_keep_the_documented_layout(
+            paths in proptest::collection::vec(
+                (1u64..4, proptest::collection::vec(proptest::prelude::any::<u8>(), 1..4), proptest::prelude::any::<bool>()),
+                0..60,
+            ),
+        ) {
+            let nodes: BTreeMap<NodeKey, Node> = paths
+                .iter()
+                .enumerate()
+                .map(|(i, (version, path, odd))| (node_key(*version, path, *odd), leaf(i as u8)))
+                .collect();
+            let mut expected: BTreeMap<NodeRecordKey, BTreeMap<Vec<u8>, Vec<u8>>> = BTreeMap::new();
+            for (key, node) in &nodes {
+                expected
+                    .entry(node_record_key(key))
+                    .or_default()
+                    .insert(borsh::to_vec(key.nibble_path()).unwrap(), borsh::to_vec(node).unwrap());
+            }
+            let expected: Vec<_> = expected
+                .into_iter()
+                .map(|(key, entries)| (key, layout_as_documented(&entries)))
+                .collect();
+            proptest::prop_assert_eq!(encode_nodes(&nodes), expected);
+        }
     }
 
     #[test]
     fn lookups_find_every_entry_of_a_many_entry_record() {
-        let entries: Entries<Vec<u8>> = (0u8..=200)
+        let entries: BTreeMap<Vec<u8>, Vec<u8>> = (0u8..=200)
             .map(|i| (vec![i; 1 + i as usize % 7], vec![i]))
             .collect();
         let record = encode_bytes(&entries);
