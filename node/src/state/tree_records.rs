@@ -61,7 +61,6 @@ const NODE_ID_MAX: usize = 44;
 /// A node's id within its record: its borsh-encoded nibble path, held inline.
 /// A busy block builds tens of thousands at once; one heap allocation each
 /// was a visible part of the block writer.
-#[derive(Clone, Copy)]
 pub(crate) struct NodeId {
     len: u8,
     bytes: [u8; NODE_ID_MAX],
@@ -212,8 +211,8 @@ fn encode<'e, E: 'e>(
     entries: impl ExactSizeIterator<Item = (&'e [u8], &'e E)>,
     write_entry: impl Fn(&E, &mut Vec<u8>),
 ) -> Vec<u8> {
-    // Ids are at most 44 bytes (a 64-nibble path); entries and records are far
-    // below 4 GiB (values are bounded by the transaction size limit).
+    // Ids are at most NODE_ID_MAX bytes; entries and records are far below
+    // 4 GiB (values are bounded by the transaction size limit).
     let count = entries.len();
     let table = 4 + 4 * count;
     let mut record = vec![0; table]; // the count, then offsets filled in below
