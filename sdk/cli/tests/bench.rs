@@ -115,14 +115,26 @@ async fn the_quick_bench_runs_the_whole_mix_on_a_dev_node_it_starts_and_stops() 
     }
 
     assert!(count(&report["blocks"]["count"]) > 0);
-    assert!(report["generator"]["cpu_percent"].is_number());
+    let ops_per_s = report["ops_per_s"].as_f64().expect("ops/s");
+    // CPU per operation is the CPU share over the rate; the share is rounded
+    // to 0.1 %, which moves the quotient by up to 0.05 % × 10⁶ / rate.
+    let per_op = |process: &Value| {
+        let cpu = process["cpu_percent"].as_f64().expect("cpu %");
+        let per_op = process["cpu_us_per_op"].as_f64().expect("µs per op");
+        let expected = cpu / 100.0 * 1e6 / ops_per_s;
+        assert!(
+            (per_op - expected).abs() <= 0.1 + 500.0 / ops_per_s,
+            "{process}: {per_op} µs per op, expected about {expected}"
+        );
+    };
+    per_op(&report["generator"]);
     assert_eq!(report["regression"]["passed"], true);
     assert!(report["setup"]["receivables_maturing_in_run"].as_u64() > Some(0));
 
     // The node it started is reported, and gone.
     let nodes = report["node_processes"].as_array().expect("node processes");
     assert_eq!(nodes.len(), 1, "{nodes:?}");
-    assert!(nodes[0]["cpu_percent"].is_number());
+    per_op(&nodes[0]);
     assert!(nodes[0]["peak_rss_mib"].as_f64().is_some_and(|m| m > 0.0));
     let pid = count(&nodes[0]["pid"]);
     assert!(

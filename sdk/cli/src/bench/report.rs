@@ -43,6 +43,14 @@ fn cpu_percent(start: Option<u64>, end: Option<u64>, seconds: f64) -> Option<f64
     (seconds > 0.0).then(|| end.saturating_sub(start) as f64 / TICKS_PER_SECOND / seconds * 100.0)
 }
 
+/// CPU per committed operation in µs, from a process's share of one core (%)
+/// and the committed rate over the same window: what each operation costs it.
+fn cpu_us_per_op(cpu_percent: Option<f64>, ops_per_s: f64) -> Option<f64> {
+    cpu_percent
+        .filter(|_| ops_per_s > 0.0)
+        .map(|p| p / 100.0 * 1e6 / ops_per_s)
+}
+
 fn machine_percent(start: &CpuSnapshot, end: &CpuSnapshot) -> Option<f64> {
     let ((b0, t0), (b1, t1)) = (start.machine?, end.machine?);
     let total = t1.saturating_sub(t0);
@@ -298,11 +306,13 @@ pub fn build(inputs: &Inputs) -> Report {
         "node_processes": node_rows.iter().map(|(pid, cpu, peak, rss)| json!({
             "pid": pid,
             "cpu_percent": opt(*cpu, 1),
+            "cpu_us_per_op": opt(cpu_us_per_op(*cpu, ops_per_s), 1),
             "peak_rss_mib": opt(mib(*peak), 1),
             "rss_mib": opt(mib(*rss), 1),
         })).collect::<Vec<_>>(),
         "generator": {
             "cpu_percent": opt(bench_cpu, 1),
+            "cpu_us_per_op": opt(cpu_us_per_op(bench_cpu, ops_per_s), 1),
             "sign_us_per_tx": opt(sign_us, 1),
             "signed": results.signed,
         },
@@ -424,8 +434,9 @@ pub fn build(inputs: &Inputs) -> Report {
             .iter()
             .map(|(pid, cpu, peak, rss)| {
                 format!(
-                    "pid {pid}: CPU {} %, peak RSS {} MiB (now {} MiB)",
+                    "pid {pid}: CPU {} % ({} µs per operation), peak RSS {} MiB (now {} MiB)",
                     show(*cpu, 0),
+                    show(cpu_us_per_op(*cpu, ops_per_s), 0),
                     show(mib(*peak), 0),
                     show(mib(*rss), 0)
                 )
@@ -437,8 +448,9 @@ pub fn build(inputs: &Inputs) -> Report {
     rows.push((
         "generator",
         format!(
-            "CPU {} % (signing {} µs/tx, {} signed)",
+            "CPU {} % ({} µs per operation; signing {} µs/tx, {} signed)",
             show(bench_cpu, 0),
+            show(cpu_us_per_op(bench_cpu, ops_per_s), 0),
             show(sign_us, 1),
             grouped(results.signed)
         ),
@@ -514,5 +526,13 @@ mod tests {
         assert_eq!(grouped(999), "999");
         assert_eq!(grouped(1_000), "1,000");
         assert_eq!(grouped(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn cpu_per_operation_is_the_cores_share_over_the_rate() {
+        // 135 % of a core at 10,800 operations a second: 125 µs each.
+        assert_eq!(cpu_us_per_op(Some(135.0), 10_800.0), Some(125.0));
+        assert_eq!(cpu_us_per_op(Some(50.0), 0.0), None);
+        assert_eq!(cpu_us_per_op(None, 1_000.0), None);
     }
 }
