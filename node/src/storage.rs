@@ -387,7 +387,7 @@ impl ReadCaches {
                 commits: 0,
                 values: Cache::new(entries),
             }),
-            nodes: Mutex::new(Cache::new(entries.saturating_mul(4))),
+            nodes: Mutex::new(Cache::of_immutable(entries.saturating_mul(4))),
         }
     }
 }

@@ -37,7 +37,7 @@ pub(crate) fn copy(
     version: Version,
     to: BatchedWriter,
 ) -> Result<CopiedTree, StorageError> {
-    let nodes = Mutex::new(Cache::new(NODE_CACHE_ENTRIES));
+    let nodes = Mutex::new(Cache::of_immutable(NODE_CACHE_ENTRIES));
     let store = TreeStore {
         db: from,
         nodes: Some(&nodes),
