@@ -170,12 +170,17 @@ mod tests {
         }
     }
 
-    #[test]
-    fn an_insert_replaces_an_entry_of_either_generation() {
-        let mut cache = Cache::new(2);
+    /// `cache` (of capacity 2) holding "a" and "b" in the old generation, "c" in the young one.
+    fn with_a_and_b_old(mut cache: Cache<&'static str, i32>) -> Cache<&'static str, i32> {
         cache.insert("a", 1);
         cache.insert("b", 2);
-        cache.insert("c", 3); // "a" and "b" are now old
+        cache.insert("c", 3);
+        cache
+    }
+
+    #[test]
+    fn an_insert_replaces_an_entry_of_either_generation() {
+        let mut cache = with_a_and_b_old(Cache::new(2));
         cache.insert("a", 10);
         assert_eq!(cache.get(&"a"), Some(10));
         assert_eq!(cache.len(), 3, "the old \"a\" is gone");
@@ -183,10 +188,7 @@ mod tests {
 
     #[test]
     fn an_immutable_cache_leaves_the_old_generation_alone_on_insert() {
-        let mut cache = Cache::of_immutable(2);
-        cache.insert("a", 1);
-        cache.insert("b", 2);
-        cache.insert("c", 3); // "a" and "b" are now old
+        let mut cache = with_a_and_b_old(Cache::of_immutable(2));
         cache.insert("a", 1);
         assert_eq!(cache.len(), 4, "the old copy of \"a\" stays");
         assert_eq!(cache.get(&"a"), Some(1));
