@@ -69,6 +69,8 @@ pub struct Metrics {
     pub network_rate_limited: Counter,
     /// Bytes of peers' frames held in memory, being read or waiting to be handled.
     pub network_frame_bytes: Gauge,
+    /// Messages not sent because a peer's push stream had a full queue.
+    pub network_push_dropped: Counter,
     /// 1 while catching up with the network by block sync.
     pub syncing: Gauge,
     /// The committed height f+1 validators vouch the chain has reached.
@@ -107,6 +109,7 @@ impl Metrics {
             network_strikes: Counter::default(),
             network_rate_limited: Counter::default(),
             network_frame_bytes: Gauge::default(),
+            network_push_dropped: Counter::default(),
             syncing: Gauge::default(),
             sync_target: Gauge::default(),
             registry: Registry::default(),
@@ -184,6 +187,11 @@ impl Metrics {
             "network_frame_bytes",
             "Bytes of peers' frames held in memory, being read or waiting to be handled",
             metrics.network_frame_bytes.clone(),
+        );
+        registry.register(
+            "network_push_dropped",
+            "Messages to peers dropped because the peer's push queue was full",
+            metrics.network_push_dropped.clone(),
         );
         registry.register(
             "syncing",

@@ -1,16 +1,18 @@
 //! Peer-to-peer transport between member nodes: libp2p over TCP, noise, yamux.
 //!
 //! Only peers whose identity key is listed in the genesis (validators and
-//! observers) may connect; others are refused at the connection layer. All
-//! traffic is request-response on one protocol, sent directly to each peer (no
-//! gossip mesh): consensus messages (from validators' nodes only), batches of
-//! transactions on their way to the proposer, and block sync. Every frame is
-//! length-prefixed and capped; a connection's frames held in memory, being
-//! read or waiting to be handled, never exceed its budget of bytes; a peer has
-//! at most two connections and a rate limit; a peer that keeps sending what is
-//! refused is disconnected and kept out for a while. Sync requests are
-//! answered here from storage; everything else goes to the driver, and
-//! transactions straight to the mempool.
+//! observers) may connect; others are refused at the connection layer.
+//! Traffic goes directly to each peer (no gossip mesh): consensus messages
+//! (from validators' nodes only) and batches of transactions on their way to
+//! the proposer on one long-lived stream per peer ([`push`]), block sync as
+//! requests with responses (a peer may send the others as requests too, as
+//! older nodes do). Every frame is length-prefixed and capped; the frames of
+//! a connection's requests, and those of a peer's push streams, held in
+//! memory (being read or waiting to be handled) never exceed their budget of
+//! bytes; a peer has at most two connections and a rate limit; a peer that
+//! keeps sending what is refused is disconnected and kept out for a while.
+//! Sync requests are answered here from storage; everything else goes to the
+//! driver, and transactions straight to the mempool.
 
 use crate::consensus::Message;
 use crate::mempool::Mempool;
@@ -86,6 +88,9 @@ const FORWARD_INTERVAL: Duration = Duration::from_millis(50);
 /// No transaction encodes shorter: a sender key (32 bytes) and a signature
 /// (64) at least.
 const MIN_TX_BYTES: usize = 96;
+/// Frames read from peers' push streams waiting for the network task; a
+/// reader waits while it is full.
+const PUSH_EVENTS: usize = 1_024;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Request {
@@ -202,6 +207,7 @@ struct Behaviour {
     allowed: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
     limits: connection_limits::Behaviour,
     rpc: request_response::Behaviour<Codec>,
+    push: libp2p_stream::Behaviour,
 }
 
 /// One frame's share of its connection's budget, given back when dropped.
@@ -457,7 +463,8 @@ pub fn spawn(
     }
     let validators = config.validators.iter().filter_map(peer_id).collect();
     let max_frame_bytes = config.max_frame_bytes;
-    let codec = Codec {
+    // Requests' and push streams' codecs: each connection or peer budgets a clone.
+    let codec = || Codec {
         max: max_frame_bytes,
         budget: None,
         held: metrics.network_frame_bytes.clone(),
@@ -467,7 +474,7 @@ pub fn spawn(
             .with_max_established_per_peer(Some(CONNECTIONS_PER_PEER)),
     );
     let rpc = request_response::Behaviour::with_codec(
-        codec,
+        codec(),
         [(PROTOCOL, ProtocolSupport::Full)],
         request_response::Config::default()
             .with_request_timeout(Duration::from_secs(30))
@@ -484,10 +491,18 @@ pub fn spawn(
             allowed,
             limits,
             rpc,
+            push: libp2p_stream::Behaviour::new(),
         })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
         .build();
     swarm.listen_on(config.listen.clone())?;
+    let mut control = swarm.behaviour().push.new_control();
+    let incoming = control
+        .accept(push::PROTOCOL)
+        .expect("the push protocol is registered once");
+    let (push_tx, push_rx) = mpsc::channel(PUSH_EVENTS);
+    tokio::spawn(push::accept(incoming, codec(), push_tx.clone()));
+    let writers = push::Writers::new(control, push_tx, metrics.network_push_dropped.clone());
     info!(peer_id = %local_peer_id, listen = %config.listen, members = members.len(), "peer-to-peer transport up");
 
     let (out_tx, out_rx) = mpsc::channel(10_000);
@@ -507,8 +522,10 @@ pub fn spawn(
         metrics,
         inbound: in_tx,
         max_frame_bytes,
+        writers,
+        requests_only: BTreeSet::new(),
     };
-    tokio::spawn(task.run(out_rx));
+    tokio::spawn(task.run(out_rx, push_rx));
     Ok((
         NetworkHandle {
             outbound: out_tx,
@@ -535,10 +552,17 @@ struct NetworkTask {
     metrics: Arc<Metrics>,
     inbound: mpsc::Sender<Inbound>,
     max_frame_bytes: usize,
+    writers: push::Writers,
+    /// Connected peers that do not speak the push protocol: sent requests.
+    requests_only: BTreeSet<PeerId>,
 }
 
 impl NetworkTask {
-    async fn run(mut self, mut outbound: mpsc::Receiver<Outbound>) {
+    async fn run(
+        mut self,
+        mut outbound: mpsc::Receiver<Outbound>,
+        mut pushed: mpsc::Receiver<push::Event>,
+    ) {
         let mut redial = tokio::time::interval(Duration::from_secs(2));
         let mut forward = tokio::time::interval(FORWARD_INTERVAL);
         loop {
@@ -549,6 +573,7 @@ impl NetworkTask {
                     None => return,
                 },
                 event = self.swarm.select_next_some() => self.on_event(event).await,
+                Some(event) = pushed.recv() => self.on_pushed(event).await,
                 _ = redial.tick() => self.redial(),
                 _ = forward.tick() => self.forward_transactions(),
             }
@@ -583,13 +608,22 @@ impl NetworkTask {
         }
     }
 
-    /// Sends `request` to every connected member.
+    /// Sends `request` to every connected member: on its push stream, or
+    /// as a request to a peer without one.
     fn send_to_all(&mut self, request: Request) {
-        for peer in self.connected.clone() {
-            self.swarm
-                .behaviour_mut()
-                .rpc
-                .send_request(&peer, Frame::outgoing(request.clone()));
+        let Some(frame) = push::encode_frame(&request, self.max_frame_bytes) else {
+            warn!("a message too large for a frame was not sent");
+            return;
+        };
+        for peer in &self.connected {
+            if self.requests_only.contains(peer) {
+                self.swarm
+                    .behaviour_mut()
+                    .rpc
+                    .send_request(peer, Frame::outgoing(request.clone()));
+            } else {
+                self.writers.send(peer, frame.clone());
+            }
         }
     }
 
@@ -645,6 +679,7 @@ impl NetworkTask {
                 }
                 if self.connected.insert(peer_id) {
                     info!(peer = %peer_id, "peer connected");
+                    self.writers.start(peer_id);
                     self.report_peers().await;
                 }
             }
@@ -654,6 +689,8 @@ impl NetworkTask {
                 ..
             } if self.connected.remove(&peer_id) => {
                 info!(peer = %peer_id, "peer disconnected");
+                self.writers.stop(&peer_id);
+                self.requests_only.remove(&peer_id);
                 self.report_peers().await;
             }
             SwarmEvent::IncomingConnectionError {
@@ -686,24 +723,7 @@ impl NetworkTask {
                 },
                 ..
             } => {
-                let response = if !self
-                    .budgets
-                    .entry(peer)
-                    .or_insert_with(PeerBudget::new)
-                    .take()
-                {
-                    self.metrics.network_rate_limited.inc();
-                    self.strike(peer, "over its rate limit");
-                    Response::Refused("rate limited".into())
-                } else {
-                    match request.message {
-                        Ok(message) => self.on_request(peer, message, request.held).await,
-                        Err(why) => {
-                            self.strike(peer, &why);
-                            Response::Refused(why)
-                        }
-                    }
-                };
+                let response = self.answer(peer, request).await;
                 let _ = self
                     .swarm
                     .behaviour_mut()
@@ -736,6 +756,56 @@ impl NetworkTask {
                 debug!(%peer, %error, "request to peer failed")
             }
             Event::ResponseSent { .. } => {}
+        }
+    }
+
+    /// A frame that came on `peer`'s push stream: handled as a request whose
+    /// answer nobody waits for. Sync needs its answer, so it is refused there.
+    async fn on_pushed(&mut self, event: push::Event) {
+        match event {
+            push::Event::Frame { peer, frame } => {
+                if let Ok(Request::Sync { .. }) = frame.message {
+                    self.strike(peer, "sync request on a push stream");
+                    return;
+                }
+                if let Response::Refused(why) = self.answer(peer, frame).await {
+                    debug!(%peer, %why, "refused a pushed message");
+                }
+            }
+            push::Event::Unsupported { peer, unsent } => {
+                debug!(%peer, "peer has no push stream: sending it requests");
+                self.requests_only.insert(peer);
+                for frame in unsent {
+                    // Encoded here, from a Request: it decodes.
+                    if let Ok(request) = decode::<Request>(&frame[4..]) {
+                        self.swarm
+                            .behaviour_mut()
+                            .rpc
+                            .send_request(&peer, Frame::outgoing(request));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Checks `peer`'s rate and what it sent, then handles it.
+    async fn answer(&mut self, peer: PeerId, request: Frame<Request>) -> Response {
+        if !self
+            .budgets
+            .entry(peer)
+            .or_insert_with(PeerBudget::new)
+            .take()
+        {
+            self.metrics.network_rate_limited.inc();
+            self.strike(peer, "over its rate limit");
+            return Response::Refused("rate limited".into());
+        }
+        match request.message {
+            Ok(message) => self.on_request(peer, message, request.held).await,
+            Err(why) => {
+                self.strike(peer, &why);
+                Response::Refused(why)
+            }
         }
     }
 
@@ -865,5 +935,6 @@ fn read_blocks(
     Ok(out)
 }
 
+mod push;
 #[cfg(test)]
 mod tests;

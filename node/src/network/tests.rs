@@ -90,10 +90,12 @@ async fn start_node_dialing(
 }
 
 /// A bare client speaking raw frames on the Trellis protocol, with any
-/// identity. A stalling one writes its bytes and then never finishes.
+/// identity. A stalling one writes its bytes and then never finishes; a
+/// serving one takes requests (whole, as raw bytes) and answers nothing.
 #[derive(Clone, Default)]
 struct RawCodec {
     stall: bool,
+    serve: bool,
 }
 
 impl request_response::Codec for RawCodec {
@@ -101,11 +103,18 @@ impl request_response::Codec for RawCodec {
     type Request = Vec<u8>;
     type Response = Vec<u8>;
 
-    async fn read_request<T>(&mut self, _: &StreamProtocol, _: &mut T) -> io::Result<Vec<u8>>
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
     where
         T: libp2p::futures::AsyncRead + Unpin + Send,
     {
-        Err(io::Error::other("the test client serves nothing"))
+        if !self.serve {
+            return Err(io::Error::other("the test client serves nothing"));
+        }
+        let mut len = [0; 4];
+        io.read_exact(&mut len).await?;
+        let mut out = vec![0; u32::from_be_bytes(len) as usize];
+        io.read_exact(&mut out).await?;
+        Ok(out)
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
@@ -155,6 +164,26 @@ fn client_with(
     identity: identity::Keypair,
     codec: RawCodec,
 ) -> Swarm<request_response::Behaviour<RawCodec>> {
+    let support = if codec.serve {
+        ProtocolSupport::Full
+    } else {
+        ProtocolSupport::Outbound
+    };
+    test_swarm(
+        identity,
+        request_response::Behaviour::with_codec(
+            codec,
+            [(PROTOCOL, support)],
+            request_response::Config::default().with_request_timeout(Duration::from_secs(60)),
+        ),
+    )
+}
+
+/// A swarm with `identity` and `behaviour` over TCP, noise and yamux, as a node's.
+fn test_swarm<B: libp2p::swarm::NetworkBehaviour>(
+    identity: identity::Keypair,
+    behaviour: B,
+) -> Swarm<B> {
     libp2p::SwarmBuilder::with_existing_identity(identity)
         .with_tokio()
         .with_tcp(
@@ -163,13 +192,7 @@ fn client_with(
             yamux::Config::default,
         )
         .unwrap()
-        .with_behaviour(|_| {
-            request_response::Behaviour::with_codec(
-                codec,
-                [(PROTOCOL, ProtocolSupport::Outbound)],
-                request_response::Config::default().with_request_timeout(Duration::from_secs(60)),
-            )
-        })
+        .with_behaviour(|_| behaviour)
         .unwrap()
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build()
@@ -252,10 +275,14 @@ async fn drive_until(
 }
 
 fn vote(genesis: &Genesis, keys: &NodeKeys) -> Message {
+    vote_at(genesis, keys, 1)
+}
+
+fn vote_at(genesis: &Genesis, keys: &NodeKeys, height: u64) -> Message {
     let key = keys.consensus.clone().expect("a validator");
     let data = VoteData {
         chain_id: genesis.chain_id.clone(),
-        height: 1,
+        height,
         round: 0,
         kind: VoteKind::Prevote,
         block: None,
@@ -643,7 +670,15 @@ async fn a_member_cannot_make_the_node_hold_more_than_the_frame_budget() {
     let (genesis, keys) = network();
     let max_frame = 64 << 10;
     let mut node = start_node(&genesis, &keys[0], max_frame).await;
-    let mut peer = connected_member_with(&keys[1], &node, RawCodec { stall: true }).await;
+    let mut peer = connected_member_with(
+        &keys[1],
+        &node,
+        RawCodec {
+            stall: true,
+            ..RawCodec::default()
+        },
+    )
+    .await;
     let target = node.handle.local_peer_id;
     let claimed = 60 << 10;
     let mut request = (claimed as u32).to_be_bytes().to_vec();
@@ -887,4 +922,239 @@ fn strikes_add_up_to_a_disconnect_only_within_one_window() {
         budget.strike(later),
         "the {STRIKES}th strike within one window disconnects"
     );
+}
+
+// Push streams: what needs no answer, on one long-lived stream per peer.
+
+/// A member's client that opens push streams to `node` and writes raw bytes
+/// on them; its swarm runs in a task of its own until the test ends.
+async fn push_client(keys: &NodeKeys, node: &Node) -> libp2p_stream::Control {
+    let identity = identity_from_seed(keys.node.seed());
+    let mut swarm = test_swarm(identity, libp2p_stream::Behaviour::new());
+    swarm.dial(node.addr.clone()).unwrap();
+    let connected = tokio::time::timeout(DEADLINE, async {
+        while !matches!(
+            swarm.select_next_some().await,
+            SwarmEvent::ConnectionEstablished { .. }
+        ) {}
+    })
+    .await;
+    assert!(connected.is_ok(), "the client connects");
+    let control = swarm.behaviour().new_control();
+    tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+    control
+}
+
+async fn open_push(control: &mut libp2p_stream::Control, node: &Node) -> libp2p::Stream {
+    tokio::time::timeout(
+        DEADLINE,
+        control.open_stream(node.handle.local_peer_id, push::PROTOCOL),
+    )
+    .await
+    .expect("in time")
+    .expect("the node takes push streams")
+}
+
+/// The next consensus message the driver gets, with what it holds.
+async fn next_consensus(node: &mut Node) -> (Message, Inbound) {
+    let inbound = tokio::time::timeout(DEADLINE, async {
+        loop {
+            if let Some(inbound @ Inbound::Consensus { .. }) = node.inbound.recv().await {
+                return inbound;
+            }
+        }
+    })
+    .await
+    .expect("a consensus message reaches the driver");
+    let Inbound::Consensus { message, .. } = &inbound else {
+        unreachable!()
+    };
+    (message.clone(), inbound)
+}
+
+/// Several frames in one write arrive in order, each holding its bytes of
+/// the peer's budget until handled, and forwarded transactions are admitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_stream_carries_a_member_s_messages_in_order() {
+    let (genesis, keys) = network();
+    let mut node = start_node(&genesis, &keys[0], 1 << 20).await;
+    let mut control = push_client(&keys[1], &node).await;
+    let mut stream = open_push(&mut control, &node).await;
+    let tx = remark(&genesis, 0);
+    let votes: Vec<Message> = (1..=3).map(|h| vote_at(&genesis, &keys[1], h)).collect();
+    let mut bytes = frame(&encode(&Request::Transactions(TxBatch(vec![Bytes(
+        encode(&tx),
+    )]))));
+    for vote in &votes {
+        bytes.extend(frame(&encode(&Request::Consensus(vote.clone()))));
+    }
+    stream.write_all(&bytes).await.unwrap();
+    stream.flush().await.unwrap();
+
+    let mut held = Vec::new();
+    for expected in &votes {
+        let (got, inbound) = next_consensus(&mut node).await;
+        assert_eq!(&got, expected, "in the order written");
+        held.push(inbound);
+    }
+    let vote_bytes: usize = votes
+        .iter()
+        .map(|v| encode(&Request::Consensus(v.clone())).len())
+        .sum();
+    let deadline = Instant::now() + DEADLINE;
+    while !node.mempool.contains(&tx.hash()) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        node.mempool.contains(&tx.hash()),
+        "the transaction is admitted"
+    );
+    assert_eq!(
+        node.metrics.network_frame_bytes.get(),
+        vote_bytes as i64,
+        "the votes hold their frames until the driver drops them"
+    );
+    drop(held);
+    assert_eq!(node.metrics.network_frame_bytes.get(), 0);
+}
+
+/// An oversized frame is refused on its length and ends the stream (what
+/// follows it is never read); a sync request, which needs an answer, is
+/// refused on a push stream. Both count against the peer, which may open
+/// another stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_push_stream_may_not_carry_counts_against_the_peer() {
+    let (genesis, keys) = network();
+    let max_frame = 16 << 10;
+    let mut node = start_node(&genesis, &keys[0], max_frame).await;
+    let mut control = push_client(&keys[1], &node).await;
+    let strikes = |node: &Node| node.metrics.network_strikes.get();
+
+    let mut first = open_push(&mut control, &node).await;
+    let mut bytes = ((max_frame + 1) as u32).to_be_bytes().to_vec();
+    bytes.extend(frame(&encode(&Request::Consensus(vote_at(
+        &genesis, &keys[1], 1,
+    )))));
+    first.write_all(&bytes).await.unwrap();
+    first.flush().await.unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    while strikes(&node) == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(strikes(&node), 1, "the oversized frame counts");
+
+    let mut second = open_push(&mut control, &node).await;
+    let after = vote_at(&genesis, &keys[1], 2);
+    let mut bytes = frame(&encode(&Request::Sync { from: 0, max: 1 }));
+    bytes.extend(frame(&encode(&Request::Consensus(after.clone()))));
+    second.write_all(&bytes).await.unwrap();
+    second.flush().await.unwrap();
+    let (got, _) = next_consensus(&mut node).await;
+    assert_eq!(
+        got, after,
+        "the vote behind the oversized frame was never read"
+    );
+    assert_eq!(strikes(&node), 2, "the sync request counts too");
+}
+
+/// However many push streams a member opens, its frames held in memory stay
+/// within one budget: a newer stream replaces the older, and the budget is
+/// the peer's, not the stream's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_s_push_streams_share_one_budget() {
+    let (genesis, keys) = network();
+    let max_frame = 1024;
+    let mut node = start_node(&genesis, &keys[0], max_frame).await;
+    let mut control = push_client(&keys[1], &node).await;
+    let budget = (FRAME_BUDGET_FRAMES * max_frame) as i64;
+    let held = |node: &Node| node.metrics.network_frame_bytes.get();
+    let votes = |from: u64| -> Vec<u8> {
+        (from..from + 40)
+            .flat_map(|h| frame(&encode(&Request::Consensus(vote_at(&genesis, &keys[1], h)))))
+            .collect()
+    };
+    let vote_bytes = encode(&Request::Consensus(vote_at(&genesis, &keys[1], 1))).len() as i64;
+    assert!(
+        40 * vote_bytes > budget,
+        "forty votes are more than the budget"
+    );
+
+    // The driver reads nothing yet: the votes it was handed hold their bytes.
+    for from in [1, 100, 200] {
+        let mut stream = open_push(&mut control, &node).await;
+        stream.write_all(&votes(from)).await.unwrap();
+        stream.flush().await.unwrap();
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < deadline {
+            assert!(held(&node) <= budget, "held {} of {budget}", held(&node));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    assert!(
+        held(&node) > budget - vote_bytes,
+        "the budget is spent: {} of {budget}",
+        held(&node)
+    );
+
+    // Once the driver handles them, the newest stream's votes come through.
+    let newest = vote_at(&genesis, &keys[1], 239);
+    let reached = tokio::time::timeout(DEADLINE, async {
+        loop {
+            if let Some(Inbound::Consensus { message, .. }) = node.inbound.recv().await
+                && message == newest
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        reached.is_ok(),
+        "the last vote of the newest stream arrives"
+    );
+}
+
+/// A peer that does not speak the push protocol (an older node) is sent
+/// requests instead, starting with what waited for its stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_without_push_streams_is_sent_requests() {
+    let (genesis, keys) = network();
+    let mut node = start_node(&genesis, &keys[0], 1 << 20).await;
+    let serving = RawCodec {
+        serve: true,
+        ..RawCodec::default()
+    };
+    let mut peer = connected_member_with(&keys[1], &node, serving).await;
+    connected(&mut node).await;
+    let votes: Vec<Message> = (1..=2).map(|h| vote_at(&genesis, &keys[0], h)).collect();
+    for vote in &votes {
+        node.handle
+            .outbound
+            .send(Outbound::Broadcast(vote.clone()))
+            .await
+            .unwrap();
+    }
+    let mut got = Vec::new();
+    let received = until(&mut peer, |e| {
+        if let SwarmEvent::Behaviour(request_response::Event::Message {
+            message: request_response::Message::Request { request, .. },
+            ..
+        }) = e
+            && let Ok(Request::Consensus(message)) = decode(request)
+        {
+            got.push(message);
+        }
+        got.len() == votes.len()
+    })
+    .await;
+    assert!(received, "both votes arrive as requests: {got:?}");
+    got.sort_by_key(|m| match m {
+        Message::Vote(v) => v.data.height,
+        _ => 0,
+    });
+    assert_eq!(got, votes);
 }

@@ -1,0 +1,205 @@
+//! One long-lived stream to each peer for the messages that need no answer:
+//! consensus messages and forwarded transactions.
+//!
+//! As a request (`/trellis/1`) each of them opened a yamux stream,
+//! negotiated its protocol, waited for an acknowledgement and closed the
+//! stream again: about a dozen encrypted frames and as many wake-ups on both
+//! sides for a vote of a few hundred bytes. On `/trellis/push/1` a node
+//! opens one stream to each peer and writes its frames back to back (the same
+//! length-prefixed encoding, several in one write when they queue up), in
+//! order, with no answer. Sync, which needs one, stays a request.
+//!
+//! A peer's frames are read as requests' are: each takes its length from a
+//! budget before its body is read and gives it back once handled, and what
+//! is refused counts against the peer. The budget is the peer's, shared by
+//! its push streams; the newest stream a peer opens replaces the one before.
+//! A peer that does not speak the protocol (an older node) is sent requests.
+
+use super::{Codec, Frame, Request};
+use libp2p::futures::{AsyncWriteExt, StreamExt};
+use libp2p::{PeerId, Stream, StreamProtocol};
+use libp2p_stream::{Control, IncomingStreams, OpenStreamError};
+use prometheus_client::metrics::counter::Counter;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use tokio::time::timeout;
+use tracing::debug;
+use trellis_types::codec::encode;
+
+pub(super) const PROTOCOL: StreamProtocol = StreamProtocol::new("/trellis/push/1");
+
+/// Frames waiting to be written to one peer; past this new ones are dropped
+/// (`trellis_network_push_dropped_total`), as a request that fails is: a
+/// peer this far behind is not reading.
+const QUEUE_FRAMES: usize = 1_024;
+
+/// Queued frames are gathered into one write up to about this many bytes.
+const WRITE_BYTES: usize = 64 * 1024;
+
+/// Opening a stream waits for a connection to the peer: a writer whose peer
+/// went away gives up after this and ends.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One frame as it goes on the wire, shared by every peer's queue.
+pub(super) type Encoded = Arc<[u8]>;
+
+/// What the push streams tell the network task.
+pub(super) enum Event {
+    /// A frame read from `peer`, or why it was refused.
+    Frame { peer: PeerId, frame: Frame<Request> },
+    /// `peer` does not speak [`PROTOCOL`]: send it requests, starting with
+    /// the frames that were waiting for its stream.
+    Unsupported { peer: PeerId, unsent: Vec<Encoded> },
+}
+
+/// `request` as a frame, or `None` when it is larger than `max` bytes.
+pub(super) fn encode_frame(request: &Request, max: usize) -> Option<Encoded> {
+    let body = encode(request);
+    if body.len() > max {
+        return None;
+    }
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    Some(frame.into())
+}
+
+/// The writers, one task per connected peer.
+pub(super) struct Writers {
+    control: Control,
+    queues: BTreeMap<PeerId, mpsc::Sender<Encoded>>,
+    events: mpsc::Sender<Event>,
+    dropped: Counter,
+}
+
+impl Writers {
+    pub(super) fn new(control: Control, events: mpsc::Sender<Event>, dropped: Counter) -> Self {
+        Writers {
+            control,
+            queues: BTreeMap::new(),
+            events,
+            dropped,
+        }
+    }
+
+    /// Starts writing to `peer`; its stream is opened with the first frame.
+    pub(super) fn start(&mut self, peer: PeerId) {
+        let (queue, frames) = mpsc::channel(QUEUE_FRAMES);
+        let writer = write_to(peer, self.control.clone(), frames, self.events.clone());
+        tokio::spawn(writer);
+        self.queues.insert(peer, queue);
+    }
+
+    /// Stops writing to `peer`: its writer writes what is queued if its
+    /// stream is open, and ends.
+    pub(super) fn stop(&mut self, peer: &PeerId) {
+        self.queues.remove(peer);
+    }
+
+    pub(super) fn send(&self, peer: &PeerId, frame: Encoded) {
+        let Some(queue) = self.queues.get(peer) else {
+            return;
+        };
+        if queue.try_send(frame).is_err() {
+            self.dropped.inc();
+        }
+    }
+}
+
+/// Writes `peer`'s frames as they come, gathering what queued meanwhile into
+/// one write. A stream that fails is dropped and the next frame opens another;
+/// frames that could not be written are lost, as a failed request is.
+async fn write_to(
+    peer: PeerId,
+    mut control: Control,
+    mut frames: mpsc::Receiver<Encoded>,
+    events: mpsc::Sender<Event>,
+) {
+    let mut stream: Option<Stream> = None;
+    while let Some(first) = frames.recv().await {
+        let mut batch = vec![first];
+        let mut bytes = batch[0].len();
+        while bytes < WRITE_BYTES {
+            match frames.try_recv() {
+                Ok(frame) => {
+                    bytes += frame.len();
+                    batch.push(frame);
+                }
+                Err(_) => break,
+            }
+        }
+        if stream.is_none() && frames.is_closed() {
+            // The peer is gone: what is left is stale, and opening a stream
+            // would wait for it to come back.
+            return;
+        }
+        let open = match stream.as_mut() {
+            Some(open) => open,
+            None => match timeout(OPEN_TIMEOUT, control.open_stream(peer, PROTOCOL)).await {
+                Ok(Ok(opened)) => stream.insert(opened),
+                Ok(Err(OpenStreamError::UnsupportedProtocol(_))) => {
+                    frames.close();
+                    while let Some(frame) = frames.recv().await {
+                        batch.push(frame);
+                    }
+                    let unsent = batch;
+                    let _ = events.send(Event::Unsupported { peer, unsent }).await;
+                    return;
+                }
+                Ok(Err(e)) => {
+                    debug!(%peer, error = %e, "cannot open a push stream");
+                    continue;
+                }
+                Err(_) => {
+                    debug!(%peer, "timed out opening a push stream");
+                    continue;
+                }
+            },
+        };
+        let written = async {
+            open.write_all(&batch.concat()).await?;
+            open.flush().await
+        };
+        if let Err(e) = written.await {
+            debug!(%peer, error = %e, "push stream failed");
+            stream = None;
+        }
+    }
+    if let Some(mut open) = stream {
+        let _ = open.close().await;
+    }
+}
+
+/// Accepts peers' push streams and reads each in a task of its own; a
+/// peer's newer stream replaces its older one. `codec` is the behaviour's:
+/// each peer's readers share a budget cloned from it.
+pub(super) async fn accept(
+    mut incoming: IncomingStreams,
+    codec: Codec,
+    events: mpsc::Sender<Event>,
+) {
+    let mut readers: BTreeMap<PeerId, (Codec, Option<AbortHandle>)> = BTreeMap::new();
+    while let Some((peer, stream)) = incoming.next().await {
+        // Only members connect (the allow list), so this map stays small.
+        let (budget, reader) = readers.entry(peer).or_insert_with(|| (codec.clone(), None));
+        if let Some(older) = reader.take() {
+            older.abort();
+        }
+        let task = tokio::spawn(read_from(peer, stream, budget.clone(), events.clone()));
+        *reader = Some(task.abort_handle());
+    }
+}
+
+/// Reads `peer`'s frames until the stream ends or a frame is refused (after
+/// an oversized length the stream is out of step; the peer opens another).
+async fn read_from(peer: PeerId, mut stream: Stream, codec: Codec, events: mpsc::Sender<Event>) {
+    while let Ok(frame) = codec.read::<_, Request>(&mut stream).await {
+        let refused = frame.message.is_err();
+        if events.send(Event::Frame { peer, frame }).await.is_err() || refused {
+            return;
+        }
+    }
+}
