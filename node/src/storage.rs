@@ -443,8 +443,6 @@ fn unseal<T: Serialize + serde::de::DeserializeOwned>(
 pub fn sled_config(path: &Path) -> sled::Config {
     sled::Config::new()
         .path(path)
-        // Blocks are write-heavy (thousands of keys per batch): trade disk space for write speed.
-        .mode(sled::Mode::HighThroughput)
         // Every write is a block's, flushed by `StagedBlock::write` itself.
         .flush_every_ms(None)
         .segment_size(SEGMENT_BYTES)
