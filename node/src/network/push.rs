@@ -39,8 +39,8 @@ const QUEUE_FRAMES: usize = 1_024;
 /// Queued frames are gathered into one write up to about this many bytes.
 const WRITE_BYTES: usize = 64 * 1024;
 
-/// Opening a stream waits for a connection to the peer: a writer whose peer
-/// went away gives up after this and ends.
+/// Opening a stream waits for a connection to the peer: past this the
+/// frames in hand are dropped, and a writer whose peer went away ends.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One frame as it goes on the wire, shared by every peer's queue.
