@@ -332,17 +332,28 @@ impl Codec {
                 "a refusal is never sent",
             ));
         };
-        let bytes = encode(value);
-        if bytes.len() > self.max {
+        let Some(bytes) = encode_frame(value, self.max) else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "frame too large to send",
             ));
-        }
-        io.write_all(&(bytes.len() as u32).to_be_bytes()).await?;
+        };
         io.write_all(&bytes).await?;
         io.flush().await
     }
+}
+
+/// `value` as it goes on the wire (its length, then its encoding), or `None`
+/// when its encoding is larger than `max` bytes.
+fn encode_frame<V: serde::Serialize>(value: &V, max: usize) -> Option<Vec<u8>> {
+    let body = encode(value);
+    if body.len() > max {
+        return None;
+    }
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    Some(frame)
 }
 
 impl request_response::Codec for Codec {
@@ -611,10 +622,11 @@ impl NetworkTask {
     /// Sends `request` to every connected member: on its push stream, or
     /// as a request to a peer without one.
     fn send_to_all(&mut self, request: Request) {
-        let Some(frame) = push::encode_frame(&request, self.max_frame_bytes) else {
+        let Some(frame) = encode_frame(&request, self.max_frame_bytes) else {
             warn!("a message too large for a frame was not sent");
             return;
         };
+        let frame: push::Encoded = frame.into();
         for peer in &self.connected {
             if self.requests_only.contains(peer) {
                 self.swarm

@@ -27,7 +27,6 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio::time::timeout;
 use tracing::debug;
-use trellis_types::codec::encode;
 
 pub(super) const PROTOCOL: StreamProtocol = StreamProtocol::new("/trellis/push/1");
 
@@ -53,18 +52,6 @@ pub(super) enum Event {
     /// `peer` does not speak [`PROTOCOL`]: send it requests, starting with
     /// the frames that were waiting for its stream.
     Unsupported { peer: PeerId, unsent: Vec<Encoded> },
-}
-
-/// `request` as a frame, or `None` when it is larger than `max` bytes.
-pub(super) fn encode_frame(request: &Request, max: usize) -> Option<Encoded> {
-    let body = encode(request);
-    if body.len() > max {
-        return None;
-    }
-    let mut frame = Vec::with_capacity(4 + body.len());
-    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&body);
-    Some(frame.into())
 }
 
 /// The writers, one task per connected peer.
