@@ -344,8 +344,12 @@ impl Storage {
     }
 
     /// Caches `value`, read from sled, unless a block was committed since
-    /// `commits`: the value may predate it.
+    /// `commits` (the value may predate it) or `key` is a query index's
+    /// (see [`cache_values`]).
     fn remember(&self, key: &[u8], value: &Option<Vec<u8>>, commits: u64) {
+        if !in_state_tree(key) {
+            return;
+        }
         let mut cache = lock(&self.caches.state);
         if cache.commits == commits
             && let Some(mut aged_out) = cache.values.insert(key.to_vec(), value.clone())
@@ -358,7 +362,10 @@ impl Storage {
 }
 
 /// After a block's batch is applied and before it leaves the staged slot:
-/// its writes become the cached latest values.
+/// its writes to the state tree become the cached latest values. Query
+/// indexes are left out (and never cached, see `Storage::remember`): calls
+/// cannot read them, so their entries, nearly half of what a busy block
+/// writes, would only push out the values the next blocks read.
 ///
 /// Both this and [`cache_nodes`] run beside the next block's build, which
 /// reads the caches: entries go in a chunk per lock hold, so a reader waits
@@ -367,14 +374,18 @@ impl Storage {
 /// block need not wait for. Their tables go back to the caches for reuse.
 pub(crate) fn cache_values(caches: &Arc<ReadCaches>, writes: Writes) {
     lock(&caches.state).commits += 1;
+    let writes = writes.into_iter().filter(|(key, _)| in_state_tree(key));
     let aged_out = fill(&caches.state, writes, |state| &mut state.values);
     empty_elsewhere(caches, aged_out, Vec::new());
 }
 
-/// After a block is written: its tree nodes are cached for the next block's
-/// update (until then tree reads take them from the block's update).
+/// After a block is written: its internal tree nodes are cached for the next
+/// blocks' updates (until then tree reads take them from the block's update).
+/// Leaves are not: a walk reads a leaf only when a new key lands beside it,
+/// seldom one written lately, and a third of the entries would be leaves.
 pub(crate) fn cache_nodes(caches: &Arc<ReadCaches>, tree: &TreeUpdateBatch) {
-    let nodes = tree.node_batch.nodes().iter();
+    let nodes =
+        (tree.node_batch.nodes().iter()).filter(|(_, node)| matches!(node, Node::Internal(_)));
     let aged_out = fill(
         &caches.nodes,
         nodes.map(|(key, node)| (key.clone(), node.clone())),
@@ -1079,5 +1090,23 @@ mod tests {
         commit(&storage, vec![], writes(&[("n", Some("1"))]));
         storage.remember(b"n", &old, commits);
         assert_eq!(storage.get(b"n").unwrap().as_deref(), Some(&b"1"[..]));
+    }
+
+    /// Blocks do not cache query index entries (calls cannot read them), so
+    /// no read may cache one either: a value a query read would outlive the
+    /// block that rewrites it.
+    #[test]
+    fn a_query_index_entry_is_read_anew_after_each_block_that_writes_it() {
+        let (_dir, storage) = store();
+        let entry = "q/contract/h/1";
+        for value in [Some("1"), Some("2"), None, Some("3")] {
+            commit(&storage, vec![], writes(&[(entry, value)]));
+            for _ in 0..2 {
+                assert_eq!(
+                    storage.get(entry.as_bytes()).unwrap().as_deref(),
+                    value.map(str::as_bytes)
+                );
+            }
+        }
     }
 }
