@@ -384,11 +384,14 @@ pub(crate) fn cache_values(caches: &Arc<ReadCaches>, writes: Writes) {
 /// Leaves are not: a walk reads a leaf only when a new key lands beside it,
 /// seldom one written lately, and a third of the entries would be leaves.
 pub(crate) fn cache_nodes(caches: &Arc<ReadCaches>, tree: &TreeUpdateBatch) {
-    let nodes =
-        (tree.node_batch.nodes().iter()).filter(|(_, node)| matches!(node, Node::Internal(_)));
+    let internal = tree
+        .node_batch
+        .nodes()
+        .iter()
+        .filter(|(_, node)| matches!(node, Node::Internal(_)));
     let aged_out = fill(
         &caches.nodes,
-        nodes.map(|(key, node)| (key.clone(), node.clone())),
+        internal.map(|(key, node)| (key.clone(), node.clone())),
         |nodes| nodes,
     );
     empty_elsewhere(caches, Vec::new(), aged_out);
