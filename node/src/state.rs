@@ -364,8 +364,8 @@ impl Storage {
 /// After a block's batch is applied and before it leaves the staged slot:
 /// its writes to the state tree become the cached latest values. Query
 /// indexes are left out (and never cached, see `Storage::remember`): calls
-/// cannot read them, so their entries, nearly half of what a busy block
-/// writes, would only push out the values the next blocks read.
+/// cannot read them, so caching their entries, nearly half of what a busy
+/// block writes, was work for nothing.
 ///
 /// Both this and [`cache_nodes`] run beside the next block's build, which
 /// reads the caches: entries go in a chunk per lock hold, so a reader waits
