@@ -631,7 +631,8 @@ pub struct BenchArgs {
     #[arg(long, env = "TRELLIS_NODE_BIN", value_name = "FILE")]
     pub node_bin: Option<PathBuf>,
     /// Signing accounts per organisation [default: enough that no account nears the
-    /// chain's per-sender mempool limit or nonce gap at the expected rate].
+    /// chain's per-sender mempool limit or nonce gap at the expected rate, nor with
+    /// the whole --window in flight].
     #[arg(long, value_name = "N")]
     pub accounts: Option<usize>,
     /// With --rate max: the rate to size accounts and the receivables maturing in

@@ -352,14 +352,14 @@ async fn bench(
         BenchRate::PerSecond(r) => r,
         BenchRate::Max => args.expect_rate.unwrap_or(DEFAULT_EXPECT_RATE),
     };
+    let in_flight = expected_in_flight(sizing_rate, plan.window);
     let shares = members.signing_shares(plan.mix);
     let per_org: Vec<(String, usize)> = shares
         .iter()
         .map(|(org, share)| {
-            let n = args.accounts.unwrap_or_else(|| {
-                let needed = share * sizing_rate * ASSUMED_IN_FLIGHT / f64::from(account_cap);
-                (needed.ceil() as usize).clamp(2, 64)
-            });
+            let n = args
+                .accounts
+                .unwrap_or_else(|| accounts_for(*share, in_flight, account_cap));
             (org.clone(), n)
         })
         .collect();
@@ -912,6 +912,21 @@ fn note(message: String) {
     crate::output::note(message);
 }
 
+/// How many transactions to size signing accounts for: what `rate` keeps
+/// in flight at the assumed signing-to-commit time, or the window if it is
+/// larger, since latency grows under load until the window is what binds
+/// (sized for the rate alone, the accounts reached their caps first).
+fn expected_in_flight(rate: f64, window: u64) -> f64 {
+    (rate * ASSUMED_IN_FLIGHT).max(window as f64)
+}
+
+/// Signing accounts for an organisation that sends `share` of the
+/// transactions, so that `in_flight` transactions leave each under `cap`.
+fn accounts_for(share: f64, in_flight: f64, cap: u32) -> usize {
+    let needed = share * in_flight / f64::from(cap);
+    (needed.ceil() as usize).clamp(2, 64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -934,5 +949,32 @@ mod tests {
         let shares = m.signing_shares(BenchMix::Receivables);
         let total: f64 = shares.iter().map(|(_, s)| s).sum();
         assert!((total - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn signing_accounts_hold_the_window_when_it_is_wider_than_the_rate_needs() {
+        let m = Members::of_dev_chains().expect("dev genesis");
+        let cap = 400;
+        // 15,000/s for the assumed 2 s is 30,000 in flight; a window of
+        // 40,000 lets more go, and the accounts must not stop it first.
+        for (rate, window, sized_for) in [(15_000.0, 40_000, 40_000.0), (15_000.0, 4_000, 30_000.0)]
+        {
+            let in_flight = expected_in_flight(rate, window);
+            assert_eq!(in_flight, sized_for);
+            for (org, share) in m.signing_shares(BenchMix::Receivables) {
+                let accounts = accounts_for(share, in_flight, cap);
+                let room = (accounts * cap as usize) as f64;
+                assert!(
+                    room >= share * in_flight,
+                    "{org}: {accounts} accounts for {in_flight}"
+                );
+            }
+        }
+        assert_eq!(accounts_for(0.05, 100.0, cap), 2, "at least two accounts");
+        assert_eq!(
+            accounts_for(0.3, 1e9, cap),
+            64,
+            "at most 64 per organisation"
+        );
     }
 }
