@@ -1,7 +1,8 @@
-//! What one block costs the store, sled 0.34 against fjall and redb, in the
-//! record pattern of a Trellis node's block writer at full load (counted at
-//! 3d239df: per transaction one transaction record, ~1.9 piece records, ~1.2
-//! holder-index entries put and ~0.8 removed, a few account/root records),
+//! What one block costs the store, sled 0.34 against sled 1.0 (alpha),
+//! fjall and redb, in the record pattern of a Trellis node's block writer at
+//! full load (counted at 3d239df: per transaction one transaction record,
+//! ~1.9 piece records, ~1.2 holder-index entries put and ~0.8 removed, a few
+//! account/root records),
 //! plus a block's few large records (the block in 64 KiB pieces, receipts in
 //! groups), one durable commit per block, then the next block's reads (~2.5
 //! random state reads per transaction).
@@ -11,7 +12,7 @@
 //! fjall and redb with one atomic batch or write transaction, synced. The
 //! reads miss every cache the node keeps in front of its store.
 //!
-//! usage: store-compare <sled|fjall|redb|none> <dir, replaced> <preload blocks> <measured blocks> [txs per block, 5000]
+//! usage: store-compare <sled|sled1|sled1-64|fjall|redb|none> <dir, replaced> <preload blocks> <measured blocks> [txs per block, 5000]
 //! (`none`: what generating the records and reads costs, to subtract).
 //! `RECENT=N`: transfers, splits and reads pick among the newest N live
 //! pieces instead of all of them (the load generator acts on pieces soon
@@ -188,6 +189,26 @@ impl Store for Sled {
     }
 }
 
+/// sled 1.0 (alpha): leaves of up to `FANOUT` entries (its default 1,024), written whole at a flush.
+struct Sled1<const FANOUT: usize>(sled1::Db<FANOUT>);
+impl<const FANOUT: usize> Store for Sled1<FANOUT> {
+    // One atomic batch, then one flush (which syncs).
+    fn write(&mut self, records: &Records) {
+        let mut batch = sled1::Batch::default();
+        for (k, v) in records {
+            match v {
+                Some(v) => batch.insert(k.as_slice(), v.as_slice()),
+                None => batch.remove(k.as_slice()),
+            }
+        }
+        self.0.apply_batch(batch).unwrap();
+        self.0.flush().unwrap();
+    }
+    fn get(&self, key: &[u8]) -> bool {
+        self.0.get(key).unwrap().is_some()
+    }
+}
+
 struct Fjall(fjall::Database, fjall::Keyspace);
 impl Store for Fjall {
     // One atomic batch, then the journal synced.
@@ -241,6 +262,17 @@ impl Store for Nothing {
     }
 }
 
+/// The same cache and no flusher of its own; zstd level from SLED1_ZSTD (sled's default 3).
+fn sled1_config(dir: &std::path::Path) -> sled1::Config {
+    sled1::Config::new()
+        .path(dir)
+        .cache_capacity_bytes(256 << 20)
+        .flush_every_ms(None)
+        .zstd_compression_level(
+            std::env::var("SLED1_ZSTD").map_or(3, |l| l.parse().expect("SLED1_ZSTD: a level")),
+        )
+}
+
 /// This process's CPU time (all threads: the stores' own ones too).
 fn cpu() -> Duration {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
@@ -272,6 +304,9 @@ fn main() {
                 .open()
                 .unwrap(),
         )),
+        // The same cache and no flusher of its own; zstd level from SLED1_ZSTD (sled's default 3).
+        "sled1" => Box::new(Sled1::<1024>(sled1_config(dir).open().unwrap())),
+        "sled1-64" => Box::new(Sled1::<64>(sled1_config(dir).open().unwrap())),
         "fjall" => {
             let db = fjall::Database::builder(dir).open().unwrap();
             let ks = db
@@ -284,7 +319,7 @@ fn main() {
             Box::new(Redb(redb::Database::create(dir.join("db")).unwrap()))
         }
         "none" => Box::new(Nothing),
-        _ => panic!("sled, fjall, redb or none"),
+        _ => panic!("sled, sled1, sled1-64, fjall, redb or none"),
     };
     let mut chain = Chain {
         rng: Rng(0x9e3779b97f4a7c15),
