@@ -104,6 +104,13 @@ pub enum OutputFormat {
     Json,
 }
 
+fn parse_send_every(s: &str) -> Result<Duration, String> {
+    match parse_duration_arg(s)? {
+        d if (Duration::from_millis(1)..=Duration::from_secs(1)).contains(&d) => Ok(d),
+        _ => Err(format!("`{s}`: give 1ms to 1s")),
+    }
+}
+
 fn parse_duration_arg(s: &str) -> Result<Duration, String> {
     crate::when::parse_duration(s).map_err(|e| e.to_string())
 }
@@ -610,6 +617,13 @@ pub struct BenchArgs {
     /// `POST /v1/transactions`.
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub batch: u16,
+    /// How often the submitter sends: what is due (open loop) or what the window
+    /// allows (`max`), in requests of up to --batch. At 2,500/s the default sends
+    /// about 25 a request; 1ms sends about 3, and the nodes' and this program's
+    /// per-request work grows with the count (docs/benchmarks.md). Open-loop latency
+    /// counts from when a transaction was due, so this wait is in it.
+    #[arg(long, value_name = "DURATION", default_value = "10ms", value_parser = parse_send_every)]
+    pub send_every: Duration,
     /// CI mode: a few seconds at a small fixed rate; exits 9 below --min-ops.
     #[arg(long)]
     pub quick: bool,

@@ -172,4 +172,12 @@ async fn below_its_floor_the_quick_bench_exits_with_the_regression_code() {
     assert_eq!(report["regression"]["min_ops"], 100000000.0);
     assert!(count(&report["mix_committed"]["remark"]["committed"]) > 0);
     assert!(run.stderr.contains("error[below_floor]"), "{}", run.stderr);
+    // At the quick rate of 500/s, what is due every 10 ms goes out together:
+    // about 5 a request (one each when it sent every millisecond).
+    let schedule = &report["schedule"];
+    assert_eq!(schedule["send_every_ms"], 10);
+    let per_request = schedule["mean_txs_per_request"]
+        .as_f64()
+        .expect("per request");
+    assert!(per_request >= 2.5, "{schedule}");
 }

@@ -84,6 +84,7 @@ pub struct Shared {
 #[derive(Debug, Clone)]
 pub struct Record {
     pub method: Method,
+    /// When its latency counts from: when it was due (open loop) or first sent.
     pub sent: Option<Instant>,
     pub admitted: bool,
     pub committed: Option<Instant>,
@@ -321,6 +322,8 @@ pub struct ScheduleStats {
     pub max_lag: Duration,
     pub window_full_ms: u64,
     pub starved_ms: u64,
+    /// Submission requests those transactions went out in (first tries only).
+    pub requests: u64,
 }
 
 pub struct Submitter {
@@ -333,6 +336,8 @@ pub struct Submitter {
     pub window: u64,
     /// Most transactions per request (1: `POST /v1/transactions` each).
     pub batch: usize,
+    /// How often it sends what is due.
+    pub send_every: Duration,
     /// Most HTTP requests open at once per node.
     pub http_per_node: usize,
 }
@@ -349,8 +354,9 @@ impl Submitter {
         let mut stats = ScheduleStats::default();
         let mut next_node = 0usize;
         let mut pace = *self.pace.borrow_and_update();
-        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        let mut tick = tokio::time::interval(self.send_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let tick_ms = self.send_every.as_millis() as u64;
         loop {
             if self.pace.has_changed().unwrap_or(true) {
                 let new = *self.pace.borrow_and_update();
@@ -367,28 +373,39 @@ impl Submitter {
                     (start.elapsed().as_secs_f64() * per_s).floor() as u64
                 }
             };
+            let now = Instant::now();
             let mut batch = Vec::new();
             while stats.sent < due {
                 if self.shared.in_flight.load(Ordering::Relaxed) + batch.len() as u64 >= self.window
                 {
-                    stats.window_full_ms += 1;
+                    stats.window_full_ms += tick_ms;
                     break;
                 }
                 let Ok(out) = self.queue.try_recv() else {
-                    stats.starved_ms += 1;
+                    stats.starved_ms += tick_ms;
                     break;
                 };
-                batch.push(out);
+                // Latency counts from when it was due: waiting here for the
+                // next send, or behind a backlog, is part of it.
+                let at = match pace {
+                    Pace::Rate { per_s, start } => due_at(start, per_s, stats.sent),
+                    _ => now,
+                };
+                batch.push((out, at));
                 stats.sent += 1;
                 if batch.len() == self.batch {
+                    stats.requests += 1;
                     let Some(()) = self.send(&mut next_node, &permits, batch).await else {
                         return stats;
                     };
                     batch = Vec::new();
                 }
             }
-            if !batch.is_empty() && self.send(&mut next_node, &permits, batch).await.is_none() {
-                return stats;
+            if !batch.is_empty() {
+                stats.requests += 1;
+                if self.send(&mut next_node, &permits, batch).await.is_none() {
+                    return stats;
+                }
             }
             if let Pace::Rate { per_s, .. } = pace {
                 let behind = due.saturating_sub(stats.sent) as f64 / per_s;
@@ -398,13 +415,14 @@ impl Submitter {
         }
     }
 
-    /// Sends `batch` to the next node in turn, once a request to it may
-    /// open; `None` when the submitter is shutting down.
+    /// Sends `batch` (each transaction with the time its latency counts
+    /// from) to the next node in turn, once a request to it may open; `None`
+    /// when the submitter is shutting down.
     async fn send(
         &self,
         next_node: &mut usize,
         permits: &[Arc<Semaphore>],
-        batch: Vec<Outbound>,
+        batch: Vec<(Outbound, Instant)>,
     ) -> Option<()> {
         let first_node = *next_node % self.nodes.len();
         *next_node += 1;
@@ -412,10 +430,13 @@ impl Submitter {
         self.shared
             .in_flight
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        let at = Instant::now();
-        for out in &batch {
-            let _ = self.inbound.send(Inbound::Sent { hash: out.hash, at });
-        }
+        let batch: Vec<Outbound> = batch
+            .into_iter()
+            .map(|(out, at)| {
+                let _ = self.inbound.send(Inbound::Sent { hash: out.hash, at });
+                out
+            })
+            .collect();
         let nodes = self.nodes.clone();
         let inbound = self.inbound.clone();
         tokio::spawn(async move {
@@ -454,6 +475,12 @@ impl Submitter {
         });
         Some(())
     }
+}
+
+/// When transaction `k` (from 0) of an open-loop schedule of `per_s` a
+/// second from `start` is due.
+fn due_at(start: Instant, per_s: f64, k: u64) -> Instant {
+    start + Duration::from_secs_f64(k as f64 / per_s)
 }
 
 /// Submits `batch` to `client`: one verdict per transaction, a refusal as

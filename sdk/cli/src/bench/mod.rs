@@ -83,6 +83,8 @@ pub struct Plan {
     pub window: u64,
     /// Most transactions per submission request.
     pub batch: usize,
+    /// How often the submitter sends.
+    pub send_every: Duration,
     pub min_ops: Option<f64>,
 }
 
@@ -132,6 +134,7 @@ impl Plan {
             duration,
             window,
             batch: args.batch.into(),
+            send_every: args.send_every,
             min_ops,
         })
     }
@@ -488,6 +491,7 @@ async fn bench(
             pace: pace_rx,
             window: plan.window,
             batch: plan.batch,
+            send_every: plan.send_every,
             http_per_node: HTTP_PER_NODE,
         }
         .run(),

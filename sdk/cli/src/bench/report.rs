@@ -258,6 +258,8 @@ pub fn build(inputs: &Inputs) -> Report {
         BenchRate::Max => json!("max"),
     };
     let offered = schedule.sent as f64 / run_secs;
+    let per_request =
+        (schedule.requests > 0).then(|| schedule.sent as f64 / schedule.requests as f64);
 
     let json = json!({
         "mix": match plan.mix { BenchMix::Receivables => "receivables", BenchMix::Remark => "remark" },
@@ -302,6 +304,9 @@ pub fn build(inputs: &Inputs) -> Report {
             "max_lag_ms": round(schedule.max_lag.as_secs_f64() * 1000.0, 1),
             "window_full_ms": schedule.window_full_ms,
             "starved_ms": schedule.starved_ms,
+            "send_every_ms": plan.send_every.as_millis(),
+            "requests": schedule.requests,
+            "mean_txs_per_request": opt(per_request, 1),
         },
         "node_processes": node_rows.iter().map(|(pid, cpu, peak, rss)| json!({
             "pid": pid,
@@ -420,7 +425,9 @@ pub fn build(inputs: &Inputs) -> Report {
         (
             "schedule",
             format!(
-                "offered {offered:.1} tx/s, max lag {:.0} ms, window full {} ms, nothing signed {} ms",
+                "offered {offered:.1} tx/s every {} ms, {} a request; max lag {:.0} ms, window full {} ms, nothing signed {} ms",
+                plan.send_every.as_millis(),
+                show(per_request, 1),
                 schedule.max_lag.as_secs_f64() * 1000.0,
                 grouped(schedule.window_full_ms),
                 grouped(schedule.starved_ms)
