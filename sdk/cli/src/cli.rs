@@ -624,6 +624,11 @@ pub struct BenchArgs {
     /// counts from when a transaction was due, so this wait is in it.
     #[arg(long, value_name = "DURATION", default_value = "10ms", value_parser = parse_send_every)]
     pub send_every: Duration,
+    /// This program's CPU niceness (0 to 19) once the nodes it starts are running: on
+    /// shared cores the nodes are served first and the generator takes what they
+    /// leave (docs/benchmarks.md). 0 leaves it as it is.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub nice: i32,
     /// CI mode: a few seconds at a small fixed rate; exits 9 below --min-ops.
     #[arg(long)]
     pub quick: bool,

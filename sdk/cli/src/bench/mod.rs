@@ -85,6 +85,8 @@ pub struct Plan {
     pub batch: usize,
     /// How often the submitter sends.
     pub send_every: Duration,
+    /// The generator's CPU niceness while it runs.
+    pub nice: i32,
     pub min_ops: Option<f64>,
 }
 
@@ -135,6 +137,7 @@ impl Plan {
             window,
             batch: args.batch.into(),
             send_every: args.send_every,
+            nice: args.nice,
             min_ops,
         })
     }
@@ -315,6 +318,12 @@ pub async fn run(ctx: &Ctx, args: &BenchArgs, node_defaulted: bool) -> Result<Re
             .filter_map(procfs::listening_pid)
             .collect()
     };
+    // After the nodes started, which would have inherited it.
+    if args.nice > 0
+        && let Err(e) = procfs::set_own_niceness(args.nice)
+    {
+        note(format!("could not lower this program's CPU priority: {e}"));
+    }
     let result = bench(ctx, args, &plan, &urls, &pids).await;
     drop(started);
     result

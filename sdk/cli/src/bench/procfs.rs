@@ -28,6 +28,24 @@ fn parse_stat_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// Sets every thread of this process to niceness `nice`. Linux keeps it
+/// per thread, and a thread started later takes its creator's, so this
+/// covers the threads to come too (and processes started later).
+pub fn set_own_niceness(nice: i32) -> std::io::Result<()> {
+    for task in std::fs::read_dir("/proc/self/task")? {
+        let tid = task?
+            .file_name()
+            .to_str()
+            .and_then(|t| t.parse().ok())
+            .and_then(rustix::process::Pid::from_raw)
+            .ok_or_else(|| {
+                std::io::Error::other("a thread id in /proc/self/task is not a number")
+            })?;
+        rustix::process::setpriority_process(Some(tid), nice)?;
+    }
+    Ok(())
+}
+
 /// Peak resident set size (VmHWM) in KiB.
 pub fn peak_rss_kib(pid: u32) -> Option<u64> {
     status_field(pid, "VmHWM:")
@@ -131,6 +149,28 @@ fn listening_inodes(table: &str, port: u16) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every thread of this test process ends at niceness 19 (the most a
+    /// process may always ask for), which only slows the other tests' threads.
+    #[test]
+    fn niceness_reaches_the_threads_running_and_those_started_after() {
+        let own = || rustix::process::getpriority_process(None).expect("getpriority");
+        let (ask, asked) = std::sync::mpsc::channel::<()>();
+        let running = std::thread::spawn(move || {
+            asked.recv().expect("the test asks");
+            own()
+        });
+        set_own_niceness(19).expect("setpriority");
+        ask.send(()).expect("the thread waits");
+        assert_eq!(
+            running.join().expect("no panic"),
+            19,
+            "a thread that ran before"
+        );
+        assert_eq!(own(), 19, "the calling thread");
+        let later = std::thread::spawn(own).join().expect("no panic");
+        assert_eq!(later, 19, "a thread started after");
+    }
 
     #[test]
     fn cpu_ticks_are_read_after_a_command_name_with_spaces_and_parentheses() {

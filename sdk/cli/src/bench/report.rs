@@ -320,6 +320,7 @@ pub fn build(inputs: &Inputs) -> Report {
             "cpu_us_per_op": opt(cpu_us_per_op(bench_cpu, ops_per_s), 1),
             "sign_us_per_tx": opt(sign_us, 1),
             "signed": results.signed,
+            "nice": plan.nice,
         },
         "machine": {
             "cores": cores,
@@ -455,8 +456,9 @@ pub fn build(inputs: &Inputs) -> Report {
     rows.push((
         "generator",
         format!(
-            "CPU {} % ({} µs per operation; signing {} µs/tx, {} signed)",
+            "CPU {} % at nice {} ({} µs per operation; signing {} µs/tx, {} signed)",
             show(bench_cpu, 0),
+            plan.nice,
             show(cpu_us_per_op(bench_cpu, ops_per_s), 0),
             show(sign_us, 1),
             grouped(results.signed)
