@@ -128,7 +128,7 @@ async fn the_quick_bench_runs_the_whole_mix_on_a_dev_node_it_starts_and_stops() 
         );
     };
     per_op(&report["generator"]);
-    // It ran below the node it started (which keeps its own priority).
+    // The generator's CPU niceness while it ran: the default.
     assert_eq!(report["generator"]["nice"], 10);
     assert_eq!(report["regression"]["passed"], true);
     assert!(report["setup"]["receivables_maturing_in_run"].as_u64() > Some(0));
