@@ -319,8 +319,8 @@ pub async fn run(ctx: &Ctx, args: &BenchArgs, node_defaulted: bool) -> Result<Re
             .collect()
     };
     // After the nodes started, which would have inherited it.
-    if args.nice > 0
-        && let Err(e) = procfs::set_own_niceness(args.nice)
+    if plan.nice > 0
+        && let Err(e) = procfs::set_own_niceness(plan.nice)
     {
         note(format!("could not lower this program's CPU priority: {e}"));
     }
