@@ -343,9 +343,11 @@ impl SseParser {
     fn push(&mut self, bytes: &[u8]) -> Vec<SseMessage> {
         self.buffer.extend_from_slice(bytes);
         let mut messages = Vec::new();
-        while let Some((end, skip)) = message_end(&self.buffer) {
-            let block: Vec<u8> = self.buffer.drain(..end + skip).take(end).collect();
-            let text = String::from_utf8_lossy(&block);
+        // Parsed in place and drained once: a chunk of many messages costs
+        // one pass over it, not one per message.
+        let mut start = 0;
+        while let Some((end, skip)) = message_end(&self.buffer[start..]) {
+            let text = String::from_utf8_lossy(&self.buffer[start..start + end]);
             let (mut id, mut data) = (None, Vec::new());
             for line in text.lines() {
                 let (field, value) = line.split_once(':').unwrap_or((line, ""));
@@ -362,22 +364,29 @@ impl SseParser {
                     data: data.join("\n"),
                 });
             }
+            start += end + skip;
         }
+        self.buffer.drain(..start);
         messages
     }
 }
 
-/// Where the first message in `buffer` ends and how long its blank-line terminator is.
+/// Where the first message in `buffer` ends (its first blank line, `\n\n`
+/// or `\r\n\r\n`) and how long that terminator is.
 fn message_end(buffer: &[u8]) -> Option<(usize, usize)> {
-    let lf = buffer.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2));
-    let crlf = buffer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| (i, 4));
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
-        (a, b) => a.or(b),
+    let mut from = 0;
+    while let Some(at) = buffer[from..].iter().position(|&b| b == b'\n') {
+        let lf = from + at;
+        let next = &buffer[lf + 1..];
+        if next.starts_with(b"\n") {
+            return Some((lf, 2));
+        }
+        if lf > 0 && buffer[lf - 1] == b'\r' && next.starts_with(b"\r\n") {
+            return Some((lf - 1, 4));
+        }
+        from = lf + 1;
     }
+    None
 }
 
 #[cfg(test)]
@@ -407,6 +416,15 @@ mod tests {
             vec![SseMessage {
                 id: Some("3:1".into()),
                 data: "z".into()
+            }]
+        );
+        // A terminator split across chunks ends its message when it is whole.
+        assert!(parser.push(b"id: 4:0\r\ndata: w\r\n\r").is_empty());
+        assert_eq!(
+            parser.push(b"\n"),
+            vec![SseMessage {
+                id: Some("4:0".into()),
+                data: "w".into()
             }]
         );
     }

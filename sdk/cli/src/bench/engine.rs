@@ -17,7 +17,8 @@
 //! and the in-flight window read are atomics in [`Shared`].
 
 use super::plan::{Method, Phase, Planner};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use foldhash::{HashMap, HashSet, HashSetExt};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;

@@ -8,7 +8,8 @@
 //! once. Pure logic: the caller passes the time, signs, sends and feeds back
 //! commits, so tests drive it with a fake chain.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use foldhash::{HashMap, HashMapExt};
+use std::collections::{BTreeSet, VecDeque};
 use trellis_receivables::{
     AcceptFinancing, Issue, PieceId, PieceRef, RequestFinancing, Settle, Split, Terms, Transfer,
 };
