@@ -136,7 +136,14 @@ pub struct Mempool {
     arrived: tokio::sync::Notify,
     /// Encoded transactions admitted here (not from peers), waiting to be
     /// forwarded to the other members; `None` on a node without peers.
-    outbox: Option<Mutex<Vec<Vec<u8>>>>,
+    outbox: Option<Mutex<Outbox>>,
+}
+
+/// What waits to be forwarded, and its bytes.
+#[derive(Default)]
+struct Outbox {
+    txs: Vec<Vec<u8>>,
+    bytes: usize,
 }
 
 /// A transaction that passed the checks that need no signature.
@@ -167,14 +174,16 @@ impl Mempool {
 
     /// Keeps what is admitted locally for [`Mempool::take_outbox`], to forward to peers.
     pub fn with_forwarding(mut self) -> Self {
-        self.outbox = Some(Mutex::new(Vec::new()));
+        self.outbox = Some(Mutex::new(Outbox::default()));
         self
     }
 
     /// Transactions admitted locally since the last call, to forward to peers.
     pub fn take_outbox(&self) -> Vec<Vec<u8>> {
         match &self.outbox {
-            Some(outbox) => std::mem::take(&mut *outbox.lock().unwrap_or_else(|e| e.into_inner())),
+            Some(outbox) => {
+                std::mem::take(&mut *outbox.lock().unwrap_or_else(|e| e.into_inner())).txs
+            }
             None => Vec::new(),
         }
     }
@@ -225,8 +234,12 @@ impl Mempool {
         if let Some(outbox) = &self.outbox {
             let mut outbox = outbox.lock().unwrap_or_else(|e| e.into_inner());
             for (bytes, result) in items.iter().zip(&results) {
-                if result.is_ok() {
-                    outbox.push(bytes.to_vec());
+                // Held to the pool's byte cap: a node that is not forwarding
+                // (an observer with no validator connected, or one that takes
+                // itself for one) must not keep every transaction it admits.
+                if result.is_ok() && outbox.bytes + bytes.len() <= self.max_bytes {
+                    outbox.bytes += bytes.len();
+                    outbox.txs.push(bytes.to_vec());
                 }
             }
         }

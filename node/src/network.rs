@@ -606,8 +606,7 @@ impl NetworkTask {
     /// that whichever validator proposes next has them. At an observer's
     /// node they wait while no validator's node is connected: it never
     /// proposes what it admits, and its peers do not forward it again (the
-    /// wait is bounded: with no validator connected nothing commits, so its
-    /// mempool fills and admits no more).
+    /// mempool holds the outbox to its byte cap).
     fn forward_transactions(&mut self) {
         let observer = !self.validators.contains(self.swarm.local_peer_id());
         if observer && self.connected.is_disjoint(&self.validators) {

@@ -520,6 +520,32 @@ fn admission_refuses_past_the_byte_cap_and_a_commit_frees_the_room() {
 }
 
 #[test]
+fn an_outbox_nobody_takes_holds_no_more_than_the_pools_byte_cap() {
+    let first = signed(ACME, 0);
+    let size = encode(&first).len();
+    let mut env = Env::new();
+    env.mempool = Mempool::new(CHAIN_ID.into(), trellis_genesis::dev_params())
+        .with_max_bytes(2 * size + size / 2)
+        .with_forwarding();
+    env.admit(&first).unwrap();
+    env.admit(&signed(T1, 0)).unwrap();
+    // Both commit and leave the pool, but nothing takes the outbox.
+    env.commit(&[first, signed(T1, 0)], NOW);
+    env.mempool.prune(&env.storage, NOW).unwrap();
+    assert_eq!(env.mempool.len(), 0);
+    let third = signed(T2, 0);
+    env.admit(&third).unwrap();
+    assert_eq!(
+        env.mempool.take_outbox().len(),
+        2,
+        "the third would pass the cap"
+    );
+    // Taken, the outbox has room again.
+    env.admit(&signed(ACME, 1)).unwrap();
+    assert_eq!(env.mempool.take_outbox(), vec![encode(&signed(ACME, 1))]);
+}
+
+#[test]
 fn admission_refuses_a_sender_with_mempool_per_sender_transactions_waiting() {
     let env = Env::with_params(ChainParams {
         mempool_per_sender: 2,
