@@ -495,13 +495,17 @@ fn admission_refuses_anything_once_mempool_capacity_is_reached() {
     assert_eq!(env.mempool.len(), 2);
 }
 
+/// A dev-chain mempool capped at `max_bytes` of waiting transactions.
+fn pool_of_bytes(max_bytes: usize) -> Mempool {
+    Mempool::new(CHAIN_ID.into(), trellis_genesis::dev_params()).with_max_bytes(max_bytes)
+}
+
 #[test]
 fn admission_refuses_past_the_byte_cap_and_a_commit_frees_the_room() {
     let first = signed(ACME, 0);
     let size = encode(&first).len();
     let mut env = Env::new();
-    env.mempool = Mempool::new(CHAIN_ID.into(), trellis_genesis::dev_params())
-        .with_max_bytes(2 * size + size / 2);
+    env.mempool = pool_of_bytes(2 * size + size / 2);
     env.admit(&first).unwrap();
     env.admit(&signed(T1, 0)).unwrap();
     let err = env.refused(&encode(&signed(T2, 0)));
@@ -524,9 +528,7 @@ fn an_outbox_nobody_takes_holds_no_more_than_the_pools_byte_cap() {
     let first = signed(ACME, 0);
     let size = encode(&first).len();
     let mut env = Env::new();
-    env.mempool = Mempool::new(CHAIN_ID.into(), trellis_genesis::dev_params())
-        .with_max_bytes(2 * size + size / 2)
-        .with_forwarding();
+    env.mempool = pool_of_bytes(2 * size + size / 2).with_forwarding();
     env.admit(&first).unwrap();
     env.admit(&signed(T1, 0)).unwrap();
     // Both commit and leave the pool, but nothing takes the outbox.
