@@ -27,9 +27,11 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 use trellis_genesis::Genesis;
-use trellis_types::{Block, KeyPair, QuorumCertificate};
+use trellis_types::{Block, KeyPair, PublicKey, QuorumCertificate};
 use writer::{BlockWriter, Report};
 
+#[cfg(test)]
+mod tests;
 mod writer;
 
 pub fn now_ms() -> u64 {
@@ -59,6 +61,42 @@ pub fn blocking_threads() -> usize {
     4 * cores
 }
 
+/// Whether this node has peers: member nodes the genesis names besides
+/// itself. A validator is itself by its consensus key, so a lone validator
+/// (the dev node, whose node key is generated on first start) runs alone
+/// whatever its node key. A node beside other members must carry the node
+/// key the genesis names for it, or every peer would refuse it.
+fn has_peers(
+    genesis: &Genesis,
+    node_key: &PublicKey,
+    validator_key: Option<&PublicKey>,
+) -> anyhow::Result<bool> {
+    let own = genesis
+        .validators
+        .iter()
+        .find(|v| Some(&v.consensus_key) == validator_key);
+    let me = own.map_or(node_key, |v| &v.node_key);
+    let members = genesis.node_keys();
+    if members.iter().all(|k| k == me) {
+        return Ok(false);
+    }
+    if let Some(v) = own.filter(|v| v.node_key != *node_key) {
+        anyhow::bail!(
+            "the genesis names {} for validator {}, not this node's key {node_key}: \
+             its peers would refuse it",
+            v.node_key,
+            v.name
+        );
+    }
+    if !members.contains(node_key) {
+        anyhow::bail!(
+            "the genesis names this node's key {node_key} for no member node: \
+             its peers would refuse it"
+        );
+    }
+    Ok(true)
+}
+
 /// Runs a node until `shutdown` resolves. `validator_key` is None for an observer.
 pub async fn run(
     config: NodeConfig,
@@ -80,9 +118,21 @@ pub async fn run(
     info!(chain_id = %genesis.chain_id, height = head.height, state_root = %head.state_root, "chain opened");
 
     let metrics = Arc::new(Metrics::new());
-    // Other member nodes in the genesis mean a network to join; a lone dev validator has none.
     let node_key = config.load_or_generate_node_key()?;
-    let has_peers = genesis.node_keys().iter().any(|k| *k != node_key.public());
+    let has_peers = has_peers(
+        &genesis,
+        &node_key.public(),
+        validator_key.as_ref().map(KeyPair::public).as_ref(),
+    )
+    .with_context(|| {
+        format!(
+            "checking the node key in {}",
+            config.node_key_path().display()
+        )
+    })?;
+    if !has_peers {
+        info!("the genesis names no other member node: running without a peer-to-peer transport");
+    }
     let mut mempool = Mempool::new(genesis.chain_id.clone(), genesis.params.clone())
         .with_max_bytes(config.mempool.max_bytes);
     if has_peers {

@@ -276,6 +276,15 @@ async fn dev_node_process_commits_and_stops_cleanly_on_sigint() {
     let tmp = tempfile::tempdir().unwrap();
     let data_dir = tmp.path().join("data");
     let mut node = DevProcess::start(tmp.path(), "first", &data_dir).await;
+    // Its generated node key is not the genesis' validator-0 node key, yet it
+    // is that validator, alone: no transport, no outbox to forward from.
+    assert!(
+        node.proc
+            .stderr()
+            .contains("running without a peer-to-peer transport"),
+        "stderr:\n{}",
+        node.proc.stderr()
+    );
 
     let (status, signed, stderr) = run_to_exit(
         tmp.path(),
@@ -528,6 +537,30 @@ async fn genesis_generate_writes_a_network_directory() {
     }
     api_ports.dedup();
     assert_eq!(api_ports.len(), 4, "each node has its own API port");
+}
+
+/// A node of a network started with another member's node key would be
+/// refused by every peer: it says so and stops instead of running unheard.
+#[tokio::test]
+async fn a_validator_with_another_members_node_key_refuses_to_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("net");
+    let net = out.to_str().unwrap();
+    let args = ["genesis", "generate", "--validators", "2", "--out", net];
+    let (status, _, stderr) = run_to_exit(tmp.path(), "generate", &args).await;
+    assert!(status.success(), "genesis generate failed: {stderr}");
+    let node_key = |i: usize| out.join(format!("validator-{i}")).join("node.key");
+    std::fs::copy(node_key(1), node_key(0)).unwrap();
+
+    let config = out.join("validator-0").join("config.toml");
+    let api = format!("127.0.0.1:{}", free_port());
+    let args = ["--config", config.to_str().unwrap(), "--api-listen", &api];
+    let (status, _, stderr) = run_to_exit(tmp.path(), "node", &args).await;
+    assert!(!status.success(), "the node ran; stderr:\n{stderr}");
+    assert!(
+        stderr.contains("for validator validator-0, not this node's key"),
+        "the error does not say whose key it should be: {stderr}"
+    );
 }
 
 /// The operator's prune: refused while the node runs; on the stopped node it
