@@ -53,6 +53,6 @@ fn a_node_key_the_genesis_does_not_name_is_refused_beside_other_members() {
         .to_string();
     assert!(error.contains("for no member node"), "{error}");
     // Another member's node key is not this validator's either.
-    let observers = nodes[2].node.public();
-    assert!(has_peers(&genesis, &observers, consensus(&nodes[0]).as_ref()).is_err());
+    let observer = nodes[2].node.public();
+    assert!(has_peers(&genesis, &observer, consensus(&nodes[0]).as_ref()).is_err());
 }
