@@ -635,6 +635,51 @@ async fn the_event_stream_resumes_after_a_dropped_connection_with_no_gap_and_no_
     }
 }
 
+/// A message longer than the stream's limit ends the stream with an error
+/// saying so, instead of being buffered however long it grows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_message_past_the_streams_limit_ends_it_with_a_decode_error() {
+    let node = DevNode::start().await.expect("dev node");
+    let writer = member(&node, T2);
+    let reader = member(&node, T2);
+    let mut small = reader
+        .events()
+        .from_height(1)
+        .max_message_bytes(64)
+        .subscribe()
+        .await
+        .unwrap();
+    let mut usual = reader.events().from_height(1).subscribe().await.unwrap();
+    let committed = writer
+        .submit(remark("longer than 64 bytes once it is JSON"))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+
+    let item = tokio::time::timeout(DEADLINE, small.next())
+        .await
+        .expect("the stream answers within the deadline");
+    match item {
+        Some(Err(Error::Decode(message))) => {
+            assert!(message.contains("longer than 64 bytes"), "{message}")
+        }
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+    assert!(small.next().await.is_none(), "the stream ended");
+    loop {
+        let tx = tokio::time::timeout(DEADLINE, usual.next())
+            .await
+            .expect("the usual stream delivers within the deadline")
+            .expect("the usual stream goes on")
+            .expect("no error item");
+        if tx.tx_hash == committed.tx_hash {
+            break;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_event_stream_filters_by_kind_and_party() {
     let node = DevNode::start().await.expect("dev node");

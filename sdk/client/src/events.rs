@@ -54,15 +54,24 @@ pub struct EventsBuilder {
     start: Option<Start>,
     filter: EventFilter,
     give_up_after: Option<u32>,
+    max_message_bytes: usize,
 }
 
 impl EventsBuilder {
+    /// The longest event message a stream takes unless told otherwise
+    /// ([`EventsBuilder::max_message_bytes`]): one committed transaction as
+    /// JSON, its bytes in hex, is about twice the chain's `max_tx_bytes` (64
+    /// KiB by default, at most `max_block_bytes`, 8 MiB by default) plus its
+    /// events.
+    pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 << 20;
+
     pub(crate) fn new(client: Client) -> Self {
         EventsBuilder {
             client,
             start: None,
             filter: EventFilter::default(),
             give_up_after: None,
+            max_message_bytes: Self::DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
 
@@ -112,6 +121,14 @@ impl EventsBuilder {
         self
     }
 
+    /// End the stream with [`Error::Decode`] when a message grows past this
+    /// many bytes (default [`EventsBuilder::DEFAULT_MAX_MESSAGE_BYTES`]),
+    /// rather than hold whatever a broken or hostile endpoint keeps sending.
+    pub fn max_message_bytes(mut self, bytes: usize) -> Self {
+        self.max_message_bytes = bytes.max(1);
+        self
+    }
+
     /// Opens the stream. Returns once the node has accepted the subscription,
     /// so every transaction committed from then on will be delivered. A bad
     /// filter is [`Error::Rejected`] here; connection trouble is retried with
@@ -153,6 +170,7 @@ impl EventsBuilder {
             start,
             filter: self.filter,
             give_up_after: self.give_up_after,
+            max_message_bytes: self.max_message_bytes,
             last: match start {
                 Start::After(position) => Some(position),
                 Start::Height(_) => None,
@@ -235,6 +253,7 @@ struct Reader {
     start: Start,
     filter: EventFilter,
     give_up_after: Option<u32>,
+    max_message_bytes: usize,
     /// The last position delivered (or the one to continue after).
     last: Option<TxPosition>,
     out: mpsc::Sender<Result<CommittedTx>>,
@@ -290,7 +309,7 @@ impl Reader {
     }
 
     async fn read(&mut self, mut connection: reqwest::Response) -> Read {
-        let mut parser = SseParser::default();
+        let mut parser = SseParser::new(self.max_message_bytes);
         loop {
             let chunk = tokio::select! {
                 chunk = tokio::time::timeout(IDLE_TIMEOUT, connection.chunk()) => chunk,
@@ -301,16 +320,14 @@ impl Reader {
                 // End of stream, a broken connection, or silence past the keep-alives.
                 Ok(Ok(None)) | Ok(Err(_)) | Err(_) => return Read::Dropped,
             };
-            for message in parser.push(&bytes) {
+            let messages = match parser.push(&bytes) {
+                Ok(messages) => messages,
+                Err(too_long) => return self.stop_with(too_long).await,
+            };
+            for message in messages {
                 let tx: CommittedTx = match serde_json::from_str(&message.data) {
                     Ok(tx) => tx,
-                    Err(e) => {
-                        let _ = self
-                            .out
-                            .send(Err(Error::Decode(format!("event stream message: {e}"))))
-                            .await;
-                        return Read::Stop;
-                    }
+                    Err(e) => return self.stop_with(format!("event stream message: {e}")).await,
                 };
                 let position = tx.position();
                 if self.last.is_some_and(|last| position <= last) {
@@ -323,6 +340,13 @@ impl Reader {
             }
         }
     }
+
+    /// Ends the stream with `message` as its last item: what the node sent
+    /// cannot be read, and reading it again would fail the same way.
+    async fn stop_with(&self, message: String) -> Read {
+        let _ = self.out.send(Err(Error::Decode(message))).await;
+        Read::Stop
+    }
 }
 
 /// One Server-Sent Events message.
@@ -334,19 +358,38 @@ struct SseMessage {
 
 /// Splits an SSE byte stream into messages (fields `id` and `data`; comments
 /// and other fields are ignored), across chunk boundaries.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct SseParser {
     buffer: Vec<u8>,
+    /// How much of `buffer` is known to hold no message end, so a message
+    /// arriving in many chunks is searched once, not once per chunk.
+    searched: usize,
+    max_message_bytes: usize,
 }
 
 impl SseParser {
-    fn push(&mut self, bytes: &[u8]) -> Vec<SseMessage> {
+    fn new(max_message_bytes: usize) -> Self {
+        SseParser {
+            buffer: Vec::new(),
+            searched: 0,
+            max_message_bytes,
+        }
+    }
+
+    /// The messages `bytes` completes, or why the stream cannot go on: a
+    /// message longer than the limit.
+    fn push(&mut self, bytes: &[u8]) -> Result<Vec<SseMessage>, String> {
         self.buffer.extend_from_slice(bytes);
         let mut messages = Vec::new();
         // Parsed in place and drained once: a chunk of many messages costs
         // one pass over it, not one per message.
         let mut start = 0;
-        while let Some((end, skip)) = message_end(&self.buffer[start..]) {
+        // A terminator (at most `\r\n\r\n`) may straddle the old end.
+        let mut from = self.searched.saturating_sub(3);
+        while let Some((end, skip)) = message_end(&self.buffer[start..], from) {
+            if end > self.max_message_bytes {
+                return Err(self.too_long());
+            }
             let text = String::from_utf8_lossy(&self.buffer[start..start + end]);
             let (mut id, mut data) = (None, Vec::new());
             for line in text.lines() {
@@ -365,16 +408,27 @@ impl SseParser {
                 });
             }
             start += end + skip;
+            from = 0;
         }
         self.buffer.drain(..start);
-        messages
+        if self.buffer.len() > self.max_message_bytes {
+            return Err(self.too_long());
+        }
+        self.searched = self.buffer.len();
+        Ok(messages)
+    }
+
+    fn too_long(&self) -> String {
+        format!(
+            "event stream message longer than {} bytes (EventsBuilder::max_message_bytes)",
+            self.max_message_bytes
+        )
     }
 }
 
 /// Where the first message in `buffer` ends (its first blank line, `\n\n`
-/// or `\r\n\r\n`) and how long that terminator is.
-fn message_end(buffer: &[u8]) -> Option<(usize, usize)> {
-    let mut from = 0;
+/// or `\r\n\r\n`) and how long that terminator is, searching from `from`.
+fn message_end(buffer: &[u8], mut from: usize) -> Option<(usize, usize)> {
     while let Some(at) = buffer[from..].iter().position(|&b| b == b'\n') {
         let lf = from + at;
         let next = &buffer[lf + 1..];
@@ -395,9 +449,16 @@ mod tests {
 
     #[test]
     fn the_parser_joins_messages_split_across_chunks_and_skips_comments() {
-        let mut parser = SseParser::default();
-        assert!(parser.push(b": keep-alive\n\nid: 1:0\nda").is_empty());
-        let got = parser.push(b"ta: {\"a\":1}\n\nid:2:0\ndata:x\ndata:y\n\n");
+        let mut parser = SseParser::new(EventsBuilder::DEFAULT_MAX_MESSAGE_BYTES);
+        assert!(
+            parser
+                .push(b": keep-alive\n\nid: 1:0\nda")
+                .unwrap()
+                .is_empty()
+        );
+        let got = parser
+            .push(b"ta: {\"a\":1}\n\nid:2:0\ndata:x\ndata:y\n\n")
+            .unwrap();
         assert_eq!(
             got,
             vec![
@@ -412,20 +473,47 @@ mod tests {
             ]
         );
         assert_eq!(
-            parser.push(b"id: 3:1\r\ndata: z\r\n\r\n"),
+            parser.push(b"id: 3:1\r\ndata: z\r\n\r\n").unwrap(),
             vec![SseMessage {
                 id: Some("3:1".into()),
                 data: "z".into()
             }]
         );
         // A terminator split across chunks ends its message when it is whole.
-        assert!(parser.push(b"id: 4:0\r\ndata: w\r\n\r").is_empty());
+        assert!(parser.push(b"id: 4:0\r\ndata: w\r\n\r").unwrap().is_empty());
         assert_eq!(
-            parser.push(b"\n"),
+            parser.push(b"\n").unwrap(),
             vec![SseMessage {
                 id: Some("4:0".into()),
                 data: "w".into()
             }]
         );
+    }
+
+    #[test]
+    fn a_stream_fed_a_byte_at_a_time_parses_as_in_one_piece() {
+        let stream: &[u8] = b": hi\n\nid: 1:0\ndata: a\n\nid: 2:0\r\ndata: b\r\ndata: c\r\n\r\nid: 3:0\ndata: d\n\n";
+        let whole = SseParser::new(EventsBuilder::DEFAULT_MAX_MESSAGE_BYTES)
+            .push(stream)
+            .unwrap();
+        assert_eq!(whole.len(), 3, "{whole:?}");
+        let mut parser = SseParser::new(EventsBuilder::DEFAULT_MAX_MESSAGE_BYTES);
+        let mut bytewise = Vec::new();
+        for byte in stream {
+            bytewise.extend(parser.push(std::slice::from_ref(byte)).unwrap());
+        }
+        assert_eq!(bytewise, whole);
+    }
+
+    #[test]
+    fn a_message_past_the_limit_ends_the_stream_whole_or_unfinished() {
+        let mut parser = SseParser::new(16);
+        assert_eq!(parser.push(b"data: short\n\n").unwrap().len(), 1);
+        let error = parser.push(b"data: 0123456789abcdef").unwrap_err();
+        assert!(error.contains("longer than 16 bytes"), "{error}");
+
+        let mut parser = SseParser::new(16);
+        let error = parser.push(b"data: 0123456789abcdef\n\n").unwrap_err();
+        assert!(error.contains("longer than 16 bytes"), "{error}");
     }
 }
