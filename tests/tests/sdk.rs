@@ -635,13 +635,26 @@ async fn the_event_stream_resumes_after_a_dropped_connection_with_no_gap_and_no_
     }
 }
 
-/// A message longer than the stream's limit ends the stream with an error
-/// saying so, instead of being buffered however long it grows.
+/// An answer or an event message longer than the client's limit is an
+/// error saying so (the stream ends), instead of being held however long it
+/// grows; the node and other clients go on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_event_message_past_the_streams_limit_ends_it_with_a_decode_error() {
+async fn answers_past_the_clients_limits_end_in_decode_errors() {
     let node = DevNode::start().await.expect("dev node");
     let writer = member(&node, T2);
     let reader = member(&node, T2);
+    let tight = Client::builder()
+        .endpoint(node.url(""))
+        .max_response_bytes(16)
+        .build()
+        .unwrap();
+    match tight.status().await {
+        Err(Error::Decode(message)) => {
+            assert!(message.contains("longer than 16 bytes"), "{message}")
+        }
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+    reader.status().await.expect("the node answers others");
     let mut small = reader
         .events()
         .from_height(1)

@@ -211,6 +211,14 @@ pub struct ClientBuilder {
     tx_ttl: Duration,
     retry: RetryPolicy,
     chain_id: Option<String>,
+    max_response_bytes: usize,
+}
+
+impl ClientBuilder {
+    /// The default of [`ClientBuilder::max_response_bytes`]: a node's
+    /// largest answer, a full block (`max_block_bytes`, 8 MiB by default)
+    /// as JSON with its receipts, is a few times its size.
+    pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 128 << 20;
 }
 
 impl Default for ClientBuilder {
@@ -223,6 +231,7 @@ impl Default for ClientBuilder {
             tx_ttl: Duration::from_secs(120),
             retry: RetryPolicy::default(),
             chain_id: None,
+            max_response_bytes: ClientBuilder::DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 }
@@ -300,6 +309,18 @@ impl ClientBuilder {
         self
     }
 
+    /// The longest answer taken (default
+    /// [`ClientBuilder::DEFAULT_MAX_RESPONSE_BYTES`]): a longer one is
+    /// [`Error::Decode`] rather than memory held for whatever an endpoint sends.
+    ///
+    /// ```
+    /// let builder = trellis_sdk::Client::builder().max_response_bytes(1 << 20);
+    /// ```
+    pub fn max_response_bytes(mut self, bytes: usize) -> Self {
+        self.max_response_bytes = bytes;
+        self
+    }
+
     /// The chain id to sign for; by default it is read once from `/status`.
     ///
     /// ```
@@ -354,6 +375,7 @@ impl ClientBuilder {
                     ..self.retry
                 },
                 request_timeout: self.request_timeout,
+                max_response_bytes: self.max_response_bytes,
                 commit_timeout: self.commit_timeout,
                 tx_ttl: self.tx_ttl,
                 signer: self.signer,
@@ -386,6 +408,7 @@ pub(crate) struct Inner {
     current: AtomicUsize,
     pub(crate) retry: RetryPolicy,
     request_timeout: Duration,
+    pub(crate) max_response_bytes: usize,
     pub(crate) commit_timeout: Duration,
     tx_ttl: Duration,
     signer: Option<KeyPair>,
@@ -420,6 +443,24 @@ pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// An answer's body, or `None` once it is longer than `max` bytes (read no further).
+pub(crate) async fn read_body(
+    mut response: reqwest::Response,
+    max: usize,
+) -> reqwest::Result<Option<Vec<u8>>> {
+    if response.content_length().is_some_and(|n| n > max as u64) {
+        return Ok(None);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > max {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
 }
 
 /// The node's refusal as an [`Error`], from its status and `{"code", "message"}` body.
@@ -540,11 +581,18 @@ impl Client {
                     .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
                     .body(bytes.clone()),
             };
+            let max = self.inner.max_response_bytes;
             let outcome = match request.send().await {
                 Ok(response) => {
                     let status = response.status().as_u16();
-                    match response.bytes().await {
-                        Ok(bytes) => Ok((status, bytes.to_vec())),
+                    match read_body(response, max).await {
+                        Ok(Some(body)) => Ok((status, body)),
+                        Ok(None) => {
+                            return Err(Error::Decode(format!(
+                                "{path}: an answer longer than {max} bytes \
+                                 (ClientBuilder::max_response_bytes)"
+                            )));
+                        }
                         Err(e) => Err(e),
                     }
                 }
@@ -1114,4 +1162,40 @@ pub(crate) fn transport_message(e: &reqwest::Error) -> String {
         source = s.source();
     }
     message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// An endpoint that answers every request with a chunked body that never
+    /// ends: the client stops reading at its limit instead of holding it all.
+    #[tokio::test]
+    async fn an_answer_without_end_is_refused_at_the_clients_limit() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+            socket.write_all(head.as_bytes()).await.unwrap();
+            let chunk = format!("400\r\n{}\r\n", "x".repeat(0x400));
+            // Until the client hangs up.
+            while socket.write_all(chunk.as_bytes()).await.is_ok() {}
+        });
+        let client = Client::builder()
+            .endpoint(format!("http://{addr}"))
+            .retry(RetryPolicy::none())
+            .max_response_bytes(4096)
+            .build()
+            .unwrap();
+        match client.status().await {
+            Err(Error::Decode(message)) => {
+                assert!(message.contains("longer than 4096 bytes"), "{message}")
+            }
+            other => panic!("expected a decode error, got {other:?}"),
+        }
+    }
 }

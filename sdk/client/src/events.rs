@@ -9,7 +9,7 @@
 //! before that position, so a consumer sees each transaction once, in chain
 //! order, with no gap.
 
-use crate::client::{Client, refusal, transport_message};
+use crate::client::{Client, read_body, refusal, transport_message};
 use crate::error::{Error, Result};
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -244,8 +244,9 @@ async fn connect(client: &Client, start: Start, filter: &EventFilter) -> Result<
     if status == 200 {
         return Ok(response);
     }
-    let body = response.bytes().await.unwrap_or_default();
-    Err(refusal(status, &body))
+    let max = client.inner.max_response_bytes;
+    let body = read_body(response, max).await.ok().flatten();
+    Err(refusal(status, &body.unwrap_or_default()))
 }
 
 struct Reader {
