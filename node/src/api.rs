@@ -121,6 +121,7 @@ impl ToSchema for RawBatch {}
 
 #[derive(Deserialize, IntoParams, Debug)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct StateQuery {
     /// Include a Merkle proof of the value (or its absence) against `state_root`.
     #[serde(default)]
@@ -965,11 +966,21 @@ async fn query_contract(
     body: Result<Json<ContractQuery>, JsonRejection>,
 ) -> Result<Json<ContractQueryResult>, ApiError> {
     let address = parse_address(&path_param(address)?)?;
-    let Json(query) = body.map_err(|e| {
-        ApiError::malformed(format!(
+    let Json(query) = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "oversized",
+            format!("request body is over {} bytes", state.max_body_bytes),
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_content_type",
+            "send application/json",
+        ),
+        _ => ApiError::malformed(format!(
             "body is not {{\"method\": \"...\", \"args\": \"<hex>\"}}: {}",
             e.body_text()
-        ))
+        )),
     })?;
     let args = hex::decode(query.args.strip_prefix("0x").unwrap_or(&query.args))
         .map_err(|e| ApiError::malformed(format!("args is not hex: {e}")))?;
@@ -1053,13 +1064,38 @@ struct StreamRequest {
     filter: EventFilter,
 }
 
-fn parse_list<'a>(values: impl Iterator<Item = &'a str>) -> Vec<String> {
-    values
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .map(str::to_owned)
-        .collect()
+/// Values one event filter (`kind`, `party`, `sender`) may list at most.
+const MAX_FILTER_VALUES: usize = 64;
+
+/// Bytes one filter value may have at most (an account key in hex is 64).
+const MAX_FILTER_VALUE_BYTES: usize = 128;
+
+/// The values of filter `name`, repeated or comma-separated; refuses empty,
+/// overlong or too many values, which would widen or slow every match.
+fn parse_list<'a>(
+    name: &str,
+    values: impl Iterator<Item = &'a str>,
+) -> Result<Vec<String>, ApiError> {
+    let mut list: Vec<String> = Vec::new();
+    for value in values.flat_map(|v| v.split(',')).map(str::trim) {
+        if value.is_empty() {
+            return Err(ApiError::malformed(format!("`{name}` has an empty value")));
+        }
+        if value.len() > MAX_FILTER_VALUE_BYTES {
+            return Err(ApiError::malformed(format!(
+                "a `{name}` value is longer than {MAX_FILTER_VALUE_BYTES} bytes"
+            )));
+        }
+        if !list.iter().any(|v| v == value) {
+            list.push(value.to_owned());
+        }
+        if list.len() > MAX_FILTER_VALUES {
+            return Err(ApiError::malformed(format!(
+                "`{name}` lists more than {MAX_FILTER_VALUES} values"
+            )));
+        }
+    }
+    Ok(list)
 }
 
 fn parse_position(s: &str) -> Result<TxPosition, ApiError> {
@@ -1091,6 +1127,7 @@ fn stream_request(
     };
     let list = |name: &str| {
         parse_list(
+            name,
             params
                 .iter()
                 .filter(|(k, _)| k == name)
@@ -1098,9 +1135,11 @@ fn stream_request(
         )
     };
 
+    // Checked even when the header wins, so a bad `after` never passes.
+    let after_param = single("after")?.map(parse_position).transpose()?;
     let after = match last_event_id.map(str::trim).filter(|v| !v.is_empty()) {
         Some(id) => Some(parse_position(id)?),
-        None => single("after")?.map(parse_position).transpose()?,
+        None => after_param,
     };
     let from_height = single("from_height")?
         .map(|h| {
@@ -1126,7 +1165,7 @@ fn stream_request(
             index: 0,
         },
     };
-    let senders = list("sender")
+    let senders = list("sender")?
         .iter()
         .map(|s| {
             PublicKey::from_hex(s).map_err(|e| {
@@ -1137,8 +1176,8 @@ fn stream_request(
     Ok(StreamRequest {
         start,
         filter: EventFilter {
-            kinds: list("kind"),
-            parties: list("party"),
+            kinds: list("kind")?,
+            parties: list("party")?,
             senders,
         },
     })
@@ -1297,6 +1336,9 @@ async fn feed_stream(
             .head()
             .is_some_and(|h| h.height >= next.height)
         {
+            if out.is_closed() {
+                return; // The client went away, though nothing matched for it.
+            }
             let storage = state.storage.clone();
             let (mut m, at) = (
                 matcher
@@ -1304,7 +1346,10 @@ async fn feed_stream(
                     .expect("the matcher is put back after each block"),
                 next,
             );
-            let turn = state.reads.turn().await;
+            let turn = tokio::select! {
+                turn = state.reads.turn() => turn,
+                () = out.closed() => return,
+            };
             let read = tokio::task::spawn_blocking(move || {
                 let _turn = turn;
                 let txs = committed_txs(&storage, &mut m, at.height, at.index);

@@ -898,6 +898,14 @@ async fn state_reads_come_with_a_proof_that_verifies_against_the_root() {
 async fn state_reads_prove_absence_default_to_no_proof_and_read_old_heights() {
     let node = TestNode::start().await;
     let (status, body) = node
+        .get(&format!("/v1/state/{}?hieght=0", hex::encode(b"k")))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("malformed")),
+        "a misspelt parameter is refused, not ignored: {body}"
+    );
+    let (status, body) = node
         .get(&format!(
             "/v1/state/{}?proof=true",
             hex::encode(b"no/such/key")
@@ -1252,6 +1260,27 @@ async fn contract_queries_refuse_writes_and_bad_requests_with_codes() {
     // The refused write left the state as it was.
     let (_, body) = node.query(&address, json!({ "method": "get" })).await;
     assert_eq!(body["result"], hex::encode(5u64.to_le_bytes()));
+
+    // A body over the limit, or not JSON, is refused as a submission would be.
+    let url = format!("{}/v1/contracts/{address}/query", node.url);
+    let big = json!({ "method": "get", "args": "00".repeat(MAX_BODY_BYTES) });
+    for (request, status, code) in [
+        (
+            node.client.post(&url).json(&big),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "oversized",
+        ),
+        (
+            node.client.post(&url).body(r#"{"method":"get"}"#),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_content_type",
+        ),
+    ] {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), status.as_u16());
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["code"], code, "{body}");
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1586,6 +1615,12 @@ async fn bad_event_stream_parameters_are_malformed() {
         ("?sender=not-a-key", None),
         ("?colour=red", None),
         ("", Some("yesterday")),
+        // A filter with an empty value would match everything.
+        ("?kind=", None),
+        ("?sender=,", None),
+        ("?kind=issued&party=", None),
+        // A bad `after` is refused even when the header wins.
+        ("?after=garbage", Some("1:0")),
     ] {
         let (status, reader) = node.events_with(query, header).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query} {header:?}");
@@ -1593,6 +1628,21 @@ async fn bad_event_stream_parameters_are_malformed() {
         assert_eq!(body["code"], "malformed", "{query} {header:?}: {body}");
         assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
+    // Filters are bounded: 64 distinct values of at most 128 bytes each.
+    let many: Vec<String> = (0..65).map(|i| format!("k{i}")).collect();
+    let long = "p".repeat(129);
+    for query in [
+        format!("?kind={}", many.join(",")),
+        format!("?party={long}"),
+    ] {
+        let (status, reader) = node.events_with(&query, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}");
+        let body: Value = reader.response.json().await.unwrap();
+        assert_eq!(body["code"], "malformed", "{body}");
+    }
+    let repeated = format!("?kind={}", ["issued"; 100].join(","));
+    let (status, _reader) = node.events_with(&repeated, None).await;
+    assert_eq!(status, StatusCode::OK, "a value repeated counts once");
 }
 
 #[tokio::test]
@@ -1623,6 +1673,39 @@ async fn one_stream_over_the_limit_is_refused_until_another_closes() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A stream still catching up, here waiting for a read thread, gives its
+/// slot back as soon as its client goes, not once it reaches the head.
+#[tokio::test]
+async fn a_stream_catching_up_frees_its_slot_when_its_client_goes() {
+    let node = TestNode::start_streaming(EventStreamConfig {
+        max_streams: 1,
+        ..EventStreamConfig::default()
+    })
+    .await;
+    let threads = node
+        .api
+        .reads
+        .running
+        .clone()
+        .try_acquire_many_owned(READ_THREADS as u32)
+        .expect("no read is running");
+    drop(node.events("?from_height=0").await);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _reader) = node.events_with("?from_height=0", None).await;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(
+            Instant::now() < deadline,
+            "the departed client's stream kept its slot while waiting to read"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(threads);
 }
 
 #[tokio::test]
