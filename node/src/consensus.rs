@@ -993,9 +993,12 @@ impl Consensus {
 
         // Line 55: more than a third of the validators are in a later round: join it.
         let ahead = self.rounds.iter().rev().find_map(|(&r, votes)| {
-            let mut senders: Vec<&PublicKey> = votes.senders().collect();
-            if let Some(p) = &votes.proposal {
-                senders.push(&p.block.header.proposer);
+            let mut senders: Vec<PublicKey> = votes.senders().copied().collect();
+            // A proposal speaks for the round's proposer, who signed it, not
+            // for the builder its header names: a re-proposal carries the
+            // block of an earlier round's proposer.
+            if votes.proposal.is_some() {
+                senders.push(self.validators.proposer(self.height, r));
             }
             senders.sort();
             senders.dedup();

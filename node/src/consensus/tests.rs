@@ -443,6 +443,45 @@ fn conflicting_votes_from_one_validator_are_flagged_as_equivocation() {
     );
 }
 
+/// A re-proposal counts for the validator that signed it, not for the one
+/// that built its block: a Byzantine proposer and its own prevote are one
+/// validator of four, not the f + 1 that pull the others into its round.
+#[test]
+fn one_validator_alone_cannot_pull_the_others_into_a_later_round() {
+    let (ks, mut node) = first_of_four();
+    let set = node.validators().clone();
+    let round = 5;
+    let byzantine = ks
+        .iter()
+        .find(|k| k.public() == set.proposer(1, round))
+        .unwrap();
+    let built = block(1, 0, set.proposer(1, 0), 7);
+    assert_ne!(built.header.proposer, byzantine.public());
+    let mut p = Proposal {
+        block: Arc::new(built.clone()),
+        round,
+        pol_round: Some(0),
+        pol_votes: vec![],
+        signature: Signature([0; 64]),
+    };
+    p.signature = byzantine.sign(&p.data(CHAIN).signing_hash());
+    assert_eq!(node.on_message(Message::Proposal(Box::new(p))).1, Ok(()));
+    let data = VoteData {
+        chain_id: CHAIN.into(),
+        height: 1,
+        round,
+        kind: VoteKind::Prevote,
+        block: Some(built.hash()),
+    };
+    let prevote = Vote {
+        signature: byzantine.sign(&data.signing_hash()),
+        voter: byzantine.public(),
+        data,
+    };
+    assert_eq!(node.on_message(Message::Vote(prevote)).1, Ok(()));
+    assert_eq!(node.round(), 0, "one validator moved this one to its round");
+}
+
 #[test]
 fn votes_with_bad_signatures_or_from_strangers_are_rejected() {
     let (ks, mut node) = first_of_four();
