@@ -70,6 +70,13 @@ fn failed_code(result: Result<impl std::fmt::Debug, Error>) -> String {
     }
 }
 
+fn decode_error(result: Result<impl std::fmt::Debug, Error>) -> String {
+    match result {
+        Err(Error::Decode(message)) => message,
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+}
+
 fn rejected(result: Result<impl std::fmt::Debug, Error>) -> (u16, String) {
     match result {
         Err(Error::Rejected {
@@ -648,12 +655,8 @@ async fn answers_past_the_clients_limits_end_in_decode_errors() {
         .max_response_bytes(16)
         .build()
         .unwrap();
-    match tight.status().await {
-        Err(Error::Decode(message)) => {
-            assert!(message.contains("longer than 16 bytes"), "{message}")
-        }
-        other => panic!("expected a decode error, got {other:?}"),
-    }
+    let message = decode_error(tight.status().await);
+    assert!(message.contains("longer than 16 bytes"), "{message}");
     reader.status().await.expect("the node answers others");
     let mut small = reader
         .events()
@@ -673,13 +676,10 @@ async fn answers_past_the_clients_limits_end_in_decode_errors() {
 
     let item = tokio::time::timeout(DEADLINE, small.next())
         .await
-        .expect("the stream answers within the deadline");
-    match item {
-        Some(Err(Error::Decode(message))) => {
-            assert!(message.contains("longer than 64 bytes"), "{message}")
-        }
-        other => panic!("expected a decode error, got {other:?}"),
-    }
+        .expect("the stream answers within the deadline")
+        .expect("an item before the end");
+    let message = decode_error(item);
+    assert!(message.contains("longer than 64 bytes"), "{message}");
     assert!(small.next().await.is_none(), "the stream ended");
     loop {
         let tx = tokio::time::timeout(DEADLINE, usual.next())

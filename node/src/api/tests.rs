@@ -1108,13 +1108,7 @@ async fn a_read_past_the_admitted_limit_is_busy_and_the_next_one_is_served() {
 #[tokio::test]
 async fn a_read_waits_for_a_free_thread_holding_its_place() {
     let node = TestNode::start().await;
-    let threads = node
-        .api
-        .reads
-        .running
-        .clone()
-        .try_acquire_many_owned(READ_THREADS as u32)
-        .expect("no read is running");
+    let threads = node.take_every_read_thread();
     let url = format!("{}/v1/blocks/0", node.url);
     let read = tokio::spawn(node.client.get(url).send());
     let places = &node.api.reads.admitted;
@@ -1647,11 +1641,7 @@ async fn bad_event_stream_parameters_are_malformed() {
 
 #[tokio::test]
 async fn one_stream_over_the_limit_is_refused_until_another_closes() {
-    let node = TestNode::start_streaming(EventStreamConfig {
-        max_streams: 2,
-        ..EventStreamConfig::default()
-    })
-    .await;
+    let node = TestNode::with_stream_slots(2).await;
     let first = node.events("").await;
     let _second = node.events("").await;
     let (status, reader) = node.events_with("", None).await;
@@ -1660,18 +1650,42 @@ async fn one_stream_over_the_limit_is_refused_until_another_closes() {
     assert_eq!(body["code"], "too_many_streams");
 
     drop(first);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (status, _reader) = node.events_with("", None).await;
-        if status == StatusCode::OK {
-            break;
+    node.wait_for_a_stream_slot("", "the closed stream's slot never came back")
+        .await;
+}
+
+impl TestNode {
+    async fn with_stream_slots(max_streams: usize) -> TestNode {
+        TestNode::start_streaming(EventStreamConfig {
+            max_streams,
+            ..EventStreamConfig::default()
+        })
+        .await
+    }
+
+    /// Holds every API read thread, so reads wait, until dropped.
+    fn take_every_read_thread(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.api
+            .reads
+            .running
+            .clone()
+            .try_acquire_many_owned(READ_THREADS as u32)
+            .expect("no read is running")
+    }
+
+    /// Opens `GET /v1/events{query}` until it is no longer refused for want of
+    /// a stream slot; panics with `never` after 10 s.
+    async fn wait_for_a_stream_slot(&self, query: &str, never: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, _reader) = self.events_with(query, None).await;
+            if status == StatusCode::OK {
+                return;
+            }
+            assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+            assert!(Instant::now() < deadline, "{never}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
-        assert!(
-            Instant::now() < deadline,
-            "the closed stream's slot never came back"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -1679,32 +1693,14 @@ async fn one_stream_over_the_limit_is_refused_until_another_closes() {
 /// slot back as soon as its client goes, not once it reaches the head.
 #[tokio::test]
 async fn a_stream_catching_up_frees_its_slot_when_its_client_goes() {
-    let node = TestNode::start_streaming(EventStreamConfig {
-        max_streams: 1,
-        ..EventStreamConfig::default()
-    })
-    .await;
-    let threads = node
-        .api
-        .reads
-        .running
-        .clone()
-        .try_acquire_many_owned(READ_THREADS as u32)
-        .expect("no read is running");
+    let node = TestNode::with_stream_slots(1).await;
+    let threads = node.take_every_read_thread();
     drop(node.events("?from_height=0").await);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (status, _reader) = node.events_with("?from_height=0", None).await;
-        if status == StatusCode::OK {
-            break;
-        }
-        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
-        assert!(
-            Instant::now() < deadline,
-            "the departed client's stream kept its slot while waiting to read"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    node.wait_for_a_stream_slot(
+        "?from_height=0",
+        "the departed client's stream kept its slot while waiting to read",
+    )
+    .await;
     drop(threads);
 }
 
