@@ -199,8 +199,24 @@ pub enum InvalidBlock {
 }
 
 struct Executed {
+    /// [`body_digest`] of the block executed: a block with the same hash but
+    /// another body (the hash leaves out signatures and the parent's
+    /// certificate) is not this one and is checked afresh.
+    body: Hash,
     receipts: Vec<Receipt>,
     update: StateUpdate,
+}
+
+/// What of a block its hash does not cover: its transactions' signatures
+/// (transaction ids leave them out) and its parent's commit certificate. A
+/// local cache key, never stored or sent.
+fn body_digest(block: &Block) -> Hash {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&encode(&block.parent_commit));
+    for tx in &block.txs {
+        hasher.update(&tx.signature.0);
+    }
+    Hash(*hasher.finalize().as_bytes())
 }
 
 pub struct Chain {
@@ -290,7 +306,7 @@ impl Chain {
             parent_commit,
             txs,
         };
-        self.executed.insert(block.hash(), executed);
+        self.remember(&block, executed);
         Ok(block)
     }
 
@@ -320,6 +336,7 @@ impl Chain {
         Ok((
             header,
             Executed {
+                body: Hash::ZERO,
                 receipts: output.receipts,
                 update,
             },
@@ -363,7 +380,7 @@ impl Chain {
     /// honest nodes agree whatever their clocks say: this is what a block
     /// certified by a quorum (decided or synced) must pass.
     pub fn validate(&mut self, block: &Block) -> Result<(), InvalidBlock> {
-        if self.executed.contains_key(&block.hash()) {
+        if self.executed_here(block) {
             return Ok(());
         }
         let head = self.head()?;
@@ -434,8 +451,21 @@ impl Chain {
                 });
             }
         }
-        self.executed.insert(block.hash(), executed);
+        self.remember(block, executed);
         Ok(())
+    }
+
+    /// Keeps what executing `block` gave, for its commit.
+    fn remember(&mut self, block: &Block, mut executed: Executed) {
+        executed.body = body_digest(block);
+        self.executed.insert(block.hash(), executed);
+    }
+
+    /// True when this very block, body and all, was executed here.
+    fn executed_here(&self, block: &Block) -> bool {
+        self.executed
+            .get(&block.hash())
+            .is_some_and(|e| e.body == body_digest(block))
     }
 
     fn check_parent_commit(&self, block: &Block, head: &ChainHead) -> Result<(), InvalidBlock> {
@@ -500,6 +530,9 @@ impl Chain {
         certificate: &QuorumCertificate,
         now_ms: u64,
     ) -> Result<StagedBlock, StorageError> {
+        // By hash alone: a quorum decided this header, and what executing it
+        // here gave is what its receipts and state are (consensus.md, "Known
+        // gaps", on bodies the hash does not cover).
         let executed = match self.executed.remove(&block.hash()) {
             Some(e) => e,
             None => {

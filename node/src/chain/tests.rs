@@ -109,3 +109,28 @@ fn a_synced_block_needs_a_certificate_for_exactly_it() {
     let err = syncing.chain.validate_synced(&block, &forged).unwrap_err();
     assert!(err.to_string().contains("commit certificate"), "{err}");
 }
+
+/// A block's hash leaves out its parent's certificate (and its
+/// transactions' signatures): a synced block with the hash of one executed
+/// here but another body is checked afresh, not let through on the first
+/// one's execution.
+#[test]
+fn a_block_with_an_executed_hash_but_another_body_is_checked_afresh() {
+    let (block, qc) = block_from_the_future();
+    let mut spoiled = block.clone();
+    spoiled.parent_commit.round += 1;
+    assert_eq!(spoiled.hash(), block.hash());
+
+    let mut follower = node();
+    follower
+        .chain
+        .validate_synced(&block, &qc)
+        .expect("the block itself is valid");
+    let err = follower.chain.validate_synced(&spoiled, &qc).unwrap_err();
+    assert!(err.to_string().contains("genesis certificate"), "{err}");
+    follower
+        .chain
+        .commit(&Arc::new(block.clone()), &qc, NOW)
+        .expect("the block executed here still commits");
+    assert_eq!(follower.chain.head().unwrap().block_hash, block.hash());
+}
