@@ -812,20 +812,22 @@ impl Consensus {
         if !self.validators.contains(&vote.voter) {
             return Err(Rejected::NotValidator(vote.voter));
         }
-        if let Some((existing, _)) = self
+        let existing = self
             .rounds
             .get(&d.round)
             .and_then(|r| r.of(d.kind).get(&vote.voter))
-        {
-            return if *existing == d.block {
-                Err(Rejected::Duplicate)
-            } else {
-                Err(Rejected::Equivocation(vote.voter))
-            };
+            .map(|(block, _)| *block);
+        if existing == Some(d.block) {
+            return Err(Rejected::Duplicate);
         }
         vote.voter
             .verify(&d.signing_hash(), &vote.signature)
             .map_err(|_| Rejected::BadSignature)?;
+        // Checked after the signature: a forged conflicting vote is its
+        // sender's doing, not the named voter's equivocation.
+        if existing.is_some() {
+            return Err(Rejected::Equivocation(vote.voter));
+        }
         let round = self.rounds.entry(d.round).or_default();
         let votes = match d.kind {
             VoteKind::Prevote => &mut round.prevotes,

@@ -437,6 +437,14 @@ fn conflicting_votes_from_one_validator_are_flagged_as_equivocation() {
         node.on_message(Message::Vote(vote(None))).1,
         Err(Rejected::Duplicate)
     );
+    // A conflicting vote someone else signed in validator 1's name is a
+    // forgery, not validator 1's equivocation.
+    let mut forged = vote(Some(Hash([1; 32])));
+    forged.signature = ks[2].sign(&forged.data.signing_hash());
+    assert_eq!(
+        node.on_message(Message::Vote(forged)).1,
+        Err(Rejected::BadSignature)
+    );
     assert_eq!(
         node.on_message(Message::Vote(vote(Some(Hash([1; 32]))))).1,
         Err(Rejected::Equivocation(ks[1].public()))
