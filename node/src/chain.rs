@@ -199,10 +199,6 @@ pub enum InvalidBlock {
 }
 
 struct Executed {
-    /// [`body_digest`] of the block executed: a block with the same hash but
-    /// another body (the hash leaves out signatures and the parent's
-    /// certificate) is not this one and is checked afresh.
-    body: Hash,
     receipts: Vec<Receipt>,
     update: StateUpdate,
 }
@@ -226,8 +222,11 @@ pub struct Chain {
     params: ChainParams,
     validators: ValidatorSet,
     mempool: Arc<Mempool>,
-    /// Blocks executed at the current height, by hash.
-    executed: BTreeMap<Hash, Executed>,
+    /// Blocks executed at the current height, by hash, each with the
+    /// [`body_digest`] of the body executed: a block with the same hash but
+    /// another body (the hash leaves out signatures and the parent's
+    /// certificate) is not that one and is checked afresh.
+    executed: BTreeMap<Hash, (Hash, Executed)>,
     /// How long building a block may spend choosing and executing transactions.
     build_budget: Option<Duration>,
 }
@@ -306,7 +305,8 @@ impl Chain {
             parent_commit,
             txs,
         };
-        self.remember(&block, executed);
+        self.executed
+            .insert(block.hash(), (body_digest(&block), executed));
         Ok(block)
     }
 
@@ -336,7 +336,6 @@ impl Chain {
         Ok((
             header,
             Executed {
-                body: Hash::ZERO,
                 receipts: output.receipts,
                 update,
             },
@@ -380,7 +379,12 @@ impl Chain {
     /// honest nodes agree whatever their clocks say: this is what a block
     /// certified by a quorum (decided or synced) must pass.
     pub fn validate(&mut self, block: &Block) -> Result<(), InvalidBlock> {
-        if self.executed_here(block) {
+        let body = body_digest(block);
+        if self
+            .executed
+            .get(&block.hash())
+            .is_some_and(|(executed, _)| *executed == body)
+        {
             return Ok(());
         }
         let head = self.head()?;
@@ -451,21 +455,8 @@ impl Chain {
                 });
             }
         }
-        self.remember(block, executed);
+        self.executed.insert(block.hash(), (body, executed));
         Ok(())
-    }
-
-    /// Keeps what executing `block` gave, for its commit.
-    fn remember(&mut self, block: &Block, mut executed: Executed) {
-        executed.body = body_digest(block);
-        self.executed.insert(block.hash(), executed);
-    }
-
-    /// True when this very block, body and all, was executed here.
-    fn executed_here(&self, block: &Block) -> bool {
-        self.executed
-            .get(&block.hash())
-            .is_some_and(|e| e.body == body_digest(block))
     }
 
     fn check_parent_commit(&self, block: &Block, head: &ChainHead) -> Result<(), InvalidBlock> {
@@ -534,7 +525,7 @@ impl Chain {
         // here gave is what its receipts and state are (consensus.md, "Known
         // gaps", on bodies the hash does not cover).
         let executed = match self.executed.remove(&block.hash()) {
-            Some(e) => e,
+            Some((_, e)) => e,
             None => {
                 // Decided by a quorum without our having judged it (e.g. we
                 // timed out first): validate now; a quorum vouches for it.
@@ -546,6 +537,7 @@ impl Chain {
                 self.executed
                     .remove(&block.hash())
                     .expect("validate stores the executed block")
+                    .1
             }
         };
         let staged = self.storage.stage_block(
