@@ -234,9 +234,9 @@ impl Mempool {
         if let Some(outbox) = &self.outbox {
             let mut outbox = outbox.lock().unwrap_or_else(|e| e.into_inner());
             for (bytes, result) in items.iter().zip(&results) {
-                // Held to the pool's byte cap: a node that is not forwarding
-                // (an observer with no validator connected, or one that takes
-                // itself for one) must not keep every transaction it admits.
+                // Held to the pool's byte cap: an observer with no validator
+                // connected forwards nothing and must not keep every
+                // transaction it admits.
                 if result.is_ok() && outbox.bytes + bytes.len() <= self.max_bytes {
                     outbox.bytes += bytes.len();
                     outbox.txs.push(bytes.to_vec());
