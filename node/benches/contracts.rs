@@ -118,6 +118,7 @@ impl Fixture {
                 round: 0,
                 parent: head.block_hash,
                 tx_root: tx_root(&txs),
+                parent_commit_hash: QuorumCertificate::genesis(head.block_hash).hash(),
                 receipts_root: receipts_root(&out.receipts),
                 state_root: update.root,
                 timestamp_ms,

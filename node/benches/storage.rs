@@ -91,6 +91,7 @@ fn commit_next(
             round: 0,
             parent: head.map_or(Hash::ZERO, |h| h.block_hash),
             tx_root: tx_root(&txs),
+            parent_commit_hash: QuorumCertificate::genesis(Hash::ZERO).hash(),
             receipts_root: receipts_root(&receipts),
             state_root: update.root,
             timestamp_ms: 1_700_000_000_000 + height,

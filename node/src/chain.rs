@@ -75,6 +75,7 @@ pub fn initialise_with(
     }
     let writes = genesis_state(storage, genesis, vm, code_for)?;
     let update = storage.prepare_state(0, writes)?;
+    let parent_commit = QuorumCertificate::genesis(genesis_hash);
     let block = Block {
         header: Header {
             chain_id: genesis.chain_id.clone(),
@@ -82,12 +83,13 @@ pub fn initialise_with(
             round: 0,
             parent: genesis_hash,
             tx_root: tx_root(&[]),
+            parent_commit_hash: parent_commit.hash(),
             receipts_root: receipts_root(&[]),
             state_root: update.root,
             timestamp_ms: genesis.genesis_time_ms,
             proposer: PublicKey([0; 32]),
         },
-        parent_commit: QuorumCertificate::genesis(genesis_hash),
+        parent_commit,
         txs: Vec::new(),
     };
     let certificate = QuorumCertificate::genesis(block.hash());
@@ -182,6 +184,9 @@ fn genesis_state(
 pub enum InvalidBlock {
     #[error("{0}")]
     Header(String),
+    /// Not the body its header commits to: spoiled by whoever sent it.
+    #[error("body: {0}")]
+    Body(&'static str),
     #[error("parent commit: {0}")]
     ParentCommit(String),
     #[error("transaction {index} has a bad signature")]
@@ -198,21 +203,15 @@ pub enum InvalidBlock {
     Storage(#[from] StorageError),
 }
 
+/// What a header commits to of its block's body.
+struct Body {
+    tx_root: Hash,
+    parent_commit_hash: Hash,
+}
+
 struct Executed {
     receipts: Vec<Receipt>,
     update: StateUpdate,
-}
-
-/// What of a block its hash does not cover: its transactions' signatures
-/// (transaction ids leave them out) and its parent's commit certificate. A
-/// local cache key, never stored or sent.
-fn body_digest(block: &Block) -> Hash {
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(&encode(&block.parent_commit));
-    for tx in &block.txs {
-        hasher.update(&tx.signature.0);
-    }
-    Hash(*hasher.finalize().as_bytes())
 }
 
 pub struct Chain {
@@ -222,11 +221,9 @@ pub struct Chain {
     params: ChainParams,
     validators: ValidatorSet,
     mempool: Arc<Mempool>,
-    /// Blocks executed at the current height, by hash, each with the
-    /// [`body_digest`] of the body executed: a block with the same hash but
-    /// another body (the hash leaves out signatures and the parent's
-    /// certificate) is not that one and is checked afresh.
-    executed: BTreeMap<Hash, (Hash, Executed)>,
+    /// Blocks executed at the current height, by hash (which covers the
+    /// whole block: [`Block::mismatched_body`]).
+    executed: BTreeMap<Hash, Executed>,
     /// How long building a block may spend choosing and executing transactions.
     build_budget: Option<Duration>,
 }
@@ -298,15 +295,27 @@ impl Chain {
             .ok_or_else(|| StorageError::Corrupt {
                 what: format!("no commit certificate for height {}", head.height),
             })?;
-        let (header, executed) =
-            self.seal(&ctx, round, head.block_hash, proposer.public(), output)?;
+        // Execution gives each transaction a receipt naming its hash, in
+        // order: the transactions root without hashing them again.
+        let tx_hashes: Vec<Hash> = output.receipts.iter().map(|r| r.tx).collect();
+        let body = Body {
+            tx_root: tx_root_of(&tx_hashes, &txs),
+            parent_commit_hash: parent_commit.hash(),
+        };
+        let (header, executed) = self.seal(
+            &ctx,
+            round,
+            head.block_hash,
+            proposer.public(),
+            body,
+            output,
+        )?;
         let block = Block {
             header,
             parent_commit,
             txs,
         };
-        self.executed
-            .insert(block.hash(), (body_digest(&block), executed));
+        self.executed.insert(block.hash(), executed);
         Ok(block)
     }
 
@@ -316,18 +325,17 @@ impl Chain {
         round: u64,
         parent: Hash,
         proposer: PublicKey,
+        body: Body,
         output: BlockOutput,
     ) -> Result<(Header, Executed), StorageError> {
         let update = self.storage.prepare_state(ctx.height, output.writes)?;
-        // Execution gives each transaction a receipt naming its hash, in
-        // order: the transactions root without hashing them again.
-        let tx_hashes: Vec<Hash> = output.receipts.iter().map(|r| r.tx).collect();
         let header = Header {
             chain_id: ctx.chain_id.clone(),
             height: ctx.height,
             round,
             parent,
-            tx_root: tx_root_of(&tx_hashes),
+            tx_root: body.tx_root,
+            parent_commit_hash: body.parent_commit_hash,
             receipts_root: receipts_root(&output.receipts),
             state_root: update.root,
             timestamp_ms: ctx.timestamp_ms,
@@ -379,12 +387,11 @@ impl Chain {
     /// honest nodes agree whatever their clocks say: this is what a block
     /// certified by a quorum (decided or synced) must pass.
     pub fn validate(&mut self, block: &Block) -> Result<(), InvalidBlock> {
-        let body = body_digest(block);
-        if self
-            .executed
-            .get(&block.hash())
-            .is_some_and(|(executed, _)| *executed == body)
-        {
+        let tx_hashes = block.tx_hashes();
+        if let Some(mismatch) = block.mismatched_body(&tx_hashes) {
+            return Err(InvalidBlock::Body(mismatch));
+        }
+        if self.executed.contains_key(&block.hash()) {
             return Ok(());
         }
         let head = self.head()?;
@@ -423,15 +430,6 @@ impl Chain {
             ));
         }
         self.check_parent_commit(block, &head)?;
-        let tx_hashes: Vec<Hash> = block.txs.iter().map(SignedTransaction::hash).collect();
-        let root = tx_root_of(&tx_hashes);
-        if root != h.tx_root {
-            return Err(InvalidBlock::Root {
-                what: "transactions",
-                header: h.tx_root,
-                computed: root,
-            });
-        }
         self.verify_signatures(&block.txs, &tx_hashes)?;
 
         let ctx = BlockContext {
@@ -442,7 +440,11 @@ impl Chain {
             limits: Limits::from_params(&self.params),
         };
         let output = execution::execute_block(&self.vm, &self.storage, &ctx, &block.txs)?;
-        let (computed, executed) = self.seal(&ctx, h.round, h.parent, h.proposer, output)?;
+        let body = Body {
+            tx_root: h.tx_root,
+            parent_commit_hash: h.parent_commit_hash,
+        };
+        let (computed, executed) = self.seal(&ctx, h.round, h.parent, h.proposer, body, output)?;
         for (what, header, computed) in [
             ("receipts", h.receipts_root, computed.receipts_root),
             ("state", h.state_root, computed.state_root),
@@ -455,7 +457,7 @@ impl Chain {
                 });
             }
         }
-        self.executed.insert(block.hash(), (body, executed));
+        self.executed.insert(block.hash(), executed);
         Ok(())
     }
 
@@ -521,11 +523,10 @@ impl Chain {
         certificate: &QuorumCertificate,
         now_ms: u64,
     ) -> Result<StagedBlock, StorageError> {
-        // By hash alone: a quorum decided this header, and what executing it
-        // here gave is what its receipts and state are (consensus.md, "Known
-        // gaps", on bodies the hash does not cover).
+        // By hash, which covers the whole block: what executing it here gave
+        // is what its receipts and state are.
         let executed = match self.executed.remove(&block.hash()) {
-            Some((_, e)) => e,
+            Some(e) => e,
             None => {
                 // Decided by a quorum without our having judged it (e.g. we
                 // timed out first): validate now; a quorum vouches for it.
@@ -537,7 +538,6 @@ impl Chain {
                 self.executed
                     .remove(&block.hash())
                     .expect("validate stores the executed block")
-                    .1
             }
         };
         let staged = self.storage.stage_block(

@@ -251,6 +251,8 @@ pub enum Rejected {
     Duplicate,
     #[error("equivocation by {0}: two different votes for one step")]
     Equivocation(PublicKey),
+    #[error("the block's body is not its header's: {0}")]
+    BodyMismatch(&'static str),
 }
 
 impl Rejected {
@@ -267,6 +269,7 @@ impl Rejected {
             Rejected::RoundTooFar(_) => "round_too_far",
             Rejected::Duplicate => "duplicate",
             Rejected::Equivocation(_) => "equivocation",
+            Rejected::BodyMismatch(_) => "body_mismatch",
         }
     }
 }
@@ -758,6 +761,13 @@ impl Consensus {
         expected
             .verify(&p.data(&self.chain_id).signing_hash(), &p.signature)
             .map_err(|_| Rejected::BadSignature)?;
+        // The signature covers the header alone. A body that is not the
+        // header's must not take the round's place, nor have the header
+        // judged invalid: the header may be honest, the body spoiled on the
+        // way, and the real one still to come.
+        if let Some(mismatch) = p.block.mismatched_body(&p.block.tx_hashes()) {
+            return Err(Rejected::BodyMismatch(mismatch));
+        }
         let hash = p.block.hash();
         if let Some(pol) = p.pol_round
             && self.proves_polka(pol, hash, &p.pol_votes)

@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use trellis_types::block::{receipts_root, tx_root, tx_root_of};
+use trellis_types::block::receipts_root;
 use trellis_types::{Block, Hash, QuorumCertificate, Receipt, codec};
 
 /// One-byte prefixes of the single sled tree. Heights and versions are
@@ -93,7 +93,8 @@ pub(crate) mod prefix {
 /// 6: the state tree's records are in the tree log, sled holds pointers to them.
 /// 7: receipts are stored per block in groups; a transaction's record is its location.
 /// 8: sled holds the tree log's pointers in tables, a few per version.
-const SCHEMA_VERSION: u8 = 8;
+/// 9: block headers commit to the whole body (signatures, the parent's certificate).
+const SCHEMA_VERSION: u8 = 9;
 
 /// Receipts per `RECEIPTS` record: a block writes one record per this many
 /// transactions instead of one per transaction, and looking one transaction
@@ -613,9 +614,9 @@ impl Storage {
                 block.txs.len()
             )));
         }
-        let tx_hashes: Vec<Hash> = block.txs.iter().map(|tx| tx.hash()).collect();
-        if tx_root_of(&tx_hashes) != header.tx_root {
-            return Err(invalid("tx_root does not match the transactions".into()));
+        let tx_hashes = block.tx_hashes();
+        if let Some(mismatch) = block.mismatched_body(&tx_hashes) {
+            return Err(invalid(mismatch.into()));
         }
         // Execution refuses a nonce used before, so a transaction commits at
         // most once and its record is never overwritten.
@@ -938,10 +939,8 @@ impl Storage {
                 )));
             }
         }
-        if tx_root(&block.txs) != header.tx_root {
-            return Err(corrupt(format!(
-                "transactions of head block {h} do not match its tx_root"
-            )));
+        if let Some(mismatch) = block.mismatched_body(&block.tx_hashes()) {
+            return Err(corrupt(format!("head block {h}: {mismatch}")));
         }
         let receipts = Self::read_receipts(db, &block)?;
         if receipts_root(&receipts) != header.receipts_root {
@@ -1162,6 +1161,7 @@ pub(crate) fn retry_while_locked<T>(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use trellis_types::block::tx_root;
     use trellis_types::{
         KeyPair, Payload, ReceiptStatus, SignedTransaction, SystemOp, Transaction,
     };
@@ -1217,6 +1217,7 @@ pub(crate) mod tests {
                 round: 0,
                 parent: head.map_or(Hash::ZERO, |h| h.block_hash),
                 tx_root: tx_root(&txs),
+                parent_commit_hash: QuorumCertificate::genesis(Hash::ZERO).hash(),
                 receipts_root: receipts_root(&receipts),
                 state_root: update.root,
                 timestamp_ms: 1_000 + height,
@@ -1432,7 +1433,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn commit_block_rejects_receipts_that_do_not_match_the_transactions() {
+    fn commit_block_rejects_receipts_or_a_body_that_do_not_match_the_header() {
         let dir = tempfile::tempdir().unwrap();
         let storage = open(&dir).unwrap();
         let key = KeyPair::insecure_from_label("alice");
@@ -1446,6 +1447,7 @@ pub(crate) mod tests {
                 round: 0,
                 parent: Hash::ZERO,
                 tx_root: tx_root(&txs),
+                parent_commit_hash: QuorumCertificate::genesis(Hash::ZERO).hash(),
                 receipts_root: receipts_root(&receipts),
                 state_root: update.root,
                 timestamp_ms: 1,
@@ -1462,9 +1464,25 @@ pub(crate) mod tests {
         block.header.receipts_root = Hash::ZERO;
         let qc = QuorumCertificate::genesis(block.hash());
         let err = storage
-            .commit_block(Arc::new(block.clone()), &qc, receipts.clone(), update)
+            .commit_block(
+                Arc::new(block.clone()),
+                &qc,
+                receipts.clone(),
+                update.clone(),
+            )
             .unwrap_err();
         assert!(matches!(err, StorageError::InvalidBlock { .. }), "{err}");
+        // The right receipts, but a signature the header does not commit to.
+        block.header.receipts_root = receipts_root(&receipts);
+        block.txs[0].signature = key.sign(&Hash::ZERO);
+        let qc = QuorumCertificate::genesis(block.hash());
+        let err = storage
+            .commit_block(Arc::new(block), &qc, receipts, update)
+            .unwrap_err();
+        assert!(
+            matches!(&err, StorageError::InvalidBlock { reason, .. } if reason.contains("tx_root")),
+            "{err}"
+        );
         assert_eq!(storage.head(), None);
     }
 

@@ -1379,6 +1379,8 @@ impl TestNode {
                 round: 0,
                 parent: head.block_hash,
                 tx_root: trellis_types::block::tx_root(&txs),
+                parent_commit_hash: trellis_types::QuorumCertificate::genesis(head.block_hash)
+                    .hash(),
                 receipts_root: trellis_types::block::receipts_root(&receipts),
                 state_root: update.root,
                 timestamp_ms: head.timestamp_ms + 1,

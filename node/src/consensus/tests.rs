@@ -40,19 +40,21 @@ fn first_of_four() -> (Vec<KeyPair>, Consensus) {
 }
 
 fn block(height: u64, round: u64, proposer: PublicKey, salt: u8) -> Block {
+    let parent_commit = QuorumCertificate::genesis(Hash::ZERO);
     Block {
         header: Header {
             chain_id: CHAIN.into(),
             height,
             round,
             parent: Hash([salt; 32]),
-            tx_root: Hash::ZERO,
+            tx_root: trellis_types::block::tx_root(&[]),
+            parent_commit_hash: parent_commit.hash(),
             receipts_root: Hash::ZERO,
             state_root: Hash::ZERO,
             timestamp_ms: height,
             proposer,
         },
-        parent_commit: QuorumCertificate::genesis(Hash::ZERO),
+        parent_commit,
         txs: vec![],
     }
 }
@@ -488,6 +490,59 @@ fn one_validator_alone_cannot_pull_the_others_into_a_later_round() {
     };
     assert_eq!(node.on_message(Message::Vote(prevote)).1, Ok(()));
     assert_eq!(node.round(), 0, "one validator moved this one to its round");
+}
+
+/// A proposal's signature covers the header alone: a copy whose body was
+/// spoiled on the way is refused as its sender's doing, and neither takes
+/// the round's place nor has the header judged; the real one that follows is
+/// validated and prevoted for.
+#[test]
+fn a_proposal_with_a_spoiled_body_does_not_take_the_rounds_place() {
+    let (ks, mut node) = first_of_four();
+    let set = node.validators().clone();
+    let proposer = ks
+        .iter()
+        .find(|k| k.public() == set.proposer(1, 0))
+        .unwrap();
+    assert_ne!(
+        proposer.public(),
+        ks[0].public(),
+        "node 0 awaits a proposal"
+    );
+    let real = block(1, 0, proposer.public(), 3);
+    let proposal = |block: &Block| {
+        let mut p = Proposal {
+            block: Arc::new(block.clone()),
+            round: 0,
+            pol_round: None,
+            pol_votes: vec![],
+            signature: Signature([0; 64]),
+        };
+        p.signature = proposer.sign(&p.data(CHAIN).signing_hash());
+        Message::Proposal(Box::new(p))
+    };
+    let mut spoiled = real.clone();
+    spoiled.parent_commit.round = 1;
+
+    let (actions, result) = node.on_message(proposal(&spoiled));
+    assert!(
+        matches!(result, Err(Rejected::BodyMismatch(_))),
+        "{result:?}"
+    );
+    assert!(actions.is_empty(), "{actions:?}");
+    let (actions, result) = node.on_message(proposal(&real));
+    assert_eq!(result, Ok(()));
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::ValidateBlock(b) if b.hash() == real.hash())),
+        "{actions:?}"
+    );
+    let prevoted = node.on_block_validated(real.hash(), true).iter().any(|a| {
+        matches!(a, Action::Broadcast(Message::Vote(v))
+                if v.data.kind == VoteKind::Prevote && v.data.block == Some(real.hash()))
+    });
+    assert!(prevoted);
 }
 
 #[test]

@@ -70,6 +70,7 @@ impl Env {
                 round: 0,
                 parent: head.block_hash,
                 tx_root: tx_root(txs),
+                parent_commit_hash: QuorumCertificate::genesis(head.block_hash).hash(),
                 receipts_root: receipts_root(&output.receipts),
                 state_root: update.root,
                 timestamp_ms: ctx.timestamp_ms,

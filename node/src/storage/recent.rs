@@ -89,6 +89,7 @@ mod tests {
                     round: 0,
                     parent: Hash::ZERO,
                     tx_root: Hash::ZERO,
+                    parent_commit_hash: Hash::ZERO,
                     receipts_root: Hash::ZERO,
                     state_root: Hash::ZERO,
                     timestamp_ms: 0,

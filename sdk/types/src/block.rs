@@ -16,8 +16,13 @@ pub struct Header {
     pub round: u64,
     /// Hash of the parent block's header (the genesis hash for height 1).
     pub parent: Hash,
-    /// Merkle root of the transaction hashes, in block order.
+    /// Merkle root of the signed transactions, in block order: each leaf
+    /// binds a transaction's hash and its signature ([`tx_root`]).
     pub tx_root: Hash,
+    /// [`QuorumCertificate::hash`] of the parent's commit certificate the
+    /// block carries. With `tx_root` it makes the header, and so the block
+    /// hash that proposals and votes sign, cover the whole block.
+    pub parent_commit_hash: Hash,
     /// Merkle root of the receipt hashes, in block order.
     pub receipts_root: Hash,
     /// Root of the authenticated state after executing this block.
@@ -46,16 +51,48 @@ impl Block {
     pub fn hash(&self) -> Hash {
         self.header.hash()
     }
+
+    /// The hashes of its transactions, in order.
+    pub fn tx_hashes(&self) -> Vec<Hash> {
+        self.txs.iter().map(SignedTransaction::hash).collect()
+    }
+
+    /// Which part of the body, if any, is not the one its header commits
+    /// to; `tx_hashes` are [`Block::tx_hashes`]. A block whose body does not
+    /// match is not a block at all: whoever sent it spoiled it, and its
+    /// header may well be an honest one.
+    pub fn mismatched_body(&self, tx_hashes: &[Hash]) -> Option<&'static str> {
+        if self.parent_commit.hash() != self.header.parent_commit_hash {
+            Some("the parent's commit certificate does not match parent_commit_hash")
+        } else if tx_root_of(tx_hashes, &self.txs) != self.header.tx_root {
+            Some("the transactions do not match tx_root")
+        } else {
+            None
+        }
+    }
 }
 
 pub fn tx_root(txs: &[SignedTransaction]) -> Hash {
-    let leaves: Vec<Hash> = txs.iter().map(SignedTransaction::hash).collect();
-    tx_root_of(&leaves)
+    let hashes: Vec<Hash> = txs.iter().map(SignedTransaction::hash).collect();
+    tx_root_of(&hashes, txs)
 }
 
-/// [`tx_root`] of the transactions with these hashes, in order.
-pub fn tx_root_of(tx_hashes: &[Hash]) -> Hash {
-    merkle_root(Domain::TxRoot, tx_hashes)
+/// [`tx_root`] of `txs`, whose hashes the caller already has in `tx_hashes`.
+/// A leaf is the hash of a transaction's hash and its signature: the
+/// transaction's hash leaves the signature out, and a block's hash must not.
+pub fn tx_root_of(tx_hashes: &[Hash], txs: &[SignedTransaction]) -> Hash {
+    debug_assert_eq!(tx_hashes.len(), txs.len());
+    let leaves: Vec<Hash> = tx_hashes
+        .iter()
+        .zip(txs)
+        .map(|(hash, tx)| {
+            let mut leaf = [0; 96];
+            leaf[..32].copy_from_slice(&hash.0);
+            leaf[32..].copy_from_slice(&tx.signature.0);
+            Domain::SignedTransaction.hash(&leaf)
+        })
+        .collect();
+    merkle_root(Domain::TxRoot, &leaves)
 }
 
 pub fn receipts_root(receipts: &[Receipt]) -> Hash {
@@ -108,6 +145,11 @@ pub struct QuorumCertificate {
 }
 
 impl QuorumCertificate {
+    /// What a block's header holds of the certificate it carries.
+    pub fn hash(&self) -> Hash {
+        Domain::Certificate.hash(&encode(self))
+    }
+
     /// The certificate of the genesis block: it carries no votes and is valid by definition.
     pub fn genesis(genesis_block: Hash) -> Self {
         QuorumCertificate {
@@ -126,6 +168,73 @@ impl QuorumCertificate {
             round: self.round,
             kind: VoteKind::Precommit,
             block: Some(self.block),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::KeyPair;
+    use crate::tx::{Payload, SystemOp, Transaction};
+
+    fn remark(key: &KeyPair, nonce: u64) -> SignedTransaction {
+        Transaction {
+            chain_id: "test".into(),
+            sender: key.public(),
+            nonce,
+            expires_at_ms: 1,
+            payload: Payload::System(SystemOp::Remark {
+                data: vec![nonce as u8].into(),
+            }),
+        }
+        .sign(key)
+    }
+
+    fn block(txs: Vec<SignedTransaction>) -> Block {
+        let parent_commit = QuorumCertificate::genesis(Hash([1; 32]));
+        Block {
+            header: Header {
+                chain_id: "test".into(),
+                height: 1,
+                round: 0,
+                parent: Hash([1; 32]),
+                tx_root: tx_root(&txs),
+                parent_commit_hash: parent_commit.hash(),
+                receipts_root: Hash::ZERO,
+                state_root: Hash::ZERO,
+                timestamp_ms: 1,
+                proposer: PublicKey([0; 32]),
+            },
+            parent_commit,
+            txs,
+        }
+    }
+
+    #[test]
+    fn the_header_commits_to_every_part_of_the_body() {
+        let key = KeyPair::insecure_from_label("sender");
+        let honest = block(vec![remark(&key, 0), remark(&key, 1)]);
+        assert_eq!(honest.mismatched_body(&honest.tx_hashes()), None);
+
+        // Each spoiled copy keeps the header, and so the block hash.
+        let mut signature = honest.clone();
+        signature.txs[1].signature = key.sign(&Hash([9; 32]));
+        let mut certificate = honest.clone();
+        certificate.parent_commit.round = 1;
+        let mut order = honest.clone();
+        order.txs.swap(0, 1);
+        let mut dropped = honest.clone();
+        dropped.txs.pop();
+        for (spoiled, part) in [
+            (signature, "tx_root"),
+            (certificate, "parent_commit_hash"),
+            (order, "tx_root"),
+            (dropped, "tx_root"),
+        ] {
+            assert_eq!(spoiled.hash(), honest.hash());
+            let mismatch = spoiled.mismatched_body(&spoiled.tx_hashes());
+            assert!(mismatch.is_some_and(|m| m.contains(part)), "{mismatch:?}");
         }
     }
 }

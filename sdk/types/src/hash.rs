@@ -30,13 +30,15 @@ pub enum Domain {
     StateTree,
     Genesis,
     SafetyRecord,
+    SignedTransaction,
+    Certificate,
 }
 
 impl Domain {
     /// How many domains there are: a slot each in the hasher tables below.
     /// A new domain must come last or move this (the test that hashes under
     /// every domain fails out of bounds until it does).
-    const COUNT: usize = Domain::SafetyRecord as usize + 1;
+    const COUNT: usize = Domain::Certificate as usize + 1;
 
     pub const fn tag(self) -> &'static str {
         match self {
@@ -52,6 +54,8 @@ impl Domain {
             Domain::StateKey => "trellis v1 state key",
             Domain::StateTree => "trellis v1 state tree node",
             Domain::Genesis => "trellis v1 genesis",
+            Domain::SignedTransaction => "trellis v1 signed transaction",
+            Domain::Certificate => "trellis v1 commit certificate",
         }
     }
 
@@ -140,12 +144,15 @@ mod tests {
             StateTree,
             Genesis,
             SafetyRecord,
+            SignedTransaction,
+            Certificate,
         ];
         for domain in every {
             // Exhaustive: a new domain fails to compile here until listed.
             match domain {
                 Transaction | Header | Proposal | Vote | TxRoot | ReceiptRoot | Receipt
-                | ContractAddress | StateKey | StateTree | Genesis | SafetyRecord => {}
+                | ContractAddress | StateKey | StateTree | Genesis | SafetyRecord
+                | SignedTransaction | Certificate => {}
             }
             for bytes in [&b""[..], b"x", &[7; 64], &[9; 1500]] {
                 let mut fresh = blake3::Hasher::new_derive_key(domain.tag());

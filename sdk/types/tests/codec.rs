@@ -298,14 +298,14 @@ fn header() -> impl Strategy<Value = Header> {
     (
         text(),
         (number(), number(), number()),
-        (hash(), hash(), hash(), hash()),
+        (hash(), hash(), hash(), hash(), hash()),
         public_key(),
     )
         .prop_map(
             |(
                 chain_id,
                 (height, round, timestamp_ms),
-                (parent, tx_root, receipts_root, state_root),
+                (parent, tx_root, parent_commit_hash, receipts_root, state_root),
                 proposer,
             )| Header {
                 chain_id,
@@ -313,6 +313,7 @@ fn header() -> impl Strategy<Value = Header> {
                 round,
                 parent,
                 tx_root,
+                parent_commit_hash,
                 receipts_root,
                 state_root,
                 timestamp_ms,
