@@ -39,6 +39,8 @@ use trellis_types::{Block, Bytes, PublicKey, QuorumCertificate};
 const PROTOCOL: StreamProtocol = StreamProtocol::new("/trellis/1");
 /// Blocks per sync response at most.
 pub const SYNC_BATCH: u32 = 64;
+/// Sync requests read from storage at once; more are refused as busy.
+const SYNC_READS: usize = 2;
 /// Requests a peer may send per second on average, and in a burst. An
 /// honest peer sends a few dozen a second (a batch of transactions every
 /// [`FORWARD_INTERVAL`], a few consensus messages per block); one at
@@ -518,6 +520,7 @@ pub fn spawn(
 
     let (out_tx, out_rx) = mpsc::channel(10_000);
     let (in_tx, in_rx) = mpsc::channel(10_000);
+    let (served_tx, served_rx) = mpsc::channel(SYNC_READS);
     let task = NetworkTask {
         swarm,
         dial: config.dial,
@@ -535,8 +538,10 @@ pub fn spawn(
         max_frame_bytes,
         writers,
         requests_only: BTreeSet::new(),
+        sync_reads: Arc::new(Semaphore::new(SYNC_READS)),
+        sync_served: served_tx,
     };
-    tokio::spawn(task.run(out_rx, push_rx));
+    tokio::spawn(task.run(out_rx, push_rx, served_rx));
     Ok((
         NetworkHandle {
             outbound: out_tx,
@@ -566,13 +571,20 @@ struct NetworkTask {
     writers: push::Writers,
     /// Connected peers that do not speak the push protocol: sent requests.
     requests_only: BTreeSet<PeerId>,
+    /// Places for sync requests being read from storage.
+    sync_reads: Arc<Semaphore>,
+    /// Answers to sync requests, read off the network task, to be sent.
+    sync_served: mpsc::Sender<(SyncChannel, Response)>,
 }
+
+type SyncChannel = request_response::ResponseChannel<Frame<Response>>;
 
 impl NetworkTask {
     async fn run(
         mut self,
         mut outbound: mpsc::Receiver<Outbound>,
         mut pushed: mpsc::Receiver<push::Event>,
+        mut served: mpsc::Receiver<(SyncChannel, Response)>,
     ) {
         let mut redial = tokio::time::interval(Duration::from_secs(2));
         let mut forward = tokio::time::interval(FORWARD_INTERVAL);
@@ -585,6 +597,13 @@ impl NetworkTask {
                 },
                 event = self.swarm.select_next_some() => self.on_event(event).await,
                 Some(event) = pushed.recv() => self.on_pushed(event).await,
+                Some((channel, response)) = served.recv() => {
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .rpc
+                        .send_response(channel, Frame::outgoing(response));
+                }
                 _ = redial.tick() => self.redial(),
                 _ = forward.tick() => self.forward_transactions(),
             }
@@ -734,7 +753,15 @@ impl NetworkTask {
                 },
                 ..
             } => {
-                let response = self.answer(peer, request).await;
+                let response = match request.message {
+                    Ok(Request::Sync { from, max }) => {
+                        if self.within_budget(peer) {
+                            return self.serve_sync(channel, from, max);
+                        }
+                        Response::Refused("rate limited".into())
+                    }
+                    _ => self.answer(peer, request).await,
+                };
                 let _ = self
                     .swarm
                     .behaviour_mut()
@@ -800,15 +827,23 @@ impl NetworkTask {
     }
 
     /// Checks `peer`'s rate and what it sent, then handles it.
-    async fn answer(&mut self, peer: PeerId, request: Frame<Request>) -> Response {
-        if !self
+    /// Takes one of `peer`'s messages from its budget; a peer over its rate
+    /// limit is struck.
+    fn within_budget(&mut self, peer: PeerId) -> bool {
+        let within = self
             .budgets
             .entry(peer)
             .or_insert_with(PeerBudget::new)
-            .take()
-        {
+            .take();
+        if !within {
             self.metrics.network_rate_limited.inc();
             self.strike(peer, "over its rate limit");
+        }
+        within
+    }
+
+    async fn answer(&mut self, peer: PeerId, request: Frame<Request>) -> Response {
+        if !self.within_budget(peer) {
             return Response::Refused("rate limited".into());
         }
         match request.message {
@@ -877,23 +912,40 @@ impl NetworkTask {
                 });
                 Response::Ack
             }
-            Request::Sync { from, max } => {
-                let storage = self.storage.clone();
-                let max = max.min(SYNC_BATCH);
-                let budget = self.max_frame_bytes / 2;
-                let blocks =
-                    tokio::task::spawn_blocking(move || read_blocks(&storage, from, max, budget))
-                        .await;
-                match blocks {
-                    Ok(Ok(blocks)) => Response::Blocks(blocks),
-                    Ok(Err(e)) => {
-                        warn!(error = %e, "cannot serve sync request");
-                        Response::Refused("storage error".into())
-                    }
-                    Err(_) => Response::Refused("internal error".into()),
-                }
-            }
+            // Answered by `serve_sync` when it comes as a request; on a push
+            // stream, where no answer goes back, it was struck before here.
+            Request::Sync { .. } => Response::Refused("sync needs a request".into()),
         }
+    }
+
+    /// Reads the blocks a sync request asks for on a blocking thread, up to
+    /// [`SYNC_READS`] requests at once, and has the network task send the
+    /// answer when it is ready: reading up to 64 blocks must not hold up
+    /// every other peer's messages.
+    fn serve_sync(&mut self, channel: SyncChannel, from: u64, max: u32) {
+        let Ok(place) = Arc::clone(&self.sync_reads).try_acquire_owned() else {
+            let busy = Frame::outgoing(Response::Refused("busy serving other syncs".into()));
+            let _ = self.swarm.behaviour_mut().rpc.send_response(channel, busy);
+            return;
+        };
+        let storage = self.storage.clone();
+        let max = max.min(SYNC_BATCH);
+        let budget = self.max_frame_bytes / 2;
+        let served = self.sync_served.clone();
+        tokio::spawn(async move {
+            let blocks =
+                tokio::task::spawn_blocking(move || read_blocks(&storage, from, max, budget)).await;
+            let response = match blocks {
+                Ok(Ok(blocks)) => Response::Blocks(blocks),
+                Ok(Err(e)) => {
+                    warn!(error = %e, "cannot serve sync request");
+                    Response::Refused("storage error".into())
+                }
+                Err(_) => Response::Refused("internal error".into()),
+            };
+            let _ = served.send((channel, response)).await;
+            drop(place);
+        });
     }
 }
 

@@ -572,7 +572,11 @@ impl Driver {
                 }
                 match result {
                     Ok(()) | Err(Rejected::Duplicate) => {}
-                    Err(Rejected::WrongHeight { got, current }) if got > current => {
+                    // Sync on f+1 validators' word that the chain is ahead, not
+                    // on one message's, whose signature is not checked here.
+                    Err(Rejected::WrongHeight { got, current })
+                        if got > current && self.consensus.sync_target() >= current =>
+                    {
                         self.request_sync(Some(from))
                     }
                     // Stale messages are normal around a commit: counted, never held
@@ -623,9 +627,9 @@ impl Driver {
         from: libp2p::PeerId,
         blocks: Vec<(Block, QuorumCertificate)>,
     ) -> anyhow::Result<()> {
-        self.last_sync_request = None;
         let received = blocks.len();
         let mut applied = 0;
+        let mut refused = false;
         self.finish_writing(0)?;
         for (block, certificate) in blocks {
             if block.header.height <= self.chain.head()?.height {
@@ -637,6 +641,7 @@ impl Driver {
             if let Err(reason) = checked {
                 warn!(peer = %from, height = block.header.height, %reason, "synced block refused");
                 self.strike(from);
+                refused = true;
                 break;
             }
             self.on_decided();
@@ -644,7 +649,13 @@ impl Driver {
             self.on_committed(&block);
             applied += 1;
         }
-        let more = received as u32 >= network::SYNC_BATCH;
+        // The same peer again, at once, only while it sends full batches of
+        // new blocks. After nothing new or a refused block, the next request
+        // waits for another sign that the chain is ahead, and the retry delay.
+        let more = applied > 0 && !refused && received as u32 >= network::SYNC_BATCH;
+        if more {
+            self.last_sync_request = None;
+        }
         self.set_syncing(more);
         if applied > 0 {
             let height = self.chain.head()?.height;
