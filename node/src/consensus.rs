@@ -418,6 +418,14 @@ impl Consensus {
         vouched.max(self.height) - 1
     }
 
+    /// Whether a validator has sent a validly signed message for a height
+    /// above ours: the chain has committed ours, and block sync can fetch
+    /// it. One validator's word is enough to ask (a synced block carries
+    /// its own certificate), unlike [`Consensus::sync_target`]'s f+1.
+    pub fn is_behind(&self) -> bool {
+        self.heights_ahead.values().any(|&h| h > self.height)
+    }
+
     /// Records the height of a validly signed message from ahead of us. The
     /// signature is checked only when the message would raise its signer's
     /// record, so a validator costs at most one check per height.
@@ -676,12 +684,16 @@ impl Consensus {
         if round >= FUTURE_ROUNDS || self.future.iter().any(|m| slot(m) == (round, kind, voter)) {
             return;
         }
+        // A proposal whose body is not its header's must not take the slot
+        // of the real one, as in `accept_proposal`.
         let signed = match &message {
-            Message::Proposal(p) => self
-                .validators
-                .proposer(height, p.round)
-                .verify(&p.data(&self.chain_id).signing_hash(), &p.signature)
-                .is_ok(),
+            Message::Proposal(p) => {
+                self.validators
+                    .proposer(height, p.round)
+                    .verify(&p.data(&self.chain_id).signing_hash(), &p.signature)
+                    .is_ok()
+                    && p.block.mismatched_body(&p.block.tx_hashes()).is_none()
+            }
             Message::Vote(v) => {
                 v.data.chain_id == self.chain_id
                     && self.validators.contains(&v.voter)

@@ -539,6 +539,7 @@ pub fn spawn(
         writers,
         requests_only: BTreeSet::new(),
         sync_reads: Arc::new(Semaphore::new(SYNC_READS)),
+        syncs_read_for: BTreeSet::new(),
         sync_served: served_tx,
     };
     tokio::spawn(task.run(out_rx, push_rx, served_rx));
@@ -571,20 +572,28 @@ struct NetworkTask {
     writers: push::Writers,
     /// Connected peers that do not speak the push protocol: sent requests.
     requests_only: BTreeSet<PeerId>,
-    /// Places for sync requests being read from storage.
+    /// Places for sync requests being read from storage ...
     sync_reads: Arc<Semaphore>,
+    /// ... one per peer at most.
+    syncs_read_for: BTreeSet<PeerId>,
     /// Answers to sync requests, read off the network task, to be sent.
-    sync_served: mpsc::Sender<(SyncChannel, Response)>,
+    sync_served: mpsc::Sender<SyncServed>,
 }
 
-type SyncChannel = request_response::ResponseChannel<Frame<Response>>;
+/// A sync request's answer, read on a blocking thread: the peer, where the
+/// answer goes, and the answer.
+type SyncServed = (
+    PeerId,
+    request_response::ResponseChannel<Frame<Response>>,
+    Response,
+);
 
 impl NetworkTask {
     async fn run(
         mut self,
         mut outbound: mpsc::Receiver<Outbound>,
         mut pushed: mpsc::Receiver<push::Event>,
-        mut served: mpsc::Receiver<(SyncChannel, Response)>,
+        mut served: mpsc::Receiver<SyncServed>,
     ) {
         let mut redial = tokio::time::interval(Duration::from_secs(2));
         let mut forward = tokio::time::interval(FORWARD_INTERVAL);
@@ -597,7 +606,8 @@ impl NetworkTask {
                 },
                 event = self.swarm.select_next_some() => self.on_event(event).await,
                 Some(event) = pushed.recv() => self.on_pushed(event).await,
-                Some((channel, response)) = served.recv() => {
+                Some((peer, channel, response)) = served.recv() => {
+                    self.syncs_read_for.remove(&peer);
                     let _ = self
                         .swarm
                         .behaviour_mut()
@@ -756,7 +766,7 @@ impl NetworkTask {
                 let response = match request.message {
                     Ok(Request::Sync { from, max }) => {
                         if self.within_budget(peer) {
-                            return self.serve_sync(channel, from, max);
+                            return self.serve_sync(peer, channel, from, max);
                         }
                         Response::Refused("rate limited".into())
                     }
@@ -919,15 +929,36 @@ impl NetworkTask {
     }
 
     /// Reads the blocks a sync request asks for on a blocking thread, up to
-    /// [`SYNC_READS`] requests at once, and has the network task send the
-    /// answer when it is ready: reading up to 64 blocks must not hold up
-    /// every other peer's messages.
-    fn serve_sync(&mut self, channel: SyncChannel, from: u64, max: u32) {
-        let Ok(place) = Arc::clone(&self.sync_reads).try_acquire_owned() else {
-            let busy = Frame::outgoing(Response::Refused("busy serving other syncs".into()));
-            let _ = self.swarm.behaviour_mut().rpc.send_response(channel, busy);
-            return;
+    /// [`SYNC_READS`] requests at once and one per peer, and has the network
+    /// task send the answer when it is ready: reading up to 64 blocks must
+    /// not hold up every other peer's messages.
+    fn serve_sync(
+        &mut self,
+        peer: PeerId,
+        channel: request_response::ResponseChannel<Frame<Response>>,
+        from: u64,
+        max: u32,
+    ) {
+        let place = if self.syncs_read_for.contains(&peer) {
+            Err("a sync of yours is being read")
+        } else {
+            Arc::clone(&self.sync_reads)
+                .try_acquire_owned()
+                .map_err(|_| "busy serving other syncs")
         };
+        let place = match place {
+            Ok(place) => place,
+            Err(why) => {
+                let refused = Frame::outgoing(Response::Refused(why.into()));
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .rpc
+                    .send_response(channel, refused);
+                return;
+            }
+        };
+        self.syncs_read_for.insert(peer);
         let storage = self.storage.clone();
         let max = max.min(SYNC_BATCH);
         let budget = self.max_frame_bytes / 2;
@@ -943,7 +974,7 @@ impl NetworkTask {
                 }
                 Err(_) => Response::Refused("internal error".into()),
             };
-            let _ = served.send((channel, response)).await;
+            let _ = served.send((peer, channel, response)).await;
             drop(place);
         });
     }

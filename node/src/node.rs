@@ -319,7 +319,8 @@ struct Writing {
     unpublished: Option<Arc<Block>>,
 }
 
-/// How long to wait for an answer to a sync request before asking again.
+/// The least time between two sync requests, but for one that follows a
+/// response that brought new blocks.
 const SYNC_RETRY: Duration = Duration::from_millis(500);
 
 async fn next_inbound(
@@ -572,10 +573,10 @@ impl Driver {
                 }
                 match result {
                     Ok(()) | Err(Rejected::Duplicate) => {}
-                    // Sync on f+1 validators' word that the chain is ahead, not
-                    // on one message's, whose signature is not checked here.
+                    // Sync on a validly signed message's word that the chain is
+                    // ahead, not on this one's, whose signature may be unchecked.
                     Err(Rejected::WrongHeight { got, current })
-                        if got > current && self.consensus.sync_target() >= current =>
+                        if got > current && self.consensus.is_behind() =>
                     {
                         self.request_sync(Some(from))
                     }
@@ -627,7 +628,6 @@ impl Driver {
         from: libp2p::PeerId,
         blocks: Vec<(Block, QuorumCertificate)>,
     ) -> anyhow::Result<()> {
-        let received = blocks.len();
         let mut applied = 0;
         let mut refused = false;
         self.finish_writing(0)?;
@@ -649,14 +649,6 @@ impl Driver {
             self.on_committed(&block);
             applied += 1;
         }
-        // The same peer again, at once, only while it sends full batches of
-        // new blocks. After nothing new or a refused block, the next request
-        // waits for another sign that the chain is ahead, and the retry delay.
-        let more = applied > 0 && !refused && received as u32 >= network::SYNC_BATCH;
-        if more {
-            self.last_sync_request = None;
-        }
-        self.set_syncing(more);
         if applied > 0 {
             let height = self.chain.head()?.height;
             info!(applied, height, "caught up by block sync");
@@ -664,7 +656,14 @@ impl Driver {
             let actions = self.consensus.catch_up(height + 1);
             self.process(actions)?;
         }
+        // The same peer again, at once, while it sends new blocks and the
+        // chain is further on. After nothing new or a refused block, the next
+        // request waits for another sign that the chain is ahead, and
+        // `SYNC_RETRY`.
+        let more = applied > 0 && !refused && self.consensus.is_behind();
+        self.set_syncing(more);
         if more {
+            self.last_sync_request = None;
             self.request_sync(Some(from));
         }
         Ok(())

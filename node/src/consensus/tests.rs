@@ -59,6 +59,19 @@ fn block(height: u64, round: u64, proposer: PublicKey, salt: u8) -> Block {
     }
 }
 
+/// `key`'s proposal of `block` in `round`, without a proof of lock.
+fn signed_proposal(key: &KeyPair, block: &Block, round: u64) -> Message {
+    let mut p = Proposal {
+        block: Arc::new(block.clone()),
+        round,
+        pol_round: None,
+        pol_votes: vec![],
+        signature: Signature([0; 64]),
+    };
+    p.signature = key.sign(&p.data(CHAIN).signing_hash());
+    Message::Proposal(Box::new(p))
+}
+
 struct Net {
     nodes: Vec<Consensus>,
     /// Nodes that receive and send nothing.
@@ -510,27 +523,16 @@ fn a_proposal_with_a_spoiled_body_does_not_take_the_rounds_place() {
         "node 0 awaits a proposal"
     );
     let real = block(1, 0, proposer.public(), 3);
-    let proposal = |block: &Block| {
-        let mut p = Proposal {
-            block: Arc::new(block.clone()),
-            round: 0,
-            pol_round: None,
-            pol_votes: vec![],
-            signature: Signature([0; 64]),
-        };
-        p.signature = proposer.sign(&p.data(CHAIN).signing_hash());
-        Message::Proposal(Box::new(p))
-    };
     let mut spoiled = real.clone();
     spoiled.parent_commit.round = 1;
 
-    let (actions, result) = node.on_message(proposal(&spoiled));
+    let (actions, result) = node.on_message(signed_proposal(proposer, &spoiled, 0));
     assert!(
         matches!(result, Err(Rejected::BodyMismatch(_))),
         "{result:?}"
     );
     assert!(actions.is_empty(), "{actions:?}");
-    let (actions, result) = node.on_message(proposal(&real));
+    let (actions, result) = node.on_message(signed_proposal(proposer, &real, 0));
     assert_eq!(result, Ok(()));
     assert!(
         actions
@@ -612,8 +614,27 @@ fn only_signed_next_height_messages_of_its_first_rounds_are_kept_once_each() {
     assert_eq!(node.future, vec![kept]);
 }
 
+/// A next-height proposal whose body is not its header's is not kept for
+/// later, and does not keep out the real one.
 #[test]
-fn the_sync_target_is_the_height_f_plus_one_validators_signed_past() {
+fn a_next_height_proposal_with_a_spoiled_body_is_not_kept() {
+    let (ks, mut node) = first_of_four();
+    let set = node.validators().clone();
+    let proposer = ks
+        .iter()
+        .find(|k| k.public() == set.proposer(2, 0))
+        .unwrap();
+    let real = block(2, 0, proposer.public(), 3);
+    let mut spoiled = real.clone();
+    spoiled.parent_commit.round = 1;
+    for b in [&spoiled, &real] {
+        let _ = node.on_message(signed_proposal(proposer, b, 0));
+    }
+    assert_eq!(node.future, vec![signed_proposal(proposer, &real, 0)]);
+}
+
+#[test]
+fn the_sync_target_needs_f_plus_one_validators_signed_past_and_being_behind_one() {
     let (ks, mut node) = first_of_four();
     let vote = |signer: &KeyPair, voter: PublicKey, height: u64| {
         let data = VoteData {
@@ -630,16 +651,20 @@ fn the_sync_target_is_the_height_f_plus_one_validators_signed_past() {
         })
     };
     assert_eq!(node.sync_target(), 0, "nothing is ahead of a fresh node");
+    assert!(!node.is_behind());
 
-    // One validator alone (it may be the byzantine one) cannot set the
-    // target, however far ahead it claims to be.
-    let _ = node.on_message(vote(&ks[1], ks[1].public(), 1_000));
-    assert_eq!(node.sync_target(), 0);
     // Forged and stranger-signed claims count for nothing.
     let stranger = KeyPair::insecure_from_label("stranger");
     let _ = node.on_message(vote(&ks[1], ks[2].public(), 900));
     let _ = node.on_message(vote(&stranger, stranger.public(), 900));
     assert_eq!(node.sync_target(), 0);
+    assert!(!node.is_behind());
+    // One validator alone (it may be the byzantine one) cannot set the
+    // target, however far ahead it claims to be; its word is enough to ask
+    // for blocks, which carry their own certificates.
+    let _ = node.on_message(vote(&ks[1], ks[1].public(), 1_000));
+    assert_eq!(node.sync_target(), 0);
+    assert!(node.is_behind());
     // A second validator (f+1 = 2 of 4) vouches for height 41 being decided:
     // 40 is committed.
     let _ = node.on_message(vote(&ks[2], ks[2].public(), 41));
@@ -655,6 +680,7 @@ fn the_sync_target_is_the_height_f_plus_one_validators_signed_past() {
     node.catch_up(1_001);
     assert!(node.heights_ahead.is_empty());
     assert_eq!(node.sync_target(), 1_000);
+    assert!(!node.is_behind());
 }
 
 #[test]
