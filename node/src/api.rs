@@ -297,6 +297,16 @@ async fn blocking<T: Send + 'static>(
     .map_err(|e| ApiError::internal(format!("API task failed: {e}")))?
 }
 
+/// `value` as a JSON response, serialised here rather than by axum once the
+/// handler returns: inside [`blocking`], a large answer (a full block's JSON
+/// is tens of megabytes) is built on a read thread and within the read
+/// limit, not on an async worker that the peer-to-peer network shares.
+fn json_response<T: serde::Serialize>(value: &T) -> Result<Response, ApiError> {
+    let body = serde_json::to_vec(value)
+        .map_err(|e| ApiError::internal(format!("encoding the answer: {e}")))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
 fn parse_hash(s: &str) -> Result<Hash, ApiError> {
     Hash::from_hex(s)
         .map_err(|e| ApiError::malformed(format!("`{s}` is not a 32-byte hex hash: {e}")))
@@ -760,15 +770,15 @@ fn load_block(storage: &Storage, height: u64) -> Result<Option<BlockResponse>, A
         (status = 503, description = "busy: the node's reads are all taken; retry shortly", body = ErrorBody),
     )
 )]
-async fn latest_block(State(state): State<Arc<ApiState>>) -> Result<Json<BlockResponse>, ApiError> {
+async fn latest_block(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
     blocking(state, move |state| {
         let head = state
             .storage
             .head()
             .ok_or_else(|| ApiError::not_found("the chain has no block yet"))?;
-        load_block(&state.storage, head.height)?
-            .map(Json)
-            .ok_or_else(|| ApiError::internal(format!("head block {} is missing", head.height)))
+        let block = load_block(&state.storage, head.height)?
+            .ok_or_else(|| ApiError::internal(format!("head block {} is missing", head.height)))?;
+        json_response(&block)
     })
     .await
 }
@@ -789,15 +799,15 @@ async fn latest_block(State(state): State<Arc<ApiState>>) -> Result<Json<BlockRe
 async fn block_by_height(
     State(state): State<Arc<ApiState>>,
     height: Result<Path<String>, PathRejection>,
-) -> Result<Json<BlockResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let height = path_param(height)?;
     let height: u64 = height
         .parse()
         .map_err(|_| ApiError::malformed(format!("`{height}` is not a block height")))?;
     blocking(state, move |state| {
-        load_block(&state.storage, height)?
-            .map(Json)
-            .ok_or_else(|| ApiError::not_found(format!("no block at height {height}")))
+        let block = load_block(&state.storage, height)?
+            .ok_or_else(|| ApiError::not_found(format!("no block at height {height}")))?;
+        json_response(&block)
     })
     .await
 }
@@ -818,7 +828,7 @@ async fn block_by_height(
 async fn block_by_hash(
     State(state): State<Arc<ApiState>>,
     hash: Result<Path<String>, PathRejection>,
-) -> Result<Json<BlockResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let hash = parse_hash(&path_param(hash)?)?;
     blocking(state, move |state| {
         let block = state
@@ -826,13 +836,12 @@ async fn block_by_hash(
             .block_by_hash(&hash)?
             .ok_or_else(|| ApiError::not_found(format!("no block {hash}")))?;
         let height = block.header.height;
-        load_block(&state.storage, height)?
-            .map(Json)
-            .ok_or_else(|| {
-                ApiError::internal(format!(
-                    "block {hash} is indexed at missing height {height}"
-                ))
-            })
+        let block = load_block(&state.storage, height)?.ok_or_else(|| {
+            ApiError::internal(format!(
+                "block {hash} is indexed at missing height {height}"
+            ))
+        })?;
+        json_response(&block)
     })
     .await
 }
@@ -1217,13 +1226,18 @@ impl Matcher {
         }
         let mut org = execution::account(storage, sender)?.map(|a| a.org);
         if org.is_none() {
-            // A key removed since: its record as of the block.
+            // A key removed since: its record as of the block, unless this
+            // node pruned that state, where the organisation is not known
+            // and only the key or the events can name the party.
             let key = execution::keys::account(sender);
-            if let Some(bytes) = storage.get_with_proof(&key, height)?.value {
-                org = trellis_types::decode::<execution::AccountRecord>(&bytes)
-                    .ok()
-                    .map(|a| a.org);
-            }
+            let record = match storage.get_with_proof(&key, height) {
+                Ok(read) => read.value,
+                Err(StorageError::Pruned { .. }) => None,
+                Err(e) => return Err(e.into()),
+            };
+            org = record
+                .and_then(|bytes| trellis_types::decode::<execution::AccountRecord>(&bytes).ok())
+                .map(|a| a.org);
         }
         self.orgs.insert(*sender, org.clone());
         Ok(org)

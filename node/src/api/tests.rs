@@ -788,6 +788,11 @@ async fn a_full_sender_queue_is_too_many_requests() {
 async fn block_zero_is_the_genesis_block_by_height_hash_and_as_latest() {
     let node = TestNode::start().await;
     let genesis = node.storage.block(0).unwrap().unwrap();
+    for path in ["/v1/blocks/0", "/v1/blocks/latest"] {
+        let response = node.client.get(format!("{}{path}", node.url)).send();
+        let response = response.await.unwrap();
+        assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
+    }
     let (status, body) = node.get("/v1/blocks/0").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let by_height: BlockResponse = serde_json::from_value(body).expect("a BlockResponse");
@@ -1366,38 +1371,7 @@ impl TestNode {
 
     /// Commits a block carrying `txs` with `receipts`, and tells the API, as the driver does.
     fn commit_receipts(&self, txs: Vec<SignedTransaction>, receipts: Vec<Receipt>) {
-        let head = self.storage.head().expect("initialised");
-        let height = head.height + 1;
-        let update = self
-            .storage
-            .prepare_state(height, Writes::new())
-            .expect("prepare_state");
-        let block = trellis_types::Block {
-            header: trellis_types::Header {
-                chain_id: self.chain_id.clone(),
-                height,
-                round: 0,
-                parent: head.block_hash,
-                tx_root: trellis_types::block::tx_root(&txs),
-                parent_commit_hash: trellis_types::QuorumCertificate::genesis(head.block_hash)
-                    .hash(),
-                receipts_root: trellis_types::block::receipts_root(&receipts),
-                state_root: update.root,
-                timestamp_ms: head.timestamp_ms + 1,
-                proposer: KeyPair::insecure_from_label("proposer").public(),
-            },
-            parent_commit: trellis_types::QuorumCertificate::genesis(head.block_hash),
-            txs,
-        };
-        let qc = trellis_types::QuorumCertificate {
-            height,
-            round: 0,
-            block: block.hash(),
-            votes: Vec::new(),
-        };
-        self.storage
-            .commit_block(Arc::new(block), &qc, receipts, update)
-            .expect("commit_block");
+        let height = commit_block(&self.storage, &self.chain_id, txs, receipts, Writes::new());
         self.status.send_modify(|s| s.height = height);
     }
 
@@ -1425,6 +1399,49 @@ impl TestNode {
         self.commit_receipts(txs.clone(), receipts);
         txs
     }
+}
+
+/// Commits the next block on `storage`, carrying `txs` with `receipts` and
+/// making `writes` to the state; returns its height.
+fn commit_block(
+    storage: &Storage,
+    chain_id: &str,
+    txs: Vec<SignedTransaction>,
+    receipts: Vec<Receipt>,
+    writes: Writes,
+) -> u64 {
+    let head = storage.head().expect("initialised");
+    let height = head.height + 1;
+    let update = storage
+        .prepare_state(height, writes)
+        .expect("prepare_state");
+    let parent_commit = trellis_types::QuorumCertificate::genesis(head.block_hash);
+    let block = trellis_types::Block {
+        header: trellis_types::Header {
+            chain_id: chain_id.into(),
+            height,
+            round: 0,
+            parent: head.block_hash,
+            tx_root: trellis_types::block::tx_root(&txs),
+            parent_commit_hash: parent_commit.hash(),
+            receipts_root: trellis_types::block::receipts_root(&receipts),
+            state_root: update.root,
+            timestamp_ms: head.timestamp_ms + 1,
+            proposer: KeyPair::insecure_from_label("proposer").public(),
+        },
+        parent_commit,
+        txs,
+    };
+    let qc = trellis_types::QuorumCertificate {
+        height,
+        round: 0,
+        block: block.hash(),
+        votes: Vec::new(),
+    };
+    storage
+        .commit_block(Arc::new(block), &qc, receipts, update)
+        .expect("commit_block");
+    height
 }
 
 fn event(kind: &str, attributes: &[(&str, &str)]) -> trellis_types::Event {
@@ -1598,6 +1615,65 @@ async fn event_streams_filter_by_kind_party_and_sender() {
     node.commit_remarks(&t1, 1, vec![vec![]]);
     node.commit_remarks(&acme, 3, vec![vec![]]);
     assert_eq!(stream.ids(1).await, ["4:0"]);
+}
+
+/// On a node that pruned old state, a `party` filter meeting a transaction
+/// whose sender's key was removed since cannot learn the key's
+/// organisation: the transaction is judged by its key and events alone,
+/// and the stream goes on past it.
+#[test]
+fn a_party_filter_on_pruned_state_goes_past_a_key_removed_since() {
+    let dir = tempfile::tempdir().unwrap();
+    let genesis = Genesis::dev();
+    let t1 = dev_account("supplier-t1/ops");
+    let remark = |nonce: u64| {
+        trellis_types::Transaction {
+            chain_id: genesis.chain_id.clone(),
+            sender: t1.public(),
+            nonce,
+            expires_at_ms: u64::MAX,
+            payload: trellis_types::Payload::System(trellis_types::SystemOp::Remark {
+                data: vec![].into(),
+            }),
+        }
+        .sign(&t1)
+    };
+    {
+        let storage = Storage::open(dir.path()).unwrap();
+        crate::chain::initialise(&storage, &genesis, &Vm::new()).unwrap();
+        let tx = remark(0);
+        let receipt = Receipt {
+            tx: tx.hash(),
+            status: trellis_types::ReceiptStatus::Success,
+            error: None,
+            fuel_used: 1,
+            events: vec![],
+        };
+        commit_block(
+            &storage,
+            &genesis.chain_id,
+            vec![tx],
+            vec![receipt],
+            Writes::new(),
+        );
+        let removed = Writes::from([(execution::keys::account(&t1.public()), None)]);
+        commit_block(&storage, &genesis.chain_id, vec![], vec![], removed);
+    }
+    crate::storage::prune_state(dir.path(), 1).expect("prune");
+    let storage = Storage::open(dir.path()).unwrap();
+
+    let by_org = EventFilter {
+        parties: vec!["supplier-t1".into()],
+        ..EventFilter::default()
+    };
+    let sent = committed_txs(&storage, &mut Matcher::new(by_org), 1, 0);
+    assert_eq!(sent.expect("no error").expect("block 1").len(), 0);
+    let by_key = EventFilter {
+        parties: vec![t1.public().to_string()],
+        ..EventFilter::default()
+    };
+    let sent = committed_txs(&storage, &mut Matcher::new(by_key), 1, 0);
+    assert_eq!(sent.expect("no error").expect("block 1").len(), 1);
 }
 
 #[tokio::test]
