@@ -28,6 +28,7 @@ use libp2p::{
 use prometheus_client::metrics::gauge::Gauge;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
+use std::ops::Bound::{Excluded, Unbounded};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -169,7 +170,8 @@ pub enum Inbound {
 #[derive(Debug)]
 pub enum Outbound {
     Broadcast(Message),
-    /// Ask `peer` (or any connected peer) for blocks from `from` on.
+    /// Ask `peer` (or the next connected peer in turn) for blocks from
+    /// `from` on.
     Sync {
         peer: Option<PeerId>,
         from: u64,
@@ -540,6 +542,7 @@ pub fn spawn(
         requests_only: BTreeSet::new(),
         sync_reads: Arc::new(Semaphore::new(SYNC_READS)),
         syncs_read_for: BTreeSet::new(),
+        last_asked: None,
         sync_served: served_tx,
     };
     tokio::spawn(task.run(out_rx, push_rx, served_rx));
@@ -576,6 +579,8 @@ struct NetworkTask {
     sync_reads: Arc<Semaphore>,
     /// ... one per peer at most.
     syncs_read_for: BTreeSet<PeerId>,
+    /// The peer last asked for blocks by [`Self::next_sync_peer`].
+    last_asked: Option<PeerId>,
     /// Answers to sync requests, read off the network task, to be sent.
     sync_served: mpsc::Sender<SyncServed>,
 }
@@ -673,7 +678,7 @@ impl NetworkTask {
             Outbound::Sync { peer, from } => {
                 if let Some(peer) = peer
                     .filter(|p| self.connected.contains(p))
-                    .or_else(|| self.connected.first().copied())
+                    .or_else(|| self.next_sync_peer())
                 {
                     self.swarm.behaviour_mut().rpc.send_request(
                         &peer,
@@ -686,6 +691,18 @@ impl NetworkTask {
             }
             Outbound::Strike(peer) => self.strike(peer, "refused by consensus"),
         }
+    }
+
+    /// The connected peer after the one last asked this way, so that a peer
+    /// with nothing to give is not the only one asked.
+    fn next_sync_peer(&mut self) -> Option<PeerId> {
+        let after = self.last_asked.take();
+        let next = after
+            .and_then(|last| self.connected.range((Excluded(last), Unbounded)).next())
+            .or_else(|| self.connected.first())
+            .copied();
+        self.last_asked = next;
+        next
     }
 
     fn strike(&mut self, peer: PeerId, why: &str) {

@@ -19,7 +19,7 @@ use crate::safety::SafetyStore;
 use crate::storage::{MAX_STAGED, Storage};
 use crate::vm::Vm;
 use anyhow::Context;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -264,6 +264,7 @@ pub async fn run(
         network,
         inbound,
         last_sync_request: None,
+        sync_unhelpful: BTreeSet::new(),
         key: validator_key,
         safety,
         mempool,
@@ -291,8 +292,11 @@ struct Driver {
     chain: Chain,
     network: Option<NetworkHandle>,
     inbound: Option<tokio::sync::mpsc::Receiver<Inbound>>,
-    /// When we last asked a peer for blocks (at most one request in flight per interval).
+    /// When we last asked a peer for blocks (see [`SYNC_RETRY`]).
     last_sync_request: Option<Instant>,
+    /// Peers whose last sync answer brought no new block, or a refused one:
+    /// not asked again on their own word.
+    sync_unhelpful: BTreeSet<libp2p::PeerId>,
     key: Option<KeyPair>,
     safety: Option<SafetyStore>,
     mempool: Arc<Mempool>,
@@ -578,7 +582,10 @@ impl Driver {
                     Err(Rejected::WrongHeight { got, current })
                         if got > current && self.consensus.is_behind() =>
                     {
-                        self.request_sync(Some(from))
+                        // Its sender, unless its last answer brought nothing:
+                        // then the next peer in turn.
+                        let peer = (!self.sync_unhelpful.contains(&from)).then_some(from);
+                        self.request_sync(peer)
                     }
                     // Stale messages are normal around a commit: counted, never held
                     // against the peer.
@@ -660,6 +667,11 @@ impl Driver {
         // chain is further on. After nothing new or a refused block, the next
         // request waits for another sign that the chain is ahead, and
         // `SYNC_RETRY`.
+        if applied == 0 || refused {
+            self.sync_unhelpful.insert(from);
+        } else {
+            self.sync_unhelpful.remove(&from);
+        }
         let more = applied > 0 && !refused && self.consensus.is_behind();
         self.set_syncing(more);
         if more {

@@ -1118,6 +1118,47 @@ async fn a_member_s_push_streams_share_one_budget() {
     );
 }
 
+/// A sync request for no peer in particular goes to the connected peers in
+/// turn, so that one with nothing to give is not the only one asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_requests_for_no_peer_in_particular_take_the_peers_in_turn() {
+    let (genesis, keys) = network_of(3);
+    let mut node = start_node(&genesis, &keys[0], 1 << 20).await;
+    let serving = || RawCodec {
+        serve: true,
+        ..RawCodec::default()
+    };
+    let mut a = connected_member_with(&keys[1], &node, serving()).await;
+    let mut b = connected_member_with(&keys[2], &node, serving()).await;
+    let both = tokio::time::timeout(DEADLINE, async {
+        while !matches!(node.inbound.recv().await, Some(Inbound::Peers(2))) {}
+    });
+    assert!(both.await.is_ok(), "the node connects to both");
+    for _ in 0..2 {
+        let sync = Outbound::Sync {
+            peer: None,
+            from: 1,
+        };
+        node.handle.outbound.send(sync).await.unwrap();
+    }
+    let asked = |e: &SwarmEvent<request_response::Event<Vec<u8>, Vec<u8>>>| {
+        matches!(e, SwarmEvent::Behaviour(request_response::Event::Message {
+            message: request_response::Message::Request { request, .. },
+            ..
+        }) if matches!(decode(request), Ok(Request::Sync { from: 1, .. })))
+    };
+    let (mut a_asked, mut b_asked) = (false, false);
+    let each = tokio::time::timeout(DEADLINE, async {
+        while !(a_asked && b_asked) {
+            tokio::select! {
+                e = a.select_next_some() => a_asked |= asked(&e),
+                e = b.select_next_some() => b_asked |= asked(&e),
+            }
+        }
+    });
+    assert!(each.await.is_ok(), "asked: {a_asked}, {b_asked}");
+}
+
 /// A peer that does not speak the push protocol (an older node) is sent
 /// requests instead, starting with what waited for its stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
