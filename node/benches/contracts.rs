@@ -277,6 +277,7 @@ fn bench_contracts(c: &mut Criterion) {
         txs.push(f.call("supplier-t1", "request_financing", &request, exp));
         let accept = AcceptFinancing {
             piece,
+            bank: "bank-first".into(),
             terms: terms(t0),
             payment_ref: format!("wire-{piece}"),
         };

@@ -195,6 +195,7 @@ async fn the_supply_chain_story_runs_as_signed_transactions_on_a_dev_node() {
     succeeded(&story.call(&mut t3, "request_financing", &request).await);
     let accept = rcv::AcceptFinancing {
         piece: t3_piece,
+        bank: BANK.into(),
         terms,
         payment_ref: "BANK-PAY-1".into(),
     };

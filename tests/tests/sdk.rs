@@ -165,6 +165,7 @@ async fn the_supply_chain_story_runs_through_the_sdk() {
     let financed = bank
         .accept_financing(&rcv::AcceptFinancing {
             piece: t3_piece,
+            bank: BANK.into(),
             terms: terms.clone(),
             payment_ref: "BANK-PAY-1".into(),
         })

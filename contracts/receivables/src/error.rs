@@ -7,7 +7,7 @@ use alloc::format;
 use alloc::string::String;
 use trellis_contract::ContractError;
 
-use crate::types::PieceId;
+use crate::types::{Org, PieceId};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
@@ -62,6 +62,8 @@ pub enum Error {
     NoOffer,
     OfferExpired,
     TermsMismatch,
+    /// The open offer is another bank's (named).
+    BankMismatch(Org),
     BadTerms(&'static str),
     AlreadyFinanced,
     Frozen,
@@ -111,6 +113,7 @@ impl Error {
             Error::NoOffer => "no_offer",
             Error::OfferExpired => "offer_expired",
             Error::TermsMismatch => "terms_mismatch",
+            Error::BankMismatch(_) => "bank_mismatch",
             Error::BadTerms(_) => "bad_terms",
             Error::AlreadyFinanced => "already_financed",
             Error::Frozen => "frozen",
@@ -176,6 +179,7 @@ impl Error {
             Error::NoOffer => "the piece has no open financing offer".into(),
             Error::OfferExpired => "the financing offer has expired".into(),
             Error::TermsMismatch => "the terms differ from the open offer's".into(),
+            Error::BankMismatch(bank) => format!("the open offer is {bank}'s"),
             Error::BadTerms(why) => (*why).into(),
             Error::AlreadyFinanced => {
                 "the piece is financed: it cannot be split or financed again".into()

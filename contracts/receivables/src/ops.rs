@@ -224,9 +224,11 @@ fn check_params(p: &Params) -> Result<()> {
             "acceptance_window_ms must be 1 ms to 366 days".into(),
         ));
     }
-    if p.grace_period_ms > MAX_WINDOW_MS {
+    // At least 1 ms: with none, a receivable could be marked overdue in the
+    // very block in which its issuer may first pay it.
+    if p.grace_period_ms == 0 || p.grace_period_ms > MAX_WINDOW_MS {
         return Err(Error::BadArgs(
-            "grace_period_ms must be at most 366 days".into(),
+            "grace_period_ms must be 1 ms to 366 days".into(),
         ));
     }
     Ok(())
@@ -727,6 +729,9 @@ pub(crate) fn accept_financing(host: &mut dyn Host, a: AcceptFinancing) -> Resul
     }
     if cx.now >= offer.terms.expires_ms {
         return Err(Error::OfferExpired);
+    }
+    if a.bank != offer.bank {
+        return Err(Error::BankMismatch(offer.bank));
     }
     if a.terms != offer.terms {
         return Err(Error::TermsMismatch);

@@ -273,12 +273,14 @@ pub struct OfferFinancing {
     pub terms: Terms,
 }
 
-/// `terms` must equal the open offer's terms: the accepting party confirms
-/// what it agrees to, so an offer withdrawn and remade on worse terms in
-/// between cannot be accepted by mistake.
+/// `bank` and `terms` must equal the open offer's: the accepting party
+/// confirms what it agrees to, and with whom, so an offer withdrawn and
+/// remade in between, on worse terms or by another bank on the same ones,
+/// cannot be accepted by mistake.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AcceptFinancing {
     pub piece: PieceId,
+    pub bank: Org,
     pub terms: Terms,
     pub payment_ref: String,
 }

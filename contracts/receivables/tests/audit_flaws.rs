@@ -182,6 +182,7 @@ fn a_stale_offer_cannot_be_accepted_after_the_piece_changes_hands() {
     // Neither the new holder nor the old one can take the bank's old offer.
     let accept = AcceptFinancing {
         piece,
+        bank: BANK.into(),
         terms: terms.clone(),
         payment_ref: "P-1".into(),
     };
@@ -205,6 +206,7 @@ fn a_stale_offer_cannot_be_accepted_after_the_piece_changes_hands() {
         "accept_financing",
         &AcceptFinancing {
             piece,
+            bank: BANK.into(),
             terms: terms.clone(),
             payment_ref: "P-2".into(),
         },
@@ -216,6 +218,7 @@ fn a_stale_offer_cannot_be_accepted_after_the_piece_changes_hands() {
         "accept_financing",
         &AcceptFinancing {
             piece,
+            bank: BANK.into(),
             terms,
             payment_ref: "P-2".into(),
         },
@@ -280,6 +283,7 @@ fn a_piece_under_a_financing_offer_cannot_be_split_so_the_bank_never_buys_a_dead
         "accept_financing",
         &AcceptFinancing {
             piece,
+            bank: BANK.into(),
             terms,
             payment_ref: "P-1".into(),
         },
@@ -306,6 +310,7 @@ fn a_financed_piece_cannot_be_financed_again_even_after_moving_between_banks() {
         "accept_financing",
         &AcceptFinancing {
             piece,
+            bank: BANK.into(),
             terms: terms.clone(),
             payment_ref: "P-1".into(),
         },

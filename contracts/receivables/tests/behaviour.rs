@@ -404,6 +404,7 @@ fn a_bank_offer_is_accepted_by_the_holder_at_the_terms_it_saw() {
         "accept_financing",
         &AcceptFinancing {
             piece: id,
+            bank: BANK.into(),
             terms: terms.clone(),
             payment_ref: "P".into(),
         },
@@ -414,6 +415,7 @@ fn a_bank_offer_is_accepted_by_the_holder_at_the_terms_it_saw() {
         "accept_financing",
         &AcceptFinancing {
             piece: id,
+            bank: BANK.into(),
             terms: terms.clone(),
             payment_ref: "P".into(),
         },
@@ -435,6 +437,7 @@ fn a_bank_offer_is_accepted_by_the_holder_at_the_terms_it_saw() {
         "accept_financing",
         &AcceptFinancing {
             piece: id,
+            bank: BANK.into(),
             terms,
             payment_ref: "P".into(),
         },
@@ -445,6 +448,7 @@ fn a_bank_offer_is_accepted_by_the_holder_at_the_terms_it_saw() {
         "accept_financing",
         &AcceptFinancing {
             piece: id,
+            bank: BANK.into(),
             terms: worse.clone(),
             payment_ref: String::new(),
         },
@@ -455,6 +459,7 @@ fn a_bank_offer_is_accepted_by_the_holder_at_the_terms_it_saw() {
         "accept_financing",
         &AcceptFinancing {
             piece: id,
+            bank: BANK.into(),
             terms: worse,
             payment_ref: "P".into(),
         },
@@ -464,6 +469,36 @@ fn a_bank_offer_is_accepted_by_the_holder_at_the_terms_it_saw() {
         discounted_price(1_000 * UNIT, 900, c.piece(id).piece.maturity_ms, c.now()).unwrap()
     );
     assert_eq!(f.annual_rate_bps, Some(900));
+}
+
+/// The holder names the bank whose offer it accepts: if that bank withdraws
+/// and another offers the very same terms in between, the acceptance is
+/// refused rather than selling the piece to a bank the holder did not choose.
+#[test]
+fn a_holder_accepts_the_offer_of_the_bank_it_named_only() {
+    let mut c = Chain::new();
+    let id = c.active(T1, 1_000 * UNIT, "INV-A");
+    let terms = c.rate_terms(500, 3 * DAY);
+    let offer = OfferFinancing {
+        piece: id,
+        terms: terms.clone(),
+    };
+    c.call::<_, ()>(BANK, "offer_financing", &offer);
+    c.call::<_, ()>(BANK, "cancel_financing", &PieceRef { piece: id });
+    c.call::<_, ()>(BANK2, "offer_financing", &offer);
+    let accept = |bank: &str| AcceptFinancing {
+        piece: id,
+        bank: bank.into(),
+        terms: terms.clone(),
+        payment_ref: "P".into(),
+    };
+    c.refuse(T1, "accept_financing", &accept(BANK), "bank_mismatch");
+    assert_eq!(c.piece(id).piece.holder, T1);
+    let f: Financing = c.call(T1, "accept_financing", &accept(BANK2));
+    assert_eq!(
+        (f.bank.as_str(), c.piece(id).piece.holder.as_str()),
+        (BANK2, BANK2)
+    );
 }
 
 #[test]
@@ -569,6 +604,7 @@ fn financing_terms_must_be_sane() {
         "accept_financing",
         &AcceptFinancing {
             piece: id,
+            bank: BANK.into(),
             terms: t(Some(990 * UNIT), None, now + DAY),
             payment_ref: "P".into(),
         },
@@ -907,6 +943,7 @@ fn a_frozen_piece_can_be_neither_accepted_nor_returned_nor_financed() {
         "accept_financing",
         &AcceptFinancing {
             piece: offered,
+            bank: BANK.into(),
             terms,
             payment_ref: "P".into(),
         },
@@ -928,6 +965,26 @@ fn only_an_admin_sets_the_params() {
     assert_eq!(c.query::<_, Params>("params", &()).max_depth, 2);
 }
 
+/// Windows of no time are refused: no grace period would let anyone mark
+/// a receivable overdue in the very block its issuer may first pay it.
+#[test]
+fn params_with_no_acceptance_window_or_no_grace_period_are_refused() {
+    let mut c = Chain::new();
+    for params in [
+        Params {
+            grace_period_ms: 0,
+            ..Params::default()
+        },
+        Params {
+            acceptance_window_ms: 0,
+            ..Params::default()
+        },
+    ] {
+        c.refuse(ADMIN, "set_params", &params, "bad_args");
+    }
+    assert_eq!(c.query::<_, Params>("params", &()), Params::default());
+}
+
 /// The grace period is part of a receivable's terms, fixed when it is
 /// issued: an admin shortening it later changes new paper only, and no piece
 /// already out becomes overdue earlier than its terms said.
@@ -936,20 +993,20 @@ fn a_receivables_grace_period_is_fixed_at_issue() {
     let mut c = Chain::new();
     let old = c.active(T1, 1_000 * UNIT, "INV-OLD");
     let grace = Params::default().grace_period_ms;
-    let no_grace = Params {
-        grace_period_ms: 0,
+    let least_grace = Params {
+        grace_period_ms: 1,
         ..Params::default()
     };
-    c.call::<_, ()>(ADMIN, "set_params", &no_grace);
+    c.call::<_, ()>(ADMIN, "set_params", &least_grace);
     let new = c.active(T2, 1_000 * UNIT, "INV-NEW");
     let (old_maturity, new_maturity) = (
         c.piece(old).piece.maturity_ms,
         c.piece(new).piece.maturity_ms,
     );
     assert_eq!(c.piece(old).piece.overdue_from_ms, old_maturity + grace);
-    assert_eq!(c.piece(new).piece.overdue_from_ms, new_maturity);
+    assert_eq!(c.piece(new).piece.overdue_from_ms, new_maturity + 1);
 
-    c.host.set_block(10, old_maturity.max(new_maturity));
+    c.host.set_block(10, old_maturity.max(new_maturity) + 1);
     c.call::<_, Vec<PieceId>>(OUTSIDER, "mark_overdue", &RootRef { root: new });
     assert_eq!(
         c.piece(old).status,

@@ -490,6 +490,7 @@ impl Run {
                     "accept_financing",
                     codec::encode(&AcceptFinancing {
                         piece: self.id(*piece),
+                        bank: offer.map_or_else(|| BANK.into(), |o| o.bank),
                         terms,
                         payment_ref: "PAY".into(),
                     }),

@@ -50,6 +50,7 @@ fn a_receivable_travels_three_tiers_is_financed_and_settled_to_every_holder() {
         "accept_financing",
         &AcceptFinancing {
             piece: to_t3,
+            bank: BANK.into(),
             terms,
             payment_ref: "FB-2023-000417".into(),
         },

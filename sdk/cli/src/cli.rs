@@ -466,6 +466,10 @@ pub enum FinanceCommand {
         /// Refuse unless the open offer's price is this.
         #[arg(long, value_name = "AMOUNT")]
         price: Option<String>,
+        /// Refuse unless the open offer is this bank's (the holder accepting
+        /// a bank's offer names the bank it chose).
+        #[arg(long, value_name = "ORG")]
+        bank: Option<String>,
     },
     /// Withdraw your offer or request, or decline the other side's.
     #[command(

@@ -282,6 +282,7 @@ pub async fn run(ctx: &Ctx, args: &DemoArgs, node_defaulted: bool) -> Result<Rep
     let financed = bank
         .accept_financing(&rcv::AcceptFinancing {
             piece: t3_piece,
+            bank: BANK.into(),
             terms,
             payment_ref: format!("BANK-{run_id}"),
         })

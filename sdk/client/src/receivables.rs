@@ -220,7 +220,8 @@ impl Receivables {
     /// # async fn demo(r: trellis_sdk::Receivables) -> trellis_sdk::Result<()> {
     /// use trellis_receivables::{AcceptFinancing, Terms};
     /// let terms = Terms { price: None, annual_rate_bps: Some(350), expires_ms: 1_900_000_000_000 };
-    /// let financing = r.accept_financing(&AcceptFinancing { piece: 5, terms, payment_ref: "PAY-1".into() }).await?.value;
+    /// let accept = AcceptFinancing { piece: 5, bank: "bank-first".into(), terms, payment_ref: "PAY-1".into() };
+    /// let financing = r.accept_financing(&accept).await?.value;
     /// println!("{} pays {} {}", financing.bank, financing.seller, financing.price);
     /// # Ok(()) }
     /// ```

@@ -604,6 +604,7 @@ impl Planner {
             Reaction::AcceptFinancing(id, terms) => {
                 let args = trellis_types::encode(&AcceptFinancing {
                     piece: *id,
+                    bank: self.orgs[self.bank].name.clone(),
                     terms: terms.clone(),
                     payment_ref: format!("BENCH-FIN-{}", self.seq),
                 });
@@ -1310,7 +1311,7 @@ mod tests {
                 }
                 "accept_financing" => {
                     let a: AcceptFinancing = trellis_types::decode(&args.0).unwrap();
-                    assert_eq!(org, "bank");
+                    assert_eq!((org.as_str(), a.bank.as_str()), ("bank", "bank"));
                     let p = self.pieces.get_mut(&a.piece).unwrap();
                     assert_eq!(p.3, "offered");
                     p.3 = "financed";

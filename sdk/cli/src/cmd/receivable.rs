@@ -360,12 +360,14 @@ async fn finance(ctx: &Ctx, command: &FinanceCommand) -> Result<Report> {
             payment_ref,
             rate,
             price,
+            bank,
         } => {
             let view = reader(ctx)?.piece(*piece).await?;
             let currency = view.piece.currency.clone();
-            // The contract accepts only the open offer's exact terms; with
-            // --rate/--price we send what the caller expects, so an offer
-            // that changed is refused (terms_mismatch) rather than taken.
+            // The contract accepts only the open offer's exact bank and
+            // terms; with --bank/--rate/--price we send what the caller
+            // expects, so an offer that changed is refused (bank_mismatch,
+            // terms_mismatch) rather than taken.
             let Some(offer) = view.piece.offer.clone() else {
                 return Err(CliError::new(
                     Class::Failed,
@@ -386,6 +388,7 @@ async fn finance(ctx: &Ctx, command: &FinanceCommand) -> Result<Report> {
             let c = r
                 .accept_financing(&rcv::AcceptFinancing {
                     piece: *piece,
+                    bank: bank.clone().unwrap_or(offer.bank),
                     terms,
                     payment_ref: payment_ref.clone(),
                 })
