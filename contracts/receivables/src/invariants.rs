@@ -1,4 +1,6 @@
-//! DESIGN.md's invariants I1–I6, checked over the whole stored state.
+//! DESIGN.md's invariants, checked over the whole stored state: I1, I2, I5
+//! and I6, and I3 as far as stored state shows it. I4 (who may act) is about
+//! transactions, not state: the behaviour, audit and property tests check it.
 //!
 //! Tests call [`check_invariants`] after every step. It reads everything, so
 //! it is for tests and audits, not for calls.
@@ -54,7 +56,7 @@ macro_rules! ensure {
     };
 }
 
-/// Checks I1–I6 and the consistency of every index; the first violation
+/// Checks the invariants above and the consistency of every index; the first violation
 /// found is returned as a sentence naming the records involved.
 pub fn check_invariants(host: &dyn Host) -> Result<(), String> {
     let params = state::params(host);
