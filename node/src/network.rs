@@ -585,13 +585,12 @@ struct NetworkTask {
     sync_served: mpsc::Sender<SyncServed>,
 }
 
+/// Where the answer to a peer's request goes.
+type ResponseChannel = request_response::ResponseChannel<Frame<Response>>;
+
 /// A sync request's answer, read on a blocking thread: the peer, where the
 /// answer goes, and the answer.
-type SyncServed = (
-    PeerId,
-    request_response::ResponseChannel<Frame<Response>>,
-    Response,
-);
+type SyncServed = (PeerId, ResponseChannel, Response);
 
 impl NetworkTask {
     async fn run(
@@ -613,11 +612,7 @@ impl NetworkTask {
                 Some(event) = pushed.recv() => self.on_pushed(event).await,
                 Some((peer, channel, response)) = served.recv() => {
                     self.syncs_read_for.remove(&peer);
-                    let _ = self
-                        .swarm
-                        .behaviour_mut()
-                        .rpc
-                        .send_response(channel, Frame::outgoing(response));
+                    self.respond(channel, response);
                 }
                 _ = redial.tick() => self.redial(),
                 _ = forward.tick() => self.forward_transactions(),
@@ -789,11 +784,7 @@ impl NetworkTask {
                     }
                     _ => self.answer(peer, request).await,
                 };
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .rpc
-                    .send_response(channel, Frame::outgoing(response));
+                self.respond(channel, response);
             }
             Event::Message {
                 peer,
@@ -945,17 +936,20 @@ impl NetworkTask {
         }
     }
 
+    /// Answers a peer's request; a peer gone since cannot be answered.
+    fn respond(&mut self, channel: ResponseChannel, response: Response) {
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .rpc
+            .send_response(channel, Frame::outgoing(response));
+    }
+
     /// Reads the blocks a sync request asks for on a blocking thread, up to
     /// [`SYNC_READS`] requests at once and one per peer, and has the network
     /// task send the answer when it is ready: reading up to 64 blocks must
     /// not hold up every other peer's messages.
-    fn serve_sync(
-        &mut self,
-        peer: PeerId,
-        channel: request_response::ResponseChannel<Frame<Response>>,
-        from: u64,
-        max: u32,
-    ) {
+    fn serve_sync(&mut self, peer: PeerId, channel: ResponseChannel, from: u64, max: u32) {
         let place = if self.syncs_read_for.contains(&peer) {
             Err("a sync of yours is being read")
         } else {
@@ -965,15 +959,7 @@ impl NetworkTask {
         };
         let place = match place {
             Ok(place) => place,
-            Err(why) => {
-                let refused = Frame::outgoing(Response::Refused(why.into()));
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .rpc
-                    .send_response(channel, refused);
-                return;
-            }
+            Err(why) => return self.respond(channel, Response::Refused(why.into())),
         };
         self.syncs_read_for.insert(peer);
         let storage = self.storage.clone();

@@ -59,6 +59,15 @@ fn block(height: u64, round: u64, proposer: PublicKey, salt: u8) -> Block {
     }
 }
 
+/// The key, among `ks`, of `set`'s proposer at `height` and `round`.
+fn proposer_key(ks: &[KeyPair], set: &ValidatorSet, height: u64, round: u64) -> KeyPair {
+    let proposer = set.proposer(height, round);
+    ks.iter()
+        .find(|k| k.public() == proposer)
+        .expect("the keys of the whole set")
+        .clone()
+}
+
 /// `key`'s proposal of `block` in `round`, without a proof of lock.
 fn signed_proposal(key: &KeyPair, block: &Block, round: u64) -> Message {
     let mut p = Proposal {
@@ -399,20 +408,9 @@ fn restarted_validator_never_votes_twice_in_a_round() {
     // round 0 now arrives. Prevoting for it would contradict the nil prevote.
     let mut restarted = Consensus::new(CHAIN.into(), set.clone(), Some(key), timeouts(), 1, saved);
     restarted.start();
-    let proposer_key = keys(4)
-        .into_iter()
-        .find(|k| k.public() == set.proposer(1, 0))
-        .unwrap();
+    let proposer_key = proposer_key(&keys(4), &set, 1, 0);
     let b = block(1, 0, proposer_key.public(), 9);
-    let mut p = Proposal {
-        block: Arc::new(b.clone()),
-        round: 0,
-        pol_round: None,
-        pol_votes: vec![],
-        signature: Signature([0; 64]),
-    };
-    p.signature = proposer_key.sign(&p.data(CHAIN).signing_hash());
-    let (mut actions, result) = restarted.on_message(Message::Proposal(Box::new(p)));
+    let (mut actions, result) = restarted.on_message(signed_proposal(&proposer_key, &b, 0));
     assert_eq!(result, Ok(()));
     actions.extend(restarted.on_block_validated(b.hash(), true));
     let signed: Vec<_> = actions
@@ -474,10 +472,7 @@ fn one_validator_alone_cannot_pull_the_others_into_a_later_round() {
     let (ks, mut node) = first_of_four();
     let set = node.validators().clone();
     let round = 5;
-    let byzantine = ks
-        .iter()
-        .find(|k| k.public() == set.proposer(1, round))
-        .unwrap();
+    let byzantine = proposer_key(&ks, &set, 1, round);
     let built = block(1, 0, set.proposer(1, 0), 7);
     assert_ne!(built.header.proposer, byzantine.public());
     let mut p = Proposal {
@@ -513,10 +508,7 @@ fn one_validator_alone_cannot_pull_the_others_into_a_later_round() {
 fn a_proposal_with_a_spoiled_body_does_not_take_the_rounds_place() {
     let (ks, mut node) = first_of_four();
     let set = node.validators().clone();
-    let proposer = ks
-        .iter()
-        .find(|k| k.public() == set.proposer(1, 0))
-        .unwrap();
+    let proposer = proposer_key(&ks, &set, 1, 0);
     assert_ne!(
         proposer.public(),
         ks[0].public(),
@@ -526,13 +518,13 @@ fn a_proposal_with_a_spoiled_body_does_not_take_the_rounds_place() {
     let mut spoiled = real.clone();
     spoiled.parent_commit.round = 1;
 
-    let (actions, result) = node.on_message(signed_proposal(proposer, &spoiled, 0));
+    let (actions, result) = node.on_message(signed_proposal(&proposer, &spoiled, 0));
     assert!(
         matches!(result, Err(Rejected::BodyMismatch(_))),
         "{result:?}"
     );
     assert!(actions.is_empty(), "{actions:?}");
-    let (actions, result) = node.on_message(signed_proposal(proposer, &real, 0));
+    let (actions, result) = node.on_message(signed_proposal(&proposer, &real, 0));
     assert_eq!(result, Ok(()));
     assert!(
         actions
@@ -620,17 +612,14 @@ fn only_signed_next_height_messages_of_its_first_rounds_are_kept_once_each() {
 fn a_next_height_proposal_with_a_spoiled_body_is_not_kept() {
     let (ks, mut node) = first_of_four();
     let set = node.validators().clone();
-    let proposer = ks
-        .iter()
-        .find(|k| k.public() == set.proposer(2, 0))
-        .unwrap();
+    let proposer = proposer_key(&ks, &set, 2, 0);
     let real = block(2, 0, proposer.public(), 3);
     let mut spoiled = real.clone();
     spoiled.parent_commit.round = 1;
     for b in [&spoiled, &real] {
-        let _ = node.on_message(signed_proposal(proposer, b, 0));
+        let _ = node.on_message(signed_proposal(&proposer, b, 0));
     }
-    assert_eq!(node.future, vec![signed_proposal(proposer, &real, 0)]);
+    assert_eq!(node.future, vec![signed_proposal(&proposer, &real, 0)]);
 }
 
 #[test]
@@ -710,10 +699,7 @@ fn a_certificate_without_a_quorum_or_with_a_forged_vote_does_not_verify() {
 fn a_validator_whose_record_is_ahead_of_its_chain_signs_nothing_until_it_gets_there() {
     let set = ValidatorSet::new(keys(4).iter().map(KeyPair::public).collect());
     // The proposer of height 1, round 0, so that it would build and propose.
-    let key = keys(4)
-        .into_iter()
-        .find(|k| k.public() == set.proposer(1, 0))
-        .unwrap();
+    let key = proposer_key(&keys(4), &set, 1, 0);
     let x = Hash([9; 32]);
     let record = SafetyState {
         height: 3,
@@ -886,11 +872,7 @@ fn validators_that_all_lose_a_decided_block_decide_it_again() {
 fn a_proposer_restarted_after_voting_in_its_round_does_not_propose_in_it_again() {
     let ks = keys(4);
     let set = ValidatorSet::new(ks.iter().map(KeyPair::public).collect());
-    let proposer = ks
-        .iter()
-        .find(|k| k.public() == set.proposer(1, 0))
-        .unwrap()
-        .clone();
+    let proposer = proposer_key(&ks, &set, 1, 0);
     let locked = block(1, 0, proposer.public(), 7);
     let records = [
         SafetyState {
