@@ -135,8 +135,21 @@ fn open_offer(p: &Piece, now: u64) -> Option<&Offer> {
     p.offer.as_ref().filter(|o| now < o.terms.expires_ms)
 }
 
+/// An open offer the holder asked for (`request_financing`) holds the piece
+/// still until it is accepted, withdrawn or expires: the bank may accept at any
+/// moment. A bank's unsolicited offer does not: it lapses when the holder
+/// moves or splits the piece or asks for financing (see [`lapse_offer`]), so
+/// a bank re-offering each time the holder declines cannot pin a piece until
+/// maturity.
+fn require_no_request_open(cx: &Ctx, p: &Piece) -> Result<()> {
+    match open_offer(p, cx.now) {
+        Some(o) if o.initiator == Initiator::Holder => Err(Error::OfferOpen),
+        _ => Ok(()),
+    }
+}
+
 /// What an unfinanced active piece needs before it is split or financed.
-fn require_active_unencumbered(cx: &Ctx, p: &Piece) -> Result<()> {
+fn require_active_unfinanced(cx: &Ctx, p: &Piece) -> Result<()> {
     if p.frozen.is_some() {
         return Err(Error::Frozen);
     }
@@ -148,10 +161,27 @@ fn require_active_unencumbered(cx: &Ctx, p: &Piece) -> Result<()> {
     if cx.now >= p.maturity_ms {
         return Err(Error::Matured);
     }
-    if open_offer(p, cx.now).is_some() {
-        return Err(Error::OfferOpen);
-    }
     Ok(())
+}
+
+/// Clears a piece's offer as its holder acts on the piece; an open one (by
+/// [`require_no_request_open`], a bank's unsolicited offer) is reported
+/// cancelled by the holder, so the bank's systems see it go.
+fn lapse_offer(host: &mut dyn Host, now: u64, p: &mut Piece) {
+    let Some(offer) = p.offer.take() else {
+        return;
+    };
+    if now < offer.terms.expires_ms {
+        emit(
+            host,
+            "financing_cancelled",
+            &[
+                ("piece", p.id.to_string()),
+                ("by", p.holder.clone()),
+                ("bank", offer.bank),
+            ],
+        );
+    }
 }
 
 /// The price of a piece discounted at `rate_bps` a year from `now_ms` to
@@ -506,9 +536,7 @@ pub(crate) fn transfer(host: &mut dyn Host, a: Transfer) -> Result<()> {
     if cx.now >= p.maturity_ms {
         return Err(Error::Matured);
     }
-    if open_offer(&p, cx.now).is_some() {
-        return Err(Error::OfferOpen);
-    }
+    require_no_request_open(&cx, &p)?;
     if a.to == p.holder {
         return Err(Error::SameParty);
     }
@@ -522,7 +550,7 @@ pub(crate) fn transfer(host: &mut dyn Host, a: Transfer) -> Result<()> {
         ));
     }
     let from = p.holder.clone();
-    p.offer = None;
+    lapse_offer(host, cx.now, &mut p);
     state::set_holder(host, &mut p, &a.to);
     state::put_piece(host, &p);
     emit(
@@ -541,7 +569,8 @@ pub(crate) fn split(host: &mut dyn Host, a: Split) -> Result<Vec<PieceId>> {
     }
     let mut p = state::piece(host, a.piece)?;
     require_holder(&cx, &p)?;
-    require_active_unencumbered(&cx, &p)?;
+    require_active_unfinanced(&cx, &p)?;
+    require_no_request_open(&cx, &p)?;
     if a.parts.is_empty() {
         return Err(Error::BadArgs("a split needs at least one part".into()));
     }
@@ -596,6 +625,7 @@ pub(crate) fn split(host: &mut dyn Host, a: Split) -> Result<Vec<PieceId>> {
     if remainder > 0 {
         outs.push((p.holder.clone(), remainder));
     }
+    lapse_offer(host, cx.now, &mut p);
     let mut ids = Vec::with_capacity(outs.len());
     let mut attributes = alloc::vec![("piece", p.id.to_string()), ("holder", p.holder.clone())];
     for (org, amount) in outs {
@@ -626,7 +656,6 @@ pub(crate) fn split(host: &mut dyn Host, a: Split) -> Result<Vec<PieceId>> {
     }
     state::unindex_holder(host, &p);
     p.status = Status::Split;
-    p.offer = None;
     p.children = ids.clone();
     state::put_piece(host, &p);
     emit(host, "split", &attributes);
@@ -639,7 +668,8 @@ pub(crate) fn request_financing(host: &mut dyn Host, a: RequestFinancing) -> Res
     let cx = ctx(host);
     let mut p = state::piece(host, a.piece)?;
     require_holder(&cx, &p)?;
-    require_active_unencumbered(&cx, &p)?;
+    require_active_unfinanced(&cx, &p)?;
+    require_no_request_open(&cx, &p)?;
     if a.bank == p.holder {
         return Err(Error::SameParty);
     }
@@ -647,6 +677,7 @@ pub(crate) fn request_financing(host: &mut dyn Host, a: RequestFinancing) -> Res
         return Err(Error::NotBank(a.bank));
     }
     check_terms(&cx, &a.terms, &p)?;
+    lapse_offer(host, cx.now, &mut p);
     p.offer = Some(Offer {
         initiator: Initiator::Holder,
         holder: p.holder.clone(),
@@ -668,7 +699,11 @@ pub(crate) fn offer_financing(host: &mut dyn Host, a: OfferFinancing) -> Result<
     if cx.caller.org == p.holder {
         return Err(Error::SameParty);
     }
-    require_active_unencumbered(&cx, &p)?;
+    require_active_unfinanced(&cx, &p)?;
+    // First come: a bank does not replace another's offer, nor one the holder asked for.
+    if open_offer(&p, cx.now).is_some() {
+        return Err(Error::OfferOpen);
+    }
     check_terms(&cx, &a.terms, &p)?;
     p.offer = Some(Offer {
         initiator: Initiator::Bank,

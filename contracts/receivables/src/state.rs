@@ -215,11 +215,14 @@ pub(crate) fn credit_limit(host: &dyn Host, issuer: &str, currency: &str) -> u12
 }
 
 /// Releases `amount` of an issuer's outstanding in `currency` (settled or returned paper).
+///
+/// Outstanding counts every live piece (I6), so it always covers what a live
+/// piece releases. Were the books ever wrong, the call traps, and with it the
+/// transaction, rather than record a wrong outstanding and carry on.
 pub(crate) fn release(host: &mut dyn Host, issuer: &str, currency: &str, amount: u128) {
     let before = outstanding(host, issuer, currency);
-    debug_assert!(
-        before >= amount,
-        "outstanding {before} covers what is released ({amount})"
-    );
-    set_outstanding(host, issuer, currency, before.saturating_sub(amount));
+    let after = before
+        .checked_sub(amount)
+        .unwrap_or_else(|| panic!("outstanding {before} does not cover {amount} released"));
+    set_outstanding(host, issuer, currency, after);
 }

@@ -158,7 +158,8 @@ fn split_refuses_zero_amount_and_dust_parts() {
 fn a_stale_offer_cannot_be_accepted_after_the_piece_changes_hands() {
     let mut c = Chain::new();
     let piece = c.active(T1, 1_000 * UNIT, "INV-A");
-    // The bank offers to tier 1; the offer lapses; tier 1 pays tier 2 with the piece.
+    // The bank offers to tier 1, unasked; tier 1 pays tier 2 with the piece
+    // while the offer is still open, and the offer lapses with the move.
     let terms = c.price_terms(990 * UNIT, DAY);
     c.call::<_, ()>(
         BANK,
@@ -168,16 +169,6 @@ fn a_stale_offer_cannot_be_accepted_after_the_piece_changes_hands() {
             terms: terms.clone(),
         },
     );
-    c.refuse(
-        T1,
-        "transfer",
-        &Transfer {
-            piece,
-            to: T2.into(),
-        },
-        "offer_open",
-    );
-    c.advance(DAY);
     c.transfer(T1, piece, T2);
     // Neither the new holder nor the old one can take the bank's old offer.
     let accept = AcceptFinancing {
@@ -562,4 +553,32 @@ fn a_credit_limit_covers_its_own_currency_only() {
         ..c.issue_args(T1, 1_000 * UNIT, "INV-USD-2")
     };
     c.refuse(CORE, "issue", &more_usd, "credit_limit_exceeded");
+}
+
+#[test]
+fn books_that_do_not_cover_a_settlement_stop_it_rather_than_go_wrong() {
+    // The built module, as deployed: natively a debug build's assertions
+    // would stop the call whatever the release build does.
+    let mut c = Chain::on_wasm();
+    let piece = c.active(T1, 1_000 * UNIT, "INV-A");
+    // Corrupt the issuer's outstanding to less than the live piece: the
+    // contract's own state key, `o/` ‖ org length ‖ org ‖ currency.
+    let mut key = b"o/".to_vec();
+    key.extend((CORE.len() as u16).to_be_bytes());
+    key.extend(CORE.as_bytes());
+    key.extend(b"CNY");
+    c.host
+        .exec(|h| {
+            trellis_contract::store::set(h, &key, &(999 * UNIT));
+            Ok(())
+        })
+        .expect("a raw write");
+    assert_eq!(c.outstanding(CORE), 999 * UNIT);
+    c.advance(180 * DAY);
+    let settle = Settle {
+        root: piece,
+        payment_ref: "PAY".into(),
+    };
+    c.refuse(CORE, "settle", &settle, "trap");
+    assert_eq!(c.piece(piece).status, Status::Active);
 }

@@ -521,6 +521,110 @@ fn the_holder_can_decline_an_unsolicited_offer_that_would_pin_its_piece() {
 }
 
 #[test]
+fn a_banks_unasked_offer_lapses_when_the_holder_moves_splits_or_asks_elsewhere() {
+    let mut c = Chain::new();
+    let terms = c.rate_terms(500, 30 * DAY);
+    let offer = |piece| OfferFinancing {
+        piece,
+        terms: terms.clone(),
+    };
+    // The kinds of the events since `from`, and who a cancellation names.
+    let since = |c: &Chain, from: usize| -> Vec<(String, Option<String>)> {
+        c.host.events()[from..]
+            .iter()
+            .map(|e| {
+                let by = e.attributes.iter().find(|(k, _)| k == "by");
+                (e.kind.clone(), by.map(|(_, v)| v.clone()))
+            })
+            .collect()
+    };
+    let cancelled_by_t1 = ("financing_cancelled".to_string(), Some(T1.to_string()));
+
+    // A transfer: the offer goes, reported cancelled by the old holder.
+    let a = c.active(T1, 1_000 * UNIT, "INV-A");
+    c.call::<_, ()>(BANK, "offer_financing", &offer(a));
+    c.refuse(BANK2, "offer_financing", &offer(a), "offer_open");
+    let from = c.host.events().len();
+    c.transfer(T1, a, T2);
+    assert_eq!(
+        since(&c, from),
+        [cancelled_by_t1.clone(), ("transferred".into(), None)]
+    );
+    assert_eq!(c.piece(a).piece.offer, None);
+
+    // A split: the parent's offer goes with it; its children carry none.
+    let b = c.active(T1, 1_000 * UNIT, "INV-B");
+    c.call::<_, ()>(BANK, "offer_financing", &offer(b));
+    let from = c.host.events().len();
+    let children = c.split(T1, b, &[(T2, 400 * UNIT)]);
+    assert_eq!(
+        since(&c, from),
+        [cancelled_by_t1.clone(), ("split".into(), None)]
+    );
+    assert_eq!(c.piece(b).piece.offer, None);
+    for child in children {
+        assert_eq!(c.piece(child).piece.offer, None);
+    }
+
+    // A request to another bank replaces the unasked offer.
+    let d = c.active(T1, 1_000 * UNIT, "INV-D");
+    c.call::<_, ()>(BANK, "offer_financing", &offer(d));
+    let request = RequestFinancing {
+        piece: d,
+        bank: BANK2.into(),
+        terms: terms.clone(),
+    };
+    let from = c.host.events().len();
+    c.call::<_, ()>(T1, "request_financing", &request);
+    assert_eq!(
+        since(&c, from),
+        [cancelled_by_t1, ("financing_requested".into(), None)]
+    );
+    let o = c
+        .piece(d)
+        .piece
+        .offer
+        .expect("the request is the offer now");
+    assert_eq!((o.initiator, o.bank.as_str()), (Initiator::Holder, BANK2));
+
+    // An expired offer is dropped without a word.
+    let e = c.active(T1, 1_000 * UNIT, "INV-E");
+    c.call::<_, ()>(BANK, "offer_financing", &offer(e));
+    c.advance(30 * DAY);
+    let from = c.host.events().len();
+    c.transfer(T1, e, T3);
+    assert_eq!(since(&c, from), [("transferred".into(), None)]);
+
+    // What the holder asked for still holds the piece until it withdraws it.
+    let f = c.active(T1, 1_000 * UNIT, "INV-F");
+    c.call::<_, ()>(
+        T1,
+        "request_financing",
+        &RequestFinancing {
+            piece: f,
+            terms: c.rate_terms(500, DAY),
+            ..request
+        },
+    );
+    let to_t2 = Transfer {
+        piece: f,
+        to: T2.into(),
+    };
+    c.refuse(T1, "transfer", &to_t2, "offer_open");
+    c.refuse(
+        T1,
+        "split",
+        &Split {
+            piece: f,
+            parts: vec![(T2.into(), 400 * UNIT)],
+        },
+        "offer_open",
+    );
+    c.call::<_, ()>(T1, "cancel_financing", &PieceRef { piece: f });
+    c.call::<_, ()>(T1, "transfer", &to_t2);
+}
+
+#[test]
 fn financing_terms_must_be_sane() {
     let mut c = Chain::new();
     let id = c.active(T1, 1_000 * UNIT, "INV-A");
