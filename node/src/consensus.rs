@@ -428,30 +428,48 @@ impl Consensus {
 
     /// Records the height of a validly signed message from ahead of us. The
     /// signature is checked only when the message would raise its signer's
-    /// record, so a validator costs at most one check per height.
-    fn note_height_ahead(&mut self, message: &Message) {
+    /// record, so a validator costs at most one check per height; a message
+    /// found forged then is refused, and its sender struck like any other's.
+    fn note_height_ahead(&mut self, message: &Message) -> Result<(), Rejected> {
         let height = message.height();
         let signer = match message {
             Message::Proposal(p) => self.validators.proposer(height, p.round),
             Message::Vote(v) => v.voter,
         };
-        if height <= self.height
-            || !self.validators.contains(&signer)
-            || self.heights_ahead.get(&signer) >= Some(&height)
-        {
-            return;
+        if height <= self.height || self.heights_ahead.get(&signer) >= Some(&height) {
+            return Ok(());
         }
-        let signed = match message {
-            Message::Proposal(p) => signer
-                .verify(&p.data(&self.chain_id).signing_hash(), &p.signature)
-                .is_ok(),
-            Message::Vote(v) => {
-                v.data.chain_id == self.chain_id
-                    && signer.verify(&v.data.signing_hash(), &v.signature).is_ok()
+        self.check_signed_ahead(message)?;
+        self.heights_ahead.insert(signer, height);
+        Ok(())
+    }
+
+    /// Why a message from a later height is not what it claims: another
+    /// chain's, a stranger's vote, a forged signature, or (a proposal) a body
+    /// that is not its header's.
+    fn check_signed_ahead(&self, message: &Message) -> Result<(), Rejected> {
+        match message {
+            Message::Proposal(p) => {
+                let proposer = self.validators.proposer(message.height(), p.round);
+                proposer
+                    .verify(&p.data(&self.chain_id).signing_hash(), &p.signature)
+                    .map_err(|_| Rejected::BadSignature)?;
+                match p.block.mismatched_body(&p.block.tx_hashes()) {
+                    Some(part) => Err(Rejected::BodyMismatch(part)),
+                    None => Ok(()),
+                }
             }
-        };
-        if signed {
-            self.heights_ahead.insert(signer, height);
+            Message::Vote(v) => {
+                if v.data.chain_id != self.chain_id {
+                    return Err(Rejected::WrongChain(v.data.chain_id.clone()));
+                }
+                if !self.validators.contains(&v.voter) {
+                    return Err(Rejected::NotValidator(v.voter));
+                }
+                v.voter
+                    .verify(&v.data.signing_hash(), &v.signature)
+                    .map_err(|_| Rejected::BadSignature)
+            }
         }
     }
 
@@ -650,9 +668,13 @@ impl Consensus {
     pub fn on_message(&mut self, message: Message) -> (Vec<Action>, Result<(), Rejected>) {
         let mut out = Vec::new();
         let height = message.height();
-        self.note_height_ahead(&message);
+        if let Err(e) = self.note_height_ahead(&message) {
+            return (out, Err(e));
+        }
         if height == self.height + 1 {
-            self.buffer_next_height(message);
+            if let Err(e) = self.buffer_next_height(message) {
+                return (out, Err(e));
+            }
             // Still reported, so the driver can check whether it fell behind.
             return (
                 out,
@@ -673,36 +695,21 @@ impl Consensus {
     }
 
     /// Keeps a validly signed message of the next height's first rounds,
-    /// unless its signer already has one for that round and step.
-    fn buffer_next_height(&mut self, message: Message) {
-        let height = self.height + 1;
+    /// unless its signer already has one for that round and step. A proposal
+    /// whose body is not its header's must not take the real one's place, as
+    /// in `accept_proposal`.
+    fn buffer_next_height(&mut self, message: Message) -> Result<(), Rejected> {
         let slot = |m: &Message| match m {
             Message::Proposal(p) => (p.round, None, None),
             Message::Vote(v) => (v.data.round, Some(v.data.kind), Some(v.voter)),
         };
         let (round, kind, voter) = slot(&message);
         if round >= FUTURE_ROUNDS || self.future.iter().any(|m| slot(m) == (round, kind, voter)) {
-            return;
+            return Ok(());
         }
-        // A proposal whose body is not its header's must not take the slot
-        // of the real one, as in `accept_proposal`.
-        let signed = match &message {
-            Message::Proposal(p) => {
-                self.validators
-                    .proposer(height, p.round)
-                    .verify(&p.data(&self.chain_id).signing_hash(), &p.signature)
-                    .is_ok()
-                    && p.block.mismatched_body(&p.block.tx_hashes()).is_none()
-            }
-            Message::Vote(v) => {
-                v.data.chain_id == self.chain_id
-                    && self.validators.contains(&v.voter)
-                    && v.voter.verify(&v.data.signing_hash(), &v.signature).is_ok()
-            }
-        };
-        if signed {
-            self.future.push(message);
-        }
+        self.check_signed_ahead(&message)?;
+        self.future.push(message);
+        Ok(())
     }
 
     /// Refuses a message for another chain, another height or a round too far ahead.

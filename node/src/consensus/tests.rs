@@ -589,19 +589,21 @@ fn only_signed_next_height_messages_of_its_first_rounds_are_kept_once_each() {
     };
     let stranger = KeyPair::insecure_from_label("stranger");
     let kept = vote(&ks[1], ks[1].public(), 0);
-    for message in [
-        kept.clone(),
-        kept.clone(),
-        vote(&stranger, stranger.public(), 0),
-        vote(&ks[2], ks[1].public(), 1),
-        vote(&ks[1], ks[1].public(), FUTURE_ROUNDS),
+    // What is kept, or dropped as a repeat or too far ahead, is still
+    // reported, so the driver can sync; what is forged is refused, so the
+    // driver strikes its sender.
+    let later = Err(Rejected::WrongHeight { got: 2, current: 1 });
+    for (message, result) in [
+        (kept.clone(), later.clone()),
+        (kept.clone(), later.clone()),
+        (
+            vote(&stranger, stranger.public(), 0),
+            Err(Rejected::NotValidator(stranger.public())),
+        ),
+        (vote(&ks[2], ks[1].public(), 1), Err(Rejected::BadSignature)),
+        (vote(&ks[1], ks[1].public(), FUTURE_ROUNDS), later.clone()),
     ] {
-        let (_, result) = node.on_message(message);
-        assert_eq!(
-            result,
-            Err(Rejected::WrongHeight { got: 2, current: 1 }),
-            "still reported, so the driver can sync"
-        );
+        assert_eq!(node.on_message(message).1, result);
     }
     assert_eq!(node.future, vec![kept]);
 }
@@ -616,9 +618,16 @@ fn a_next_height_proposal_with_a_spoiled_body_is_not_kept() {
     let real = block(2, 0, proposer.public(), 3);
     let mut spoiled = real.clone();
     spoiled.parent_commit.round = 1;
-    for b in [&spoiled, &real] {
-        let _ = node.on_message(signed_proposal(&proposer, b, 0));
-    }
+    assert_eq!(
+        node.on_message(signed_proposal(&proposer, &spoiled, 0)).1,
+        Err(Rejected::BodyMismatch(
+            "the parent's commit certificate does not match parent_commit_hash"
+        ))
+    );
+    assert_eq!(
+        node.on_message(signed_proposal(&proposer, &real, 0)).1,
+        Err(Rejected::WrongHeight { got: 2, current: 1 })
+    );
     assert_eq!(node.future, vec![signed_proposal(&proposer, &real, 0)]);
 }
 
@@ -642,10 +651,17 @@ fn the_sync_target_needs_f_plus_one_validators_signed_past_and_being_behind_one(
     assert_eq!(node.sync_target(), 0, "nothing is ahead of a fresh node");
     assert!(!node.is_behind());
 
-    // Forged and stranger-signed claims count for nothing.
+    // Forged and stranger-signed claims count for nothing, and are refused
+    // (so their sender is struck) rather than reported as from later on.
     let stranger = KeyPair::insecure_from_label("stranger");
-    let _ = node.on_message(vote(&ks[1], ks[2].public(), 900));
-    let _ = node.on_message(vote(&stranger, stranger.public(), 900));
+    assert_eq!(
+        node.on_message(vote(&ks[1], ks[2].public(), 900)).1,
+        Err(Rejected::BadSignature)
+    );
+    assert_eq!(
+        node.on_message(vote(&stranger, stranger.public(), 900)).1,
+        Err(Rejected::NotValidator(stranger.public()))
+    );
     assert_eq!(node.sync_target(), 0);
     assert!(!node.is_behind());
     // One validator alone (it may be the byzantine one) cannot set the
