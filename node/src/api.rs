@@ -67,7 +67,8 @@ pub struct ApiState {
 
 pub use trellis_types::api::{
     BatchSubmitted, BatchVerdict, BlockResponse, ChainStatus, ContractQuery, ContractQueryResult,
-    ErrorBody, Health, MAX_BATCH_TXS, StateResponse, StatusResponse, TxStatus, TxSubmitted,
+    ErrorBody, EvidenceList, Health, MAX_BATCH_TXS, StateResponse, StatusResponse, TxStatus,
+    TxSubmitted,
 };
 
 /// `POST /v1/transactions` with `Content-Type: application/json`.
@@ -128,6 +129,20 @@ pub struct StateQuery {
     pub proof: bool,
     /// Committed height to read at; the latest by default.
     pub height: Option<u64>,
+}
+
+/// Most proofs one `GET /v1/evidence` returns.
+pub const MAX_EVIDENCE: usize = 100;
+
+#[derive(Deserialize, IntoParams, Debug)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceQuery {
+    /// The lowest height to list; 0 by default.
+    #[serde(default)]
+    pub from_height: u64,
+    /// At most this many, up to and by default 100 (`MAX_EVIDENCE`).
+    pub limit: Option<usize>,
 }
 
 // ---------------------------------------------------------------------------
@@ -376,6 +391,7 @@ fn build_router(
         .route("/v1/state/{key}", get(get_state))
         .route("/v1/contracts/{address}", get(get_contract))
         .route("/v1/contracts/{address}/query", post(query_contract))
+        .route("/v1/evidence", get(evidence))
         .route("/status", get(status))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
@@ -808,6 +824,37 @@ async fn block_by_height(
         let block = load_block(&state.storage, height)?
             .ok_or_else(|| ApiError::not_found(format!("no block at height {height}")))?;
         json_response(&block)
+    })
+    .await
+}
+
+/// Proofs that validators equivocated (signed two votes for one step),
+/// as this node saw them: each is two signed votes anyone can check.
+#[utoipa::path(
+    get,
+    path = "/v1/evidence",
+    tag = "node",
+    params(EvidenceQuery),
+    responses(
+        (status = 200, body = EvidenceList),
+        (status = 400, description = "malformed query, or a limit above 100", body = ErrorBody),
+        (status = 503, description = "busy: the node's reads are all taken; retry shortly", body = ErrorBody),
+    )
+)]
+async fn evidence(
+    State(state): State<Arc<ApiState>>,
+    query: Result<Query<EvidenceQuery>, QueryRejection>,
+) -> Result<Json<EvidenceList>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::malformed(e.body_text()))?;
+    let limit = query.limit.unwrap_or(MAX_EVIDENCE);
+    if limit > MAX_EVIDENCE {
+        return Err(ApiError::malformed(format!(
+            "limit {limit} is above {MAX_EVIDENCE}"
+        )));
+    }
+    blocking(state, move |state| {
+        let evidence = state.storage.evidence(query.from_height, limit)?;
+        Ok(Json(EvidenceList { evidence }))
     })
     .await
 }
@@ -1553,6 +1600,7 @@ async fn openapi() -> Response {
         get_state,
         get_contract,
         query_contract,
+        evidence,
         status,
         health,
         metrics,

@@ -257,6 +257,10 @@ impl Chain {
         })
     }
 
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
     pub fn validators(&self) -> &ValidatorSet {
         &self.validators
     }

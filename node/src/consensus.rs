@@ -18,7 +18,8 @@ use std::sync::Arc;
 use trellis_types::block::VoteKind;
 use trellis_types::codec::encode;
 use trellis_types::{
-    Block, Domain, Hash, KeyPair, PublicKey, QuorumCertificate, Signature, Vote, VoteData,
+    Block, Domain, DuplicateVote, Hash, KeyPair, PublicKey, QuorumCertificate, Signature, Vote,
+    VoteData,
 };
 
 /// The validators of a chain, sorted by key, with equal voting power.
@@ -225,6 +226,8 @@ pub enum Action {
         block: Arc<Block>,
         certificate: QuorumCertificate,
     },
+    /// A validator signed two votes for one step: keep the proof.
+    RecordEvidence(Box<DuplicateVote>),
 }
 
 /// Why a message was not accepted. The driver logs it and counts it; a peer
@@ -538,7 +541,7 @@ impl Consensus {
                         data,
                     };
                     out.push(Action::Broadcast(Message::Vote(vote.clone())));
-                    let _ = self.accept_vote(vote);
+                    let _ = self.accept_vote(vote, out);
                 }
                 self.enter_step(
                     match kind {
@@ -672,6 +675,9 @@ impl Consensus {
             return (out, Err(e));
         }
         if height == self.height + 1 {
+            if let Message::Proposal(p) = &message {
+                out.extend(self.evidence_in(&p.block.parent_commit));
+            }
             if let Err(e) = self.buffer_next_height(message) {
                 return (out, Err(e));
             }
@@ -686,7 +692,7 @@ impl Consensus {
         }
         let result = match message {
             Message::Proposal(p) => self.accept_proposal(*p, &mut out),
-            Message::Vote(v) => self.accept_vote(v),
+            Message::Vote(v) => self.accept_vote(v, &mut out),
         };
         if result.is_ok() {
             self.recheck(&mut out);
@@ -834,8 +840,10 @@ impl Consensus {
         signers.len() >= self.validators.quorum()
     }
 
-    /// Records a vote; the caller re-evaluates the rules afterwards.
-    fn accept_vote(&mut self, vote: Vote) -> Result<(), Rejected> {
+    /// Records a vote; the caller re-evaluates the rules afterwards. A
+    /// validly signed vote that conflicts with one held is refused, and the
+    /// two are kept as evidence.
+    fn accept_vote(&mut self, vote: Vote, out: &mut Vec<Action>) -> Result<(), Rejected> {
         let d = &vote.data;
         self.check_envelope(&d.chain_id, d.height, d.round)?;
         if !self.validators.contains(&vote.voter) {
@@ -845,8 +853,8 @@ impl Consensus {
             .rounds
             .get(&d.round)
             .and_then(|r| r.of(d.kind).get(&vote.voter))
-            .map(|(block, _)| *block);
-        if existing == Some(d.block) {
+            .copied();
+        if existing.is_some_and(|(block, _)| block == d.block) {
             return Err(Rejected::Duplicate);
         }
         vote.voter
@@ -854,8 +862,18 @@ impl Consensus {
             .map_err(|_| Rejected::BadSignature)?;
         // Checked after the signature: a forged conflicting vote is its
         // sender's doing, not the named voter's equivocation.
-        if existing.is_some() {
-            return Err(Rejected::Equivocation(vote.voter));
+        if let Some((block, signature)) = existing {
+            let voter = vote.voter;
+            let first = Vote {
+                data: VoteData { block, ..d.clone() },
+                voter,
+                signature,
+            };
+            out.push(Action::RecordEvidence(Box::new(DuplicateVote {
+                first,
+                second: vote,
+            })));
+            return Err(Rejected::Equivocation(voter));
         }
         let round = self.rounds.entry(d.round).or_default();
         let votes = match d.kind {
@@ -955,7 +973,7 @@ impl Consensus {
         out.push(Action::Broadcast(Message::Vote(vote.clone())));
         // Our own freshly signed vote cannot be a duplicate or equivocation:
         // the check against `last_vote` above rules both out.
-        let _ = self.accept_vote(vote);
+        let _ = self.accept_vote(vote, out);
     }
 
     fn is_valid(&self, block: &Block) -> Option<bool> {
@@ -1159,10 +1177,48 @@ impl Consensus {
                 // Replayed as if it arrived now; what fails to apply is dropped.
                 let _ = match message {
                     Message::Proposal(p) => self.accept_proposal(*p, out),
-                    Message::Vote(v) => self.accept_vote(v),
+                    Message::Vote(v) => self.accept_vote(v, out),
                 };
             }
         }
+    }
+
+    /// Evidence in a certificate for the current height: a precommit in it by
+    /// a validator whose precommit for that round this node holds for another
+    /// block (or nil). An equivocator sends each side one vote; the side that
+    /// did not decide meets the other in the certificate that the next
+    /// height's proposal, or block sync, brings.
+    pub fn evidence_in(&self, certificate: &QuorumCertificate) -> Vec<Action> {
+        let held = match self.rounds.get(&certificate.round) {
+            Some(round) if certificate.height == self.height => &round.precommits,
+            _ => return Vec::new(),
+        };
+        let data = certificate.vote_data(&self.chain_id);
+        certificate
+            .votes
+            .iter()
+            .filter_map(|&(voter, signature)| {
+                let &(block, held_signature) = held.get(&voter)?;
+                let proof = DuplicateVote {
+                    first: Vote {
+                        data: VoteData {
+                            block,
+                            ..data.clone()
+                        },
+                        voter,
+                        signature: held_signature,
+                    },
+                    second: Vote {
+                        data: data.clone(),
+                        voter,
+                        signature,
+                    },
+                };
+                // Agreeing votes, or a forged one in the certificate, prove nothing.
+                proof.check().ok()?;
+                Some(Action::RecordEvidence(Box::new(proof)))
+            })
+            .collect()
     }
 
     /// Moves to `height` after the driver committed the blocks below it by

@@ -40,6 +40,12 @@ pub struct PhaseLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ValidatorLabels {
+    /// The validator's public key, hex.
+    pub validator: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CodeLabels {
     /// A stable error code, e.g. `bad_signature`.
     pub code: String,
@@ -62,6 +68,8 @@ pub struct Metrics {
     /// Rounds beyond round 0: each one is a height that needed another try.
     pub consensus_rounds: Counter,
     pub consensus_rejected_messages: Family<CodeLabels, Counter>,
+    /// Equivocations recorded as evidence, by validator.
+    pub consensus_equivocations: Family<ValidatorLabels, Counter>,
     /// Connected member peers.
     pub peers: Gauge,
     /// Refused messages counted against peers (malformed, mis-signed, over the rate).
@@ -105,6 +113,7 @@ impl Metrics {
             admission_rejected: Family::default(),
             consensus_rounds: Counter::default(),
             consensus_rejected_messages: Family::default(),
+            consensus_equivocations: Family::default(),
             peers: Gauge::default(),
             network_strikes: Counter::default(),
             network_rate_limited: Counter::default(),
@@ -171,6 +180,11 @@ impl Metrics {
             "consensus_rejected_messages",
             "Consensus messages rejected, by reason code",
             metrics.consensus_rejected_messages.clone(),
+        );
+        registry.register(
+            "consensus_equivocations",
+            "Validators' equivocations (two votes signed for one step) recorded as evidence",
+            metrics.consensus_equivocations.clone(),
         );
         registry.register("peers", "Connected member peers", metrics.peers.clone());
         registry.register(

@@ -13,7 +13,7 @@ use crate::chain::{self, Chain};
 use crate::config::NodeConfig;
 use crate::consensus::{Action, Consensus, Message, Rejected, SafetyState, Step, Timeouts};
 use crate::mempool::{Batcher, MAX_BATCH, Mempool};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ValidatorLabels};
 use crate::network::{self, Inbound, NetworkConfig, NetworkHandle, Outbound};
 use crate::safety::SafetyStore;
 use crate::storage::{MAX_STAGED, Storage};
@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 use trellis_genesis::Genesis;
-use trellis_types::{Block, KeyPair, PublicKey, QuorumCertificate};
+use trellis_types::{Block, DuplicateVote, KeyPair, PublicKey, QuorumCertificate};
 use writer::{BlockWriter, Report};
 
 #[cfg(test)]
@@ -443,6 +443,7 @@ impl Driver {
                     self.broadcast(message);
                 }
                 Action::BuildBlock { round, .. } => self.pending_build = Some(round),
+                Action::RecordEvidence(proof) => self.record_evidence(&proof),
                 Action::ValidateBlock(block) => {
                     let hash = block.hash();
                     let verdict =
@@ -554,6 +555,33 @@ impl Driver {
         }
     }
 
+    /// Keeps the proof of a validator's equivocation on disk, for operators
+    /// and the API (`/v1/evidence`). Not consensus-critical: a failed write
+    /// is logged, and the node goes on.
+    fn record_evidence(&self, proof: &DuplicateVote) {
+        let vote = &proof.second;
+        match tokio::task::block_in_place(|| self.chain.storage().record_evidence(proof)) {
+            Ok(true) => {
+                let labels = ValidatorLabels {
+                    validator: vote.voter.to_string(),
+                };
+                self.metrics
+                    .consensus_equivocations
+                    .get_or_create(&labels)
+                    .inc();
+                warn!(
+                    validator = %vote.voter,
+                    height = vote.data.height,
+                    round = vote.data.round,
+                    kind = ?vote.data.kind,
+                    "a validator signed two votes for one step: evidence recorded"
+                );
+            }
+            Ok(false) => {}
+            Err(e) => warn!(error = %e, "equivocation evidence not recorded"),
+        }
+    }
+
     fn strike(&self, peer: libp2p::PeerId) {
         if let Some(network) = &self.network {
             let _ = network.outbound.try_send(Outbound::Strike(peer));
@@ -651,6 +679,9 @@ impl Driver {
                 refused = true;
                 break;
             }
+            // Votes held for this height may conflict with the certificate's.
+            let evidence = self.consensus.evidence_in(&certificate);
+            self.process(evidence)?;
             self.on_decided();
             tokio::task::block_in_place(|| self.chain.commit(&block, &certificate, now_ms()))?;
             self.on_committed(&block);

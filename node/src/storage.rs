@@ -37,8 +37,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use trellis_types::block::VoteKind;
 use trellis_types::block::receipts_root;
-use trellis_types::{Block, Hash, QuorumCertificate, Receipt, codec};
+use trellis_types::{Block, DuplicateVote, Hash, QuorumCertificate, Receipt, codec};
 
 /// One-byte prefixes of the single sled tree. Heights and versions are
 /// big-endian so that sled's byte order is numeric order.
@@ -72,6 +73,10 @@ pub(crate) mod prefix {
     /// `TREE_STALE ‖ version` → `borsh(Vec<NodeKey>)`: the nodes that version
     /// made stale, for pruning.
     pub const TREE_STALE: u8 = 0x09;
+
+    /// `EVIDENCE ‖ height ‖ round ‖ kind (0 prevote, 1 precommit) ‖ voter` →
+    /// sealed `encode(DuplicateVote)`: the first proof of each equivocation.
+    pub const EVIDENCE: u8 = 0x0a;
 
     /// Whether `key` is a state-tree record's, or the key of pointers to them.
     pub fn is_tree(key: &[u8]) -> bool {
@@ -735,6 +740,47 @@ impl Storage {
     ) -> Result<Option<QuorumCertificate>, StorageError> {
         let head = self.head().map(|h| h.height); // first, as in `block`
         Self::read_commit(&self.records(), height, head)
+    }
+
+    /// Keeps `proof` of a validator's equivocation unless one for the same
+    /// validator and step is kept; returns whether it is new. Written and
+    /// flushed at once: evidence comes rarely and must outlive a crash.
+    pub fn record_evidence(&self, proof: &DuplicateVote) -> Result<bool, StorageError> {
+        let vote = &proof.second.data;
+        let mut key = Vec::with_capacity(1 + 8 + 8 + 1 + 32);
+        key.push(prefix::EVIDENCE);
+        key.extend_from_slice(&vote.height.to_be_bytes());
+        key.extend_from_slice(&vote.round.to_be_bytes());
+        key.push(match vote.kind {
+            VoteKind::Prevote => 0,
+            VoteKind::Precommit => 1,
+        });
+        key.extend_from_slice(&proof.second.voter.0);
+        let new = self
+            .db
+            .compare_and_swap(key, None::<&[u8]>, Some(seal(proof)))?
+            .is_ok();
+        if new {
+            self.db.flush()?;
+        }
+        Ok(new)
+    }
+
+    /// Up to `limit` proofs of equivocation, from `from_height` on, in order
+    /// of height, round, step and validator.
+    pub fn evidence(
+        &self,
+        from_height: u64,
+        limit: usize,
+    ) -> Result<Vec<DuplicateVote>, StorageError> {
+        self.db
+            .range(height_key(prefix::EVIDENCE, from_height)..height_key(prefix::EVIDENCE + 1, 0))
+            .take(limit)
+            .map(|record| {
+                let (key, value) = record?;
+                unseal(&value, || format!("evidence record {key:?}"))
+            })
+            .collect()
     }
 
     /// The receipts of the block at `height`, in transaction order; `None` above the head.

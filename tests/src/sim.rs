@@ -42,7 +42,8 @@ use trellis_node::mempool::Mempool;
 use trellis_node::storage::Storage;
 use trellis_node::vm::Vm;
 use trellis_types::{
-    Block, Bytes, Hash, KeyPair, Payload, QuorumCertificate, SystemOp, Transaction, Vote,
+    Block, Bytes, DuplicateVote, Hash, KeyPair, Payload, QuorumCertificate, SystemOp, Transaction,
+    Vote,
 };
 
 const GENESIS_TIME_MS: u64 = trellis_genesis::DEV_GENESIS_TIME_MS;
@@ -259,6 +260,9 @@ pub struct Outcome {
     pub later_rounds: u64,
     /// Messages consensus refused, by reason.
     pub rejected: BTreeMap<&'static str, u64>,
+    /// Proofs of equivocation honest nodes found (each names a byzantine
+    /// validator: one naming an honest one is a violation).
+    pub evidence: u64,
     /// Time spent in `Chain::commit` (sled batch + flush) and overall, wall clock,
     /// for the report only (never fed into the run).
     pub commit_wall: Duration,
@@ -752,7 +756,23 @@ impl Sim {
                 Action::Commit { block, certificate } => {
                     self.commit(i, &block, &certificate);
                 }
+                Action::RecordEvidence(proof) => self.on_evidence(i, &proof),
             }
+        }
+    }
+
+    /// `Driver::record_evidence`: a proof must check and name a byzantine validator.
+    fn on_evidence(&mut self, i: usize, proof: &DuplicateVote) {
+        let voter = proof.second.voter;
+        let accused = self.nodes.iter().position(|n| n.key.public() == voter);
+        if let Err(why) = proof.check() {
+            self.violation(format!("node {i} kept a proof that proves nothing: {why}"));
+        } else if accused.is_none_or(|v| self.nodes[v].honest()) {
+            self.violation(format!(
+                "node {i} found evidence against honest validator {accused:?}"
+            ));
+        } else if self.nodes[i].honest() {
+            self.out.evidence += 1;
         }
     }
 
@@ -965,6 +985,9 @@ impl Sim {
                 *self.out.rejected.entry("sync_refused").or_default() += 1;
                 break;
             }
+            let evidence = live.consensus.evidence_in(&certificate);
+            self.process(i, evidence);
+            let Some(live) = self.live(i) else { return };
             let started = std::time::Instant::now();
             let result = live.chain.commit(&block, &certificate, clock);
             self.out.commit_wall += started.elapsed();

@@ -136,6 +136,12 @@ fn four_validators_survive_an_equivocating_double_voting_leader() {
         refused > 0,
         "no double vote was ever noticed: the byzantine behaviour did nothing"
     );
+    // Every proof names the byzantine validator (the run checks that).
+    let proofs: u64 = outcomes.iter().map(|o| o.evidence).sum();
+    assert!(
+        proofs > 0,
+        "no honest node kept a proof of the double votes"
+    );
 }
 
 #[test]

@@ -856,6 +856,73 @@ async fn missing_or_malformed_blocks_are_errors() {
     }
 }
 
+/// A validator's two signed precommits for one step of `height`.
+fn equivocation(chain_id: &str, height: u64) -> trellis_types::DuplicateVote {
+    let key = KeyPair::insecure_from_label("equivocating validator");
+    let vote = |block| {
+        let data = trellis_types::VoteData {
+            chain_id: chain_id.into(),
+            height,
+            round: 0,
+            kind: trellis_types::VoteKind::Precommit,
+            block,
+        };
+        trellis_types::Vote {
+            signature: key.sign(&data.signing_hash()),
+            voter: key.public(),
+            data,
+        }
+    };
+    trellis_types::DuplicateVote {
+        first: vote(None),
+        second: vote(Some(Hash([height as u8; 32]))),
+    }
+}
+
+#[tokio::test]
+async fn recorded_equivocations_are_listed_once_each_from_a_height() {
+    let node = TestNode::start().await;
+    let (status, body) = node.get("/v1/evidence").await;
+    assert_eq!((status, body), (StatusCode::OK, json!({ "evidence": [] })));
+
+    let (at_3, at_9) = (
+        equivocation(&node.chain_id, 3),
+        equivocation(&node.chain_id, 9),
+    );
+    assert!(node.storage.record_evidence(&at_9).unwrap());
+    assert!(node.storage.record_evidence(&at_3).unwrap());
+    // The same step again, even with another proof, is not new.
+    let mut again = at_3.clone();
+    std::mem::swap(&mut again.first, &mut again.second);
+    assert!(!node.storage.record_evidence(&again).unwrap());
+
+    let listed = |body: Value| -> Vec<trellis_types::DuplicateVote> {
+        serde_json::from_value(body["evidence"].clone()).expect("a list of proofs")
+    };
+    let (status, body) = node.get("/v1/evidence").await;
+    assert_eq!(status, StatusCode::OK);
+    let all = listed(body);
+    assert_eq!(all, [at_3.clone(), at_9.clone()]);
+    assert!(all.iter().all(|proof| proof.check().is_ok()));
+    let (_, body) = node.get("/v1/evidence?from_height=4").await;
+    assert_eq!(listed(body), [at_9]);
+    let (_, body) = node.get("/v1/evidence?limit=1").await;
+    assert_eq!(listed(body), [at_3]);
+
+    for path in [
+        "/v1/evidence?limit=101",
+        "/v1/evidence?from_height=-1",
+        "/v1/evidence?height=3",
+    ] {
+        let (status, body) = node.get(path).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("malformed")),
+            "{path}: {body}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_wrong_method_is_a_json_error() {
     let node = TestNode::start().await;

@@ -197,6 +197,9 @@ impl Net {
                 Action::Commit { block, certificate } => {
                     self.commits[i].push((Arc::unwrap_or_clone(block), certificate))
                 }
+                Action::RecordEvidence(proof) => {
+                    panic!("node {i} found honest validators equivocating: {proof:?}")
+                }
             }
         }
     }
@@ -454,14 +457,90 @@ fn conflicting_votes_from_one_validator_are_flagged_as_equivocation() {
     // forgery, not validator 1's equivocation.
     let mut forged = vote(Some(Hash([1; 32])));
     forged.signature = ks[2].sign(&forged.data.signing_hash());
-    assert_eq!(
-        node.on_message(Message::Vote(forged)).1,
-        Err(Rejected::BadSignature)
-    );
-    assert_eq!(
-        node.on_message(Message::Vote(vote(Some(Hash([1; 32]))))).1,
-        Err(Rejected::Equivocation(ks[1].public()))
-    );
+    let (actions, result) = node.on_message(Message::Vote(forged));
+    assert_eq!(result, Err(Rejected::BadSignature));
+    assert!(evidence(&actions).is_empty());
+    // The real one is refused, and the two votes are kept as proof.
+    let (actions, result) = node.on_message(Message::Vote(vote(Some(Hash([1; 32])))));
+    assert_eq!(result, Err(Rejected::Equivocation(ks[1].public())));
+    let proof = DuplicateVote {
+        first: vote(None),
+        second: vote(Some(Hash([1; 32]))),
+    };
+    assert_eq!(evidence(&actions), [&proof]);
+    assert_eq!(proof.check(), Ok(()));
+}
+
+fn evidence(actions: &[Action]) -> Vec<&DuplicateVote> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::RecordEvidence(proof) => Some(&**proof),
+            _ => None,
+        })
+        .collect()
+}
+
+/// An equivocator sends each side one vote. The side that holds the other
+/// finds its proof in the certificate that the next height's proposal (or
+/// block sync) brings; agreeing votes, or a forged one, prove nothing.
+#[test]
+fn a_certificate_that_conflicts_with_a_held_precommit_is_evidence() {
+    let (ks, mut node) = first_of_four();
+    let precommit = |signer: &KeyPair, voter: &KeyPair, block: Option<Hash>| {
+        let data = VoteData {
+            chain_id: CHAIN.into(),
+            height: 1,
+            round: 0,
+            kind: VoteKind::Precommit,
+            block,
+        };
+        Vote {
+            signature: signer.sign(&data.signing_hash()),
+            voter: voter.public(),
+            data,
+        }
+    };
+    // This node holds validator 1's and 2's precommits for nil, 3's for X.
+    let x = Hash([7; 32]);
+    for (k, block) in [(1, None), (2, None), (3, Some(x))] {
+        let vote = precommit(&ks[k], &ks[k], block);
+        assert_eq!(node.on_message(Message::Vote(vote)).1, Ok(()));
+    }
+    // The others decided X: their certificate has 1 (equivocating), 3
+    // (agreeing) and a vote in 2's name that 2 did not sign.
+    let signature = |v: Vote| (v.voter, v.signature);
+    let mut votes = vec![
+        signature(precommit(&ks[1], &ks[1], Some(x))),
+        signature(precommit(&ks[0], &ks[2], Some(x))),
+        signature(precommit(&ks[3], &ks[3], Some(x))),
+    ];
+    votes.sort();
+    let certificate = QuorumCertificate {
+        height: 1,
+        round: 0,
+        block: x,
+        votes,
+    };
+    let proof = DuplicateVote {
+        first: precommit(&ks[1], &ks[1], None),
+        second: precommit(&ks[1], &ks[1], Some(x)),
+    };
+    let found = node.evidence_in(&certificate);
+    assert_eq!(evidence(&found), [&proof]);
+    // A certificate of another height or round says nothing here.
+    for other in [
+        QuorumCertificate {
+            height: 2,
+            ..certificate.clone()
+        },
+        QuorumCertificate {
+            round: 1,
+            ..certificate.clone()
+        },
+    ] {
+        assert!(node.evidence_in(&other).is_empty());
+    }
 }
 
 /// A re-proposal counts for the validator that signed it, not for the one

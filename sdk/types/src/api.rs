@@ -10,7 +10,7 @@ use crate::crypto::PublicKey;
 use crate::hash::Hash;
 use crate::proof::StateProof;
 use crate::receipt::{Event, ExecError, Receipt, ReceiptStatus};
-use crate::{Block, Header, QuorumCertificate};
+use crate::{Block, DuplicateVote, Header, QuorumCertificate};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -85,6 +85,14 @@ pub struct StateResponse {
     pub state_root: Hash,
     /// Present when asked for with `proof=true`.
     pub proof: Option<StateProof>,
+}
+
+/// Proofs of validators' equivocation this node has recorded (`GET /v1/evidence`).
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct EvidenceList {
+    /// In order of height, round, step and validator; each checks with
+    /// [`DuplicateVote::check`].
+    pub evidence: Vec<DuplicateVote>,
 }
 
 /// The node's view of the chain, as the consensus driver last published it.

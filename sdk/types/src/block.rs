@@ -133,6 +133,41 @@ pub struct Vote {
     pub signature: Signature,
 }
 
+/// Two votes one validator signed for the same height, round and step of a
+/// chain, for different blocks (or a block and nil): proof that it
+/// equivocated, which anyone who knows its key can check
+/// ([`DuplicateVote::check`]), as with CometBFT's duplicate-vote evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DuplicateVote {
+    /// The vote the node held first.
+    pub first: Vote,
+    /// The one that conflicts with it.
+    pub second: Vote,
+}
+
+impl DuplicateVote {
+    /// Why the two votes prove nothing, if they do not.
+    pub fn check(&self) -> Result<(), &'static str> {
+        let (a, b) = (&self.first, &self.second);
+        if a.voter != b.voter {
+            return Err("the votes are by different validators");
+        }
+        let step = |d: &VoteData| (d.chain_id.clone(), d.height, d.round, d.kind);
+        if step(&a.data) != step(&b.data) {
+            return Err("the votes are for different steps");
+        }
+        if a.data.block == b.data.block {
+            return Err("the votes agree");
+        }
+        for vote in [a, b] {
+            vote.voter
+                .verify(&vote.data.signing_hash(), &vote.signature)
+                .map_err(|_| "a vote's signature is not its validator's")?;
+        }
+        Ok(())
+    }
+}
+
 /// Precommits of a quorum (more than two thirds of the validators) for one
 /// block: the proof that the block is committed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -236,5 +271,48 @@ mod tests {
             let mismatch = spoiled.mismatched_body(&spoiled.tx_hashes());
             assert!(mismatch.is_some_and(|m| m.contains(part)), "{mismatch:?}");
         }
+    }
+
+    #[test]
+    fn two_signed_votes_for_one_step_and_different_blocks_prove_equivocation() {
+        let key = KeyPair::insecure_from_label("validator");
+        let vote = |block: Option<Hash>, round: u64| {
+            let data = VoteData {
+                chain_id: "test".into(),
+                height: 7,
+                round,
+                kind: VoteKind::Precommit,
+                block,
+            };
+            Vote {
+                signature: key.sign(&data.signing_hash()),
+                voter: key.public(),
+                data,
+            }
+        };
+        let proof = |first: Vote, second: Vote| DuplicateVote { first, second }.check();
+        assert_eq!(proof(vote(Some(Hash([1; 32])), 0), vote(None, 0)), Ok(()));
+        assert_eq!(
+            proof(vote(Some(Hash([1; 32])), 0), vote(Some(Hash([2; 32])), 0)),
+            Ok(())
+        );
+        assert_eq!(proof(vote(None, 0), vote(None, 0)), Err("the votes agree"));
+        assert_eq!(
+            proof(vote(None, 0), vote(Some(Hash([1; 32])), 1)),
+            Err("the votes are for different steps")
+        );
+        let other = KeyPair::insecure_from_label("other");
+        let mut stranger = vote(None, 0);
+        stranger.voter = other.public();
+        assert_eq!(
+            proof(vote(Some(Hash([1; 32])), 0), stranger.clone()),
+            Err("the votes are by different validators")
+        );
+        let mut forged = vote(None, 0);
+        forged.signature = other.sign(&forged.data.signing_hash());
+        assert_eq!(
+            proof(vote(Some(Hash([1; 32])), 0), forged),
+            Err("a vote's signature is not its validator's")
+        );
     }
 }

@@ -18,7 +18,7 @@ pub mod tx;
 
 mod bytes;
 
-pub use block::{Block, Header, QuorumCertificate, Vote, VoteData, VoteKind};
+pub use block::{Block, DuplicateVote, Header, QuorumCertificate, Vote, VoteData, VoteKind};
 pub use bytes::Bytes;
 pub use codec::{CodecError, decode, encode};
 pub use crypto::{KeyPair, PublicKey, Signature, SignatureError};
