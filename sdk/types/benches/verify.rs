@@ -1,5 +1,5 @@
 //! Signature verification on the admission path: decode the wire bytes, then
-//! verify under the strict rule.
+//! verify under ZIP-215's rules (see `crypto`).
 //!
 //! - `verify/single`: decode one signed transaction and `SignedTransaction::verify` it.
 //!   Reported per transaction.

@@ -8,8 +8,8 @@
 
 use crate::bytes::fixed_bytes;
 use crate::hash::Hash;
-use curve25519_dalek::edwards::CompressedEdwardsY;
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use ed25519_zebra::{VerificationKey, VerificationKeyBytes, batch};
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex, PoisonError};
 
@@ -37,10 +37,10 @@ pub enum SignatureError {
     Invalid,
 }
 
-/// Keys that passed [`PublicKey::verifying_key`], decompressed. Signers are
+/// Keys that passed [`PublicKey::verification_key`], decompressed. Signers are
 /// few and known (accounts, validators), and decompressing a point costs about
 /// as much as a batched signature check. A lookup table only: never iterated.
-static CHECKED_KEYS: LazyLock<Mutex<HashMap<PublicKey, VerifyingKey>>> =
+static CHECKED_KEYS: LazyLock<Mutex<HashMap<PublicKey, VerificationKey>>> =
     LazyLock::new(Default::default);
 
 /// Keys kept in [`CHECKED_KEYS`]; past this it starts over.
@@ -49,20 +49,6 @@ const CHECKED_KEYS_CAPACITY: usize = 65_536;
 impl PublicKey {
     /// Parses the key and checks it is canonical and not of small order.
     pub fn verifying_key(&self) -> Result<VerifyingKey, SignatureError> {
-        let cache = || CHECKED_KEYS.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(key) = cache().get(self) {
-            return Ok(*key);
-        }
-        let key = self.check_key()?;
-        let mut keys = cache();
-        if keys.len() >= CHECKED_KEYS_CAPACITY {
-            keys.clear();
-        }
-        keys.insert(*self, key);
-        Ok(key)
-    }
-
-    fn check_key(&self) -> Result<VerifyingKey, SignatureError> {
         let key = VerifyingKey::from_bytes(&self.0).map_err(|_| SignatureError::MalformedKey)?;
         // VerifyingKey keeps the bytes it was given: re-compress the point to
         // catch a second (non-canonical) encoding of the same key.
@@ -75,100 +61,69 @@ impl PublicKey {
         Ok(key)
     }
 
-    /// Strictly verifies `signature` over the 32-byte `message` digest.
+    /// [`PublicKey::verifying_key`]'s checks, remembered, and the key in the
+    /// form signatures are checked against.
+    fn verification_key(&self) -> Result<VerificationKey, SignatureError> {
+        let cache = || CHECKED_KEYS.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(key) = cache().get(self) {
+            return Ok(*key);
+        }
+        self.verifying_key()?;
+        let key = VerificationKey::try_from(self.0).map_err(|_| SignatureError::MalformedKey)?;
+        let mut keys = cache();
+        if keys.len() >= CHECKED_KEYS_CAPACITY {
+            keys.clear();
+        }
+        keys.insert(*self, key);
+        Ok(key)
+    }
+
+    /// Verifies `signature` over the 32-byte `message` digest, by the rules
+    /// of ZIP-215 (as CometBFT does): `s` canonical, `R` any encoding of a
+    /// curve point, and `[8]([s]B − R − [k]A)` the identity. Every signature
+    /// RFC 8032's strict check accepts passes, and, unlike that check, a
+    /// batch ([`verify_batch`]) gives each signature the same verdict: which
+    /// other signatures share its batch cannot change whether it is valid.
     pub fn verify(&self, message: &Hash, signature: &Signature) -> Result<(), SignatureError> {
-        let key = self.verifying_key()?;
-        let sig = parse_signature(signature)?;
-        key.verify_strict(&message.0, &sig)
+        self.verification_key()?
+            .verify(&zebra_signature(signature), &message.0)
             .map_err(|_| SignatureError::Invalid)
     }
 }
 
-fn parse_signature(signature: &Signature) -> Result<ed25519_dalek::Signature, SignatureError> {
-    // from_bytes only splits R and s; verify_strict rejects a non-canonical s
-    // and a small-order R.
-    Ok(ed25519_dalek::Signature::from_bytes(&signature.0))
+fn zebra_signature(signature: &Signature) -> ed25519_zebra::Signature {
+    ed25519_zebra::Signature::from_bytes(&signature.0)
 }
 
 /// Verifies many `(key, message, signature)` triples; returns one result each,
-/// identical to what [`PublicKey::verify`] would return for that triple.
+/// identical to what [`PublicKey::verify`] returns for that triple.
 pub fn verify_batch(items: &[(PublicKey, Hash, Signature)]) -> Vec<Result<(), SignatureError>> {
     let mut results: Vec<Result<(), SignatureError>> = Vec::with_capacity(items.len());
-    let mut keys = Vec::with_capacity(items.len());
-    let mut sigs = Vec::with_capacity(items.len());
-    let mut msgs: Vec<&[u8]> = Vec::with_capacity(items.len());
+    let mut batch = batch::Verifier::new();
     let mut batched = Vec::with_capacity(items.len());
     for (i, (key, msg, sig)) in items.iter().enumerate() {
-        // verify_batch does not check for weak keys: do it first.
-        match key.verifying_key() {
-            Ok(k) => {
-                keys.push(k);
-                sigs.push(ed25519_dalek::Signature::from_bytes(&sig.0));
-                msgs.push(&msg.0);
+        match key.verification_key() {
+            Ok(_) => {
+                batch.queue((
+                    VerificationKeyBytes::from(key.0),
+                    zebra_signature(sig),
+                    &msg.0[..],
+                ));
                 batched.push(i);
                 results.push(Ok(()));
             }
             Err(e) => results.push(Err(e)),
         }
     }
-    if batched.is_empty() {
-        return results;
-    }
-    if ed25519_dalek::verify_batch(&msgs, &sigs, &keys).is_err() {
+    // All valid, or find which are not: under ZIP-215 both say the same.
+    if !batched.is_empty() && batch.verify(rand::rng()).is_err() {
         for &i in &batched {
             let (key, msg, sig) = &items[i];
             results[i] = key.verify(msg, sig);
         }
-    } else {
-        // The batch equation can accept what the strict single check refuses
-        // (small-order R components); the strict check is the rule, so apply
-        // its cheap structural part to every signature the batch passed.
-        for &i in &batched {
-            let (key, msg, sig) = &items[i];
-            if !r_is_acceptable(&sig.0) {
-                results[i] = key.verify(msg, sig);
-            }
-        }
     }
     results
 }
-
-/// For an R the batch equation accepted (so a curve point): true when it is
-/// canonically encoded and not of small order, the case in which batch and
-/// strict verification agree. Byte comparisons only, no point arithmetic:
-/// the y coordinate must be below p, and R must not encode one of the eight
-/// small-order points ([`SMALL_ORDER_ENCODINGS`]).
-fn r_is_acceptable(sig: &[u8; 64]) -> bool {
-    let r: [u8; 32] = sig[..32]
-        .try_into()
-        .expect("64-byte signature has a 32-byte R");
-    y_below_p(&r) && !SMALL_ORDER_ENCODINGS.contains(&r)
-}
-
-/// The y coordinate (the low 255 bits, little-endian) is below p = 2^255 - 19.
-fn y_below_p(encoding: &[u8; 32]) -> bool {
-    let at_least_p = encoding[0] >= 0xed
-        && encoding[1..31].iter().all(|&b| b == 0xff)
-        && encoding[31] & 0x7f == 0x7f;
-    !at_least_p
-}
-
-/// Every encoding with y below p of the eight small-order points: each one's
-/// canonical encoding, and for the two with x = 0 (where the sign bit is
-/// meaningless) also the one with the sign bit set.
-static SMALL_ORDER_ENCODINGS: LazyLock<Vec<[u8; 32]>> = LazyLock::new(|| {
-    let mut encodings = Vec::new();
-    for point in curve25519_dalek::constants::EIGHT_TORSION {
-        let canonical = point.compress().to_bytes();
-        encodings.push(canonical);
-        let mut flipped = canonical;
-        flipped[31] ^= 0x80;
-        if CompressedEdwardsY(flipped).decompress() == Some(point) {
-            encodings.push(flipped);
-        }
-    }
-    encodings
-});
 
 /// A signing key with its public key. Holds secret material: keep it out of logs.
 #[derive(Clone)]
@@ -302,49 +257,68 @@ mod tests {
         }
     }
 
-    /// The reference for `r_is_acceptable`, by point arithmetic: `None` for
-    /// bytes that are no curve point (the batch equation refuses those).
-    fn r_acceptable_by_point_arithmetic(r: &[u8; 32]) -> Option<bool> {
-        let point = CompressedEdwardsY(*r).decompress()?;
-        Some(!point.is_small_order() && point.compress().to_bytes() == *r)
+    /// A signature whose R has a small-order component `torsion` (R = rB + T)
+    /// and whose `s` is built for that R: RFC 8032's strict check refuses it,
+    /// and a batch check that is not cofactored passes or fails it depending
+    /// on the other signatures in its batch.
+    fn mixed_order_signature(key: &KeyPair, message: &Hash, torsion: usize) -> Signature {
+        use curve25519_dalek::constants::EIGHT_TORSION;
+        use curve25519_dalek::{EdwardsPoint, Scalar};
+        use sha2::{Digest, Sha512};
+        let r = Scalar::from_bytes_mod_order_wide(&[torsion as u8 + 1; 64]);
+        let big_r = (EdwardsPoint::mul_base(&r) + EIGHT_TORSION[torsion]).compress();
+        let k = Scalar::from_hash(
+            Sha512::new()
+                .chain_update(big_r.as_bytes())
+                .chain_update(key.public().0)
+                .chain_update(message.0),
+        );
+        let s = r + k * key.signing_key().to_scalar();
+        let mut bytes = [0; 64];
+        bytes[..32].copy_from_slice(big_r.as_bytes());
+        bytes[32..].copy_from_slice(s.as_bytes());
+        Signature(bytes)
     }
 
+    /// What decided whether a validator accepted a transaction must not be
+    /// the company it kept in a batch: each signature gets, in every batch,
+    /// the verdict it gets alone, or validators judge one block differently.
     #[test]
-    fn the_byte_check_of_r_agrees_with_point_arithmetic() {
-        let mut encodings: Vec<[u8; 32]> = Vec::new();
-        for i in 0..200 {
-            let (_, _, sig) = triple(&format!("signer {i}"), b"message");
-            encodings.push(sig.0[..32].try_into().unwrap());
+    fn a_signature_has_the_same_verdict_alone_and_in_any_batch() {
+        let key = KeyPair::insecure_from_label("mixed");
+        let message = Domain::Transaction.hash(b"pay 100");
+        let mut odd = Vec::new();
+        // Torsion components of order 8, 4 and 2 (indices 1, 2, 4).
+        for torsion in [1, 2, 4] {
+            let sig = mixed_order_signature(&key, &message, torsion);
+            odd.push(((key.public(), message, sig), Ok(())));
+            let mut spoiled = sig;
+            spoiled.0[40] ^= 1;
+            odd.push((
+                (key.public(), message, spoiled),
+                Err(SignatureError::Invalid),
+            ));
         }
-        for point in curve25519_dalek::constants::EIGHT_TORSION {
-            let canonical = point.compress().to_bytes();
-            let mut flipped = canonical;
-            flipped[31] ^= 0x80;
-            encodings.extend([canonical, flipped]);
+        for ((k, m, s), verdict) in &odd {
+            assert_eq!(&k.verify(m, s), verdict);
+            assert_eq!(&verify_batch(&[(*k, *m, *s)])[0], verdict);
         }
-        // y + p for every y below 19, with either sign bit: non-canonical encodings.
-        for y in 0..19u8 {
-            let mut encoding = [0xff; 32];
-            encoding[0] = 0xed + y;
-            encoding[31] = 0x7f;
-            let mut signed = encoding;
-            signed[31] |= 0x80;
-            encodings.extend([encoding, signed]);
-        }
-        let mut bytes = [7u8; 32];
-        for _ in 0..2_000 {
-            bytes = *blake3::hash(&bytes).as_bytes();
-            encodings.push(bytes);
-        }
-        let mut points = 0;
-        for r in encodings {
-            if let Some(expected) = r_acceptable_by_point_arithmetic(&r) {
-                points += 1;
-                let mut sig = [0u8; 64];
-                sig[..32].copy_from_slice(&r);
-                assert_eq!(r_is_acceptable(&sig), expected, "R = {}", hex::encode(r));
+        // Batches of every size up to 40, the odd signature at every
+        // place: the batch's random coefficients differ each time too.
+        for size in 1..=40 {
+            for (place, (item, verdict)) in odd.iter().enumerate() {
+                let mut items: Vec<_> = (0..size)
+                    .map(|i| triple(&format!("signer {i}"), &[i as u8, place as u8]))
+                    .collect();
+                items.insert((size * place) % (size + 1), *item);
+                let at = items.iter().position(|i| i == item).unwrap();
+                let results = verify_batch(&items);
+                assert_eq!(&results[at], verdict, "batch of {size}, place {place}");
+                assert_eq!(
+                    results.iter().filter(|r| r.is_err()).count(),
+                    usize::from(verdict.is_err())
+                );
             }
         }
-        assert!(points > 1_000, "only {points} encodings were curve points");
     }
 }

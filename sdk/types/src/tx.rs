@@ -94,7 +94,7 @@ impl SignedTransaction {
         self.tx.hash()
     }
 
-    /// Strict single verification; hot paths use [`crate::crypto::verify_batch`].
+    /// Single verification; hot paths use [`crate::crypto::verify_batch`].
     pub fn verify(&self) -> Result<(), SignatureError> {
         self.tx.sender.verify(&self.hash(), &self.signature)
     }
