@@ -18,7 +18,7 @@ use crate::storage::StorageError;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use trellis_types::codec::{CodecError, decode};
-use trellis_types::crypto::{SignatureError, verify_batch};
+use trellis_types::crypto::{SignatureError, verify_all, verify_batch};
 use trellis_types::{ChainParams, Hash, PublicKey, Signature, SignedTransaction, Transaction};
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +64,20 @@ pub enum AdmissionError {
 }
 
 impl AdmissionError {
+    /// Whether only a dishonest (or broken) peer forwards a transaction
+    /// refused so: an honest one admitted it itself, and these checks depend
+    /// on the transaction alone, not on state or the clock.
+    pub fn blames_the_forwarder(&self) -> bool {
+        matches!(
+            self,
+            AdmissionError::Oversized { .. }
+                | AdmissionError::Malformed(_)
+                | AdmissionError::WrongChain { .. }
+                | AdmissionError::WeakKey
+                | AdmissionError::BadSignature
+        )
+    }
+
     /// Stable machine-readable code, used by the API and the SDK.
     pub fn code(&self) -> &'static str {
         match self {
@@ -137,7 +151,15 @@ pub struct Mempool {
     /// Encoded transactions admitted here (not from peers), waiting to be
     /// forwarded to the other members; `None` on a node without peers.
     outbox: Option<Mutex<Outbox>>,
+    /// The sender of the last transaction [`Mempool::candidates`] took: the
+    /// next block's first pass starts after it, so that when blocks are full
+    /// no sender is first (or last) every time by its key alone.
+    last_taken_from: Mutex<Option<PublicKey>>,
 }
+
+/// A sender's waiting transactions from its committed nonce on, and the
+/// nonce due next.
+type Run<'a> = (PublicKey, std::collections::VecDeque<&'a Entry>, u64);
 
 /// What waits to be forwarded, and its bytes.
 #[derive(Default)]
@@ -162,6 +184,7 @@ impl Mempool {
             pool: Mutex::new(Pool::default()),
             arrived: tokio::sync::Notify::new(),
             outbox: None,
+            last_taken_from: Mutex::new(None),
         }
     }
 
@@ -230,7 +253,7 @@ impl Mempool {
         state: &dyn StateRead,
         now_ms: u64,
     ) -> Vec<Result<Hash, AdmissionError>> {
-        let results = self.admit_batch_from_peer(items, state, now_ms);
+        let results = self.admit_many(items, state, now_ms, verify_batch);
         if let Some(outbox) = &self.outbox {
             let mut outbox = outbox.lock().unwrap_or_else(|e| e.into_inner());
             for (bytes, result) in items.iter().zip(&results) {
@@ -246,12 +269,31 @@ impl Mempool {
         results
     }
 
-    /// Admits many forwarded by a peer: the same checks, but not forwarded again.
+    /// Admits many forwarded by a peer: the same checks, but not forwarded
+    /// again. A peer forwards only what it admitted, so every signature it
+    /// sends verifies; one that does not condemns the whole batch (each
+    /// refused as its bad one is, `bad_signature` or `weak_key`), found by one
+    /// batch equation and never signature by signature: a peer's bad batch
+    /// costs this node what a good one does.
     pub fn admit_batch_from_peer(
         &self,
         items: &[&[u8]],
         state: &dyn StateRead,
         now_ms: u64,
+    ) -> Vec<Result<Hash, AdmissionError>> {
+        self.admit_many(items, state, now_ms, |triples| {
+            vec![verify_all(triples); triples.len()]
+        })
+    }
+
+    /// Checks and admits `items`, their signatures judged together by `verify`
+    /// (one verdict per triple it is given).
+    fn admit_many(
+        &self,
+        items: &[&[u8]],
+        state: &dyn StateRead,
+        now_ms: u64,
+        verify: impl FnOnce(&[(PublicKey, Hash, Signature)]) -> Vec<Result<(), SignatureError>>,
     ) -> Vec<Result<Hash, AdmissionError>> {
         let checked: Vec<Result<Checked, AdmissionError>> = items
             .iter()
@@ -262,7 +304,7 @@ impl Mempool {
             .filter_map(|c| c.as_ref().ok())
             .map(|c| (c.tx.tx.sender, c.hash, c.tx.signature))
             .collect();
-        let mut verdicts = verify_batch(&triples).into_iter();
+        let mut verdicts = verify(&triples).into_iter();
         let mut results = Vec::with_capacity(items.len());
         for c in checked {
             results.push(c.and_then(|c| {
@@ -414,7 +456,9 @@ impl Mempool {
 
     /// Transactions for the next block: for each sender, the run of consecutive
     /// nonces starting at its committed nonce, taken one per sender per pass so
-    /// that a busy sender cannot starve the others.
+    /// that a busy sender cannot starve the others. Passes go round the
+    /// senders in key order from the one after the sender the last call took
+    /// from last, so a full block does not always favour the same keys.
     pub fn candidates(
         &self,
         state: &dyn StateRead,
@@ -422,29 +466,50 @@ impl Mempool {
         max_bytes: u64,
     ) -> Result<Vec<SignedTransaction>, StorageError> {
         let pool = self.pool();
-        // Per sender: its waiting transactions from the committed nonce on, and the nonce due next.
-        let mut runs: Vec<(std::collections::VecDeque<&Entry>, u64)> = Vec::new();
+        let mut runs: Vec<Run> = Vec::new();
         for (sender, queue) in &pool.senders {
             if let Some(account) = execution::account(state, sender)? {
                 runs.push((
+                    *sender,
                     queue.range(account.nonce..).map(|(_, e)| e).collect(),
                     account.nonce,
                 ));
             }
         }
+        let mut last_taken_from = self
+            .last_taken_from
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(last) = *last_taken_from {
+            // `runs` is in key order, as `pool.senders` is.
+            let first = runs.partition_point(|(sender, ..)| *sender <= last);
+            runs.rotate_left(first);
+        }
+        let out = Self::take_round_robin(runs, max_txs, max_bytes);
+        if let Some(tx) = out.last() {
+            *last_taken_from = Some(tx.tx.sender);
+        }
+        Ok(out)
+    }
+
+    fn take_round_robin(
+        mut runs: Vec<Run>,
+        max_txs: usize,
+        max_bytes: u64,
+    ) -> Vec<SignedTransaction> {
         let mut out = Vec::new();
         let mut bytes = 0u64;
         loop {
             let mut progressed = false;
-            for (run, next) in &mut runs {
+            for (_, run, next) in &mut runs {
                 if out.len() >= max_txs {
-                    return Ok(out);
+                    return out;
                 }
                 let Some(entry) = run.front().filter(|e| e.tx.tx.nonce == *next) else {
                     continue;
                 };
                 if bytes + entry.size as u64 > max_bytes {
-                    return Ok(out);
+                    return out;
                 }
                 bytes += entry.size as u64;
                 *next += 1;
@@ -453,7 +518,7 @@ impl Mempool {
                 progressed = true;
             }
             if !progressed {
-                return Ok(out);
+                return out;
             }
         }
     }

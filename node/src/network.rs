@@ -523,6 +523,7 @@ pub fn spawn(
     let (out_tx, out_rx) = mpsc::channel(10_000);
     let (in_tx, in_rx) = mpsc::channel(10_000);
     let (served_tx, served_rx) = mpsc::channel(SYNC_READS);
+    let (faults_tx, faults_rx) = mpsc::channel(PEER_BATCHES_IN_FLIGHT);
     let task = NetworkTask {
         swarm,
         dial: config.dial,
@@ -542,10 +543,13 @@ pub fn spawn(
         requests_only: BTreeSet::new(),
         sync_reads: Arc::new(Semaphore::new(SYNC_READS)),
         syncs_read_for: BTreeSet::new(),
+        syncs_delivering: BTreeMap::new(),
+        syncs_asked: BTreeSet::new(),
         last_asked: None,
         sync_served: served_tx,
+        batch_faults: faults_tx,
     };
-    tokio::spawn(task.run(out_rx, push_rx, served_rx));
+    tokio::spawn(task.run(out_rx, push_rx, served_rx, faults_rx));
     Ok((
         NetworkHandle {
             outbound: out_tx,
@@ -577,20 +581,34 @@ struct NetworkTask {
     requests_only: BTreeSet<PeerId>,
     /// Places for sync requests being read from storage ...
     sync_reads: Arc<Semaphore>,
-    /// ... one per peer at most.
+    /// ... one per peer at most, held from the read until the answer is
+    /// delivered (or fails) ...
     syncs_read_for: BTreeSet<PeerId>,
+    /// Our sync requests not yet answered: only they may be answered with blocks.
+    syncs_asked: BTreeSet<request_response::OutboundRequestId>,
+    /// ... the answers being delivered, by request.
+    syncs_delivering: BTreeMap<request_response::InboundRequestId, (PeerId, OwnedSemaphorePermit)>,
     /// The peer last asked for blocks by [`Self::next_sync_peer`].
     last_asked: Option<PeerId>,
     /// Answers to sync requests, read off the network task, to be sent.
     sync_served: mpsc::Sender<SyncServed>,
+    /// Peers whose forwarded batch held what no honest peer forwards (see
+    /// `AdmissionError::blames_the_forwarder`), found off the network task.
+    batch_faults: mpsc::Sender<(PeerId, &'static str)>,
 }
 
 /// Where the answer to a peer's request goes.
 type ResponseChannel = request_response::ResponseChannel<Frame<Response>>;
 
-/// A sync request's answer, read on a blocking thread: the peer, where the
-/// answer goes, and the answer.
-type SyncServed = (PeerId, ResponseChannel, Response);
+/// A sync request's answer, read on a blocking thread: the request, where
+/// the answer goes, the answer, and the place it holds until delivered.
+struct SyncServed {
+    peer: PeerId,
+    request: request_response::InboundRequestId,
+    channel: ResponseChannel,
+    response: Response,
+    place: OwnedSemaphorePermit,
+}
 
 impl NetworkTask {
     async fn run(
@@ -598,6 +616,7 @@ impl NetworkTask {
         mut outbound: mpsc::Receiver<Outbound>,
         mut pushed: mpsc::Receiver<push::Event>,
         mut served: mpsc::Receiver<SyncServed>,
+        mut batch_faults: mpsc::Receiver<(PeerId, &'static str)>,
     ) {
         let mut redial = tokio::time::interval(Duration::from_secs(2));
         let mut forward = tokio::time::interval(FORWARD_INTERVAL);
@@ -610,9 +629,9 @@ impl NetworkTask {
                 },
                 event = self.swarm.select_next_some() => self.on_event(event).await,
                 Some(event) = pushed.recv() => self.on_pushed(event).await,
-                Some((peer, channel, response)) = served.recv() => {
-                    self.syncs_read_for.remove(&peer);
-                    self.respond(channel, response);
+                Some(served) = served.recv() => self.send_synced(served),
+                Some((peer, code)) = batch_faults.recv() => {
+                    self.strike(peer, code);
                 }
                 _ = redial.tick() => self.redial(),
                 _ = forward.tick() => self.forward_transactions(),
@@ -675,13 +694,14 @@ impl NetworkTask {
                     .filter(|p| self.connected.contains(p))
                     .or_else(|| self.next_sync_peer())
                 {
-                    self.swarm.behaviour_mut().rpc.send_request(
+                    let request = self.swarm.behaviour_mut().rpc.send_request(
                         &peer,
                         Frame::outgoing(Request::Sync {
                             from,
                             max: SYNC_BATCH,
                         }),
                     );
+                    self.syncs_asked.insert(request);
                 }
             }
             Outbound::Strike(peer) => self.strike(peer, "refused by consensus"),
@@ -770,15 +790,18 @@ impl NetworkTask {
         match event {
             Event::Message {
                 peer,
-                message: Rpc::Request {
-                    request, channel, ..
-                },
+                message:
+                    Rpc::Request {
+                        request_id,
+                        request,
+                        channel,
+                    },
                 ..
             } => {
                 let response = match request.message {
                     Ok(Request::Sync { from, max }) => {
                         if self.within_budget(peer) {
-                            return self.serve_sync(peer, channel, from, max);
+                            return self.serve_sync(peer, request_id, channel, from, max);
                         }
                         Response::Refused("rate limited".into())
                     }
@@ -788,30 +811,57 @@ impl NetworkTask {
             }
             Event::Message {
                 peer,
-                message: Rpc::Response { response, .. },
+                message:
+                    Rpc::Response {
+                        request_id,
+                        response,
+                    },
                 ..
-            } => match response.message {
-                Ok(Response::Blocks(blocks)) => {
-                    let _ = self
-                        .inbound
-                        .send(Inbound::Blocks {
-                            from: peer,
-                            blocks,
-                            held: response.held,
-                        })
-                        .await;
+            } => {
+                let asked = self.syncs_asked.remove(&request_id);
+                match response.message {
+                    // Blocks answer our sync requests, nothing else: blocks
+                    // for anything else would have the driver wait on its
+                    // block writes for nothing.
+                    Ok(Response::Blocks(_)) if !asked => {
+                        self.strike(peer, "blocks for a request that was not a sync")
+                    }
+                    Ok(Response::Blocks(blocks)) => {
+                        let _ = self
+                            .inbound
+                            .send(Inbound::Blocks {
+                                from: peer,
+                                blocks,
+                                held: response.held,
+                            })
+                            .await;
+                    }
+                    Ok(Response::Ack) => {}
+                    Ok(Response::Refused(why)) => {
+                        debug!(%peer, %why, "peer refused our request")
+                    }
+                    Err(why) => self.strike(peer, &why),
                 }
-                Ok(Response::Ack) => {}
-                Ok(Response::Refused(why)) => debug!(%peer, %why, "peer refused our request"),
-                Err(why) => self.strike(peer, &why),
-            },
-            Event::InboundFailure { peer, error, .. } => {
+            }
+            Event::InboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                self.sync_delivered(request_id);
                 debug!(%peer, %error, "inbound request failed")
             }
-            Event::OutboundFailure { peer, error, .. } => {
+            Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                self.syncs_asked.remove(&request_id);
                 debug!(%peer, %error, "request to peer failed")
             }
-            Event::ResponseSent { .. } => {}
+            Event::ResponseSent { request_id, .. } => self.sync_delivered(request_id),
         }
     }
 
@@ -922,10 +972,20 @@ impl NetworkTask {
                 };
                 let mempool = self.mempool.clone();
                 let storage = self.storage.clone();
+                let faults = self.batch_faults.clone();
                 // Signature checks are CPU work: keep them off the network task.
                 tokio::task::spawn_blocking(move || {
                     let items: Vec<&[u8]> = txs.iter().map(|t| t.0.as_slice()).collect();
-                    mempool.admit_batch_from_peer(&items, &storage, crate::node::now_ms());
+                    let results =
+                        mempool.admit_batch_from_peer(&items, &storage, crate::node::now_ms());
+                    let fault = results.iter().find_map(|r| match r {
+                        Err(e) if e.blames_the_forwarder() => Some(e.code()),
+                        _ => None,
+                    });
+                    if let Some(code) = fault {
+                        // Full only while many such batches wait: one strike is enough.
+                        let _ = faults.try_send((peer, code));
+                    }
                     drop((own, place, held));
                 });
                 Response::Ack
@@ -949,7 +1009,18 @@ impl NetworkTask {
     /// [`SYNC_READS`] requests at once and one per peer, and has the network
     /// task send the answer when it is ready: reading up to 64 blocks must
     /// not hold up every other peer's messages.
-    fn serve_sync(&mut self, peer: PeerId, channel: ResponseChannel, from: u64, max: u32) {
+    ///
+    /// The peer's place is held until the answer is delivered, or fails: a
+    /// peer that asks and never reads would otherwise have the node read,
+    /// and hold in memory, one answer after another.
+    fn serve_sync(
+        &mut self,
+        peer: PeerId,
+        request: request_response::InboundRequestId,
+        channel: ResponseChannel,
+        from: u64,
+        max: u32,
+    ) {
         let place = if self.syncs_read_for.contains(&peer) {
             Err("a sync of yours is being read")
         } else {
@@ -977,9 +1048,43 @@ impl NetworkTask {
                 }
                 Err(_) => Response::Refused("internal error".into()),
             };
-            let _ = served.send((peer, channel, response)).await;
-            drop(place);
+            let _ = served
+                .send(SyncServed {
+                    peer,
+                    request,
+                    channel,
+                    response,
+                    place,
+                })
+                .await;
         });
+    }
+
+    /// Sends a sync answer; its place is given back when it is delivered.
+    fn send_synced(&mut self, served: SyncServed) {
+        let sent = self
+            .swarm
+            .behaviour_mut()
+            .rpc
+            .send_response(served.channel, Frame::outgoing(served.response));
+        match sent {
+            Ok(()) => {
+                self.syncs_delivering
+                    .insert(served.request, (served.peer, served.place));
+            }
+            // The peer is gone: nothing will be delivered.
+            Err(_) => {
+                self.syncs_read_for.remove(&served.peer);
+            }
+        }
+    }
+
+    /// A response was sent, or a request failed: if it was a sync answer,
+    /// its peer may ask again and its place goes back.
+    fn sync_delivered(&mut self, request: request_response::InboundRequestId) {
+        if let Some((peer, _place)) = self.syncs_delivering.remove(&request) {
+            self.syncs_read_for.remove(&peer);
+        }
     }
 }
 

@@ -689,6 +689,53 @@ fn batch_admission_reports_a_waiting_duplicate_with_a_bad_signature_as_already_k
     assert_eq!(together, singly);
 }
 
+/// A peer's batch is judged whole: what an honest peer forwards all verifies,
+/// so one bad signature refuses every transaction in it, found by one batch
+/// check. The same batch through the API admits the good ones.
+#[test]
+fn a_peers_batch_with_a_bad_signature_is_refused_whole() {
+    let good = signed(ACME, 0);
+    let mut forged = signed(ACME, 1);
+    forged.signature.0[0] ^= 1;
+    let items = [encode(&good), encode(&forged)];
+    let refs: Vec<&[u8]> = items.iter().map(Vec::as_slice).collect();
+
+    let from_peer = Env::new();
+    let results = from_peer
+        .mempool
+        .admit_batch_from_peer(&refs, &from_peer.storage, NOW);
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, Err(AdmissionError::BadSignature))),
+        "{results:?}"
+    );
+    assert!(
+        results
+            .iter()
+            .all(|r| r.as_ref().unwrap_err().blames_the_forwarder())
+    );
+    assert_eq!(from_peer.mempool.len(), 0);
+
+    let from_api = Env::new();
+    let results = verdicts(from_api.mempool.admit_batch(&refs, &from_api.storage, NOW));
+    assert_eq!(results[0], Ok(good.hash()));
+    assert!(
+        results[1]
+            .as_ref()
+            .is_err_and(|e| e.starts_with("BadSignature"))
+    );
+
+    // A good batch from a peer is admitted whole.
+    let clean = [encode(&good), encode(&signed(ACME, 1))];
+    let refs: Vec<&[u8]> = clean.iter().map(Vec::as_slice).collect();
+    let results = from_peer
+        .mempool
+        .admit_batch_from_peer(&refs, &from_peer.storage, NOW);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+}
+
+// ---- candidates ----
 // ---- candidates ----
 
 #[test]
@@ -747,6 +794,23 @@ fn candidates_take_one_transaction_per_sender_per_pass() {
     from.dedup();
     assert_eq!(from.len(), 3, "{three:?}");
     assert!(three.iter().all(|t| t.tx.nonce == 0));
+}
+
+/// When blocks are full, the next one starts after the sender the last one
+/// took from last: no sender is first every time because of its key.
+#[test]
+fn full_blocks_take_the_senders_in_turn() {
+    let env = Env::new();
+    let mut order = [ACME, T1, T2];
+    order.sort_by_key(|l| dev_account(l).public());
+    for label in order {
+        env.admit(&signed(label, 0)).unwrap();
+    }
+    let firsts: Vec<PublicKey> = (0..4)
+        .map(|_| env.candidates(2, u64::MAX)[0].tx.sender)
+        .collect();
+    let key = |i: usize| dev_account(order[i]).public();
+    assert_eq!(firsts, [key(0), key(2), key(1), key(0)]);
 }
 
 #[test]

@@ -95,6 +95,24 @@ fn zebra_signature(signature: &Signature) -> ed25519_zebra::Signature {
     ed25519_zebra::Signature::from_bytes(&signature.0)
 }
 
+/// Whether every one of `(key, message, signature)` triples verifies, as
+/// [`PublicKey::verify`] would say: one batch check, never one per item, so
+/// a batch with a bad signature costs what a good one does.
+pub fn verify_all(items: &[(PublicKey, Hash, Signature)]) -> Result<(), SignatureError> {
+    let mut batch = batch::Verifier::new();
+    for (key, msg, sig) in items {
+        key.verification_key()?;
+        batch.queue((
+            VerificationKeyBytes::from(key.0),
+            zebra_signature(sig),
+            &msg.0[..],
+        ));
+    }
+    batch
+        .verify(rand::rng())
+        .map_err(|_| SignatureError::Invalid)
+}
+
 /// Verifies many `(key, message, signature)` triples; returns one result each,
 /// identical to what [`PublicKey::verify`] returns for that triple.
 pub fn verify_batch(items: &[(PublicKey, Hash, Signature)]) -> Vec<Result<(), SignatureError>> {
@@ -243,6 +261,21 @@ mod tests {
         }
         assert!(pk.verify(&m, &sig).is_err());
         assert!(verify_batch(&[(pk, m, sig)])[0].is_err());
+    }
+
+    #[test]
+    fn all_verify_or_the_batch_is_refused() {
+        let mut items: Vec<_> = (0..8)
+            .map(|i| triple(&format!("k{i}"), &[i as u8]))
+            .collect();
+        assert_eq!(verify_all(&items), Ok(()));
+        assert_eq!(verify_all(&[]), Ok(()));
+        items[5].2.0[3] ^= 0x80;
+        assert_eq!(verify_all(&items), Err(SignatureError::Invalid));
+        let mut weak = [0u8; 32];
+        weak[0] = 1;
+        items[5] = (PublicKey(weak), items[4].1, items[4].2);
+        assert_eq!(verify_all(&items), Err(SignatureError::WeakKey));
     }
 
     #[test]
