@@ -141,6 +141,9 @@ pub struct EvidenceQuery {
     /// The lowest height to list; 0 by default.
     #[serde(default)]
     pub from_height: u64,
+    /// With `from_height`: list from after this validator's proof (hex key)
+    /// at that height, to go on from the last proof of a page.
+    pub after_validator: Option<PublicKey>,
     /// At most this many, up to and by default 100 (`MAX_EVIDENCE`).
     pub limit: Option<usize>,
 }
@@ -853,7 +856,10 @@ async fn evidence(
         )));
     }
     blocking(state, move |state| {
-        let evidence = state.storage.evidence(query.from_height, limit)?;
+        let evidence =
+            state
+                .storage
+                .evidence(query.from_height, query.after_validator.as_ref(), limit)?;
         Ok(Json(EvidenceList { evidence }))
     })
     .await

@@ -675,11 +675,16 @@ impl Consensus {
             return (out, Err(e));
         }
         if height == self.height + 1 {
-            if let Message::Proposal(p) = &message {
-                out.extend(self.evidence_in(&p.block.parent_commit));
-            }
-            if let Err(e) = self.buffer_next_height(message) {
-                return (out, Err(e));
+            match self.buffer_next_height(message) {
+                Err(e) => return (out, Err(e)),
+                // Kept, so signed by its round's proposer: its parent's
+                // certificate is worth comparing with the votes held.
+                Ok(true) => {
+                    if let Some(Message::Proposal(p)) = self.future.last() {
+                        out.extend(self.evidence_in(&p.block.parent_commit));
+                    }
+                }
+                Ok(false) => {}
             }
             // Still reported, so the driver can check whether it fell behind.
             return (
@@ -701,21 +706,21 @@ impl Consensus {
     }
 
     /// Keeps a validly signed message of the next height's first rounds,
-    /// unless its signer already has one for that round and step. A proposal
-    /// whose body is not its header's must not take the real one's place, as
-    /// in `accept_proposal`.
-    fn buffer_next_height(&mut self, message: Message) -> Result<(), Rejected> {
+    /// unless its signer already has one for that round and step; returns
+    /// whether it was kept. A proposal whose body is not its header's must
+    /// not take the real one's place, as in `accept_proposal`.
+    fn buffer_next_height(&mut self, message: Message) -> Result<bool, Rejected> {
         let slot = |m: &Message| match m {
             Message::Proposal(p) => (p.round, None, None),
             Message::Vote(v) => (v.data.round, Some(v.data.kind), Some(v.voter)),
         };
         let (round, kind, voter) = slot(&message);
         if round >= FUTURE_ROUNDS || self.future.iter().any(|m| slot(m) == (round, kind, voter)) {
-            return Ok(());
+            return Ok(false);
         }
         self.check_signed_ahead(&message)?;
         self.future.push(message);
-        Ok(())
+        Ok(true)
     }
 
     /// Refuses a message for another chain, another height or a round too far ahead.
@@ -1187,36 +1192,46 @@ impl Consensus {
     /// a validator whose precommit for that round this node holds for another
     /// block (or nil). An equivocator sends each side one vote; the side that
     /// did not decide meets the other in the certificate that the next
-    /// height's proposal, or block sync, brings.
+    /// height's proposal, or block sync, brings. At most one signature check
+    /// per validator whose vote is held, whatever the certificate holds.
     pub fn evidence_in(&self, certificate: &QuorumCertificate) -> Vec<Action> {
         let held = match self.rounds.get(&certificate.round) {
             Some(round) if certificate.height == self.height => &round.precommits,
             _ => return Vec::new(),
         };
+        // Sorted by validator, one each, as a valid certificate is.
+        if !certificate.votes.is_sorted_by(|a, b| a.0 < b.0) {
+            return Vec::new();
+        }
         let data = certificate.vote_data(&self.chain_id);
-        certificate
-            .votes
-            .iter()
-            .filter_map(|&(voter, signature)| {
-                let &(block, held_signature) = held.get(&voter)?;
-                let proof = DuplicateVote {
-                    first: Vote {
-                        data: VoteData {
-                            block,
-                            ..data.clone()
-                        },
-                        voter,
-                        signature: held_signature,
+        held.iter()
+            .filter(|(_, (block, _))| *block != data.block)
+            .filter_map(|(&voter, &(block, held_signature))| {
+                let at = certificate
+                    .votes
+                    .binary_search_by(|(v, _)| v.cmp(&voter))
+                    .ok()?;
+                let signature = certificate.votes[at].1;
+                // A forged vote in the certificate proves nothing (the held
+                // one was checked on arrival).
+                voter.verify(&data.signing_hash(), &signature).ok()?;
+                let first = Vote {
+                    data: VoteData {
+                        block,
+                        ..data.clone()
                     },
-                    second: Vote {
-                        data: data.clone(),
-                        voter,
-                        signature,
-                    },
+                    voter,
+                    signature: held_signature,
                 };
-                // Agreeing votes, or a forged one in the certificate, prove nothing.
-                proof.check().ok()?;
-                Some(Action::RecordEvidence(Box::new(proof)))
+                let second = Vote {
+                    data: data.clone(),
+                    voter,
+                    signature,
+                };
+                Some(Action::RecordEvidence(Box::new(DuplicateVote {
+                    first,
+                    second,
+                })))
             })
             .collect()
     }

@@ -587,7 +587,7 @@ struct NetworkTask {
     /// Our sync requests not yet answered: only they may be answered with blocks.
     syncs_asked: BTreeSet<request_response::OutboundRequestId>,
     /// ... the answers being delivered, by request.
-    syncs_delivering: BTreeMap<request_response::InboundRequestId, (PeerId, OwnedSemaphorePermit)>,
+    syncs_delivering: BTreeMap<request_response::InboundRequestId, PeerId>,
     /// The peer last asked for blocks by [`Self::next_sync_peer`].
     last_asked: Option<PeerId>,
     /// Answers to sync requests, read off the network task, to be sent.
@@ -601,13 +601,12 @@ struct NetworkTask {
 type ResponseChannel = request_response::ResponseChannel<Frame<Response>>;
 
 /// A sync request's answer, read on a blocking thread: the request, where
-/// the answer goes, the answer, and the place it holds until delivered.
+/// the answer goes, and the answer.
 struct SyncServed {
     peer: PeerId,
     request: request_response::InboundRequestId,
     channel: ResponseChannel,
     response: Response,
-    place: OwnedSemaphorePermit,
 }
 
 impl NetworkTask {
@@ -1010,9 +1009,11 @@ impl NetworkTask {
     /// task send the answer when it is ready: reading up to 64 blocks must
     /// not hold up every other peer's messages.
     ///
-    /// The peer's place is held until the answer is delivered, or fails: a
-    /// peer that asks and never reads would otherwise have the node read,
-    /// and hold in memory, one answer after another.
+    /// The peer's own place is held until the answer is delivered, or fails:
+    /// a peer that asks and never reads would otherwise have the node read,
+    /// and hold in memory, one answer after another. The shared read place
+    /// goes back when the read is done, so such peers cannot keep others'
+    /// syncs waiting.
     fn serve_sync(
         &mut self,
         peer: PeerId,
@@ -1048,13 +1049,15 @@ impl NetworkTask {
                 }
                 Err(_) => Response::Refused("internal error".into()),
             };
+            // The read is done: another peer's may start while this answer
+            // goes out (this peer's waits until it is delivered).
+            drop(place);
             let _ = served
                 .send(SyncServed {
                     peer,
                     request,
                     channel,
                     response,
-                    place,
                 })
                 .await;
         });
@@ -1069,8 +1072,7 @@ impl NetworkTask {
             .send_response(served.channel, Frame::outgoing(served.response));
         match sent {
             Ok(()) => {
-                self.syncs_delivering
-                    .insert(served.request, (served.peer, served.place));
+                self.syncs_delivering.insert(served.request, served.peer);
             }
             // The peer is gone: nothing will be delivered.
             Err(_) => {
@@ -1082,7 +1084,7 @@ impl NetworkTask {
     /// A response was sent, or a request failed: if it was a sync answer,
     /// its peer may ask again and its place goes back.
     fn sync_delivered(&mut self, request: request_response::InboundRequestId) {
-        if let Some((peer, _place)) = self.syncs_delivering.remove(&request) {
+        if let Some(peer) = self.syncs_delivering.remove(&request) {
             self.syncs_read_for.remove(&peer);
         }
     }

@@ -35,11 +35,11 @@ use jmt::storage::TreeUpdateBatch;
 use recent::RecentBlocks;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use trellis_types::block::VoteKind;
 use trellis_types::block::receipts_root;
-use trellis_types::{Block, DuplicateVote, Hash, QuorumCertificate, Receipt, codec};
+use trellis_types::{Block, DuplicateVote, Hash, PublicKey, QuorumCertificate, Receipt, codec};
 
 /// One-byte prefixes of the single sled tree. Heights and versions are
 /// big-endian so that sled's byte order is numeric order.
@@ -74,8 +74,8 @@ pub(crate) mod prefix {
     /// made stale, for pruning.
     pub const TREE_STALE: u8 = 0x09;
 
-    /// `EVIDENCE ‖ height ‖ round ‖ kind (0 prevote, 1 precommit) ‖ voter` →
-    /// sealed `encode(DuplicateVote)`: the first proof of each equivocation.
+    /// `EVIDENCE ‖ height ‖ voter` → sealed `encode(DuplicateVote)`: the first
+    /// proof of a validator's equivocation at a height (one proves it).
     pub const EVIDENCE: u8 = 0x0a;
 
     /// Whether `key` is a state-tree record's, or the key of pointers to them.
@@ -172,6 +172,16 @@ fn receipts_key(height: u64, group: u32) -> [u8; 13] {
     let mut key = [0u8; 13];
     key[..9].copy_from_slice(&height_key(prefix::RECEIPTS, height));
     key[9..].copy_from_slice(&group.to_be_bytes());
+    key
+}
+
+/// [`prefix::EVIDENCE`]'s key of a validator's proof at `height`, or where
+/// that height's begin.
+fn evidence_key(height: u64, voter: Option<&PublicKey>) -> Vec<u8> {
+    let mut key = height_key(prefix::EVIDENCE, height).to_vec();
+    if let Some(voter) = voter {
+        key.extend_from_slice(&voter.0);
+    }
     key
 }
 
@@ -449,7 +459,8 @@ fn unseal<T: Serialize + serde::de::DeserializeOwned>(
 pub fn sled_config(path: &Path) -> sled::Config {
     sled::Config::new()
         .path(path)
-        // Every write is a block's, flushed by `StagedBlock::write` itself.
+        // Nearly every write is a block's, flushed by `StagedBlock::write`
+        // itself (evidence, rare, goes with the next one).
         .flush_every_ms(None)
         .segment_size(SEGMENT_BYTES)
 }
@@ -743,38 +754,33 @@ impl Storage {
     }
 
     /// Keeps `proof` of a validator's equivocation unless one for the same
-    /// validator and step is kept; returns whether it is new. Written and
-    /// flushed at once: evidence comes rarely and must outlive a crash.
+    /// validator and height is kept; returns whether it is new. So a
+    /// validator equivocating in every round of a height writes one record.
+    /// It reaches the disk with the next block's flush.
     pub fn record_evidence(&self, proof: &DuplicateVote) -> Result<bool, StorageError> {
-        let vote = &proof.second.data;
-        let mut key = Vec::with_capacity(1 + 8 + 8 + 1 + 32);
-        key.push(prefix::EVIDENCE);
-        key.extend_from_slice(&vote.height.to_be_bytes());
-        key.extend_from_slice(&vote.round.to_be_bytes());
-        key.push(match vote.kind {
-            VoteKind::Prevote => 0,
-            VoteKind::Precommit => 1,
-        });
-        key.extend_from_slice(&proof.second.voter.0);
+        let key = evidence_key(proof.second.data.height, Some(&proof.second.voter));
         let new = self
             .db
             .compare_and_swap(key, None::<&[u8]>, Some(seal(proof)))?
             .is_ok();
-        if new {
-            self.db.flush()?;
-        }
         Ok(new)
     }
 
-    /// Up to `limit` proofs of equivocation, from `from_height` on, in order
-    /// of height, round, step and validator.
+    /// Up to `limit` proofs of equivocation in order of height and validator,
+    /// from `from_height` on, or after `after`'s proof at that height.
     pub fn evidence(
         &self,
         from_height: u64,
+        after: Option<&PublicKey>,
         limit: usize,
     ) -> Result<Vec<DuplicateVote>, StorageError> {
+        let start = match after {
+            Some(voter) => Bound::Excluded(evidence_key(from_height, Some(voter))),
+            None => Bound::Included(evidence_key(from_height, None)),
+        };
+        let end = Bound::Excluded(vec![prefix::EVIDENCE + 1]);
         self.db
-            .range(height_key(prefix::EVIDENCE, from_height)..height_key(prefix::EVIDENCE + 1, 0))
+            .range::<Vec<u8>, _>((start, end))
             .take(limit)
             .map(|record| {
                 let (key, value) = record?;

@@ -528,6 +528,10 @@ fn a_certificate_that_conflicts_with_a_held_precommit_is_evidence() {
     };
     let found = node.evidence_in(&certificate);
     assert_eq!(evidence(&found), [&proof]);
+    // Out of order, as no valid certificate is: not looked at.
+    let mut unsorted = certificate.clone();
+    unsorted.votes.reverse();
+    assert!(node.evidence_in(&unsorted).is_empty());
     // A certificate of another height or round says nothing here.
     for other in [
         QuorumCertificate {

@@ -736,7 +736,6 @@ fn a_peers_batch_with_a_bad_signature_is_refused_whole() {
 }
 
 // ---- candidates ----
-// ---- candidates ----
 
 #[test]
 fn candidates_take_only_the_consecutive_run_from_each_senders_committed_nonce() {

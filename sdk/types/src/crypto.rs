@@ -1,10 +1,10 @@
 //! ed25519 keys and signatures, under one verification rule.
 //!
-//! The rule is ed25519-dalek's `verify_strict` on canonical encodings, with
-//! weak (small-order) public keys refused. [`verify_batch`] is a faster path to
-//! the same answer: it applies the same pre-checks, verifies the batch, and on
+//! The rule is ZIP-215's (ed25519-zebra), on public keys with a canonical
+//! encoding that are not of small order. [`verify_batch`] is a faster path to
+//! the same answer: it applies the same key checks, verifies the batch, and on
 //! failure falls back to checking each signature alone so the caller learns
-//! exactly which ones are bad.
+//! exactly which ones are bad; [`verify_all`] only says whether all verify.
 
 use crate::bytes::fixed_bytes;
 use crate::hash::Hash;
