@@ -1183,19 +1183,29 @@ async fn sync_requests_for_no_peer_in_particular_take_the_peers_in_turn() {
     assert!(each.await.is_ok(), "asked: {a_asked}, {b_asked}");
 }
 
+/// Validator 0's node, connected to a member that takes requests but does
+/// not speak the push protocol (as an older node), so it is sent requests.
+async fn node_and_request_only_peer(
+    genesis: &Genesis,
+    keys: &[NodeKeys],
+) -> (Node, Swarm<request_response::Behaviour<RawCodec>>) {
+    let mut node = start_node(genesis, &keys[0], 1 << 20).await;
+    let serving = RawCodec {
+        serve: true,
+        ..RawCodec::default()
+    };
+    let peer = connected_member_with(&keys[1], &node, serving).await;
+    connected(&mut node).await;
+    (node, peer)
+}
+
 /// Blocks answer only this node's sync requests: a peer that answers
 /// anything else with blocks is struck, and the driver never sees them
 /// (they would have it wait on its block writes for nothing).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocks_that_answer_no_sync_request_are_struck() {
     let (genesis, keys) = network();
-    let mut node = start_node(&genesis, &keys[0], 1 << 20).await;
-    let serving = RawCodec {
-        serve: true,
-        ..RawCodec::default()
-    };
-    let mut peer = connected_member_with(&keys[1], &node, serving).await;
-    connected(&mut node).await;
+    let (mut node, mut peer) = node_and_request_only_peer(&genesis, &keys).await;
     let vote = vote_at(&genesis, &keys[0], 1);
     node.handle
         .outbound
@@ -1233,13 +1243,7 @@ async fn blocks_that_answer_no_sync_request_are_struck() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_without_push_streams_is_sent_requests() {
     let (genesis, keys) = network();
-    let mut node = start_node(&genesis, &keys[0], 1 << 20).await;
-    let serving = RawCodec {
-        serve: true,
-        ..RawCodec::default()
-    };
-    let mut peer = connected_member_with(&keys[1], &node, serving).await;
-    connected(&mut node).await;
+    let (node, mut peer) = node_and_request_only_peer(&genesis, &keys).await;
     let votes: Vec<Message> = (1..=2).map(|h| vote_at(&genesis, &keys[0], h)).collect();
     for vote in &votes {
         node.handle
