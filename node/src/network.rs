@@ -584,10 +584,10 @@ struct NetworkTask {
     /// ... one per peer at most, held from the read until the answer is
     /// delivered (or fails) ...
     syncs_read_for: BTreeSet<PeerId>,
-    /// Our sync requests not yet answered: only they may be answered with blocks.
-    syncs_asked: BTreeSet<request_response::OutboundRequestId>,
     /// ... the answers being delivered, by request.
     syncs_delivering: BTreeMap<request_response::InboundRequestId, PeerId>,
+    /// Our sync requests not yet answered: only they may be answered with blocks.
+    syncs_asked: BTreeSet<request_response::OutboundRequestId>,
     /// The peer last asked for blocks by [`Self::next_sync_peer`].
     last_asked: Option<PeerId>,
     /// Answers to sync requests, read off the network task, to be sent.
