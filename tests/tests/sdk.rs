@@ -416,6 +416,10 @@ async fn a_transaction_that_cannot_commit_times_out_and_a_dead_endpoint_fails_ov
         .unwrap();
     assert_eq!(client.status().await.unwrap().chain_id, "trellis-dev");
     assert_eq!(client.endpoint(), node.url(""));
+    // An honest chain has no evidence; the query is read and answered.
+    let validator = dev_account("core-acme/ops").public();
+    assert_eq!(client.evidence(0, None).await.unwrap(), []);
+    assert_eq!(client.evidence(3, Some(&validator)).await.unwrap(), []);
 
     // Nonce 5 while 0 is next: admitted, but it can never be included.
     let key = dev_account("core-acme/ops");

@@ -18,10 +18,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use trellis_types::api::{
     BatchSubmitted, BatchVerdict, BlockResponse, ContractQuery, ContractQueryResult, ErrorBody,
-    Health, StateResponse, StatusResponse, TxStatus, TxSubmitted,
+    EvidenceList, Health, StateResponse, StatusResponse, TxStatus, TxSubmitted,
 };
 use trellis_types::{
-    Address, Bytes, Hash, Header, KeyPair, Payload, PublicKey, SignedTransaction, Transaction,
+    Address, Bytes, DuplicateVote, Hash, Header, KeyPair, Payload, PublicKey, SignedTransaction,
+    Transaction,
 };
 
 /// How requests are retried: on connection errors, 429 and 5xx answers,
@@ -639,6 +640,32 @@ impl Client {
     /// ```
     pub async fn status(&self) -> Result<StatusResponse> {
         self.get_json("/status", &[]).await
+    }
+
+    /// `GET /v1/evidence`: proofs that validators equivocated, as this node
+    /// saw them, in order of height and validator: from `from_height` on,
+    /// or after `after`'s proof at that height (the last of a page), at most
+    /// 100. Each is two signed votes; [`DuplicateVote::check`] verifies one.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: trellis_sdk::Client) -> trellis_sdk::Result<()> {
+    /// for proof in client.evidence(0, None).await? {
+    ///     assert!(proof.check().is_ok());
+    ///     println!("{} equivocated at {}", proof.second.voter, proof.second.data.height);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn evidence(
+        &self,
+        from_height: u64,
+        after: Option<&PublicKey>,
+    ) -> Result<Vec<DuplicateVote>> {
+        let mut query = vec![("from_height", from_height.to_string())];
+        if let Some(validator) = after {
+            query.push(("after_validator", validator.to_string()));
+        }
+        let list: EvidenceList = self.get_json("/v1/evidence", &query).await?;
+        Ok(list.evidence)
     }
 
     /// `GET /health`: answers while the node's API runs.
