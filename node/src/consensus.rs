@@ -433,18 +433,19 @@ impl Consensus {
     /// signature is checked only when the message would raise its signer's
     /// record, so a validator costs at most one check per height; a message
     /// found forged then is refused, and its sender struck like any other's.
-    fn note_height_ahead(&mut self, message: &Message) -> Result<(), Rejected> {
+    /// Returns whether it checked the message.
+    fn note_height_ahead(&mut self, message: &Message) -> Result<bool, Rejected> {
         let height = message.height();
         let signer = match message {
             Message::Proposal(p) => self.validators.proposer(height, p.round),
             Message::Vote(v) => v.voter,
         };
         if height <= self.height || self.heights_ahead.get(&signer) >= Some(&height) {
-            return Ok(());
+            return Ok(false);
         }
         self.check_signed_ahead(message)?;
         self.heights_ahead.insert(signer, height);
-        Ok(())
+        Ok(true)
     }
 
     /// Why a message from a later height is not what it claims: another
@@ -671,11 +672,12 @@ impl Consensus {
     pub fn on_message(&mut self, message: Message) -> (Vec<Action>, Result<(), Rejected>) {
         let mut out = Vec::new();
         let height = message.height();
-        if let Err(e) = self.note_height_ahead(&message) {
-            return (out, Err(e));
-        }
+        let checked = match self.note_height_ahead(&message) {
+            Ok(checked) => checked,
+            Err(e) => return (out, Err(e)),
+        };
         if height == self.height + 1 {
-            match self.buffer_next_height(message) {
+            match self.buffer_next_height(message, checked) {
                 Err(e) => return (out, Err(e)),
                 // Kept, so signed by its round's proposer: its parent's
                 // certificate is worth comparing with the votes held.
@@ -708,8 +710,9 @@ impl Consensus {
     /// Keeps a validly signed message of the next height's first rounds,
     /// unless its signer already has one for that round and step; returns
     /// whether it was kept. A proposal whose body is not its header's must
-    /// not take the real one's place, as in `accept_proposal`.
-    fn buffer_next_height(&mut self, message: Message) -> Result<bool, Rejected> {
+    /// not take the real one's place, as in `accept_proposal`. `checked`:
+    /// [`Consensus::check_signed_ahead`] already passed it.
+    fn buffer_next_height(&mut self, message: Message, checked: bool) -> Result<bool, Rejected> {
         let slot = |m: &Message| match m {
             Message::Proposal(p) => (p.round, None, None),
             Message::Vote(v) => (v.data.round, Some(v.data.kind), Some(v.voter)),
@@ -718,7 +721,9 @@ impl Consensus {
         if round >= FUTURE_ROUNDS || self.future.iter().any(|m| slot(m) == (round, kind, voter)) {
             return Ok(false);
         }
-        self.check_signed_ahead(&message)?;
+        if !checked {
+            self.check_signed_ahead(&message)?;
+        }
         self.future.push(message);
         Ok(true)
     }

@@ -95,6 +95,16 @@ fn zebra_signature(signature: &Signature) -> ed25519_zebra::Signature {
     ed25519_zebra::Signature::from_bytes(&signature.0)
 }
 
+/// One triple for ed25519-zebra's batch (the key already checked).
+fn batch_item(key: &PublicKey, message: &Hash, signature: &Signature) -> batch::Item {
+    (
+        VerificationKeyBytes::from(key.0),
+        zebra_signature(signature),
+        &message.0[..],
+    )
+        .into()
+}
+
 /// Whether every one of `(key, message, signature)` triples verifies, as
 /// [`PublicKey::verify`] would say: one batch check, never one per item, so
 /// a batch with a bad signature costs what a good one does.
@@ -102,11 +112,7 @@ pub fn verify_all(items: &[(PublicKey, Hash, Signature)]) -> Result<(), Signatur
     let mut batch = batch::Verifier::new();
     for (key, msg, sig) in items {
         key.verification_key()?;
-        batch.queue((
-            VerificationKeyBytes::from(key.0),
-            zebra_signature(sig),
-            &msg.0[..],
-        ));
+        batch.queue(batch_item(key, msg, sig));
     }
     batch
         .verify(rand::rng())
@@ -122,11 +128,7 @@ pub fn verify_batch(items: &[(PublicKey, Hash, Signature)]) -> Vec<Result<(), Si
     for (i, (key, msg, sig)) in items.iter().enumerate() {
         match key.verification_key() {
             Ok(_) => {
-                batch.queue((
-                    VerificationKeyBytes::from(key.0),
-                    zebra_signature(sig),
-                    &msg.0[..],
-                ));
+                batch.queue(batch_item(key, msg, sig));
                 batched.push(i);
                 results.push(Ok(()));
             }
