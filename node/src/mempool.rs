@@ -161,10 +161,10 @@ pub struct Mempool {
 /// nonce due next.
 type Run<'a> = (PublicKey, std::collections::VecDeque<&'a Entry>, u64);
 
-/// What waits to be forwarded, and its bytes.
+/// What waits to be forwarded (each with its hash), and its bytes.
 #[derive(Default)]
 struct Outbox {
-    txs: Vec<Vec<u8>>,
+    txs: Vec<(Hash, Vec<u8>)>,
     bytes: usize,
 }
 
@@ -201,8 +201,9 @@ impl Mempool {
         self
     }
 
-    /// Transactions admitted locally since the last call, to forward to peers.
-    pub fn take_outbox(&self) -> Vec<Vec<u8>> {
+    /// Transactions admitted locally since the last call, to forward to
+    /// peers, with their hashes.
+    pub fn take_outbox(&self) -> Vec<(Hash, Vec<u8>)> {
         match &self.outbox {
             Some(outbox) => {
                 std::mem::take(&mut *outbox.lock().unwrap_or_else(|e| e.into_inner())).txs
@@ -227,6 +228,14 @@ impl Mempool {
 
     pub fn contains(&self, hash: &Hash) -> bool {
         self.pool().by_hash.contains_key(hash)
+    }
+
+    /// The encoded transaction `hash`, if it is waiting.
+    pub fn encoded(&self, hash: &Hash) -> Option<Vec<u8>> {
+        let pool = self.pool();
+        let (sender, nonce) = pool.by_hash.get(hash)?;
+        let entry = pool.senders.get(sender)?.get(nonce)?;
+        Some(trellis_types::encode(&entry.tx))
     }
 
     /// Resolves when a transaction was admitted since the last call.
@@ -260,9 +269,11 @@ impl Mempool {
                 // Held to the pool's byte cap: an observer with no validator
                 // connected forwards nothing and must not keep every
                 // transaction it admits.
-                if result.is_ok() && outbox.bytes + bytes.len() <= self.max_bytes {
+                if let Ok(hash) = result
+                    && outbox.bytes + bytes.len() <= self.max_bytes
+                {
                     outbox.bytes += bytes.len();
-                    outbox.txs.push(bytes.to_vec());
+                    outbox.txs.push((*hash, bytes.to_vec()));
                 }
             }
         }

@@ -77,7 +77,13 @@ pub struct Metrics {
     pub network_rate_limited: Counter,
     /// Bytes of peers' frames held in memory, being read or waiting to be handled.
     pub network_frame_bytes: Gauge,
-    /// Messages not sent because a peer's push stream had a full queue.
+    /// Transactions an observer's node sent again, still waiting.
+    pub network_resent: Counter,
+    /// Peers' consensus messages dropped: the sender's share of the
+    /// driver's queue was full.
+    pub network_consensus_dropped: Counter,
+    /// Messages to peers not sent: the peer's push queue was full, or its
+    /// stream failed or stalled before they were written.
     pub network_push_dropped: Counter,
     /// 1 while catching up with the network by block sync.
     pub syncing: Gauge,
@@ -119,6 +125,8 @@ impl Metrics {
             network_rate_limited: Counter::default(),
             network_frame_bytes: Gauge::default(),
             network_push_dropped: Counter::default(),
+            network_consensus_dropped: Counter::default(),
+            network_resent: Counter::default(),
             syncing: Gauge::default(),
             sync_target: Gauge::default(),
             registry: Registry::default(),
@@ -204,8 +212,18 @@ impl Metrics {
         );
         registry.register(
             "network_push_dropped",
-            "Messages to peers dropped because the peer's push queue was full",
+            "Messages to peers dropped: the peer's push queue was full, or its stream failed or stalled before they were written",
             metrics.network_push_dropped.clone(),
+        );
+        registry.register(
+            "network_resent",
+            "Transactions an observer's node sent to the validators again because they still waited",
+            metrics.network_resent.clone(),
+        );
+        registry.register(
+            "network_consensus_dropped",
+            "Peers' consensus messages dropped because the sender's share of the driver's queue was full",
+            metrics.network_consensus_dropped.clone(),
         );
         registry.register(
             "syncing",

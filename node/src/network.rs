@@ -35,7 +35,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 use trellis_types::codec::{decode, encode};
-use trellis_types::{Block, Bytes, PublicKey, QuorumCertificate};
+use trellis_types::{Block, Bytes, Hash, PublicKey, QuorumCertificate};
 
 const PROTOCOL: StreamProtocol = StreamProtocol::new("/trellis/1");
 /// Blocks per sync response at most.
@@ -44,9 +44,7 @@ pub const SYNC_BATCH: u32 = 64;
 const SYNC_READS: usize = 2;
 /// Requests a peer may send per second on average, and in a burst. An
 /// honest peer sends a few dozen a second (a batch of transactions every
-/// [`FORWARD_INTERVAL`], a few consensus messages per block); one at
-/// this rate cannot fill the driver's queue of 10,000 messages, which the
-/// driver empties faster.
+/// [`FORWARD_INTERVAL`], a few consensus messages per block).
 const RATE_PER_SEC: f64 = 1_000.0;
 const RATE_BURST: f64 = 2_000.0;
 /// Refusals (malformed, mis-signed, over the rate) within [`STRIKE_WINDOW`]
@@ -88,9 +86,28 @@ const STREAMS_PER_CONNECTION: usize = 128;
 /// "Forwarding every 50 ms"). A transaction waits 25 ms on average, a
 /// fraction of a block interval.
 const FORWARD_INTERVAL: Duration = Duration::from_millis(50);
+/// An observer's node sends what its API admitted again when it still waits
+/// this long after it was sent, then after twice as long each time, up to
+/// [`RESEND_MAX`]: it never proposes, and when every validator dropped the
+/// batch (busy, or its push queue full) no one else sends it again, so the
+/// transaction, and its sender's later nonces behind it, would wait until
+/// they expire. A validator that has it refuses the copy as already known
+/// before checking its signature.
+const RESEND_AFTER: Duration = Duration::from_secs(5);
+const RESEND_MAX: Duration = Duration::from_secs(60);
 /// No transaction encodes shorter: a sender key (32 bytes) and a signature
 /// (64) at least.
 const MIN_TX_BYTES: usize = 96;
+/// Messages waiting for the driver. The network task never waits for a
+/// place: each validator's consensus messages may hold an even share of
+/// half of it, and one past its share is dropped, so a validator sending at
+/// its rate limit through a long pause of the driver (applying synced
+/// blocks, say) loses only its own messages and cannot stop the network
+/// task for every peer. A lost message costs a round at worst; the driver
+/// catches up by sync.
+const DRIVER_QUEUE: usize = 10_000;
+/// Each validator's share of the driver's queue is at least this.
+const MIN_DRIVER_SHARE: usize = 64;
 /// Frames read from peers' push streams waiting for the network task; a
 /// reader waits while it is full.
 const PUSH_EVENTS: usize = 1_024;
@@ -157,6 +174,8 @@ pub enum Inbound {
         message: Message,
         /// The message's share of the frame budget, returned when this is dropped.
         held: Option<FrameBytes>,
+        /// Its place in the sender's share of the driver's queue, likewise.
+        place: OwnedSemaphorePermit,
     },
     Blocks {
         from: PeerId,
@@ -476,7 +495,7 @@ pub fn spawn(
             members.insert(peer);
         }
     }
-    let validators = config.validators.iter().filter_map(peer_id).collect();
+    let validators: BTreeSet<PeerId> = config.validators.iter().filter_map(peer_id).collect();
     let max_frame_bytes = config.max_frame_bytes;
     // Requests' and push streams' codecs: each connection or peer budgets a clone.
     let codec = || Codec {
@@ -517,11 +536,17 @@ pub fn spawn(
         .expect("the push protocol is registered once");
     let (push_tx, push_rx) = mpsc::channel(PUSH_EVENTS);
     tokio::spawn(push::accept(incoming, codec(), push_tx.clone()));
-    let writers = push::Writers::new(control, push_tx, metrics.network_push_dropped.clone());
+    let writers = push::Writers::new(
+        control,
+        push_tx,
+        metrics.network_push_dropped.clone(),
+        FRAME_BUDGET_FRAMES * max_frame_bytes,
+    );
     info!(peer_id = %local_peer_id, listen = %config.listen, members = members.len(), "peer-to-peer transport up");
 
     let (out_tx, out_rx) = mpsc::channel(10_000);
-    let (in_tx, in_rx) = mpsc::channel(10_000);
+    let (in_tx, in_rx) = mpsc::channel(DRIVER_QUEUE);
+    let driver_share = (DRIVER_QUEUE / 2 / validators.len().max(1)).max(MIN_DRIVER_SHARE);
     let (served_tx, served_rx) = mpsc::channel(SYNC_READS);
     let (faults_tx, faults_rx) = mpsc::channel(PEER_BATCHES_IN_FLIGHT);
     let task = NetworkTask {
@@ -538,9 +563,12 @@ pub fn spawn(
         batches_of: BTreeMap::new(),
         metrics,
         inbound: in_tx,
+        resend: BTreeMap::new(),
+        driver_places: BTreeMap::new(),
+        driver_share,
         max_frame_bytes,
         writers,
-        requests_only: BTreeSet::new(),
+        requests_only: BTreeMap::new(),
         sync_reads: Arc::new(Semaphore::new(SYNC_READS)),
         syncs_read_for: BTreeSet::new(),
         syncs_delivering: BTreeMap::new(),
@@ -575,10 +603,18 @@ struct NetworkTask {
     batches_of: BTreeMap<PeerId, Arc<Semaphore>>,
     metrics: Arc<Metrics>,
     inbound: mpsc::Sender<Inbound>,
+    /// What an observer's node sent, by when to send it again if it still
+    /// waits, with how long it waited since it was last sent.
+    resend: BTreeMap<(Instant, Hash), Duration>,
+    /// Each validator's share of the driver's queue ([`DRIVER_QUEUE`]).
+    driver_places: BTreeMap<PeerId, Arc<Semaphore>>,
+    driver_share: usize,
     max_frame_bytes: usize,
     writers: push::Writers,
-    /// Connected peers that do not speak the push protocol: sent requests.
-    requests_only: BTreeSet<PeerId>,
+    /// Connected peers that do not speak the push protocol, sent requests
+    /// instead, with those not yet answered (at most
+    /// [`STREAMS_PER_CONNECTION`]; more are dropped as a full push queue's are).
+    requests_only: BTreeMap<PeerId, BTreeSet<request_response::OutboundRequestId>>,
     /// Places for sync requests being read from storage ...
     sync_reads: Arc<Semaphore>,
     /// ... one per peer at most, held from the read until the answer is
@@ -653,16 +689,42 @@ impl NetworkTask {
     /// that whichever validator proposes next has them. At an observer's
     /// node they wait while no validator's node is connected: it never
     /// proposes what it admits, and its peers do not forward it again (the
-    /// mempool holds the outbox to its byte cap).
+    /// mempool holds the outbox to its byte cap); and what still waits
+    /// [`RESEND_AFTER`] later is sent again.
     fn forward_transactions(&mut self) {
         let observer = !self.validators.contains(self.swarm.local_peer_id());
         if observer && self.connected.is_disjoint(&self.validators) {
             return;
         }
-        let txs = self.mempool.take_outbox();
+        let now = Instant::now();
+        let mut txs = Vec::new();
+        for (hash, bytes) in self.mempool.take_outbox() {
+            if observer {
+                self.resend.insert((now + RESEND_AFTER, hash), RESEND_AFTER);
+            }
+            txs.push(bytes);
+        }
+        txs.extend(self.due_again(now));
         for batch in forward_batches(txs, self.max_frame_bytes / 2) {
             self.send_to_all(Request::Transactions(batch));
         }
+    }
+
+    /// What an observer sent that is still waiting and due to be sent again.
+    fn due_again(&mut self, now: Instant) -> Vec<Vec<u8>> {
+        let mut again = Vec::new();
+        while let Some(entry) = self.resend.first_entry()
+            && entry.key().0 <= now
+        {
+            let ((_, hash), waited) = entry.remove_entry();
+            if let Some(bytes) = self.mempool.encoded(&hash) {
+                let wait = (2 * waited).min(RESEND_MAX);
+                self.resend.insert((now + wait, hash), wait);
+                again.push(bytes);
+            }
+        }
+        self.metrics.network_resent.inc_by(again.len() as u64);
+        again
     }
 
     /// Sends `request` to every connected member: on its push stream, or
@@ -674,13 +736,11 @@ impl NetworkTask {
         };
         let frame: push::Encoded = frame.into();
         for peer in &self.connected {
-            if self.requests_only.contains(peer) {
-                self.swarm
-                    .behaviour_mut()
-                    .rpc
-                    .send_request(peer, Frame::outgoing(request.clone()));
-            } else {
-                self.writers.send(peer, frame.clone());
+            match self.requests_only.get_mut(peer) {
+                Some(unanswered) => {
+                    send_as_request(&mut self.swarm, peer, unanswered, &request, &self.metrics)
+                }
+                None => self.writers.send(peer, frame.clone()),
             }
         }
     }
@@ -704,6 +764,13 @@ impl NetworkTask {
                 }
             }
             Outbound::Strike(peer) => self.strike(peer, "refused by consensus"),
+        }
+    }
+
+    /// A request to `peer` has its answer (or failed).
+    fn answered(&mut self, peer: &PeerId, request: &request_response::OutboundRequestId) {
+        if let Some(unanswered) = self.requests_only.get_mut(peer) {
+            unanswered.remove(request);
         }
     }
 
@@ -818,6 +885,7 @@ impl NetworkTask {
                 ..
             } => {
                 let asked = self.syncs_asked.remove(&request_id);
+                self.answered(&peer, &request_id);
                 match response.message {
                     // Blocks answer our sync requests, nothing else: blocks
                     // for anything else would have the driver wait on its
@@ -858,6 +926,7 @@ impl NetworkTask {
                 ..
             } => {
                 self.syncs_asked.remove(&request_id);
+                self.answered(&peer, &request_id);
                 debug!(%peer, %error, "request to peer failed")
             }
             Event::ResponseSent { request_id, .. } => self.sync_delivered(request_id),
@@ -879,24 +948,31 @@ impl NetworkTask {
             }
             push::Event::Unsupported { peer, unsent } => {
                 debug!(%peer, "peer has no push stream: sending it requests");
-                self.requests_only.insert(peer);
+                let unanswered = self.requests_only.entry(peer).or_default();
                 for frame in unsent {
                     // Encoded here, from a Request: it decodes.
                     if let Ok(request) = decode::<Request>(&frame[4..]) {
-                        self.swarm
-                            .behaviour_mut()
-                            .rpc
-                            .send_request(&peer, Frame::outgoing(request));
+                        send_as_request(
+                            &mut self.swarm,
+                            &peer,
+                            unanswered,
+                            &request,
+                            &self.metrics,
+                        );
                     }
                 }
             }
         }
     }
 
-    /// Checks `peer`'s rate and what it sent, then handles it.
     /// Takes one of `peer`'s messages from its budget; a peer over its rate
     /// limit is struck.
     fn within_budget(&mut self, peer: PeerId) -> bool {
+        // What a banned peer sent before its connection closed is not
+        // handled, nor does it open a fresh budget.
+        if self.is_banned(&peer) {
+            return false;
+        }
         let within = self
             .budgets
             .entry(peer)
@@ -909,6 +985,7 @@ impl NetworkTask {
         within
     }
 
+    /// Checks `peer`'s rate and what it sent, then handles it.
     async fn answer(&mut self, peer: PeerId, request: Frame<Request>) -> Response {
         if !self.within_budget(peer) {
             return Response::Refused("rate limited".into());
@@ -940,14 +1017,23 @@ impl NetworkTask {
                 Response::Refused("only validators send consensus messages".into())
             }
             Request::Consensus(message) => {
-                let _ = self
-                    .inbound
-                    .send(Inbound::Consensus {
+                let share = self
+                    .driver_places
+                    .entry(peer)
+                    .or_insert_with(|| Arc::new(Semaphore::new(self.driver_share)));
+                let queued = share.clone().try_acquire_owned().ok().and_then(|place| {
+                    let message = Inbound::Consensus {
                         from: peer,
                         message,
                         held,
-                    })
-                    .await;
+                        place,
+                    };
+                    self.inbound.try_send(message).ok()
+                });
+                if queued.is_none() {
+                    debug!(%peer, "driver busy: consensus message dropped");
+                    self.metrics.network_consensus_dropped.inc();
+                }
                 Response::Ack
             }
             Request::Transactions(TxBatch(txs)) => {
@@ -1093,6 +1179,26 @@ impl NetworkTask {
 /// `txs` in batches whose encoding stays within `budget` bytes, so that none
 /// makes a frame too large to send: a burst of large transactions becomes
 /// several requests. A transaction alone over the budget (at most a block's
+/// Sends `request` to `peer`, which takes no push stream, unless as many as
+/// a connection may have in flight are unanswered: a peer that does not
+/// answer holds no more of ours than a push queue does.
+fn send_as_request(
+    swarm: &mut libp2p::Swarm<Behaviour>,
+    peer: &PeerId,
+    unanswered: &mut BTreeSet<request_response::OutboundRequestId>,
+    request: &Request,
+    metrics: &Metrics,
+) {
+    if unanswered.len() >= STREAMS_PER_CONNECTION {
+        metrics.network_push_dropped.inc();
+        return;
+    }
+    let id = swarm
+        .behaviour_mut()
+        .rpc
+        .send_request(peer, Frame::outgoing(request.clone()));
+    unanswered.insert(id);
+}
 /// bytes, which a frame always holds) goes in a batch of its own.
 fn forward_batches(txs: Vec<Vec<u8>>, budget: usize) -> Vec<TxBatch> {
     // An entry's length prefix is a varint of at most 10 bytes.

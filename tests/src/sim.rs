@@ -1017,7 +1017,12 @@ impl Sim {
         let clock = self.clock(i);
         let Some(live) = self.live(i) else { return };
         let _ = live.mempool.admit(bytes, &live.storage, clock);
-        let outbox = live.mempool.take_outbox();
+        let outbox: Vec<Vec<u8>> = live
+            .mempool
+            .take_outbox()
+            .into_iter()
+            .map(|(_, bytes)| bytes)
+            .collect();
         if !outbox.is_empty() {
             for j in 0..self.nodes.len() {
                 if j != i {

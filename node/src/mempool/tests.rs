@@ -544,7 +544,11 @@ fn an_outbox_nobody_takes_holds_no_more_than_the_pools_byte_cap() {
     );
     // Taken, the outbox has room again.
     env.admit(&signed(ACME, 1)).unwrap();
-    assert_eq!(env.mempool.take_outbox(), vec![encode(&signed(ACME, 1))]);
+    let again = signed(ACME, 1);
+    assert_eq!(
+        env.mempool.take_outbox(),
+        vec![(again.hash(), encode(&again))]
+    );
 }
 
 #[test]

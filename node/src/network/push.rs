@@ -14,6 +14,11 @@
 //! is refused counts against the peer. The budget is the peer's, shared by
 //! its push streams; the newest stream a peer opens replaces the one before.
 //! A peer that does not speak the protocol (an older node) is sent requests.
+//!
+//! What waits for one peer's writer is bounded both ways: in frames, and in
+//! bytes (as many as a peer may have us hold of its frames), and a write
+//! that the peer does not take within [`WRITE_TIMEOUT`] is given up with its
+//! stream, so a member that stops reading holds no more than that.
 
 use super::{Codec, Frame, Request};
 use libp2p::futures::{AsyncWriteExt, StreamExt};
@@ -22,6 +27,7 @@ use libp2p_stream::{Control, IncomingStreams, OpenStreamError};
 use prometheus_client::metrics::counter::Counter;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
@@ -30,10 +36,17 @@ use tracing::debug;
 
 pub(super) const PROTOCOL: StreamProtocol = StreamProtocol::new("/trellis/push/1");
 
-/// Frames waiting to be written to one peer; past this new ones are dropped
+/// Frames waiting to be written to one peer; past this, or past its bytes
+/// ([`Writers::new`]), new ones are dropped
 /// (`trellis_network_push_dropped_total`), as a request that fails is: a
 /// peer this far behind is not reading.
 const QUEUE_FRAMES: usize = 1_024;
+
+/// A write the peer has not taken by then is given up, and its stream with
+/// it: a member that stops reading would otherwise hold its queue, up to
+/// the largest frames, for as long as it stays connected. An honest peer
+/// under load reads a few hundred KiB (yamux's window) in well under this.
+pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Queued frames are gathered into one write up to about this many bytes.
 const WRITE_BYTES: usize = 64 * 1024;
@@ -57,27 +70,49 @@ pub(super) enum Event {
 /// The writers, one task per connected peer.
 pub(super) struct Writers {
     control: Control,
-    queues: BTreeMap<PeerId, mpsc::Sender<Encoded>>,
+    queues: BTreeMap<PeerId, Queue>,
     events: mpsc::Sender<Event>,
     dropped: Counter,
+    max_bytes: usize,
+}
+
+/// One peer's frames on their way to its writer.
+struct Queue {
+    frames: mpsc::Sender<Encoded>,
+    /// Bytes queued or being written, at most [`Writers::max_bytes`].
+    bytes: Arc<AtomicUsize>,
 }
 
 impl Writers {
-    pub(super) fn new(control: Control, events: mpsc::Sender<Event>, dropped: Counter) -> Self {
+    /// `max_bytes` is what one peer's frames may hold, queued or being written.
+    pub(super) fn new(
+        control: Control,
+        events: mpsc::Sender<Event>,
+        dropped: Counter,
+        max_bytes: usize,
+    ) -> Self {
         Writers {
             control,
             queues: BTreeMap::new(),
             events,
             dropped,
+            max_bytes,
         }
     }
 
     /// Starts writing to `peer`; its stream is opened with the first frame.
     pub(super) fn start(&mut self, peer: PeerId) {
-        let (queue, frames) = mpsc::channel(QUEUE_FRAMES);
-        let writer = write_to(peer, self.control.clone(), frames, self.events.clone());
-        tokio::spawn(writer);
-        self.queues.insert(peer, queue);
+        let (frames, queued) = mpsc::channel(QUEUE_FRAMES);
+        let bytes = Arc::new(AtomicUsize::new(0));
+        let writer = Writer {
+            peer,
+            control: self.control.clone(),
+            events: self.events.clone(),
+            bytes: bytes.clone(),
+            dropped: self.dropped.clone(),
+        };
+        tokio::spawn(writer.run(queued));
+        self.queues.insert(peer, Queue { frames, bytes });
     }
 
     /// Stops writing to `peer`: its writer writes what is queued if its
@@ -90,73 +125,108 @@ impl Writers {
         let Some(queue) = self.queues.get(peer) else {
             return;
         };
-        if queue.try_send(frame).is_err() {
+        let len = frame.len();
+        let before = queue.bytes.fetch_add(len, Ordering::Relaxed);
+        if before + len > self.max_bytes || queue.frames.try_send(frame).is_err() {
+            queue.bytes.fetch_sub(len, Ordering::Relaxed);
             self.dropped.inc();
         }
     }
 }
 
-/// Writes `peer`'s frames as they come, gathering what queued meanwhile into
-/// one write. A stream that fails is dropped and the next frame opens another;
-/// frames that could not be written are lost, as a failed request is.
-async fn write_to(
+/// Writes one peer's frames.
+struct Writer {
     peer: PeerId,
-    mut control: Control,
-    mut frames: mpsc::Receiver<Encoded>,
+    control: Control,
     events: mpsc::Sender<Event>,
-) {
-    let mut stream: Option<Stream> = None;
-    while let Some(first) = frames.recv().await {
-        let mut batch = vec![first];
-        let mut bytes = batch[0].len();
-        while bytes < WRITE_BYTES {
-            match frames.try_recv() {
-                Ok(frame) => {
-                    bytes += frame.len();
-                    batch.push(frame);
-                }
-                Err(_) => break,
-            }
-        }
-        if stream.is_none() && frames.is_closed() {
-            // The peer is gone: what is left is stale, and opening a stream
-            // would wait for it to come back.
-            return;
-        }
-        let open = match stream.as_mut() {
-            Some(open) => open,
-            None => match timeout(OPEN_TIMEOUT, control.open_stream(peer, PROTOCOL)).await {
-                Ok(Ok(opened)) => stream.insert(opened),
-                Ok(Err(OpenStreamError::UnsupportedProtocol(_))) => {
-                    frames.close();
-                    while let Some(frame) = frames.recv().await {
+    bytes: Arc<AtomicUsize>,
+    dropped: Counter,
+}
+
+impl Writer {
+    /// Writes the frames as they come, gathering what queued meanwhile into
+    /// one write. A stream that fails or stalls is dropped and the next frame
+    /// opens another; frames that could not be written are lost (and
+    /// counted), as a failed request is.
+    async fn run(mut self, mut frames: mpsc::Receiver<Encoded>) {
+        let peer = self.peer;
+        let mut stream: Option<Stream> = None;
+        while let Some(first) = frames.recv().await {
+            let mut batch = vec![first];
+            let mut bytes = batch[0].len();
+            while bytes < WRITE_BYTES {
+                match frames.try_recv() {
+                    Ok(frame) => {
+                        bytes += frame.len();
                         batch.push(frame);
                     }
-                    let unsent = batch;
-                    let _ = events.send(Event::Unsupported { peer, unsent }).await;
-                    return;
+                    Err(_) => break,
                 }
+            }
+            if stream.is_none() && frames.is_closed() {
+                // The peer is gone: what is left is stale, and opening a
+                // stream would wait for it to come back.
+                return;
+            }
+            let open = match stream.as_mut() {
+                Some(open) => open,
+                None => match timeout(OPEN_TIMEOUT, self.control.open_stream(peer, PROTOCOL)).await
+                {
+                    Ok(Ok(opened)) => stream.insert(opened),
+                    Ok(Err(OpenStreamError::UnsupportedProtocol(_))) => {
+                        frames.close();
+                        while let Some(frame) = frames.recv().await {
+                            batch.push(frame);
+                        }
+                        self.bytes.store(0, Ordering::Relaxed);
+                        let unsent = batch;
+                        let _ = self.events.send(Event::Unsupported { peer, unsent }).await;
+                        return;
+                    }
+                    Ok(Err(e)) => {
+                        debug!(%peer, error = %e, "cannot open a push stream");
+                        self.lost(&batch);
+                        continue;
+                    }
+                    Err(_) => {
+                        debug!(%peer, "timed out opening a push stream");
+                        self.lost(&batch);
+                        continue;
+                    }
+                },
+            };
+            let written = timeout(WRITE_TIMEOUT, async {
+                open.write_all(&batch.concat()).await?;
+                open.flush().await
+            });
+            match written.await {
+                Ok(Ok(())) => self.done(&batch),
                 Ok(Err(e)) => {
-                    debug!(%peer, error = %e, "cannot open a push stream");
-                    continue;
+                    debug!(%peer, error = %e, "push stream failed");
+                    stream = None;
+                    self.lost(&batch);
                 }
                 Err(_) => {
-                    debug!(%peer, "timed out opening a push stream");
-                    continue;
+                    debug!(%peer, "peer is not reading its push stream: dropped");
+                    stream = None;
+                    self.lost(&batch);
                 }
-            },
-        };
-        let written = async {
-            open.write_all(&batch.concat()).await?;
-            open.flush().await
-        };
-        if let Err(e) = written.await {
-            debug!(%peer, error = %e, "push stream failed");
-            stream = None;
+            }
+        }
+        if let Some(mut open) = stream {
+            let _ = open.close().await;
         }
     }
-    if let Some(mut open) = stream {
-        let _ = open.close().await;
+
+    /// `batch` is written: its bytes no longer count against the peer.
+    fn done(&self, batch: &[Encoded]) {
+        let bytes = batch.iter().map(|f| f.len()).sum();
+        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    fn lost(&self, batch: &[Encoded]) {
+        self.done(batch);
+        self.dropped.inc_by(batch.len() as u64);
     }
 }
 

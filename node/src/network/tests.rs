@@ -1272,3 +1272,209 @@ async fn a_peer_without_push_streams_is_sent_requests() {
     });
     assert_eq!(got, votes);
 }
+
+/// A validator's consensus messages hold at most its share of the driver's
+/// queue: past it they are dropped and counted, and another validator's
+/// message still gets a place, however long the driver is busy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_validator_fills_no_more_than_its_share_of_the_driver_s_queue() {
+    let (genesis, keys) = network_of(4);
+    let mut node = start_node(&genesis, &keys[0], 1 << 20).await;
+    let share = DRIVER_QUEUE / 2 / 4;
+    let over = 100;
+    assert!(
+        (share + over) as f64 <= RATE_BURST,
+        "the flood stays within the rate limit"
+    );
+    let mut flooder = push_client(&keys[1], &node).await;
+    let mut stream = open_push(&mut flooder, &node).await;
+    let vote = frame(&encode(&Request::Consensus(vote_at(&genesis, &keys[1], 1))));
+    stream.write_all(&vote.repeat(share + over)).await.unwrap();
+    stream.flush().await.unwrap();
+    let dropped = |node: &Node| node.metrics.network_consensus_dropped.get();
+    let deadline = Instant::now() + DEADLINE;
+    while dropped(&node) < over as u64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(dropped(&node), over as u64, "what is past the share");
+
+    // The driver has read nothing; another validator's vote gets a place.
+    let mut other = push_client(&keys[2], &node).await;
+    let mut stream = open_push(&mut other, &node).await;
+    let theirs = vote_at(&genesis, &keys[2], 1);
+    stream
+        .write_all(&frame(&encode(&Request::Consensus(theirs.clone()))))
+        .await
+        .unwrap();
+    stream.flush().await.unwrap();
+    let mut from_flooder = 0;
+    let arrived = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match node.inbound.recv().await {
+                Some(Inbound::Consensus { message, .. }) if message == theirs => return,
+                Some(Inbound::Consensus { .. }) => from_flooder += 1,
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        arrived.is_ok(),
+        "the other validator's vote reaches the driver"
+    );
+    assert_eq!(from_flooder, share, "the flooder's share, no more");
+    assert_eq!(dropped(&node), over as u64);
+}
+
+/// A member that takes our push stream and stops reading holds no more of
+/// ours than its byte allowance: past it frames are dropped, and a write it
+/// does not take is given up with its stream, so that what waited goes out
+/// on a fresh one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_reading_holds_no_more_than_its_allowance() {
+    let (genesis, keys) = network();
+    let max_frame = 16 << 10;
+    let allowance = FRAME_BUDGET_FRAMES * max_frame;
+    let mut node = start_node(&genesis, &keys[0], max_frame).await;
+    let mut peer = push_client(&keys[1], &node).await;
+    let mut incoming = peer.accept(push::PROTOCOL).unwrap();
+    connected(&mut node).await;
+
+    // Far more than the stream's window and the allowance together.
+    let vote = vote_at(&genesis, &keys[0], 1);
+    let vote_bytes = frame(&encode(&Request::Consensus(vote.clone()))).len();
+    let votes = 4 * (256 << 10) / vote_bytes;
+    for _ in 0..votes {
+        node.handle
+            .outbound
+            .send(Outbound::Broadcast(vote.clone()))
+            .await
+            .unwrap();
+    }
+    let (_, unread) = tokio::time::timeout(DEADLINE, incoming.next())
+        .await
+        .expect("the node opens a push stream")
+        .unwrap();
+    let (_, mut fresh) = tokio::time::timeout(push::WRITE_TIMEOUT + DEADLINE, incoming.next())
+        .await
+        .expect("the stalled stream is given up and another opened")
+        .unwrap();
+    assert!(node.metrics.network_push_dropped.get() > 0);
+
+    // What waited for the peer comes on the fresh stream: at most its allowance.
+    let mut received = Vec::new();
+    let mut chunk = vec![0; 64 << 10];
+    while let Ok(Ok(n)) =
+        tokio::time::timeout(Duration::from_millis(500), fresh.read(&mut chunk)).await
+    {
+        if n == 0 {
+            break;
+        }
+        received.extend_from_slice(&chunk[..n]);
+    }
+    assert!(
+        !received.is_empty() && received.len() <= allowance,
+        "{} bytes waited, allowance {allowance}",
+        received.len()
+    );
+    assert_eq!(received.len() % vote_bytes, 0, "whole frames");
+    drop(unread);
+}
+
+/// What a peer sent before it was banned and had not been handled yet is
+/// not handled after: a ban does not give it a fresh budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_banned_peer_s_waiting_messages_are_not_handled() {
+    let (genesis, keys) = network();
+    let mut node = start_node(&genesis, &keys[0], 1 << 20).await;
+    let mut control = push_client(&keys[1], &node).await;
+    let mut stream = open_push(&mut control, &node).await;
+    // Some votes, then what a push stream may not carry, each struck (the
+    // last banning the peer), then votes that come after the ban.
+    let vote_frame = |h| frame(&encode(&Request::Consensus(vote_at(&genesis, &keys[1], h))));
+    let after_ban = 1_000;
+    let mut bytes: Vec<u8> = (1..=10).flat_map(vote_frame).collect();
+    for _ in 0..STRIKES {
+        bytes.extend(frame(&encode(&Request::Sync { from: 0, max: 1 })));
+    }
+    bytes.extend((after_ban..after_ban + 50).flat_map(vote_frame));
+    stream.write_all(&bytes).await.unwrap();
+    stream.flush().await.unwrap();
+
+    let mut handled = Vec::new();
+    let deadline = Instant::now() + DEADLINE;
+    while node.metrics.network_strikes.get() < u64::from(STRIKES) && Instant::now() < deadline {
+        while let Ok(inbound) = node.inbound.try_recv() {
+            handled.push(inbound);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        node.metrics.network_strikes.get() >= u64::from(STRIKES),
+        "banned"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while let Ok(inbound) = node.inbound.try_recv() {
+        handled.push(inbound);
+    }
+    let heights: Vec<u64> = handled
+        .iter()
+        .filter_map(|inbound| match inbound {
+            Inbound::Consensus {
+                message: Message::Vote(vote),
+                ..
+            } => Some(vote.data.height),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        heights,
+        (1..=10).collect::<Vec<_>>(),
+        "those before the ban are handled"
+    );
+    assert!(
+        heights.iter().all(|&h| h < after_ban),
+        "{} handled after the ban",
+        heights.iter().filter(|&&h| h >= after_ban).count()
+    );
+}
+
+/// The next request on a push stream the node opened to a test peer.
+async fn next_pushed(stream: &mut libp2p::Stream) -> Request {
+    let mut len = [0; 4];
+    stream.read_exact(&mut len).await.unwrap();
+    let mut body = vec![0; u32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut body).await.unwrap();
+    decode(&body).unwrap()
+}
+
+/// What an observer's API admitted and is still waiting is sent to the
+/// validators again: it never proposes it, and a validator that dropped the
+/// first batch would never see it otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_observer_sends_again_what_still_waits() {
+    let (genesis, keys) = network_with(1, 1);
+    let mut observer = start_node(&genesis, &keys[1], 1 << 20).await;
+    // A validator's node that reads what it is sent and admits none of it.
+    let mut validator = push_client(&keys[0], &observer).await;
+    let mut incoming = validator.accept(push::PROTOCOL).unwrap();
+    connected(&mut observer).await;
+    let tx = remark(&genesis, 0);
+    admit_here(&observer, &tx);
+
+    let (_, mut stream) = tokio::time::timeout(DEADLINE, incoming.next())
+        .await
+        .expect("the observer opens a push stream")
+        .unwrap();
+    let mut times_sent = 0;
+    let sent_twice = tokio::time::timeout(RESEND_AFTER + DEADLINE, async {
+        while times_sent < 2 {
+            if let Request::Transactions(TxBatch(txs)) = next_pushed(&mut stream).await {
+                times_sent += txs.iter().filter(|t| t.0 == encode(&tx)).count();
+            }
+        }
+    })
+    .await;
+    assert!(sent_twice.is_ok(), "sent {times_sent} times");
+    assert_eq!(observer.metrics.network_resent.get(), 1);
+}
