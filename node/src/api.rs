@@ -213,18 +213,26 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The HTTP status for each admission error code.
-pub fn admission_status(code: &str) -> StatusCode {
-    match code {
-        "oversized" => StatusCode::PAYLOAD_TOO_LARGE,
-        "malformed" | "non_canonical" | "wrong_chain" | "expired" | "expiry_too_far"
-        | "weak_key" => StatusCode::BAD_REQUEST,
-        "bad_signature" => StatusCode::UNAUTHORIZED,
-        "unknown_sender" | "read_only_sender" => StatusCode::FORBIDDEN,
-        "nonce_replayed" | "already_known" | "nonce_taken" => StatusCode::CONFLICT,
-        "nonce_too_far_ahead" => StatusCode::UNPROCESSABLE_ENTITY,
-        "mempool_full" | "sender_queue_full" => StatusCode::TOO_MANY_REQUESTS,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
+/// The HTTP status for each admission error (exhaustive, so a new refusal
+/// cannot fall through to a 500).
+pub fn admission_status(e: &AdmissionError) -> StatusCode {
+    use AdmissionError as E;
+    match e {
+        E::Oversized { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        E::Malformed(_)
+        | E::WrongChain { .. }
+        | E::Expired { .. }
+        | E::ExpiryTooFar { .. }
+        | E::WeakKey => StatusCode::BAD_REQUEST,
+        E::BadSignature => StatusCode::UNAUTHORIZED,
+        E::UnknownSender(_) | E::ReadOnlySender(_) => StatusCode::FORBIDDEN,
+        E::NonceReplayed { .. } | E::AlreadyKnown(_) | E::NonceTaken(_) => StatusCode::CONFLICT,
+        E::NonceTooFarAhead { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        E::MempoolFull { .. }
+        | E::MempoolBytesFull { .. }
+        | E::SenderQueueFull { .. }
+        | E::OrgShareFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+        E::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -232,7 +240,7 @@ impl From<AdmissionError> for ApiError {
     fn from(e: AdmissionError) -> Self {
         match e {
             AdmissionError::Storage(e) => ApiError::internal(e),
-            e => ApiError::new(admission_status(e.code()), e.code(), e.to_string()),
+            e => ApiError::new(admission_status(&e), e.code(), e.to_string()),
         }
     }
 }
@@ -533,7 +541,7 @@ pub fn wall_clock_ms() -> u64 {
         (status = 413, description = "oversized", body = ErrorBody),
         (status = 415, description = "unsupported_content_type", body = ErrorBody),
         (status = 422, description = "nonce_too_far_ahead", body = ErrorBody),
-        (status = 429, description = "mempool_full, sender_queue_full, admission_queue_full", body = ErrorBody),
+        (status = 429, description = "mempool_full, sender_queue_full, org_share_full, admission_queue_full", body = ErrorBody),
         (status = 500, description = "internal", body = ErrorBody),
         (status = 503, description = "shutting_down", body = ErrorBody),
     )

@@ -4,7 +4,8 @@
 //! may take space here, cheapest first, and answers with a specific
 //! [`AdmissionError`]: size, canonical decoding, chain id, expiry, membership
 //! of the sender, nonce (no replay, bounded gap), duplicates, capacity (total
-//! count and bytes, and per sender) and, last, the strict signature. Admission reads only
+//! count and bytes, per sender, and per organisation) and, last, the
+//! signature. Admission reads only
 //! committed state. Its decisions are local: what makes a block valid is
 //! decided again, deterministically, by execution.
 
@@ -59,6 +60,14 @@ pub enum AdmissionError {
     MempoolBytesFull { max_bytes: usize },
     #[error("sender has {limit} transactions waiting, the most allowed")]
     SenderQueueFull { limit: usize },
+    #[error(
+        "organisation {org} holds its share of the mempool: at most {max_txs} transactions and {max_bytes} bytes"
+    )]
+    OrgShareFull {
+        org: String,
+        max_txs: usize,
+        max_bytes: usize,
+    },
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
 }
@@ -99,6 +108,7 @@ impl AdmissionError {
                 "mempool_full"
             }
             AdmissionError::SenderQueueFull { .. } => "sender_queue_full",
+            AdmissionError::OrgShareFull { .. } => "org_share_full",
             AdmissionError::Storage(_) => "internal",
         }
     }
@@ -108,6 +118,15 @@ struct Entry {
     tx: SignedTransaction,
     hash: Hash,
     size: usize,
+    /// The sender's organisation when it was admitted.
+    org: String,
+}
+
+/// What one organisation's senders have waiting.
+#[derive(Default)]
+struct Load {
+    txs: usize,
+    bytes: usize,
 }
 
 #[derive(Default)]
@@ -118,6 +137,8 @@ struct Pool {
     by_hash: HashMap<Hash, (PublicKey, u64)>,
     /// Encoded size of everything waiting.
     bytes: usize,
+    /// By organisation, for its share.
+    orgs: BTreeMap<String, Load>,
 }
 
 impl Pool {
@@ -130,6 +151,13 @@ impl Pool {
             if let Some(entry) = queue.remove(&nonce) {
                 self.by_hash.remove(&entry.hash);
                 self.bytes -= entry.size;
+                if let Some(load) = self.orgs.get_mut(&entry.org) {
+                    load.txs -= 1;
+                    load.bytes -= entry.size;
+                    if load.txs == 0 {
+                        self.orgs.remove(&entry.org);
+                    }
+                }
             }
             if queue.is_empty() {
                 self.senders.remove(sender);
@@ -141,6 +169,12 @@ impl Pool {
 /// Default of [`Mempool::with_max_bytes`]: 256 MiB, so a full pool of
 /// largest transactions (count cap × size cap) cannot exhaust memory.
 pub const DEFAULT_MAX_BYTES: usize = 256 * 1024 * 1024;
+
+/// One organisation's senders together may hold this share of the pool's
+/// count and bytes (a quarter), or one sender's limit if that is more: an
+/// organisation with many accounts cannot fill the pool and keep the other
+/// members' transactions out.
+const ORG_SHARE_DIVISOR: usize = 4;
 
 pub struct Mempool {
     chain_id: String,
@@ -173,6 +207,7 @@ struct Checked {
     tx: SignedTransaction,
     hash: Hash,
     size: usize,
+    org: String,
 }
 
 impl Mempool {
@@ -373,19 +408,25 @@ impl Mempool {
                 max_ms: self.params.max_expiry_ms,
             });
         }
-        self.check_sender(tx, state)?;
+        let org = self.check_sender(tx, state)?;
         let checked = Checked {
             hash: stx.hash(),
             tx: stx,
             size: bytes.len(),
+            org,
         };
         self.check_room(&self.pool(), &checked)?;
         Ok(checked)
     }
 
     /// The sender is an account of a member that may send, and the nonce is
-    /// neither used on chain nor `max_nonce_gap` or more ahead of it.
-    fn check_sender(&self, tx: &Transaction, state: &dyn StateRead) -> Result<(), AdmissionError> {
+    /// neither used on chain nor `max_nonce_gap` or more ahead of it. Returns
+    /// the sender's organisation.
+    fn check_sender(
+        &self,
+        tx: &Transaction,
+        state: &dyn StateRead,
+    ) -> Result<String, AdmissionError> {
         let account = execution::account(state, &tx.sender)?
             .ok_or(AdmissionError::UnknownSender(tx.sender))?;
         if !execution::may_send(execution::organisation(state, &account.org)?.as_ref()) {
@@ -404,7 +445,7 @@ impl Mempool {
                 max_gap: self.params.max_nonce_gap,
             });
         }
-        Ok(())
+        Ok(account.org)
     }
 
     fn check_room(&self, pool: &Pool, c: &Checked) -> Result<(), AdmissionError> {
@@ -429,6 +470,17 @@ impl Mempool {
         if queue.is_some_and(|q| q.len() >= limit) {
             return Err(AdmissionError::SenderQueueFull { limit });
         }
+        let max_txs = (capacity / ORG_SHARE_DIVISOR).max(limit);
+        let max_bytes = self.max_bytes / ORG_SHARE_DIVISOR;
+        if let Some(load) = pool.orgs.get(&c.org)
+            && (load.txs >= max_txs || load.bytes + c.size > max_bytes)
+        {
+            return Err(AdmissionError::OrgShareFull {
+                org: c.org.clone(),
+                max_txs,
+                max_bytes,
+            });
+        }
         Ok(())
     }
 
@@ -444,12 +496,16 @@ impl Mempool {
         let (sender, nonce) = (c.tx.tx.sender, c.tx.tx.nonce);
         pool.by_hash.insert(c.hash, (sender, nonce));
         pool.bytes += c.size;
+        let load = pool.orgs.entry(c.org.clone()).or_default();
+        load.txs += 1;
+        load.bytes += c.size;
         pool.senders.entry(sender).or_default().insert(
             nonce,
             Entry {
                 tx: c.tx,
                 hash: c.hash,
                 size: c.size,
+                org: c.org,
             },
         );
         Ok(c.hash)

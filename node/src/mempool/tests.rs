@@ -569,6 +569,67 @@ fn admission_refuses_a_sender_with_mempool_per_sender_transactions_waiting() {
         .expect("another sender still has room");
 }
 
+/// The dev genesis with a second account for core-acme.
+fn genesis_with_second_acme_account() -> Genesis {
+    let mut genesis = Genesis::dev();
+    let org = genesis
+        .organisations
+        .iter_mut()
+        .find(|o| o.id == "core-acme")
+        .expect("dev genesis has core-acme");
+    org.accounts.push(GenesisAccount {
+        key: dev_account(ACME_TREASURY).public(),
+        org_admin: false,
+        label: "treasury".into(),
+    });
+    genesis
+}
+
+const ACME_TREASURY: &str = "core-acme/treasury";
+
+#[test]
+fn an_organisation_s_senders_together_hold_at_most_its_share() {
+    let params = ChainParams {
+        mempool_capacity: 12,
+        mempool_per_sender: 2,
+        ..trellis_genesis::dev_params()
+    };
+    let env = Env::with(genesis_with_second_acme_account(), params);
+    // A quarter of 12: three, whichever of its accounts sends them.
+    env.admit(&signed(ACME, 0)).unwrap();
+    env.admit(&signed(ACME, 1)).unwrap();
+    env.admit(&signed(ACME_TREASURY, 0)).unwrap();
+    let err = env.refused(&encode(&signed(ACME_TREASURY, 1)));
+    assert!(
+        matches!(&err, AdmissionError::OrgShareFull { org, max_txs: 3, .. } if org == "core-acme"),
+        "{err:?}"
+    );
+    assert_eq!(err.code(), "org_share_full");
+    env.admit(&signed(T1, 0))
+        .expect("another organisation still has room");
+
+    // Once some of it commits, the organisation has room again.
+    env.commit(&[signed(ACME, 0), signed(ACME, 1)], NOW);
+    env.mempool.prune(&env.storage, NOW).unwrap();
+    env.admit(&signed(ACME_TREASURY, 1)).unwrap();
+}
+
+#[test]
+fn an_organisation_s_share_of_bytes_is_a_quarter_of_the_pool_s() {
+    let size = encode(&signed(ACME, 0)).len();
+    let mut env = Env::with(
+        genesis_with_second_acme_account(),
+        trellis_genesis::dev_params(),
+    );
+    env.mempool = Mempool::new(CHAIN_ID.into(), trellis_genesis::dev_params())
+        .with_max_bytes(4 * (2 * size + size / 2));
+    env.admit(&signed(ACME, 0)).unwrap();
+    env.admit(&signed(ACME_TREASURY, 0)).unwrap();
+    let err = env.refused(&encode(&signed(ACME, 1)));
+    assert_eq!(err.code(), "org_share_full", "{err:?}");
+    env.admit(&signed(T1, 0)).unwrap();
+}
+
 // ---- batches ----
 
 /// A mix of every verdict a batch can give, including ones that depend on an

@@ -206,7 +206,7 @@ fn rejection_hint(code: &str) -> Option<String> {
         "bad_signature" => "the signature does not verify: is the key file the one registered?",
         "wrong_chain" => "the node serves another chain than the transaction was signed for",
         "expired" | "expiry_too_far" => "check this machine's clock",
-        "mempool_full" | "sender_queue_full" | "too_many_streams" => {
+        "mempool_full" | "sender_queue_full" | "org_share_full" | "too_many_streams" => {
             "the node is busy: try again later"
         }
         _ => return None,
