@@ -21,8 +21,10 @@ use tempfile::TempDir;
 use trellis_genesis::{Genesis, NetworkSpec};
 use trellis_node::api::{BlockResponse, ErrorBody, StateResponse, TxStatus};
 use trellis_node::config::{ApiConfig, NodeConfig};
+use trellis_types::block::VoteKind;
 use trellis_types::{
-    Bytes, Hash, KeyPair, Payload, PublicKey, Receipt, SignedTransaction, SystemOp, Transaction,
+    Bytes, DuplicateVote, Hash, KeyPair, Payload, PublicKey, Receipt, SignedTransaction, SystemOp,
+    Transaction, Vote, VoteData,
 };
 
 pub const DEV_CHAIN_ID: &str = "trellis-dev";
@@ -102,6 +104,39 @@ pub fn remark(account: &str, nonce: u64, text: &str) -> SignedTransaction {
 /// The state key of an account record.
 pub fn account_key(account: &PublicKey) -> Vec<u8> {
     trellis_node::execution::keys::account(account)
+}
+
+/// Writes `proofs` of equivocation into the store in `data_dir`, as a node
+/// that found them would; the node must be stopped.
+pub fn record_evidence(data_dir: &Path, proofs: &[DuplicateVote]) -> anyhow::Result<()> {
+    let storage = trellis_node::storage::Storage::open(&data_dir.join("chain"))?;
+    for proof in proofs {
+        storage.record_evidence(proof)?;
+    }
+    Ok(())
+}
+
+/// Two precommits by `key` at `height`, for nothing and for a block: a proof
+/// of equivocation on the dev chain.
+pub fn equivocation(key: &KeyPair, height: u64) -> DuplicateVote {
+    let vote = |block| {
+        let data = VoteData {
+            chain_id: DEV_CHAIN_ID.into(),
+            height,
+            round: 0,
+            kind: VoteKind::Precommit,
+            block,
+        };
+        Vote {
+            signature: key.sign(&data.signing_hash()),
+            voter: key.public(),
+            data,
+        }
+    };
+    DuplicateVote {
+        first: vote(None),
+        second: vote(Some(Hash([7; 32]))),
+    }
 }
 
 /// The dev genesis and its single validator's key.

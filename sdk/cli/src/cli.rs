@@ -150,6 +150,16 @@ pub enum Command {
     )]
     Status,
 
+    /// Proofs that validators equivocated (signed two votes for one step), as the node found them, each checked here.
+    #[command(
+        after_help = "Examples:\n  trellis evidence\n  trellis evidence --from-height 1200\n  trellis --output json evidence | jq '.evidence[].first.voter'"
+    )]
+    Evidence {
+        /// List proofs from this height on.
+        #[arg(long, default_value_t = 0)]
+        from_height: u64,
+    },
+
     /// Committed transactions and their events, filtered; --follow keeps streaming.
     #[command(after_help = EVENTS_EXAMPLES)]
     Events(EventsArgs),

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use trellis_tests::{DevNode, free_port, openssl};
+use trellis_tests::{DevNode, equivocation, free_port, openssl, record_evidence};
 
 mod common;
 
@@ -1092,4 +1092,54 @@ async fn the_demo_runs_on_a_four_validator_local_network() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// `trellis evidence` pages through everything the node holds from a
+/// height on and checks each proof itself, so a forged one is shown as such.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evidence_lists_every_proof_from_a_height_each_checked_here() {
+    let mut node = DevNode::start().await.expect("dev node");
+    let empty = json_ok(&node.url(""), &["evidence"]).await;
+    assert_eq!(empty["evidence"], serde_json::json!([]));
+
+    // More than one page (the API gives at most 100), and one forged proof.
+    let key = trellis_types::KeyPair::insecure_from_label("an equivocating validator");
+    let mut proofs: Vec<_> = (1..=150).map(|h| equivocation(&key, h)).collect();
+    let mut forged = equivocation(&key, 200);
+    forged.second.signature = forged.first.signature;
+    proofs.push(forged);
+    node.stop().await.unwrap();
+    record_evidence(node.data_dir(), &proofs).unwrap();
+    node.resume().await.unwrap();
+
+    let listed = json_ok(&node.url(""), &["evidence", "--from-height", "11"]).await;
+    let heights: Vec<u64> = listed["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["second"]["data"]["height"].as_u64().unwrap())
+        .collect();
+    let expected: Vec<u64> = (11..=150).chain([200]).collect();
+    assert_eq!(
+        heights, expected,
+        "every proof from height 11, once, in order"
+    );
+    let checks = listed["checks"].as_array().unwrap();
+    assert!(
+        checks[..140].iter().all(Value::is_null),
+        "the real proofs check"
+    );
+    assert_eq!(checks[140], "a vote's signature is not its validator's");
+
+    let text = trellis(&["--node", &node.url(""), "evidence", "--from-height", "150"])
+        .await
+        .ok()
+        .stdout;
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+        .collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    assert!(rows[0].trim_end().ends_with(" valid"), "{text}");
+    assert!(rows[1].contains("invalid: a vote's signature"), "{text}");
 }

@@ -1,4 +1,5 @@
-//! `trellis status`, `trellis block`, `trellis tx`: reading the chain.
+//! `trellis status`, `trellis block`, `trellis tx`, `trellis evidence`:
+//! reading the chain.
 
 use crate::context::Ctx;
 use crate::error::{Class, CliError, Result};
@@ -6,7 +7,8 @@ use crate::output::{Report, record, table};
 use crate::when::format_ms;
 use serde_json::json;
 use trellis_sdk::api::{BlockResponse, TxStatus};
-use trellis_types::{Event, Hash, Payload, Receipt, ReceiptStatus, SystemOp};
+use trellis_types::block::VoteKind;
+use trellis_types::{DuplicateVote, Event, Hash, Payload, Receipt, ReceiptStatus, SystemOp};
 
 pub async fn status(ctx: &Ctx) -> Result<Report> {
     let client = ctx.reader()?;
@@ -192,5 +194,70 @@ pub async fn tx(ctx: &Ctx, hash: &str) -> Result<Report> {
             text
         }
     };
+    Ok(Report::new(text, value))
+}
+
+/// Every proof of equivocation the node holds from `from_height` on, page
+/// by page, each checked here rather than taken on the node's word.
+pub async fn evidence(ctx: &Ctx, from_height: u64) -> Result<Report> {
+    let client = ctx.reader()?;
+    let mut all: Vec<DuplicateVote> = Vec::new();
+    let mut after = None;
+    loop {
+        let page = match &after {
+            None => client.evidence(from_height, None).await?,
+            Some((height, voter)) => client.evidence(*height, Some(voter)).await?,
+        };
+        let Some(last) = page.last() else { break };
+        let next = (last.first.data.height, last.first.voter);
+        if after.as_ref().is_some_and(|before| &next <= before) {
+            return Err(CliError::other(
+                "the node's pages of evidence do not advance",
+            ));
+        }
+        after = Some(next);
+        all.extend(page);
+    }
+    let verdicts: Vec<std::result::Result<(), &str>> =
+        all.iter().map(DuplicateVote::check).collect();
+    let mut t = table([
+        "HEIGHT",
+        "ROUND",
+        "STEP",
+        "VALIDATOR",
+        "FIRST",
+        "SECOND",
+        "PROOF",
+    ]);
+    for (proof, verdict) in all.iter().zip(&verdicts) {
+        let data = &proof.first.data;
+        let block = |vote: &trellis_types::Vote| {
+            vote.data
+                .block
+                .map_or_else(|| "nil".to_owned(), |b| short(&b.to_hex()))
+        };
+        t.add_row(vec![
+            data.height.to_string(),
+            data.round.to_string(),
+            match data.kind {
+                VoteKind::Prevote => "prevote",
+                VoteKind::Precommit => "precommit",
+            }
+            .to_owned(),
+            proof.first.voter.to_hex(),
+            block(&proof.first),
+            block(&proof.second),
+            verdict.map_or_else(|why| format!("invalid: {why}"), |()| "valid".to_owned()),
+        ]);
+    }
+    let text = if all.is_empty() {
+        format!("no evidence of equivocation from height {from_height} on this node")
+    } else {
+        t.trim_fmt()
+    };
+    let value = json!({
+        "evidence": all,
+        "checks": verdicts.iter().map(|v| v.err()).collect::<Vec<_>>(),
+    });
     Ok(Report::new(text, value))
 }
