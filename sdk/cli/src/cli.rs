@@ -672,6 +672,11 @@ pub struct BenchArgs {
     /// the run for [default: accounts for 20000/s, receivables for the rate the setup reached].
     #[arg(long, value_name = "N")]
     pub expect_rate: Option<f64>,
+    /// Receivables issued and accepted before the run besides those maturing
+    /// in it, to measure on a chain that already holds that many pieces
+    /// [default: as many as may be in flight, 1000 to 20000].
+    #[arg(long, value_name = "N")]
+    pub setup_roots: Option<usize>,
 }
 
 #[cfg(test)]

@@ -70,6 +70,9 @@ const MOVE_MARGIN_MS: u64 = 5_000;
 const RUN_MATURITY_AFTER_WINDOW_MS: u64 = 20_000;
 /// Longest wait for the run's last transactions to commit.
 const DRAIN: Duration = Duration::from_secs(30);
+/// Most receivables `--setup-roots` may ask for: two million pieces, about
+/// four million setup transactions.
+const MAX_SETUP_ROOTS: usize = 2_000_000;
 /// The setup fails when nothing of it commits for this long.
 const SETUP_STALL: Duration = Duration::from_secs(60);
 const HTTP_PER_NODE: usize = 256;
@@ -126,6 +129,14 @@ impl Plan {
         }
         if args.expect_rate.is_some_and(|r| !r.is_finite() || r <= 0.0) {
             return Err(CliError::usage("--expect-rate must be a positive number"));
+        }
+        if args
+            .setup_roots
+            .is_some_and(|n| n == 0 || n > MAX_SETUP_ROOTS)
+        {
+            return Err(CliError::usage(format!(
+                "--setup-roots must be 1 to {MAX_SETUP_ROOTS}"
+            )));
         }
         if args.start && !(1..=16).contains(&args.validators) {
             return Err(CliError::usage("--validators must be 1 to 16"));
@@ -401,11 +412,11 @@ async fn bench(
     // Settlements needed in the run: 5 % of what it commits, each a receivable
     // that matured in it (with 10 % to spare).
     let maturing_for = |rate: f64| ((0.05 * rate * run_secs * 1.1).ceil() as usize).max(1);
-    // Pieces to act on from the start: as many as may be in flight.
-    let far_roots = match plan.rate {
+    // Pieces to act on from the start: as many as may be in flight, unless asked.
+    let far_roots = args.setup_roots.unwrap_or(match plan.rate {
         BenchRate::PerSecond(r) => (r as usize).clamp(100, 20_000),
         BenchRate::Max => (plan.window as usize / 2).clamp(1_000, 20_000),
-    };
+    });
     let credit_headroom = if params.is_some() {
         let roots =
             far_roots + maturing_for(sizing_rate) + (0.05 * sizing_rate * run_secs) as usize;
@@ -943,6 +954,28 @@ fn accounts_for(share: f64, in_flight: f64, cap: u32) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn plan_of(args: &[&str]) -> Result<Plan> {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from(["trellis", "bench"].iter().chain(args))
+            .expect("the arguments parse");
+        match &cli.command {
+            crate::cli::Command::Bench(args) => Plan::from_args(args),
+            _ => unreachable!("a bench command"),
+        }
+    }
+
+    #[test]
+    fn setup_roots_are_one_to_the_most_a_setup_may_issue() {
+        let most = MAX_SETUP_ROOTS.to_string();
+        let too_many = (MAX_SETUP_ROOTS + 1).to_string();
+        assert!(plan_of(&["--setup-roots", "1"]).is_ok());
+        assert!(plan_of(&["--setup-roots", &most]).is_ok());
+        for bad in ["0", too_many.as_str()] {
+            let err = plan_of(&["--setup-roots", bad]).expect_err(bad);
+            assert!(err.to_string().contains("--setup-roots must be"), "{err}");
+        }
+    }
 
     #[test]
     fn loopback_ports_are_found_in_node_urls() {
