@@ -151,7 +151,12 @@ impl Pool {
             if let Some(entry) = queue.remove(&nonce) {
                 self.by_hash.remove(&entry.hash);
                 self.bytes -= entry.size;
-                if let Some(load) = self.orgs.get_mut(&entry.org) {
+                let load = self.orgs.get_mut(&entry.org);
+                debug_assert!(
+                    load.is_some(),
+                    "every entry counts in its organisation's load"
+                );
+                if let Some(load) = load {
                     load.txs -= 1;
                     load.bytes -= entry.size;
                     if load.txs == 0 {
@@ -170,10 +175,11 @@ impl Pool {
 /// largest transactions (count cap × size cap) cannot exhaust memory.
 pub const DEFAULT_MAX_BYTES: usize = 256 * 1024 * 1024;
 
-/// One organisation's senders together may hold this share of the pool's
-/// count and bytes (a quarter), or one sender's limit if that is more: an
-/// organisation with many accounts cannot fill the pool and keep the other
-/// members' transactions out.
+/// Once the pool is half full (by count or by bytes), one organisation's
+/// senders together may hold no more than this share of it (a quarter), or
+/// one sender's limit if that is more: an organisation with many accounts
+/// may use a pool that has room, but cannot fill it and keep the other
+/// members' transactions out; at least half of it stays theirs.
 const ORG_SHARE_DIVISOR: usize = 4;
 
 pub struct Mempool {
@@ -265,12 +271,24 @@ impl Mempool {
         self.pool().by_hash.contains_key(hash)
     }
 
-    /// The encoded transaction `hash`, if it is waiting.
-    pub fn encoded(&self, hash: &Hash) -> Option<Vec<u8>> {
-        let pool = self.pool();
-        let (sender, nonce) = pool.by_hash.get(hash)?;
-        let entry = pool.senders.get(sender)?.get(nonce)?;
-        Some(trellis_types::encode(&entry.tx))
+    /// Those of `hashes` still waiting, encoded (after the lock is let go),
+    /// each with its hash; `None` for the others.
+    pub fn encoded(&self, hashes: &[Hash]) -> Vec<Option<(Hash, Vec<u8>)>> {
+        let waiting: Vec<Option<SignedTransaction>> = {
+            let pool = self.pool();
+            hashes
+                .iter()
+                .map(|hash| {
+                    let (sender, nonce) = pool.by_hash.get(hash)?;
+                    Some(pool.senders.get(sender)?.get(nonce)?.tx.clone())
+                })
+                .collect()
+        };
+        hashes
+            .iter()
+            .zip(waiting)
+            .map(|(hash, tx)| Some((*hash, trellis_types::encode(&tx?))))
+            .collect()
     }
 
     /// Resolves when a transaction was admitted since the last call.
@@ -472,7 +490,9 @@ impl Mempool {
         }
         let max_txs = (capacity / ORG_SHARE_DIVISOR).max(limit);
         let max_bytes = self.max_bytes / ORG_SHARE_DIVISOR;
-        if let Some(load) = pool.orgs.get(&c.org)
+        let half_full = pool.len() >= capacity / 2 || pool.bytes + c.size > self.max_bytes / 2;
+        if half_full
+            && let Some(load) = pool.orgs.get(&c.org)
             && (load.txs >= max_txs || load.bytes + c.size > max_bytes)
         {
             return Err(AdmissionError::OrgShareFull {

@@ -95,19 +95,22 @@ const FORWARD_INTERVAL: Duration = Duration::from_millis(50);
 /// before checking its signature.
 const RESEND_AFTER: Duration = Duration::from_secs(5);
 const RESEND_MAX: Duration = Duration::from_secs(60);
+/// Transactions an observer's node sends again per forward, at most (5,120
+/// a second); what else is due waits for the next.
+const RESEND_PER_TICK: usize = 256;
 /// No transaction encodes shorter: a sender key (32 bytes) and a signature
 /// (64) at least.
 const MIN_TX_BYTES: usize = 96;
 /// Messages waiting for the driver. The network task never waits for a
-/// place: each validator's consensus messages may hold an even share of
-/// half of it, and one past its share is dropped, so a validator sending at
-/// its rate limit through a long pause of the driver (applying synced
-/// blocks, say) loses only its own messages and cannot stop the network
-/// task for every peer. A lost message costs a round at worst; the driver
-/// catches up by sync.
+/// place for a consensus message: each validator's may hold an even share
+/// of half the queue, and one past its share is dropped, so a validator
+/// sending at its rate limit through a long pause of the driver (applying
+/// synced blocks, say) loses only its own messages and cannot stop the
+/// network task for every peer. A lost message costs a round at worst; the
+/// driver catches up by sync. The rest of the queue is for what the
+/// network task does wait on, and has little of: answers to this node's own
+/// sync requests (one at a time) and peer counts.
 const DRIVER_QUEUE: usize = 10_000;
-/// Each validator's share of the driver's queue is at least this.
-const MIN_DRIVER_SHARE: usize = 64;
 /// Frames read from peers' push streams waiting for the network task; a
 /// reader waits while it is full.
 const PUSH_EVENTS: usize = 1_024;
@@ -546,7 +549,7 @@ pub fn spawn(
 
     let (out_tx, out_rx) = mpsc::channel(10_000);
     let (in_tx, in_rx) = mpsc::channel(DRIVER_QUEUE);
-    let driver_share = (DRIVER_QUEUE / 2 / validators.len().max(1)).max(MIN_DRIVER_SHARE);
+    let driver_share = (DRIVER_QUEUE / 2 / validators.len().max(1)).max(1);
     let (served_tx, served_rx) = mpsc::channel(SYNC_READS);
     let (faults_tx, faults_rx) = mpsc::channel(PEER_BATCHES_IN_FLIGHT);
     let task = NetworkTask {
@@ -704,38 +707,57 @@ impl NetworkTask {
             }
             txs.push(bytes);
         }
-        txs.extend(self.due_again(now));
-        for batch in forward_batches(txs, self.max_frame_bytes / 2) {
-            self.send_to_all(Request::Transactions(batch));
+        let budget = self.max_frame_bytes / 2;
+        for batch in forward_batches(txs, budget) {
+            self.send_to(&self.connected.clone(), Request::Transactions(batch));
+        }
+        let again = self.due_again(now);
+        if !again.is_empty() {
+            // Only validators propose; the other observers had it the first time.
+            let validators = &self.connected & &self.validators;
+            for batch in forward_batches(again, budget) {
+                self.send_to(&validators, Request::Transactions(batch));
+            }
         }
     }
 
-    /// What an observer sent that is still waiting and due to be sent again.
+    /// What an observer sent that still waits and is due to be sent again,
+    /// at most [`RESEND_PER_TICK`]; the rest stays due.
     fn due_again(&mut self, now: Instant) -> Vec<Vec<u8>> {
-        let mut again = Vec::new();
-        while let Some(entry) = self.resend.first_entry()
+        let mut due = Vec::new();
+        while due.len() < RESEND_PER_TICK
+            && let Some(entry) = self.resend.first_entry()
             && entry.key().0 <= now
         {
-            let ((_, hash), waited) = entry.remove_entry();
-            if let Some(bytes) = self.mempool.encoded(&hash) {
-                let wait = (2 * waited).min(RESEND_MAX);
-                self.resend.insert((now + wait, hash), wait);
-                again.push(bytes);
-            }
+            due.push(entry.remove_entry());
+        }
+        let hashes: Vec<Hash> = due.iter().map(|((_, hash), _)| *hash).collect();
+        let mut again = Vec::new();
+        for ((_, waited), tx) in due.into_iter().zip(self.mempool.encoded(&hashes)) {
+            // Gone from the pool (committed, or expired): done with.
+            let Some((hash, bytes)) = tx else { continue };
+            let wait = (2 * waited).min(RESEND_MAX);
+            self.resend.insert((now + wait, hash), wait);
+            again.push(bytes);
         }
         self.metrics.network_resent.inc_by(again.len() as u64);
         again
     }
 
-    /// Sends `request` to every connected member: on its push stream, or
-    /// as a request to a peer without one.
+    /// Sends `request` to every connected member.
     fn send_to_all(&mut self, request: Request) {
+        self.send_to(&self.connected.clone(), request);
+    }
+
+    /// Sends `request` to `peers`: on each one's push stream, or as a
+    /// request to a peer without one.
+    fn send_to(&mut self, peers: &BTreeSet<PeerId>, request: Request) {
         let Some(frame) = encode_frame(&request, self.max_frame_bytes) else {
             warn!("a message too large for a frame was not sent");
             return;
         };
         let frame: push::Encoded = frame.into();
-        for peer in &self.connected {
+        for peer in peers {
             match self.requests_only.get_mut(peer) {
                 Some(unanswered) => {
                     send_as_request(&mut self.swarm, peer, unanswered, &request, &self.metrics)
@@ -1176,9 +1198,6 @@ impl NetworkTask {
     }
 }
 
-/// `txs` in batches whose encoding stays within `budget` bytes, so that none
-/// makes a frame too large to send: a burst of large transactions becomes
-/// several requests. A transaction alone over the budget (at most a block's
 /// Sends `request` to `peer`, which takes no push stream, unless as many as
 /// a connection may have in flight are unanswered: a peer that does not
 /// answer holds no more of ours than a push queue does.
@@ -1199,6 +1218,10 @@ fn send_as_request(
         .send_request(peer, Frame::outgoing(request.clone()));
     unanswered.insert(id);
 }
+
+/// `txs` in batches whose encoding stays within `budget` bytes, so that none
+/// makes a frame too large to send: a burst of large transactions becomes
+/// several requests. A transaction alone over the budget (at most a block's
 /// bytes, which a frame always holds) goes in a batch of its own.
 fn forward_batches(txs: Vec<Vec<u8>>, budget: usize) -> Vec<TxBatch> {
     // An entry's length prefix is a varint of at most 10 bytes.

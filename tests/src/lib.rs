@@ -109,19 +109,37 @@ pub fn account_key(account: &PublicKey) -> Vec<u8> {
 /// Writes `proofs` of equivocation into the store in `data_dir`, as a node
 /// that found them would; the node must be stopped.
 pub fn record_evidence(data_dir: &Path, proofs: &[DuplicateVote]) -> anyhow::Result<()> {
-    let storage = trellis_node::storage::Storage::open(&data_dir.join("chain"))?;
+    let storage = open_when_unlocked(&data_dir.join("chain"))?;
     for proof in proofs {
         storage.record_evidence(proof)?;
     }
     Ok(())
 }
 
-/// Two precommits by `key` at `height`, for nothing and for a block: a proof
-/// of equivocation on the dev chain.
-pub fn equivocation(key: &KeyPair, height: u64) -> DuplicateVote {
+/// sled lets go of its file lock from a background thread after its last
+/// handle is dropped: a store just closed may still be locked for a moment.
+fn open_when_unlocked(path: &Path) -> anyhow::Result<trellis_node::storage::Storage> {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match trellis_node::storage::Storage::open(path) {
+            Err(e) if is_locked(&e) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            opened => return Ok(opened?),
+        }
+    }
+}
+
+fn is_locked(e: &impl std::fmt::Display) -> bool {
+    format!("{e:#}").contains("could not acquire lock")
+}
+
+/// Two precommits by `key` at `height` of chain `chain_id`, for nothing and
+/// for a block: a proof of equivocation.
+pub fn equivocation(key: &KeyPair, chain_id: &str, height: u64) -> DuplicateVote {
     let vote = |block| {
         let data = VoteData {
-            chain_id: DEV_CHAIN_ID.into(),
+            chain_id: chain_id.into(),
             height,
             round: 0,
             kind: VoteKind::Precommit,
@@ -269,7 +287,9 @@ impl DevNode {
     pub async fn resume(&mut self) -> anyhow::Result<()> {
         assert!(self.running.is_none(), "the node is already running");
         let (genesis, key) = dev_chain();
-        for attempt in 1..=START_ATTEMPTS {
+        let lock_deadline = Instant::now() + DEADLINE;
+        let mut port_attempts = 0;
+        loop {
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
             let config = NodeConfig {
                 data_dir: self.data_dir.clone(),
@@ -285,14 +305,18 @@ impl DevNode {
                 Ok(()) => return Ok(()),
                 // Someone took the port between our probe and the node's bind.
                 Err(e)
-                    if attempt < START_ATTEMPTS && format!("{e:#}").contains("binding the API") =>
+                    if port_attempts < START_ATTEMPTS
+                        && format!("{e:#}").contains("binding the API") =>
                 {
-                    continue;
+                    port_attempts += 1;
+                }
+                // The store was closed a moment ago (by the node or a test).
+                Err(e) if Instant::now() < lock_deadline && is_locked(&e) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 Err(e) => return Err(e),
             }
         }
-        unreachable!("the last attempt returns")
     }
 
     async fn wait_healthy(&mut self) -> anyhow::Result<()> {

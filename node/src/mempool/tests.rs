@@ -588,46 +588,53 @@ fn genesis_with_second_acme_account() -> Genesis {
 const ACME_TREASURY: &str = "core-acme/treasury";
 
 #[test]
-fn an_organisation_s_senders_together_hold_at_most_its_share() {
+fn an_organisation_s_senders_together_hold_at_most_its_share_once_the_pool_is_half_full() {
     let params = ChainParams {
         mempool_capacity: 12,
-        mempool_per_sender: 2,
+        mempool_per_sender: 3,
         ..trellis_genesis::dev_params()
     };
     let env = Env::with(genesis_with_second_acme_account(), params);
-    // A quarter of 12: three, whichever of its accounts sends them.
-    env.admit(&signed(ACME, 0)).unwrap();
-    env.admit(&signed(ACME, 1)).unwrap();
+    // While the pool has room, more than a quarter of 12, from two accounts.
+    for nonce in 0..3 {
+        env.admit(&signed(ACME, nonce)).unwrap();
+    }
     env.admit(&signed(ACME_TREASURY, 0)).unwrap();
+    // Half full: core-acme, over its quarter, may add no more.
+    env.admit(&signed(T1, 0)).unwrap();
+    env.admit(&signed(T1, 1)).unwrap();
     let err = env.refused(&encode(&signed(ACME_TREASURY, 1)));
     assert!(
         matches!(&err, AdmissionError::OrgShareFull { org, max_txs: 3, .. } if org == "core-acme"),
         "{err:?}"
     );
     assert_eq!(err.code(), "org_share_full");
-    env.admit(&signed(T1, 0))
+    env.admit(&signed(T2, 0))
         .expect("another organisation still has room");
 
-    // Once some of it commits, the organisation has room again.
-    env.commit(&[signed(ACME, 0), signed(ACME, 1)], NOW);
+    // Once most of it commits, the organisation has room again.
+    env.commit(&[signed(ACME, 0), signed(ACME, 1), signed(ACME, 2)], NOW);
     env.mempool.prune(&env.storage, NOW).unwrap();
     env.admit(&signed(ACME_TREASURY, 1)).unwrap();
 }
 
 #[test]
-fn an_organisation_s_share_of_bytes_is_a_quarter_of_the_pool_s() {
+fn an_organisation_s_share_of_bytes_is_a_quarter_of_the_pool_s_once_half_is_used() {
     let size = encode(&signed(ACME, 0)).len();
     let mut env = Env::with(
         genesis_with_second_acme_account(),
         trellis_genesis::dev_params(),
     );
-    env.mempool = Mempool::new(CHAIN_ID.into(), trellis_genesis::dev_params())
-        .with_max_bytes(4 * (2 * size + size / 2));
+    // A quarter is two and a half transactions, half is five.
+    env.mempool =
+        Mempool::new(CHAIN_ID.into(), trellis_genesis::dev_params()).with_max_bytes(10 * size);
     env.admit(&signed(ACME, 0)).unwrap();
     env.admit(&signed(ACME_TREASURY, 0)).unwrap();
-    let err = env.refused(&encode(&signed(ACME, 1)));
-    assert_eq!(err.code(), "org_share_full", "{err:?}");
+    env.admit(&signed(ACME, 1)).unwrap();
     env.admit(&signed(T1, 0)).unwrap();
+    let err = env.refused(&encode(&signed(ACME, 2)));
+    assert_eq!(err.code(), "org_share_full", "{err:?}");
+    env.admit(&signed(T2, 0)).unwrap();
 }
 
 // ---- batches ----

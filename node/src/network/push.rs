@@ -17,8 +17,8 @@
 //!
 //! What waits for one peer's writer is bounded both ways: in frames, and in
 //! bytes (as many as a peer may have us hold of its frames), and a write
-//! that the peer does not take within [`WRITE_TIMEOUT`] is given up with its
-//! stream, so a member that stops reading holds no more than that.
+//! that makes no progress for [`WRITE_TIMEOUT`] is given up with its stream,
+//! so a member that stops reading holds no more than that.
 
 use super::{Codec, Frame, Request};
 use libp2p::futures::{AsyncWriteExt, StreamExt};
@@ -42,10 +42,11 @@ pub(super) const PROTOCOL: StreamProtocol = StreamProtocol::new("/trellis/push/1
 /// peer this far behind is not reading.
 const QUEUE_FRAMES: usize = 1_024;
 
-/// A write the peer has not taken by then is given up, and its stream with
-/// it: a member that stops reading would otherwise hold its queue, up to
-/// the largest frames, for as long as it stays connected. An honest peer
-/// under load reads a few hundred KiB (yamux's window) in well under this.
+/// A write that makes no progress for this long (no [`WRITE_BYTES`] taken)
+/// is given up, and its stream with it: a member that stops reading would
+/// otherwise hold its queue, up to the largest frames, for as long as it
+/// stays connected. A peer taking less than 6.5 KB a second is not keeping
+/// up with consensus anyway.
 pub(super) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Queued frames are gathered into one write up to about this many bytes.
@@ -178,7 +179,7 @@ impl Writer {
                         while let Some(frame) = frames.recv().await {
                             batch.push(frame);
                         }
-                        self.bytes.store(0, Ordering::Relaxed);
+                        self.done(&batch);
                         let unsent = batch;
                         let _ = self.events.send(Event::Unsupported { peer, unsent }).await;
                         return;
@@ -195,19 +196,10 @@ impl Writer {
                     }
                 },
             };
-            let written = timeout(WRITE_TIMEOUT, async {
-                open.write_all(&batch.concat()).await?;
-                open.flush().await
-            });
-            match written.await {
-                Ok(Ok(())) => self.done(&batch),
-                Ok(Err(e)) => {
-                    debug!(%peer, error = %e, "push stream failed");
-                    stream = None;
-                    self.lost(&batch);
-                }
-                Err(_) => {
-                    debug!(%peer, "peer is not reading its push stream: dropped");
+            match write_steadily(open, &batch.concat()).await {
+                Ok(()) => self.done(&batch),
+                Err(e) => {
+                    debug!(%peer, error = %e, "push stream failed or stalled: dropped");
                     stream = None;
                     self.lost(&batch);
                 }
@@ -228,6 +220,21 @@ impl Writer {
         self.done(batch);
         self.dropped.inc_by(batch.len() as u64);
     }
+}
+
+/// Writes `bytes` in pieces of [`WRITE_BYTES`], each within
+/// [`WRITE_TIMEOUT`]: a slow peer may take a large block as long as it keeps
+/// reading, one that stops is found out.
+async fn write_steadily(stream: &mut Stream, bytes: &[u8]) -> std::io::Result<()> {
+    let stalled = || std::io::Error::new(std::io::ErrorKind::TimedOut, "the peer stopped reading");
+    for piece in bytes.chunks(WRITE_BYTES) {
+        timeout(WRITE_TIMEOUT, stream.write_all(piece))
+            .await
+            .map_err(|_| stalled())??;
+    }
+    timeout(WRITE_TIMEOUT, stream.flush())
+        .await
+        .map_err(|_| stalled())?
 }
 
 /// Accepts peers' push streams and reads each in a task of its own; a

@@ -1333,7 +1333,9 @@ async fn a_validator_fills_no_more_than_its_share_of_the_driver_s_queue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_stops_reading_holds_no_more_than_its_allowance() {
     let (genesis, keys) = network();
-    let max_frame = 16 << 10;
+    // An allowance above a stream's window (256 KiB) plus a write (64 KiB),
+    // so that frames still wait when the writer stalls, whenever the stream opens.
+    let max_frame = 128 << 10;
     let allowance = FRAME_BUDGET_FRAMES * max_frame;
     let mut node = start_node(&genesis, &keys[0], max_frame).await;
     let mut peer = push_client(&keys[1], &node).await;
@@ -1343,7 +1345,7 @@ async fn a_peer_that_stops_reading_holds_no_more_than_its_allowance() {
     // Far more than the stream's window and the allowance together.
     let vote = vote_at(&genesis, &keys[0], 1);
     let vote_bytes = frame(&encode(&Request::Consensus(vote.clone()))).len();
-    let votes = 4 * (256 << 10) / vote_bytes;
+    let votes = 4 * (allowance + (256 << 10)) / vote_bytes;
     for _ in 0..votes {
         node.handle
             .outbound

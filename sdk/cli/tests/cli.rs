@@ -1095,19 +1095,24 @@ async fn the_demo_runs_on_a_four_validator_local_network() {
 }
 
 /// `trellis evidence` pages through everything the node holds from a
-/// height on and checks each proof itself, so a forged one is shown as such.
+/// height on and checks each proof itself, so a forged one, or one from
+/// another chain, is shown as such.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evidence_lists_every_proof_from_a_height_each_checked_here() {
     let mut node = DevNode::start().await.expect("dev node");
     let empty = json_ok(&node.url(""), &["evidence"]).await;
     assert_eq!(empty["evidence"], serde_json::json!([]));
 
-    // More than one page (the API gives at most 100), and one forged proof.
+    // More than one page (the API gives at most 100), a forged proof and
+    // one from another chain.
     let key = trellis_types::KeyPair::insecure_from_label("an equivocating validator");
-    let mut proofs: Vec<_> = (1..=150).map(|h| equivocation(&key, h)).collect();
-    let mut forged = equivocation(&key, 200);
+    let mut proofs: Vec<_> = (1..=150)
+        .map(|h| equivocation(&key, "trellis-dev", h))
+        .collect();
+    let mut forged = equivocation(&key, "trellis-dev", 200);
     forged.second.signature = forged.first.signature;
     proofs.push(forged);
+    proofs.push(equivocation(&key, "another-chain", 201));
     node.stop().await.unwrap();
     record_evidence(node.data_dir(), &proofs).unwrap();
     node.resume().await.unwrap();
@@ -1119,7 +1124,7 @@ async fn evidence_lists_every_proof_from_a_height_each_checked_here() {
         .iter()
         .map(|p| p["second"]["data"]["height"].as_u64().unwrap())
         .collect();
-    let expected: Vec<u64> = (11..=150).chain([200]).collect();
+    let expected: Vec<u64> = (11..=150).chain([200, 201]).collect();
     assert_eq!(
         heights, expected,
         "every proof from height 11, once, in order"
@@ -1130,6 +1135,7 @@ async fn evidence_lists_every_proof_from_a_height_each_checked_here() {
         "the real proofs check"
     );
     assert_eq!(checks[140], "a vote's signature is not its validator's");
+    assert_eq!(checks[141], "the votes are for chain another-chain");
 
     let text = trellis(&["--node", &node.url(""), "evidence", "--from-height", "150"])
         .await
@@ -1139,7 +1145,11 @@ async fn evidence_lists_every_proof_from_a_height_each_checked_here() {
         .lines()
         .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
         .collect();
-    assert_eq!(rows.len(), 2, "{text}");
+    assert_eq!(rows.len(), 3, "{text}");
     assert!(rows[0].trim_end().ends_with(" valid"), "{text}");
     assert!(rows[1].contains("invalid: a vote's signature"), "{text}");
+    assert!(
+        rows[2].contains("invalid: the votes are for chain another-chain"),
+        "{text}"
+    );
 }
