@@ -536,11 +536,7 @@ impl Consensus {
                         kind,
                         block,
                     };
-                    let vote = Vote {
-                        signature: key.sign(&data.signing_hash()),
-                        voter: key.public(),
-                        data,
-                    };
+                    let vote = data.sign(&key);
                     out.push(Action::Broadcast(Message::Vote(vote.clone())));
                     let _ = self.accept_vote(vote, out);
                 }
@@ -975,11 +971,7 @@ impl Consensus {
             kind,
             block,
         };
-        let vote = Vote {
-            signature: key.sign(&data.signing_hash()),
-            voter: key.public(),
-            data,
-        };
+        let vote = data.sign(&key);
         out.push(Action::Broadcast(Message::Vote(vote.clone())));
         // Our own freshly signed vote cannot be a duplicate or equivocation:
         // the check against `last_vote` above rules both out.

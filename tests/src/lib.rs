@@ -24,7 +24,7 @@ use trellis_node::config::{ApiConfig, NodeConfig};
 use trellis_types::block::VoteKind;
 use trellis_types::{
     Bytes, DuplicateVote, Hash, KeyPair, Payload, PublicKey, Receipt, SignedTransaction, SystemOp,
-    Transaction, Vote, VoteData,
+    Transaction, VoteData,
 };
 
 pub const DEV_CHAIN_ID: &str = "trellis-dev";
@@ -145,11 +145,7 @@ pub fn equivocation(key: &KeyPair, chain_id: &str, height: u64) -> DuplicateVote
             kind: VoteKind::Precommit,
             block,
         };
-        Vote {
-            signature: key.sign(&data.signing_hash()),
-            voter: key.public(),
-            data,
-        }
+        data.sign(key)
     };
     DuplicateVote {
         first: vote(None),

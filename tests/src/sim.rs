@@ -1185,11 +1185,7 @@ impl Sim {
         let mut data = vote.data.clone();
         data.block = block;
         let key = &self.nodes[i].key;
-        Vote {
-            signature: key.sign(&data.signing_hash()),
-            voter: key.public(),
-            data,
-        }
+        data.sign(key)
     }
 
     fn corrupt(&mut self, message: &mut Message) {

@@ -867,11 +867,7 @@ fn equivocation(chain_id: &str, height: u64) -> trellis_types::DuplicateVote {
             kind: trellis_types::VoteKind::Precommit,
             block,
         };
-        trellis_types::Vote {
-            signature: key.sign(&data.signing_hash()),
-            voter: key.public(),
-            data,
-        }
+        data.sign(&key)
     };
     trellis_types::DuplicateVote {
         first: vote(None),

@@ -442,11 +442,7 @@ fn conflicting_votes_from_one_validator_are_flagged_as_equivocation() {
             kind: VoteKind::Prevote,
             block,
         };
-        Vote {
-            signature: ks[1].sign(&data.signing_hash()),
-            voter: ks[1].public(),
-            data,
-        }
+        data.sign(&ks[1])
     };
     assert_eq!(node.on_message(Message::Vote(vote(None))).1, Ok(()));
     assert_eq!(
@@ -574,11 +570,7 @@ fn one_validator_alone_cannot_pull_the_others_into_a_later_round() {
         kind: VoteKind::Prevote,
         block: Some(built.hash()),
     };
-    let prevote = Vote {
-        signature: byzantine.sign(&data.signing_hash()),
-        voter: byzantine.public(),
-        data,
-    };
+    let prevote = data.sign(&byzantine);
     assert_eq!(node.on_message(Message::Vote(prevote)).1, Ok(()));
     assert_eq!(node.round(), 0, "one validator moved this one to its round");
 }
@@ -633,11 +625,7 @@ fn votes_with_bad_signatures_or_from_strangers_are_rejected() {
         block: None,
     };
     let stranger = KeyPair::insecure_from_label("stranger");
-    let from_stranger = Vote {
-        signature: stranger.sign(&data.signing_hash()),
-        voter: stranger.public(),
-        data: data.clone(),
-    };
+    let from_stranger = data.clone().sign(&stranger);
     assert_eq!(
         node.on_message(Message::Vote(from_stranger)).1,
         Err(Rejected::NotValidator(stranger.public()))

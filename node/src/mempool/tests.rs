@@ -121,17 +121,23 @@ impl Env {
 /// refuses such a key; written straight into state, it lets us reach the
 /// admission check that is the last line of defence against it.
 fn genesis_with_weak_account() -> Genesis {
+    genesis_with_account("supplier-t3", WEAK, "weak")
+}
+
+/// The dev genesis with one more account for `org`.
+fn genesis_with_account(org: &str, key: PublicKey, label: &str) -> Genesis {
     let mut genesis = Genesis::dev();
-    let org = genesis
+    genesis
         .organisations
         .iter_mut()
-        .find(|o| o.id == "supplier-t3")
-        .expect("dev genesis has supplier-t3");
-    org.accounts.push(GenesisAccount {
-        key: WEAK,
-        org_admin: false,
-        label: "weak".into(),
-    });
+        .find(|o| o.id == org)
+        .expect("an organisation of the dev genesis")
+        .accounts
+        .push(GenesisAccount {
+            key,
+            org_admin: false,
+            label: label.into(),
+        });
     genesis
 }
 
@@ -571,18 +577,7 @@ fn admission_refuses_a_sender_with_mempool_per_sender_transactions_waiting() {
 
 /// The dev genesis with a second account for core-acme.
 fn genesis_with_second_acme_account() -> Genesis {
-    let mut genesis = Genesis::dev();
-    let org = genesis
-        .organisations
-        .iter_mut()
-        .find(|o| o.id == "core-acme")
-        .expect("dev genesis has core-acme");
-    org.accounts.push(GenesisAccount {
-        key: dev_account(ACME_TREASURY).public(),
-        org_admin: false,
-        label: "treasury".into(),
-    });
-    genesis
+    genesis_with_account("core-acme", dev_account(ACME_TREASURY).public(), "treasury")
 }
 
 const ACME_TREASURY: &str = "core-acme/treasury";

@@ -6,8 +6,8 @@ use crate::chain;
 use crate::vm::Vm;
 use libp2p::swarm::Swarm;
 use trellis_genesis::{Genesis, NetworkSpec, NodeKeys};
+use trellis_types::VoteData;
 use trellis_types::block::VoteKind;
-use trellis_types::{Vote, VoteData};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -288,11 +288,7 @@ fn vote_at(genesis: &Genesis, keys: &NodeKeys, height: u64) -> Message {
         kind: VoteKind::Prevote,
         block: None,
     };
-    Message::Vote(Vote {
-        signature: key.sign(&data.signing_hash()),
-        voter: key.public(),
-        data,
-    })
+    Message::Vote(data.sign(&key))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,7 @@
 //! Blocks, votes and the certificates consensus builds from votes.
 
 use crate::codec::encode;
-use crate::crypto::{PublicKey, Signature};
+use crate::crypto::{KeyPair, PublicKey, Signature};
 use crate::hash::{Domain, Hash, merkle_root};
 use crate::receipt::Receipt;
 use crate::tx::SignedTransaction;
@@ -123,6 +123,15 @@ pub struct VoteData {
 impl VoteData {
     pub fn signing_hash(&self) -> Hash {
         Domain::Vote.hash(&encode(self))
+    }
+
+    /// This vote, signed by `key`.
+    pub fn sign(self, key: &KeyPair) -> Vote {
+        Vote {
+            signature: key.sign(&self.signing_hash()),
+            voter: key.public(),
+            data: self,
+        }
     }
 }
 
@@ -284,11 +293,7 @@ mod tests {
                 kind: VoteKind::Precommit,
                 block,
             };
-            Vote {
-                signature: key.sign(&data.signing_hash()),
-                voter: key.public(),
-                data,
-            }
+            data.sign(&key)
         };
         let proof = |first: Vote, second: Vote| DuplicateVote { first, second }.check();
         assert_eq!(proof(vote(Some(Hash([1; 32])), 0), vote(None, 0)), Ok(()));
