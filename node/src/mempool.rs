@@ -5,9 +5,9 @@
 //! [`AdmissionError`]: size, canonical decoding, chain id, expiry, membership
 //! of the sender, nonce (no replay, bounded gap), duplicates, capacity (total
 //! count and bytes, per sender, and per organisation) and, last, the
-//! signature. Admission reads only
-//! committed state. Its decisions are local: what makes a block valid is
-//! decided again, deterministically, by execution.
+//! signature. Admission reads only committed state. Its decisions are
+//! local: what makes a block valid is decided again, deterministically, by
+//! execution.
 
 mod batcher;
 

@@ -210,7 +210,8 @@ impl Writer {
         }
     }
 
-    /// `batch` is written: its bytes no longer count against the peer.
+    /// `batch` has left the queue (written, lost or handed back): its bytes
+    /// no longer count against the peer.
     fn done(&self, batch: &[Encoded]) {
         let bytes = batch.iter().map(|f| f.len()).sum();
         self.bytes.fetch_sub(bytes, Ordering::Relaxed);
