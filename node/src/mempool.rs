@@ -114,6 +114,16 @@ impl AdmissionError {
     }
 }
 
+/// Where a batch of transactions came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A client of this node: each transaction stands alone, and those
+    /// admitted are forwarded to peers.
+    Client,
+    /// A peer, forwarding what it admitted: the batch stands or falls whole.
+    Peer,
+}
+
 struct Entry {
     tx: SignedTransaction,
     hash: Hash,
@@ -315,22 +325,9 @@ impl Mempool {
         state: &dyn StateRead,
         now_ms: u64,
     ) -> Vec<Result<Hash, AdmissionError>> {
-        let results = self.admit_many(items, state, now_ms, verify_batch);
-        if let Some(outbox) = &self.outbox {
-            let mut outbox = outbox.lock().unwrap_or_else(|e| e.into_inner());
-            for (bytes, result) in items.iter().zip(&results) {
-                // Held to the pool's byte cap: an observer with no validator
-                // connected forwards nothing and must not keep every
-                // transaction it admits.
-                if let Ok(hash) = result
-                    && outbox.bytes + bytes.len() <= self.max_bytes
-                {
-                    outbox.bytes += bytes.len();
-                    outbox.txs.push((*hash, bytes.to_vec()));
-                }
-            }
-        }
-        results
+        self.admit_batches(&[(Origin::Client, items)], state, now_ms)
+            .pop()
+            .expect("one result per batch")
     }
 
     /// Admits many forwarded by a peer: the same checks, but not forwarded
@@ -345,52 +342,97 @@ impl Mempool {
         state: &dyn StateRead,
         now_ms: u64,
     ) -> Vec<Result<Hash, AdmissionError>> {
-        self.admit_many(items, state, now_ms, |triples| {
-            vec![verify_all(triples); triples.len()]
-        })
+        self.admit_batches(&[(Origin::Peer, items)], state, now_ms)
+            .pop()
+            .expect("one result per batch")
     }
 
-    /// Checks and admits `items`, their signatures judged together by `verify`
-    /// (one verdict per triple it is given).
-    fn admit_many(
+    /// Admits several batches, in order, as [`Mempool::admit_batch`] or
+    /// [`Mempool::admit_batch_from_peer`] would one after the other, with one
+    /// batch equation over all their signatures: a signature costs less the
+    /// larger its batch, and peers' batches are small. Only if that equation
+    /// fails is each batch judged alone, so a bad signature costs its own
+    /// batch's verdicts and never another's. One result per batch, one
+    /// verdict per transaction.
+    pub fn admit_batches(
         &self,
-        items: &[&[u8]],
+        batches: &[(Origin, &[&[u8]])],
         state: &dyn StateRead,
         now_ms: u64,
-        verify: impl FnOnce(&[(PublicKey, Hash, Signature)]) -> Vec<Result<(), SignatureError>>,
-    ) -> Vec<Result<Hash, AdmissionError>> {
-        let checked: Vec<Result<Checked, AdmissionError>> = items
+    ) -> Vec<Vec<Result<Hash, AdmissionError>>> {
+        let checked: Vec<Vec<Result<Checked, AdmissionError>>> = batches
             .iter()
-            .map(|bytes| self.check(bytes, state, now_ms))
+            .map(|(_, items)| {
+                items
+                    .iter()
+                    .map(|bytes| self.check(bytes, state, now_ms))
+                    .collect()
+            })
             .collect();
-        let triples: Vec<_> = checked
+        let triples: Vec<(Origin, Vec<SignatureCheck>)> = batches
             .iter()
-            .filter_map(|c| c.as_ref().ok())
-            .map(|c| (c.tx.tx.sender, c.hash, c.tx.signature))
+            .zip(&checked)
+            .map(|((origin, _), checked)| {
+                let triples = checked
+                    .iter()
+                    .filter_map(|c| c.as_ref().ok())
+                    .map(|c| (c.tx.tx.sender, c.hash, c.tx.signature))
+                    .collect();
+                (*origin, triples)
+            })
             .collect();
-        let mut verdicts = verify(&triples).into_iter();
-        let mut results = Vec::with_capacity(items.len());
-        for c in checked {
-            results.push(c.and_then(|c| {
-                let verdict = verdicts
-                    .next()
-                    .expect("one verdict per checked transaction");
-                // Room first, as one-by-one admission would see it after the
-                // batch's earlier inserts; the signature is the last check.
-                self.check_room(&self.pool(), &c)?;
-                match verdict {
-                    Ok(()) => self.insert(c, state),
-                    Err(SignatureError::MalformedKey | SignatureError::WeakKey) => {
-                        Err(AdmissionError::WeakKey)
-                    }
-                    Err(_) => Err(AdmissionError::BadSignature),
-                }
-            }));
+        let verdicts = verify_batches(&triples);
+        let mut results = Vec::with_capacity(batches.len());
+        for (((origin, items), checked), verdicts) in batches.iter().zip(checked).zip(verdicts) {
+            let mut verdicts = verdicts.into_iter();
+            let admitted: Vec<_> = checked
+                .into_iter()
+                .map(|c| {
+                    c.and_then(|c| {
+                        let verdict = verdicts
+                            .next()
+                            .expect("one verdict per checked transaction");
+                        // Room first, as one-by-one admission would see it after the
+                        // batch's earlier inserts; the signature is the last check.
+                        self.check_room(&self.pool(), &c)?;
+                        match verdict {
+                            Ok(()) => self.insert(c, state),
+                            Err(SignatureError::MalformedKey | SignatureError::WeakKey) => {
+                                Err(AdmissionError::WeakKey)
+                            }
+                            Err(_) => Err(AdmissionError::BadSignature),
+                        }
+                    })
+                })
+                .collect();
+            if *origin == Origin::Client {
+                self.to_forward(items, &admitted);
+            }
+            results.push(admitted);
         }
-        if results.iter().any(Result::is_ok) {
+        if results.iter().flatten().any(Result::is_ok) {
             self.arrived.notify_one();
         }
         results
+    }
+
+    /// Keeps what a client's batch had admitted for [`Mempool::take_outbox`].
+    fn to_forward(&self, items: &[&[u8]], admitted: &[Result<Hash, AdmissionError>]) {
+        let Some(outbox) = &self.outbox else {
+            return;
+        };
+        let mut outbox = outbox.lock().unwrap_or_else(|e| e.into_inner());
+        for (bytes, result) in items.iter().zip(admitted) {
+            // Held to the pool's byte cap: an observer with no validator
+            // connected forwards nothing and must not keep every
+            // transaction it admits.
+            if let Ok(hash) = result
+                && outbox.bytes + bytes.len() <= self.max_bytes
+            {
+                outbox.bytes += bytes.len();
+                outbox.txs.push((*hash, bytes.to_vec()));
+            }
+        }
     }
 
     fn check(
@@ -629,6 +671,33 @@ impl Mempool {
         }
         Ok(())
     }
+}
+
+/// A signature to check: the key, the hash it signs, the signature.
+type SignatureCheck = (PublicKey, Hash, Signature);
+
+/// One verdict per signature of each batch: one equation over them all
+/// when there are several and it holds; otherwise each batch on its own, a
+/// client's signature by signature, a peer's whole.
+fn verify_batches(
+    batches: &[(Origin, Vec<SignatureCheck>)],
+) -> Vec<Vec<Result<(), SignatureError>>> {
+    let several = batches.iter().filter(|(_, t)| !t.is_empty()).count() > 1;
+    let all_good = several && {
+        let all: Vec<_> = batches
+            .iter()
+            .flat_map(|(_, t)| t.iter().copied())
+            .collect();
+        verify_all(&all).is_ok()
+    };
+    batches
+        .iter()
+        .map(|(origin, triples)| match origin {
+            _ if all_good => vec![Ok(()); triples.len()],
+            Origin::Client => verify_batch(triples),
+            Origin::Peer => vec![verify_all(triples); triples.len()],
+        })
+        .collect()
 }
 
 #[cfg(test)]

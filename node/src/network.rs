@@ -15,7 +15,7 @@
 //! driver, and transactions straight to the mempool.
 
 use crate::consensus::Message;
-use crate::mempool::Mempool;
+use crate::mempool::{Batcher, Mempool, NotAdmitted};
 use crate::metrics::{CodeLabels, Metrics};
 use crate::storage::Storage;
 use libp2p::futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
@@ -487,6 +487,7 @@ pub fn spawn(
     config: NetworkConfig,
     storage: Storage,
     mempool: Arc<Mempool>,
+    admission: Batcher,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<(NetworkHandle, mpsc::Receiver<Inbound>)> {
     let local_peer_id = config.identity.public().to_peer_id();
@@ -562,6 +563,7 @@ pub fn spawn(
         banned: BTreeMap::new(),
         storage,
         mempool,
+        admission,
         peer_batches: Arc::new(Semaphore::new(PEER_BATCHES_IN_FLIGHT)),
         batches_of: BTreeMap::new(),
         metrics,
@@ -600,6 +602,7 @@ struct NetworkTask {
     banned: BTreeMap<PeerId, Instant>,
     storage: Storage,
     mempool: Arc<Mempool>,
+    admission: Batcher,
     /// Places for peers' transaction batches being admitted.
     peer_batches: Arc<Semaphore>,
     /// Each member's own share of those places.
@@ -1068,23 +1071,25 @@ impl NetworkTask {
                     own.try_acquire_owned(),
                     self.peer_batches.clone().try_acquire_owned(),
                 ) else {
-                    debug!(%peer, txs = txs.len(), "admission busy: forwarded transactions dropped");
-                    self.metrics
-                        .admission_rejected
-                        .get_or_create(&CodeLabels {
-                            code: "peer_admission_busy".into(),
-                        })
-                        .inc_by(txs.len() as u64);
+                    admission_busy(&self.metrics, peer, txs.len());
                     return Response::Ack;
                 };
-                let mempool = self.mempool.clone();
-                let storage = self.storage.clone();
+                let admission = self.admission.clone();
                 let faults = self.batch_faults.clone();
-                // Signature checks are CPU work: keep them off the network task.
-                tokio::task::spawn_blocking(move || {
-                    let items: Vec<&[u8]> = txs.iter().map(|t| t.0.as_slice()).collect();
-                    let results =
-                        mempool.admit_batch_from_peer(&items, &storage, crate::node::now_ms());
+                let metrics = self.metrics.clone();
+                // The admission thread checks its signatures with whatever
+                // else waits there: one batch equation for all of it.
+                tokio::spawn(async move {
+                    let count = txs.len();
+                    let txs = txs.into_iter().map(|t| t.0).collect();
+                    let results = match admission.admit_forwarded(txs).await {
+                        Ok(results) => results,
+                        Err(NotAdmitted::QueueFull(_)) => {
+                            admission_busy(&metrics, peer, count);
+                            Vec::new()
+                        }
+                        Err(NotAdmitted::Stopped) => Vec::new(),
+                    };
                     let fault = results.iter().find_map(|r| match r {
                         Err(e) if e.blames_the_forwarder() => Some(e.code()),
                         _ => None,
@@ -1196,6 +1201,18 @@ impl NetworkTask {
             self.syncs_read_for.remove(&peer);
         }
     }
+}
+
+/// A peer's forwarded batch found no place to be admitted: dropped (the
+/// peer keeps it in its own mempool and proposes it itself) and counted.
+fn admission_busy(metrics: &Metrics, peer: PeerId, txs: usize) {
+    debug!(%peer, txs, "admission busy: forwarded transactions dropped");
+    metrics
+        .admission_rejected
+        .get_or_create(&CodeLabels {
+            code: "peer_admission_busy".into(),
+        })
+        .inc_by(txs as u64);
 }
 
 /// Sends `request` to `peer`, which takes no push stream, unless as many as

@@ -139,6 +139,10 @@ pub async fn run(
         mempool = mempool.with_forwarding();
     }
     let mempool = Arc::new(mempool);
+    // Clients' submissions and peers' forwarded batches are admitted on one
+    // thread, their signatures checked together.
+    let (admission, admission_worker) =
+        Batcher::start(mempool.clone(), storage.clone(), ADMISSION_QUEUE, now_ms);
     let (network, inbound) = if has_peers {
         let config = NetworkConfig {
             listen: config
@@ -160,8 +164,13 @@ pub async fn run(
             validators: genesis.validators.iter().map(|v| v.node_key).collect(),
             max_frame_bytes: genesis.params.max_block_bytes as usize + (1 << 20),
         };
-        let (handle, inbound) =
-            network::spawn(config, storage.clone(), mempool.clone(), metrics.clone())?;
+        let (handle, inbound) = network::spawn(
+            config,
+            storage.clone(),
+            mempool.clone(),
+            admission.clone(),
+            metrics.clone(),
+        )?;
         (Some(handle), Some(inbound))
     } else {
         (None, None)
@@ -206,12 +215,6 @@ pub async fn run(
         .await
         .with_context(|| format!("binding the API to {}", config.api.listen))?;
     info!(addr = %listener.local_addr()?, "API listening");
-    let (admission, admission_worker) = Batcher::start(
-        mempool.clone(),
-        storage.clone(),
-        ADMISSION_QUEUE,
-        api::wall_clock_ms,
-    );
     let api_state = Arc::new(ApiState {
         chain_id: genesis.chain_id.clone(),
         genesis_hash: genesis.hash(),

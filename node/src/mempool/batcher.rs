@@ -1,17 +1,20 @@
 //! Admission of concurrent submissions in batches.
 //!
 //! API handlers hand their bytes (one transaction, or a client's batch of
-//! them) to one worker thread, which takes whatever is waiting when it is
-//! free (until it holds [`MAX_BATCH`] transactions) and admits it with one
-//! [`Mempool::admit_batch`] call, so signatures are verified as one batch.
+//! them), and the network its peers' forwarded batches, to one worker
+//! thread, which takes whatever is waiting when it is free (until it holds
+//! [`MAX_BATCH`] transactions) and admits it with one
+//! [`Mempool::admit_batches`] call, so signatures are verified as one batch.
 //! Under load batches grow by themselves; an idle node admits a lone
 //! transaction at once, with no timer in the way. Verdicts are exactly those
-//! of [`Mempool::admit`], in submission order. The queue is bounded in
-//! transactions, not submissions, so a few large batches cannot hold the
-//! worker for long. Dropping the [`Worker`] stops the thread and waits for
-//! it, so its storage handle is gone when the node is.
+//! of [`Mempool::admit`] for a client's transactions, in submission order,
+//! and of [`Mempool::admit_batch_from_peer`] for a peer's batch. The queue
+//! is bounded in clients' transactions, not submissions, so a few large
+//! batches cannot hold the worker for long; peers' batches are bounded by
+//! the network's places for them. Dropping the [`Worker`] stops the thread
+//! and waits for it, so its storage handle is gone when the node is.
 
-use super::{AdmissionError, Mempool};
+use super::{AdmissionError, Mempool, Origin};
 use crate::storage::Storage;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,10 +28,25 @@ pub const MAX_BATCH: usize = 1_024;
 
 type Verdict = Result<Hash, AdmissionError>;
 
-/// One submission: one transaction or a client's batch, answered together.
+/// One submission: one transaction, a client's batch or a peer's, answered together.
 struct Request {
+    origin: Origin,
     txs: Vec<Vec<u8>>,
     reply: oneshot::Sender<Vec<Verdict>>,
+}
+
+impl Request {
+    fn items(&self) -> Vec<&[u8]> {
+        self.txs.iter().map(Vec::as_slice).collect()
+    }
+
+    /// Places this takes in the queue: a client's transactions count.
+    fn places(&self) -> usize {
+        match self.origin {
+            Origin::Client => self.txs.len(),
+            Origin::Peer => 0,
+        }
+    }
 }
 
 enum Message {
@@ -53,7 +71,7 @@ pub struct Batcher {
     queue: SyncSender<Message>,
     /// Most transactions waiting in the queue.
     capacity: usize,
-    /// Transactions in the queue, not yet taken by the worker.
+    /// Clients' transactions in the queue, not yet taken by the worker.
     queued: Arc<AtomicUsize>,
 }
 
@@ -126,15 +144,34 @@ impl Batcher {
             self.queued.fetch_sub(count, Ordering::SeqCst);
             return Err(NotAdmitted::QueueFull(self.capacity));
         }
-        let (reply, verdicts) = oneshot::channel();
-        if let Err(e) = self.queue.try_send(Message::Submit(Request { txs, reply })) {
+        let verdicts = self.send(Origin::Client, txs).inspect_err(|_| {
             self.queued.fetch_sub(count, Ordering::SeqCst);
-            return Err(match e {
-                TrySendError::Full(_) => NotAdmitted::QueueFull(self.capacity),
-                TrySendError::Disconnected(_) => NotAdmitted::Stopped,
-            });
-        }
+        })?;
         verdicts.await.map_err(|_| NotAdmitted::Stopped)
+    }
+
+    /// Admits a batch a peer forwarded, whole or not at all (see
+    /// [`Mempool::admit_batch_from_peer`]), with whatever else is waiting. It
+    /// takes no client's place in the queue: the network bounds how many
+    /// peers' batches wait.
+    pub async fn admit_forwarded(&self, txs: Vec<Vec<u8>>) -> Result<Vec<Verdict>, NotAdmitted> {
+        let verdicts = self.send(Origin::Peer, txs)?;
+        verdicts.await.map_err(|_| NotAdmitted::Stopped)
+    }
+
+    /// Queues a submission; its verdicts come on the returned channel.
+    fn send(
+        &self,
+        origin: Origin,
+        txs: Vec<Vec<u8>>,
+    ) -> Result<oneshot::Receiver<Vec<Verdict>>, NotAdmitted> {
+        let (reply, verdicts) = oneshot::channel();
+        let request = Request { origin, txs, reply };
+        match self.queue.try_send(Message::Submit(request)) {
+            Ok(()) => Ok(verdicts),
+            Err(TrySendError::Full(_)) => Err(NotAdmitted::QueueFull(self.capacity)),
+            Err(TrySendError::Disconnected(_)) => Err(NotAdmitted::Stopped),
+        }
     }
 }
 
@@ -146,14 +183,25 @@ fn run(
     now_ms: fn() -> u64,
 ) {
     while let Some((batch, stop)) = take(requests, queued) {
-        let items: Vec<&[u8]> = batch
-            .iter()
-            .flat_map(|r| r.txs.iter().map(Vec::as_slice))
+        // Clients' transactions together, each peer's batch apart: a bad
+        // signature condemns a peer's whole batch, and only its own.
+        let (clients, peers): (Vec<Request>, Vec<Request>) =
+            batch.into_iter().partition(|r| r.origin == Origin::Client);
+        let client_items: Vec<&[u8]> = clients.iter().flat_map(Request::items).collect();
+        let peer_items: Vec<Vec<&[u8]>> = peers.iter().map(Request::items).collect();
+        let groups: Vec<(Origin, &[&[u8]])> = std::iter::once((Origin::Client, &client_items[..]))
+            .chain(peer_items.iter().map(|items| (Origin::Peer, &items[..])))
             .collect();
-        let mut verdicts = mempool.admit_batch(&items, storage, now_ms()).into_iter();
-        for request in batch {
-            let answer = verdicts.by_ref().take(request.txs.len()).collect();
-            // The submitter may have gone away; its transactions are admitted all the same.
+        let mut verdicts = mempool
+            .admit_batches(&groups, storage, now_ms())
+            .into_iter();
+        let mut client_verdicts = verdicts.next().expect("one result per batch").into_iter();
+        // The submitter may have gone away; its transactions are admitted all the same.
+        for request in clients {
+            let answer = client_verdicts.by_ref().take(request.txs.len()).collect();
+            let _ = request.reply.send(answer);
+        }
+        for (request, answer) in peers.into_iter().zip(verdicts) {
             let _ = request.reply.send(answer);
         }
         if stop {
@@ -170,12 +218,14 @@ fn take(requests: &Receiver<Message>, queued: &AtomicUsize) -> Option<(Vec<Reque
         return None;
     };
     let mut count = first.txs.len();
+    let mut places = first.places();
     let mut batch = vec![first];
     let mut stop = false;
     while count < MAX_BATCH {
         match requests.try_recv() {
             Ok(Message::Submit(request)) => {
                 count += request.txs.len();
+                places += request.places();
                 batch.push(request);
             }
             Ok(Message::Stop) => {
@@ -185,7 +235,7 @@ fn take(requests: &Receiver<Message>, queued: &AtomicUsize) -> Option<(Vec<Reque
             Err(_) => break,
         }
     }
-    queued.fetch_sub(count, Ordering::SeqCst);
+    queued.fetch_sub(places, Ordering::SeqCst);
     Some((batch, stop))
 }
 
@@ -236,6 +286,33 @@ mod tests {
             assert_eq!(task.await.unwrap().err(), Some(NotAdmitted::Stopped));
         }
         assert_eq!(fourth.await.unwrap().err(), Some(NotAdmitted::Stopped));
+    }
+
+    #[tokio::test]
+    async fn a_peer_s_batch_takes_no_client_s_place_in_the_queue() {
+        let (batcher, requests) = Batcher::unstarted(2);
+        let clients = tokio::spawn({
+            let batcher = batcher.clone();
+            async move { batcher.admit_all(vec![vec![1], vec![2]]).await }
+        });
+        while batcher.queued.load(Ordering::SeqCst) < 2 {
+            tokio::task::yield_now().await;
+        }
+        // The clients' queue is full, yet a peer's batch of three still waits.
+        let full = Some(NotAdmitted::QueueFull(2));
+        assert_eq!(batcher.admit(vec![3]).await.err(), full);
+        let peer = batcher
+            .send(Origin::Peer, vec![vec![4], vec![5], vec![6]])
+            .expect("queued");
+        let (taken, stop) = take(&requests, &batcher.queued).expect("submissions wait");
+        assert!(!stop);
+        let origins: Vec<Origin> = taken.iter().map(|r| r.origin).collect();
+        assert_eq!(origins, [Origin::Client, Origin::Peer]);
+        // Only the clients' places were held, and taking frees them.
+        assert_eq!(batcher.queued.load(Ordering::SeqCst), 0);
+        drop((taken, requests));
+        assert_eq!(clients.await.unwrap().err(), Some(NotAdmitted::Stopped));
+        assert!(peer.await.is_err(), "no verdicts from a stopped worker");
     }
 
     #[tokio::test]

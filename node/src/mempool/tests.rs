@@ -41,6 +41,15 @@ impl Env {
         Env::with(Genesis::dev(), trellis_genesis::dev_params())
     }
 
+    /// A node with peers: what its clients have admitted is kept to forward.
+    fn forwarding() -> Env {
+        let env = Env::new();
+        Env {
+            mempool: env.mempool.with_forwarding(),
+            ..env
+        }
+    }
+
     fn with_params(params: ChainParams) -> Env {
         Env::with(Genesis::dev(), params)
     }
@@ -677,6 +686,10 @@ fn mixed_batch() -> Vec<Vec<u8>> {
     txs.to_vec()
 }
 
+fn slices(items: &[Vec<u8>]) -> Vec<&[u8]> {
+    items.iter().map(Vec::as_slice).collect()
+}
+
 fn verdicts(results: Vec<Result<Hash, AdmissionError>>) -> Vec<Result<Hash, String>> {
     results
         .into_iter()
@@ -800,6 +813,96 @@ fn a_peers_batch_with_a_bad_signature_is_refused_whole() {
         .mempool
         .admit_batch_from_peer(&refs, &from_peer.storage, NOW);
     assert!(results.iter().all(Result::is_ok), "{results:?}");
+}
+
+/// Clients' and peers' batches admitted together (one batch equation when
+/// every signature is good) get the verdicts each gets alone: a forged
+/// signature in a peer's batch refuses that batch only, one in a client's
+/// batch that transaction only, and only a client's admissions are kept
+/// for forwarding.
+#[test]
+fn batches_admitted_together_get_the_verdicts_each_gets_alone() {
+    let forged = |label: &str, nonce: u64| {
+        let mut stx = signed(label, nonce);
+        stx.signature.0[0] ^= 1;
+        encode(&stx)
+    };
+    let client = [
+        encode(&signed(ACME, 0)),
+        forged(ACME, 1),
+        encode(&signed(ACME, 2)),
+    ];
+    let good_peer = [encode(&signed(T1, 0)), encode(&signed(T1, 1))];
+    let bad_peer = [encode(&signed(T2, 0)), forged(T2, 1)];
+    let last_peer = [encode(&signed(BANK, 0))];
+    let (client, good_peer, bad_peer, last_peer) = (
+        slices(&client),
+        slices(&good_peer),
+        slices(&bad_peer),
+        slices(&last_peer),
+    );
+    let batches = [
+        (Origin::Client, &client[..]),
+        (Origin::Peer, &good_peer[..]),
+        (Origin::Peer, &bad_peer[..]),
+        (Origin::Peer, &last_peer[..]),
+    ];
+
+    let apart = Env::forwarding();
+    let one_by_one: Vec<_> = batches
+        .iter()
+        .map(|(origin, items)| {
+            let pool = &apart.mempool;
+            verdicts(match origin {
+                Origin::Client => pool.admit_batch(items, &apart.storage, NOW),
+                Origin::Peer => pool.admit_batch_from_peer(items, &apart.storage, NOW),
+            })
+        })
+        .collect();
+    let env = Env::forwarding();
+    let together: Vec<_> = env
+        .mempool
+        .admit_batches(&batches, &env.storage, NOW)
+        .into_iter()
+        .map(verdicts)
+        .collect();
+    assert_eq!(together, one_by_one);
+
+    let admitted = |r: &Vec<Result<Hash, String>>| r.iter().filter(|v| v.is_ok()).count();
+    assert_eq!(
+        together.iter().map(admitted).collect::<Vec<_>>(),
+        [2, 2, 0, 1]
+    );
+    assert!(together[0][1].as_ref().is_err_and(|e| e == "BadSignature"));
+    assert!(
+        together[2]
+            .iter()
+            .all(|v| v.as_ref().is_err_and(|e| e == "BadSignature"))
+    );
+    assert_eq!(env.mempool.len(), 5);
+    // Only the client's two go on to peers.
+    let forwarded: Vec<Hash> = env
+        .mempool
+        .take_outbox()
+        .into_iter()
+        .map(|(h, _)| h)
+        .collect();
+    assert_eq!(forwarded, [signed(ACME, 0).hash(), signed(ACME, 2).hash()]);
+
+    // All good: every one admitted, the client's forwarded.
+    let env = Env::forwarding();
+    let pool = &env.mempool;
+    let client = [encode(&signed(ACME, 0))];
+    let peer = [encode(&signed(T1, 0)), encode(&signed(T1, 1))];
+    let (client, peer) = (slices(&client), slices(&peer));
+    let results = pool.admit_batches(
+        &[(Origin::Client, &client[..]), (Origin::Peer, &peer[..])],
+        &env.storage,
+        NOW,
+    );
+    assert!(results.iter().flatten().all(Result::is_ok), "{results:?}");
+    assert_eq!(pool.len(), 3);
+    assert_eq!(pool.take_outbox().len(), 1);
 }
 
 // ---- candidates ----
@@ -1045,6 +1148,54 @@ async fn a_batch_through_the_batcher_gets_the_verdicts_of_one_by_one_admission()
         Batcher::start(Arc::new(env.mempool), env.storage.clone(), 1_024, || NOW);
     let together = verdicts(batcher.admit_all(items).await.expect("answered"));
     assert_eq!(together, singly);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_batches_through_the_batcher_stand_or_fall_whole_beside_clients() {
+    let env = Env::new();
+    let mempool = Arc::new(env.mempool);
+    let (batcher, _worker) = Batcher::start(mempool.clone(), env.storage.clone(), 1_024, || NOW);
+    let batch = |label: &str, forged: Option<u64>| -> Vec<Vec<u8>> {
+        (0..10)
+            .map(|nonce| {
+                let mut stx = signed(label, nonce);
+                if forged == Some(nonce) {
+                    stx.signature.0[0] ^= 1;
+                }
+                encode(&stx)
+            })
+            .collect()
+    };
+    // A peer's good batch, another's with one forged signature, and a
+    // client's ten one by one, all at once.
+    let from_peer = |txs: Vec<Vec<u8>>| {
+        let batcher = batcher.clone();
+        tokio::spawn(async move { batcher.admit_forwarded(txs).await })
+    };
+    let good = from_peer(batch(T1, None));
+    let bad = from_peer(batch(T2, Some(7)));
+    let clients: Vec<_> = batch(ACME, None)
+        .into_iter()
+        .map(|tx| {
+            let batcher = batcher.clone();
+            tokio::spawn(async move { batcher.admit(tx).await })
+        })
+        .collect();
+
+    let good = good.await.unwrap().expect("answered");
+    assert!(good.iter().all(Result::is_ok), "{good:?}");
+    let bad = bad.await.unwrap().expect("answered");
+    assert_eq!(bad.len(), 10);
+    assert!(
+        bad.iter()
+            .all(|r| matches!(r, Err(AdmissionError::BadSignature))),
+        "{bad:?}"
+    );
+    for client in clients {
+        let verdict = client.await.unwrap().expect("answered");
+        assert!(verdict.is_ok(), "{verdict:?}");
+    }
+    assert_eq!(mempool.len(), 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,6 +12,8 @@ use trellis_types::block::VoteKind;
 const DEADLINE: Duration = Duration::from_secs(20);
 
 struct Node {
+    /// Stops the admission thread, which holds the store, before the directory goes.
+    _admission: crate::mempool::Worker,
     _dir: tempfile::TempDir,
     storage: Storage,
     mempool: Arc<Mempool>,
@@ -76,9 +78,18 @@ async fn start_node_dialing(
         validators: genesis.validators.iter().map(|v| v.node_key).collect(),
         max_frame_bytes,
     };
-    let (handle, inbound) =
-        spawn(config, storage.clone(), mempool.clone(), metrics.clone()).unwrap();
+    let (admission, admission_worker) =
+        Batcher::start(mempool.clone(), storage.clone(), 1_024, crate::node::now_ms);
+    let (handle, inbound) = spawn(
+        config,
+        storage.clone(),
+        mempool.clone(),
+        admission,
+        metrics.clone(),
+    )
+    .unwrap();
     Node {
+        _admission: admission_worker,
         _dir: dir,
         storage,
         mempool,
