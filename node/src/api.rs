@@ -16,6 +16,7 @@
 //! A stream's position is its SSE id `height:index`, so a client that
 //! reconnects with `Last-Event-ID` continues with no gap and no duplicate.
 
+use crate::consensus::ValidatorSet;
 use crate::execution::{self, ContractRecord};
 use crate::mempool::{AdmissionError, Batcher, Mempool, NotAdmitted};
 use crate::metrics::{ApiLabels, CodeLabels, Metrics, RouteLabels};
@@ -39,6 +40,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tracing::Instrument;
+use trellis_genesis::Genesis;
 use trellis_types::api::{CommittedTx, EventFilter, TxPosition};
 use trellis_types::{Address, Bytes, Event, Hash, PublicKey};
 use utoipa::{IntoParams, OpenApi, ToSchema};
@@ -47,6 +49,8 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 pub struct ApiState {
     pub chain_id: String,
     pub genesis_hash: Hash,
+    /// The genesis's validators, served as they are.
+    pub validators: ValidatorList,
     pub storage: Storage,
     pub mempool: Arc<Mempool>,
     /// Admits submissions, concurrent ones in batches.
@@ -68,7 +72,7 @@ pub struct ApiState {
 pub use trellis_types::api::{
     BatchSubmitted, BatchVerdict, BlockResponse, ChainStatus, ContractQuery, ContractQueryResult,
     ErrorBody, EvidenceList, Health, MAX_BATCH_TXS, StateResponse, StatusResponse, TxStatus,
-    TxSubmitted,
+    TxSubmitted, ValidatorInfo, ValidatorList,
 };
 
 /// `POST /v1/transactions` with `Content-Type: application/json`.
@@ -403,6 +407,7 @@ fn build_router(
         .route("/v1/contracts/{address}", get(get_contract))
         .route("/v1/contracts/{address}/query", post(query_contract))
         .route("/v1/evidence", get(evidence))
+        .route("/v1/validators", get(validators))
         .route("/status", get(status))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
@@ -871,6 +876,32 @@ async fn evidence(
         Ok(Json(EvidenceList { evidence }))
     })
     .await
+}
+
+/// The validator set, fixed by the genesis: who signs blocks, and how
+/// many votes a block needs.
+#[utoipa::path(get, path = "/v1/validators", tag = "node", responses((status = 200, body = ValidatorList)))]
+async fn validators(State(state): State<Arc<ApiState>>) -> Json<ValidatorList> {
+    Json(state.validators.clone())
+}
+
+/// The genesis's validators as the API serves them, with the votes a
+/// block needs as the consensus counts them.
+pub fn validator_list(genesis: &Genesis) -> ValidatorList {
+    let keys = genesis.validators.iter().map(|v| v.consensus_key).collect();
+    ValidatorList {
+        validators: genesis
+            .validators
+            .iter()
+            .map(|v| ValidatorInfo {
+                name: v.name.clone(),
+                org: v.org.clone(),
+                consensus_key: v.consensus_key,
+                node_key: v.node_key,
+            })
+            .collect(),
+        quorum: ValidatorSet::new(keys).quorum(),
+    }
 }
 
 /// The committed block with a hash.
@@ -1615,6 +1646,7 @@ async fn openapi() -> Response {
         get_contract,
         query_contract,
         evidence,
+        validators,
         status,
         health,
         metrics,

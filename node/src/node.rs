@@ -218,6 +218,7 @@ pub async fn run(
     let api_state = Arc::new(ApiState {
         chain_id: genesis.chain_id.clone(),
         genesis_hash: genesis.hash(),
+        validators: api::validator_list(&genesis),
         storage: storage.clone(),
         mempool: mempool.clone(),
         admission,

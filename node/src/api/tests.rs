@@ -111,6 +111,7 @@ impl TestNode {
         let state = Arc::new(ApiState {
             chain_id: genesis.chain_id.clone(),
             genesis_hash: genesis.hash(),
+            validators: validator_list(&genesis),
             storage: storage.clone(),
             mempool: mempool.clone(),
             admission,
@@ -1065,6 +1066,37 @@ async fn status_and_health_answer() {
 }
 
 #[tokio::test]
+async fn the_validator_set_is_the_genesis_s_with_its_quorum() {
+    let node = TestNode::start().await;
+    let (status, body) = node.get("/v1/validators").await;
+    assert_eq!(status, StatusCode::OK);
+    let dev = &Genesis::dev().validators[0];
+    assert_eq!(
+        body,
+        json!({
+            "validators": [{
+                "name": dev.name,
+                "org": dev.org,
+                "consensus_key": dev.consensus_key.to_hex(),
+                "node_key": dev.node_key.to_hex(),
+            }],
+            "quorum": 1,
+        })
+    );
+    // Four validators tolerate one fault: a block needs three votes.
+    let local = validator_list(&Genesis::local());
+    assert_eq!(local.validators.len(), 4);
+    assert_eq!(local.quorum, 3);
+    let names: Vec<&str> = local.validators.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["validator-0", "validator-1", "validator-2", "validator-3"]
+    );
+    assert!(local.contains(&Genesis::local().validators[2].consensus_key));
+    assert!(!local.contains(&dev.consensus_key));
+}
+
+#[tokio::test]
 async fn the_openapi_document_lists_every_route() {
     let node = TestNode::start().await;
     let (status, doc) = node.get("/openapi.json").await;
@@ -1078,6 +1110,7 @@ async fn the_openapi_document_lists_every_route() {
         ("/metrics", "get"),
         ("/openapi.json", "get"),
         ("/v1/events", "get"),
+        ("/v1/validators", "get"),
     ];
     for (path, method) in STORE_READS.into_iter().chain(others) {
         assert!(

@@ -150,6 +150,12 @@ pub enum Command {
     )]
     Status,
 
+    /// The validator set the genesis fixed: names, organisations, keys, and the votes a block needs.
+    #[command(
+        after_help = "Examples:\n  trellis validators\n  trellis --output json validators | jq '.validators[].consensus_key'"
+    )]
+    Validators,
+
     /// Proofs that validators equivocated (signed two votes for one step), as the node found them, each checked here.
     #[command(
         after_help = "Examples:\n  trellis evidence\n  trellis evidence --from-height 1200\n  trellis --output json evidence | jq '.evidence[].first.voter'"

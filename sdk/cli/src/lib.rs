@@ -127,6 +127,7 @@ pub async fn run(ctx: &Ctx, command: &Command, node_defaulted: bool) -> Result<O
         Command::Tx { hash } => cmd::chain::tx(ctx, hash).await.map(Some),
         Command::Block { which } => cmd::chain::block(ctx, which).await.map(Some),
         Command::Status => cmd::chain::status(ctx).await.map(Some),
+        Command::Validators => cmd::chain::validators(ctx).await.map(Some),
         Command::Evidence { from_height } => {
             cmd::chain::evidence(ctx, *from_height).await.map(Some)
         }

@@ -1103,9 +1103,11 @@ async fn evidence_lists_every_proof_from_a_height_each_checked_here() {
     let empty = json_ok(&node.url(""), &["evidence"]).await;
     assert_eq!(empty["evidence"], serde_json::json!([]));
 
-    // More than one page (the API gives at most 100), a forged proof and
-    // one from another chain.
-    let key = trellis_types::KeyPair::insecure_from_label("an equivocating validator");
+    // More than one page (the API gives at most 100) by the dev chain's
+    // validator, a forged proof, one from another chain and one by a key
+    // that is no validator's.
+    let (_, nodes) = trellis_genesis::build(&trellis_genesis::NetworkSpec::dev()).unwrap();
+    let key = nodes[0].consensus.clone().expect("the dev validator's key");
     let mut proofs: Vec<_> = (1..=150)
         .map(|h| equivocation(&key, "trellis-dev", h))
         .collect();
@@ -1113,6 +1115,8 @@ async fn evidence_lists_every_proof_from_a_height_each_checked_here() {
     forged.second.signature = forged.first.signature;
     proofs.push(forged);
     proofs.push(equivocation(&key, "another-chain", 201));
+    let stranger = trellis_types::KeyPair::insecure_from_label("not a validator");
+    proofs.push(equivocation(&stranger, "trellis-dev", 202));
     node.stop().await.unwrap();
     record_evidence(node.data_dir(), &proofs).unwrap();
     node.resume().await.unwrap();
@@ -1124,7 +1128,7 @@ async fn evidence_lists_every_proof_from_a_height_each_checked_here() {
         .iter()
         .map(|p| p["second"]["data"]["height"].as_u64().unwrap())
         .collect();
-    let expected: Vec<u64> = (11..=150).chain([200, 201]).collect();
+    let expected: Vec<u64> = (11..=150).chain([200, 201, 202]).collect();
     assert_eq!(
         heights, expected,
         "every proof from height 11, once, in order"
@@ -1136,6 +1140,10 @@ async fn evidence_lists_every_proof_from_a_height_each_checked_here() {
     );
     assert_eq!(checks[140], "a vote's signature is not its validator's");
     assert_eq!(checks[141], "the votes are for chain another-chain");
+    assert_eq!(
+        checks[142],
+        format!("{} is not a validator's key", stranger.public())
+    );
 
     let text = trellis(&["--node", &node.url(""), "evidence", "--from-height", "150"])
         .await
@@ -1145,11 +1153,32 @@ async fn evidence_lists_every_proof_from_a_height_each_checked_here() {
         .lines()
         .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
         .collect();
-    assert_eq!(rows.len(), 3, "{text}");
+    assert_eq!(rows.len(), 4, "{text}");
     assert!(rows[0].trim_end().ends_with(" valid"), "{text}");
     assert!(rows[1].contains("invalid: a vote's signature"), "{text}");
     assert!(
         rows[2].contains("invalid: the votes are for chain another-chain"),
+        "{text}"
+    );
+    assert!(rows[3].contains("is not a validator's key"), "{text}");
+
+    // The set the proofs were checked against.
+    let set = json_ok(&node.url(""), &["validators"]).await;
+    assert_eq!(set["quorum"], 1);
+    let listed = set["validators"].as_array().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["name"], "validator-0");
+    assert_eq!(listed[0]["consensus_key"], key.public().to_hex());
+    let text = trellis(&["--node", &node.url(""), "validators"])
+        .await
+        .ok()
+        .stdout;
+    assert!(
+        text.contains("validator-0") && text.contains(&key.public().to_hex()),
+        "{text}"
+    );
+    assert!(
+        text.contains("a block needs 1 of these 1 validators' votes"),
         "{text}"
     );
 }

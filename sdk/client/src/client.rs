@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use trellis_types::api::{
     BatchSubmitted, BatchVerdict, BlockResponse, ContractQuery, ContractQueryResult, ErrorBody,
-    EvidenceList, Health, StateResponse, StatusResponse, TxStatus, TxSubmitted,
+    EvidenceList, Health, StateResponse, StatusResponse, TxStatus, TxSubmitted, ValidatorList,
 };
 use trellis_types::{
     Address, Bytes, DuplicateVote, Hash, Header, KeyPair, Payload, PublicKey, SignedTransaction,
@@ -666,6 +666,21 @@ impl Client {
         }
         let list: EvidenceList = self.get_json("/v1/evidence", &query).await?;
         Ok(list.evidence)
+    }
+
+    /// `GET /v1/validators`: the validator set the genesis fixed, and the
+    /// votes a block needs.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: trellis_sdk::Client) -> trellis_sdk::Result<()> {
+    /// let set = client.validators().await?;
+    /// for proof in client.evidence(0, None).await? {
+    ///     assert!(proof.check().is_ok() && set.contains(&proof.second.voter));
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn validators(&self) -> Result<ValidatorList> {
+        self.get_json("/v1/validators", &[]).await
     }
 
     /// `GET /health`: answers while the node's API runs.

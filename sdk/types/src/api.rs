@@ -10,7 +10,7 @@ use crate::crypto::PublicKey;
 use crate::hash::Hash;
 use crate::proof::StateProof;
 use crate::receipt::{Event, ExecError, Receipt, ReceiptStatus};
-use crate::{Block, DuplicateVote, Header, QuorumCertificate};
+use crate::{Block, DuplicateVote, Header, OrgId, QuorumCertificate};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -93,6 +93,34 @@ pub struct EvidenceList {
     /// In order of height, round, step and validator; each checks with
     /// [`DuplicateVote::check`].
     pub evidence: Vec<DuplicateVote>,
+}
+
+/// A validator as the genesis names it.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct ValidatorInfo {
+    pub name: String,
+    /// The organisation that runs it.
+    pub org: OrgId,
+    /// Signs its proposals and votes.
+    pub consensus_key: PublicKey,
+    /// Its node's peer-to-peer identity.
+    pub node_key: PublicKey,
+}
+
+/// The validator set (`GET /v1/validators`), fixed by the genesis.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct ValidatorList {
+    /// In the genesis's order.
+    pub validators: Vec<ValidatorInfo>,
+    /// Votes a block needs to commit: more than two thirds of the validators.
+    pub quorum: usize,
+}
+
+impl ValidatorList {
+    /// True if `key` is a validator's consensus key.
+    pub fn contains(&self, key: &PublicKey) -> bool {
+        self.validators.iter().any(|v| &v.consensus_key == key)
+    }
 }
 
 /// The node's view of the chain, as the consensus driver last published it.

@@ -1,12 +1,12 @@
-//! `trellis status`, `trellis block`, `trellis tx`, `trellis evidence`:
-//! reading the chain.
+//! `trellis status`, `trellis block`, `trellis tx`, `trellis validators`,
+//! `trellis evidence`: reading the chain.
 
 use crate::context::Ctx;
 use crate::error::{Class, CliError, Result};
 use crate::output::{Report, record, table};
 use crate::when::format_ms;
 use serde_json::json;
-use trellis_sdk::api::{BlockResponse, TxStatus};
+use trellis_sdk::api::{BlockResponse, TxStatus, ValidatorList};
 use trellis_types::block::VoteKind;
 use trellis_types::{DuplicateVote, Event, Hash, Payload, Receipt, ReceiptStatus, SystemOp, Vote};
 
@@ -35,6 +35,27 @@ pub async fn status(ctx: &Ctx) -> Result<Report> {
     ]);
     let mut value = serde_json::to_value(&s).map_err(|e| CliError::other(e.to_string()))?;
     value["node"] = json!(client.endpoint());
+    Ok(Report::new(text, value))
+}
+
+pub async fn validators(ctx: &Ctx) -> Result<Report> {
+    let set = ctx.reader()?.validators().await?;
+    let mut t = table(["NAME", "ORG", "CONSENSUS KEY", "NODE KEY"]);
+    for v in &set.validators {
+        t.add_row(vec![
+            v.name.clone(),
+            v.org.clone(),
+            v.consensus_key.to_hex(),
+            v.node_key.to_hex(),
+        ]);
+    }
+    let text = format!(
+        "{}\na block needs {} of these {} validators' votes",
+        t.trim_fmt(),
+        set.quorum,
+        set.validators.len()
+    );
+    let value = serde_json::to_value(&set).map_err(|e| CliError::other(e.to_string()))?;
     Ok(Report::new(text, value))
 }
 
@@ -205,6 +226,7 @@ pub async fn tx(ctx: &Ctx, hash: &str) -> Result<Report> {
 pub async fn evidence(ctx: &Ctx, from_height: u64) -> Result<Report> {
     let client = ctx.reader()?;
     let chain_id = client.status().await?.chain_id;
+    let validators = client.validators().await?;
     let mut all: Vec<DuplicateVote> = Vec::new();
     let mut after = None;
     loop {
@@ -223,7 +245,10 @@ pub async fn evidence(ctx: &Ctx, from_height: u64) -> Result<Report> {
         after = Some(next);
         all.extend(page);
     }
-    let checks: Vec<Option<String>> = all.iter().map(|p| flaw(p, &chain_id)).collect();
+    let checks: Vec<Option<String>> = all
+        .iter()
+        .map(|p| flaw(p, &chain_id, &validators))
+        .collect();
     let mut t = table([
         "HEIGHT",
         "ROUND",
@@ -266,11 +291,16 @@ pub async fn evidence(ctx: &Ctx, from_height: u64) -> Result<Report> {
     ))
 }
 
-/// Why `proof` proves nothing on chain `chain_id`, if it does not.
-fn flaw(proof: &DuplicateVote, chain_id: &str) -> Option<String> {
+/// Why `proof` proves nothing against a validator of chain `chain_id`, if
+/// it does not.
+fn flaw(proof: &DuplicateVote, chain_id: &str, validators: &ValidatorList) -> Option<String> {
     if let Err(why) = proof.check() {
         return Some(why.to_owned());
     }
     let theirs = &proof.second.data.chain_id;
-    (theirs != chain_id).then(|| format!("the votes are for chain {theirs}"))
+    if theirs != chain_id {
+        return Some(format!("the votes are for chain {theirs}"));
+    }
+    let voter = &proof.second.voter;
+    (!validators.contains(voter)).then(|| format!("{voter} is not a validator's key"))
 }
