@@ -186,7 +186,10 @@ fn client_with(
         request_response::Behaviour::with_codec(
             codec,
             [(PROTOCOL, support)],
-            request_response::Config::default().with_request_timeout(Duration::from_secs(60)),
+            request_response::Config::default()
+                .with_request_timeout(Duration::from_secs(60))
+                // More than a node sends at once, so the node's bound is what binds.
+                .with_max_concurrent_streams(2 * STREAMS_PER_CONNECTION),
         ),
     )
 }
@@ -1278,6 +1281,78 @@ async fn a_peer_without_push_streams_is_sent_requests() {
         _ => 0,
     });
     assert_eq!(got, votes);
+}
+
+/// Drives `peer`, keeping the channel of every request it takes (so none is
+/// answered or refused), until `until` holds of how many it keeps.
+async fn take_requests(
+    peer: &mut Swarm<request_response::Behaviour<RawCodec>>,
+    held: &mut Vec<request_response::ResponseChannel<Vec<u8>>>,
+    until: impl Fn(usize) -> bool,
+) -> bool {
+    tokio::time::timeout(DEADLINE, async {
+        while !until(held.len()) {
+            tokio::select! {
+                e = peer.select_next_some() => {
+                    if let SwarmEvent::Behaviour(request_response::Event::Message {
+                        message: request_response::Message::Request { channel, .. },
+                        ..
+                    }) = e
+                    {
+                        held.push(channel);
+                    }
+                }
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// A peer without push streams that takes our requests and answers none
+/// holds at most [`STREAMS_PER_CONNECTION`] of them, as a push queue would
+/// hold its frames: what comes past them is dropped and counted, and each
+/// answer makes room for one more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_answers_no_request_holds_at_most_a_connection_s_streams_of_them() {
+    let (genesis, keys) = network();
+    let (node, mut peer) = node_and_request_only_peer(&genesis, &keys).await;
+    let past = 50;
+    let broadcast = |height: u64| {
+        let vote = vote_at(&genesis, &keys[0], height);
+        node.handle.outbound.send(Outbound::Broadcast(vote))
+    };
+    for height in 1..=(STREAMS_PER_CONNECTION + past) as u64 {
+        broadcast(height).await.unwrap();
+    }
+    let mut held = Vec::new();
+    let dropped = || node.metrics.network_push_dropped.get();
+    let full = |n: usize| n >= STREAMS_PER_CONNECTION && dropped() >= past as u64;
+    assert!(
+        take_requests(&mut peer, &mut held, full).await,
+        "{} requests held, {} dropped",
+        held.len(),
+        dropped()
+    );
+    assert_eq!(held.len(), STREAMS_PER_CONNECTION);
+    assert_eq!(dropped(), past as u64);
+
+    // One answer, one more place: once the node has the answer (it may
+    // drop what it sends before), its next message goes out.
+    let ack = frame(&encode(&Response::Ack));
+    let channel = held.pop().expect("a held request");
+    peer.behaviour_mut().send_response(channel, ack).unwrap();
+    let refilled = |n: usize| n == STREAMS_PER_CONNECTION;
+    let mut tries = 0;
+    while tries < 100 && !refilled(held.len()) {
+        broadcast(10_000 + tries).await.unwrap();
+        let wait = Duration::from_millis(100);
+        let _ = tokio::time::timeout(wait, take_requests(&mut peer, &mut held, refilled)).await;
+        tries += 1;
+    }
+    assert!(refilled(held.len()), "no request sent after the answer");
+    assert_eq!(dropped(), past as u64 + tries - 1);
 }
 
 /// A validator's consensus messages hold at most its share of the driver's
