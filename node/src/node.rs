@@ -469,23 +469,34 @@ impl Driver {
                         .insert((at, self.timer_seq), (height, round, step));
                 }
                 Action::Commit { block, certificate } => {
-                    self.finish_writing(MAX_STAGED - 1)?;
                     if block.header.height <= self.chain.head()?.height {
                         // Already committed by block sync.
                         continue;
                     }
                     self.on_decided();
-                    let now = now_ms();
-                    let staged =
-                        self.timed("commit", |d| d.chain.stage(&block, &certificate, now))?;
-                    self.writer.write(staged);
-                    self.writing.push_back(Writing {
-                        height: block.header.height,
-                        unpublished: Some(block),
-                    });
+                    self.stage_and_write(block, &certificate)?;
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Makes a decided block the head and hands it to the block writer, once
+    /// fewer than [`MAX_STAGED`] blocks are being written, so the next block
+    /// executes while this one is written; it is published when durable.
+    fn stage_and_write(
+        &mut self,
+        block: Arc<Block>,
+        certificate: &QuorumCertificate,
+    ) -> anyhow::Result<()> {
+        self.finish_writing(MAX_STAGED - 1)?;
+        let now = now_ms();
+        let staged = self.timed("commit", |d| d.chain.stage(&block, certificate, now))?;
+        self.writer.write(staged);
+        self.writing.push_back(Writing {
+            height: block.header.height,
+            unpublished: Some(block),
+        });
         Ok(())
     }
 
@@ -661,7 +672,9 @@ impl Driver {
         }
     }
 
-    /// Verifies and commits blocks a peer sent, in order, then moves consensus past them.
+    /// Verifies and commits blocks a peer sent, in order, then moves
+    /// consensus past them. Each is written as a decided one is, while the
+    /// next executes.
     fn apply_synced(
         &mut self,
         from: libp2p::PeerId,
@@ -669,7 +682,6 @@ impl Driver {
     ) -> anyhow::Result<()> {
         let mut applied = 0;
         let mut refused = false;
-        self.finish_writing(0)?;
         for (block, certificate) in blocks {
             if block.header.height <= self.chain.head()?.height {
                 continue;
@@ -687,8 +699,7 @@ impl Driver {
             let evidence = self.consensus.evidence_in(&certificate);
             self.process(evidence)?;
             self.on_decided();
-            tokio::task::block_in_place(|| self.chain.commit(&block, &certificate, now_ms()))?;
-            self.on_committed(&block);
+            self.stage_and_write(block, &certificate)?;
             applied += 1;
         }
         if applied > 0 {
