@@ -292,9 +292,12 @@ pub struct Storage {
 }
 
 /// How many blocks may be staged and not yet written: one being written
-/// while the next is built, staged and waits its turn. More would only queue
-/// behind the writer.
-pub const MAX_STAGED: usize = 2;
+/// while the next are executed, staged and wait their turn. Four rather
+/// than two let blocks of uneven size overlap when catching up (a small
+/// block executes while a large one is written, and the next large one
+/// while the small ones are); a validator waits for its blocks to be
+/// durable before it sends anything at the next height anyway.
+pub const MAX_STAGED: usize = 4;
 
 /// The staged blocks, oldest first; replaced whole when one is added or written.
 type StagedBlocks = Arc<[Arc<Staged>]>;
@@ -1613,12 +1616,19 @@ pub(crate) mod tests {
             before.contains(r#"[Some([50, 48]), None, None]"#),
             "both staged blocks' writes are read, the newer's first: {before}"
         );
+        // As many as may be staged; one more waits for the oldest's write.
+        let mut rest = Vec::new();
+        while rest.len() + 2 < MAX_STAGED {
+            rest.push(stage(&storage, vec![], writes(&[])).1);
+        }
+        let last = read_all(&storage, &tx.hash());
+        let height = storage.head().unwrap().height + 1;
         let err = storage
             .stage_block(
                 Arc::new(second_block.clone()),
                 &QuorumCertificate::genesis(second_block.hash()),
                 Vec::new(),
-                storage.prepare_state(3, Writes::new()).unwrap(),
+                storage.prepare_state(height, Writes::new()).unwrap(),
             )
             .unwrap_err();
         assert!(
@@ -1627,12 +1637,16 @@ pub(crate) mod tests {
         );
 
         staged.write().unwrap();
-        assert_eq!(read_all(&storage, &tx.hash()), before);
+        assert_eq!(read_all(&storage, &tx.hash()), last);
         second.write().unwrap();
-        assert_eq!(read_all(&storage, &tx.hash()), before);
+        assert_eq!(read_all(&storage, &tx.hash()), last);
+        for staged in rest {
+            staged.write().unwrap();
+            assert_eq!(read_all(&storage, &tx.hash()), last);
+        }
         drop(storage);
         let reopened = retry_while_locked(|| open(&dir)).unwrap();
-        assert_eq!(read_all(&reopened, &tx.hash()), before);
+        assert_eq!(read_all(&reopened, &tx.hash()), last);
     }
 
     #[test]
