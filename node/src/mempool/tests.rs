@@ -705,7 +705,7 @@ fn batch_admission_gives_the_same_verdicts_as_one_by_one() {
         ..trellis_genesis::dev_params()
     };
     let items = mixed_batch();
-    let refs: Vec<&[u8]> = items.iter().map(Vec::as_slice).collect();
+    let refs = slices(&items);
 
     let one_by_one = Env::with(genesis_with_weak_account(), params.clone());
     let singly = verdicts(
@@ -756,7 +756,7 @@ fn batch_admission_reports_a_waiting_duplicate_with_a_bad_signature_as_already_k
     let mut forged = good.clone();
     forged.signature.0[0] ^= 1;
     let items = [encode(&good), encode(&forged)];
-    let refs: Vec<&[u8]> = items.iter().map(Vec::as_slice).collect();
+    let refs = slices(&items);
 
     let one_by_one = Env::new();
     let singly = verdicts(
@@ -778,7 +778,7 @@ fn a_peers_batch_with_a_bad_signature_is_refused_whole() {
     let mut forged = signed(ACME, 1);
     forged.signature.0[0] ^= 1;
     let items = [encode(&good), encode(&forged)];
-    let refs: Vec<&[u8]> = items.iter().map(Vec::as_slice).collect();
+    let refs = slices(&items);
 
     let from_peer = Env::new();
     let results = from_peer
@@ -808,7 +808,7 @@ fn a_peers_batch_with_a_bad_signature_is_refused_whole() {
 
     // A good batch from a peer is admitted whole.
     let clean = [encode(&good), encode(&signed(ACME, 1))];
-    let refs: Vec<&[u8]> = clean.iter().map(Vec::as_slice).collect();
+    let refs = slices(&clean);
     let results = from_peer
         .mempool
         .admit_batch_from_peer(&refs, &from_peer.storage, NOW);
