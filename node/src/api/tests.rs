@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::execution::{self, AccountRecord};
+use crate::node::now_ms;
 use crate::state::Writes;
 use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
@@ -106,7 +107,7 @@ impl TestNode {
             mempool.clone(),
             storage.clone(),
             64,
-            crate::api::wall_clock_ms,
+            crate::node::now_ms,
         );
         let state = Arc::new(ApiState {
             chain_id: genesis.chain_id.clone(),
@@ -154,7 +155,7 @@ impl TestNode {
             chain_id: self.chain_id.clone(),
             sender: key.public(),
             nonce: 0,
-            expires_at_ms: wall_clock_ms() + 60_000,
+            expires_at_ms: now_ms() + 60_000,
             payload: Payload::System(SystemOp::Remark {
                 data: b"api test".to_vec().into(),
             }),
@@ -648,13 +649,11 @@ async fn a_transaction_for_another_chain_is_refused() {
 #[tokio::test]
 async fn expired_and_far_future_expiries_are_refused() {
     let node = TestNode::start().await;
-    let tx = node.tx_with(&acme(), |tx| tx.expires_at_ms = wall_clock_ms() - 1_000);
+    let tx = node.tx_with(&acme(), |tx| tx.expires_at_ms = now_ms() - 1_000);
     node.assert_tx_refused(&tx, StatusCode::BAD_REQUEST, "expired")
         .await;
     let max = Genesis::dev().params.max_expiry_ms;
-    let tx = node.tx_with(&acme(), |tx| {
-        tx.expires_at_ms = wall_clock_ms() + max + 60_000
-    });
+    let tx = node.tx_with(&acme(), |tx| tx.expires_at_ms = now_ms() + max + 60_000);
     node.assert_tx_refused(&tx, StatusCode::BAD_REQUEST, "expiry_too_far")
         .await;
 }
