@@ -203,6 +203,66 @@ pub enum InvalidBlock {
     Storage(#[from] StorageError),
 }
 
+/// A block's transaction signatures: still to be checked by validation, or
+/// checked beforehand with this verdict.
+pub enum Signatures {
+    Unchecked,
+    Checked(Result<(), InvalidBlock>),
+}
+
+/// Checks each of `blocks`' transaction signatures on a thread of its own,
+/// block after block, so that block sync checks the next blocks' while the
+/// driver executes one (a caught-up node's second core was otherwise idle).
+pub struct SignatureChecks {
+    verdicts: std::sync::mpsc::Receiver<Result<(), InvalidBlock>>,
+}
+
+impl SignatureChecks {
+    pub fn spawn(blocks: Vec<Arc<Block>>) -> SignatureChecks {
+        let (send, verdicts) = std::sync::mpsc::channel();
+        let checking = std::thread::Builder::new()
+            .name("sync-signatures".into())
+            .spawn(move || {
+                for block in blocks {
+                    // Stops early when the blocks' validation did.
+                    if send.send(check_signatures(&block)).is_err() {
+                        break;
+                    }
+                }
+            });
+        if let Err(e) = checking {
+            // No verdicts then: validation checks each block itself.
+            tracing::warn!(error = %e, "no thread to check synced blocks' signatures");
+        }
+        SignatureChecks { verdicts }
+    }
+
+    /// The next block's verdict, once it is in.
+    pub fn next(&self) -> Signatures {
+        match self.verdicts.recv() {
+            Ok(verdict) => Signatures::Checked(verdict),
+            Err(_) => Signatures::Unchecked,
+        }
+    }
+}
+
+/// Every transaction signature of `block`, in one batch.
+fn check_signatures(block: &Block) -> Result<(), InvalidBlock> {
+    let triples: Vec<_> = block
+        .txs
+        .iter()
+        .map(|t| (t.tx.sender, t.hash(), t.signature))
+        .collect();
+    match first_bad_signature(&triples) {
+        Some(index) => Err(InvalidBlock::Signature { index }),
+        None => Ok(()),
+    }
+}
+
+fn first_bad_signature(triples: &[(PublicKey, Hash, trellis_types::Signature)]) -> Option<usize> {
+    verify_batch(triples).iter().position(Result::is_err)
+}
+
 /// What a header commits to of its block's body.
 struct Body {
     tx_root: Hash,
@@ -368,11 +428,14 @@ impl Chain {
     }
 
     /// Checks a block a peer sent by block sync: the next height, with a
-    /// valid commit certificate for exactly this block, and valid itself.
+    /// valid commit certificate for exactly this block, and valid itself,
+    /// its signatures by `signatures`' verdict when they were checked
+    /// beforehand.
     pub fn validate_synced(
         &mut self,
         block: &Block,
         certificate: &QuorumCertificate,
+        signatures: Signatures,
     ) -> Result<(), InvalidBlock> {
         let head = self.head()?;
         if block.header.height != head.height + 1
@@ -384,13 +447,17 @@ impl Chain {
         self.validators
             .verify_certificate(&self.chain_id, certificate)
             .map_err(|e| InvalidBlock::Header(format!("commit certificate: {e}")))?;
-        self.validate(block)
+        self.validate_with(block, signatures)
     }
 
     /// Checks a block and executes it. Every check is deterministic, so all
     /// honest nodes agree whatever their clocks say: this is what a block
     /// certified by a quorum (decided or synced) must pass.
     pub fn validate(&mut self, block: &Block) -> Result<(), InvalidBlock> {
+        self.validate_with(block, Signatures::Unchecked)
+    }
+
+    fn validate_with(&mut self, block: &Block, signatures: Signatures) -> Result<(), InvalidBlock> {
         let tx_hashes = block.tx_hashes();
         if let Some(mismatch) = block.mismatched_body(&tx_hashes) {
             return Err(InvalidBlock::Body(mismatch));
@@ -434,7 +501,10 @@ impl Chain {
             ));
         }
         self.check_parent_commit(block, &head)?;
-        self.verify_signatures(&block.txs, &tx_hashes)?;
+        match signatures {
+            Signatures::Unchecked => self.verify_signatures(&block.txs, &tx_hashes)?,
+            Signatures::Checked(verdict) => verdict?,
+        }
 
         let ctx = BlockContext {
             chain_id: self.chain_id.clone(),
@@ -502,7 +572,7 @@ impl Chain {
             .filter(|(_, (_, hash, sig))| !self.mempool.verified(hash, sig))
             .collect();
         let triples: Vec<_> = unseen.iter().map(|(_, t)| *t).collect();
-        match verify_batch(&triples).iter().position(Result::is_err) {
+        match first_bad_signature(&triples) {
             Some(k) => Err(InvalidBlock::Signature { index: unseen[k].0 }),
             None => Ok(()),
         }

@@ -9,7 +9,7 @@
 //! with a validator set of one.
 
 use crate::api::{self, ApiState, ChainStatus, ReadLimit};
-use crate::chain::{self, Chain};
+use crate::chain::{self, Chain, SignatureChecks};
 use crate::config::NodeConfig;
 use crate::consensus::{Action, Consensus, Message, Rejected, SafetyState, Step, Timeouts};
 use crate::mempool::{Batcher, MAX_BATCH, Mempool};
@@ -682,13 +682,20 @@ impl Driver {
     ) -> anyhow::Result<()> {
         let mut applied = 0;
         let mut refused = false;
+        let blocks: Vec<(Arc<Block>, QuorumCertificate)> = blocks
+            .into_iter()
+            .map(|(block, certificate)| (Arc::new(block), certificate))
+            .collect();
+        let signatures = SignatureChecks::spawn(blocks.iter().map(|(b, _)| b.clone()).collect());
         for (block, certificate) in blocks {
+            // Taken in order, whether or not the block is applied.
+            let verdict = tokio::task::block_in_place(|| signatures.next());
             if block.header.height <= self.chain.head()?.height {
                 continue;
             }
-            let block = Arc::new(block);
-            let checked =
-                tokio::task::block_in_place(|| self.chain.validate_synced(&block, &certificate));
+            let checked = tokio::task::block_in_place(|| {
+                self.chain.validate_synced(&block, &certificate, verdict)
+            });
             if let Err(reason) = checked {
                 warn!(peer = %from, height = block.header.height, %reason, "synced block refused");
                 self.strike(from);

@@ -91,7 +91,7 @@ fn a_certified_block_is_committed_whatever_our_clock_says() {
     let mut syncing = node();
     syncing
         .chain
-        .validate_synced(&block, &qc)
+        .validate_synced(&block, &qc, Signatures::Unchecked)
         .expect("block sync does not consult the clock either");
 }
 
@@ -101,12 +101,18 @@ fn a_synced_block_needs_a_certificate_for_exactly_it() {
     let mut other = block.clone();
     other.header.timestamp_ms += 1;
     let mut syncing = node();
-    let err = syncing.chain.validate_synced(&other, &qc).unwrap_err();
+    let err = syncing
+        .chain
+        .validate_synced(&other, &qc, Signatures::Unchecked)
+        .unwrap_err();
     assert!(err.to_string().contains("certified next block"), "{err}");
 
     let mut forged = qc.clone();
     forged.votes[0].1 = trellis_types::Signature([7; 64]);
-    let err = syncing.chain.validate_synced(&block, &forged).unwrap_err();
+    let err = syncing
+        .chain
+        .validate_synced(&block, &forged, Signatures::Unchecked)
+        .unwrap_err();
     assert!(err.to_string().contains("commit certificate"), "{err}");
 }
 
@@ -127,15 +133,97 @@ fn a_block_whose_body_is_not_its_headers_is_refused() {
     };
 
     let mut follower = node();
-    is_spoiled_body(follower.chain.validate_synced(&spoiled, &qc).unwrap_err());
+    is_spoiled_body(
+        follower
+            .chain
+            .validate_synced(&spoiled, &qc, Signatures::Unchecked)
+            .unwrap_err(),
+    );
     follower
         .chain
-        .validate_synced(&block, &qc)
+        .validate_synced(&block, &qc, Signatures::Unchecked)
         .expect("the block itself is valid");
-    is_spoiled_body(follower.chain.validate_synced(&spoiled, &qc).unwrap_err());
+    is_spoiled_body(
+        follower
+            .chain
+            .validate_synced(&spoiled, &qc, Signatures::Unchecked)
+            .unwrap_err(),
+    );
     follower
         .chain
         .commit(&Arc::new(block.clone()), &qc, NOW)
         .expect("the block executed here still commits");
     assert_eq!(follower.chain.head().unwrap().block_hash, block.hash());
+}
+
+/// A remark by `key` on the dev chain.
+fn remark(key: &KeyPair, nonce: u64) -> SignedTransaction {
+    trellis_types::Transaction {
+        chain_id: Genesis::dev().chain_id,
+        sender: key.public(),
+        nonce,
+        expires_at_ms: NOW + 60_000,
+        payload: trellis_types::Payload::System(trellis_types::SystemOp::Remark {
+            data: vec![nonce as u8].into(),
+        }),
+    }
+    .sign(key)
+}
+
+/// A synced block whose second transaction carries the first's signature
+/// (its header, body and certificate all agreeing) is refused for that
+/// signature, whether validation checks it or `SignatureChecks` did
+/// beforehand; checked beforehand, the verdicts come in the blocks' order.
+#[test]
+fn a_synced_block_with_a_bad_signature_is_refused_checked_here_or_beforehand() {
+    let key = trellis_genesis::dev_account("core-acme/ops");
+    let validator = validator();
+    let mut proposer = node();
+    for nonce in 0..3 {
+        let bytes = encode(&remark(&key, nonce));
+        let chain = &proposer.chain;
+        chain
+            .mempool
+            .admit(&bytes, &chain.storage, NOW)
+            .expect("a member's remark is admitted");
+    }
+    let good = proposer.chain.build(0, &validator, NOW).expect("build");
+    assert_eq!(good.txs.len(), 3);
+    let mut bad = good.clone();
+    bad.txs[1].signature = bad.txs[0].signature;
+    bad.header.tx_root = tx_root(&bad.txs);
+    let good_qc = certificate(&good, &validator);
+    let bad_qc = certificate(&bad, &validator);
+    let is_the_second_s = |e: InvalidBlock| {
+        assert!(matches!(e, InvalidBlock::Signature { index: 1 }), "{e}");
+    };
+
+    let mut syncing = node();
+    let unchecked = syncing
+        .chain
+        .validate_synced(&bad, &bad_qc, Signatures::Unchecked);
+    is_the_second_s(unchecked.unwrap_err());
+
+    let checks = SignatureChecks::spawn(vec![Arc::new(bad.clone()), Arc::new(good.clone())]);
+    let verdict = checks.next();
+    assert!(matches!(
+        verdict,
+        Signatures::Checked(Err(InvalidBlock::Signature { index: 1 }))
+    ));
+    is_the_second_s(
+        syncing
+            .chain
+            .validate_synced(&bad, &bad_qc, verdict)
+            .unwrap_err(),
+    );
+    let verdict = checks.next();
+    assert!(matches!(verdict, Signatures::Checked(Ok(()))));
+    syncing
+        .chain
+        .validate_synced(&good, &good_qc, verdict)
+        .expect("the block as built is valid");
+    assert!(
+        matches!(checks.next(), Signatures::Unchecked),
+        "two blocks, two verdicts"
+    );
 }
