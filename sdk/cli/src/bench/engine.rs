@@ -17,8 +17,9 @@
 //! and the in-flight window read are atomics in [`Shared`].
 
 use super::plan::{Method, Phase, Planner};
+use super::sign::{ExpandedKey, sign_batch};
 use foldhash::{HashMap, HashSet, HashSetExt};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
@@ -27,6 +28,11 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use trellis_sdk::Client;
 use trellis_sdk::api::CommittedTx;
 use trellis_types::{Hash, SignedTransaction};
+
+/// Most transactions the planner thread plans and signs at once: enough to
+/// share signing's field inversion, few enough to stay fresh when the queue
+/// is full.
+const SIGN_BATCH: usize = 64;
 
 /// How long one transaction's sender keeps retrying "later" refusals.
 const RETRY_FOR: Duration = Duration::from_secs(30);
@@ -128,8 +134,9 @@ pub fn planner_thread(
         unresolved: HashSet::new(),
         shared,
         batches: 0,
+        keys: HashMap::default(),
     };
-    let mut held: Option<Outbound> = None;
+    let mut signed: VecDeque<Outbound> = VecDeque::new();
     loop {
         loop {
             match inbound.try_recv() {
@@ -142,16 +149,16 @@ pub fn planner_thread(
         }
         let mut produced = 0;
         while produced < 256 {
-            if held.is_none() {
-                held = thread.sign_next();
+            if signed.is_empty() {
+                signed = thread.sign_batch();
             }
-            let Some(next) = held.take() else {
+            let Some(next) = signed.pop_front() else {
                 break;
             };
             match out.try_send(next) {
                 Ok(()) => produced += 1,
                 Err(mpsc::error::TrySendError::Full(next)) => {
-                    held = Some(next);
+                    signed.push_front(next);
                     break;
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => return thread.results,
@@ -178,36 +185,61 @@ struct PlannerThread {
     shared: Arc<Shared>,
     /// [`Inbound::AddRoots`] messages received.
     batches: u64,
+    /// Accounts' keys as signing uses them, by account.
+    keys: HashMap<usize, ExpandedKey>,
 }
 
 impl PlannerThread {
-    fn sign_next(&mut self) -> Option<Outbound> {
-        let planned = self.planner.next(crate::when::now_ms())?;
-        // What is signed is the transaction's id: hashed once for both.
-        let hash = planned.tx.hash();
-        let started = Instant::now();
-        let signature = self.planner.key(planned.account).sign(&hash);
-        self.results.signing += started.elapsed();
-        self.results.signed += 1;
-        let tx = SignedTransaction {
-            tx: planned.tx,
-            signature,
-        };
-        let measured = planned.ticket.measured;
-        if measured {
-            self.results.records.insert(
-                hash,
-                Record {
-                    method: planned.ticket.method,
-                    sent: None,
-                    admitted: false,
-                    committed: None,
-                    failure: None,
-                },
-            );
+    /// Plans up to [`SIGN_BATCH`] transactions and signs them together.
+    fn sign_batch(&mut self) -> VecDeque<Outbound> {
+        let now = crate::when::now_ms();
+        let mut planned = Vec::new();
+        while planned.len() < SIGN_BATCH {
+            let Some(next) = self.planner.next(now) else {
+                break;
+            };
+            planned.push(next);
         }
-        self.planner.bind(hash, planned.ticket);
-        Some(Outbound { tx, hash, measured })
+        // What is signed is the transaction's id: hashed once for both.
+        let hashes: Vec<Hash> = planned.iter().map(|p| p.tx.hash()).collect();
+        let started = Instant::now();
+        for p in &planned {
+            let planner = &self.planner;
+            self.keys
+                .entry(p.account)
+                .or_insert_with(|| ExpandedKey::new(planner.key(p.account)));
+        }
+        let items: Vec<(&ExpandedKey, Hash)> = planned
+            .iter()
+            .zip(&hashes)
+            .map(|(p, hash)| (&self.keys[&p.account], *hash))
+            .collect();
+        let signatures = sign_batch(&items);
+        self.results.signing += started.elapsed();
+        self.results.signed += planned.len() as u64;
+        let mut signed = VecDeque::with_capacity(planned.len());
+        for ((planned, hash), signature) in planned.into_iter().zip(hashes).zip(signatures) {
+            let measured = planned.ticket.measured;
+            if measured {
+                self.results.records.insert(
+                    hash,
+                    Record {
+                        method: planned.ticket.method,
+                        sent: None,
+                        admitted: false,
+                        committed: None,
+                        failure: None,
+                    },
+                );
+            }
+            self.planner.bind(hash, planned.ticket);
+            let tx = SignedTransaction {
+                tx: planned.tx,
+                signature,
+            };
+            signed.push_back(Outbound { tx, hash, measured });
+        }
+        signed
     }
 
     /// Publishes what the other parts read.

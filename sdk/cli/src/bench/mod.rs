@@ -20,6 +20,7 @@ pub mod nodes;
 pub mod plan;
 pub mod procfs;
 pub mod report;
+pub mod sign;
 
 use crate::cli::{BenchArgs, BenchMix, BenchRate};
 use crate::context::Ctx;
