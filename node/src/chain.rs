@@ -212,7 +212,7 @@ pub enum Signatures {
 
 /// Checks each of `blocks`' transaction signatures on a thread of its own,
 /// block after block, so that block sync checks the next blocks' while the
-/// driver executes one (a caught-up node's second core was otherwise idle).
+/// driver executes one (a catching-up node's second core was otherwise idle).
 pub struct SignatureChecks {
     verdicts: std::sync::mpsc::Receiver<Result<(), InvalidBlock>>,
 }
