@@ -614,7 +614,7 @@ impl Chain {
                     .expect("validate stores the executed block")
             }
         };
-        let staged = self.storage.stage_block(
+        let staged = self.storage.stage_executed(
             Arc::clone(block),
             certificate,
             executed.receipts,

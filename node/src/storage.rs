@@ -588,6 +588,31 @@ impl Storage {
         receipts: Vec<Receipt>,
         update: StateUpdate,
     ) -> Result<StagedBlock, StorageError> {
+        self.stage(block, commit, receipts, update, true)
+    }
+
+    /// [`Storage::stage_block`] for a block whose body, receipts and header
+    /// agree by construction: the chain's own, which it sealed from its
+    /// receipts or executed and checked against its header. Checking them
+    /// again here hashed every transaction and receipt of a block once more.
+    pub(crate) fn stage_executed(
+        &self,
+        block: Arc<Block>,
+        commit: &QuorumCertificate,
+        receipts: Vec<Receipt>,
+        update: StateUpdate,
+    ) -> Result<StagedBlock, StorageError> {
+        self.stage(block, commit, receipts, update, false)
+    }
+
+    fn stage(
+        &self,
+        block: Arc<Block>,
+        commit: &QuorumCertificate,
+        receipts: Vec<Receipt>,
+        update: StateUpdate,
+        check_body: bool,
+    ) -> Result<StagedBlock, StorageError> {
         let _writer = self
             .commit_lock
             .lock()
@@ -626,28 +651,8 @@ impl Storage {
                 commit.block, commit.height
             )));
         }
-        if receipts.len() != block.txs.len() {
-            return Err(invalid(format!(
-                "{} receipts for {} transactions",
-                receipts.len(),
-                block.txs.len()
-            )));
-        }
-        let tx_hashes = block.tx_hashes();
-        if let Some(mismatch) = block.mismatched_body(&tx_hashes) {
-            return Err(invalid(mismatch.into()));
-        }
-        // Execution refuses a nonce used before, so a transaction commits at
-        // most once and its record is never overwritten.
-        if let Some(i) = tx_hashes
-            .iter()
-            .zip(&receipts)
-            .position(|(tx, r)| *tx != r.tx)
-        {
-            return Err(invalid(format!("receipt {i} is not for transaction {i}")));
-        }
-        if receipts_root(&receipts) != header.receipts_root {
-            return Err(invalid("receipts_root does not match the receipts".into()));
+        if check_body {
+            check_body_and_receipts(&block, &receipts).map_err(invalid)?;
         }
         if update.version != height {
             return Err(StorageError::StaleStateUpdate {
@@ -682,9 +687,14 @@ impl Storage {
         );
         put(&height_key(prefix::COMMIT, height), seal(commit));
         let too_many = || invalid("more than 2^32 transactions".into());
-        for (index, tx) in tx_hashes.iter().enumerate() {
+        // Execution refuses a nonce used before, so a transaction commits at
+        // most once and its record is never overwritten.
+        for (index, receipt) in receipts.iter().enumerate() {
             let index = u32::try_from(index).map_err(|_| too_many())?;
-            put(&hash_key(prefix::TX, tx), tx_record(height, index).to_vec());
+            put(
+                &hash_key(prefix::TX, &receipt.tx),
+                tx_record(height, index).to_vec(),
+            );
         }
         for (group, part) in receipts.chunks(RECEIPTS_PER_GROUP).enumerate() {
             let group = u32::try_from(group).map_err(|_| too_many())?;
@@ -1119,6 +1129,33 @@ impl StagedBlock {
         }
         Ok(())
     }
+}
+
+/// Why `receipts` are not those of `block`'s body, or the body not the one
+/// its header commits to.
+fn check_body_and_receipts(block: &Block, receipts: &[Receipt]) -> Result<(), String> {
+    if receipts.len() != block.txs.len() {
+        return Err(format!(
+            "{} receipts for {} transactions",
+            receipts.len(),
+            block.txs.len()
+        ));
+    }
+    let tx_hashes = block.tx_hashes();
+    if let Some(mismatch) = block.mismatched_body(&tx_hashes) {
+        return Err(mismatch.into());
+    }
+    if let Some(i) = tx_hashes
+        .iter()
+        .zip(receipts)
+        .position(|(tx, r)| *tx != r.tx)
+    {
+        return Err(format!("receipt {i} is not for transaction {i}"));
+    }
+    if receipts_root(receipts) != block.header.receipts_root {
+        return Err("receipts_root does not match the receipts".into());
+    }
+    Ok(())
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {

@@ -60,10 +60,16 @@ impl RecentBlocks {
         {
             blocks.clear();
         }
-        if blocks.len() == RECENT_BLOCKS {
-            blocks.pop_front();
-        }
+        let oldest = if blocks.len() == RECENT_BLOCKS {
+            blocks.pop_front()
+        } else {
+            None
+        };
         blocks.push_back(committed);
+        // Freeing a busy block's thousands of transactions takes a while:
+        // not while readers wait for the lock.
+        drop(blocks);
+        drop(oldest);
     }
 
     /// The block at `height`, if it is one of those kept.
