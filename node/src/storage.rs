@@ -1004,15 +1004,9 @@ impl Storage {
                 )));
             }
         }
-        if let Some(mismatch) = block.mismatched_body(&block.tx_hashes()) {
-            return Err(corrupt(format!("head block {h}: {mismatch}")));
-        }
         let receipts = Self::read_receipts(db, &block)?;
-        if receipts_root(&receipts) != header.receipts_root {
-            return Err(corrupt(format!(
-                "receipts of head block {h} do not match its receipts_root"
-            )));
-        }
+        check_body_and_receipts(&block, &receipts)
+            .map_err(|reason| corrupt(format!("head block {h}: {reason}")))?;
         for (index, receipt) in receipts.iter().enumerate() {
             let tx = &receipt.tx;
             match Self::read_tx_record(db, tx)? {
