@@ -1762,8 +1762,10 @@ fn a_party_filter_on_pruned_state_goes_past_a_key_removed_since() {
         let removed = Writes::from([(execution::keys::account(&t1.public()), None)]);
         commit_block(&storage, &genesis.chain_id, vec![], vec![], removed);
     }
-    crate::storage::prune_state(dir.path(), 1).expect("prune");
-    let storage = Storage::open(dir.path()).unwrap();
+    // sled may hold the store's lock a moment after the last handle drops.
+    use crate::storage::retry_while_locked;
+    retry_while_locked(|| crate::storage::prune_state(dir.path(), 1)).expect("prune");
+    let storage = retry_while_locked(|| Storage::open(dir.path())).unwrap();
 
     let by_org = EventFilter {
         parties: vec!["supplier-t1".into()],
