@@ -41,8 +41,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tracing::Instrument;
 use trellis_genesis::Genesis;
-use trellis_types::api::{CommittedTx, EventFilter, TxPosition};
-use trellis_types::{Address, Bytes, Event, Hash, PublicKey};
+use trellis_types::api::{CommittedTx, EventFilter, MAX_BLOCK_WAIT_MS, TxPosition};
+use trellis_types::{Address, Block, Bytes, Event, Hash, PublicKey, QuorumCertificate, Receipt};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 /// What the handlers share.
@@ -137,6 +137,18 @@ pub struct StateQuery {
 
 /// Most proofs one `GET /v1/evidence` returns.
 pub const MAX_EVIDENCE: usize = 100;
+
+/// `GET /v1/blocks/{height}` parameters.
+#[derive(Deserialize, IntoParams, Debug)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct BlockQuery {
+    /// When the block is above the head, wait up to this many milliseconds
+    /// (at most [`MAX_BLOCK_WAIT_MS`]) for it to commit before answering 404:
+    /// a follower's long poll. 0 (the default) answers at once.
+    #[serde(default)]
+    pub wait_ms: u64,
+}
 
 #[derive(Deserialize, IntoParams, Debug)]
 #[into_params(parameter_in = Query)]
@@ -767,7 +779,22 @@ async fn get_transaction(
     )))
 }
 
-fn load_block(storage: &Storage, height: u64) -> Result<Option<BlockResponse>, ApiError> {
+/// A [`BlockResponse`] that borrows the stored block and receipts: the same
+/// fields in the same order, so the same JSON and canonical bytes, without
+/// copying a block of thousands of transactions for each answer.
+#[derive(serde::Serialize)]
+struct BlockAnswer<'a> {
+    hash: Hash,
+    block: &'a Block,
+    commit: &'a QuorumCertificate,
+    receipts: &'a [Receipt],
+}
+
+/// The committed block at `height` with the certificate that committed it.
+fn load_block(
+    storage: &Storage,
+    height: u64,
+) -> Result<Option<(Arc<CommittedBlock>, QuorumCertificate)>, ApiError> {
     let Some(committed) = storage.committed_block(height)? else {
         return Ok(None);
     };
@@ -776,13 +803,7 @@ fn load_block(storage: &Storage, height: u64) -> Result<Option<BlockResponse>, A
             "block {height} is stored without its commit certificate"
         ))
     })?;
-    let (block, receipts) = committed.into_parts();
-    Ok(Some(BlockResponse {
-        hash: block.hash(),
-        block,
-        commit,
-        receipts,
-    }))
+    Ok(Some((committed, commit)))
 }
 
 /// The latest committed block.
@@ -791,12 +812,16 @@ fn load_block(storage: &Storage, height: u64) -> Result<Option<BlockResponse>, A
     path = "/v1/blocks/latest",
     tag = "blocks",
     responses(
-        (status = 200, body = BlockResponse),
+        (status = 200, description = "JSON; the canonical encoding with `Accept: application/octet-stream`", content((BlockResponse = "application/json"), (Vec<u8> = "application/octet-stream"))),
         (status = 404, description = "no block yet", body = ErrorBody),
         (status = 503, description = "busy: the node's reads are all taken; retry shortly", body = ErrorBody),
     )
 )]
-async fn latest_block(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
+async fn latest_block(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let canonical = wants_canonical(&headers);
     blocking(state, move |state| {
         let head = state
             .storage
@@ -804,38 +829,133 @@ async fn latest_block(State(state): State<Arc<ApiState>>) -> Result<Response, Ap
             .ok_or_else(|| ApiError::not_found("the chain has no block yet"))?;
         let block = load_block(&state.storage, head.height)?
             .ok_or_else(|| ApiError::internal(format!("head block {} is missing", head.height)))?;
-        json_response(&block)
+        block_response(&block, canonical)
     })
     .await
 }
 
-/// The committed block at a height.
+/// The committed block at a height; with `wait_ms`, a long poll for the
+/// next one (see [`BlockQuery`]).
 #[utoipa::path(
     get,
     path = "/v1/blocks/{height}",
     tag = "blocks",
-    params(("height" = u64, Path, description = "Block height")),
+    params(("height" = u64, Path, description = "Block height"), BlockQuery),
     responses(
-        (status = 200, body = BlockResponse),
-        (status = 400, description = "malformed height", body = ErrorBody),
-        (status = 404, description = "not_found: above the head", body = ErrorBody),
+        (status = 200, description = "JSON; the canonical encoding with `Accept: application/octet-stream`", content((BlockResponse = "application/json"), (Vec<u8> = "application/octet-stream"))),
+        (status = 400, description = "malformed height or wait_ms", body = ErrorBody),
+        (status = 404, description = "not_found: above the head (after waiting wait_ms)", body = ErrorBody),
+        (status = 429, description = "too_many_streams: waiting, and the node's limit of streams and waits is reached", body = ErrorBody),
         (status = 503, description = "busy: the node's reads are all taken; retry shortly", body = ErrorBody),
     )
 )]
 async fn block_by_height(
     State(state): State<Arc<ApiState>>,
+    Extension(streams): Extension<EventStreams>,
+    headers: HeaderMap,
     height: Result<Path<String>, PathRejection>,
+    query: Result<Query<BlockQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let height = path_param(height)?;
     let height: u64 = height
         .parse()
         .map_err(|_| ApiError::malformed(format!("`{height}` is not a block height")))?;
+    let Query(query) = query.map_err(|e| ApiError::malformed(e.body_text()))?;
+    if query.wait_ms > MAX_BLOCK_WAIT_MS {
+        return Err(ApiError::malformed(format!(
+            "wait_ms {} is above {MAX_BLOCK_WAIT_MS}",
+            query.wait_ms
+        )));
+    }
+    let canonical = wants_canonical(&headers);
+    if query.wait_ms > 0 {
+        let wait = Duration::from_millis(query.wait_ms);
+        wait_for_height(&state, &streams, height, wait).await?;
+    }
     blocking(state, move |state| {
         let block = load_block(&state.storage, height)?
             .ok_or_else(|| ApiError::not_found(format!("no block at height {height}")))?;
-        json_response(&block)
+        block_response(&block, canonical)
     })
     .await
+}
+
+/// Returns once the head reaches `height`, `wait` has passed or the server
+/// is closing, whichever comes first. Waiting takes one of the event
+/// streams' slots (429 `too_many_streams` when none is free): a long poll
+/// holds a connection as a stream does.
+async fn wait_for_height(
+    state: &ApiState,
+    streams: &EventStreams,
+    height: u64,
+    wait: Duration,
+) -> Result<(), ApiError> {
+    let committed = || state.storage.head().is_some_and(|h| h.height >= height);
+    if committed() {
+        return Ok(());
+    }
+    let _slot = streams
+        .permits
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| too_many_streams(&streams.config))?;
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut status = state.status.clone();
+    let mut closing = streams.closing.clone();
+    while !committed() && tokio::time::Instant::now() < deadline {
+        let look_again = deadline.min(tokio::time::Instant::now() + streams.config.poll_interval);
+        tokio::select! {
+            changed = status.changed() => if changed.is_err() {
+                return Ok(()); // The driver is gone: nothing will commit any more.
+            },
+            () = tokio::time::sleep_until(look_again) => {}
+            () = server_closing(&mut closing) => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
+/// Whether the request's `Accept` names `application/octet-stream` (and
+/// not with `q=0`): the canonical encoding, as blocks are hashed and stored,
+/// instead of JSON.
+fn wants_canonical(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|range| {
+            let mut parts = range.split(';').map(str::trim);
+            let essence = parts.next().unwrap_or("");
+            let refused = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .is_some_and(|q| q.parse::<f64>().is_ok_and(|q| q == 0.0))
+            });
+            essence.eq_ignore_ascii_case("application/octet-stream") && !refused
+        })
+}
+
+/// A loaded block as JSON or in its canonical encoding.
+fn block_response(
+    (committed, commit): &(Arc<CommittedBlock>, QuorumCertificate),
+    canonical: bool,
+) -> Result<Response, ApiError> {
+    let answer = BlockAnswer {
+        hash: committed.block.hash(),
+        block: &committed.block,
+        commit,
+        receipts: &committed.receipts,
+    };
+    let mut response = if canonical {
+        let body = trellis_types::encode(&answer);
+        ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response()
+    } else {
+        json_response(&answer)?
+    };
+    response
+        .headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("accept"));
+    Ok(response)
 }
 
 /// Proofs that validators equivocated (signed two votes for one step),
@@ -905,7 +1025,7 @@ pub fn validator_list(genesis: &Genesis) -> ValidatorList {
     tag = "blocks",
     params(("hash" = String, Path, description = "Block hash, hex")),
     responses(
-        (status = 200, body = BlockResponse),
+        (status = 200, description = "JSON; the canonical encoding with `Accept: application/octet-stream`", content((BlockResponse = "application/json"), (Vec<u8> = "application/octet-stream"))),
         (status = 400, description = "malformed hash", body = ErrorBody),
         (status = 404, description = "not_found", body = ErrorBody),
         (status = 503, description = "busy: the node's reads are all taken; retry shortly", body = ErrorBody),
@@ -913,9 +1033,11 @@ pub fn validator_list(genesis: &Genesis) -> ValidatorList {
 )]
 async fn block_by_hash(
     State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
     hash: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let hash = parse_hash(&path_param(hash)?)?;
+    let canonical = wants_canonical(&headers);
     blocking(state, move |state| {
         let block = state
             .storage
@@ -927,7 +1049,7 @@ async fn block_by_hash(
                 "block {hash} is indexed at missing height {height}"
             ))
         })?;
-        json_response(&block)
+        block_response(&block, canonical)
     })
     .await
 }
@@ -1493,12 +1615,7 @@ async fn feed_stream(
             },
             () = tokio::time::sleep(streams.config.poll_interval) => {}
             () = out.closed() => return,
-            () = async {
-                match closing.as_mut() {
-                    Some(closing) => { let _ = closing.wait_for(|c| *c).await; }
-                    None => std::future::pending().await,
-                }
-            } => return,
+            () = server_closing(&mut closing) => return,
         }
     }
 }
@@ -1541,21 +1658,37 @@ async fn events(
     };
     let head = state.storage.head().map_or(0, |h| h.height);
     let request = stream_request(&params, last_event_id, head)?;
-    let permit = streams.permits.clone().try_acquire_owned().map_err(|_| {
-        ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_streams",
-            format!(
-                "this node serves at most {} event streams at once; retry later",
-                streams.config.max_streams
-            ),
-        )
-    })?;
+    let permit = streams
+        .permits
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| too_many_streams(&streams.config))?;
     let (tx, mut rx) = mpsc::channel::<SseItem>(64);
     let keep_alive = KeepAlive::new().interval(streams.config.keep_alive);
     tokio::spawn(feed_stream(state, streams, request, tx, permit));
     let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
     Ok(Sse::new(stream).keep_alive(keep_alive).into_response())
+}
+
+/// Resolves when the server starts to shut down (never without a signal).
+async fn server_closing(closing: &mut Option<watch::Receiver<bool>>) {
+    match closing.as_mut() {
+        Some(closing) => {
+            let _ = closing.wait_for(|c| *c).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+fn too_many_streams(config: &EventStreamConfig) -> ApiError {
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_streams",
+        format!(
+            "this node serves at most {} event streams and block waits at once; retry later",
+            config.max_streams
+        ),
+    )
 }
 
 /// The chain as this node sees it.

@@ -856,6 +856,175 @@ async fn missing_or_malformed_blocks_are_errors() {
     }
 }
 
+impl TestNode {
+    /// `GET {path}` asking with `accept`: the status, `Content-Type`, `Vary` and body.
+    async fn get_accepting(
+        &self,
+        path: &str,
+        accept: &str,
+    ) -> (StatusCode, String, String, Vec<u8>) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .header(reqwest::header::ACCEPT, accept)
+            .send()
+            .await
+            .expect("GET");
+        let status = StatusCode::from_u16(response.status().as_u16()).expect("valid status");
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .map_or(String::new(), |v| v.to_str().unwrap().to_owned())
+        };
+        let (content_type, vary) = (header(CONTENT_TYPE), header(reqwest::header::VARY));
+        let body = response.bytes().await.expect("body").to_vec();
+        (status, content_type, vary, body)
+    }
+}
+
+#[tokio::test]
+async fn blocks_come_in_their_canonical_encoding_when_the_request_accepts_it() {
+    let node = TestNode::start().await;
+    node.commit_remarks(
+        &acme(),
+        0,
+        vec![vec![event("noted", &[("k", "v")])], vec![]],
+    );
+    let block = node.storage.block(1).unwrap().unwrap();
+    let (_, json) = node.get("/v1/blocks/1").await;
+    let expected: BlockResponse = serde_json::from_value(json).unwrap();
+    assert_eq!(expected.block, block);
+    assert_eq!(expected.receipts.len(), 2);
+    let by_hash = format!("/v1/blocks/by-hash/{}", block.hash());
+    for path in ["/v1/blocks/1", "/v1/blocks/latest", by_hash.as_str()] {
+        for accept in [
+            "application/octet-stream",
+            "application/json;q=0.5, Application/Octet-Stream",
+        ] {
+            let (status, content_type, vary, body) = node.get_accepting(path, accept).await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+            assert_eq!(content_type, "application/octet-stream", "{path} {accept}");
+            assert_eq!(vary, "accept");
+            let decoded: BlockResponse = trellis_types::decode(&body).expect("canonical bytes");
+            assert_eq!(decoded, expected, "{path} {accept}");
+        }
+        for accept in ["application/json", "*/*", "application/octet-stream;q=0"] {
+            let (status, content_type, vary, body) = node.get_accepting(path, accept).await;
+            assert_eq!(
+                (status, content_type.as_str()),
+                (StatusCode::OK, "application/json")
+            );
+            assert_eq!(vary, "accept");
+            assert_eq!(
+                serde_json::from_slice::<BlockResponse>(&body).unwrap(),
+                expected
+            );
+        }
+    }
+    // Errors stay JSON whatever was asked for.
+    let (status, content_type, _, body) = node
+        .get_accepting("/v1/blocks/9", "application/octet-stream")
+        .await;
+    assert_eq!(
+        (status, content_type.as_str()),
+        (StatusCode::NOT_FOUND, "application/json")
+    );
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["code"], "not_found");
+}
+
+#[tokio::test]
+async fn a_block_request_that_waits_is_answered_when_the_block_commits() {
+    let node = TestNode::start().await;
+    let url = format!("{}/v1/blocks/1?wait_ms=20000", node.url);
+    let waiting = tokio::spawn(node.client.get(url).send());
+    // The request waits: nothing is committed yet, so it cannot have an answer.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiting.is_finished(), "answered before block 1 committed");
+    let txs = node.commit_remarks(&acme(), 0, vec![vec![]]);
+    let response = waiting.await.unwrap().expect("GET");
+    assert_eq!(response.status().as_u16(), 200);
+    let block: BlockResponse = response.json().await.unwrap();
+    assert_eq!(block.block.header.height, 1);
+    assert_eq!(block.receipts[0].tx, txs[0].hash());
+    // A committed block is answered at once, however long the wait asked for.
+    let (status, body) = node.get("/v1/blocks/1?wait_ms=30000").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn a_block_wait_ends_with_not_found_when_the_block_does_not_commit() {
+    let node = TestNode::start().await;
+    let started = Instant::now();
+    let (status, body) = node.get("/v1/blocks/2?wait_ms=300").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "answered before the wait ended"
+    );
+    // A block committed meanwhile, but not the one asked for, does not end the wait.
+    let url = format!("{}/v1/blocks/2?wait_ms=400", node.url);
+    let waiting = tokio::spawn(node.client.get(url).send());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    node.commit_remarks(&acme(), 0, vec![vec![]]);
+    let response = waiting.await.unwrap().expect("GET");
+    assert_eq!(response.status().as_u16(), 404);
+}
+
+#[tokio::test]
+async fn shutting_down_answers_a_waiting_block_request_at_once() {
+    let mut node = TestNode::start().await;
+    let url = format!("{}/v1/blocks/1?wait_ms=30000", node.url);
+    let waiting = tokio::spawn(node.client.get(url).send());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _ = node.shutdown.take().unwrap().send(());
+    // Well before its 30 s are up.
+    let answer = tokio::time::timeout(Duration::from_secs(10), waiting).await;
+    let response = answer.expect("answered on shutdown").unwrap().expect("GET");
+    assert_eq!(response.status().as_u16(), 404);
+}
+
+#[tokio::test]
+async fn malformed_block_waits_are_refused() {
+    let node = TestNode::start().await;
+    for query in ["wait_ms=30001", "wait_ms=-1", "wait_ms=soon", "wait=5"] {
+        let (status, body) = node.get(&format!("/v1/blocks/1?{query}")).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("malformed")),
+            "{query}: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn block_waits_share_the_stream_slots_and_give_theirs_back() {
+    let node = TestNode::with_stream_slots(1).await;
+    // A wait gives its slot back before it answers, so the stream gets it.
+    assert_eq!(
+        node.get("/v1/blocks/1?wait_ms=50").await.0,
+        StatusCode::NOT_FOUND
+    );
+    let stream = node.events("").await;
+    let (status, body) = node.get("/v1/blocks/1?wait_ms=1000").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("too_many_streams")),
+        "{body}"
+    );
+    // Without waiting, or for a committed block, no slot is needed.
+    assert_eq!(node.get("/v1/blocks/1").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        node.get("/v1/blocks/0?wait_ms=1000").await.0,
+        StatusCode::OK
+    );
+    drop(stream);
+}
+
 /// A validator's two signed precommits for one step of `height`.
 fn equivocation(chain_id: &str, height: u64) -> trellis_types::DuplicateVote {
     let key = KeyPair::insecure_from_label("equivocating validator");

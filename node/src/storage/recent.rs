@@ -26,15 +26,6 @@ impl CommittedBlock {
             stream_json,
         }
     }
-
-    /// The block and its receipts, owned: moved out when nothing else holds
-    /// them, copied when shared (the messages are never copied).
-    pub fn into_parts(self: Arc<Self>) -> (Block, Vec<Receipt>) {
-        match Arc::try_unwrap(self) {
-            Ok(only) => (Arc::unwrap_or_clone(only.block), only.receipts),
-            Err(shared) => (Block::clone(&shared.block), shared.receipts.clone()),
-        }
-    }
 }
 
 /// How many of the newest blocks are kept: enough for a stream a few blocks
@@ -84,7 +75,7 @@ impl RecentBlocks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use trellis_types::{Hash, Header, PublicKey, QuorumCertificate, ReceiptStatus};
+    use trellis_types::{Hash, Header, PublicKey, QuorumCertificate};
 
     fn at(height: u64) -> Arc<CommittedBlock> {
         Arc::new(CommittedBlock::new(
@@ -110,37 +101,6 @@ mod tests {
 
     fn heights(recent: &RecentBlocks) -> Vec<u64> {
         (0..20).filter(|h| recent.get(*h).is_some()).collect()
-    }
-
-    #[test]
-    fn into_parts_copies_a_shared_block_and_moves_a_sole_one() {
-        let with_receipt = |height| {
-            let receipt = Receipt {
-                tx: Hash::ZERO,
-                status: ReceiptStatus::Success,
-                error: None,
-                fuel_used: 1,
-                events: Vec::new(),
-            };
-            Arc::new(CommittedBlock::new(
-                Arc::clone(&at(height).block),
-                vec![receipt],
-            ))
-        };
-        let shared = with_receipt(7);
-        let kept = Arc::clone(&shared);
-        let (block, receipts) = shared.into_parts();
-        assert_eq!((&block, &receipts), (&*kept.block, &kept.receipts));
-        assert_ne!(receipts.as_ptr(), kept.receipts.as_ptr(), "a copy");
-
-        let only = with_receipt(8);
-        let buffer = only.receipts.as_ptr();
-        let (block, receipts) = only.into_parts();
-        assert_eq!(
-            (block.header.height, receipts.as_ptr()),
-            (8, buffer),
-            "moved"
-        );
     }
 
     #[test]

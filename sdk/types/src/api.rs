@@ -65,6 +65,9 @@ pub enum TxStatus {
     },
 }
 
+/// Longest wait a `GET /v1/blocks/{height}?wait_ms=` may ask for.
+pub const MAX_BLOCK_WAIT_MS: u64 = 30_000;
+
 /// A committed block with the certificate that committed it and its receipts.
 #[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
 pub struct BlockResponse {
