@@ -371,6 +371,41 @@ async fn transactions_sent_without_a_commit_watch_are_admitted_and_commit_in_non
     assert_eq!((status, code.as_str()), (401, "bad_signature"));
 }
 
+/// A follower that asks for each next block, waiting for it to commit,
+/// finds a transaction's block with its receipt, as the JSON answer has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_waiting_for_each_next_block_finds_a_transactions_block() {
+    let node = DevNode::start().await.expect("dev node");
+    let key = dev_account("supplier-t1/ops");
+    let client = client_with(&node.url(""), key.clone());
+    let mut height = client.status().await.unwrap().status.height + 1;
+    let hash = client.submit(remark("followed")).await.unwrap().tx_hash();
+    let found = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let wait = Duration::from_secs(5);
+            let Some(block) = client.wait_for_block(height, wait).await.unwrap() else {
+                continue;
+            };
+            assert_eq!(block.block.header.height, height);
+            if let Some(index) = block.receipts.iter().position(|r| r.tx == hash) {
+                return (block, index);
+            }
+            height += 1;
+        }
+    })
+    .await
+    .expect("the transaction's block commits");
+    let (block, index) = found;
+    assert_eq!(block.block.txs[index].hash(), hash);
+    assert_eq!(block.hash, block.block.hash());
+    assert_eq!(client.block(height).await.unwrap(), block);
+    // A block that does not commit within the wait is `None`, after the wait.
+    let started = std::time::Instant::now();
+    let far = client.wait_for_block(height + 1_000_000, Duration::from_millis(200));
+    assert_eq!(far.await.unwrap(), None);
+    assert!(started.elapsed() >= Duration::from_millis(200));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_gets_a_verdict_per_transaction_and_its_admitted_ones_commit() {
     let node = DevNode::start().await.expect("dev node");
