@@ -562,38 +562,61 @@ fn refusal_code(e: &trellis_sdk::Error) -> String {
     }
 }
 
-/// Reads committed transactions from `client`'s event stream from
-/// `from_height` on and hands them to the planner thread with the time
-/// their block was first seen. Ends when the planner thread is gone or the
-/// stream fails for good.
+/// How long one request of [`follow`] waits for the next block.
+const FOLLOW_WAIT: Duration = Duration::from_secs(10);
+/// Failed requests in a row after which [`follow`] gives up.
+const FOLLOW_GIVE_UP: u32 = 20;
+
+/// Follows the chain from `from_height` block by block, in long polls for
+/// each next block in its canonical encoding (for node and generator a
+/// fraction of the work of the JSON event stream, message by message), and
+/// hands each committed transaction to the planner thread with the time its
+/// block was seen. Ends when the planner thread is gone, or with the error
+/// after [`FOLLOW_GIVE_UP`] failed requests in a row.
 pub async fn follow(
     client: Client,
     from_height: u64,
     inbound: std_mpsc::Sender<Inbound>,
 ) -> trellis_sdk::Result<()> {
-    let mut stream = client
-        .events()
-        .from_height(from_height)
-        .give_up_after(20)
-        .subscribe()
-        .await?;
-    let mut height = 0;
-    let mut seen = Instant::now();
-    while let Some(item) = stream.next().await {
-        let tx = item?;
-        if tx.height != height {
-            height = tx.height;
-            seen = Instant::now();
-        }
-        if inbound
-            .send(Inbound::Commit {
+    let mut height = from_height;
+    let mut failures = 0;
+    loop {
+        let block = match client.wait_for_block(height, FOLLOW_WAIT).await {
+            Ok(Some(block)) => block,
+            Ok(None) => continue,
+            Err(e) => {
+                failures += 1;
+                if failures >= FOLLOW_GIVE_UP {
+                    return Err(e);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        failures = 0;
+        let seen = Instant::now();
+        let block_time_ms = block.block.header.timestamp_ms;
+        let txs = block.block.txs.into_iter().zip(block.receipts);
+        for (index, (signed, receipt)) in (0u32..).zip(txs) {
+            let tx = CommittedTx {
+                height,
+                index,
+                tx_hash: receipt.tx,
+                sender: signed.tx.sender,
+                status: receipt.status,
+                error: receipt.error,
+                events: receipt.events,
+                fuel_used: receipt.fuel_used,
+                block_time_ms,
+            };
+            let commit = Inbound::Commit {
                 tx: Box::new(tx),
                 seen,
-            })
-            .is_err()
-        {
-            return Ok(());
+            };
+            if inbound.send(commit).is_err() {
+                return Ok(());
+            }
         }
+        height += 1;
     }
-    Ok(())
 }
