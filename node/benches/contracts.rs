@@ -32,8 +32,8 @@ use trellis_receivables::{
 use trellis_types::block::{receipts_root, tx_root};
 use trellis_types::codec::encode;
 use trellis_types::{
-    Address, Block, Bytes, Header, KeyPair, Payload, QuorumCertificate, Receipt, ReceiptStatus,
-    SignedTransaction, Transaction,
+    Address, Block, Bytes, Hash, Header, KeyPair, Payload, QuorumCertificate, Receipt,
+    ReceiptStatus, SignedTransaction, Transaction,
 };
 
 /// Operations per measured block.
@@ -94,7 +94,8 @@ impl Fixture {
     /// Executes `txs` at `timestamp_ms`; every receipt must succeed. Returns
     /// the receipts and how many state keys the block writes.
     fn execute(&self, timestamp_ms: u64, txs: &[SignedTransaction]) -> (Vec<Receipt>, usize) {
-        let out = execution::execute_block(&self.vm, &self.storage, &self.ctx(timestamp_ms), txs)
+        let ctx = self.ctx(timestamp_ms);
+        let out = execution::execute_block(&self.vm, &self.storage, &ctx, txs, &hashes(txs))
             .expect("block executes");
         check_success(&out.receipts);
         (out.receipts, out.writes.len())
@@ -104,7 +105,7 @@ impl Fixture {
     fn commit(&mut self, timestamp_ms: u64, txs: Vec<SignedTransaction>) {
         let ctx = self.ctx(timestamp_ms);
         let head = self.storage.head().expect("head");
-        let out = execution::execute_block(&self.vm, &self.storage, &ctx, &txs)
+        let out = execution::execute_block(&self.vm, &self.storage, &ctx, &txs, &hashes(&txs))
             .expect("setup block executes");
         check_success(&out.receipts);
         let update = self
@@ -139,6 +140,10 @@ impl Fixture {
             .commit_block(Arc::new(block), &qc, out.receipts, update)
             .expect("commit_block");
     }
+}
+
+fn hashes(txs: &[SignedTransaction]) -> Vec<Hash> {
+    txs.iter().map(SignedTransaction::hash).collect()
 }
 
 fn check_success(receipts: &[Receipt]) {
@@ -325,11 +330,12 @@ fn bench_contracts(c: &mut Criterion) {
             writes as u64 / ops
         );
         let ctx = f.ctx(*ts);
+        let tx_hashes = hashes(txs);
         group.throughput(Throughput::Elements(*ops));
         group.bench_function(*name, |b| {
             b.iter(|| {
                 black_box(
-                    execution::execute_block(&f.vm, &f.storage, &ctx, black_box(txs))
+                    execution::execute_block(&f.vm, &f.storage, &ctx, black_box(txs), &tx_hashes)
                         .expect("block executes"),
                 )
             })

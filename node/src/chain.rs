@@ -513,7 +513,8 @@ impl Chain {
             max_expiry_ms: self.params.max_expiry_ms,
             limits: Limits::from_params(&self.params),
         };
-        let output = execution::execute_block(&self.vm, &self.storage, &ctx, &block.txs)?;
+        let output =
+            execution::execute_block(&self.vm, &self.storage, &ctx, &block.txs, &tx_hashes)?;
         let body = Body {
             tx_root: h.tx_root,
             parent_commit_hash: h.parent_commit_hash,

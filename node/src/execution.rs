@@ -205,17 +205,20 @@ impl StateRead for Overlay<'_> {
     }
 }
 
-/// Executes a block proposed by someone else: every transaction must be admissible.
+/// Executes a block proposed by someone else, whose transactions' hashes
+/// are `tx_hashes`: every transaction must be admissible.
 pub fn execute_block(
     vm: &Vm,
     base: &Storage,
     ctx: &BlockContext,
     txs: &[SignedTransaction],
+    tx_hashes: &[Hash],
 ) -> Result<BlockOutput, BlockError> {
+    debug_assert_eq!(txs.len(), tx_hashes.len());
     let mut block = StateView::new(base.clone(), Writes::new());
     let mut receipts = Vec::with_capacity(txs.len());
-    for (index, tx) in txs.iter().enumerate() {
-        match execute_tx(vm, &mut block, ctx, tx)? {
+    for (index, (tx, hash)) in txs.iter().zip(tx_hashes).enumerate() {
+        match execute_tx(vm, &mut block, ctx, tx, *hash)? {
             Ok(receipt) => receipts.push(receipt),
             Err(reason) => return Err(BlockError::Inadmissible { index, reason }),
         }
@@ -226,26 +229,26 @@ pub fn execute_block(
     })
 }
 
-/// Executes candidate transactions for a block we propose, leaving out those
-/// that are not admissible at this point, until `deadline`. Returns what was
-/// included.
+/// Executes candidate transactions (each with its hash) for a block we
+/// propose, leaving out those that are not admissible at this point, until
+/// `deadline`. Returns what was included.
 pub fn execute_candidates(
     vm: &Vm,
     base: &Storage,
     ctx: &BlockContext,
-    candidates: Vec<SignedTransaction>,
+    candidates: Vec<(Hash, SignedTransaction)>,
     deadline: Option<Instant>,
 ) -> Result<(Vec<SignedTransaction>, BlockOutput), StorageError> {
     let mut block = StateView::new(base.clone(), Writes::new());
     let mut included = Vec::with_capacity(candidates.len());
     let mut receipts = Vec::with_capacity(candidates.len());
-    for tx in candidates {
+    for (hash, tx) in candidates {
         // Past the deadline the block is full, once it holds one transaction
         // (so that a slow transaction cannot stop the chain).
         if !included.is_empty() && deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
-        if let Ok(receipt) = execute_tx(vm, &mut block, ctx, &tx)? {
+        if let Ok(receipt) = execute_tx(vm, &mut block, ctx, &tx, hash)? {
             receipts.push(receipt);
             included.push(tx);
         }
@@ -268,12 +271,14 @@ struct Effects {
     fuel_used: u64,
 }
 
-/// Checks admissibility, then runs the payload. Inadmissible: nothing written.
+/// Checks admissibility, then runs the payload (`hash` is `stx`'s, for its
+/// receipt). Inadmissible: nothing written.
 fn execute_tx(
     vm: &Vm,
     block: &mut StateView,
     ctx: &BlockContext,
     stx: &SignedTransaction,
+    hash: Hash,
 ) -> Result<Result<Receipt, Inadmissible>, StorageError> {
     let tx = &stx.tx;
     if tx.chain_id != ctx.chain_id {
@@ -357,7 +362,7 @@ fn execute_tx(
     nonce.insert(keys::account(&tx.sender), Some(encode(&sender)));
     block.apply(nonce);
     Ok(Ok(Receipt {
-        tx: stx.hash(),
+        tx: hash,
         status,
         error,
         fuel_used: effects.fuel_used,

@@ -583,7 +583,7 @@ impl Mempool {
             .is_some_and(|e| e.tx.signature == *signature)
     }
 
-    /// Transactions for the next block: for each sender, the run of consecutive
+    /// Transactions for the next block, each with its hash: for each sender, the run of consecutive
     /// nonces starting at its committed nonce, taken one per sender per pass so
     /// that a busy sender cannot starve the others. Passes go round the
     /// senders in key order from the one after the sender the last call took
@@ -593,7 +593,7 @@ impl Mempool {
         state: &dyn StateRead,
         max_txs: usize,
         max_bytes: u64,
-    ) -> Result<Vec<SignedTransaction>, StorageError> {
+    ) -> Result<Vec<(Hash, SignedTransaction)>, StorageError> {
         let pool = self.pool();
         let mut runs: Vec<Run> = Vec::new();
         for (sender, queue) in &pool.senders {
@@ -615,7 +615,7 @@ impl Mempool {
             runs.rotate_left(first);
         }
         let out = Self::take_round_robin(runs, max_txs, max_bytes);
-        if let Some(tx) = out.last() {
+        if let Some((_, tx)) = out.last() {
             *last_taken_from = Some(tx.tx.sender);
         }
         Ok(out)
@@ -625,7 +625,7 @@ impl Mempool {
         mut runs: Vec<Run>,
         max_txs: usize,
         max_bytes: u64,
-    ) -> Vec<SignedTransaction> {
+    ) -> Vec<(Hash, SignedTransaction)> {
         let mut out = Vec::new();
         let mut bytes = 0u64;
         loop {
@@ -642,7 +642,7 @@ impl Mempool {
                 }
                 bytes += entry.size as u64;
                 *next += 1;
-                out.push(entry.tx.clone());
+                out.push((entry.hash, entry.tx.clone()));
                 run.pop_front();
                 progressed = true;
             }

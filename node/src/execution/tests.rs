@@ -48,7 +48,7 @@ impl Env {
     }
 
     fn execute(&self, txs: &[SignedTransaction]) -> BlockOutput {
-        match execute_block(&self.vm, &self.storage, &self.next(), txs) {
+        match execute_block(&self.vm, &self.storage, &self.next(), txs, &hashes(txs)) {
             Ok(output) => output,
             Err(e) => panic!("the block should execute: {e}"),
         }
@@ -359,7 +359,7 @@ fn remove_key_deletes_an_account_of_the_senders_org_which_then_cannot_send() {
     let late = tx_by(&clerk, 0, remark(b"too late"));
     let removed_then_sent = [tx(ACME, 1, remove_key(clerk.public())), late];
     assert!(matches!(
-        execute_block(&env.vm, &env.storage, &env.next(), &removed_then_sent),
+        execute_block(&env.vm, &env.storage, &env.next(), &removed_then_sent, &hashes(&removed_then_sent)),
         Err(BlockError::Inadmissible { index: 1, reason: Inadmissible::UnknownSender(k) }) if k == clerk.public()
     ));
     env.commit(&removed_then_sent[..1]);
@@ -398,7 +398,7 @@ fn assert_inadmissible(bad: SignedTransaction, reason: Inadmissible) {
     let good = [tx(ACME, 0, remark(b"before")), tx(T1, 0, remark(b"after"))];
     let block = [good[0].clone(), bad.clone(), good[1].clone()];
 
-    match execute_block(&env.vm, &env.storage, &env.next(), &block) {
+    match execute_block(&env.vm, &env.storage, &env.next(), &block, &hashes(&block)) {
         Err(BlockError::Inadmissible { index, reason: got }) => {
             assert_eq!((index, got), (1, reason));
         }
@@ -406,12 +406,27 @@ fn assert_inadmissible(bad: SignedTransaction, reason: Inadmissible) {
         Ok(_) => panic!("a block carrying {bad:?} was accepted"),
     }
 
-    let (included, output) =
-        execute_candidates(&env.vm, &env.storage, &env.next(), block.to_vec(), None).unwrap();
+    let (included, output) = execute_candidates(
+        &env.vm,
+        &env.storage,
+        &env.next(),
+        with_hashes(&block),
+        None,
+    )
+    .unwrap();
     assert_eq!(included, good);
     let clean = env.execute(&good);
     assert_eq!(output.receipts, clean.receipts);
     assert_eq!(output.writes, clean.writes);
+}
+
+fn hashes(txs: &[SignedTransaction]) -> Vec<Hash> {
+    txs.iter().map(SignedTransaction::hash).collect()
+}
+
+/// `txs` as candidates come from the mempool: each with its hash.
+fn with_hashes(txs: &[SignedTransaction]) -> Vec<(Hash, SignedTransaction)> {
+    txs.iter().map(|tx| (tx.hash(), tx.clone())).collect()
 }
 
 #[test]
@@ -427,7 +442,7 @@ fn candidates_stop_at_the_deadline_once_one_is_included() {
         &env.vm,
         &env.storage,
         &env.next(),
-        candidates.to_vec(),
+        with_hashes(&candidates),
         passed,
     )
     .unwrap();
@@ -439,7 +454,7 @@ fn candidates_stop_at_the_deadline_once_one_is_included() {
         &env.vm,
         &env.storage,
         &env.next(),
-        candidates.to_vec(),
+        with_hashes(&candidates),
         later,
     )
     .unwrap();
@@ -610,6 +625,7 @@ fn a_removed_key_added_again_cannot_replay_what_it_signed_before() {
         &env.storage,
         &env.next(),
         std::slice::from_ref(&signed_before),
+        &[signed_before.hash()],
     ) {
         Err(BlockError::Inadmissible {
             index: 0,

@@ -79,10 +79,14 @@ impl Env {
             .expect_err("the transaction should be refused")
     }
 
+    /// The candidates, each checked to come with its own hash.
     fn candidates(&self, max_txs: usize, max_bytes: u64) -> Vec<SignedTransaction> {
-        self.mempool
-            .candidates(&self.storage, max_txs, max_bytes)
-            .expect("candidates")
+        let candidates = self.mempool.candidates(&self.storage, max_txs, max_bytes);
+        let candidates = candidates.expect("candidates");
+        for (hash, tx) in &candidates {
+            assert_eq!(*hash, tx.hash());
+        }
+        candidates.into_iter().map(|(_, tx)| tx).collect()
     }
 
     /// Commits `txs` in a block built, certified and committed by the real chain
