@@ -947,7 +947,7 @@ fn block_response(
         receipts: &committed.receipts,
     };
     let mut response = if canonical {
-        let body = trellis_types::encode(&answer);
+        let body = trellis_types::codec::encode_sized(&answer);
         ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response()
     } else {
         json_response(&answer)?

@@ -54,6 +54,17 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     postcard::to_extend(value, vec![ENCODING_VERSION]).expect("canonical types always serialise")
 }
 
+/// [`encode`] into a buffer of the exact size, measured by a first pass
+/// over `value`: for values of megabytes, which a growing buffer would
+/// copy several times and leave behind in pieces of every size.
+pub fn encode_sized<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    let size = postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
+        .expect("canonical types always serialise");
+    let mut out = Vec::with_capacity(1 + size);
+    out.push(ENCODING_VERSION);
+    postcard::to_extend(value, out).expect("canonical types always serialise")
+}
+
 /// Decodes bytes produced by [`encode`], rejecting every other form.
 pub fn decode<T: Serialize + DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;

@@ -1,3 +1,3 @@
 //! The canonical byte encoding: see the `trellis-codec` crate, shared with contracts.
 
-pub use trellis_codec::{CodecError, ENCODING_VERSION, decode, encode};
+pub use trellis_codec::{CodecError, ENCODING_VERSION, decode, encode, encode_sized};

@@ -444,6 +444,10 @@ proptest! {
     ) {
         only_encoding(&b, &extra, cut)?;
         prop_assert_eq!(decode::<Block>(&encode(&b)).unwrap().hash(), b.hash());
+        // Sized first, the same bytes, in a buffer of exactly their length.
+        let sized = trellis_types::codec::encode_sized(&b);
+        prop_assert_eq!(&sized, &encode(&b));
+        prop_assert_eq!(sized.capacity(), sized.len());
     }
 
     #[test]
