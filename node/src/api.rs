@@ -15,6 +15,9 @@
 //! position, then follows new commits, woken by the driver's status channel.
 //! A stream's position is its SSE id `height:index`, so a client that
 //! reconnects with `Last-Event-ID` continues with no gap and no duplicate.
+//! A follower that wants whole blocks asks `GET /v1/blocks/{height}` with
+//! `wait_ms` (a long poll, see [`BlockQuery`]) and, with `Accept:
+//! application/octet-stream`, gets them in their canonical encoding.
 
 use crate::consensus::ValidatorSet;
 use crate::execution::{self, ContractRecord};

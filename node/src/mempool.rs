@@ -583,11 +583,12 @@ impl Mempool {
             .is_some_and(|e| e.tx.signature == *signature)
     }
 
-    /// Transactions for the next block, each with its hash: for each sender, the run of consecutive
-    /// nonces starting at its committed nonce, taken one per sender per pass so
-    /// that a busy sender cannot starve the others. Passes go round the
-    /// senders in key order from the one after the sender the last call took
-    /// from last, so a full block does not always favour the same keys.
+    /// Transactions for the next block, each with its hash: for each
+    /// sender, the run of consecutive nonces starting at its committed
+    /// nonce, taken one per sender per pass so that a busy sender cannot
+    /// starve the others. Passes go round the senders in key order from the
+    /// one after the sender the last call took from last, so a full block
+    /// does not always favour the same keys.
     pub fn candidates(
         &self,
         state: &dyn StateRead,
