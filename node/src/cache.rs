@@ -64,15 +64,25 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
+        self.get_with(key, V::clone)
+    }
+
+    /// `read` of the value at `key`, without copying the value.
+    pub fn get_with<Q, T>(&mut self, key: &Q, read: impl FnOnce(&V) -> T) -> Option<T>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         if let Some(value) = self.young.get(key) {
-            return Some(value.clone());
+            return Some(read(value));
         }
         let value = self.old.remove(key)?;
-        if let Some(mut aged_out) = self.insert_young(key.to_owned(), value.clone()) {
+        let read = read(&value);
+        if let Some(mut aged_out) = self.insert_young(key.to_owned(), value) {
             aged_out.clear();
             self.recycle(aged_out);
         }
-        Some(value)
+        Some(read)
     }
 
     /// Inserts or replaces an entry; returns the generation this insert aged
@@ -184,6 +194,18 @@ mod tests {
         cache.insert("a", 10);
         assert_eq!(cache.get(&"a"), Some(10));
         assert_eq!(cache.len(), 3, "the old \"a\" is gone");
+    }
+
+    #[test]
+    fn a_read_in_place_finds_either_generation_and_brings_the_old_back() {
+        let mut cache = with_a_and_b_old(Cache::new(2));
+        assert_eq!(cache.get_with(&"c", |v| v * 100), Some(300));
+        assert_eq!(cache.get_with(&"a", |v| v * 100), Some(100));
+        assert_eq!(cache.get_with(&"z", |v| v * 100), None);
+        // Young ("c", "a") is full: the next insert drops "b", not "a".
+        let dropped = cache.insert("d", 4).expect("a generation aged out");
+        assert_eq!(dropped, Generation::from_iter([("b", 2)]));
+        assert_eq!(cache.get(&"a"), Some(1));
     }
 
     #[test]

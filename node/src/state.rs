@@ -27,6 +27,7 @@ mod tree_records;
 mod tree_update;
 
 use tree_records::StoredValue;
+use tree_update::NodeReader;
 
 /// The prefix of contracts' query indexes (`q/<address>/`): records a contract
 /// keeps so that queries can list things, derived from what its calls did.
@@ -77,11 +78,41 @@ struct TreeStore<'a> {
 
 impl TreeReader for TreeStore<'_> {
     fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
-        if let Some(tree) = self.staged(node_key.version()) {
-            return Ok(tree.node_batch.get_node(node_key).cloned());
+        Ok(self.read_node(node_key, Node::clone)?)
+    }
+
+    fn get_value_option(
+        &self,
+        max_version: Version,
+        key: KeyHash,
+    ) -> anyhow::Result<Option<OwnedValue>> {
+        match self.leaf_version(max_version, key)? {
+            Some(leaf_version) => Ok(Some(self.leaf_value(leaf_version, key)?)),
+            None => Ok(None),
         }
-        if let Some(node) = self.nodes.and_then(|nodes| lock(nodes).get(node_key)) {
-            return Ok(Some(node));
+    }
+
+    fn get_rightmost_leaf(&self) -> anyhow::Result<Option<(NodeKey, LeafNode)>> {
+        anyhow::bail!(
+            "rightmost-leaf lookup is only for jmt's chunk restore, which Trellis does not use"
+        )
+    }
+}
+
+impl NodeReader for TreeStore<'_> {
+    fn read_node<T>(
+        &self,
+        node_key: &NodeKey,
+        read: impl Fn(&Node) -> T,
+    ) -> Result<Option<T>, StorageError> {
+        if let Some(tree) = self.staged(node_key.version()) {
+            return Ok(tree.node_batch.get_node(node_key).map(read));
+        }
+        if let Some(cached) = self
+            .nodes
+            .and_then(|nodes| lock(nodes).get_with(node_key, &read))
+        {
+            return Ok(Some(cached));
         }
         let record_key = tree_records::node_record_key(node_key);
         let Some(record) = self.db.get_tree(&record_key)? else {
@@ -100,31 +131,15 @@ impl TreeReader for TreeStore<'_> {
             return Ok(None);
         };
         let node: Node = borsh::from_slice(bytes).map_err(|e| damaged(&e))?;
+        let read = read(&node);
         if let Some(nodes) = self.nodes {
-            let aged_out = lock(nodes).insert(node_key.clone(), node.clone());
+            let aged_out = lock(nodes).insert(node_key.clone(), node);
             if let Some(mut aged_out) = aged_out {
                 aged_out.clear();
                 lock(nodes).recycle(aged_out);
             }
         }
-        Ok(Some(node))
-    }
-
-    fn get_value_option(
-        &self,
-        max_version: Version,
-        key: KeyHash,
-    ) -> anyhow::Result<Option<OwnedValue>> {
-        match self.leaf_version(max_version, key)? {
-            Some(leaf_version) => Ok(Some(self.leaf_value(leaf_version, key)?)),
-            None => Ok(None),
-        }
-    }
-
-    fn get_rightmost_leaf(&self) -> anyhow::Result<Option<(NodeKey, LeafNode)>> {
-        anyhow::bail!(
-            "rightmost-leaf lookup is only for jmt's chunk restore, which Trellis does not use"
-        )
+        Ok(Some(read))
     }
 }
 

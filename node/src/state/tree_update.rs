@@ -37,8 +37,20 @@ pub(super) struct KeyWrite {
     pub present: bool,
 }
 
+/// Reads stored nodes for the walk without copying them: the walk needs
+/// only a node's children or its leaf, and most reads are of internal nodes
+/// (16 boxed slots) held by the node cache or a staged block's update.
+pub(super) trait NodeReader {
+    /// `read` of the node at `key`, if there is one.
+    fn read_node<T>(
+        &self,
+        key: &NodeKey,
+        read: impl Fn(&Node) -> T,
+    ) -> Result<Option<T>, StorageError>;
+}
+
 /// The tree at `version` after `writes` on the tree at `version - 1`.
-pub(super) fn compute<R: TreeReader>(
+pub(super) fn compute<R: TreeReader + NodeReader>(
     store: &R,
     version: Version,
     writes: Vec<KeyWrite>,
@@ -71,7 +83,7 @@ pub(super) fn compute<R: TreeReader>(
         Subtree::Internal(child) => child.hash,
         // Every version has a root: an unchanged one is copied to it.
         Subtree::Unchanged => {
-            let root = update.read(&previous_root)?;
+            let root = update.read(&previous_root, Node::clone)?;
             update.mark_stale(Some(previous_root));
             update.put_root(root)
         }
@@ -135,6 +147,39 @@ struct ChildRef {
     is_leaf: bool,
 }
 
+/// What the walk takes of a stored node.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "held on the stack for one step of the walk; a box would be the allocation reading in place saves"
+)]
+enum Existing {
+    /// An internal node's children.
+    Internal([Option<Slot>; 16]),
+    Leaf(LeafNode),
+    Null,
+}
+
+impl Existing {
+    fn of(node: &Node) -> Existing {
+        match node {
+            Node::Internal(internal) => {
+                let mut slots: [Option<Slot>; 16] = Default::default();
+                for (index, child) in internal.children_sorted() {
+                    slots[usize::from(u8::from(index))] = Some(Slot::Child(ChildRef {
+                        hash: child.hash,
+                        version: child.version,
+                        leaf_count: child.leaf_count(),
+                        is_leaf: child.is_leaf(),
+                    }));
+                }
+                Existing::Internal(slots)
+            }
+            Node::Leaf(leaf) => Existing::Leaf(leaf.clone()),
+            Node::Null => Existing::Null,
+        }
+    }
+}
+
 /// A child slot of an internal node being rebuilt.
 enum Slot {
     Child(ChildRef),
@@ -145,18 +190,15 @@ enum Slot {
     },
 }
 
-impl<R: TreeReader> Update<'_, R> {
-    fn read(&self, key: &NodeKey) -> Result<Node, StorageError> {
-        self.store
-            .get_node_option(key)
-            .map_err(tree_error)?
-            .ok_or_else(|| {
-                corrupt(format!(
-                    "state tree node of version {} at depth {} is missing",
-                    key.version(),
-                    key.nibble_path().num_nibbles()
-                ))
-            })
+impl<R: NodeReader> Update<'_, R> {
+    fn read<T>(&self, key: &NodeKey, read: impl Fn(&Node) -> T) -> Result<T, StorageError> {
+        self.store.read_node(key, read)?.ok_or_else(|| {
+            corrupt(format!(
+                "state tree node of version {} at depth {} is missing",
+                key.version(),
+                key.nibble_path().num_nibbles()
+            ))
+        })
     }
 
     fn mark_stale(&mut self, node_key: Option<NodeKey>) {
@@ -183,24 +225,15 @@ impl<R: TreeReader> Update<'_, R> {
         // writes change keys in the tree, so most leaves are never read.
         let known_leaf = existing_is_leaf && writes.iter().any(|w| w.present);
         let node = match existing {
-            Some(key) if !known_leaf => self.read(key)?,
-            _ => Node::Null,
+            Some(key) if !known_leaf => self.read(key, Existing::of)?,
+            _ => Existing::Null,
         };
         let old_leaf = match node {
-            Node::Internal(internal) => {
-                let mut slots: [Option<Slot>; 16] = Default::default();
-                for (index, child) in internal.children_sorted() {
-                    slots[usize::from(u8::from(index))] = Some(Slot::Child(ChildRef {
-                        hash: child.hash,
-                        version: child.version,
-                        leaf_count: child.leaf_count(),
-                        is_leaf: child.is_leaf(),
-                    }));
-                }
+            Existing::Internal(slots) => {
                 return self.rebuild_internal(existing.cloned(), slots, depth, writes);
             }
-            Node::Leaf(leaf) => Some(leaf),
-            Node::Null => None,
+            Existing::Leaf(leaf) => Some(leaf),
+            Existing::Null => None,
         };
         // A leaf or nothing here now. After the writes the subtree holds the
         // keys written with a value, and the old leaf unless it was written.
@@ -270,7 +303,7 @@ impl<R: TreeReader> Update<'_, R> {
                 Slot::Leaf { leaf, stored } => return Ok(Subtree::Leaf { leaf, stored }),
                 Slot::Child(child) if child.is_leaf => {
                     let stored = child_key(index, child.version);
-                    let Node::Leaf(leaf) = self.read(&stored)? else {
+                    let Existing::Leaf(leaf) = self.read(&stored, Existing::of)? else {
                         return Err(corrupt("state tree child marked a leaf is not one"));
                     };
                     return Ok(Subtree::Leaf {
@@ -419,6 +452,20 @@ mod tests {
     /// the leaves read.
     #[derive(Default)]
     struct MemoryTree(BTreeMap<NodeKey, Node>, std::cell::Cell<usize>);
+
+    impl NodeReader for MemoryTree {
+        fn read_node<T>(
+            &self,
+            key: &NodeKey,
+            read: impl Fn(&Node) -> T,
+        ) -> Result<Option<T>, StorageError> {
+            let node = self.0.get(key);
+            if matches!(node, Some(Node::Leaf(_))) {
+                self.1.set(self.1.get() + 1);
+            }
+            Ok(node.map(read))
+        }
+    }
 
     impl TreeReader for MemoryTree {
         fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
