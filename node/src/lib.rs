@@ -22,6 +22,7 @@ pub mod mempool;
 pub mod metrics;
 pub mod network;
 pub mod node;
+mod priority;
 pub mod safety;
 pub mod state;
 pub mod storage;

@@ -15,6 +15,7 @@ use crate::consensus::{Action, Consensus, Message, Rejected, SafetyState, Step, 
 use crate::mempool::{Batcher, MAX_BATCH, Mempool};
 use crate::metrics::{Metrics, ValidatorLabels};
 use crate::network::{self, Inbound, NetworkConfig, NetworkHandle, Outbound};
+use crate::priority::Priority;
 use crate::safety::SafetyStore;
 use crate::storage::{MAX_STAGED, Storage};
 use crate::vm::Vm;
@@ -141,8 +142,14 @@ pub async fn run(
     let mempool = Arc::new(mempool);
     // Clients' submissions and peers' forwarded batches are admitted on one
     // thread, their signatures checked together.
-    let (admission, admission_worker) =
-        Batcher::start(mempool.clone(), storage.clone(), ADMISSION_QUEUE, now_ms);
+    let background = Priority::for_node(has_peers);
+    let (admission, admission_worker) = Batcher::start(
+        mempool.clone(),
+        storage.clone(),
+        ADMISSION_QUEUE,
+        now_ms,
+        background,
+    );
     let (network, inbound) = if has_peers {
         let config = NetworkConfig {
             listen: config
@@ -261,7 +268,8 @@ pub async fn run(
              following without signing until that height"
         );
     }
-    let writer = BlockWriter::start(metrics.clone()).context("starting the block writer")?;
+    let writer =
+        BlockWriter::start(metrics.clone(), background).context("starting the block writer")?;
     let mut driver = Driver {
         consensus,
         chain,

@@ -108,6 +108,7 @@ impl TestNode {
             storage.clone(),
             64,
             crate::node::now_ms,
+            crate::priority::Priority::Normal,
         );
         let state = Arc::new(ApiState {
             chain_id: genesis.chain_id.clone(),

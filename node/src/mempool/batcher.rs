@@ -11,10 +11,13 @@
 //! and of [`Mempool::admit_batch_from_peer`] for a peer's batch. The queue
 //! is bounded in clients' transactions, not submissions, so a few large
 //! batches cannot hold the worker for long; peers' batches are bounded by
-//! the network's places for them. Dropping the [`Worker`] stops the thread
-//! and waits for it, so its storage handle is gone when the node is.
+//! the network's places for them. On a node alone the thread runs at a
+//! lower priority than the driver (see `priority`). Dropping the [`Worker`]
+//! stops the thread and waits for it, so its storage handle is gone when
+//! the node is.
 
 use super::{AdmissionError, Mempool, Origin};
+use crate::priority::Priority;
 use crate::storage::Storage;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -92,19 +95,24 @@ impl Drop for Worker {
 }
 
 impl Batcher {
-    /// Starts the worker thread, with room for `capacity` waiting
-    /// transactions. `now_ms` is the clock admission checks expiries against.
+    /// Starts the worker thread, at `priority`, with room for `capacity`
+    /// waiting transactions. `now_ms` is the clock admission checks expiries
+    /// against.
     pub fn start(
         mempool: Arc<Mempool>,
         storage: Storage,
         capacity: usize,
         now_ms: fn() -> u64,
+        priority: Priority,
     ) -> (Batcher, Worker) {
         let (batcher, requests) = Batcher::unstarted(capacity);
         let queued = batcher.queued.clone();
         let thread = std::thread::Builder::new()
             .name("admission".into())
-            .spawn(move || run(&mempool, &storage, &requests, &queued, now_ms))
+            .spawn(move || {
+                priority.apply_to_this_thread();
+                run(&mempool, &storage, &requests, &queued, now_ms)
+            })
             .expect("spawning the admission thread");
         let worker = Worker {
             queue: batcher.queue.clone(),

@@ -5,6 +5,7 @@
 use super::*;
 use crate::chain::tests::{certificate, validator};
 use crate::chain::{self, Chain};
+use crate::priority::Priority;
 use crate::storage::Storage;
 use std::sync::Arc;
 use tempfile::TempDir;
@@ -1098,7 +1099,13 @@ fn verified_holds_only_for_the_exact_signature_admitted() {
 async fn concurrent_submissions_through_the_batcher_get_each_their_own_verdict() {
     let env = Env::new();
     let mempool = Arc::new(env.mempool);
-    let (batcher, _worker) = Batcher::start(mempool.clone(), env.storage.clone(), 1_024, || NOW);
+    let (batcher, _worker) = Batcher::start(
+        mempool.clone(),
+        env.storage.clone(),
+        1_024,
+        || NOW,
+        Priority::Normal,
+    );
     // Three senders, fifty nonces each, and every tenth signed by another key.
     let mut submissions = Vec::new();
     for label in [ACME, T1, BANK] {
@@ -1148,8 +1155,13 @@ async fn a_batch_through_the_batcher_gets_the_verdicts_of_one_by_one_admission()
             .collect(),
     );
     let env = Env::with(genesis_with_weak_account(), params);
-    let (batcher, _worker) =
-        Batcher::start(Arc::new(env.mempool), env.storage.clone(), 1_024, || NOW);
+    let (batcher, _worker) = Batcher::start(
+        Arc::new(env.mempool),
+        env.storage.clone(),
+        1_024,
+        || NOW,
+        Priority::Normal,
+    );
     let together = verdicts(batcher.admit_all(items).await.expect("answered"));
     assert_eq!(together, singly);
 }
@@ -1158,7 +1170,13 @@ async fn a_batch_through_the_batcher_gets_the_verdicts_of_one_by_one_admission()
 async fn peers_batches_through_the_batcher_stand_or_fall_whole_beside_clients() {
     let env = Env::new();
     let mempool = Arc::new(env.mempool);
-    let (batcher, _worker) = Batcher::start(mempool.clone(), env.storage.clone(), 1_024, || NOW);
+    let (batcher, _worker) = Batcher::start(
+        mempool.clone(),
+        env.storage.clone(),
+        1_024,
+        || NOW,
+        Priority::Normal,
+    );
     let batch = |label: &str, forged: Option<u64>| -> Vec<Vec<u8>> {
         (0..10)
             .map(|nonce| {
@@ -1206,7 +1224,13 @@ async fn peers_batches_through_the_batcher_stand_or_fall_whole_beside_clients() 
 async fn concurrent_batches_and_single_submissions_each_get_their_own_verdicts() {
     let env = Env::new();
     let mempool = Arc::new(env.mempool);
-    let (batcher, _worker) = Batcher::start(mempool.clone(), env.storage.clone(), 1_024, || NOW);
+    let (batcher, _worker) = Batcher::start(
+        mempool.clone(),
+        env.storage.clone(),
+        1_024,
+        || NOW,
+        Priority::Normal,
+    );
     // Three senders' batches of forty, every tenth forged, beside single
     // submissions of a fourth sender, all at once: the worker merges them
     // into its batches and must hand each caller back its own verdicts.
@@ -1252,4 +1276,23 @@ async fn concurrent_batches_and_single_submissions_each_get_their_own_verdicts()
         assert_eq!(verdict.expect("answered").expect("admitted"), hash);
     }
     assert_eq!(mempool.len(), 3 * 36 + 40);
+}
+
+#[tokio::test]
+async fn the_admission_thread_runs_at_the_priority_it_is_started_with() {
+    use crate::priority::tests::{background_niceness, niceness_of_threads_named};
+    let env = Env::new();
+    let (batcher, _worker) = Batcher::start(
+        Arc::new(env.mempool),
+        env.storage.clone(),
+        8,
+        || NOW,
+        Priority::Background,
+    );
+    // A verdict comes from the thread after it set its priority.
+    let verdict = batcher.admit(vec![1]).await.expect("answered");
+    assert!(verdict.is_err(), "not a transaction");
+    // Other tests' admission threads may run beside it, at their creators' priority.
+    let threads = niceness_of_threads_named("admission");
+    assert!(threads.contains(&background_niceness()), "{threads:?}");
 }

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::chain;
+use crate::priority::Priority;
 use crate::vm::Vm;
 use libp2p::swarm::Swarm;
 use trellis_genesis::{Genesis, NetworkSpec, NodeKeys};
@@ -78,8 +79,13 @@ async fn start_node_dialing(
         validators: genesis.validators.iter().map(|v| v.node_key).collect(),
         max_frame_bytes,
     };
-    let (admission, admission_worker) =
-        Batcher::start(mempool.clone(), storage.clone(), 1_024, crate::node::now_ms);
+    let (admission, admission_worker) = Batcher::start(
+        mempool.clone(),
+        storage.clone(),
+        1_024,
+        crate::node::now_ms,
+        Priority::Normal,
+    );
     let (handle, inbound) = spawn(
         config,
         storage.clone(),

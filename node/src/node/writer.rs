@@ -2,13 +2,15 @@
 //!
 //! A write gets a thread of its own rather than one from tokio's blocking
 //! pool: that pool is bounded (see `main.rs`), and a block write must never
-//! wait behind API reads or peers' signature checks queued there. Blocks are
-//! written one at a time, in the order handed over; the driver may hand over
-//! the next while one is being written (up to [`MAX_STAGED`] staged), and
-//! hears of each block twice: durable (its redo file synced), then written
-//! (in sled and no longer staged).
+//! wait behind API reads or peers' signature checks queued there. On a node
+//! alone the thread runs at a lower priority than the driver (see
+//! `priority`). Blocks are written one at a time, in the order handed over;
+//! the driver may hand over the next while one is being written (up to
+//! [`MAX_STAGED`] staged), and hears of each block twice: durable (its redo
+//! file synced), then written (in sled and no longer staged).
 
 use crate::metrics::Metrics;
+use crate::priority::Priority;
 use crate::storage::{MAX_STAGED, StagedBlock, StorageError};
 use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, sync_channel};
@@ -42,12 +44,14 @@ pub struct BlockWriter {
 }
 
 impl BlockWriter {
-    pub fn start(metrics: Arc<Metrics>) -> std::io::Result<BlockWriter> {
+    /// Starts the thread, at `priority`.
+    pub fn start(metrics: Arc<Metrics>, priority: Priority) -> std::io::Result<BlockWriter> {
         let (queue, jobs) = sync_channel::<StagedBlock>(MAX_STAGED);
         let (report_to, reports) = unbounded_channel();
         let thread = std::thread::Builder::new()
             .name("block-writer".into())
             .spawn(move || {
+                priority.apply_to_this_thread();
                 for staged in jobs {
                     let start = Instant::now();
                     let height = staged.height();
@@ -105,6 +109,7 @@ impl Drop for BlockWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::priority::tests::{background_niceness, niceness_of_threads_named};
     use crate::storage::Storage;
     use crate::storage::tests::{retry_while_locked, stage, writes};
 
@@ -118,10 +123,25 @@ mod tests {
     }
 
     #[test]
+    fn the_writer_thread_runs_at_the_priority_it_is_started_with() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(&dir);
+        let mut writer =
+            BlockWriter::start(Arc::new(Metrics::new()), Priority::Background).unwrap();
+        let (_, staged) = stage_next(&storage, "a");
+        writer.write(staged);
+        // Reports come from the thread after it set its priority.
+        writer.reports.blocking_recv().unwrap().step.unwrap();
+        // Other tests' writers may run beside it, at their creators' priority.
+        let threads = niceness_of_threads_named("block-writer");
+        assert!(threads.contains(&background_niceness()), "{threads:?}");
+    }
+
+    #[test]
     fn staged_blocks_are_written_in_order_each_reported_durable_then_written() {
         let dir = tempfile::tempdir().unwrap();
         let storage = open(&dir);
-        let mut writer = BlockWriter::start(Arc::new(Metrics::new())).unwrap();
+        let mut writer = BlockWriter::start(Arc::new(Metrics::new()), Priority::Normal).unwrap();
         let (first, staged) = stage_next(&storage, "a");
         writer.write(staged);
         let (second, staged) = stage_next(&storage, "b");
@@ -148,7 +168,7 @@ mod tests {
     fn dropping_the_writer_finishes_the_writes_handed_over() {
         let dir = tempfile::tempdir().unwrap();
         let storage = open(&dir);
-        let writer = BlockWriter::start(Arc::new(Metrics::new())).unwrap();
+        let writer = BlockWriter::start(Arc::new(Metrics::new()), Priority::Normal).unwrap();
         let (_, staged) = stage_next(&storage, "a");
         writer.write(staged);
         let (_, staged) = stage_next(&storage, "b");
