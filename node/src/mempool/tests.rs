@@ -1095,17 +1095,16 @@ fn verified_holds_only_for_the_exact_signature_admitted() {
     );
 }
 
+/// An admission worker for `mempool` over `storage`.
+fn start_batcher(mempool: Arc<Mempool>, storage: &Storage) -> (Batcher, Worker) {
+    Batcher::start(mempool, storage.clone(), 1_024, || NOW, Priority::Normal)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_submissions_through_the_batcher_get_each_their_own_verdict() {
     let env = Env::new();
     let mempool = Arc::new(env.mempool);
-    let (batcher, _worker) = Batcher::start(
-        mempool.clone(),
-        env.storage.clone(),
-        1_024,
-        || NOW,
-        Priority::Normal,
-    );
+    let (batcher, _worker) = start_batcher(mempool.clone(), &env.storage);
     // Three senders, fifty nonces each, and every tenth signed by another key.
     let mut submissions = Vec::new();
     for label in [ACME, T1, BANK] {
@@ -1155,13 +1154,7 @@ async fn a_batch_through_the_batcher_gets_the_verdicts_of_one_by_one_admission()
             .collect(),
     );
     let env = Env::with(genesis_with_weak_account(), params);
-    let (batcher, _worker) = Batcher::start(
-        Arc::new(env.mempool),
-        env.storage.clone(),
-        1_024,
-        || NOW,
-        Priority::Normal,
-    );
+    let (batcher, _worker) = start_batcher(Arc::new(env.mempool), &env.storage);
     let together = verdicts(batcher.admit_all(items).await.expect("answered"));
     assert_eq!(together, singly);
 }
@@ -1170,13 +1163,7 @@ async fn a_batch_through_the_batcher_gets_the_verdicts_of_one_by_one_admission()
 async fn peers_batches_through_the_batcher_stand_or_fall_whole_beside_clients() {
     let env = Env::new();
     let mempool = Arc::new(env.mempool);
-    let (batcher, _worker) = Batcher::start(
-        mempool.clone(),
-        env.storage.clone(),
-        1_024,
-        || NOW,
-        Priority::Normal,
-    );
+    let (batcher, _worker) = start_batcher(mempool.clone(), &env.storage);
     let batch = |label: &str, forged: Option<u64>| -> Vec<Vec<u8>> {
         (0..10)
             .map(|nonce| {
@@ -1224,13 +1211,7 @@ async fn peers_batches_through_the_batcher_stand_or_fall_whole_beside_clients() 
 async fn concurrent_batches_and_single_submissions_each_get_their_own_verdicts() {
     let env = Env::new();
     let mempool = Arc::new(env.mempool);
-    let (batcher, _worker) = Batcher::start(
-        mempool.clone(),
-        env.storage.clone(),
-        1_024,
-        || NOW,
-        Priority::Normal,
-    );
+    let (batcher, _worker) = start_batcher(mempool.clone(), &env.storage);
     // Three senders' batches of forty, every tenth forged, beside single
     // submissions of a fourth sender, all at once: the worker merges them
     // into its batches and must hand each caller back its own verdicts.
