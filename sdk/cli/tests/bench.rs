@@ -132,6 +132,14 @@ async fn the_quick_bench_runs_the_whole_mix_on_a_dev_node_it_starts_and_stops() 
     assert_eq!(report["generator"]["nice"], 10);
     assert_eq!(report["regression"]["passed"], true);
     assert!(report["setup"]["receivables_maturing_in_run"].as_u64() > Some(0));
+    // Every transaction signed with a nonce made before the run: enough were.
+    let signed = count(&report["generator"]["signed"]);
+    assert!(
+        signed > committed / 2,
+        "{signed} signed, {committed} committed"
+    );
+    assert!(count(&report["setup"]["nonces_made_ahead"]) >= signed);
+    assert_eq!(count(&report["generator"]["nonces_made_late"]), 0);
 
     // The node it started is reported, and gone.
     let nodes = report["node_processes"].as_array().expect("node processes");

@@ -17,7 +17,7 @@
 //! and the in-flight window read are atomics in [`Shared`].
 
 use super::plan::{Method, Phase, Planner};
-use super::sign::{ExpandedKey, sign_batch};
+use super::sign::{ExpandedKey, Nonces, sign_batch};
 use foldhash::{HashMap, HashSet, HashSetExt};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -119,11 +119,15 @@ pub struct Results {
     /// Time spent signing (the planner thread's main cost), and how many.
     pub signing: Duration,
     pub signed: u64,
+    /// Signatures whose nonce was made while signing, none being left from
+    /// those made ahead.
+    pub nonces_made_late: u64,
 }
 
 /// Runs the planner thread until [`Inbound::Finish`]; returns the results.
 pub fn planner_thread(
     planner: Planner,
+    nonces: Nonces,
     inbound: std_mpsc::Receiver<Inbound>,
     out: mpsc::Sender<Outbound>,
     shared: Arc<Shared>,
@@ -135,13 +139,14 @@ pub fn planner_thread(
         shared,
         batches: 0,
         keys: HashMap::default(),
+        nonces,
     };
     let mut signed: VecDeque<Outbound> = VecDeque::new();
     loop {
         loop {
             match inbound.try_recv() {
                 Ok(Inbound::Finish) | Err(std_mpsc::TryRecvError::Disconnected) => {
-                    return thread.results;
+                    return thread.finish();
                 }
                 Ok(message) => thread.handle(message),
                 Err(std_mpsc::TryRecvError::Empty) => break,
@@ -161,14 +166,14 @@ pub fn planner_thread(
                     signed.push_front(next);
                     break;
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => return thread.results,
+                Err(mpsc::error::TrySendError::Closed(_)) => return thread.finish(),
             }
         }
         thread.publish();
         if produced == 0 {
             match inbound.recv_timeout(Duration::from_millis(2)) {
                 Ok(Inbound::Finish) | Err(std_mpsc::RecvTimeoutError::Disconnected) => {
-                    return thread.results;
+                    return thread.finish();
                 }
                 Ok(message) => thread.handle(message),
                 Err(std_mpsc::RecvTimeoutError::Timeout) => {}
@@ -187,9 +192,15 @@ struct PlannerThread {
     batches: u64,
     /// Accounts' keys as signing uses them, by account.
     keys: HashMap<usize, ExpandedKey>,
+    nonces: Nonces,
 }
 
 impl PlannerThread {
+    fn finish(mut self) -> Results {
+        self.results.nonces_made_late = self.nonces.made_late;
+        self.results
+    }
+
     /// Plans up to [`SIGN_BATCH`] transactions and signs them together.
     fn sign_batch(&mut self) -> VecDeque<Outbound> {
         let now = crate::when::now_ms();
@@ -214,7 +225,7 @@ impl PlannerThread {
             .zip(&hashes)
             .map(|(p, hash)| (&self.keys[&p.account], *hash))
             .collect();
-        let signatures = sign_batch(&items);
+        let signatures = sign_batch(&items, &mut self.nonces);
         self.results.signing += started.elapsed();
         self.results.signed += planned.len() as u64;
         let mut signed = VecDeque::with_capacity(planned.len());

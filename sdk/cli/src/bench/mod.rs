@@ -30,6 +30,8 @@ use crate::output::Report;
 use crate::when::now_ms;
 use engine::{Inbound, Pace, Shared, Submitter};
 use plan::{AccountSpec, Config, Mix, Phase, Planner};
+use report::grouped;
+use sign::Nonces;
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
@@ -77,6 +79,9 @@ const MAX_SETUP_ROOTS: usize = 2_000_000;
 /// The setup fails when nothing of it commits for this long.
 const SETUP_STALL: Duration = Duration::from_secs(60);
 const HTTP_PER_NODE: usize = 256;
+/// Most signature nonces made ahead (64 bytes each); past them, signing
+/// makes its own.
+const MAX_NONCES_AHEAD: usize = 2_000_000;
 
 /// What the run was asked to do, after `--quick` and the defaults.
 #[derive(Debug, Clone)]
@@ -231,6 +236,9 @@ pub struct SetupInfo {
     pub setup_rate: Option<f64>,
     pub seconds: f64,
     pub waited_seconds: f64,
+    /// Signature nonces made before the run, and how long that took.
+    pub nonces_ahead: usize,
+    pub nonces_seconds: f64,
 }
 
 /// Progress on stderr: one line rewritten on a terminal; otherwise (a log,
@@ -473,6 +481,23 @@ async fn bench(
     };
     setup.root_amount = root_amount;
 
+    // A nonce for each transaction the planner thread may sign: the run's at
+    // the rate it sizes for, with a tenth to spare, and the setup's
+    // receivables (an issue and an acceptance each).
+    let nonces_ahead = ((sizing_rate * run_secs * 1.1) as usize
+        + 2 * (far_roots + maturing_for(sizing_rate)))
+    .min(MAX_NONCES_AHEAD);
+    progress.line(&format!(
+        "setup: making {} signature nonces ahead",
+        grouped(nonces_ahead as u64)
+    ));
+    let making = Instant::now();
+    let nonces = tokio::task::spawn_blocking(move || Nonces::make(nonces_ahead))
+        .await
+        .map_err(|e| CliError::other(format!("making signature nonces: {e}")))?;
+    setup.nonces_ahead = nonces_ahead;
+    setup.nonces_seconds = making.elapsed().as_secs_f64();
+
     // The moving parts.
     let shared = Arc::new(Shared::default());
     let (inbound_tx, inbound_rx) = std::sync::mpsc::channel::<Inbound>();
@@ -486,7 +511,7 @@ async fn bench(
         let shared = shared.clone();
         std::thread::Builder::new()
             .name("bench-planner".into())
-            .spawn(move || engine::planner_thread(planner, inbound_rx, out_tx, shared))
+            .spawn(move || engine::planner_thread(planner, nonces, inbound_rx, out_tx, shared))
             .map_err(|e| CliError::other(format!("starting the planner thread: {e}")))?
     };
     let head = reader.status().await?.status.height;

@@ -74,7 +74,7 @@ fn show(x: Option<f64>, places: usize) -> String {
     x.map_or_else(|| "unknown".to_owned(), |x| format!("{x:.places$}"))
 }
 
-fn grouped(n: u64) -> String {
+pub(super) fn grouped(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
@@ -261,6 +261,24 @@ pub fn build(inputs: &Inputs) -> Report {
     let per_request =
         (schedule.requests > 0).then(|| schedule.sent as f64 / schedule.requests as f64);
 
+    // Apart: one object of this size is past json!'s recursion limit.
+    let setup_json = json!({
+        "accounts_per_org": setup.accounts.iter().map(|(o, n)| (o.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
+        "account_cap": setup.account_cap,
+        "keys_added": setup.keys_added,
+        "receivables_far": setup.roots_far,
+        "receivables_maturing_in_run": setup.roots_maturing,
+        "receivable_minor_units": setup.root_amount.to_string(),
+        "credit_limit_set": setup.credit_limit_set.map(|l| l.to_string()),
+        "setup_txs_per_s": opt(setup.setup_rate, 1),
+        "planned_rate": opt(setup.planned_rate, 1),
+        "refused": results.setup_refused,
+        "failed": results.setup_failed,
+        "seconds": round(setup.seconds, 2),
+        "waited_for_maturity_s": round(setup.waited_seconds, 2),
+        "nonces_made_ahead": setup.nonces_ahead,
+        "nonces_seconds": round(setup.nonces_seconds, 2),
+    });
     let json = json!({
         "mix": match plan.mix { BenchMix::Receivables => "receivables", BenchMix::Remark => "remark" },
         "chain_id": chain_id,
@@ -320,27 +338,14 @@ pub fn build(inputs: &Inputs) -> Report {
             "cpu_us_per_op": opt(cpu_us_per_op(bench_cpu, ops_per_s), 1),
             "sign_us_per_tx": opt(sign_us, 1),
             "signed": results.signed,
+            "nonces_made_late": results.nonces_made_late,
             "nice": plan.nice,
         },
         "machine": {
             "cores": cores,
             "cpu_busy_percent": opt(machine_cpu, 1),
         },
-        "setup": {
-            "accounts_per_org": setup.accounts.iter().map(|(o, n)| (o.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
-            "account_cap": setup.account_cap,
-            "keys_added": setup.keys_added,
-            "receivables_far": setup.roots_far,
-            "receivables_maturing_in_run": setup.roots_maturing,
-            "receivable_minor_units": setup.root_amount.to_string(),
-            "credit_limit_set": setup.credit_limit_set.map(|l| l.to_string()),
-            "setup_txs_per_s": opt(setup.setup_rate, 1),
-            "planned_rate": opt(setup.planned_rate, 1),
-            "refused": results.setup_refused,
-            "failed": results.setup_failed,
-            "seconds": round(setup.seconds, 2),
-            "waited_for_maturity_s": round(setup.waited_seconds, 2),
-        },
+        "setup": setup_json,
         "regression": regression.map(|(min, passed)| json!({"min_ops": min, "passed": passed})),
     });
 
@@ -456,12 +461,13 @@ pub fn build(inputs: &Inputs) -> Report {
     rows.push((
         "generator",
         format!(
-            "CPU {} % at nice {} ({} µs per operation; signing {} µs/tx, {} signed)",
+            "CPU {} % at nice {} ({} µs per operation; signing {} µs/tx, {} signed, {} of them with a nonce made late)",
             show(bench_cpu, 0),
             plan.nice,
             show(cpu_us_per_op(bench_cpu, ops_per_s), 0),
             show(sign_us, 1),
-            grouped(results.signed)
+            grouped(results.signed),
+            grouped(results.nonces_made_late)
         ),
     ));
     rows.push((
@@ -474,10 +480,12 @@ pub fn build(inputs: &Inputs) -> Report {
     rows.push((
         "setup",
         format!(
-            "{:.1} s: {} accounts ({} added), {} receivables far out, {} maturing in the run{}{}",
+            "{:.1} s: {} accounts ({} added), {} signature nonces made ahead ({:.1} s), {} receivables far out, {} maturing in the run{}{}",
             setup.seconds,
             setup.accounts.iter().map(|(_, n)| n).sum::<usize>(),
             setup.keys_added,
+            grouped(setup.nonces_ahead as u64),
+            setup.nonces_seconds,
             grouped(setup.roots_far as u64),
             grouped(setup.roots_maturing as u64),
             setup

@@ -1,19 +1,27 @@
 //! Signing a batch of transactions at once, for the load generator.
 //!
-//! Signatures are ed25519's as ed25519-dalek makes them (RFC 8032, so the
-//! same bytes for the same key and message), made cheaper three ways: each
-//! account's expanded key is derived once, not once a signature; the nonce
-//! points `R` of a whole batch are compressed with one field inversion
-//! instead of one each (a quarter of a signature's work); and the nonce
-//! points come from a table, in variable time ([`nonce_points`]: about half
-//! of what was left). The generator signs on the same cores as the node it
+//! An ed25519 signature is `(R, s)` with `R = r·B` for a secret nonce `r`
+//! and `s = r + H(R ‖ A ‖ M)·a`. Only `s` depends on the message, and `R`
+//! was most of the work (a nonce point and its compression). So the
+//! generator makes its nonces ahead ([`Nonces::make`], before the measured
+//! run: the "pre-signing" a load generator does) and a signature in the run
+//! is a hash and a scalar multiply-add. The nonces are random, from the
+//! thread's CSPRNG, and each is used once: the signatures verify as any
+//! ed25519 signature does, but are not RFC 8032's deterministic ones (those
+//! derive `r` from the message, so cannot be made ahead). Signing itself is
+//! cheaper two more ways: each account's expanded key is derived once, not
+//! once a signature, and the nonce points of a batch come from a table in
+//! variable time ([`nonce_points`]) and are compressed with one field
+//! inversion. The generator signs on the same cores as the node it
 //! measures, and signing was half of its CPU. Not for keys that matter: the
-//! dev accounts' keys are public, this code keeps their expanded secrets in
-//! plain memory, and which table entries it reads depends on each
-//! signature's secret nonce.
+//! dev accounts' keys are public, this code keeps their expanded secrets and
+//! the nonces in plain memory, and which table entries it reads depends on
+//! each secret nonce.
 
 use curve25519_dalek_5::constants::ED25519_BASEPOINT_POINT;
+use curve25519_dalek_5::edwards::CompressedEdwardsY;
 use curve25519_dalek_5::{EdwardsPoint, Scalar, scalar::clamp_integer};
+use rand::Rng;
 use sha2::{Digest, Sha512};
 use std::sync::LazyLock;
 use trellis_types::{Hash, KeyPair, Signature};
@@ -53,37 +61,112 @@ fn nonce_points(nonces: &[Scalar]) -> Vec<EdwardsPoint> {
     points
 }
 
-/// An account's key, expanded as RFC 8032 signs with it.
+/// An account's key, expanded as ed25519 signs with it.
 pub struct ExpandedKey {
     scalar: Scalar,
-    prefix: [u8; 32],
     public: [u8; 32],
 }
 
 impl ExpandedKey {
     pub fn new(key: &KeyPair) -> ExpandedKey {
         let h: [u8; 64] = Sha512::digest(key.seed()).into();
-        let (low, high) = h.split_at(32);
+        let low: [u8; 32] = h[..32].try_into().expect("32 bytes");
         ExpandedKey {
-            scalar: Scalar::from_bytes_mod_order(clamp_integer(low.try_into().expect("32 bytes"))),
-            prefix: high.try_into().expect("32 bytes"),
+            scalar: Scalar::from_bytes_mod_order(clamp_integer(low)),
             public: key.public().0,
         }
     }
 }
 
-/// Each `(key, message)`'s signature, in order.
-pub fn sign_batch(items: &[(&ExpandedKey, Hash)]) -> Vec<Signature> {
-    let nonces: Vec<Scalar> = items
-        .iter()
-        .map(|(key, message)| wide_hash(&[&key.prefix, &message.0]))
-        .collect();
-    let points = nonce_points(&nonces);
-    let compressed = EdwardsPoint::compress_batch_alloc(&points);
+/// A secret nonce `r` and its point `R = r·B`, compressed: the half of a
+/// signature that does not depend on the message.
+#[derive(Clone, Copy)]
+struct Nonce {
+    r: Scalar,
+    big_r: CompressedEdwardsY,
+}
+
+/// Nonces made ahead, each taken for one signature only.
+#[derive(Default)]
+pub struct Nonces {
+    ready: Vec<Nonce>,
+    /// Made while signing because none were left ready.
+    pub made_late: u64,
+}
+
+/// Nonces made at a time: the points of a chunk and one byte place's row of
+/// the table (40 KB) stay in the core's cache.
+const NONCE_CHUNK: usize = 1024;
+
+impl Nonces {
+    /// `count` nonces, made on every core.
+    pub fn make(count: usize) -> Nonces {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let share = count.div_ceil(threads);
+        let ready = std::thread::scope(|scope| {
+            let parts: Vec<_> = (0..threads)
+                .map(|t| {
+                    let n = share.min(count.saturating_sub(t * share));
+                    scope.spawn(move || fresh_nonces(n))
+                })
+                .collect();
+            parts
+                .into_iter()
+                .flat_map(|part| part.join().expect("making nonces cannot panic"))
+                .collect()
+        });
+        Nonces {
+            ready,
+            made_late: 0,
+        }
+    }
+
+    /// Nonces ready to be taken.
+    pub fn ready(&self) -> usize {
+        self.ready.len()
+    }
+
+    /// `count` nonces: ready ones first, then as many made now.
+    fn take(&mut self, count: usize) -> Vec<Nonce> {
+        let from_ready = count.min(self.ready.len());
+        let mut taken = self.ready.split_off(self.ready.len() - from_ready);
+        let late = count - from_ready;
+        taken.extend(fresh_nonces(late));
+        self.made_late += late as u64;
+        taken
+    }
+}
+
+/// `count` new nonces from the thread's CSPRNG, with their points.
+fn fresh_nonces(count: usize) -> Vec<Nonce> {
+    let mut rng = rand::rng();
+    let mut nonces = Vec::with_capacity(count);
+    while nonces.len() < count {
+        let chunk: Vec<Scalar> = (0..NONCE_CHUNK.min(count - nonces.len()))
+            .map(|_| {
+                let mut wide = [0u8; 64];
+                rng.fill_bytes(&mut wide);
+                Scalar::from_bytes_mod_order_wide(&wide)
+            })
+            .collect();
+        let points = EdwardsPoint::compress_batch_alloc(&nonce_points(&chunk));
+        nonces.extend(
+            chunk
+                .into_iter()
+                .zip(points)
+                .map(|(r, big_r)| Nonce { r, big_r }),
+        );
+    }
+    nonces
+}
+
+/// Each `(key, message)`'s signature, in order, each with a nonce of its own
+/// from `nonces`.
+pub fn sign_batch(items: &[(&ExpandedKey, Hash)], nonces: &mut Nonces) -> Vec<Signature> {
     items
         .iter()
-        .zip(nonces.iter().zip(&compressed))
-        .map(|((key, message), (r, big_r))| {
+        .zip(nonces.take(items.len()))
+        .map(|((key, message), Nonce { r, big_r })| {
             let k = wide_hash(&[big_r.as_bytes(), &key.public, &message.0]);
             let s = k * key.scalar + r;
             let mut signature = [0; 64];
@@ -106,11 +189,13 @@ fn wide_hash(parts: &[&[u8]]) -> Scalar {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
-    /// The same bytes as `KeyPair::sign`, for many keys and messages in one
-    /// batch, and for a batch of one.
+    /// Signatures that verify under their own key (ZIP-215 and RFC 8032's
+    /// strict check) and under no other, from ready nonces and, once those
+    /// run out, from nonces made while signing; no nonce used twice.
     #[test]
-    fn batch_signatures_are_the_keys_own() {
+    fn batch_signatures_verify_under_their_keys_with_a_nonce_each() {
         let keys: Vec<KeyPair> = (0..5)
             .map(|i| KeyPair::insecure_from_label(&format!("bench/sign/{i}")))
             .collect();
@@ -121,14 +206,44 @@ mod tests {
             .enumerate()
             .map(|(i, m)| (&expanded[i % keys.len()], *m))
             .collect();
-        let batch = sign_batch(&items);
+        let mut nonces = Nonces::make(10);
+        assert_eq!(nonces.ready(), 10);
+        let mut batch = sign_batch(&items[..25], &mut nonces);
+        assert_eq!((nonces.ready(), nonces.made_late), (0, 15));
+        batch.extend(sign_batch(&items[25..], &mut nonces));
+        assert_eq!(nonces.made_late, 30);
         for (i, (message, signature)) in messages.iter().zip(&batch).enumerate() {
             let key = &keys[i % keys.len()];
-            assert_eq!(*signature, key.sign(message), "message {i}");
             key.public().verify(message, signature).expect("verifies");
+            let dalek = ed25519_dalek::Signature::from_bytes(&signature.0);
+            key.signing_key()
+                .verifying_key()
+                .verify_strict(&message.0, &dalek)
+                .expect("passes the strict check");
+            let other = &keys[(i + 1) % keys.len()];
+            assert!(other.public().verify(message, signature).is_err());
+            assert!(key.public().verify(&Hash([99; 32]), signature).is_err());
         }
-        assert_eq!(sign_batch(&items[..1]), vec![keys[0].sign(&messages[0])]);
-        assert!(sign_batch(&[]).is_empty());
+        let points: BTreeSet<[u8; 32]> = batch
+            .iter()
+            .map(|s| s.0[..32].try_into().unwrap())
+            .collect();
+        assert_eq!(points.len(), batch.len(), "a nonce point used twice");
+        assert!(sign_batch(&[], &mut nonces).is_empty());
+    }
+
+    /// As many nonces as asked, split over the cores, each point its own
+    /// nonce's, no nonce twice.
+    #[test]
+    fn nonces_made_ahead_are_distinct_with_their_points() {
+        let nonces = Nonces::make(NONCE_CHUNK + 3);
+        assert_eq!(nonces.ready(), NONCE_CHUNK + 3);
+        let rs: BTreeSet<[u8; 32]> = nonces.ready.iter().map(|n| n.r.to_bytes()).collect();
+        assert_eq!(rs.len(), nonces.ready());
+        for nonce in nonces.ready.iter().step_by(97) {
+            assert_eq!(nonce.big_r, EdwardsPoint::mul_base(&nonce.r).compress());
+        }
+        assert_eq!(Nonces::make(0).ready(), 0);
     }
 
     /// The table's sums are dalek's `mul_base`, for nonces from hashes, for
