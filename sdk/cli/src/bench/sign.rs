@@ -80,14 +80,12 @@ impl ExpandedKey {
 
 /// A secret nonce `r` and its point `R = r·B`, compressed: the half of a
 /// signature that does not depend on the message.
-#[derive(Clone, Copy)]
 struct Nonce {
     r: Scalar,
     big_r: CompressedEdwardsY,
 }
 
 /// Nonces made ahead, each taken for one signature only.
-#[derive(Default)]
 pub struct Nonces {
     ready: Vec<Nonce>,
     /// Made while signing because none were left ready.
