@@ -145,6 +145,11 @@ async fn the_quick_bench_runs_the_whole_mix_on_a_dev_node_it_starts_and_stops() 
     let nodes = report["node_processes"].as_array().expect("node processes");
     assert_eq!(nodes.len(), 1, "{nodes:?}");
     per_op(&nodes[0]);
+    // The kernel's part of the node's CPU is a part of it: a node writes
+    // blocks, so some, but never more than all.
+    let kernel = nodes[0]["kernel_cpu_percent"].as_f64().expect("kernel %");
+    let cpu = nodes[0]["cpu_percent"].as_f64().expect("cpu %");
+    assert!(kernel > 0.0 && kernel <= cpu, "{kernel} of {cpu}");
     assert!(nodes[0]["peak_rss_mib"].as_f64().is_some_and(|m| m > 0.0));
     let pid = count(&nodes[0]["pid"]);
     assert!(

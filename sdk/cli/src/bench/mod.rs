@@ -286,8 +286,8 @@ impl Progress {
 #[derive(Debug, Clone)]
 pub struct CpuSnapshot {
     pub at: Instant,
-    pub nodes: Vec<Option<u64>>,
-    pub bench: Option<u64>,
+    pub nodes: Vec<Option<procfs::CpuTicks>>,
+    pub bench: Option<procfs::CpuTicks>,
     pub machine: Option<(u64, u64)>,
 }
 

@@ -10,8 +10,24 @@ use std::path::Path;
 /// Clock ticks per second of the CPU times in /proc (USER_HZ, 100 on Linux).
 pub const TICKS_PER_SECOND: f64 = 100.0;
 
-/// User plus system CPU time of a process, in clock ticks.
-pub fn cpu_ticks(pid: u32) -> Option<u64> {
+/// A process's CPU time so far, in clock ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuTicks {
+    pub user: u64,
+    /// In the kernel on the process's behalf: system calls, and page faults,
+    /// which on a VM whose host backs guest memory lazily include the host's
+    /// first touch of each page (docs/benchmarks.md).
+    pub system: u64,
+}
+
+impl CpuTicks {
+    pub fn total(self) -> u64 {
+        self.user + self.system
+    }
+}
+
+/// A process's user and system CPU time.
+pub fn cpu_ticks(pid: u32) -> Option<CpuTicks> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     parse_stat_ticks(&stat)
 }
@@ -19,13 +35,14 @@ pub fn cpu_ticks(pid: u32) -> Option<u64> {
 /// Fields 14 and 15 (utime, stime) of a `/proc/<pid>/stat` line. The command
 /// name (field 2) is in parentheses and may hold spaces, so count after
 /// the last `)`.
-fn parse_stat_ticks(stat: &str) -> Option<u64> {
+fn parse_stat_ticks(stat: &str) -> Option<CpuTicks> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // After the name: state is field 3, so utime (14) is index 11 here.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
+    Some(CpuTicks {
+        user: fields.get(11)?.parse().ok()?,
+        system: fields.get(12)?.parse().ok()?,
+    })
 }
 
 /// Sets every thread of this process to niceness `nice`. Linux keeps it
@@ -175,7 +192,13 @@ mod tests {
     #[test]
     fn cpu_ticks_are_read_after_a_command_name_with_spaces_and_parentheses() {
         let stat = "1234 (trellis (x) node) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 9 0 100 1000 200";
-        assert_eq!(parse_stat_ticks(stat), Some(325));
+        assert_eq!(
+            parse_stat_ticks(stat),
+            Some(CpuTicks {
+                user: 250,
+                system: 75
+            })
+        );
         assert_eq!(parse_stat_ticks("garbage"), None);
     }
 

@@ -5,7 +5,7 @@
 
 use super::engine::{Results, ScheduleStats};
 use super::plan::{Kind, Method};
-use super::procfs::TICKS_PER_SECOND;
+use super::procfs::{CpuTicks, TICKS_PER_SECOND};
 use super::{CpuSnapshot, Plan, SetupInfo, Timing};
 use crate::cli::{BenchMix, BenchRate};
 use crate::error::{Class, CliError};
@@ -14,8 +14,15 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-/// A node process: pid, CPU %, peak and current RSS in KiB.
-type NodeRow = (u32, Option<f64>, Option<u64>, Option<u64>);
+/// A node process's CPU (% of one core, all of it and the kernel's part)
+/// over the window, and its peak and current RSS in KiB.
+struct NodeRow {
+    pid: u32,
+    cpu: Option<f64>,
+    kernel_cpu: Option<f64>,
+    peak_kib: Option<u64>,
+    rss_kib: Option<u64>,
+}
 
 pub struct Inputs<'a> {
     pub plan: &'a Plan,
@@ -37,9 +44,15 @@ pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
-/// A process's CPU use between two snapshots, in % of one core.
-fn cpu_percent(start: Option<u64>, end: Option<u64>, seconds: f64) -> Option<f64> {
-    let (start, end) = (start?, end?);
+/// A process's CPU use between two snapshots, in % of one core: `part` of
+/// its ticks (all of them, or the kernel's).
+fn cpu_percent(
+    start: Option<CpuTicks>,
+    end: Option<CpuTicks>,
+    seconds: f64,
+    part: fn(CpuTicks) -> u64,
+) -> Option<f64> {
+    let (start, end) = (part(start?), part(end?));
     (seconds > 0.0).then(|| end.saturating_sub(start) as f64 / TICKS_PER_SECOND / seconds * 100.0)
 }
 
@@ -231,20 +244,21 @@ pub fn build(inputs: &Inputs) -> Report {
     let node_rows: Vec<NodeRow> = pids
         .iter()
         .enumerate()
-        .map(|(i, pid)| {
-            (
-                *pid,
-                cpu_percent(
-                    c0.nodes.get(i).copied().flatten(),
-                    c1.nodes.get(i).copied().flatten(),
-                    cpu_secs,
-                ),
-                timing.peak_rss_kib.get(i).copied().flatten(),
-                timing.rss_kib.get(i).copied().flatten(),
-            )
+        .map(|(i, &pid)| {
+            let (start, end) = (
+                c0.nodes.get(i).copied().flatten(),
+                c1.nodes.get(i).copied().flatten(),
+            );
+            NodeRow {
+                pid,
+                cpu: cpu_percent(start, end, cpu_secs, CpuTicks::total),
+                kernel_cpu: cpu_percent(start, end, cpu_secs, |t| t.system),
+                peak_kib: timing.peak_rss_kib.get(i).copied().flatten(),
+                rss_kib: timing.rss_kib.get(i).copied().flatten(),
+            }
         })
         .collect();
-    let bench_cpu = cpu_percent(c0.bench, c1.bench, cpu_secs);
+    let bench_cpu = cpu_percent(c0.bench, c1.bench, cpu_secs, CpuTicks::total);
     let machine_cpu = machine_percent(c0, c1);
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let sign_us =
@@ -326,12 +340,13 @@ pub fn build(inputs: &Inputs) -> Report {
             "requests": schedule.requests,
             "mean_txs_per_request": opt(per_request, 1),
         },
-        "node_processes": node_rows.iter().map(|(pid, cpu, peak, rss)| json!({
-            "pid": pid,
-            "cpu_percent": opt(*cpu, 1),
-            "cpu_us_per_op": opt(cpu_us_per_op(*cpu, ops_per_s), 1),
-            "peak_rss_mib": opt(mib(*peak), 1),
-            "rss_mib": opt(mib(*rss), 1),
+        "node_processes": node_rows.iter().map(|n| json!({
+            "pid": n.pid,
+            "cpu_percent": opt(n.cpu, 1),
+            "kernel_cpu_percent": opt(n.kernel_cpu, 1),
+            "cpu_us_per_op": opt(cpu_us_per_op(n.cpu, ops_per_s), 1),
+            "peak_rss_mib": opt(mib(n.peak_kib), 1),
+            "rss_mib": opt(mib(n.rss_kib), 1),
         })).collect::<Vec<_>>(),
         "generator": {
             "cpu_percent": opt(bench_cpu, 1),
@@ -445,13 +460,15 @@ pub fn build(inputs: &Inputs) -> Report {
     } else {
         node_rows
             .iter()
-            .map(|(pid, cpu, peak, rss)| {
+            .map(|n| {
                 format!(
-                    "pid {pid}: CPU {} % ({} µs per operation), peak RSS {} MiB (now {} MiB)",
-                    show(*cpu, 0),
-                    show(cpu_us_per_op(*cpu, ops_per_s), 0),
-                    show(mib(*peak), 0),
-                    show(mib(*rss), 0)
+                    "pid {}: CPU {} % ({} in the kernel; {} µs per operation), peak RSS {} MiB (now {} MiB)",
+                    n.pid,
+                    show(n.cpu, 0),
+                    show(n.kernel_cpu, 0),
+                    show(cpu_us_per_op(n.cpu, ops_per_s), 0),
+                    show(mib(n.peak_kib), 0),
+                    show(mib(n.rss_kib), 0)
                 )
             })
             .collect::<Vec<_>>()
