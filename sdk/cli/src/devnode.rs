@@ -70,7 +70,7 @@ pub struct DevNodeProcess {
     url: String,
     log: PathBuf,
     /// Dropped after the child is killed.
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl DevNodeProcess {
@@ -112,7 +112,7 @@ impl DevNodeProcess {
                 child,
                 url: format!("http://{listen}"),
                 log,
-                _dir: dir,
+                dir,
             };
             match node.wait_healthy().await {
                 Ok(()) => return Ok(node),
@@ -135,6 +135,11 @@ impl DevNodeProcess {
                 tail(&last_log)
             ),
         ))
+    }
+
+    /// Its data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
     }
 
     /// Its API base URL.

@@ -150,6 +150,14 @@ async fn the_quick_bench_runs_the_whole_mix_on_a_dev_node_it_starts_and_stops() 
     let kernel = nodes[0]["kernel_cpu_percent"].as_f64().expect("kernel %");
     let cpu = nodes[0]["cpu_percent"].as_f64().expect("cpu %");
     assert!(kernel > 0.0 && kernel <= cpu, "{kernel} of {cpu}");
+    // The bench knows the data directory of a node it started: its chain
+    // is there, and committing blocks grew it.
+    assert!(nodes[0]["disk_mib"].as_f64().is_some_and(|m| m > 0.0));
+    assert!(
+        nodes[0]["disk_bytes_per_op"]
+            .as_f64()
+            .is_some_and(|b| b > 0.0)
+    );
     assert!(nodes[0]["peak_rss_mib"].as_f64().is_some_and(|m| m > 0.0));
     let pid = count(&nodes[0]["pid"]);
     assert!(

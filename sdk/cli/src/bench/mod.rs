@@ -34,6 +34,7 @@ use report::grouped;
 use sign::Nonces;
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -282,22 +283,37 @@ impl Progress {
     }
 }
 
-/// CPU times at one moment: the node processes', the bench's, the machine's.
+/// The node processes the bench watches: their pids, and the data
+/// directories of those it started itself (none otherwise).
+pub struct Watched {
+    pub pids: Vec<u32>,
+    pub data_dirs: Vec<PathBuf>,
+}
+
+/// CPU times and disk use at one moment: the node processes', the bench's
+/// (CPU only), the machine's (CPU only).
 #[derive(Debug, Clone)]
-pub struct CpuSnapshot {
+pub struct Snapshot {
     pub at: Instant,
     pub nodes: Vec<Option<procfs::CpuTicks>>,
     pub bench: Option<procfs::CpuTicks>,
     pub machine: Option<(u64, u64)>,
+    /// Bytes on disk of each watched data directory.
+    pub disk: Vec<Option<u64>>,
 }
 
-impl CpuSnapshot {
-    fn take(pids: &[u32]) -> CpuSnapshot {
-        CpuSnapshot {
+impl Snapshot {
+    fn take(watched: &Watched) -> Snapshot {
+        Snapshot {
             at: Instant::now(),
-            nodes: pids.iter().map(|&p| procfs::cpu_ticks(p)).collect(),
+            nodes: watched.pids.iter().map(|&p| procfs::cpu_ticks(p)).collect(),
             bench: procfs::cpu_ticks(std::process::id()),
             machine: procfs::machine_ticks(),
+            disk: watched
+                .data_dirs
+                .iter()
+                .map(|d| nodes::disk_bytes(d))
+                .collect(),
         }
     }
 }
@@ -328,7 +344,7 @@ pub async fn run(ctx: &Ctx, args: &BenchArgs, node_defaulted: bool) -> Result<Re
         Some(s) => s.urls.clone(),
         None => ctx.endpoints(),
     };
-    let pids: Vec<u32> = if !args.node_pids.is_empty() {
+    let pids = if !args.node_pids.is_empty() {
         args.node_pids.clone()
     } else if let Some(s) = &started {
         s.pids.clone()
@@ -344,7 +360,14 @@ pub async fn run(ctx: &Ctx, args: &BenchArgs, node_defaulted: bool) -> Result<Re
     {
         note(format!("could not lower this program's CPU priority: {e}"));
     }
-    let result = bench(ctx, args, &plan, &urls, &pids).await;
+    let watched = Watched {
+        pids,
+        data_dirs: started
+            .as_ref()
+            .map(|s| s.data_dirs.clone())
+            .unwrap_or_default(),
+    };
+    let result = bench(ctx, args, &plan, &urls, &watched).await;
     drop(started);
     result
 }
@@ -354,7 +377,7 @@ async fn bench(
     args: &BenchArgs,
     plan: &Plan,
     urls: &[String],
-    pids: &[u32],
+    watched: &Watched,
 ) -> Result<Report> {
     let setup_started = Instant::now();
     let reader = Client::builder()
@@ -558,7 +581,7 @@ async fn bench(
         window_ms,
         far_roots,
         maturing_for,
-        pids,
+        watched,
         setup_started,
     )
     .await;
@@ -576,7 +599,7 @@ async fn bench(
         plan,
         chain_id: &status.chain_id,
         nodes: urls,
-        pids,
+        watched,
         setup: &setup,
         results: &results,
         schedule: &schedule,
@@ -619,8 +642,8 @@ pub struct Timing {
     pub window_start: Instant,
     pub window_end: Instant,
     pub drained: bool,
-    pub cpu_start: CpuSnapshot,
-    pub cpu_end: CpuSnapshot,
+    pub start: Snapshot,
+    pub end: Snapshot,
     pub peak_rss_kib: Vec<Option<u64>>,
     pub rss_kib: Vec<Option<u64>>,
 }
@@ -635,7 +658,7 @@ async fn measure(
     window_ms: u64,
     far_roots: usize,
     maturing_for: impl Fn(f64) -> usize,
-    pids: &[u32],
+    watched: &Watched,
     setup_started: Instant,
 ) -> Result<Timing> {
     // Receivables: issued and accepted before the run; the first batch of
@@ -731,17 +754,17 @@ async fn measure(
         BenchRate::Max => Pace::Max,
     });
     let shared = &parts.shared;
-    let mut cpu_start = None;
-    let mut cpu_end = None;
+    let mut start = None;
+    let mut end = None;
     let mut last = (Instant::now(), 0u64);
     let mut next_tick = run_start + Duration::from_secs(1);
     loop {
         let now = Instant::now();
-        if cpu_start.is_none() && now >= window_start {
-            cpu_start = Some(CpuSnapshot::take(pids));
+        if start.is_none() && now >= window_start {
+            start = Some(Snapshot::take(watched));
         }
-        if cpu_end.is_none() && now >= window_end {
-            cpu_end = Some(CpuSnapshot::take(pids));
+        if end.is_none() && now >= window_end {
+            end = Some(Snapshot::take(watched));
         }
         if now >= run_end {
             break;
@@ -768,8 +791,8 @@ async fn measure(
         let wake = [
             Some(next_tick),
             Some(run_end),
-            (cpu_start.is_none()).then_some(window_start),
-            (cpu_end.is_none()).then_some(window_end),
+            start.is_none().then_some(window_start),
+            end.is_none().then_some(window_end),
         ]
         .into_iter()
         .flatten()
@@ -795,17 +818,21 @@ async fn measure(
         ));
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    let now = CpuSnapshot::take(pids);
+    let now = Snapshot::take(watched);
     Ok(Timing {
         run_start,
         run_end,
         window_start,
         window_end,
         drained,
-        cpu_start: cpu_start.unwrap_or_else(|| now.clone()),
-        cpu_end: cpu_end.unwrap_or(now),
-        peak_rss_kib: pids.iter().map(|&p| procfs::peak_rss_kib(p)).collect(),
-        rss_kib: pids.iter().map(|&p| procfs::rss_kib(p)).collect(),
+        start: start.unwrap_or_else(|| now.clone()),
+        end: end.unwrap_or(now),
+        peak_rss_kib: watched
+            .pids
+            .iter()
+            .map(|&p| procfs::peak_rss_kib(p))
+            .collect(),
+        rss_kib: watched.pids.iter().map(|&p| procfs::rss_kib(p)).collect(),
     })
 }
 

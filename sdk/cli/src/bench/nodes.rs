@@ -7,17 +7,19 @@
 
 use crate::devnode::{DevNodeProcess, free_ports, tail};
 use crate::error::{Class, CliError, Result};
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A validator network opens its API and commits its first block well within this.
 const START_DEADLINE: Duration = Duration::from_secs(90);
 
-/// What `--start` started: API URLs and pids, in validator order.
+/// What `--start` started: API URLs, pids and data directories, in validator order.
 pub struct Started {
     pub urls: Vec<String>,
     pub pids: Vec<u32>,
+    pub data_dirs: Vec<PathBuf>,
     _dev: Option<DevNodeProcess>,
     _net: Option<LocalNet>,
 }
@@ -29,6 +31,7 @@ pub async fn start(binary: &Path, validators: usize) -> Result<Started> {
         return Ok(Started {
             urls: vec![node.url().to_owned()],
             pids: vec![node.pid()],
+            data_dirs: vec![node.data_dir()],
             _dev: Some(node),
             _net: None,
         });
@@ -37,6 +40,7 @@ pub async fn start(binary: &Path, validators: usize) -> Result<Started> {
     Ok(Started {
         urls: net.urls.clone(),
         pids: net.children.iter().map(Child::id).collect(),
+        data_dirs: net.data_dirs.clone(),
         _dev: None,
         _net: Some(net),
     })
@@ -45,6 +49,7 @@ pub async fn start(binary: &Path, validators: usize) -> Result<Started> {
 struct LocalNet {
     children: Vec<Child>,
     urls: Vec<String>,
+    data_dirs: Vec<PathBuf>,
     /// Removed after the children are killed (fields drop after `drop`).
     _dir: tempfile::TempDir,
 }
@@ -83,6 +88,7 @@ impl LocalNet {
         let mut net = LocalNet {
             children: Vec::new(),
             urls: Vec::new(),
+            data_dirs: Vec::new(),
             _dir: dir,
         };
         for i in 0..count {
@@ -103,6 +109,8 @@ impl LocalNet {
                 .map_err(|e| unreachable(format!("starting {}: {e}", binary.display())))?;
             net.children.push(child);
             net.urls.push(format!("http://127.0.0.1:{}", api + i));
+            // `data_dir = "data"` in the generated config, beside it.
+            net.data_dirs.push(node_dir.join("data"));
         }
         net.wait_first_block(&net_dir).await?;
         Ok(net)
@@ -169,4 +177,39 @@ impl Drop for LocalNet {
 
 fn unreachable(message: String) -> CliError {
     CliError::new(Class::Unreachable, message)
+}
+
+/// The disk space the files under `dir` take (allocated blocks, so sparse
+/// or preallocated files count as what they hold on disk); `None` if `dir`
+/// cannot be read. A file that goes away while it is walked (a node renames
+/// and removes its redo file each block) is skipped.
+pub fn disk_bytes(dir: &Path) -> Option<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        total += if meta.is_dir() {
+            disk_bytes(&entry.path()).unwrap_or(0)
+        } else {
+            meta.blocks() * 512
+        };
+    }
+    Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_use_counts_the_files_of_every_subdirectory() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        assert_eq!(disk_bytes(dir.path()), Some(0));
+        std::fs::write(dir.path().join("a"), vec![1u8; 100_000]).expect("write");
+        std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
+        std::fs::write(dir.path().join("sub/b"), vec![2u8; 50_000]).expect("write");
+        let bytes = disk_bytes(dir.path()).expect("readable");
+        // Whole blocks: at least the bytes written, at most a block more each.
+        assert!((150_000..=150_000 + 2 * 65_536).contains(&bytes), "{bytes}");
+        assert_eq!(disk_bytes(&dir.path().join("missing")), None);
+    }
 }

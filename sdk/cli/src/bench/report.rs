@@ -6,7 +6,7 @@
 use super::engine::{Results, ScheduleStats};
 use super::plan::{Kind, Method};
 use super::procfs::{CpuTicks, TICKS_PER_SECOND};
-use super::{CpuSnapshot, Plan, SetupInfo, Timing};
+use super::{Plan, SetupInfo, Snapshot, Timing, Watched};
 use crate::cli::{BenchMix, BenchRate};
 use crate::error::{Class, CliError};
 use crate::output::{Report, record};
@@ -15,20 +15,23 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 /// A node process's CPU (% of one core, all of it and the kernel's part)
-/// over the window, and its peak and current RSS in KiB.
+/// over the window, its peak and current RSS in KiB, and its data
+/// directory's size at the window's end and growth per operation in it.
 struct NodeRow {
     pid: u32,
     cpu: Option<f64>,
     kernel_cpu: Option<f64>,
     peak_kib: Option<u64>,
     rss_kib: Option<u64>,
+    disk_bytes: Option<u64>,
+    disk_bytes_per_op: Option<f64>,
 }
 
 pub struct Inputs<'a> {
     pub plan: &'a Plan,
     pub chain_id: &'a str,
     pub nodes: &'a [String],
-    pub pids: &'a [u32],
+    pub watched: &'a Watched,
     pub setup: &'a SetupInfo,
     pub results: &'a Results,
     pub schedule: &'a ScheduleStats,
@@ -64,7 +67,7 @@ fn cpu_us_per_op(cpu_percent: Option<f64>, ops_per_s: f64) -> Option<f64> {
         .map(|p| p / 100.0 * 1e6 / ops_per_s)
 }
 
-fn machine_percent(start: &CpuSnapshot, end: &CpuSnapshot) -> Option<f64> {
+fn machine_percent(start: &Snapshot, end: &Snapshot) -> Option<f64> {
     let ((b0, t0), (b1, t1)) = (start.machine?, end.machine?);
     let total = t1.saturating_sub(t0);
     (total > 0).then(|| b1.saturating_sub(b0) as f64 / total as f64 * 100.0)
@@ -114,7 +117,7 @@ pub fn build(inputs: &Inputs) -> Report {
         plan,
         chain_id,
         nodes,
-        pids,
+        watched,
         setup,
         results,
         schedule,
@@ -239,9 +242,11 @@ pub fn build(inputs: &Inputs) -> Report {
     let max_txs = window_blocks.iter().map(|(_, n)| *n).max().unwrap_or(0);
 
     // CPU and memory.
-    let (c0, c1) = (&timing.cpu_start, &timing.cpu_end);
+    let (c0, c1) = (&timing.start, &timing.end);
     let cpu_secs = (c1.at - c0.at).as_secs_f64();
-    let node_rows: Vec<NodeRow> = pids
+    let window_ops = ops_per_s * cpu_secs;
+    let node_rows: Vec<NodeRow> = watched
+        .pids
         .iter()
         .enumerate()
         .map(|(i, &pid)| {
@@ -249,12 +254,21 @@ pub fn build(inputs: &Inputs) -> Report {
                 c0.nodes.get(i).copied().flatten(),
                 c1.nodes.get(i).copied().flatten(),
             );
+            let (disk_start, disk_end) = (
+                c0.disk.get(i).copied().flatten(),
+                c1.disk.get(i).copied().flatten(),
+            );
             NodeRow {
                 pid,
                 cpu: cpu_percent(start, end, cpu_secs, CpuTicks::total),
                 kernel_cpu: cpu_percent(start, end, cpu_secs, |t| t.system),
                 peak_kib: timing.peak_rss_kib.get(i).copied().flatten(),
                 rss_kib: timing.rss_kib.get(i).copied().flatten(),
+                disk_bytes: disk_end,
+                disk_bytes_per_op: disk_start
+                    .zip(disk_end)
+                    .filter(|_| window_ops > 0.0)
+                    .map(|(start, end)| (end as f64 - start as f64) / window_ops),
             }
         })
         .collect();
@@ -347,6 +361,8 @@ pub fn build(inputs: &Inputs) -> Report {
             "cpu_us_per_op": opt(cpu_us_per_op(n.cpu, ops_per_s), 1),
             "peak_rss_mib": opt(mib(n.peak_kib), 1),
             "rss_mib": opt(mib(n.rss_kib), 1),
+            "disk_mib": opt(n.disk_bytes.map(|b| b as f64 / 1_048_576.0), 1),
+            "disk_bytes_per_op": opt(n.disk_bytes_per_op, 0),
         })).collect::<Vec<_>>(),
         "generator": {
             "cpu_percent": opt(bench_cpu, 1),
@@ -461,8 +477,16 @@ pub fn build(inputs: &Inputs) -> Report {
         node_rows
             .iter()
             .map(|n| {
+                let disk = match n.disk_bytes {
+                    Some(bytes) => format!(
+                        "; data {} MiB, {} bytes more per operation",
+                        bytes >> 20,
+                        show(n.disk_bytes_per_op, 0)
+                    ),
+                    None => String::new(),
+                };
                 format!(
-                    "pid {}: CPU {} % ({} in the kernel; {} µs per operation), peak RSS {} MiB (now {} MiB)",
+                    "pid {}: CPU {} % ({} in the kernel; {} µs per operation), peak RSS {} MiB (now {} MiB){disk}",
                     n.pid,
                     show(n.cpu, 0),
                     show(n.kernel_cpu, 0),
