@@ -23,7 +23,7 @@ use crate::consensus::ValidatorSet;
 use crate::execution::{self, ContractRecord};
 use crate::mempool::{AdmissionError, Batcher, Mempool, NotAdmitted};
 use crate::metrics::{ApiLabels, CodeLabels, Metrics, RouteLabels};
-use crate::storage::{CommittedBlock, Storage, StorageError};
+use crate::storage::{CommittedBlock, Storage, StorageError, check_indexed};
 use crate::vm::{self, CallEnv, Entry, Invocation, Limits, StateView, Vm};
 use axum::Extension;
 use axum::body::Bytes as Body;
@@ -1042,16 +1042,16 @@ async fn block_by_hash(
     let hash = parse_hash(&path_param(hash)?)?;
     let canonical = wants_canonical(&headers);
     blocking(state, move |state| {
-        let block = state
+        let height = state
             .storage
-            .block_by_hash(&hash)?
+            .block_height(&hash)?
             .ok_or_else(|| ApiError::not_found(format!("no block {hash}")))?;
-        let height = block.header.height;
         let block = load_block(&state.storage, height)?.ok_or_else(|| {
             ApiError::internal(format!(
                 "block {hash} is indexed at missing height {height}"
             ))
         })?;
+        check_indexed(&block.0.block, &hash)?;
         block_response(&block, canonical)
     })
     .await

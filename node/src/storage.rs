@@ -740,21 +740,23 @@ impl Storage {
     }
 
     pub fn block_by_hash(&self, hash: &Hash) -> Result<Option<Block>, StorageError> {
-        match self.records().get(&hash_key(prefix::BLOCK_HASH, hash))? {
-            None => Ok(None),
-            Some(bytes) => {
-                let height = be_u64(&bytes, || format!("height of block {hash}"))?;
-                let block = self.block(height)?.ok_or_else(|| {
-                    corrupt(format!("block {hash} indexed at missing height {height}"))
-                })?;
-                if block.hash() != *hash {
-                    return Err(corrupt(format!(
-                        "block {hash} indexed at height {height}, which holds another block"
-                    )));
-                }
-                Ok(Some(block))
-            }
-        }
+        let Some(height) = self.block_height(hash)? else {
+            return Ok(None);
+        };
+        let block = self
+            .block(height)?
+            .ok_or_else(|| corrupt(format!("block {hash} indexed at missing height {height}")))?;
+        check_indexed(&block, hash)?;
+        Ok(Some(block))
+    }
+
+    /// The height of the committed block `hash`, from the hash index alone:
+    /// a caller that reads the block itself checks it with [`check_indexed`].
+    pub fn block_height(&self, hash: &Hash) -> Result<Option<u64>, StorageError> {
+        self.records()
+            .get(&hash_key(prefix::BLOCK_HASH, hash))?
+            .map(|bytes| be_u64(&bytes, || format!("height of block {hash}")))
+            .transpose()
     }
 
     /// The certificate that committed the block at `height`.
@@ -1127,6 +1129,17 @@ impl StagedBlock {
 
 /// Why `receipts` are not those of `block`'s body, or the body not the one
 /// its header commits to.
+/// That `block`, read at the height the hash index gave for `hash`, is that block.
+pub fn check_indexed(block: &Block, hash: &Hash) -> Result<(), StorageError> {
+    if block.hash() == *hash {
+        return Ok(());
+    }
+    Err(corrupt(format!(
+        "block {hash} indexed at height {}, which holds another block",
+        block.header.height
+    )))
+}
+
 fn check_body_and_receipts(block: &Block, receipts: &[Receipt]) -> Result<(), String> {
     if receipts.len() != block.txs.len() {
         return Err(format!(
@@ -1365,6 +1378,14 @@ pub(crate) mod tests {
         assert_eq!(storage.block(2).unwrap(), None);
         assert_eq!(storage.block_by_hash(&b1.hash()).unwrap(), Some(b1.clone()));
         assert_eq!(storage.block_by_hash(&Hash::ZERO).unwrap(), None);
+        assert_eq!(storage.block_height(&genesis.hash()).unwrap(), Some(0));
+        assert_eq!(storage.block_height(&b1.hash()).unwrap(), Some(1));
+        assert_eq!(storage.block_height(&Hash::ZERO).unwrap(), None);
+        assert!(check_indexed(&b1, &b1.hash()).is_ok());
+        assert!(matches!(
+            check_indexed(&genesis, &b1.hash()),
+            Err(StorageError::Corrupt { .. })
+        ));
         assert_eq!(
             storage.commit_certificate(1).unwrap().unwrap().block,
             b1.hash()
