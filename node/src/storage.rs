@@ -1127,8 +1127,6 @@ impl StagedBlock {
     }
 }
 
-/// Why `receipts` are not those of `block`'s body, or the body not the one
-/// its header commits to.
 /// That `block`, read at the height the hash index gave for `hash`, is that block.
 pub fn check_indexed(block: &Block, hash: &Hash) -> Result<(), StorageError> {
     if block.hash() == *hash {
@@ -1140,6 +1138,8 @@ pub fn check_indexed(block: &Block, hash: &Hash) -> Result<(), StorageError> {
     )))
 }
 
+/// Why `receipts` are not those of `block`'s body, or the body not the one
+/// its header commits to.
 fn check_body_and_receipts(block: &Block, receipts: &[Receipt]) -> Result<(), String> {
     if receipts.len() != block.txs.len() {
         return Err(format!(
