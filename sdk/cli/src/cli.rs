@@ -675,8 +675,9 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N")]
     pub accounts: Option<usize>,
     /// With --rate max: the rate to size accounts, the signature nonces made ahead
-    /// and the receivables maturing in the run for [default: accounts and nonces
-    /// for 20000/s, receivables for the rate the setup reached].
+    /// and the receivables maturing in the run for [default: accounts for 20000/s;
+    /// receivables for the rate the setup reached, nonces for 2.5 times it (at most
+    /// 20000/s; with --mix remark, 20000/s)].
     #[arg(long, value_name = "N")]
     pub expect_rate: Option<f64>,
     /// Receivables issued and accepted before the run besides those maturing

@@ -57,6 +57,8 @@ pub enum Inbound {
         last: bool,
     },
     AddRoots(Vec<u64>),
+    /// Signature nonces made for the run once the setup measured its rate.
+    AddNonces(Nonces),
     SetPhase(Phase),
     Finish,
 }
@@ -343,6 +345,7 @@ impl PlannerThread {
                 self.planner.add_setup_roots(maturities);
                 self.batches += 1;
             }
+            Inbound::AddNonces(nonces) => self.nonces.add(nonces),
             Inbound::SetPhase(phase) => self.planner.set_phase(phase),
             Inbound::Finish => {}
         }

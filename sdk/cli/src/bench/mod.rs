@@ -83,6 +83,11 @@ const HTTP_PER_NODE: usize = 256;
 /// Most signature nonces made ahead (64 bytes each); past them, signing
 /// makes its own.
 const MAX_NONCES_AHEAD: usize = 2_000_000;
+/// With `--rate max`, the run's nonces are sized for this many times the
+/// rate the setup's receivables committed at (at most the default expected
+/// rate): a run commits 1.2 (one validator) to 1.6 (four) times as many
+/// operations a second as the setup's issues and acceptances.
+const RUN_OVER_SETUP_RATE: f64 = 2.5;
 
 /// What the run was asked to do, after `--quick` and the defaults.
 #[derive(Debug, Clone)]
@@ -504,22 +509,19 @@ async fn bench(
     };
     setup.root_amount = root_amount;
 
-    // A nonce for each transaction the planner thread may sign: the run's at
-    // the rate it sizes for, with a tenth to spare, and the setup's
-    // receivables (an issue and an acceptance each).
-    let nonces_ahead = ((sizing_rate * run_secs * 1.1) as usize
-        + 2 * (far_roots + maturing_for(sizing_rate)))
-    .min(MAX_NONCES_AHEAD);
-    progress.line(&format!(
-        "setup: making {} signature nonces ahead",
-        grouped(nonces_ahead as u64)
-    ));
-    let making = Instant::now();
-    let nonces = tokio::task::spawn_blocking(move || Nonces::make(nonces_ahead))
-        .await
-        .map_err(|e| CliError::other(format!("making signature nonces: {e}")))?;
-    setup.nonces_ahead = nonces_ahead;
-    setup.nonces_seconds = making.elapsed().as_secs_f64();
+    // A nonce for each transaction the planner thread may sign: the setup's
+    // receivables (an issue and an acceptance each) and the run's. At `--rate
+    // max` on receivables without `--expect-rate`, only the first receivables'
+    // now, the rest once the setup has measured the chain (`measure`).
+    let nonces_now = if plan.mix == BenchMix::Receivables
+        && plan.rate == BenchRate::Max
+        && args.expect_rate.is_none()
+    {
+        2 * far_roots
+    } else {
+        2 * (far_roots + maturing_for(sizing_rate)) + run_nonces(sizing_rate, run_secs)
+    };
+    let nonces = make_nonces(nonces_now, &mut setup, &mut progress).await?;
 
     // The moving parts.
     let shared = Arc::new(Shared::default());
@@ -701,6 +703,12 @@ async fn measure(
                 let rate = args.expect_rate.unwrap_or(measured);
                 setup.planned_rate = Some(rate);
                 let count = maturing_for(rate);
+                if args.expect_rate.is_none() {
+                    let run_rate = (measured * RUN_OVER_SETUP_RATE).min(DEFAULT_EXPECT_RATE);
+                    let more = 2 * count + run_nonces(run_rate, plan.duration.as_secs_f64());
+                    let nonces = make_nonces(more, setup, progress).await?;
+                    parts.send(Inbound::AddNonces(nonces))?;
+                }
                 let roots = maturing(count);
                 first_maturity = roots.first().copied();
                 setup.roots_maturing = count;
@@ -834,6 +842,32 @@ async fn measure(
             .collect(),
         rss_kib: watched.pids.iter().map(|&p| procfs::rss_kib(p)).collect(),
     })
+}
+
+/// Signature nonces for a run of `run_secs` at `rate`, with a tenth to spare.
+fn run_nonces(rate: f64, run_secs: f64) -> usize {
+    (rate * run_secs * 1.1) as usize
+}
+
+/// Makes `count` signature nonces (fewer if the setup's would pass
+/// [`MAX_NONCES_AHEAD`]), counted in `setup`.
+async fn make_nonces(
+    count: usize,
+    setup: &mut SetupInfo,
+    progress: &mut Progress,
+) -> Result<Nonces> {
+    let count = count.min(MAX_NONCES_AHEAD.saturating_sub(setup.nonces_ahead));
+    progress.line(&format!(
+        "setup: making {} signature nonces ahead",
+        grouped(count as u64)
+    ));
+    let making = Instant::now();
+    let nonces = tokio::task::spawn_blocking(move || Nonces::make(count))
+        .await
+        .map_err(|e| CliError::other(format!("making signature nonces: {e}")))?;
+    setup.nonces_ahead += count;
+    setup.nonces_seconds += making.elapsed().as_secs_f64();
+    Ok(nonces)
 }
 
 /// Waits until the planner has issued and answered `batches` batches of

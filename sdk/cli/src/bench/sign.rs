@@ -119,6 +119,12 @@ impl Nonces {
         }
     }
 
+    /// Makes `more`'s nonces ready here too.
+    pub fn add(&mut self, mut more: Nonces) {
+        self.ready.append(&mut more.ready);
+        self.made_late += more.made_late;
+    }
+
     /// Nonces ready to be taken.
     pub fn ready(&self) -> usize {
         self.ready.len()
@@ -242,6 +248,22 @@ mod tests {
             assert_eq!(nonce.big_r, EdwardsPoint::mul_base(&nonce.r).compress());
         }
         assert_eq!(Nonces::make(0).ready(), 0);
+    }
+
+    /// Nonces made later join those made first, and none is lost or taken
+    /// twice: all of them are used before one is made late.
+    #[test]
+    fn nonces_added_later_are_taken_before_any_is_made_late() {
+        let mut nonces = Nonces::make(5);
+        let first: BTreeSet<[u8; 32]> = nonces.ready.iter().map(|n| n.r.to_bytes()).collect();
+        nonces.add(Nonces::make(7));
+        assert_eq!(nonces.ready(), 12);
+        let taken: BTreeSet<[u8; 32]> = nonces.take(12).iter().map(|n| n.r.to_bytes()).collect();
+        assert_eq!(taken.len(), 12);
+        assert!(first.is_subset(&taken));
+        assert_eq!((nonces.ready(), nonces.made_late), (0, 0));
+        nonces.take(1);
+        assert_eq!(nonces.made_late, 1);
     }
 
     /// The table's sums are dalek's `mul_base`, for nonces from hashes, for
