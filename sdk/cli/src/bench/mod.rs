@@ -849,8 +849,8 @@ fn run_nonces(rate: f64, run_secs: f64) -> usize {
     (rate * run_secs * 1.1) as usize
 }
 
-/// Makes `count` signature nonces (fewer if the setup's would pass
-/// [`MAX_NONCES_AHEAD`]), counted in `setup`.
+/// Makes `count` signature nonces, counted in `setup` (fewer where those
+/// made before and these together would pass [`MAX_NONCES_AHEAD`]).
 async fn make_nonces(
     count: usize,
     setup: &mut SetupInfo,
