@@ -85,8 +85,8 @@ const HTTP_PER_NODE: usize = 256;
 const MAX_NONCES_AHEAD: usize = 2_000_000;
 /// With `--rate max`, the run's nonces are sized for this many times the
 /// rate the setup's receivables committed at (at most the default expected
-/// rate): a run commits 1.2 (one validator) to 1.6 (four) times as many
-/// operations a second as the setup's issues and acceptances.
+/// rate): runs have committed 0.9 to 1.6 times as many operations a second
+/// as their setup's issues and acceptances (docs/benchmarks.md).
 const RUN_OVER_SETUP_RATE: f64 = 2.5;
 
 /// What the run was asked to do, after `--quick` and the defaults.
