@@ -510,13 +510,9 @@ async fn bench(
     setup.root_amount = root_amount;
 
     // A nonce for each transaction the planner thread may sign: the setup's
-    // receivables (an issue and an acceptance each) and the run's. At `--rate
-    // max` on receivables without `--expect-rate`, only the first receivables'
-    // now, the rest once the setup has measured the chain (`measure`).
-    let nonces_now = if plan.mix == BenchMix::Receivables
-        && plan.rate == BenchRate::Max
-        && args.expect_rate.is_none()
-    {
+    // receivables (an issue and an acceptance each) and the run's; when the
+    // run's wait for the setup's measure, only the first receivables' now.
+    let nonces_now = if run_nonces_after_setup(plan, args) {
         2 * far_roots
     } else {
         2 * (far_roots + maturing_for(sizing_rate)) + run_nonces(sizing_rate, run_secs)
@@ -703,7 +699,7 @@ async fn measure(
                 let rate = args.expect_rate.unwrap_or(measured);
                 setup.planned_rate = Some(rate);
                 let count = maturing_for(rate);
-                if args.expect_rate.is_none() {
+                if run_nonces_after_setup(plan, args) {
                     let run_rate = (measured * RUN_OVER_SETUP_RATE).min(DEFAULT_EXPECT_RATE);
                     let more = 2 * count + run_nonces(run_rate, plan.duration.as_secs_f64());
                     let nonces = make_nonces(more, setup, progress).await?;
@@ -842,6 +838,12 @@ async fn measure(
             .collect(),
         rss_kib: watched.pids.iter().map(|&p| procfs::rss_kib(p)).collect(),
     })
+}
+
+/// Whether the run's nonces wait for the setup to measure the chain: at
+/// `--rate max` on receivables (whose setup measures) without `--expect-rate`.
+fn run_nonces_after_setup(plan: &Plan, args: &BenchArgs) -> bool {
+    plan.mix == BenchMix::Receivables && plan.rate == BenchRate::Max && args.expect_rate.is_none()
 }
 
 /// Signature nonces for a run of `run_secs` at `rate`, with a tenth to spare.

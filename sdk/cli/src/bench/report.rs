@@ -23,7 +23,7 @@ struct NodeRow {
     kernel_cpu: Option<f64>,
     peak_kib: Option<u64>,
     rss_kib: Option<u64>,
-    disk_bytes: Option<u64>,
+    disk_mib: Option<f64>,
     disk_bytes_per_op: Option<f64>,
 }
 
@@ -264,7 +264,7 @@ pub fn build(inputs: &Inputs) -> Report {
                 kernel_cpu: cpu_percent(start, end, cpu_secs, |t| t.system),
                 peak_kib: timing.peak_rss_kib.get(i).copied().flatten(),
                 rss_kib: timing.rss_kib.get(i).copied().flatten(),
-                disk_bytes: disk_end,
+                disk_mib: disk_end.map(|bytes| bytes as f64 / 1_048_576.0),
                 disk_bytes_per_op: disk_start
                     .zip(disk_end)
                     .filter(|_| window_ops > 0.0)
@@ -361,7 +361,7 @@ pub fn build(inputs: &Inputs) -> Report {
             "cpu_us_per_op": opt(cpu_us_per_op(n.cpu, ops_per_s), 1),
             "peak_rss_mib": opt(mib(n.peak_kib), 1),
             "rss_mib": opt(mib(n.rss_kib), 1),
-            "disk_mib": opt(n.disk_bytes.map(|b| b as f64 / 1_048_576.0), 1),
+            "disk_mib": opt(n.disk_mib, 1),
             "disk_bytes_per_op": opt(n.disk_bytes_per_op, 0),
         })).collect::<Vec<_>>(),
         "generator": {
@@ -477,10 +477,10 @@ pub fn build(inputs: &Inputs) -> Report {
         node_rows
             .iter()
             .map(|n| {
-                let disk = match n.disk_bytes {
-                    Some(bytes) => format!(
+                let disk = match n.disk_mib {
+                    Some(_) => format!(
                         "; data {} MiB, {} bytes more per operation",
-                        bytes >> 20,
+                        show(n.disk_mib, 0),
                         show(n.disk_bytes_per_op, 0)
                     ),
                     None => String::new(),
