@@ -214,6 +214,9 @@ impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
         match e {
             StorageError::Busy(why) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", why),
+            e @ StorageError::NotIndexed(_) => {
+                ApiError::new(StatusCode::NOT_IMPLEMENTED, "not_indexed", e.to_string())
+            }
             e => ApiError::internal(e),
         }
     }
@@ -763,6 +766,10 @@ async fn get_transaction(
     // after its block is stored, so one of the two looks always finds it.
     // Storage wins when both do (it stays in the mempool until pruned).
     let pending = state.mempool.contains(&hash);
+    // Without the index only the mempool can answer.
+    if pending && !state.storage.indexes().transactions {
+        return Ok(Json(TxStatus::Pending));
+    }
     let location = blocking(state.clone(), move |state| {
         Ok(state.storage.tx_location(&hash)?)
     })
@@ -1710,6 +1717,13 @@ async fn status(State(state): State<Arc<ApiState>>) -> Json<StatusResponse> {
         genesis_hash: state.genesis_hash,
         status,
         earliest_state_height: state.storage.earliest_state_height(),
+        indexes: {
+            let kept = state.storage.indexes();
+            trellis_types::api::IndexesKept {
+                transactions: kept.transactions,
+                queries: kept.queries,
+            }
+        },
     })
 }
 

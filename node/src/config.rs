@@ -14,6 +14,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use trellis_types::KeyPair;
 
+pub use crate::storage::Indexes;
+
 /// A fully commented configuration with every default spelled out.
 pub const EXAMPLE_TOML: &str = r#"# Trellis node configuration.
 # Every key is optional: the values below are the defaults.
@@ -61,6 +63,18 @@ max_bytes = 268435456
 # shards of a 256th each.
 cache_mib = 256
 
+[index]
+# Indexes kept beside the chain, for queries; neither is consensus data. A
+# validator that serves no queries may keep neither (about a sixth of its CPU
+# per transaction, docs/benchmarks.md). Fixed when the store is created: a
+# stored chain with other indexes is refused.
+# Transactions by hash: GET /v1/transactions/{hash} finds committed ones
+# (without it, only those still in the mempool; 501 `not_indexed` otherwise).
+transactions = true
+# Contracts' query indexes: queries that list, such as a holder's pieces
+# (without it, such queries fail with 501 `not_indexed`).
+queries = true
+
 [consensus]
 # How long to wait for a proposal in round 0, in ms. A proposer spends at
 # most a third of it executing transactions, which bounds a busy block's size.
@@ -102,6 +116,8 @@ pub struct NodeConfig {
     pub p2p: P2pConfig,
     pub mempool: MempoolConfig,
     pub storage: StorageConfig,
+    /// `[index]`: see [`Indexes`].
+    pub index: Indexes,
     pub consensus: ConsensusConfig,
     pub log: LogConfig,
 }
@@ -211,6 +227,7 @@ impl Default for NodeConfig {
             p2p: P2pConfig::default(),
             mempool: MempoolConfig::default(),
             storage: StorageConfig::default(),
+            index: Indexes::default(),
             consensus: ConsensusConfig::default(),
             log: LogConfig::default(),
         }
@@ -520,6 +537,10 @@ mod tests {
             },
             mempool: MempoolConfig { max_bytes: 7 },
             storage: StorageConfig { cache_mib: 64 },
+            index: Indexes {
+                transactions: false,
+                queries: true,
+            },
             consensus: ConsensusConfig {
                 timeout_propose_ms: 1,
                 timeout_prevote_ms: 2,
@@ -550,6 +571,7 @@ mod tests {
             ("[apii]\nlisten = \"127.0.0.1:1\"", "apii"),
             ("[consensus]\ntimeout_commit_ms = 1", "timeout_commit_ms"),
             ("[log]\nformat = \"text\"\ncolour = true", "colour"),
+            ("[index]\ntransaction = false", "transaction"),
         ] {
             let err = NodeConfig::from_toml(toml).unwrap_err();
             assert!(matches!(err, ConfigError::Parse { .. }), "{toml}: {err}");

@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use trellis_genesis::{Genesis, NetworkSpec};
-use trellis_node::config::{self, LogFormat, NodeConfig};
+use trellis_node::config::{self, Indexes, LogFormat, NodeConfig};
 use trellis_types::{Bytes, Payload, SystemOp, Transaction};
 
 /// mimalloc rather than the system allocator: a block allocates and frees
@@ -53,6 +53,10 @@ struct Cli {
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
+    /// Keep no transaction or query index (`[index]` both false): a validator
+    /// that serves no queries. Fixed when the store is created.
+    #[arg(long)]
+    no_indexes: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -312,6 +316,9 @@ fn run_node(cli: Cli) -> anyhow::Result<()> {
     }
     if let Some(addr) = cli.api_listen {
         config.api.listen = addr;
+    }
+    if cli.no_indexes {
+        config.index = Indexes::NONE;
     }
     if cli.log_json {
         config.log.format = LogFormat::Json;

@@ -112,8 +112,12 @@ pub async fn run(
     }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let storage = Storage::open_with(&config.data_dir.join("chain"), config.storage.cache_bytes())
-        .context("opening the chain database")?;
+    let storage = Storage::open_with(
+        &config.data_dir.join("chain"),
+        config.storage.cache_bytes(),
+        config.index,
+    )
+    .context("opening the chain database")?;
     let vm = Arc::new(Vm::new());
     let head = chain::initialise(&storage, &genesis, &vm)?;
     info!(chain_id = %genesis.chain_id, height = head.height, state_root = %head.state_root, "chain opened");

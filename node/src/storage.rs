@@ -19,12 +19,14 @@
 //! sled's flush is trusted for chain data, which peers can resend.
 
 mod crash;
+mod indexes;
 mod prune;
 mod recent;
 mod redo;
 mod tree_log;
 
 pub use crate::state::live_tree::CopiedTree;
+pub use indexes::Indexes;
 pub use prune::{PruneReport, prune_state};
 pub use recent::CommittedBlock;
 pub(crate) use tree_log::TreeLog;
@@ -87,8 +89,10 @@ pub(crate) mod prefix {
     pub const HEAD: &[u8] = b"\x00head";
     /// ... and the layout version, written with genesis ...
     pub const SCHEMA: &[u8] = b"\x00schema";
-    /// ... and, once pruned, the oldest version whose state tree is kept (u64).
+    /// ... and, once pruned, the oldest version whose state tree is kept (u64) ...
     pub const PRUNED: &[u8] = b"\x00pruned";
+    /// ... and the indexes the store keeps, written with genesis (see `indexes`).
+    pub const INDEXES: &[u8] = b"\x00indexes";
 }
 
 /// Layout version written with genesis; a store with another version is refused.
@@ -237,6 +241,18 @@ pub enum StorageError {
         "keys under `q/` are contracts' query indexes, kept beside the state tree and not in it: they have no proof and no history; ask the contract"
     )]
     NotInStateTree,
+    #[error(
+        "the store keeps {stored} but the configuration asks for {configured}: an index is \
+         built block by block from genesis, so it cannot be switched on or off for a stored \
+         chain; set [index] back, or start this node on an empty data directory and let it sync"
+    )]
+    IndexesDiffer {
+        stored: Indexes,
+        configured: Indexes,
+    },
+    /// The node keeps no such index (`[index]` in its configuration).
+    #[error("this node keeps no {0} index ([index] in its configuration); ask a node that does")]
+    NotIndexed(&'static str),
     #[error("block {height} is still being written; write it before staging another")]
     StillWriting { height: u64 },
     #[error("block {height} cannot be written before block {first}, staged before it")]
@@ -289,6 +305,7 @@ pub struct Storage {
     pub(crate) tree_log: Arc<TreeLog>,
     /// The oldest version whose state tree is stored (0 unless pruned).
     pub(crate) oldest_state: u64,
+    indexes: Indexes,
 }
 
 /// How many blocks may be staged and not yet written: one being written
@@ -476,26 +493,34 @@ fn be_u64(bytes: &[u8], what: impl FnOnce() -> String) -> Result<u64, StorageErr
 }
 
 impl Storage {
-    /// Opens (or creates) the store at `path` and checks the head block's integrity.
+    /// Opens (or creates) the store at `path` and checks the head block's
+    /// integrity. It keeps the indexes it was created with (both, if new).
     pub fn open(path: &Path) -> Result<Storage, StorageError> {
-        Self::open_with(path, DEFAULT_SLED_CACHE_BYTES)
+        Self::open_inner(path, DEFAULT_SLED_CACHE_BYTES, READ_CACHE_ENTRIES, None)
     }
 
-    /// [`Storage::open`] with `sled_cache_bytes` of sled cache.
-    pub fn open_with(path: &Path, sled_cache_bytes: u64) -> Result<Storage, StorageError> {
-        Self::open_inner(path, sled_cache_bytes, READ_CACHE_ENTRIES)
+    /// [`Storage::open`] with `sled_cache_bytes` of sled cache, keeping
+    /// `indexes`: a stored chain that keeps others is refused
+    /// ([`StorageError::IndexesDiffer`]).
+    pub fn open_with(
+        path: &Path,
+        sled_cache_bytes: u64,
+        indexes: Indexes,
+    ) -> Result<Storage, StorageError> {
+        Self::open_inner(path, sled_cache_bytes, READ_CACHE_ENTRIES, Some(indexes))
     }
 
     /// [`Storage::open`] with read caches of `entries` entries.
     #[cfg(test)]
     pub(crate) fn open_with_cache(path: &Path, entries: usize) -> Result<Storage, StorageError> {
-        Self::open_inner(path, DEFAULT_SLED_CACHE_BYTES, entries)
+        Self::open_inner(path, DEFAULT_SLED_CACHE_BYTES, entries, None)
     }
 
     fn open_inner(
         path: &Path,
         sled_cache_bytes: u64,
         entries: usize,
+        configured: Option<Indexes>,
     ) -> Result<Storage, StorageError> {
         prune::finish_interrupted(path)?;
         let db = sled_config(path)
@@ -522,17 +547,22 @@ impl Storage {
         // Before the tree log: a store of another layout has none, and is
         // refused for its layout, with no file created in it.
         Self::check_layout(&db)?;
+        let indexes = Indexes::kept(&db, configured)?;
         let tree_log = Arc::new(TreeLog::open(path, db.is_empty())?);
-        let head = Self::check_integrity(&RecordReader {
-            db: &db,
-            tree_log: &tree_log,
-            staged: Arc::new([]),
-            uncached: None,
-        })?;
+        let head = Self::check_integrity(
+            &RecordReader {
+                db: &db,
+                tree_log: &tree_log,
+                staged: Arc::new([]),
+                uncached: None,
+            },
+            indexes,
+        )?;
         let oldest_state = match db.get(prefix::PRUNED)? {
             Some(v) => be_u64(&v, || "pruned version".into())?,
             None => 0,
         };
+
         Ok(Storage {
             db,
             head: Arc::new(RwLock::new(head)),
@@ -544,7 +574,13 @@ impl Storage {
             redo_path: Arc::new(redo_path),
             tree_log,
             oldest_state,
+            indexes,
         })
+    }
+
+    /// The indexes this store keeps.
+    pub fn indexes(&self) -> Indexes {
+        self.indexes
     }
 
     /// The latest committed block; `None` before genesis.
@@ -610,7 +646,7 @@ impl Storage {
         block: Arc<Block>,
         commit: &QuorumCertificate,
         receipts: Vec<Receipt>,
-        update: StateUpdate,
+        mut update: StateUpdate,
         check_body: bool,
     ) -> Result<StagedBlock, StorageError> {
         let _writer = self
@@ -691,10 +727,12 @@ impl Storage {
         // most once and its record is never overwritten.
         for (index, receipt) in receipts.iter().enumerate() {
             let index = u32::try_from(index).map_err(|_| too_many())?;
-            put(
-                &hash_key(prefix::TX, &receipt.tx),
-                tx_record(height, index).to_vec(),
-            );
+            if self.indexes.transactions {
+                put(
+                    &hash_key(prefix::TX, &receipt.tx),
+                    tx_record(height, index).to_vec(),
+                );
+            }
         }
         for (group, part) in receipts.chunks(RECEIPTS_PER_GROUP).enumerate() {
             let group = u32::try_from(group).map_err(|_| too_many())?;
@@ -709,6 +747,12 @@ impl Storage {
         put(prefix::HEAD, seal(&new_head));
         if height == 0 {
             put(prefix::SCHEMA, vec![SCHEMA_VERSION]);
+            put(prefix::INDEXES, self.indexes.record());
+        }
+        if !self.indexes.queries {
+            update
+                .writes
+                .retain(|key, _| crate::state::in_state_tree(key));
         }
         crate::state::write_state(&mut records, &update.writes);
         let staged = Arc::new(Staged {
@@ -836,8 +880,12 @@ impl Storage {
         Self::read_receipts(&self.records(), block)
     }
 
-    /// Where transaction `tx` was committed, with its receipt.
+    /// Where transaction `tx` was committed, with its receipt; an error if
+    /// this store keeps no transaction index.
     pub fn tx_location(&self, tx: &Hash) -> Result<Option<TxLocation>, StorageError> {
+        if !self.indexes.transactions {
+            return Err(StorageError::NotIndexed("transaction"));
+        }
         Self::read_tx(&self.records(), tx)
     }
 
@@ -974,7 +1022,10 @@ impl Storage {
         }
     }
 
-    fn check_integrity(db: &RecordReader) -> Result<Option<ChainHead>, StorageError> {
+    fn check_integrity(
+        db: &RecordReader,
+        indexes: Indexes,
+    ) -> Result<Option<ChainHead>, StorageError> {
         let Some(head_bytes) = db.get(prefix::HEAD)? else {
             if db.db.is_empty() {
                 return Ok(None);
@@ -1009,7 +1060,13 @@ impl Storage {
         let receipts = Self::read_receipts(db, &block)?;
         check_body_and_receipts(&block, &receipts)
             .map_err(|reason| corrupt(format!("head block {h}: {reason}")))?;
-        for (index, receipt) in receipts.iter().enumerate() {
+        // Each transaction's record, unless the store keeps no such index.
+        let indexed = if indexes.transactions {
+            &receipts[..]
+        } else {
+            &[]
+        };
+        for (index, receipt) in indexed.iter().enumerate() {
             let tx = &receipt.tx;
             match Self::read_tx_record(db, tx)? {
                 Some(at) if at == (h, index as u32) => {}
@@ -1260,6 +1317,7 @@ pub(crate) fn retry_while_locked<T>(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::state::StateRead;
     use trellis_types::block::tx_root;
     use trellis_types::{
         KeyPair, Payload, ReceiptStatus, SignedTransaction, SystemOp, Transaction,
@@ -1357,6 +1415,92 @@ pub(crate) mod tests {
         assert_eq!(storage.head(), None);
         assert!(storage.block(0).unwrap().is_none());
         assert!(storage.receipts(0).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_store_without_indexes_keeps_the_chain_and_state_but_no_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let open_keeping =
+            |indexes| retry_while_locked(|| Storage::open_with(dir.path(), 1 << 20, indexes));
+        let storage = open_keeping(Indexes::NONE).unwrap();
+        let key = KeyPair::insecure_from_label("alice");
+        let tx = signed_remark(&key, 0);
+        commit(&storage, vec![], writes(&[("a", Some("1"))]));
+        let block = commit(
+            &storage,
+            vec![tx.clone()],
+            writes(&[("b", Some("2")), ("q/holder/x", Some("1"))]),
+        );
+        let check = |storage: &Storage| {
+            assert_eq!(storage.indexes(), Indexes::NONE);
+            assert_eq!(storage.block(1).unwrap(), Some(block.clone()));
+            assert_eq!(storage.receipts(1).unwrap().unwrap()[0].tx, tx.hash());
+            assert_eq!(storage.get(b"b").unwrap(), Some(b"2".to_vec()));
+            assert_eq!(storage.get(b"q/holder/x").unwrap(), None);
+            assert!(
+                !storage
+                    .db
+                    .contains_key(hash_key(prefix::TX, &tx.hash()))
+                    .unwrap()
+            );
+            assert!(matches!(
+                storage.tx_location(&tx.hash()),
+                Err(StorageError::NotIndexed("transaction"))
+            ));
+        };
+        check(&storage);
+        drop(storage);
+        // Reopened as stored, or asking for what it keeps: the same store.
+        check(&open(&dir).unwrap());
+        check(&open_keeping(Indexes::NONE).unwrap());
+        // Asking for an index it never kept is refused, naming both sets.
+        for configured in [
+            Indexes::default(),
+            Indexes {
+                queries: false,
+                ..Indexes::default()
+            },
+        ] {
+            match open_keeping(configured) {
+                Err(e @ StorageError::IndexesDiffer { stored, .. }) => {
+                    assert_eq!(stored, Indexes::NONE);
+                    assert!(
+                        e.to_string()
+                            .contains("transactions = false, queries = false"),
+                        "{e}"
+                    );
+                }
+                other => panic!(
+                    "opened a store keeping other indexes: {:?}",
+                    other.map(|_| ())
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn a_store_keeps_both_indexes_by_default_and_when_it_has_no_record_of_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = open(&dir).unwrap();
+        let tx = signed_remark(&KeyPair::insecure_from_label("alice"), 0);
+        commit(
+            &storage,
+            vec![tx.clone()],
+            writes(&[("q/holder/x", Some("1"))]),
+        );
+        assert_eq!(storage.indexes(), Indexes::default());
+        assert_eq!(storage.get(b"q/holder/x").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(storage.tx_location(&tx.hash()).unwrap().unwrap().height, 0);
+        // A store written before the record existed kept both.
+        drop(storage);
+        tamper(&dir, prefix::INDEXES, |_| None);
+        let reopened =
+            retry_while_locked(|| Storage::open_with(dir.path(), 1 << 20, Indexes::default()))
+                .unwrap();
+        assert_eq!(reopened.indexes(), Indexes::default());
+        drop(reopened);
+        tamper(&dir, prefix::INDEXES, |_| Some(vec![1, 2]));
+        assert_corrupt(&dir);
     }
 
     #[test]

@@ -5,6 +5,7 @@ use super::*;
 use crate::execution::{self, AccountRecord};
 use crate::node::now_ms;
 use crate::state::Writes;
+use crate::storage::Indexes;
 use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
 use trellis_genesis::{Genesis, dev_account};
@@ -63,7 +64,19 @@ impl TestNode {
 
     /// A node on the dev genesis whose event streams use `config`.
     async fn start_streaming(config: EventStreamConfig) -> TestNode {
-        Self::start_full(Genesis::dev(), None, |_| {}, config).await
+        Self::start_full(Genesis::dev(), None, |_| {}, config, Indexes::default()).await
+    }
+
+    /// A node on the dev genesis whose store keeps `indexes`.
+    async fn start_keeping(indexes: Indexes) -> TestNode {
+        Self::start_full(
+            Genesis::dev(),
+            None,
+            |_| {},
+            EventStreamConfig::default(),
+            indexes,
+        )
+        .await
     }
 
     /// A node on `genesis`; a genesis contract gets `code` if that is the code
@@ -73,7 +86,14 @@ impl TestNode {
         code: Option<Vec<u8>>,
         adjust: impl FnOnce(&mut ChainParams),
     ) -> TestNode {
-        Self::start_full(genesis, code, adjust, EventStreamConfig::default()).await
+        Self::start_full(
+            genesis,
+            code,
+            adjust,
+            EventStreamConfig::default(),
+            Indexes::default(),
+        )
+        .await
     }
 
     async fn start_full(
@@ -81,9 +101,10 @@ impl TestNode {
         code: Option<Vec<u8>>,
         adjust: impl FnOnce(&mut ChainParams),
         streams: EventStreamConfig,
+        indexes: Indexes,
     ) -> TestNode {
         let dir = tempfile::tempdir().expect("temp dir");
-        let storage = Storage::open(dir.path()).expect("open storage");
+        let storage = Storage::open_with(dir.path(), 64 << 20, indexes).expect("open storage");
         let vm = Arc::new(Vm::new());
         let code_for = |contract: &trellis_genesis::GenesisContract| {
             code.clone()
@@ -466,6 +487,82 @@ async fn a_committed_transaction_reports_its_height_index_and_receipt() {
     assert_eq!(body["height"], 1);
     assert_eq!(body["index"], 0);
     assert_eq!(body["receipt"]["tx"], tx.hash().to_hex());
+}
+
+#[tokio::test]
+async fn a_node_without_indexes_says_so_where_an_index_would_answer() {
+    let node = TestNode::start_keeping(Indexes::NONE).await;
+    let (status, body) = node.get("/status").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body["indexes"],
+        json!({ "transactions": false, "queries": false })
+    );
+
+    // A pending transaction is found in the mempool; a committed one is not.
+    let key = acme();
+    let pending = node.tx(&key, 0);
+    assert_eq!(node.submit(&pending).await.0, StatusCode::ACCEPTED);
+    let (status, body) = node
+        .get(&format!("/v1/transactions/{}", pending.hash()))
+        .await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("pending"))
+    );
+    let committed = node.tx(&key, 1);
+    let record = AccountRecord {
+        nonce: 2,
+        ..node.account(&key.public())
+    };
+    node.commit(
+        vec![committed.clone()],
+        TestNode::account_write(&key.public(), &record),
+    );
+    let (status, body) = node
+        .get(&format!("/v1/transactions/{}", committed.hash()))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_IMPLEMENTED, Some("not_indexed")),
+        "{body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("transaction index"),
+        "{body}"
+    );
+
+    // A query that lists through the contract's query index is refused, not
+    // answered empty; one that reads state alone still answers.
+    let receivables = Genesis::dev().contracts[0].address().to_hex();
+    let by_holder = trellis_receivables::ByHolder {
+        org: "supplier-t1".into(),
+        after: None,
+        limit: None,
+    };
+    let ask = |method: &str, args: String| json!({ "method": method, "args": args });
+    let (status, body) = node
+        .query(
+            &receivables,
+            ask("pieces_by_holder", hex::encode(encode(&by_holder))),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_IMPLEMENTED, Some("not_indexed")),
+        "{body}"
+    );
+    assert!(
+        body["message"].as_str().unwrap().contains("query index"),
+        "{body}"
+    );
+    let (status, body) = node
+        .query(&receivables, ask("params", hex::encode(encode(&()))))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 }
 
 #[tokio::test]
@@ -1228,6 +1325,10 @@ async fn status_and_health_answer() {
     );
     assert_eq!(body["validator"], true);
     assert_eq!(body["earliest_state_height"], 0, "a store never pruned");
+    assert_eq!(
+        body["indexes"],
+        json!({ "transactions": true, "queries": true })
+    );
     assert_eq!(
         node.get("/health").await,
         (StatusCode::OK, json!({ "status": "ok" }))

@@ -414,6 +414,9 @@ fn index_next(
             "index_next is only for queries: a call reads authenticated state alone",
         ));
     }
+    if !cx.data().view.committed().indexes().queries {
+        return Err(storage(&mut cx, StorageError::NotIndexed("query")));
+    }
     let what = ["index_next prefix", "index_next after"];
     next_in(
         cx,

@@ -586,9 +586,21 @@ Examples:
   trellis bench --mix remark                             # the floor: remarks only
   trellis bench --quick --start                          # CI: a few seconds, fails on a gross regression
   trellis bench --start --validators 4 --rate max        # a four-validator local network it starts
+  trellis bench --start --validators 4 --indexes first   # validators 1-3 keep no query indexes
   trellis --node http://127.0.0.1:8080,http://127.0.0.1:8081,http://127.0.0.1:8082,http://127.0.0.1:8083 \\
       bench --rate 1500 --node-pid 4101 --node-pid 4102 --node-pid 4103 --node-pid 4104
   trellis --output json bench --quick | jq .ops_per_s";
+
+/// Which of the nodes `--start` starts keep the transaction and query indexes.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchIndexes {
+    /// Every node (the nodes' default).
+    All,
+    /// The first node only; the others run as validators that serve no queries.
+    First,
+    /// No node.
+    None,
+}
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BenchMix {
@@ -666,6 +678,10 @@ pub struct BenchArgs {
     /// Validators of the network --start starts.
     #[arg(long, value_name = "N", default_value_t = 1, requires = "start")]
     pub validators: usize,
+    /// Which nodes --start starts keep the transaction and query indexes
+    /// (`[index]`, docs/operator.md); the bench reads neither.
+    #[arg(long, value_enum, value_name = "WHICH", default_value_t = BenchIndexes::All, requires = "start")]
+    pub indexes: BenchIndexes,
     /// The trellis-node binary --start runs (default: next to this program, then PATH).
     #[arg(long, env = "TRELLIS_NODE_BIN", value_name = "FILE")]
     pub node_bin: Option<PathBuf>,

@@ -76,6 +76,11 @@ pub struct DevNodeProcess {
 impl DevNodeProcess {
     /// Starts `binary --dev` on a free loopback port and waits until its API answers.
     pub async fn start(binary: &Path) -> Result<DevNodeProcess> {
+        Self::start_with(binary, &[]).await
+    }
+
+    /// [`DevNodeProcess::start`] with more arguments for the node.
+    pub async fn start_with(binary: &Path, args: &[&str]) -> Result<DevNodeProcess> {
         let mut last_log = String::new();
         for _ in 0..START_ATTEMPTS {
             let dir = tempfile::Builder::new()
@@ -96,6 +101,7 @@ impl DevNodeProcess {
                 .arg(dir.path().join("data"))
                 .arg("--api-listen")
                 .arg(&listen)
+                .args(args)
                 .current_dir(dir.path())
                 .stdin(Stdio::null())
                 .stdout(log_file)

@@ -141,6 +141,12 @@ async fn the_quick_bench_runs_the_whole_mix_on_a_dev_node_it_starts_and_stops() 
     assert!(count(&report["setup"]["nonces_made_ahead"]) >= signed);
     assert_eq!(count(&report["generator"]["nonces_made_late"]), 0);
 
+    // The node it started keeps both indexes, as nodes do by default.
+    assert_eq!(
+        report["node_indexes"],
+        serde_json::json!([{ "transactions": true, "queries": true }])
+    );
+
     // The node it started is reported, and gone.
     let nodes = report["node_processes"].as_array().expect("node processes");
     assert_eq!(nodes.len(), 1, "{nodes:?}");
@@ -166,6 +172,38 @@ async fn the_quick_bench_runs_the_whole_mix_on_a_dev_node_it_starts_and_stops() 
     );
     // Progress went to stderr, never into the JSON.
     assert!(run.stderr.contains("ops/s now"), "{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_without_indexes_commits_the_mix_and_says_it_keeps_none() {
+    let node_bin = node_binary();
+    let run = trellis_beside_node(&[
+        "--output",
+        "json",
+        "bench",
+        "--quick",
+        "--start",
+        "--indexes",
+        "none",
+        "--node-bin",
+        &node_bin,
+        "--duration",
+        "2s",
+    ])
+    .await
+    .ok();
+    let report = run.json();
+    // The node's own `/status` says what it keeps: `--no-indexes` reached it.
+    assert_eq!(
+        report["node_indexes"],
+        serde_json::json!([{ "transactions": false, "queries": false }])
+    );
+    // The bench reads neither index: the whole mix commits all the same.
+    for kind in ["issue", "transfer", "split", "financing", "settle"] {
+        let n = count(&report["mix_committed"][kind]["committed"]);
+        assert!(n > 0, "no {kind} committed: {:#}", report["mix_committed"]);
+    }
+    assert_eq!(count(&report["failed"]), 0, "{report:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -176,6 +176,30 @@ pub struct StatusResponse {
     /// its store was pruned); blocks and receipts are kept from genesis.
     #[serde(default)]
     pub earliest_state_height: u64,
+    /// The indexes this node keeps beside the chain (`[index]` in its
+    /// configuration); without them some reads answer 501 `not_indexed`.
+    #[serde(default)]
+    pub indexes: IndexesKept,
+}
+
+/// The indexes a node keeps, in `GET /status`.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(default)]
+pub struct IndexesKept {
+    /// Committed transactions by hash (`GET /v1/transactions/{hash}`).
+    pub transactions: bool,
+    /// Contracts' query indexes (queries that list, such as a holder's pieces).
+    pub queries: bool,
+}
+
+impl Default for IndexesKept {
+    /// What a node that does not say keeps: both.
+    fn default() -> Self {
+        IndexesKept {
+            transactions: true,
+            queries: true,
+        }
+    }
 }
 
 /// `POST /v1/contracts/{address}/query`.

@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 use trellis_genesis::Genesis;
 use trellis_receivables::{CreditRef, SetCreditLimit};
 use trellis_sdk::{Client, RetryPolicy};
+use trellis_types::api::IndexesKept;
 use trellis_types::{ChainParams, KeyPair, Payload, Role, SystemOp};
 
 /// `--quick`: the rate, the length and the floor (a tenth of the dev node's
@@ -341,7 +342,7 @@ pub async fn run(ctx: &Ctx, args: &BenchArgs, node_defaulted: bool) -> Result<Re
             },
             binary.display()
         ));
-        Some(nodes::start(&binary, args.validators).await?)
+        Some(nodes::start(&binary, args.validators, args.indexes).await?)
     } else {
         None
     };
@@ -391,6 +392,7 @@ async fn bench(
         .commit_timeout(Duration::from_secs(60))
         .build()?;
     let status = reader.status().await?;
+    let indexes = node_indexes(urls).await?;
     let chain_params: ChainParams = match reader.state(b"sys/params", None, false).await?.value {
         Some(bytes) => trellis_types::decode(&bytes.0)
             .map_err(|e| CliError::other(format!("the chain's parameters do not decode: {e}")))?,
@@ -597,6 +599,7 @@ async fn bench(
         plan,
         chain_id: &status.chain_id,
         nodes: urls,
+        indexes: &indexes,
         watched,
         setup: &setup,
         results: &results,
@@ -604,6 +607,19 @@ async fn bench(
         timing: &timing,
     };
     Ok(report::build(&inputs))
+}
+
+/// Which indexes each node keeps, as its `/status` says.
+async fn node_indexes(urls: &[String]) -> Result<Vec<IndexesKept>> {
+    let mut kept = Vec::with_capacity(urls.len());
+    for url in urls {
+        let node = Client::builder()
+            .endpoint(url)
+            .request_timeout(Duration::from_secs(10))
+            .build()?;
+        kept.push(node.status().await?.indexes);
+    }
+    Ok(kept)
 }
 
 /// What the orchestration talks to.

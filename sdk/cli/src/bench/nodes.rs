@@ -5,6 +5,7 @@
 //! CPU and memory figures and they stop when the bench ends (also on error
 //! and Ctrl-C). Data and logs live in a temporary directory.
 
+use crate::cli::BenchIndexes;
 use crate::devnode::{DevNodeProcess, free_ports, tail};
 use crate::error::{Class, CliError, Result};
 use std::os::unix::fs::MetadataExt;
@@ -24,10 +25,18 @@ pub struct Started {
     _net: Option<LocalNet>,
 }
 
+/// The arguments that make node `index` keep the indexes `indexes` asks for.
+fn index_args(indexes: BenchIndexes, index: usize) -> &'static [&'static str] {
+    match (indexes, index) {
+        (BenchIndexes::All, _) | (BenchIndexes::First, 0) => &[],
+        _ => &["--no-indexes"],
+    }
+}
+
 /// Starts `binary --dev`, or a network of `validators` when more than one.
-pub async fn start(binary: &Path, validators: usize) -> Result<Started> {
+pub async fn start(binary: &Path, validators: usize, indexes: BenchIndexes) -> Result<Started> {
     if validators <= 1 {
-        let node = DevNodeProcess::start(binary).await?;
+        let node = DevNodeProcess::start_with(binary, index_args(indexes, 0)).await?;
         return Ok(Started {
             urls: vec![node.url().to_owned()],
             pids: vec![node.pid()],
@@ -36,7 +45,7 @@ pub async fn start(binary: &Path, validators: usize) -> Result<Started> {
             _net: None,
         });
     }
-    let net = LocalNet::start(binary, validators).await?;
+    let net = LocalNet::start(binary, validators, indexes).await?;
     Ok(Started {
         urls: net.urls.clone(),
         pids: net.children.iter().map(Child::id).collect(),
@@ -55,7 +64,7 @@ struct LocalNet {
 }
 
 impl LocalNet {
-    async fn start(binary: &Path, validators: usize) -> Result<LocalNet> {
+    async fn start(binary: &Path, validators: usize, indexes: BenchIndexes) -> Result<LocalNet> {
         let count =
             u16::try_from(validators).map_err(|_| CliError::usage("--validators is too large"))?;
         let dir = tempfile::Builder::new()
@@ -101,6 +110,7 @@ impl LocalNet {
             let child = Command::new(binary)
                 .arg("--config")
                 .arg(node_dir.join("config.toml"))
+                .args(index_args(indexes, usize::from(i)))
                 .current_dir(&node_dir)
                 .stdin(Stdio::null())
                 .stdout(log)

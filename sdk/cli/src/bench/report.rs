@@ -13,6 +13,7 @@ use crate::output::{Report, record};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Instant;
+use trellis_types::api::IndexesKept;
 
 /// A node process's CPU (% of one core, all of it and the kernel's part)
 /// over the window, its peak and current RSS in KiB, and its data
@@ -31,6 +32,8 @@ pub struct Inputs<'a> {
     pub plan: &'a Plan,
     pub chain_id: &'a str,
     pub nodes: &'a [String],
+    /// Each node's indexes, in the order of `nodes`.
+    pub indexes: &'a [IndexesKept],
     pub watched: &'a Watched,
     pub setup: &'a SetupInfo,
     pub results: &'a Results,
@@ -102,6 +105,28 @@ pub(super) fn grouped(n: u64) -> String {
     out
 }
 
+/// Each node's indexes, one per line in node order, or one line when all
+/// keep the same.
+fn indexes_text(indexes: &[IndexesKept]) -> String {
+    let text = |kept: &IndexesKept| match (kept.transactions, kept.queries) {
+        (true, true) => "transactions and queries",
+        (true, false) => "transactions only",
+        (false, true) => "queries only",
+        (false, false) => "none",
+    };
+    match indexes {
+        [first, rest @ ..] if rest.iter().all(|kept| kept == first) => {
+            format!("{} (every node)", text(first))
+        }
+        _ => indexes
+            .iter()
+            .enumerate()
+            .map(|(i, kept)| format!("node {i}: {}", text(kept)))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    }
+}
+
 fn codes(map: &BTreeMap<String, u64>) -> String {
     if map.is_empty() {
         return "none".to_owned();
@@ -117,6 +142,7 @@ pub fn build(inputs: &Inputs) -> Report {
         plan,
         chain_id,
         nodes,
+        indexes,
         watched,
         setup,
         results,
@@ -311,6 +337,7 @@ pub fn build(inputs: &Inputs) -> Report {
         "mix": match plan.mix { BenchMix::Receivables => "receivables", BenchMix::Remark => "remark" },
         "chain_id": chain_id,
         "nodes": nodes,
+        "node_indexes": indexes,
         "trellis_version": env!("CARGO_PKG_VERSION"),
         "target_rate": rate_json,
         "duration_s": round(run_secs, 3),
@@ -499,6 +526,7 @@ pub fn build(inputs: &Inputs) -> Report {
             .join("\n")
     };
     rows.push(("node processes", node_text));
+    rows.push(("node indexes", indexes_text(indexes)));
     rows.push((
         "generator",
         format!(
