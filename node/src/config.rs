@@ -65,9 +65,9 @@ cache_mib = 256
 
 [index]
 # Indexes kept beside the chain, for queries; neither is consensus data. A
-# validator that serves no queries may keep neither (about a sixth of its CPU
-# per transaction, docs/benchmarks.md). Fixed when the store is created: a
-# stored chain with other indexes is refused.
+# validator that serves no queries may keep neither (an eighth to a sixth of
+# its CPU per transaction, docs/benchmarks.md). Fixed when the store is
+# created: a stored chain with other indexes is refused.
 # Transactions by hash: GET /v1/transactions/{hash} finds committed ones
 # (without it, only those still in the mempool; 501 `not_indexed` otherwise).
 transactions = true

@@ -280,3 +280,42 @@ async fn a_node_refuses_a_data_dir_of_another_chain() {
     let status = node.status().await.unwrap();
     assert_eq!(status.genesis_hash, dev.hash());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_refuses_a_store_that_keeps_other_indexes_and_leaves_it_intact() {
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().join("data");
+    let mut node = DevNode::start_in(&data_dir).await.unwrap();
+    node.stop().await.unwrap();
+    let head = head_on_disk(&data_dir);
+
+    // The store was created keeping both indexes; the configuration now asks for none.
+    let (dev, key) = dev_chain();
+    let config = trellis_node::config::NodeConfig {
+        data_dir: data_dir.clone(),
+        api: trellis_node::config::ApiConfig {
+            listen: (std::net::Ipv4Addr::LOCALHOST, 0).into(),
+            ..Default::default()
+        },
+        index: trellis_node::config::Indexes::NONE,
+        ..Default::default()
+    };
+    let run = trellis_node::node::run(config, dev, Some(key), std::future::pending());
+    let error = tokio::time::timeout(DEADLINE, run)
+        .await
+        .expect("the node refuses to start rather than run")
+        .expect_err("a node asking for other indexes refuses the store");
+    let message = format!("{error:#}");
+    assert!(
+        message.contains(
+            "keeps transactions = true, queries = true but the configuration asks for \
+             transactions = false, queries = false"
+        ),
+        "{message}"
+    );
+
+    // Refusing changed nothing: the chain is intact and resumes with both indexes.
+    assert_eq!(head_on_disk(&data_dir), head);
+    node.resume().await.unwrap();
+    assert!(node.status().await.unwrap().height >= head.height);
+}
