@@ -562,7 +562,6 @@ impl Storage {
             Some(v) => be_u64(&v, || "pruned version".into())?,
             None => 0,
         };
-
         Ok(Storage {
             db,
             head: Arc::new(RwLock::new(head)),

@@ -275,6 +275,18 @@ impl TestNode {
             .expect("read account")
             .expect("account exists")
     }
+
+    /// Commits `tx` of `key` in a block, its sender's next nonce after it.
+    fn commit_sent(&self, key: &KeyPair, tx: &SignedTransaction) {
+        let record = AccountRecord {
+            nonce: tx.tx.nonce + 1,
+            ..self.account(&key.public())
+        };
+        self.commit(
+            vec![tx.clone()],
+            TestNode::account_write(&key.public(), &record),
+        );
+    }
 }
 
 fn acme() -> KeyPair {
@@ -472,14 +484,7 @@ async fn a_committed_transaction_reports_its_height_index_and_receipt() {
     let node = TestNode::start().await;
     let key = acme();
     let tx = node.tx(&key, 0);
-    let record = AccountRecord {
-        nonce: 1,
-        ..node.account(&key.public())
-    };
-    node.commit(
-        vec![tx.clone()],
-        TestNode::account_write(&key.public(), &record),
-    );
+    node.commit_sent(&key, &tx);
 
     let (status, body) = node.get(&format!("/v1/transactions/{}", tx.hash())).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -511,14 +516,7 @@ async fn a_node_without_indexes_says_so_where_an_index_would_answer() {
         (StatusCode::OK, Some("pending"))
     );
     let committed = node.tx(&key, 1);
-    let record = AccountRecord {
-        nonce: 2,
-        ..node.account(&key.public())
-    };
-    node.commit(
-        vec![committed.clone()],
-        TestNode::account_write(&key.public(), &record),
-    );
+    node.commit_sent(&key, &committed);
     let (status, body) = node
         .get(&format!("/v1/transactions/{}", committed.hash()))
         .await;

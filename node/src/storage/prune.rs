@@ -299,6 +299,20 @@ mod tests {
     }
 
     #[test]
+    fn a_pruned_store_keeps_no_index_if_it_kept_none() {
+        use crate::storage::Indexes;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain");
+        {
+            let storage = Storage::open_with(&path, 1 << 20, Indexes::NONE).unwrap();
+            commit(&storage, vec![], writes(&[("a", Some("1"))]));
+            commit(&storage, vec![], writes(&[("q/x/h1", Some("1"))]));
+        }
+        retry_while_locked(|| prune_state(&path, 1)).unwrap();
+        assert_eq!(reopen(&path).indexes(), Indexes::NONE);
+    }
+
+    #[test]
     fn a_prune_stopped_between_its_renames_is_finished_at_open() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("chain");

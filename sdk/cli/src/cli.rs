@@ -586,7 +586,7 @@ Examples:
   trellis bench --mix remark                             # the floor: remarks only
   trellis bench --quick --start                          # CI: a few seconds, fails on a gross regression
   trellis bench --start --validators 4 --rate max        # a four-validator local network it starts
-  trellis bench --start --validators 4 --indexes first   # validators 1-3 keep no query indexes
+  trellis bench --start --validators 4 --indexes first   # validators 1-3 keep no indexes
   trellis --node http://127.0.0.1:8080,http://127.0.0.1:8081,http://127.0.0.1:8082,http://127.0.0.1:8083 \\
       bench --rate 1500 --node-pid 4101 --node-pid 4102 --node-pid 4103 --node-pid 4104
   trellis --output json bench --quick | jq .ops_per_s";

@@ -25,9 +25,9 @@ pub struct Started {
     _net: Option<LocalNet>,
 }
 
-/// The arguments that make node `index` keep the indexes `indexes` asks for.
-fn index_args(indexes: BenchIndexes, index: usize) -> &'static [&'static str] {
-    match (indexes, index) {
+/// The arguments that make node `node` (0 first) keep the indexes `indexes` asks for.
+fn index_args(indexes: BenchIndexes, node: usize) -> &'static [&'static str] {
+    match (indexes, node) {
         (BenchIndexes::All, _) | (BenchIndexes::First, 0) => &[],
         _ => &["--no-indexes"],
     }
