@@ -1717,13 +1717,7 @@ async fn status(State(state): State<Arc<ApiState>>) -> Json<StatusResponse> {
         genesis_hash: state.genesis_hash,
         status,
         earliest_state_height: state.storage.earliest_state_height(),
-        indexes: {
-            let kept = state.storage.indexes();
-            trellis_types::api::IndexesKept {
-                transactions: kept.transactions,
-                queries: kept.queries,
-            }
-        },
+        indexes: state.storage.indexes().into(),
     })
 }
 

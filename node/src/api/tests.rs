@@ -497,6 +497,15 @@ async fn a_committed_transaction_reports_its_height_index_and_receipt() {
 #[tokio::test]
 async fn a_node_without_indexes_says_so_where_an_index_would_answer() {
     let node = TestNode::start_keeping(Indexes::NONE).await;
+    let assert_not_indexed = |(status, body): (StatusCode, Value), index: &str| {
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::NOT_IMPLEMENTED, Some("not_indexed")),
+            "{body}"
+        );
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(message.contains(&format!("{index} index")), "{body}");
+    };
     let (status, body) = node.get("/status").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
@@ -517,20 +526,10 @@ async fn a_node_without_indexes_says_so_where_an_index_would_answer() {
     );
     let committed = node.tx(&key, 1);
     node.commit_sent(&key, &committed);
-    let (status, body) = node
-        .get(&format!("/v1/transactions/{}", committed.hash()))
-        .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (StatusCode::NOT_IMPLEMENTED, Some("not_indexed")),
-        "{body}"
-    );
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap()
-            .contains("transaction index"),
-        "{body}"
+    assert_not_indexed(
+        node.get(&format!("/v1/transactions/{}", committed.hash()))
+            .await,
+        "transaction",
     );
 
     // A query that lists through the contract's query index is refused, not
@@ -542,20 +541,13 @@ async fn a_node_without_indexes_says_so_where_an_index_would_answer() {
         limit: None,
     };
     let ask = |method: &str, args: String| json!({ "method": method, "args": args });
-    let (status, body) = node
-        .query(
+    assert_not_indexed(
+        node.query(
             &receivables,
             ask("pieces_by_holder", hex::encode(encode(&by_holder))),
         )
-        .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (StatusCode::NOT_IMPLEMENTED, Some("not_indexed")),
-        "{body}"
-    );
-    assert!(
-        body["message"].as_str().unwrap().contains("query index"),
-        "{body}"
+        .await,
+        "query",
     );
     let (status, body) = node
         .query(&receivables, ask("params", hex::encode(encode(&()))))

@@ -80,6 +80,16 @@ impl Indexes {
     }
 }
 
+/// As `GET /status` reports them.
+impl From<Indexes> for trellis_types::api::IndexesKept {
+    fn from(kept: Indexes) -> Self {
+        trellis_types::api::IndexesKept {
+            transactions: kept.transactions,
+            queries: kept.queries,
+        }
+    }
+}
+
 impl std::fmt::Display for Indexes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
