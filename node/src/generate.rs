@@ -9,6 +9,7 @@
 //! result is for development and tests and must never guard value.
 
 use crate::config::{ApiConfig, NodeConfig, P2pConfig, write_key_file};
+use crate::storage::Indexes;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use trellis_genesis::{GenesisError, NetworkSpec, build};
@@ -41,14 +42,17 @@ pub enum GenerateError {
 /// `config.toml` path (validators first, then observers, in genesis order).
 ///
 /// Node `i` (in that order) gets API `127.0.0.1:(base_api_port + i)` and p2p
-/// `/ip4/127.0.0.1/tcp/(base_p2p_port + i)`. With `force`, files of the same
-/// name in `out_dir` are overwritten; anything else there (an older node's
-/// directory or `data/`) is left alone.
+/// `/ip4/127.0.0.1/tcp/(base_p2p_port + i)`. Validators keep
+/// `validator_indexes`, observers both indexes (they are the nodes that serve
+/// queries). With `force`, files of the same name in `out_dir` are
+/// overwritten; anything else there (an older node's directory or `data/`) is
+/// left alone.
 pub fn write_network(
     spec: &NetworkSpec,
     out_dir: &Path,
     base_api_port: u16,
     base_p2p_port: u16,
+    validator_indexes: Indexes,
     force: bool,
 ) -> Result<Vec<PathBuf>, GenerateError> {
     let (genesis, nodes) = build(spec)?;
@@ -103,6 +107,10 @@ pub fn write_network(
                     .filter(|&(j, _)| j != i)
                     .map(|(_, a)| a.clone())
                     .collect(),
+            },
+            index: match keys.consensus {
+                Some(_) => validator_indexes,
+                None => Indexes::default(),
             },
             ..NodeConfig::default()
         };
@@ -215,7 +223,8 @@ mod tests {
     fn writes_a_runnable_layout_whose_keys_match_the_genesis() {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("net");
-        let configs = write_network(&spec(), &out, 18080, 26656, false).unwrap();
+        let configs =
+            write_network(&spec(), &out, 18080, 26656, Indexes::default(), false).unwrap();
         assert_eq!(configs.len(), 5);
 
         let genesis = Genesis::load(&out.join("genesis.json")).unwrap();
@@ -238,6 +247,7 @@ mod tests {
             assert_eq!(config.p2p.peers.len(), configs.len() - 1);
             assert!(!config.p2p.peers.contains(&config.p2p.listen));
 
+            assert_eq!(config.index, Indexes::default());
             let node_key = read_key_file(&config.node_key_path()).unwrap().public();
             if let Some(v) = genesis.validators.get(i) {
                 assert_eq!(dir.file_name().unwrap(), v.name.as_str());
@@ -261,10 +271,48 @@ mod tests {
     }
 
     #[test]
+    fn validators_can_be_written_without_indexes_while_observers_keep_both() {
+        let tmp = tempfile::tempdir().unwrap();
+        let configs =
+            write_network(&spec(), tmp.path(), 18080, 26656, Indexes::NONE, false).unwrap();
+        let kept: Vec<_> = configs
+            .iter()
+            .map(|path| {
+                let config = NodeConfig::load(path).unwrap();
+                (config.validator_key.is_some(), config.index)
+            })
+            .collect();
+        let validator = (true, Indexes::NONE);
+        let observer = (false, Indexes::default());
+        assert_eq!(kept, [validator, validator, validator, validator, observer]);
+        let text = std::fs::read_to_string(&configs[0]).unwrap();
+        assert!(
+            text.contains("[index]\ntransactions = false\nqueries = false"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn the_same_seed_gives_byte_identical_files() {
         let tmp = tempfile::tempdir().unwrap();
-        write_network(&spec(), &tmp.path().join("a"), 18080, 26656, false).unwrap();
-        write_network(&spec(), &tmp.path().join("b"), 18080, 26656, false).unwrap();
+        write_network(
+            &spec(),
+            &tmp.path().join("a"),
+            18080,
+            26656,
+            Indexes::default(),
+            false,
+        )
+        .unwrap();
+        write_network(
+            &spec(),
+            &tmp.path().join("b"),
+            18080,
+            26656,
+            Indexes::default(),
+            false,
+        )
+        .unwrap();
         assert_eq!(
             snapshot(&tmp.path().join("a")),
             snapshot(&tmp.path().join("b"))
@@ -274,7 +322,15 @@ mod tests {
             seed: "other".into(),
             ..spec()
         };
-        write_network(&other, &tmp.path().join("c"), 18080, 26656, false).unwrap();
+        write_network(
+            &other,
+            &tmp.path().join("c"),
+            18080,
+            26656,
+            Indexes::default(),
+            false,
+        )
+        .unwrap();
         assert_ne!(
             snapshot(&tmp.path().join("a")),
             snapshot(&tmp.path().join("c"))
@@ -285,11 +341,12 @@ mod tests {
     fn a_non_empty_directory_is_only_overwritten_with_force() {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::write(tmp.path().join("notes.txt"), "mine").unwrap();
-        let err = write_network(&spec(), tmp.path(), 18080, 26656, false).unwrap_err();
+        let err = write_network(&spec(), tmp.path(), 18080, 26656, Indexes::default(), false)
+            .unwrap_err();
         assert!(matches!(err, GenerateError::OutDirNotEmpty { .. }), "{err}");
         assert!(!tmp.path().join("genesis.json").exists());
 
-        write_network(&spec(), tmp.path(), 18080, 26656, true).unwrap();
+        write_network(&spec(), tmp.path(), 18080, 26656, Indexes::default(), true).unwrap();
         assert!(tmp.path().join("genesis.json").exists());
         assert_eq!(
             std::fs::read_to_string(tmp.path().join("notes.txt")).unwrap(),
@@ -299,31 +356,33 @@ mod tests {
         // An existing empty directory needs no force.
         let empty = tmp.path().join("empty");
         std::fs::create_dir(&empty).unwrap();
-        write_network(&spec(), &empty, 18080, 26656, false).unwrap();
+        write_network(&spec(), &empty, 18080, 26656, Indexes::default(), false).unwrap();
     }
 
     #[test]
     fn ports_must_fit_and_not_overlap() {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("net");
-        let err = write_network(&spec(), &out, 65533, 26656, false).unwrap_err();
+        let err =
+            write_network(&spec(), &out, 65533, 26656, Indexes::default(), false).unwrap_err();
         assert!(
             matches!(err, GenerateError::PortsOutOfRange { what: "API", .. }),
             "{err}"
         );
-        let err = write_network(&spec(), &out, 18080, 0, false).unwrap_err();
+        let err = write_network(&spec(), &out, 18080, 0, Indexes::default(), false).unwrap_err();
         assert!(
             matches!(err, GenerateError::PortsOutOfRange { what: "p2p", .. }),
             "{err}"
         );
-        let err = write_network(&spec(), &out, 18080, 18084, false).unwrap_err();
+        let err =
+            write_network(&spec(), &out, 18080, 18084, Indexes::default(), false).unwrap_err();
         assert!(matches!(err, GenerateError::PortsOverlap { .. }), "{err}");
         assert!(
             !out.exists(),
             "nothing is written when the arguments are refused"
         );
         // The very last port is usable.
-        write_network(&spec(), &out, 65531, 26656, false).unwrap();
+        write_network(&spec(), &out, 65531, 26656, Indexes::default(), false).unwrap();
     }
 
     #[test]
@@ -333,7 +392,15 @@ mod tests {
             validators: 0,
             ..spec()
         };
-        let err = write_network(&no_validators, tmp.path(), 18080, 26656, false).unwrap_err();
+        let err = write_network(
+            &no_validators,
+            tmp.path(),
+            18080,
+            26656,
+            Indexes::default(),
+            false,
+        )
+        .unwrap_err();
         assert!(
             matches!(err, GenerateError::Genesis(GenesisError::NoValidators)),
             "{err}"

@@ -7,6 +7,8 @@
 //! If a node exits on its own, the others are stopped too and the command
 //! fails, pointing at that node's log.
 
+use crate::config::NodeConfig;
+use crate::storage::Indexes;
 use anyhow::{Context, bail};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -20,13 +22,15 @@ pub struct LocalnetOptions {
     pub validators: usize,
     /// Non-voting nodes that follow the chain; they take the ports after the validators'.
     pub observers: usize,
+    /// What validators keep; observers keep both indexes (they serve the queries).
+    pub validator_indexes: Indexes,
     pub base_api_port: u16,
     pub base_p2p_port: u16,
 }
 
 /// Writes the network into `dir` unless it already holds one with these
-/// numbers of validators and observers. Returns the nodes' config files,
-/// validators' then observers'.
+/// numbers of validators and observers whose validators keep these indexes.
+/// Returns the nodes' config files, validators' then observers'.
 pub fn prepare(options: &LocalnetOptions) -> anyhow::Result<Vec<PathBuf>> {
     let genesis_path = options.dir.join("genesis.json");
     if genesis_path.exists() {
@@ -44,10 +48,22 @@ pub fn prepare(options: &LocalnetOptions) -> anyhow::Result<Vec<PathBuf>> {
             );
         }
         let names = genesis.validators.iter().map(|v| &v.name);
-        return Ok(names
+        let configs: Vec<PathBuf> = names
             .chain(genesis.observers.iter().map(|o| &o.name))
             .map(|name| options.dir.join(name).join("config.toml"))
-            .collect());
+            .collect();
+        for path in &configs[..options.validators] {
+            let kept = NodeConfig::load(path)?.index;
+            if kept != options.validator_indexes {
+                bail!(
+                    "{} holds validators configured with [index] {kept}, not {}: \
+                     remove it or pick another --dir",
+                    options.dir.display(),
+                    options.validator_indexes
+                );
+            }
+        }
+        return Ok(configs);
     }
     let spec = NetworkSpec {
         chain_id: "trellis-local".into(),
@@ -61,6 +77,7 @@ pub fn prepare(options: &LocalnetOptions) -> anyhow::Result<Vec<PathBuf>> {
         &options.dir,
         options.base_api_port,
         options.base_p2p_port,
+        options.validator_indexes,
         false,
     )?)
 }

@@ -71,6 +71,10 @@ enum Command {
         /// supplier's or a regulator's own node would.
         #[arg(long, default_value_t = 0)]
         observers: usize,
+        /// Validators keep no transaction or query index; observers keep both
+        /// and serve the queries (docs/operator.md, "Indexes").
+        #[arg(long)]
+        no_validator_indexes: bool,
         /// Where the genesis and node directories live (created if missing).
         #[arg(long, default_value = "localnet")]
         dir: PathBuf,
@@ -136,6 +140,10 @@ enum GenesisCommand {
         base_api_port: u16,
         #[arg(long, default_value_t = 26656)]
         base_p2p_port: u16,
+        /// Validators' configs keep no transaction or query index; observers'
+        /// keep both.
+        #[arg(long)]
+        no_validator_indexes: bool,
         /// Overwrite files in a non-empty output directory.
         #[arg(long)]
         force: bool,
@@ -158,6 +166,7 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Localnet {
             validators,
             observers,
+            no_validator_indexes,
             dir,
             base_api_port,
             base_p2p_port,
@@ -167,6 +176,7 @@ fn main() -> anyhow::Result<()> {
                 dir,
                 validators,
                 observers,
+                validator_indexes: validator_indexes(no_validator_indexes),
                 base_api_port,
                 base_p2p_port,
             };
@@ -247,6 +257,15 @@ fn prune_state(data_dir: &std::path::Path, keep: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What `--no-validator-indexes` asks validators to keep.
+fn validator_indexes(none: bool) -> Indexes {
+    if none {
+        Indexes::NONE
+    } else {
+        Indexes::default()
+    }
+}
+
 fn genesis_command(cmd: GenesisCommand) -> anyhow::Result<()> {
     match cmd {
         GenesisCommand::Generate {
@@ -257,6 +276,7 @@ fn genesis_command(cmd: GenesisCommand) -> anyhow::Result<()> {
             out,
             base_api_port,
             base_p2p_port,
+            no_validator_indexes,
             force,
         } => {
             let spec = NetworkSpec {
@@ -271,6 +291,7 @@ fn genesis_command(cmd: GenesisCommand) -> anyhow::Result<()> {
                 &out,
                 base_api_port,
                 base_p2p_port,
+                validator_indexes(no_validator_indexes),
                 force,
             )?;
             for c in configs {

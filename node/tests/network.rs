@@ -890,7 +890,8 @@ async fn two_of_four_validators_down_halt_commits_and_one_back_resumes_them() {
     net.wait_heights(&[0, 1, 2, OBSERVER], halted + 2).await;
 }
 
-/// `trellis-node localnet`, killed on drop together with its nodes.
+/// `trellis-node localnet` with validators that keep no indexes (an observer
+/// keeps both), killed on drop together with its nodes.
 struct Localnet {
     proc: Proc,
     dir: PathBuf,
@@ -900,23 +901,42 @@ struct Localnet {
 
 impl Localnet {
     fn spawn(cwd: &Path, log: PathBuf, dir: &Path, api_base: u16, p2p_base: u16) -> Localnet {
-        let proc = Proc::spawn(
+        Localnet::spawn_with(
             cwd,
             log,
-            &[
-                "localnet",
-                "--validators",
-                &VALIDATORS.to_string(),
-                "--observers",
-                "1",
-                "--dir",
-                dir.to_str().unwrap(),
-                "--base-api-port",
-                &api_base.to_string(),
-                "--base-p2p-port",
-                &p2p_base.to_string(),
-            ],
+            dir,
+            (api_base, p2p_base),
+            &["--no-validator-indexes"],
+        )
+    }
+
+    fn spawn_with(
+        cwd: &Path,
+        log: PathBuf,
+        dir: &Path,
+        (api_base, p2p_base): (u16, u16),
+        extra: &[&str],
+    ) -> Localnet {
+        let (validators, api_base, p2p_base) = (
+            VALIDATORS.to_string(),
+            api_base.to_string(),
+            p2p_base.to_string(),
         );
+        let mut args = vec![
+            "localnet",
+            "--validators",
+            &validators,
+            "--observers",
+            "1",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--base-api-port",
+            &api_base,
+            "--base-p2p-port",
+            &p2p_base,
+        ];
+        args.extend_from_slice(extra);
+        let proc = Proc::spawn(cwd, log, &args);
         Localnet {
             proc,
             dir: dir.to_owned(),
@@ -1071,6 +1091,12 @@ async fn localnet_starts_validators_and_an_observer_and_stops_them_on_sigterm() 
         heights
     };
     heights_of(&apis, 2, &localnet).await;
+    for (i, api) in apis.iter().enumerate() {
+        let status = status(&client, api).await.expect("the node answers");
+        let kept = i >= VALIDATORS;
+        let expected = serde_json::json!({"transactions": kept, "queries": kept});
+        assert_eq!(status["indexes"], expected, "{}", node_name(i));
+    }
     let first_block = block_id(&client, &apis[0], 1)
         .await
         .expect("block 1 exists");
@@ -1097,6 +1123,26 @@ async fn localnet_starts_validators_and_an_observer_and_stops_them_on_sigterm() 
         );
     }
     drop(localnet);
+
+    // Asking for validators with indexes is refused before any node starts:
+    // their stores keep none.
+    let mut refused = Localnet::spawn_with(
+        tmp.path(),
+        tmp.path().join("localnet-refused.log"),
+        &dir,
+        ports,
+        &[],
+    );
+    let exit = refused.proc.wait_exit(DEADLINE).await;
+    let log = std::fs::read_to_string(&refused.proc.log).unwrap();
+    assert!(!exit.success(), "{log}");
+    assert!(
+        log.contains("holds validators configured with [index] transactions = false"),
+        "{log}"
+    );
+    refused.record_nodes();
+    assert_eq!(refused.running_nodes(), Vec::<u32>::new());
+    drop(refused);
 
     // The same directory again: the same network, resumed.
     let mut again = Localnet::spawn(
