@@ -678,7 +678,11 @@ pub struct BenchArgs {
     /// Validators of the network --start starts.
     #[arg(long, value_name = "N", default_value_t = 1, requires = "start")]
     pub validators: usize,
-    /// Which nodes --start starts keep the transaction and query indexes
+    /// Observers the network --start starts beside its validators: they keep both
+    /// indexes, as nodes that serve readers; the load goes to the validators only.
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "start")]
+    pub observers: usize,
+    /// Which validators --start starts keep the transaction and query indexes
     /// (`[index]`, docs/operator.md); the bench reads neither.
     #[arg(long, value_enum, value_name = "WHICH", default_value_t = BenchIndexes::All, requires = "start")]
     pub indexes: BenchIndexes,

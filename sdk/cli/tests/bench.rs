@@ -207,6 +207,73 @@ async fn a_node_started_without_indexes_commits_the_mix_and_says_it_keeps_none()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validators_without_indexes_beside_an_observer_commit_the_mix_and_all_are_watched() {
+    let node_bin = node_binary();
+    let run = trellis_beside_node(&[
+        "--output",
+        "json",
+        "bench",
+        "--quick",
+        "--start",
+        "--validators",
+        "2",
+        "--observers",
+        "1",
+        "--indexes",
+        "none",
+        "--node-bin",
+        &node_bin,
+        "--duration",
+        "2s",
+    ])
+    .await
+    .ok();
+    let report = run.json();
+    assert_eq!(report["observers"], 1);
+    // The load went to the two validators, which keep no index ...
+    let none = serde_json::json!({ "transactions": false, "queries": false });
+    assert_eq!(report["node_indexes"], serde_json::json!([none, none]));
+    assert_eq!(report["nodes"].as_array().map(Vec::len), Some(2));
+    for kind in ["issue", "transfer", "split", "financing", "settle"] {
+        let n = count(&report["mix_committed"][kind]["committed"]);
+        assert!(n > 0, "no {kind} committed: {:#}", report["mix_committed"]);
+    }
+    assert_eq!(count(&report["failed"]), 0, "{report:#}");
+    // ... and the observer, which followed every block, is measured with them.
+    let processes = report["node_processes"].as_array().expect("node processes");
+    assert_eq!(processes.len(), 3, "{report:#}");
+    for node in processes {
+        assert!(
+            node["cpu_percent"].as_f64().is_some_and(|c| c > 0.0),
+            "{node}"
+        );
+        assert!(node["disk_mib"].as_f64().is_some_and(|d| d > 0.0), "{node}");
+        let pid = count(&node["pid"]);
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "node {pid} still runs after the bench"
+        );
+    }
+    assert!(
+        run.stderr.contains("2 validators and 1 observer"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observers_without_a_network_are_refused_before_anything_starts() {
+    let run = trellis_beside_node(&["bench", "--quick", "--start", "--observers", "1"])
+        .await
+        .expect_code(2);
+    assert!(
+        run.stderr.contains("--observers needs a network"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn below_its_floor_the_quick_bench_exits_with_the_regression_code() {
     let node = DevNode::start().await.expect("dev node");
     let url = node.url("");

@@ -104,6 +104,8 @@ pub struct Plan {
     /// The generator's CPU niceness while it runs.
     pub nice: i32,
     pub min_ops: Option<f64>,
+    /// Observers started beside the validators (watched, sent no load).
+    pub observers: usize,
 }
 
 impl Plan {
@@ -154,6 +156,14 @@ impl Plan {
         if args.start && !(1..=16).contains(&args.validators) {
             return Err(CliError::usage("--validators must be 1 to 16"));
         }
+        if args.observers > 16 {
+            return Err(CliError::usage("--observers must be 0 to 16"));
+        }
+        if args.observers > 0 && args.validators < 2 {
+            return Err(CliError::usage(
+                "--observers needs a network: give --validators 2 or more",
+            ));
+        }
         Ok(Plan {
             mix: args.mix,
             rate,
@@ -163,7 +173,17 @@ impl Plan {
             send_every: args.send_every,
             nice: args.nice,
             min_ops,
+            observers: args.observers,
         })
+    }
+}
+
+/// " and N observer(s)" for a network with observers, else nothing.
+fn observers_text(observers: usize) -> String {
+    match observers {
+        0 => String::new(),
+        1 => " and 1 observer".to_owned(),
+        n => format!(" and {n} observers"),
     }
 }
 
@@ -336,13 +356,17 @@ pub async fn run(ctx: &Ctx, args: &BenchArgs, node_defaulted: bool) -> Result<Re
         note(format!(
             "starting {} ({})",
             if args.validators > 1 {
-                format!("a local network of {} validators", args.validators)
+                format!(
+                    "a local network of {} validators{}",
+                    args.validators,
+                    observers_text(args.observers)
+                )
             } else {
                 "trellis-node --dev".to_owned()
             },
             binary.display()
         ));
-        Some(nodes::start(&binary, args.validators, args.indexes).await?)
+        Some(nodes::start(&binary, args.validators, args.observers, args.indexes).await?)
     } else {
         None
     };

@@ -1,9 +1,10 @@
 //! Nodes the bench starts itself (`--start`): one `trellis-node --dev`, or a
-//! local network of N validators written by `trellis-node genesis generate`
-//! and started one process per validator — what `trellis-node localnet`
-//! does, but as the bench's own children, so their pids are known for the
-//! CPU and memory figures and they stop when the bench ends (also on error
-//! and Ctrl-C). Data and logs live in a temporary directory.
+//! local network of N validators (and observers, if asked) written by
+//! `trellis-node genesis generate` and started one process per node — what
+//! `trellis-node localnet` does, but as the bench's own children, so their
+//! pids are known for the CPU and memory figures and they stop when the
+//! bench ends (also on error and Ctrl-C). Data and logs live in a temporary
+//! directory.
 
 use crate::cli::BenchIndexes;
 use crate::devnode::{DevNodeProcess, free_ports, tail};
@@ -16,7 +17,8 @@ use std::time::{Duration, Instant};
 /// A validator network opens its API and commits its first block well within this.
 const START_DEADLINE: Duration = Duration::from_secs(90);
 
-/// What `--start` started: API URLs, pids and data directories, in validator order.
+/// What `--start` started: the validators' API URLs (where the load goes), and
+/// every node's pid and data directory, validators then observers.
 pub struct Started {
     pub urls: Vec<String>,
     pub pids: Vec<u32>,
@@ -25,18 +27,26 @@ pub struct Started {
     _net: Option<LocalNet>,
 }
 
-/// The arguments that make node `node` (0 first) keep the indexes `indexes` asks for.
-fn index_args(indexes: BenchIndexes, node: usize) -> &'static [&'static str] {
+/// The arguments that make node `node` (0 first; validators, then observers)
+/// keep the indexes `indexes` asks for. Observers keep both.
+fn index_args(indexes: BenchIndexes, node: usize, validators: usize) -> &'static [&'static str] {
     match (indexes, node) {
+        _ if node >= validators => &[],
         (BenchIndexes::All, _) | (BenchIndexes::First, 0) => &[],
         _ => &["--no-indexes"],
     }
 }
 
-/// Starts `binary --dev`, or a network of `validators` when more than one.
-pub async fn start(binary: &Path, validators: usize, indexes: BenchIndexes) -> Result<Started> {
+/// Starts `binary --dev`, or a network of `validators` and `observers` when
+/// more than one validator. Observers keep both indexes whatever `indexes` says.
+pub async fn start(
+    binary: &Path,
+    validators: usize,
+    observers: usize,
+    indexes: BenchIndexes,
+) -> Result<Started> {
     if validators <= 1 {
-        let node = DevNodeProcess::start_with(binary, index_args(indexes, 0)).await?;
+        let node = DevNodeProcess::start_with(binary, index_args(indexes, 0, 1)).await?;
         return Ok(Started {
             urls: vec![node.url().to_owned()],
             pids: vec![node.pid()],
@@ -45,9 +55,9 @@ pub async fn start(binary: &Path, validators: usize, indexes: BenchIndexes) -> R
             _net: None,
         });
     }
-    let net = LocalNet::start(binary, validators, indexes).await?;
+    let net = LocalNet::start(binary, validators, observers, indexes).await?;
     Ok(Started {
-        urls: net.urls.clone(),
+        urls: net.urls[..validators].to_vec(),
         pids: net.children.iter().map(Child::id).collect(),
         data_dirs: net.data_dirs.clone(),
         _dev: None,
@@ -56,6 +66,8 @@ pub async fn start(binary: &Path, validators: usize, indexes: BenchIndexes) -> R
 }
 
 struct LocalNet {
+    /// Validators then observers, as the three lists below.
+    names: Vec<String>,
     children: Vec<Child>,
     urls: Vec<String>,
     data_dirs: Vec<PathBuf>,
@@ -64,9 +76,14 @@ struct LocalNet {
 }
 
 impl LocalNet {
-    async fn start(binary: &Path, validators: usize, indexes: BenchIndexes) -> Result<LocalNet> {
-        let count =
-            u16::try_from(validators).map_err(|_| CliError::usage("--validators is too large"))?;
+    async fn start(
+        binary: &Path,
+        validators: usize,
+        observers: usize,
+        indexes: BenchIndexes,
+    ) -> Result<LocalNet> {
+        let count = u16::try_from(validators + observers)
+            .map_err(|_| CliError::usage("--validators and --observers are too many"))?;
         let dir = tempfile::Builder::new()
             .prefix("trellis-bench-")
             .tempdir()
@@ -80,6 +97,8 @@ impl LocalNet {
                 "generate",
                 "--validators",
                 &validators.to_string(),
+                "--observers",
+                &observers.to_string(),
             ])
             .arg("--out")
             .arg(&net_dir)
@@ -94,14 +113,18 @@ impl LocalNet {
                 String::from_utf8_lossy(&generated.stderr)
             )));
         }
+        let names = (0..validators)
+            .map(|i| format!("validator-{i}"))
+            .chain((0..observers).map(|i| format!("observer-{i}")));
         let mut net = LocalNet {
+            names: names.collect(),
             children: Vec::new(),
             urls: Vec::new(),
             data_dirs: Vec::new(),
             _dir: dir,
         };
         for i in 0..count {
-            let node_dir = net_dir.join(format!("validator-{i}"));
+            let node_dir = net_dir.join(&net.names[usize::from(i)]);
             let log = std::fs::File::create(node_dir.join("node.log"))
                 .map_err(|e| CliError::other(format!("creating a node log: {e}")))?;
             let log_err = log
@@ -110,7 +133,7 @@ impl LocalNet {
             let child = Command::new(binary)
                 .arg("--config")
                 .arg(node_dir.join("config.toml"))
-                .args(index_args(indexes, usize::from(i)))
+                .args(index_args(indexes, usize::from(i), validators))
                 .current_dir(&node_dir)
                 .stdin(Stdio::null())
                 .stdout(log)
@@ -143,12 +166,11 @@ impl LocalNet {
         loop {
             for (i, child) in self.children.iter_mut().enumerate() {
                 if let Ok(Some(status)) = child.try_wait() {
-                    let log = std::fs::read_to_string(
-                        net_dir.join(format!("validator-{i}")).join("node.log"),
-                    )
-                    .unwrap_or_default();
+                    let name = &self.names[i];
+                    let log = std::fs::read_to_string(net_dir.join(name).join("node.log"))
+                        .unwrap_or_default();
                     return Err(unreachable(format!(
-                        "validator-{i} exited ({status}); its log:\n{}",
+                        "{name} exited ({status}); its log:\n{}",
                         tail(&log)
                     )));
                 }

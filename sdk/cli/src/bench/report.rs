@@ -337,6 +337,7 @@ pub fn build(inputs: &Inputs) -> Report {
         "mix": match plan.mix { BenchMix::Receivables => "receivables", BenchMix::Remark => "remark" },
         "chain_id": chain_id,
         "nodes": nodes,
+        "observers": plan.observers,
         "node_indexes": indexes,
         "trellis_version": env!("CARGO_PKG_VERSION"),
         "target_rate": rate_json,
@@ -412,7 +413,7 @@ pub fn build(inputs: &Inputs) -> Report {
         (
             "load",
             format!(
-                "{} mix, {} for {:.0} s, window {}, batches of up to {}, on {} ({} node{})",
+                "{} mix, {} for {:.0} s, window {}, batches of up to {}, on {} ({} node{}{})",
                 json["mix"].as_str().unwrap_or_default(),
                 match plan.rate {
                     BenchRate::PerSecond(r) => format!("{r} tx/s"),
@@ -423,7 +424,11 @@ pub fn build(inputs: &Inputs) -> Report {
                 plan.batch,
                 chain_id,
                 nodes.len(),
-                if nodes.len() == 1 { "" } else { "s" }
+                if nodes.len() == 1 { "" } else { "s" },
+                match plan.observers {
+                    0 => String::new(),
+                    n => format!("{}, sent no load", super::observers_text(n)),
+                }
             ),
         ),
         (
