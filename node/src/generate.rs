@@ -200,6 +200,17 @@ mod tests {
         }
     }
 
+    /// [`write_network`] with every node keeping both indexes.
+    fn write_default(
+        spec: &NetworkSpec,
+        out: &Path,
+        api: u16,
+        p2p: u16,
+        force: bool,
+    ) -> Result<Vec<PathBuf>, GenerateError> {
+        write_network(spec, out, api, p2p, Indexes::default(), force)
+    }
+
     /// Every file under `dir`, relative path to content, for byte comparison.
     fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
         let mut out = Vec::new();
@@ -223,8 +234,7 @@ mod tests {
     fn writes_a_runnable_layout_whose_keys_match_the_genesis() {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("net");
-        let configs =
-            write_network(&spec(), &out, 18080, 26656, Indexes::default(), false).unwrap();
+        let configs = write_default(&spec(), &out, 18080, 26656, false).unwrap();
         assert_eq!(configs.len(), 5);
 
         let genesis = Genesis::load(&out.join("genesis.json")).unwrap();
@@ -295,24 +305,8 @@ mod tests {
     #[test]
     fn the_same_seed_gives_byte_identical_files() {
         let tmp = tempfile::tempdir().unwrap();
-        write_network(
-            &spec(),
-            &tmp.path().join("a"),
-            18080,
-            26656,
-            Indexes::default(),
-            false,
-        )
-        .unwrap();
-        write_network(
-            &spec(),
-            &tmp.path().join("b"),
-            18080,
-            26656,
-            Indexes::default(),
-            false,
-        )
-        .unwrap();
+        write_default(&spec(), &tmp.path().join("a"), 18080, 26656, false).unwrap();
+        write_default(&spec(), &tmp.path().join("b"), 18080, 26656, false).unwrap();
         assert_eq!(
             snapshot(&tmp.path().join("a")),
             snapshot(&tmp.path().join("b"))
@@ -322,15 +316,7 @@ mod tests {
             seed: "other".into(),
             ..spec()
         };
-        write_network(
-            &other,
-            &tmp.path().join("c"),
-            18080,
-            26656,
-            Indexes::default(),
-            false,
-        )
-        .unwrap();
+        write_default(&other, &tmp.path().join("c"), 18080, 26656, false).unwrap();
         assert_ne!(
             snapshot(&tmp.path().join("a")),
             snapshot(&tmp.path().join("c"))
@@ -341,12 +327,11 @@ mod tests {
     fn a_non_empty_directory_is_only_overwritten_with_force() {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::write(tmp.path().join("notes.txt"), "mine").unwrap();
-        let err = write_network(&spec(), tmp.path(), 18080, 26656, Indexes::default(), false)
-            .unwrap_err();
+        let err = write_default(&spec(), tmp.path(), 18080, 26656, false).unwrap_err();
         assert!(matches!(err, GenerateError::OutDirNotEmpty { .. }), "{err}");
         assert!(!tmp.path().join("genesis.json").exists());
 
-        write_network(&spec(), tmp.path(), 18080, 26656, Indexes::default(), true).unwrap();
+        write_default(&spec(), tmp.path(), 18080, 26656, true).unwrap();
         assert!(tmp.path().join("genesis.json").exists());
         assert_eq!(
             std::fs::read_to_string(tmp.path().join("notes.txt")).unwrap(),
@@ -356,33 +341,31 @@ mod tests {
         // An existing empty directory needs no force.
         let empty = tmp.path().join("empty");
         std::fs::create_dir(&empty).unwrap();
-        write_network(&spec(), &empty, 18080, 26656, Indexes::default(), false).unwrap();
+        write_default(&spec(), &empty, 18080, 26656, false).unwrap();
     }
 
     #[test]
     fn ports_must_fit_and_not_overlap() {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("net");
-        let err =
-            write_network(&spec(), &out, 65533, 26656, Indexes::default(), false).unwrap_err();
+        let err = write_default(&spec(), &out, 65533, 26656, false).unwrap_err();
         assert!(
             matches!(err, GenerateError::PortsOutOfRange { what: "API", .. }),
             "{err}"
         );
-        let err = write_network(&spec(), &out, 18080, 0, Indexes::default(), false).unwrap_err();
+        let err = write_default(&spec(), &out, 18080, 0, false).unwrap_err();
         assert!(
             matches!(err, GenerateError::PortsOutOfRange { what: "p2p", .. }),
             "{err}"
         );
-        let err =
-            write_network(&spec(), &out, 18080, 18084, Indexes::default(), false).unwrap_err();
+        let err = write_default(&spec(), &out, 18080, 18084, false).unwrap_err();
         assert!(matches!(err, GenerateError::PortsOverlap { .. }), "{err}");
         assert!(
             !out.exists(),
             "nothing is written when the arguments are refused"
         );
         // The very last port is usable.
-        write_network(&spec(), &out, 65531, 26656, Indexes::default(), false).unwrap();
+        write_default(&spec(), &out, 65531, 26656, false).unwrap();
     }
 
     #[test]
@@ -392,15 +375,7 @@ mod tests {
             validators: 0,
             ..spec()
         };
-        let err = write_network(
-            &no_validators,
-            tmp.path(),
-            18080,
-            26656,
-            Indexes::default(),
-            false,
-        )
-        .unwrap_err();
+        let err = write_default(&no_validators, tmp.path(), 18080, 26656, false).unwrap_err();
         assert!(
             matches!(err, GenerateError::Genesis(GenesisError::NoValidators)),
             "{err}"
