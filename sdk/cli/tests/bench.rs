@@ -45,6 +45,15 @@ fn count(v: &Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
 }
 
+/// Every kind of the receivables mix committed, and no transaction failed.
+fn assert_whole_mix_committed(report: &Value) {
+    for kind in ["issue", "transfer", "split", "financing", "settle"] {
+        let n = count(&report["mix_committed"][kind]["committed"]);
+        assert!(n > 0, "no {kind} committed: {:#}", report["mix_committed"]);
+    }
+    assert_eq!(count(&report["failed"]), 0, "{report:#}");
+}
+
 fn millis(v: &Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a latency: {v}"))
 }
@@ -199,11 +208,7 @@ async fn a_node_started_without_indexes_commits_the_mix_and_says_it_keeps_none()
         serde_json::json!([{ "transactions": false, "queries": false }])
     );
     // The bench reads neither index: the whole mix commits all the same.
-    for kind in ["issue", "transfer", "split", "financing", "settle"] {
-        let n = count(&report["mix_committed"][kind]["committed"]);
-        assert!(n > 0, "no {kind} committed: {:#}", report["mix_committed"]);
-    }
-    assert_eq!(count(&report["failed"]), 0, "{report:#}");
+    assert_whole_mix_committed(&report);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,11 +239,7 @@ async fn validators_without_indexes_beside_an_observer_commit_the_mix_and_all_ar
     let none = serde_json::json!({ "transactions": false, "queries": false });
     assert_eq!(report["node_indexes"], serde_json::json!([none, none]));
     assert_eq!(report["nodes"].as_array().map(Vec::len), Some(2));
-    for kind in ["issue", "transfer", "split", "financing", "settle"] {
-        let n = count(&report["mix_committed"][kind]["committed"]);
-        assert!(n > 0, "no {kind} committed: {:#}", report["mix_committed"]);
-    }
-    assert_eq!(count(&report["failed"]), 0, "{report:#}");
+    assert_whole_mix_committed(&report);
     // ... and the observer, which followed every block, is measured with them.
     let processes = report["node_processes"].as_array().expect("node processes");
     assert_eq!(processes.len(), 3, "{report:#}");
