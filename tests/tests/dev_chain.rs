@@ -1,11 +1,14 @@
 //! A single-validator dev chain, in process, end to end over the HTTP API.
 
 use std::collections::BTreeMap;
+use std::path::Path;
+use trellis_genesis::Genesis;
 use trellis_node::api::StateResponse;
+use trellis_node::config::Indexes;
 use trellis_node::execution::AccountRecord;
 use trellis_node::storage::{ChainHead, Storage};
 use trellis_tests::{DEADLINE, DevNode, account_key, dev_chain, remark};
-use trellis_types::{ReceiptStatus, verify_state_proof};
+use trellis_types::{KeyPair, ReceiptStatus, verify_state_proof};
 
 const ACCOUNTS: [&str; 2] = ["core-acme/ops", "supplier-t1/ops"];
 
@@ -241,6 +244,26 @@ async fn a_restarted_node_resumes_at_the_same_height_with_the_same_state_root() 
     assert_eq!(account_nonce(&state), 3);
 }
 
+/// Why a node on `data_dir` (loopback API) with `genesis`, `key` and `index`
+/// refuses to start: it must fail, and fail at once.
+async fn refusal(data_dir: &Path, genesis: Genesis, key: KeyPair, index: Indexes) -> String {
+    let config = trellis_node::config::NodeConfig {
+        data_dir: data_dir.to_owned(),
+        api: trellis_node::config::ApiConfig {
+            listen: (std::net::Ipv4Addr::LOCALHOST, 0).into(),
+            ..Default::default()
+        },
+        index,
+        ..Default::default()
+    };
+    let run = trellis_node::node::run(config, genesis, Some(key), std::future::pending());
+    let error = tokio::time::timeout(DEADLINE, run)
+        .await
+        .expect("the node refuses to start rather than run")
+        .expect_err("the node refuses the data directory");
+    format!("{error:#}")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_refuses_a_data_dir_of_another_chain() {
     let data = tempfile::tempdir().unwrap();
@@ -251,20 +274,7 @@ async fn a_node_refuses_a_data_dir_of_another_chain() {
 
     let (local, nodes) = trellis_genesis::build(&trellis_genesis::NetworkSpec::local()).unwrap();
     let key = nodes.into_iter().find_map(|n| n.consensus).unwrap();
-    let config = trellis_node::config::NodeConfig {
-        data_dir: data_dir.clone(),
-        api: trellis_node::config::ApiConfig {
-            listen: (std::net::Ipv4Addr::LOCALHOST, 0).into(),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let run = trellis_node::node::run(config, local.clone(), Some(key), std::future::pending());
-    let error = tokio::time::timeout(DEADLINE, run)
-        .await
-        .expect("the node refuses to start rather than run")
-        .expect_err("a node with another genesis refuses the data directory");
-    let message = format!("{error:#}");
+    let message = refusal(&data_dir, local.clone(), key, Indexes::default()).await;
     let (dev, _) = dev_chain();
     assert_ne!(dev.hash(), local.hash());
     for (what, hash) in [("stored", dev.hash()), ("given", local.hash())] {
@@ -291,21 +301,7 @@ async fn a_node_refuses_a_store_that_keeps_other_indexes_and_leaves_it_intact() 
 
     // The store was created keeping both indexes; the configuration now asks for none.
     let (dev, key) = dev_chain();
-    let config = trellis_node::config::NodeConfig {
-        data_dir: data_dir.clone(),
-        api: trellis_node::config::ApiConfig {
-            listen: (std::net::Ipv4Addr::LOCALHOST, 0).into(),
-            ..Default::default()
-        },
-        index: trellis_node::config::Indexes::NONE,
-        ..Default::default()
-    };
-    let run = trellis_node::node::run(config, dev, Some(key), std::future::pending());
-    let error = tokio::time::timeout(DEADLINE, run)
-        .await
-        .expect("the node refuses to start rather than run")
-        .expect_err("a node asking for other indexes refuses the store");
-    let message = format!("{error:#}");
+    let message = refusal(&data_dir, dev, key, Indexes::NONE).await;
     assert!(
         message.contains(
             "keeps transactions = true, queries = true but the configuration asks for \
