@@ -683,9 +683,15 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", default_value_t = 0, requires = "start")]
     pub observers: usize,
     /// Which validators --start starts keep the transaction and query indexes
-    /// (`[index]`, docs/operator.md); the bench reads neither.
+    /// (`[index]`, docs/operator.md); --reads needs both on the nodes it reads.
     #[arg(long, value_enum, value_name = "WHICH", default_value_t = BenchIndexes::All, requires = "start")]
     pub indexes: BenchIndexes,
+    /// Reads a second sent beside the load (open loop), as banks, suppliers and
+    /// regulators ask: an organisation's holdings, a piece's lineage, a transaction
+    /// by hash. They go to the observers --start starts, else to the load's nodes,
+    /// which must keep both indexes [default: 0, none].
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub reads: u32,
     /// The trellis-node binary --start runs (default: next to this program, then PATH).
     #[arg(long, env = "TRELLIS_NODE_BIN", value_name = "FILE")]
     pub node_bin: Option<PathBuf>,

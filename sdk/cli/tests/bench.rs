@@ -181,6 +181,8 @@ async fn the_quick_bench_runs_the_whole_mix_on_a_dev_node_it_starts_and_stops() 
     );
     // Progress went to stderr, never into the JSON.
     assert!(run.stderr.contains("ops/s now"), "{}", run.stderr);
+    // No reads were asked for, and none were sent.
+    assert!(report["reads"].is_null(), "{}", report["reads"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,7 +214,7 @@ async fn a_node_started_without_indexes_commits_the_mix_and_says_it_keeps_none()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn validators_without_indexes_beside_an_observer_commit_the_mix_and_all_are_watched() {
+async fn validators_without_indexes_beside_an_observer_commit_the_mix_while_it_answers_reads() {
     let node_bin = node_binary();
     let run = trellis_beside_node(&[
         "--output",
@@ -226,15 +228,51 @@ async fn validators_without_indexes_beside_an_observer_commit_the_mix_and_all_ar
         "1",
         "--indexes",
         "none",
+        "--reads",
+        "10",
         "--node-bin",
         &node_bin,
         "--duration",
         "2s",
+        // Three debug-built nodes and the reads share two cores: this test
+        // checks what runs, the first one guards the rate.
+        "--min-ops",
+        "30",
     ])
     .await
     .ok();
     let report = run.json();
     assert_eq!(report["observers"], 1);
+    // The reads went to the observer, the one node that keeps the indexes
+    // they need, and every kind was answered, none failed.
+    let reads = &report["reads"];
+    let observer = reads["nodes"][0].as_str().expect("the node read");
+    assert_eq!(reads["nodes"].as_array().map(Vec::len), Some(1), "{reads}");
+    assert!(
+        !report["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .any(|n| n == observer),
+        "the reads went to a validator: {report:#}"
+    );
+    assert_eq!(count(&reads["failed"]), 0, "{reads:#}");
+    assert_eq!(count(&reads["answered"]), count(&reads["sent"]));
+    // 10 a second for 2 s, the last due just before the run's end.
+    assert_eq!(count(&reads["sent"]), 20, "{reads:#}");
+    for kind in ["holdings", "lineage", "transaction"] {
+        let of_kind = &reads["kinds"][kind];
+        assert!(count(&of_kind["answered"]) > 0, "no {kind} read: {reads:#}");
+        let latency = &of_kind["latency_ms"];
+        if count(&latency["samples"]) > 0 {
+            assert!(
+                millis(&latency["p50"]) <= millis(&latency["p99"])
+                    && millis(&latency["p99"]) <= millis(&latency["max"]),
+                "{latency}"
+            );
+        }
+    }
+    assert!(count(&reads["latency_ms"]["samples"]) > 0, "{reads:#}");
     // The load went to the two validators, which keep no index ...
     let none = serde_json::json!({ "transactions": false, "queries": false });
     assert_eq!(report["node_indexes"], serde_json::json!([none, none]));
@@ -269,6 +307,38 @@ async fn observers_without_a_network_are_refused_before_anything_starts() {
         .expect_code(2);
     assert!(
         run.stderr.contains("--observers needs a network"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_of_a_node_without_indexes_or_of_remarks_are_refused() {
+    let node_bin = node_binary();
+    let run = trellis_beside_node(&[
+        "bench",
+        "--quick",
+        "--start",
+        "--indexes",
+        "none",
+        "--reads",
+        "10",
+        "--node-bin",
+        &node_bin,
+    ])
+    .await
+    .expect_code(2);
+    assert!(
+        run.stderr
+            .contains("--reads needs nodes that keep both indexes"),
+        "{}",
+        run.stderr
+    );
+    let run = trellis_beside_node(&["bench", "--quick", "--mix", "remark", "--reads", "10"])
+        .await
+        .expect_code(2);
+    assert!(
+        run.stderr.contains("--reads asks about receivables"),
         "{}",
         run.stderr
     );

@@ -17,6 +17,7 @@
 //! and the in-flight window read are atomics in [`Shared`].
 
 use super::plan::{Method, Phase, Planner};
+use super::reads::RecentTxs;
 use super::sign::{ExpandedKey, Nonces, sign_batch};
 use foldhash::{HashMap, HashSet, HashSetExt};
 use std::collections::{BTreeMap, VecDeque};
@@ -87,6 +88,10 @@ pub struct Shared {
     /// Pieces ready to act on, receivables accepted and unsettled.
     pub ready_pieces: AtomicU64,
     pub live_roots: AtomicU64,
+    /// The highest piece id the run has seen made, and transactions seen
+    /// committed: what reads beside the load ask about.
+    pub newest_piece: AtomicU64,
+    pub recent_txs: RecentTxs,
 }
 
 /// One measured transaction.
@@ -261,6 +266,9 @@ impl PlannerThread {
         let (ready, roots) = self.planner.pool();
         shared.ready_pieces.store(ready as u64, Ordering::Relaxed);
         shared.live_roots.store(roots as u64, Ordering::Relaxed);
+        shared
+            .newest_piece
+            .store(self.planner.newest_piece(), Ordering::Relaxed);
         shared
             .chain_time_ms
             .store(self.planner.chain_time_ms(), Ordering::Relaxed);
@@ -591,6 +599,7 @@ pub async fn follow(
     client: Client,
     from_height: u64,
     inbound: std_mpsc::Sender<Inbound>,
+    shared: Arc<Shared>,
 ) -> trellis_sdk::Result<()> {
     let mut height = from_height;
     let mut failures = 0;
@@ -610,6 +619,9 @@ pub async fn follow(
         failures = 0;
         let seen = Instant::now();
         let block_time_ms = block.block.header.timestamp_ms;
+        if let Some(last) = block.receipts.last() {
+            shared.recent_txs.push(last.tx);
+        }
         let txs = block.block.txs.into_iter().zip(block.receipts);
         for (index, (signed, receipt)) in (0u32..).zip(txs) {
             let tx = CommittedTx {

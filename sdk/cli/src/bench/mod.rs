@@ -19,6 +19,7 @@ pub mod engine;
 pub mod nodes;
 pub mod plan;
 pub mod procfs;
+pub mod reads;
 pub mod report;
 pub mod sign;
 
@@ -106,6 +107,8 @@ pub struct Plan {
     pub min_ops: Option<f64>,
     /// Observers started beside the validators (watched, sent no load).
     pub observers: usize,
+    /// Reads a second beside the load (0: none).
+    pub reads: u32,
 }
 
 impl Plan {
@@ -164,6 +167,17 @@ impl Plan {
                 "--observers needs a network: give --validators 2 or more",
             ));
         }
+        if args.reads > reads::MAX_READS {
+            return Err(CliError::usage(format!(
+                "--reads must be 0 to {}",
+                reads::MAX_READS
+            )));
+        }
+        if args.reads > 0 && args.mix != BenchMix::Receivables {
+            return Err(CliError::usage(
+                "--reads asks about receivables: use it with --mix receivables",
+            ));
+        }
         Ok(Plan {
             mix: args.mix,
             rate,
@@ -174,6 +188,7 @@ impl Plan {
             nice: args.nice,
             min_ops,
             observers: args.observers,
+            reads: args.reads,
         })
     }
 }
@@ -397,7 +412,12 @@ pub async fn run(ctx: &Ctx, args: &BenchArgs, node_defaulted: bool) -> Result<Re
             .map(|s| s.data_dirs.clone())
             .unwrap_or_default(),
     };
-    let result = bench(ctx, args, &plan, &urls, &watched).await;
+    // Reads go to the nodes that serve readers: the observers, if any.
+    let read_urls = match &started {
+        Some(s) if !s.observer_urls.is_empty() => s.observer_urls.clone(),
+        _ => urls.clone(),
+    };
+    let result = bench(ctx, args, &plan, &urls, &read_urls, &watched).await;
     drop(started);
     result
 }
@@ -407,6 +427,7 @@ async fn bench(
     args: &BenchArgs,
     plan: &Plan,
     urls: &[String],
+    read_urls: &[String],
     watched: &Watched,
 ) -> Result<Report> {
     let setup_started = Instant::now();
@@ -424,6 +445,19 @@ async fn bench(
     };
     let members = Members::of_dev_chains()?;
     let contract = ctx.contract();
+    let readers = if plan.reads > 0 {
+        check_read_indexes(read_urls).await?;
+        let mut holders = members.suppliers.clone();
+        holders.push(members.bank.clone());
+        Some(reads::Readers::new(
+            plan.reads,
+            read_urls.to_vec(),
+            contract,
+            holders,
+        )?)
+    } else {
+        None
+    };
     let receivables = reader.receivables(contract);
     let params = match plan.mix {
         BenchMix::Receivables => Some(receivables.params().await?),
@@ -562,7 +596,15 @@ async fn bench(
             .map_err(|e| CliError::other(format!("starting the planner thread: {e}")))?
     };
     let head = reader.status().await?.status.height;
-    let follower = tokio::spawn(engine::follow(reader.clone(), head + 1, inbound_tx.clone()));
+    let follower = tokio::spawn(engine::follow(
+        reader.clone(),
+        head + 1,
+        inbound_tx.clone(),
+        shared.clone(),
+    ));
+    let (run_started, run_started_rx) = tokio::sync::watch::channel(None);
+    let reading = readers
+        .map(|readers| tokio::spawn(readers.run(run_started_rx, plan.duration, shared.clone())));
     let (pace_tx, pace_rx) = tokio::sync::watch::channel(Pace::Hold);
     let senders = urls
         .iter()
@@ -594,6 +636,7 @@ async fn bench(
         pace: pace_tx,
         shared,
         follower,
+        run_started,
     };
 
     let outcome = measure(
@@ -618,7 +661,18 @@ async fn bench(
         .await
         .map_err(|e| CliError::other(format!("the planner thread: {e}")))?
         .map_err(|_| CliError::other("the planner thread panicked"))?;
+    if outcome.is_err()
+        && let Some(reading) = &reading
+    {
+        reading.abort();
+    }
     let timing = outcome?;
+    let reads = match reading {
+        Some(reading) => reading
+            .await
+            .map_err(|e| CliError::other(format!("the reads beside the load: {e}")))?,
+        None => Vec::new(),
+    };
     let inputs = report::Inputs {
         plan,
         chain_id: &status.chain_id,
@@ -629,6 +683,8 @@ async fn bench(
         results: &results,
         schedule: &schedule,
         timing: &timing,
+        read_urls,
+        reads: &reads,
     };
     Ok(report::build(&inputs))
 }
@@ -646,12 +702,31 @@ async fn node_indexes(urls: &[String]) -> Result<Vec<IndexesKept>> {
     Ok(kept)
 }
 
+/// Refuses reads of nodes that do not keep both indexes: every holdings
+/// or transaction read would fail.
+async fn check_read_indexes(read_urls: &[String]) -> Result<()> {
+    let kept = node_indexes(read_urls).await?;
+    match read_urls
+        .iter()
+        .zip(&kept)
+        .find(|(_, k)| !(k.transactions && k.queries))
+    {
+        Some((url, _)) => Err(CliError::usage(format!(
+            "--reads needs nodes that keep both indexes, and {url} does not"
+        ))
+        .with_hint("add --observers 1 (observers keep both), or leave out --indexes")),
+        None => Ok(()),
+    }
+}
+
 /// What the orchestration talks to.
 struct Parts {
     inbound: std::sync::mpsc::Sender<Inbound>,
     pace: tokio::sync::watch::Sender<Pace>,
     shared: Arc<Shared>,
     follower: tokio::task::JoinHandle<trellis_sdk::Result<()>>,
+    /// Told the run's start, when it starts (the reads begin then).
+    run_started: tokio::sync::watch::Sender<Option<Instant>>,
 }
 
 impl Parts {
@@ -790,6 +865,7 @@ async fn measure(
     let window_start = run_start + warm;
     let window_end = run_end - warm;
     parts.send(Inbound::SetPhase(Phase::Run))?;
+    let _ = parts.run_started.send(Some(run_start));
     let _ = parts.pace.send(match plan.rate {
         BenchRate::PerSecond(per_s) => Pace::Rate {
             per_s,

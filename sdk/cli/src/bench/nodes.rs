@@ -17,10 +17,12 @@ use std::time::{Duration, Instant};
 /// A validator network opens its API and commits its first block well within this.
 const START_DEADLINE: Duration = Duration::from_secs(90);
 
-/// What `--start` started: the validators' API URLs (where the load goes), and
-/// every node's pid and data directory, validators then observers.
+/// What `--start` started: the validators' API URLs (where the load goes), the
+/// observers' (where reads go), and every node's pid and data directory,
+/// validators then observers.
 pub struct Started {
     pub urls: Vec<String>,
+    pub observer_urls: Vec<String>,
     pub pids: Vec<u32>,
     pub data_dirs: Vec<PathBuf>,
     _dev: Option<DevNodeProcess>,
@@ -49,6 +51,7 @@ pub async fn start(
         let node = DevNodeProcess::start_with(binary, index_args(indexes, 0, 1)).await?;
         return Ok(Started {
             urls: vec![node.url().to_owned()],
+            observer_urls: Vec::new(),
             pids: vec![node.pid()],
             data_dirs: vec![node.data_dir()],
             _dev: Some(node),
@@ -58,6 +61,7 @@ pub async fn start(
     let net = LocalNet::start(binary, validators, observers, indexes).await?;
     Ok(Started {
         urls: net.urls[..validators].to_vec(),
+        observer_urls: net.urls[validators..].to_vec(),
         pids: net.children.iter().map(Child::id).collect(),
         data_dirs: net.data_dirs.clone(),
         _dev: None,

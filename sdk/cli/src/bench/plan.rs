@@ -326,6 +326,8 @@ pub struct Planner {
     /// Issued since the bench began and not yet settled (or failed).
     credit_used: u128,
     seq: u64,
+    /// The highest piece id seen made.
+    newest_piece: PieceId,
 }
 
 impl Planner {
@@ -386,6 +388,7 @@ impl Planner {
             delay_ms: 0,
             credit_used: 0,
             seq: 0,
+            newest_piece: 0,
         }
     }
 
@@ -416,6 +419,11 @@ impl Planner {
     /// The latest committed block time seen.
     pub fn chain_time_ms(&self) -> u64 {
         self.chain_time_ms
+    }
+
+    /// The highest piece id seen made (0 before any).
+    pub fn newest_piece(&self) -> PieceId {
+        self.newest_piece
     }
 
     /// Pieces ready to act on, and receivables accepted and not yet settled.
@@ -997,6 +1005,7 @@ impl Planner {
                 else {
                     return;
                 };
+                self.newest_piece = self.newest_piece.max(id);
                 self.roots.insert(
                     id,
                     Root {
@@ -1083,6 +1092,7 @@ impl Planner {
             .filter_map(|(_, v)| self.parse_child(v))
             .collect();
         for (child, holder, amount) in children {
+            self.newest_piece = self.newest_piece.max(child);
             self.pieces.insert(
                 child,
                 Piece {

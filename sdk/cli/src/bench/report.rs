@@ -6,6 +6,7 @@
 use super::engine::{Results, ScheduleStats};
 use super::plan::{Kind, Method};
 use super::procfs::{CpuTicks, TICKS_PER_SECOND};
+use super::reads::{ReadDone, ReadKind};
 use super::{Plan, SetupInfo, Snapshot, Timing, Watched};
 use crate::cli::{BenchMix, BenchRate};
 use crate::error::{Class, CliError};
@@ -39,6 +40,9 @@ pub struct Inputs<'a> {
     pub results: &'a Results,
     pub schedule: &'a ScheduleStats,
     pub timing: &'a Timing,
+    /// The nodes read and every read (none without `--reads`).
+    pub read_urls: &'a [String],
+    pub reads: &'a [ReadDone],
 }
 
 /// The nearest-rank percentile of sorted values.
@@ -137,6 +141,88 @@ fn codes(map: &BTreeMap<String, u64>) -> String {
         .join(", ")
 }
 
+/// Milliseconds from when each read was due to its answer, of those due in
+/// the steady window that succeeded, sorted.
+fn read_latencies<'a>(
+    reads: impl Iterator<Item = &'a ReadDone>,
+    start: Instant,
+    end: Instant,
+) -> Vec<f64> {
+    let mut ms: Vec<f64> = reads
+        .filter(|r| r.failure.is_none() && within(r.due, start, end))
+        .map(|r| r.latency.as_secs_f64() * 1000.0)
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    ms
+}
+
+/// The reads beside the load, as JSON and as the table's text: per kind
+/// answered, failed and latency over the steady window, and all together.
+fn reads_summary(inputs: &Inputs) -> (Value, String) {
+    let (reads, plan) = (inputs.reads, inputs.plan);
+    let (ws, we) = (inputs.timing.window_start, inputs.timing.window_end);
+    if plan.reads == 0 {
+        return (Value::Null, "none (--reads)".to_owned());
+    }
+    let latency_json = |ms: &[f64]| {
+        json!({
+            "samples": ms.len(),
+            "p50": opt(percentile(ms, 50.0), 1),
+            "p95": opt(percentile(ms, 95.0), 1),
+            "p99": opt(percentile(ms, 99.0), 1),
+            "max": opt(ms.last().copied(), 1),
+        })
+    };
+    let mut kinds = serde_json::Map::new();
+    let mut kinds_text = Vec::new();
+    let mut failed_by_code: BTreeMap<String, u64> = BTreeMap::new();
+    for kind in ReadKind::ALL {
+        let of_kind = || reads.iter().filter(move |r| r.kind == kind);
+        let mut failed: BTreeMap<String, u64> = BTreeMap::new();
+        for code in of_kind().filter_map(|r| r.failure.clone()) {
+            *failed_by_code.entry(code.clone()).or_default() += 1;
+            *failed.entry(code).or_default() += 1;
+        }
+        let answered = of_kind().filter(|r| r.failure.is_none()).count() as u64;
+        let ms = read_latencies(of_kind(), ws, we);
+        kinds_text.push(format!(
+            "{} {} (p50/p99 {} / {} ms)",
+            kind.name(),
+            grouped(answered),
+            show(percentile(&ms, 50.0), 1),
+            show(percentile(&ms, 99.0), 1)
+        ));
+        kinds.insert(
+            kind.name().to_owned(),
+            json!({"answered": answered, "failed": failed, "latency_ms": latency_json(&ms)}),
+        );
+    }
+    let all = read_latencies(reads.iter(), ws, we);
+    let failed: u64 = failed_by_code.values().sum();
+    let json = json!({
+        "per_s": plan.reads,
+        "nodes": inputs.read_urls,
+        "sent": reads.len(),
+        "answered": reads.len() as u64 - failed,
+        "failed": failed,
+        "failed_by_code": failed_by_code,
+        "latency_ms": latency_json(&all),
+        "kinds": kinds,
+    });
+    let text = format!(
+        "{} a second to {} node{}, due to answer p50/p95/p99 {} / {} / {} ms; {}; failed: {}",
+        plan.reads,
+        inputs.read_urls.len(),
+        if inputs.read_urls.len() == 1 { "" } else { "s" },
+        show(percentile(&all, 50.0), 1),
+        show(percentile(&all, 95.0), 1),
+        show(percentile(&all, 99.0), 1),
+        kinds_text.join(", "),
+        codes(&failed_by_code)
+    );
+    (json, text)
+}
+
 pub fn build(inputs: &Inputs) -> Report {
     let Inputs {
         plan,
@@ -148,7 +234,9 @@ pub fn build(inputs: &Inputs) -> Report {
         results,
         schedule,
         timing,
+        ..
     } = *inputs;
+    let (reads_json, reads_text) = reads_summary(inputs);
     let (ws, we) = (timing.window_start, timing.window_end);
     let window_secs = (we - ws).as_secs_f64();
     let run_secs = (timing.run_end - timing.run_start).as_secs_f64();
@@ -405,6 +493,7 @@ pub fn build(inputs: &Inputs) -> Report {
             "cpu_busy_percent": opt(machine_cpu, 1),
         },
         "setup": setup_json,
+        "reads": reads_json,
         "regression": regression.map(|(min, passed)| json!({"min_ops": min, "passed": passed})),
     });
 
@@ -503,6 +592,7 @@ pub fn build(inputs: &Inputs) -> Report {
             ),
         ),
     ];
+    rows.push(("reads", reads_text));
     let node_text = if node_rows.is_empty() {
         "unknown (give --node-pid)".to_owned()
     } else {

@@ -1,0 +1,272 @@
+//! Reads beside the load (`--reads N`): what banks, suppliers and regulators
+//! ask while the chain is busy, sent open loop at N a second to the nodes
+//! that serve readers (the observers, else the load's nodes) and each timed
+//! from when it was due, so a node that falls behind shows as latency.
+//!
+//! Two in five ask for an organisation's holdings (a page of the query
+//! index, from a random piece id on), two in five for a piece's lineage back
+//! to its receivable (state reads through the contract), one in five for a
+//! recently committed transaction by hash (the transaction index).
+
+use super::engine::Shared;
+use crate::error::{CliError, Result};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{Semaphore, mpsc, watch};
+use trellis_receivables::ByHolder;
+use trellis_sdk::{Client, RetryPolicy};
+use trellis_types::{Address, Hash};
+
+/// Most reads `--reads` may ask for a second.
+pub const MAX_READS: u32 = 100_000;
+/// Pieces in one holdings page.
+const PAGE: u32 = 20;
+/// Recently committed transactions kept to ask for (one a block).
+const RECENT_TXS: usize = 256;
+/// Reads waiting for an answer at once, over all the nodes read.
+const IN_FLIGHT: usize = 256;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ReadKind {
+    Holdings,
+    Lineage,
+    Transaction,
+}
+
+impl ReadKind {
+    pub const ALL: [ReadKind; 3] = [ReadKind::Holdings, ReadKind::Lineage, ReadKind::Transaction];
+
+    /// The mix, in the order reads are sent: two holdings, two lineages, one
+    /// transaction in every five.
+    const CYCLE: [ReadKind; 5] = [
+        ReadKind::Holdings,
+        ReadKind::Lineage,
+        ReadKind::Transaction,
+        ReadKind::Holdings,
+        ReadKind::Lineage,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ReadKind::Holdings => "holdings",
+            ReadKind::Lineage => "lineage",
+            ReadKind::Transaction => "transaction",
+        }
+    }
+}
+
+/// Transactions the follower saw committed, newest last: what reads by hash
+/// ask for.
+#[derive(Default)]
+pub struct RecentTxs(Mutex<VecDeque<Hash>>);
+
+impl RecentTxs {
+    pub fn push(&self, hash: Hash) {
+        let mut recent = lock(&self.0);
+        if recent.len() == RECENT_TXS {
+            recent.pop_front();
+        }
+        recent.push_back(hash);
+    }
+
+    fn pick(&self, rng: &mut impl RngExt) -> Option<Hash> {
+        let recent = lock(&self.0);
+        (!recent.is_empty()).then(|| recent[rng.random_range(0..recent.len())])
+    }
+}
+
+/// One read as it ended.
+#[derive(Debug, Clone)]
+pub struct ReadDone {
+    pub kind: ReadKind,
+    /// When it was due, and how long from then to its answer.
+    pub due: Instant,
+    pub latency: Duration,
+    /// The node's code (or `transport`, `not_found`) when it failed.
+    pub failure: Option<String>,
+}
+
+/// What the reads are sent to and ask about.
+pub struct Readers {
+    pub per_s: u32,
+    pub urls: Vec<String>,
+    clients: Vec<Client>,
+    contract: Address,
+    /// Organisations whose holdings are asked for, in turn.
+    holders: Vec<String>,
+}
+
+impl Readers {
+    pub fn new(
+        per_s: u32,
+        urls: Vec<String>,
+        contract: Address,
+        holders: Vec<String>,
+    ) -> Result<Readers> {
+        let clients = urls
+            .iter()
+            .map(|url| {
+                Client::builder()
+                    .endpoint(url)
+                    .request_timeout(REQUEST_TIMEOUT)
+                    .retry(RetryPolicy::none())
+                    .build()
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        if holders.is_empty() {
+            return Err(CliError::other("no organisation to read the holdings of"));
+        }
+        Ok(Readers {
+            per_s,
+            urls,
+            clients,
+            contract,
+            holders,
+        })
+    }
+
+    /// Sends reads from the run's start (when `started` says it) for
+    /// `duration`, then waits for the last answers; returns every read.
+    /// Ends with none if the run never starts.
+    pub async fn run(
+        self,
+        mut started: watch::Receiver<Option<Instant>>,
+        duration: Duration,
+        shared: Arc<Shared>,
+    ) -> Vec<ReadDone> {
+        let start = loop {
+            if let Some(start) = *started.borrow_and_update() {
+                break start;
+            }
+            if started.changed().await.is_err() {
+                return Vec::new();
+            }
+        };
+        let end = start + duration;
+        let every = Duration::from_secs(1).div_f64(f64::from(self.per_s));
+        let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+        let mut rng = StdRng::from_rng(&mut rand::rng());
+        for sent in 0u64.. {
+            let due = start + every.mul_f64(sent as f64);
+            if due >= end {
+                break;
+            }
+            tokio::time::sleep_until(due.into()).await;
+            let client = self.clients[sent as usize % self.clients.len()].clone();
+            let kind = ReadKind::CYCLE[sent as usize % ReadKind::CYCLE.len()];
+            let newest = shared.newest_piece.load(Ordering::Relaxed);
+            let ask = match (kind, shared.recent_txs.pick(&mut rng)) {
+                (ReadKind::Transaction, Some(hash)) => Ask::Transaction(hash),
+                (ReadKind::Lineage, _) if newest > 0 => Ask::Lineage(rng.random_range(1..=newest)),
+                _ => Ask::Holdings(ByHolder {
+                    org: self.holders[sent as usize % self.holders.len()].clone(),
+                    after: (newest > 0).then(|| rng.random_range(0..newest)),
+                    limit: Some(PAGE),
+                }),
+            };
+            let (slots, done_tx, contract) = (slots.clone(), done_tx.clone(), self.contract);
+            tokio::spawn(async move {
+                let _slot = slots.acquire_owned().await;
+                let failure = ask.send(&client, contract).await.err();
+                let _ = done_tx.send(ReadDone {
+                    kind: ask.kind(),
+                    due,
+                    latency: due.elapsed(),
+                    failure,
+                });
+            });
+        }
+        drop(done_tx);
+        let mut done = Vec::new();
+        while let Some(read) = done_rx.recv().await {
+            done.push(read);
+        }
+        done
+    }
+}
+
+/// One read's question.
+enum Ask {
+    Holdings(ByHolder),
+    Lineage(u64),
+    Transaction(Hash),
+}
+
+impl Ask {
+    fn kind(&self) -> ReadKind {
+        match self {
+            Ask::Holdings(_) => ReadKind::Holdings,
+            Ask::Lineage(_) => ReadKind::Lineage,
+            Ask::Transaction(_) => ReadKind::Transaction,
+        }
+    }
+
+    /// Sends it; the failure's code if it failed.
+    async fn send(&self, client: &Client, contract: Address) -> std::result::Result<(), String> {
+        let code = |e: trellis_sdk::Error| match e {
+            trellis_sdk::Error::Transport { .. } => "transport".to_owned(),
+            e => e.code().unwrap_or("other").to_owned(),
+        };
+        let receivables = client.receivables(contract);
+        match self {
+            Ask::Holdings(page) => receivables
+                .holdings_page(page)
+                .await
+                .map(drop)
+                .map_err(code),
+            Ask::Lineage(piece) => receivables.lineage(*piece).await.map(drop).map_err(code),
+            Ask::Transaction(hash) => match client.transaction(hash).await.map_err(code)? {
+                Some(_) => Ok(()),
+                None => Err("not_found".to_owned()),
+            },
+        }
+    }
+}
+
+/// The guard, also after a panic elsewhere (the list stays whole).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_transactions_keep_the_newest_and_reads_pick_among_them() {
+        let recent = RecentTxs::default();
+        let mut rng = StdRng::seed_from_u64(7);
+        assert_eq!(recent.pick(&mut rng), None);
+        let hash = |i: usize| {
+            let mut bytes = [0; 32];
+            bytes[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            Hash(bytes)
+        };
+        for i in 0..RECENT_TXS + 10 {
+            recent.push(hash(i));
+        }
+        let kept: Vec<Hash> = lock(&recent.0).iter().copied().collect();
+        let newest: Vec<Hash> = (10..RECENT_TXS + 10).map(hash).collect();
+        assert_eq!(kept, newest);
+        for _ in 0..100 {
+            let picked = recent.pick(&mut rng).expect("one of them");
+            assert!(newest.contains(&picked));
+        }
+    }
+
+    #[test]
+    fn the_mix_is_two_holdings_two_lineages_and_a_transaction_in_five() {
+        let count = |kind| ReadKind::CYCLE.iter().filter(|k| **k == kind).count();
+        assert_eq!(count(ReadKind::Holdings), 2);
+        assert_eq!(count(ReadKind::Lineage), 2);
+        assert_eq!(count(ReadKind::Transaction), 1);
+    }
+}
