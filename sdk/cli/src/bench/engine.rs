@@ -17,7 +17,7 @@
 //! and the in-flight window read are atomics in [`Shared`].
 
 use super::plan::{Method, Phase, Planner};
-use super::reads::RecentTxs;
+use super::reads::RecentBlocks;
 use super::sign::{ExpandedKey, Nonces, sign_batch};
 use foldhash::{HashMap, HashSet, HashSetExt};
 use std::collections::{BTreeMap, VecDeque};
@@ -88,10 +88,10 @@ pub struct Shared {
     /// Pieces ready to act on, receivables accepted and unsettled.
     pub ready_pieces: AtomicU64,
     pub live_roots: AtomicU64,
-    /// The highest piece id the run has seen made, and transactions seen
-    /// committed: what reads beside the load ask about.
+    /// The highest piece id the run has seen made.
     pub newest_piece: AtomicU64,
-    pub recent_txs: RecentTxs,
+    /// What reads beside the load ask about.
+    pub recent_blocks: Arc<RecentBlocks>,
 }
 
 /// One measured transaction.
@@ -577,7 +577,8 @@ fn is_later(e: &trellis_sdk::Error) -> bool {
     }
 }
 
-fn refusal_code(e: &trellis_sdk::Error) -> String {
+/// A refusal's or failure's code: the node's, or `transport`.
+pub(super) fn refusal_code(e: &trellis_sdk::Error) -> String {
     match e {
         trellis_sdk::Error::Transport { .. } => "transport".to_owned(),
         e => e.code().unwrap_or("other").to_owned(),
@@ -620,7 +621,8 @@ pub async fn follow(
         let seen = Instant::now();
         let block_time_ms = block.block.header.timestamp_ms;
         if let Some(last) = block.receipts.last() {
-            shared.recent_txs.push(last.tx);
+            let newest_piece = shared.newest_piece.load(Ordering::Relaxed);
+            shared.recent_blocks.push(last.tx, newest_piece);
         }
         let txs = block.block.txs.into_iter().zip(block.receipts);
         for (index, (signed, receipt)) in (0u32..).zip(txs) {

@@ -603,8 +603,9 @@ async fn bench(
         shared.clone(),
     ));
     let (run_started, run_started_rx) = tokio::sync::watch::channel(None);
-    let reading = readers
-        .map(|readers| tokio::spawn(readers.run(run_started_rx, plan.duration, shared.clone())));
+    let reading = readers.map(|readers| {
+        tokio::spawn(readers.run(run_started_rx, plan.duration, shared.recent_blocks.clone()))
+    });
     let (pace_tx, pace_rx) = tokio::sync::watch::channel(Pace::Hold);
     let senders = urls
         .iter()

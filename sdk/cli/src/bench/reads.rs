@@ -8,12 +8,11 @@
 //! to its receivable (state reads through the contract), one in five for a
 //! recently committed transaction by hash (the transaction index).
 
-use super::engine::Shared;
+use super::engine::refusal_code;
 use crate::error::{CliError, Result};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -25,8 +24,8 @@ use trellis_types::{Address, Hash};
 pub const MAX_READS: u32 = 100_000;
 /// Pieces in one holdings page.
 const PAGE: u32 = 20;
-/// Recently committed transactions kept to ask for (one a block).
-const RECENT_TXS: usize = 256;
+/// Blocks kept to ask about (a transaction of each).
+const RECENT_BLOCKS: usize = 256;
 /// Reads waiting for an answer at once, over all the nodes read.
 const IN_FLIGHT: usize = 256;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -60,23 +59,42 @@ impl ReadKind {
     }
 }
 
-/// Transactions the follower saw committed, newest last: what reads by hash
-/// ask for.
-#[derive(Default)]
-pub struct RecentTxs(Mutex<VecDeque<Hash>>);
+/// What reads ask about was committed at least this long before, so that a
+/// node read that applies blocks a little after the one followed has it.
+const SETTLED: Duration = Duration::from_secs(1);
 
-impl RecentTxs {
-    pub fn push(&self, hash: Hash) {
+/// One block as the follower saw it: when, its last transaction, and the
+/// highest piece id the planner knew of then.
+struct BlockSeen {
+    at: Instant,
+    tx: Hash,
+    newest_piece: u64,
+}
+
+/// The last blocks the follower saw, newest last: what reads ask about.
+#[derive(Default)]
+pub struct RecentBlocks(Mutex<VecDeque<BlockSeen>>);
+
+impl RecentBlocks {
+    pub fn push(&self, tx: Hash, newest_piece: u64) {
         let mut recent = lock(&self.0);
-        if recent.len() == RECENT_TXS {
+        if recent.len() == RECENT_BLOCKS {
             recent.pop_front();
         }
-        recent.push_back(hash);
+        recent.push_back(BlockSeen {
+            at: Instant::now(),
+            tx,
+            newest_piece,
+        });
     }
 
-    fn pick(&self, rng: &mut impl RngExt) -> Option<Hash> {
+    /// Of the blocks seen at least [`SETTLED`] before `now`: one's
+    /// transaction at random, and the highest piece id known by the last.
+    fn settled(&self, now: Instant, rng: &mut impl RngExt) -> Option<(Hash, u64)> {
         let recent = lock(&self.0);
-        (!recent.is_empty()).then(|| recent[rng.random_range(0..recent.len())])
+        let settled = recent.partition_point(|b| b.at + SETTLED <= now);
+        let last = recent.get(settled.checked_sub(1)?)?;
+        Some((recent[rng.random_range(0..settled)].tx, last.newest_piece))
     }
 }
 
@@ -137,7 +155,7 @@ impl Readers {
         self,
         mut started: watch::Receiver<Option<Instant>>,
         duration: Duration,
-        shared: Arc<Shared>,
+        recent: Arc<RecentBlocks>,
     ) -> Vec<ReadDone> {
         let start = loop {
             if let Some(start) = *started.borrow_and_update() {
@@ -160,9 +178,10 @@ impl Readers {
             tokio::time::sleep_until(due.into()).await;
             let client = self.clients[sent as usize % self.clients.len()].clone();
             let kind = ReadKind::CYCLE[sent as usize % ReadKind::CYCLE.len()];
-            let newest = shared.newest_piece.load(Ordering::Relaxed);
-            let ask = match (kind, shared.recent_txs.pick(&mut rng)) {
-                (ReadKind::Transaction, Some(hash)) => Ask::Transaction(hash),
+            let settled = recent.settled(Instant::now(), &mut rng);
+            let newest = settled.map_or(0, |(_, newest)| newest);
+            let ask = match (kind, settled) {
+                (ReadKind::Transaction, Some((hash, _))) => Ask::Transaction(hash),
                 (ReadKind::Lineage, _) if newest > 0 => Ask::Lineage(rng.random_range(1..=newest)),
                 _ => Ask::Holdings(ByHolder {
                     org: self.holders[sent as usize % self.holders.len()].clone(),
@@ -209,10 +228,7 @@ impl Ask {
 
     /// Sends it; the failure's code if it failed.
     async fn send(&self, client: &Client, contract: Address) -> std::result::Result<(), String> {
-        let code = |e: trellis_sdk::Error| match e {
-            trellis_sdk::Error::Transport { .. } => "transport".to_owned(),
-            e => e.code().unwrap_or("other").to_owned(),
-        };
+        let code = |e: trellis_sdk::Error| refusal_code(&e);
         let receivables = client.receivables(contract);
         match self {
             Ask::Holdings(page) => receivables
@@ -241,24 +257,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn recent_transactions_keep_the_newest_and_reads_pick_among_them() {
-        let recent = RecentTxs::default();
+    fn reads_ask_about_the_last_blocks_seen_a_second_ago_or_more() {
+        let recent = RecentBlocks::default();
         let mut rng = StdRng::seed_from_u64(7);
-        assert_eq!(recent.pick(&mut rng), None);
+        let now = Instant::now();
+        assert!(recent.settled(now, &mut rng).is_none());
         let hash = |i: usize| {
             let mut bytes = [0; 32];
             bytes[..8].copy_from_slice(&(i as u64).to_le_bytes());
             Hash(bytes)
         };
-        for i in 0..RECENT_TXS + 10 {
-            recent.push(hash(i));
+        for i in 0..RECENT_BLOCKS + 10 {
+            recent.push(hash(i), i as u64 * 3);
         }
-        let kept: Vec<Hash> = lock(&recent.0).iter().copied().collect();
-        let newest: Vec<Hash> = (10..RECENT_TXS + 10).map(hash).collect();
-        assert_eq!(kept, newest);
+        // Just seen: none is settled yet.
+        assert!(recent.settled(Instant::now(), &mut rng).is_none());
+        // A second on, every kept block is, the newest the last one's.
+        let later = Instant::now() + SETTLED;
+        let kept: Vec<Hash> = (10..RECENT_BLOCKS + 10).map(hash).collect();
         for _ in 0..100 {
-            let picked = recent.pick(&mut rng).expect("one of them");
-            assert!(newest.contains(&picked));
+            let (tx, newest) = recent.settled(later, &mut rng).expect("settled");
+            assert!(kept.contains(&tx));
+            assert_eq!(newest, (RECENT_BLOCKS as u64 + 9) * 3);
         }
     }
 
