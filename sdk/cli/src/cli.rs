@@ -688,10 +688,19 @@ pub struct BenchArgs {
     pub indexes: BenchIndexes,
     /// Reads a second sent beside the load (open loop), as banks, suppliers and
     /// regulators ask: an organisation's holdings, a piece's lineage, a transaction
-    /// by hash. They go to the observers --start starts, else to the load's nodes,
-    /// which must keep both indexes [default: 0, none].
+    /// by hash. They go to --read-node, else to the observers --start starts, else
+    /// to the load's nodes; the nodes read must keep both indexes [default: 0, none].
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub reads: u32,
+    /// Where --reads go instead: a node's API URL; repeatable or comma-separated
+    /// (an observer of a network you started, say).
+    #[arg(
+        long = "read-node",
+        value_name = "URL",
+        value_delimiter = ',',
+        requires = "reads"
+    )]
+    pub read_nodes: Vec<String>,
     /// The trellis-node binary --start runs (default: next to this program, then PATH).
     #[arg(long, env = "TRELLIS_NODE_BIN", value_name = "FILE")]
     pub node_bin: Option<PathBuf>,

@@ -342,6 +342,44 @@ async fn reads_of_a_node_without_indexes_or_of_remarks_are_refused() {
         "{}",
         run.stderr
     );
+    // Where reads go means nothing without reads.
+    let run = trellis_beside_node(&["bench", "--quick", "--read-node", "http://127.0.0.1:1"])
+        .await
+        .expect_code(2);
+    assert!(run.stderr.contains("--reads"), "{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_go_to_the_node_named_for_them() {
+    // The load and the reads go to one dev node, named two ways (the SDK
+    // drops a trailing slash), so the report shows which name got the reads.
+    let node = DevNode::start().await.expect("dev node");
+    let load = node.url("");
+    let read = format!("{load}/");
+    let run = trellis_beside_node(&[
+        "--node",
+        &load,
+        "--output",
+        "json",
+        "bench",
+        "--quick",
+        "--duration",
+        "2s",
+        "--reads",
+        "10",
+        "--read-node",
+        &read,
+        "--min-ops",
+        "30",
+    ])
+    .await
+    .ok();
+    let report = run.json();
+    let reads = &report["reads"];
+    assert_eq!(reads["nodes"], serde_json::json!([read]), "{reads:#}");
+    assert_eq!(report["nodes"], serde_json::json!([load]));
+    assert_eq!(count(&reads["sent"]), 20, "{reads:#}");
+    assert_eq!(count(&reads["answered"]), 20, "{reads:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

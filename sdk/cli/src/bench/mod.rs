@@ -412,8 +412,14 @@ pub async fn run(ctx: &Ctx, args: &BenchArgs, node_defaulted: bool) -> Result<Re
             .map(|s| s.data_dirs.clone())
             .unwrap_or_default(),
     };
-    // Reads go to the nodes that serve readers: the observers, if any.
+    // Reads go where asked, else to the nodes that serve readers: the
+    // observers, if any.
     let read_urls = match &started {
+        _ if !args.read_nodes.is_empty() => args
+            .read_nodes
+            .iter()
+            .map(|url| url.trim().to_owned())
+            .collect(),
         Some(s) if !s.observer_urls.is_empty() => s.observer_urls.clone(),
         _ => urls.clone(),
     };
