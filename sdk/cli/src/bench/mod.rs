@@ -456,10 +456,7 @@ async fn bench(
         let mut holders = members.suppliers.clone();
         holders.push(members.bank.clone());
         Some(reads::Readers::new(
-            plan.reads,
-            read_urls.to_vec(),
-            contract,
-            holders,
+            plan.reads, read_urls, contract, holders,
         )?)
     } else {
         None

@@ -26,7 +26,8 @@ pub const MAX_READS: u32 = 100_000;
 const PAGE: u32 = 20;
 /// Blocks kept to ask about (a transaction of each).
 const RECENT_BLOCKS: usize = 256;
-/// Reads waiting for an answer at once, over all the nodes read.
+/// Reads sent and not yet answered, over all the nodes read; more wait
+/// their turn, the wait counted in their latency.
 const IN_FLIGHT: usize = 256;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -111,8 +112,8 @@ pub struct ReadDone {
 
 /// What the reads are sent to and ask about.
 pub struct Readers {
-    pub per_s: u32,
-    pub urls: Vec<String>,
+    per_s: u32,
+    /// One for each node read, in turn.
     clients: Vec<Client>,
     contract: Address,
     /// Organisations whose holdings are asked for, in turn.
@@ -122,7 +123,7 @@ pub struct Readers {
 impl Readers {
     pub fn new(
         per_s: u32,
-        urls: Vec<String>,
+        urls: &[String],
         contract: Address,
         holders: Vec<String>,
     ) -> Result<Readers> {
@@ -141,7 +142,6 @@ impl Readers {
         }
         Ok(Readers {
             per_s,
-            urls,
             clients,
             contract,
             holders,

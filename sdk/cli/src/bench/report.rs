@@ -186,10 +186,11 @@ fn reads_summary(inputs: &Inputs) -> (Value, String) {
         let answered = of_kind().filter(|r| r.failure.is_none()).count() as u64;
         let ms = read_latencies(of_kind(), ws, we);
         kinds_text.push(format!(
-            "{} {} (p50/p99 {} / {} ms)",
+            "{:<11} {:>9} answered, p50/p95/p99 {} / {} / {} ms",
             kind.name(),
             grouped(answered),
             show(percentile(&ms, 50.0), 1),
+            show(percentile(&ms, 95.0), 1),
             show(percentile(&ms, 99.0), 1)
         ));
         kinds.insert(
@@ -210,15 +211,15 @@ fn reads_summary(inputs: &Inputs) -> (Value, String) {
         "kinds": kinds,
     });
     let text = format!(
-        "{} a second to {} node{}, due to answer p50/p95/p99 {} / {} / {} ms; {}; failed: {}",
+        "{} a second to {} node{}, timed from when due: p50/p95/p99 {} / {} / {} ms; failed: {}\n{}",
         plan.reads,
         inputs.read_urls.len(),
         if inputs.read_urls.len() == 1 { "" } else { "s" },
         show(percentile(&all, 50.0), 1),
         show(percentile(&all, 95.0), 1),
         show(percentile(&all, 99.0), 1),
-        kinds_text.join(", "),
-        codes(&failed_by_code)
+        codes(&failed_by_code),
+        kinds_text.join("\n")
     );
     (json, text)
 }
