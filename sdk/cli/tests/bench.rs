@@ -54,6 +54,12 @@ fn assert_whole_mix_committed(report: &Value) {
     assert_eq!(count(&report["failed"]), 0, "{report:#}");
 }
 
+/// `trellis args` exits 2 (a usage error) saying `message`.
+async fn assert_refused(args: &[&str], message: &str) {
+    let run = trellis_beside_node(args).await.expect_code(2);
+    assert!(run.stderr.contains(message), "{}", run.stderr);
+}
+
 fn millis(v: &Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a latency: {v}"))
 }
@@ -302,51 +308,42 @@ async fn validators_without_indexes_beside_an_observer_commit_the_mix_while_it_a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn observers_without_a_network_are_refused_before_anything_starts() {
-    let run = trellis_beside_node(&["bench", "--quick", "--start", "--observers", "1"])
-        .await
-        .expect_code(2);
-    assert!(
-        run.stderr.contains("--observers needs a network"),
-        "{}",
-        run.stderr
-    );
+    assert_refused(
+        &["bench", "--quick", "--start", "--observers", "1"],
+        "--observers needs a network",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_of_a_node_without_indexes_or_of_remarks_are_refused() {
     let node_bin = node_binary();
-    let run = trellis_beside_node(&[
-        "bench",
-        "--quick",
-        "--start",
-        "--indexes",
-        "none",
-        "--reads",
-        "10",
-        "--node-bin",
-        &node_bin,
-    ])
-    .await
-    .expect_code(2);
-    assert!(
-        run.stderr
-            .contains("--reads needs nodes that keep both indexes"),
-        "{}",
-        run.stderr
-    );
-    let run = trellis_beside_node(&["bench", "--quick", "--mix", "remark", "--reads", "10"])
-        .await
-        .expect_code(2);
-    assert!(
-        run.stderr.contains("--reads asks about receivables"),
-        "{}",
-        run.stderr
-    );
+    assert_refused(
+        &[
+            "bench",
+            "--quick",
+            "--start",
+            "--indexes",
+            "none",
+            "--reads",
+            "10",
+            "--node-bin",
+            &node_bin,
+        ],
+        "--reads needs nodes that keep both indexes",
+    )
+    .await;
+    assert_refused(
+        &["bench", "--quick", "--mix", "remark", "--reads", "10"],
+        "--reads asks about receivables",
+    )
+    .await;
     // Where reads go means nothing without reads.
-    let run = trellis_beside_node(&["bench", "--quick", "--read-node", "http://127.0.0.1:1"])
-        .await
-        .expect_code(2);
-    assert!(run.stderr.contains("--reads"), "{}", run.stderr);
+    assert_refused(
+        &["bench", "--quick", "--read-node", "http://127.0.0.1:1"],
+        "--reads",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
