@@ -849,7 +849,7 @@ impl Client {
 
     /// A state value at the latest committed height, verified: its Merkle
     /// proof must check against the state root in the header of the block at
-    /// that height, fetched separately. A proof that does not is an
+    /// that height, fetched separately (whole, in the canonical encoding). A proof that does not is an
     /// [`Error::Proof`], never a value.
     ///
     /// ```no_run
@@ -878,7 +878,14 @@ impl Client {
         if answer.key.0 != key {
             return Err(Error::Proof("the answer is for another key".into()));
         }
-        let block = self.block(answer.height).await?;
+        // In the canonical encoding: the block is needed for its header only,
+        // and a busy block's JSON is megabytes more to move and parse.
+        let block = self
+            .wait_for_block(answer.height, Duration::ZERO)
+            .await?
+            .ok_or_else(|| {
+                Error::Proof(format!("the node has no block at height {}", answer.height))
+            })?;
         if block.block.hash() != block.hash {
             return Err(Error::Proof(
                 "the block's header does not hash to its hash".into(),
