@@ -45,12 +45,7 @@ impl Ctx {
     }
 
     pub fn endpoints(&self) -> Vec<String> {
-        self.global
-            .nodes
-            .iter()
-            .map(|n| n.trim().to_owned())
-            .filter(|n| !n.is_empty())
-            .collect()
+        urls(&self.global.nodes)
     }
 
     pub fn contract(&self) -> Address {
@@ -186,4 +181,13 @@ fn read_password_file(file: &Path) -> Result<String> {
         .with_code("password_file")
     })?;
     Ok(text.lines().next().unwrap_or_default().to_owned())
+}
+
+/// URLs as given on the command line, trimmed, empty entries dropped.
+pub fn urls(given: &[String]) -> Vec<String> {
+    given
+        .iter()
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty())
+        .collect()
 }

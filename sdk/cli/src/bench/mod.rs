@@ -414,12 +414,9 @@ pub async fn run(ctx: &Ctx, args: &BenchArgs, node_defaulted: bool) -> Result<Re
     };
     // Reads go where asked, else to the nodes that serve readers: the
     // observers, if any.
+    let asked = crate::context::urls(&args.read_nodes);
     let read_urls = match &started {
-        _ if !args.read_nodes.is_empty() => args
-            .read_nodes
-            .iter()
-            .map(|url| url.trim().to_owned())
-            .collect(),
+        _ if !asked.is_empty() => asked,
         Some(s) if !s.observer_urls.is_empty() => s.observer_urls.clone(),
         _ => urls.clone(),
     };
