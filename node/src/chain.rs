@@ -295,7 +295,8 @@ impl Chain {
             vm,
             chain_id: genesis.chain_id.clone(),
             params: genesis.params.clone(),
-            validators: ValidatorSet::new(genesis.validator_keys()),
+            validators: ValidatorSet::new(genesis.validator_keys())
+                .expect("a validated genesis names at least one validator"),
             mempool,
             executed: BTreeMap::new(),
             build_budget: None,

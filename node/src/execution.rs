@@ -55,7 +55,7 @@ pub mod keys {
 
     /// The prefix of a contract's own keys: `c/<32-byte address>/`.
     pub fn contract_data(address: &Address) -> Vec<u8> {
-        [b"c/".as_slice(), &address.0, b"/"].concat()
+        address.state_key(b"")
     }
 
     /// The prefix of a contract's query index: `q/<32-byte address>/`,

@@ -32,6 +32,7 @@ pub use error::Error;
 pub use invariants::check_invariants;
 pub use ops::discounted_price;
 pub use queries::effective_status;
+pub use state::piece_key;
 pub use types::*;
 
 /// The contract. Calls (`method`: argument type → result type):

@@ -45,7 +45,8 @@ fn key(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     k
 }
 
-pub(crate) fn piece_key(id: PieceId) -> Vec<u8> {
+/// The key of piece `id`'s record, under the contract's own keys.
+pub fn piece_key(id: PieceId) -> Vec<u8> {
     key(PIECE, &[&id.to_be_bytes()])
 }
 

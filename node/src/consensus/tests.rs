@@ -26,7 +26,7 @@ fn keys(n: usize) -> Vec<KeyPair> {
 /// Validator 0 of four, started at height 1, and the four keys.
 fn first_of_four() -> (Vec<KeyPair>, Consensus) {
     let ks = keys(4);
-    let set = ValidatorSet::new(ks.iter().map(KeyPair::public).collect());
+    let set = ValidatorSet::new(ks.iter().map(KeyPair::public).collect()).unwrap();
     let mut node = Consensus::new(
         CHAIN.into(),
         set,
@@ -106,7 +106,7 @@ struct Net {
 impl Net {
     fn new(n: usize) -> Self {
         let keys = keys(n);
-        let set = ValidatorSet::new(keys.iter().map(KeyPair::public).collect());
+        let set = ValidatorSet::new(keys.iter().map(KeyPair::public).collect()).unwrap();
         let nodes = keys
             .into_iter()
             .map(|k| {
@@ -366,7 +366,7 @@ fn an_invalid_proposal_is_refused_and_the_next_round_commits() {
 fn every_vote_is_persisted_before_it_is_broadcast() {
     let mut node = Consensus::new(
         CHAIN.into(),
-        ValidatorSet::new(keys(4).iter().map(KeyPair::public).collect()),
+        ValidatorSet::new(keys(4).iter().map(KeyPair::public).collect()).unwrap(),
         Some(keys(4).remove(0)),
         timeouts(),
         1,
@@ -386,7 +386,7 @@ fn every_vote_is_persisted_before_it_is_broadcast() {
 
 #[test]
 fn restarted_validator_never_votes_twice_in_a_round() {
-    let set = ValidatorSet::new(keys(4).iter().map(KeyPair::public).collect());
+    let set = ValidatorSet::new(keys(4).iter().map(KeyPair::public).collect()).unwrap();
     let key = keys(4).remove(0);
     let mut node = Consensus::new(
         CHAIN.into(),
@@ -784,7 +784,7 @@ fn a_certificate_without_a_quorum_or_with_a_forged_vote_does_not_verify() {
 
 #[test]
 fn a_validator_whose_record_is_ahead_of_its_chain_signs_nothing_until_it_gets_there() {
-    let set = ValidatorSet::new(keys(4).iter().map(KeyPair::public).collect());
+    let set = ValidatorSet::new(keys(4).iter().map(KeyPair::public).collect()).unwrap();
     // The proposer of height 1, round 0, so that it would build and propose.
     let key = proposer_key(&keys(4), &set, 1, 0);
     let x = Hash([9; 32]);
@@ -958,7 +958,7 @@ fn validators_that_all_lose_a_decided_block_decide_it_again() {
 #[test]
 fn a_proposer_restarted_after_voting_in_its_round_does_not_propose_in_it_again() {
     let ks = keys(4);
-    let set = ValidatorSet::new(ks.iter().map(KeyPair::public).collect());
+    let set = ValidatorSet::new(ks.iter().map(KeyPair::public).collect()).unwrap();
     let proposer = proposer_key(&ks, &set, 1, 0);
     let locked = block(1, 0, proposer.public(), 7);
     let records = [

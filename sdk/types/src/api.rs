@@ -78,6 +78,19 @@ pub struct BlockResponse {
     pub receipts: Vec<Receipt>,
 }
 
+/// A committed block's header with the certificate that committed it
+/// (`GET /v1/blocks/{height}/header`): what a client that knows the
+/// validators needs to trust the header, and with it the state root that
+/// state proofs check against, without the block's transactions.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct HeaderResponse {
+    pub hash: Hash,
+    pub header: Header,
+    /// The precommits that decided the block (none for the genesis block,
+    /// whose hash the next block's `parent` names).
+    pub commit: QuorumCertificate,
+}
+
 /// A state value (`null` when absent) at a committed height.
 #[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
 pub struct StateResponse {

@@ -15,6 +15,7 @@ pub mod params;
 pub mod proof;
 pub mod receipt;
 pub mod tx;
+pub mod validators;
 
 mod bytes;
 
@@ -28,3 +29,4 @@ pub use params::ChainParams;
 pub use proof::{ProofError, StateProof, verify_state_proof};
 pub use receipt::{Event, EventSource, ExecError, Receipt, ReceiptStatus};
 pub use tx::{Address, Payload, SignedTransaction, SystemOp, Transaction};
+pub use validators::{CertificateError, ValidatorSet};

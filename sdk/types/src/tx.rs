@@ -20,6 +20,12 @@ impl Address {
         h.update(&salt.0);
         Address(*h.finalize().as_bytes())
     }
+
+    /// The raw state key of this contract's own key `key`: contracts' keys
+    /// live under `c/<32-byte address>/`.
+    pub fn state_key(&self, key: &[u8]) -> Vec<u8> {
+        [b"c/".as_slice(), &self.0, b"/", key].concat()
+    }
 }
 
 /// The unsigned body of a transaction. Its hash is its id and what is signed.
