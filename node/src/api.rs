@@ -74,8 +74,8 @@ pub struct ApiState {
 
 pub use trellis_types::api::{
     BatchSubmitted, BatchVerdict, BlockResponse, ChainStatus, ContractQuery, ContractQueryResult,
-    ErrorBody, EvidenceList, Health, MAX_BATCH_TXS, StateResponse, StatusResponse, TxStatus,
-    TxSubmitted, ValidatorInfo, ValidatorList,
+    ErrorBody, EvidenceList, HeaderResponse, Health, MAX_BATCH_TXS, StateResponse, StatusResponse,
+    TxStatus, TxSubmitted, ValidatorInfo, ValidatorList,
 };
 
 /// `POST /v1/transactions` with `Content-Type: application/json`.
@@ -420,6 +420,7 @@ fn build_router(
         .route("/v1/transactions/{hash}", get(get_transaction))
         .route("/v1/blocks/latest", get(latest_block))
         .route("/v1/blocks/{height}", get(block_by_height))
+        .route("/v1/blocks/{height}/header", get(block_header))
         .route("/v1/blocks/by-hash/{hash}", get(block_by_hash))
         .route("/v1/state/{key}", get(get_state))
         .route("/v1/contracts/{address}", get(get_contract))
@@ -890,6 +891,54 @@ async fn block_by_height(
     .await
 }
 
+/// A committed block's header and commit certificate, without its body:
+/// what a client checking a state proof needs of the block.
+#[utoipa::path(
+    get,
+    path = "/v1/blocks/{height}/header",
+    tag = "blocks",
+    params(("height" = String, Path, description = "Block height, or `latest`")),
+    responses(
+        (status = 200, body = HeaderResponse),
+        (status = 400, description = "malformed height", body = ErrorBody),
+        (status = 404, description = "not_found: above the head", body = ErrorBody),
+        (status = 503, description = "busy: the node's reads are all taken; retry shortly", body = ErrorBody),
+    )
+)]
+async fn block_header(
+    State(state): State<Arc<ApiState>>,
+    height: Result<Path<String>, PathRejection>,
+) -> Result<Json<HeaderResponse>, ApiError> {
+    let height = path_param(height)?;
+    let height: Option<u64> = match height.as_str() {
+        "latest" => None,
+        number => Some(number.parse().map_err(|_| {
+            ApiError::malformed(format!("`{number}` is not a block height or `latest`"))
+        })?),
+    };
+    blocking(state, move |state| {
+        let height = match height {
+            Some(height) => height,
+            None => {
+                state
+                    .storage
+                    .head()
+                    .ok_or_else(|| ApiError::not_found("the chain has no block yet"))?
+                    .height
+            }
+        };
+        // The newest blocks are shared from memory; an older one is read whole.
+        let (committed, commit) = load_block(&state.storage, height)?
+            .ok_or_else(|| ApiError::not_found(format!("no block at height {height}")))?;
+        Ok(Json(HeaderResponse {
+            hash: committed.block.hash(),
+            header: committed.block.header.clone(),
+            commit,
+        }))
+    })
+    .await
+}
+
 /// Returns once the head reaches `height`, `wait` has passed or the server
 /// is closing, whichever comes first. Waiting takes one of the event
 /// streams' slots (429 `too_many_streams` when none is free): a long poll
@@ -1024,7 +1073,9 @@ pub fn validator_list(genesis: &Genesis) -> ValidatorList {
                 node_key: v.node_key,
             })
             .collect(),
-        quorum: ValidatorSet::new(keys).quorum(),
+        quorum: ValidatorSet::new(keys)
+            .expect("a validated genesis names at least one validator")
+            .quorum(),
     }
 }
 
@@ -1779,6 +1830,7 @@ async fn openapi() -> Response {
         get_transaction,
         latest_block,
         block_by_height,
+        block_header,
         block_by_hash,
         get_state,
         get_contract,

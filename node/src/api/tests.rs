@@ -20,10 +20,11 @@ const READ_THREADS: usize = 2;
 const READS_ADMITTED: usize = 8;
 
 /// The routes that read the store or run a query, within the read limit.
-const STORE_READS: [(&str, &str); 7] = [
+const STORE_READS: [(&str, &str); 8] = [
     ("/v1/transactions/{hash}", "get"),
     ("/v1/blocks/latest", "get"),
     ("/v1/blocks/{height}", "get"),
+    ("/v1/blocks/{height}/header", "get"),
     ("/v1/blocks/by-hash/{hash}", "get"),
     ("/v1/state/{key}", "get"),
     ("/v1/contracts/{address}", "get"),
@@ -936,6 +937,44 @@ async fn missing_or_malformed_blocks_are_errors() {
         ("/v2/nothing".to_owned(), StatusCode::NOT_FOUND, "not_found"),
     ] {
         let (got, body) = node.get(&path).await;
+        assert_eq!(
+            (got, body["code"].as_str()),
+            (status, Some(code)),
+            "{path}: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_header_comes_with_its_commit_certificate_and_without_the_body() {
+    let node = TestNode::start().await;
+    node.commit_remarks(&acme(), 0, vec![vec![], vec![]]);
+    for (path, height) in [
+        ("/v1/blocks/0/header", 0),
+        ("/v1/blocks/1/header", 1),
+        ("/v1/blocks/latest/header", 1),
+    ] {
+        let (status, body) = node.get(path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        assert!(body.get("block").is_none() && body.get("receipts").is_none());
+        let answer: HeaderResponse = serde_json::from_value(body).expect("a HeaderResponse");
+        let block = node.storage.block(height).unwrap().unwrap();
+        assert_eq!(answer.header, block.header, "{path}");
+        assert_eq!(answer.hash, block.hash());
+        let commit = node.storage.commit_certificate(height).unwrap().unwrap();
+        assert_eq!(answer.commit, commit, "{path}");
+        assert_eq!(answer.commit.block, answer.hash);
+    }
+    for (path, status, code) in [
+        ("/v1/blocks/2/header", StatusCode::NOT_FOUND, "not_found"),
+        (
+            "/v1/blocks/first/header",
+            StatusCode::BAD_REQUEST,
+            "malformed",
+        ),
+        ("/v1/blocks/-1/header", StatusCode::BAD_REQUEST, "malformed"),
+    ] {
+        let (got, body) = node.get(path).await;
         assert_eq!(
             (got, body["code"].as_str()),
             (status, Some(code)),
