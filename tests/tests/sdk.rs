@@ -10,12 +10,12 @@ use std::time::Duration;
 use trellis_genesis::{Genesis, dev_account};
 use trellis_node::node::now_ms;
 use trellis_receivables as rcv;
-use trellis_sdk::api::{CommittedTx, TxPosition};
+use trellis_sdk::api::{CommittedTx, HeaderResponse, TxPosition};
 use trellis_sdk::{Client, Error, EventStream, RetryPolicy};
 use trellis_tests::{DEADLINE, DevNode, TcpProxy, openssl, poll};
 use trellis_types::{
-    Address, Bytes, KeyPair, Payload, ReceiptStatus, SignedTransaction, SystemOp, Transaction,
-    decode, encode,
+    Address, Bytes, Hash, KeyPair, Payload, PublicKey, ReceiptStatus, SignedTransaction, SystemOp,
+    Transaction, ValidatorSet, decode, encode,
 };
 
 const CORE: &str = "core-acme";
@@ -177,6 +177,18 @@ async fn the_supply_chain_story_runs_through_the_sdk() {
     assert!(financed.value.price < 15_000_000, "discounted");
     let recorded = bank.piece(t3_piece).await.unwrap().piece;
     assert_eq!(recorded.financing.as_ref(), Some(&financed.value));
+    // The bank checks what it financed without trusting the node: the
+    // piece's record, proven in the state of a block the validators committed.
+    let proven = bank.piece_with_proof(t3_piece).await.expect("proven");
+    assert_eq!(
+        proven.decode::<rcv::Piece>().unwrap(),
+        Some(recorded.clone())
+    );
+    let absent = bank
+        .piece_with_proof(1_000_000)
+        .await
+        .expect("proven absent");
+    assert_eq!(absent.value, None);
 
     // Financing a financed piece again is refused; so is a second issue on INV-001.
     let again = bank
@@ -609,6 +621,102 @@ async fn state_proofs_are_verified_and_a_tampered_one_is_refused() {
         trellis_sdk::verify_state(&no_proof, &header),
         Err(Error::Proof(_))
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_verify_only_with_a_quorum_of_the_trusted_validators_for_this_chain() {
+    let node = DevNode::start().await.expect("dev node");
+    core_client(&node)
+        .submit(remark("a block past the genesis"))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    let genesis = Genesis::dev();
+    let trusting = |validators: Vec<PublicKey>, chain_id: &str| {
+        Client::builder()
+            .endpoint(node.url(""))
+            .validators(validators)
+            .chain_id(chain_id)
+            .build()
+            .unwrap()
+    };
+    let pinned = trusting(genesis.validator_keys(), &genesis.chain_id);
+    let head = pinned.status().await.unwrap().status.height;
+    let header = pinned.verified_header(head).await.expect("verified");
+    assert_eq!(header, pinned.block(head).await.unwrap().block.header);
+    // The genesis block has no precommits: it is verified as block 1's parent.
+    let zero = pinned.verified_header(0).await.expect("genesis verified");
+    assert_eq!(zero.hash(), pinned.header(1).await.unwrap().header.parent);
+    assert!(pinned.state_with_proof(b"sys/params").await.is_ok());
+    // A client that asks the node for the validators verifies the same.
+    let asking = core_client(&node);
+    assert_eq!(asking.verified_header(head).await.unwrap(), header);
+
+    // Trusting other validators, or another chain, nothing verifies.
+    let stranger = KeyPair::insecure_from_label("not a validator").public();
+    let strangers = trusting(vec![stranger], &genesis.chain_id);
+    let other_chain = trusting(genesis.validator_keys(), "another-chain");
+    for (who, client, why) in [
+        ("other validators", &strangers, "not a validator"),
+        ("another chain", &other_chain, "of chain `"),
+    ] {
+        for read in [
+            client.verified_header(head).await.map(drop),
+            client.verified_header(0).await.map(drop),
+            client.state_with_proof(b"sys/params").await.map(drop),
+        ] {
+            assert!(
+                matches!(&read, Err(Error::Proof(m)) if m.contains(why)),
+                "{who}: {read:?}"
+            );
+        }
+    }
+    assert!(matches!(
+        Client::builder()
+            .endpoint(node.url(""))
+            .validators([])
+            .build(),
+        Err(Error::Config(_))
+    ));
+
+    // Answers altered on the way are refused.
+    let validators = ValidatorSet::new(genesis.validator_keys()).unwrap();
+    let answer = pinned.header(head).await.unwrap();
+    let verify = |answer: &HeaderResponse| {
+        trellis_sdk::verify_header(answer, &genesis.chain_id, &validators)
+    };
+    assert!(verify(&answer).is_ok());
+    let mut other_root = answer.clone();
+    other_root.header.state_root = Hash([7; 32]);
+    let mut other_root_rehashed = other_root.clone();
+    other_root_rehashed.hash = other_root.header.hash();
+    let mut older_commit = answer.clone();
+    older_commit.commit = pinned.header(head - 1).await.unwrap().commit;
+    let mut no_votes = answer.clone();
+    no_votes.commit.votes.clear();
+    let mut forged_vote = answer.clone();
+    forged_vote.commit.votes[0].1.0[0] ^= 1;
+    let genesis_answer = pinned.header(0).await.unwrap();
+    for (what, altered, why) in [
+        (
+            "a header that does not hash to its hash",
+            &other_root,
+            "does not hash",
+        ),
+        ("another state root", &other_root_rehashed, "for block"),
+        ("the parent's certificate", &older_commit, "for block"),
+        ("a certificate without votes", &no_votes, "votes"),
+        ("a forged precommit", &forged_vote, "does not verify"),
+        ("the genesis header alone", &genesis_answer, "votes"),
+    ] {
+        let verdict = verify(altered);
+        assert!(
+            matches!(&verdict, Err(Error::Proof(m)) if m.contains(why)),
+            "{what}: {verdict:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

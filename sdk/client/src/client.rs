@@ -12,18 +12,18 @@ use crate::receivables::Receivables;
 use crate::submit::{Committed, PendingTx};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use trellis_types::api::{
     BatchSubmitted, BatchVerdict, BlockResponse, ContractQuery, ContractQueryResult, ErrorBody,
-    EvidenceList, Health, MAX_BLOCK_WAIT_MS, StateResponse, StatusResponse, TxStatus, TxSubmitted,
-    ValidatorList,
+    EvidenceList, HeaderResponse, Health, MAX_BLOCK_WAIT_MS, StateResponse, StatusResponse,
+    TxStatus, TxSubmitted, ValidatorList,
 };
 use trellis_types::{
     Address, Bytes, DuplicateVote, Hash, Header, KeyPair, Payload, PublicKey, SignedTransaction,
-    Transaction,
+    Transaction, ValidatorSet,
 };
 
 /// How requests are retried: on connection errors, 429 and 5xx answers,
@@ -191,6 +191,45 @@ pub fn verify_state(answer: &StateResponse, header: &Header) -> Result<VerifiedS
     })
 }
 
+/// Checks a `GET /v1/blocks/{height}/header` answer: the header hashes to
+/// the answer's hash and is of chain `chain_id`, and its commit certificate
+/// carries precommits for exactly that block from more than two thirds of
+/// `validators`. [`Client::verified_header`] does this with the validators
+/// the client trusts. The genesis block, decided by no votes, never passes.
+///
+/// ```no_run
+/// # async fn demo(client: trellis_sdk::Client, validators: trellis_types::ValidatorSet) -> trellis_sdk::Result<()> {
+/// let answer = client.header(42).await?;
+/// trellis_sdk::verify_header(&answer, &client.chain_id().await?, &validators)?;
+/// # Ok(()) }
+/// ```
+pub fn verify_header(
+    answer: &HeaderResponse,
+    chain_id: &str,
+    validators: &ValidatorSet,
+) -> Result<()> {
+    let header = &answer.header;
+    if header.hash() != answer.hash {
+        return Err(Error::Proof("the header does not hash to its hash".into()));
+    }
+    if header.chain_id != chain_id {
+        return Err(Error::Proof(format!(
+            "the header is of chain `{}`, not `{chain_id}`",
+            header.chain_id
+        )));
+    }
+    let commit = &answer.commit;
+    if commit.height != header.height || commit.block != answer.hash {
+        return Err(Error::Proof(format!(
+            "the certificate is for block {} at height {}, not this one",
+            commit.block, commit.height
+        )));
+    }
+    validators
+        .verify_certificate(chain_id, commit)
+        .map_err(|e| Error::Proof(format!("block {}: {e}", header.height)))
+}
+
 /// Builds a [`Client`].
 ///
 /// ```no_run
@@ -213,6 +252,7 @@ pub struct ClientBuilder {
     tx_ttl: Duration,
     retry: RetryPolicy,
     chain_id: Option<String>,
+    validators: Option<Vec<PublicKey>>,
     max_response_bytes: usize,
 }
 
@@ -233,6 +273,7 @@ impl Default for ClientBuilder {
             tx_ttl: Duration::from_secs(120),
             retry: RetryPolicy::default(),
             chain_id: None,
+            validators: None,
             max_response_bytes: ClientBuilder::DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
@@ -333,7 +374,25 @@ impl ClientBuilder {
         self
     }
 
-    /// The client; [`Error::Config`] without an endpoint or with a URL that is not http(s).
+    /// The consensus keys of the chain's validators, as its genesis file
+    /// names them: verified reads ([`Client::state_with_proof`],
+    /// [`Client::verified_header`]) accept a header only with precommits for
+    /// it from more than two thirds of these. Without them the client asks
+    /// the node it reads from (`GET /v1/validators`) once and keeps the
+    /// answer, which trusts that node for the set: name them wherever one
+    /// node's word is not enough.
+    ///
+    /// ```
+    /// let validator = trellis_sdk::keys::generate().public();
+    /// let builder = trellis_sdk::Client::builder().validators([validator]);
+    /// ```
+    pub fn validators<I: IntoIterator<Item = PublicKey>>(mut self, keys: I) -> Self {
+        self.validators = Some(keys.into_iter().collect());
+        self
+    }
+
+    /// The client; [`Error::Config`] without an endpoint, with a URL that is
+    /// not http(s) or with an empty list of validators.
     ///
     /// ```
     /// let client = trellis_sdk::Client::builder().endpoint("http://127.0.0.1:8080").build().unwrap();
@@ -367,6 +426,12 @@ impl ClientBuilder {
         if let Some(id) = self.chain_id {
             let _ = chain_id.set(id);
         }
+        let validators = tokio::sync::OnceCell::new();
+        if let Some(keys) = self.validators {
+            let set = ValidatorSet::new(keys)
+                .ok_or_else(|| Error::Config("an empty list of validators".into()))?;
+            let _ = validators.set(set);
+        }
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
@@ -382,6 +447,8 @@ impl ClientBuilder {
                 tx_ttl: self.tx_ttl,
                 signer: self.signer,
                 chain_id,
+                validators,
+                verified_headers: Mutex::new(BTreeMap::new()),
                 nonces: tokio::sync::Mutex::new(NonceState::default()),
             }),
         })
@@ -415,8 +482,16 @@ pub(crate) struct Inner {
     tx_ttl: Duration,
     signer: Option<KeyPair>,
     chain_id: tokio::sync::OnceCell<String>,
+    /// Whose precommits make a header trusted (see [`ClientBuilder::validators`]).
+    validators: tokio::sync::OnceCell<ValidatorSet>,
+    /// Headers already verified, by height: the newest [`VERIFIED_HEADERS`].
+    verified_headers: Mutex<BTreeMap<u64, Header>>,
     nonces: tokio::sync::Mutex<NonceState>,
 }
+
+/// Verified headers a client keeps: reads at the same few heights, the
+/// newest ones, check their header once.
+const VERIFIED_HEADERS: usize = 64;
 
 /// The signer's nonces: read from the chain once, then handed out locally.
 #[derive(Debug, Default)]
@@ -445,6 +520,13 @@ pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The guard, also after a panic elsewhere (what it guards stays whole).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// An answer's body, or `None` once it is longer than `max` bytes (read no further).
@@ -824,6 +906,86 @@ impl Client {
         }
     }
 
+    /// `GET /v1/blocks/{height}/header`: a committed block's header and the
+    /// certificate that committed it, without its body. Nothing is
+    /// verified: see [`Client::verified_header`].
+    ///
+    /// ```no_run
+    /// # async fn demo(client: trellis_sdk::Client) -> trellis_sdk::Result<()> {
+    /// let answer = client.header(42).await?;
+    /// println!("{}: state root {}", answer.hash, answer.header.state_root);
+    /// # Ok(()) }
+    /// ```
+    pub async fn header(&self, height: u64) -> Result<HeaderResponse> {
+        self.get_json(&format!("/v1/blocks/{height}/header"), &[])
+            .await
+    }
+
+    /// The header of the committed block at `height`, verified as a light
+    /// client verifies it: for this chain, and committed by precommits from
+    /// more than two thirds of the validators the client trusts
+    /// ([`ClientBuilder::validators`]). The genesis block, which no votes
+    /// decide, is verified as the parent that the verified block 1 names. A
+    /// header that does not verify is an [`Error::Proof`]. The newest
+    /// verified headers are kept, so reads at one height check it once.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: trellis_sdk::Client) -> trellis_sdk::Result<()> {
+    /// let header = client.verified_header(42).await?;
+    /// println!("state root {} at height 42", header.state_root);
+    /// # Ok(()) }
+    /// ```
+    pub async fn verified_header(&self, height: u64) -> Result<Header> {
+        if let Some(header) = lock(&self.inner.verified_headers).get(&height) {
+            return Ok(header.clone());
+        }
+        let chain_id = self.chain_id().await?;
+        let validators = self.trusted_validators().await?;
+        let answer = self.header(height).await?;
+        if answer.header.height != height {
+            return Err(Error::Proof(format!(
+                "asked for the header at height {height}, given one at {}",
+                answer.header.height
+            )));
+        }
+        if height == 0 {
+            let child = self.header(1).await.map_err(|e| match e {
+                Error::Rejected { status: 404, .. } => Error::Proof(
+                    "the genesis header is verified through block 1, not committed yet".into(),
+                ),
+                e => e,
+            })?;
+            verify_header(&child, &chain_id, validators)?;
+            if child.header.parent != answer.header.hash() {
+                return Err(Error::Proof(
+                    "the genesis header is not the parent that block 1 names".into(),
+                ));
+            }
+        } else {
+            verify_header(&answer, &chain_id, validators)?;
+        }
+        let mut verified = lock(&self.inner.verified_headers);
+        verified.insert(height, answer.header.clone());
+        if verified.len() > VERIFIED_HEADERS {
+            verified.pop_first();
+        }
+        Ok(answer.header)
+    }
+
+    /// The validators whose precommits make a header trusted: the builder's,
+    /// else the node's answer, asked for once.
+    async fn trusted_validators(&self) -> Result<&ValidatorSet> {
+        self.inner
+            .validators
+            .get_or_try_init(|| async {
+                let list = self.validators().await?;
+                let keys = list.validators.iter().map(|v| v.consensus_key).collect();
+                ValidatorSet::new(keys)
+                    .ok_or_else(|| Error::Decode("the node names no validators".into()))
+            })
+            .await
+    }
+
     /// `GET /v1/state/{key}`: the raw answer, at `height` (default latest),
     /// with a proof when `proof` is set. Nothing is verified: see
     /// [`Client::state_with_proof`].
@@ -849,7 +1011,8 @@ impl Client {
 
     /// A state value at the latest committed height, verified: its Merkle
     /// proof must check against the state root in the header of the block at
-    /// that height, fetched separately (whole, in the canonical encoding). A proof that does not is an
+    /// that height, and the header must be committed by the validators
+    /// ([`Client::verified_header`]). A value that does not verify is an
     /// [`Error::Proof`], never a value.
     ///
     /// ```no_run
@@ -878,20 +1041,8 @@ impl Client {
         if answer.key.0 != key {
             return Err(Error::Proof("the answer is for another key".into()));
         }
-        // In the canonical encoding: the block is needed for its header only,
-        // and a busy block's JSON is megabytes more to move and parse.
-        let block = self
-            .wait_for_block(answer.height, Duration::ZERO)
-            .await?
-            .ok_or_else(|| {
-                Error::Proof(format!("the node has no block at height {}", answer.height))
-            })?;
-        if block.block.hash() != block.hash {
-            return Err(Error::Proof(
-                "the block's header does not hash to its hash".into(),
-            ));
-        }
-        verify_state(&answer, &block.block.header)
+        let header = self.verified_header(answer.height).await?;
+        verify_state(&answer, &header)
     }
 
     /// An account's record (unverified read of the latest state); `None` for unknown keys.

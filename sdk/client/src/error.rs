@@ -77,8 +77,10 @@ pub enum Error {
     /// An answer that does not decode as the API or the contract defines it.
     #[error("unexpected answer: {0}")]
     Decode(String),
-    /// A state proof that does not check against its committed block header.
-    #[error("state proof refused: {0}")]
+    /// A verified read that does not verify: a state proof that does not
+    /// check against its block's header, or a header its commit certificate
+    /// does not show committed by a quorum of the validators.
+    #[error("not verified: {0}")]
     Proof(String),
     /// A key file could not be read, written or decrypted.
     #[error(transparent)]

@@ -40,7 +40,9 @@ pub mod keys;
 mod receivables;
 mod submit;
 
-pub use client::{Account, Client, ClientBuilder, RetryPolicy, VerifiedState, verify_state};
+pub use client::{
+    Account, Client, ClientBuilder, RetryPolicy, VerifiedState, verify_header, verify_state,
+};
 pub use error::{Error, Result};
 pub use events::{EventStream, EventsBuilder};
 pub use receivables::{Receivables, invoice_hash};

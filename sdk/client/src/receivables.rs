@@ -8,7 +8,7 @@
 //! return values). A contract refusal is [`Error::Failed`] with the
 //! contract's code (`not_holder`, `invoice_used`, `already_financed`, ...).
 
-use crate::client::Client;
+use crate::client::{Client, VerifiedState};
 use crate::error::{Error, Result};
 use crate::submit::{Committed, PendingTx};
 use serde::Serialize;
@@ -366,6 +366,26 @@ impl Receivables {
     /// ```
     pub async fn piece(&self, id: PieceId) -> Result<PieceView> {
         self.query("piece", &IdRef { id }).await
+    }
+
+    /// Piece `id`'s record as the contract stores it, with its proof,
+    /// verified against a header the validators committed
+    /// ([`Client::state_with_proof`]): what a bank checks before it finances
+    /// a piece without trusting the node it asks. Decodes to the stored
+    /// [`Piece`](trellis_receivables::Piece) (`None`: proven absent); its
+    /// `status` is as stored, where [`Receivables::piece`] gives the status
+    /// as of now.
+    ///
+    /// ```no_run
+    /// # async fn demo(r: trellis_sdk::Receivables) -> trellis_sdk::Result<()> {
+    /// let proven = r.piece_with_proof(7).await?;
+    /// let piece: Option<trellis_receivables::Piece> = proven.decode()?;
+    /// println!("at height {}: {:?}", proven.height, piece.map(|p| p.holder));
+    /// # Ok(()) }
+    /// ```
+    pub async fn piece_with_proof(&self, id: PieceId) -> Result<VerifiedState> {
+        let key = self.contract.state_key(&trellis_receivables::piece_key(id));
+        self.client.state_with_proof(&key).await
     }
 
     /// What is recorded once per receivable (its root).
