@@ -91,6 +91,12 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "TRELLIS_CONTRACT", value_name = "ADDRESS")]
     pub contract: Option<trellis_types::Address>,
 
+    /// The chain's genesis file: verified reads (`receivable show --verify`)
+    /// trust only its validators, and transactions are signed for its chain
+    /// id. Without it both are the node's word.
+    #[arg(long, global = true, env = "TRELLIS_GENESIS", value_name = "FILE")]
+    pub genesis: Option<PathBuf>,
+
     /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -346,11 +352,16 @@ pub enum ReceivableCommand {
 
     /// A piece: holder, amount, maturity, status, financing, settlement.
     #[command(
-        after_help = "Examples:\n  trellis receivable show 5\n  trellis --output json receivable show 5"
+        after_help = "Examples:\n  trellis receivable show 5\n  trellis --output json receivable show 5\n  trellis --genesis genesis.json receivable show 5 --verify"
     )]
     Show {
         /// The piece's id.
         piece: u64,
+        /// Check the piece's record against the state root of a block the
+        /// validators committed (a Merkle proof and the block's precommits),
+        /// trusting the validators of --genesis, else the node's list.
+        #[arg(long)]
+        verify: bool,
     },
 
     /// A piece's ancestry back to the original receivable and its issuer.

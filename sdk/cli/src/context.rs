@@ -52,16 +52,24 @@ impl Ctx {
         self.global.contract.unwrap_or_else(dev_contract_address)
     }
 
-    fn builder(&self) -> trellis_sdk::ClientBuilder {
-        Client::builder()
+    fn builder(&self) -> Result<trellis_sdk::ClientBuilder> {
+        let builder = Client::builder()
             .endpoints(self.endpoints())
             .request_timeout(REQUEST_TIMEOUT)
-            .commit_timeout(self.global.timeout)
+            .commit_timeout(self.global.timeout);
+        let Some(path) = &self.global.genesis else {
+            return Ok(builder);
+        };
+        let genesis = trellis_genesis::Genesis::load(path)
+            .map_err(|e| CliError::usage(format!("--genesis {}: {e}", path.display())))?;
+        Ok(builder
+            .chain_id(genesis.chain_id.clone())
+            .validators(genesis.validator_keys()))
     }
 
     /// A client for reads.
     pub fn reader(&self) -> Result<Client> {
-        Ok(self.builder().build()?)
+        Ok(self.builder()?.build()?)
     }
 
     /// A client that signs with the configured key.
@@ -70,7 +78,7 @@ impl Ctx {
             CliError::usage("this command signs a transaction: give --key FILE (or TRELLIS_KEY)")
                 .with_hint("on a dev chain, --dev-account ORG/ops signs with a public dev key")
         })?;
-        Ok(self.builder().signer(key).build()?)
+        Ok(self.builder()?.signer(key).build()?)
     }
 
     pub fn receivables(&self, client: &Client) -> Receivables {

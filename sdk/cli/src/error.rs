@@ -183,7 +183,12 @@ impl From<trellis_sdk::Error> for CliError {
             ),
             E::Key(k) => return key_error(k),
             E::Config(_) => (Class::Usage, None, None),
-            E::Decode(_) | E::Proof(_) => (Class::Other, None, None),
+            E::Proof(_) => (
+                Class::Other,
+                Some("the node's answer is not what the validators committed: ask another node".into()),
+                None,
+            ),
+            E::Decode(_) => (Class::Other, None, None),
         };
         CliError {
             class,

@@ -177,6 +177,11 @@ pub fn piece_json(view: &PieceView, now_ms: u64) -> Value {
 
 /// One piece as `key value` lines.
 pub fn piece_text(view: &PieceView, now_ms: u64) -> String {
+    record(piece_rows(view, now_ms))
+}
+
+/// [`piece_text`]'s rows, for a caller that adds its own.
+pub fn piece_rows(view: &PieceView, now_ms: u64) -> Vec<(&'static str, String)> {
     let p = &view.piece;
     let money = |m: u128| format_money(m, &p.currency);
     let mut rows = vec![
@@ -262,7 +267,7 @@ pub fn piece_text(view: &PieceView, now_ms: u64) -> String {
             format!("by {} on {}: {}", f.by, format_ms(f.frozen_ms), f.reason),
         ));
     }
-    record(rows)
+    rows
 }
 
 /// Pieces as a table; `indent` shows each piece's depth (for trees).

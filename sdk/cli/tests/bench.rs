@@ -266,7 +266,7 @@ async fn validators_without_indexes_beside_an_observer_commit_the_mix_while_it_a
     assert_eq!(count(&reads["answered"]), count(&reads["sent"]));
     // 10 a second for 2 s, the last due just before the run's end.
     assert_eq!(count(&reads["sent"]), 20, "{reads:#}");
-    for kind in ["holdings", "lineage", "transaction"] {
+    for kind in ["holdings", "lineage", "transaction", "proven"] {
         let of_kind = &reads["kinds"][kind];
         assert!(count(&of_kind["answered"]) > 0, "no {kind} read: {reads:#}");
         let latency = &of_kind["latency_ms"];

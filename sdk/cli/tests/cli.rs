@@ -198,6 +198,74 @@ async fn the_demo_plays_the_story_twice_at_once_on_one_dev_node() {
     assert_eq!(piece["status"], "settled");
     assert_eq!(piece["settlement"]["paid_to"], "bank-first");
     assert_eq!(piece["financing"]["seller"], "supplier-t3");
+
+    // Verified against the validators the genesis file names: the same
+    // piece, and the block whose state holds its record.
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, genesis: &trellis_genesis::Genesis| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, genesis.to_json_pretty()).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let dev = file("dev.json", &trellis_genesis::Genesis::dev());
+    let verified = json_ok(
+        &url,
+        &["--genesis", &dev, "receivable", "show", &t3, "--verify"],
+    )
+    .await;
+    assert_eq!(verified["status"], "settled");
+    assert_eq!(verified["settlement"], piece["settlement"]);
+    let height = verified["verified"]["height"].as_u64().expect("a height");
+    let block = trellis(&[
+        "--node",
+        &url,
+        "--output",
+        "json",
+        "block",
+        &height.to_string(),
+    ])
+    .await;
+    assert_eq!(
+        block.ok().json()["hash"],
+        verified["verified"]["block_hash"]
+    );
+    let table = trellis(&["--node", &url, "receivable", "show", &t3, "--verify"]).await;
+    assert!(table.ok().stdout.contains("which the validators committed"));
+
+    // Another chain's validators verify nothing; a file that is no genesis
+    // is a usage error; a piece that does not exist is proven absent.
+    let local = file("local.json", &trellis_genesis::Genesis::local());
+    let refused = trellis(&[
+        "--node",
+        &url,
+        "--genesis",
+        &local,
+        "receivable",
+        "show",
+        &t3,
+        "--verify",
+    ])
+    .await;
+    let refused = refused.expect_code(1);
+    assert!(refused.stderr.contains("ask another node"), "{refused}");
+    let broken = dir.path().join("broken.json");
+    std::fs::write(&broken, "{").unwrap();
+    let broken = broken.to_str().unwrap();
+    trellis(&[
+        "--node",
+        &url,
+        "--genesis",
+        broken,
+        "receivable",
+        "show",
+        &t3,
+        "--verify",
+    ])
+    .await
+    .expect_code(2);
+    trellis(&["--node", &url, "receivable", "show", "999999", "--verify"])
+        .await
+        .expect_code(8);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -950,7 +1018,7 @@ struct Localnet {
     child: std::process::Child,
     apis: Vec<String>,
     log: PathBuf,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Localnet {
@@ -989,7 +1057,7 @@ impl Localnet {
                 child,
                 apis,
                 log,
-                _dir: dir,
+                dir,
             };
             if net.wait_committing().await {
                 return net;
@@ -997,6 +1065,12 @@ impl Localnet {
             // A port was taken between our probe and the nodes' binds: try others.
         }
         panic!("the local network did not start in three tries");
+    }
+
+    /// The network's genesis file, as localnet wrote it.
+    fn genesis(&self) -> String {
+        let path = self.dir.path().join("net").join("genesis.json");
+        path.to_str().unwrap().to_owned()
     }
 
     /// Waits until every node has committed a block; false if localnet exited.
@@ -1091,6 +1165,18 @@ async fn the_demo_runs_on_a_four_validator_local_network() {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+    // And each proves it: the record in the state of a block that at least
+    // three of the genesis file's four validators precommitted.
+    let genesis = net.genesis();
+    for api in &net.apis {
+        let args = ["--genesis", &genesis, "receivable", "show", &t3, "--verify"];
+        let verified = json_ok(api, &args).await;
+        assert_eq!(verified["status"], "settled", "{api}: {verified}");
+        assert!(
+            verified["verified"]["height"].as_u64() > Some(0),
+            "{verified}"
+        );
     }
 }
 

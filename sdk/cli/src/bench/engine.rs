@@ -581,6 +581,7 @@ fn is_later(e: &trellis_sdk::Error) -> bool {
 pub(super) fn refusal_code(e: &trellis_sdk::Error) -> String {
     match e {
         trellis_sdk::Error::Transport { .. } => "transport".to_owned(),
+        trellis_sdk::Error::Proof(_) => "proof".to_owned(),
         e => e.code().unwrap_or("other").to_owned(),
     }
 }

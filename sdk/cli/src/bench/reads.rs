@@ -3,10 +3,13 @@
 //! that serve readers (the observers, else the load's nodes) and each timed
 //! from when it was due, so a node that falls behind shows as latency.
 //!
-//! Two in five ask for an organisation's holdings (a page of the query
-//! index, from a random piece id on), two in five for a piece's lineage back
-//! to its receivable (state reads through the contract), one in five for a
-//! recently committed transaction by hash (the transaction index).
+//! In every six reads, two ask for an organisation's holdings (a page of the
+//! query index, from a random piece id on), two for a piece's lineage back
+//! to its receivable (state reads through the contract), one for a recently
+//! committed transaction by hash (the transaction index) and one for a
+//! piece's record with its proof, verified as a bank that trusts no single
+//! node verifies it (the proof against a header the validators' precommits
+//! certify).
 
 use super::engine::refusal_code;
 use crate::error::{CliError, Result};
@@ -36,19 +39,26 @@ pub enum ReadKind {
     Holdings,
     Lineage,
     Transaction,
+    Proven,
 }
 
 impl ReadKind {
-    pub const ALL: [ReadKind; 3] = [ReadKind::Holdings, ReadKind::Lineage, ReadKind::Transaction];
+    pub const ALL: [ReadKind; 4] = [
+        ReadKind::Holdings,
+        ReadKind::Lineage,
+        ReadKind::Transaction,
+        ReadKind::Proven,
+    ];
 
-    /// The mix, in the order reads are sent: two holdings, two lineages, one
-    /// transaction in every five.
-    const CYCLE: [ReadKind; 5] = [
+    /// The mix, in the order reads are sent: two holdings, two lineages, a
+    /// transaction and a proven piece in every six.
+    const CYCLE: [ReadKind; 6] = [
         ReadKind::Holdings,
         ReadKind::Lineage,
         ReadKind::Transaction,
         ReadKind::Holdings,
         ReadKind::Lineage,
+        ReadKind::Proven,
     ];
 
     pub fn name(self) -> &'static str {
@@ -56,6 +66,7 @@ impl ReadKind {
             ReadKind::Holdings => "holdings",
             ReadKind::Lineage => "lineage",
             ReadKind::Transaction => "transaction",
+            ReadKind::Proven => "proven",
         }
     }
 }
@@ -183,6 +194,7 @@ impl Readers {
             let ask = match (kind, settled) {
                 (ReadKind::Transaction, Some((hash, _))) => Ask::Transaction(hash),
                 (ReadKind::Lineage, _) if newest > 0 => Ask::Lineage(rng.random_range(1..=newest)),
+                (ReadKind::Proven, _) if newest > 0 => Ask::Proven(rng.random_range(1..=newest)),
                 _ => Ask::Holdings(ByHolder {
                     org: self.holders[sent as usize % self.holders.len()].clone(),
                     after: (newest > 0).then(|| rng.random_range(0..newest)),
@@ -215,6 +227,7 @@ enum Ask {
     Holdings(ByHolder),
     Lineage(u64),
     Transaction(Hash),
+    Proven(u64),
 }
 
 impl Ask {
@@ -223,6 +236,7 @@ impl Ask {
             Ask::Holdings(_) => ReadKind::Holdings,
             Ask::Lineage(_) => ReadKind::Lineage,
             Ask::Transaction(_) => ReadKind::Transaction,
+            Ask::Proven(_) => ReadKind::Proven,
         }
     }
 
@@ -240,6 +254,11 @@ impl Ask {
             Ask::Transaction(hash) => match client.transaction(hash).await.map_err(code)? {
                 Some(_) => Ok(()),
                 None => Err("not_found".to_owned()),
+            },
+            Ask::Proven(piece) => match receivables.piece_with_proof(*piece).await {
+                Ok(proven) if proven.value.is_some() => Ok(()),
+                Ok(_) => Err("not_found".to_owned()),
+                Err(e) => Err(code(e)),
             },
         }
     }
@@ -283,10 +302,11 @@ mod tests {
     }
 
     #[test]
-    fn the_mix_is_two_holdings_two_lineages_and_a_transaction_in_five() {
+    fn the_mix_is_two_holdings_two_lineages_a_transaction_and_a_proven_piece_in_six() {
         let count = |kind| ReadKind::CYCLE.iter().filter(|k| **k == kind).count();
         assert_eq!(count(ReadKind::Holdings), 2);
         assert_eq!(count(ReadKind::Lineage), 2);
         assert_eq!(count(ReadKind::Transaction), 1);
+        assert_eq!(count(ReadKind::Proven), 1);
     }
 }

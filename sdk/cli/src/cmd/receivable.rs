@@ -8,8 +8,8 @@ use crate::cli::{FinanceCommand, IssueArgs, ReceivableCommand, TermsArgs};
 use crate::context::Ctx;
 use crate::error::{Class, CliError, Result};
 use crate::output::{
-    Report, lineage_json, lineage_line, money_json, piece_json, piece_text, pieces_table, record,
-    table,
+    Report, lineage_json, lineage_line, money_json, piece_json, piece_rows, piece_text,
+    pieces_table, record, table,
 };
 use crate::when::{format_ms, now_ms, parse_when};
 use serde_json::{Value, json};
@@ -64,8 +64,11 @@ pub async fn run(ctx: &Ctx, command: &ReceivableCommand) -> Result<Report> {
             piece,
             payment_ref,
         } => settle(ctx, *root, *piece, payment_ref).await,
-        C::Show { piece } => {
+        C::Show { piece, verify } => {
             let r = reader(ctx)?;
+            if *verify {
+                return show_verified(&r, *piece).await;
+            }
             let view = r.piece(*piece).await?;
             let now = now_ms();
             Ok(Report::new(piece_text(&view, now), piece_json(&view, now)))
@@ -495,6 +498,50 @@ pub fn payouts_report(payouts: &[rcv::Payout], currency: &str) -> (String, Value
         .map(|p| json!({"piece": p.piece, "to": p.to, "amount": money_json(p.amount, currency)}))
         .collect();
     (t.trim_fmt(), Value::Array(json))
+}
+
+/// Reads of a piece that a block changes between its proof and its view
+/// before `show --verify` gives up.
+const VERIFY_TRIES: usize = 3;
+
+/// `show --verify`: the piece as now, once its record is the one proven in
+/// the state of a block the validators committed.
+async fn show_verified(r: &Receivables, piece: PieceId) -> Result<Report> {
+    for _ in 0..VERIFY_TRIES {
+        let proven = r.piece_with_proof(piece).await?;
+        let Some(stored) = proven.decode::<rcv::Piece>()? else {
+            return Err(CliError::new(
+                Class::NotFound,
+                format!(
+                    "piece #{piece} is proven absent at height {}",
+                    proven.height
+                ),
+            ));
+        };
+        let view = r.piece(piece).await?;
+        if view.piece != stored {
+            continue; // a block changed it between the two reads
+        }
+        let now = now_ms();
+        let mut rows = piece_rows(&view, now);
+        rows.push((
+            "verified",
+            format!(
+                "in the state of block {} at height {}, which the validators committed",
+                proven.block_hash, proven.height
+            ),
+        ));
+        let mut json = piece_json(&view, now);
+        json["verified"] = json!({
+            "height": proven.height,
+            "block_hash": proven.block_hash,
+            "state_root": proven.state_root,
+        });
+        return Ok(Report::new(record(rows), json));
+    }
+    Err(CliError::other(format!(
+        "piece #{piece} changed in each of {VERIFY_TRIES} reads; try again"
+    )))
 }
 
 async fn lineage(ctx: &Ctx, piece: PieceId) -> Result<Report> {
