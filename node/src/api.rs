@@ -927,12 +927,13 @@ async fn block_header(
                     .height
             }
         };
-        // The newest blocks are shared from memory; an older one is read whole.
-        let (committed, commit) = load_block(&state.storage, height)?
+        let (header, commit) = state
+            .storage
+            .certified_header(height)?
             .ok_or_else(|| ApiError::not_found(format!("no block at height {height}")))?;
         Ok(Json(HeaderResponse {
-            hash: committed.block.hash(),
-            header: committed.block.header.clone(),
+            hash: commit.block,
+            header,
             commit,
         }))
     })

@@ -41,7 +41,9 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use trellis_types::block::receipts_root;
-use trellis_types::{Block, DuplicateVote, Hash, PublicKey, QuorumCertificate, Receipt, codec};
+use trellis_types::{
+    Block, DuplicateVote, Hash, Header, PublicKey, QuorumCertificate, Receipt, codec,
+};
 
 /// One-byte prefixes of the single sled tree. Heights and versions are
 /// big-endian so that sled's byte order is numeric order.
@@ -809,6 +811,34 @@ impl Storage {
     ) -> Result<Option<QuorumCertificate>, StorageError> {
         let head = self.head().map(|h| h.height); // first, as in `block`
         Self::read_commit(&self.records(), height, head)
+    }
+
+    /// The header of the committed block at `height` with the certificate
+    /// that committed it, read without the block's body: the header is
+    /// decoded from the start of the block's first piece and checked
+    /// against the certificate, which names its hash (the block's checksum
+    /// covers the whole body, which is not read). `None` above the head.
+    pub fn certified_header(
+        &self,
+        height: u64,
+    ) -> Result<Option<(Header, QuorumCertificate)>, StorageError> {
+        let head = self.head().map(|h| h.height); // first, as in `block`
+        let db = self.records();
+        let Some(commit) = Self::read_commit(&db, height, head)? else {
+            return Ok(None);
+        };
+        let first = db
+            .get(&block_key(height))?
+            .ok_or_else(|| corrupt(format!("block {height} is missing")))?;
+        let encoded = first.get(CHECKSUM_LEN..).unwrap_or_default();
+        let (header, _) = codec::decode_prefix::<Header>(encoded)
+            .map_err(|e| corrupt(format!("header of block {height}: {e}")))?;
+        if header.height != height || header.hash() != commit.block {
+            return Err(corrupt(format!(
+                "the header stored at height {height} is not the block its certificate names"
+            )));
+        }
+        Ok(Some((header, commit)))
     }
 
     /// Keeps `proof` of a validator's equivocation unless one for the same
@@ -2189,6 +2219,37 @@ pub(crate) mod tests {
             });
             assert_corrupt(&dir);
         }
+    }
+
+    #[test]
+    fn a_header_is_read_without_its_body_and_checked_against_its_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let alice = KeyPair::insecure_from_label("alice");
+        {
+            let storage = open(&dir).unwrap();
+            commit(&storage, vec![], writes(&[("a", Some("1"))]));
+            let txs = (0..3).map(|n| signed_remark(&alice, n)).collect();
+            commit(&storage, txs, Writes::new());
+            commit(&storage, vec![], Writes::new());
+            for height in 0..=2 {
+                let (header, commit) = storage.certified_header(height).unwrap().unwrap();
+                assert_eq!(header, storage.block(height).unwrap().unwrap().header);
+                assert_eq!(commit, storage.commit_certificate(height).unwrap().unwrap());
+            }
+            assert_eq!(storage.certified_header(3).unwrap(), None);
+        }
+        // A header that is not the one its certificate names is corruption.
+        tamper(&dir, &block_key(1), |bytes| {
+            let mut bytes = bytes.unwrap();
+            bytes[CHECKSUM_LEN + 3] ^= 0x01;
+            Some(bytes)
+        });
+        let storage = open(&dir).unwrap();
+        assert!(matches!(
+            storage.certified_header(1),
+            Err(StorageError::Corrupt { .. })
+        ));
+        assert!(storage.certified_header(2).unwrap().is_some());
     }
 
     #[test]

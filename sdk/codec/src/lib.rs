@@ -67,17 +67,29 @@ pub fn encode_sized<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
 
 /// Decodes bytes produced by [`encode`], rejecting every other form.
 pub fn decode<T: Serialize + DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (value, rest) = decode_prefix(bytes)?;
+    if !rest.is_empty() {
+        return Err(CodecError::TrailingBytes(rest.len()));
+    }
+    Ok(value)
+}
+
+/// Decodes a value from the start of the encoding of a larger one whose
+/// first field it is (a block's header from the start of a block), with
+/// [`decode`]'s checks on the value itself; gives the value and the bytes
+/// after it.
+pub fn decode_prefix<T: Serialize + DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<(T, &[u8]), CodecError> {
     let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
     if version != ENCODING_VERSION {
         return Err(CodecError::Version { found: version });
     }
     let (value, rest): (T, &[u8]) =
         postcard::take_from_bytes(body).map_err(|e| CodecError::Malformed(e.to_string()))?;
-    if !rest.is_empty() {
-        return Err(CodecError::TrailingBytes(rest.len()));
-    }
-    match postcard::serialize_with_flavor(&value, Matches { expected: body }) {
-        Ok(true) => Ok(value),
+    let expected = &body[..body.len() - rest.len()];
+    match postcard::serialize_with_flavor(&value, Matches { expected }) {
+        Ok(true) => Ok((value, rest)),
         _ => Err(CodecError::NonCanonical),
     }
 }

@@ -8,12 +8,13 @@
 //! `proptest-regressions/`, from where the next run replays it first.
 
 use proptest::prelude::*;
+use trellis_types::codec::{ENCODING_VERSION, decode_prefix};
 use trellis_types::{
     Address, Block, Bytes, CodecError, Event, EventSource, ExecError, Hash, Header, PublicKey,
     QuorumCertificate, Receipt, ReceiptStatus, Signature, SignedTransaction, Transaction, Vote,
     VoteData, VoteKind, decode, encode,
 };
-use trellis_types::{Payload, SystemOp, codec::ENCODING_VERSION};
+use trellis_types::{Payload, SystemOp};
 
 const CASES: u32 = 512;
 
@@ -202,6 +203,15 @@ proptest! {
         let mut bytes = encode(&stx);
         bytes.extend(&extra);
         prop_assert_eq!(decode::<SignedTransaction>(&bytes), Err(CodecError::TrailingBytes(extra.len())));
+    }
+
+    #[test]
+    fn a_value_decodes_from_the_start_of_a_longer_encoding(stx in signed_transaction(), extra in prop::collection::vec(any::<u8>(), 0..40)) {
+        let mut bytes = encode(&stx);
+        bytes.extend(&extra);
+        let (value, rest) = decode_prefix::<SignedTransaction>(&bytes).unwrap();
+        prop_assert_eq!(value, stx);
+        prop_assert_eq!(rest, &extra[..]);
     }
 
     #[test]
@@ -448,6 +458,13 @@ proptest! {
         let sized = trellis_types::codec::encode_sized(&b);
         prop_assert_eq!(&sized, &encode(&b));
         prop_assert_eq!(sized.capacity(), sized.len());
+    }
+
+    #[test]
+    fn a_blocks_header_decodes_from_the_start_of_the_block(b in block()) {
+        let bytes = encode(&b);
+        let (header, _) = decode_prefix::<Header>(&bytes).unwrap();
+        prop_assert_eq!(header.hash(), b.hash());
     }
 
     #[test]
