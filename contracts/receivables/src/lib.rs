@@ -32,8 +32,15 @@ pub use error::Error;
 pub use invariants::check_invariants;
 pub use ops::discounted_price;
 pub use queries::effective_status;
-pub use state::piece_key;
 pub use types::*;
+
+/// The key of piece `id`'s record among the contract's own keys, for
+/// clients that read it with a proof. Native builds only: the contract's
+/// committed code stays as it was built.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn piece_key(id: PieceId) -> Vec<u8> {
+    state::piece_key(id)
+}
 
 /// The contract. Calls (`method`: argument type → result type):
 ///

@@ -45,8 +45,7 @@ fn key(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     k
 }
 
-/// The key of piece `id`'s record, under the contract's own keys.
-pub fn piece_key(id: PieceId) -> Vec<u8> {
+pub(crate) fn piece_key(id: PieceId) -> Vec<u8> {
     key(PIECE, &[&id.to_be_bytes()])
 }
 

@@ -66,12 +66,23 @@ pub fn encode_sized<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
 }
 
 /// Decodes bytes produced by [`encode`], rejecting every other form.
+// Not written in terms of `decode_prefix`: contracts are built with this
+// function, and their committed, reproducible code (and with it the genesis
+// hash and contract addresses) should not move for a change of form alone.
 pub fn decode<T: Serialize + DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    let (value, rest) = decode_prefix(bytes)?;
+    let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
+    if version != ENCODING_VERSION {
+        return Err(CodecError::Version { found: version });
+    }
+    let (value, rest): (T, &[u8]) =
+        postcard::take_from_bytes(body).map_err(|e| CodecError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
         return Err(CodecError::TrailingBytes(rest.len()));
     }
-    Ok(value)
+    match postcard::serialize_with_flavor(&value, Matches { expected: body }) {
+        Ok(true) => Ok(value),
+        _ => Err(CodecError::NonCanonical),
+    }
 }
 
 /// Decodes a value from the start of the encoding of a larger one whose

@@ -247,6 +247,8 @@ proptest! {
         let len = varint(value).len();
         let bytes = hand_encode(&tx, field, extra);
         let result = decode::<Transaction>(&bytes);
+        // A value read from the start of a longer encoding is held to the same rules.
+        prop_assert_eq!(decode_prefix::<Transaction>(&bytes).err(), result.clone().err());
         if len + extra <= max {
             prop_assert_eq!(result, Err(CodecError::NonCanonical), "{:?} with {} extra bytes", field, extra);
         } else {
