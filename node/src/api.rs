@@ -834,15 +834,21 @@ async fn latest_block(
 ) -> Result<Response, ApiError> {
     let canonical = wants_canonical(&headers);
     blocking(state, move |state| {
-        let head = state
-            .storage
-            .head()
-            .ok_or_else(|| ApiError::not_found("the chain has no block yet"))?;
-        let block = load_block(&state.storage, head.height)?
-            .ok_or_else(|| ApiError::internal(format!("head block {} is missing", head.height)))?;
+        let head = head_height(state)?;
+        let block = load_block(&state.storage, head)?
+            .ok_or_else(|| ApiError::internal(format!("head block {head} is missing")))?;
         block_response(&block, canonical)
     })
     .await
+}
+
+/// The latest committed height; 404 before the first block.
+fn head_height(state: &ApiState) -> Result<u64, ApiError> {
+    state
+        .storage
+        .head()
+        .map(|head| head.height)
+        .ok_or_else(|| ApiError::not_found("the chain has no block yet"))
 }
 
 /// The committed block at a height; with `wait_ms`, a long poll for the
@@ -919,13 +925,7 @@ async fn block_header(
     blocking(state, move |state| {
         let height = match height {
             Some(height) => height,
-            None => {
-                state
-                    .storage
-                    .head()
-                    .ok_or_else(|| ApiError::not_found("the chain has no block yet"))?
-                    .height
-            }
+            None => head_height(state)?,
         };
         let (header, commit) = state
             .storage
