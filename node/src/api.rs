@@ -45,7 +45,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tracing::Instrument;
 use trellis_genesis::Genesis;
 use trellis_types::api::{CommittedTx, EventFilter, MAX_BLOCK_WAIT_MS, TxPosition};
-use trellis_types::{Address, Block, Bytes, Event, Hash, PublicKey, QuorumCertificate, Receipt};
+use trellis_types::{
+    Address, Block, Bytes, Domain, Event, Hash, MerkleProof, PublicKey, QuorumCertificate, Receipt,
+};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 /// What the handlers share.
@@ -75,7 +77,7 @@ pub struct ApiState {
 pub use trellis_types::api::{
     BatchSubmitted, BatchVerdict, BlockResponse, ChainStatus, ContractQuery, ContractQueryResult,
     ErrorBody, EvidenceList, HeaderResponse, Health, MAX_BATCH_TXS, StateResponse, StatusResponse,
-    TxStatus, TxSubmitted, ValidatorInfo, ValidatorList,
+    TxProofResponse, TxStatus, TxSubmitted, ValidatorInfo, ValidatorList,
 };
 
 /// `POST /v1/transactions` with `Content-Type: application/json`.
@@ -418,6 +420,7 @@ fn build_router(
         .route("/v1/transactions", post(submit_transaction))
         .route("/v1/transactions/batch", post(submit_batch))
         .route("/v1/transactions/{hash}", get(get_transaction))
+        .route("/v1/transactions/{hash}/proof", get(transaction_proof))
         .route("/v1/blocks/latest", get(latest_block))
         .route("/v1/blocks/{height}", get(block_by_height))
         .route("/v1/blocks/{height}/header", get(block_header))
@@ -788,6 +791,84 @@ async fn get_transaction(
     Err(ApiError::not_found(format!(
         "transaction {hash} is neither pending here nor committed"
     )))
+}
+
+/// A committed transaction and its receipt with their Merkle proofs under
+/// the block header's `tx_root` and `receipts_root`: what a client that
+/// trusts the header (checked against the validators' certificate, `GET
+/// /v1/blocks/{height}/header`) needs to trust the transaction's result.
+#[utoipa::path(
+    get,
+    path = "/v1/transactions/{hash}/proof",
+    tag = "transactions",
+    params(("hash" = String, Path, description = "Transaction hash, hex")),
+    responses(
+        (status = 200, body = TxProofResponse),
+        (status = 400, description = "malformed hash", body = ErrorBody),
+        (status = 404, description = "not_found: not committed (it may be pending)", body = ErrorBody),
+        (status = 501, description = "not_indexed: this node keeps no transaction index", body = ErrorBody),
+        (status = 503, description = "busy: the node's reads are all taken; retry shortly", body = ErrorBody),
+    )
+)]
+async fn transaction_proof(
+    State(state): State<Arc<ApiState>>,
+    hash: Result<Path<String>, PathRejection>,
+) -> Result<Json<TxProofResponse>, ApiError> {
+    let hash = parse_hash(&path_param(hash)?)?;
+    blocking(state, move |state| {
+        let not_committed = || {
+            let pending = if state.mempool.contains(&hash) {
+                " (it is pending here)"
+            } else {
+                ""
+            };
+            ApiError::not_found(format!("transaction {hash} is not committed{pending}"))
+        };
+        let location = state
+            .storage
+            .tx_location(&hash)?
+            .ok_or_else(not_committed)?;
+        let committed = state
+            .storage
+            .committed_block(location.height)?
+            .ok_or_else(not_committed)?;
+        let (block, receipts) = (&committed.block, &committed.receipts);
+        let index = location.index as usize;
+        let tx = block
+            .txs
+            .get(index)
+            .filter(|tx| tx.hash() == hash)
+            .ok_or_else(|| {
+                ApiError::internal(format!(
+                    "transaction {hash} is indexed at {}:{index}, where another is",
+                    location.height
+                ))
+            })?;
+        let tx_leaves: Vec<Hash> = block
+            .txs
+            .iter()
+            .map(|tx| trellis_types::block::tx_leaf(&tx.hash(), &tx.signature))
+            .collect();
+        let receipt_leaves: Vec<Hash> = receipts.iter().map(Receipt::hash).collect();
+        let proof = |domain, leaves: &[Hash]| {
+            MerkleProof::new(domain, leaves, index).ok_or_else(|| {
+                ApiError::internal(format!(
+                    "block {} has no leaf {index} among its {} leaves",
+                    location.height,
+                    leaves.len()
+                ))
+            })
+        };
+        Ok(Json(TxProofResponse {
+            height: location.height,
+            index: location.index,
+            tx: tx.clone(),
+            receipt: location.receipt,
+            tx_proof: proof(Domain::TxRoot, &tx_leaves)?,
+            receipt_proof: proof(Domain::ReceiptRoot, &receipt_leaves)?,
+        }))
+    })
+    .await
 }
 
 /// A [`BlockResponse`] that borrows the stored block and receipts: the same
@@ -1829,6 +1910,7 @@ async fn openapi() -> Response {
         submit_transaction,
         submit_batch,
         get_transaction,
+        transaction_proof,
         latest_block,
         block_by_height,
         block_header,

@@ -20,8 +20,9 @@ const READ_THREADS: usize = 2;
 const READS_ADMITTED: usize = 8;
 
 /// The routes that read the store or run a query, within the read limit.
-const STORE_READS: [(&str, &str); 8] = [
+const STORE_READS: [(&str, &str); 9] = [
     ("/v1/transactions/{hash}", "get"),
+    ("/v1/transactions/{hash}/proof", "get"),
     ("/v1/blocks/latest", "get"),
     ("/v1/blocks/{height}", "get"),
     ("/v1/blocks/{height}/header", "get"),
@@ -527,11 +528,13 @@ async fn a_node_without_indexes_says_so_where_an_index_would_answer() {
     );
     let committed = node.tx(&key, 1);
     node.commit_sent(&key, &committed);
-    assert_not_indexed(
-        node.get(&format!("/v1/transactions/{}", committed.hash()))
-            .await,
-        "transaction",
-    );
+    for path in ["", "/proof"] {
+        assert_not_indexed(
+            node.get(&format!("/v1/transactions/{}{path}", committed.hash()))
+                .await,
+            "transaction",
+        );
+    }
 
     // A query that lists through the contract's query index is refused, not
     // answered empty; one that reads state alone still answers.
@@ -981,6 +984,72 @@ async fn a_header_comes_with_its_commit_certificate_and_without_the_body() {
             "{path}: {body}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_transaction_proof_ties_the_transaction_and_its_receipt_to_the_header() {
+    let node = TestNode::start().await;
+    let key = acme();
+    // Five transactions: the last leaf of an odd level is carried up.
+    let txs = node.commit_remarks(&key, 0, vec![vec![]; 5]);
+    let block = node.storage.block(1).unwrap().unwrap();
+    let receipts = node.storage.block_receipts(&block).unwrap();
+    for (index, tx) in txs.iter().enumerate() {
+        let path = format!("/v1/transactions/{}/proof", tx.hash());
+        let (status, body) = node.get(&path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        let answer: TxProofResponse = serde_json::from_value(body).expect("a TxProofResponse");
+        assert_eq!((answer.height, answer.index), (1, index as u32));
+        assert_eq!((&answer.tx, &answer.receipt), (tx, &receipts[index]));
+        let leaf = trellis_types::block::tx_leaf(&tx.hash(), &tx.signature);
+        assert_eq!(
+            answer.tx_proof.root(Domain::TxRoot, &leaf),
+            Ok(block.header.tx_root)
+        );
+        assert_eq!(
+            answer
+                .receipt_proof
+                .root(Domain::ReceiptRoot, &answer.receipt.hash()),
+            Ok(block.header.receipts_root)
+        );
+    }
+
+    let pending = node.tx(&key, 5);
+    assert_eq!(node.submit(&pending).await.0, StatusCode::ACCEPTED);
+    for (path, status, code) in [
+        (
+            format!("/v1/transactions/{}/proof", pending.hash()),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            format!("/v1/transactions/{}/proof", Hash([7; 32])),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "/v1/transactions/not-hex/proof".to_owned(),
+            StatusCode::BAD_REQUEST,
+            "malformed",
+        ),
+    ] {
+        let (got, body) = node.get(&path).await;
+        assert_eq!(
+            (got, body["code"].as_str()),
+            (status, Some(code)),
+            "{path}: {body}"
+        );
+    }
+    let (_, body) = node
+        .get(&format!("/v1/transactions/{}/proof", pending.hash()))
+        .await;
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("pending here"),
+        "{body}"
+    );
 }
 
 impl TestNode {
@@ -1443,6 +1512,8 @@ async fn the_openapi_document_lists_every_route() {
         "CommittedTx",
         "BatchSubmitted",
         "BatchVerdict",
+        "TxProofResponse",
+        "MerkleProof",
     ] {
         assert!(
             doc["components"]["schemas"][schema].is_object(),

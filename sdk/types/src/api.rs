@@ -8,9 +8,9 @@
 use crate::bytes::Bytes;
 use crate::crypto::PublicKey;
 use crate::hash::Hash;
-use crate::proof::StateProof;
+use crate::proof::{MerkleProof, StateProof};
 use crate::receipt::{Event, ExecError, Receipt, ReceiptStatus};
-use crate::{Block, DuplicateVote, Header, OrgId, QuorumCertificate};
+use crate::{Block, DuplicateVote, Header, OrgId, QuorumCertificate, SignedTransaction};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -63,6 +63,23 @@ pub enum TxStatus {
         index: u32,
         receipt: Receipt,
     },
+}
+
+/// A committed transaction with what ties it to its block's header
+/// (`GET /v1/transactions/{hash}/proof`): the signed transaction's leaf
+/// ([`crate::block::tx_leaf`]) under `tx_root` and its receipt's hash under
+/// `receipts_root`. Checked against a header the client trusts (the SDK's
+/// `verify_transaction`), it shows the transaction committed with this
+/// result without trusting the node that answered.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct TxProofResponse {
+    pub height: u64,
+    /// The transaction's position in the block.
+    pub index: u32,
+    pub tx: SignedTransaction,
+    pub receipt: Receipt,
+    pub tx_proof: MerkleProof,
+    pub receipt_proof: MerkleProof,
 }
 
 /// Longest wait a `GET /v1/blocks/{height}?wait_ms=` may ask for.

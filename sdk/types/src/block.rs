@@ -85,14 +85,18 @@ pub fn tx_root_of(tx_hashes: &[Hash], txs: &[SignedTransaction]) -> Hash {
     let leaves: Vec<Hash> = tx_hashes
         .iter()
         .zip(txs)
-        .map(|(hash, tx)| {
-            let mut leaf = [0; 96];
-            leaf[..32].copy_from_slice(&hash.0);
-            leaf[32..].copy_from_slice(&tx.signature.0);
-            Domain::SignedTransaction.hash(&leaf)
-        })
+        .map(|(hash, tx)| tx_leaf(hash, &tx.signature))
         .collect();
     merkle_root(Domain::TxRoot, &leaves)
+}
+
+/// A transaction's leaf under [`Header::tx_root`]: its hash, which leaves
+/// the signature out, bound to the signature it was committed with.
+pub fn tx_leaf(tx_hash: &Hash, signature: &Signature) -> Hash {
+    let mut leaf = [0; 96];
+    leaf[..32].copy_from_slice(&tx_hash.0);
+    leaf[32..].copy_from_slice(&signature.0);
+    Domain::SignedTransaction.hash(&leaf)
 }
 
 pub fn receipts_root(receipts: &[Receipt]) -> Hash {

@@ -92,36 +92,45 @@ impl Domain {
 /// Leaves and inner nodes are prefixed 0 and 1 so a leaf can never be read as
 /// an inner node; an odd node at the end of a level is carried up unchanged;
 /// the root of no leaves is the domain hash of the empty string.
+/// [`crate::proof::MerkleProof`] proves one leaf under such a root.
 pub fn merkle_root(domain: Domain, leaves: &[Hash]) -> Hash {
     if leaves.is_empty() {
         return domain.hash(&[]);
     }
-    let mut level: Vec<Hash> = leaves
-        .iter()
-        .map(|leaf| {
-            let mut h = domain.hasher();
-            h.update(&[0]);
-            h.update(&leaf.0);
-            Hash(*h.finalize().as_bytes())
-        })
-        .collect();
+    let mut level: Vec<Hash> = leaves.iter().map(|l| merkle_leaf(domain, l)).collect();
     while level.len() > 1 {
-        level = level
-            .chunks(2)
-            .map(|pair| match pair {
-                [a, b] => {
-                    let mut h = domain.hasher();
-                    h.update(&[1]);
-                    h.update(&a.0);
-                    h.update(&b.0);
-                    Hash(*h.finalize().as_bytes())
-                }
-                [a] => *a,
-                _ => unreachable!("chunks(2) yields one or two items"),
-            })
-            .collect();
+        level = merkle_parents(domain, &level);
     }
     level[0]
+}
+
+/// A leaf's node: `leaf` under the leaf prefix.
+pub(crate) fn merkle_leaf(domain: Domain, leaf: &Hash) -> Hash {
+    let mut h = domain.hasher();
+    h.update(&[0]);
+    h.update(&leaf.0);
+    Hash(*h.finalize().as_bytes())
+}
+
+/// The inner node over `left` and `right`.
+pub(crate) fn merkle_inner(domain: Domain, left: &Hash, right: &Hash) -> Hash {
+    let mut h = domain.hasher();
+    h.update(&[1]);
+    h.update(&left.0);
+    h.update(&right.0);
+    Hash(*h.finalize().as_bytes())
+}
+
+/// The level above `level`: each pair hashed, an odd last node carried up.
+pub(crate) fn merkle_parents(domain: Domain, level: &[Hash]) -> Vec<Hash> {
+    level
+        .chunks(2)
+        .map(|pair| match pair {
+            [a, b] => merkle_inner(domain, a, b),
+            [a] => *a,
+            _ => unreachable!("chunks(2) yields one or two items"),
+        })
+        .collect()
 }
 
 #[cfg(test)]
