@@ -1,7 +1,8 @@
 //! The SDK against real in-process dev nodes: the supply-chain story through
 //! typed calls, errors as the caller sees them, keys that OpenSSL makes and
 //! checks, the event stream across a dropped connection, concurrent
-//! submissions from one account, and verified state proofs.
+//! submissions from one account, and verified state proofs, headers and
+//! transactions.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use trellis_genesis::{Genesis, dev_account};
 use trellis_node::node::now_ms;
 use trellis_receivables as rcv;
-use trellis_sdk::api::{CommittedTx, HeaderResponse, TxPosition};
+use trellis_sdk::api::{CommittedTx, HeaderResponse, TxPosition, TxProofResponse, TxStatus};
 use trellis_sdk::{Client, Error, EventStream, RetryPolicy};
 use trellis_tests::{DEADLINE, DevNode, TcpProxy, openssl, poll};
 use trellis_types::{
@@ -621,6 +622,109 @@ async fn state_proofs_are_verified_and_a_tampered_one_is_refused() {
         trellis_sdk::verify_state(&no_proof, &header),
         Err(Error::Proof(_))
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_are_verified_with_their_receipts_and_altered_answers_are_refused() {
+    let node = DevNode::start().await.expect("dev node");
+    let key = dev_account("supplier-t2/ops");
+    let client = client_with(&node.url(""), key.clone());
+    let (_, mut stream, signed) = three_remarks(&client, &key, "proven").await;
+    client.send_signed_batch(&signed).await.unwrap();
+    assert_commits_in_order(&mut stream, &signed).await;
+
+    let genesis = Genesis::dev();
+    let pinned = Client::builder()
+        .endpoint(node.url(""))
+        .validators(genesis.validator_keys())
+        .build()
+        .unwrap();
+    for tx in &signed {
+        let hash = tx.hash();
+        let verified = pinned
+            .transaction_with_proof(&hash)
+            .await
+            .expect("verified")
+            .expect("committed");
+        assert_eq!(&verified.tx, tx);
+        assert_eq!(verified.receipt.status, ReceiptStatus::Success);
+        let Some(TxStatus::Committed {
+            height,
+            index,
+            receipt,
+        }) = client.transaction(&hash).await.unwrap()
+        else {
+            panic!("{hash} is committed");
+        };
+        assert_eq!((verified.height, verified.index), (height, index));
+        assert_eq!(verified.receipt, receipt);
+        assert_eq!(
+            verified.block_hash,
+            client.block(height).await.unwrap().hash
+        );
+    }
+    assert_eq!(
+        pinned.transaction_with_proof(&Hash([9; 32])).await.unwrap(),
+        None
+    );
+    // Trusting other validators, the same answer does not verify.
+    let strangers = Client::builder()
+        .endpoint(node.url(""))
+        .validators([KeyPair::insecure_from_label("not a validator").public()])
+        .build()
+        .unwrap();
+    let refused = strangers.transaction_with_proof(&signed[0].hash()).await;
+    assert!(matches!(&refused, Err(Error::Proof(_))), "{refused:?}");
+
+    // Answers altered on the way are refused.
+    let hash = signed[1].hash();
+    let answer = client.transaction_proof(&hash).await.unwrap().unwrap();
+    let header = pinned.verified_header(answer.height).await.unwrap();
+    let verify = |answer: &TxProofResponse, hash: &Hash| {
+        trellis_sdk::verify_transaction(answer, hash, &header)
+    };
+    assert!(verify(&answer, &hash).is_ok());
+    let mut failed = answer.clone();
+    failed.receipt.status = ReceiptStatus::Failed;
+    let mut other_events = answer.clone();
+    other_events.receipt.events.clear();
+    let mut other_sibling = answer.clone();
+    match other_sibling.receipt_proof.siblings.first_mut() {
+        Some(sibling) => sibling.0[0] ^= 1,
+        // Alone in its block: a sibling where there is none.
+        None => other_sibling.receipt_proof.siblings.push(Hash([1; 32])),
+    }
+    let mut moved = answer.clone();
+    moved.index += 1;
+    moved.tx_proof.index += 1;
+    moved.receipt_proof.index += 1;
+    let mut forged_signature = answer.clone();
+    forged_signature.tx.signature.0[0] ^= 1;
+    let mut other_tx = answer.clone();
+    other_tx.tx = signed[0].clone();
+    let mut other_height = answer.clone();
+    other_height.height += 1;
+    for (what, altered, why) in [
+        ("a failure for a success", &failed, "receipts root"),
+        (
+            "a receipt without its events",
+            &other_events,
+            "receipts root",
+        ),
+        ("a damaged receipt proof", &other_sibling, "receipt"),
+        ("another place", &moved, "transaction"),
+        ("a forged signature", &forged_signature, "transaction"),
+        ("another transaction", &other_tx, "another transaction"),
+        ("another height", &other_height, "height"),
+    ] {
+        let verdict = verify(altered, &hash);
+        assert!(
+            matches!(&verdict, Err(Error::Proof(m)) if m.contains(why)),
+            "{what}: {verdict:?}"
+        );
+    }
+    let asked_for_another = verify(&answer, &signed[0].hash());
+    assert!(matches!(asked_for_another, Err(Error::Proof(_))));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

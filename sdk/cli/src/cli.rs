@@ -133,11 +133,16 @@ pub enum Command {
 
     /// A transaction's status and receipt.
     #[command(
-        after_help = "Examples:\n  trellis tx 5f1c…e2\n  trellis --output json tx 5f1c…e2 | jq .receipt.events"
+        after_help = "Examples:\n  trellis tx 5f1c…e2\n  trellis --output json tx 5f1c…e2 | jq .receipt.events\n  trellis --genesis genesis.json tx 5f1c…e2 --verify"
     )]
     Tx {
         /// The transaction hash (hex).
         hash: String,
+        /// Check the transaction and its receipt against the roots of the
+        /// header of their block, and the header against the validators'
+        /// precommits, trusting the validators of --genesis, else the node's list.
+        #[arg(long)]
+        verify: bool,
     },
 
     /// A block: header, commit and transactions.

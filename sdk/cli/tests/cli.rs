@@ -266,6 +266,28 @@ async fn the_demo_plays_the_story_twice_at_once_on_one_dev_node() {
     trellis(&["--node", &url, "receivable", "show", "999999", "--verify"])
         .await
         .expect_code(8);
+
+    // The story's last transaction, with its receipt, proven in its block.
+    let last = &demo["steps"].as_array().unwrap().last().unwrap()["transaction"];
+    let hash = last["tx_hash"].as_str().unwrap();
+    let proven = json_ok(&url, &["--genesis", &dev, "tx", hash, "--verify"]).await;
+    let plain = json_ok(&url, &["tx", hash]).await;
+    for field in ["status", "height", "index", "receipt"] {
+        assert_eq!(proven[field], plain[field], "{field}");
+    }
+    assert_eq!(
+        (&proven["height"], &proven["index"]),
+        (&last["height"], &last["index"])
+    );
+    assert_eq!(proven["receipt"]["status"], "success");
+    assert_eq!(proven["verified"]["height"], proven["height"]);
+    let table = trellis(&["--node", &url, "tx", hash, "--verify"]).await;
+    assert!(table.ok().stdout.contains("which the validators committed"));
+    let refused = trellis(&["--node", &url, "--genesis", &local, "tx", hash, "--verify"]).await;
+    assert!(refused.expect_code(1).stderr.contains("ask another node"));
+    trellis(&["--node", &url, "tx", &"03".repeat(32), "--verify"])
+        .await
+        .expect_code(8);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1167,8 +1189,11 @@ async fn the_demo_runs_on_a_four_validator_local_network() {
         }
     }
     // And each proves it: the record in the state of a block that at least
-    // three of the genesis file's four validators precommitted.
+    // three of the genesis file's four validators precommitted, and the
+    // settling transaction with its receipt in that block's roots.
     let genesis = net.genesis();
+    let last = &demo["steps"].as_array().unwrap().last().unwrap()["transaction"];
+    let hash = last["tx_hash"].as_str().unwrap();
     for api in &net.apis {
         let args = ["--genesis", &genesis, "receivable", "show", &t3, "--verify"];
         let verified = json_ok(api, &args).await;
@@ -1177,6 +1202,9 @@ async fn the_demo_runs_on_a_four_validator_local_network() {
             verified["verified"]["height"].as_u64() > Some(0),
             "{verified}"
         );
+        let proven = json_ok(api, &["--genesis", &genesis, "tx", hash, "--verify"]).await;
+        assert_eq!(proven["height"], last["height"], "{api}: {proven}");
+        assert_eq!(proven["receipt"]["status"], "success", "{api}: {proven}");
     }
 }
 

@@ -19,11 +19,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use trellis_types::api::{
     BatchSubmitted, BatchVerdict, BlockResponse, ContractQuery, ContractQueryResult, ErrorBody,
     EvidenceList, HeaderResponse, Health, MAX_BLOCK_WAIT_MS, StateResponse, StatusResponse,
-    TxStatus, TxSubmitted, ValidatorList,
+    TxProofResponse, TxStatus, TxSubmitted, ValidatorList,
 };
 use trellis_types::{
-    Address, Bytes, DuplicateVote, Hash, Header, KeyPair, Payload, PublicKey, SignedTransaction,
-    Transaction, ValidatorSet,
+    Address, Bytes, Domain, DuplicateVote, Hash, Header, KeyPair, MerkleProof, Payload, PublicKey,
+    Receipt, SignedTransaction, Transaction, ValidatorSet,
 };
 
 /// How requests are retried: on connection errors, 429 and 5xx answers,
@@ -187,6 +187,98 @@ pub fn verify_state(answer: &StateResponse, header: &Header) -> Result<VerifiedS
         value: answer.value.as_ref().map(|v| v.0.clone()),
         height: answer.height,
         state_root: header.state_root,
+        block_hash: header.hash(),
+    })
+}
+
+/// A committed transaction and its receipt, checked against the header of
+/// the block that holds them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedTransaction {
+    /// The signed transaction, its signature checked.
+    pub tx: SignedTransaction,
+    /// What executing it did.
+    pub receipt: Receipt,
+    /// The height of the block that holds it.
+    pub height: u64,
+    /// Its position in that block.
+    pub index: u32,
+    /// The hash of that block's header.
+    pub block_hash: Hash,
+}
+
+/// Checks a `GET /v1/transactions/{hash}/proof` answer for transaction
+/// `hash` against `header`, a header of the block at the answer's height
+/// that the caller trusts: the transaction hashes to `hash` and carries its
+/// sender's signature, the receipt is its receipt, and both are under the
+/// header's roots at the same place. [`Client::transaction_with_proof`]
+/// does this with a header it verifies.
+///
+/// ```no_run
+/// # async fn demo(client: trellis_sdk::Client, hash: trellis_types::Hash) -> trellis_sdk::Result<()> {
+/// if let Some(answer) = client.transaction_proof(&hash).await? {
+///     let header = client.verified_header(answer.height).await?;
+///     let verified = trellis_sdk::verify_transaction(&answer, &hash, &header)?;
+///     println!("{:?} at {}:{}", verified.receipt.status, verified.height, verified.index);
+/// }
+/// # Ok(()) }
+/// ```
+pub fn verify_transaction(
+    answer: &TxProofResponse,
+    hash: &Hash,
+    header: &Header,
+) -> Result<VerifiedTransaction> {
+    if header.height != answer.height {
+        return Err(Error::Proof(format!(
+            "the answer is for height {}, the header for {}",
+            answer.height, header.height
+        )));
+    }
+    let tx = &answer.tx;
+    if tx.hash() != *hash || answer.receipt.tx != *hash {
+        return Err(Error::Proof(format!(
+            "the answer is for another transaction than {hash}"
+        )));
+    }
+    tx.verify()
+        .map_err(|e| Error::Proof(format!("transaction {hash}: {e}")))?;
+    let place = |proof: &MerkleProof| (proof.index, proof.total);
+    if place(&answer.tx_proof) != place(&answer.receipt_proof)
+        || answer.tx_proof.index != answer.index
+    {
+        return Err(Error::Proof(
+            "the transaction's and the receipt's proofs are for different places".into(),
+        ));
+    }
+    let under = |proof: &MerkleProof, domain, leaf: &Hash, root: &Hash, what: &str| match proof
+        .root(domain, leaf)
+    {
+        Ok(computed) if computed == *root => Ok(()),
+        Ok(_) => Err(Error::Proof(format!(
+            "the {what} is not under the header's {what}s root"
+        ))),
+        Err(e) => Err(Error::Proof(format!("the {what}'s proof: {e}"))),
+    };
+    let leaf = trellis_types::block::tx_leaf(hash, &tx.signature);
+    under(
+        &answer.tx_proof,
+        Domain::TxRoot,
+        &leaf,
+        &header.tx_root,
+        "transaction",
+    )?;
+    under(
+        &answer.receipt_proof,
+        Domain::ReceiptRoot,
+        &answer.receipt.hash(),
+        &header.receipts_root,
+        "receipt",
+    )?;
+    Ok(VerifiedTransaction {
+        tx: tx.clone(),
+        receipt: answer.receipt.clone(),
+        height: answer.height,
+        index: answer.index,
         block_hash: header.hash(),
     })
 }
@@ -904,6 +996,50 @@ impl Client {
             Err(Error::Rejected { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// `GET /v1/transactions/{hash}/proof`: a committed transaction with its
+    /// receipt and their proofs; `None` if the node has not committed it.
+    /// Nothing is verified: see [`Client::transaction_with_proof`].
+    ///
+    /// ```no_run
+    /// # async fn demo(client: trellis_sdk::Client, hash: trellis_types::Hash) -> trellis_sdk::Result<()> {
+    /// if let Some(answer) = client.transaction_proof(&hash).await? {
+    ///     println!("at {}:{}", answer.height, answer.index);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn transaction_proof(&self, hash: &Hash) -> Result<Option<TxProofResponse>> {
+        match self
+            .get_json(&format!("/v1/transactions/{hash}/proof"), &[])
+            .await
+        {
+            Ok(answer) => Ok(Some(answer)),
+            Err(Error::Rejected { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A committed transaction and its receipt, verified: both must be
+    /// under the roots of the header of their block, and the header
+    /// committed by the validators ([`Client::verified_header`]). `None` if
+    /// the node answers that it has not committed it, which proves nothing
+    /// (ask another node, or later). An answer that does not verify is an
+    /// [`Error::Proof`].
+    ///
+    /// ```no_run
+    /// # async fn demo(client: trellis_sdk::Client, hash: trellis_types::Hash) -> trellis_sdk::Result<()> {
+    /// if let Some(verified) = client.transaction_with_proof(&hash).await? {
+    ///     println!("{:?}, proven in block {}", verified.receipt.status, verified.block_hash);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn transaction_with_proof(&self, hash: &Hash) -> Result<Option<VerifiedTransaction>> {
+        let Some(answer) = self.transaction_proof(hash).await? else {
+            return Ok(None);
+        };
+        let header = self.verified_header(answer.height).await?;
+        verify_transaction(&answer, hash, &header).map(Some)
     }
 
     /// `GET /v1/blocks/{height}/header`: a committed block's header and the

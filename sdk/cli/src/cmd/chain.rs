@@ -6,6 +6,7 @@ use crate::error::{Class, CliError, Result};
 use crate::output::{Report, record, table};
 use crate::when::format_ms;
 use serde_json::json;
+use trellis_sdk::Client;
 use trellis_sdk::api::{BlockResponse, TxStatus, ValidatorList};
 use trellis_types::block::VoteKind;
 use trellis_types::{DuplicateVote, Event, Hash, Payload, Receipt, ReceiptStatus, SystemOp, Vote};
@@ -167,9 +168,12 @@ pub fn event_text(e: &Event) -> String {
     format!("{} {}", e.kind, attrs.join(" "))
 }
 
-pub async fn tx(ctx: &Ctx, hash: &str) -> Result<Report> {
+pub async fn tx(ctx: &Ctx, hash: &str, verify: bool) -> Result<Report> {
     let hash = parse_hash("transaction", hash)?;
     let client = ctx.reader()?;
+    if verify {
+        return tx_verified(&client, hash).await;
+    }
     let Some(status) = client.transaction(&hash).await? else {
         return Err(CliError::new(
             Class::NotFound,
@@ -188,34 +192,79 @@ pub async fn tx(ctx: &Ctx, hash: &str) -> Result<Report> {
             height,
             index,
             receipt,
-        } => {
-            let mut rows = vec![
-                ("transaction", hash.to_hex()),
-                ("status", format!("committed at {height}:{index}")),
-                ("result", result_text(receipt)),
-                ("fuel used", receipt.fuel_used.to_string()),
-            ];
-            if let Some(e) = &receipt.error {
-                rows.push(("error", format!("{}: {}", e.code, e.message)));
-            }
-            let mut text = record(rows);
-            if !receipt.events.is_empty() {
-                let mut t = table(["EVENT", "ATTRIBUTES"]);
-                for e in &receipt.events {
-                    let attrs: Vec<String> = e
-                        .attributes
-                        .iter()
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .collect();
-                    t.add_row(vec![e.kind.clone(), attrs.join("\n")]);
-                }
-                text.push_str("\n\n");
-                text.push_str(&t.trim_fmt());
-            }
-            text
-        }
+        } => committed_text(hash, *height, *index, receipt, None),
     };
     Ok(Report::new(text, value))
+}
+
+/// `tx --verify`: the committed transaction, once it and its receipt are
+/// proven under the header of a block the validators committed.
+async fn tx_verified(client: &Client, hash: Hash) -> Result<Report> {
+    let Some(proven) = client.transaction_with_proof(&hash).await? else {
+        return Err(CliError::new(
+            Class::NotFound,
+            format!("transaction {hash} is not committed on this node (it may be pending)"),
+        )
+        .with_code("not_found"));
+    };
+    let verified = format!(
+        "with its receipt, in block {} at height {}, which the validators committed",
+        proven.block_hash, proven.height
+    );
+    let text = committed_text(
+        hash,
+        proven.height,
+        proven.index,
+        &proven.receipt,
+        Some(verified),
+    );
+    let value = json!({
+        "status": "committed",
+        "tx_hash": hash.to_hex(),
+        "height": proven.height,
+        "index": proven.index,
+        "receipt": proven.receipt,
+        "tx": proven.tx,
+        "verified": { "height": proven.height, "block_hash": proven.block_hash },
+    });
+    Ok(Report::new(text, value))
+}
+
+/// A committed transaction's rows and events, with a `verified` row when proven.
+fn committed_text(
+    hash: Hash,
+    height: u64,
+    index: u32,
+    receipt: &Receipt,
+    verified: Option<String>,
+) -> String {
+    let mut rows = vec![
+        ("transaction", hash.to_hex()),
+        ("status", format!("committed at {height}:{index}")),
+        ("result", result_text(receipt)),
+        ("fuel used", receipt.fuel_used.to_string()),
+    ];
+    if let Some(e) = &receipt.error {
+        rows.push(("error", format!("{}: {}", e.code, e.message)));
+    }
+    if let Some(verified) = verified {
+        rows.push(("verified", verified));
+    }
+    let mut text = record(rows);
+    if !receipt.events.is_empty() {
+        let mut t = table(["EVENT", "ATTRIBUTES"]);
+        for e in &receipt.events {
+            let attrs: Vec<String> = e
+                .attributes
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            t.add_row(vec![e.kind.clone(), attrs.join("\n")]);
+        }
+        text.push_str("\n\n");
+        text.push_str(&t.trim_fmt());
+    }
+    text
 }
 
 /// Every proof of equivocation the node holds from `from_height` on, page
