@@ -728,6 +728,67 @@ async fn transactions_are_verified_with_their_receipts_and_altered_answers_are_r
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_are_verified_whole_and_an_altered_body_or_receipt_is_refused() {
+    let node = DevNode::start().await.expect("dev node");
+    let key = dev_account("supplier-t3/ops");
+    let client = client_with(&node.url(""), key.clone());
+    let (_, mut stream, signed) = three_remarks(&client, &key, "a block").await;
+    client.send_signed_batch(&signed).await.unwrap();
+    assert_commits_in_order(&mut stream, &signed).await;
+    let Some(TxStatus::Committed { height, .. }) =
+        client.transaction(&signed[2].hash()).await.unwrap()
+    else {
+        panic!("committed");
+    };
+
+    let pinned = Client::builder()
+        .endpoint(node.url(""))
+        .validators(Genesis::dev().validator_keys())
+        .build()
+        .unwrap();
+    let block = pinned.verified_block(height).await.expect("verified");
+    assert!(block.block.txs.contains(&signed[2]));
+    assert_eq!(block, client.block(height).await.unwrap());
+    pinned
+        .verified_block(0)
+        .await
+        .expect("the genesis block verified");
+
+    let header = pinned.verified_header(height).await.unwrap();
+    assert!(trellis_sdk::verify_block(&block, &header).is_ok());
+    let mut failed = block.clone();
+    failed.receipts[0].status = ReceiptStatus::Failed;
+    let mut dropped = block.clone();
+    dropped.block.txs.pop();
+    dropped.receipts.pop();
+    let mut reordered = block.clone();
+    match reordered.receipts.len() {
+        1 => reordered.receipts[0].tx = Hash([5; 32]),
+        _ => reordered.receipts.reverse(),
+    }
+    let mut no_receipts = block.clone();
+    no_receipts.receipts.clear();
+    let mut other_header = block.clone();
+    other_header.block.header.timestamp_ms += 1;
+    let mut other_parent_commit = block.clone();
+    other_parent_commit.block.parent_commit.round += 1;
+    for (what, altered, why) in [
+        ("a failure for a success", &failed, "receipts"),
+        ("a transaction left out", &dropped, "tx_root"),
+        ("receipts out of order", &reordered, "receipts"),
+        ("no receipts", &no_receipts, "receipts"),
+        ("another header", &other_header, "not the one"),
+        ("another parent certificate", &other_parent_commit, "parent"),
+    ] {
+        let verdict = trellis_sdk::verify_block(altered, &header);
+        assert!(
+            matches!(&verdict, Err(Error::Proof(m)) if m.contains(why)),
+            "{what}: {verdict:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headers_verify_only_with_a_quorum_of_the_trusted_validators_for_this_chain() {
     let node = DevNode::start().await.expect("dev node");
     core_client(&node)

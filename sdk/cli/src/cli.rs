@@ -147,12 +147,17 @@ pub enum Command {
 
     /// A block: header, commit and transactions.
     #[command(
-        after_help = "Examples:\n  trellis block\n  trellis block 42\n  trellis block 3f9a…c1        # by hash\n  trellis --output json block latest"
+        after_help = "Examples:\n  trellis block\n  trellis block 42\n  trellis block 3f9a…c1        # by hash\n  trellis --output json block latest\n  trellis --genesis genesis.json block 42 --verify"
     )]
     Block {
         /// `latest` (default), a height, or a block hash.
         #[arg(default_value = "latest")]
         which: String,
+        /// Check the block's transactions and receipts against its header,
+        /// and the header against the validators' precommits, trusting the
+        /// validators of --genesis, else the node's list.
+        #[arg(long)]
+        verify: bool,
     },
 
     /// The node's view of the chain: chain id, height, last block, peers.

@@ -288,6 +288,23 @@ async fn the_demo_plays_the_story_twice_at_once_on_one_dev_node() {
     trellis(&["--node", &url, "tx", &"03".repeat(32), "--verify"])
         .await
         .expect_code(8);
+
+    // Its whole block, body and receipts, against the committed header.
+    let height = proven["height"].to_string();
+    let block = json_ok(&url, &["--genesis", &dev, "block", &height, "--verify"]).await;
+    assert_eq!(block["verified"]["height"], proven["height"]);
+    assert_eq!(block["hash"], proven["verified"]["block_hash"]);
+    let args = [
+        "--node",
+        &url,
+        "--genesis",
+        &local,
+        "block",
+        &height,
+        "--verify",
+    ];
+    let refused = trellis(&args).await.expect_code(1);
+    assert!(refused.stderr.contains("ask another node"), "{refused}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -283,6 +283,50 @@ pub fn verify_transaction(
     })
 }
 
+/// Checks a `GET /v1/blocks/{height}` answer against `header`, a header of
+/// the block at that height that the caller trusts: the answer's header is
+/// that one, and its transactions (with their signatures), the parent's
+/// certificate it carries and its receipts are the ones the header commits
+/// to, one receipt per transaction and in order. The signatures themselves
+/// are the validators' to have checked: the header binds each to its
+/// transaction. [`Client::verified_block`] does this with a header it
+/// verifies.
+///
+/// ```no_run
+/// # async fn demo(client: trellis_sdk::Client) -> trellis_sdk::Result<()> {
+/// let block = client.block(42).await?;
+/// let header = client.verified_header(42).await?;
+/// trellis_sdk::verify_block(&block, &header)?;
+/// # Ok(()) }
+/// ```
+pub fn verify_block(answer: &BlockResponse, header: &Header) -> Result<()> {
+    let block = &answer.block;
+    if block.header != *header || answer.hash != header.hash() {
+        return Err(Error::Proof(format!(
+            "block {} is not the one whose header is trusted",
+            block.header.height
+        )));
+    }
+    let tx_hashes = block.tx_hashes();
+    if let Some(part) = block.mismatched_body(&tx_hashes) {
+        return Err(Error::Proof(format!("block {}: {part}", header.height)));
+    }
+    let receipts_match = answer.receipts.len() == tx_hashes.len()
+        && answer
+            .receipts
+            .iter()
+            .zip(&tx_hashes)
+            .all(|(r, h)| r.tx == *h)
+        && trellis_types::block::receipts_root(&answer.receipts) == header.receipts_root;
+    if !receipts_match {
+        return Err(Error::Proof(format!(
+            "block {}: the receipts are not the ones receipts_root commits to",
+            header.height
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a `GET /v1/blocks/{height}/header` answer: the header hashes to
 /// the answer's hash and is of chain `chain_id`, and its commit certificate
 /// carries precommits for exactly that block from more than two thirds of
@@ -912,6 +956,25 @@ impl Client {
     /// ```
     pub async fn block(&self, height: u64) -> Result<BlockResponse> {
         self.get_json(&format!("/v1/blocks/{height}"), &[]).await
+    }
+
+    /// The committed block at `height` with its receipts, verified: its
+    /// header committed by the validators ([`Client::verified_header`]) and
+    /// its body and receipts the ones that header commits to
+    /// ([`verify_block`]). An answer that does not verify is an
+    /// [`Error::Proof`].
+    ///
+    /// ```no_run
+    /// # async fn demo(client: trellis_sdk::Client) -> trellis_sdk::Result<()> {
+    /// let block = client.verified_block(42).await?;
+    /// println!("{} transactions, all as committed", block.block.txs.len());
+    /// # Ok(()) }
+    /// ```
+    pub async fn verified_block(&self, height: u64) -> Result<BlockResponse> {
+        let answer = self.block(height).await?;
+        let header = self.verified_header(height).await?;
+        verify_block(&answer, &header)?;
+        Ok(answer)
     }
 
     /// The committed block at `height` once it commits: waits up to `wait`

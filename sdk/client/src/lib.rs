@@ -8,9 +8,10 @@
 //!   returns the [`Committed`] receipt with its events.
 //! - [`Receivables`] ([`Client::receivables`]): the receivables contract's
 //!   calls and queries with the contract's own types.
-//! - [`Client::state_with_proof`], [`Client::transaction_with_proof`]:
-//!   state values, and transactions with their receipts, verified against
-//!   the header of a block the validators committed.
+//! - [`Client::state_with_proof`], [`Client::transaction_with_proof`],
+//!   [`Client::verified_block`]: state values, transactions with their
+//!   receipts, and whole blocks, verified against the header of a block the
+//!   validators committed.
 //! - [`Client::events`]: the resumable stream of committed transactions.
 //! - [`keys`]: ed25519 keys in PKCS#8 PEM files (OpenSSL-compatible), optionally encrypted.
 //! - [`Error`]: one error type that tells refusals, failed executions,
@@ -42,8 +43,8 @@ mod receivables;
 mod submit;
 
 pub use client::{
-    Account, Client, ClientBuilder, RetryPolicy, VerifiedState, VerifiedTransaction, verify_header,
-    verify_state, verify_transaction,
+    Account, Client, ClientBuilder, RetryPolicy, VerifiedState, VerifiedTransaction, verify_block,
+    verify_header, verify_state, verify_transaction,
 };
 pub use error::{Error, Result};
 pub use events::{EventStream, EventsBuilder};

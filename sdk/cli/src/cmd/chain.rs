@@ -65,7 +65,7 @@ fn parse_hash(what: &str, s: &str) -> Result<Hash> {
         .map_err(|_| CliError::usage(format!("`{s}` is not a {what} hash (64 hex digits)")))
 }
 
-pub async fn block(ctx: &Ctx, which: &str) -> Result<Report> {
+pub async fn block(ctx: &Ctx, which: &str, verify: bool) -> Result<Report> {
     let client = ctx.reader()?;
     let block = if which == "latest" {
         client.latest_block().await?
@@ -78,10 +78,18 @@ pub async fn block(ctx: &Ctx, which: &str) -> Result<Report> {
             "`{which}` is not `latest`, a height or a block hash"
         )));
     };
-    Ok(Report::new(
-        block_text(&block),
-        serde_json::to_value(&block).map_err(|e| CliError::other(e.to_string()))?,
-    ))
+    let mut text = block_text(&block);
+    let mut value = serde_json::to_value(&block).map_err(|e| CliError::other(e.to_string()))?;
+    if verify {
+        let height = block.block.header.height;
+        trellis_sdk::verify_block(&block, &client.verified_header(height).await?)?;
+        text = format!(
+            "{text}\n\nverified: its header, which the validators committed, commits to these \
+             transactions and receipts"
+        );
+        value["verified"] = json!({ "height": height, "block_hash": block.hash });
+    }
+    Ok(Report::new(text, value))
 }
 
 fn block_text(b: &BlockResponse) -> String {
