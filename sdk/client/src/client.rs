@@ -870,6 +870,15 @@ impl Client {
         decode_json(path, &answer.body)
     }
 
+    /// [`Client::get_json`], with a 404 answer as `None`.
+    async fn get_json_if_found<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>> {
+        match self.get_json(path, &[]).await {
+            Ok(answer) => Ok(Some(answer)),
+            Err(Error::Rejected { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `GET /status`: chain id, genesis hash, height, head hash and root, and the node's own state.
     ///
     /// ```no_run
@@ -1051,14 +1060,8 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn transaction(&self, hash: &Hash) -> Result<Option<TxStatus>> {
-        match self
-            .get_json(&format!("/v1/transactions/{hash}"), &[])
+        self.get_json_if_found(&format!("/v1/transactions/{hash}"))
             .await
-        {
-            Ok(status) => Ok(Some(status)),
-            Err(Error::Rejected { status: 404, .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
     }
 
     /// `GET /v1/transactions/{hash}/proof`: a committed transaction with its
@@ -1073,14 +1076,8 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn transaction_proof(&self, hash: &Hash) -> Result<Option<TxProofResponse>> {
-        match self
-            .get_json(&format!("/v1/transactions/{hash}/proof"), &[])
+        self.get_json_if_found(&format!("/v1/transactions/{hash}/proof"))
             .await
-        {
-            Ok(answer) => Ok(Some(answer)),
-            Err(Error::Rejected { status: 404, .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
     }
 
     /// A committed transaction and its receipt, verified: both must be
