@@ -844,10 +844,11 @@ async fn transaction_proof(
                     location.height
                 ))
             })?;
-        let tx_leaves: Vec<Hash> = block
-            .txs
+        // Each receipt names its transaction's hash: no need to hash them again.
+        let tx_leaves: Vec<Hash> = receipts
             .iter()
-            .map(|tx| trellis_types::block::tx_leaf(&tx.hash(), &tx.signature))
+            .zip(&block.txs)
+            .map(|(receipt, tx)| trellis_types::block::tx_leaf(&receipt.tx, &tx.signature))
             .collect();
         let receipt_leaves: Vec<Hash> = receipts.iter().map(Receipt::hash).collect();
         let proof = |domain, leaves: &[Hash]| {
