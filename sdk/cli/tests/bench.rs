@@ -238,10 +238,12 @@ async fn validators_without_indexes_beside_an_observer_commit_the_mix_while_it_a
         "10",
         "--node-bin",
         &node_bin,
+        // Three debug-built nodes and the reads share two cores: 2 s held
+        // too few of their blocks for the mix's settlements and the floor
+        // when the machine ran slow. This test checks what runs, the first
+        // one guards the rate.
         "--duration",
-        "2s",
-        // Three debug-built nodes and the reads share two cores: this test
-        // checks what runs, the first one guards the rate.
+        "4s",
         "--min-ops",
         "30",
     ])
@@ -264,8 +266,8 @@ async fn validators_without_indexes_beside_an_observer_commit_the_mix_while_it_a
     );
     assert_eq!(count(&reads["failed"]), 0, "{reads:#}");
     assert_eq!(count(&reads["answered"]), count(&reads["sent"]));
-    // 10 a second for 2 s, the last due just before the run's end.
-    assert_eq!(count(&reads["sent"]), 20, "{reads:#}");
+    // 10 a second for 4 s, the last due just before the run's end.
+    assert_eq!(count(&reads["sent"]), 40, "{reads:#}");
     for kind in ["holdings", "lineage", "transaction", "proven"] {
         let of_kind = &reads["kinds"][kind];
         assert!(count(&of_kind["answered"]) > 0, "no {kind} read: {reads:#}");
