@@ -291,6 +291,13 @@ impl Genesis {
     /// Checks everything listed in the module header; the first problem found is returned.
     pub fn validate(&self) -> Result<(), GenesisError> {
         validate_chain_id(&self.chain_id)?;
+        if self.genesis_time_ms > MAX_GENESIS_TIME_MS {
+            return Err(GenesisError::ParamOutOfRange {
+                param: "genesis_time_ms",
+                value: self.genesis_time_ms,
+                rule: "must be before the year 10000",
+            });
+        }
         validate_params(&self.params)?;
 
         let mut keys = KeyRegistry::default();
@@ -443,6 +450,13 @@ fn is_id(s: &str, underscore: bool) -> bool {
         })
 }
 
+/// The largest block: it travels in one frame, whose length is a u32.
+const MAX_BLOCK_BYTES: u64 = 1 << 30;
+/// The longest wait for a block.
+const MAX_INTERVAL_MS: u64 = 3_600_000;
+/// The last millisecond of the year 9999: chain time stays far from overflow.
+const MAX_GENESIS_TIME_MS: u64 = 253_402_300_799_999;
+
 fn validate_params(p: &ChainParams) -> Result<(), GenesisError> {
     let check = |ok: bool, param: &'static str, value: u64, rule: &'static str| {
         if ok {
@@ -458,10 +472,10 @@ fn validate_params(p: &ChainParams) -> Result<(), GenesisError> {
         "must be at least 1",
     )?;
     check(
-        p.max_block_bytes > 0,
+        (1..=MAX_BLOCK_BYTES).contains(&p.max_block_bytes),
         "max_block_bytes",
         p.max_block_bytes,
-        "must be at least 1",
+        "must be 1 to 1073741824 (1 GiB): a block travels in one frame",
     )?;
     check(
         p.max_tx_bytes > 0,
@@ -482,10 +496,16 @@ fn validate_params(p: &ChainParams) -> Result<(), GenesisError> {
         "must be at least 1",
     )?;
     check(
-        p.idle_block_interval_ms >= p.block_interval_ms,
+        (p.block_interval_ms..=MAX_INTERVAL_MS).contains(&p.idle_block_interval_ms),
         "idle_block_interval_ms",
         p.idle_block_interval_ms,
-        "must be at least block_interval_ms",
+        "must be at least block_interval_ms and at most 3600000 (an hour)",
+    )?;
+    check(
+        p.max_nonce_gap > 0,
+        "max_nonce_gap",
+        p.max_nonce_gap,
+        "must be at least 1, or no transaction is admitted",
     )?;
     check(
         p.max_expiry_ms > 0,
@@ -784,9 +804,10 @@ mod tests {
     #[test]
     fn params_out_of_range_are_refused_by_name() {
         type Mutation = fn(&mut ChainParams);
-        let cases: [(&str, Mutation); 13] = [
+        let cases: [(&str, Mutation); 16] = [
             ("max_block_txs", |p| p.max_block_txs = 0),
             ("max_block_bytes", |p| p.max_block_bytes = 0),
+            ("max_block_bytes", |p| p.max_block_bytes = u64::MAX),
             ("max_tx_bytes", |p| p.max_tx_bytes = 0),
             ("max_tx_bytes", |p| {
                 p.max_tx_bytes = (p.max_block_bytes + 1) as u32
@@ -795,6 +816,10 @@ mod tests {
             ("idle_block_interval_ms", |p| {
                 p.idle_block_interval_ms = p.block_interval_ms - 1
             }),
+            ("idle_block_interval_ms", |p| {
+                p.idle_block_interval_ms = MAX_INTERVAL_MS + 1
+            }),
+            ("max_nonce_gap", |p| p.max_nonce_gap = 0),
             ("max_expiry_ms", |p| p.max_expiry_ms = 0),
             ("mempool_capacity", |p| p.mempool_capacity = 0),
             ("mempool_per_sender", |p| {
@@ -812,6 +837,17 @@ mod tests {
                 "{name}: {err}"
             );
         }
+        let err = refused(|g| g.genesis_time_ms = u64::MAX);
+        assert!(
+            matches!(
+                err,
+                GenesisError::ParamOutOfRange {
+                    param: "genesis_time_ms",
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]

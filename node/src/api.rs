@@ -706,16 +706,32 @@ fn batch_txs(
     headers: &HeaderMap,
     body: Result<Body, BytesRejection>,
 ) -> Result<Vec<Vec<u8>>, ApiError> {
+    let too_many = |count: u64| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_transactions",
+            format!("a batch holds at most {MAX_BATCH_TXS} transactions, this one {count}"),
+        )
+    };
     let txs: Vec<Vec<u8>> = match read_body(state, headers, body)? {
-        (BodyFormat::Binary, body) => trellis_types::decode::<Vec<Bytes>>(&body)
-            .map_err(|e| {
-                ApiError::malformed(format!(
-                    "body is not the canonical encoding of a list of byte strings: {e}"
-                ))
-            })?
-            .into_iter()
-            .map(|tx| tx.0)
-            .collect(),
+        (BodyFormat::Binary, body) => {
+            // The count comes first in the encoding: an oversized batch is
+            // refused before it is decoded (a one-byte entry takes 24 in memory).
+            if let Ok((count, _)) = trellis_types::codec::decode_prefix::<u64>(&body)
+                && count > MAX_BATCH_TXS as u64
+            {
+                return Err(too_many(count));
+            }
+            trellis_types::decode::<Vec<Bytes>>(&body)
+                .map_err(|e| {
+                    ApiError::malformed(format!(
+                        "body is not the canonical encoding of a list of byte strings: {e}"
+                    ))
+                })?
+                .into_iter()
+                .map(|tx| tx.0)
+                .collect()
+        }
         (BodyFormat::Json, body) => {
             let request: SubmitBatch = serde_json::from_slice(&body).map_err(|e| {
                 ApiError::malformed(format!(
@@ -736,14 +752,7 @@ fn batch_txs(
         ));
     }
     if txs.len() > MAX_BATCH_TXS {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_many_transactions",
-            format!(
-                "a batch holds at most {MAX_BATCH_TXS} transactions, this one {}",
-                txs.len()
-            ),
-        ));
+        return Err(too_many(txs.len() as u64));
     }
     Ok(txs)
 }

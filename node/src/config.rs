@@ -76,6 +76,7 @@ transactions = true
 queries = true
 
 [consensus]
+# Each timeout is 1 to 3600000 ms (an hour); timeout_delta_ms at most that.
 # How long to wait for a proposal in round 0, in ms. A proposer spends at
 # most a third of it executing transactions, which bounds a busy block's size.
 timeout_propose_ms = 1000
@@ -181,6 +182,9 @@ impl Default for StorageConfig {
         }
     }
 }
+
+/// The longest consensus timeout, and the longest increase per round.
+const MAX_TIMEOUT_MS: u64 = 3_600_000;
 
 /// `[consensus]`: timeouts. The timeout of round `r` is `base + r * timeout_delta_ms`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -384,9 +388,15 @@ impl NodeConfig {
                 self.consensus.timeout_precommit_ms,
             ),
         ] {
-            if value == 0 {
-                return invalid(key, "must be at least 1");
+            if !(1..=MAX_TIMEOUT_MS).contains(&value) {
+                return invalid(key, "must be 1 to 3600000 (an hour)");
             }
+        }
+        if self.consensus.timeout_delta_ms > MAX_TIMEOUT_MS {
+            return invalid(
+                "consensus.timeout_delta_ms",
+                "must be at most 3600000 (an hour)",
+            );
         }
         if !is_multiaddr_shaped(&self.p2p.listen) {
             return invalid(
@@ -602,6 +612,14 @@ mod tests {
             (
                 "[consensus]\ntimeout_prevote_ms = 0",
                 "consensus.timeout_prevote_ms",
+            ),
+            (
+                "[consensus]\ntimeout_propose_ms = 3600001",
+                "consensus.timeout_propose_ms",
+            ),
+            (
+                "[consensus]\ntimeout_delta_ms = 18446744073709551615",
+                "consensus.timeout_delta_ms",
             ),
             ("[p2p]\nlisten = \"127.0.0.1:26656\"", "p2p.listen"),
             (

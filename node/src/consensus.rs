@@ -523,7 +523,7 @@ impl Consensus {
             height: self.height,
             round: self.round,
             step,
-            after_ms: base_ms + self.timeouts.delta_ms * self.round,
+            after_ms: base_ms.saturating_add(self.timeouts.delta_ms.saturating_mul(self.round)),
         }
     }
 

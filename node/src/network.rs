@@ -101,6 +101,11 @@ const RESEND_PER_TICK: usize = 256;
 /// No transaction encodes shorter: a sender key (32 bytes) and a signature
 /// (64) at least.
 const MIN_TX_BYTES: usize = 96;
+/// Transactions in one forwarded batch, at most: what the admission thread
+/// checks with one batch equation. A batch with a bad signature is refused
+/// whole and strikes its sender once, so this bounds the signature checks a
+/// member can cost the node per strike.
+const MAX_FORWARDED_TXS: usize = crate::mempool::MAX_BATCH;
 /// Messages waiting for the driver. The network task never waits for a
 /// place for a consensus message: each validator's may hold an even share
 /// of half the queue, and one past its share is dropped, so a validator
@@ -133,9 +138,10 @@ pub enum Response {
     Refused(String),
 }
 
-/// Encoded transactions a peer forwards. Decoding refuses an entry shorter
-/// than any transaction, so a frame cannot decode to many times its size (an
-/// empty entry is one byte on the wire and 24 in memory).
+/// Encoded transactions a peer forwards, at most [`MAX_FORWARDED_TXS`].
+/// Decoding refuses more, and an entry shorter than any transaction, so a
+/// frame cannot decode to many times its size (an empty entry is one byte on
+/// the wire and 24 in memory).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(transparent)]
 pub struct TxBatch(pub Vec<Bytes>);
@@ -148,7 +154,8 @@ impl<'de> serde::Deserialize<'de> for TxBatch {
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 write!(
                     f,
-                    "encoded transactions of at least {MIN_TX_BYTES} bytes each"
+                    "at most {MAX_FORWARDED_TXS} encoded transactions of at least \
+                     {MIN_TX_BYTES} bytes each"
                 )
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(
@@ -159,6 +166,9 @@ impl<'de> serde::Deserialize<'de> for TxBatch {
                 while let Some(entry) = seq.next_element::<Bytes>()? {
                     if entry.len() < MIN_TX_BYTES {
                         return Err(serde::de::Error::invalid_length(entry.len(), &self));
+                    }
+                    if entries.len() == MAX_FORWARDED_TXS {
+                        return Err(serde::de::Error::invalid_length(entries.len() + 1, &self));
                     }
                     entries.push(entry);
                 }
@@ -1236,10 +1246,11 @@ fn send_as_request(
     unanswered.insert(id);
 }
 
-/// `txs` in batches whose encoding stays within `budget` bytes, so that none
-/// makes a frame too large to send: a burst of large transactions becomes
-/// several requests. A transaction alone over the budget (at most a block's
-/// bytes, which a frame always holds) goes in a batch of its own.
+/// `txs` in batches of at most [`MAX_FORWARDED_TXS`] whose encoding stays
+/// within `budget` bytes, so that none makes a frame too large to send or is
+/// refused for its count: a burst becomes several requests. A transaction
+/// alone over the budget (at most a block's bytes, which a frame always
+/// holds) goes in a batch of its own.
 fn forward_batches(txs: Vec<Vec<u8>>, budget: usize) -> Vec<TxBatch> {
     // An entry's length prefix is a varint of at most 10 bytes.
     const ENTRY_OVERHEAD: usize = 10;
@@ -1248,7 +1259,7 @@ fn forward_batches(txs: Vec<Vec<u8>>, budget: usize) -> Vec<TxBatch> {
     let mut bytes = 0;
     for tx in txs {
         let size = tx.len() + ENTRY_OVERHEAD;
-        if !batch.is_empty() && bytes + size > budget {
+        if !batch.is_empty() && (bytes + size > budget || batch.len() == MAX_FORWARDED_TXS) {
             batches.push(TxBatch(std::mem::take(&mut batch)));
             bytes = 0;
         }

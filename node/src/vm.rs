@@ -587,7 +587,9 @@ impl HostState {
                     Ok(e) => failed(
                         ExecError {
                             code: e.code,
-                            message: e.message,
+                            // Receipts are every node's to keep: a contract may
+                            // not make them larger than the call.
+                            message: host::bounded(e.message),
                         },
                         fuel_used,
                     ),

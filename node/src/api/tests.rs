@@ -432,6 +432,13 @@ async fn a_batch_that_cannot_be_read_is_refused_whole_and_admits_nothing() {
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_many_transactions",
         ),
+        // Refused on its count alone, before the entries are read.
+        (
+            binary,
+            list(vec![vec![0]; 5_000])[..8].to_vec(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_transactions",
+        ),
         (
             binary,
             list(vec![vec![0; MAX_BODY_BYTES]]),

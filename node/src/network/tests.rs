@@ -633,6 +633,18 @@ fn forwarded_batches_keep_every_transaction_in_order_within_the_budget() {
     assert!(forward_batches(Vec::new(), BUDGET).is_empty());
 }
 
+#[test]
+fn forwarded_batches_hold_at_most_what_a_peer_accepts() {
+    let txs: Vec<Vec<u8>> = (0..2 * MAX_FORWARDED_TXS + 5)
+        .map(|i| (i as u32).to_be_bytes().repeat(MIN_TX_BYTES / 4))
+        .collect();
+    let batches = forward_batches(txs.clone(), usize::MAX);
+    let counts: Vec<usize> = batches.iter().map(|b| b.0.len()).collect();
+    assert_eq!(counts, [MAX_FORWARDED_TXS, MAX_FORWARDED_TXS, 5]);
+    let flat: Vec<Vec<u8>> = batches.into_iter().flat_map(|b| b.0).map(|t| t.0).collect();
+    assert_eq!(flat, txs, "every transaction once, in order");
+}
+
 /// Queues far more copies of a costly batch than there are places to check
 /// them (the copies arrive far faster than they can be checked): one good
 /// transaction and 199 mis-signed ones, so every copy checked costs the node
@@ -944,6 +956,32 @@ async fn a_batch_with_an_entry_shorter_than_any_transaction_is_refused() {
         "the batch counts against the peer"
     );
     assert!(node.mempool.is_empty(), "nothing of it is admitted");
+}
+
+/// A batch is checked with one batch equation: a member may not make that
+/// equation as large as its frame allows (tens of thousands of signatures
+/// for one strike). One more than a batch holds is refused unread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_more_transactions_than_a_batch_holds_is_refused() {
+    let (genesis, keys) = network();
+    let node = start_node(&genesis, &keys[0], 1 << 20).await;
+    let mut peer = connected_member(&keys[1], &node).await;
+    let good = Bytes(encode(&remark(&genesis, 0)));
+    let batch = Request::Transactions(TxBatch(vec![good; MAX_FORWARDED_TXS + 1]));
+    let request = encode(&batch);
+    assert!(decode::<Request>(&request).is_err());
+    peer.behaviour_mut()
+        .send_request(&node.handle.local_peer_id, frame(&request));
+    assert!(
+        drive_until(&mut peer, || node.metrics.network_strikes.get() == 1).await,
+        "the batch counts against the peer"
+    );
+    assert!(node.mempool.is_empty(), "nothing of it is admitted");
+    let full = Request::Transactions(TxBatch(vec![
+        Bytes(encode(&remark(&genesis, 0)));
+        MAX_FORWARDED_TXS
+    ]));
+    assert_eq!(decode::<Request>(&encode(&full)).ok(), Some(full));
 }
 
 #[test]

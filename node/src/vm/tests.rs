@@ -905,6 +905,24 @@ fn a_contract_error_drops_writes_and_events() {
 }
 
 #[test]
+fn a_contract_error_message_is_cut_to_its_bound_in_the_receipt() {
+    let error = encode(&ContractError {
+        code: "too_long".into(),
+        message: "é".repeat(3 * MAX_MESSAGE_BYTES),
+    });
+    let code = call_module(&format!(
+        r#"(call $set_error (i32.const 0) (i32.const {len})) (i32.const 1))
+         (data (i32.const 0) "{error}""#,
+        len = error.len(),
+        error = data(&error),
+    ));
+    let failure = Fixture::new().call(&code).result.unwrap_err();
+    assert_eq!(failure.code, "too_long");
+    // Cut at a character boundary: two-byte characters, so 1,024 bytes.
+    assert_eq!(failure.message, "é".repeat(MAX_MESSAGE_BYTES / 2));
+}
+
+#[test]
 fn a_non_zero_return_without_a_well_formed_error_is_a_trap() {
     let no_error = call_module("(i32.const 2)");
     assert_fails(
