@@ -18,7 +18,7 @@
 //! removed. A stop between the two renames leaves both aside, and
 //! [`finish_interrupted`] (run by every open) completes the swap.
 
-use super::redo::io;
+use super::redo::{io, sync_dir};
 use super::{
     BatchedWriter, DEFAULT_SLED_CACHE_BYTES, Storage, StorageError, TreeLog, be_u64, corrupt,
     prefix, retry_while_locked, sled_config, tree_log,
@@ -51,8 +51,8 @@ pub fn prune_state(path: &Path, keep: u64) -> Result<PruneReport, StorageError> 
         return Err(StorageError::NotInitialised);
     }
     let bytes_before = dir_bytes(path)?;
-    // Opened first: its lock keeps out the node and any other prune, whose
-    // copy must not be touched.
+    // Opened first and held until the copy is in its place: its lock keeps
+    // out the node and any other prune, whose copy must not be touched.
     let source = Storage::open(path)?;
     let head = source.head().ok_or(StorageError::NotInitialised)?;
     // Never below what an earlier prune kept: older trees are gone.
@@ -77,7 +77,6 @@ pub fn prune_state(path: &Path, keep: u64) -> Result<PruneReport, StorageError> 
         to.flush()?;
         (records, tree)
     };
-    drop(source);
     // Opened as the node will open it, which checks its head block; sled
     // also replays the copy's log here, not at the node's next start.
     let copied = retry_while_locked(|| Storage::open(&copy))?.head();
@@ -89,6 +88,9 @@ pub fn prune_state(path: &Path, keep: u64) -> Result<PruneReport, StorageError> 
     let unpruned = aside(path, "unpruned");
     std::fs::rename(path, &unpruned).map_err(io)?;
     std::fs::rename(&copy, path).map_err(io)?;
+    // Both renames durable before the store they set aside is removed.
+    sync_dir(path)?;
+    drop(source);
     std::fs::remove_dir_all(&unpruned).map_err(io)?;
     Ok(PruneReport {
         kept_from,
@@ -117,6 +119,7 @@ pub(super) fn finish_interrupted(path: &Path) -> Result<(), StorageError> {
         }
         // The copy was checked before the store was set aside.
         std::fs::rename(&copy, path).map_err(io)?;
+        sync_dir(path)?;
     }
     tracing::warn!(
         "finished swapping in the pruned store that a stop had interrupted; removing {}",
