@@ -29,11 +29,8 @@ mod tree_update;
 use tree_records::StoredValue;
 use tree_update::NodeReader;
 
-/// The prefix of contracts' query indexes (`q/<address>/`): records a contract
-/// keeps so that queries can list things, derived from what its calls did.
-/// They are not authenticated: no root commits to them and no proof covers
-/// them, which is why calls may write them but only queries read them.
-pub const QUERY_INDEX: &[u8] = b"q/";
+/// Not authenticated, which is why calls may write them but only queries read them.
+pub use trellis_types::QUERY_INDEX;
 
 /// Whether `key` is part of the authenticated state (the tree), rather than
 /// a query index kept beside it.

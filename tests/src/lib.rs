@@ -535,6 +535,81 @@ impl Drop for TcpProxy {
     }
 }
 
+/// What a [`LyingNode`] changes: the path and query of each request, and
+/// each JSON answer (given the path and query it was asked with).
+pub struct Lies {
+    pub request: fn(&str) -> String,
+    pub answer: fn(&str, &mut serde_json::Value),
+}
+
+/// An HTTP proxy on a loopback port in front of a real node that alters
+/// what passes through it as `lies` say: a node that lies to its clients,
+/// for the SDK's verification to catch. Answers that are not JSON pass
+/// unchanged.
+pub struct LyingNode {
+    addr: SocketAddr,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl LyingNode {
+    pub async fn start(upstream: &str, lies: Lies) -> anyhow::Result<LyingNode> {
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let addr = listener.local_addr()?;
+        let shared = std::sync::Arc::new((reqwest::Client::new(), upstream.to_owned(), lies));
+        let app = axum::Router::new().fallback(relay).with_state(shared);
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(LyingNode { addr, server })
+    }
+
+    /// `http://<proxy address>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for LyingNode {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn relay(
+    axum::extract::State(shared): axum::extract::State<
+        std::sync::Arc<(reqwest::Client, String, Lies)>,
+    >,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (http, upstream, lies) = &*shared;
+    let asked = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let target = (lies.request)(asked);
+    let (parts, body) = request.into_parts();
+    let relayed = async {
+        let body = axum::body::to_bytes(body, usize::MAX).await?;
+        let mut forward = http.request(parts.method, format!("{upstream}{target}"));
+        if let Some(kind) = parts.headers.get("content-type") {
+            forward = forward.header("content-type", kind);
+        }
+        let answer = forward.body(body).send().await?;
+        let status = answer.status();
+        let bytes = answer.bytes().await?;
+        let body = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Ok(mut json) => {
+                (lies.answer)(&target, &mut json);
+                axum::Json(json).into_response()
+            }
+            Err(_) => bytes.into_response(),
+        };
+        anyhow::Ok((status, body))
+    };
+    match relayed.await {
+        Ok((status, body)) => (status, body).into_response(),
+        Err(e) => (axum::http::StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    }
+}
+
 impl DevNode {
     /// The API's socket address.
     pub fn addr(&self) -> SocketAddr {

@@ -13,7 +13,7 @@ use trellis_node::node::now_ms;
 use trellis_receivables as rcv;
 use trellis_sdk::api::{CommittedTx, HeaderResponse, TxPosition, TxProofResponse, TxStatus};
 use trellis_sdk::{Client, Error, EventStream, RetryPolicy};
-use trellis_tests::{DEADLINE, DevNode, TcpProxy, openssl, poll};
+use trellis_tests::{DEADLINE, DevNode, Lies, LyingNode, TcpProxy, openssl, poll};
 use trellis_types::{
     Address, Bytes, Hash, KeyPair, Payload, PublicKey, ReceiptStatus, SignedTransaction, SystemOp,
     Transaction, ValidatorSet, decode, encode,
@@ -622,6 +622,164 @@ async fn state_proofs_are_verified_and_a_tampered_one_is_refused() {
         trellis_sdk::verify_state(&no_proof, &header),
         Err(Error::Proof(_))
     ));
+    // A query-index key is outside the tree: the node answers 400 for it,
+    // and a proof that it is absent from the tree proves nothing of it.
+    let index_key = [trellis_types::QUERY_INDEX, b"some/index/entry"].concat();
+    let absent_answer = client
+        .state(b"sys/no-such-key", Some(verified.height), true)
+        .await
+        .unwrap();
+    let mut of_index = absent_answer.clone();
+    of_index.key = Bytes(index_key.clone());
+    of_index.proof.as_mut().unwrap().key = Bytes(index_key.clone());
+    let verdict = trellis_sdk::verify_state(&of_index, &header);
+    assert!(
+        matches!(&verdict, Err(Error::Proof(m)) if m.contains("query-index")),
+        "{verdict:?}"
+    );
+    assert!(matches!(
+        client.state_with_proof(&index_key).await,
+        Err(Error::Rejected { status: 400, .. })
+    ));
+}
+
+/// A client of `url` that trusts the dev chain's validators for its chain id.
+fn pinned_client(url: &str) -> Client {
+    let genesis = Genesis::dev();
+    Client::builder()
+        .endpoint(url)
+        .chain_id(&genesis.chain_id)
+        .validators(genesis.validator_keys())
+        .build()
+        .expect("a client builds")
+}
+
+/// A node that answers a state read at one height below the one asked, and
+/// answers a read of the latest state from the genesis block: both answers
+/// true of their own height, both not what was asked.
+fn older_state(asked: &str) -> String {
+    let Some(rest) = asked.strip_prefix("/v1/state/") else {
+        return asked.to_owned();
+    };
+    match rest.split_once("&height=") {
+        Some((head, height)) => {
+            let height: u64 = height.parse().expect("a height");
+            format!("/v1/state/{head}&height={}", height.saturating_sub(1))
+        }
+        None => format!("{asked}&height=0"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cannot_pass_off_another_height_or_an_old_state_as_the_latest() {
+    let node = DevNode::start().await.expect("dev node");
+    core_client(&node)
+        .submit(remark("a block past the genesis"))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    let lying = LyingNode::start(
+        &node.url(""),
+        Lies {
+            request: older_state,
+            answer: |_, _| {},
+        },
+    )
+    .await
+    .unwrap();
+    let honest = pinned_client(&node.url(""));
+    let head = honest.status().await.unwrap().status.height;
+    let through_liar = pinned_client(&lying.url());
+    let key = b"sys/params";
+
+    let at = through_liar.state_with_proof_at(key, head).await;
+    assert!(
+        matches!(&at, Err(Error::Proof(m)) if m.contains("heights differ")),
+        "{at:?}"
+    );
+    assert_eq!(
+        honest.state_with_proof_at(key, head).await.unwrap().height,
+        head
+    );
+
+    // "The latest" is whatever height the node chooses to answer from, each
+    // true of its block: only its age tells. The genesis block is the dev
+    // chain's genesis time, long before now.
+    let old = through_liar
+        .state_with_proof(key)
+        .await
+        .expect("true of block 0");
+    assert_eq!(old.height, 0);
+    assert_eq!(old.timestamp_ms, Genesis::dev().genesis_time_ms);
+    let bounded = |url: &str| {
+        let genesis = Genesis::dev();
+        Client::builder()
+            .endpoint(url)
+            .chain_id(&genesis.chain_id)
+            .validators(genesis.validator_keys())
+            .max_staleness(Duration::from_secs(60))
+            .build()
+            .unwrap()
+    };
+    let stale = bounded(&lying.url()).state_with_proof(key).await;
+    assert!(
+        matches!(&stale, Err(Error::Proof(m)) if m.contains("max_staleness")),
+        "{stale:?}"
+    );
+    let fresh = bounded(&node.url("")).state_with_proof(key).await.unwrap();
+    assert!(fresh.height >= head);
+    assert!(now_ms().saturating_sub(fresh.timestamp_ms) < 60_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_whose_carried_certificate_is_forged_is_refused() {
+    let node = DevNode::start().await.expect("dev node");
+    core_client(&node)
+        .submit(remark("a block past the genesis"))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    // The block's own certificate altered in one signature; the header
+    // route, which the SDK verifies the header with, left honest.
+    let lying = LyingNode::start(
+        &node.url(""),
+        Lies {
+            request: str::to_owned,
+            answer: |asked, json| {
+                let is_block = asked
+                    .strip_prefix("/v1/blocks/")
+                    .is_some_and(|rest| !rest.contains('/'));
+                if let Some(signature) = json.pointer_mut("/commit/votes/0/1")
+                    && is_block
+                {
+                    let hex = signature.as_str().expect("a signature in hex");
+                    let flipped = if hex.starts_with('0') { "1" } else { "0" };
+                    *signature = format!("{flipped}{}", &hex[1..]).into();
+                }
+            },
+        },
+    )
+    .await
+    .unwrap();
+    let head = pinned_client(&node.url(""))
+        .verified_block(1)
+        .await
+        .expect("the honest block verifies");
+    let forged = pinned_client(&lying.url()).verified_block(1).await;
+    assert!(matches!(&forged, Err(Error::Proof(_))), "{forged:?}");
+    // What the liar changed is only the certificate: the rest verifies.
+    let unchecked = pinned_client(&lying.url()).block(1).await.unwrap();
+    assert_eq!(unchecked.block, head.block);
+    assert_ne!(unchecked.commit, head.commit);
+    let header = pinned_client(&node.url(""))
+        .verified_header(1)
+        .await
+        .unwrap();
+    assert!(trellis_sdk::verify_block(&unchecked, &header).is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -636,6 +794,7 @@ async fn transactions_are_verified_with_their_receipts_and_altered_answers_are_r
     let genesis = Genesis::dev();
     let pinned = Client::builder()
         .endpoint(node.url(""))
+        .chain_id(&genesis.chain_id)
         .validators(genesis.validator_keys())
         .build()
         .unwrap();
@@ -670,6 +829,7 @@ async fn transactions_are_verified_with_their_receipts_and_altered_answers_are_r
     // Trusting other validators, the same answer does not verify.
     let strangers = Client::builder()
         .endpoint(node.url(""))
+        .chain_id(&genesis.chain_id)
         .validators([KeyPair::insecure_from_label("not a validator").public()])
         .build()
         .unwrap();
@@ -741,11 +901,7 @@ async fn blocks_are_verified_whole_and_an_altered_body_or_receipt_is_refused() {
         panic!("committed");
     };
 
-    let pinned = Client::builder()
-        .endpoint(node.url(""))
-        .validators(Genesis::dev().validator_keys())
-        .build()
-        .unwrap();
+    let pinned = pinned_client(&node.url(""));
     let block = pinned.verified_block(height).await.expect("verified");
     assert!(block.block.txs.contains(&signed[2]));
     assert_eq!(block, client.block(height).await.unwrap());
@@ -841,10 +997,21 @@ async fn headers_verify_only_with_a_quorum_of_the_trusted_validators_for_this_ch
     assert!(matches!(
         Client::builder()
             .endpoint(node.url(""))
+            .chain_id(&genesis.chain_id)
             .validators([])
             .build(),
         Err(Error::Config(_))
     ));
+    // Validators sign for whatever chain they validate: pinned without the
+    // chain id, another chain's headers under the same keys would pass.
+    let no_chain = Client::builder()
+        .endpoint(node.url(""))
+        .validators(genesis.validator_keys())
+        .build();
+    assert!(
+        matches!(&no_chain, Err(Error::Config(m)) if m.contains("chain id")),
+        "{no_chain:?}"
+    );
 
     // Answers altered on the way are refused.
     let validators = ValidatorSet::new(genesis.validator_keys()).unwrap();

@@ -23,7 +23,7 @@ use trellis_types::api::{
 };
 use trellis_types::{
     Address, Bytes, Domain, DuplicateVote, Hash, Header, KeyPair, MerkleProof, Payload, PublicKey,
-    Receipt, SignedTransaction, Transaction, ValidatorSet,
+    QUERY_INDEX, Receipt, SignedTransaction, Transaction, ValidatorSet,
 };
 
 /// How requests are retried: on connection errors, 429 and 5xx answers,
@@ -119,6 +119,12 @@ pub struct VerifiedState {
     pub value: Option<Vec<u8>>,
     /// The committed height it was read at.
     pub height: u64,
+    /// That block's time (ms since the Unix epoch): how old "the latest"
+    /// is. A node can always offer an older state than its newest, so a
+    /// reader that acts on the latest bounds its age (the chain makes a
+    /// block at least every `idle_block_interval_ms`), as
+    /// [`ClientBuilder::max_staleness`] does.
+    pub timestamp_ms: u64,
     /// The state root of the block at `height`, which the proof checks against.
     pub state_root: Hash,
     /// The hash of that block's header.
@@ -169,6 +175,12 @@ pub fn verify_state(answer: &StateResponse, header: &Header) -> Result<VerifiedS
     if proof.key != answer.key || proof.value != answer.value {
         return Err(Error::Proof("the proof is for another key or value".into()));
     }
+    if answer.key.0.starts_with(QUERY_INDEX) {
+        // Outside the tree: a proof of absence from it says nothing of them.
+        return Err(Error::Proof(
+            "query-index keys (q/...) are not in the state tree: no proof covers them".into(),
+        ));
+    }
     if header.state_root != proof.state_root || header.state_root != answer.state_root {
         return Err(Error::Proof(format!(
             "state root {} is not the committed header's {}",
@@ -186,6 +198,7 @@ pub fn verify_state(answer: &StateResponse, header: &Header) -> Result<VerifiedS
         key: answer.key.0.clone(),
         value: answer.value.as_ref().map(|v| v.0.clone()),
         height: answer.height,
+        timestamp_ms: header.timestamp_ms,
         state_root: header.state_root,
         block_hash: header.hash(),
     })
@@ -201,7 +214,10 @@ pub struct VerifiedTransaction {
     pub receipt: Receipt,
     /// The height of the block that holds it.
     pub height: u64,
-    /// Its position in that block.
+    /// Its position in that block, as the node states it: the proofs bind
+    /// the transaction and its receipt to the block, but the header does not
+    /// commit to the block's transaction count, so a place whose path is the
+    /// same in a smaller tree (the last of an odd number) proves as well.
     pub index: u32,
     /// The hash of that block's header.
     pub block_hash: Hash,
@@ -390,6 +406,7 @@ pub struct ClientBuilder {
     chain_id: Option<String>,
     validators: Option<Vec<PublicKey>>,
     max_response_bytes: usize,
+    max_staleness: Option<Duration>,
 }
 
 impl ClientBuilder {
@@ -411,6 +428,7 @@ impl Default for ClientBuilder {
             chain_id: None,
             validators: None,
             max_response_bytes: ClientBuilder::DEFAULT_MAX_RESPONSE_BYTES,
+            max_staleness: None,
         }
     }
 }
@@ -516,19 +534,39 @@ impl ClientBuilder {
     /// it from more than two thirds of these. Without them the client asks
     /// the node it reads from (`GET /v1/validators`) once and keeps the
     /// answer, which trusts that node for the set: name them wherever one
-    /// node's word is not enough.
+    /// node's word is not enough, with [`ClientBuilder::chain_id`] from the
+    /// same genesis (the same keys may sign for another chain; `build`
+    /// refuses validators without a chain id).
     ///
     /// ```
     /// let validator = trellis_sdk::keys::generate().public();
-    /// let builder = trellis_sdk::Client::builder().validators([validator]);
+    /// let builder = trellis_sdk::Client::builder()
+    ///     .chain_id("trellis-dev")
+    ///     .validators([validator]);
     /// ```
     pub fn validators<I: IntoIterator<Item = PublicKey>>(mut self, keys: I) -> Self {
         self.validators = Some(keys.into_iter().collect());
         self
     }
 
+    /// The oldest a verified read of the latest state may be
+    /// ([`Client::state_with_proof`] and the reads built on it): an answer
+    /// from a block older than this, by the block's time and this machine's
+    /// clock, is an [`Error::Proof`]. A node can answer from any height it
+    /// keeps, so without this "latest" is only as new as the node chooses.
+    /// By default not checked; [`VerifiedState::timestamp_ms`] says the age.
+    ///
+    /// ```
+    /// let builder = trellis_sdk::Client::builder().max_staleness(std::time::Duration::from_secs(30));
+    /// ```
+    pub fn max_staleness(mut self, max: Duration) -> Self {
+        self.max_staleness = Some(max);
+        self
+    }
+
     /// The client; [`Error::Config`] without an endpoint, with a URL that is
-    /// not http(s) or with an empty list of validators.
+    /// not http(s), with an empty list of validators or with validators but
+    /// no chain id.
     ///
     /// ```
     /// let client = trellis_sdk::Client::builder().endpoint("http://127.0.0.1:8080").build().unwrap();
@@ -562,6 +600,13 @@ impl ClientBuilder {
         if let Some(id) = self.chain_id {
             let _ = chain_id.set(id);
         }
+        if self.validators.is_some() && chain_id.get().is_none() {
+            // Headers are checked for the chain id: the same validators may
+            // sign for another chain (a test chain, a relaunch).
+            return Err(Error::Config(
+                "validators without a chain id: set .chain_id(..) from the same genesis".into(),
+            ));
+        }
         let validators = tokio::sync::OnceCell::new();
         if let Some(keys) = self.validators {
             let set = ValidatorSet::new(keys)
@@ -585,6 +630,7 @@ impl ClientBuilder {
                 chain_id,
                 validators,
                 verified_headers: Mutex::new(BTreeMap::new()),
+                max_staleness: self.max_staleness,
                 nonces: tokio::sync::Mutex::new(NonceState::default()),
             }),
         })
@@ -622,6 +668,7 @@ pub(crate) struct Inner {
     validators: tokio::sync::OnceCell<ValidatorSet>,
     /// Headers already verified, by height: the newest [`VERIFIED_HEADERS`].
     verified_headers: Mutex<BTreeMap<u64, Header>>,
+    max_staleness: Option<Duration>,
     nonces: tokio::sync::Mutex<NonceState>,
 }
 
@@ -983,6 +1030,20 @@ impl Client {
         let answer = self.block(height).await?;
         let header = self.verified_header(height).await?;
         verify_block(&answer, &header)?;
+        if height > 0 {
+            // The certificate it carries is checked too, not only the one
+            // that verified the header: a caller may keep it as the proof.
+            let carried = HeaderResponse {
+                hash: answer.hash,
+                header,
+                commit: answer.commit.clone(),
+            };
+            verify_header(
+                &carried,
+                &self.chain_id().await?,
+                self.trusted_validators().await?,
+            )?;
+        }
         Ok(answer)
     }
 
@@ -1237,8 +1298,26 @@ impl Client {
         if answer.key.0 != key {
             return Err(Error::Proof("the answer is for another key".into()));
         }
-        let header = self.verified_header(answer.height).await?;
-        verify_state(&answer, &header)
+        // At the height asked, the answer must be at that header's height.
+        let header = self
+            .verified_header(height.unwrap_or(answer.height))
+            .await?;
+        let verified = verify_state(&answer, &header)?;
+        if height.is_none()
+            && let Some(max) = self.inner.max_staleness
+        {
+            let age_ms = now_ms().saturating_sub(verified.timestamp_ms);
+            if u128::from(age_ms) > max.as_millis() {
+                return Err(Error::Proof(format!(
+                    "the latest state offered, at height {}, is {:.1} s old, past the {:.1} s \
+                     allowed (max_staleness): the node is behind or withholds newer blocks",
+                    verified.height,
+                    age_ms as f64 / 1000.0,
+                    max.as_secs_f64()
+                )));
+            }
+        }
+        Ok(verified)
     }
 
     /// An account's record (unverified read of the latest state); `None` for unknown keys.

@@ -26,7 +26,7 @@ pub use crypto::{KeyPair, PublicKey, Signature, SignatureError};
 pub use hash::{Domain, Hash};
 pub use member::{Account, OrgId, Organisation, Role};
 pub use params::ChainParams;
-pub use proof::{MerkleProof, ProofError, StateProof, verify_state_proof};
+pub use proof::{MerkleProof, ProofError, QUERY_INDEX, StateProof, verify_state_proof};
 pub use receipt::{Event, EventSource, ExecError, Receipt, ReceiptStatus};
 pub use tx::{Address, Payload, SignedTransaction, SystemOp, Transaction};
 pub use validators::{CertificateError, ValidatorSet};

@@ -94,6 +94,12 @@ pub enum ProofError {
     Shape(String),
 }
 
+/// The prefix of contracts' query indexes (`q/<address>/`): records a
+/// contract keeps so that queries can list things, derived from what its
+/// calls did. They are kept beside the state tree, not in it: no root
+/// commits to them and no proof covers them.
+pub const QUERY_INDEX: &[u8] = b"q/";
+
 /// Checks that `key` holds `value` (or is absent, for `None`) in the state whose root is `state_root`.
 pub fn verify_state_proof(
     state_root: &Hash,
