@@ -623,7 +623,12 @@ impl Chain {
             executed.update,
         )?;
         self.executed.clear();
-        self.mempool.prune(&self.storage, now_ms)?;
+        // Housekeeping: the staged block must reach the writer whatever it
+        // finds; what it misses fails its nonce check at execution.
+        if let Err(e) = self.mempool.prune(&self.storage, now_ms) {
+            let height = block.header.height;
+            tracing::warn!(error = %e, height, "pruning the mempool after a block failed");
+        }
         Ok(staged)
     }
 }

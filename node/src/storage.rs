@@ -539,6 +539,11 @@ impl Storage {
                 }
                 e => e.into(),
             })?;
+        if db.is_empty() {
+            // A new store: its directory's name must survive a crash with
+            // the first block written into it.
+            redo::sync_dir(path)?;
+        }
         let redo_path = redo::path(path);
         if let Some(height) = redo::recover(&db, &redo_path)? {
             tracing::warn!(
