@@ -415,17 +415,28 @@ impl Chain {
         ))
     }
 
-    /// Checks a block proposed by another validator before voting for it: a
-    /// proposer's clock may not run ahead of ours by more than
-    /// `MAX_CLOCK_DRIFT_MS`, and then [`Chain::validate`].
-    pub fn validate_proposal(&mut self, block: &Block, now_ms: u64) -> Result<(), InvalidBlock> {
+    /// Checks a block proposed by another validator before voting for it:
+    /// `None` while its timestamp is more than `MAX_CLOCK_DRIFT_MS` ahead of
+    /// our clock (not judged yet: the same block may be proposed again when
+    /// our clock has caught up, and a verdict that depends on when it
+    /// arrived must not stick to it), else [`Chain::validate`]'s verdict.
+    pub fn validate_proposal(
+        &mut self,
+        block: &Block,
+        now_ms: u64,
+    ) -> Option<Result<(), InvalidBlock>> {
         let timestamp = block.header.timestamp_ms;
         if timestamp > now_ms.saturating_add(MAX_CLOCK_DRIFT_MS) {
-            return Err(InvalidBlock::Header(format!(
-                "timestamp {timestamp} is ahead of our clock {now_ms}"
-            )));
+            tracing::warn!(
+                height = block.header.height,
+                block = %block.hash(),
+                timestamp,
+                now_ms,
+                "proposal ahead of our clock: not judged until proposed again"
+            );
+            return None;
         }
-        self.validate(block)
+        Some(self.validate(block))
     }
 
     /// Checks a block a peer sent by block sync: the next height, with a

@@ -992,8 +992,15 @@ impl Consensus {
                             .is_some_and(|v| v.count(VoteKind::Prevote, Some(hash)) >= quorum)
                 }
             };
-            if justified {
-                let ok = valid && self.lock_allows(hash, p.pol_round);
+            // A re-proposal whose proof of lock we cannot see (its prevotes
+            // lost, in a restart say) is still judged as line 22 judges a
+            // fresh one: prevoting a block while unlocked or locked on it is
+            // safe whatever the proposal claims. Only a validator locked on
+            // another block waits for the proof, which alone may release it.
+            let as_fresh = self.lock_allows(hash, None);
+            if justified || as_fresh {
+                let pol_round = if justified { p.pol_round } else { None };
+                let ok = valid && self.lock_allows(hash, pol_round);
                 self.vote(VoteKind::Prevote, ok.then_some(hash), out);
                 self.enter_step(Step::Prevote, out);
             }

@@ -464,10 +464,12 @@ impl Driver {
                     let hash = block.hash();
                     let verdict =
                         self.timed("validate", |d| d.chain.validate_proposal(&block, now_ms()));
-                    if let Err(e) = &verdict {
+                    if let Some(Err(e)) = &verdict {
                         warn!(height = block.header.height, block = %hash, error = %e, "invalid proposal");
                     }
-                    queue.extend(self.consensus.on_block_validated(hash, verdict.is_ok()));
+                    if let Some(verdict) = verdict {
+                        queue.extend(self.consensus.on_block_validated(hash, verdict.is_ok()));
+                    }
                 }
                 Action::ScheduleTimeout {
                     height,

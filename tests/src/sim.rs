@@ -729,11 +729,12 @@ impl Sim {
                 Action::ValidateBlock(block) => {
                     let clock = self.clock(i);
                     let live = self.live(i).expect("checked");
-                    let verdict = live.chain.validate_proposal(&block, clock);
-                    queue.extend(
-                        live.consensus
-                            .on_block_validated(block.hash(), verdict.is_ok()),
-                    );
+                    if let Some(verdict) = live.chain.validate_proposal(&block, clock) {
+                        queue.extend(
+                            live.consensus
+                                .on_block_validated(block.hash(), verdict.is_ok()),
+                        );
+                    }
                 }
                 Action::ScheduleTimeout {
                     height,

@@ -928,6 +928,88 @@ fn a_locked_block_is_re_proposed_by_the_next_proposer_and_committed() {
     net.assert_agreement();
 }
 
+/// Every validator locks on a block whose precommits are all lost, then all
+/// restart: the prevotes that proved the lock are gone with their memory,
+/// so a re-proposal of the locked block carries no proof of lock. Each still
+/// prevotes it, as it may prevote the block it is locked on whatever the
+/// proposal claims, and the block is decided.
+#[test]
+fn validators_that_all_restart_locked_without_the_prevotes_decide_their_lock() {
+    let mut net = Net::new(4);
+    net.drop_precommits_of_round = Some(0);
+    net.start();
+    net.run_until(1, 40);
+    assert!(net.commits.iter().all(Vec::is_empty));
+    let locked = net.nodes[0]
+        .locked
+        .as_ref()
+        .expect("locked in round 0")
+        .1
+        .hash();
+    // Still lost: the precommits each sends again after its restart.
+    net.restart_all();
+    net.run_until(1, 60_000);
+    for c in &net.commits {
+        assert_eq!(c.first().map(|(b, _)| b.hash()), Some(locked));
+    }
+    net.assert_agreement();
+}
+
+/// The driver reports no verdict on a block it cannot judge yet (its
+/// timestamp ahead of the node's clock: `Chain::validate_proposal`), so that
+/// a verdict depending on when it arrived does not stick to it: the block
+/// is sent for validation again when it is proposed again, and prevoted.
+#[test]
+fn a_block_left_unjudged_is_judged_again_when_proposed_again() {
+    let (ks, mut node) = first_of_four();
+    let set = node.validators().clone();
+    let built = block(1, 0, set.proposer(1, 0), 7);
+    let hash = built.hash();
+    let validations = |actions: &[Action]| {
+        actions
+            .iter()
+            .filter(|a| matches!(a, Action::ValidateBlock(b) if b.hash() == hash))
+            .count()
+    };
+    let (actions, result) =
+        node.on_message(signed_proposal(&proposer_key(&ks, &set, 1, 0), &built, 0));
+    assert_eq!(result, Ok(()));
+    assert_eq!(validations(&actions), 1);
+    // No verdict comes. Two validators (more than a third) move on to a
+    // later round whose proposer is another: this node joins them.
+    let me = ks[0].public();
+    let round = (1..).find(|&r| set.proposer(1, r) != me).unwrap();
+    for key in ks.iter().filter(|k| k.public() != me).take(2) {
+        let data = VoteData {
+            chain_id: CHAIN.into(),
+            height: 1,
+            round,
+            kind: VoteKind::Prevote,
+            block: None,
+        };
+        assert_eq!(node.on_message(Message::Vote(data.sign(key))).1, Ok(()));
+    }
+    assert_eq!(node.round(), round);
+    // Proposed again with the round it was first proposed in, no prevotes
+    // carried (none were cast for it): unlocked, this node may prevote it.
+    let mut again = Proposal {
+        block: Arc::new(built.clone()),
+        round,
+        pol_round: Some(0),
+        pol_votes: vec![],
+        signature: Signature([0; 64]),
+    };
+    again.signature = proposer_key(&ks, &set, 1, round).sign(&again.data(CHAIN).signing_hash());
+    let (actions, result) = node.on_message(Message::Proposal(Box::new(again)));
+    assert_eq!(result, Ok(()));
+    assert_eq!(validations(&actions), 1, "judged again: {actions:?}");
+    let prevoted = node.on_block_validated(hash, true).iter().any(|a| {
+        matches!(a, Action::Broadcast(Message::Vote(v))
+                if v.data.kind == VoteKind::Prevote && v.data.block == Some(hash))
+    });
+    assert!(prevoted);
+}
+
 /// A block is decided, made the head and then lost before it reached the disk
 /// on every validator (one validator, or all of them crashing at once): each
 /// restarts below it with only its safety record, which holds its precommit and
