@@ -12,9 +12,13 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use trellis_types::{
-    Account, Address, Bytes, ChainParams, Domain, Hash, OrgId, Organisation, PublicKey, Role,
-    SignatureError, codec,
+    Account, Address, Bytes, ChainParams, Domain, Hash, KeyPair, OrgId, Organisation, PublicKey,
+    Role, SignatureError, codec,
 };
+
+/// The seeds of the embedded networks' node keys (`crate::NetworkSpec`):
+/// public, so keys derived from them guard nothing.
+const PUBLIC_SEEDS: [&str; 2] = ["trellis-dev", "trellis-local"];
 
 /// Longest chain id accepted, in bytes. It is inside every signed transaction.
 pub const MAX_CHAIN_ID_LEN: usize = 64;
@@ -197,6 +201,12 @@ pub enum GenesisError {
         contract: String,
         deployer: PublicKey,
     },
+    #[error(
+        "{owner} has a dev key that anyone can derive from its public label ({label:?}), \
+         and the genesis does not say insecure_dev_keys: replace the key with one made \
+         by its owner (`trellis-node keygen`, `trellis keys new`)"
+    )]
+    DevKey { owner: String, label: String },
 }
 
 impl Genesis {
@@ -392,6 +402,49 @@ impl Genesis {
                 });
             }
         }
+        if !self.insecure_dev_keys {
+            self.refuse_dev_keys()?;
+        }
+        Ok(())
+    }
+
+    /// A genesis that does not say its keys are insecure holds none that
+    /// [`crate::build`] derives from public labels: an account, validator or
+    /// observer key left over from a generated genesis would let anyone sign
+    /// for it.
+    fn refuse_dev_keys(&self) -> Result<(), GenesisError> {
+        let derived = |label: String, key: &PublicKey, owner: &dyn Fn() -> String| {
+            if KeyPair::insecure_from_label(&label).public() == *key {
+                Err(GenesisError::DevKey {
+                    owner: owner(),
+                    label,
+                })
+            } else {
+                Ok(())
+            }
+        };
+        for org in &self.organisations {
+            for account in &org.accounts {
+                let owner = || format!("account {:?} of {}", account.label, org.id);
+                derived(format!("account/{}", account.label), &account.key, &owner)?;
+                derived(format!("account/{}/ops", org.id), &account.key, &owner)?;
+            }
+        }
+        for seed in PUBLIC_SEEDS {
+            for v in &self.validators {
+                let owner = || format!("validator {}", v.name);
+                derived(
+                    format!("{seed}/{}/consensus", v.name),
+                    &v.consensus_key,
+                    &owner,
+                )?;
+                derived(format!("{seed}/{}/node", v.name), &v.node_key, &owner)?;
+            }
+            for o in &self.observers {
+                let owner = || format!("observer {}", o.name);
+                derived(format!("{seed}/{}/node", o.name), &o.node_key, &owner)?;
+            }
+        }
         Ok(())
     }
 }
@@ -506,6 +559,13 @@ fn validate_params(p: &ChainParams) -> Result<(), GenesisError> {
         "max_nonce_gap",
         p.max_nonce_gap,
         "must be at least 1, or no transaction is admitted",
+    )?;
+    check(
+        u64::from(p.mempool_per_sender) >= p.max_nonce_gap,
+        "mempool_per_sender",
+        p.mempool_per_sender.into(),
+        "must be at least max_nonce_gap, or a sender whose queue is full of later \
+         nonces could not send the one they wait for",
     )?;
     check(
         p.max_expiry_ms > 0,
@@ -802,9 +862,56 @@ mod tests {
     }
 
     #[test]
+    fn a_genesis_that_does_not_say_its_keys_are_insecure_holds_no_dev_key() {
+        let mut g = sample();
+        g.insecure_dev_keys = false;
+        let err = g.validate().expect_err("the generated keys are public");
+        assert!(
+            matches!(&err, GenesisError::DevKey { label, .. } if label == "account/consortium/ops"),
+            "{err}"
+        );
+        // Every key replaced by one its owner made: valid.
+        let mut n = 0u8;
+        let mut fresh = || {
+            n += 1;
+            KeyPair::from_seed(*blake3::hash(&[b'k', n]).as_bytes()).public()
+        };
+        let deployer = g.contracts[0].deployer;
+        for org in &mut g.organisations {
+            for account in &mut org.accounts {
+                let key = fresh();
+                if account.key == deployer {
+                    for c in &mut g.contracts {
+                        c.deployer = key;
+                    }
+                }
+                account.key = key;
+            }
+        }
+        let mut owned = g.clone();
+        for v in &mut owned.validators {
+            (v.consensus_key, v.node_key) = (fresh(), fresh());
+        }
+        for o in &mut owned.observers {
+            o.node_key = fresh();
+        }
+        owned
+            .validate()
+            .expect("no key derivable from a public label");
+        // A validator's key left from the generator is found too.
+        let err = g
+            .validate()
+            .expect_err("validator keys from the public seed");
+        assert!(
+            matches!(&err, GenesisError::DevKey { owner, .. } if owner.starts_with("validator ")),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn params_out_of_range_are_refused_by_name() {
         type Mutation = fn(&mut ChainParams);
-        let cases: [(&str, Mutation); 16] = [
+        let cases: [(&str, Mutation); 17] = [
             ("max_block_txs", |p| p.max_block_txs = 0),
             ("max_block_bytes", |p| p.max_block_bytes = 0),
             ("max_block_bytes", |p| p.max_block_bytes = u64::MAX),
@@ -820,6 +927,9 @@ mod tests {
                 p.idle_block_interval_ms = MAX_INTERVAL_MS + 1
             }),
             ("max_nonce_gap", |p| p.max_nonce_gap = 0),
+            ("mempool_per_sender", |p| {
+                p.mempool_per_sender = (p.max_nonce_gap - 1) as u32
+            }),
             ("max_expiry_ms", |p| p.max_expiry_ms = 0),
             ("mempool_capacity", |p| p.mempool_capacity = 0),
             ("mempool_per_sender", |p| {

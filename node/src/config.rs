@@ -347,9 +347,7 @@ impl NodeConfig {
         if self.node_key.is_some() || path.exists() {
             return read_key_file(&path);
         }
-        let mut seed = [0u8; 32];
-        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut seed);
-        let key = KeyPair::from_seed(seed);
+        let key = fresh_key();
         let io = |source| ConfigError::Io {
             path: path.clone(),
             source,
@@ -447,10 +445,24 @@ fn is_multiaddr_shaped(s: &str) -> bool {
 
 /// Reads a key file: the 32-byte seed as 64 hex digits (optional `0x`, surrounding whitespace ignored).
 pub fn read_key_file(path: &Path) -> Result<KeyPair, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+    let io = |source| ConfigError::Io {
         path: path.to_owned(),
         source,
-    })?;
+    };
+    // As ssh and PostgreSQL do: a secret others can read is not one.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(ConfigError::KeyFile {
+                path: path.to_owned(),
+                reason: "other users may read or change it: make it the owner's alone \
+                         (chmod 600)",
+            });
+        }
+    }
+    let text = std::fs::read_to_string(path).map_err(io)?;
     let hex_seed = text.trim();
     let hex_seed = hex_seed.strip_prefix("0x").unwrap_or(hex_seed);
     let mut seed = [0u8; 32];
@@ -461,6 +473,13 @@ pub fn read_key_file(path: &Path) -> Result<KeyPair, ConfigError> {
     Ok(KeyPair::from_seed(seed))
 }
 
+/// A key from the operating system's randomness.
+pub fn fresh_key() -> KeyPair {
+    let mut seed = [0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut seed);
+    KeyPair::from_seed(seed)
+}
+
 /// Writes `key`'s seed as hex to `path`, readable by the owner only (0600 on
 /// unix). The file is written beside `path` and renamed into place, so a crash
 /// never leaves a half-written key and the secret is never world-readable.
@@ -468,14 +487,17 @@ pub fn write_key_file(path: &Path, key: &KeyPair) -> std::io::Result<()> {
     let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
     tmp_name.push(".tmp");
     let tmp = path.with_file_name(tmp_name);
+    // A stale one (a crash between write and rename) is removed, not opened:
+    // opening it would follow a link planted in its place.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(&tmp)?;
-    // An existing tmp file keeps its mode through open(): set it explicitly.
-    #[cfg(unix)]
-    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     file.write_all(format!("{}\n", hex::encode(key.seed())).as_bytes())?;
     file.sync_all()?;
     drop(file);
@@ -683,6 +705,35 @@ mod tests {
         }
         std::fs::write(&path, format!("  0x{}\r\n", hex::encode(key.seed()))).unwrap();
         assert_eq!(read_key_file(&path).unwrap().public(), key.public());
+        // A link planted where the temporary file goes is not followed.
+        #[cfg(unix)]
+        {
+            let victim = dir.path().join("victim");
+            std::fs::write(&victim, "untouched").unwrap();
+            std::os::unix::fs::symlink(&victim, dir.path().join("validator.key.tmp")).unwrap();
+            write_key_file(&path, &key).unwrap();
+            assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+            assert_eq!(read_key_file(&path).unwrap().public(), key.public());
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_key_file_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("validator.key");
+        write_key_file(&path, &fresh_key()).unwrap();
+        for mode in [0o644, 0o640, 0o606] {
+            std::fs::set_permissions(&path, PermissionsExt::from_mode(mode)).unwrap();
+            let err = read_key_file(&path).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::KeyFile { .. }) && err.to_string().contains("chmod 600"),
+                "{mode:o}: {err}"
+            );
+        }
+        std::fs::set_permissions(&path, PermissionsExt::from_mode(0o400)).unwrap();
+        read_key_file(&path).expect("the owner's alone");
     }
 
     #[test]
@@ -691,6 +742,9 @@ mod tests {
         let path = dir.path().join("k");
         for content in ["", "abcd", &"zz".repeat(32), &"ab".repeat(33)] {
             std::fs::write(&path, content).unwrap();
+            #[cfg(unix)]
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
             let err = read_key_file(&path).unwrap_err();
             assert!(
                 matches!(err, ConfigError::KeyFile { .. }),

@@ -104,6 +104,21 @@ enum Command {
     /// Genesis files and node directories.
     #[command(subcommand)]
     Genesis(GenesisCommand),
+    /// Make a node's key from the operating system's randomness, as each
+    /// member does for a production network: a validator's consensus key
+    /// (`validator_key`) or a node's libp2p key (`node_key`). Written
+    /// readable by its owner only; prints its public key for the genesis
+    /// (`consensus_key`, `node_key`).
+    Keygen {
+        /// Where to write it. An existing file is never replaced.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the public key of a key file, for the genesis.
+    PublicKey {
+        /// A validator or node key file (its seed as 64 hex digits).
+        file: PathBuf,
+    },
     /// Sign a dev-chain transaction with an insecure dev key and print it as the
     /// JSON body of `POST /v1/transactions`.
     DevTx {
@@ -209,6 +224,23 @@ fn main() -> anyhow::Result<()> {
                 "{{\"signed_tx\":\"{}\"}}",
                 hex::encode(trellis_types::encode(&tx))
             );
+            Ok(())
+        }
+        Some(Command::Keygen { out }) => {
+            if out.exists() {
+                anyhow::bail!(
+                    "{} exists: a key is never replaced; move it aside first if that is meant",
+                    out.display()
+                );
+            }
+            let key = config::fresh_key();
+            config::write_key_file(&out, &key)
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!("{}", key.public());
+            Ok(())
+        }
+        Some(Command::PublicKey { file }) => {
+            println!("{}", config::read_key_file(&file)?.public());
             Ok(())
         }
         Some(Command::PruneState {

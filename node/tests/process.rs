@@ -539,6 +539,61 @@ async fn genesis_generate_writes_a_network_directory() {
     assert_eq!(api_ports.len(), 4, "each node has its own API port");
 }
 
+/// A member of a production network makes its node's keys itself: `keygen`
+/// writes a fresh key readable by its owner only and prints the public key
+/// the genesis names, never replaces a key, and `public-key` reads one back;
+/// a key file others could read is refused.
+#[tokio::test]
+async fn keygen_makes_a_private_key_and_never_replaces_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("validator.key");
+    let path = out.to_str().unwrap();
+    let (status, stdout, stderr) =
+        run_to_exit(tmp.path(), "keygen", &["keygen", "--out", path]).await;
+    assert!(status.success(), "keygen failed: {stderr}");
+    let public = stdout.trim().to_owned();
+    assert_eq!(
+        config::read_key_file(&out).unwrap().public().to_string(),
+        public
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&out).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    let (status, _, stderr) = run_to_exit(tmp.path(), "again", &["keygen", "--out", path]).await;
+    assert!(!status.success() && stderr.contains("exists"), "{stderr}");
+    assert_eq!(
+        config::read_key_file(&out).unwrap().public().to_string(),
+        public
+    );
+
+    let (status, shown, _) = run_to_exit(tmp.path(), "show", &["public-key", path]).await;
+    assert!(status.success());
+    assert_eq!(shown.trim(), public);
+    let other = tmp.path().join("node.key");
+    let (_, second, _) = run_to_exit(
+        tmp.path(),
+        "other",
+        &["keygen", "--out", other.to_str().unwrap()],
+    )
+    .await;
+    assert_ne!(second.trim(), public, "each key from fresh randomness");
+
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&out, PermissionsExt::from_mode(0o644)).unwrap();
+        let (status, _, stderr) = run_to_exit(tmp.path(), "open", &["public-key", path]).await;
+        assert!(
+            !status.success() && stderr.contains("chmod 600"),
+            "{stderr}"
+        );
+    }
+}
+
 /// A node of a network started with another member's node key would be
 /// refused by every peer: it says so and stops instead of running unheard.
 #[tokio::test]
