@@ -505,7 +505,19 @@ impl Chain {
                 self.params.max_block_txs
             ));
         }
-        let bytes: u64 = block.txs.iter().map(|t| encode(t).len() as u64).sum();
+        // Each as admission would weigh it: a proposer may not include what
+        // every mempool refuses.
+        let mut bytes = 0u64;
+        for (index, tx) in block.txs.iter().enumerate() {
+            let len = encode(tx).len() as u64;
+            if len > u64::from(self.params.max_tx_bytes) {
+                return bad(format!(
+                    "transaction {index} is {len} bytes, limit {}",
+                    self.params.max_tx_bytes
+                ));
+            }
+            bytes += len;
+        }
         if bytes > self.params.max_block_bytes {
             return bad(format!(
                 "{bytes} bytes of transactions, limit {}",
@@ -634,9 +646,11 @@ impl Chain {
             executed.update,
         )?;
         self.executed.clear();
-        // Housekeeping: the staged block must reach the writer whatever it
-        // finds; what it misses fails its nonce check at execution.
-        if let Err(e) = self.mempool.prune(&self.storage, now_ms) {
+        // Expiry as the next block will judge it, whose time is after this
+        // one's. Housekeeping: the staged block must reach the writer
+        // whatever it finds; what it misses fails its checks at execution.
+        let next_block_ms = now_ms.max(block.header.timestamp_ms.saturating_add(1));
+        if let Err(e) = self.mempool.prune(&self.storage, next_block_ms) {
             let height = block.header.height;
             tracing::warn!(error = %e, height, "pruning the mempool after a block failed");
         }

@@ -40,7 +40,10 @@ pub enum AdmissionError {
     ReadOnlySender(String),
     #[error("nonce {got} was already used; the next nonce is {expected}")]
     NonceReplayed { expected: u64, got: u64 },
-    #[error("nonce {got} is too far ahead: the next nonce is {expected}, at most {max_gap} ahead")]
+    #[error(
+        "nonce {got} is too far ahead: the next nonce is {expected}, and a nonce may be \
+         fewer than {max_gap} ahead of it"
+    )]
     NonceTooFarAhead {
         expected: u64,
         got: u64,
@@ -198,6 +201,9 @@ pub struct Mempool {
     max_bytes: usize,
     pool: Mutex<Pool>,
     arrived: tokio::sync::Notify,
+    /// Transactions admitted since the start: whether any arrived since a
+    /// point, for [`Mempool::admissions`]'s callers.
+    admissions: std::sync::atomic::AtomicU64,
     /// Encoded transactions admitted here (not from peers), waiting to be
     /// forwarded to the other members; `None` on a node without peers.
     outbox: Option<Mutex<Outbox>>,
@@ -234,6 +240,7 @@ impl Mempool {
             max_bytes: DEFAULT_MAX_BYTES,
             pool: Mutex::new(Pool::default()),
             arrived: tokio::sync::Notify::new(),
+            admissions: std::sync::atomic::AtomicU64::new(0),
             outbox: None,
             last_taken_from: Mutex::new(None),
         }
@@ -299,6 +306,11 @@ impl Mempool {
             .zip(waiting)
             .map(|(hash, tx)| Some((*hash, trellis_types::encode(&tx?))))
             .collect()
+    }
+
+    /// How many transactions were admitted since the start.
+    pub fn admissions(&self) -> u64 {
+        self.admissions.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Resolves when a transaction was admitted since the last call.
@@ -410,7 +422,10 @@ impl Mempool {
             }
             results.push(admitted);
         }
-        if results.iter().flatten().any(Result::is_ok) {
+        let admitted = results.iter().flatten().filter(|r| r.is_ok()).count();
+        if admitted > 0 {
+            self.admissions
+                .fetch_add(admitted as u64, std::sync::atomic::Ordering::Relaxed);
             self.arrived.notify_one();
         }
         results

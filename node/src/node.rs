@@ -289,6 +289,7 @@ pub async fn run(
         timers: BTreeMap::new(),
         timer_seq: 0,
         pending_build: None,
+        none_includable_at: None,
         last_commit: Instant::now(),
         writer,
         writing: VecDeque::new(),
@@ -323,6 +324,11 @@ struct Driver {
     timer_seq: u64,
     /// The round consensus asked us to build a block for.
     pending_build: Option<u64>,
+    /// [`Mempool::admissions`] when this node last built an empty block
+    /// although transactions waited: none of them could go in (a sender's
+    /// nonce gap, say), so until another arrives the next block waits the
+    /// idle interval, not the block interval.
+    none_includable_at: Option<u64>,
     /// When the last block was decided.
     last_commit: Instant,
     writer: BlockWriter,
@@ -382,7 +388,9 @@ impl Driver {
     }
 
     /// When to build: the block interval after the parent block's timestamp (by
-    /// our clock) if transactions wait, else the idle heartbeat after it. A
+    /// our clock) if transactions wait (unless the last block this node built
+    /// took none of them and none arrived since), else the idle heartbeat
+    /// after it. A
     /// block's timestamp is when its building began, so a chain whose blocks
     /// take longer to build than the interval builds the next one as soon as
     /// it has decided. Never more than the interval from now: a proposer whose
@@ -397,7 +405,9 @@ impl Driver {
         if self.writing.len() >= MAX_STAGED && self.mempool.len() < params.max_block_txs as usize {
             return None;
         }
-        let wait = if self.mempool.is_empty() {
+        let idle =
+            self.mempool.is_empty() || self.none_includable_at == Some(self.mempool.admissions());
+        let wait = if idle {
             params.idle_block_interval_ms
         } else {
             params.block_interval_ms
@@ -430,7 +440,10 @@ impl Driver {
         if round != self.consensus.round() {
             return Ok(());
         }
+        let admissions = self.mempool.admissions();
         let block = self.timed("build", |d| d.chain.build(round, &key, now_ms()))?;
+        self.none_includable_at =
+            (block.txs.is_empty() && !self.mempool.is_empty()).then_some(admissions);
         debug!(
             height = block.header.height,
             round,

@@ -155,6 +155,36 @@ async fn a_submitted_transaction_is_committed_and_queryable() {
     }
 }
 
+/// A transaction that cannot go in yet (its sender's nonce gap) does not
+/// make the chain build empty blocks at the block interval until it
+/// expires: once a block came out empty around it, the next waits the idle
+/// heartbeat (1 s on the dev chain, against 100 ms). The missing nonces
+/// arrive, and all go in.
+#[tokio::test]
+async fn a_transaction_that_cannot_go_in_yet_does_not_speed_up_empty_blocks() {
+    let node = DevNode::start().await.unwrap();
+    let account = ACCOUNTS[0];
+    let gapped = remark(account, 3, "after a gap");
+    let gapped_hash = node.submit_ok(&gapped).await.unwrap();
+    let before = node.status().await.unwrap().height;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let blocks = node.status().await.unwrap().height - before;
+    // At the block interval, about 30; at the heartbeat, about 3.
+    assert!(blocks <= 8, "{blocks} empty blocks in 3 s");
+    let mut hashes = Vec::new();
+    for nonce in 0..3 {
+        hashes.push(
+            node.submit_ok(&remark(account, nonce, "the gap"))
+                .await
+                .unwrap(),
+        );
+    }
+    hashes.push(gapped_hash);
+    for hash in &hashes {
+        node.wait_committed(hash).await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn a_restarted_node_resumes_at_the_same_height_with_the_same_state_root() {
     let data = tempfile::tempdir().unwrap();

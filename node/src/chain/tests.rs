@@ -172,6 +172,37 @@ fn remark(key: &KeyPair, nonce: u64) -> SignedTransaction {
     .sign(key)
 }
 
+/// A transaction larger than `max_tx_bytes`, which no mempool admits, makes
+/// the block that carries it invalid: a proposer cannot slip one in.
+#[test]
+fn a_block_with_a_transaction_over_the_size_limit_is_refused() {
+    let key = trellis_genesis::dev_account("core-acme/ops");
+    let validator = validator();
+    let mut proposer = node();
+    let chain = &proposer.chain;
+    chain
+        .mempool
+        .admit(&encode(&remark(&key, 0)), &chain.storage, NOW)
+        .expect("a member's remark is admitted");
+    let good = proposer.chain.build(0, &validator, NOW).expect("build");
+    let limit = Genesis::dev().params.max_tx_bytes as usize;
+    let mut oversized = good.clone();
+    oversized.txs[0] = trellis_types::Transaction {
+        payload: trellis_types::Payload::System(trellis_types::SystemOp::Remark {
+            data: vec![7; limit].into(),
+        }),
+        ..good.txs[0].tx.clone()
+    }
+    .sign(&key);
+    oversized.header.tx_root = tx_root(&oversized.txs);
+    let qc = certificate(&oversized, &validator);
+    let err = node()
+        .chain
+        .validate_synced(&oversized, &qc, Signatures::Unchecked)
+        .unwrap_err();
+    assert!(err.to_string().contains("transaction 0 is"), "{err}");
+}
+
 /// A synced block whose second transaction carries the first's signature
 /// (its header, body and certificate all agreeing) is refused for that
 /// signature, whether validation checks it or `SignatureChecks` did
