@@ -226,6 +226,13 @@ pub async fn run(
         .await
         .with_context(|| format!("binding the API to {}", config.api.listen))?;
     info!(addr = %listener.local_addr()?, "API listening");
+    if !config.api.listen.ip().is_loopback() {
+        warn!(
+            listen = %config.api.listen,
+            "the API has no authentication and no TLS: serve it only to this member's own \
+             systems, behind a TLS proxy (docs/operator.md, \"The API\")"
+        );
+    }
     let api_state = Arc::new(ApiState {
         chain_id: genesis.chain_id.clone(),
         genesis_hash: genesis.hash(),

@@ -535,6 +535,72 @@ impl Drop for TcpProxy {
     }
 }
 
+/// A TLS front on a loopback port for a node that serves plain HTTP, as a
+/// member's proxy before its node would be: a certificate for 127.0.0.1
+/// signed by a certificate authority made for the test, `ca_pem`.
+pub struct TlsFront {
+    addr: SocketAddr,
+    /// The authority's certificate (PEM): what a client must trust.
+    pub ca_pem: String,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl TlsFront {
+    pub async fn start(upstream: SocketAddr) -> anyhow::Result<TlsFront> {
+        use tokio_rustls::rustls;
+        let ca_key = rcgen::KeyPair::generate()?;
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "trellis test CA");
+        let ca = ca.self_signed(&ca_key)?;
+        let key = rcgen::KeyPair::generate()?;
+        let certificate = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])?
+            .signed_by(&key, &ca, &ca_key)?;
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![certificate.der().clone()],
+                rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
+            )?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let addr = listener.local_addr()?;
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    // A client that does not trust the CA ends its handshake here.
+                    let Ok(mut client) = acceptor.accept(client).await else {
+                        return;
+                    };
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        Ok(TlsFront {
+            addr,
+            ca_pem: ca.pem(),
+            accept,
+        })
+    }
+
+    /// `https://<front address>`.
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
 /// What a [`LyingNode`] changes: the path and query of each request, and
 /// each JSON answer (given the path and query it was asked with).
 pub struct Lies {

@@ -13,7 +13,7 @@ use trellis_node::node::now_ms;
 use trellis_receivables as rcv;
 use trellis_sdk::api::{CommittedTx, HeaderResponse, TxPosition, TxProofResponse, TxStatus};
 use trellis_sdk::{Client, Error, EventStream, RetryPolicy};
-use trellis_tests::{DEADLINE, DevNode, Lies, LyingNode, TcpProxy, openssl, poll};
+use trellis_tests::{DEADLINE, DevNode, Lies, LyingNode, TcpProxy, TlsFront, openssl, poll};
 use trellis_types::{
     Address, Bytes, Hash, KeyPair, Payload, PublicKey, ReceiptStatus, SignedTransaction, SystemOp,
     Transaction, ValidatorSet, decode, encode,
@@ -641,6 +641,50 @@ async fn state_proofs_are_verified_and_a_tampered_one_is_refused() {
         client.state_with_proof(&index_key).await,
         Err(Error::Rejected { status: 400, .. })
     ));
+}
+
+/// A node behind a member's TLS front with its own certificate authority:
+/// the SDK reads and submits over https trusting that CA, and without it
+/// refuses the connection; what is not a PEM certificate is refused at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_behind_tls_is_reached_with_its_ca_and_refused_without() {
+    let node = DevNode::start().await.expect("dev node");
+    let front = TlsFront::start(node.addr()).await.unwrap();
+    let trusting = Client::builder()
+        .endpoint(front.url())
+        .root_certificate(front.ca_pem.clone())
+        .signer(dev_account("core-acme/ops"))
+        .commit_timeout(DEADLINE)
+        .build()
+        .unwrap();
+    assert_eq!(trusting.status().await.unwrap().chain_id, "trellis-dev");
+    let committed = trusting
+        .submit(remark("over TLS"))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(committed.receipt.status, ReceiptStatus::Success);
+
+    let untrusting = Client::builder()
+        .endpoint(front.url())
+        .retry(RetryPolicy {
+            max_attempts: 1,
+            ..RetryPolicy::default()
+        })
+        .build()
+        .unwrap();
+    let refused = untrusting.status().await;
+    assert!(
+        matches!(&refused, Err(Error::Transport { message, .. }) if message.contains("certificate")),
+        "{refused:?}"
+    );
+    let not_pem = Client::builder()
+        .endpoint(front.url())
+        .root_certificate("not a certificate")
+        .build();
+    assert!(matches!(not_pem, Err(Error::Config(_))), "{not_pem:?}");
 }
 
 /// A client of `url` that trusts the dev chain's validators for its chain id.

@@ -97,6 +97,12 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "TRELLIS_GENESIS", value_name = "FILE")]
     pub genesis: Option<PathBuf>,
 
+    /// A certificate authority (PEM) to trust for `https://` nodes, beside
+    /// the public roots: the consortium's or a member's own CA in front of
+    /// its nodes.
+    #[arg(long, global = true, env = "TRELLIS_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+
     /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,

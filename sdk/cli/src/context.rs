@@ -53,10 +53,15 @@ impl Ctx {
     }
 
     fn builder(&self) -> Result<trellis_sdk::ClientBuilder> {
-        let builder = Client::builder()
+        let mut builder = Client::builder()
             .endpoints(self.endpoints())
             .request_timeout(REQUEST_TIMEOUT)
             .commit_timeout(self.global.timeout);
+        if let Some(path) = &self.global.ca_cert {
+            let pem = std::fs::read(path)
+                .map_err(|e| CliError::usage(format!("--ca-cert {}: {e}", path.display())))?;
+            builder = builder.root_certificate(pem);
+        }
         let Some(path) = &self.global.genesis else {
             return Ok(builder);
         };

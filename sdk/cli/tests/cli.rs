@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use trellis_tests::{DevNode, equivocation, free_port, openssl, record_evidence};
+use trellis_tests::{DevNode, TlsFront, equivocation, free_port, openssl, record_evidence};
 
 mod common;
 
@@ -665,6 +665,34 @@ async fn every_command_prints_exactly_one_json_document() {
     // Completions are a shell script, not JSON.
     let bash = trellis(&["completions", "bash"]).await.ok();
     assert!(bash.stdout.contains("_trellis"), "{bash}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_behind_tls_is_reached_with_the_ca_named_by_ca_cert() {
+    let node = DevNode::start().await.expect("dev node");
+    let front = TlsFront::start(node.addr()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &front.ca_pem).unwrap();
+    let ca = ca.to_str().unwrap();
+    let status = json_ok(&front.url(), &["--ca-cert", ca, "status"]).await;
+    assert_eq!(status["chain_id"], "trellis-dev");
+    // Without the CA the front's certificate is no one's: unreachable.
+    let run = trellis(&["--node", &front.url(), "status"])
+        .await
+        .expect_code(6);
+    assert!(run.stderr.contains("certificate"), "{run}");
+    let not_pem = dir.path().join("not.pem");
+    std::fs::write(&not_pem, "not a certificate").unwrap();
+    trellis(&[
+        "--node",
+        &front.url(),
+        "--ca-cert",
+        not_pem.to_str().unwrap(),
+        "status",
+    ])
+    .await
+    .expect_code(2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -407,6 +407,7 @@ pub struct ClientBuilder {
     validators: Option<Vec<PublicKey>>,
     max_response_bytes: usize,
     max_staleness: Option<Duration>,
+    root_certificates: Vec<Vec<u8>>,
 }
 
 impl ClientBuilder {
@@ -429,6 +430,7 @@ impl Default for ClientBuilder {
             validators: None,
             max_response_bytes: ClientBuilder::DEFAULT_MAX_RESPONSE_BYTES,
             max_staleness: None,
+            root_certificates: Vec::new(),
         }
     }
 }
@@ -564,6 +566,22 @@ impl ClientBuilder {
         self
     }
 
+    /// Trusts the certificate authority in `pem` (PEM, one or more
+    /// certificates) for `https` endpoints, beside the public roots
+    /// (Mozilla's, built in): a consortium's or a member's own CA in front
+    /// of its nodes. The node serves plain HTTP; TLS is the proxy's before it.
+    ///
+    /// ```no_run
+    /// let ca = std::fs::read("consortium-ca.pem").unwrap();
+    /// let builder = trellis_sdk::Client::builder()
+    ///     .endpoint("https://node.bank-first.example:8443")
+    ///     .root_certificate(ca);
+    /// ```
+    pub fn root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_certificates.push(pem.into());
+        self
+    }
+
     /// The client; [`Error::Config`] without an endpoint, with a URL that is
     /// not http(s), with an empty list of validators or with validators but
     /// no chain id.
@@ -592,8 +610,19 @@ impl ClientBuilder {
                 Ok(e.trim_end_matches('/').to_owned())
             })
             .collect::<Result<Vec<_>>>()?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(self.request_timeout)
+        let mut http = reqwest::Client::builder().connect_timeout(self.request_timeout);
+        for pem in &self.root_certificates {
+            let certificates = reqwest::Certificate::from_pem_bundle(pem)
+                .ok()
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| {
+                    Error::Config("a root certificate is not PEM certificates".into())
+                })?;
+            for certificate in certificates {
+                http = http.add_root_certificate(certificate);
+            }
+        }
+        let http = http
             .build()
             .map_err(|e| Error::Config(format!("HTTP client: {e}")))?;
         let chain_id = tokio::sync::OnceCell::new();

@@ -11,8 +11,9 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_trellis");
 /// bench sets up, waits for maturities and drains, on a debug build).
 const RUN_DEADLINE: Duration = Duration::from_secs(240);
 /// Environment a developer may have set that would change what the CLI does.
-const TRELLIS_ENV: [&str; 7] = [
+const TRELLIS_ENV: [&str; 8] = [
     "TRELLIS_NODE",
+    "TRELLIS_CA_CERT",
     "TRELLIS_KEY",
     "TRELLIS_KEY_PASSWORD",
     "TRELLIS_NEW_KEY_PASSWORD",
