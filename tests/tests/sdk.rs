@@ -687,15 +687,30 @@ async fn a_node_behind_tls_is_reached_with_its_ca_and_refused_without() {
     assert!(matches!(not_pem, Err(Error::Config(_))), "{not_pem:?}");
 }
 
+/// A dev node that has committed a block past the genesis.
+async fn node_past_genesis() -> DevNode {
+    let node = DevNode::start().await.expect("dev node");
+    core_client(&node)
+        .submit(remark("a block past the genesis"))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    node
+}
+
 /// A client of `url` that trusts the dev chain's validators for its chain id.
-fn pinned_client(url: &str) -> Client {
+fn pinned(url: &str) -> trellis_sdk::ClientBuilder {
     let genesis = Genesis::dev();
     Client::builder()
         .endpoint(url)
         .chain_id(&genesis.chain_id)
         .validators(genesis.validator_keys())
-        .build()
-        .expect("a client builds")
+}
+
+fn pinned_client(url: &str) -> Client {
+    pinned(url).build().expect("a client builds")
 }
 
 /// A node that answers a state read at one height below the one asked, and
@@ -716,14 +731,7 @@ fn older_state(asked: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cannot_pass_off_another_height_or_an_old_state_as_the_latest() {
-    let node = DevNode::start().await.expect("dev node");
-    core_client(&node)
-        .submit(remark("a block past the genesis"))
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    let node = node_past_genesis().await;
     let lying = LyingNode::start(
         &node.url(""),
         Lies {
@@ -758,11 +766,7 @@ async fn a_node_cannot_pass_off_another_height_or_an_old_state_as_the_latest() {
     assert_eq!(old.height, 0);
     assert_eq!(old.timestamp_ms, Genesis::dev().genesis_time_ms);
     let bounded = |url: &str| {
-        let genesis = Genesis::dev();
-        Client::builder()
-            .endpoint(url)
-            .chain_id(&genesis.chain_id)
-            .validators(genesis.validator_keys())
+        pinned(url)
             .max_staleness(Duration::from_secs(60))
             .build()
             .unwrap()
@@ -779,14 +783,7 @@ async fn a_node_cannot_pass_off_another_height_or_an_old_state_as_the_latest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_block_whose_carried_certificate_is_forged_is_refused() {
-    let node = DevNode::start().await.expect("dev node");
-    core_client(&node)
-        .submit(remark("a block past the genesis"))
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    let node = node_past_genesis().await;
     // The block's own certificate altered in one signature; the header
     // route, which the SDK verifies the header with, left honest.
     let lying = LyingNode::start(
@@ -836,12 +833,7 @@ async fn transactions_are_verified_with_their_receipts_and_altered_answers_are_r
     assert_commits_in_order(&mut stream, &signed).await;
 
     let genesis = Genesis::dev();
-    let pinned = Client::builder()
-        .endpoint(node.url(""))
-        .chain_id(&genesis.chain_id)
-        .validators(genesis.validator_keys())
-        .build()
-        .unwrap();
+    let pinned = pinned_client(&node.url(""));
     for tx in &signed {
         let hash = tx.hash();
         let verified = pinned
@@ -990,14 +982,7 @@ async fn blocks_are_verified_whole_and_an_altered_body_or_receipt_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headers_verify_only_with_a_quorum_of_the_trusted_validators_for_this_chain() {
-    let node = DevNode::start().await.expect("dev node");
-    core_client(&node)
-        .submit(remark("a block past the genesis"))
-        .await
-        .unwrap()
-        .wait()
-        .await
-        .unwrap();
+    let node = node_past_genesis().await;
     let genesis = Genesis::dev();
     let trusting = |validators: Vec<PublicKey>, chain_id: &str| {
         Client::builder()

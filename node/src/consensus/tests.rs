@@ -894,8 +894,9 @@ fn validators_that_all_restart_after_prevoting_into_the_void_still_commit() {
     net.assert_agreement();
 }
 
-#[test]
-fn a_locked_block_is_re_proposed_by_the_next_proposer_and_committed() {
+/// Four validators that all locked on round 0's block, none of whose
+/// precommits ever arrives (nor will), and that block's hash.
+fn four_locked_in_round_zero() -> (Net, Hash) {
     let mut net = Net::new(4);
     // Round 0: everyone sees the proposal and the prevotes, so everyone locks
     // on its block and precommits it, but no precommit of round 0 ever arrives.
@@ -911,6 +912,12 @@ fn a_locked_block_is_re_proposed_by_the_next_proposer_and_committed() {
         "every node locked in round 0"
     );
     let locked = net.nodes[0].locked.as_ref().unwrap().1.hash();
+    (net, locked)
+}
+
+#[test]
+fn a_locked_block_is_re_proposed_by_the_next_proposer_and_committed() {
+    let (mut net, locked) = four_locked_in_round_zero();
     net.run_until(1, 60_000);
     for c in &net.commits {
         let (block, qc) = &c[0];
@@ -935,17 +942,7 @@ fn a_locked_block_is_re_proposed_by_the_next_proposer_and_committed() {
 /// proposal claims, and the block is decided.
 #[test]
 fn validators_that_all_restart_locked_without_the_prevotes_decide_their_lock() {
-    let mut net = Net::new(4);
-    net.drop_precommits_of_round = Some(0);
-    net.start();
-    net.run_until(1, 40);
-    assert!(net.commits.iter().all(Vec::is_empty));
-    let locked = net.nodes[0]
-        .locked
-        .as_ref()
-        .expect("locked in round 0")
-        .1
-        .hash();
+    let (mut net, locked) = four_locked_in_round_zero();
     // Still lost: the precommits each sends again after its restart.
     net.restart_all();
     net.run_until(1, 60_000);

@@ -939,35 +939,13 @@ async fn an_oversized_frame_is_refused_without_reading_it() {
     );
 }
 
-/// An empty entry is one byte on the wire and 24 in memory: a batch of them
-/// would decode to many times its frame. No transaction is that short.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_with_an_entry_shorter_than_any_transaction_is_refused() {
+/// Sends a forwarded batch of `entries` made from a remark of `genesis`,
+/// which must be refused undecoded: the peer struck, nothing admitted.
+async fn assert_batch_refused(entries: impl FnOnce(Bytes) -> Vec<Bytes>) {
     let (genesis, keys) = network();
     let node = start_node(&genesis, &keys[0], 1 << 20).await;
     let mut peer = connected_member(&keys[1], &node).await;
-    let good = Bytes(encode(&remark(&genesis, 0)));
-    let short = Bytes(vec![0; MIN_TX_BYTES - 1]);
-    let batch = Request::Transactions(TxBatch(vec![good, short]));
-    peer.behaviour_mut()
-        .send_request(&node.handle.local_peer_id, frame(&encode(&batch)));
-    assert!(
-        drive_until(&mut peer, || node.metrics.network_strikes.get() == 1).await,
-        "the batch counts against the peer"
-    );
-    assert!(node.mempool.is_empty(), "nothing of it is admitted");
-}
-
-/// A batch is checked with one batch equation: a member may not make that
-/// equation as large as its frame allows (tens of thousands of signatures
-/// for one strike). One more than a batch holds is refused unread.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_of_more_transactions_than_a_batch_holds_is_refused() {
-    let (genesis, keys) = network();
-    let node = start_node(&genesis, &keys[0], 1 << 20).await;
-    let mut peer = connected_member(&keys[1], &node).await;
-    let good = Bytes(encode(&remark(&genesis, 0)));
-    let batch = Request::Transactions(TxBatch(vec![good; MAX_FORWARDED_TXS + 1]));
+    let batch = Request::Transactions(TxBatch(entries(Bytes(encode(&remark(&genesis, 0))))));
     let request = encode(&batch);
     assert!(decode::<Request>(&request).is_err());
     peer.behaviour_mut()
@@ -977,11 +955,24 @@ async fn a_batch_of_more_transactions_than_a_batch_holds_is_refused() {
         "the batch counts against the peer"
     );
     assert!(node.mempool.is_empty(), "nothing of it is admitted");
-    let full = Request::Transactions(TxBatch(vec![
-        Bytes(encode(&remark(&genesis, 0)));
-        MAX_FORWARDED_TXS
-    ]));
-    assert_eq!(decode::<Request>(&encode(&full)).ok(), Some(full));
+}
+
+/// An empty entry is one byte on the wire and 24 in memory: a batch of them
+/// would decode to many times its frame. No transaction is that short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_with_an_entry_shorter_than_any_transaction_is_refused() {
+    assert_batch_refused(|good| vec![good, Bytes(vec![0; MIN_TX_BYTES - 1])]).await;
+}
+
+/// A batch is checked with one batch equation: a member may not make that
+/// equation as large as its frame allows (tens of thousands of signatures
+/// for one strike). One more than a batch holds is refused unread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_more_transactions_than_a_batch_holds_is_refused() {
+    assert_batch_refused(|good| vec![good; MAX_FORWARDED_TXS + 1]).await;
+    let full = TxBatch(vec![Bytes(vec![1; MIN_TX_BYTES]); MAX_FORWARDED_TXS]);
+    let request = Request::Transactions(full);
+    assert_eq!(decode::<Request>(&encode(&request)).ok(), Some(request));
 }
 
 #[test]
