@@ -13,6 +13,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use trellis_types::KeyPair;
+use zeroize::Zeroizing;
 
 pub use crate::storage::Indexes;
 
@@ -462,22 +463,23 @@ pub fn read_key_file(path: &Path) -> Result<KeyPair, ConfigError> {
             });
         }
     }
-    let text = std::fs::read_to_string(path).map_err(io)?;
+    // The secret's copies are wiped as they are dropped.
+    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(io)?);
     let hex_seed = text.trim();
     let hex_seed = hex_seed.strip_prefix("0x").unwrap_or(hex_seed);
-    let mut seed = [0u8; 32];
-    hex::decode_to_slice(hex_seed, &mut seed).map_err(|_| ConfigError::KeyFile {
+    let mut seed = Zeroizing::new([0u8; 32]);
+    hex::decode_to_slice(hex_seed, seed.as_mut()).map_err(|_| ConfigError::KeyFile {
         path: path.to_owned(),
         reason: "expected the 32-byte seed as 64 hex digits",
     })?;
-    Ok(KeyPair::from_seed(seed))
+    Ok(KeyPair::from_seed(*seed))
 }
 
 /// A key from the operating system's randomness.
 pub fn fresh_key() -> KeyPair {
-    let mut seed = [0u8; 32];
-    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut seed);
-    KeyPair::from_seed(seed)
+    let mut seed = Zeroizing::new([0u8; 32]);
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, seed.as_mut());
+    KeyPair::from_seed(*seed)
 }
 
 /// Writes `key`'s seed as hex to `path`, readable by the owner only (0600 on
@@ -498,7 +500,9 @@ pub fn write_key_file(path: &Path, key: &KeyPair) -> std::io::Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(&tmp)?;
-    file.write_all(format!("{}\n", hex::encode(key.seed())).as_bytes())?;
+    let seed = Zeroizing::new(key.seed());
+    file.write_all(Zeroizing::new(hex::encode(&seed[..])).as_bytes())?;
+    file.write_all(b"\n")?;
     file.sync_all()?;
     drop(file);
     std::fs::rename(&tmp, path)
