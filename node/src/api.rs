@@ -23,7 +23,7 @@ use crate::consensus::ValidatorSet;
 use crate::execution::{self, ContractRecord};
 use crate::mempool::{AdmissionError, Batcher, Mempool, NotAdmitted};
 use crate::metrics::{ApiLabels, CodeLabels, Metrics, RouteLabels};
-use crate::storage::{CommittedBlock, Storage, StorageError, check_indexed};
+use crate::storage::{ChainHead, CommittedBlock, Storage, StorageError, check_indexed};
 use crate::vm::{self, CallEnv, Entry, Invocation, Limits, StateView, Vm};
 use axum::Extension;
 use axum::body::Bytes as Body;
@@ -1355,50 +1355,86 @@ async fn query_contract(
     let args = hex::decode(query.args.strip_prefix("0x").unwrap_or(&query.args))
         .map_err(|e| ApiError::malformed(format!("args is not hex: {e}")))?;
     blocking(state, move |state| {
-        let storage = &state.storage;
+        at_one_head(&state.storage, |head| {
+            run_query(state, &address, &query.method, &args, head)
+        })?
+    })
+    .await
+}
+
+/// Runs a contract's query on the latest state, as of `head`.
+fn run_query(
+    state: &ApiState,
+    address: &Address,
+    method: &str,
+    args: &[u8],
+    head: &ChainHead,
+) -> Result<Json<ContractQueryResult>, ApiError> {
+    let storage = &state.storage;
+    let record =
+        execution::contract(storage, address)?.ok_or_else(|| contract_not_found(address))?;
+    let params = execution::params(storage)?;
+    let env = CallEnv {
+        contract: *address,
+        caller: vm::Caller::nobody(),
+        block: vm::BlockInfo {
+            chain_id: state.chain_id.clone(),
+            height: head.height,
+            timestamp_ms: head.timestamp_ms,
+        },
+        limits: Limits::from_params(&params),
+    };
+    let invocation = Invocation {
+        method: method.to_owned(),
+        args: args.to_vec(),
+    };
+    let mut view = StateView::new(storage.clone(), Default::default());
+    let outcome = state.vm.run(
+        &record.code_hash,
+        Entry::Query,
+        &invocation,
+        &env,
+        &mut view,
+    )?;
+    match outcome.result {
+        Ok(result) => Ok(Json(ContractQueryResult {
+            result: result.into(),
+            height: head.height,
+            fuel_used: outcome.fuel_used,
+        })),
+        Err(e) if e.code == vm::codes::INVALID_MODULE => Err(ApiError::internal(e.message)),
+        Err(e) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            e.code,
+            e.message,
+        )),
+    }
+}
+
+/// How many times a read of the latest state runs before it gives up when
+/// every run overlaps the staging of a new block.
+const READ_ATTEMPTS: usize = 3;
+
+/// `read`'s answer as of one head. Reads of the latest state take each key
+/// as it is when read, so a block staged while `read` ran may have given
+/// some of its reads their new values (a holder's index entry of one
+/// height, the piece of the next): such a run is discarded and run again.
+/// 503 `busy` if blocks kept overlapping it.
+fn at_one_head<T>(storage: &Storage, mut read: impl FnMut(&ChainHead) -> T) -> Result<T, ApiError> {
+    for _ in 0..READ_ATTEMPTS {
         let head = storage
             .head()
             .ok_or_else(|| ApiError::not_found("the chain has no block yet"))?;
-        let record =
-            execution::contract(storage, &address)?.ok_or_else(|| contract_not_found(&address))?;
-        let params = execution::params(storage)?;
-        let env = CallEnv {
-            contract: address,
-            caller: vm::Caller::nobody(),
-            block: vm::BlockInfo {
-                chain_id: state.chain_id.clone(),
-                height: head.height,
-                timestamp_ms: head.timestamp_ms,
-            },
-            limits: Limits::from_params(&params),
-        };
-        let invocation = Invocation {
-            method: query.method,
-            args,
-        };
-        let mut view = StateView::new(storage.clone(), Default::default());
-        let outcome = state.vm.run(
-            &record.code_hash,
-            Entry::Query,
-            &invocation,
-            &env,
-            &mut view,
-        )?;
-        match outcome.result {
-            Ok(result) => Ok(Json(ContractQueryResult {
-                result: result.into(),
-                height: head.height,
-                fuel_used: outcome.fuel_used,
-            })),
-            Err(e) if e.code == vm::codes::INVALID_MODULE => Err(ApiError::internal(e.message)),
-            Err(e) => Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                e.code,
-                e.message,
-            )),
+        let answer = read(&head);
+        if storage.head() == Some(head) {
+            return Ok(answer);
         }
-    })
-    .await
+    }
+    Err(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "busy",
+        format!("new blocks overlapped the read {READ_ATTEMPTS} times; retry"),
+    ))
 }
 
 // ---------------------------------------------------------------------------

@@ -295,6 +295,31 @@ fn acme() -> KeyPair {
     dev_account("core-acme/ops")
 }
 
+/// A read of the latest state that a new block's staging overlaps is run
+/// again, so that its answer is of one height (a query listing a holder's
+/// pieces could otherwise read the index of one height and the pieces of
+/// the next); a read that blocks keep overlapping is 503 `busy`.
+#[tokio::test]
+async fn a_read_overlapped_by_a_new_block_is_run_again_at_one_height() {
+    let node = TestNode::start().await;
+    let before = node.storage.head().unwrap().height;
+    let mut runs = 0;
+    let height = at_one_head(&node.storage, |head| {
+        runs += 1;
+        if runs == 1 {
+            node.commit(vec![], Writes::new());
+        }
+        head.height
+    })
+    .unwrap();
+    assert_eq!((runs, height), (2, before + 1));
+    let busy = at_one_head(&node.storage, |_| node.commit(vec![], Writes::new())).unwrap_err();
+    assert_eq!(
+        (busy.status, &*busy.code),
+        (StatusCode::SERVICE_UNAVAILABLE, "busy")
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Submission: accepted
 
