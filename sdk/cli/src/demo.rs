@@ -457,8 +457,9 @@ async fn start_node(args: &DemoArgs) -> Result<DevNodeProcess> {
     note(format!("starting {} --dev ...", binary.display()));
     let node = DevNodeProcess::start(&binary).await?;
     note(format!(
-        "dev node up at {} (temporary data; stopped when the demo ends)",
-        node.url()
+        "dev node up at {} (pid {}; temporary data; stopped when the demo ends)",
+        node.url(),
+        node.pid()
     ));
     Ok(node)
 }
