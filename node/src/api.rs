@@ -93,7 +93,37 @@ pub struct SubmitTransaction {
 #[serde(deny_unknown_fields)]
 pub struct SubmitBatch {
     /// Hex of each transaction's canonical encoding, in order (optional `0x` prefixes).
+    #[serde(deserialize_with = "at_most_a_batch")]
     pub signed_txs: Vec<String>,
+}
+
+/// The error [`at_most_a_batch`] stops with, recognised by [`batch_txs`].
+const TOO_MANY_TXS: &str = "too many transactions";
+
+/// A list refused at its `MAX_BATCH_TXS + 1`th entry, as it is read: each
+/// entry of a few bytes would take a string's 24 in memory.
+fn at_most_a_batch<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    struct Bounded;
+    impl<'de> serde::de::Visitor<'de> for Bounded {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "a list of at most {MAX_BATCH_TXS} hex strings")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Vec<String>, A::Error> {
+            let mut txs = Vec::new();
+            while let Some(tx) = seq.next_element()? {
+                if txs.len() == MAX_BATCH_TXS {
+                    return Err(serde::de::Error::custom(TOO_MANY_TXS));
+                }
+                txs.push(tx);
+            }
+            Ok(txs)
+        }
+    }
+    d.deserialize_seq(Bounded)
 }
 
 /// The canonical encoding of a `SignedTransaction`, as raw bytes.
@@ -706,7 +736,7 @@ fn batch_txs(
     headers: &HeaderMap,
     body: Result<Body, BytesRejection>,
 ) -> Result<Vec<Vec<u8>>, ApiError> {
-    let too_many = |count: u64| {
+    let too_many = |count: &dyn std::fmt::Display| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_many_transactions",
@@ -720,7 +750,7 @@ fn batch_txs(
             if let Ok((count, _)) = trellis_types::codec::decode_prefix::<u64>(&body)
                 && count > MAX_BATCH_TXS as u64
             {
-                return Err(too_many(count));
+                return Err(too_many(&count));
             }
             trellis_types::decode::<Vec<Bytes>>(&body)
                 .map_err(|e| {
@@ -734,6 +764,9 @@ fn batch_txs(
         }
         (BodyFormat::Json, body) => {
             let request: SubmitBatch = serde_json::from_slice(&body).map_err(|e| {
+                if e.to_string().starts_with(TOO_MANY_TXS) {
+                    return too_many(&"more");
+                }
                 ApiError::malformed(format!(
                     "body is not {{\"signed_txs\": [\"<hex>\", ...]}}: {e}"
                 ))
@@ -752,12 +785,14 @@ fn batch_txs(
         ));
     }
     if txs.len() > MAX_BATCH_TXS {
-        return Err(too_many(txs.len() as u64));
+        return Err(too_many(&txs.len()));
     }
     Ok(txs)
 }
 
-/// Where a transaction is: pending in this node's mempool or committed.
+/// Where a transaction is: pending in this node's mempool, committed, or
+/// dropped from the mempool without being committed (among the latest
+/// drops since the node started).
 #[utoipa::path(
     get,
     path = "/v1/transactions/{hash}",
@@ -766,7 +801,8 @@ fn batch_txs(
     responses(
         (status = 200, body = TxStatus),
         (status = 400, description = "malformed hash", body = ErrorBody),
-        (status = 404, description = "not_found: neither pending here nor committed", body = ErrorBody),
+        (status = 404, description = "not_found: neither pending here, committed nor dropped lately", body = ErrorBody),
+        (status = 501, description = "not_indexed: this node keeps no transaction index and neither has it pending nor dropped it", body = ErrorBody),
         (status = 503, description = "busy: the node's reads are all taken; retry shortly", body = ErrorBody),
     )
 )]
@@ -779,9 +815,15 @@ async fn get_transaction(
     // after its block is stored, so one of the two looks always finds it.
     // Storage wins when both do (it stays in the mempool until pruned).
     let pending = state.mempool.contains(&hash);
-    // Without the index only the mempool can answer.
-    if pending && !state.storage.indexes().transactions {
-        return Ok(Json(TxStatus::Pending));
+    // Without the index only the mempool can answer (a drop is never of a
+    // committed transaction).
+    if !state.storage.indexes().transactions {
+        if pending {
+            return Ok(Json(TxStatus::Pending));
+        }
+        if let Some(reason) = state.mempool.dropped(&hash) {
+            return Ok(Json(TxStatus::Dropped { reason }));
+        }
     }
     let location = blocking(state.clone(), move |state| {
         Ok(state.storage.tx_location(&hash)?)
@@ -797,8 +839,11 @@ async fn get_transaction(
     if pending {
         return Ok(Json(TxStatus::Pending));
     }
+    if let Some(reason) = state.mempool.dropped(&hash) {
+        return Ok(Json(TxStatus::Dropped { reason }));
+    }
     Err(ApiError::not_found(format!(
-        "transaction {hash} is neither pending here nor committed"
+        "transaction {hash} is neither pending here, committed nor dropped lately"
     )))
 }
 

@@ -608,9 +608,8 @@ impl Chain {
         &mut self,
         block: &Arc<Block>,
         certificate: &QuorumCertificate,
-        now_ms: u64,
     ) -> Result<(), StorageError> {
-        self.stage(block, certificate, now_ms)?.write()
+        self.stage(block, certificate)?.write()
     }
 
     /// [`Chain::commit`] up to making the block the head (see
@@ -620,7 +619,6 @@ impl Chain {
         &mut self,
         block: &Arc<Block>,
         certificate: &QuorumCertificate,
-        now_ms: u64,
     ) -> Result<StagedBlock, StorageError> {
         // By hash, which covers the whole block: what executing it here gave
         // is what its receipts and state are.
@@ -639,6 +637,7 @@ impl Chain {
                     .expect("validate stores the executed block")
             }
         };
+        let committed: Vec<Hash> = executed.receipts.iter().map(|r| r.tx).collect();
         let staged = self.storage.stage_executed(
             Arc::clone(block),
             certificate,
@@ -646,11 +645,12 @@ impl Chain {
             executed.update,
         )?;
         self.executed.clear();
-        // Expiry as the next block will judge it, whose time is after this
-        // one's. Housekeeping: the staged block must reach the writer
-        // whatever it finds; what it misses fails its checks at execution.
-        let next_block_ms = now_ms.max(block.header.timestamp_ms.saturating_add(1));
-        if let Err(e) = self.mempool.prune(&self.storage, next_block_ms) {
+        // Housekeeping: the staged block must reach the writer whatever it
+        // finds; what it misses fails its checks at execution.
+        let pruned = self
+            .mempool
+            .prune(&self.storage, &committed, block.header.timestamp_ms);
+        if let Err(e) = pruned {
             let height = block.header.height;
             tracing::warn!(error = %e, height, "pruning the mempool after a block failed");
         }

@@ -16,8 +16,9 @@ pub use batcher::{Batcher, MAX_BATCH, NotAdmitted, Worker};
 use crate::execution;
 use crate::state::StateRead;
 use crate::storage::StorageError;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
+pub use trellis_types::api::DropReason;
 use trellis_types::codec::{CodecError, decode};
 use trellis_types::crypto::{SignatureError, verify_all, verify_batch};
 use trellis_types::{ChainParams, Hash, PublicKey, Signature, SignedTransaction, Transaction};
@@ -152,6 +153,34 @@ struct Pool {
     bytes: usize,
     /// By organisation, for its share.
     orgs: BTreeMap<String, Load>,
+    dropped: DropLog,
+}
+
+/// How many of the latest drops [`Mempool::dropped`] remembers (about 5 MB).
+const DROPS_KEPT: usize = 65_536;
+
+/// The latest transactions pruned without being committed, with why: so
+/// that a client waiting for one learns it will never commit instead of
+/// reading "not found" until it gives up.
+#[derive(Default)]
+struct DropLog {
+    /// For lookups only; never iterated.
+    reasons: HashMap<Hash, DropReason>,
+    /// Oldest first, to forget past [`DROPS_KEPT`].
+    order: VecDeque<Hash>,
+}
+
+impl DropLog {
+    fn record(&mut self, hash: Hash, reason: DropReason) {
+        if self.reasons.insert(hash, reason).is_none() {
+            self.order.push_back(hash);
+        }
+        if self.order.len() > DROPS_KEPT
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.reasons.remove(&oldest);
+        }
+    }
 }
 
 impl Pool {
@@ -159,9 +188,12 @@ impl Pool {
         self.by_hash.len()
     }
 
-    fn remove(&mut self, sender: &PublicKey, nonce: u64) {
+    /// Takes the transaction out, returning its hash.
+    fn remove(&mut self, sender: &PublicKey, nonce: u64) -> Option<Hash> {
+        let mut removed = None;
         if let Some(queue) = self.senders.get_mut(sender) {
             if let Some(entry) = queue.remove(&nonce) {
+                removed = Some(entry.hash);
                 self.by_hash.remove(&entry.hash);
                 self.bytes -= entry.size;
                 let load = self.orgs.get_mut(&entry.org);
@@ -181,6 +213,7 @@ impl Pool {
                 self.senders.remove(sender);
             }
         }
+        removed
     }
 }
 
@@ -217,7 +250,9 @@ pub struct Mempool {
 /// nonce due next.
 type Run<'a> = (PublicKey, std::collections::VecDeque<&'a Entry>, u64);
 
-/// What waits to be forwarded (each with its hash), and its bytes.
+/// What waits to be forwarded (each with its hash), and its bytes: always
+/// transactions still in the pool (pruned with it), so held to its byte cap
+/// even at an observer that has no validator to forward to.
 #[derive(Default)]
 struct Outbox {
     txs: Vec<(Hash, Vec<u8>)>,
@@ -286,6 +321,11 @@ impl Mempool {
 
     pub fn contains(&self, hash: &Hash) -> bool {
         self.pool().by_hash.contains_key(hash)
+    }
+
+    /// Why `hash` was dropped, if it is among the latest drops ([`DROPS_KEPT`]).
+    pub fn dropped(&self, hash: &Hash) -> Option<DropReason> {
+        self.pool().dropped.reasons.get(hash).copied()
     }
 
     /// Those of `hashes` still waiting, encoded (after the lock is let go),
@@ -438,12 +478,7 @@ impl Mempool {
         };
         let mut outbox = outbox.lock().unwrap_or_else(|e| e.into_inner());
         for (bytes, result) in items.iter().zip(admitted) {
-            // Held to the pool's byte cap: an observer with no validator
-            // connected forwards nothing and must not keep every
-            // transaction it admits.
-            if let Ok(hash) = result
-                && outbox.bytes + bytes.len() <= self.max_bytes
-            {
+            if let Ok(hash) = result {
                 outbox.bytes += bytes.len();
                 outbox.txs.push((*hash, bytes.to_vec()));
             }
@@ -668,22 +703,49 @@ impl Mempool {
         }
     }
 
-    /// After a commit: drops the committed transactions, any whose nonce is now
-    /// used, and any that expired.
-    pub fn prune(&self, state: &dyn StateRead, now_ms: u64) -> Result<(), StorageError> {
+    /// After a block is committed (its transactions `committed`, the state
+    /// `state` after it, its time `block_ms`): takes out its transactions and
+    /// drops those no later block may include: any whose nonce is now used,
+    /// whose sender is gone, or that expire by the next block's time (at
+    /// least `block_ms + 1`). Chain time, not this node's clock, so that a
+    /// drop is final and every node drops the same.
+    pub fn prune(
+        &self,
+        state: &dyn StateRead,
+        committed: &[Hash],
+        block_ms: u64,
+    ) -> Result<(), StorageError> {
+        let next_block_ms = block_ms.saturating_add(1);
         let mut pool = self.pool();
-        let mut stale: Vec<(PublicKey, u64)> = Vec::new();
+        let mut stale: Vec<(PublicKey, u64, DropReason)> = Vec::new();
         for (sender, queue) in &pool.senders {
             let next = execution::account(state, sender)?.map(|a| a.nonce);
             for (nonce, entry) in queue {
-                let used = next.is_none_or(|next| *nonce < next);
-                if used || entry.tx.tx.expires_at_ms <= now_ms {
-                    stale.push((*sender, *nonce));
-                }
+                let reason = match next {
+                    None => DropReason::SenderRemoved,
+                    Some(next) if *nonce < next => DropReason::NonceUsed,
+                    Some(_) if entry.tx.tx.expires_at_ms <= next_block_ms => DropReason::Expired,
+                    Some(_) => continue,
+                };
+                stale.push((*sender, *nonce, reason));
             }
         }
-        for (sender, nonce) in stale {
-            pool.remove(&sender, nonce);
+        if !stale.is_empty() {
+            let committed: HashSet<&Hash> = committed.iter().collect();
+            for (sender, nonce, reason) in stale {
+                if let Some(hash) = pool.remove(&sender, nonce)
+                    && !committed.contains(&hash)
+                {
+                    pool.dropped.record(hash, reason);
+                }
+            }
+            if let Some(outbox) = &self.outbox {
+                let mut outbox = outbox.lock().unwrap_or_else(|e| e.into_inner());
+                outbox
+                    .txs
+                    .retain(|(hash, _)| pool.by_hash.contains_key(hash));
+                outbox.bytes = outbox.txs.iter().map(|(_, bytes)| bytes.len()).sum();
+            }
         }
         Ok(())
     }

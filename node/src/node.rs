@@ -524,8 +524,7 @@ impl Driver {
         certificate: &QuorumCertificate,
     ) -> anyhow::Result<()> {
         self.finish_writing(MAX_STAGED - 1)?;
-        let now = now_ms();
-        let staged = self.timed("commit", |d| d.chain.stage(&block, certificate, now))?;
+        let staged = self.timed("commit", |d| d.chain.stage(&block, certificate))?;
         self.writer.write(staged);
         self.writing.push_back(Writing {
             height: block.header.height,

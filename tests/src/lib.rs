@@ -455,6 +455,9 @@ impl DevNode {
                         receipt,
                     }),
                     TxStatus::Pending => None,
+                    TxStatus::Dropped { reason } => {
+                        anyhow::bail!("transaction {hash} was dropped: {}", reason.code())
+                    }
                 })
             },
         )

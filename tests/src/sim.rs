@@ -833,7 +833,6 @@ impl Sim {
     }
 
     fn commit(&mut self, i: usize, block: &Arc<Block>, certificate: &QuorumCertificate) {
-        let clock = self.clock(i);
         let live = self.live(i).expect("committing on a live node");
         let head = live.chain.head().expect("a node's storage has a head");
         if block.header.height <= head.height {
@@ -842,7 +841,7 @@ impl Sim {
         let started = std::time::Instant::now();
         // Written at once: the driver writes on another thread, but sends
         // nothing before that write is done, so the network sees the same.
-        let result = live.chain.commit(block, certificate, clock);
+        let result = live.chain.commit(block, certificate);
         self.out.commit_wall += started.elapsed();
         match result {
             Ok(()) => self.on_committed(i, block),
@@ -968,7 +967,6 @@ impl Sim {
 
     /// `Driver::apply_synced`: verify and commit in order, then move consensus past them.
     fn apply_synced(&mut self, i: usize, server: usize, blocks: Vec<(Block, QuorumCertificate)>) {
-        let clock = self.clock(i);
         let Some(live) = self.live(i) else { return };
         live.last_sync_request = None;
         let received = blocks.len() as u64;
@@ -996,7 +994,7 @@ impl Sim {
             self.process(i, evidence);
             let Some(live) = self.live(i) else { return };
             let started = std::time::Instant::now();
-            let result = live.chain.commit(&block, &certificate, clock);
+            let result = live.chain.commit(&block, &certificate);
             self.out.commit_wall += started.elapsed();
             if let Err(e) = result {
                 let what = format!("cannot commit synced height {}: {e}", block.header.height);

@@ -447,7 +447,7 @@ async fn a_batch_gets_a_verdict_per_transaction_and_its_admitted_ones_commit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_transaction_that_cannot_commit_times_out_and_a_dead_endpoint_fails_over() {
+async fn a_transaction_that_cannot_commit_times_out_or_is_dropped_and_a_dead_endpoint_fails_over() {
     let node = DevNode::start().await.expect("dev node");
     // A dead endpoint first: requests move on to the live one.
     let dead = format!("http://127.0.0.1:{}", trellis_tests::free_port());
@@ -483,6 +483,23 @@ async fn a_transaction_that_cannot_commit_times_out_and_a_dead_endpoint_fails_ov
     match pending.wait_for_commit(Duration::from_secs(2)).await {
         Err(Error::CommitTimeout { tx_hash }) => assert_eq!(tx_hash, gapped.hash()),
         other => panic!("expected a commit timeout, got {other:?}"),
+    }
+
+    // One that expires meanwhile ends the wait as soon as a block's time
+    // passes its expiry (the dev node makes one a second when idle).
+    let expiring = Transaction {
+        nonce: 6,
+        expires_at_ms: now_ms() + 1_500,
+        ..gapped.tx.clone()
+    }
+    .sign(&key);
+    let pending = client.submit_signed(&expiring).await.expect("admitted");
+    match pending.wait_for_commit(Duration::from_secs(30)).await {
+        Err(e @ Error::Dropped { .. }) => {
+            assert_eq!(e.code(), Some("expired"));
+            assert!(!e.is_transient());
+        }
+        other => panic!("expected the transaction dropped, got {other:?}"),
     }
 
     // Only dead endpoints: a transport error once the retries are spent.

@@ -464,6 +464,13 @@ async fn a_batch_that_cannot_be_read_is_refused_whole_and_admits_nothing() {
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_many_transactions",
         ),
+        // Refused at the entry past the limit, before the (unfinished) rest.
+        (
+            "application/json",
+            format!("{{\"signed_txs\": [{}", "\"\",".repeat(MAX_BATCH_TXS + 100)).into_bytes(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_transactions",
+        ),
         (
             binary,
             list(vec![vec![0; MAX_BODY_BYTES]]),
@@ -589,6 +596,37 @@ async fn a_node_without_indexes_says_so_where_an_index_would_answer() {
         .query(&receivables, ask("params", hex::encode(encode(&()))))
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// A transaction pruned without being committed reads as dropped, with
+/// why, also on a node without the transaction index.
+#[tokio::test]
+async fn a_dropped_transaction_says_why_with_or_without_the_index() {
+    for indexes in [Indexes::default(), Indexes::NONE] {
+        let node = TestNode::start_keeping(indexes).await;
+        // Nonce 1 while 0 is next: it waits, and expires before any block takes it.
+        let expires_at_ms = now_ms() + 30_000;
+        let gapped = node.tx_with(&acme(), |tx| {
+            tx.nonce = 1;
+            tx.expires_at_ms = expires_at_ms;
+        });
+        assert_eq!(node.submit(&gapped).await.0, StatusCode::ACCEPTED);
+        let path = format!("/v1/transactions/{}", gapped.hash());
+        node.mempool
+            .prune(&node.storage, &[], expires_at_ms - 2)
+            .unwrap();
+        assert_eq!(node.get(&path).await.1["status"], "pending");
+        node.mempool
+            .prune(&node.storage, &[], expires_at_ms - 1)
+            .unwrap();
+        let (status, body) = node.get(&path).await;
+        assert_eq!(status, StatusCode::OK, "{indexes}: {body}");
+        assert_eq!(
+            body,
+            json!({ "status": "dropped", "reason": "expired" }),
+            "{indexes}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -1539,6 +1577,7 @@ async fn the_openapi_document_lists_every_route() {
         "BlockResponse",
         "StateResponse",
         "TxStatus",
+        "DropReason",
         "ChainStatus",
         "SignedTransaction",
         "CommittedTx",

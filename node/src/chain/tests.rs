@@ -86,7 +86,7 @@ fn a_certified_block_is_committed_whatever_our_clock_says() {
     let mut follower = node();
     follower
         .chain
-        .commit(&Arc::new(block.clone()), &qc, NOW)
+        .commit(&Arc::new(block.clone()), &qc)
         .expect("a quorum decided it: our clock has no say");
     assert_eq!(follower.chain.head().unwrap().block_hash, block.hash());
 
@@ -153,7 +153,7 @@ fn a_block_whose_body_is_not_its_headers_is_refused() {
     );
     follower
         .chain
-        .commit(&Arc::new(block.clone()), &qc, NOW)
+        .commit(&Arc::new(block.clone()), &qc)
         .expect("the block executed here still commits");
     assert_eq!(follower.chain.head().unwrap().block_hash, block.hash());
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tempfile::TempDir;
 use trellis_genesis::{DEV_GENESIS_TIME_MS, Genesis, GenesisAccount, dev_account};
 use trellis_types::codec::encode;
-use trellis_types::{Bytes, KeyPair, Payload, SystemOp, Transaction};
+use trellis_types::{Block, Bytes, KeyPair, Payload, SystemOp, Transaction};
 
 const CHAIN_ID: &str = "trellis-dev";
 /// A minute after the dev genesis: the clock of every test unless it says otherwise.
@@ -91,8 +91,9 @@ impl Env {
     }
 
     /// Commits `txs` in a block built, certified and committed by the real chain
-    /// with its own mempool, so the mempool under test sees only the new state.
-    fn commit(&self, txs: &[SignedTransaction], now_ms: u64) {
+    /// with its own mempool, so the mempool under test sees only the new state
+    /// (until [`Env::prune`]s it with the block returned).
+    fn commit(&self, txs: &[SignedTransaction], now_ms: u64) -> Arc<Block> {
         let genesis = Genesis::dev();
         let pool = Arc::new(Mempool::new(CHAIN_ID.into(), genesis.params.clone()));
         for tx in txs {
@@ -120,7 +121,18 @@ impl Env {
             .validators()
             .verify_certificate(CHAIN_ID, &qc)
             .expect("a real certificate");
-        chain.commit(&Arc::new(block), &qc, now_ms).expect("commit");
+        let block = Arc::new(block);
+        chain.commit(&block, &qc).expect("commit");
+        block
+    }
+
+    /// What the node does after committing `block`.
+    fn prune(&self, block: &Block) {
+        let block_ms = block.header.timestamp_ms;
+        let committed = hashes(&block.txs);
+        self.mempool
+            .prune(&self.storage, &committed, block_ms)
+            .unwrap();
     }
 
     fn nonce(&self, label: &str) -> u64 {
@@ -436,8 +448,8 @@ fn admission_refuses_a_nonce_a_block_used_between_its_check_and_its_insert() {
     };
     let rival = signed(ACME, 0);
     env.admit(&rival).unwrap();
-    env.commit(std::slice::from_ref(&rival), NOW);
-    env.mempool.prune(&env.storage, NOW).unwrap();
+    let block = env.commit(std::slice::from_ref(&rival), NOW);
+    env.prune(&block);
     assert!(env.mempool.is_empty());
 
     let err = env
@@ -537,37 +549,29 @@ fn admission_refuses_past_the_byte_cap_and_a_commit_frees_the_room() {
     assert_eq!(env.mempool.len(), 2);
 
     // Committed and pruned, the first one's bytes are free again.
-    env.commit(std::slice::from_ref(&first), NOW);
-    env.mempool.prune(&env.storage, NOW).unwrap();
+    let block = env.commit(std::slice::from_ref(&first), NOW);
+    env.prune(&block);
     assert_eq!(env.mempool.len(), 1);
     env.admit(&signed(T2, 0)).unwrap();
 }
 
 #[test]
-fn an_outbox_nobody_takes_holds_no_more_than_the_pools_byte_cap() {
+fn an_outbox_nobody_takes_holds_only_what_still_waits_in_the_pool() {
+    let env = Env::forwarding();
     let first = signed(ACME, 0);
-    let size = encode(&first).len();
-    let mut env = Env::new();
-    env.mempool = pool_of_bytes(2 * size + size / 2).with_forwarding();
     env.admit(&first).unwrap();
     env.admit(&signed(T1, 0)).unwrap();
-    // Both commit and leave the pool, but nothing takes the outbox.
-    env.commit(&[first, signed(T1, 0)], NOW);
-    env.mempool.prune(&env.storage, NOW).unwrap();
+    // Both commit and leave the pool, and the outbox nobody took with it
+    // (an observer with no validator connected): what it admits next is
+    // still forwarded once one is.
+    let block = env.commit(&[first, signed(T1, 0)], NOW);
+    env.prune(&block);
     assert_eq!(env.mempool.len(), 0);
     let third = signed(T2, 0);
     env.admit(&third).unwrap();
     assert_eq!(
-        env.mempool.take_outbox().len(),
-        2,
-        "the third would pass the cap"
-    );
-    // Taken, the outbox has room again.
-    env.admit(&signed(ACME, 1)).unwrap();
-    let again = signed(ACME, 1);
-    assert_eq!(
         env.mempool.take_outbox(),
-        vec![(again.hash(), encode(&again))]
+        vec![(third.hash(), encode(&third))]
     );
 }
 
@@ -622,8 +626,8 @@ fn an_organisation_s_senders_together_hold_at_most_its_share_once_the_pool_is_ha
         .expect("another organisation still has room");
 
     // Once most of it commits, the organisation has room again.
-    env.commit(&[signed(ACME, 0), signed(ACME, 1), signed(ACME, 2)], NOW);
-    env.mempool.prune(&env.storage, NOW).unwrap();
+    let block = env.commit(&[signed(ACME, 0), signed(ACME, 1), signed(ACME, 2)], NOW);
+    env.prune(&block);
     env.admit(&signed(ACME_TREASURY, 1)).unwrap();
 }
 
@@ -1035,8 +1039,8 @@ fn prune_drops_committed_and_used_nonces_and_keeps_the_rest() {
     }
     // Nonce 1 is used on chain by another transaction than the one waiting here.
     let rival = with_data(ACME, 1, b"committed elsewhere");
-    env.commit(&[signed(ACME, 0), rival], NOW);
-    env.mempool.prune(&env.storage, NOW).unwrap();
+    let block = env.commit(&[signed(ACME, 0), rival], NOW);
+    env.prune(&block);
 
     assert_eq!(env.mempool.len(), 2);
     assert!(!env.mempool.contains(&waiting[0].hash()));
@@ -1044,26 +1048,85 @@ fn prune_drops_committed_and_used_nonces_and_keeps_the_rest() {
     assert!(env.mempool.contains(&waiting[2].hash()));
     assert!(env.mempool.contains(&waiting[3].hash()));
     assert_eq!(hashes(&env.candidates(usize::MAX, u64::MAX)).len(), 2);
+    // The committed one left; the one whose nonce the rival took was dropped.
+    assert_eq!(env.mempool.dropped(&waiting[0].hash()), None);
+    assert_eq!(
+        env.mempool.dropped(&waiting[1].hash()),
+        Some(DropReason::NonceUsed)
+    );
+    assert_eq!(env.mempool.dropped(&waiting[2].hash()), None);
 }
 
 #[test]
-fn prune_drops_transactions_that_expired() {
+fn prune_drops_what_expires_by_the_next_blocks_time_whatever_the_clock() {
     let env = Env::new();
-    let mut soon = remark(ACME, 0);
+    let mut soon = remark(ACME, 1);
     soon.expires_at_ms = NOW + 10;
     let soon = soon.sign(&dev_account(ACME));
-    let later = signed(T1, 0);
+    let later = signed(T1, 1);
     env.admit(&soon).unwrap();
     env.admit(&later).unwrap();
 
-    env.mempool.prune(&env.storage, NOW + 9).unwrap();
+    // A block at NOW + 8: the next may be at NOW + 9, before the expiry.
+    let block = env.commit(&[signed(ACME, 0)], NOW + 8);
+    assert_eq!(block.header.timestamp_ms, NOW + 8);
+    env.prune(&block);
     assert_eq!(env.mempool.len(), 2, "not expired yet");
-    env.mempool.prune(&env.storage, NOW + 10).unwrap();
+    assert_eq!(env.mempool.dropped(&soon.hash()), None);
+    // A block at NOW + 9: the next is at NOW + 10 or later, when it has expired.
+    let block = env.commit(&[signed(T1, 0)], NOW + 9);
+    env.prune(&block);
     assert!(!env.mempool.contains(&soon.hash()));
+    assert_eq!(env.mempool.dropped(&soon.hash()), Some(DropReason::Expired));
     assert!(env.mempool.contains(&later.hash()));
     // The freed nonce can be taken again.
-    env.admit(&with_data(ACME, 0, b"again"))
-        .expect("nonce 0 is free after the expired one left");
+    env.admit(&with_data(ACME, 1, b"again"))
+        .expect("nonce 1 is free after the expired one left");
+}
+
+#[test]
+fn prune_drops_the_transactions_of_a_removed_sender() {
+    let env = Env::with(
+        genesis_with_second_acme_account(),
+        trellis_genesis::dev_params(),
+    );
+    let orphan = signed(ACME_TREASURY, 0);
+    env.admit(&orphan).unwrap();
+    let removal = remark(ACME, 0);
+    let removal = Transaction {
+        payload: Payload::System(SystemOp::RemoveKey {
+            key: dev_account(ACME_TREASURY).public(),
+        }),
+        ..removal
+    }
+    .sign(&dev_account(ACME));
+    let block = env.commit(&[removal], NOW);
+    env.prune(&block);
+    assert!(env.mempool.is_empty());
+    assert_eq!(
+        env.mempool.dropped(&orphan.hash()),
+        Some(DropReason::SenderRemoved)
+    );
+}
+
+#[test]
+fn the_drop_log_forgets_the_oldest_past_its_size() {
+    let mut log = DropLog::default();
+    let hash = |i: usize| {
+        let mut bytes = [0; 32];
+        bytes[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        Hash(bytes)
+    };
+    for i in 0..=DROPS_KEPT {
+        log.record(hash(i), DropReason::Expired);
+    }
+    // Recording one again neither duplicates nor reorders it.
+    log.record(hash(DROPS_KEPT), DropReason::Expired);
+    assert_eq!(log.reasons.len(), DROPS_KEPT);
+    assert_eq!(log.order.len(), DROPS_KEPT);
+    assert!(!log.reasons.contains_key(&hash(0)));
+    assert!(log.reasons.contains_key(&hash(1)));
+    assert!(log.reasons.contains_key(&hash(DROPS_KEPT)));
 }
 
 // ---- verified ----
@@ -1087,8 +1150,8 @@ fn verified_holds_only_for_the_exact_signature_admitted() {
     let unrelated = signed(ACME, 1);
     assert!(!env.mempool.verified(&unrelated.hash(), &stx.signature));
 
-    env.commit(std::slice::from_ref(&stx), NOW);
-    env.mempool.prune(&env.storage, NOW).unwrap();
+    let block = env.commit(std::slice::from_ref(&stx), NOW);
+    env.prune(&block);
     assert!(
         !env.mempool.verified(&stx.hash(), &stx.signature),
         "forgotten once pruned"

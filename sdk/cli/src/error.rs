@@ -17,6 +17,7 @@
 //! | 130 | `interrupted` | Ctrl-C (SIGINT) or SIGTERM |
 
 use serde_json::{Value, json};
+use trellis_sdk::api::DropReason;
 use trellis_sdk::keys::KeyError;
 
 /// The class of an error; its exit code is [`Class::exit_code`].
@@ -31,6 +32,7 @@ pub enum Class {
     Key,
     NotFound,
     Regression,
+    Dropped,
     Interrupted,
 }
 
@@ -46,6 +48,7 @@ impl Class {
             Class::Key => 7,
             Class::NotFound => 8,
             Class::Regression => 9,
+            Class::Dropped => 10,
             Class::Interrupted => 130,
         }
     }
@@ -61,6 +64,7 @@ impl Class {
             Class::Key => "key",
             Class::NotFound => "not_found",
             Class::Regression => "regression",
+            Class::Dropped => "dropped",
             Class::Interrupted => "interrupted",
         }
     }
@@ -167,6 +171,17 @@ impl From<trellis_sdk::Error> for CliError {
                 Some(format!(
                     "it may still commit: look it up later with `trellis tx {tx_hash}`, or wait longer with --timeout"
                 )),
+                Some(tx_hash.to_hex()),
+            ),
+            E::Dropped { tx_hash, reason } => (
+                Class::Dropped,
+                Some(match reason {
+                    DropReason::Expired => "it expired before a block took it: send it again".into(),
+                    DropReason::NonceUsed => {
+                        "another transaction of this key used its nonce: is the key used elsewhere?".into()
+                    }
+                    DropReason::SenderRemoved => "this key's account was removed".into(),
+                }),
                 Some(tx_hash.to_hex()),
             ),
             E::Transport { .. } => (

@@ -902,6 +902,47 @@ async fn errors_exit_with_their_documented_codes() {
     }
 }
 
+/// A transaction the node dropped reads as dropped, with why. (Exit code 10,
+/// a command's own transaction dropped, cannot be provoked on one honest
+/// node: the CLI takes the chain's next nonce, so its transactions have no
+/// gap to expire behind and no rival for their nonce.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tx_shows_a_dropped_transaction_and_why() {
+    use trellis_sdk::{Client, Error};
+    use trellis_types::{Bytes, Payload, SystemOp, Transaction};
+    let node = DevNode::start().await.expect("dev node");
+    let url = node.url("");
+    let key = trellis_genesis::dev_account("core-acme/ops");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    // Nonce 3 while 0 is next: it waits behind the gap until it expires.
+    let gapped = Transaction {
+        chain_id: "trellis-dev".into(),
+        sender: key.public(),
+        nonce: 3,
+        expires_at_ms: now_ms + 1_500,
+        payload: Payload::System(SystemOp::Remark {
+            data: Bytes(b"behind a gap".to_vec()),
+        }),
+    }
+    .sign(&key);
+    let client = Client::builder().endpoint(&url).build().unwrap();
+    let pending = client.submit_signed(&gapped).await.expect("admitted");
+    let waited = pending.wait_for_commit(Duration::from_secs(30)).await;
+    assert!(matches!(waited, Err(Error::Dropped { .. })), "{waited:?}");
+
+    let hash = gapped.hash().to_hex();
+    let shown = json_ok(&url, &["tx", &hash]).await;
+    assert_eq!(
+        (&shown["status"], &shown["reason"]),
+        (&"dropped".into(), &"expired".into())
+    );
+    let table = trellis(&["--node", &url, "tx", &hash]).await;
+    assert!(table.ok().stdout.contains("dropped (expired)"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_round_trip_with_openssl() {
     let dir = tempfile::tempdir().unwrap();

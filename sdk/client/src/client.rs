@@ -17,9 +17,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use trellis_types::api::{
-    BatchSubmitted, BatchVerdict, BlockResponse, ContractQuery, ContractQueryResult, ErrorBody,
-    EvidenceList, HeaderResponse, Health, MAX_BLOCK_WAIT_MS, StateResponse, StatusResponse,
-    TxProofResponse, TxStatus, TxSubmitted, ValidatorList,
+    BatchSubmitted, BatchVerdict, BlockResponse, ContractQuery, ContractQueryResult, DropReason,
+    ErrorBody, EvidenceList, HeaderResponse, Health, MAX_BLOCK_WAIT_MS, StateResponse,
+    StatusResponse, TxProofResponse, TxStatus, TxSubmitted, ValidatorList,
 };
 use trellis_types::{
     Address, Bytes, Domain, DuplicateVote, Hash, Header, KeyPair, MerkleProof, Payload, PublicKey,
@@ -1686,6 +1686,16 @@ impl Client {
         Ok(next)
     }
 
+    /// After [`Error::Dropped`] of a transaction of ours with `nonce`: an
+    /// expired one's nonce is free for the next submission; otherwise the
+    /// chain moved without us, so read the nonce again.
+    pub(crate) async fn forget_dropped(&self, nonce: u64, reason: DropReason) {
+        match reason {
+            DropReason::Expired => self.release_nonce(nonce).await,
+            DropReason::NonceUsed | DropReason::SenderRemoved => self.resync_nonces().await,
+        }
+    }
+
     async fn release_nonce(&self, nonce: u64) {
         let mut nonces = self.inner.nonces.lock().await;
         if nonces.next.is_some_and(|next| nonce < next) {
@@ -1705,15 +1715,22 @@ impl Client {
         nonces.released.clear();
     }
 
-    /// A committed transaction found by polling `GET /v1/transactions/{hash}`.
+    /// A committed transaction found by polling `GET /v1/transactions/{hash}`;
+    /// [`Error::Dropped`] for one the node dropped.
     pub(crate) async fn committed(&self, hash: &Hash) -> Result<Option<Committed>> {
-        let Some(TxStatus::Committed {
-            height,
-            index,
-            receipt,
-        }) = self.transaction(hash).await?
-        else {
-            return Ok(None);
+        let (height, index, receipt) = match self.transaction(hash).await? {
+            Some(TxStatus::Committed {
+                height,
+                index,
+                receipt,
+            }) => (height, index, receipt),
+            Some(TxStatus::Dropped { reason }) => {
+                return Err(Error::Dropped {
+                    tx_hash: *hash,
+                    reason,
+                });
+            }
+            Some(TxStatus::Pending) | None => return Ok(None),
         };
         let block = self.block(height).await?;
         Ok(Some(Committed {
@@ -1771,6 +1788,34 @@ mod tests {
                 assert!(message.contains("longer than 4096 bytes"), "{message}")
             }
             other => panic!("expected a decode error, got {other:?}"),
+        }
+    }
+
+    /// An expired transaction's nonce goes to the next submission (else every
+    /// later one would wait behind the gap until it expired too); after any
+    /// other drop the nonce is read from the chain again.
+    #[tokio::test]
+    async fn a_dropped_transactions_nonce_is_reused_or_read_again() {
+        let client = Client::builder()
+            .endpoint("http://127.0.0.1:9")
+            .signer(KeyPair::insecure_from_label("nonces"))
+            .build()
+            .unwrap();
+        let sender = client.signing_key().unwrap().public();
+        client.inner.nonces.lock().await.next = Some(7);
+        client.forget_dropped(5, DropReason::Expired).await;
+        assert_eq!(client.allocate_nonce(&sender).await.unwrap(), 5);
+        assert_eq!(client.allocate_nonce(&sender).await.unwrap(), 7);
+        for reason in [DropReason::NonceUsed, DropReason::SenderRemoved] {
+            client.inner.nonces.lock().await.next = Some(8);
+            client.forget_dropped(5, DropReason::Expired).await;
+            client.forget_dropped(7, reason).await;
+            let nonces = client.inner.nonces.lock().await;
+            assert_eq!(
+                (nonces.next, nonces.released.len()),
+                (None, 0),
+                "{reason:?}"
+            );
         }
     }
 }

@@ -2,12 +2,14 @@
 //! failed in execution, not committed in time, or not reachable.
 
 use crate::keys::KeyError;
+use trellis_types::api::DropReason;
 use trellis_types::{Hash, Receipt};
 
 /// Everything a [`Client`](crate::Client) call can fail with.
 ///
-/// Match on the variant to decide what to do: [`Error::Rejected`] and
-/// [`Error::Failed`] are final answers (fix the request), [`Error::Transport`],
+/// Match on the variant to decide what to do: [`Error::Rejected`],
+/// [`Error::Failed`] and [`Error::Dropped`] are final answers (fix the
+/// request, or sign it again), [`Error::Transport`],
 /// [`Error::Server`] and [`Error::CommitTimeout`] may succeed later.
 ///
 /// ```no_run
@@ -47,6 +49,17 @@ pub enum Error {
         message: String,
         /// The committed receipt.
         receipt: Box<Receipt>,
+    },
+    /// The transaction was admitted, then dropped from the node's mempool
+    /// without being committed, and no block may include it now: it expired,
+    /// another transaction used its nonce, or its sender was removed. Its
+    /// nonce is free again unless `reason` is `nonce_used`.
+    #[error("transaction {tx_hash} was dropped: {}", reason.code())]
+    Dropped {
+        /// The transaction waited for.
+        tx_hash: Hash,
+        /// Why.
+        reason: DropReason,
     },
     /// The transaction was admitted but not seen committed within the wait.
     /// It may still commit (until its expiry): look it up by hash.
@@ -92,7 +105,7 @@ pub enum Error {
 
 impl Error {
     /// The node's or the contract's stable code, for [`Error::Rejected`],
-    /// [`Error::Failed`] and [`Error::Server`].
+    /// [`Error::Failed`] and [`Error::Server`]; why, for [`Error::Dropped`].
     ///
     /// ```
     /// let e = trellis_sdk::Error::Rejected { status: 409, code: "nonce_replayed".into(), message: String::new() };
@@ -103,6 +116,7 @@ impl Error {
             Error::Rejected { code, .. }
             | Error::Failed { code, .. }
             | Error::Server { code, .. } => Some(code),
+            Error::Dropped { reason, .. } => Some(reason.code()),
             _ => None,
         }
     }

@@ -134,13 +134,18 @@ impl PendingTx {
     }
 
     /// Waits up to `timeout` for the commit. A committed transaction whose
-    /// execution failed is [`Error::Failed`] with the contract's code; no
-    /// commit in time is [`Error::CommitTimeout`].
+    /// execution failed is [`Error::Failed`] with the contract's code; one
+    /// the node dropped is [`Error::Dropped`] (an expired one's nonce goes
+    /// to the client's next submission); no commit in time is
+    /// [`Error::CommitTimeout`].
     pub async fn wait_for_commit(mut self, timeout: Duration) -> Result<Committed> {
         let tx_hash = self.tx_hash;
         let committed = tokio::time::timeout(timeout, self.watch_commit())
             .await
             .map_err(|_| Error::CommitTimeout { tx_hash })?;
+        if let (Err(Error::Dropped { reason, .. }), Some(nonce)) = (&committed, self.nonce) {
+            self.client.forget_dropped(nonce, *reason).await;
+        }
         let committed = committed?;
         if committed.receipt.status == ReceiptStatus::Failed {
             let (code, message) = committed.receipt.error.clone().map_or_else(

@@ -63,6 +63,34 @@ pub enum TxStatus {
         index: u32,
         receipt: Receipt,
     },
+    /// Left this node's mempool without being committed, and no later block
+    /// may include it (a node restarted since, or one that has dropped many
+    /// since, has forgotten and answers 404).
+    Dropped { reason: DropReason },
+}
+
+/// Why a transaction was dropped. Each is final on every node: it follows
+/// from committed blocks alone.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DropReason {
+    /// A committed block's time reached its expiry (`expires_at_ms`).
+    Expired,
+    /// Another transaction of its sender's with its nonce was committed.
+    NonceUsed,
+    /// Its sender's account was removed.
+    SenderRemoved,
+}
+
+impl DropReason {
+    /// The stable code, as in JSON.
+    pub fn code(self) -> &'static str {
+        match self {
+            DropReason::Expired => "expired",
+            DropReason::NonceUsed => "nonce_used",
+            DropReason::SenderRemoved => "sender_removed",
+        }
+    }
 }
 
 /// A committed transaction with what ties it to its block's header

@@ -185,7 +185,9 @@ pub async fn tx(ctx: &Ctx, hash: &str, verify: bool) -> Result<Report> {
     let Some(status) = client.transaction(&hash).await? else {
         return Err(CliError::new(
             Class::NotFound,
-            format!("no transaction {hash} on this node (neither waiting nor committed)"),
+            format!(
+                "no transaction {hash} on this node (neither waiting, committed nor dropped lately)"
+            ),
         )
         .with_code("not_found"));
     };
@@ -201,6 +203,16 @@ pub async fn tx(ctx: &Ctx, hash: &str, verify: bool) -> Result<Report> {
             index,
             receipt,
         } => committed_text(hash, *height, *index, receipt, None),
+        TxStatus::Dropped { reason } => record([
+            ("transaction", hash.to_hex()),
+            (
+                "status",
+                format!(
+                    "dropped ({}): left the mempool uncommitted, no block may include it",
+                    reason.code()
+                ),
+            ),
+        ]),
     };
     Ok(Report::new(text, value))
 }
