@@ -1771,6 +1771,18 @@ fn message_json(committed: &CommittedBlock, index: u32) -> Result<&str, ApiError
 
 type SseItem = Result<SseEvent, std::convert::Infallible>;
 
+/// The last message of a stream this node cannot go on with: `event:
+/// error`, its data an [`ErrorBody`] (code `internal`).
+fn stream_error(message: &str) -> SseEvent {
+    let body = ErrorBody {
+        code: "internal".into(),
+        message: format!("the event stream ended: {message}"),
+    };
+    SseEvent::default()
+        .event("error")
+        .data(serde_json::to_string(&body).unwrap_or_default())
+}
+
 /// Feeds one stream: committed blocks from `next` on, then each new commit,
 /// until the client goes away or the server shuts down. Holds `_permit`
 /// (one of the open-stream slots) for as long as it runs.
@@ -1812,24 +1824,22 @@ async fn feed_stream(
                 (m, txs)
             })
             .await;
+            let read = match read {
+                Ok((m, Ok(Some(events)))) => Ok((m, events)),
+                Ok((_, Ok(None))) => Err(format!("committed block {} is missing", at.height)),
+                Ok((_, Err(e))) => Err(format!("reading block {}: {}", at.height, e.message)),
+                Err(e) => Err(format!("reading block {}: {e}", at.height)),
+            };
             let events = match read {
-                Ok((m, Ok(Some(events)))) => {
+                Ok((m, events)) => {
                     matcher = Some(m);
                     events
                 }
-                Ok((_, Ok(None))) => {
-                    tracing::error!(
-                        height = at.height,
-                        "a committed block is missing; ending the event stream"
-                    );
-                    return;
-                }
-                Ok((_, Err(e))) => {
-                    tracing::error!(height = at.height, error = ?e, "reading a block for an event stream failed");
-                    return;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "event stream task failed");
+                Err(failure) => {
+                    // Said to the client, which would otherwise reconnect
+                    // into the same failure without end.
+                    tracing::error!(error = %failure, "ending an event stream");
+                    let _ = out.send(Ok(stream_error(&failure))).await;
                     return;
                 }
             };

@@ -1219,6 +1219,59 @@ async fn answers_past_the_clients_limits_end_in_decode_errors() {
     }
 }
 
+/// A node that cannot read a committed block ends the stream saying why,
+/// and the SDK passes that on instead of reconnecting into it for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_the_node_cannot_go_on_with_ends_with_the_nodes_error() {
+    let mut node = DevNode::start().await.expect("dev node");
+    let client = core_client(&node);
+    let committed = client
+        .submit(remark("its receipt will be damaged"))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    // Blocks after it, so that it is not among those the node reads at start.
+    for n in 0..5 {
+        let later = client.submit(remark(&format!("later {n}"))).await.unwrap();
+        later.wait().await.unwrap();
+    }
+    node.stop().await.unwrap();
+    // Its block's first receipt group (storage `prefix::RECEIPTS`, 0x04,
+    // then the height and the group, big-endian) overwritten in the store.
+    let store = trellis_node::storage::sled_config(&node.data_dir().join("chain"))
+        .open()
+        .unwrap();
+    let mut key = vec![0x04];
+    key.extend(committed.height.to_be_bytes());
+    key.extend(0u32.to_be_bytes());
+    assert!(store.contains_key(&key).unwrap(), "the receipts' key");
+    store.insert(key, b"damaged".as_slice()).unwrap();
+    store.flush().unwrap();
+    drop(store);
+    node.resume().await.unwrap();
+
+    let mut stream = core_client(&node)
+        .events()
+        .from_height(committed.height)
+        .subscribe()
+        .await
+        .unwrap();
+    let item = tokio::time::timeout(DEADLINE, stream.next())
+        .await
+        .expect("an item within the deadline")
+        .expect("an item before the end");
+    match item {
+        Err(Error::Server { code, message, .. }) => {
+            assert_eq!(code, "internal");
+            assert!(message.contains("reading block"), "{message}");
+        }
+        other => panic!("expected the node's error, got {other:?}"),
+    }
+    assert!(stream.next().await.is_none(), "the stream ended");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_event_stream_filters_by_kind_and_party() {
     let node = DevNode::start().await.expect("dev node");

@@ -1875,6 +1875,22 @@ impl SseReader {
         }
     }
 
+    /// Everything left until the stream ends, as text; fails after 10 s of silence.
+    async fn rest(mut self) -> String {
+        loop {
+            let chunk = tokio::time::timeout(Duration::from_secs(10), self.response.chunk())
+                .await
+                .expect("the stream goes on or ends within 10 s")
+                .expect("reading the stream");
+            match chunk {
+                Some(chunk) => self
+                    .buffer
+                    .push_str(std::str::from_utf8(&chunk).expect("UTF-8 stream")),
+                None => return self.buffer,
+            }
+        }
+    }
+
     /// The next `n` messages' ids.
     async fn ids(&mut self, n: usize) -> Vec<String> {
         let mut ids = Vec::new();
@@ -2024,6 +2040,38 @@ async fn the_event_stream_delivers_committed_transactions_from_a_height_in_order
     assert_eq!((b.id.as_str(), b.tx.tx_hash), ("1:1", first[1].hash()));
     let c = stream.next().await.unwrap();
     assert_eq!((c.id.as_str(), c.tx.tx_hash), ("2:0", second[0].hash()));
+}
+
+/// A block a stream cannot read ends it with an `error` message saying why:
+/// a client that saw it only end would reconnect into the same failure
+/// without end.
+#[tokio::test]
+async fn a_stream_that_cannot_read_a_block_ends_with_an_error_message() {
+    let node = TestNode::start().await;
+    // More blocks than storage keeps in memory, so the first is read back.
+    for nonce in 0..6 {
+        node.commit_remarks(&acme(), nonce, vec![vec![]]);
+    }
+    // Block 1's receipts (prefix RECEIPTS, height, group 0) damaged in the store.
+    let mut key = vec![crate::storage::prefix::RECEIPTS];
+    key.extend(1u64.to_be_bytes());
+    key.extend(0u32.to_be_bytes());
+    node.storage.db.insert(key, b"damaged".as_slice()).unwrap();
+
+    let mut stream = node.events("?from_height=2").await;
+    assert_eq!(stream.next().await.expect("block 2 reads").id, "2:0");
+    let rest = node.events("?from_height=1").await.rest().await;
+    let (head, data) = rest
+        .split_once("data:")
+        .unwrap_or_else(|| panic!("no message in {rest:?}"));
+    assert!(head.contains("event: error"), "{rest:?}");
+    let error: ErrorBody = serde_json::from_str(data.trim()).expect("an ErrorBody");
+    assert_eq!(error.code, "internal");
+    assert!(
+        error.message.contains("reading block 1"),
+        "{}",
+        error.message
+    );
 }
 
 #[tokio::test]

@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use trellis_types::PublicKey;
-use trellis_types::api::{CommittedTx, EventFilter, TxPosition};
+use trellis_types::api::{CommittedTx, ErrorBody, EventFilter, TxPosition};
 
 /// Where a stream starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -326,6 +326,9 @@ impl Reader {
                 Err(too_long) => return self.stop_with(too_long).await,
             };
             for message in messages {
+                if message.event.as_deref() == Some("error") {
+                    return self.ended_by_node(&message.data).await;
+                }
                 let tx: CommittedTx = match serde_json::from_str(&message.data) {
                     Ok(tx) => tx,
                     Err(e) => return self.stop_with(format!("event stream message: {e}")).await,
@@ -342,6 +345,22 @@ impl Reader {
         }
     }
 
+    /// Ends the stream with the error the node ended it with (`event:
+    /// error`, an [`ErrorBody`]): it cannot go on from here, and reconnecting
+    /// would meet the same failure.
+    async fn ended_by_node(&self, data: &str) -> Read {
+        let error = match serde_json::from_str::<ErrorBody>(data) {
+            Ok(body) => Error::Server {
+                status: 500,
+                code: body.code,
+                message: body.message,
+            },
+            Err(e) => Error::Decode(format!("event stream error message: {e}")),
+        };
+        let _ = self.out.send(Err(error)).await;
+        Read::Stop
+    }
+
     /// Ends the stream with `message` as its last item: what the node sent
     /// cannot be read, and reading it again would fail the same way.
     async fn stop_with(&self, message: String) -> Read {
@@ -353,12 +372,14 @@ impl Reader {
 /// One Server-Sent Events message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct SseMessage {
+    /// Its type (`event:`); none for a committed transaction.
+    event: Option<String>,
     id: Option<String>,
     data: String,
 }
 
-/// Splits an SSE byte stream into messages (fields `id` and `data`; comments
-/// and other fields are ignored), across chunk boundaries.
+/// Splits an SSE byte stream into messages (fields `event`, `id` and
+/// `data`; comments and other fields are ignored), across chunk boundaries.
 #[derive(Debug)]
 struct SseParser {
     buffer: Vec<u8>,
@@ -392,18 +413,20 @@ impl SseParser {
                 return Err(self.too_long());
             }
             let text = String::from_utf8_lossy(&self.buffer[start..start + end]);
-            let (mut id, mut data) = (None, Vec::new());
+            let (mut event, mut id, mut data) = (None, None, Vec::new());
             for line in text.lines() {
                 let (field, value) = line.split_once(':').unwrap_or((line, ""));
                 let value = value.strip_prefix(' ').unwrap_or(value);
                 match field {
+                    "event" => event = Some(value.to_owned()),
                     "id" => id = Some(value.to_owned()),
                     "data" => data.push(value),
-                    _ => {} // comments (empty field), event, retry
+                    _ => {} // comments (empty field), retry
                 }
             }
             if !data.is_empty() {
                 messages.push(SseMessage {
+                    event,
                     id,
                     data: data.join("\n"),
                 });
@@ -464,10 +487,12 @@ mod tests {
             got,
             vec![
                 SseMessage {
+                    event: None,
                     id: Some("1:0".into()),
                     data: "{\"a\":1}".into()
                 },
                 SseMessage {
+                    event: None,
                     id: Some("2:0".into()),
                     data: "x\ny".into()
                 },
@@ -476,8 +501,20 @@ mod tests {
         assert_eq!(
             parser.push(b"id: 3:1\r\ndata: z\r\n\r\n").unwrap(),
             vec![SseMessage {
+                event: None,
                 id: Some("3:1".into()),
                 data: "z".into()
+            }]
+        );
+        // A typed message: the node's last word on a stream it cannot go on with.
+        assert_eq!(
+            parser
+                .push(b"event: error\ndata: {\"code\":\"internal\"}\n\n")
+                .unwrap(),
+            vec![SseMessage {
+                event: Some("error".into()),
+                id: None,
+                data: "{\"code\":\"internal\"}".into()
             }]
         );
         // A terminator split across chunks ends its message when it is whole.
@@ -485,6 +522,7 @@ mod tests {
         assert_eq!(
             parser.push(b"\n").unwrap(),
             vec![SseMessage {
+                event: None,
                 id: Some("4:0".into()),
                 data: "w".into()
             }]
