@@ -14,8 +14,11 @@ mod batcher;
 pub use batcher::{Batcher, MAX_BATCH, NotAdmitted, Worker};
 
 use crate::execution;
+use crate::metrics::CodeLabels;
 use crate::state::StateRead;
 use crate::storage::StorageError;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 pub use trellis_types::api::DropReason;
@@ -240,6 +243,8 @@ pub struct Mempool {
     /// Encoded transactions admitted here (not from peers), waiting to be
     /// forwarded to the other members; `None` on a node without peers.
     outbox: Option<Mutex<Outbox>>,
+    /// Counts what [`Mempool::prune`] drops, by reason (`trellis_mempool_dropped_total`).
+    drop_counts: Option<Family<CodeLabels, Counter>>,
     /// The sender of the last transaction [`Mempool::candidates`] took: the
     /// next block's first pass starts after it, so that when blocks are full
     /// no sender is first (or last) every time by its key alone.
@@ -277,6 +282,7 @@ impl Mempool {
             arrived: tokio::sync::Notify::new(),
             admissions: std::sync::atomic::AtomicU64::new(0),
             outbox: None,
+            drop_counts: None,
             last_taken_from: Mutex::new(None),
         }
     }
@@ -291,6 +297,12 @@ impl Mempool {
     /// Keeps what is admitted locally for [`Mempool::take_outbox`], to forward to peers.
     pub fn with_forwarding(mut self) -> Self {
         self.outbox = Some(Mutex::new(Outbox::default()));
+        self
+    }
+
+    /// Counts each drop in `counts`, labelled with its reason.
+    pub fn with_drop_counts(mut self, counts: Family<CodeLabels, Counter>) -> Self {
+        self.drop_counts = Some(counts);
         self
     }
 
@@ -737,6 +749,10 @@ impl Mempool {
                     && !committed.contains(&hash)
                 {
                     pool.dropped.record(hash, reason);
+                    if let Some(counts) = &self.drop_counts {
+                        let code = reason.code().to_owned();
+                        counts.get_or_create(&CodeLabels { code }).inc();
+                    }
                 }
             }
             if let Some(outbox) = &self.outbox {

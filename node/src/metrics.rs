@@ -65,6 +65,8 @@ pub struct Metrics {
     pub api_requests: Family<ApiLabels, Counter>,
     pub api_latency_seconds: Family<RouteLabels, Histogram>,
     pub admission_rejected: Family<CodeLabels, Counter>,
+    /// Kept by the mempool: what it dropped uncommitted, by reason.
+    pub mempool_dropped: Family<CodeLabels, Counter>,
     /// Rounds beyond round 0: each one is a height that needed another try.
     pub consensus_rounds: Counter,
     pub consensus_rejected_messages: Family<CodeLabels, Counter>,
@@ -117,6 +119,7 @@ impl Metrics {
             api_requests: Family::default(),
             api_latency_seconds: Family::new_with_constructor(api_latency_histogram),
             admission_rejected: Family::default(),
+            mempool_dropped: Family::default(),
             consensus_rounds: Counter::default(),
             consensus_rejected_messages: Family::default(),
             consensus_equivocations: Family::default(),
@@ -178,6 +181,11 @@ impl Metrics {
             "admission_rejected",
             "Transactions refused by mempool admission, by error code",
             metrics.admission_rejected.clone(),
+        );
+        registry.register(
+            "mempool_dropped",
+            "Transactions dropped from the mempool without being committed, by reason",
+            metrics.mempool_dropped.clone(),
         );
         registry.register(
             "consensus_rounds",
@@ -296,6 +304,12 @@ mod tests {
                 code: "bad_signature".into(),
             })
             .inc();
+        metrics
+            .mempool_dropped
+            .get_or_create(&CodeLabels {
+                code: "expired".into(),
+            })
+            .inc();
         metrics.observe_phase("commit", std::time::Duration::from_millis(20));
         let text = metrics.encode();
         for name in [
@@ -307,6 +321,7 @@ mod tests {
             "trellis_api_requests_total{route=\"/health\",status=\"200\"} 1",
             "trellis_api_latency_seconds_count{route=\"/health\"} 1",
             "trellis_admission_rejected_total{code=\"bad_signature\"} 1",
+            "trellis_mempool_dropped_total{code=\"expired\"} 1",
             "trellis_consensus_rounds_total",
             "trellis_block_phase_seconds_count{phase=\"commit\"} 1",
         ] {

@@ -139,7 +139,8 @@ pub async fn run(
         info!("the genesis names no other member node: running without a peer-to-peer transport");
     }
     let mut mempool = Mempool::new(genesis.chain_id.clone(), genesis.params.clone())
-        .with_max_bytes(config.mempool.max_bytes);
+        .with_max_bytes(config.mempool.max_bytes)
+        .with_drop_counts(metrics.mempool_dropped.clone());
     if has_peers {
         mempool = mempool.with_forwarding();
     }

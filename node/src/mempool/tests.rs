@@ -1027,7 +1027,10 @@ fn candidates_respect_the_byte_limit() {
 
 #[test]
 fn prune_drops_committed_and_used_nonces_and_keeps_the_rest() {
-    let env = Env::new();
+    let counts = Family::<CodeLabels, Counter>::default();
+    let mut env = Env::new();
+    env.mempool = Mempool::new(CHAIN_ID.into(), trellis_genesis::dev_params())
+        .with_drop_counts(counts.clone());
     let waiting = [
         signed(ACME, 0),
         signed(ACME, 1),
@@ -1055,6 +1058,12 @@ fn prune_drops_committed_and_used_nonces_and_keeps_the_rest() {
         Some(DropReason::NonceUsed)
     );
     assert_eq!(env.mempool.dropped(&waiting[2].hash()), None);
+    let count = |code: &str| {
+        counts
+            .get_or_create(&CodeLabels { code: code.into() })
+            .get()
+    };
+    assert_eq!((count("nonce_used"), count("expired")), (1, 0));
 }
 
 #[test]
