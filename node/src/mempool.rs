@@ -240,9 +240,12 @@ pub struct Mempool {
     /// Transactions admitted since the start: whether any arrived since a
     /// point, for [`Mempool::admissions`]'s callers.
     admissions: std::sync::atomic::AtomicU64,
-    /// Encoded transactions admitted here (not from peers), waiting to be
-    /// forwarded to the other members; `None` on a node without peers.
-    outbox: Option<Mutex<Outbox>>,
+    /// Encoded transactions admitted here (not from peers), each with its
+    /// hash, waiting to be forwarded to the other members; `None` on a node
+    /// without peers. Always transactions still in the pool (pruned with
+    /// it), so held to its byte cap even at an observer that has no
+    /// validator to forward to.
+    outbox: Option<Mutex<Vec<Encoded>>>,
     /// Counts what [`Mempool::prune`] drops, by reason (`trellis_mempool_dropped_total`).
     drop_counts: Option<Family<CodeLabels, Counter>>,
     /// The sender of the last transaction [`Mempool::candidates`] took: the
@@ -251,18 +254,12 @@ pub struct Mempool {
     last_taken_from: Mutex<Option<PublicKey>>,
 }
 
+/// A transaction's hash and canonical bytes.
+type Encoded = (Hash, Vec<u8>);
+
 /// A sender's waiting transactions from its committed nonce on, and the
 /// nonce due next.
 type Run<'a> = (PublicKey, std::collections::VecDeque<&'a Entry>, u64);
-
-/// What waits to be forwarded (each with its hash), and its bytes: always
-/// transactions still in the pool (pruned with it), so held to its byte cap
-/// even at an observer that has no validator to forward to.
-#[derive(Default)]
-struct Outbox {
-    txs: Vec<(Hash, Vec<u8>)>,
-    bytes: usize,
-}
 
 /// A transaction that passed the checks that need no signature.
 struct Checked {
@@ -296,7 +293,7 @@ impl Mempool {
 
     /// Keeps what is admitted locally for [`Mempool::take_outbox`], to forward to peers.
     pub fn with_forwarding(mut self) -> Self {
-        self.outbox = Some(Mutex::new(Outbox::default()));
+        self.outbox = Some(Mutex::new(Vec::new()));
         self
     }
 
@@ -308,11 +305,9 @@ impl Mempool {
 
     /// Transactions admitted locally since the last call, to forward to
     /// peers, with their hashes.
-    pub fn take_outbox(&self) -> Vec<(Hash, Vec<u8>)> {
+    pub fn take_outbox(&self) -> Vec<Encoded> {
         match &self.outbox {
-            Some(outbox) => {
-                std::mem::take(&mut *outbox.lock().unwrap_or_else(|e| e.into_inner())).txs
-            }
+            Some(outbox) => std::mem::take(&mut *outbox.lock().unwrap_or_else(|e| e.into_inner())),
             None => Vec::new(),
         }
     }
@@ -342,7 +337,7 @@ impl Mempool {
 
     /// Those of `hashes` still waiting, encoded (after the lock is let go),
     /// each with its hash; `None` for the others.
-    pub fn encoded(&self, hashes: &[Hash]) -> Vec<Option<(Hash, Vec<u8>)>> {
+    pub fn encoded(&self, hashes: &[Hash]) -> Vec<Option<Encoded>> {
         let waiting: Vec<Option<SignedTransaction>> = {
             let pool = self.pool();
             hashes
@@ -491,8 +486,7 @@ impl Mempool {
         let mut outbox = outbox.lock().unwrap_or_else(|e| e.into_inner());
         for (bytes, result) in items.iter().zip(admitted) {
             if let Ok(hash) = result {
-                outbox.bytes += bytes.len();
-                outbox.txs.push((*hash, bytes.to_vec()));
+                outbox.push((*hash, bytes.to_vec()));
             }
         }
     }
@@ -757,10 +751,7 @@ impl Mempool {
             }
             if let Some(outbox) = &self.outbox {
                 let mut outbox = outbox.lock().unwrap_or_else(|e| e.into_inner());
-                outbox
-                    .txs
-                    .retain(|(hash, _)| pool.by_hash.contains_key(hash));
-                outbox.bytes = outbox.txs.iter().map(|(_, bytes)| bytes.len()).sum();
+                outbox.retain(|(hash, _)| pool.by_hash.contains_key(hash));
             }
         }
         Ok(())
