@@ -923,9 +923,10 @@ impl Consensus {
                 self.polka_seen,
             );
             if before == after {
-                return;
+                break;
             }
         }
+        proposal_after_vote(out);
     }
 
     fn apply_rules(&mut self, out: &mut Vec<Action>) {
@@ -1158,6 +1159,24 @@ impl Consensus {
             self.recheck(&mut out);
         }
         out
+    }
+}
+
+/// Moves our proposal, if `out` sends one, after the first safety save that
+/// follows it: our vote in its round, which a proposer whose block is
+/// judged casts in the same batch. A crash before that save then leaves
+/// nothing sent, and one after it resumes in the round, where a proposer
+/// proposes no more (`resume`): no restart signs a second proposal for a
+/// round whose first went out.
+fn proposal_after_vote(out: &mut Vec<Action>) {
+    let is_proposal = |a: &Action| matches!(a, Action::Broadcast(Message::Proposal(_)));
+    let Some(at) = out.iter().position(is_proposal) else {
+        return;
+    };
+    let is_save = |a: &Action| matches!(a, Action::PersistSafety(_));
+    if let Some(saved) = out[at..].iter().position(is_save) {
+        let proposal = out.remove(at);
+        out.insert(at + saved, proposal);
     }
 }
 

@@ -1096,6 +1096,55 @@ fn a_proposer_restarted_after_voting_in_its_round_does_not_propose_in_it_again()
     }
 }
 
+/// A proposer saves its vote in the round before its proposal leaves: a
+/// crash at any point of the actions restarts it either with nothing sent
+/// (it may build and propose again) or with the vote saved (it resumes in
+/// that round and proposes no more), never with a proposal out and no
+/// record of it, which would let it sign a second one for the round.
+#[test]
+fn a_proposer_saves_its_vote_before_its_proposal_leaves() {
+    let ks = keys(4);
+    let set = ValidatorSet::new(ks.iter().map(KeyPair::public).collect()).unwrap();
+    let proposer = proposer_key(&ks, &set, 1, 0);
+    let start = |safety: SafetyState| {
+        let mut node = Consensus::new(
+            CHAIN.into(),
+            set.clone(),
+            Some(proposer.clone()),
+            timeouts(),
+            1,
+            safety,
+        );
+        let actions = node.start();
+        (node, actions)
+    };
+    let (mut node, actions) = start(SafetyState::fresh(1));
+    assert!(actions.contains(&Action::BuildBlock {
+        height: 1,
+        round: 0
+    }));
+    let actions = node.on_block_built(block(1, 0, proposer.public(), 5));
+    let sent = actions
+        .iter()
+        .position(|a| matches!(a, Action::Broadcast(Message::Proposal(_))))
+        .expect("the proposal is sent");
+    // A crash right after the proposal left: what had been saved by then.
+    let saved = actions[..sent].iter().rev().find_map(|a| match a {
+        Action::PersistSafety(state) => Some(state.clone()),
+        _ => None,
+    });
+    let saved = saved.expect("a vote saved before the proposal is sent");
+    assert_eq!(saved.last_vote.map(|(round, ..)| round), Some(0));
+    let (_, restarted) = start(saved);
+    assert!(
+        !restarted.iter().any(|a| matches!(
+            a,
+            Action::BuildBlock { .. } | Action::Broadcast(Message::Proposal(_))
+        )),
+        "{restarted:?}"
+    );
+}
+
 #[test]
 fn a_shared_block_is_encoded_as_the_block_itself() {
     // Proposals on the wire and safety records on disk written before blocks

@@ -1145,6 +1145,7 @@ impl Client {
     /// match client.transaction(&hash).await? {
     ///     Some(TxStatus::Committed { height, receipt, .. }) => println!("at {height}: {:?}", receipt.status),
     ///     Some(TxStatus::Pending) => println!("waiting"),
+    ///     Some(TxStatus::Dropped { reason }) => println!("dropped: {}", reason.code()),
     ///     None => println!("unknown"),
     /// }
     /// # Ok(()) }
