@@ -14,6 +14,7 @@
 //! | 7 | `key` | a key or password file missing, unreadable, malformed, encrypted without a password, ... |
 //! | 8 | `not_found` | no such transaction, block, piece or contract |
 //! | 9 | `regression` | `trellis bench`: committed operations per second below `--min-ops` |
+//! | 10 | `dropped` | admitted, then dropped from the mempool uncommitted (`expired`, `nonce_used`, ...) |
 //! | 130 | `interrupted` | Ctrl-C (SIGINT) or SIGTERM |
 
 use serde_json::{Value, json};

@@ -52,8 +52,9 @@ pub enum Error {
     },
     /// The transaction was admitted, then dropped from the node's mempool
     /// without being committed, and no block may include it now: it expired,
-    /// another transaction used its nonce, or its sender was removed. Its
-    /// nonce is free again unless `reason` is `nonce_used`.
+    /// another transaction used its nonce, or its sender was removed. An
+    /// expired one's nonce is free again (the client's next submission
+    /// takes it).
     #[error("transaction {tx_hash} was dropped: {}", reason.code())]
     Dropped {
         /// The transaction waited for.
