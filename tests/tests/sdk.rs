@@ -1313,6 +1313,98 @@ async fn the_event_stream_filters_by_kind_and_party() {
     assert_eq!(first.events[0].kind, "split");
 }
 
+/// A core enterprise follows its paper and a supplier its pieces through
+/// `party` alone, including the changes others make: acceptance, splits and
+/// transfers by holders, a freeze and its lifting by the consortium.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_party_follows_every_change_to_its_paper_on_its_own_stream() {
+    let node = DevNode::start().await.expect("dev node");
+    let address = receivables_address();
+    let core = member(&node, CORE).receivables(address);
+    let t1 = member(&node, T1).receivables(address);
+    let admin = member(&node, "consortium").receivables(address);
+    let watcher = core_client(&node);
+    let mut core_stream = watcher.events().party(CORE).subscribe().await.unwrap();
+    let mut t3_stream = watcher.events().party(T3).subscribe().await.unwrap();
+
+    let issued = core
+        .issue(&rcv::Issue {
+            to: T1.into(),
+            amount: 1_000_000,
+            currency: "CNY".into(),
+            maturity_ms: now_ms() + 3_600_000,
+            invoice_hash: trellis_sdk::invoice_hash(b"INV-FOLLOW"),
+            terms: String::new(),
+        })
+        .await
+        .unwrap();
+    let root = issued.value;
+    let accepted = t1.accept(root).await.unwrap();
+    let split = t1
+        .split(&rcv::Split {
+            piece: root,
+            parts: vec![(T2.into(), 400_000)],
+        })
+        .await
+        .unwrap();
+    let mut kept = None;
+    for &id in &split.value {
+        if t1.piece(id).await.unwrap().piece.holder == T1 {
+            kept = Some(id);
+        }
+    }
+    let kept = kept.expect("tier 1 keeps the rest of the split");
+    let transferred = t1
+        .transfer(&rcv::Transfer {
+            piece: kept,
+            to: T3.into(),
+        })
+        .await
+        .unwrap();
+    let frozen = admin
+        .freeze(&rcv::FreezePiece {
+            piece: kept,
+            reason: "audit".into(),
+        })
+        .await
+        .unwrap();
+    let unfrozen = admin.unfreeze(kept).await.unwrap();
+
+    let next = async |stream: &mut EventStream| {
+        let tx = tokio::time::timeout(DEADLINE, stream.next())
+            .await
+            .expect("a transaction within the deadline")
+            .expect("the stream goes on")
+            .expect("a transaction");
+        (tx.tx_hash, tx.events[0].kind.clone())
+    };
+    for (tx_hash, kind) in [
+        (issued.tx_hash, "issued"),
+        (accepted.tx_hash, "accepted"),
+        (split.tx_hash, "split"),
+        (transferred.tx_hash, "transferred"),
+        (frozen.tx_hash, "frozen"),
+        (unfrozen.tx_hash, "unfrozen"),
+    ] {
+        assert_eq!(
+            next(&mut core_stream).await,
+            (tx_hash, kind.into()),
+            "the issuer's stream"
+        );
+    }
+    for (tx_hash, kind) in [
+        (transferred.tx_hash, "transferred"),
+        (frozen.tx_hash, "frozen"),
+        (unfrozen.tx_hash, "unfrozen"),
+    ] {
+        assert_eq!(
+            next(&mut t3_stream).await,
+            (tx_hash, kind.into()),
+            "the holder's stream"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_openssl_key_signs_transactions_the_node_accepts_and_sdk_signatures_verify_with_openssl()
 {

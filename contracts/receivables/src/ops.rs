@@ -5,6 +5,7 @@
 //! does not roll back (the node does too, as a second line). Each successful
 //! change emits one event. Time is the block's `timestamp_ms`.
 
+use alloc::collections::BTreeSet;
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -164,10 +165,10 @@ fn require_active_unfinanced(cx: &Ctx, p: &Piece) -> Result<()> {
     Ok(())
 }
 
-/// Clears a piece's offer as its holder acts on the piece; an open one (by
-/// [`require_no_request_open`], a bank's unsolicited offer) is reported
-/// cancelled by the holder, so the bank's systems see it go.
-fn lapse_offer(host: &mut dyn Host, now: u64, p: &mut Piece) {
+/// Clears a piece's offer as `by` acts on the piece (its holder moving it, or
+/// its issuer settling it, anyone marking it overdue); an open one is reported
+/// cancelled by `by`, so the bank's systems see it go.
+fn lapse_offer(host: &mut dyn Host, now: u64, p: &mut Piece, by: &str) {
     let Some(offer) = p.offer.take() else {
         return;
     };
@@ -177,7 +178,9 @@ fn lapse_offer(host: &mut dyn Host, now: u64, p: &mut Piece) {
             "financing_cancelled",
             &[
                 ("piece", p.id.to_string()),
-                ("by", p.holder.clone()),
+                ("issuer", p.issuer.clone()),
+                ("holder", offer.holder),
+                ("by", by.into()),
                 ("bank", offer.bank),
             ],
         );
@@ -462,7 +465,11 @@ pub(crate) fn accept(host: &mut dyn Host, a: PieceRef) -> Result<()> {
     emit(
         host,
         "accepted",
-        &[("piece", p.id.to_string()), ("holder", p.holder)],
+        &[
+            ("piece", p.id.to_string()),
+            ("issuer", p.issuer),
+            ("holder", p.holder),
+        ],
     );
     Ok(())
 }
@@ -484,6 +491,7 @@ fn return_root(host: &mut dyn Host, now: u64, mut p: Piece, mut r: Root, reason:
         "returned",
         &[
             ("piece", p.id.to_string()),
+            ("issuer", issuer),
             ("from", from),
             ("reason", reason.into()),
         ],
@@ -550,13 +558,18 @@ pub(crate) fn transfer(host: &mut dyn Host, a: Transfer) -> Result<()> {
         ));
     }
     let from = p.holder.clone();
-    lapse_offer(host, cx.now, &mut p);
+    lapse_offer(host, cx.now, &mut p, &cx.caller.org);
     state::set_holder(host, &mut p, &a.to);
     state::put_piece(host, &p);
     emit(
         host,
         "transferred",
-        &[("piece", p.id.to_string()), ("from", from), ("to", a.to)],
+        &[
+            ("piece", p.id.to_string()),
+            ("issuer", p.issuer.clone()),
+            ("from", from),
+            ("to", a.to),
+        ],
     );
     Ok(())
 }
@@ -625,9 +638,13 @@ pub(crate) fn split(host: &mut dyn Host, a: Split) -> Result<Vec<PieceId>> {
     if remainder > 0 {
         outs.push((p.holder.clone(), remainder));
     }
-    lapse_offer(host, cx.now, &mut p);
+    lapse_offer(host, cx.now, &mut p, &cx.caller.org);
     let mut ids = Vec::with_capacity(outs.len());
-    let mut attributes = alloc::vec![("piece", p.id.to_string()), ("holder", p.holder.clone())];
+    let mut attributes = alloc::vec![
+        ("piece", p.id.to_string()),
+        ("issuer", p.issuer.clone()),
+        ("holder", p.holder.clone()),
+    ];
     for (org, amount) in outs {
         let id = state::next_id(host);
         let child = Piece {
@@ -677,7 +694,7 @@ pub(crate) fn request_financing(host: &mut dyn Host, a: RequestFinancing) -> Res
         return Err(Error::NotBank(a.bank));
     }
     check_terms(&cx, &a.terms, &p)?;
-    lapse_offer(host, cx.now, &mut p);
+    lapse_offer(host, cx.now, &mut p, &cx.caller.org);
     p.offer = Some(Offer {
         initiator: Initiator::Holder,
         holder: p.holder.clone(),
@@ -724,6 +741,7 @@ fn offer_attributes(p: &Piece) -> Vec<(&'static str, String)> {
         .expect("called right after an offer is recorded");
     let mut attrs = alloc::vec![
         ("piece", p.id.to_string()),
+        ("issuer", p.issuer.clone()),
         ("holder", o.holder.clone()),
         ("bank", o.bank.clone()),
         ("expires_ms", o.terms.expires_ms.to_string()),
@@ -808,6 +826,7 @@ pub(crate) fn accept_financing(host: &mut dyn Host, a: AcceptFinancing) -> Resul
     state::put_piece(host, &p);
     let mut attrs = alloc::vec![
         ("piece", p.id.to_string()),
+        ("issuer", p.issuer.clone()),
         ("seller", seller),
         ("bank", offer.bank),
         ("amount", p.amount.to_string()),
@@ -837,6 +856,8 @@ pub(crate) fn cancel_financing(host: &mut dyn Host, a: PieceRef) -> Result<()> {
         "financing_cancelled",
         &[
             ("piece", p.id.to_string()),
+            ("issuer", p.issuer),
+            ("holder", offer.holder),
             ("by", cx.caller.org),
             ("bank", offer.bank),
         ],
@@ -885,9 +906,10 @@ fn settle_one(
     payout
 }
 
-fn emit_settled(host: &mut dyn Host, root: PieceId, payment_ref: &str, payouts: &[Payout]) {
+fn emit_settled(host: &mut dyn Host, root: &Root, payment_ref: &str, payouts: &[Payout]) {
     let mut attrs = alloc::vec![
-        ("root", root.to_string()),
+        ("root", root.id.to_string()),
+        ("issuer", root.issuer.clone()),
         ("payment_ref", payment_ref.into())
     ];
     for pay in payouts {
@@ -937,7 +959,7 @@ pub(crate) fn settle(host: &mut dyn Host, a: Settle) -> Result<Vec<Payout>> {
         .map(|p| settle_one(host, cx.now, p, &mut r, &a.payment_ref))
         .collect();
     state::put_root(host, &r);
-    emit_settled(host, r.id, &a.payment_ref, &payouts);
+    emit_settled(host, &r, &a.payment_ref, &payouts);
     Ok(payouts)
 }
 
@@ -958,7 +980,7 @@ pub(crate) fn settle_piece(host: &mut dyn Host, a: SettlePiece) -> Result<Payout
     }
     let payout = settle_one(host, cx.now, &mut p, &mut r, &a.payment_ref);
     state::put_root(host, &r);
-    emit_settled(host, r.id, &a.payment_ref, core::slice::from_ref(&payout));
+    emit_settled(host, &r, &a.payment_ref, core::slice::from_ref(&payout));
     Ok(payout)
 }
 
@@ -982,17 +1004,17 @@ pub(crate) fn mark_overdue(host: &mut dyn Host, a: RootRef) -> Result<Vec<PieceI
         return Err(Error::NothingToDo);
     }
     let mut marked = Vec::with_capacity(due.len());
+    let mut holders = BTreeSet::new();
     for mut p in due {
         p.status = Status::Overdue;
         p.offer = None;
         state::put_piece(host, &p);
         marked.push(p.id);
+        holders.insert(p.holder);
     }
     r.recourse = true;
     state::put_root(host, &r);
-    let mut attrs = alloc::vec![("root", r.id.to_string())];
-    attrs.extend(marked.iter().map(|id| ("piece", id.to_string())));
-    emit(host, "overdue", &attrs);
+    emit_overdue(host, &r, &marked, holders);
     Ok(marked)
 }
 
@@ -1013,12 +1035,17 @@ pub(crate) fn mark_overdue_piece(host: &mut dyn Host, a: PieceRef) -> Result<()>
     state::put_piece(host, &p);
     r.recourse = true;
     state::put_root(host, &r);
-    emit(
-        host,
-        "overdue",
-        &[("root", r.id.to_string()), ("piece", p.id.to_string())],
-    );
+    emit_overdue(host, &r, &[p.id], BTreeSet::from([p.holder]));
     Ok(())
+}
+
+/// Names the root's issuer and each holder once (in order, as every node
+/// must emit the same bytes), so each sees the default on its stream.
+fn emit_overdue(host: &mut dyn Host, r: &Root, pieces: &[PieceId], holders: BTreeSet<Org>) {
+    let mut attrs = alloc::vec![("root", r.id.to_string()), ("issuer", r.issuer.clone())];
+    attrs.extend(pieces.iter().map(|id| ("piece", id.to_string())));
+    attrs.extend(holders.into_iter().map(|org| ("holder", org)));
+    emit(host, "overdue", &attrs);
 }
 
 // ---- holds ----
@@ -1045,6 +1072,8 @@ pub(crate) fn freeze(host: &mut dyn Host, a: FreezePiece) -> Result<()> {
         "frozen",
         &[
             ("piece", p.id.to_string()),
+            ("issuer", p.issuer),
+            ("holder", p.holder),
             ("by", cx.caller.org),
             ("reason", a.reason),
         ],
@@ -1063,7 +1092,12 @@ pub(crate) fn unfreeze(host: &mut dyn Host, a: PieceRef) -> Result<()> {
     emit(
         host,
         "unfrozen",
-        &[("piece", p.id.to_string()), ("by", cx.caller.org)],
+        &[
+            ("piece", p.id.to_string()),
+            ("issuer", p.issuer),
+            ("holder", p.holder),
+            ("by", cx.caller.org),
+        ],
     );
     Ok(())
 }

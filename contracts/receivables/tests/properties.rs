@@ -1,7 +1,8 @@
 //! Random sequences of operations by adversarial callers. After every step:
 //! I1–I6 hold (`check_invariants`), a refused call changed nothing (not even
-//! before the host's rollback), a successful one emitted an event, and only
-//! the party entitled to an operation ever succeeded at it.
+//! before the host's rollback), a successful one emitted events naming every
+//! party of each piece it changed, and only the party entitled to an
+//! operation ever succeeded at it.
 //!
 //! Cases: `TRELLIS_PROPTEST_CASES` (default 10,000). A failure prints the
 //! minimal sequence, and proptest records its seed in
@@ -697,11 +698,75 @@ impl Run {
                     "{} changed state without an event",
                     sent.method
                 );
+                let unnamed = unnamed_parties(
+                    &storage,
+                    self.c.host.storage(),
+                    &self.c.host.events()[events..],
+                    &sent.org,
+                    self.c.now(),
+                );
+                prop_assert!(
+                    unnamed.is_empty(),
+                    "{} by {} changed pieces of {:?} without naming them in {:?}",
+                    sent.method,
+                    sent.org,
+                    unnamed,
+                    &self.c.host.events()[events..]
+                );
             }
         }
         self.last = Some(sent);
         check(&self.c)
     }
+}
+
+/// The parties of each piece a call changed that neither sent the call nor
+/// are named in its events, as the node's `party` filter reads them (an
+/// attribute's whole value or one of its `:`-separated fields): the piece's
+/// issuer, its holder before and after, and the bank of an offer made or of
+/// an open one withdrawn. Each must see the change on its event stream.
+fn unnamed_parties(
+    before: &std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
+    after: &std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
+    events: &[trellis_contract::ContractEvent],
+    sender: &str,
+    now: u64,
+) -> std::collections::BTreeSet<String> {
+    let piece = |bytes: &Vec<u8>| codec::decode::<Piece>(bytes).expect("a stored piece decodes");
+    let open_bank = |p: &Piece| {
+        p.offer
+            .as_ref()
+            .filter(|o| now < o.terms.expires_ms)
+            .map(|o| o.bank.clone())
+    };
+    let mut parties = std::collections::BTreeSet::new();
+    for (key, value) in after
+        .range(b"p/".to_vec()..)
+        .take_while(|(k, _)| k.starts_with(b"p/"))
+    {
+        let old = before.get(key);
+        if old == Some(value) {
+            continue;
+        }
+        let new = piece(value);
+        parties.insert(new.issuer.clone());
+        parties.insert(new.holder.clone());
+        if let Some(old) = old.map(piece) {
+            parties.insert(old.holder.clone());
+            if old.offer != new.offer {
+                parties.extend(open_bank(&old));
+                parties.extend(new.offer.as_ref().map(|o| o.bank.clone()));
+            }
+        }
+    }
+    let named: std::collections::BTreeSet<&str> = events
+        .iter()
+        .flat_map(|e| e.attributes.iter())
+        .flat_map(|(_, v)| std::iter::once(v.as_str()).chain(v.split(':')))
+        .chain([sender])
+        .collect();
+    parties.retain(|org| !named.contains(org.as_str()));
+    parties
 }
 
 fn check(c: &Chain) -> Result<(), TestCaseError> {
