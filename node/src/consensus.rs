@@ -251,6 +251,9 @@ pub struct Consensus {
     polka_seen: bool,
     /// A block the driver was asked to build for (height, round) and has not delivered.
     building: Option<u64>,
+    /// We proposed in this round and the proposal has not left: it waits
+    /// for our prevote in the round to be saved (`send_own_proposal`).
+    proposal_unsent: bool,
     /// Messages for `height + 1`, replayed on entering it.
     future: Vec<Message>,
     /// The highest height each validator has sent a validly signed message
@@ -301,6 +304,7 @@ impl Consensus {
             precommit_timeout_armed: false,
             polka_seen: false,
             building: None,
+            proposal_unsent: false,
             future: Vec::new(),
             heights_ahead: BTreeMap::new(),
             proven_polkas: BTreeSet::new(),
@@ -516,6 +520,7 @@ impl Consensus {
         self.precommit_timeout_armed = false;
         self.polka_seen = false;
         self.building = None;
+        self.proposal_unsent = false;
     }
 
     fn timeout(&self, step: Step, base_ms: u64) -> Action {
@@ -567,9 +572,7 @@ impl Consensus {
             signature: Signature([0; 64]),
         };
         proposal.signature = key.sign(&proposal.data(&self.chain_id).signing_hash());
-        out.push(Action::Broadcast(Message::Proposal(Box::new(
-            proposal.clone(),
-        ))));
+        self.proposal_unsent = true;
         let _ = self.accept_proposal(proposal, out);
     }
 
@@ -837,6 +840,7 @@ impl Consensus {
         };
         if let Some(p) = &votes.proposal
             && self.validators.proposer(self.height, self.round) == me
+            && !self.proposal_unsent
         {
             out.push(Action::Broadcast(Message::Proposal(Box::new(p.clone()))));
         }
@@ -926,7 +930,31 @@ impl Consensus {
                 break;
             }
         }
-        proposal_after_vote(out);
+        self.send_own_proposal(out);
+    }
+
+    /// Sends our proposal of this round once our prevote in it is saved: the
+    /// vote's [`Action::PersistSafety`] precedes this in `out`, or an earlier
+    /// batch saved it. A crash before then leaves nothing sent, and one after
+    /// it resumes in the round, where a proposer proposes no more (`resume`):
+    /// no restart signs a second proposal for a round whose first went out.
+    /// A block we just built is judged, so its prevote and the proposal go in
+    /// one batch; a block we re-propose unjudged (our `valid` block after a
+    /// restart) leaves once the driver's verdict brings our prevote.
+    fn send_own_proposal(&mut self, out: &mut Vec<Action>) {
+        let Some(me) = self.key.as_ref().map(KeyPair::public) else {
+            return;
+        };
+        let Some(votes) = self.rounds.get(&self.round) else {
+            return;
+        };
+        if !self.proposal_unsent || !votes.prevotes.contains_key(&me) {
+            return;
+        }
+        if let Some(p) = &votes.proposal {
+            out.push(Action::Broadcast(Message::Proposal(Box::new(p.clone()))));
+        }
+        self.proposal_unsent = false;
     }
 
     fn apply_rules(&mut self, out: &mut Vec<Action>) {
@@ -1159,24 +1187,6 @@ impl Consensus {
             self.recheck(&mut out);
         }
         out
-    }
-}
-
-/// Moves our proposal, if `out` sends one, after the first safety save that
-/// follows it: our vote in its round, which a proposer whose block is
-/// judged casts in the same batch. A crash before that save then leaves
-/// nothing sent, and one after it resumes in the round, where a proposer
-/// proposes no more (`resume`): no restart signs a second proposal for a
-/// round whose first went out.
-fn proposal_after_vote(out: &mut Vec<Action>) {
-    let is_proposal = |a: &Action| matches!(a, Action::Broadcast(Message::Proposal(_)));
-    let Some(at) = out.iter().position(is_proposal) else {
-        return;
-    };
-    let is_save = |a: &Action| matches!(a, Action::PersistSafety(_));
-    if let Some(saved) = out[at..].iter().position(is_save) {
-        let proposal = out.remove(at);
-        out.insert(at + saved, proposal);
     }
 }
 

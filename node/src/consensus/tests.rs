@@ -1145,6 +1145,74 @@ fn a_proposer_saves_its_vote_before_its_proposal_leaves() {
     );
 }
 
+/// The same for a proposer that re-proposes a block it has not judged: its
+/// lock after a restart, whose verdict died with its memory. The proposal
+/// waits for the driver's verdict and leaves after the prevote it brings is
+/// saved, not before (a crash in between would have left it free to propose
+/// again in the round).
+#[test]
+fn a_proposer_saves_its_vote_before_its_unjudged_reproposal_leaves() {
+    let ks = keys(4);
+    let set = ValidatorSet::new(ks.iter().map(KeyPair::public).collect()).unwrap();
+    let round = 1;
+    let proposer = proposer_key(&ks, &set, 1, round);
+    let locked = Arc::new(block(1, 0, set.proposer(1, 0), 5));
+    let hash = locked.hash();
+    let mut node = Consensus::new(
+        CHAIN.into(),
+        set.clone(),
+        Some(proposer.clone()),
+        timeouts(),
+        1,
+        SafetyState {
+            height: 1,
+            last_vote: Some((0, VoteKind::Precommit, Some(hash))),
+            locked: Some((0, locked)),
+        },
+    );
+    node.start();
+    // Two others (more than a third) are in round 1: the node joins it and,
+    // its proposer, re-proposes its lock, which it must judge first.
+    let mut joined = Vec::new();
+    for key in ks
+        .iter()
+        .filter(|k| k.public() != proposer.public())
+        .take(2)
+    {
+        let data = VoteData {
+            chain_id: CHAIN.into(),
+            height: 1,
+            round,
+            kind: VoteKind::Prevote,
+            block: None,
+        };
+        let (actions, result) = node.on_message(Message::Vote(data.sign(key)));
+        assert_eq!(result, Ok(()));
+        joined.extend(actions);
+    }
+    assert_eq!(node.round(), round);
+    let is_proposal =
+        |a: &Action| matches!(a, Action::Broadcast(Message::Proposal(p)) if p.round == round);
+    assert!(
+        joined
+            .iter()
+            .any(|a| matches!(a, Action::ValidateBlock(b) if b.hash() == hash)),
+        "{joined:?}"
+    );
+    assert!(!joined.iter().any(is_proposal), "sent unjudged: {joined:?}");
+
+    let judged = node.on_block_validated(hash, true);
+    let sent = judged
+        .iter()
+        .position(is_proposal)
+        .expect("the proposal leaves with the verdict");
+    let saved = judged[..sent].iter().find_map(|a| match a {
+        Action::PersistSafety(state) => state.last_vote,
+        _ => None,
+    });
+    assert_eq!(saved, Some((round, VoteKind::Prevote, Some(hash))));
+}
+
 #[test]
 fn a_shared_block_is_encoded_as_the_block_itself() {
     // Proposals on the wire and safety records on disk written before blocks
