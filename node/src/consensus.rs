@@ -203,6 +203,9 @@ const MAX_ROUND_AHEAD: u64 = 64;
 /// decide a moment before us), but only for its first rounds and only signed
 /// ones, one per signer and step, so a peer cannot fill memory with them.
 const FUTURE_ROUNDS: u64 = 4;
+/// Heights below ours whose equivocation proofs peers may still pass on
+/// (`evidence_is_recent`): enough for a proof's one trip to every node.
+pub const EVIDENCE_HEIGHTS: u64 = 100;
 
 #[derive(Default)]
 struct RoundVotes {
@@ -574,6 +577,27 @@ impl Consensus {
         proposal.signature = key.sign(&proposal.data(&self.chain_id).signing_hash());
         self.proposal_unsent = true;
         let _ = self.accept_proposal(proposal, out);
+    }
+
+    /// Whether a proof of equivocation a peer passed on is of a height near
+    /// ours, the only ones taken. A proof is sent on once, when a node first
+    /// keeps it, so older ones are owed to no one, and a validator signing
+    /// conflicting votes for every height cannot fill its peers' disks.
+    pub fn evidence_is_recent(&self, proof: &DuplicateVote) -> bool {
+        let height = proof.second.data.height;
+        height <= self.height + 1 && height.saturating_add(EVIDENCE_HEIGHTS) >= self.height
+    }
+
+    /// Why a proof of equivocation a peer passed on proves nothing against a
+    /// validator of this chain, if it does not.
+    pub fn check_evidence(&self, proof: &DuplicateVote) -> Result<(), &'static str> {
+        if proof.second.data.chain_id != self.chain_id {
+            return Err("the votes are another chain's");
+        }
+        if !self.validators.contains(&proof.second.voter) {
+            return Err("the voter is not a validator");
+        }
+        proof.check()
     }
 
     /// A message from the network.

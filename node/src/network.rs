@@ -35,7 +35,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 use trellis_types::codec::{decode, encode};
-use trellis_types::{Block, Bytes, Hash, PublicKey, QuorumCertificate};
+use trellis_types::{Block, Bytes, DuplicateVote, Hash, PublicKey, QuorumCertificate};
 
 const PROTOCOL: StreamProtocol = StreamProtocol::new("/trellis/1");
 /// Blocks per sync response at most.
@@ -129,6 +129,9 @@ pub enum Request {
         from: u64,
         max: u32,
     },
+    /// A proof that a validator equivocated, sent on by every node that
+    /// keeps it new (docs/consensus.md, "Equivocation evidence").
+    Evidence(Box<DuplicateVote>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -195,6 +198,12 @@ pub enum Inbound {
         blocks: Vec<(Block, QuorumCertificate)>,
         held: Option<FrameBytes>,
     },
+    Evidence {
+        from: PeerId,
+        proof: Box<DuplicateVote>,
+        /// Its place in the sender's share of the driver's queue.
+        place: OwnedSemaphorePermit,
+    },
     Peers(usize),
 }
 
@@ -210,6 +219,8 @@ pub enum Outbound {
     },
     /// `peer` sent something consensus refused.
     Strike(PeerId),
+    /// Proof of an equivocation this node keeps new: to every peer.
+    Evidence(Box<DuplicateVote>),
 }
 
 pub struct NetworkConfig {
@@ -799,6 +810,7 @@ impl NetworkTask {
                 }
             }
             Outbound::Strike(peer) => self.strike(peer, "refused by consensus"),
+            Outbound::Evidence(proof) => self.send_to_all(Request::Evidence(proof)),
         }
     }
 
@@ -1052,23 +1064,22 @@ impl NetworkTask {
                 Response::Refused("only validators send consensus messages".into())
             }
             Request::Consensus(message) => {
-                let share = self
-                    .driver_places
-                    .entry(peer)
-                    .or_insert_with(|| Arc::new(Semaphore::new(self.driver_share)));
-                let queued = share.clone().try_acquire_owned().ok().and_then(|place| {
-                    let message = Inbound::Consensus {
-                        from: peer,
-                        message,
-                        held,
-                        place,
-                    };
-                    self.inbound.try_send(message).ok()
+                self.queue_for_driver(peer, |place| Inbound::Consensus {
+                    from: peer,
+                    message,
+                    held,
+                    place,
                 });
-                if queued.is_none() {
-                    debug!(%peer, "driver busy: consensus message dropped");
-                    self.metrics.network_consensus_dropped.inc();
-                }
+                Response::Ack
+            }
+            // From any member node: observers find evidence too, in the
+            // certificates they follow.
+            Request::Evidence(proof) => {
+                self.queue_for_driver(peer, |place| Inbound::Evidence {
+                    from: peer,
+                    proof,
+                    place,
+                });
                 Response::Ack
             }
             Request::Transactions(TxBatch(txs)) => {
@@ -1115,6 +1126,28 @@ impl NetworkTask {
             // Answered by `serve_sync` when it comes as a request; on a push
             // stream, where no answer goes back, it was struck before here.
             Request::Sync { .. } => Response::Refused("sync needs a request".into()),
+        }
+    }
+
+    /// Hands the driver what `peer` sent, within `peer`'s share of the
+    /// driver's queue; dropped (and counted) when that share is full.
+    fn queue_for_driver(
+        &mut self,
+        peer: PeerId,
+        inbound: impl FnOnce(OwnedSemaphorePermit) -> Inbound,
+    ) {
+        let share = self
+            .driver_places
+            .entry(peer)
+            .or_insert_with(|| Arc::new(Semaphore::new(self.driver_share)));
+        let queued = share
+            .clone()
+            .try_acquire_owned()
+            .ok()
+            .and_then(|place| self.inbound.try_send(inbound(place)).ok());
+        if queued.is_none() {
+            debug!(%peer, "driver busy: a message for consensus dropped");
+            self.metrics.network_consensus_dropped.inc();
         }
     }
 

@@ -605,12 +605,21 @@ impl Driver {
     }
 
     /// Keeps the proof of a validator's equivocation on disk, for operators
-    /// and the API (`/v1/evidence`). Not consensus-critical: a failed write
-    /// is logged, and the node goes on.
+    /// and the API (`/v1/evidence`), and sends it to every peer when it is
+    /// new. Not consensus-critical: a failed write is logged, and the node
+    /// goes on.
     fn record_evidence(&self, proof: &DuplicateVote) {
         let vote = &proof.second;
         match tokio::task::block_in_place(|| self.chain.storage().record_evidence(proof)) {
             Ok(true) => {
+                if let Some(network) = &self.network
+                    && network
+                        .outbound
+                        .try_send(Outbound::Evidence(Box::new(proof.clone())))
+                        .is_err()
+                {
+                    warn!("peer-to-peer outbox full: equivocation evidence was not sent");
+                }
                 let labels = ValidatorLabels {
                     validator: vote.voter.to_string(),
                 };
@@ -628,6 +637,31 @@ impl Driver {
             }
             Ok(false) => {}
             Err(e) => warn!(error = %e, "equivocation evidence not recorded"),
+        }
+    }
+
+    /// A proof of equivocation a peer passed on: kept and passed on in turn
+    /// if new and sound, its sender struck if it proves nothing. Checked
+    /// last, as it costs two signature checks.
+    fn on_evidence(&mut self, from: libp2p::PeerId, proof: DuplicateVote) {
+        if !self.consensus.evidence_is_recent(&proof) {
+            return;
+        }
+        let (height, voter) = (proof.second.data.height, proof.second.voter);
+        match self.chain.storage().has_evidence(height, &voter) {
+            Ok(false) => {}
+            Ok(true) => return,
+            Err(e) => {
+                warn!(error = %e, "equivocation evidence not read");
+                return;
+            }
+        }
+        match self.consensus.check_evidence(&proof) {
+            Ok(()) => self.record_evidence(&proof),
+            Err(why) => {
+                debug!(peer = %from, why, "evidence refused");
+                self.strike(from);
+            }
         }
     }
 
@@ -676,6 +710,10 @@ impl Driver {
                 self.process(actions)
             }
             Inbound::Blocks { from, blocks, .. } => self.apply_synced(from, blocks),
+            Inbound::Evidence { from, proof, .. } => {
+                self.on_evidence(from, *proof);
+                Ok(())
+            }
             Inbound::Peers(peers) => {
                 self.status.send_modify(|s| s.peers = peers);
                 Ok(())

@@ -859,6 +859,11 @@ impl Storage {
         Ok(new)
     }
 
+    /// Whether a proof of `voter`'s equivocation at `height` is kept.
+    pub fn has_evidence(&self, height: u64, voter: &PublicKey) -> Result<bool, StorageError> {
+        Ok(self.db.contains_key(evidence_key(height, Some(voter)))?)
+    }
+
     /// Up to `limit` proofs of equivocation in order of height and validator,
     /// from `from_height` on, or after `after`'s proof at that height.
     pub fn evidence(

@@ -467,6 +467,66 @@ fn conflicting_votes_from_one_validator_are_flagged_as_equivocation() {
     assert_eq!(proof.check(), Ok(()));
 }
 
+/// A proof a peer passes on is taken only if it proves an equivocation by a
+/// validator of this chain, and only for a height near the node's.
+#[test]
+fn evidence_from_a_peer_is_checked_and_taken_only_near_the_current_height() {
+    let (ks, node) = first_of_four();
+    let proof = |signer: &KeyPair, chain: &str, height: u64, second: Option<Hash>| {
+        let vote = |block| {
+            let data = VoteData {
+                chain_id: chain.into(),
+                height,
+                round: 0,
+                kind: VoteKind::Precommit,
+                block,
+            };
+            data.sign(signer)
+        };
+        DuplicateVote {
+            first: vote(None),
+            second: vote(second),
+        }
+    };
+    let other = Some(Hash([1; 32]));
+    assert_eq!(node.check_evidence(&proof(&ks[1], CHAIN, 1, other)), Ok(()));
+    assert_eq!(
+        node.check_evidence(&proof(&ks[1], "another-chain", 1, other)),
+        Err("the votes are another chain's")
+    );
+    let outsider = KeyPair::insecure_from_label("outsider");
+    assert_eq!(
+        node.check_evidence(&proof(&outsider, CHAIN, 1, other)),
+        Err("the voter is not a validator")
+    );
+    assert_eq!(
+        node.check_evidence(&proof(&ks[1], CHAIN, 1, None)),
+        Err("the votes agree")
+    );
+    let mut forged = proof(&ks[1], CHAIN, 1, other);
+    forged.second.signature = ks[2].sign(&forged.second.data.signing_hash());
+    assert_eq!(
+        node.check_evidence(&forged),
+        Err("a vote's signature is not its validator's")
+    );
+
+    // At height 1: its own and the next, not beyond.
+    assert!(node.evidence_is_recent(&proof(&ks[1], CHAIN, 1, other)));
+    assert!(node.evidence_is_recent(&proof(&ks[1], CHAIN, 2, other)));
+    assert!(!node.evidence_is_recent(&proof(&ks[1], CHAIN, 3, other)));
+    let mut later = Consensus::new(
+        CHAIN.into(),
+        node.validators().clone(),
+        Some(ks[0].clone()),
+        timeouts(),
+        EVIDENCE_HEIGHTS + 10,
+        SafetyState::default(),
+    );
+    later.start();
+    assert!(later.evidence_is_recent(&proof(&ks[1], CHAIN, 10, other)));
+    assert!(!later.evidence_is_recent(&proof(&ks[1], CHAIN, 9, other)));
+}
+
 fn evidence(actions: &[Action]) -> Vec<&DuplicateVote> {
     actions
         .iter()

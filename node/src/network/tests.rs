@@ -1597,3 +1597,69 @@ async fn an_observer_sends_again_what_still_waits() {
     assert!(sent_twice.is_ok(), "sent {times_sent} times");
     assert_eq!(observer.metrics.network_resent.get(), 1);
 }
+
+/// A validator's two conflicting precommits at height 1.
+fn equivocation(genesis: &Genesis, keys: &NodeKeys) -> DuplicateVote {
+    let key = keys.consensus.clone().expect("a validator");
+    let vote = |block| {
+        VoteData {
+            chain_id: genesis.chain_id.clone(),
+            height: 1,
+            round: 0,
+            kind: VoteKind::Precommit,
+            block,
+        }
+        .sign(&key)
+    };
+    DuplicateVote {
+        first: vote(None),
+        second: vote(Some(Hash([7; 32]))),
+    }
+}
+
+/// Evidence goes both ways between member nodes: what an observer's node
+/// passes on reaches the driver (observers find evidence in certificates
+/// too), and what the driver sends reaches every peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evidence_reaches_the_driver_from_any_member_and_every_peer_from_the_driver() {
+    let (genesis, keys) = network_with(2, 1);
+    let proof = equivocation(&genesis, &keys[1]);
+    let mut node = start_node(&genesis, &keys[0], 1 << 20).await;
+    let target = node.handle.local_peer_id;
+    let mut observer = connected_member(&keys[2], &node).await;
+    let request = frame(&encode(&Request::Evidence(Box::new(proof.clone()))));
+    observer.behaviour_mut().send_request(&target, request);
+    let (from, got) = tokio::time::timeout(DEADLINE, async {
+        loop {
+            tokio::select! {
+                inbound = node.inbound.recv() => if let Some(Inbound::Evidence { from, proof, .. }) = inbound { return (from, proof) },
+                _ = observer.select_next_some() => {}
+            }
+        }
+    })
+    .await
+    .expect("the observer's evidence reaches the driver");
+    assert_eq!((from, *got), (*observer.local_peer_id(), proof.clone()));
+
+    let (node, mut peer) = node_and_request_only_peer(&genesis, &keys).await;
+    node.handle
+        .outbound
+        .send(Outbound::Evidence(Box::new(proof.clone())))
+        .await
+        .unwrap();
+    let mut sent = None;
+    let received = until(&mut peer, |e| {
+        if let SwarmEvent::Behaviour(request_response::Event::Message {
+            message: request_response::Message::Request { request, .. },
+            ..
+        }) = e
+            && let Ok(Request::Evidence(proof)) = decode(request)
+        {
+            sent = Some(*proof);
+        }
+        sent.is_some()
+    })
+    .await;
+    assert!(received, "the driver's evidence reaches its peer");
+    assert_eq!(sent, Some(proof));
+}
