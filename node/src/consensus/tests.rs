@@ -69,6 +69,18 @@ fn proposer_key(ks: &[KeyPair], set: &ValidatorSet, height: u64, round: u64) -> 
 }
 
 /// `key`'s proposal of `block` in `round`, without a proof of lock.
+/// `key`'s prevote for nil in `round` of height 1.
+fn nil_prevote(key: &KeyPair, round: u64) -> Message {
+    let data = VoteData {
+        chain_id: CHAIN.into(),
+        height: 1,
+        round,
+        kind: VoteKind::Prevote,
+        block: None,
+    };
+    Message::Vote(data.sign(key))
+}
+
 fn signed_proposal(key: &KeyPair, block: &Block, round: u64) -> Message {
     let mut p = Proposal {
         block: Arc::new(block.clone()),
@@ -1037,14 +1049,7 @@ fn a_block_left_unjudged_is_judged_again_when_proposed_again() {
     let me = ks[0].public();
     let round = (1..).find(|&r| set.proposer(1, r) != me).unwrap();
     for key in ks.iter().filter(|k| k.public() != me).take(2) {
-        let data = VoteData {
-            chain_id: CHAIN.into(),
-            height: 1,
-            round,
-            kind: VoteKind::Prevote,
-            block: None,
-        };
-        assert_eq!(node.on_message(Message::Vote(data.sign(key))).1, Ok(()));
+        assert_eq!(node.on_message(nil_prevote(key, round)).1, Ok(()));
     }
     assert_eq!(node.round(), round);
     // Proposed again with the round it was first proposed in, no prevotes
@@ -1239,14 +1244,7 @@ fn a_proposer_saves_its_vote_before_its_unjudged_reproposal_leaves() {
         .filter(|k| k.public() != proposer.public())
         .take(2)
     {
-        let data = VoteData {
-            chain_id: CHAIN.into(),
-            height: 1,
-            round,
-            kind: VoteKind::Prevote,
-            block: None,
-        };
-        let (actions, result) = node.on_message(Message::Vote(data.sign(key)));
+        let (actions, result) = node.on_message(nil_prevote(key, round));
         assert_eq!(result, Ok(()));
         joined.extend(actions);
     }
