@@ -1272,6 +1272,18 @@ async fn a_stream_the_node_cannot_go_on_with_ends_with_the_nodes_error() {
     assert!(stream.next().await.is_none(), "the stream ended");
 }
 
+/// 10,000.00 CNY to tier 1 against `invoice`, maturing in an hour.
+fn to_tier_1(invoice: &[u8]) -> rcv::Issue {
+    rcv::Issue {
+        to: T1.into(),
+        amount: 1_000_000,
+        currency: "CNY".into(),
+        maturity_ms: now_ms() + 3_600_000,
+        invoice_hash: trellis_sdk::invoice_hash(invoice),
+        terms: String::new(),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_event_stream_filters_by_kind_and_party() {
     let node = DevNode::start().await.expect("dev node");
@@ -1282,18 +1294,7 @@ async fn the_event_stream_filters_by_kind_and_party() {
     let mut to_t2 = watcher.events().party(T2).subscribe().await.unwrap();
     let mut splits = watcher.events().kind("split").subscribe().await.unwrap();
 
-    let root = core
-        .issue(&rcv::Issue {
-            to: T1.into(),
-            amount: 1_000_000,
-            currency: "CNY".into(),
-            maturity_ms: now_ms() + 3_600_000,
-            invoice_hash: trellis_sdk::invoice_hash(b"INV-STREAM"),
-            terms: String::new(),
-        })
-        .await
-        .unwrap()
-        .value;
+    let root = core.issue(&to_tier_1(b"INV-STREAM")).await.unwrap().value;
     t1.accept(root).await.unwrap();
     let split = t1
         .split(&rcv::Split {
@@ -1327,17 +1328,7 @@ async fn each_party_follows_every_change_to_its_paper_on_its_own_stream() {
     let mut core_stream = watcher.events().party(CORE).subscribe().await.unwrap();
     let mut t3_stream = watcher.events().party(T3).subscribe().await.unwrap();
 
-    let issued = core
-        .issue(&rcv::Issue {
-            to: T1.into(),
-            amount: 1_000_000,
-            currency: "CNY".into(),
-            maturity_ms: now_ms() + 3_600_000,
-            invoice_hash: trellis_sdk::invoice_hash(b"INV-FOLLOW"),
-            terms: String::new(),
-        })
-        .await
-        .unwrap();
+    let issued = core.issue(&to_tier_1(b"INV-FOLLOW")).await.unwrap();
     let root = issued.value;
     let accepted = t1.accept(root).await.unwrap();
     let split = t1
