@@ -635,7 +635,7 @@ mod tests {
 
         // Kept with the latest state, across a reopen.
         drop(with_index);
-        let reopened = Storage::open(dir_a.path()).unwrap();
+        let reopened = crate::storage::retry_while_locked(|| Storage::open(dir_a.path())).unwrap();
         assert_eq!(reopened.get(b"q/x/h1").unwrap(), None);
         assert_eq!(reopened.get(b"q/x/h2").unwrap(), Some(b"2".to_vec()));
         assert!(matches!(
