@@ -11,6 +11,7 @@
 //! [`node`] is the driver that wires them to clocks, disk and the network.
 
 pub mod api;
+pub mod archive;
 mod cache;
 pub mod chain;
 pub mod config;

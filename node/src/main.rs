@@ -2,9 +2,11 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use trellis_genesis::{Genesis, NetworkSpec};
+use trellis_node::archive;
 use trellis_node::config::{self, Indexes, LogFormat, NodeConfig};
+use trellis_node::storage::{Storage, StorageError};
 use trellis_types::{Bytes, Payload, SystemOp, Transaction};
 
 /// mimalloc rather than the system allocator: a block allocates and frees
@@ -86,20 +88,39 @@ enum Command {
     /// Remove the state tree's old versions from a stopped node's store,
     /// keeping the state of its latest heights and every block, receipt and
     /// index. State queries at earlier heights then answer 410 `pruned`.
-    #[command(group(clap::ArgGroup::new("store").required(true).args(["dev", "config", "data_dir"])))]
     PruneState {
-        /// The dev node's store (./trellis-dev-data).
-        #[arg(long)]
-        dev: bool,
-        /// The store of the node this configuration file describes.
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        /// The store in this data directory.
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
         /// How many of the latest heights keep their state, the head's included.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
         keep: u64,
+    },
+    /// Write a stopped node's blocks, each with the certificate that
+    /// committed it, to one file (docs/operator.md, "Export and import"):
+    /// a backup without sled's files, and the way across a storage layout
+    /// change.
+    ExportChain {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The file to write; an existing file is never replaced.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Import an export into a stopped node's store (created if new),
+    /// executing and checking every block again: each must carry a
+    /// certificate of the genesis's validators and reach the state root its
+    /// header names. Blocks already in the store must be the export's; an
+    /// interrupted import carries on when run again.
+    ImportChain {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The export to read.
+        #[arg(long)]
+        from: PathBuf,
+        /// The chain's genesis, with `--data-dir` (default: the embedded dev
+        /// genesis); `--config` names its own.
+        #[arg(long, conflicts_with_all = ["dev", "config"])]
+        genesis: Option<PathBuf>,
     },
     /// Genesis files and node directories.
     #[command(subcommand)]
@@ -134,6 +155,36 @@ enum Command {
         #[arg(long, default_value = "trellis-dev", global = true)]
         chain_id: String,
     },
+}
+
+/// The stopped node whose store a command works on.
+#[derive(clap::Args)]
+#[group(id = "store", required = true, multiple = false)]
+struct StoreArgs {
+    /// The dev node (data in ./trellis-dev-data, the embedded dev genesis).
+    #[arg(long)]
+    dev: bool,
+    /// The node this configuration file describes (its data directory,
+    /// genesis and indexes).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// The node whose data directory this is (otherwise configured by default).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    /// The node configuration these arguments name: `--config`'s, or the
+    /// default one in the data directory given.
+    fn node_config(self) -> anyhow::Result<NodeConfig> {
+        match (self.config, self.data_dir) {
+            (Some(path), _) => Ok(NodeConfig::load(&path)?),
+            (None, data_dir) => Ok(NodeConfig {
+                data_dir: data_dir.unwrap_or_else(|| PathBuf::from(DEV_DATA_DIR)),
+                ..NodeConfig::default()
+            }),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -243,18 +294,21 @@ fn main() -> anyhow::Result<()> {
             println!("{}", config::read_key_file(&file)?.public());
             Ok(())
         }
-        Some(Command::PruneState {
-            dev: _,
-            config,
-            data_dir,
-            keep,
+        Some(Command::PruneState { store, keep }) => {
+            prune_state(&store.node_config()?.data_dir, keep)
+        }
+        Some(Command::ExportChain { store, out }) => export_chain(store.node_config()?, &out),
+        Some(Command::ImportChain {
+            store,
+            from,
+            genesis,
         }) => {
-            let data_dir = match (data_dir, config) {
-                (Some(dir), _) => dir,
-                (None, Some(path)) => NodeConfig::load(&path)?.data_dir,
-                (None, None) => PathBuf::from(DEV_DATA_DIR),
+            let config = store.node_config()?;
+            let genesis = match genesis.as_ref().or(config.genesis.as_ref()) {
+                Some(path) => Genesis::load(path)?,
+                None => Genesis::dev(),
             };
-            prune_state(&data_dir, keep)
+            import_chain(config, &genesis, &from)
         }
         None => run_node(cli),
     }
@@ -263,17 +317,23 @@ fn main() -> anyhow::Result<()> {
 /// Where the dev node keeps its data unless told otherwise.
 const DEV_DATA_DIR: &str = "trellis-dev-data";
 
-fn prune_state(data_dir: &std::path::Path, keep: u64) -> anyhow::Result<()> {
-    let store = data_dir.join("chain");
-    eprintln!("pruning {} ...", store.display());
-    let report = trellis_node::storage::prune_state(&store, keep).map_err(|e| match e {
-        trellis_node::storage::StorageError::Io(sled::Error::Io(io))
+/// `e`, met `doing` something to `store`; sled's lock said as what to do about it.
+fn store_error(e: StorageError, doing: &str, store: &Path) -> anyhow::Error {
+    match e {
+        StorageError::Io(sled::Error::Io(io))
             if io.to_string().contains("could not acquire lock") =>
         {
             anyhow::anyhow!("{} is in use: stop the node first", store.display())
         }
-        e => anyhow::Error::new(e).context(format!("pruning {}", store.display())),
-    })?;
+        e => anyhow::Error::new(e).context(format!("{doing} {}", store.display())),
+    }
+}
+
+fn prune_state(data_dir: &Path, keep: u64) -> anyhow::Result<()> {
+    let store = data_dir.join("chain");
+    eprintln!("pruning {} ...", store.display());
+    let report = trellis_node::storage::prune_state(&store, keep)
+        .map_err(|e| store_error(e, "pruning", &store))?;
     let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
     println!(
         "kept the state of heights {} to {}: {} tree nodes and {} values of height {}, {} records besides; {:.1} MiB -> {:.1} MiB",
@@ -285,6 +345,55 @@ fn prune_state(data_dir: &std::path::Path, keep: u64) -> anyhow::Result<()> {
         report.records,
         mib(report.bytes_before),
         mib(report.bytes_after),
+    );
+    Ok(())
+}
+
+fn export_chain(config: NodeConfig, out: &Path) -> anyhow::Result<()> {
+    let store = config.data_dir.join("chain");
+    // Opening creates a store: none is made where there was none.
+    anyhow::ensure!(
+        store.join("db").exists(),
+        "{} holds no chain",
+        store.display()
+    );
+    let storage = Storage::open(&store).map_err(|e| store_error(e, "opening", &store))?;
+    eprintln!("exporting {} ...", store.display());
+    let report = archive::export_chain(&storage, out)?;
+    println!(
+        "exported heights 1 to {} of {} to {} ({:.1} MiB)",
+        report.header.last,
+        report.header.chain_id,
+        out.display(),
+        report.bytes as f64 / f64::from(1 << 20)
+    );
+    Ok(())
+}
+
+fn import_chain(config: NodeConfig, genesis: &Genesis, from: &Path) -> anyhow::Result<()> {
+    // The export is checked against the genesis before any store is made.
+    let export = archive::Export::open(from, genesis)?;
+    let last = export.header().last;
+    let store = config.data_dir.join("chain");
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let storage = Storage::open_with(&store, config.storage.cache_bytes(), config.index)
+        .map_err(|e| store_error(e, "opening", &store))?;
+    eprintln!("importing {} into {} ...", from.display(), store.display());
+    let mut said = std::time::Instant::now();
+    let report = export.import_into(&storage, genesis, |height| {
+        if said.elapsed() >= std::time::Duration::from_secs(5) {
+            eprintln!("imported height {height} of {last}");
+            said = std::time::Instant::now();
+        }
+    })?;
+    println!(
+        "{}: {} blocks imported, {} already in the store; head {} (state root {})",
+        genesis.chain_id,
+        report.imported,
+        report.present,
+        report.head.height,
+        report.head.state_root
     );
     Ok(())
 }

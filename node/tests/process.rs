@@ -251,6 +251,24 @@ impl DevProcess {
         (status, hex::encode(signed.hash().0))
     }
 
+    /// Submits remarks by `sender` with `nonces`, each accepted, and waits
+    /// for the last to commit; returns its hash and height.
+    async fn commit_remarks(
+        &self,
+        sender: &str,
+        nonces: std::ops::Range<u64>,
+        text: &str,
+    ) -> (String, u64) {
+        let mut last = String::new();
+        for nonce in nonces {
+            let (status, hash) = self.submit_remark(sender, nonce, text).await;
+            assert_eq!(status, 202, "nonce {nonce}");
+            last = hash;
+        }
+        let height = self.wait_committed(&last).await;
+        (last, height)
+    }
+
     /// Polls the transaction until it is committed; returns its height.
     async fn wait_committed(&self, hash: &str) -> u64 {
         let deadline = Instant::now() + DEADLINE;
@@ -628,13 +646,7 @@ async fn prune_state_keeps_blocks_and_recent_state_and_the_node_goes_on() {
     let data = data_dir.to_str().unwrap();
     let node = DevProcess::start(tmp.path(), "before", &data_dir).await;
     let sender = "core-acme/ops";
-    let mut last = String::new();
-    for nonce in 0..20 {
-        let (status, hash) = node.submit_remark(sender, nonce, "before the prune").await;
-        assert_eq!(status, 202, "nonce {nonce}");
-        last = hash;
-    }
-    let committed_at = node.wait_committed(&last).await;
+    let (last, committed_at) = node.commit_remarks(sender, 0..20, "before the prune").await;
     // Empty blocks follow, so that the heights pruned include the remarks'.
     let height = node.wait_height(committed_at + 2).await;
     let mut blocks = Vec::new();
@@ -705,6 +717,116 @@ async fn prune_state_keeps_blocks_and_recent_state_and_the_node_goes_on() {
     assert_eq!(status, 410, "{body}");
     assert_eq!(body["code"], "pruned", "{body}");
     let (status, hash) = node.submit_remark(sender, 20, "after the prune").await;
+    assert_eq!(status, 202);
+    assert!(node.wait_committed(&hash).await > height);
+}
+
+/// The operator's export and import: the export is refused while the node
+/// runs; from the stopped node it carries the chain to a new store, where
+/// an import run again finds every block already there, and a node on the
+/// new store serves the same blocks and receipts and goes on committing.
+#[tokio::test]
+async fn export_and_import_move_a_chain_to_a_new_store_that_a_node_goes_on_from() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    let data = data_dir.to_str().unwrap();
+    let file = tmp.path().join("chain.export");
+    let out = file.to_str().unwrap();
+    let node = DevProcess::start(tmp.path(), "source", &data_dir).await;
+    let sender = "core-acme/ops";
+    let (last, committed_at) = node
+        .commit_remarks(sender, 0..10, "before the export")
+        .await;
+
+    let export = ["export-chain", "--data-dir", data, "--out", out];
+    let (status, _, stderr) = run_to_exit(tmp.path(), "export-busy", &export).await;
+    assert!(
+        !status.success(),
+        "an export beside the running node succeeded"
+    );
+    assert!(stderr.contains("stop the node first"), "{stderr}");
+    assert!(!file.exists());
+
+    let mut proc = node.proc;
+    proc.signal("-TERM");
+    assert!(proc.wait_exit().await.success(), "{}", proc.stderr());
+    let (status, stdout, stderr) = run_to_exit(tmp.path(), "export", &export).await;
+    assert!(status.success(), "export-chain failed: {stderr}");
+    let height: u64 = stdout
+        .split("exported heights 1 to ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|h| h.parse().ok())
+        .unwrap_or_else(|| panic!("no height in: {stdout}"));
+    assert!(height >= committed_at, "{stdout}");
+
+    let imported_dir = tmp.path().join("imported");
+    let import = [
+        "import-chain",
+        "--data-dir",
+        imported_dir.to_str().unwrap(),
+        "--from",
+        out,
+    ];
+    let (status, stdout, stderr) = run_to_exit(tmp.path(), "import", &import).await;
+    assert!(status.success(), "import-chain failed: {stderr}");
+    let imported = format!("{height} blocks imported, 0 already in the store; head {height}");
+    assert!(stdout.contains(&imported), "{stdout}");
+    let (status, stdout, stderr) = run_to_exit(tmp.path(), "import-again", &import).await;
+    assert!(status.success(), "import-chain again failed: {stderr}");
+    let again = format!("0 blocks imported, {height} already in the store");
+    assert!(stdout.contains(&again), "{stdout}");
+
+    // Into a store of another chain: refused, naming both, before any store is made.
+    let net = tmp.path().join("net");
+    let generate = [
+        "genesis",
+        "generate",
+        "--validators",
+        "1",
+        "--out",
+        net.to_str().unwrap(),
+    ];
+    let (status, _, stderr) = run_to_exit(tmp.path(), "generate", &generate).await;
+    assert!(status.success(), "{stderr}");
+    let other = tmp.path().join("other");
+    let (status, _, stderr) = run_to_exit(
+        tmp.path(),
+        "import-other",
+        &[
+            "import-chain",
+            "--data-dir",
+            other.to_str().unwrap(),
+            "--from",
+            out,
+            "--genesis",
+            net.join("genesis.json").to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(!status.success(), "an import into another chain succeeded");
+    assert!(
+        stderr.contains("the export is of chain trellis-dev")
+            && stderr.contains("not trellis-local"),
+        "{stderr}"
+    );
+    assert!(!other.exists());
+
+    let source = DevProcess::start(tmp.path(), "source-again", &data_dir).await;
+    let node = DevProcess::start(tmp.path(), "imported", &imported_dir).await;
+    for h in 0..=height {
+        assert_eq!(
+            node.block_hash(h).await,
+            source.block_hash(h).await,
+            "block {h}"
+        );
+    }
+    assert_eq!(
+        node.wait_committed(&last).await,
+        committed_at,
+        "the receipt found"
+    );
+    let (status, hash) = node.submit_remark(sender, 10, "after the import").await;
     assert_eq!(status, 202);
     assert!(node.wait_committed(&hash).await > height);
 }

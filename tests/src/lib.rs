@@ -118,7 +118,7 @@ pub fn record_evidence(data_dir: &Path, proofs: &[DuplicateVote]) -> anyhow::Res
 
 /// sled lets go of its file lock from a background thread after its last
 /// handle is dropped: a store just closed may still be locked for a moment.
-fn open_when_unlocked(path: &Path) -> anyhow::Result<trellis_node::storage::Storage> {
+pub fn open_when_unlocked(path: &Path) -> anyhow::Result<trellis_node::storage::Storage> {
     let deadline = Instant::now() + DEADLINE;
     loop {
         match trellis_node::storage::Storage::open(path) {

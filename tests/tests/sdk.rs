@@ -1589,3 +1589,72 @@ fn encrypted_key_files_round_trip_with_openssl_and_a_wrong_password_is_refused()
 fn path(p: &Path) -> &str {
     p.to_str().expect("temp paths are UTF-8")
 }
+
+/// A chain exported from a stopped node and imported into a new store (each
+/// block executed again, contract calls included) is the same chain: a node
+/// on the new store serves the same blocks and paper, its holdings index
+/// rebuilt, and goes on from the head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_exported_and_imported_into_a_new_store_serves_the_same_paper_and_goes_on() {
+    use trellis_node::archive::{Export, export_chain};
+    let mut node = DevNode::start().await.expect("dev node");
+    let address = receivables_address();
+    let core = member(&node, CORE).receivables(address);
+    let t1 = member(&node, T1).receivables(address);
+    let root = core.issue(&to_tier_1(b"INV-EXPORT")).await.unwrap().value;
+    t1.accept(root).await.unwrap();
+    t1.split(&rcv::Split {
+        piece: root,
+        parts: vec![(T2.into(), 300_000)],
+    })
+    .await
+    .unwrap();
+    let tree = t1.tree(root).await.unwrap();
+    let t2_holdings = t1.holdings(T2).await.unwrap();
+    let status = node.status().await.unwrap();
+    node.stop().await.unwrap();
+
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("chain.export");
+    let store = trellis_tests::open_when_unlocked(&node.data_dir().join("chain")).unwrap();
+    let head = store.head().unwrap();
+    let hashes: Vec<_> = (0..=head.height)
+        .map(|h| store.block(h).unwrap().unwrap().hash())
+        .collect();
+    export_chain(&store, &file).unwrap();
+    drop(store);
+    let imported_dir = work.path().join("imported");
+    let store = trellis_node::storage::Storage::open(&imported_dir.join("chain")).unwrap();
+    let report = Export::open(&file, &Genesis::dev())
+        .unwrap()
+        .import_into(&store, &Genesis::dev(), |_| {})
+        .unwrap();
+    assert_eq!(report.head, head, "the same head, state root included");
+    assert!(report.head.height >= status.height);
+    drop(store);
+
+    let imported = DevNode::start_in(&imported_dir)
+        .await
+        .expect("a node on the imported store");
+    for (height, hash) in (0..).zip(hashes) {
+        assert_eq!(
+            imported.block(height).await.unwrap().hash,
+            hash,
+            "block {height}"
+        );
+    }
+    let address = receivables_address();
+    let t1 = member(&imported, T1).receivables(address);
+    assert_eq!(t1.tree(root).await.unwrap(), tree);
+    assert_eq!(t1.holdings(T2).await.unwrap(), t2_holdings);
+    let [rest] = &t1.holdings(T1).await.unwrap()[..] else {
+        panic!("tier 1 holds the rest of the split");
+    };
+    t1.transfer(&rcv::Transfer {
+        piece: rest.piece.id,
+        to: T2.into(),
+    })
+    .await
+    .expect("the imported chain takes new transactions");
+    assert_eq!(t1.piece(rest.piece.id).await.unwrap().piece.holder, T2);
+}

@@ -6,7 +6,7 @@ use crate::vm::Vm;
 use tempfile::TempDir;
 use trellis_genesis::{DEV_GENESIS_TIME_MS, NetworkSpec};
 
-const NOW: u64 = DEV_GENESIS_TIME_MS + 60_000;
+pub(crate) const NOW: u64 = DEV_GENESIS_TIME_MS + 60_000;
 
 struct Node {
     _dir: TempDir,
@@ -159,7 +159,7 @@ fn a_block_whose_body_is_not_its_headers_is_refused() {
 }
 
 /// A remark by `key` on the dev chain.
-fn remark(key: &KeyPair, nonce: u64) -> SignedTransaction {
+pub(crate) fn remark(key: &KeyPair, nonce: u64) -> SignedTransaction {
     trellis_types::Transaction {
         chain_id: Genesis::dev().chain_id,
         sender: key.public(),

@@ -1,0 +1,450 @@
+//! Exporting a chain's certified blocks to one file and importing them into
+//! a store, which executes and checks every block again.
+//!
+//! An export holds what block sync sends: each block with the certificate
+//! that committed it, in the canonical encoding, nothing of the store's own
+//! layout. So it outlives a storage layout change (the next version imports
+//! what this one exported), moves a chain to a node that keeps other
+//! indexes, serves as a backup that needs no sled files, and lets an auditor
+//! check a whole history offline: an import trusts nothing in the file, it
+//! checks each certificate against the genesis's validators and executes
+//! each block, which must reach the state root its header names.
+//!
+//! Layout: [`MAGIC`], then framed records, each `length (u32 BE) ‖ bytes ‖
+//! blake3(bytes)`: first the [`ExportHeader`], then for every height from 1
+//! to its `last` the pair `(Block, QuorumCertificate)`. The checksum names a
+//! damaged record before its bytes are decoded; the certificates are what
+//! make the blocks trustworthy.
+
+use crate::chain::{self, Chain, ChainError, InvalidBlock, SignatureChecks};
+use crate::mempool::Mempool;
+use crate::storage::{ChainHead, MAX_STAGED, StagedBlock, Storage, StorageError};
+use crate::vm::Vm;
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::thread::JoinHandle;
+use trellis_genesis::Genesis;
+use trellis_types::{Block, Hash, QuorumCertificate, codec};
+
+/// The first bytes of every export.
+pub const MAGIC: &[u8; 14] = b"trellis-chain\n";
+
+/// The export format this build writes and reads.
+pub const FORMAT: u32 = 1;
+
+/// Blocks whose signatures are checked together, on a thread of their own,
+/// while the previous ones execute.
+const SIGNATURE_BATCH: usize = 16;
+
+const CHECKSUM_LEN: usize = 32;
+
+/// What an export is of.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportHeader {
+    pub format: u32,
+    pub chain_id: String,
+    /// [`Genesis::hash`] of the chain's genesis.
+    pub genesis: Hash,
+    /// The last height in the export; every height from 1 to it follows.
+    pub last: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0} exists: an export is never written over a file")]
+    Exists(PathBuf),
+    #[error("{0} is not a Trellis chain export")]
+    NotAnExport(PathBuf),
+    #[error("export format {found}; this build reads format {FORMAT}")]
+    Format { found: u32 },
+    #[error("the export's {what} record is damaged: {reason}")]
+    Damaged { what: String, reason: String },
+    #[error("the export ends after height {after}; its header promises {last}")]
+    Truncated { after: u64, last: u64 },
+    #[error(
+        "the export is of chain {found} (genesis {found_genesis}), not {expected} (genesis {expected_genesis})"
+    )]
+    OtherChain {
+        expected: String,
+        expected_genesis: Hash,
+        found: String,
+        found_genesis: Hash,
+    },
+    #[error("the record at height {expected} holds block {found}")]
+    OutOfOrder { expected: u64, found: u64 },
+    #[error(
+        "the store holds block {stored} at height {height}, the export {exported}: they are different chains from there"
+    )]
+    Diverges {
+        height: u64,
+        stored: Hash,
+        exported: Hash,
+    },
+    #[error("block {height} refused: {reason}")]
+    Refused { height: u64, reason: InvalidBlock },
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// What [`export_chain`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportReport {
+    pub header: ExportHeader,
+    pub bytes: u64,
+}
+
+/// Writes every block of `storage` above genesis, with its commit
+/// certificate, to a new file `out`, which appears under its name only once
+/// it is whole and synced. Open the store as the node does (`Storage::open`):
+/// its lock then keeps a node from writing to it meanwhile.
+pub fn export_chain(storage: &Storage, out: &Path) -> Result<ExportReport, ArchiveError> {
+    if out.exists() {
+        return Err(ArchiveError::Exists(out.to_path_buf()));
+    }
+    let head = storage.head().ok_or(StorageError::NotInitialised)?;
+    let genesis = crate::state::StateRead::get(storage, crate::execution::keys::GENESIS)?
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+        .map(Hash)
+        .ok_or_else(|| crate::storage::corrupt("the genesis hash record"))?;
+    let header = ExportHeader {
+        format: FORMAT,
+        chain_id: storage
+            .block(0)?
+            .ok_or_else(|| crate::storage::corrupt("block 0 is missing"))?
+            .header
+            .chain_id,
+        genesis,
+        last: head.height,
+    };
+    let tmp = out.with_extension("tmp");
+    let io = |source| ArchiveError::Io {
+        path: tmp.clone(),
+        source,
+    };
+    let mut file = BufWriter::with_capacity(1 << 20, File::create(&tmp).map_err(io)?);
+    file.write_all(MAGIC).map_err(io)?;
+    let mut bytes = MAGIC.len() as u64;
+    bytes += write_record(&mut file, &codec::encode(&header)).map_err(io)?;
+    for height in 1..=head.height {
+        let missing = || crate::storage::corrupt(format!("block {height} is missing"));
+        let block = storage.block(height)?.ok_or_else(missing)?;
+        let certificate = storage.commit_certificate(height)?.ok_or_else(missing)?;
+        bytes +=
+            write_record(&mut file, &codec::encode_sized(&(&block, &certificate))).map_err(io)?;
+    }
+    let file = file.into_inner().map_err(|e| io(e.into_error()))?;
+    file.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, out).map_err(io)?;
+    Ok(ExportReport { header, bytes })
+}
+
+fn write_record(out: &mut impl Write, bytes: &[u8]) -> std::io::Result<u64> {
+    let len = u32::try_from(bytes.len()).map_err(std::io::Error::other)?;
+    out.write_all(&len.to_be_bytes())?;
+    out.write_all(bytes)?;
+    out.write_all(blake3::hash(bytes).as_bytes())?;
+    Ok(4 + bytes.len() as u64 + CHECKSUM_LEN as u64)
+}
+
+/// Reads an export record by record.
+struct Reader {
+    file: BufReader<File>,
+    path: PathBuf,
+    /// The largest record a chain of this genesis can hold.
+    max_record: usize,
+}
+
+impl Reader {
+    fn open(path: &Path, max_record: usize) -> Result<(Reader, ExportHeader), ArchiveError> {
+        let file = File::open(path).map_err(|source| ArchiveError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut reader = Reader {
+            file: BufReader::with_capacity(1 << 20, file),
+            path: path.to_path_buf(),
+            max_record,
+        };
+        let mut magic = [0; MAGIC.len()];
+        if reader.fill(&mut magic)? < MAGIC.len() || &magic != MAGIC {
+            return Err(ArchiveError::NotAnExport(path.to_path_buf()));
+        }
+        let bytes = reader
+            .record("header")?
+            .ok_or_else(|| ArchiveError::NotAnExport(path.to_path_buf()))?;
+        // The format first, from the header's leading field, so that a later
+        // format is named as such rather than as damage.
+        let (format, _) = codec::decode_prefix::<u32>(&bytes).map_err(|e| damaged("header", e))?;
+        if format != FORMAT {
+            return Err(ArchiveError::Format { found: format });
+        }
+        let header = codec::decode(&bytes).map_err(|e| damaged("header", e))?;
+        Ok((reader, header))
+    }
+
+    /// The next record's bytes, checked against its checksum; `None` at the
+    /// end of the file.
+    fn record(&mut self, what: &str) -> Result<Option<Vec<u8>>, ArchiveError> {
+        let mut len = [0; 4];
+        match self.fill(&mut len)? {
+            0 => return Ok(None),
+            4 => {}
+            _ => return Err(damaged(what, "the file ends inside it")),
+        }
+        let len = u32::from_be_bytes(len) as usize;
+        if len > self.max_record {
+            return Err(damaged(
+                what,
+                format!("it claims {len} bytes, more than a block of this chain may have"),
+            ));
+        }
+        let mut bytes = vec![0; len + CHECKSUM_LEN];
+        if self.fill(&mut bytes)? < bytes.len() {
+            return Err(damaged(what, "the file ends inside it"));
+        }
+        let checksum = bytes.split_off(len);
+        if blake3::hash(&bytes).as_bytes() != checksum.as_slice() {
+            return Err(damaged(what, "checksum mismatch"));
+        }
+        Ok(Some(bytes))
+    }
+
+    /// Reads into `buf` until it is full or the file ends; how much it read.
+    fn fill(&mut self, buf: &mut [u8]) -> Result<usize, ArchiveError> {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match self.file.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(source) => {
+                    return Err(ArchiveError::Io {
+                        path: self.path.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(filled)
+    }
+
+    /// The certified block at `height`, which must come next.
+    fn block(
+        &mut self,
+        height: u64,
+        last: u64,
+    ) -> Result<(Block, QuorumCertificate), ArchiveError> {
+        let what = format!("height {height}");
+        let bytes = self.record(&what)?.ok_or(ArchiveError::Truncated {
+            after: height - 1,
+            last,
+        })?;
+        let (block, certificate): (Block, QuorumCertificate) =
+            codec::decode(&bytes).map_err(|e| damaged(&what, e))?;
+        if block.header.height != height {
+            return Err(ArchiveError::OutOfOrder {
+                expected: height,
+                found: block.header.height,
+            });
+        }
+        Ok((block, certificate))
+    }
+}
+
+fn damaged(what: &str, reason: impl ToString) -> ArchiveError {
+    ArchiveError::Damaged {
+        what: what.into(),
+        reason: reason.to_string(),
+    }
+}
+
+/// What [`Export::import_into`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportReport {
+    /// Blocks the store held already (each found the export's own).
+    pub present: u64,
+    pub imported: u64,
+    pub head: ChainHead,
+}
+
+/// An export opened for import: its header read and found to be of the
+/// chain of the genesis given, before any store is touched.
+pub struct Export {
+    reader: Reader,
+    header: ExportHeader,
+}
+
+impl Export {
+    pub fn open(path: &Path, genesis: &Genesis) -> Result<Export, ArchiveError> {
+        let max_record = genesis.params.max_block_bytes as usize + (1 << 20);
+        let (reader, header) = Reader::open(path, max_record)?;
+        if header.chain_id != genesis.chain_id || header.genesis != genesis.hash() {
+            return Err(ArchiveError::OtherChain {
+                expected: genesis.chain_id.clone(),
+                expected_genesis: genesis.hash(),
+                found: header.chain_id,
+                found_genesis: header.genesis,
+            });
+        }
+        Ok(Export { reader, header })
+    }
+
+    pub fn header(&self) -> &ExportHeader {
+        &self.header
+    }
+
+    /// Imports the export into `storage` (initialised from `genesis` if
+    /// new), executing and checking each block as block sync does: a
+    /// certificate of the genesis's validators for exactly that block, then
+    /// the block's own checks and the roots its execution gives. Blocks the
+    /// store holds already must be the export's, and are skipped. Blocks are
+    /// written in order, each whole or not at all, on a thread of their own
+    /// while the next executes, so an import stopped by an error or a crash
+    /// leaves the store whole at the last block written, and the same import
+    /// run again carries on from there. `progress` hears each height as its
+    /// block is staged.
+    pub fn import_into(
+        mut self,
+        storage: &Storage,
+        genesis: &Genesis,
+        mut progress: impl FnMut(u64),
+    ) -> Result<ImportReport, ArchiveError> {
+        let vm = Arc::new(Vm::new());
+        chain::initialise(storage, genesis, &vm)?;
+        let mempool = Arc::new(Mempool::new(
+            genesis.chain_id.clone(),
+            genesis.params.clone(),
+        ));
+        let mut chain = Chain::new(storage.clone(), genesis, mempool, vm);
+        let start = chain.head()?.height;
+        let last = self.header.last;
+        let mut present = 0;
+        let mut height = 1;
+        let mut writer = Writer::start()?;
+        let mut unreadable = None;
+        while height <= last && unreadable.is_none() {
+            let mut batch = Vec::with_capacity(SIGNATURE_BATCH);
+            while batch.len() < SIGNATURE_BATCH && height <= last {
+                match self.reader.block(height, last) {
+                    Ok((block, _)) if height <= start => {
+                        check_present(storage, &block)?;
+                        present += 1;
+                    }
+                    Ok((block, certificate)) => batch.push((Arc::new(block), certificate)),
+                    // The blocks read before it are imported first.
+                    Err(e) => {
+                        unreadable = Some(e);
+                        break;
+                    }
+                }
+                height += 1;
+            }
+            let signatures = SignatureChecks::spawn(batch.iter().map(|(b, _)| b.clone()).collect());
+            for (block, certificate) in batch {
+                let height = block.header.height;
+                let refused = |reason| ArchiveError::Refused { height, reason };
+                chain
+                    .validate_synced(&block, &certificate, signatures.next())
+                    .map_err(refused)?;
+                writer.write(chain.stage(&block, &certificate)?)?;
+                progress(height);
+            }
+        }
+        writer.finish()?;
+        if let Some(e) = unreadable {
+            return Err(e);
+        }
+        if self.reader.record("trailing")?.is_some() {
+            return Err(damaged(
+                "trailing",
+                format!("it follows height {last}, the last its header names"),
+            ));
+        }
+        let head = chain.head()?;
+        Ok(ImportReport {
+            present,
+            imported: head.height - start,
+            head,
+        })
+    }
+}
+
+/// Writes staged blocks on a thread of its own, in order, while the next
+/// ones execute, as the node's block writer does. Dropped, it lets the
+/// blocks handed over finish.
+struct Writer {
+    queue: Option<SyncSender<StagedBlock>>,
+    thread: Option<JoinHandle<Result<(), StorageError>>>,
+}
+
+impl Writer {
+    fn start() -> Result<Writer, StorageError> {
+        // The block being written and those queued stay staged, and staging
+        // refuses a block past `MAX_STAGED`: one place is kept for the next.
+        let (queue, jobs) = sync_channel::<StagedBlock>(MAX_STAGED - 2);
+        let thread = std::thread::Builder::new()
+            .name("import-writer".into())
+            .spawn(move || jobs.into_iter().try_for_each(StagedBlock::write))
+            .map_err(|e| StorageError::Io(sled::Error::Io(e)))?;
+        Ok(Writer {
+            queue: Some(queue),
+            thread: Some(thread),
+        })
+    }
+
+    fn write(&mut self, staged: StagedBlock) -> Result<(), StorageError> {
+        let sent = self.queue.as_ref().is_some_and(|q| q.send(staged).is_ok());
+        if sent {
+            return Ok(());
+        }
+        // The thread stops early only at a write that failed: its error.
+        self.finish()
+    }
+
+    /// Waits for every block handed over to be written; the first error.
+    fn finish(&mut self) -> Result<(), StorageError> {
+        drop(self.queue.take());
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(panic)) => std::panic::resume_unwind(panic),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let _ = self.finish();
+    }
+}
+
+/// That the store's block at `block`'s height is `block`.
+fn check_present(storage: &Storage, block: &Block) -> Result<(), ArchiveError> {
+    let height = block.header.height;
+    let stored = storage
+        .block(height)?
+        .ok_or_else(|| crate::storage::corrupt(format!("block {height} is missing")))?
+        .hash();
+    if stored != block.hash() {
+        return Err(ArchiveError::Diverges {
+            height,
+            stored,
+            exported: block.hash(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
