@@ -10,48 +10,26 @@
 //! checks each certificate against the genesis's validators and executes
 //! each block, which must reach the state root its header names.
 //!
-//! Layout: [`MAGIC`], then framed records, each `length (u32 BE) ‖ bytes ‖
-//! blake3(bytes)`: first the [`ExportHeader`], then for every height from 1
-//! to its `last` the pair `(Block, QuorumCertificate)`. The checksum names a
-//! damaged record before its bytes are decoded; the certificates are what
-//! make the blocks trustworthy.
+//! The file's layout is [`trellis_types::archive`]'s, shared with `trellis
+//! export`, which writes the same from a running node's API.
 
 use crate::chain::{self, Chain, ChainError, InvalidBlock, SignatureChecks};
 use crate::mempool::Mempool;
 use crate::storage::{ChainHead, MAX_STAGED, StagedBlock, Storage, StorageError};
 use crate::vm::Vm;
-use serde::{Deserialize, Serialize};
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::thread::JoinHandle;
 use trellis_genesis::Genesis;
-use trellis_types::{Block, Hash, QuorumCertificate, codec};
-
-/// The first bytes of every export.
-pub const MAGIC: &[u8; 14] = b"trellis-chain\n";
-
-/// The export format this build writes and reads.
-pub const FORMAT: u32 = 1;
+use trellis_types::archive::{ExportHeader, ExportReader, ExportWriter, FORMAT, RecordError};
+use trellis_types::{Block, Hash, QuorumCertificate};
 
 /// Blocks whose signatures are checked together, on a thread of their own,
 /// while the previous ones execute.
 const SIGNATURE_BATCH: usize = 16;
-
-const CHECKSUM_LEN: usize = 32;
-
-/// What an export is of.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExportHeader {
-    pub format: u32,
-    pub chain_id: String,
-    /// [`Genesis::hash`] of the chain's genesis.
-    pub genesis: Hash,
-    /// The last height in the export; every height from 1 to it follows.
-    pub last: u64,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
@@ -67,7 +45,7 @@ pub enum ArchiveError {
     #[error("export format {found}; this build reads format {FORMAT}")]
     Format { found: u32 },
     #[error("the export's {what} record is damaged: {reason}")]
-    Damaged { what: String, reason: String },
+    Damaged { what: String, reason: RecordError },
     #[error("the export ends after height {after}; its header promises {last}")]
     Truncated { after: u64, last: u64 },
     #[error(
@@ -132,37 +110,25 @@ pub fn export_chain(storage: &Storage, out: &Path) -> Result<ExportReport, Archi
         path: tmp.clone(),
         source,
     };
-    let mut file = BufWriter::with_capacity(1 << 20, File::create(&tmp).map_err(io)?);
-    file.write_all(MAGIC).map_err(io)?;
-    let mut bytes = MAGIC.len() as u64;
-    bytes += write_record(&mut file, &codec::encode(&header)).map_err(io)?;
+    let file = BufWriter::with_capacity(1 << 20, File::create(&tmp).map_err(io)?);
+    let mut writer = ExportWriter::start(file, &header).map_err(io)?;
     for height in 1..=head.height {
         let missing = || crate::storage::corrupt(format!("block {height} is missing"));
         let block = storage.block(height)?.ok_or_else(missing)?;
         let certificate = storage.commit_certificate(height)?.ok_or_else(missing)?;
-        bytes +=
-            write_record(&mut file, &codec::encode_sized(&(&block, &certificate))).map_err(io)?;
+        writer.block(&block, &certificate).map_err(io)?;
     }
+    let (file, bytes) = writer.finish().map_err(io)?;
     let file = file.into_inner().map_err(|e| io(e.into_error()))?;
     file.sync_all().map_err(io)?;
     std::fs::rename(&tmp, out).map_err(io)?;
     Ok(ExportReport { header, bytes })
 }
 
-fn write_record(out: &mut impl Write, bytes: &[u8]) -> std::io::Result<u64> {
-    let len = u32::try_from(bytes.len()).map_err(std::io::Error::other)?;
-    out.write_all(&len.to_be_bytes())?;
-    out.write_all(bytes)?;
-    out.write_all(blake3::hash(bytes).as_bytes())?;
-    Ok(4 + bytes.len() as u64 + CHECKSUM_LEN as u64)
-}
-
-/// Reads an export record by record.
+/// An export being read: where it is, for errors that name it.
 struct Reader {
-    file: BufReader<File>,
+    records: ExportReader<BufReader<File>>,
     path: PathBuf,
-    /// The largest record a chain of this genesis can hold.
-    max_record: usize,
 }
 
 impl Reader {
@@ -171,72 +137,29 @@ impl Reader {
             path: path.to_path_buf(),
             source,
         })?;
-        let mut reader = Reader {
-            file: BufReader::with_capacity(1 << 20, file),
-            path: path.to_path_buf(),
-            max_record,
-        };
-        let mut magic = [0; MAGIC.len()];
-        if reader.fill(&mut magic)? < MAGIC.len() || &magic != MAGIC {
-            return Err(ArchiveError::NotAnExport(path.to_path_buf()));
-        }
-        let bytes = reader
-            .record("header")?
-            .ok_or_else(|| ArchiveError::NotAnExport(path.to_path_buf()))?;
-        // The format first, from the header's leading field, so that a later
-        // format is named as such rather than as damage.
-        let (format, _) = codec::decode_prefix::<u32>(&bytes).map_err(|e| damaged("header", e))?;
-        if format != FORMAT {
-            return Err(ArchiveError::Format { found: format });
-        }
-        let header = codec::decode(&bytes).map_err(|e| damaged("header", e))?;
-        Ok((reader, header))
+        let (records, header) =
+            ExportReader::open(BufReader::with_capacity(1 << 20, file), max_record).map_err(
+                |e| match e {
+                    RecordError::NotAnExport => ArchiveError::NotAnExport(path.to_path_buf()),
+                    RecordError::Format(found) => ArchiveError::Format { found },
+                    e => Reader::error(path, "header", e),
+                },
+            )?;
+        let path = path.to_path_buf();
+        Ok((Reader { records, path }, header))
     }
 
-    /// The next record's bytes, checked against its checksum; `None` at the
-    /// end of the file.
-    fn record(&mut self, what: &str) -> Result<Option<Vec<u8>>, ArchiveError> {
-        let mut len = [0; 4];
-        match self.fill(&mut len)? {
-            0 => return Ok(None),
-            4 => {}
-            _ => return Err(damaged(what, "the file ends inside it")),
+    fn error(path: &Path, what: &str, e: RecordError) -> ArchiveError {
+        match e {
+            RecordError::Io(source) => ArchiveError::Io {
+                path: path.to_path_buf(),
+                source,
+            },
+            reason => ArchiveError::Damaged {
+                what: what.into(),
+                reason,
+            },
         }
-        let len = u32::from_be_bytes(len) as usize;
-        if len > self.max_record {
-            return Err(damaged(
-                what,
-                format!("it claims {len} bytes, more than a block of this chain may have"),
-            ));
-        }
-        let mut bytes = vec![0; len + CHECKSUM_LEN];
-        if self.fill(&mut bytes)? < bytes.len() {
-            return Err(damaged(what, "the file ends inside it"));
-        }
-        let checksum = bytes.split_off(len);
-        if blake3::hash(&bytes).as_bytes() != checksum.as_slice() {
-            return Err(damaged(what, "checksum mismatch"));
-        }
-        Ok(Some(bytes))
-    }
-
-    /// Reads into `buf` until it is full or the file ends; how much it read.
-    fn fill(&mut self, buf: &mut [u8]) -> Result<usize, ArchiveError> {
-        let mut filled = 0;
-        while filled < buf.len() {
-            match self.file.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(source) => {
-                    return Err(ArchiveError::Io {
-                        path: self.path.clone(),
-                        source,
-                    });
-                }
-            }
-        }
-        Ok(filled)
     }
 
     /// The certified block at `height`, which must come next.
@@ -246,12 +169,14 @@ impl Reader {
         last: u64,
     ) -> Result<(Block, QuorumCertificate), ArchiveError> {
         let what = format!("height {height}");
-        let bytes = self.record(&what)?.ok_or(ArchiveError::Truncated {
-            after: height - 1,
-            last,
-        })?;
-        let (block, certificate): (Block, QuorumCertificate) =
-            codec::decode(&bytes).map_err(|e| damaged(&what, e))?;
+        let (block, certificate) = self
+            .records
+            .block()
+            .map_err(|e| Reader::error(&self.path, &what, e))?
+            .ok_or(ArchiveError::Truncated {
+                after: height - 1,
+                last,
+            })?;
         if block.header.height != height {
             return Err(ArchiveError::OutOfOrder {
                 expected: height,
@@ -260,12 +185,17 @@ impl Reader {
         }
         Ok((block, certificate))
     }
-}
 
-fn damaged(what: &str, reason: impl ToString) -> ArchiveError {
-    ArchiveError::Damaged {
-        what: what.into(),
-        reason: reason.to_string(),
+    /// That nothing follows height `last`.
+    fn end(&mut self, last: u64) -> Result<(), ArchiveError> {
+        match self.records.block() {
+            Ok(None) => Ok(()),
+            Ok(Some((block, _))) => Err(ArchiveError::OutOfOrder {
+                expected: last + 1,
+                found: block.header.height,
+            }),
+            Err(e) => Err(Reader::error(&self.path, "trailing", e)),
+        }
     }
 }
 
@@ -365,12 +295,7 @@ impl Export {
         if let Some(e) = unreadable {
             return Err(e);
         }
-        if self.reader.record("trailing")?.is_some() {
-            return Err(damaged(
-                "trailing",
-                format!("it follows height {last}, the last its header names"),
-            ));
-        }
+        self.reader.end(last)?;
         let head = chain.head()?;
         Ok(ImportReport {
             present,

@@ -2,7 +2,11 @@ use super::*;
 use crate::chain::tests::{NOW, certificate, remark, validator};
 use crate::storage::retry_while_locked;
 use tempfile::TempDir;
-use trellis_types::KeyPair;
+use trellis_types::archive::MAGIC;
+use trellis_types::{KeyPair, codec};
+
+/// An export's records end with the blake3 hash of their bytes.
+const CHECKSUM_LEN: usize = 32;
 
 /// A dev chain of `blocks` blocks, each with remarks by two accounts, in a
 /// store of its own; its blocks as built.
@@ -81,7 +85,9 @@ fn records(bytes: &[u8]) -> Vec<(usize, usize)> {
 fn with_record(bytes: &[u8], index: usize, record: &[u8]) -> Vec<u8> {
     let (start, len) = records(bytes)[index];
     let mut out = bytes[..start - 4].to_vec();
-    write_record(&mut out, record).unwrap();
+    out.extend_from_slice(&(record.len() as u32).to_be_bytes());
+    out.extend_from_slice(record);
+    out.extend_from_slice(blake3::hash(record).as_bytes());
     out.extend_from_slice(&bytes[start + len + CHECKSUM_LEN..]);
     out
 }
@@ -174,6 +180,23 @@ fn an_import_cut_short_keeps_what_it_wrote_and_carries_on_when_run_again() {
     let report = import(&path, &target).unwrap();
     assert_eq!((report.present, report.imported), (2, 1));
     assert_eq!(target.head(), source.head());
+
+    // A record past the last height the header names.
+    let (third, len) = records(&bytes)[3];
+    let mut longer = bytes.clone();
+    longer.extend_from_slice(&bytes[third - 4..third + len + CHECKSUM_LEN]);
+    std::fs::write(&cut, &longer).unwrap();
+    let err = import(&cut, &target).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ArchiveError::OutOfOrder {
+                expected: 4,
+                found: 3
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]

@@ -188,6 +188,21 @@ pub enum Command {
         from_height: u64,
     },
 
+    /// Write the chain's blocks, each with the certificate that committed it,
+    /// to one file, read from the node's API while it runs: a backup, or a
+    /// whole history to check offline with `trellis-node import-chain`.
+    #[command(
+        after_help = "Examples:\n  trellis export --out chain.export\n  trellis --node http://10.0.0.5:8080 export --out chain.export --to-height 1200\n  trellis-node import-chain --data-dir audit --genesis genesis.json --from chain.export   # executes and checks every block"
+    )]
+    Export {
+        /// The file to write; an existing file is never replaced.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// The last height to export (default: the node's head when the export starts).
+        #[arg(long)]
+        to_height: Option<u64>,
+    },
+
     /// Committed transactions and their events, filtered; --follow keeps streaming.
     #[command(after_help = EVENTS_EXAMPLES)]
     Events(EventsArgs),

@@ -131,6 +131,9 @@ pub async fn run(ctx: &Ctx, command: &Command, node_defaulted: bool) -> Result<O
         Command::Evidence { from_height } => {
             cmd::chain::evidence(ctx, *from_height).await.map(Some)
         }
+        Command::Export { out, to_height } => {
+            cmd::chain::export(ctx, out, *to_height).await.map(Some)
+        }
         Command::Events(args) => cmd::events::run(ctx, args).await,
         Command::Demo(args) => demo::run(ctx, args, node_defaulted).await.map(Some),
         Command::Bench(args) => bench::run(ctx, args, node_defaulted).await.map(Some),

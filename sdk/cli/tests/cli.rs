@@ -1388,3 +1388,88 @@ async fn evidence_lists_every_proof_from_a_height_each_checked_here() {
         "{text}"
     );
 }
+
+/// `trellis export` reads a running node's chain into the file `trellis-node
+/// import-chain` takes: imported into a new store, every block executed
+/// again, it reaches the block and state root the node had at that height.
+/// An existing file is never replaced, nor a height past the head asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_from_a_running_node_imports_into_a_new_store_at_the_same_head() {
+    let node = DevNode::start().await.expect("dev node");
+    let url = node.url("");
+    let u = url.as_str();
+    let issued = json_as(
+        u,
+        "core-acme",
+        &[
+            "receivable",
+            "issue",
+            "--to",
+            "supplier-t1",
+            "--amount",
+            "1,000.00",
+            "--currency",
+            "CNY",
+            "--maturity",
+            "+1d",
+            "--invoice",
+            "INV-EXPORT",
+        ],
+    )
+    .await;
+    let piece = id(&issued["piece"]).to_string();
+    json_as(u, "supplier-t1", &["receivable", "accept", &piece]).await;
+    let status = json_ok(u, &["status"]).await;
+    let height = status["height"].as_u64().unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("chain.export");
+    let out = file.to_str().unwrap();
+    let to = height.to_string();
+    let exported = json_ok(u, &["export", "--out", out, "--to-height", &to]).await;
+    assert_eq!(exported["last"], height, "{exported}");
+    assert_eq!(exported["chain_id"], "trellis-dev");
+    let run = trellis(&["--node", u, "export", "--out", out])
+        .await
+        .expect_code(2);
+    assert!(run.stderr.contains("never written over a file"), "{run}");
+    let past = (height + 1_000).to_string();
+    let elsewhere = dir.path().join("past.export");
+    let args = [
+        "--node",
+        u,
+        "export",
+        "--out",
+        elsewhere.to_str().unwrap(),
+        "--to-height",
+        &past,
+    ];
+    let run = trellis(&args).await.expect_code(2);
+    assert!(run.stderr.contains("above the node's head"), "{run}");
+    assert!(!elsewhere.exists());
+
+    let imported = dir.path().join("imported");
+    let output = tokio::process::Command::new(node_binary())
+        .args([
+            "import-chain",
+            "--data-dir",
+            imported.to_str().unwrap(),
+            "--from",
+            out,
+        ])
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("trellis-node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let head = format!(
+        "{height} blocks imported, 0 already in the store; head {height} (state root {})",
+        status["state_root"].as_str().unwrap()
+    );
+    assert!(stdout.contains(&head), "{stdout}");
+}

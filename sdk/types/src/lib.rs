@@ -6,6 +6,7 @@
 //! ever computed over [`codec::encode`] of it, so every node agrees byte for byte.
 
 pub mod api;
+pub mod archive;
 pub mod block;
 pub mod codec;
 pub mod crypto;

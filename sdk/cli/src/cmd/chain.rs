@@ -1,13 +1,15 @@
 //! `trellis status`, `trellis block`, `trellis tx`, `trellis validators`,
-//! `trellis evidence`: reading the chain.
+//! `trellis evidence`, `trellis export`: reading the chain.
 
 use crate::context::Ctx;
 use crate::error::{Class, CliError, Result};
 use crate::output::{Report, record, table};
 use crate::when::format_ms;
 use serde_json::json;
+use std::path::Path;
 use trellis_sdk::Client;
 use trellis_sdk::api::{BlockResponse, TxStatus, ValidatorList};
+use trellis_types::archive::{ExportHeader, ExportWriter, FORMAT};
 use trellis_types::block::VoteKind;
 use trellis_types::{DuplicateVote, Event, Hash, Payload, Receipt, ReceiptStatus, SystemOp, Vote};
 
@@ -372,4 +374,68 @@ fn flaw(proof: &DuplicateVote, chain_id: &str, validators: &ValidatorList) -> Op
     }
     let voter = &proof.second.voter;
     (!validators.contains(voter)).then(|| format!("{voter} is not a validator's key"))
+}
+
+/// `trellis export`: the chain's blocks with their commit certificates,
+/// read from a running node, into one file that `trellis-node import-chain`
+/// reads (trellis_types::archive).
+pub async fn export(ctx: &Ctx, out: &Path, to_height: Option<u64>) -> Result<Report> {
+    if out.exists() {
+        return Err(CliError::usage(format!(
+            "{} exists: an export is never written over a file",
+            out.display()
+        )));
+    }
+    let client = ctx.reader()?;
+    let status = client.status().await?;
+    let head = status.status.height;
+    let last = to_height.unwrap_or(head);
+    if last > head {
+        return Err(CliError::usage(format!(
+            "--to-height {last} is above the node's head, {head}"
+        )));
+    }
+    let header = ExportHeader {
+        format: FORMAT,
+        chain_id: status.chain_id.clone(),
+        genesis: status.genesis_hash,
+        last,
+    };
+    let tmp = out.with_extension("tmp");
+    let io = |e: std::io::Error| CliError::other(format!("writing {}: {e}", tmp.display()));
+    let file = std::fs::File::create(&tmp).map_err(io)?;
+    let mut writer = ExportWriter::start(std::io::BufWriter::with_capacity(1 << 20, file), &header)
+        .map_err(io)?;
+    let mut said = std::time::Instant::now();
+    for height in 1..=last {
+        let answer = client
+            .wait_for_block(height, std::time::Duration::ZERO)
+            .await?
+            .ok_or_else(|| CliError::other(format!("the node has no block {height}")))?;
+        writer.block(&answer.block, &answer.commit).map_err(io)?;
+        if said.elapsed() >= std::time::Duration::from_secs(5) {
+            eprintln!("exported height {height} of {last}");
+            said = std::time::Instant::now();
+        }
+    }
+    let (buffered, bytes) = writer.finish().map_err(io)?;
+    let file = buffered.into_inner().map_err(|e| io(e.into_error()))?;
+    file.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, out).map_err(io)?;
+    let text = format!(
+        "exported heights 1 to {last} of {} from {} to {} ({:.1} MiB)",
+        header.chain_id,
+        client.endpoint(),
+        out.display(),
+        bytes as f64 / f64::from(1 << 20)
+    );
+    let value = json!({
+        "file": out.display().to_string(),
+        "chain_id": header.chain_id,
+        "genesis_hash": header.genesis,
+        "last": last,
+        "bytes": bytes,
+        "node": client.endpoint(),
+    });
+    Ok(Report::new(text, value))
 }
