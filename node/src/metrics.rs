@@ -87,6 +87,8 @@ pub struct Metrics {
     /// Messages to peers not sent: the peer's push queue was full, or its
     /// stream failed or stalled before they were written.
     pub network_push_dropped: Counter,
+    /// Requests a peer could not take: it speaks another wire version.
+    pub network_other_version: Counter,
     /// 1 while catching up with the network by block sync.
     pub syncing: Gauge,
     /// The committed height f+1 validators vouch the chain has reached.
@@ -128,6 +130,7 @@ impl Metrics {
             network_rate_limited: Counter::default(),
             network_frame_bytes: Gauge::default(),
             network_push_dropped: Counter::default(),
+            network_other_version: Counter::default(),
             network_consensus_dropped: Counter::default(),
             network_resent: Counter::default(),
             syncing: Gauge::default(),
@@ -222,6 +225,11 @@ impl Metrics {
             "network_push_dropped",
             "Messages to peers dropped: the peer's push queue was full, or its stream failed or stalled before they were written",
             metrics.network_push_dropped.clone(),
+        );
+        registry.register(
+            "network_other_version",
+            "Requests to peers that speak another wire version (another Trellis release), which they could not take",
+            metrics.network_other_version.clone(),
         );
         registry.register(
             "network_resent",

@@ -37,7 +37,13 @@ use tracing::{debug, info, warn};
 use trellis_types::codec::{decode, encode};
 use trellis_types::{Block, Bytes, DuplicateVote, Hash, PublicKey, QuorumCertificate};
 
-const PROTOCOL: StreamProtocol = StreamProtocol::new("/trellis/1");
+/// The request protocol, named with the wire version. Bump the version here
+/// and in [`push::PROTOCOL`] with any change to what crosses the wire (the
+/// messages or the types they carry), so that nodes of two releases refuse
+/// each other's streams rather than strike each other for bytes they cannot
+/// read. Version 2: equivocation evidence passed on, headers that commit to
+/// their whole body.
+const PROTOCOL: StreamProtocol = StreamProtocol::new("/trellis/2");
 /// Blocks per sync response at most.
 pub const SYNC_BATCH: u32 = 64;
 /// Sync requests read from storage at once; more are refused as busy.
@@ -595,6 +601,7 @@ pub fn spawn(
         max_frame_bytes,
         writers,
         requests_only: BTreeMap::new(),
+        other_version: BTreeSet::new(),
         sync_reads: Arc::new(Semaphore::new(SYNC_READS)),
         syncs_read_for: BTreeSet::new(),
         syncs_delivering: BTreeMap::new(),
@@ -642,6 +649,8 @@ struct NetworkTask {
     /// instead, with those not yet answered (at most
     /// [`STREAMS_PER_CONNECTION`]; more are dropped as a full push queue's are).
     requests_only: BTreeMap<PeerId, BTreeSet<request_response::OutboundRequestId>>,
+    /// Connected peers found to speak another wire version, each warned of once.
+    other_version: BTreeSet<PeerId>,
     /// Places for sync requests being read from storage ...
     sync_reads: Arc<Semaphore>,
     /// ... one per peer at most, held from the read until the answer is
@@ -876,6 +885,7 @@ impl NetworkTask {
                 info!(peer = %peer_id, "peer disconnected");
                 self.writers.stop(&peer_id);
                 self.requests_only.remove(&peer_id);
+                self.other_version.remove(&peer_id);
                 self.report_peers().await;
             }
             SwarmEvent::IncomingConnectionError {
@@ -974,6 +984,15 @@ impl NetworkTask {
             } => {
                 self.syncs_asked.remove(&request_id);
                 self.answered(&peer, &request_id);
+                if matches!(
+                    error,
+                    request_response::OutboundFailure::UnsupportedProtocols
+                ) {
+                    self.metrics.network_other_version.inc();
+                    if self.other_version.insert(peer) {
+                        warn!(%peer, protocol = %PROTOCOL, "a member's node speaks another wire version (another Trellis release): nothing is exchanged with it until both run one release");
+                    }
+                }
                 debug!(%peer, %error, "request to peer failed")
             }
             Event::ResponseSent { request_id, .. } => self.sync_delivered(request_id),

@@ -295,6 +295,12 @@ async fn drive_until(
     .is_ok()
 }
 
+/// Has `node` send `message` to every peer.
+async fn broadcast(node: &Node, message: Message) {
+    let sent = node.handle.outbound.send(Outbound::Broadcast(message));
+    sent.await.expect("the network task runs");
+}
+
 fn vote(genesis: &Genesis, keys: &NodeKeys) -> Message {
     vote_at(genesis, keys, 1)
 }
@@ -1251,12 +1257,7 @@ async fn node_and_request_only_peer(
 async fn blocks_that_answer_no_sync_request_are_struck() {
     let (genesis, keys) = network();
     let (mut node, mut peer) = node_and_request_only_peer(&genesis, &keys).await;
-    let vote = vote_at(&genesis, &keys[0], 1);
-    node.handle
-        .outbound
-        .send(Outbound::Broadcast(vote))
-        .await
-        .unwrap();
+    broadcast(&node, vote_at(&genesis, &keys[0], 1)).await;
     let answered = tokio::time::timeout(DEADLINE, async {
         loop {
             if let SwarmEvent::Behaviour(request_response::Event::Message {
@@ -1662,4 +1663,86 @@ async fn evidence_reaches_the_driver_from_any_member_and_every_peer_from_the_dri
     .await;
     assert!(received, "the driver's evidence reaches its peer");
     assert_eq!(sent, Some(proof));
+}
+
+/// A member's node of another release (another wire version) exchanges
+/// nothing with this one: its requests are refused by protocol negotiation,
+/// before a byte is read, and what this node sends it fails as another
+/// version's and is counted; neither side is struck, and the node serves
+/// its other peers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_of_another_wire_version_exchanges_nothing_and_is_not_struck() {
+    let (genesis, keys) = network_of(3);
+    let node = start_node(&genesis, &keys[0], 1 << 20).await;
+    let target = node.handle.local_peer_id;
+    let previous = StreamProtocol::new("/trellis/1");
+    let codec = RawCodec {
+        serve: true,
+        ..RawCodec::default()
+    };
+    let mut older = test_swarm(
+        identity_from_seed(keys[1].node.seed()),
+        request_response::Behaviour::with_codec(
+            codec,
+            [(previous, ProtocolSupport::Full)],
+            request_response::Config::default(),
+        ),
+    );
+    older.dial(node.addr.clone()).unwrap();
+    assert!(
+        until(&mut older, |e| matches!(
+            e,
+            SwarmEvent::ConnectionEstablished { .. }
+        ))
+        .await
+    );
+    let request = frame(&encode(&Request::Sync { from: 0, max: 1 }));
+    older.behaviour_mut().send_request(&target, request);
+    assert!(
+        until(&mut older, |e| matches!(
+            e,
+            SwarmEvent::Behaviour(request_response::Event::OutboundFailure {
+                error: request_response::OutboundFailure::UnsupportedProtocols,
+                ..
+            })
+        ))
+        .await,
+        "the older node's request is refused for its protocol"
+    );
+
+    broadcast(&node, vote_at(&genesis, &keys[0], 1)).await;
+    let mut received = false;
+    let counted = tokio::time::timeout(DEADLINE, async {
+        while node.metrics.network_other_version.get() == 0 {
+            tokio::select! {
+                event = older.select_next_some() => {
+                    received |= matches!(
+                        event,
+                        SwarmEvent::Behaviour(request_response::Event::Message { .. })
+                    );
+                }
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        counted.is_ok(),
+        "the node's message to it fails as another version's"
+    );
+    assert!(!received, "the older node received nothing");
+    assert_eq!(node.metrics.network_strikes.get(), 0);
+
+    // The node goes on with a peer of its own version.
+    let mut peer = connected_member(&keys[2], &node).await;
+    peer.behaviour_mut()
+        .send_request(&target, frame(&encode(&Request::Sync { from: 0, max: 1 })));
+    assert!(
+        until(&mut peer, |e| matches!(
+            response(e),
+            Some(Response::Blocks(_))
+        ))
+        .await,
+        "a peer of this version is answered"
+    );
 }
