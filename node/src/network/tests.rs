@@ -1746,3 +1746,104 @@ async fn a_peer_of_another_wire_version_exchanges_nothing_and_is_not_struck() {
         "a peer of this version is answered"
     );
 }
+
+/// Every kind of message that crosses the wire, encoded as it is sent,
+/// pinned beside the wire version the protocol names carry: a change to any
+/// of them (a field, a variant, a type they carry) changes the digest, and
+/// must raise the version in [`PROTOCOL`] and [`push::PROTOCOL`] (see their
+/// comment) before the digest here is updated. Without it, nodes of two
+/// releases would take each other's streams and strike each other's bytes.
+#[test]
+fn the_wire_version_pins_the_encoding_of_every_message() {
+    use crate::consensus::Proposal;
+    use trellis_types::{Header, KeyPair, Payload, Signature, SystemOp, Transaction, Vote};
+    let key = KeyPair::insecure_from_label("wire");
+    let tx = Transaction {
+        chain_id: "wire".into(),
+        sender: key.public(),
+        nonce: 7,
+        expires_at_ms: 1_000,
+        payload: Payload::System(SystemOp::Remark {
+            data: vec![1, 2, 3].into(),
+        }),
+    }
+    .sign(&key);
+    let parent_commit = QuorumCertificate::genesis(Hash([1; 32]));
+    let block = Block {
+        header: Header {
+            chain_id: "wire".into(),
+            height: 2,
+            round: 1,
+            parent: Hash([2; 32]),
+            tx_root: trellis_types::block::tx_root(std::slice::from_ref(&tx)),
+            parent_commit_hash: parent_commit.hash(),
+            receipts_root: Hash([3; 32]),
+            state_root: Hash([4; 32]),
+            timestamp_ms: 5,
+            proposer: key.public(),
+        },
+        parent_commit,
+        txs: vec![tx.clone()],
+    };
+    let vote = |block| {
+        let data = VoteData {
+            chain_id: "wire".into(),
+            height: 2,
+            round: 1,
+            kind: VoteKind::Precommit,
+            block,
+        };
+        Vote {
+            signature: key.sign(&data.signing_hash()),
+            voter: key.public(),
+            data,
+        }
+    };
+    let proposal = Proposal {
+        block: Arc::new(block.clone()),
+        round: 1,
+        pol_round: Some(0),
+        pol_votes: vec![(key.public(), Signature([6; 64]))],
+        signature: Signature([8; 64]),
+    };
+    let certificate = QuorumCertificate {
+        height: 2,
+        round: 1,
+        block: block.hash(),
+        votes: vec![(key.public(), Signature([7; 64]))],
+    };
+    let requests = [
+        Request::Consensus(Message::Proposal(Box::new(proposal))),
+        Request::Consensus(Message::Vote(vote(Some(block.hash())))),
+        Request::Transactions(TxBatch(vec![Bytes(encode(&tx))])),
+        Request::Sync { from: 2, max: 64 },
+        Request::Evidence(Box::new(DuplicateVote {
+            first: vote(None),
+            second: vote(Some(block.hash())),
+        })),
+    ];
+    let responses = [
+        Response::Ack,
+        Response::Blocks(vec![(block, certificate)]),
+        Response::Refused("busy".into()),
+    ];
+    let mut wire = blake3::Hasher::new();
+    for request in &requests {
+        wire.update(&encode(request));
+    }
+    for response in &responses {
+        wire.update(&encode(response));
+    }
+    assert_eq!(
+        (
+            PROTOCOL.as_ref(),
+            push::PROTOCOL.as_ref(),
+            wire.finalize().to_hex().to_string()
+        ),
+        (
+            "/trellis/2",
+            "/trellis/push/2",
+            "529cdc0fe733bbc74df94ed47d8c0383d4dae529cbc0eca62845844db0c93b24".to_string()
+        )
+    );
+}
