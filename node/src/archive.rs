@@ -18,7 +18,7 @@ use crate::mempool::Mempool;
 use crate::storage::{ChainHead, MAX_STAGED, StagedBlock, Storage, StorageError};
 use crate::vm::Vm;
 use std::fs::File;
-use std::io::{BufReader, BufWriter};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, sync_channel};
@@ -84,7 +84,7 @@ pub struct ExportReport {
 
 /// Writes every block of `storage` above genesis, with its commit
 /// certificate, to a new file `out`, which appears under its name only once
-/// it is whole and synced. Open the store as the node does (`Storage::open`):
+/// it is whole and synced ([`ExportWriter`]). Open the store as the node does (`Storage::open`):
 /// its lock then keeps a node from writing to it meanwhile.
 pub fn export_chain(storage: &Storage, out: &Path) -> Result<ExportReport, ArchiveError> {
     if out.exists() {
@@ -105,23 +105,18 @@ pub fn export_chain(storage: &Storage, out: &Path) -> Result<ExportReport, Archi
         genesis,
         last: head.height,
     };
-    let tmp = out.with_extension("tmp");
     let io = |source| ArchiveError::Io {
-        path: tmp.clone(),
+        path: out.to_path_buf(),
         source,
     };
-    let file = BufWriter::with_capacity(1 << 20, File::create(&tmp).map_err(io)?);
-    let mut writer = ExportWriter::start(file, &header).map_err(io)?;
+    let mut writer = ExportWriter::create(out, &header).map_err(io)?;
     for height in 1..=head.height {
         let missing = || crate::storage::corrupt(format!("block {height} is missing"));
         let block = storage.block(height)?.ok_or_else(missing)?;
         let certificate = storage.commit_certificate(height)?.ok_or_else(missing)?;
         writer.block(&block, &certificate).map_err(io)?;
     }
-    let (file, bytes) = writer.finish().map_err(io)?;
-    let file = file.into_inner().map_err(|e| io(e.into_error()))?;
-    file.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, out).map_err(io)?;
+    let bytes = writer.finish().map_err(io)?;
     Ok(ExportReport { header, bytes })
 }
 

@@ -12,7 +12,9 @@
 
 use crate::{Block, Hash, QuorumCertificate, codec};
 use serde::{Deserialize, Serialize};
-use std::io::{Read, Write};
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
 
 /// The first bytes of every export.
 pub const MAGIC: &[u8; 14] = b"trellis-chain\n";
@@ -33,24 +35,49 @@ pub struct ExportHeader {
     pub last: u64,
 }
 
-/// Writes an export: the header, then each height's block in turn.
-pub struct ExportWriter<W: Write> {
-    out: W,
+/// Writes an export to a file: the header, then each height's block in
+/// turn. The file is written as `<path>.partial` and renamed to `path` once
+/// whole and synced ([`ExportWriter::finish`]); a writer dropped before
+/// that removes it, so `path` never holds part of an export.
+pub struct ExportWriter {
+    out: BufWriter<File>,
+    path: PathBuf,
+    partial: PathBuf,
     next: u64,
     last: u64,
     bytes: u64,
+    finished: bool,
 }
 
-impl<W: Write> ExportWriter<W> {
-    pub fn start(mut out: W, header: &ExportHeader) -> std::io::Result<ExportWriter<W>> {
-        out.write_all(MAGIC)?;
-        let bytes = MAGIC.len() as u64 + write_record(&mut out, &codec::encode(header))?;
-        Ok(ExportWriter {
-            out,
+impl ExportWriter {
+    /// Starts an export of the chain `header` names to `path`, which must
+    /// not exist (`AlreadyExists`). The partial file of an earlier export to
+    /// `path` that never finished is replaced.
+    pub fn create(path: &Path, header: &ExportHeader) -> std::io::Result<ExportWriter> {
+        if path.exists() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} exists: an export is never written over a file",
+                    path.display()
+                ),
+            ));
+        }
+        let mut partial = path.as_os_str().to_owned();
+        partial.push(".partial");
+        let partial = PathBuf::from(partial);
+        let mut writer = ExportWriter {
+            out: BufWriter::with_capacity(1 << 20, File::create(&partial)?),
+            path: path.to_path_buf(),
+            partial,
             next: 1,
             last: header.last,
-            bytes,
-        })
+            bytes: 0,
+            finished: false,
+        };
+        writer.out.write_all(MAGIC)?;
+        writer.bytes = MAGIC.len() as u64 + write_record(&mut writer.out, &codec::encode(header))?;
+        Ok(writer)
     }
 
     /// Writes the next height's block with the certificate that committed it.
@@ -67,9 +94,9 @@ impl<W: Write> ExportWriter<W> {
         Ok(())
     }
 
-    /// The writer back, once every height the header names is written, and
-    /// the bytes written.
-    pub fn finish(mut self) -> std::io::Result<(W, u64)> {
+    /// Once every height the header names is written: syncs the file and
+    /// gives it its name; the bytes written.
+    pub fn finish(mut self) -> std::io::Result<u64> {
         if self.next != self.last + 1 {
             return Err(std::io::Error::other(format!(
                 "the export stops at height {} of {}",
@@ -78,7 +105,18 @@ impl<W: Write> ExportWriter<W> {
             )));
         }
         self.out.flush()?;
-        Ok((self.out, self.bytes))
+        self.out.get_ref().sync_all()?;
+        std::fs::rename(&self.partial, &self.path)?;
+        self.finished = true;
+        Ok(self.bytes)
+    }
+}
+
+impl Drop for ExportWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = std::fs::remove_file(&self.partial);
+        }
     }
 }
 
@@ -179,5 +217,62 @@ impl<R: Read> ExportReader<R> {
             }
         }
         Ok(filled)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(last: u64) -> ExportHeader {
+        ExportHeader {
+            format: FORMAT,
+            chain_id: "test".into(),
+            genesis: Hash([9; 32]),
+            last,
+        }
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn an_export_appears_under_its_name_only_whole_and_never_over_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chain.export");
+        // A file beside it that an extension-swapping temporary name would hit.
+        std::fs::write(dir.path().join("chain.tmp"), b"someone else's").unwrap();
+
+        // Not every height written: nothing is left.
+        let unfinished = ExportWriter::create(&path, &header(1)).unwrap();
+        assert_eq!(names(dir.path()), ["chain.export.partial", "chain.tmp"]);
+        let err = unfinished.finish().unwrap_err();
+        assert!(err.to_string().contains("stops at height 0 of 1"), "{err}");
+        assert_eq!(names(dir.path()), ["chain.tmp"]);
+        drop(ExportWriter::create(&path, &header(1)).unwrap());
+        assert_eq!(names(dir.path()), ["chain.tmp"]);
+
+        // Whole: renamed, and read back.
+        ExportWriter::create(&path, &header(0))
+            .unwrap()
+            .finish()
+            .unwrap();
+        assert_eq!(names(dir.path()), ["chain.export", "chain.tmp"]);
+        let (mut reader, read) = ExportReader::open(File::open(&path).unwrap(), 1 << 20).unwrap();
+        assert_eq!(read, header(0));
+        assert!(reader.block().unwrap().is_none());
+        assert_eq!(
+            std::fs::read(dir.path().join("chain.tmp")).unwrap(),
+            b"someone else's"
+        );
+
+        let err = ExportWriter::create(&path, &header(0)).err().unwrap();
+        assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
     }
 }

@@ -401,11 +401,8 @@ pub async fn export(ctx: &Ctx, out: &Path, to_height: Option<u64>) -> Result<Rep
         genesis: status.genesis_hash,
         last,
     };
-    let tmp = out.with_extension("tmp");
-    let io = |e: std::io::Error| CliError::other(format!("writing {}: {e}", tmp.display()));
-    let file = std::fs::File::create(&tmp).map_err(io)?;
-    let mut writer = ExportWriter::start(std::io::BufWriter::with_capacity(1 << 20, file), &header)
-        .map_err(io)?;
+    let io = |e: std::io::Error| CliError::other(format!("writing {}: {e}", out.display()));
+    let mut writer = ExportWriter::create(out, &header).map_err(io)?;
     let mut said = std::time::Instant::now();
     for height in 1..=last {
         let answer = client
@@ -418,10 +415,7 @@ pub async fn export(ctx: &Ctx, out: &Path, to_height: Option<u64>) -> Result<Rep
             said = std::time::Instant::now();
         }
     }
-    let (buffered, bytes) = writer.finish().map_err(io)?;
-    let file = buffered.into_inner().map_err(|e| io(e.into_error()))?;
-    file.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, out).map_err(io)?;
+    let bytes = writer.finish().map_err(io)?;
     let text = format!(
         "exported heights 1 to {last} of {} from {} to {} ({:.1} MiB)",
         header.chain_id,
