@@ -23,7 +23,7 @@ use crate::consensus::ValidatorSet;
 use crate::execution::{self, ContractRecord};
 use crate::mempool::{AdmissionError, Batcher, Mempool, NotAdmitted};
 use crate::metrics::{ApiLabels, CodeLabels, Metrics, RouteLabels};
-use crate::storage::{ChainHead, CommittedBlock, Storage, StorageError, check_indexed};
+use crate::storage::{ChainHead, CommittedBlock, Storage, StorageError, TxLocation, check_indexed};
 use crate::vm::{self, CallEnv, Entry, Invocation, Limits, StateView, Vm};
 use axum::Extension;
 use axum::body::Bytes as Body;
@@ -50,6 +50,9 @@ use trellis_types::{
 };
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
+mod access;
+pub use access::{Access, REPLAY_CAPACITY, Reader, Replays};
+
 /// What the handlers share.
 pub struct ApiState {
     pub chain_id: String,
@@ -69,6 +72,10 @@ pub struct ApiState {
     pub max_body_bytes: usize,
     /// Bounds reads and queries; past it they get 503 `busy`.
     pub reads: ReadLimit,
+    /// Whether readers must sign their requests ([`access`]).
+    pub access: Access,
+    /// Signed requests already taken.
+    pub replays: Replays,
 }
 
 // ---------------------------------------------------------------------------
@@ -467,6 +474,10 @@ fn build_router(
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(streams))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::authenticate,
+        ))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(
             state.metrics.clone(),
@@ -800,6 +811,7 @@ fn batch_txs(
     params(("hash" = String, Path, description = "Transaction hash, hex")),
     responses(
         (status = 200, body = TxStatus),
+        (status = 401, description = "who reads: unauthenticated, bad_authorization, stale_request, bad_signature, replayed, unknown_account (docs/api.md, \"Who reads what\")", body = ErrorBody),
         (status = 400, description = "malformed hash", body = ErrorBody),
         (status = 404, description = "not_found: neither pending here, committed nor dropped lately", body = ErrorBody),
         (status = 501, description = "not_indexed: this node keeps no transaction index and neither has it pending nor dropped it", body = ErrorBody),
@@ -808,9 +820,11 @@ fn batch_txs(
 )]
 async fn get_transaction(
     State(state): State<Arc<ApiState>>,
+    Extension(reader): Extension<Reader>,
     hash: Result<Path<String>, PathRejection>,
 ) -> Result<Json<TxStatus>, ApiError> {
     let hash = parse_hash(&path_param(hash)?)?;
+    let limited_to = reader.limited_to()?.map(str::to_owned);
     // Look in the mempool before storage: a transaction leaves the mempool only
     // after its block is stored, so one of the two looks always finds it.
     // Storage wins when both do (it stays in the mempool until pruned).
@@ -826,7 +840,13 @@ async fn get_transaction(
         }
     }
     let location = blocking(state.clone(), move |state| {
-        Ok(state.storage.tx_location(&hash)?)
+        let location = state.storage.tx_location(&hash)?;
+        match (location, limited_to) {
+            (Some(location), Some(org)) if !tx_concerns(&state.storage, &org, &location)? => {
+                Err(not_theirs(&hash, &org))
+            }
+            (location, _) => Ok(location),
+        }
     })
     .await?;
     if let Some(location) = location {
@@ -847,6 +867,31 @@ async fn get_transaction(
     )))
 }
 
+/// Whether the committed transaction at `location` concerns `org`: its
+/// events name it, or an account of `org` sent it.
+fn tx_concerns(storage: &Storage, org: &str, location: &TxLocation) -> Result<bool, ApiError> {
+    let parties = [org.to_owned()];
+    if names_party(&parties, &location.receipt.events) {
+        return Ok(true);
+    }
+    let Some(committed) = storage.committed_block(location.height)? else {
+        return Ok(false);
+    };
+    let Some(tx) = committed.block.txs.get(location.index as usize) else {
+        return Ok(false);
+    };
+    let sender = sender_org(storage, &mut HashMap::new(), &tx.tx.sender, location.height)?;
+    Ok(sender.as_deref() == Some(org))
+}
+
+/// What a member hears of a transaction that does not concern it: what it
+/// would hear of one that does not exist.
+fn not_theirs(hash: &Hash, org: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "transaction {hash} is not committed here, or does not concern {org}"
+    ))
+}
+
 /// A committed transaction and its receipt with their Merkle proofs under
 /// the block header's `tx_root` and `receipts_root`: what a client that
 /// trusts the header (checked against the validators' certificate, `GET
@@ -858,6 +903,7 @@ async fn get_transaction(
     params(("hash" = String, Path, description = "Transaction hash, hex")),
     responses(
         (status = 200, body = TxProofResponse),
+        (status = 401, description = "who reads: unauthenticated, bad_authorization, stale_request, bad_signature, replayed, unknown_account (docs/api.md, \"Who reads what\")", body = ErrorBody),
         (status = 400, description = "malformed hash", body = ErrorBody),
         (status = 404, description = "not_found: not committed (it may be pending)", body = ErrorBody),
         (status = 501, description = "not_indexed: this node keeps no transaction index", body = ErrorBody),
@@ -866,9 +912,11 @@ async fn get_transaction(
 )]
 async fn transaction_proof(
     State(state): State<Arc<ApiState>>,
+    Extension(reader): Extension<Reader>,
     hash: Result<Path<String>, PathRejection>,
 ) -> Result<Json<TxProofResponse>, ApiError> {
     let hash = parse_hash(&path_param(hash)?)?;
+    let limited_to = reader.limited_to()?.map(str::to_owned);
     blocking(state, move |state| {
         let not_committed = || {
             let pending = if state.mempool.contains(&hash) {
@@ -882,6 +930,11 @@ async fn transaction_proof(
             .storage
             .tx_location(&hash)?
             .ok_or_else(not_committed)?;
+        if let Some(org) = limited_to
+            && !tx_concerns(&state.storage, &org, &location)?
+        {
+            return Err(not_theirs(&hash, &org));
+        }
         let committed = state
             .storage
             .committed_block(location.height)?
@@ -960,14 +1013,18 @@ fn load_block(
     tag = "blocks",
     responses(
         (status = 200, description = "JSON; the canonical encoding with `Accept: application/octet-stream`", content((BlockResponse = "application/json"), (Vec<u8> = "application/octet-stream"))),
+        (status = 401, description = "who reads: unauthenticated, bad_authorization, stale_request, bad_signature, replayed, unknown_account (docs/api.md, \"Who reads what\")", body = ErrorBody),
+        (status = 403, description = "forbidden: whole blocks are for regulators", body = ErrorBody),
         (status = 404, description = "no block yet", body = ErrorBody),
         (status = 503, description = "busy: the node's reads are all taken; retry shortly", body = ErrorBody),
     )
 )]
 async fn latest_block(
     State(state): State<Arc<ApiState>>,
+    Extension(reader): Extension<Reader>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    reader.must_see_everything("a whole block")?;
     let canonical = wants_canonical(&headers);
     blocking(state, move |state| {
         let head = head_height(state)?;
@@ -996,6 +1053,8 @@ fn head_height(state: &ApiState) -> Result<u64, ApiError> {
     params(("height" = u64, Path, description = "Block height"), BlockQuery),
     responses(
         (status = 200, description = "JSON; the canonical encoding with `Accept: application/octet-stream`", content((BlockResponse = "application/json"), (Vec<u8> = "application/octet-stream"))),
+        (status = 401, description = "who reads: unauthenticated, bad_authorization, stale_request, bad_signature, replayed, unknown_account (docs/api.md, \"Who reads what\")", body = ErrorBody),
+        (status = 403, description = "forbidden: whole blocks are for regulators", body = ErrorBody),
         (status = 400, description = "malformed height or wait_ms", body = ErrorBody),
         (status = 404, description = "not_found: above the head (after waiting wait_ms)", body = ErrorBody),
         (status = 429, description = "too_many_streams: waiting, and the node's limit of streams and waits is reached", body = ErrorBody),
@@ -1005,10 +1064,12 @@ fn head_height(state: &ApiState) -> Result<u64, ApiError> {
 async fn block_by_height(
     State(state): State<Arc<ApiState>>,
     Extension(streams): Extension<EventStreams>,
+    Extension(reader): Extension<Reader>,
     headers: HeaderMap,
     height: Result<Path<String>, PathRejection>,
     query: Result<Query<BlockQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    reader.must_see_everything("a whole block")?;
     let height = path_param(height)?;
     let height: u64 = height
         .parse()
@@ -1224,6 +1285,8 @@ pub fn validator_list(genesis: &Genesis) -> ValidatorList {
     params(("hash" = String, Path, description = "Block hash, hex")),
     responses(
         (status = 200, description = "JSON; the canonical encoding with `Accept: application/octet-stream`", content((BlockResponse = "application/json"), (Vec<u8> = "application/octet-stream"))),
+        (status = 401, description = "who reads: unauthenticated, bad_authorization, stale_request, bad_signature, replayed, unknown_account (docs/api.md, \"Who reads what\")", body = ErrorBody),
+        (status = 403, description = "forbidden: whole blocks are for regulators", body = ErrorBody),
         (status = 400, description = "malformed hash", body = ErrorBody),
         (status = 404, description = "not_found", body = ErrorBody),
         (status = 503, description = "busy: the node's reads are all taken; retry shortly", body = ErrorBody),
@@ -1231,9 +1294,11 @@ pub fn validator_list(genesis: &Genesis) -> ValidatorList {
 )]
 async fn block_by_hash(
     State(state): State<Arc<ApiState>>,
+    Extension(reader): Extension<Reader>,
     headers: HeaderMap,
     hash: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    reader.must_see_everything("a whole block")?;
     let hash = parse_hash(&path_param(hash)?)?;
     let canonical = wants_canonical(&headers);
     blocking(state, move |state| {
@@ -1260,6 +1325,8 @@ async fn block_by_hash(
     params(("key" = String, Path, description = "Raw state key, hex (e.g. hex of `sys/params`)"), StateQuery),
     responses(
         (status = 200, body = StateResponse),
+        (status = 401, description = "who reads: unauthenticated, bad_authorization, stale_request, bad_signature, replayed, unknown_account (docs/api.md, \"Who reads what\")", body = ErrorBody),
+        (status = 403, description = "forbidden: a key the reader may not read: a contract's own key its `may_read` query does not allow, or another beyond the membership records", body = ErrorBody),
         (status = 400, description = "malformed key or query; not_in_state_tree: the key is a contract's query index (`q/...`), which has no proof", body = ErrorBody),
         (status = 404, description = "not_found: height not committed", body = ErrorBody),
         (status = 410, description = "pruned: this node no longer keeps the state of that height", body = ErrorBody),
@@ -1268,14 +1335,37 @@ async fn block_by_hash(
 )]
 async fn get_state(
     State(state): State<Arc<ApiState>>,
+    Extension(reader): Extension<Reader>,
     key: Result<Path<String>, PathRejection>,
     query: Result<Query<StateQuery>, QueryRejection>,
 ) -> Result<Json<StateResponse>, ApiError> {
     let key = path_param(key)?;
     let key = hex::decode(key.strip_prefix("0x").unwrap_or(&key))
         .map_err(|e| ApiError::malformed(format!("state key is not hex: {e}")))?;
+    reader.member()?;
+    if key.starts_with(trellis_types::QUERY_INDEX) {
+        return Err(not_in_state_tree());
+    }
+    // Whom the key's contract is asked about, unless no one need be.
+    let ask_contract = match reader.limited_to()? {
+        Some(_) if !access::member_may_read_key(&key) => Some(reader.query_caller()?),
+        _ => None,
+    };
     let Query(query) = query.map_err(|e| ApiError::malformed(e.body_text()))?;
     blocking(state, move |state| {
+        if let Some(caller) = ask_contract
+            && !contract_lets_read(state, &caller, &key)?
+        {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "{} may not read this key: a contract's own keys are read where \
+                     its `may_read` query allows, the rest by regulators",
+                    caller.org
+                ),
+            ));
+        }
         let head = state
             .storage
             .head()
@@ -1298,13 +1388,7 @@ async fn get_state(
             Err(e @ StorageError::Pruned { .. }) => {
                 return Err(ApiError::new(StatusCode::GONE, "pruned", e.to_string()));
             }
-            Err(e @ StorageError::NotInStateTree) => {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "not_in_state_tree",
-                    e.to_string(),
-                ));
-            }
+            Err(StorageError::NotInStateTree) => return Err(not_in_state_tree()),
             Err(e) => return Err(e.into()),
         };
         Ok(Json(StateResponse {
@@ -1316,6 +1400,47 @@ async fn get_state(
         }))
     })
     .await
+}
+
+fn not_in_state_tree() -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "not_in_state_tree",
+        StorageError::NotInStateTree.to_string(),
+    )
+}
+
+/// Whether the contract that owns state key `key` (`c/<address>/<own key>`)
+/// lets `caller` read it: its `may_read` query, given the contract's own
+/// key, answers `true`. No for any other key, and where the contract has no
+/// such query.
+fn contract_lets_read(state: &ApiState, caller: &vm::Caller, key: &[u8]) -> Result<bool, ApiError> {
+    let Some(rest) = key.strip_prefix(b"c/") else {
+        return Ok(false);
+    };
+    let Some((address, own_key)) = rest
+        .split_first_chunk::<32>()
+        .and_then(|(address, rest)| Some((Address(*address), rest.strip_prefix(b"/")?)))
+    else {
+        return Ok(false);
+    };
+    let args = trellis_types::encode(&own_key.to_vec());
+    let answer = at_one_head(&state.storage, |head| {
+        run_query(state, &address, caller, "may_read", &args, head)
+    })?;
+    match answer {
+        Ok(Json(answer)) => Ok(trellis_types::decode::<bool>(&answer.result).unwrap_or(false)),
+        // No such contract, or no such query (or it refused): not readable.
+        Err(e)
+            if matches!(
+                e.status,
+                StatusCode::NOT_FOUND | StatusCode::UNPROCESSABLE_ENTITY
+            ) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn parse_address(s: &str) -> Result<Address, ApiError> {
@@ -1339,6 +1464,7 @@ fn contract_not_found(address: &Address) -> ApiError {
     params(("address" = String, Path, description = "Contract address, hex")),
     responses(
         (status = 200, body = ContractRecord),
+        (status = 401, description = "who reads: unauthenticated, bad_authorization, stale_request, bad_signature, replayed, unknown_account (docs/api.md, \"Who reads what\")", body = ErrorBody),
         (status = 400, description = "malformed address", body = ErrorBody),
         (status = 404, description = "contract_not_found", body = ErrorBody),
         (status = 503, description = "busy: the node's reads are all taken; retry shortly", body = ErrorBody),
@@ -1346,8 +1472,10 @@ fn contract_not_found(address: &Address) -> ApiError {
 )]
 async fn get_contract(
     State(state): State<Arc<ApiState>>,
+    Extension(reader): Extension<Reader>,
     address: Result<Path<String>, PathRejection>,
 ) -> Result<Json<ContractRecord>, ApiError> {
+    reader.member()?;
     let address = parse_address(&path_param(address)?)?;
     blocking(state, move |state| {
         execution::contract(&state.storage, &address)?
@@ -1358,8 +1486,8 @@ async fn get_contract(
 }
 
 /// Runs a contract's `query` export, read-only, against the latest committed
-/// state, as a caller with no account, organisation or roles, within the
-/// chain's fuel and memory limits for one call.
+/// state, as the reader's account (on an open node, as a regulator), within
+/// the chain's fuel and memory limits for one call.
 #[utoipa::path(
     post,
     path = "/v1/contracts/{address}/query",
@@ -1368,6 +1496,7 @@ async fn get_contract(
     request_body(content = ContractQuery, content_type = "application/json"),
     responses(
         (status = 200, body = ContractQueryResult),
+        (status = 401, description = "who reads: unauthenticated, bad_authorization, stale_request, bad_signature, replayed, unknown_account (docs/api.md, \"Who reads what\")", body = ErrorBody),
         (status = 400, description = "malformed address or body", body = ErrorBody),
         (status = 404, description = "contract_not_found", body = ErrorBody),
         (status = 422, description = "the contract refused (its own code, e.g. `not_found`, `bad_args`) or stopped: `trap`, `out_of_fuel`, `out_of_memory`", body = ErrorBody),
@@ -1377,9 +1506,11 @@ async fn get_contract(
 )]
 async fn query_contract(
     State(state): State<Arc<ApiState>>,
+    Extension(reader): Extension<Reader>,
     address: Result<Path<String>, PathRejection>,
     body: Result<Json<ContractQuery>, JsonRejection>,
 ) -> Result<Json<ContractQueryResult>, ApiError> {
+    let caller = reader.query_caller()?;
     let address = parse_address(&path_param(address)?)?;
     let Json(query) = body.map_err(|e| match e.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
@@ -1401,7 +1532,7 @@ async fn query_contract(
         .map_err(|e| ApiError::malformed(format!("args is not hex: {e}")))?;
     blocking(state, move |state| {
         at_one_head(&state.storage, |head| {
-            run_query(state, &address, &query.method, &args, head)
+            run_query(state, &address, &caller, &query.method, &args, head)
         })?
     })
     .await
@@ -1411,6 +1542,7 @@ async fn query_contract(
 fn run_query(
     state: &ApiState,
     address: &Address,
+    caller: &vm::Caller,
     method: &str,
     args: &[u8],
     head: &ChainHead,
@@ -1421,7 +1553,7 @@ fn run_query(
     let params = execution::params(storage)?;
     let env = CallEnv {
         contract: *address,
-        caller: vm::Caller::nobody(),
+        caller: caller.clone(),
         block: vm::BlockInfo {
             chain_id: state.chain_id.clone(),
             height: head.height,
@@ -1513,6 +1645,8 @@ struct StreamRequest {
     /// First height to read and, at that height only, the first index to deliver.
     start: TxPosition,
     filter: EventFilter,
+    /// The organisation of a reader limited to what concerns it.
+    reader_org: Option<String>,
 }
 
 /// Values one event filter (`kind`, `party`, `sender`) may list at most.
@@ -1631,6 +1765,7 @@ fn stream_request(
             parties: list("party")?,
             senders,
         },
+        reader_org: None,
     })
 }
 
@@ -1640,11 +1775,13 @@ struct Matcher {
     filter: EventFilter,
     /// The parties that parse as account keys.
     party_keys: Vec<PublicKey>,
+    /// The organisation of a reader limited to what concerns it.
+    reader_org: Option<[String; 1]>,
     orgs: HashMap<PublicKey, Option<String>>,
 }
 
 impl Matcher {
-    fn new(filter: EventFilter) -> Matcher {
+    fn new(filter: EventFilter, reader_org: Option<&str>) -> Matcher {
         let party_keys = filter
             .parties
             .iter()
@@ -1653,36 +1790,9 @@ impl Matcher {
         Matcher {
             filter,
             party_keys,
+            reader_org: reader_org.map(|org| [org.to_owned()]),
             orgs: HashMap::new(),
         }
-    }
-
-    fn sender_org(
-        &mut self,
-        storage: &Storage,
-        sender: &PublicKey,
-        height: u64,
-    ) -> Result<Option<String>, ApiError> {
-        if let Some(org) = self.orgs.get(sender) {
-            return Ok(org.clone());
-        }
-        let mut org = execution::account(storage, sender)?.map(|a| a.org);
-        if org.is_none() {
-            // A key removed since: its record as of the block, unless this
-            // node pruned that state, where the organisation is not known
-            // and only the key or the events can name the party.
-            let key = execution::keys::account(sender);
-            let record = match storage.get_with_proof(&key, height) {
-                Ok(read) => read.value,
-                Err(StorageError::Pruned { .. }) => None,
-                Err(e) => return Err(e.into()),
-            };
-            org = record
-                .and_then(|bytes| trellis_types::decode::<execution::AccountRecord>(&bytes).ok())
-                .map(|a| a.org);
-        }
-        self.orgs.insert(*sender, org.clone());
-        Ok(org)
     }
 
     /// Whether the transaction from `sender` that emitted `events` in the
@@ -1701,24 +1811,65 @@ impl Matcher {
         if !f.kinds.is_empty() && !events.iter().any(|e| f.kinds.contains(&e.kind)) {
             return Ok(false);
         }
-        if f.parties.is_empty() || self.party_keys.contains(sender) {
-            return Ok(true);
-        }
-        let named = |value: &str| {
-            f.parties
-                .iter()
-                .any(|p| value == p || value.split(':').any(|field| field == p))
+        let concerns = |parties: &[String], orgs: &mut _| {
+            if names_party(parties, events) {
+                return Ok(true);
+            }
+            let org = sender_org(storage, orgs, sender, height)?;
+            Ok::<_, ApiError>(org.is_some_and(|org| parties.contains(&org)))
         };
-        if events
-            .iter()
-            .flat_map(|e| &e.attributes)
-            .any(|(_, value)| named(value))
+        if !f.parties.is_empty()
+            && !self.party_keys.contains(sender)
+            && !concerns(&f.parties, &mut self.orgs)?
         {
-            return Ok(true);
+            return Ok(false);
         }
-        let org = self.sender_org(storage, sender, height)?;
-        Ok(org.is_some_and(|org| self.filter.parties.contains(&org)))
+        match &self.reader_org {
+            Some(org) => concerns(org, &mut self.orgs),
+            None => Ok(true),
+        }
     }
+}
+
+/// Whether an attribute of `events` names one of `parties`: the whole
+/// value, or one of its `:`-separated fields (a split's `child` =
+/// `id:org:amount`).
+fn names_party(parties: &[String], events: &[Event]) -> bool {
+    events.iter().flat_map(|e| &e.attributes).any(|(_, value)| {
+        parties
+            .iter()
+            .any(|p| value == p || value.split(':').any(|field| field == p))
+    })
+}
+
+/// The organisation of the account `sender` that signed a transaction in
+/// the block at `height`, remembered in `orgs`.
+fn sender_org(
+    storage: &Storage,
+    orgs: &mut HashMap<PublicKey, Option<String>>,
+    sender: &PublicKey,
+    height: u64,
+) -> Result<Option<String>, ApiError> {
+    if let Some(org) = orgs.get(sender) {
+        return Ok(org.clone());
+    }
+    let mut org = execution::account(storage, sender)?.map(|a| a.org);
+    if org.is_none() {
+        // A key removed since: its record as of the block, unless this
+        // node pruned that state, where the organisation is not known
+        // and only the key or the events can name the party.
+        let key = execution::keys::account(sender);
+        let record = match storage.get_with_proof(&key, height) {
+            Ok(read) => read.value,
+            Err(StorageError::Pruned { .. }) => None,
+            Err(e) => return Err(e.into()),
+        };
+        org = record
+            .and_then(|bytes| trellis_types::decode::<execution::AccountRecord>(&bytes).ok())
+            .map(|a| a.org);
+    }
+    orgs.insert(*sender, org.clone());
+    Ok(org)
 }
 
 /// The transactions of the block at `height` from index `from` that
@@ -1796,7 +1947,7 @@ async fn feed_stream(
     let mut status = state.status.clone();
     let mut closing = streams.closing.clone();
     let mut next = request.start;
-    let mut matcher = Some(Matcher::new(request.filter));
+    let mut matcher = Some(Matcher::new(request.filter, request.reader_org.as_deref()));
     loop {
         // Deliver every committed block from `next` up to the head.
         while state
@@ -1881,6 +2032,7 @@ async fn feed_stream(
     ),
     responses(
         (status = 200, description = "`text/event-stream`: one message per committed transaction, `id: height:index`, `data:` a CommittedTx", body = CommittedTx, content_type = "text/event-stream"),
+        (status = 401, description = "who reads: unauthenticated, bad_authorization, stale_request, bad_signature, replayed, unknown_account (docs/api.md, \"Who reads what\")", body = ErrorBody),
         (status = 400, description = "malformed: a parameter or Last-Event-ID does not parse", body = ErrorBody),
         (status = 429, description = "too_many_streams: the node's limit of open streams is reached", body = ErrorBody),
     )
@@ -1888,9 +2040,11 @@ async fn feed_stream(
 async fn events(
     State(state): State<Arc<ApiState>>,
     Extension(streams): Extension<EventStreams>,
+    Extension(reader): Extension<Reader>,
     headers: HeaderMap,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let reader_org = reader.limited_to()?.map(str::to_owned);
     let Query(params) = query.map_err(|e| ApiError::malformed(e.body_text()))?;
     let last_event_id = match headers.get("last-event-id") {
         Some(value) => Some(
@@ -1901,7 +2055,10 @@ async fn events(
         None => None,
     };
     let head = state.storage.head().map_or(0, |h| h.height);
-    let request = stream_request(&params, last_event_id, head)?;
+    let request = StreamRequest {
+        reader_org,
+        ..stream_request(&params, last_event_id, head)?
+    };
     let permit = streams
         .permits
         .clone()

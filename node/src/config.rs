@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use trellis_types::KeyPair;
 use zeroize::Zeroizing;
 
+pub use crate::api::Access;
 pub use crate::storage::Indexes;
 
 /// A fully commented configuration with every default spelled out.
@@ -43,6 +44,12 @@ listen = "127.0.0.1:8080"
 # Largest request body accepted, in bytes (1 MiB); bounds a batch of
 # transactions (POST /v1/transactions/batch) as a whole.
 max_body_bytes = 1048576
+# Who may read: "members" (each request signed by a member's account key;
+# a member sees what concerns its organisation, a regulator everything) or
+# "open" (no one is asked, everyone reads everything: only for a node no one
+# but one member's own systems can reach). Submissions are open either way:
+# a transaction is signed by its sender.
+access = "members"
 
 [p2p]
 # Multiaddr the peer-to-peer transport listens on.
@@ -132,6 +139,10 @@ pub struct ApiConfig {
     pub listen: SocketAddr,
     /// Largest request body accepted, in bytes. Default: `1048576` (1 MiB).
     pub max_body_bytes: usize,
+    /// Who may read: `"members"` (default), each request signed by a
+    /// member's account and each member seeing what concerns it, or
+    /// `"open"`, everyone reading everything (docs/api.md, "Who reads what").
+    pub access: Access,
 }
 
 /// `[p2p]`: the peer-to-peer transport.
@@ -244,6 +255,7 @@ impl Default for ApiConfig {
         ApiConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 1024 * 1024,
+            access: Access::Members,
         }
     }
 }
@@ -563,6 +575,7 @@ mod tests {
             api: ApiConfig {
                 listen: "0.0.0.0:9000".parse().unwrap(),
                 max_body_bytes: 42,
+                access: Access::Open,
             },
             p2p: P2pConfig {
                 listen: "/ip4/0.0.0.0/tcp/1".into(),

@@ -372,7 +372,7 @@ fn execute_tx(
 
 /// The `caller` a contract sees for account `key` of organisation `org_id`
 /// (`org` its record, as read).
-fn contract_caller(key: PublicKey, org_id: &str, org: Option<Organisation>) -> vm::Caller {
+pub fn contract_caller(key: PublicKey, org_id: &str, org: Option<Organisation>) -> vm::Caller {
     vm::Caller {
         account: key.0,
         org: org_id.to_owned(),

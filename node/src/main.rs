@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use trellis_genesis::{Genesis, NetworkSpec};
 use trellis_node::archive;
-use trellis_node::config::{self, Indexes, LogFormat, NodeConfig};
+use trellis_node::config::{self, Access, ApiConfig, Indexes, LogFormat, NodeConfig};
 use trellis_node::storage::{Storage, StorageError};
 use trellis_types::{Bytes, Payload, SystemOp, Transaction};
 
@@ -52,6 +52,11 @@ struct Cli {
     /// Override the API listen address, e.g. 127.0.0.1:8080.
     #[arg(long)]
     api_listen: Option<std::net::SocketAddr>,
+    /// Override `[api] access`: `members` (reads signed by a member's account,
+    /// each member seeing what concerns it) or `open` (everyone reads
+    /// everything; the dev node's default, as its keys are public).
+    #[arg(long, value_enum)]
+    api_access: Option<Access>,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
@@ -453,6 +458,10 @@ fn run_node(cli: Cli) -> anyhow::Result<()> {
         let key = nodes.into_iter().find_map(|n| n.consensus);
         let config = NodeConfig {
             data_dir: PathBuf::from(DEV_DATA_DIR),
+            api: ApiConfig {
+                access: Access::Open,
+                ..ApiConfig::default()
+            },
             ..NodeConfig::default()
         };
         (config, genesis, key)
@@ -478,6 +487,9 @@ fn run_node(cli: Cli) -> anyhow::Result<()> {
     }
     if let Some(addr) = cli.api_listen {
         config.api.listen = addr;
+    }
+    if let Some(access) = cli.api_access {
+        config.api.access = access;
     }
     if cli.no_indexes {
         config.index = Indexes::NONE;

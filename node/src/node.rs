@@ -8,7 +8,7 @@
 //! sorted map of deadlines. A single validator (`--dev`) runs this same path
 //! with a validator set of one.
 
-use crate::api::{self, ApiState, ChainStatus, ReadLimit};
+use crate::api::{self, Access, ApiState, ChainStatus, REPLAY_CAPACITY, ReadLimit, Replays};
 use crate::chain::{self, Chain, SignatureChecks};
 use crate::config::NodeConfig;
 use crate::consensus::{Action, Consensus, Message, Rejected, SafetyState, Step, Timeouts};
@@ -230,8 +230,14 @@ pub async fn run(
     if !config.api.listen.ip().is_loopback() {
         warn!(
             listen = %config.api.listen,
-            "the API has no authentication and no TLS: serve it only to this member's own \
-             systems, behind a TLS proxy (docs/operator.md, \"The API\")"
+            "the API has no TLS: serve it behind a TLS proxy (docs/operator.md, \"The API\")"
+        );
+    }
+    if config.api.access == Access::Open && !config.api.listen.ip().is_loopback() {
+        warn!(
+            listen = %config.api.listen,
+            "the API is open (`[api] access = \"open\"`): whoever reaches it reads every \
+             piece and every block"
         );
     }
     let api_state = Arc::new(ApiState {
@@ -250,6 +256,8 @@ pub async fn run(
         // Half the blocking threads: the other half stays free for peers
         // and the driver, however many reads arrive.
         reads: ReadLimit::new(blocking_threads() / 2, API_READS_ADMITTED),
+        access: config.api.access,
+        replays: Replays::new(REPLAY_CAPACITY),
     });
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let api = tokio::spawn(api::serve(listener, api_state, async {

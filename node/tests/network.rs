@@ -16,6 +16,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use trellis_node::node::now_ms;
+use trellis_types::access::RequestSignature;
 use trellis_types::{Bytes, KeyPair, Payload, SystemOp, Transaction};
 
 const BIN: &str = env!("CARGO_BIN_EXE_trellis-node");
@@ -210,9 +212,23 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
-/// GET `url` as JSON; None when the node does not answer.
+/// GET `url` as JSON, signed as the network's regulator (its nodes ask who
+/// reads, and whole blocks are a regulator's); None when the node does not
+/// answer.
 async fn get_json(client: &reqwest::Client, url: &str) -> Option<(u16, serde_json::Value)> {
-    let response = client.get(url).send().await.ok()?;
+    let parsed = reqwest::Url::parse(url).ok()?;
+    let path = match parsed.query() {
+        Some(query) => format!("{}?{query}", parsed.path()),
+        None => parsed.path().to_owned(),
+    };
+    let regulator = trellis_genesis::dev_account("regulator/ops");
+    let auth = RequestSignature::sign(&regulator, CHAIN_ID, "GET", &path, &[], now_ms());
+    let response = client
+        .get(url)
+        .header("authorization", auth.header_value())
+        .send()
+        .await
+        .ok()?;
     let status = response.status().as_u16();
     Some((status, response.json().await.ok()?))
 }
@@ -700,7 +716,7 @@ async fn run_load(
                     chain_id: CHAIN_ID.into(),
                     sender: account.key.public(),
                     nonce: account.next_nonce,
-                    expires_at_ms: trellis_node::node::now_ms() + 10 * 60 * 1000,
+                    expires_at_ms: now_ms() + 10 * 60 * 1000,
                     payload: Payload::System(SystemOp::Remark {
                         data: Bytes(format!("load {}", account.next_nonce).into_bytes()),
                     }),
@@ -826,7 +842,7 @@ async fn two_of_four_validators_down_halt_commits_and_one_back_resumes_them() {
         chain_id: CHAIN_ID.into(),
         sender: key.public(),
         nonce: 0,
-        expires_at_ms: trellis_node::node::now_ms() + 10 * 60 * 1000,
+        expires_at_ms: now_ms() + 10 * 60 * 1000,
         payload: Payload::System(SystemOp::Remark {
             data: Bytes(b"submitted to the observer".to_vec()),
         }),

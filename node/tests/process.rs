@@ -10,6 +10,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 use trellis_genesis::Genesis;
 use trellis_node::config::{self, NodeConfig};
+use trellis_node::node::now_ms;
+use trellis_types::access::RequestSignature;
 use trellis_types::{Bytes, Payload, SignedTransaction, SystemOp, Transaction};
 
 const BIN: &str = env!("CARGO_BIN_EXE_trellis-node");
@@ -112,7 +114,7 @@ fn signed_remark(sender: &str, nonce: u64, text: &str) -> SignedTransaction {
         chain_id: "trellis-dev".into(),
         sender: key.public(),
         nonce,
-        expires_at_ms: trellis_node::node::now_ms() + 10 * 60 * 1000,
+        expires_at_ms: now_ms() + 10 * 60 * 1000,
         payload: Payload::System(SystemOp::Remark {
             data: Bytes(text.as_bytes().to_vec()),
         }),
@@ -131,14 +133,16 @@ impl DevProcess {
     /// Starts a dev node on `data_dir` and waits until its API answers; a port
     /// taken between our probe and its bind means another try.
     async fn start(dir: &Path, name: &str, data_dir: &Path) -> DevProcess {
-        DevProcess::start_with(dir, name, data_dir, &[]).await
+        DevProcess::start_with(dir, name, data_dir, &[], &[]).await
     }
 
-    /// [`DevProcess::start`] with environment variables `env` set.
+    /// [`DevProcess::start`] with more arguments `args` and environment
+    /// variables `env` set.
     async fn start_with(
         dir: &Path,
         name: &str,
         data_dir: &Path,
+        args: &[&str],
         env: &[(&str, &str)],
     ) -> DevProcess {
         let client = reqwest::Client::builder()
@@ -148,12 +152,8 @@ impl DevProcess {
         for attempt in 1..=START_ATTEMPTS {
             let listen = format!("127.0.0.1:{}", free_port());
             let data = data_dir.to_str().unwrap();
-            let mut proc = Proc::spawn_with(
-                dir,
-                name,
-                &["--dev", "--data-dir", data, "--api-listen", &listen],
-                env,
-            );
+            let dev = ["--dev", "--data-dir", data, "--api-listen", &listen];
+            let mut proc = Proc::spawn_with(dir, name, &[&dev[..], args].concat(), env);
             let base = format!("http://{listen}");
             let deadline = Instant::now() + DEADLINE;
             loop {
@@ -191,6 +191,20 @@ impl DevProcess {
             .unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap())
+    }
+
+    /// `GET path` signed by the dev chain's account `label`.
+    async fn get_as(&self, label: &str, path: &str) -> u16 {
+        let key = trellis_genesis::dev_account(label);
+        let auth = RequestSignature::sign(&key, "trellis-dev", "GET", path, &[], now_ms());
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .header("authorization", auth.header_value())
+            .send()
+            .await
+            .unwrap();
+        response.status().as_u16()
     }
 
     async fn height(&self) -> u64 {
@@ -433,7 +447,7 @@ async fn a_dev_node_that_dies_while_writing_a_block_finishes_it_on_restart() {
         let data_dir = tmp.path().join("data");
         let crash_at = format!("{point}@{CRASH_HEIGHT}");
         let env = [("TRELLIS_CRASH_AT", crash_at.as_str())];
-        let mut node = DevProcess::start_with(tmp.path(), point, &data_dir, &env).await;
+        let mut node = DevProcess::start_with(tmp.path(), point, &data_dir, &[], &env).await;
         // Remarks from three senders until the node dies, so that blocks
         // 2 to 4 hold transactions (block 1 may be built before any arrives).
         let senders = ["core-acme/ops", "bank-first/ops", "supplier-t1/ops"];
@@ -829,4 +843,26 @@ async fn export_and_import_move_a_chain_to_a_new_store_that_a_node_goes_on_from(
     let (status, hash) = node.submit_remark(sender, 10, "after the import").await;
     assert_eq!(status, 202);
     assert!(node.wait_committed(&hash).await > height);
+}
+
+/// The dev node's API is open (its keys are public); `--api-access members`
+/// makes it ask who reads, as every other node does by default.
+#[tokio::test]
+async fn a_dev_node_asks_who_reads_when_told_to() {
+    let tmp = tempfile::tempdir().unwrap();
+    let open = DevProcess::start(tmp.path(), "open", &tmp.path().join("open")).await;
+    assert_eq!(open.get("/v1/blocks/0").await.0, 200);
+    drop(open);
+
+    let data_dir = tmp.path().join("asking");
+    let args = ["--api-access", "members"];
+    let asking = DevProcess::start_with(tmp.path(), "asking", &data_dir, &args, &[]).await;
+    let (status, body) = asking.get("/v1/blocks/0").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("unauthenticated"))
+    );
+    assert_eq!(asking.get("/status").await.0, 200);
+    assert_eq!(asking.get_as("supplier-t1/ops", "/v1/blocks/0").await, 403);
+    assert_eq!(asking.get_as("regulator/ops", "/v1/blocks/0").await, 200);
 }

@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use trellis_genesis::{Genesis, NetworkSpec};
 use trellis_node::api::{BlockResponse, ErrorBody, StateResponse, TxStatus};
-use trellis_node::config::{ApiConfig, NodeConfig};
+use trellis_node::config::{Access, ApiConfig, NodeConfig};
+use trellis_types::access::RequestSignature;
 use trellis_types::block::VoteKind;
 use trellis_types::{
     Bytes, DuplicateVote, Hash, KeyPair, Payload, PublicKey, Receipt, SignedTransaction, SystemOp,
@@ -237,6 +238,7 @@ fn join(thread: JoinHandle<anyhow::Result<()>>) -> anyhow::Result<()> {
 pub struct DevNode {
     data_dir: PathBuf,
     addr: SocketAddr,
+    access: Access,
     running: Option<Running>,
     client: reqwest::Client,
     /// Kept last: the directory is removed after the node has stopped.
@@ -244,10 +246,21 @@ pub struct DevNode {
 }
 
 impl DevNode {
-    /// Starts a dev node on a fresh temporary data directory.
+    /// Starts a dev node on a fresh temporary data directory, asking who
+    /// reads (`[api] access = "members"`, a node's default).
     pub async fn start() -> anyhow::Result<DevNode> {
+        Self::start_with(Access::Members).await
+    }
+
+    /// [`DevNode::start`] with an open API, as `trellis-node --dev` serves it.
+    pub async fn start_open() -> anyhow::Result<DevNode> {
+        Self::start_with(Access::Open).await
+    }
+
+    async fn start_with(access: Access) -> anyhow::Result<DevNode> {
         let temp = tempfile::Builder::new().prefix("trellis-node-").tempdir()?;
         let mut node = DevNode::new(temp.path().join("data"));
+        node.access = access;
         node._temp = Some(temp);
         node.resume().await?;
         Ok(node)
@@ -265,6 +278,7 @@ impl DevNode {
         DevNode {
             data_dir,
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            access: Access::Members,
             running: None,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
@@ -291,6 +305,7 @@ impl DevNode {
                 data_dir: self.data_dir.clone(),
                 api: ApiConfig {
                     listen: addr,
+                    access: self.access,
                     ..ApiConfig::default()
                 },
                 ..NodeConfig::default()
@@ -404,9 +419,24 @@ impl DevNode {
         }
     }
 
-    /// `GET path`, which must answer 200 with JSON of type `T`.
+    /// `method path` with `body`, signed as the dev chain's regulator, who
+    /// reads everything (the node asks who reads: `[api] access =
+    /// "members"`, the default).
+    pub fn as_regulator(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> reqwest::RequestBuilder {
+        as_regulator(&self.client, method, &self.url(""), path, body)
+    }
+
+    /// `GET path` as the regulator, which must answer 200 with JSON of type `T`.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        let response = self.client.get(self.url(path)).send().await?;
+        let response = self
+            .as_regulator(reqwest::Method::GET, path, Vec::new())
+            .send()
+            .await?;
         let status = response.status();
         let text = response.text().await?;
         if !status.is_success() {
@@ -614,7 +644,7 @@ pub struct Lies {
 /// An HTTP proxy on a loopback port in front of a real node that alters
 /// what passes through it as `lies` say: a node that lies to its clients,
 /// for the SDK's verification to catch. Answers that are not JSON pass
-/// unchanged.
+/// unchanged. It asks the node as the regulator, whatever its client signed.
 pub struct LyingNode {
     addr: SocketAddr,
     server: tokio::task::JoinHandle<()>,
@@ -657,11 +687,12 @@ async fn relay(
     let (parts, body) = request.into_parts();
     let relayed = async {
         let body = axum::body::to_bytes(body, usize::MAX).await?;
-        let mut forward = http.request(parts.method, format!("{upstream}{target}"));
+        // The liar reads what it likes: it asks its node as the regulator.
+        let mut forward = as_regulator(http, parts.method, upstream, &target, body.to_vec());
         if let Some(kind) = parts.headers.get("content-type") {
             forward = forward.header("content-type", kind);
         }
-        let answer = forward.body(body).send().await?;
+        let answer = forward.send().await?;
         let status = answer.status();
         let bytes = answer.bytes().await?;
         let body = match serde_json::from_slice::<serde_json::Value>(&bytes) {
@@ -677,6 +708,27 @@ async fn relay(
         Ok((status, body)) => (status, body).into_response(),
         Err(e) => (axum::http::StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
     }
+}
+
+/// `method base+path` with `body`, signed as the dev chain's regulator.
+pub fn as_regulator(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    base: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> reqwest::RequestBuilder {
+    let auth = RequestSignature::sign(
+        &trellis_genesis::dev_account("regulator/ops"),
+        &dev_chain().0.chain_id,
+        method.as_str(),
+        path,
+        &body,
+        trellis_node::node::now_ms(),
+    );
+    http.request(method, format!("{base}{path}"))
+        .header("authorization", auth.header_value())
+        .body(body)
 }
 
 impl DevNode {

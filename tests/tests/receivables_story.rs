@@ -64,13 +64,15 @@ impl Story {
         struct Answer {
             result: Bytes,
         }
-        let client = reqwest::Client::new();
-        let answer: Answer = client
-            .post(
-                self.node
-                    .url(&format!("/v1/contracts/{}/query", self.contract)),
+        let body = serde_json::json!({ "method": method, "args": Bytes(encode(args)) });
+        let answer: Answer = self
+            .node
+            .as_regulator(
+                reqwest::Method::POST,
+                &format!("/v1/contracts/{}/query", self.contract),
+                body.to_string().into_bytes(),
             )
-            .json(&serde_json::json!({ "method": method, "args": Bytes(encode(args)) }))
+            .header("content-type", "application/json")
             .send()
             .await
             .expect("query sent")

@@ -185,7 +185,12 @@ async fn the_supply_chain_story_runs_through_the_sdk() {
         proven.decode::<rcv::Piece>().unwrap(),
         Some(recorded.clone())
     );
-    let absent = bank
+    // A piece that is not the bank's to see (here, one that does not exist:
+    // the two read alike) is refused; a regulator proves it absent.
+    let refused = rejected(bank.piece_with_proof(1_000_000).await);
+    assert_eq!(refused, (403, "forbidden".to_owned()));
+    let absent = client_with(&node.url(""), regulator())
+        .receivables(address)
         .piece_with_proof(1_000_000)
         .await
         .expect("proven absent");
@@ -242,8 +247,8 @@ async fn the_supply_chain_story_runs_through_the_sdk() {
         "block time to pass maturity",
         Duration::from_secs(60),
         || async {
-            let block = core_client(&node).latest_block().await?;
-            Ok((block.block.header.timestamp_ms > maturity_ms).then_some(()))
+            let status = core_client(&node).status().await?.status;
+            Ok((status.last_block_time_ms > maturity_ms).then_some(()))
         },
     )
     .await
@@ -284,9 +289,21 @@ fn core_client(node: &DevNode) -> Client {
 async fn admission_errors_reach_the_caller_with_the_nodes_code() {
     let node = DevNode::start().await.expect("dev node");
 
-    // A key no member registered.
-    let stranger = client_with(&node.url(""), trellis_sdk::keys::generate());
+    // A key no member registered: its read of its own nonce is refused, as
+    // no member's, and so is its transaction, sent as it is.
+    let key = trellis_sdk::keys::generate();
+    let stranger = client_with(&node.url(""), key.clone());
     let (status, code) = rejected(stranger.submit(remark("hello")).await);
+    assert_eq!((status, code.as_str()), (401, "unknown_account"));
+    let tx = Transaction {
+        chain_id: "trellis-dev".into(),
+        sender: key.public(),
+        nonce: 0,
+        expires_at_ms: now_ms() + 60_000,
+        payload: remark("hello"),
+    }
+    .sign(&key);
+    let (status, code) = rejected(stranger.send_signed(&tx).await);
     assert_eq!((status, code.as_str()), (403, "unknown_sender"));
 
     // A nonce already used, signed outside the SDK's nonce management.
@@ -389,14 +406,15 @@ async fn transactions_sent_without_a_commit_watch_are_admitted_and_commit_in_non
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_waiting_for_each_next_block_finds_a_transactions_block() {
     let node = DevNode::start().await.expect("dev node");
-    let key = dev_account("supplier-t1/ops");
-    let client = client_with(&node.url(""), key.clone());
+    let client = client_with(&node.url(""), dev_account("supplier-t1/ops"));
+    // Whole blocks are a regulator's to read.
+    let follower = client_with(&node.url(""), regulator());
     let mut height = client.status().await.unwrap().status.height + 1;
     let hash = client.submit(remark("followed")).await.unwrap().tx_hash();
     let found = tokio::time::timeout(DEADLINE, async {
         loop {
             let wait = Duration::from_secs(5);
-            let Some(block) = client.wait_for_block(height, wait).await.unwrap() else {
+            let Some(block) = follower.wait_for_block(height, wait).await.unwrap() else {
                 continue;
             };
             assert_eq!(block.block.header.height, height);
@@ -411,10 +429,10 @@ async fn a_follower_waiting_for_each_next_block_finds_a_transactions_block() {
     let (block, index) = found;
     assert_eq!(block.block.txs[index].hash(), hash);
     assert_eq!(block.hash, block.block.hash());
-    assert_eq!(client.block(height).await.unwrap(), block);
+    assert_eq!(follower.block(height).await.unwrap(), block);
     // A block that does not commit within the wait is `None`, after the wait.
     let started = std::time::Instant::now();
-    let far = client.wait_for_block(height + 1_000_000, Duration::from_millis(200));
+    let far = follower.wait_for_block(height + 1_000_000, Duration::from_millis(200));
     assert_eq!(far.await.unwrap(), None);
     assert!(started.elapsed() >= Duration::from_millis(200));
 }
@@ -578,7 +596,7 @@ async fn state_proofs_are_verified_and_a_tampered_one_is_refused() {
     let account: trellis_sdk::Account = verified.decode().unwrap().expect("present");
     assert_eq!(account.org, CORE);
     assert_eq!(account.nonce, 1);
-    let header = client.block(verified.height).await.unwrap().block.header;
+    let header = client.header(verified.height).await.unwrap().header;
     assert_eq!(verified.state_root, header.state_root);
     assert_eq!(verified.block_hash, header.hash());
     // The SDK's account record is the node's, byte for byte.
@@ -587,7 +605,8 @@ async fn state_proofs_are_verified_and_a_tampered_one_is_refused() {
     assert_eq!(encode(&stored), encode(&account));
 
     // An absent key is proven absent; an old height is verified against its own header.
-    let absent = client.state_with_proof(b"sys/no-such-key").await.unwrap();
+    let stranger = trellis_sdk::Account::state_key(&KeyPair::from_seed([9; 32]).public());
+    let absent = client.state_with_proof(&stranger).await.unwrap();
     assert_eq!(absent.value, None);
     let old = client.state_with_proof_at(&key, 0).await.unwrap();
     assert_eq!(
@@ -610,7 +629,7 @@ async fn state_proofs_are_verified_and_a_tampered_one_is_refused() {
     let bytes = &mut forged_proof.proof.as_mut().unwrap().proof.0;
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
-    let older_header = client.block(0).await.unwrap().block.header;
+    let older_header = client.header(0).await.unwrap().header;
     let mut other_root = answer.clone();
     other_root.height = 0;
     other_root.state_root = older_header.state_root;
@@ -643,7 +662,7 @@ async fn state_proofs_are_verified_and_a_tampered_one_is_refused() {
     // and a proof that it is absent from the tree proves nothing of it.
     let index_key = [trellis_types::QUERY_INDEX, b"some/index/entry"].concat();
     let absent_answer = client
-        .state(b"sys/no-such-key", Some(verified.height), true)
+        .state(&stranger, Some(verified.height), true)
         .await
         .unwrap();
     let mut of_index = absent_answer.clone();
@@ -717,13 +736,20 @@ async fn node_past_genesis() -> DevNode {
     node
 }
 
-/// A client of `url` that trusts the dev chain's validators for its chain id.
+/// A client of `url` that trusts the dev chain's validators for its chain
+/// id, reading as the chain's regulator (who may read whole blocks).
 fn pinned(url: &str) -> trellis_sdk::ClientBuilder {
     let genesis = Genesis::dev();
     Client::builder()
         .endpoint(url)
+        .signer(regulator())
         .chain_id(&genesis.chain_id)
         .validators(genesis.validator_keys())
+}
+
+/// The dev chain's regulator account, which reads everything.
+fn regulator() -> KeyPair {
+    dev_account("regulator/ops")
 }
 
 fn pinned_client(url: &str) -> Client {
@@ -872,7 +898,7 @@ async fn transactions_are_verified_with_their_receipts_and_altered_answers_are_r
         assert_eq!(verified.receipt, receipt);
         assert_eq!(
             verified.block_hash,
-            client.block(height).await.unwrap().hash
+            client.header(height).await.unwrap().hash
         );
     }
     assert_eq!(
@@ -882,6 +908,7 @@ async fn transactions_are_verified_with_their_receipts_and_altered_answers_are_r
     // Trusting other validators, the same answer does not verify.
     let strangers = Client::builder()
         .endpoint(node.url(""))
+        .signer(regulator())
         .chain_id(&genesis.chain_id)
         .validators([KeyPair::insecure_from_label("not a validator").public()])
         .build()
@@ -957,7 +984,7 @@ async fn blocks_are_verified_whole_and_an_altered_body_or_receipt_is_refused() {
     let pinned = pinned_client(&node.url(""));
     let block = pinned.verified_block(height).await.expect("verified");
     assert!(block.block.txs.contains(&signed[2]));
-    assert_eq!(block, client.block(height).await.unwrap());
+    assert_eq!(block, pinned.block(height).await.unwrap());
     pinned
         .verified_block(0)
         .await
@@ -1004,11 +1031,20 @@ async fn headers_verify_only_with_a_quorum_of_the_trusted_validators_for_this_ch
     let trusting = |validators: Vec<PublicKey>, chain_id: &str| {
         Client::builder()
             .endpoint(node.url(""))
+            .signer(regulator())
             .validators(validators)
             .chain_id(chain_id)
             .build()
             .unwrap()
     };
+    // Headers are public: a client of another chain reads them unsigned (a
+    // signed request for another chain the node refuses, below).
+    let other_chain = Client::builder()
+        .endpoint(node.url(""))
+        .validators(genesis.validator_keys())
+        .chain_id("another-chain")
+        .build()
+        .unwrap();
     let pinned = trusting(genesis.validator_keys(), &genesis.chain_id);
     let head = pinned.status().await.unwrap().status.height;
     let header = pinned.verified_header(head).await.expect("verified");
@@ -1024,7 +1060,6 @@ async fn headers_verify_only_with_a_quorum_of_the_trusted_validators_for_this_ch
     // Trusting other validators, or another chain, nothing verifies.
     let stranger = KeyPair::insecure_from_label("not a validator").public();
     let strangers = trusting(vec![stranger], &genesis.chain_id);
-    let other_chain = trusting(genesis.validator_keys(), "another-chain");
     for (who, client, why) in [
         ("other validators", &strangers, "not a validator"),
         ("another chain", &other_chain, "of chain `"),
@@ -1032,7 +1067,6 @@ async fn headers_verify_only_with_a_quorum_of_the_trusted_validators_for_this_ch
         for read in [
             client.verified_header(head).await.map(drop),
             client.verified_header(0).await.map(drop),
-            client.state_with_proof(b"sys/params").await.map(drop),
         ] {
             assert!(
                 matches!(&read, Err(Error::Proof(m)) if m.contains(why)),
@@ -1040,6 +1074,16 @@ async fn headers_verify_only_with_a_quorum_of_the_trusted_validators_for_this_ch
             );
         }
     }
+    let read = strangers.state_with_proof(b"sys/params").await.map(drop);
+    assert!(
+        matches!(&read, Err(Error::Proof(m)) if m.contains("not a validator")),
+        "{read:?}"
+    );
+    // A state read is signed for the client's chain: another chain's
+    // signature the node refuses before any proof is made.
+    let signed_for_another = trusting(genesis.validator_keys(), "another-chain");
+    let read = rejected(signed_for_another.state_with_proof(b"sys/params").await);
+    assert_eq!(read, (401, "bad_signature".to_owned()));
     assert!(matches!(
         Client::builder()
             .endpoint(node.url(""))
@@ -1105,6 +1149,7 @@ async fn the_event_stream_resumes_after_a_dropped_connection_with_no_gap_and_no_
     let writer = member(&node, T2);
     let reader = Client::builder()
         .endpoint(proxy.url())
+        .signer(t2.clone())
         .retry(RetryPolicy {
             max_attempts: 5,
             initial_backoff: Duration::from_millis(20),
@@ -1338,13 +1383,12 @@ async fn each_party_follows_every_change_to_its_paper_on_its_own_stream() {
         })
         .await
         .unwrap();
-    let mut kept = None;
-    for &id in &split.value {
-        if t1.piece(id).await.unwrap().piece.holder == T1 {
-            kept = Some(id);
-        }
-    }
-    let kept = kept.expect("tier 1 keeps the rest of the split");
+    // The remainder comes last; tier 1 keeps it (and no longer sees the
+    // piece it passed on).
+    let kept = *split.value.last().expect("a split returns pieces");
+    assert_eq!(t1.piece(kept).await.unwrap().piece.holder, T1);
+    let passed = rejected(t1.piece(split.value[0]).await);
+    assert_eq!(passed, (422, "not_found".to_owned()));
     let transferred = t1
         .transfer(&rcv::Transfer {
             piece: kept,
@@ -1609,8 +1653,12 @@ async fn a_chain_exported_and_imported_into_a_new_store_serves_the_same_paper_an
     })
     .await
     .unwrap();
-    let tree = t1.tree(root).await.unwrap();
-    let t2_holdings = t1.holdings(T2).await.unwrap();
+    let tree = core.tree(root).await.unwrap();
+    let t2_holdings = member(&node, T2)
+        .receivables(address)
+        .holdings(T2)
+        .await
+        .unwrap();
     let status = node.status().await.unwrap();
     node.stop().await.unwrap();
 
@@ -1645,8 +1693,10 @@ async fn a_chain_exported_and_imported_into_a_new_store_serves_the_same_paper_an
     }
     let address = receivables_address();
     let t1 = member(&imported, T1).receivables(address);
-    assert_eq!(t1.tree(root).await.unwrap(), tree);
-    assert_eq!(t1.holdings(T2).await.unwrap(), t2_holdings);
+    let core = member(&imported, CORE).receivables(address);
+    let t2 = member(&imported, T2).receivables(address);
+    assert_eq!(core.tree(root).await.unwrap(), tree);
+    assert_eq!(t2.holdings(T2).await.unwrap(), t2_holdings);
     let [rest] = &t1.holdings(T1).await.unwrap()[..] else {
         panic!("tier 1 holds the rest of the split");
     };
@@ -1656,5 +1706,5 @@ async fn a_chain_exported_and_imported_into_a_new_store_serves_the_same_paper_an
     })
     .await
     .expect("the imported chain takes new transactions");
-    assert_eq!(t1.piece(rest.piece.id).await.unwrap().piece.holder, T2);
+    assert_eq!(t2.piece(rest.piece.id).await.unwrap().piece.holder, T2);
 }

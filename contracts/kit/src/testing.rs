@@ -6,8 +6,9 @@
 //! semantics: a call that returns `Err` or panics leaves no writes and no
 //! events behind, a panic surfaces as a `trap` error, a query that tries to
 //! write, remove or emit traps ("read-only"), and so does a call that reads
-//! the query index. Queries see the node's anonymous caller (all-zero
-//! account, empty org, no roles) and the latest block.
+//! the query index. Queries see the latest block and run as the reader
+//! ([`TestHost::set_reader`]), as the node runs them as the member whose
+//! signed request asked (a regulator unless set: [`regulator_reader`]).
 
 extern crate std;
 
@@ -47,7 +48,13 @@ pub fn caller_from(org: &str, roles: &[Role]) -> Caller {
     }
 }
 
-/// The caller a query sees on the node.
+/// Whom [`TestHost`]'s queries run as unless [`TestHost::set_reader`]
+/// says otherwise: a regulator, who sees everything.
+pub fn regulator_reader() -> Caller {
+    caller_from("regulator", &[Role::Regulator])
+}
+
+/// A caller with no account, organisation or roles: a fresh host's caller.
 pub fn anonymous_caller() -> Caller {
     Caller {
         account: [0; 32],
@@ -61,6 +68,8 @@ pub fn anonymous_caller() -> Caller {
 pub struct TestHost {
     storage: Storage,
     caller: Caller,
+    /// Whom queries run as.
+    reader: Caller,
     block: BlockInfo,
     members: BTreeMap<String, Vec<Role>>,
     events: Vec<ContractEvent>,
@@ -79,6 +88,7 @@ impl TestHost {
         TestHost {
             storage: Storage::default(),
             caller: anonymous_caller(),
+            reader: regulator_reader(),
             block: BlockInfo {
                 chain_id: TEST_CHAIN_ID.into(),
                 height: 1,
@@ -103,6 +113,18 @@ impl TestHost {
 
     pub fn caller(&self) -> &Caller {
         &self.caller
+    }
+
+    /// Runs queries as `reader` from now on.
+    pub fn set_reader(&mut self, reader: Caller) -> &mut Self {
+        self.reader = reader;
+        self
+    }
+
+    /// Runs queries as `org`, with the roles the member registry gives it.
+    pub fn read_as(&mut self, org: &str) -> &mut Self {
+        let roles = self.members.get(org).cloned().unwrap_or_default();
+        self.set_reader(caller_from(org, &roles))
     }
 
     pub fn set_chain_id(&mut self, chain_id: &str) -> &mut Self {
@@ -167,7 +189,7 @@ impl TestHost {
         self.exec(|host| C::call(host, method, args))
     }
 
-    /// Runs `C::query` read-only, as the anonymous caller, against the current block.
+    /// Runs `C::query` read-only, as the reader, against the current block.
     pub fn query<C: Contract>(&self, method: &str, args: &[u8]) -> ContractResult<Vec<u8>> {
         self.read(|host| C::query(host, method, args))
     }
@@ -199,7 +221,7 @@ impl TestHost {
         outcome
     }
 
-    /// Runs any code as a query: read-only, anonymous caller.
+    /// Runs any code as a query: read-only, as the reader.
     pub fn read<T>(&self, f: impl FnOnce(&dyn Host) -> ContractResult<T>) -> ContractResult<T> {
         self.read_raw(|host| f(host))
     }
@@ -211,10 +233,9 @@ impl TestHost {
         &self,
         f: impl FnOnce(&mut dyn Host) -> ContractResult<T>,
     ) -> ContractResult<T> {
-        let caller = anonymous_caller();
         let mut frame = Frame {
             storage: Writes::ReadOnly(&self.storage),
-            caller: &caller,
+            caller: &self.reader,
             block: &self.block,
             members: &self.members,
             events: Vec::new(),

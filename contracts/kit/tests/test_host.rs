@@ -1,7 +1,7 @@
 //! The test host behaves like the node: failed calls leave nothing behind,
 //! panics are traps, queries are read-only, iteration is in key order.
 
-use trellis_contract::testing::{TestHost, account_of, caller_from};
+use trellis_contract::testing::{TestHost, account_of, caller_from, regulator_reader};
 use trellis_contract::{
     Contract, ContractError, ContractEvent, ContractResult, Host, Role, args, codec, ret, store,
 };
@@ -155,7 +155,7 @@ fn query_cannot_write_remove_or_emit() {
 }
 
 #[test]
-fn query_sees_committed_state_the_anonymous_caller_and_the_latest_block() {
+fn query_sees_committed_state_the_reader_and_the_latest_block() {
     let mut host = seeded();
     host.add_member("bank-a", &[Role::Bank, Role::Admin, Role::Bank]);
     host.set_block(10, 1_000).advance(500);
@@ -165,8 +165,11 @@ fn query_sees_committed_state_the_anonymous_caller_and_the_latest_block() {
     assert_eq!(value, Some(3));
     let caller: trellis_contract::Caller =
         codec::decode(&host.query::<Probe>("caller", &[]).unwrap()).unwrap();
-    assert_eq!(caller.account, [0; 32]);
-    assert!(caller.org.is_empty() && caller.roles.is_empty());
+    assert_eq!(caller, regulator_reader(), "a regulator unless set");
+    host.read_as("bank-a");
+    let caller: trellis_contract::Caller =
+        codec::decode(&host.query::<Probe>("caller", &[]).unwrap()).unwrap();
+    assert_eq!(caller, caller_from("bank-a", &[Role::Bank, Role::Admin]));
     let block: trellis_contract::BlockInfo =
         codec::decode(&host.query::<Probe>("block", &[]).unwrap()).unwrap();
     assert_eq!((block.height, block.timestamp_ms), (11, 1_500));

@@ -78,6 +78,8 @@ pub enum Error {
         overdue_from_ms: u64,
     },
     NothingToDo,
+    /// What the caller asked for is not its to see.
+    NotVisible(&'static str),
 }
 
 pub type Result<T> = core::result::Result<T, Error>;
@@ -124,6 +126,7 @@ impl Error {
             Error::NotExpired { .. } => "not_expired",
             Error::NotOverdue { .. } => "not_overdue",
             Error::NothingToDo => "nothing_to_do",
+            Error::NotVisible(_) => "not_visible",
         }
     }
 
@@ -200,6 +203,7 @@ impl Error {
                 format!("not overdue before {overdue_from_ms} ms")
             }
             Error::NothingToDo => "nothing to do: no piece is in a state this applies to".into(),
+            Error::NotVisible(why) => (*why).into(),
         }
     }
 }

@@ -78,6 +78,15 @@ pub fn piece_key(id: PieceId) -> Vec<u8> {
 /// | `credit_limit` | [`CreditRef`] | `u128` |
 /// | `by_invoice` | [`InvoiceRef`] | `Option<Root>` |
 /// | `params` | `()` | [`Params`] |
+/// | `may_read` | `Vec<u8>` (a key of the contract's state) | `bool` |
+///
+/// Queries run as the member whose signed request asked the node and show
+/// it what concerns it: a piece to its holder, its issuer and the bank of
+/// its open offer or financing (with its lineage); a holder's list to that
+/// holder; a tree to its issuer; credit figures to the issuer, banks and
+/// admins; everything to a regulator. A piece the caller may not see is
+/// `not_found`. `may_read` tells the node which of the contract's raw state
+/// keys that member may read with their proofs.
 pub struct Receivables;
 
 impl Contract for Receivables {
@@ -121,6 +130,7 @@ impl Contract for Receivables {
                 args::<()>(a)?;
                 ret(&queries::params(host)?)?
             }
+            "may_read" => ret(&queries::may_read(host, &args::<Vec<u8>>(a)?))?,
             other => return Err(Error::UnknownMethod(other.into()).into()),
         })
     }

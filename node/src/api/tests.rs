@@ -6,9 +6,10 @@ use crate::execution::{self, AccountRecord};
 use crate::node::now_ms;
 use crate::state::Writes;
 use crate::storage::Indexes;
-use reqwest::header::CONTENT_TYPE;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use serde_json::{Value, json};
 use trellis_genesis::{Genesis, dev_account};
+use trellis_types::access::{MAX_CLOCK_SKEW_MS, RequestSignature};
 use trellis_types::{
     Bytes, ChainParams, KeyPair, Payload, PublicKey, Receipt, SignedTransaction, SystemOp,
     Transaction, encode,
@@ -66,7 +67,15 @@ impl TestNode {
 
     /// A node on the dev genesis whose event streams use `config`.
     async fn start_streaming(config: EventStreamConfig) -> TestNode {
-        Self::start_full(Genesis::dev(), None, |_| {}, config, Indexes::default()).await
+        Self::start_full(
+            Genesis::dev(),
+            None,
+            |_| {},
+            config,
+            Indexes::default(),
+            Access::Open,
+        )
+        .await
     }
 
     /// A node on the dev genesis whose store keeps `indexes`.
@@ -77,6 +86,7 @@ impl TestNode {
             |_| {},
             EventStreamConfig::default(),
             indexes,
+            Access::Open,
         )
         .await
     }
@@ -94,6 +104,7 @@ impl TestNode {
             adjust,
             EventStreamConfig::default(),
             Indexes::default(),
+            Access::Open,
         )
         .await
     }
@@ -104,6 +115,7 @@ impl TestNode {
         adjust: impl FnOnce(&mut ChainParams),
         streams: EventStreamConfig,
         indexes: Indexes,
+        access: Access,
     ) -> TestNode {
         let dir = tempfile::tempdir().expect("temp dir");
         let storage = Storage::open_with(dir.path(), 64 << 20, indexes).expect("open storage");
@@ -145,6 +157,8 @@ impl TestNode {
             metrics: Arc::new(Metrics::new()),
             max_body_bytes: MAX_BODY_BYTES,
             reads: ReadLimit::new(READ_THREADS, READS_ADMITTED),
+            access,
+            replays: Replays::new(REPLAY_CAPACITY),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -2261,13 +2275,13 @@ fn a_party_filter_on_pruned_state_goes_past_a_key_removed_since() {
         parties: vec!["supplier-t1".into()],
         ..EventFilter::default()
     };
-    let sent = committed_txs(&storage, &mut Matcher::new(by_org), 1, 0);
+    let sent = committed_txs(&storage, &mut Matcher::new(by_org, None), 1, 0);
     assert_eq!(sent.expect("no error").expect("block 1").len(), 0);
     let by_key = EventFilter {
         parties: vec![t1.public().to_string()],
         ..EventFilter::default()
     };
-    let sent = committed_txs(&storage, &mut Matcher::new(by_key), 1, 0);
+    let sent = committed_txs(&storage, &mut Matcher::new(by_key, None), 1, 0);
     assert_eq!(sent.expect("no error").expect("block 1").len(), 1);
 }
 
@@ -2389,4 +2403,372 @@ async fn shutting_down_ends_open_event_streams_and_the_server() {
         .expect("the server stops")
         .expect("the server task")
         .expect("the server stopped cleanly");
+}
+
+// ---------------------------------------------------------------------------
+// Who reads what (`[api] access = "members"`)
+
+impl TestNode {
+    /// A node on the dev genesis that asks who reads.
+    async fn start_asking() -> TestNode {
+        Self::start_full(
+            Genesis::dev(),
+            None,
+            |_| {},
+            EventStreamConfig::default(),
+            Indexes::default(),
+            Access::Members,
+        )
+        .await
+    }
+
+    /// `method path` with `body`, signed by `key` as signed at `time_ms`.
+    fn signed_at(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &[u8],
+        key: &KeyPair,
+        time_ms: u64,
+    ) -> reqwest::RequestBuilder {
+        let auth =
+            RequestSignature::sign(key, &self.chain_id, method.as_str(), path, body, time_ms);
+        self.client
+            .request(method, format!("{}{path}", self.url))
+            .header(AUTHORIZATION, auth.header_value())
+            .body(body.to_vec())
+    }
+
+    /// `GET path` signed by `key` now.
+    async fn get_as(&self, key: &KeyPair, path: &str) -> (StatusCode, Value) {
+        answer(self.signed_at(reqwest::Method::GET, path, &[], key, now_ms())).await
+    }
+
+    /// A contract query signed by `key`.
+    async fn query_as(
+        &self,
+        key: &KeyPair,
+        address: &trellis_types::Address,
+        method: &str,
+        args: &[u8],
+    ) -> (StatusCode, Value) {
+        let body = json!({"method": method, "args": hex::encode(args)}).to_string();
+        let path = format!("/v1/contracts/{address}/query");
+        let request = self.signed_at(reqwest::Method::POST, &path, body.as_bytes(), key, now_ms());
+        answer(request.header(CONTENT_TYPE, "application/json")).await
+    }
+
+    /// `GET /v1/events{query}` signed by `key`: the status and the stream.
+    async fn events_as(&self, key: &KeyPair, query: &str) -> (StatusCode, SseReader) {
+        let path = format!("/v1/events{query}");
+        let request = self.signed_at(reqwest::Method::GET, &path, &[], key, now_ms());
+        let response = request.send().await.expect("GET /v1/events");
+        let status = StatusCode::from_u16(response.status().as_u16()).expect("valid status");
+        let reader = SseReader {
+            response,
+            buffer: String::new(),
+        };
+        (status, reader)
+    }
+}
+
+/// The status and JSON body of `request`'s answer.
+async fn answer(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let response = request.send().await.expect("request");
+    let status = StatusCode::from_u16(response.status().as_u16()).expect("valid status");
+    (status, response.json().await.expect("JSON response body"))
+}
+
+fn regulator() -> KeyPair {
+    dev_account("regulator/ops")
+}
+
+fn receivables(node: &TestNode) -> trellis_types::Address {
+    Genesis::dev()
+        .contracts
+        .iter()
+        .find(|c| c.name == "receivables")
+        .map(|c| c.address())
+        .filter(|address| {
+            execution::contract(&node.storage, address)
+                .unwrap()
+                .is_some()
+        })
+        .expect("the dev genesis deploys the receivables contract")
+}
+
+#[tokio::test]
+async fn a_node_that_asks_refuses_unsigned_reads_and_serves_what_is_public() {
+    let node = TestNode::start_asking().await;
+    let contract = receivables(&node);
+    for path in [
+        "/v1/blocks/latest".to_owned(),
+        "/v1/blocks/0".to_owned(),
+        format!("/v1/transactions/{}", Hash([1; 32])),
+        format!("/v1/transactions/{}/proof", Hash([1; 32])),
+        format!("/v1/state/{}", hex::encode(b"sys/params")),
+        format!("/v1/contracts/{contract}"),
+        "/v1/events?from_height=0".to_owned(),
+    ] {
+        let (status, body) = node.get(&path).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("unauthenticated")),
+            "GET {path}: {body}"
+        );
+    }
+    let (status, body) = node
+        .post_to(
+            &format!("/v1/contracts/{contract}/query"),
+            "application/json",
+            json!({"method": "params", "args": ""})
+                .to_string()
+                .into_bytes(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+
+    for path in [
+        "/health",
+        "/status",
+        "/v1/validators",
+        "/v1/blocks/0/header",
+        "/v1/blocks/latest/header",
+        "/v1/evidence",
+    ] {
+        let (status, body) = node.get(path).await;
+        assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
+    }
+    for path in ["/metrics", "/openapi.json"] {
+        let response = node.client.get(format!("{}{path}", node.url)).send().await;
+        assert_eq!(response.unwrap().status().as_u16(), 200, "GET {path}");
+    }
+    // A transaction is its own credential.
+    let (status, body) = node.submit(&node.tx(&acme(), 0)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+}
+
+#[tokio::test]
+async fn a_signature_must_be_a_members_own_fresh_and_first() {
+    let node = TestNode::start_asking().await;
+    let path = format!("/v1/state/{}", hex::encode(b"sys/params"));
+    let get = reqwest::Method::GET;
+    let now = now_ms();
+    let refused = |code: &'static str| (StatusCode::UNAUTHORIZED, Some(code));
+    let code = |(status, body): (StatusCode, Value)| {
+        let code = body["code"].as_str().map(str::to_owned);
+        assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{body}"
+        );
+        (status, code)
+    };
+    let check = |got: (StatusCode, Option<String>), want: (StatusCode, Option<&str>)| {
+        assert_eq!((got.0, got.1.as_deref()), want);
+    };
+
+    // Signed by a member, just now: taken once.
+    let request = node.signed_at(get.clone(), &path, &[], &acme(), now);
+    let again = request.try_clone().expect("a bodiless request clones");
+    let (status, body) = answer(request).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    check(code(answer(again).await), refused("replayed"));
+
+    // Too far from the node's clock, either way.
+    for time in [now - 2 * MAX_CLOCK_SKEW_MS, now + 2 * MAX_CLOCK_SKEW_MS] {
+        let request = node.signed_at(get.clone(), &path, &[], &acme(), time);
+        check(code(answer(request).await), refused("stale_request"));
+    }
+
+    // Signed for another path, chain, method or body than it is sent with.
+    let other_path = format!("/v1/state/{}", hex::encode(b"sys/genesis"));
+    let auth = RequestSignature::sign(&acme(), &node.chain_id, "GET", &other_path, &[], now);
+    let request = node
+        .client
+        .get(format!("{}{path}", node.url))
+        .header(AUTHORIZATION, auth.header_value());
+    check(code(answer(request).await), refused("bad_signature"));
+    let auth = RequestSignature::sign(&acme(), "another-chain", "GET", &path, &[], now);
+    let request = node
+        .client
+        .get(format!("{}{path}", node.url))
+        .header(AUTHORIZATION, auth.header_value());
+    check(code(answer(request).await), refused("bad_signature"));
+    let contract = receivables(&node);
+    let query = format!("/v1/contracts/{contract}/query");
+    let signed_body = json!({"method": "params", "args": ""}).to_string();
+    let auth = RequestSignature::sign(
+        &acme(),
+        &node.chain_id,
+        "POST",
+        &query,
+        signed_body.as_bytes(),
+        now,
+    );
+    let request = node
+        .client
+        .post(format!("{}{query}", node.url))
+        .header(AUTHORIZATION, auth.header_value())
+        .header(CONTENT_TYPE, "application/json")
+        .body(json!({"method": "piece", "args": ""}).to_string());
+    check(code(answer(request).await), refused("bad_signature"));
+
+    // Not a member's account; a header that does not parse.
+    let stranger = KeyPair::from_seed([42; 32]);
+    let request = node.signed_at(get.clone(), &path, &[], &stranger, now);
+    check(code(answer(request).await), refused("unknown_account"));
+    for header in [&b"Bearer abc"[..], b"Trellis key=00", b"Trellis key=\xff"] {
+        let header = reqwest::header::HeaderValue::from_bytes(header).expect("a header value");
+        let request = node
+            .client
+            .get(format!("{}{path}", node.url))
+            .header(AUTHORIZATION, header);
+        check(code(answer(request).await), refused("bad_authorization"));
+    }
+
+    // The node goes on serving the member that signs properly.
+    let (status, _) = node.get_as(&acme(), &path).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_member_reads_the_transactions_that_concern_it_and_a_regulator_all() {
+    let node = TestNode::start_asking().await;
+    let (acme, t1, t2) = (
+        acme(),
+        dev_account("supplier-t1/ops"),
+        dev_account("supplier-t2/ops"),
+    );
+    // Acme's issue names supplier-t1; its remark names no one.
+    let sent = node.commit_remarks(
+        &acme,
+        0,
+        vec![
+            vec![event("issued", &[("piece", "1"), ("to", "supplier-t1")])],
+            vec![event("noted", &[])],
+        ],
+    );
+    let (issue, remark) = (sent[0].hash(), sent[1].hash());
+    let status_of = |key: &KeyPair, hash: Hash, proof: bool| {
+        let suffix = if proof { "/proof" } else { "" };
+        let path = format!("/v1/transactions/{hash}{suffix}");
+        let node = &node;
+        let key = key.clone();
+        async move { node.get_as(&key, &path).await.0 }
+    };
+    for proof in [false, true] {
+        for (key, hash, seen) in [
+            (&acme, issue, true),
+            (&acme, remark, true),
+            (&t1, issue, true),
+            (&t1, remark, false),
+            (&t2, issue, false),
+            (&regulator(), remark, true),
+        ] {
+            let want = if seen {
+                StatusCode::OK
+            } else {
+                StatusCode::NOT_FOUND
+            };
+            assert_eq!(
+                status_of(key, hash, proof).await,
+                want,
+                "{} reads {hash} (proof: {proof})",
+                key.public()
+            );
+        }
+    }
+
+    // Whole blocks are a regulator's.
+    let (status, body) = node.get_as(&t1, "/v1/blocks/1").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden")),
+        "{body}"
+    );
+    for path in ["/v1/blocks/1", "/v1/blocks/latest"] {
+        assert_eq!(node.get_as(&regulator(), path).await.0, StatusCode::OK);
+    }
+
+    // The event stream: what concerns the reader, whatever it asks for.
+    let (status, mut stream) = node.events_as(&t1, "?from_height=1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(stream.ids(1).await, ["1:0"]);
+    let (_, mut everything) = node.events_as(&regulator(), "?from_height=1").await;
+    assert_eq!(everything.ids(2).await, ["1:0", "1:1"]);
+    let (_, mut asked_for_acme) = node.events_as(&t2, "?from_height=1&party=core-acme").await;
+    // Each stream's next message is the first that concerns its reader
+    // (and, asked for, core-acme).
+    node.commit_remarks(&t2, 0, vec![vec![]]);
+    let (_, mut own) = node.events_as(&t2, "?from_height=1").await;
+    assert_eq!(own.ids(1).await, ["2:0"]);
+    node.commit_remarks(
+        &acme,
+        2,
+        vec![vec![event("split", &[("child", "2:supplier-t2:1")])]],
+    );
+    assert_eq!(asked_for_acme.ids(1).await, ["3:0"]);
+    node.commit_remarks(
+        &acme,
+        3,
+        vec![vec![event("transferred", &[("to", "supplier-t1")])]],
+    );
+    assert_eq!(stream.ids(1).await, ["4:0"]);
+}
+
+#[tokio::test]
+async fn a_member_reads_membership_state_and_only_the_contract_keys_it_may() {
+    let node = TestNode::start_asking().await;
+    let t2 = dev_account("supplier-t2/ops");
+    for key in [
+        b"sys/params".to_vec(),
+        execution::keys::account(&acme().public()),
+        execution::keys::organisation("core-acme"),
+    ] {
+        let path = format!("/v1/state/{}?proof=true", hex::encode(&key));
+        let (status, body) = node.get_as(&t2, &path).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    // A piece's key: the contract's `may_read` decides (no such piece here,
+    // so no one but a regulator); a key of no contract: a regulator's.
+    let contract = receivables(&node);
+    let piece = contract.state_key(&trellis_receivables::piece_key(1));
+    for key in [piece, b"c/short".to_vec(), b"elsewhere".to_vec()] {
+        let path = format!("/v1/state/{}", hex::encode(&key));
+        let (status, body) = node.get_as(&t2, &path).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("forbidden")),
+            "{body}"
+        );
+        assert_eq!(node.get_as(&regulator(), &path).await.0, StatusCode::OK);
+    }
+    // A query runs as the member: the contract shows supplier-t2 its own
+    // holdings only.
+    let own = trellis_types::encode(&trellis_receivables::ByHolder {
+        org: "supplier-t2".into(),
+        after: None,
+        limit: None,
+    });
+    let (status, body) = node
+        .query_as(&t2, &contract, "pieces_by_holder", &own)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let other = trellis_types::encode(&trellis_receivables::ByHolder {
+        org: "supplier-t1".into(),
+        after: None,
+        limit: None,
+    });
+    let (status, body) = node
+        .query_as(&t2, &contract, "pieces_by_holder", &other)
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("not_visible")),
+        "{body}"
+    );
+    let (status, _) = node
+        .query_as(&regulator(), &contract, "pieces_by_holder", &other)
+        .await;
+    assert_eq!(status, StatusCode::OK);
 }

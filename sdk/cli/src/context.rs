@@ -72,9 +72,16 @@ impl Ctx {
             .validators(genesis.validator_keys()))
     }
 
-    /// A client for reads.
+    /// A client for reads: it signs its requests with the configured key,
+    /// if any, which a node that asks who reads (`[api] access = "members"`)
+    /// needs.
     pub fn reader(&self) -> Result<Client> {
-        Ok(self.builder()?.build()?)
+        let builder = self.builder()?;
+        Ok(match self.signer()? {
+            Some(key) => builder.signer(key),
+            None => builder,
+        }
+        .build()?)
     }
 
     /// A client that signs with the configured key.

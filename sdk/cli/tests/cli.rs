@@ -35,6 +35,26 @@ async fn json_as(url: &str, org: &str, args: &[&str]) -> Value {
     json_ok(url, &all).await
 }
 
+/// core-acme issues `amount` CNY to supplier-t1 against `invoice`, maturing
+/// in a day; the root piece's id.
+async fn issue_to_tier_1(url: &str, amount: &str, invoice: &str) -> String {
+    let args = [
+        "receivable",
+        "issue",
+        "--to",
+        "supplier-t1",
+        "--amount",
+        amount,
+        "--currency",
+        "CNY",
+        "--maturity",
+        "+1d",
+        "--invoice",
+        invoice,
+    ];
+    id(&json_as(url, "core-acme", &args).await["piece"]).to_string()
+}
+
 fn minor(amount: &Value) -> u128 {
     amount["minor_units"]
         .as_str()
@@ -147,7 +167,7 @@ fn assert_demo_story(demo: &Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_plays_the_story_twice_at_once_on_one_dev_node() {
-    let node = DevNode::start().await.expect("dev node");
+    let node = DevNode::start_open().await.expect("dev node");
     let url = node.url("");
     // Two runs at once on one chain and the same accounts: each has its own
     // invoice, and the SDK sorts out the shared nonces.
@@ -399,7 +419,7 @@ async fn without_a_node_binary_the_demo_says_what_to_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_command_prints_exactly_one_json_document() {
-    let node = DevNode::start().await.expect("dev node");
+    let node = DevNode::start_open().await.expect("dev node");
     let url = node.url("");
     let u = url.as_str();
     let dir = tempfile::tempdir().unwrap();
@@ -675,7 +695,7 @@ async fn every_command_prints_exactly_one_json_document() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_behind_tls_is_reached_with_the_ca_named_by_ca_cert() {
-    let node = DevNode::start().await.expect("dev node");
+    let node = DevNode::start_open().await.expect("dev node");
     let front = TlsFront::start(node.addr()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
@@ -703,7 +723,7 @@ async fn a_node_behind_tls_is_reached_with_the_ca_named_by_ca_cert() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_exit_with_their_documented_codes() {
-    let node = DevNode::start().await.expect("dev node");
+    let node = DevNode::start_open().await.expect("dev node");
     let url = node.url("");
     let u = url.as_str();
     let dir = tempfile::tempdir().unwrap();
@@ -910,7 +930,7 @@ async fn errors_exit_with_their_documented_codes() {
 async fn tx_shows_a_dropped_transaction_and_why() {
     use trellis_sdk::{Client, Error};
     use trellis_types::{Bytes, Payload, SystemOp, Transaction};
-    let node = DevNode::start().await.expect("dev node");
+    let node = DevNode::start_open().await.expect("dev node");
     let url = node.url("");
     let key = trellis_genesis::dev_account("core-acme/ops");
     let now_ms = std::time::SystemTime::now()
@@ -1262,13 +1282,28 @@ async fn the_demo_runs_on_a_four_validator_local_network() {
     .json();
     assert_eq!(demo["chain_id"], "trellis-local");
     assert_demo_story(&demo);
-    // Every validator holds the same settled receivable.
+    // Every validator holds the same settled receivable, which the bank
+    // that financed it reads (these nodes ask who reads).
     let t3 = demo["pieces"]["supplier_t3"].to_string();
     for api in &net.apis {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let piece =
-                trellis(&["--node", api, "--output", "json", "receivable", "show", &t3]).await;
+            let show = ["receivable", "show", &t3];
+            let piece = trellis(
+                &[
+                    &[
+                        "--node",
+                        api,
+                        "--output",
+                        "json",
+                        "--dev-account",
+                        "bank-first",
+                    ][..],
+                    &show,
+                ]
+                .concat(),
+            )
+            .await;
             if piece.code == 0 && piece.json()["status"] == "settled" {
                 assert_eq!(piece.json()["settlement"]["paid_to"], "bank-first");
                 break;
@@ -1287,14 +1322,15 @@ async fn the_demo_runs_on_a_four_validator_local_network() {
     let last = &demo["steps"].as_array().unwrap().last().unwrap()["transaction"];
     let hash = last["tx_hash"].as_str().unwrap();
     for api in &net.apis {
-        let args = ["--genesis", &genesis, "receivable", "show", &t3, "--verify"];
+        let bank = ["--dev-account", "bank-first", "--genesis", &genesis];
+        let args = [&bank[..], &["receivable", "show", &t3, "--verify"]].concat();
         let verified = json_ok(api, &args).await;
         assert_eq!(verified["status"], "settled", "{api}: {verified}");
         assert!(
             verified["verified"]["height"].as_u64() > Some(0),
             "{verified}"
         );
-        let proven = json_ok(api, &["--genesis", &genesis, "tx", hash, "--verify"]).await;
+        let proven = json_ok(api, &[&bank[..], &["tx", hash, "--verify"]].concat()).await;
         assert_eq!(proven["height"], last["height"], "{api}: {proven}");
         assert_eq!(proven["receipt"]["status"], "success", "{api}: {proven}");
     }
@@ -1305,7 +1341,7 @@ async fn the_demo_runs_on_a_four_validator_local_network() {
 /// another chain, is shown as such.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evidence_lists_every_proof_from_a_height_each_checked_here() {
-    let mut node = DevNode::start().await.expect("dev node");
+    let mut node = DevNode::start_open().await.expect("dev node");
     let empty = json_ok(&node.url(""), &["evidence"]).await;
     assert_eq!(empty["evidence"], serde_json::json!([]));
 
@@ -1398,26 +1434,7 @@ async fn an_export_from_a_running_node_imports_into_a_new_store_at_the_same_head
     let node = DevNode::start().await.expect("dev node");
     let url = node.url("");
     let u = url.as_str();
-    let issued = json_as(
-        u,
-        "core-acme",
-        &[
-            "receivable",
-            "issue",
-            "--to",
-            "supplier-t1",
-            "--amount",
-            "1,000.00",
-            "--currency",
-            "CNY",
-            "--maturity",
-            "+1d",
-            "--invoice",
-            "INV-EXPORT",
-        ],
-    )
-    .await;
-    let piece = id(&issued["piece"]).to_string();
+    let piece = issue_to_tier_1(u, "1,000.00", "INV-EXPORT").await;
     json_as(u, "supplier-t1", &["receivable", "accept", &piece]).await;
     let status = json_ok(u, &["status"]).await;
     let height = status["height"].as_u64().unwrap();
@@ -1426,7 +1443,24 @@ async fn an_export_from_a_running_node_imports_into_a_new_store_at_the_same_head
     let file = dir.path().join("chain.export");
     let out = file.to_str().unwrap();
     let to = height.to_string();
-    let exported = json_ok(u, &["export", "--out", out, "--to-height", &to]).await;
+    // Whole blocks are a regulator's: unsigned, or signed by a supplier, the
+    // node refuses; the regulator's key exports.
+    let run = trellis(&["--node", u, "export", "--out", out])
+        .await
+        .expect_code(3);
+    assert!(run.stderr.contains("unauthenticated"), "{run}");
+    let as_supplier = ["--dev-account", "supplier-t1", "export", "--out", out];
+    let run = trellis(&[&["--node", u][..], &as_supplier].concat())
+        .await
+        .expect_code(3);
+    assert!(run.stderr.contains("forbidden"), "{run}");
+    assert!(!file.exists() && !dir.path().join("chain.export.partial").exists());
+    let exported = json_as(
+        u,
+        "regulator",
+        &["export", "--out", out, "--to-height", &to],
+    )
+    .await;
     assert_eq!(exported["last"], height, "{exported}");
     assert_eq!(exported["chain_id"], "trellis-dev");
     let run = trellis(&["--node", u, "export", "--out", out])
@@ -1472,4 +1506,37 @@ async fn an_export_from_a_running_node_imports_into_a_new_store_at_the_same_head
         status["state_root"].as_str().unwrap()
     );
     assert!(stdout.contains(&head), "{stdout}");
+}
+
+/// Against a node that asks who reads, `trellis` signs its reads with the
+/// key it is given, and each member sees what concerns it: the holder and
+/// the issuer a piece, another supplier nothing (as if there were no such
+/// piece), an unsigned read not even that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_are_signed_with_the_key_given_and_show_what_concerns_it() {
+    let node = DevNode::start().await.expect("dev node");
+    let url = node.url("");
+    let u = url.as_str();
+    let piece = issue_to_tier_1(u, "500.00", "INV-READS").await;
+    for org in ["supplier-t1", "core-acme", "regulator"] {
+        let shown = json_as(u, org, &["receivable", "show", &piece]).await;
+        assert_eq!(shown["holder"], "supplier-t1", "{org}: {shown}");
+    }
+    let as_t2 = [
+        "--node",
+        u,
+        "--dev-account",
+        "supplier-t2",
+        "receivable",
+        "show",
+        &piece,
+    ];
+    let run = trellis(&as_t2).await.expect_code(8);
+    assert!(run.stderr.contains("not_found"), "{run}");
+    let run = trellis(&["--node", u, "receivable", "show", &piece])
+        .await
+        .expect_code(3);
+    assert!(run.stderr.contains("unauthenticated"), "{run}");
+    // What is public needs no key.
+    assert_eq!(json_ok(u, &["status"]).await["chain_id"], "trellis-dev");
 }

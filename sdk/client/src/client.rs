@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use trellis_types::access::RequestSignature;
 use trellis_types::api::{
     BatchSubmitted, BatchVerdict, BlockResponse, ContractQuery, ContractQueryResult, DropReason,
     ErrorBody, EvidenceList, HeaderResponse, Health, MAX_BLOCK_WAIT_MS, StateResponse,
@@ -811,6 +812,39 @@ fn batch_verdict(tx: &SignedTransaction, verdict: BatchVerdict) -> Result<Hash> 
     }
 }
 
+/// `request` (to `path` under the endpoint, with `body`) with an
+/// `Authorization` header signed by `signer` for its chain, now; unchanged
+/// without a signer. Each attempt is signed afresh: a node takes a
+/// signature once.
+pub(crate) fn sign(
+    mut request: reqwest::Request,
+    path: &str,
+    signer: Option<&(KeyPair, String)>,
+    body: &[u8],
+) -> reqwest::Request {
+    let Some((key, chain_id)) = signer else {
+        return request;
+    };
+    let path_and_query = match request.url().query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
+    };
+    let auth = RequestSignature::sign(
+        key,
+        chain_id,
+        request.method().as_str(),
+        &path_and_query,
+        body,
+        now_ms(),
+    );
+    if let Ok(value) = reqwest::header::HeaderValue::from_str(&auth.header_value()) {
+        request
+            .headers_mut()
+            .insert(reqwest::header::AUTHORIZATION, value);
+    }
+    request
+}
+
 fn decode_json<T: DeserializeOwned>(what: &str, body: &[u8]) -> Result<T> {
     serde_json::from_slice(body).map_err(|e| Error::Decode(format!("{what}: {e}")))
 }
@@ -877,6 +911,7 @@ impl Client {
         timeout: Duration,
     ) -> Result<Answer> {
         let retry = &self.inner.retry;
+        let signer = self.request_signer(path).await?;
         let mut failures = 0;
         loop {
             let endpoint = self.endpoint().to_owned();
@@ -889,17 +924,25 @@ impl Client {
             if let Some(accept) = accept {
                 request = request.header(reqwest::header::ACCEPT, accept);
             }
-            request = match &body {
-                RequestBody::None => request,
-                RequestBody::Json(bytes) => request
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(bytes.clone()),
-                RequestBody::Binary(bytes) => request
-                    .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-                    .body(bytes.clone()),
+            let (content_type, bytes): (_, &[u8]) = match &body {
+                RequestBody::None => (None, &[]),
+                RequestBody::Json(bytes) => (Some("application/json"), bytes),
+                RequestBody::Binary(bytes) => (Some("application/octet-stream"), bytes),
             };
+            if let Some(content_type) = content_type {
+                request = request
+                    .header(reqwest::header::CONTENT_TYPE, content_type)
+                    .body(bytes.to_vec());
+            }
             let max = self.inner.max_response_bytes;
-            let outcome = match request.send().await {
+            let sent = request
+                .build()
+                .map(|request| sign(request, path, signer.as_ref(), bytes));
+            let outcome = match sent {
+                Ok(request) => self.inner.http.execute(request).await,
+                Err(e) => Err(e),
+            };
+            let outcome = match outcome {
                 Ok(response) => {
                     let status = response.status().as_u16();
                     match read_body(response, max).await {
@@ -932,6 +975,19 @@ impl Client {
             }
             self.fail_over();
             tokio::time::sleep(retry.backoff(failures)).await;
+        }
+    }
+
+    /// The key and chain id requests to `path` are signed with: the
+    /// signer's, for every request but `/status` (public, and where the
+    /// chain id is read) and submissions (whose transactions are signed).
+    pub(crate) async fn request_signer(&self, path: &str) -> Result<Option<(KeyPair, String)>> {
+        let unsigned = ["/status", "/v1/transactions", "/v1/transactions/batch"];
+        match &self.inner.signer {
+            Some(key) if !unsigned.contains(&path) => {
+                Ok(Some((key.clone(), self.chain_id().await?)))
+            }
+            _ => Ok(None),
         }
     }
 
@@ -1413,7 +1469,10 @@ impl Client {
     pub async fn chain_id(&self) -> Result<String> {
         self.inner
             .chain_id
-            .get_or_try_init(|| async { Ok(self.status().await?.chain_id) })
+            .get_or_try_init(|| async {
+                // Boxed: a signed request reads the chain id, through here.
+                Ok(Box::pin(self.status()).await?.chain_id)
+            })
             .await
             .cloned()
     }

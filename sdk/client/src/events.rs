@@ -9,7 +9,7 @@
 //! before that position, so a consumer sees each transaction once, in chain
 //! order, with no gap.
 
-use crate::client::{Client, read_body, refusal, transport_message};
+use crate::client::{Client, read_body, refusal, sign, transport_message};
 use crate::error::{Error, Result};
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -223,20 +223,30 @@ impl futures_util::Stream for EventStream {
     }
 }
 
+const PATH: &str = "/v1/events";
+
 /// Opens one connection: 200 with `text/event-stream`, or the node's refusal.
 async fn connect(client: &Client, start: Start, filter: &EventFilter) -> Result<reqwest::Response> {
     let endpoint = client.endpoint().to_owned();
     let mut request = client
         .inner
         .http
-        .get(format!("{endpoint}/v1/events"))
+        .get(format!("{endpoint}{PATH}"))
         .header(reqwest::header::ACCEPT, "text/event-stream")
         .query(&filter.to_query());
     request = match start {
         Start::Height(height) => request.query(&[("from_height", height.to_string())]),
         Start::After(position) => request.header("last-event-id", position.to_string()),
     };
-    let response = request.send().await.map_err(|e| Error::Transport {
+    let signer = client.request_signer(PATH).await?;
+    let request = request
+        .build()
+        .map(|request| sign(request, PATH, signer.as_ref(), &[]));
+    let response = match request {
+        Ok(request) => client.inner.http.execute(request).await,
+        Err(e) => Err(e),
+    }
+    .map_err(|e| Error::Transport {
         endpoint: endpoint.clone(),
         message: transport_message(&e),
     })?;

@@ -8,6 +8,10 @@
 //!   node's batches are small, a loaded node's large). Reported per batch;
 //!   the throughput line gives transactions per second.
 //!
+//! - `verify/request`: read a signed API request's `Authorization` header
+//!   and check its signature over the request (a contract query's path and
+//!   JSON body), as the node does for each signed read.
+//!
 //! Transactions are ~100-byte remarks from 64 distinct senders. Run with
 //! `cargo bench -p trellis-types --bench verify`.
 
@@ -16,6 +20,7 @@ use criterion::{
 };
 use std::hint::black_box;
 use std::time::Duration;
+use trellis_types::access::RequestSignature;
 use trellis_types::crypto::verify_batch;
 use trellis_types::{KeyPair, Payload, SignedTransaction, SystemOp, Transaction, decode};
 
@@ -63,6 +68,18 @@ fn verify(c: &mut Criterion) {
         b.iter(|| {
             let stx: SignedTransaction = decode(black_box(&one)).expect("decodes");
             stx.verify().expect("verifies")
+        })
+    });
+
+    let key = KeyPair::insecure_from_label("bench/reader");
+    let path = format!("/v1/contracts/{}/query", "ab".repeat(32));
+    let body = br#"{"method":"pieces_by_holder","args":"0b737570706c6965722d7431000000"}"#;
+    let header =
+        RequestSignature::sign(&key, "trellis-bench", "POST", &path, body, 1_000).header_value();
+    group.bench_function("request", |b| {
+        b.iter(|| {
+            let auth = RequestSignature::parse(black_box(&header)).expect("reads");
+            assert!(auth.verify("trellis-bench", "POST", &path, black_box(body)));
         })
     });
 

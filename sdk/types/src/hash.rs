@@ -32,13 +32,14 @@ pub enum Domain {
     SafetyRecord,
     SignedTransaction,
     Certificate,
+    ApiRequest,
 }
 
 impl Domain {
     /// How many domains there are: a slot each in the hasher tables below.
     /// A new domain must come last or move this (the test that hashes under
     /// every domain fails out of bounds until it does).
-    const COUNT: usize = Domain::Certificate as usize + 1;
+    const COUNT: usize = Domain::ApiRequest as usize + 1;
 
     pub const fn tag(self) -> &'static str {
         match self {
@@ -56,6 +57,7 @@ impl Domain {
             Domain::Genesis => "trellis v1 genesis",
             Domain::SignedTransaction => "trellis v1 signed transaction",
             Domain::Certificate => "trellis v1 commit certificate",
+            Domain::ApiRequest => "trellis v1 api request",
         }
     }
 
@@ -155,13 +157,14 @@ mod tests {
             SafetyRecord,
             SignedTransaction,
             Certificate,
+            ApiRequest,
         ];
         for domain in every {
             // Exhaustive: a new domain fails to compile here until listed.
             match domain {
                 Transaction | Header | Proposal | Vote | TxRoot | ReceiptRoot | Receipt
                 | ContractAddress | StateKey | StateTree | Genesis | SafetyRecord
-                | SignedTransaction | Certificate => {}
+                | SignedTransaction | Certificate | ApiRequest => {}
             }
             for bytes in [&b""[..], b"x", &[7; 64], &[9; 1500]] {
                 let mut fresh = blake3::Hasher::new_derive_key(domain.tag());

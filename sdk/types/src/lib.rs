@@ -5,6 +5,7 @@
 //! and the signature rules ([`crypto`]). A value's hash or signature is only
 //! ever computed over [`codec::encode`] of it, so every node agrees byte for byte.
 
+pub mod access;
 pub mod api;
 pub mod archive;
 pub mod block;

@@ -17,7 +17,7 @@ use alloc::vec::Vec;
 
 use wasmtime::{Caller as Cx, Engine, Linker, Memory, Module, Store};
 
-use super::{INDEX_READ_IN_CALL, Storage, TestHost, anonymous_caller, next_in};
+use super::{INDEX_READ_IN_CALL, Storage, TestHost, next_in};
 use crate::{
     BlockInfo, Caller, ContractError, ContractEvent, ContractResult, Invocation, Role, codec,
 };
@@ -108,7 +108,7 @@ impl TestHost {
         contract: &WasmContract,
         input: Vec<u8>,
     ) -> ContractResult<Vec<u8>> {
-        let frame = Frame::new(self, anonymous_caller(), input, true);
+        let frame = Frame::new(self, self.reader.clone(), input, true);
         contract.run("query", frame).0
     }
 }

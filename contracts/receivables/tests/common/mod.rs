@@ -8,7 +8,7 @@
 
 use serde::{Serialize, de::DeserializeOwned};
 use std::sync::OnceLock;
-use trellis_contract::testing::{TestHost, WasmContract};
+use trellis_contract::testing::{TestHost, WasmContract, regulator_reader};
 use trellis_contract::{ContractError, Host, Role, codec, store};
 use trellis_receivables::*;
 
@@ -149,19 +149,41 @@ impl Chain {
         );
     }
 
+    /// A query as the host's reader (a regulator unless [`Chain::query_as`]).
+    fn try_query<A: Serialize, R: Serialize + DeserializeOwned>(
+        &self,
+        method: &str,
+        args: &A,
+    ) -> Result<R, ContractError> {
+        let args = codec::encode(args);
+        let out = match self.wasm {
+            Some(module) => self.host.query_wasm(module, method, &args),
+            None => self.host.query::<Receivables>(method, &args),
+        }?;
+        Ok(codec::decode(&out).expect("query results decode"))
+    }
+
     #[track_caller]
     pub fn query<A: Serialize, R: Serialize + DeserializeOwned>(
         &self,
         method: &str,
         args: &A,
     ) -> R {
-        let args = codec::encode(args);
-        let out = match self.wasm {
-            Some(module) => self.host.query_wasm(module, method, &args),
-            None => self.host.query::<Receivables>(method, &args),
-        }
-        .unwrap_or_else(|e| panic!("{method}: {e:?}"));
-        codec::decode(&out).expect("query results decode")
+        self.try_query(method, args)
+            .unwrap_or_else(|e| panic!("{method}: {e:?}"))
+    }
+
+    /// A query run as `org` (the member whose request asked), not as a regulator.
+    pub fn query_as<A: Serialize, R: Serialize + DeserializeOwned>(
+        &mut self,
+        org: &str,
+        method: &str,
+        args: &A,
+    ) -> Result<R, ContractError> {
+        self.host.read_as(org);
+        let out = self.try_query(method, args);
+        self.host.set_reader(regulator_reader());
+        out
     }
 
     #[track_caller]

@@ -436,6 +436,7 @@ async fn bench(
     let setup_started = Instant::now();
     let reader = Client::builder()
         .endpoints(urls.to_vec())
+        .signer(regulator())
         .request_timeout(Duration::from_secs(10))
         .commit_timeout(Duration::from_secs(60))
         .build()?;
@@ -1022,6 +1023,13 @@ async fn wait_setup(
         ));
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// The dev chains' regulator account: the bench reads whole blocks, and
+/// the holdings of every organisation, which a node that asks who reads
+/// (`[api] access = "members"`, the local network's) shows a regulator.
+pub fn regulator() -> trellis_types::KeyPair {
+    trellis_genesis::dev_account("regulator/ops")
 }
 
 /// A client signing as `<org>/ops`, the dev chains' admin account of `org`.

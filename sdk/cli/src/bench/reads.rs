@@ -143,6 +143,7 @@ impl Readers {
             .map(|url| {
                 Client::builder()
                     .endpoint(url)
+                    .signer(super::regulator())
                     .request_timeout(REQUEST_TIMEOUT)
                     .retry(RetryPolicy::none())
                     .build()
