@@ -524,7 +524,16 @@ async fn observe(State(metrics): State<Arc<Metrics>>, request: Request, next: Ne
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str)
         .to_owned();
-    let span = tracing::info_span!("api", method = %request.method(), route = %route);
+    // `key`, `org` and `path`: who read what, as `access::authenticate`
+    // records them for a signed request (the audit trail of reads).
+    let span = tracing::info_span!(
+        "api",
+        method = %request.method(),
+        route = %route,
+        key = tracing::field::Empty,
+        org = tracing::field::Empty,
+        path = tracing::field::Empty,
+    );
     let started = Instant::now();
     let response = next.run(request).instrument(span.clone()).await;
     let elapsed = started.elapsed();

@@ -515,8 +515,10 @@ fn init_logging(config: &NodeConfig) -> anyhow::Result<()> {
         Ok(directive) => tracing_subscriber::EnvFilter::try_new(directive)?,
         Err(_) => tracing_subscriber::EnvFilter::try_new(&config.log.level)?,
     };
+    // Colours only for a terminal: not as escape codes in a log file.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Json => builder.json().init(),

@@ -865,4 +865,20 @@ async fn a_dev_node_asks_who_reads_when_told_to() {
     assert_eq!(asking.get("/status").await.0, 200);
     assert_eq!(asking.get_as("supplier-t1/ops", "/v1/blocks/0").await, 403);
     assert_eq!(asking.get_as("regulator/ops", "/v1/blocks/0").await, 200);
+
+    // The log line of each signed read says who read what, and the answer.
+    let log = asking.proc.stderr();
+    let read_by = |label: &str, org: &str, status: u16| {
+        let key = trellis_genesis::dev_account(label).public();
+        let who = [
+            format!("key={key}"),
+            format!("org={org}"),
+            "path=/v1/blocks/0".to_owned(),
+            format!("status={status}"),
+        ];
+        log.lines()
+            .any(|line| who.iter().all(|field| line.contains(field.as_str())))
+    };
+    assert!(read_by("supplier-t1/ops", "supplier-t1", 403), "{log}");
+    assert!(read_by("regulator/ops", "regulator", 200), "{log}");
 }

@@ -204,6 +204,12 @@ async fn reader(state: &super::ApiState, request: Request) -> Result<(Reader, Re
         .map_err(|_| "the header is not ASCII".to_owned())
         .and_then(|v| RequestSignature::parse(v).map_err(|e| e.to_string()))
         .map_err(|e| refused("bad_authorization", format!("Authorization: {e}")))?;
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    // Into the request's span and so its log line: who claims to read what
+    // (the organisation is added once the claim holds).
+    let span = tracing::Span::current();
+    span.record("key", tracing::field::display(&auth.key));
+    span.record("path", tracing::field::display(path));
     let now = crate::node::now_ms();
     if auth.time_ms.abs_diff(now) > MAX_CLOCK_SKEW_MS {
         return Err(refused(
@@ -238,6 +244,7 @@ async fn reader(state: &super::ApiState, request: Request) -> Result<(Reader, Re
     }
     state.replays.admit(&auth, now)?;
     let caller = member(&state.storage, &auth)?;
+    span.record("org", tracing::field::display(&caller.org));
     Ok((
         Reader::Member(caller),
         Request::from_parts(parts, Body::from(body)),
