@@ -100,7 +100,8 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// The caller of a query: no account, no organisation, no roles.
+    /// No account, no organisation, no roles (an open node's query caller
+    /// adds the regulator's role to it).
     pub fn nobody() -> Caller {
         Caller {
             account: [0; 32],

@@ -242,8 +242,9 @@ async fn reader(state: &super::ApiState, request: Request) -> Result<(Reader, Re
             ),
         ));
     }
-    state.replays.admit(&auth, now)?;
+    // A member's first: no one else's signatures take up the replay memory.
     let caller = member(&state.storage, &auth)?;
+    state.replays.admit(&auth, now)?;
     span.record("org", tracing::field::display(&caller.org));
     Ok((
         Reader::Member(caller),
@@ -283,4 +284,37 @@ pub fn member_may_read_key(key: &[u8]) -> bool {
         .any(|prefix| key.starts_with(prefix))
         || key == keys::PARAMS
         || key == keys::GENESIS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trellis_types::KeyPair;
+
+    fn signed_at(time_ms: u64) -> RequestSignature {
+        let key = KeyPair::from_seed([3; 32]);
+        RequestSignature::sign(&key, "trellis-test", "GET", "/status", &[], time_ms)
+    }
+
+    fn code(result: Result<(), ApiError>) -> Option<String> {
+        result.err().map(|e| e.code.into_owned())
+    }
+
+    #[test]
+    fn a_signature_is_taken_once_while_fresh_and_the_memory_is_bounded() {
+        let replays = Replays::new(2);
+        let now = 1_000_000;
+        let (a, b, c) = (signed_at(now), signed_at(now), signed_at(now + 5));
+        assert_eq!(code(replays.admit(&a, now)), None);
+        assert_eq!(code(replays.admit(&a, now)).as_deref(), Some("replayed"));
+        assert_eq!(code(replays.admit(&b, now)), None);
+        // Full: a new signature waits; a replay is still a replay.
+        assert_eq!(code(replays.admit(&c, now)).as_deref(), Some("busy"));
+        assert_eq!(code(replays.admit(&b, now)).as_deref(), Some("replayed"));
+        // Once the first two are past the clock window they are forgotten
+        // (the node refuses them as stale by then), and room is made.
+        let later = now + MAX_CLOCK_SKEW_MS + 1;
+        assert_eq!(code(replays.admit(&c, later)), None);
+        assert_eq!(replays.seen.lock().unwrap().len(), 1);
+    }
 }

@@ -2616,7 +2616,10 @@ async fn a_signature_must_be_a_members_own_fresh_and_first() {
     // Not a member's account; a header that does not parse.
     let stranger = KeyPair::from_seed([42; 32]);
     let request = node.signed_at(get.clone(), &path, &[], &stranger, now);
+    let again = request.try_clone().expect("a bodiless request clones");
     check(code(answer(request).await), refused("unknown_account"));
+    // Not remembered as taken: only members' signatures fill that memory.
+    check(code(answer(again).await), refused("unknown_account"));
     for header in [&b"Bearer abc"[..], b"Trellis key=00", b"Trellis key=\xff"] {
         let header = reqwest::header::HeaderValue::from_bytes(header).expect("a header value");
         let request = node
