@@ -1424,13 +1424,7 @@ fn not_in_state_tree() -> ApiError {
 /// key, answers `true`. No for any other key, and where the contract has no
 /// such query.
 fn contract_lets_read(state: &ApiState, caller: &vm::Caller, key: &[u8]) -> Result<bool, ApiError> {
-    let Some(rest) = key.strip_prefix(b"c/") else {
-        return Ok(false);
-    };
-    let Some((address, own_key)) = rest
-        .split_first_chunk::<32>()
-        .and_then(|(address, rest)| Some((Address(*address), rest.strip_prefix(b"/")?)))
-    else {
+    let Some((address, own_key)) = Address::split_state_key(key) else {
         return Ok(false);
     };
     let args = trellis_types::encode(&own_key.to_vec());

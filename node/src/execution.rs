@@ -28,9 +28,13 @@ pub mod keys {
 
     pub const PARAMS: &[u8] = b"sys/params";
     pub const GENESIS: &[u8] = b"sys/genesis";
+    /// The prefixes of accounts', organisations' and contracts' records.
+    pub const ACCOUNT: &[u8] = b"sys/account/";
+    pub const ORGANISATION: &[u8] = b"sys/org/";
+    pub const CONTRACT: &[u8] = b"sys/contract/";
 
     pub fn account(key: &PublicKey) -> Vec<u8> {
-        [b"sys/account/".as_slice(), &key.0].concat()
+        [ACCOUNT, &key.0].concat()
     }
 
     /// The next nonce of a removed key, kept so that a key added again
@@ -40,7 +44,7 @@ pub mod keys {
     }
 
     pub fn organisation(id: &str) -> Vec<u8> {
-        [b"sys/org/".as_slice(), id.as_bytes()].concat()
+        [ORGANISATION, id.as_bytes()].concat()
     }
 
     /// A contract module's bytes, by [`crate::vm::code_hash`].
@@ -50,7 +54,7 @@ pub mod keys {
 
     /// A contract's [`super::ContractRecord`].
     pub fn contract(address: &Address) -> Vec<u8> {
-        [b"sys/contract/".as_slice(), &address.0].concat()
+        [CONTRACT, &address.0].concat()
     }
 
     /// The prefix of a contract's own keys: `c/<32-byte address>/`.

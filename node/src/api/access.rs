@@ -204,12 +204,15 @@ async fn reader(state: &super::ApiState, request: Request) -> Result<(Reader, Re
         .map_err(|_| "the header is not ASCII".to_owned())
         .and_then(|v| RequestSignature::parse(v).map_err(|e| e.to_string()))
         .map_err(|e| refused("bad_authorization", format!("Authorization: {e}")))?;
-    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let path = match request.uri().path_and_query() {
+        Some(path) => path.as_str().to_owned(),
+        None => "/".to_owned(),
+    };
     // Into the request's span and so its log line: who claims to read what
     // (the organisation is added once the claim holds).
     let span = tracing::Span::current();
     span.record("key", tracing::field::display(&auth.key));
-    span.record("path", tracing::field::display(path));
+    span.record("path", tracing::field::display(&path));
     let now = crate::node::now_ms();
     if auth.time_ms.abs_diff(now) > MAX_CLOCK_SKEW_MS {
         return Err(refused(
@@ -232,8 +235,7 @@ async fn reader(state: &super::ApiState, request: Request) -> Result<(Reader, Re
                 format!("request body is over {} bytes", state.max_body_bytes),
             )
         })?;
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    if !auth.verify(&state.chain_id, parts.method.as_str(), path, &body) {
+    if !auth.verify(&state.chain_id, parts.method.as_str(), &path, &body) {
         return Err(refused(
             "bad_signature",
             format!(
@@ -279,7 +281,7 @@ fn member(storage: &Storage, auth: &RequestSignature) -> Result<vm::Caller, ApiE
 /// (`may_read`, asked by the state route).
 pub fn member_may_read_key(key: &[u8]) -> bool {
     use execution::keys;
-    [b"sys/account/".as_slice(), b"sys/org/", b"sys/contract/"]
+    [keys::ACCOUNT, keys::ORGANISATION, keys::CONTRACT]
         .iter()
         .any(|prefix| key.starts_with(prefix))
         || key == keys::PARAMS

@@ -26,6 +26,13 @@ impl Address {
     pub fn state_key(&self, key: &[u8]) -> Vec<u8> {
         [b"c/".as_slice(), &self.0, b"/", key].concat()
     }
+
+    /// The contract and its own key a raw state key names: the inverse of
+    /// [`Address::state_key`]; `None` for a key of no contract.
+    pub fn split_state_key(key: &[u8]) -> Option<(Address, &[u8])> {
+        let (address, rest) = key.strip_prefix(b"c/")?.split_first_chunk::<32>()?;
+        Some((Address(*address), rest.strip_prefix(b"/")?))
+    }
 }
 
 /// The unsigned body of a transaction. Its hash is its id and what is signed.
@@ -103,5 +110,28 @@ impl SignedTransaction {
     /// Single verification; hot paths use [`crate::crypto::verify_batch`].
     pub fn verify(&self) -> Result<(), SignatureError> {
         self.tx.sender.verify(&self.hash(), &self.signature)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_contract_state_key_splits_back_into_its_address_and_own_key() {
+        let address = Address([7; 32]);
+        for own in [&b""[..], b"p/\x00\x01", b"/"] {
+            let key = address.state_key(own);
+            assert_eq!(Address::split_state_key(&key), Some((address, own)));
+        }
+        let key = address.state_key(b"x");
+        for other in [
+            &b"sys/params"[..],
+            b"c/short",
+            &key[..34],
+            &[b"q".as_slice(), &key[1..]].concat(),
+        ] {
+            assert_eq!(Address::split_state_key(other), None, "{other:?}");
+        }
     }
 }
