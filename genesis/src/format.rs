@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use trellis_types::member::{is_id, roles_are_canonical};
 use trellis_types::{
     Account, Address, Bytes, ChainParams, Domain, Hash, KeyPair, OrgId, Organisation, PublicKey,
     Role, SignatureError, codec,
@@ -22,8 +23,7 @@ const PUBLIC_SEEDS: [&str; 2] = ["trellis-dev", "trellis-local"];
 
 /// Longest chain id accepted, in bytes. It is inside every signed transaction.
 pub const MAX_CHAIN_ID_LEN: usize = 64;
-/// Longest organisation id, validator, observer or contract name accepted, in bytes.
-pub const MAX_ID_LEN: usize = 64;
+pub use trellis_types::member::MAX_ID_LEN;
 /// Smallest contract memory limit that makes sense: one WASM page.
 const WASM_PAGE_BYTES: u64 = 64 * 1024;
 
@@ -334,7 +334,7 @@ impl Genesis {
                     org: org.id.clone(),
                 });
             }
-            if !org.roles.windows(2).all(|w| w[0] < w[1]) {
+            if !roles_are_canonical(&org.roles) {
                 return Err(GenesisError::UnsortedRoles {
                     org: org.id.clone(),
                 });
@@ -492,15 +492,6 @@ fn validate_chain_id(chain_id: &str) -> Result<(), GenesisError> {
         chain_id: chain_id.to_owned(),
         reason,
     })
-}
-
-/// 1..=MAX_ID_LEN bytes of `[a-z0-9-]` (plus `_` when `underscore`).
-fn is_id(s: &str, underscore: bool) -> bool {
-    !s.is_empty()
-        && s.len() <= MAX_ID_LEN
-        && s.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || (underscore && b == b'_')
-        })
 }
 
 /// The largest block: it travels in one frame, whose length is a u32.

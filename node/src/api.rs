@@ -83,8 +83,9 @@ pub struct ApiState {
 
 pub use trellis_types::api::{
     BatchSubmitted, BatchVerdict, BlockResponse, ChainStatus, ContractQuery, ContractQueryResult,
-    ErrorBody, EvidenceList, HeaderResponse, Health, MAX_BATCH_TXS, StateResponse, StatusResponse,
-    TxProofResponse, TxStatus, TxSubmitted, ValidatorInfo, ValidatorList,
+    ErrorBody, EvidenceList, HeaderResponse, Health, MAX_BATCH_TXS, ProposalInfo, ProposalList,
+    StateResponse, StatusResponse, TxProofResponse, TxStatus, TxSubmitted, ValidatorInfo,
+    ValidatorList,
 };
 
 /// `POST /v1/transactions` with `Content-Type: application/json`.
@@ -206,6 +207,19 @@ pub struct EvidenceQuery {
     pub limit: Option<usize>,
 }
 
+#[derive(Deserialize, IntoParams, Debug)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ProposalsQuery {
+    /// List from after this proposal id (hex), to go on from a page's `next_after`.
+    pub after: Option<Hash>,
+    /// At most this many, up to and by default 100 (`MAX_PROPOSALS`).
+    pub limit: Option<usize>,
+}
+
+/// The longest page of `GET /v1/proposals`.
+const MAX_PROPOSALS: usize = 100;
+
 // ---------------------------------------------------------------------------
 // Errors
 
@@ -286,7 +300,7 @@ pub fn admission_status(e: &AdmissionError) -> StatusCode {
         | E::ExpiryTooFar { .. }
         | E::WeakKey => StatusCode::BAD_REQUEST,
         E::BadSignature => StatusCode::UNAUTHORIZED,
-        E::UnknownSender(_) | E::ReadOnlySender(_) => StatusCode::FORBIDDEN,
+        E::UnknownSender(_) | E::ReadOnlySender(_) | E::Suspended(_) => StatusCode::FORBIDDEN,
         E::NonceReplayed { .. } | E::AlreadyKnown(_) | E::NonceTaken(_) => StatusCode::CONFLICT,
         E::NonceTooFarAhead { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         E::MempoolFull { .. }
@@ -465,6 +479,8 @@ fn build_router(
         .route("/v1/state/{key}", get(get_state))
         .route("/v1/contracts/{address}", get(get_contract))
         .route("/v1/contracts/{address}/query", post(query_contract))
+        .route("/v1/proposals", get(proposals))
+        .route("/v1/proposals/{id}", get(proposal))
         .route("/v1/evidence", get(evidence))
         .route("/v1/validators", get(validators))
         .route("/status", get(status))
@@ -1222,6 +1238,87 @@ fn block_response(
         .headers_mut()
         .insert(header::VARY, HeaderValue::from_static("accept"));
     Ok(response)
+}
+
+/// Open governance proposals, in id order, with the approvals that count
+/// now; any member reads them.
+#[utoipa::path(
+    get,
+    path = "/v1/proposals",
+    tag = "governance",
+    params(ProposalsQuery),
+    responses(
+        (status = 200, body = ProposalList),
+        (status = 401, description = "who reads: unauthenticated, bad_authorization, stale_request, bad_signature, replayed, unknown_account (docs/api.md, \"Who reads what\")", body = ErrorBody),
+        (status = 400, description = "malformed query, or a limit above 100", body = ErrorBody),
+        (status = 503, description = "busy: the node's reads are all taken; retry shortly", body = ErrorBody),
+    )
+)]
+async fn proposals(
+    State(state): State<Arc<ApiState>>,
+    Extension(reader): Extension<Reader>,
+    query: Result<Query<ProposalsQuery>, QueryRejection>,
+) -> Result<Json<ProposalList>, ApiError> {
+    reader.member()?;
+    let Query(query) = query.map_err(|e| ApiError::malformed(e.body_text()))?;
+    let limit = query.limit.unwrap_or(MAX_PROPOSALS);
+    if limit > MAX_PROPOSALS {
+        return Err(ApiError::malformed(format!(
+            "limit {limit} is above {MAX_PROPOSALS}"
+        )));
+    }
+    blocking(state, move |state| {
+        let proposals = execution::open_proposals(
+            &state.storage,
+            query.after.as_ref(),
+            limit,
+            state.storage.head().map_or(0, |h| h.timestamp_ms),
+        )?;
+        let next_after = (proposals.len() == limit)
+            .then(|| proposals.last().map(|p| p.id))
+            .flatten();
+        Ok(Json(ProposalList {
+            proposals,
+            next_after,
+        }))
+    })
+    .await
+}
+
+/// One open governance proposal, by the hash of the transaction that made it.
+#[utoipa::path(
+    get,
+    path = "/v1/proposals/{id}",
+    tag = "governance",
+    params(("id" = String, Path, description = "Proposal id: the proposing transaction's hash, hex")),
+    responses(
+        (status = 200, body = ProposalInfo),
+        (status = 401, description = "who reads: unauthenticated, bad_authorization, stale_request, bad_signature, replayed, unknown_account (docs/api.md, \"Who reads what\")", body = ErrorBody),
+        (status = 400, description = "malformed id", body = ErrorBody),
+        (status = 404, description = "proposal_not_found: none open by that id (never made, carried out, or not yet committed)", body = ErrorBody),
+        (status = 503, description = "busy: the node's reads are all taken; retry shortly", body = ErrorBody),
+    )
+)]
+async fn proposal(
+    State(state): State<Arc<ApiState>>,
+    Extension(reader): Extension<Reader>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<ProposalInfo>, ApiError> {
+    reader.member()?;
+    let id = parse_hash(&path_param(id)?)?;
+    blocking(state, move |state| {
+        let time_ms = state.storage.head().map_or(0, |h| h.timestamp_ms);
+        execution::open_proposal(&state.storage, &id, time_ms)?
+            .map(Json)
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "proposal_not_found",
+                    format!("no proposal {id} is open"),
+                )
+            })
+    })
+    .await
 }
 
 /// Proofs that validators equivocated (signed two votes for one step),
@@ -2179,6 +2276,8 @@ async fn openapi() -> Response {
         get_state,
         get_contract,
         query_contract,
+        proposals,
+        proposal,
         evidence,
         validators,
         status,
@@ -2193,6 +2292,7 @@ async fn openapi() -> Response {
         (name = "blocks", description = "Committed blocks with certificates and receipts"),
         (name = "state", description = "Authenticated state reads"),
         (name = "contracts", description = "Deployed contracts and read-only contract queries"),
+        (name = "governance", description = "Open proposals to change the consortium"),
         (name = "events", description = "Committed transactions as a resumable Server-Sent Events stream"),
         (name = "node", description = "Status, health, metrics"),
     )

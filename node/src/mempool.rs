@@ -42,6 +42,8 @@ pub enum AdmissionError {
     UnknownSender(PublicKey),
     #[error("sender acts for {0}, a regulator: it reads everything and sends nothing")]
     ReadOnlySender(String),
+    #[error("sender acts for {0}, which is suspended: it has no roles")]
+    Suspended(String),
     #[error("nonce {got} was already used; the next nonce is {expected}")]
     NonceReplayed { expected: u64, got: u64 },
     #[error(
@@ -105,6 +107,7 @@ impl AdmissionError {
             AdmissionError::ExpiryTooFar { .. } => "expiry_too_far",
             AdmissionError::UnknownSender(_) => "unknown_sender",
             AdmissionError::ReadOnlySender(_) => "read_only_sender",
+            AdmissionError::Suspended(_) => "suspended",
             AdmissionError::NonceReplayed { .. } => "nonce_replayed",
             AdmissionError::NonceTooFarAhead { .. } => "nonce_too_far_ahead",
             AdmissionError::AlreadyKnown(_) => "already_known",
@@ -545,7 +548,11 @@ impl Mempool {
     ) -> Result<String, AdmissionError> {
         let account = execution::account(state, &tx.sender)?
             .ok_or(AdmissionError::UnknownSender(tx.sender))?;
-        if !execution::may_send(execution::organisation(state, &account.org)?.as_ref()) {
+        let org = execution::organisation(state, &account.org)?;
+        if execution::is_suspended(org.as_ref()) {
+            return Err(AdmissionError::Suspended(account.org));
+        }
+        if !execution::may_send(org.as_ref()) {
             return Err(AdmissionError::ReadOnlySender(account.org));
         }
         if tx.nonce < account.nonce {

@@ -272,18 +272,30 @@ fn member(storage: &Storage, auth: &RequestSignature) -> Result<vm::Caller, ApiE
         )
     })?;
     let org = execution::organisation(storage, &account.org)?;
+    if execution::is_suspended(org.as_ref()) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "suspended",
+            format!("{} is suspended: it has no roles", account.org),
+        ));
+    }
     Ok(execution::contract_caller(auth.key, &account.org, org))
 }
 
 /// Whether any member may read state key `key` directly: the membership
-/// records and the chain's parameters and contract records, which every
-/// member needs to take part. A contract's own keys are its to grant
+/// records, the open governance proposals and the chain's parameters and
+/// contract records, which every member needs to take part. A contract's own keys are its to grant
 /// (`may_read`, asked by the state route).
 pub fn member_may_read_key(key: &[u8]) -> bool {
     use execution::keys;
-    [keys::ACCOUNT, keys::ORGANISATION, keys::CONTRACT]
-        .iter()
-        .any(|prefix| key.starts_with(prefix))
+    [
+        keys::ACCOUNT,
+        keys::ORGANISATION,
+        keys::CONTRACT,
+        keys::PROPOSAL,
+    ]
+    .iter()
+    .any(|prefix| key.starts_with(prefix))
         || key == keys::PARAMS
         || key == keys::GENESIS
 }

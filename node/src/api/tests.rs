@@ -21,7 +21,7 @@ const READ_THREADS: usize = 2;
 const READS_ADMITTED: usize = 8;
 
 /// The routes that read the store or run a query, within the read limit.
-const STORE_READS: [(&str, &str); 9] = [
+const STORE_READS: [(&str, &str); 11] = [
     ("/v1/transactions/{hash}", "get"),
     ("/v1/transactions/{hash}/proof", "get"),
     ("/v1/blocks/latest", "get"),
@@ -31,6 +31,8 @@ const STORE_READS: [(&str, &str); 9] = [
     ("/v1/state/{key}", "get"),
     ("/v1/contracts/{address}", "get"),
     ("/v1/contracts/{address}/query", "post"),
+    ("/v1/proposals", "get"),
+    ("/v1/proposals/{id}", "get"),
 ];
 
 struct TestNode {
@@ -1599,6 +1601,9 @@ async fn the_openapi_document_lists_every_route() {
         "BatchVerdict",
         "TxProofResponse",
         "MerkleProof",
+        "ProposalList",
+        "ProposalInfo",
+        "Change",
     ] {
         assert!(
             doc["components"]["schemas"][schema].is_object(),
@@ -2774,4 +2779,119 @@ async fn a_member_reads_membership_state_and_only_the_contract_keys_it_may() {
         .query_as(&regulator(), &contract, "pieces_by_holder", &other)
         .await;
     assert_eq!(status, StatusCode::OK);
+}
+
+/// Writes `proposal` as open under `id`.
+fn proposal_write(id: Hash, proposal: &trellis_types::Proposal) -> Writes {
+    Writes::from([(execution::keys::proposal(&id), Some(encode(proposal)))])
+}
+
+fn suspend(org: &str) -> Writes {
+    let record = trellis_types::Organisation {
+        id: org.into(),
+        name: org.into(),
+        roles: vec![],
+    };
+    Writes::from([(execution::keys::organisation(org), Some(encode(&record)))])
+}
+
+#[tokio::test]
+async fn members_read_the_open_proposals_in_pages_with_the_approvals_that_count() {
+    use trellis_types::{Change, Proposal, Role};
+    let node = TestNode::start_asking().await;
+    let proposal = |approvals: &[&str], expires_at_ms| Proposal {
+        change: Change::SetRoles {
+            org: "supplier-t1".into(),
+            roles: vec![Role::Supplier, Role::Bank],
+        },
+        proposer: approvals[0].into(),
+        approvals: approvals.iter().map(|a| a.to_string()).collect(),
+        proposed_at_height: 1,
+        expires_at_ms,
+    };
+    // One by the dev chain's admin organisation, open; one approved only by
+    // an organisation that holds no admin role, long expired.
+    let (open, lapsed) = (Hash([1; 32]), Hash([2; 32]));
+    let mut writes = proposal_write(open, &proposal(&["consortium"], u64::MAX));
+    writes.extend(proposal_write(lapsed, &proposal(&["core-acme"], 1)));
+    node.commit(vec![], writes);
+
+    let t2 = dev_account("supplier-t2/ops");
+    let (status, body) = node.get_as(&t2, "/v1/proposals").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let list: ProposalList = serde_json::from_value(body).unwrap();
+    let summary: Vec<(Hash, usize, usize, bool)> = list
+        .proposals
+        .iter()
+        .map(|p| (p.id, p.approvals_counted, p.needed, p.expired))
+        .collect();
+    assert_eq!(summary, [(open, 1, 1, false), (lapsed, 0, 1, true)]);
+    assert_eq!(
+        list.proposals[0].proposal,
+        proposal(&["consortium"], u64::MAX)
+    );
+    assert_eq!(list.next_after, None);
+
+    // Pages of one, then on from the first.
+    let (_, body) = node.get_as(&t2, "/v1/proposals?limit=1").await;
+    let page: ProposalList = serde_json::from_value(body).unwrap();
+    assert_eq!((page.proposals.len(), page.next_after), (1, Some(open)));
+    let (_, body) = node
+        .get_as(&t2, &format!("/v1/proposals?after={open}"))
+        .await;
+    let page: ProposalList = serde_json::from_value(body).unwrap();
+    assert_eq!(page.proposals[0].id, lapsed);
+
+    let (status, body) = node.get_as(&t2, &format!("/v1/proposals/{open}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["id"], open.to_hex());
+    for (path, status, code) in [
+        (
+            format!("/v1/proposals/{}", Hash([3; 32])),
+            StatusCode::NOT_FOUND,
+            "proposal_not_found",
+        ),
+        (
+            "/v1/proposals/xyz".to_owned(),
+            StatusCode::BAD_REQUEST,
+            "malformed",
+        ),
+        (
+            "/v1/proposals?limit=101".to_owned(),
+            StatusCode::BAD_REQUEST,
+            "malformed",
+        ),
+    ] {
+        let (got, body) = node.get_as(&t2, &path).await;
+        assert_eq!(
+            (got, body["code"].as_str()),
+            (status, Some(code)),
+            "{path}: {body}"
+        );
+    }
+    let (status, body) = node.get("/v1/proposals").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthenticated"))
+    );
+}
+
+#[tokio::test]
+async fn a_suspended_organisation_neither_reads_nor_sends_and_the_node_serves_the_others() {
+    let node = TestNode::start_asking().await;
+    let t1 = dev_account("supplier-t1/ops");
+    node.commit(vec![], suspend("supplier-t1"));
+
+    let (status, body) = node.get_as(&t1, "/v1/proposals").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("suspended")),
+        "{body}"
+    );
+    node.assert_tx_refused(&node.tx(&t1, 0), StatusCode::FORBIDDEN, "suspended")
+        .await;
+
+    let t2 = dev_account("supplier-t2/ops");
+    assert_eq!(node.get_as(&t2, "/v1/proposals").await.0, StatusCode::OK);
+    assert_eq!(node.submit(&node.tx(&t2, 0)).await.0, StatusCode::ACCEPTED);
 }

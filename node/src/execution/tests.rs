@@ -11,6 +11,8 @@ use trellis_genesis::{DEV_GENESIS_TIME_MS, Genesis, dev_account};
 use trellis_types::block::{receipts_root, tx_root};
 use trellis_types::{Address, Block, Bytes, Hash, Header, KeyPair, QuorumCertificate, Transaction};
 
+mod governance;
+
 const CHAIN_ID: &str = "trellis-dev";
 const ACME: &str = "core-acme/ops";
 const T1: &str = "supplier-t1/ops";
@@ -24,10 +26,14 @@ struct Env {
 
 impl Env {
     fn new() -> Env {
+        Env::with_genesis(&Genesis::dev())
+    }
+
+    fn with_genesis(genesis: &Genesis) -> Env {
         let dir = tempfile::tempdir().expect("temp dir");
         let storage = Storage::open(dir.path()).expect("open storage");
         let vm = Vm::new();
-        chain::initialise(&storage, &Genesis::dev(), &vm).expect("write genesis");
+        chain::initialise(&storage, genesis, &vm).expect("write genesis");
         Env {
             _dir: dir,
             storage,
@@ -657,9 +663,17 @@ fn call_method(contract: Address, method: &str) -> Payload {
 }
 
 fn upgrade(contract: Address, code: &[u8]) -> Payload {
-    Payload::System(SystemOp::UpgradeContract {
+    propose(Change::UpgradeContract {
         contract,
         code: Bytes::from(code),
+    })
+}
+
+/// Proposes `change`, open for an hour after the next block's time.
+fn propose(change: Change) -> Payload {
+    Payload::System(SystemOp::Propose {
+        change,
+        expires_at_ms: expiry(),
     })
 }
 
@@ -850,7 +864,8 @@ fn an_admin_upgrade_replaces_the_code_and_keeps_the_state() {
     assert_eq!(failure_code(&receipts[1]), "contract_not_found");
     assert_eq!(failure_code(&receipts[2]), "invalid_module");
     assert_success(&receipts[3]);
-    assert_eq!(receipts[3].events[0].kind, "contract_upgraded");
+    let kinds: Vec<&str> = receipts[3].events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["proposal_opened", "contract_upgraded"]);
     let record = contract(&env.storage, &address).unwrap().unwrap();
     assert_eq!(record.code_hash, vm::code_hash(&new_code));
     assert_eq!(record.deployed_at_height, 1);

@@ -4,6 +4,7 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::time::Duration;
+use trellis_types::Role;
 
 /// Where the CLI looks for a node when neither --node nor TRELLIS_NODE says.
 pub const DEFAULT_NODE: &str = "http://127.0.0.1:8080";
@@ -137,6 +138,10 @@ pub enum Command {
     #[command(subcommand, visible_alias = "rcv", after_help = RECEIVABLE_EXAMPLES)]
     Receivable(ReceivableCommand),
 
+    /// Admit organisations, change their roles, upgrade contracts: proposals a majority of the admin organisations approve.
+    #[command(subcommand, visible_alias = "gov", after_help = GOVERNANCE_EXAMPLES)]
+    Governance(GovernanceCommand),
+
     /// A transaction's status and receipt.
     #[command(
         after_help = "Examples:\n  trellis tx 5f1c…e2\n  trellis --output json tx 5f1c…e2 | jq .receipt.events\n  trellis --genesis genesis.json tx 5f1c…e2 --verify"
@@ -233,6 +238,98 @@ Examples:
   trellis --key admin.pem keys add <public key hex>     # an org admin registers it
   openssl genpkey -algorithm ed25519 -out hsm-export.pem
   trellis keys import hsm-export.pem --out ops.pem --encrypt --new-password-file pw.txt";
+
+const GOVERNANCE_EXAMPLES: &str = "\
+Examples:
+  trellis --key admin.pem gov propose add-organisation --id supplier-t4 --name \"Tier Four Parts\" \\
+      --role supplier --admin-key <public key hex>
+  trellis --key admin.pem gov propose set-roles --org supplier-t1 --role supplier --role bank
+  trellis --key admin.pem gov propose set-roles --org supplier-t1 --suspend
+  trellis --key admin.pem gov propose upgrade-contract --contract <address> --wasm receivables.wasm
+  trellis --key other-admin.pem gov approve <proposal id>
+  trellis --key admin.pem gov list";
+
+#[derive(Subcommand, Debug)]
+pub enum GovernanceCommand {
+    /// Propose a change for your organisation (an admin organisation), approving it; it passes at once if that is a majority.
+    #[command(subcommand)]
+    Propose(ChangeArgs),
+    /// Approve an open proposal for your organisation; the approval that makes the majority carries it out.
+    Approve {
+        /// The proposal id: the hash of the transaction that proposed it.
+        id: String,
+    },
+    /// The open proposals, with the approvals that count and the approvals needed.
+    List,
+    /// One open proposal, whole.
+    Show {
+        /// The proposal id.
+        id: String,
+    },
+}
+
+/// The changes a proposal can make, each with how long it stays open.
+#[derive(Subcommand, Debug)]
+pub enum ChangeArgs {
+    /// Admit an organisation with its roles and its first key, an organisation admin.
+    AddOrganisation {
+        /// Its id: lowercase letters, digits and '-', e.g. supplier-t4.
+        #[arg(long)]
+        id: String,
+        /// Its display name.
+        #[arg(long)]
+        name: String,
+        /// A role (repeat for more): core_enterprise, supplier, bank, regulator, admin.
+        #[arg(long = "role", required = true, value_parser = parse_role)]
+        roles: Vec<Role>,
+        /// Its first account key (hex), which adds its others.
+        #[arg(long)]
+        admin_key: trellis_types::PublicKey,
+        #[command(flatten)]
+        open: ProposalLifetime,
+    },
+    /// Replace an organisation's roles, or suspend it (no roles: it neither sends nor reads).
+    SetRoles {
+        #[arg(long)]
+        org: String,
+        /// A role (repeat for more).
+        #[arg(long = "role", value_parser = parse_role, required_unless_present = "suspend")]
+        roles: Vec<Role>,
+        /// Take every role away.
+        #[arg(long, conflicts_with = "roles")]
+        suspend: bool,
+        #[command(flatten)]
+        open: ProposalLifetime,
+    },
+    /// Replace a contract's code; its address and state stay.
+    UpgradeContract {
+        /// The contract's address (hex).
+        #[arg(long)]
+        contract: trellis_types::Address,
+        /// The new WASM module.
+        #[arg(long)]
+        wasm: PathBuf,
+        #[command(flatten)]
+        open: ProposalLifetime,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ProposalLifetime {
+    /// How long the proposal stays open for approvals (at most 30d).
+    #[arg(long, default_value = "7d", value_parser = parse_duration_arg)]
+    pub lifetime: Duration,
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    Role::ALL
+        .into_iter()
+        .find(|r| r.as_str() == s.replace('-', "_"))
+        .ok_or_else(|| {
+            let names: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
+            format!("`{s}` is not a role: {}", names.join(", "))
+        })
+}
 
 #[derive(Subcommand, Debug)]
 pub enum KeysCommand {

@@ -124,6 +124,7 @@ pub async fn run(ctx: &Ctx, command: &Command, node_defaulted: bool) -> Result<O
         }
         Command::Keys(keys) => cmd::keys::run(ctx, keys).map(Some),
         Command::Receivable(r) => cmd::receivable::run(ctx, r).await.map(Some),
+        Command::Governance(g) => cmd::governance::run(ctx, g).await.map(Some),
         Command::Tx { hash, verify } => cmd::chain::tx(ctx, hash, *verify).await.map(Some),
         Command::Block { which, verify } => cmd::chain::block(ctx, which, *verify).await.map(Some),
         Command::Status => cmd::chain::status(ctx).await.map(Some),

@@ -1540,3 +1540,125 @@ async fn reads_are_signed_with_the_key_given_and_show_what_concerns_it() {
     // What is public needs no key.
     assert_eq!(json_ok(u, &["status"]).await["chain_id"], "trellis-dev");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn governance_admits_an_admin_then_a_change_waits_for_its_approval() {
+    let node = DevNode::start().await.expect("dev node");
+    let url = node.url("");
+    let u = url.as_str();
+    let key = json_as(u, "admin-b", &["keys", "show"]).await["public_key"]
+        .as_str()
+        .expect("a public key")
+        .to_owned();
+
+    // The dev chain's one admin organisation is the majority alone.
+    let admitted = json_as(
+        u,
+        "consortium",
+        &[
+            "governance",
+            "propose",
+            "add-organisation",
+            "--id",
+            "admin-b",
+            "--name",
+            "Admin B",
+            "--role",
+            "admin",
+            "--admin-key",
+            &key,
+        ],
+    )
+    .await;
+    assert_eq!(admitted["passed"], true, "{admitted}");
+    assert_eq!(admitted["events"][1], "organisation_added", "{admitted}");
+
+    // With two, a change needs both.
+    let proposed = json_as(
+        u,
+        "consortium",
+        &[
+            "gov",
+            "propose",
+            "set-roles",
+            "--org",
+            "supplier-t1",
+            "--role",
+            "bank",
+            "--role",
+            "supplier",
+            "--lifetime",
+            "1h",
+        ],
+    )
+    .await;
+    assert_eq!(
+        (
+            &proposed["passed"],
+            &proposed["approvals"],
+            &proposed["needed"]
+        ),
+        (&Value::Bool(false), &Value::from(1), &Value::from(2)),
+        "{proposed}"
+    );
+    let id = proposed["proposal"].as_str().expect("an id").to_owned();
+    let listed = json_as(u, "supplier-t2", &["gov", "list"]).await;
+    assert_eq!(listed["proposals"][0]["id"], id.as_str(), "{listed}");
+    assert_eq!(listed["proposals"][0]["needed"], 2, "{listed}");
+    let shown = json_as(u, "supplier-t2", &["gov", "show", &id]).await;
+    assert_eq!(
+        shown["proposal"]["change"]["set_roles"]["roles"],
+        serde_json::json!(["supplier", "bank"]),
+        "the roles go sorted: {shown}"
+    );
+
+    // Not an admin: the chain refuses (exit 4); a role that does not exist: usage (2).
+    let run = trellis(&[
+        "--node",
+        u,
+        "--dev-account",
+        "supplier-t2",
+        "gov",
+        "approve",
+        &id,
+    ])
+    .await
+    .expect_code(4);
+    assert!(run.stderr.contains("not_admin"), "{run}");
+    let run = trellis(&[
+        "--node",
+        u,
+        "--dev-account",
+        "consortium",
+        "gov",
+        "propose",
+        "set-roles",
+        "--org",
+        "supplier-t1",
+        "--role",
+        "banker",
+    ])
+    .await
+    .expect_code(2);
+    assert!(run.stderr.contains("not a role"), "{run}");
+
+    let approved = json_as(u, "admin-b", &["gov", "approve", &id]).await;
+    assert_eq!(approved["passed"], true, "{approved}");
+    assert_eq!(
+        approved["events"],
+        serde_json::json!(["roles_set"]),
+        "{approved}"
+    );
+    let run = trellis(&[
+        "--node",
+        u,
+        "--dev-account",
+        "supplier-t2",
+        "gov",
+        "show",
+        &id,
+    ])
+    .await
+    .expect_code(8);
+    assert!(run.stderr.contains("proposal_not_found"), "{run}");
+}

@@ -991,7 +991,7 @@ impl Client {
         }
     }
 
-    async fn get_json<T: DeserializeOwned>(
+    pub(crate) async fn get_json<T: DeserializeOwned>(
         &self,
         path: &str,
         query: &[(&str, String)],
@@ -1003,7 +1003,10 @@ impl Client {
     }
 
     /// [`Client::get_json`], with a 404 answer as `None`.
-    async fn get_json_if_found<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>> {
+    pub(crate) async fn get_json_if_found<T: DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<Option<T>> {
         match self.get_json(path, &[]).await {
             Ok(answer) => Ok(Some(answer)),
             Err(Error::Rejected { status: 404, .. }) => Ok(None),

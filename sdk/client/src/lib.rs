@@ -38,6 +38,7 @@
 mod client;
 mod error;
 mod events;
+mod governance;
 pub mod keys;
 mod receivables;
 mod submit;

@@ -10,7 +10,7 @@ use crate::crypto::PublicKey;
 use crate::hash::Hash;
 use crate::proof::{MerkleProof, StateProof};
 use crate::receipt::{Event, ExecError, Receipt, ReceiptStatus};
-use crate::{Block, DuplicateVote, Header, OrgId, QuorumCertificate, SignedTransaction};
+use crate::{Block, DuplicateVote, Header, OrgId, Proposal, QuorumCertificate, SignedTransaction};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -434,4 +434,27 @@ impl EventFilter {
         }
         query
     }
+}
+
+/// An open governance proposal as a node sees it at its latest block
+/// (`GET /v1/proposals`, `GET /v1/proposals/{id}`).
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct ProposalInfo {
+    /// The hash of the transaction that proposed it; approvals name it.
+    pub id: Hash,
+    pub proposal: Proposal,
+    /// The approvals that count now: those of organisations that still hold the admin role.
+    pub approvals_counted: usize,
+    /// Approvals it needs: more than half of the admin organisations now.
+    pub needed: usize,
+    /// Past its expiry at the latest block: it can no longer pass.
+    pub expired: bool,
+}
+
+/// Open proposals in id order (`GET /v1/proposals`).
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, PartialEq, Eq)]
+pub struct ProposalList {
+    pub proposals: Vec<ProposalInfo>,
+    /// Where the next page starts (`?after=`), if there may be more.
+    pub next_after: Option<Hash>,
 }

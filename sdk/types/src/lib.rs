@@ -11,6 +11,7 @@ pub mod archive;
 pub mod block;
 pub mod codec;
 pub mod crypto;
+pub mod governance;
 pub mod hash;
 pub mod member;
 pub mod params;
@@ -25,6 +26,7 @@ pub use block::{Block, DuplicateVote, Header, QuorumCertificate, Vote, VoteData,
 pub use bytes::Bytes;
 pub use codec::{CodecError, decode, encode};
 pub use crypto::{KeyPair, PublicKey, Signature, SignatureError};
+pub use governance::{Change, Proposal};
 pub use hash::{Domain, Hash};
 pub use member::{Account, OrgId, Organisation, Role};
 pub use params::ChainParams;

@@ -3,6 +3,7 @@
 use crate::bytes::{Bytes, fixed_bytes};
 use crate::codec::encode;
 use crate::crypto::{KeyPair, PublicKey, Signature, SignatureError};
+use crate::governance::Change;
 use crate::hash::{Domain, Hash};
 use serde::{Deserialize, Serialize};
 
@@ -75,9 +76,20 @@ pub enum SystemOp {
     RemoveKey { key: PublicKey },
     /// Records `data` on chain and changes nothing else (notes, liveness probes, load tests).
     Remark { data: Bytes },
-    /// A consortium admin replaces the code of the contract at `contract`; its
-    /// address and stored state stay.
-    UpgradeContract { contract: Address, code: Bytes },
+    /// An account of an admin organisation proposes `change` to the
+    /// consortium, its organisation approving it; it is carried out at once
+    /// if that is already a majority of the admin organisations
+    /// ([`crate::governance`]). The proposal is known by this transaction's hash.
+    Propose {
+        change: Change,
+        /// Unix milliseconds, after the block's time and at most
+        /// [`crate::governance::MAX_PROPOSAL_LIFETIME_MS`] after it.
+        expires_at_ms: u64,
+    },
+    /// An account of an admin organisation approves open proposal `proposal`
+    /// for its organisation; the approval that makes the majority carries
+    /// the change out.
+    Approve { proposal: Hash },
 }
 
 impl Transaction {

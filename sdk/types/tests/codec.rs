@@ -14,7 +14,7 @@ use trellis_types::{
     QuorumCertificate, Receipt, ReceiptStatus, Signature, SignedTransaction, Transaction, Vote,
     VoteData, VoteKind, decode, encode,
 };
-use trellis_types::{Payload, SystemOp};
+use trellis_types::{Change, Payload, Role, SystemOp};
 
 const CASES: u32 = 512;
 
@@ -65,6 +65,33 @@ fn system_op() -> impl Strategy<Value = SystemOp> {
             .prop_map(|(key, org_admin)| SystemOp::AddKey { key, org_admin }),
         public_key().prop_map(|key| SystemOp::RemoveKey { key }),
         blob().prop_map(|data| SystemOp::Remark { data }),
+        (change(), number()).prop_map(|(change, expires_at_ms)| SystemOp::Propose {
+            change,
+            expires_at_ms
+        }),
+        bytes32().prop_map(|id| SystemOp::Approve { proposal: Hash(id) }),
+    ]
+}
+
+fn roles() -> impl Strategy<Value = Vec<Role>> {
+    prop::collection::vec(prop::sample::select(Role::ALL.to_vec()), 0..6)
+}
+
+fn change() -> impl Strategy<Value = Change> {
+    prop_oneof![
+        (text(), text(), roles(), public_key()).prop_map(|(id, name, roles, admin_key)| {
+            Change::AddOrganisation {
+                id,
+                name,
+                roles,
+                admin_key,
+            }
+        }),
+        (text(), roles()).prop_map(|(org, roles)| Change::SetRoles { org, roles }),
+        (bytes32(), blob()).prop_map(|(c, code)| Change::UpgradeContract {
+            contract: Address(c),
+            code
+        }),
     ]
 }
 

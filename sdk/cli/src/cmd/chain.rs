@@ -62,7 +62,7 @@ pub async fn validators(ctx: &Ctx) -> Result<Report> {
     Ok(Report::new(text, value))
 }
 
-fn parse_hash(what: &str, s: &str) -> Result<Hash> {
+pub fn parse_hash(what: &str, s: &str) -> Result<Hash> {
     Hash::from_hex(s.trim())
         .map_err(|_| CliError::usage(format!("`{s}` is not a {what} hash (64 hex digits)")))
 }
@@ -146,8 +146,9 @@ fn payload_text(p: &Payload) -> String {
             SystemOp::AddKey { key, .. } => format!("add key {}", short(&key.to_hex())),
             SystemOp::RemoveKey { key } => format!("remove key {}", short(&key.to_hex())),
             SystemOp::Remark { data } => format!("remark ({} bytes)", data.0.len()),
-            SystemOp::UpgradeContract { contract, .. } => {
-                format!("upgrade {}", short(&contract.to_hex()))
+            SystemOp::Propose { change, .. } => format!("propose {}", change.kind()),
+            SystemOp::Approve { proposal } => {
+                format!("approve proposal {}", short(&proposal.to_hex()))
             }
         },
     }

@@ -2,5 +2,6 @@
 
 pub mod chain;
 pub mod events;
+pub mod governance;
 pub mod keys;
 pub mod receivable;
