@@ -42,8 +42,9 @@ use trellis_types::{Block, Bytes, DuplicateVote, Hash, PublicKey, QuorumCertific
 /// messages or the types they carry), so that nodes of two releases refuse
 /// each other's streams rather than strike each other for bytes they cannot
 /// read. Version 2: equivocation evidence passed on, headers that commit to
-/// their whole body.
-const PROTOCOL: StreamProtocol = StreamProtocol::new("/trellis/2");
+/// their whole body. Version 3: governance transactions (`SystemOp::Propose`,
+/// `Approve`) in place of `upgrade_contract`.
+const PROTOCOL: StreamProtocol = StreamProtocol::new("/trellis/3");
 /// Blocks per sync response at most.
 pub const SYNC_BATCH: u32 = 64;
 /// Sync requests read from storage at once; more are refused as busy.

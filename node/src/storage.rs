@@ -105,7 +105,8 @@ pub(crate) mod prefix {
 /// 7: receipts are stored per block in groups; a transaction's record is its location.
 /// 8: sled holds the tree log's pointers in tables, a few per version.
 /// 9: block headers commit to the whole body (signatures, the parent's certificate).
-const SCHEMA_VERSION: u8 = 9;
+/// 10: transactions' `SystemOp` has governance's `propose` and `approve`, not `upgrade_contract`.
+const SCHEMA_VERSION: u8 = 10;
 
 /// Receipts per `RECEIPTS` record: a block writes one record per this many
 /// transactions instead of one per transaction, and looking one transaction

@@ -34,7 +34,7 @@ use tokio::task::AbortHandle;
 use tokio::time::timeout;
 use tracing::debug;
 
-pub(super) const PROTOCOL: StreamProtocol = StreamProtocol::new("/trellis/push/2");
+pub(super) const PROTOCOL: StreamProtocol = StreamProtocol::new("/trellis/push/3");
 
 /// Frames waiting to be written to one peer; past this, or past its bytes
 /// ([`Writers::new`]), new ones are dropped

@@ -1768,6 +1768,15 @@ fn the_wire_version_pins_the_encoding_of_every_message() {
         }),
     }
     .sign(&key);
+    // Governance's operations replaced `upgrade_contract` in `SystemOp` (wire version 3).
+    let approval = Transaction {
+        nonce: 8,
+        payload: Payload::System(SystemOp::Approve {
+            proposal: Hash([9; 32]),
+        }),
+        ..tx.tx.clone()
+    }
+    .sign(&key);
     let parent_commit = QuorumCertificate::genesis(Hash([1; 32]));
     let block = Block {
         header: Header {
@@ -1815,7 +1824,7 @@ fn the_wire_version_pins_the_encoding_of_every_message() {
     let requests = [
         Request::Consensus(Message::Proposal(Box::new(proposal))),
         Request::Consensus(Message::Vote(vote(Some(block.hash())))),
-        Request::Transactions(TxBatch(vec![Bytes(encode(&tx))])),
+        Request::Transactions(TxBatch(vec![Bytes(encode(&tx)), Bytes(encode(&approval))])),
         Request::Sync { from: 2, max: 64 },
         Request::Evidence(Box::new(DuplicateVote {
             first: vote(None),
@@ -1841,9 +1850,9 @@ fn the_wire_version_pins_the_encoding_of_every_message() {
             wire.finalize().to_hex().to_string()
         ),
         (
-            "/trellis/2",
-            "/trellis/push/2",
-            "529cdc0fe733bbc74df94ed47d8c0383d4dae529cbc0eca62845844db0c93b24".to_string()
+            "/trellis/3",
+            "/trellis/push/3",
+            "c75f574f00068dba086fa6e729043ce3a7acd3fb059a0c1bbc55715ca4f716f7".to_string()
         )
     );
 }

@@ -252,16 +252,25 @@ Examples:
 #[derive(Subcommand, Debug)]
 pub enum GovernanceCommand {
     /// Propose a change for your organisation (an admin organisation), approving it; it passes at once if that is a majority.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = GOVERNANCE_EXAMPLES)]
     Propose(ChangeArgs),
     /// Approve an open proposal for your organisation; the approval that makes the majority carries it out.
+    #[command(
+        after_help = "Examples:\n  trellis --key admin.pem gov approve 0835f3b2de5eed7f7fce595d2ebe2fcf7e40449db27ceb2f2bc105922e1527f5"
+    )]
     Approve {
         /// The proposal id: the hash of the transaction that proposed it.
         id: String,
     },
     /// The open proposals, with the approvals that count and the approvals needed.
+    #[command(
+        after_help = "Examples:\n  trellis --key ops.pem gov list\n  trellis --key ops.pem --output json gov list | jq '.proposals[] | {id, approvals_counted, needed}'"
+    )]
     List,
     /// One open proposal, whole.
+    #[command(
+        after_help = "Examples:\n  trellis --key ops.pem gov show 0835f3b2de5eed7f7fce595d2ebe2fcf7e40449db27ceb2f2bc105922e1527f5"
+    )]
     Show {
         /// The proposal id.
         id: String,
@@ -272,6 +281,9 @@ pub enum GovernanceCommand {
 #[derive(Subcommand, Debug)]
 pub enum ChangeArgs {
     /// Admit an organisation with its roles and its first key, an organisation admin.
+    #[command(
+        after_help = "Examples:\n  trellis --key admin.pem gov propose add-organisation --id supplier-t4 --name \"Tier Four Parts\" \\\n      --role supplier --admin-key 7e2f6a12c7421c55dab78cc299e72e49d21d9086af98e13347b1c7c59ac31dc1\n  trellis --key admin.pem gov propose add-organisation --id bank-second --name \"Second Bank\" --role bank \\\n      --admin-key <hex> --lifetime 14d"
+    )]
     AddOrganisation {
         /// Its id: lowercase letters, digits and '-', e.g. supplier-t4.
         #[arg(long)]
@@ -289,6 +301,9 @@ pub enum ChangeArgs {
         open: ProposalLifetime,
     },
     /// Replace an organisation's roles, or suspend it (no roles: it neither sends nor reads).
+    #[command(
+        after_help = "Examples:\n  trellis --key admin.pem gov propose set-roles --org supplier-t1 --role supplier --role bank\n  trellis --key admin.pem gov propose set-roles --org supplier-t1 --suspend"
+    )]
     SetRoles {
         #[arg(long)]
         org: String,
@@ -302,6 +317,9 @@ pub enum ChangeArgs {
         open: ProposalLifetime,
     },
     /// Replace a contract's code; its address and state stay.
+    #[command(
+        after_help = "Examples:\n  trellis --key admin.pem gov propose upgrade-contract --contract <address> --wasm receivables.wasm"
+    )]
     UpgradeContract {
         /// The contract's address (hex).
         #[arg(long)]
