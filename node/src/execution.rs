@@ -740,33 +740,46 @@ impl TxRun<'_> {
                         "only an organisation admin may remove keys",
                     )));
                 }
-                if *key == self.sender_key {
-                    return Ok(Err(fail(
-                        "self_removal",
-                        "an admin cannot remove its own key",
-                    )));
-                }
-                match account(&self.view, key)? {
-                    Some(record) if record.org == self.sender.org => {
-                        self.view.writes.insert(keys::account(key), None);
-                        self.view.writes.insert(
-                            keys::removed_account_nonce(key),
-                            Some(encode(&record.nonce)),
-                        );
-                        self.event(
-                            "account_removed",
-                            vec![("org".into(), record.org), ("key".into(), key.to_hex())],
-                        );
-                    }
-                    _ => {
-                        return Ok(Err(fail(
-                            "not_in_org",
-                            format!("{key} is not an account of {}", self.sender.org),
-                        )));
-                    }
-                }
+                return self.remove_account(key, Some(&self.sender.org.clone()));
             }
         }
+        Ok(Ok(()))
+    }
+
+    /// Removes account `key`, if it is one of organisation `of` (any
+    /// organisation's when `None`). Its next nonce is kept, so that what it
+    /// signed never runs again if it is added back.
+    fn remove_account(
+        &mut self,
+        key: &PublicKey,
+        of: Option<&str>,
+    ) -> Result<Result<(), ExecError>, StorageError> {
+        // The sender's record takes its nonce after the payload: it cannot go.
+        if *key == self.sender_key {
+            return Ok(Err(fail(
+                "self_removal",
+                "an account cannot remove its own key",
+            )));
+        }
+        let record = match (account(&self.view, key)?, of) {
+            (Some(record), Some(org)) if record.org != org => None,
+            (record, _) => record,
+        };
+        let Some(record) = record else {
+            return Ok(Err(match of {
+                Some(org) => fail("not_in_org", format!("{key} is not an account of {org}")),
+                None => fail("account_not_found", format!("{key} is not an account")),
+            }));
+        };
+        self.view.writes.insert(keys::account(key), None);
+        self.view.writes.insert(
+            keys::removed_account_nonce(key),
+            Some(encode(&record.nonce)),
+        );
+        self.event(
+            "account_removed",
+            vec![("org".into(), record.org), ("key".into(), key.to_hex())],
+        );
         Ok(Ok(()))
     }
 
@@ -929,6 +942,17 @@ impl TxRun<'_> {
                 admin_key,
             } => self.add_organisation(id, name, roles, admin_key),
             Change::SetRoles { org, roles } => self.set_roles(org, roles),
+            Change::AddAccount {
+                org,
+                key,
+                org_admin,
+            } => {
+                if organisation(&self.view, org)?.is_none() {
+                    return Ok(Err(org_not_found(org)));
+                }
+                self.add_account(key, org, *org_admin)
+            }
+            Change::RemoveAccount { key } => self.remove_account(key, None),
             Change::UpgradeContract { contract, code } => self.upgrade(contract, code),
         }
     }
@@ -998,10 +1022,7 @@ impl TxRun<'_> {
             return Ok(Err(e));
         }
         let Some(mut record) = organisation(&self.view, id)? else {
-            return Ok(Err(fail(
-                "org_not_found",
-                format!("{id} is not a member organisation"),
-            )));
+            return Ok(Err(org_not_found(id)));
         };
         let admins = admin_organisations(self.view.base, &self.view.writes)?;
         if admins == [id] && !roles.contains(&Role::Admin) {
@@ -1032,6 +1053,13 @@ impl TxRun<'_> {
             attributes,
         });
     }
+}
+
+fn org_not_found(id: &str) -> ExecError {
+    fail(
+        "org_not_found",
+        format!("{id} is not a member organisation"),
+    )
 }
 
 /// Refuses roles not in their one recorded form.

@@ -246,6 +246,7 @@ Examples:
   trellis --key admin.pem gov propose set-roles --org supplier-t1 --role supplier --role bank
   trellis --key admin.pem gov propose set-roles --org supplier-t1 --suspend
   trellis --key admin.pem gov propose upgrade-contract --contract <address> --wasm receivables.wasm
+  trellis --key admin.pem gov propose remove-account --key-to-remove <compromised key hex>
   trellis --key other-admin.pem gov approve <proposal id>
   trellis --key admin.pem gov list";
 
@@ -327,6 +328,33 @@ pub enum ChangeArgs {
         /// The new WASM module.
         #[arg(long)]
         wasm: PathBuf,
+        #[command(flatten)]
+        open: ProposalLifetime,
+    },
+    /// Give an organisation an account key: a new admin key for a member that lost or had stolen its own.
+    #[command(
+        after_help = "Examples:\n  trellis --key admin.pem gov propose add-account --org supplier-t1 --key-to-add <hex> --org-admin"
+    )]
+    AddAccount {
+        #[arg(long)]
+        org: String,
+        /// The account key (hex).
+        #[arg(long)]
+        key_to_add: trellis_types::PublicKey,
+        /// Make it an admin of the organisation (it may add and remove keys).
+        #[arg(long)]
+        org_admin: bool,
+        #[command(flatten)]
+        open: ProposalLifetime,
+    },
+    /// Revoke any organisation's account key (a compromised one).
+    #[command(
+        after_help = "Examples:\n  trellis --key admin.pem gov propose remove-account --key-to-remove <hex> --lifetime 1d"
+    )]
+    RemoveAccount {
+        /// The account key (hex).
+        #[arg(long)]
+        key_to_remove: trellis_types::PublicKey,
         #[command(flatten)]
         open: ProposalLifetime,
     },

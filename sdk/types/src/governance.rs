@@ -41,6 +41,16 @@ pub enum Change {
     /// Replaces the code of the contract at `contract`; its address and
     /// stored state stay.
     UpgradeContract { contract: Address, code: Bytes },
+    /// Gives organisation `org` account `key`: a new admin key for a member
+    /// that lost, or had stolen, the keys that would add it.
+    AddAccount {
+        org: OrgId,
+        key: PublicKey,
+        org_admin: bool,
+    },
+    /// Revokes account `key` of any organisation (a compromised key). Its
+    /// next nonce is kept: what it signed never runs again.
+    RemoveAccount { key: PublicKey },
 }
 
 impl Change {
@@ -50,6 +60,8 @@ impl Change {
             Change::AddOrganisation { .. } => "add_organisation",
             Change::SetRoles { .. } => "set_roles",
             Change::UpgradeContract { .. } => "upgrade_contract",
+            Change::AddAccount { .. } => "add_account",
+            Change::RemoveAccount { .. } => "remove_account",
         }
     }
 }

@@ -92,6 +92,14 @@ fn change() -> impl Strategy<Value = Change> {
             contract: Address(c),
             code
         }),
+        (text(), public_key(), any::<bool>()).prop_map(|(org, key, org_admin)| {
+            Change::AddAccount {
+                org,
+                key,
+                org_admin,
+            }
+        }),
+        public_key().prop_map(|key| Change::RemoveAccount { key }),
     ]
 }
 

@@ -407,3 +407,86 @@ fn assert_inadmissible_here(env: &Env, bad: SignedTransaction, reason: Inadmissi
         Ok(_) => panic!("a block carrying {:?} was accepted", block[0]),
     }
 }
+
+#[test]
+fn the_consortium_revokes_a_members_stolen_key_and_gives_it_a_new_admin_key() {
+    let env = three_admins();
+    let stolen = pk(T1);
+    let fresh = KeyPair::from_seed([45; 32]);
+    let revoke = tx(ADMIN, 0, propose(Change::RemoveAccount { key: stolen }));
+    let rekey = tx(
+        ADMIN,
+        1,
+        propose(Change::AddAccount {
+            org: "supplier-t1".into(),
+            key: fresh.public(),
+            org_admin: true,
+        }),
+    );
+    env.commit(&[revoke.clone(), rekey.clone()]);
+    let receipts = env.commit(&[
+        tx(ADMIN_B, 0, approve(revoke.hash())),
+        tx(ADMIN_B, 1, approve(rekey.hash())),
+    ]);
+    assert_eq!(
+        kinds(&receipts[0]),
+        ["proposal_approved", "account_removed"]
+    );
+    assert_eq!(kinds(&receipts[1]), ["proposal_approved", "account_added"]);
+    assert_eq!(env.account(&stolen), None);
+    assert_eq!(
+        env.account(&fresh.public()),
+        Some(AccountRecord {
+            org: "supplier-t1".into(),
+            org_admin: true,
+            nonce: 0,
+        })
+    );
+
+    // The stolen key sends nothing; the new one acts as the organisation's admin.
+    assert_inadmissible_here(
+        &env,
+        tx(T1, 0, remark(b"thief")),
+        Inadmissible::UnknownSender(stolen),
+    );
+    let clerk = KeyPair::from_seed([46; 32]).public();
+    assert_success(&env.commit(&[tx_by(&fresh, 0, add_key(clerk, false))])[0]);
+}
+
+#[test]
+fn account_changes_that_could_not_be_made_are_refused_at_once() {
+    let env = Env::new();
+    let unknown = KeyPair::from_seed([47; 32]).public();
+    let add = |org: &str, key| {
+        propose(Change::AddAccount {
+            org: org.into(),
+            key,
+            org_admin: false,
+        })
+    };
+    let cases = [
+        (
+            tx(ADMIN, 0, propose(Change::RemoveAccount { key: pk(ADMIN) })),
+            "self_removal",
+        ),
+        (
+            tx(ADMIN, 1, propose(Change::RemoveAccount { key: unknown })),
+            "account_not_found",
+        ),
+        (tx(ADMIN, 2, add("supplier-t9", unknown)), "org_not_found"),
+        (
+            tx(ADMIN, 3, add("supplier-t1", pk("supplier-t2/ops"))),
+            "key_exists",
+        ),
+    ];
+    let block: Vec<SignedTransaction> = cases.iter().map(|(t, _)| t.clone()).collect();
+    let receipts = env.commit(&block);
+    for ((t, code), receipt) in cases.iter().zip(&receipts) {
+        assert_eq!(failure_code(receipt), *code, "{:?}", t.tx.payload);
+    }
+    assert_eq!(env.account(&unknown), None);
+    assert_eq!(
+        env.account(&pk("supplier-t2/ops")).unwrap().org,
+        "supplier-t2"
+    );
+}

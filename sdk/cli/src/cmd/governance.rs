@@ -87,6 +87,28 @@ fn change(args: &ChangeArgs) -> Result<(Change, Duration)> {
                 open.lifetime,
             )
         }
+        ChangeArgs::AddAccount {
+            org,
+            key_to_add,
+            org_admin,
+            open,
+        } => (
+            Change::AddAccount {
+                org: org.clone(),
+                key: *key_to_add,
+                org_admin: *org_admin,
+            },
+            open.lifetime,
+        ),
+        ChangeArgs::RemoveAccount {
+            key_to_remove,
+            open,
+        } => (
+            Change::RemoveAccount {
+                key: *key_to_remove,
+            },
+            open.lifetime,
+        ),
     })
 }
 
@@ -240,5 +262,14 @@ fn describe(change: &Change) -> String {
         Change::UpgradeContract { contract, code } => {
             format!("upgrade {contract} ({} bytes of code)", code.0.len())
         }
+        Change::AddAccount {
+            org,
+            key,
+            org_admin,
+        } => format!(
+            "give {org} {} key {key}",
+            if *org_admin { "admin" } else { "account" }
+        ),
+        Change::RemoveAccount { key } => format!("revoke key {key}"),
     }
 }
