@@ -284,8 +284,8 @@ fn member(storage: &Storage, auth: &RequestSignature) -> Result<vm::Caller, ApiE
 
 /// Whether any member may read state key `key` directly: the membership
 /// records, the open governance proposals and the chain's parameters and
-/// contract records, which every member needs to take part. A contract's own keys are its to grant
-/// (`may_read`, asked by the state route).
+/// contract records, which every member needs to take part. A contract's
+/// own keys are its to grant (`may_read`, asked by the state route).
 pub fn member_may_read_key(key: &[u8]) -> bool {
     use execution::keys;
     [

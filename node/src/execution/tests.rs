@@ -9,7 +9,9 @@ use std::sync::Arc;
 use tempfile::TempDir;
 use trellis_genesis::{DEV_GENESIS_TIME_MS, Genesis, dev_account};
 use trellis_types::block::{receipts_root, tx_root};
-use trellis_types::{Address, Block, Bytes, Hash, Header, KeyPair, QuorumCertificate, Transaction};
+use trellis_types::{
+    Address, Block, Bytes, Change, Hash, Header, KeyPair, Proposal, QuorumCertificate, Transaction,
+};
 
 mod governance;
 

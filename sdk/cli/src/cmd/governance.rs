@@ -124,21 +124,17 @@ fn outcome(committed: &Committed, verb: &str) -> Report {
     };
     let passed = attribute("passed") == "true";
     let id = attribute("proposal");
-    let sentence = if passed {
-        format!(
-            "proposal {id} ({}) {verb} and carried out: {} of {} admin organisations approve",
-            attribute("change"),
-            attribute("approvals"),
-            attribute("needed")
-        )
-    } else {
-        format!(
-            "proposal {id} ({}) {verb}: {} approval(s) of the {} needed",
-            attribute("change"),
-            attribute("approvals"),
-            attribute("needed")
-        )
-    };
+    let sentence = format!(
+        "proposal {id} ({}) {verb}: {} approval(s) of the {} needed, {}",
+        attribute("change"),
+        attribute("approvals"),
+        attribute("needed"),
+        if passed {
+            "carried out"
+        } else {
+            "waiting for more"
+        }
+    );
     let effects: Vec<&str> = committed
         .events()
         .iter()
