@@ -52,6 +52,11 @@ fn refusal(result: Result<impl std::fmt::Debug, Error>) -> (u16, String) {
     }
 }
 
+/// Waits for an admitted transaction's commit.
+async fn commit(pending: trellis_sdk::Result<trellis_sdk::PendingTx>) -> Committed {
+    pending.expect("admitted").wait().await.expect("committed")
+}
+
 fn remark() -> Payload {
     Payload::System(SystemOp::Remark {
         data: Bytes(b"governance test".to_vec()),
@@ -75,43 +80,39 @@ async fn a_consortium_admits_and_suspends_members_by_a_majority_of_its_admins() 
     // The dev chain's sole admin organisation admits a second: alone, it is
     // the majority, so that passes at once. Then a third needs both.
     let (admin_b, admin_c) = (KeyPair::from_seed([61; 32]), KeyPair::from_seed([62; 32]));
-    let committed = consortium
-        .propose(admit("admin-b", &[Role::Admin], admin_b.public()), OPEN_FOR)
-        .await
-        .expect("admitted")
-        .wait()
-        .await
-        .expect("committed");
+    let committed = commit(
+        consortium
+            .propose(admit("admin-b", &[Role::Admin], admin_b.public()), OPEN_FOR)
+            .await,
+    )
+    .await;
     assert_eq!(attribute(&committed, "passed"), "true");
-    let committed = consortium
-        .propose(admit("admin-c", &[Role::Admin], admin_c.public()), OPEN_FOR)
-        .await
-        .expect("admitted")
-        .wait()
-        .await
-        .expect("committed");
+    let committed = commit(
+        consortium
+            .propose(admit("admin-c", &[Role::Admin], admin_c.public()), OPEN_FOR)
+            .await,
+    )
+    .await;
     assert_eq!(attribute(&committed, "passed"), "false");
-    let committed = client_with(&node, admin_b.clone())
-        .approve(committed.tx_hash)
-        .await
-        .expect("admitted")
-        .wait()
-        .await
-        .expect("committed");
+    let committed = commit(
+        client_with(&node, admin_b.clone())
+            .approve(committed.tx_hash)
+            .await,
+    )
+    .await;
     assert_eq!(attribute(&committed, "passed"), "true");
 
     // Three admin organisations now: admitting a tier-4 supplier needs two.
     let newcomer = KeyPair::from_seed([63; 32]);
-    let proposed = consortium
-        .propose(
-            admit("supplier-t4", &[Role::Supplier], newcomer.public()),
-            OPEN_FOR,
-        )
-        .await
-        .expect("admitted")
-        .wait()
-        .await
-        .expect("committed");
+    let proposed = commit(
+        consortium
+            .propose(
+                admit("supplier-t4", &[Role::Supplier], newcomer.public()),
+                OPEN_FOR,
+            )
+            .await,
+    )
+    .await;
     assert_eq!(
         [
             attribute(&proposed, "approvals"),
@@ -138,13 +139,7 @@ async fn a_consortium_admits_and_suspends_members_by_a_majority_of_its_admins() 
     );
 
     // A second admin organisation approves: the organisation is admitted.
-    let approved = client_with(&node, admin_b)
-        .approve(id)
-        .await
-        .expect("admitted")
-        .wait()
-        .await
-        .expect("committed");
+    let approved = commit(client_with(&node, admin_b).approve(id).await).await;
     let kinds: Vec<&str> = approved.events().iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(
         kinds,
@@ -196,26 +191,24 @@ async fn a_consortium_admits_and_suspends_members_by_a_majority_of_its_admins() 
 
     // Suspended by two admin organisations, it neither sends nor reads; its
     // piece stays where it is.
-    let suspension = consortium
-        .propose(
-            Change::SetRoles {
-                org: "supplier-t4".into(),
-                roles: vec![],
-            },
-            OPEN_FOR,
-        )
-        .await
-        .expect("admitted")
-        .wait()
-        .await
-        .expect("committed");
-    client_with(&node, admin_c)
-        .approve(suspension.tx_hash)
-        .await
-        .expect("admitted")
-        .wait()
-        .await
-        .expect("committed");
+    let suspension = commit(
+        consortium
+            .propose(
+                Change::SetRoles {
+                    org: "supplier-t4".into(),
+                    roles: vec![],
+                },
+                OPEN_FOR,
+            )
+            .await,
+    )
+    .await;
+    commit(
+        client_with(&node, admin_c)
+            .approve(suspension.tx_hash)
+            .await,
+    )
+    .await;
     assert_eq!(
         refusal(newcomer_client.submit(remark()).await),
         (403, "suspended".into())
